@@ -1,0 +1,39 @@
+//! `tally-core` is a fully deterministic implementation of Tally's vote-counting logic. It
+//! contains no networking, file or clock code: time comes in as an argument, randomness as a
+//! seed, and effects leave as values for the caller to carry out.
+//!
+//! What it promises (see `shared/DESIGN.md` §2):
+//! - every vote ID counts exactly once per poll, however often and wherever it is retried;
+//! - replicas that exchange records in any order, any number of times, through any relay,
+//!   end in the same state (merge is a union, and unions are commutative, associative and
+//!   idempotent);
+//! - once every record is everywhere, the fast-path counters equal the exact tally of winners.
+//!
+//! The pieces: [`Replica`] (one node's view of every poll: local votes, durability handshake,
+//! sync), [`PollState`] (the CRDT of one poll), [`RecordBatch`] (records in their compact
+//! form), [`wire`] (peer messages), and [`Merge`] with its law checker.
+
+mod counters;
+mod ids;
+pub mod limits;
+mod merge;
+mod poll;
+mod poll_state;
+mod record_batch;
+mod record_store;
+mod replica;
+mod version_vector;
+mod vote_id;
+pub mod wire;
+
+pub use counters::{CountPair, Counters};
+pub use ids::{
+    ActorId, NameError, NodeId, OptionIndex, OptionName, PollId, Second, Seq, UnixMillis,
+};
+pub use merge::{Merge, check_merge_laws};
+pub use poll::{PollSpec, PollSpecError, PollStatus, PollWindow};
+pub use poll_state::{Applied, ApplyError, PollState};
+pub use record_batch::{BatchError, BatchRecord, RecordBatch, SecondRun};
+pub use replica::{AcceptError, LocalVote, PollError, Replica, ReplicaError};
+pub use version_vector::VersionVector;
+pub use vote_id::{VoteId, VoteIdError, VoteIdKey};

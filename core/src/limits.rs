@@ -1,0 +1,57 @@
+//! Every limit of the core in one place, with its unit last (TigerBeetle's TIGER_STYLE).
+//!
+//! What happens when a limit is reached is part of each function's contract: input over a
+//! limit is an `Err` that leaves state unchanged; a full buffer refuses new work.
+
+/// Longest poll, node or option name, in bytes.
+pub const NAME_BYTES_MAX: usize = 64;
+
+/// Fewest options a poll may have.
+pub const OPTIONS_MIN: usize = 2;
+
+/// Most options a poll may have.
+pub const OPTIONS_MAX: usize = 16;
+
+/// Longest client key (a vote ID that is not a UUID), in bytes, before it is hashed.
+pub const CLIENT_KEY_BYTES_MAX: usize = 128;
+
+/// Latest second a vote record may carry: 31 days after a poll opens. Longer polls are not
+/// a TV-voting use case, and the bound keeps a bad peer from creating absurd buckets.
+pub const POLL_SECONDS_MAX: u32 = 31 * 24 * 3600;
+
+/// Most records in one wire batch.
+pub const RECORDS_PER_BATCH_MAX: usize = 16_384;
+
+/// Most actors one poll replica tracks (node incarnations over the life of a poll).
+pub const ACTORS_PER_POLL_MAX: usize = 4_096;
+
+/// Most records held out of order (waiting for a gap to fill), per poll. When full, further
+/// out-of-order batches are refused; anti-entropy sends them again once the gap is filled.
+pub const PENDING_RECORDS_MAX: usize = 4 * RECORDS_PER_BATCH_MAX;
+
+/// Most local votes accepted but not yet durable, per poll. When full, accepting refuses
+/// with `Overloaded` until the write-ahead log catches up.
+pub const IN_FLIGHT_RECORDS_MAX: usize = 1 << 20;
+
+/// Most records one poll replica holds: record positions are 32-bit.
+pub const RECORDS_PER_POLL_MAX: usize = u32::MAX as usize;
+
+/// Largest encoded wire frame, in bytes. Decoding refuses anything longer before parsing.
+pub const FRAME_BYTES_MAX: usize = 4 << 20;
+
+/// Most (actor, second, option) entries in one counter-state message.
+pub const COUNTER_ENTRIES_PER_MESSAGE_MAX: usize = 65_536;
+
+/// Most entries in one version vector message.
+pub const VERSION_VECTOR_ENTRIES_MAX: usize = ACTORS_PER_POLL_MAX;
+
+/// Longest cluster ID, in bytes.
+pub const CLUSTER_ID_BYTES_MAX: usize = NAME_BYTES_MAX;
+
+// A full batch of the largest records must fit in one frame: 16 ID bytes, one option byte,
+// and at worst one second-run of two 5-byte varints per record, plus headroom for names.
+const _: () = assert!(RECORDS_PER_BATCH_MAX * (16 + 1 + 10) + 4096 <= FRAME_BYTES_MAX);
+const _: () = assert!(PENDING_RECORDS_MAX >= RECORDS_PER_BATCH_MAX);
+const _: () = assert!(OPTIONS_MIN <= OPTIONS_MAX);
+const _: () =
+    assert!(VERSION_VECTOR_ENTRIES_MAX * (NAME_BYTES_MAX + 1 + 10 + 10) <= FRAME_BYTES_MAX);

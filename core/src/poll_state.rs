@@ -1,0 +1,524 @@
+//! The replicated state of one poll: the grow-only set of durable vote records, the winner of
+//! every vote ID, and the counter CRDT.
+//!
+//! Records arrive per actor in seq order (a gap is held back, bounded, until it fills). The
+//! winner of a vote ID is its record with the smallest `(second, actor, seq)`. Each actor's
+//! counters are *derived* from the records held (accepted = its records, retracted = its
+//! records that lost) and *reported* by peers; the view of an actor is the larger of the two,
+//! entry by entry. Both are lower bounds of the entry's final value, so the view is too, and
+//! once every record is everywhere the view is exact: Σ accepted − Σ retracted = the winners.
+//!
+//! An actor's own retractions are therefore durable by construction: they are a function of
+//! records that are all in the write-ahead log.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::counters::Counters;
+use crate::ids::{ActorId, OptionIndex, PollId, Second, Seq};
+use crate::limits::{ACTORS_PER_POLL_MAX, OPTIONS_MAX, PENDING_RECORDS_MAX, RECORDS_PER_BATCH_MAX};
+use crate::merge::Merge;
+use crate::record_batch::{BatchRecord, RecordBatch};
+use crate::record_store::{ActorSlot, RecordStore};
+use crate::version_vector::VersionVector;
+use crate::vote_id::VoteId;
+
+/// Why records were refused. Nothing of the batch was applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// A record names an option the poll does not have.
+    #[error("record seq {seq} names option {option}, but the poll has {option_count} options")]
+    UnknownOption {
+        /// The record's seq.
+        seq: Seq,
+        /// The option index it names.
+        option: u8,
+        /// How many options the poll has.
+        option_count: usize,
+    },
+    /// A record differs from the one already held at the same (actor, seq): the actor reused
+    /// its identity, or the sender is broken.
+    #[error("record {actor} seq {seq} conflicts with the record held at that seq")]
+    Conflict {
+        /// The actor whose log disagrees.
+        actor: ActorId,
+        /// The first seq that disagrees.
+        seq: Seq,
+    },
+    /// The batch belongs to another poll.
+    #[error("records of poll {poll} were sent to another poll's state")]
+    WrongPoll {
+        /// The poll the batch names.
+        poll: PollId,
+    },
+    /// The poll already tracks [`ACTORS_PER_POLL_MAX`] actors.
+    #[error("poll already tracks {ACTORS_PER_POLL_MAX} actors")]
+    TooManyActors,
+}
+
+/// What applying a batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// Records newly added (including any earlier out-of-order batches they released).
+    pub added: usize,
+    /// Records of the batch that were already held.
+    pub already_held: usize,
+    /// Records held back because of a gap before them.
+    pub held_back: usize,
+    /// Records refused because the out-of-order buffer is full; they will be sent again.
+    pub refused: usize,
+}
+
+struct ActorState {
+    id: ActorId,
+    derived: Counters,
+    reported: Counters,
+}
+
+impl ActorState {
+    /// Derived and reported, entry by entry the larger.
+    fn view(&self) -> Counters {
+        let mut view = self.derived.clone();
+        view.merge(&self.reported);
+        view
+    }
+}
+
+/// Per-option accepted counts for one second, flushed into an actor's counters in one go, so
+/// the hot path touches the counter map once per second-run instead of once per record.
+struct AcceptedRun {
+    second: Second,
+    counts: [u64; OPTIONS_MAX],
+}
+
+/// The replicated state of one poll.
+pub struct PollState {
+    poll: PollId,
+    option_count: usize,
+    hash_seed: [u64; 4],
+    store: RecordStore,
+    actors: Vec<ActorState>,
+    slots: BTreeMap<ActorId, ActorSlot>,
+    pending: BTreeMap<(ActorSlot, Seq), RecordBatch>,
+    pending_records: usize,
+}
+
+impl PollState {
+    /// An empty state for a poll of `option_count` options, hashing vote IDs with keys from
+    /// `hash_seed` (a per-node secret).
+    pub fn new(poll: PollId, option_count: usize, hash_seed: [u64; 4]) -> Self {
+        assert!(option_count <= OPTIONS_MAX);
+        Self {
+            poll,
+            option_count,
+            hash_seed,
+            store: RecordStore::new(hash_seed),
+            actors: Vec::new(),
+            slots: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            pending_records: 0,
+        }
+    }
+
+    /// The poll this state belongs to.
+    pub fn poll(&self) -> &PollId {
+        &self.poll
+    }
+
+    /// How many options the poll has.
+    pub fn option_count(&self) -> usize {
+        self.option_count
+    }
+
+    fn slot(&mut self, actor: &ActorId) -> Result<ActorSlot, ApplyError> {
+        if let Some(&slot) = self.slots.get(actor) {
+            return Ok(slot);
+        }
+        if self.actors.len() >= ACTORS_PER_POLL_MAX {
+            return Err(ApplyError::TooManyActors);
+        }
+        let slot = self.store.add_actor();
+        debug_assert_eq!(slot as usize, self.actors.len());
+        self.actors.push(ActorState {
+            id: actor.clone(),
+            derived: Counters::default(),
+            reported: Counters::default(),
+        });
+        self.slots.insert(actor.clone(), slot);
+        Ok(slot)
+    }
+
+    /// Highest contiguous seq held for `actor`.
+    pub fn held(&self, actor: &ActorId) -> Seq {
+        self.slots.get(actor).map_or(0, |&s| self.store.held(s))
+    }
+
+    /// Whether any record for `vote_id` is held.
+    pub fn contains(&self, vote_id: VoteId) -> bool {
+        self.store.contains(vote_id)
+    }
+
+    /// The winning option of `vote_id`, if any record for it is held.
+    pub fn winner_option(&self, vote_id: VoteId) -> Option<OptionIndex> {
+        let position = self.store.winner_position(vote_id)?;
+        Some(self.store.record_at(position).option)
+    }
+
+    /// Number of distinct vote IDs held.
+    pub fn distinct_vote_ids(&self) -> usize {
+        self.store.distinct_vote_ids()
+    }
+
+    /// Number of records held, winners and losers.
+    pub fn records_held(&self) -> u64 {
+        (0..self.actors.len())
+            .map(|s| self.store.held(s as ActorSlot))
+            .sum()
+    }
+
+    /// Applies a batch of records: idempotent, in any order, duplicated or relayed.
+    pub fn apply(&mut self, batch: &RecordBatch) -> Result<Applied, ApplyError> {
+        if batch.poll() != &self.poll {
+            return Err(ApplyError::WrongPoll {
+                poll: batch.poll().clone(),
+            });
+        }
+        if let Some(bad) = batch.iter().find(|r| r.option.get() >= self.option_count) {
+            return Err(ApplyError::UnknownOption {
+                seq: bad.seq,
+                option: bad.option.0,
+                option_count: self.option_count,
+            });
+        }
+        let slot = self.slot(batch.actor())?;
+        self.check_overlap(slot, batch)?;
+        let held = self.store.held(slot);
+        let mut applied = Applied {
+            already_held: batch
+                .last_seq()
+                .min(held)
+                .saturating_sub(batch.first_seq() - 1) as usize,
+            ..Applied::default()
+        };
+        if batch.first_seq() > held + 1 {
+            self.hold_back(slot, batch, &mut applied);
+            return Ok(applied);
+        }
+        applied.added += self.append_from(slot, batch, held + 1);
+        applied.added += self.release_pending(slot);
+        Ok(applied)
+    }
+
+    /// Refuses a batch that disagrees with records already held at the same seqs.
+    fn check_overlap(&self, slot: ActorSlot, batch: &RecordBatch) -> Result<(), ApplyError> {
+        let held = self.store.held(slot);
+        if batch.is_empty() || batch.first_seq() > held {
+            return Ok(());
+        }
+        let to = batch.last_seq().min(held);
+        let mut mismatch = None;
+        let mut incoming = batch.iter();
+        self.store.for_each_in_range(
+            slot,
+            batch.first_seq(),
+            to,
+            |seq, vote_id, option, second| {
+                let held_record = BatchRecord {
+                    seq,
+                    vote_id,
+                    option,
+                    second,
+                };
+                if mismatch.is_none() && incoming.next() != Some(held_record) {
+                    mismatch = Some(seq);
+                }
+            },
+        );
+        match mismatch {
+            Some(seq) => Err(ApplyError::Conflict {
+                actor: self.actors[slot as usize].id.clone(),
+                seq,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn hold_back(&mut self, slot: ActorSlot, batch: &RecordBatch, applied: &mut Applied) {
+        let key = (slot, batch.first_seq());
+        let longer_held = self
+            .pending
+            .get(&key)
+            .is_some_and(|b| b.len() >= batch.len());
+        if longer_held {
+            applied.held_back = batch.len();
+        } else if self.pending_records + batch.len() > PENDING_RECORDS_MAX {
+            applied.refused = batch.len();
+        } else {
+            if let Some(shorter) = self.pending.insert(key, batch.clone()) {
+                self.pending_records -= shorter.len();
+            }
+            self.pending_records += batch.len();
+            applied.held_back = batch.len();
+        }
+    }
+
+    /// Applies held-back batches of `slot` that the last append made contiguous.
+    fn release_pending(&mut self, slot: ActorSlot) -> usize {
+        let mut added = 0;
+        loop {
+            let next = self.store.held(slot) + 1;
+            let ready = self
+                .pending
+                .range((slot, 0)..=(slot, next))
+                .next()
+                .map(|(&key, _)| key);
+            let Some(key) = ready else { return added };
+            let Some(batch) = self.pending.remove(&key) else {
+                return added;
+            };
+            self.pending_records -= batch.len();
+            // A held-back batch that now conflicts is dropped: anti-entropy resends the truth.
+            if self.check_overlap(slot, &batch).is_ok() && batch.last_seq() >= next {
+                added += self.append_from(slot, &batch, next);
+            }
+        }
+    }
+
+    /// Appends the records of `batch` from seq `from` on (which must be `held + 1`).
+    fn append_from(&mut self, slot: ActorSlot, batch: &RecordBatch, from: Seq) -> usize {
+        debug_assert_eq!(from, self.store.held(slot) + 1);
+        let mut run = AcceptedRun {
+            second: 0,
+            counts: [0; OPTIONS_MAX],
+        };
+        let mut added = 0;
+        for record in batch.iter().skip((from - batch.first_seq()) as usize) {
+            if record.second != run.second {
+                self.flush_run(slot, &mut run);
+                run.second = record.second;
+            }
+            run.counts[record.option.get()] += 1;
+            self.add_record(slot, record);
+            added += 1;
+        }
+        self.flush_run(slot, &mut run);
+        added
+    }
+
+    fn flush_run(&mut self, slot: ActorSlot, run: &mut AcceptedRun) {
+        let derived = &mut self.actors[slot as usize].derived;
+        for (option, count) in run.counts.iter_mut().enumerate() {
+            if *count > 0 {
+                // Infallible: option < OPTIONS_MAX ≤ 256 (asserted in ids.rs).
+                derived.add_accepted(run.second, OptionIndex(option as u8), *count);
+                *count = 0;
+            }
+        }
+    }
+
+    /// Stores one record and applies the winner rule to its vote ID.
+    fn add_record(&mut self, slot: ActorSlot, record: BatchRecord) {
+        let position = self
+            .store
+            .append(slot, record.vote_id, record.option, record.second);
+        let Some(winner_position) = self.store.winner_position(record.vote_id) else {
+            self.store.index_new(position);
+            return;
+        };
+        let winner = self.store.record_at(winner_position);
+        let new_key = (record.second, &self.actors[slot as usize].id, record.seq);
+        let winner_key = (
+            winner.second,
+            &self.actors[winner.actor as usize].id,
+            winner.seq,
+        );
+        assert_ne!(new_key, winner_key, "a record was stored twice");
+        if new_key < winner_key {
+            self.store.index_replace(position);
+            let loser = &mut self.actors[winner.actor as usize].derived;
+            loser.add_retracted(winner.second, winner.option);
+        } else {
+            let loser = &mut self.actors[slot as usize].derived;
+            loser.add_retracted(record.second, record.option);
+        }
+    }
+
+    /// Raises `actor`'s reported counters with counts a peer sent; returns whether anything rose.
+    pub fn merge_reported(
+        &mut self,
+        actor: &ActorId,
+        counters: &Counters,
+    ) -> Result<bool, ApplyError> {
+        if let Some((_, option, _)) = counters
+            .iter()
+            .find(|(_, o, _)| o.get() >= self.option_count)
+        {
+            return Err(ApplyError::UnknownOption {
+                seq: 0,
+                option: option.0,
+                option_count: self.option_count,
+            });
+        }
+        let slot = self.slot(actor)?;
+        Ok(self.actors[slot as usize].reported.merge(counters))
+    }
+
+    /// Each actor's counters as this replica sees them (derived and reported, the larger).
+    pub fn counter_views(&self) -> Vec<(ActorId, Counters)> {
+        self.actors
+            .iter()
+            .map(|a| (a.id.clone(), a.view()))
+            .collect()
+    }
+
+    /// Net votes per option from the fast path, counting buckets up to `at` (all if `None`).
+    pub fn totals(&self, at: Option<Second>) -> Vec<i64> {
+        let mut totals = vec![0i64; self.option_count];
+        for actor in &self.actors {
+            for (second, option, pair) in actor.view().iter() {
+                if at.is_none_or(|at| second <= at) {
+                    totals[option.get()] += pair.net();
+                }
+            }
+        }
+        totals
+    }
+
+    /// Net votes per (second, option) from the fast path: the time series.
+    pub fn history(&self) -> BTreeMap<Second, Vec<i64>> {
+        let mut history: BTreeMap<Second, Vec<i64>> = BTreeMap::new();
+        for actor in &self.actors {
+            for (second, option, pair) in actor.view().iter() {
+                let row = history
+                    .entry(second)
+                    .or_insert_with(|| vec![0; self.option_count]);
+                row[option.get()] += pair.net();
+            }
+        }
+        history
+    }
+
+    /// The exact tally: winners by (second, option), computed by scanning every vote ID.
+    /// O(vote IDs); for checks and audits, not for serving.
+    pub fn exact_tally(&self) -> BTreeMap<(Second, OptionIndex), u64> {
+        let mut tally = BTreeMap::new();
+        self.store.for_each_winner(|winner| {
+            *tally.entry((winner.second, winner.option)).or_insert(0) += 1;
+        });
+        tally
+    }
+
+    /// Exact net votes per option (all seconds).
+    pub fn exact_totals(&self) -> Vec<i64> {
+        let mut totals = vec![0i64; self.option_count];
+        for ((_, option), count) in self.exact_tally() {
+            totals[option.get()] += count as i64;
+        }
+        totals
+    }
+
+    /// Highest contiguous seq held per actor.
+    pub fn version_vector(&self) -> VersionVector {
+        self.actors
+            .iter()
+            .zip(0..)
+            .map(|(a, slot)| (a.id.clone(), self.store.held(slot)))
+            .collect()
+    }
+
+    /// The records a replica whose vector is `theirs` lacks, at most `records_max` of them, in
+    /// batches of at most [`RECORDS_PER_BATCH_MAX`], actor by actor.
+    pub fn missing_for(&self, theirs: &VersionVector, records_max: usize) -> Vec<RecordBatch> {
+        let mut batches = Vec::new();
+        let mut budget = records_max;
+        for (actor, slot) in self.actors.iter().zip(0..) {
+            let mut from = theirs.get(&actor.id) + 1;
+            let held = self.store.held(slot);
+            while from <= held && budget > 0 {
+                let count = (held - from + 1).min(RECORDS_PER_BATCH_MAX.min(budget) as Seq);
+                let to = from + count - 1;
+                let mut batch = RecordBatch::new(self.poll.clone(), actor.id.clone(), from);
+                self.store
+                    .for_each_in_range(slot, from, to, |_, id, option, second| {
+                        batch.push(id, option, second)
+                    });
+                batches.push(batch);
+                budget -= count as usize;
+                from = to + 1;
+            }
+        }
+        batches
+    }
+
+    /// Bytes of heap the records and the index have reserved.
+    pub fn heap_bytes(&self) -> usize {
+        self.store.heap_bytes()
+    }
+}
+
+impl Merge for PollState {
+    /// Union of the records, max of the reported counters.
+    fn merge(&mut self, other: &Self) -> bool {
+        let mut changed = false;
+        for batch in other.missing_for(&self.version_vector(), usize::MAX) {
+            let applied = self.apply(&batch);
+            assert!(
+                applied.is_ok(),
+                "merging two valid states failed: {applied:?}"
+            );
+            changed |= applied.is_ok_and(|a| a.added > 0);
+        }
+        for actor in &other.actors {
+            let merged = self.merge_reported(&actor.id, &actor.reported);
+            assert!(
+                merged.is_ok(),
+                "merging two valid states failed: {merged:?}"
+            );
+            changed |= merged.unwrap_or(false);
+        }
+        changed
+    }
+}
+
+impl Clone for PollState {
+    /// A copy holding the same records and reported counters (pending batches are not copied:
+    /// they are not yet part of the state).
+    fn clone(&self) -> Self {
+        let mut copy = PollState::new(self.poll.clone(), self.option_count, self.hash_seed);
+        copy.merge(self);
+        copy
+    }
+}
+
+impl PartialEq for PollState {
+    /// Equal when both hold the same records and the same reported counters.
+    fn eq(&self, other: &Self) -> bool {
+        let records = |s: &PollState| s.missing_for(&VersionVector::default(), usize::MAX);
+        let reported = |s: &PollState| -> BTreeMap<ActorId, Counters> {
+            s.actors
+                .iter()
+                .filter(|a| !a.reported.is_empty())
+                .map(|a| (a.id.clone(), a.reported.clone()))
+                .collect()
+        };
+        let mut mine = records(self);
+        let mut theirs = records(other);
+        mine.sort_by(|a, b| (a.actor(), a.first_seq()).cmp(&(b.actor(), b.first_seq())));
+        theirs.sort_by(|a, b| (a.actor(), a.first_seq()).cmp(&(b.actor(), b.first_seq())));
+        self.poll == other.poll
+            && self.option_count == other.option_count
+            && mine == theirs
+            && reported(self) == reported(other)
+    }
+}
+
+impl fmt::Debug for PollState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PollState")
+            .field("options", &self.option_count)
+            .field("version_vector", &self.version_vector())
+            .field("distinct_vote_ids", &self.distinct_vote_ids())
+            .field("pending_records", &self.pending_records)
+            .finish()
+    }
+}

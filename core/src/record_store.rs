@@ -1,0 +1,315 @@
+//! Where a poll's vote records live, and the dedupe index over them, packed to ~24 bytes a vote.
+//!
+//! Records sit in fixed-size chunks, each chunk owned by one actor and filled in that actor's
+//! seq order; a record is 17 bytes (16-byte ID, 1-byte option). Seconds are run-length encoded
+//! per actor, since an actor stamps its records in time order. A record's *position* (chunk
+//! number × chunk size + offset) is a `u32`, and the dedupe index is a swiss table of positions
+//! (4 bytes a slot) that compares keys by reading the record, so no vote ID is stored twice.
+//! The index holds, for each vote ID, the position of its current winner.
+//!
+//! Hashing uses a keyed hasher seeded by the caller (a per-node secret), because vote IDs are
+//! chosen by clients and must not be able to aim at one bucket.
+
+use hashbrown::HashTable;
+
+use crate::ids::{OptionIndex, Second, Seq};
+use crate::vote_id::VoteId;
+
+/// Records per chunk. A chunk is 4096 × 17 bytes ≈ 68 KiB; the last chunk of each actor may
+/// be partly filled.
+pub(crate) const CHUNK_RECORDS: usize = 4096;
+const CHUNK_SHIFT: u32 = CHUNK_RECORDS.trailing_zeros();
+const _: () = assert!(CHUNK_RECORDS.is_power_of_two());
+
+/// A record's place in the store: `chunk << CHUNK_SHIFT | offset`.
+pub(crate) type Position = u32;
+
+/// Dense per-poll actor number, an index into the poll's actor table.
+pub(crate) type ActorSlot = u32;
+
+struct Chunk {
+    actor: ActorSlot,
+    first_seq: Seq,
+    vote_ids: Vec<u128>,
+    options: Vec<u8>,
+}
+
+/// One actor's records: its chunks in seq order and its seconds as runs.
+#[derive(Default)]
+struct ActorRecords {
+    chunks: Vec<u32>,
+    /// `(first seq of the run, second)`, in seq order; a run lasts until the next one.
+    second_runs: Vec<(Seq, Second)>,
+    held: Seq,
+}
+
+/// A record read back from the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StoredRecord {
+    pub(crate) actor: ActorSlot,
+    pub(crate) seq: Seq,
+    pub(crate) vote_id: VoteId,
+    pub(crate) option: OptionIndex,
+    pub(crate) second: Second,
+}
+
+/// The records of one poll and the index of each vote ID's winner.
+pub(crate) struct RecordStore {
+    chunks: Vec<Chunk>,
+    actors: Vec<ActorRecords>,
+    index: HashTable<Position>,
+    hasher: ahash::RandomState,
+}
+
+impl RecordStore {
+    /// An empty store whose index hashes with keys derived from `hash_seed`.
+    pub(crate) fn new(hash_seed: [u64; 4]) -> Self {
+        let [k0, k1, k2, k3] = hash_seed;
+        Self {
+            chunks: Vec::new(),
+            actors: Vec::new(),
+            index: HashTable::new(),
+            hasher: ahash::RandomState::with_seeds(k0, k1, k2, k3),
+        }
+    }
+
+    /// Makes room for one more actor; returns its slot.
+    pub(crate) fn add_actor(&mut self) -> ActorSlot {
+        self.actors.push(ActorRecords::default());
+        // Infallible in practice: callers cap actors at ACTORS_PER_POLL_MAX.
+        ActorSlot::try_from(self.actors.len() - 1).unwrap_or(ActorSlot::MAX)
+    }
+
+    /// Highest contiguous seq held for `actor`.
+    pub(crate) fn held(&self, actor: ActorSlot) -> Seq {
+        self.actors[actor as usize].held
+    }
+
+    /// Number of distinct vote IDs held.
+    pub(crate) fn distinct_vote_ids(&self) -> usize {
+        self.index.len()
+    }
+
+    fn hash(&self, vote_id: VoteId) -> u64 {
+        self.hasher.hash_one(vote_id.0)
+    }
+
+    /// The position of `vote_id`'s current winner, if the ID is known.
+    pub(crate) fn winner_position(&self, vote_id: VoteId) -> Option<Position> {
+        let chunks = &self.chunks;
+        self.index
+            .find(self.hash(vote_id), |&p| id_at(chunks, p) == vote_id.0)
+            .copied()
+    }
+
+    /// Whether any record for `vote_id` is held.
+    pub(crate) fn contains(&self, vote_id: VoteId) -> bool {
+        self.winner_position(vote_id).is_some()
+    }
+
+    /// Appends the next record (seq `held + 1`) of `actor`. Does not touch the index.
+    pub(crate) fn append(
+        &mut self,
+        actor: ActorSlot,
+        vote_id: VoteId,
+        option: OptionIndex,
+        second: Second,
+    ) -> Position {
+        let seq = self.actors[actor as usize].held + 1;
+        let chunk_number = match self.actors[actor as usize].chunks.last() {
+            Some(&last) if self.chunks[last as usize].vote_ids.len() < CHUNK_RECORDS => last,
+            _ => self.new_chunk(actor, seq),
+        };
+        let chunk = &mut self.chunks[chunk_number as usize];
+        let offset = chunk.vote_ids.len();
+        chunk.vote_ids.push(vote_id.0);
+        chunk.options.push(option.0);
+        let records = &mut self.actors[actor as usize];
+        records.held = seq;
+        if records.second_runs.last().map(|&(_, s)| s) != Some(second) {
+            records.second_runs.push((seq, second));
+        }
+        let position = (chunk_number << CHUNK_SHIFT) | offset as u32;
+        debug_assert_eq!(self.record_at(position).seq, seq);
+        position
+    }
+
+    fn new_chunk(&mut self, actor: ActorSlot, first_seq: Seq) -> u32 {
+        let chunk_number = self.chunks.len();
+        assert!(
+            chunk_number < (1usize << (32 - CHUNK_SHIFT)),
+            "record store full: positions are 32-bit"
+        );
+        self.chunks.push(Chunk {
+            actor,
+            first_seq,
+            vote_ids: Vec::new(),
+            options: Vec::new(),
+        });
+        let chunk_number = chunk_number as u32;
+        self.actors[actor as usize].chunks.push(chunk_number);
+        chunk_number
+    }
+
+    /// Records `position` as the winner of a vote ID that had none.
+    pub(crate) fn index_new(&mut self, position: Position) {
+        let vote_id = VoteId(id_at(&self.chunks, position));
+        let hash = self.hash(vote_id);
+        let (chunks, hasher) = (&self.chunks, &self.hasher);
+        self.index
+            .insert_unique(hash, position, |&p| hasher.hash_one(id_at(chunks, p)));
+    }
+
+    /// Replaces the indexed winner of the vote ID at `position` with `position`.
+    pub(crate) fn index_replace(&mut self, position: Position) {
+        let vote_id = VoteId(id_at(&self.chunks, position));
+        let hash = self.hash(vote_id);
+        let chunks = &self.chunks;
+        let slot = self
+            .index
+            .find_mut(hash, |&p| id_at(chunks, p) == vote_id.0);
+        assert!(slot.is_some(), "index_replace of an unindexed vote ID");
+        if let Some(slot) = slot {
+            *slot = position;
+        }
+    }
+
+    /// Reads the record at `position`.
+    pub(crate) fn record_at(&self, position: Position) -> StoredRecord {
+        let chunk = &self.chunks[(position >> CHUNK_SHIFT) as usize];
+        let offset = (position as usize) & (CHUNK_RECORDS - 1);
+        let seq = chunk.first_seq + offset as Seq;
+        StoredRecord {
+            actor: chunk.actor,
+            seq,
+            vote_id: VoteId(chunk.vote_ids[offset]),
+            option: OptionIndex(chunk.options[offset]),
+            second: self.second_of(chunk.actor, seq),
+        }
+    }
+
+    /// The second stamped on `actor`'s record `seq` (which must be held).
+    fn second_of(&self, actor: ActorSlot, seq: Seq) -> Second {
+        let runs = &self.actors[actor as usize].second_runs;
+        let run = runs.partition_point(|&(first, _)| first <= seq);
+        runs[run - 1].1
+    }
+
+    /// Calls `visit` with `actor`'s records `from..=to` in seq order.
+    pub(crate) fn for_each_in_range(
+        &self,
+        actor: ActorSlot,
+        from: Seq,
+        to: Seq,
+        mut visit: impl FnMut(Seq, VoteId, OptionIndex, Second),
+    ) {
+        let records = &self.actors[actor as usize];
+        assert!(
+            from >= 1 && to <= records.held,
+            "range outside held records"
+        );
+        let mut run = records
+            .second_runs
+            .partition_point(|&(first, _)| first <= from)
+            - 1;
+        for seq in from..=to {
+            while run + 1 < records.second_runs.len() && records.second_runs[run + 1].0 <= seq {
+                run += 1;
+            }
+            let index = (seq - 1) as usize;
+            let chunk = &self.chunks[records.chunks[index / CHUNK_RECORDS] as usize];
+            let offset = index % CHUNK_RECORDS;
+            visit(
+                seq,
+                VoteId(chunk.vote_ids[offset]),
+                OptionIndex(chunk.options[offset]),
+                records.second_runs[run].1,
+            );
+        }
+    }
+
+    /// Calls `visit` with each vote ID's winner.
+    pub(crate) fn for_each_winner(&self, mut visit: impl FnMut(StoredRecord)) {
+        for &position in self.index.iter() {
+            visit(self.record_at(position));
+        }
+    }
+
+    /// Bytes of heap this store has reserved (capacity, not length): the memory it costs.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let chunk_bytes: usize = self
+            .chunks
+            .iter()
+            .map(|c| c.vote_ids.capacity() * 16 + c.options.capacity())
+            .sum();
+        let actor_bytes: usize = self
+            .actors
+            .iter()
+            .map(|a| a.chunks.capacity() * 4 + a.second_runs.capacity() * 16)
+            .sum();
+        // hashbrown: one control byte per bucket plus the values.
+        let index_bytes = self.index.capacity() * (std::mem::size_of::<Position>() + 1) * 8 / 7;
+        chunk_bytes
+            + actor_bytes
+            + index_bytes
+            + self.chunks.capacity() * std::mem::size_of::<Chunk>()
+    }
+}
+
+fn id_at(chunks: &[Chunk], position: Position) -> u128 {
+    chunks[(position >> CHUNK_SHIFT) as usize].vote_ids[(position as usize) & (CHUNK_RECORDS - 1)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_read_back_as_written_across_chunks_and_second_runs() {
+        // Goal: positions, seqs and run-length seconds survive chunk boundaries.
+        let mut store = RecordStore::new([1, 2, 3, 4]);
+        let a = store.add_actor();
+        let b = store.add_actor();
+        let count = CHUNK_RECORDS as u128 * 2 + 10;
+        let mut positions = Vec::new();
+        for i in 0..count {
+            let second = (i / 1000) as Second;
+            positions.push(store.append(a, VoteId(i), OptionIndex((i % 3) as u8), second));
+            store.append(b, VoteId(i + 1_000_000), OptionIndex(1), 7);
+        }
+        for (i, &p) in positions.iter().enumerate() {
+            let record = store.record_at(p);
+            assert_eq!(record.actor, a);
+            assert_eq!(record.seq, i as Seq + 1);
+            assert_eq!(record.vote_id, VoteId(i as u128));
+            assert_eq!(record.second, (i / 1000) as Second);
+        }
+        let mut seen = Vec::new();
+        store.for_each_in_range(a, 4095, 4098, |seq, id, _, second| {
+            seen.push((seq, id.0, second))
+        });
+        assert_eq!(
+            seen,
+            vec![
+                (4095, 4094, 4),
+                (4096, 4095, 4),
+                (4097, 4096, 4),
+                (4098, 4097, 4)
+            ]
+        );
+    }
+
+    #[test]
+    fn index_finds_winners_and_replaces_them() {
+        let mut store = RecordStore::new([9, 9, 9, 9]);
+        let a = store.add_actor();
+        let first = store.append(a, VoteId(42), OptionIndex(0), 5);
+        assert!(!store.contains(VoteId(42)));
+        store.index_new(first);
+        assert_eq!(store.winner_position(VoteId(42)), Some(first));
+        let second = store.append(a, VoteId(42), OptionIndex(1), 3);
+        store.index_replace(second);
+        assert_eq!(store.winner_position(VoteId(42)), Some(second));
+        assert_eq!(store.distinct_vote_ids(), 1);
+    }
+}

@@ -1,0 +1,375 @@
+//! One node's replica of every poll: local votes in, durable records and sync messages out.
+//!
+//! The flow of a local vote: [`Replica::accept_local`] answers at once whether the vote ID is
+//! new (`Counted`, with the next seq of this actor) or seen (`Duplicate`); new records wait
+//! *in flight* until the caller has logged them ([`Replica::take_unlogged`]) and fsynced the
+//! log ([`Replica::mark_durable`]). Only then do they join the replicated state, its counters
+//! and what peers are sent, so no peer ever sees a record this node could lose in a crash.
+//! The caller acknowledges a vote only after `mark_durable` covers it.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use hashbrown::HashMap;
+
+use crate::counters::Counters;
+use crate::ids::{ActorId, OptionIndex, PollId, Second, Seq, UnixMillis};
+use crate::limits::IN_FLIGHT_RECORDS_MAX;
+use crate::merge::Merge;
+use crate::poll::{PollSpec, PollStatus, PollWindow};
+use crate::poll_state::{Applied, ApplyError, PollState};
+use crate::record_batch::RecordBatch;
+use crate::version_vector::VersionVector;
+use crate::vote_id::VoteId;
+use crate::wire::{ActorCounters, CounterEntry, CounterState};
+
+/// Why a local vote was refused. Nothing was counted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AcceptError {
+    /// No poll of that name.
+    #[error("no poll named {0}")]
+    UnknownPoll(PollId),
+    /// The option index is past the poll's options.
+    #[error("the poll has no option {0}")]
+    UnknownOption(u8),
+    /// The poll has not opened.
+    #[error("the poll is not open yet")]
+    NotOpen,
+    /// The poll has closed.
+    #[error("the poll is closed")]
+    Closed,
+    /// Too many votes wait for the write-ahead log; retry shortly.
+    #[error("too many votes are waiting to be made durable; retry shortly")]
+    Overloaded,
+}
+
+/// Why records or counters from elsewhere were refused. Nothing was applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicaError {
+    /// No poll of that name.
+    #[error("no poll named {0}")]
+    UnknownPoll(PollId),
+    /// Records of this node's own actor that it never made durable: someone reused its identity.
+    #[error("records of this node's own actor {actor} up to seq {seq} came from elsewhere")]
+    ForeignOwnRecords {
+        /// This node's actor.
+        actor: ActorId,
+        /// The highest seq received.
+        seq: Seq,
+    },
+    /// The poll state refused the records.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+/// Why a poll could not be added. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PollError {
+    /// A poll of that name exists with other options.
+    #[error("poll {0} already exists with different options")]
+    Conflict(PollId),
+    /// No poll of that name.
+    #[error("no poll named {0}")]
+    UnknownPoll(PollId),
+}
+
+/// The answer to a local vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalVote {
+    /// A new vote ID: counted as this actor's record `seq`, stamped `second`. Acknowledge it
+    /// once `mark_durable` covers `seq`.
+    Counted {
+        /// The record's seq in this actor's log.
+        seq: Seq,
+        /// The poll-relative second it was stamped with.
+        second: Second,
+    },
+    /// A vote ID seen before. If `wait_for` is `Some(seq)`, the earlier vote is this actor's and
+    /// not yet durable: acknowledge once `mark_durable` covers `seq`.
+    Duplicate {
+        /// This actor's seq to wait for, if the earlier vote is not durable yet.
+        wait_for: Option<Seq>,
+    },
+}
+
+/// Local records not yet durable, in seq order.
+struct InFlight {
+    first_seq: Seq,
+    records: VecDeque<(VoteId, OptionIndex, Second)>,
+    seq_by_vote_id: HashMap<u128, Seq, ahash::RandomState>,
+    handed_out: usize,
+}
+
+struct PollReplica {
+    spec: PollSpec,
+    state: PollState,
+    in_flight: InFlight,
+    last_second: Second,
+}
+
+/// One node's replica of every poll.
+pub struct Replica {
+    actor: ActorId,
+    hash_seed: [u64; 4],
+    polls: BTreeMap<PollId, PollReplica>,
+}
+
+impl Replica {
+    /// An empty replica for `actor`, hashing vote IDs with keys from `hash_seed` (a per-node
+    /// secret drawn by the caller's seeded RNG).
+    pub fn new(actor: ActorId, hash_seed: [u64; 4]) -> Self {
+        Self {
+            actor,
+            hash_seed,
+            polls: BTreeMap::new(),
+        }
+    }
+
+    /// This node's actor.
+    pub fn actor(&self) -> &ActorId {
+        &self.actor
+    }
+
+    /// Adds a poll, or merges the window of an existing poll with the same options. Returns
+    /// whether anything changed.
+    pub fn upsert_poll(&mut self, spec: PollSpec) -> Result<bool, PollError> {
+        if let Some(existing) = self.polls.get_mut(spec.id()) {
+            if existing.spec.options() != spec.options() {
+                return Err(PollError::Conflict(spec.id().clone()));
+            }
+            return Ok(existing.spec.window.merge(&spec.window));
+        }
+        let [k0, k1, k2, k3] = self.hash_seed;
+        let own = self.actor.clone();
+        let state = PollState::new(spec.id().clone(), spec.options().len(), self.hash_seed);
+        let in_flight = InFlight {
+            first_seq: 1,
+            records: VecDeque::new(),
+            seq_by_vote_id: HashMap::with_hasher(ahash::RandomState::with_seeds(k1, k2, k3, k0)),
+            handed_out: 0,
+        };
+        debug_assert_eq!(state.held(&own), 0);
+        self.polls.insert(
+            spec.id().clone(),
+            PollReplica {
+                spec,
+                state,
+                in_flight,
+                last_second: 0,
+            },
+        );
+        Ok(true)
+    }
+
+    /// Merges `window` into a poll's window (earliest open, earliest close wins).
+    pub fn merge_window(&mut self, poll: &PollId, window: &PollWindow) -> Result<bool, PollError> {
+        let replica = self
+            .polls
+            .get_mut(poll)
+            .ok_or_else(|| PollError::UnknownPoll(poll.clone()))?;
+        Ok(replica.spec.window.merge(window))
+    }
+
+    /// The definition of a poll.
+    pub fn poll_spec(&self, poll: &PollId) -> Option<&PollSpec> {
+        self.polls.get(poll).map(|p| &p.spec)
+    }
+
+    /// Every poll's definition, by name.
+    pub fn poll_specs(&self) -> impl Iterator<Item = &PollSpec> {
+        self.polls.values().map(|p| &p.spec)
+    }
+
+    /// The replicated state of a poll, for reads.
+    pub fn state(&self, poll: &PollId) -> Option<&PollState> {
+        self.polls.get(poll).map(|p| &p.state)
+    }
+
+    /// Accepts a vote cast at this node at `now`.
+    pub fn accept_local(
+        &mut self,
+        poll: &PollId,
+        option: OptionIndex,
+        vote_id: VoteId,
+        now: UnixMillis,
+    ) -> Result<LocalVote, AcceptError> {
+        let replica = self
+            .polls
+            .get_mut(poll)
+            .ok_or_else(|| AcceptError::UnknownPoll(poll.clone()))?;
+        if option.get() >= replica.spec.options().len() {
+            return Err(AcceptError::UnknownOption(option.0));
+        }
+        match replica.spec.window.status(now) {
+            PollStatus::NotOpen => return Err(AcceptError::NotOpen),
+            PollStatus::Closed => return Err(AcceptError::Closed),
+            PollStatus::Open => {}
+        }
+        if replica.state.contains(vote_id) {
+            return Ok(LocalVote::Duplicate { wait_for: None });
+        }
+        let in_flight = &mut replica.in_flight;
+        if let Some(&seq) = in_flight.seq_by_vote_id.get(&vote_id.0) {
+            return Ok(LocalVote::Duplicate {
+                wait_for: Some(seq),
+            });
+        }
+        if in_flight.records.len() >= IN_FLIGHT_RECORDS_MAX {
+            return Err(AcceptError::Overloaded);
+        }
+        // An actor stamps its records in time order even if the caller's clock steps back.
+        let second = replica
+            .spec
+            .window
+            .second_at(now)
+            .unwrap_or(replica.last_second)
+            .max(replica.last_second);
+        replica.last_second = second;
+        let seq = in_flight.first_seq + in_flight.records.len() as Seq;
+        in_flight.records.push_back((vote_id, option, second));
+        in_flight.seq_by_vote_id.insert(vote_id.0, seq);
+        Ok(LocalVote::Counted { seq, second })
+    }
+
+    /// Hands out the local records not yet handed out, one batch per poll, for the caller to
+    /// append to its write-ahead log.
+    pub fn take_unlogged(&mut self) -> Vec<RecordBatch> {
+        let mut batches = Vec::new();
+        for (poll, replica) in &mut self.polls {
+            let in_flight = &mut replica.in_flight;
+            if in_flight.handed_out == in_flight.records.len() {
+                continue;
+            }
+            let first_seq = in_flight.first_seq + in_flight.handed_out as Seq;
+            let mut batch = RecordBatch::new(poll.clone(), self.actor.clone(), first_seq);
+            for &(vote_id, option, second) in in_flight.records.range(in_flight.handed_out..) {
+                batch.push(vote_id, option, second);
+            }
+            in_flight.handed_out = in_flight.records.len();
+            batches.push(batch);
+        }
+        batches
+    }
+
+    /// Marks this actor's records of `poll` up to `seq` durable: they join the replicated state.
+    /// `seq` must have been handed out by [`Self::take_unlogged`].
+    pub fn mark_durable(&mut self, poll: &PollId, seq: Seq) {
+        let Some(replica) = self.polls.get_mut(poll) else {
+            return;
+        };
+        let in_flight = &mut replica.in_flight;
+        if seq < in_flight.first_seq {
+            return;
+        }
+        let count = (seq - in_flight.first_seq + 1) as usize;
+        assert!(
+            count <= in_flight.handed_out,
+            "mark_durable past what was handed out for logging"
+        );
+        let mut batch = RecordBatch::new(poll.clone(), self.actor.clone(), in_flight.first_seq);
+        for (vote_id, option, second) in in_flight.records.drain(..count) {
+            batch.push(vote_id, option, second);
+            in_flight.seq_by_vote_id.remove(&vote_id.0);
+        }
+        in_flight.first_seq = seq + 1;
+        in_flight.handed_out -= count;
+        let applied = replica.state.apply(&batch);
+        assert!(
+            applied.as_ref().is_ok_and(|a| a.added == count),
+            "own durable records did not apply: {applied:?}"
+        );
+    }
+
+    /// Applies records received from a peer.
+    pub fn apply_records(&mut self, batch: &RecordBatch) -> Result<Applied, ReplicaError> {
+        let replica = self
+            .polls
+            .get_mut(batch.poll())
+            .ok_or_else(|| ReplicaError::UnknownPoll(batch.poll().clone()))?;
+        if batch.actor() == &self.actor && batch.last_seq() > replica.state.held(&self.actor) {
+            return Err(ReplicaError::ForeignOwnRecords {
+                actor: self.actor.clone(),
+                seq: batch.last_seq(),
+            });
+        }
+        Ok(replica.state.apply(batch)?)
+    }
+
+    /// Applies records read back from this node's own write-ahead log at start-up, including
+    /// this actor's own. Call before accepting any local vote.
+    pub fn recover_records(&mut self, batch: &RecordBatch) -> Result<Applied, ReplicaError> {
+        let replica = self
+            .polls
+            .get_mut(batch.poll())
+            .ok_or_else(|| ReplicaError::UnknownPoll(batch.poll().clone()))?;
+        assert!(
+            replica.in_flight.records.is_empty(),
+            "recover_records after local votes were accepted"
+        );
+        let applied = replica.state.apply(batch)?;
+        if batch.actor() == &self.actor {
+            replica.in_flight.first_seq = replica.state.held(&self.actor) + 1;
+            if let Some(last) = batch.iter().last() {
+                replica.last_second = replica.last_second.max(last.second);
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Raises the reported counters with a peer's counter state; returns whether anything rose.
+    pub fn merge_counters(&mut self, message: &CounterState) -> Result<bool, ReplicaError> {
+        let replica = self
+            .polls
+            .get_mut(&message.poll)
+            .ok_or_else(|| ReplicaError::UnknownPoll(message.poll.clone()))?;
+        let mut changed = false;
+        for actor in &message.actors {
+            let mut counters = Counters::default();
+            for entry in &actor.entries {
+                counters.raise(entry.second, OptionIndex(entry.option), entry.pair());
+            }
+            changed |= replica.state.merge_reported(&actor.actor, &counters)?;
+        }
+        Ok(changed)
+    }
+
+    /// This replica's version vector for `poll`.
+    pub fn version_vector(&self, poll: &PollId) -> Option<VersionVector> {
+        self.state(poll).map(PollState::version_vector)
+    }
+
+    /// The durable records of `poll` that a peer with vector `theirs` lacks (at most
+    /// `records_max`).
+    pub fn missing_records(
+        &self,
+        poll: &PollId,
+        theirs: &VersionVector,
+        records_max: usize,
+    ) -> Vec<RecordBatch> {
+        self.state(poll)
+            .map(|s| s.missing_for(theirs, records_max))
+            .unwrap_or_default()
+    }
+
+    /// The counter state of `poll` to push to peers: every actor's counters as seen here.
+    pub fn counter_state(&self, poll: &PollId) -> Option<CounterState> {
+        let state = self.state(poll)?;
+        let actors = state
+            .counter_views()
+            .into_iter()
+            .filter(|(_, counters)| !counters.is_empty())
+            .map(|(actor, counters)| ActorCounters {
+                actor,
+                entries: counters.iter().map(CounterEntry::from_pair).collect(),
+            })
+            .collect();
+        Some(CounterState {
+            poll: poll.clone(),
+            actors,
+        })
+    }
+
+    /// Local votes accepted but not yet durable, over all polls.
+    pub fn in_flight_records(&self) -> usize {
+        self.polls.values().map(|p| p.in_flight.records.len()).sum()
+    }
+}

@@ -1,0 +1,133 @@
+//! Vote IDs: the client's idempotency key, 128 bits, the same on every node.
+//!
+//! A UUID is taken as sent. Any other client key of 1 to [`CLIENT_KEY_BYTES_MAX`] bytes is
+//! mapped to 128 bits by BLAKE3 in keyed mode with the cluster's [`VoteIdKey`], which every
+//! node shares, so a retry to another region maps to the same ID. Clients do not know the key,
+//! so they cannot aim collisions.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::CLIENT_KEY_BYTES_MAX;
+
+/// A vote's idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct VoteId(pub u128);
+
+impl VoteId {
+    /// The 16 bytes of the ID, big-endian (the UUID byte order).
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_be_bytes()
+    }
+
+    /// The ID from 16 big-endian bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(u128::from_be_bytes(bytes))
+    }
+}
+
+impl fmt::Display for VoteId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        uuid::Uuid::from_u128(self.0).hyphenated().fmt(f)
+    }
+}
+
+/// The cluster-wide key that maps non-UUID client keys to vote IDs. Part of the cluster's
+/// configuration: every node of a cluster must use the same one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VoteIdKey([u8; 32]);
+
+impl VoteIdKey {
+    /// A key from 32 bytes of configuration.
+    pub fn new(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+}
+
+impl fmt::Debug for VoteIdKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("VoteIdKey(..)")
+    }
+}
+
+/// Why a client's vote ID was refused. Nothing was counted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VoteIdError {
+    /// The key was empty.
+    #[error("vote ID is empty")]
+    Empty,
+    /// The key was longer than [`CLIENT_KEY_BYTES_MAX`] bytes.
+    #[error("vote ID is {length} bytes long; at most {CLIENT_KEY_BYTES_MAX} are allowed")]
+    TooLong {
+        /// Length of the refused key in bytes.
+        length: usize,
+    },
+}
+
+impl VoteIdKey {
+    /// Maps a client key to a vote ID: a UUID (any of its usual text forms) as sent, anything
+    /// else through keyed BLAKE3, truncated to 128 bits.
+    pub fn vote_id(&self, client_key: &str) -> Result<VoteId, VoteIdError> {
+        if client_key.is_empty() {
+            return Err(VoteIdError::Empty);
+        }
+        if client_key.len() > CLIENT_KEY_BYTES_MAX {
+            return Err(VoteIdError::TooLong {
+                length: client_key.len(),
+            });
+        }
+        if let Ok(uuid) = uuid::Uuid::try_parse(client_key) {
+            return Ok(VoteId(uuid.as_u128()));
+        }
+        let hash = blake3::keyed_hash(&self.0, client_key.as_bytes());
+        let mut first_16 = [0u8; 16];
+        first_16.copy_from_slice(&hash.as_bytes()[..16]);
+        Ok(VoteId::from_bytes(first_16))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_is_taken_as_sent_in_any_text_form() {
+        // Goal: the same UUID typed in different forms is the same vote.
+        let key = VoteIdKey::new([7; 32]);
+        let hyphenated = key.vote_id("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();
+        let simple = key.vote_id("67E5504410B1426F9247BB680E5FE0C8").unwrap();
+        assert_eq!(hyphenated, simple);
+        assert_eq!(hyphenated.0, 0x67e5504410b1426f9247bb680e5fe0c8);
+        assert_eq!(
+            hyphenated.to_string(),
+            "67e55044-10b1-426f-9247-bb680e5fe0c8"
+        );
+    }
+
+    #[test]
+    fn other_keys_hash_with_the_cluster_key() {
+        // Goal: same key + same cluster key -> same ID on every node; another cluster key differs.
+        let cluster = VoteIdKey::new([1; 32]);
+        let same_cluster = VoteIdKey::new([1; 32]);
+        let other = VoteIdKey::new([2; 32]);
+        let id = cluster.vote_id("tap-12345").unwrap();
+        assert_eq!(id, same_cluster.vote_id("tap-12345").unwrap());
+        assert_ne!(id, other.vote_id("tap-12345").unwrap());
+        assert_ne!(id, cluster.vote_id("tap-12346").unwrap());
+    }
+
+    #[test]
+    fn empty_and_oversized_keys_are_refused() {
+        let key = VoteIdKey::new([0; 32]);
+        assert_eq!(key.vote_id(""), Err(VoteIdError::Empty));
+        let long = "k".repeat(CLIENT_KEY_BYTES_MAX + 1);
+        assert_eq!(
+            key.vote_id(&long),
+            Err(VoteIdError::TooLong {
+                length: CLIENT_KEY_BYTES_MAX + 1
+            })
+        );
+        assert!(key.vote_id(&"k".repeat(CLIENT_KEY_BYTES_MAX)).is_ok());
+    }
+}

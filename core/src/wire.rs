@@ -1,0 +1,191 @@
+//! Peer-sync messages and their encoding: one version byte, then a postcard body.
+//!
+//! Decoding any byte string returns `Ok` or `Err`, never panics, refuses frames over
+//! [`FRAME_BYTES_MAX`] before parsing, and validates every field against the limits, so a
+//! decoded message is always well formed. Allocation is bounded by the frame length.
+
+use serde::{Deserialize, Serialize};
+
+use crate::counters::CountPair;
+use crate::ids::{ActorId, OptionIndex, PollId, Second};
+use crate::limits::{
+    CLUSTER_ID_BYTES_MAX, COUNTER_ENTRIES_PER_MESSAGE_MAX, FRAME_BYTES_MAX, OPTIONS_MAX,
+    POLL_SECONDS_MAX, VERSION_VECTOR_ENTRIES_MAX,
+};
+use crate::poll::PollSpec;
+use crate::record_batch::RecordBatch;
+use crate::version_vector::VersionVector;
+
+/// The first byte of every frame. A frame with another first byte is refused.
+pub const FRAME_FORMAT_VERSION: u8 = 1;
+
+/// The peer protocol version carried in [`Hello`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The first message on a connection: who is speaking, for which cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The cluster this node belongs to; peers of another cluster are refused.
+    pub cluster_id: String,
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub protocol_version: u16,
+    /// The sender's actor.
+    pub actor: ActorId,
+}
+
+/// One counter entry on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterEntry {
+    /// Poll-relative second of the bucket.
+    pub second: Second,
+    /// Option index.
+    pub option: u8,
+    /// Records accepted.
+    pub accepted: u64,
+    /// Records retracted.
+    pub retracted: u64,
+}
+
+impl CounterEntry {
+    /// An entry from a counter bucket.
+    pub fn from_pair((second, option, pair): (Second, OptionIndex, CountPair)) -> Self {
+        Self {
+            second,
+            option: option.0,
+            accepted: pair.accepted,
+            retracted: pair.retracted,
+        }
+    }
+
+    /// The bucket's counts.
+    pub fn pair(&self) -> CountPair {
+        CountPair {
+            accepted: self.accepted,
+            retracted: self.retracted,
+        }
+    }
+}
+
+/// One actor's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorCounters {
+    /// Whose counters.
+    pub actor: ActorId,
+    /// Its non-zero buckets.
+    pub entries: Vec<CounterEntry>,
+}
+
+/// The counter CRDT of one poll, as the sender sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterState {
+    /// The poll.
+    pub poll: PollId,
+    /// Every actor's counters.
+    pub actors: Vec<ActorCounters>,
+}
+
+/// Everything peers say to each other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    /// Opens a connection.
+    Hello(Hello),
+    /// "This is what I hold of `poll`; send me the rest."
+    VersionVector {
+        /// The poll.
+        poll: PollId,
+        /// Highest contiguous seq held per actor.
+        vector: VersionVector,
+    },
+    /// A run of one actor's records.
+    Records(RecordBatch),
+    /// Counter state, pushed every tick.
+    Counters(CounterState),
+    /// A poll's definition and window.
+    Poll(PollSpec),
+}
+
+/// Why a frame was refused. Nothing was merged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The frame was empty.
+    #[error("empty frame")]
+    Empty,
+    /// The frame was longer than [`FRAME_BYTES_MAX`].
+    #[error("frame is {length} bytes; at most {FRAME_BYTES_MAX} are allowed")]
+    TooLong {
+        /// The frame's length.
+        length: usize,
+    },
+    /// The first byte was not [`FRAME_FORMAT_VERSION`].
+    #[error("frame format version {0} is not supported (this node speaks {FRAME_FORMAT_VERSION})")]
+    UnknownVersion(u8),
+    /// The body did not decode.
+    #[error("frame body is malformed: {0}")]
+    Malformed(String),
+    /// Bytes were left over after the message.
+    #[error("frame has {0} trailing bytes")]
+    TrailingBytes(usize),
+    /// A field is past its limit.
+    #[error("frame field out of range: {0}")]
+    OutOfRange(&'static str),
+}
+
+/// Encodes a message as one frame.
+pub fn encode(message: &PeerMessage) -> Vec<u8> {
+    let frame = vec![FRAME_FORMAT_VERSION];
+    // Infallible: postcard only fails on writer errors or unsupported serde features, and
+    // these types use neither.
+    match postcard::to_extend(message, frame) {
+        Ok(frame) => frame,
+        Err(error) => unreachable!("postcard encoding failed: {error}"),
+    }
+}
+
+/// Decodes one frame.
+pub fn decode(frame: &[u8]) -> Result<PeerMessage, WireError> {
+    let (&version, body) = frame.split_first().ok_or(WireError::Empty)?;
+    if frame.len() > FRAME_BYTES_MAX {
+        return Err(WireError::TooLong {
+            length: frame.len(),
+        });
+    }
+    if version != FRAME_FORMAT_VERSION {
+        return Err(WireError::UnknownVersion(version));
+    }
+    let (message, rest) = postcard::take_from_bytes::<PeerMessage>(body)
+        .map_err(|e| WireError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(WireError::TrailingBytes(rest.len()));
+    }
+    validate(&message)?;
+    Ok(message)
+}
+
+fn validate(message: &PeerMessage) -> Result<(), WireError> {
+    match message {
+        PeerMessage::Hello(hello) if hello.cluster_id.len() > CLUSTER_ID_BYTES_MAX => {
+            Err(WireError::OutOfRange("cluster id too long"))
+        }
+        PeerMessage::VersionVector { vector, .. } if vector.len() > VERSION_VECTOR_ENTRIES_MAX => {
+            Err(WireError::OutOfRange("version vector has too many entries"))
+        }
+        PeerMessage::Counters(state) => validate_counters(state),
+        _ => Ok(()),
+    }
+}
+
+fn validate_counters(state: &CounterState) -> Result<(), WireError> {
+    let entries: usize = state.actors.iter().map(|a| a.entries.len()).sum();
+    if entries > COUNTER_ENTRIES_PER_MESSAGE_MAX {
+        return Err(WireError::OutOfRange("too many counter entries"));
+    }
+    let bad = |e: &CounterEntry| {
+        usize::from(e.option) >= OPTIONS_MAX
+            || e.second > POLL_SECONDS_MAX
+            || e.retracted > e.accepted
+    };
+    if state.actors.iter().flat_map(|a| &a.entries).any(bad) {
+        return Err(WireError::OutOfRange("counter entry out of range"));
+    }
+    Ok(())
+}
