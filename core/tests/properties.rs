@@ -1,0 +1,295 @@
+//! Property tests of the merge laws and of DESIGN.md invariants 1–2 over generated histories.
+//!
+//! Method: generate a *universe* — a few actors, each with a log of records drawn from a small
+//! vote-ID space so that the same vote ID lands on several actors with different options and
+//! seconds — then deliver it to replicas in random batches, orders, duplicates and relays, and
+//! compare the replicas with each other and with a reference model that picks winners directly.
+//! Failing cases are saved under `proptest-regressions/` and replay on the next run.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use tally_core::{
+    ActorId, CountPair, Counters, Merge, NodeId, OptionIndex, PollId, PollState, RecordBatch,
+    Second, Seq, VersionVector, VoteId, check_merge_laws,
+};
+
+const OPTIONS: usize = 3;
+
+/// One generated record: (vote ID, option, second).
+type Entry = (u128, u8, Second);
+
+/// Every actor's full log.
+#[derive(Debug, Clone)]
+struct Universe {
+    logs: Vec<(ActorId, Vec<Entry>)>,
+}
+
+fn poll() -> PollId {
+    PollId::new("superbowl").unwrap()
+}
+
+fn actor(index: usize, incarnation: u64) -> ActorId {
+    ActorId {
+        node: NodeId::new(format!("node-{index}")).unwrap(),
+        incarnation,
+    }
+}
+
+/// An actor log: distinct vote IDs from a small space, seconds non-decreasing.
+fn log() -> impl Strategy<Value = Vec<Entry>> {
+    prop::collection::vec((0u128..24, 0u8..OPTIONS as u8, 0u32..3), 0..30).prop_map(|raw| {
+        let mut seen = BTreeSet::new();
+        let mut second = 0;
+        let mut log = Vec::new();
+        for (vote_id, option, step) in raw {
+            if seen.insert(vote_id) {
+                second += step;
+                log.push((vote_id, option, second));
+            }
+        }
+        log
+    })
+}
+
+fn universe() -> impl Strategy<Value = Universe> {
+    prop::collection::vec((log(), 0u64..3), 1..4).prop_map(|logs| Universe {
+        logs: logs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (log, incarnation))| (actor(i, incarnation), log))
+            .collect(),
+    })
+}
+
+fn batch(actor: &ActorId, log: &[Entry], first_seq: Seq, count: usize) -> RecordBatch {
+    let mut batch = RecordBatch::new(poll(), actor.clone(), first_seq);
+    for &(id, option, second) in log.iter().skip(first_seq as usize - 1).take(count) {
+        batch.push(VoteId(id), OptionIndex(option), second);
+    }
+    batch
+}
+
+/// The universe cut into batches of `size` records, every one of them.
+fn all_batches(universe: &Universe, size: usize) -> Vec<RecordBatch> {
+    let mut batches = Vec::new();
+    for (actor, log) in &universe.logs {
+        let mut first = 1;
+        while first <= log.len() {
+            batches.push(batch(actor, log, first as Seq, size));
+            first += size;
+        }
+    }
+    batches
+}
+
+fn empty_state(seed: u64) -> PollState {
+    PollState::new(poll(), OPTIONS, [seed, seed ^ 1, seed ^ 2, seed ^ 3])
+}
+
+/// The reference model: each vote ID's winner is its record with the smallest
+/// (second, actor, seq); the tally counts winners by option.
+fn model_totals(universe: &Universe) -> Vec<i64> {
+    let mut winners: BTreeMap<u128, ((Second, &ActorId, usize), u8)> = BTreeMap::new();
+    for (actor, log) in &universe.logs {
+        for (index, &(id, option, second)) in log.iter().enumerate() {
+            let key = (second, actor, index + 1);
+            let winner = winners.entry(id).or_insert((key, option));
+            if key < winner.0 {
+                *winner = (key, option);
+            }
+        }
+    }
+    let mut totals = vec![0; OPTIONS];
+    for (_, option) in winners.values() {
+        totals[*option as usize] += 1;
+    }
+    totals
+}
+
+/// A state holding a prefix of each actor's log and some reported counters.
+fn partial_state(universe: &Universe, cuts: &[usize], reported: &[(u8, u32, u64)]) -> PollState {
+    let mut state = empty_state(7);
+    for ((actor, log), &cut) in universe.logs.iter().zip(cuts.iter().cycle()) {
+        let held = cut % (log.len() + 1);
+        if held > 0 {
+            state.apply(&batch(actor, log, 1, held)).unwrap();
+        }
+    }
+    for &(option, second, accepted) in reported {
+        let (actor, _) = &universe.logs[usize::from(option) % universe.logs.len()];
+        let mut counters = Counters::default();
+        let pair = CountPair {
+            accepted,
+            retracted: accepted / 2,
+        };
+        counters.raise(second, OptionIndex(option % OPTIONS as u8), pair);
+        state.merge_reported(actor, &counters).unwrap();
+    }
+    state
+}
+
+fn reported() -> impl Strategy<Value = Vec<(u8, u32, u64)>> {
+    prop::collection::vec((0u8..6, 0u32..4, 0u64..4), 0..3)
+}
+
+/// Syncs `from` into `to` the way peers do: version vector, missing records, counter state.
+fn sync(from: &PollState, to: &mut PollState, records_max: usize) {
+    for batch in from.missing_for(&to.version_vector(), records_max) {
+        to.apply(&batch).unwrap();
+    }
+    for (actor, counters) in from.counter_views() {
+        to.merge_reported(&actor, &counters).unwrap();
+    }
+}
+
+fn assert_converged(replicas: &[PollState], universe: &Universe) -> Result<(), TestCaseError> {
+    let expected = model_totals(universe);
+    let distinct: BTreeSet<u128> = universe
+        .logs
+        .iter()
+        .flat_map(|(_, log)| log.iter().map(|e| e.0))
+        .collect();
+    for replica in replicas {
+        prop_assert_eq!(replica, &replicas[0]);
+        prop_assert_eq!(
+            replica.exact_totals(),
+            expected.clone(),
+            "exact tally vs model"
+        );
+        prop_assert_eq!(replica.totals(None), expected.clone(), "fast path vs model");
+        prop_assert_eq!(replica.distinct_vote_ids(), distinct.len());
+        prop_assert_eq!(replica.history(), replicas[0].history());
+        let split_at_1 = replica.totals(Some(1));
+        prop_assert_eq!(split_at_1, replicas[0].totals(Some(1)));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn poll_state_merge_is_commutative_associative_and_idempotent(
+        universe in universe(),
+        cuts in prop::collection::vec((0usize..40, 0usize..40, 0usize..40), 3),
+        reported in (reported(), reported(), reported()),
+    ) {
+        // Goal: merge is a lattice join on states holding arbitrary prefixes of each log.
+        let pick = |i: usize| -> Vec<usize> { cuts.iter().map(|c| [c.0, c.1, c.2][i]).collect() };
+        let a = partial_state(&universe, &pick(0), &reported.0);
+        let b = partial_state(&universe, &pick(1), &reported.1);
+        let c = partial_state(&universe, &pick(2), &reported.2);
+        check_merge_laws(&a, &b, &c).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn any_order_duplication_and_batching_gives_the_same_state(
+        universe in universe(),
+        sizes in prop::collection::vec(1usize..8, 3),
+        orders in prop::collection::vec(prop::collection::vec(any::<u16>(), 0..40), 3),
+    ) {
+        // Goal: every replica gets every record, in its own batch size and its own shuffled
+        // order with repeats; all end equal and exact (invariants 1–2).
+        let mut replicas = Vec::new();
+        for (i, (&size, order)) in sizes.iter().zip(&orders).enumerate() {
+            let batches = all_batches(&universe, size);
+            let mut state = empty_state(i as u64);
+            let mut delivery: Vec<usize> = order.iter().map(|&k| k as usize % batches.len().max(1)).collect();
+            delivery.extend((0..batches.len()).rev());
+            for index in delivery.into_iter().filter(|_| !batches.is_empty()) {
+                state.apply(&batches[index]).unwrap();
+            }
+            replicas.push(state);
+        }
+        assert_converged(&replicas, &universe)?;
+    }
+
+    #[test]
+    fn gossip_with_relays_and_counter_pushes_converges_exactly(
+        universe in universe(),
+        steps in prop::collection::vec((0usize..3, 0usize..3, 1usize..6, any::<bool>()), 0..30),
+    ) {
+        // Goal: each actor's log starts on "its" replica only; records reach the others only by
+        // relayed partial syncs and counter pushes in a random schedule. After a final full
+        // exchange, every replica equals the model, and counter pushes never over-count.
+        let mut replicas: Vec<PollState> = (0..3).map(|i| empty_state(i as u64 + 10)).collect();
+        for (i, (actor, log)) in universe.logs.iter().enumerate() {
+            if !log.is_empty() {
+                replicas[i % 3].apply(&batch(actor, log, 1, log.len())).unwrap();
+            }
+        }
+        for (from, to, records_max, counters_only) in steps {
+            if from == to { continue; }
+            let source = replicas[from].clone();
+            if counters_only {
+                sync(&source, &mut replicas[to], 0);
+            } else {
+                sync(&source, &mut replicas[to], records_max);
+            }
+        }
+        for _round in 0..2 {
+            for from in 0..3 {
+                for to in 0..3 {
+                    if from != to {
+                        let source = replicas[from].clone();
+                        sync(&source, &mut replicas[to], usize::MAX);
+                    }
+                }
+            }
+        }
+        assert_converged(&replicas, &universe)?;
+    }
+
+    #[test]
+    fn displayed_total_never_drops_except_by_retractions(
+        universe in universe(),
+        size in 1usize..6,
+        order in prop::collection::vec(any::<u16>(), 0..30),
+    ) {
+        // Goal: invariant 4 — as records arrive, accepted counts only grow, and the displayed
+        // total falls only when a retraction is counted.
+        let batches = all_batches(&universe, size);
+        prop_assume!(!batches.is_empty());
+        let mut state = empty_state(3);
+        let mut accepted_before = 0u64;
+        let mut retracted_before = 0u64;
+        for index in order.iter().map(|&k| k as usize % batches.len()).chain(0..batches.len()) {
+            state.apply(&batches[index]).unwrap();
+            let (accepted, retracted) = state.counter_views().iter().fold((0, 0), |sum, (_, c)| {
+                c.iter().fold(sum, |(a, r), (_, _, p)| (a + p.accepted, r + p.retracted))
+            });
+            prop_assert!(accepted >= accepted_before && retracted >= retracted_before);
+            accepted_before = accepted;
+            retracted_before = retracted;
+        }
+    }
+}
+
+#[test]
+fn version_vector_of_a_merged_state_covers_both_inputs() {
+    // Goal: after merge, "the records you are missing" is empty both ways.
+    let universe = Universe {
+        logs: vec![
+            (actor(0, 1), vec![(1, 0, 0), (2, 1, 0), (3, 2, 1)]),
+            (actor(1, 1), vec![(3, 0, 0), (4, 1, 2)]),
+        ],
+    };
+    let a = partial_state(&universe, &[3, 0], &[]);
+    let b = partial_state(&universe, &[1, 2], &[]);
+    let mut merged = a.clone();
+    assert!(merged.merge(&b));
+    assert!(merged.version_vector().covers(&a.version_vector()));
+    assert!(merged.version_vector().covers(&b.version_vector()));
+    assert!(
+        merged
+            .missing_for(&merged.version_vector(), usize::MAX)
+            .is_empty()
+    );
+    assert!(
+        a.missing_for(&merged.version_vector(), usize::MAX)
+            .is_empty()
+    );
+    assert!(!merged.merge(&b), "second merge changes nothing");
+    assert_eq!(VersionVector::default().total(), 0);
+}
