@@ -1,0 +1,549 @@
+//! The write-ahead log: every poll definition and every record batch the node holds, appended
+//! with a checksum and made durable with group-commit `fdatasync` before a vote is acknowledged
+//! (DESIGN.md §4).
+//!
+//! What it promises:
+//! - an entry reported durable by [`Wal::sync`] (or by a [`WalDone`] with `result: Ok`) is
+//!   replayed by every later [`Wal::open`] of the same storage, unless the disk itself is lost;
+//! - recovery replays the newest valid snapshot, then the log segments after it, in order, and
+//!   stops at the first torn or corrupt entry: it never yields an entry that was not written,
+//!   it reports exactly where and why it stopped ([`RecoveryReport`]), and it truncates the torn
+//!   tail so that new appends are readable;
+//! - it never discards data it cannot read for any other reason: a corrupt snapshot with no
+//!   older valid one, a missing file, a corrupt segment followed by later segments, or a file of
+//!   another format version is an error that leaves the storage untouched;
+//! - after a failed write or fsync the log refuses all further work (PostgreSQL's "fsyncgate":
+//!   a failed fsync is never retried and assumed to have worked).
+//!
+//! Files (see `wal/format.rs` for the bytes): log segments `wal-<20 digits>.log`, snapshots
+//! `snapshot-<20 digits>.snap`. Snapshot `N` holds the whole state as of the start of segment
+//! `N`; recovery = snapshot `N` (if any) + segments `N, N+1, …`. Without a snapshot the log
+//! starts at segment 1. Time is not read here; the group-commit writer ([`run_writer`]) only
+//! measures fsync durations with tokio's clock (simulated under turmoil).
+
+mod format;
+mod recovery;
+mod writer;
+
+use std::io;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tally_core::limits::{FRAME_BYTES_MAX, RECORDS_PER_BATCH_MAX};
+use tally_core::{ActorId, PollSpec, RecordBatch};
+
+use crate::storage::{Storage, StorageFile};
+
+pub use writer::{
+    WAL_GROUP_BYTES_MAX, WAL_GROUP_ENTRIES_MAX, WAL_QUEUE_JOBS_MAX, WalDone, WalHandle, WalJob,
+    WalJobKind, run_writer, spawn_writer_thread,
+};
+
+/// The on-disk format version this build writes and reads.
+pub const WAL_FORMAT_VERSION: u32 = 1;
+
+/// Largest encoded entry (the payload of one frame), in bytes: a peer frame's worth.
+pub const WAL_ENTRY_BYTES_MAX: usize = FRAME_BYTES_MAX;
+
+/// Bytes in front of each entry: its length and its CRC-32C, both `u32` little-endian.
+pub const WAL_FRAME_HEADER_BYTES: usize = 8;
+
+/// Bytes of the header that opens every log segment and snapshot file.
+pub const WAL_FILE_HEADER_BYTES: usize = 32;
+
+/// Appended bytes held in memory before [`Wal::append`] writes them out (unsynced) to the
+/// segment; [`Wal::sync`] writes whatever is held. Bounds the encode buffer.
+pub const WAL_BUFFER_BYTES_MAX: usize = 8 << 20;
+
+/// Bytes read from storage at a time during recovery (grown to hold one frame if needed).
+pub const WAL_READ_CHUNK_BYTES: usize = 1 << 20;
+
+// A full record batch of the largest records (16 ID bytes, an option byte, at worst one
+// second-run of two 5-byte varints per record) plus names must fit in one entry.
+const _: () = assert!(RECORDS_PER_BATCH_MAX * (16 + 1 + 10) + 4096 <= WAL_ENTRY_BYTES_MAX);
+// Lengths are u32 and u32::MAX marks a snapshot's footer.
+const _: () = assert!(WAL_ENTRY_BYTES_MAX < u32::MAX as usize);
+// The buffer holds at least one largest frame before it is written out.
+const _: () = assert!(WAL_FRAME_HEADER_BYTES + WAL_ENTRY_BYTES_MAX <= WAL_BUFFER_BYTES_MAX);
+const _: () = assert!(WAL_FILE_HEADER_BYTES <= WAL_READ_CHUNK_BYTES);
+
+/// One logged fact. Replaying every entry in order rebuilds the node's state.
+///
+/// Extending: add new variants at the END only (postcard encodes the variant's position), never
+/// reorder or remove one, and never change a variant's fields without bumping
+/// [`WAL_FORMAT_VERSION`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WalEntry {
+    /// Vote records, local or received from a peer.
+    Records(RecordBatch),
+    /// A poll definition (created, or its window changed: the latest spec of a poll wins).
+    Poll(PollSpec),
+    /// The actor (node incarnation) that writes this log: the first entry of a new log, and
+    /// so also the first entry of every snapshot.
+    Identity(ActorId),
+}
+
+/// Where recovery stopped reading, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corruption {
+    /// The damaged file's name.
+    pub file: String,
+    /// The number of that segment (or snapshot).
+    pub segment: u64,
+    /// Byte offset of the first byte not replayed: the start of the damaged header or frame.
+    pub offset: u64,
+    /// What was wrong there.
+    pub reason: CorruptionReason,
+}
+
+impl std::fmt::Display for Corruption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at byte {}: {}", self.file, self.offset, self.reason)
+    }
+}
+
+/// What was wrong with a file header or frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CorruptionReason {
+    /// The file ends inside its header (a crash while it was being created).
+    #[error("the file ends inside its {WAL_FILE_HEADER_BYTES}-byte header ({available} bytes)")]
+    TornFileHeader {
+        /// Bytes the file holds.
+        available: u64,
+    },
+    /// The header does not start with the magic bytes.
+    #[error("the header's magic bytes are wrong")]
+    BadMagic,
+    /// The header's checksum does not match.
+    #[error("the header's checksum does not match")]
+    BadHeaderChecksum,
+    /// The header names another kind of file or another number than the file name.
+    #[error("the header says kind {kind} number {number}, which does not match the file name")]
+    HeaderMismatch {
+        /// Kind in the header.
+        kind: u32,
+        /// Number in the header.
+        number: u64,
+    },
+    /// Fewer bytes than a frame header remain (a torn append).
+    #[error("the file ends inside a frame header ({available} bytes left)")]
+    TornFrameHeader {
+        /// Bytes left in the file.
+        available: u64,
+    },
+    /// A frame of length 0 (zero-filled space, never written by the log).
+    #[error("a frame of length 0")]
+    ZeroLength,
+    /// A frame longer than [`WAL_ENTRY_BYTES_MAX`].
+    #[error("a frame of length {length}; at most {WAL_ENTRY_BYTES_MAX} are written")]
+    LengthTooLarge {
+        /// The length field.
+        length: u32,
+    },
+    /// The file ends inside a frame's payload (a torn append).
+    #[error("the file ends inside a {length}-byte entry ({available} bytes left)")]
+    TornPayload {
+        /// The length field.
+        length: u32,
+        /// Payload bytes left in the file.
+        available: u64,
+    },
+    /// The payload's CRC-32C does not match the stored one.
+    #[error("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    BadChecksum {
+        /// The checksum field.
+        stored: u32,
+        /// The checksum of the bytes read.
+        computed: u32,
+    },
+    /// The checksum matches but the payload is not a valid entry.
+    #[error("the entry does not decode: {message}")]
+    Undecodable {
+        /// The decoder's complaint.
+        message: String,
+    },
+    /// A snapshot without its closing footer.
+    #[error("the snapshot has no footer")]
+    MissingFooter,
+    /// A snapshot footer that is torn, fails its checksum, is followed by more bytes, or
+    /// disagrees with the entries before it.
+    #[error("the snapshot footer is bad: {what}")]
+    BadFooter {
+        /// What was wrong with it.
+        what: &'static str,
+    },
+}
+
+/// What [`Wal::open`] replayed and found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The number of the snapshot replayed, if any.
+    pub snapshot: Option<u64>,
+    /// Entries replayed from the snapshot.
+    pub snapshot_entries: u64,
+    /// Numbers of the log segments replayed, in order.
+    pub segments: Vec<u64>,
+    /// Entries replayed in total (snapshot and segments).
+    pub entries: u64,
+    /// Frame bytes replayed in total (snapshot and segments), headers included.
+    pub bytes: u64,
+    /// Where replay stopped early, if it did. The bytes from there on were truncated away.
+    pub corruption: Option<Corruption>,
+    /// Newer snapshots that were skipped as corrupt because an older valid one exists. They
+    /// are left on disk for inspection until the next snapshot replaces them.
+    pub corrupt_snapshots: Vec<Corruption>,
+    /// Leftover files removed: unfinished snapshots, and segments and snapshots older than
+    /// the snapshot replayed.
+    pub removed: Vec<String>,
+}
+
+impl std::fmt::Display for RecoveryReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.snapshot {
+            Some(number) => write!(f, "snapshot {number} ({} entries), ", self.snapshot_entries)?,
+            None => write!(f, "no snapshot, ")?,
+        }
+        write!(
+            f,
+            "{} segment(s), {} entries and {} bytes replayed",
+            self.segments.len(),
+            self.entries,
+            self.bytes
+        )?;
+        match &self.corruption {
+            Some(corruption) => write!(f, "; stopped at {corruption} (truncated there)")?,
+            None => write!(f, "; no damage")?,
+        }
+        for corruption in &self.corrupt_snapshots {
+            write!(f, "; skipped corrupt snapshot {corruption}")?;
+        }
+        if !self.removed.is_empty() {
+            write!(f, "; removed {} leftover file(s)", self.removed.len())?;
+        }
+        Ok(())
+    }
+}
+
+/// Why the log could not do what was asked. Each variant says what happened to the log.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WalError {
+    /// The storage failed. After a failed write or sync the log refuses further work.
+    #[error("{operation} {file} failed: {source}")]
+    Io {
+        /// What was being done (`"write"`, `"sync"`, …).
+        operation: &'static str,
+        /// The file (or directory) concerned.
+        file: String,
+        /// The storage's error.
+        #[source]
+        source: Arc<io::Error>,
+    },
+    /// An entry encodes to more than [`WAL_ENTRY_BYTES_MAX`] bytes. Nothing from the call was
+    /// appended; the log is unchanged and usable.
+    #[error(
+        "an entry encodes to {bytes} bytes, over the {WAL_ENTRY_BYTES_MAX}-byte limit; \
+         nothing was appended"
+    )]
+    EntryTooLarge {
+        /// Encoded size of the refused entry.
+        bytes: usize,
+    },
+    /// An entry could not be encoded. Nothing from the call was appended.
+    #[error("an entry could not be encoded ({message}); nothing was appended")]
+    Encode {
+        /// The encoder's complaint.
+        message: String,
+    },
+    /// A file of another format version. Nothing was changed on disk.
+    #[error(
+        "{file} has format version {found}, this build reads version {WAL_FORMAT_VERSION}; \
+         nothing was changed"
+    )]
+    UnsupportedVersion {
+        /// The file.
+        file: String,
+        /// Its version.
+        found: u32,
+    },
+    /// The newest snapshot is corrupt and no older valid one exists. Nothing was changed on
+    /// disk; the node must not start from a partial state.
+    #[error("snapshot {corruption}; no older valid snapshot exists; nothing was changed")]
+    SnapshotCorrupt {
+        /// Where and why.
+        corruption: Corruption,
+    },
+    /// A file the log needs is missing. Nothing was changed on disk.
+    #[error("{file} is missing ({why}); nothing was changed")]
+    MissingFile {
+        /// The missing file's name.
+        file: String,
+        /// Why it is needed.
+        why: &'static str,
+    },
+    /// A segment other than the last is damaged, so later segments cannot be replayed in
+    /// order. Nothing was changed on disk.
+    #[error("log segment {corruption}, and later segments exist; nothing was changed")]
+    CorruptBeforeLastSegment {
+        /// Where and why.
+        corruption: Corruption,
+    },
+    /// An earlier write or sync failed; the log refuses all further work.
+    #[error("the write-ahead log stopped after an earlier failure: {cause}")]
+    Stopped {
+        /// The first failure.
+        cause: Box<WalError>,
+    },
+}
+
+impl WalError {
+    fn io(operation: &'static str, file: &str, source: io::Error) -> Self {
+        Self::Io {
+            operation,
+            file: file.to_owned(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+/// What [`Wal::write_snapshot`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotWritten {
+    /// The snapshot's (and the new segment's) number.
+    pub number: u64,
+    /// Entries in the snapshot.
+    pub entries: u64,
+    /// Frame bytes in the snapshot, headers included.
+    pub bytes: u64,
+}
+
+/// The write-ahead log: one open segment being appended to, over a [`Storage`].
+///
+/// Appends are buffered; [`Wal::sync`] writes and fsyncs them. One owner (the writer task);
+/// not shared.
+pub struct Wal<S: Storage> {
+    storage: S,
+    segment: S::File,
+    segment_number: u64,
+    /// Bytes of the segment already written to storage; the buffer goes after them.
+    written_bytes: u64,
+    /// Encoded frames not yet written to storage. Reused: cleared, never reallocated per entry.
+    buffer: Vec<u8>,
+    bytes_since_snapshot: u64,
+    /// The first write or sync failure, after which every call refuses.
+    failure: Option<WalError>,
+}
+
+impl<S: Storage> std::fmt::Debug for Wal<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("segment_number", &self.segment_number)
+            .field("written_bytes", &self.written_bytes)
+            .field("buffered_bytes", &self.buffer.len())
+            .field("bytes_since_snapshot", &self.bytes_since_snapshot)
+            .field("failure", &self.failure)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Storage> Wal<S> {
+    /// Opens the log in `storage`, replaying the newest valid snapshot and then every log
+    /// segment after it through `visit`, in the order they were written.
+    ///
+    /// A torn or corrupt entry in the last segment ends replay: it is reported in
+    /// [`RecoveryReport::corruption`] and the bytes from it on are truncated, so the log is
+    /// ready for appends. An empty storage starts a new log. Errors leave the storage
+    /// unchanged (see [`WalError`]).
+    pub fn open(
+        storage: S,
+        mut visit: impl FnMut(WalEntry),
+    ) -> Result<(Self, RecoveryReport), WalError> {
+        recovery::recover(storage, &mut visit)
+    }
+
+    /// Encodes `entries` into the log's buffer and returns the frame bytes they take. Not
+    /// durable until [`Wal::sync`]. All or nothing: if any entry is refused, none is appended.
+    pub fn append(&mut self, entries: &[WalEntry]) -> Result<u64, WalError> {
+        self.check_running()?;
+        let start = self.buffer.len();
+        let mut bytes = 0u64;
+        for entry in entries {
+            match format::encode_frame(&mut self.buffer, entry) {
+                Ok(frame_bytes) => bytes += frame_bytes as u64,
+                Err(error) => {
+                    self.buffer.truncate(start);
+                    return Err(error);
+                }
+            }
+        }
+        self.bytes_since_snapshot += bytes;
+        if self.buffer.len() >= WAL_BUFFER_BYTES_MAX {
+            self.write_buffer()?;
+        }
+        Ok(bytes)
+    }
+
+    /// Writes every appended entry to the segment and fsyncs it (`fdatasync`). Once this
+    /// returns `Ok`, every entry appended before the call survives a crash. After an error
+    /// the log stops: the error is final and every later call refuses.
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        self.check_running()?;
+        self.write_buffer()?;
+        if let Err(error) = self.segment.sync_data() {
+            let name = format::segment_name(self.segment_number);
+            return Err(self.stop(WalError::io("sync", &name, error)));
+        }
+        Ok(())
+    }
+
+    /// Writes the whole state — `entries` must include every poll spec and every record
+    /// batch the node holds, so everything logged so far — as snapshot `N + 1` (temp file,
+    /// fsync, rename, directory fsync), starts the empty segment `N + 1`, and removes older
+    /// segments and snapshots. Entries appended before the call are made durable first.
+    ///
+    /// Errors before the snapshot is in place (including [`WalError::EntryTooLarge`]) leave
+    /// the log as it was and usable; errors after it stop the log.
+    pub fn write_snapshot(
+        &mut self,
+        entries: impl IntoIterator<Item = WalEntry>,
+    ) -> Result<SnapshotWritten, WalError> {
+        self.sync()?;
+        let number = self.segment_number + 1;
+        let (entries, bytes) = self.write_snapshot_file(number, entries)?;
+        self.start_segment(number)
+            .map_err(|error| self.stop(error))?;
+        self.remove_older_than(number);
+        Ok(SnapshotWritten {
+            number,
+            entries,
+            bytes,
+        })
+    }
+
+    /// Frame bytes appended since the last snapshot (or since the log began), including the
+    /// segment bytes replayed at open: what a restart would replay beyond the snapshot.
+    pub fn bytes_since_snapshot(&self) -> u64 {
+        self.bytes_since_snapshot
+    }
+
+    /// The number of the segment being appended to.
+    pub fn segment_number(&self) -> u64 {
+        self.segment_number
+    }
+
+    fn check_running(&self) -> Result<(), WalError> {
+        match &self.failure {
+            None => Ok(()),
+            Some(cause) => Err(WalError::Stopped {
+                cause: Box::new(cause.clone()),
+            }),
+        }
+    }
+
+    /// Records `error` as the log's final failure and returns it.
+    fn stop(&mut self, error: WalError) -> WalError {
+        if self.failure.is_none() {
+            self.failure = Some(error.clone());
+        }
+        error
+    }
+
+    /// Writes the buffer at the end of the segment (not synced) and clears it.
+    fn write_buffer(&mut self) -> Result<(), WalError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        format::assert_frames(&self.buffer);
+        if let Err(error) = self.segment.write_all_at(&self.buffer, self.written_bytes) {
+            let name = format::segment_name(self.segment_number);
+            return Err(self.stop(WalError::io("write", &name, error)));
+        }
+        self.written_bytes += self.buffer.len() as u64;
+        self.buffer.clear();
+        self.buffer.shrink_to(WAL_BUFFER_BYTES_MAX * 2);
+        Ok(())
+    }
+
+    /// Writes snapshot `number` under a temp name and renames it into place durably. On error
+    /// before the rename, removes the temp file; the log is unchanged.
+    fn write_snapshot_file(
+        &mut self,
+        number: u64,
+        entries: impl IntoIterator<Item = WalEntry>,
+    ) -> Result<(u64, u64), WalError> {
+        let temp = format::snapshot_temp_name(number);
+        let result = self.write_snapshot_temp(&temp, number, entries);
+        self.buffer.clear();
+        let counts = match result {
+            Ok(counts) => counts,
+            Err(error) => {
+                // Best effort: a leftover temp file is removed at the next open anyway.
+                let _ = self.storage.remove(&temp);
+                return Err(error);
+            }
+        };
+        let name = format::snapshot_name(number);
+        if let Err(error) = self.storage.rename(&temp, &name) {
+            return Err(self.stop(WalError::io("rename to", &name, error)));
+        }
+        if let Err(error) = self.storage.sync_dir() {
+            return Err(self.stop(WalError::io("sync directory after", &name, error)));
+        }
+        Ok(counts)
+    }
+
+    /// Streams `entries` into the temp file through the reused buffer, adds the footer and
+    /// fsyncs it. Returns (entries, frame bytes).
+    fn write_snapshot_temp(
+        &mut self,
+        temp: &str,
+        number: u64,
+        entries: impl IntoIterator<Item = WalEntry>,
+    ) -> Result<(u64, u64), WalError> {
+        let io_error = |operation| move |error| WalError::io(operation, temp, error);
+        let mut file = self.storage.create(temp).map_err(io_error("create"))?;
+        self.buffer.clear();
+        self.buffer
+            .extend_from_slice(&format::file_header(format::FileKind::Snapshot, number));
+        let mut offset = 0u64;
+        let (mut count, mut bytes) = (0u64, 0u64);
+        for entry in entries {
+            bytes += format::encode_frame(&mut self.buffer, &entry)? as u64;
+            count += 1;
+            if self.buffer.len() >= WAL_BUFFER_BYTES_MAX {
+                file.write_all_at(&self.buffer, offset)
+                    .map_err(io_error("write"))?;
+                offset += self.buffer.len() as u64;
+                self.buffer.clear();
+            }
+        }
+        self.buffer
+            .extend_from_slice(&format::snapshot_footer(count, bytes));
+        file.write_all_at(&self.buffer, offset)
+            .map_err(io_error("write"))?;
+        file.sync_data().map_err(io_error("sync"))?;
+        Ok((count, bytes))
+    }
+
+    /// Creates segment `number` with its header, durably, and appends to it from now on.
+    fn start_segment(&mut self, number: u64) -> Result<(), WalError> {
+        let name = format::segment_name(number);
+        let segment = format::create_file(&self.storage, format::FileKind::Segment, number)?;
+        self.storage
+            .sync_dir()
+            .map_err(|error| WalError::io("sync directory after creating", &name, error))?;
+        self.segment = segment;
+        self.segment_number = number;
+        self.written_bytes = WAL_FILE_HEADER_BYTES as u64;
+        self.bytes_since_snapshot = 0;
+        Ok(())
+    }
+
+    /// Removes snapshots, then segments, older than `number`, each step made durable before
+    /// the next (so an older snapshot never outlives the segments after it). Failures only
+    /// leave garbage that the next open removes, so they are logged, not returned.
+    fn remove_older_than(&mut self, number: u64) {
+        if let Err(error) = recovery::remove_older(&self.storage, number) {
+            tracing::warn!(%error, "could not remove log files older than snapshot {number}");
+        }
+    }
+}

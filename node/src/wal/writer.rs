@@ -1,0 +1,282 @@
+//! The group-commit writer: one task owns the [`Wal`], takes every job already queued, appends
+//! them all, and covers them with ONE fsync, so at peak one `fdatasync` acknowledges thousands
+//! of votes (DESIGN.md §4).
+//!
+//! What it promises: jobs are written in the order they were submitted; a [`WalDone`] with
+//! `result: Ok` means every job with a token up to `up_to_token` is durable; the first error is
+//! reported in a [`WalDone`] and ends the writer (a failed fsync is never retried: after it the
+//! kernel may have dropped the dirty pages, so "retry until it works" would acknowledge lost
+//! votes — PostgreSQL's fsyncgate). The writer is an `async fn` that calls the synchronous
+//! storage directly: production runs it on its own OS thread ([`spawn_writer_thread`]), the
+//! simulation spawns [`run_writer`] as an ordinary task over its instant simulated disk.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::time::Instant;
+
+use super::{WAL_ENTRY_BYTES_MAX, Wal, WalEntry, WalError};
+use crate::storage::Storage;
+
+/// Most entries appended under one fsync. A single job larger than this is still taken whole.
+pub const WAL_GROUP_ENTRIES_MAX: usize = 65_536;
+
+/// Most frame bytes appended under one fsync (checked after each job, so a group may exceed
+/// it by one job).
+pub const WAL_GROUP_BYTES_MAX: u64 = 32 << 20;
+
+/// A sensible capacity for the job and done queues of [`spawn_writer_thread`]. When the job
+/// queue is full, `submit.send` waits: the engine stops accepting votes (it answers 503) rather
+/// than buffering without bound.
+pub const WAL_QUEUE_JOBS_MAX: usize = 4_096;
+
+const _: () = assert!(WAL_ENTRY_BYTES_MAX as u64 <= WAL_GROUP_BYTES_MAX);
+const _: () = assert!(WAL_QUEUE_JOBS_MAX >= 1);
+
+/// What a job asks of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalJobKind {
+    /// Append the entries; they are durable when a [`WalDone`] covering the token says `Ok`.
+    Append,
+    /// The entries are the WHOLE state (every poll spec and record batch, including
+    /// everything submitted before this job): write them as a snapshot and drop older
+    /// segments. Never grouped with appends.
+    Snapshot,
+}
+
+/// One unit of work for the writer. Tokens must increase from job to job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalJob {
+    /// Chosen by the engine, increasing: a [`WalDone`] acknowledges every token up to its own.
+    pub token: u64,
+    /// Append or snapshot.
+    pub kind: WalJobKind,
+    /// The entries.
+    pub entries: Vec<WalEntry>,
+}
+
+impl WalJob {
+    /// A job that appends `entries`.
+    pub fn append(token: u64, entries: Vec<WalEntry>) -> Self {
+        Self {
+            token,
+            kind: WalJobKind::Append,
+            entries,
+        }
+    }
+
+    /// A job that replaces the log with a snapshot of the whole state, `entries`.
+    pub fn snapshot(token: u64, entries: Vec<WalEntry>) -> Self {
+        Self {
+            token,
+            kind: WalJobKind::Snapshot,
+            entries,
+        }
+    }
+}
+
+/// What the writer did with a group of jobs.
+#[derive(Debug, Clone)]
+pub struct WalDone {
+    /// Every job with a token up to this one is covered by this report.
+    pub up_to_token: u64,
+    /// Append (a group of jobs) or snapshot (one job).
+    pub kind: WalJobKind,
+    /// Jobs in the group.
+    pub jobs: usize,
+    /// Entries in the group.
+    pub entries: usize,
+    /// Frame bytes written.
+    pub bytes: u64,
+    /// Time spent writing the group out and fsyncing it (for a snapshot: writing and syncing
+    /// the whole snapshot and starting the new segment), on tokio's clock.
+    pub fsync: Duration,
+    /// The log's [`Wal::bytes_since_snapshot`] afterwards: the engine snapshots when it
+    /// grows past its threshold.
+    pub bytes_since_snapshot: u64,
+    /// `Ok`: those jobs are durable. `Err`: they are not, and the writer has stopped; no job
+    /// submitted after them will be written either.
+    pub result: Result<(), WalError>,
+}
+
+/// The engine's ends of a writer running on its own thread.
+#[derive(Debug)]
+pub struct WalHandle<S: Storage> {
+    /// Where jobs go (bounded).
+    pub submit: mpsc::Sender<WalJob>,
+    /// Where reports come back (bounded; the writer waits when it is full).
+    pub done: mpsc::Receiver<WalDone>,
+    /// The writer's thread: it ends when `submit` is dropped (returning the log) or after
+    /// the first error.
+    pub thread: std::thread::JoinHandle<Result<Wal<S>, WalError>>,
+}
+
+/// Runs [`run_writer`] on a new OS thread with its own current-thread tokio runtime, with
+/// queues of `capacity` jobs and reports.
+pub fn spawn_writer_thread<S: Storage + 'static>(
+    wal: Wal<S>,
+    capacity: usize,
+) -> io::Result<WalHandle<S>> {
+    assert!(capacity >= 1, "a writer queue needs room for one job");
+    let (submit, jobs) = mpsc::channel(capacity);
+    let (done_sender, done) = mpsc::channel(capacity);
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let thread = std::thread::Builder::new()
+        .name("tally-wal".to_owned())
+        .spawn(move || runtime.block_on(run_writer(wal, jobs, done_sender)))?;
+    Ok(WalHandle {
+        submit,
+        done,
+        thread,
+    })
+}
+
+/// The group-commit loop. Waits for a job, takes every job already queued (up to
+/// [`WAL_GROUP_ENTRIES_MAX`] entries or [`WAL_GROUP_BYTES_MAX`] bytes, stopping before a
+/// snapshot job), appends them, syncs once, and reports. Returns the log when `jobs` is closed
+/// and drained (or `done` is dropped), or the first error after reporting it.
+pub async fn run_writer<S: Storage>(
+    mut wal: Wal<S>,
+    mut jobs: mpsc::Receiver<WalJob>,
+    done: mpsc::Sender<WalDone>,
+) -> Result<Wal<S>, WalError> {
+    let mut last_token = None;
+    let mut carried: Option<WalJob> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match jobs.recv().await {
+                Some(job) => {
+                    check_token(&mut last_token, job.token);
+                    job
+                }
+                None => return Ok(wal),
+            },
+        };
+        let report = match first.kind {
+            WalJobKind::Snapshot => write_snapshot(&mut wal, first),
+            WalJobKind::Append => {
+                let mut group = Group::start(first);
+                let appended = group.append_queued(&mut wal, &mut jobs, &mut last_token);
+                carried = group.carried.take();
+                group.finish(&mut wal, appended)
+            }
+        };
+        let failed = report.result.clone().err();
+        if done.send(report).await.is_err() {
+            // Nobody listens for acknowledgements any more: the node is shutting down.
+            return Ok(wal);
+        }
+        if let Some(error) = failed {
+            tracing::error!(%error, "the write-ahead log writer stopped");
+            return Err(error);
+        }
+    }
+}
+
+/// Asserts the engine's promise that tokens increase.
+fn check_token(last_token: &mut Option<u64>, token: u64) {
+    if let Some(last) = *last_token {
+        assert!(
+            token > last,
+            "write-ahead log job token {token} after {last}"
+        );
+    }
+    *last_token = Some(token);
+}
+
+fn write_snapshot<S: Storage>(wal: &mut Wal<S>, job: WalJob) -> WalDone {
+    let started = Instant::now();
+    let count = job.entries.len();
+    let result = wal.write_snapshot(job.entries);
+    WalDone {
+        up_to_token: job.token,
+        kind: WalJobKind::Snapshot,
+        jobs: 1,
+        entries: count,
+        bytes: result.as_ref().map_or(0, |written| written.bytes),
+        fsync: started.elapsed(),
+        bytes_since_snapshot: wal.bytes_since_snapshot(),
+        result: result.map(drop),
+    }
+}
+
+/// The append jobs gathered under one fsync.
+struct Group {
+    first: Option<WalJob>,
+    up_to_token: u64,
+    jobs: usize,
+    entries: usize,
+    bytes: u64,
+    /// A snapshot job met while gathering: it goes next, alone.
+    carried: Option<WalJob>,
+}
+
+impl Group {
+    fn start(first: WalJob) -> Self {
+        Self {
+            up_to_token: first.token,
+            first: Some(first),
+            jobs: 0,
+            entries: 0,
+            bytes: 0,
+            carried: None,
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.entries >= WAL_GROUP_ENTRIES_MAX || self.bytes >= WAL_GROUP_BYTES_MAX
+    }
+
+    fn append<S: Storage>(&mut self, wal: &mut Wal<S>, job: &WalJob) -> Result<(), WalError> {
+        self.up_to_token = job.token;
+        self.jobs += 1;
+        self.entries += job.entries.len();
+        self.bytes += wal.append(&job.entries)?;
+        Ok(())
+    }
+
+    /// Appends the first job and every append job already queued, until the group is full,
+    /// the queue is empty, or a snapshot job comes up.
+    fn append_queued<S: Storage>(
+        &mut self,
+        wal: &mut Wal<S>,
+        jobs: &mut mpsc::Receiver<WalJob>,
+        last_token: &mut Option<u64>,
+    ) -> Result<(), WalError> {
+        if let Some(first) = self.first.take() {
+            self.append(wal, &first)?;
+        }
+        while !self.full() {
+            let job = match jobs.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            };
+            check_token(last_token, job.token);
+            if job.kind == WalJobKind::Snapshot {
+                self.carried = Some(job);
+                break;
+            }
+            self.append(wal, &job)?;
+        }
+        Ok(())
+    }
+
+    /// Syncs once (unless appending already failed) and reports.
+    fn finish<S: Storage>(self, wal: &mut Wal<S>, appended: Result<(), WalError>) -> WalDone {
+        let started = Instant::now();
+        let result = appended.and_then(|()| wal.sync());
+        WalDone {
+            up_to_token: self.up_to_token,
+            kind: WalJobKind::Append,
+            jobs: self.jobs,
+            entries: self.entries,
+            bytes: self.bytes,
+            fsync: started.elapsed(),
+            bytes_since_snapshot: wal.bytes_since_snapshot(),
+            result,
+        }
+    }
+}
