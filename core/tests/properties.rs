@@ -6,6 +6,8 @@
 //! compare the replicas with each other and with a reference model that picks winners directly.
 //! Failing cases are saved under `proptest-regressions/` and replay on the next run.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic loudly
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;

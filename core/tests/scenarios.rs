@@ -1,6 +1,8 @@
 //! Named scenarios of the replica: local votes, the durability handshake, retries across
 //! regions, conflicting options, recovery, and refusals. Each test states its goal first.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic loudly
+
 use tally_core::{
     AcceptError, ActorId, LocalVote, NodeId, OptionIndex, OptionName, PollId, PollSpec, PollWindow,
     RecordBatch, Replica, ReplicaError, UnixMillis, VoteId, limits, wire,

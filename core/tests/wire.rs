@@ -4,6 +4,8 @@
 //! flipped, cut or appended). Decoding must return `Ok` or `Err`; a decoded message must
 //! re-encode to a frame that decodes to itself.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic loudly
+
 use proptest::prelude::*;
 use tally_core::wire::{
     self, ActorCounters, CounterEntry, CounterState, Hello, PeerMessage, WireError,

@@ -1,1 +1,168 @@
-fn main() {}
+//! The `tally` binary: builds the real I/O (TCP listener, data directory, system clock, OS
+//! randomness, Ctrl-C/SIGTERM) and hands it to `tally_node::run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use tally_node::config::Config;
+use tally_node::storage::{DirStorage, MemoryStorage, Storage};
+use tally_node::{NodeIo, SystemClock, WalExecutor};
+
+/// Tally: a real-time vote counter that counts every vote exactly once, in every region.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve one region: the voting API, live results over SSE, the dashboard and metrics.
+    Run(RunArgs),
+}
+
+/// Settings for `tally run`. Flags override the config file, which overrides the defaults.
+#[derive(Args)]
+struct RunArgs {
+    /// TOML config file (see README.md for every key). Without one, the embedded defaults
+    /// serve the poll `superbowl` (green, blue), open at start-up.
+    #[arg(long, short, env = "TALLY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to serve HTTP on [default: 127.0.0.1:8080].
+    #[arg(long, env = "TALLY_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory for the write-ahead log [default: ./tally-data].
+    #[arg(long, env = "TALLY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// This node's name; a data directory belongs to one node [default: local].
+    #[arg(long, env = "TALLY_NODE_ID")]
+    node_id: Option<String>,
+    /// Keep votes in memory only: for benchmarks. Acknowledged votes are NOT durable.
+    #[arg(long)]
+    memory_only: bool,
+    /// Bearer token that enables the admin API (create, open, close polls).
+    #[arg(long, env = "TALLY_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// How often SSE subscribers get fresh results, in milliseconds [default: 500].
+    #[arg(long)]
+    sse_tick_ms: Option<u64>,
+}
+
+impl RunArgs {
+    fn config(&self) -> Result<Config, tally_node::config::ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(node_id) = &self.node_id {
+            config.node_id = node_id.clone();
+        }
+        if let Some(token) = &self.admin_token {
+            config.admin_token = token.clone();
+        }
+        if let Some(tick) = self.sse_tick_ms {
+            config.sse_tick_ms = tick;
+        }
+        config.memory_only |= self.memory_only;
+        Ok(config)
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("tally: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = match cli.command {
+        Command::Run(args) => runtime.block_on(run(args)),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("tally: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> Result<(), String> {
+    let config = args.config().map_err(|e| e.to_string())?;
+    if config.memory_only {
+        tracing::warn!("memory-only mode: acknowledged votes are NOT durable");
+        serve(config, MemoryStorage::new()).await
+    } else {
+        let storage = DirStorage::open(&config.data_dir).map_err(|e| {
+            format!(
+                "cannot open data directory {}: {e}",
+                config.data_dir.display()
+            )
+        })?;
+        serve(config, storage).await
+    }
+}
+
+async fn serve<S: Storage + 'static>(config: Config, storage: S) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let io = NodeIo {
+        listener,
+        storage,
+        clock: Arc::new(SystemClock),
+        rng_seed: rand::random(),
+        shutdown: shutdown_signal(),
+        wal_executor: WalExecutor::DedicatedThread,
+    };
+    let polls: Vec<String> = config.polls.iter().map(|p| p.id.clone()).collect();
+    tally_node::run(config, io, move |_| {
+        tracing::info!("serving on http://{address}/");
+        for poll in polls {
+            tracing::info!("dashboard: http://{address}/polls/{poll}");
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

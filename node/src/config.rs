@@ -1,0 +1,260 @@
+//! Node configuration: embedded defaults, then a TOML file, then command-line flags.
+//!
+//! `tally run` with nothing else serves one region on 127.0.0.1:8080 with the poll
+//! `superbowl` (options `green` and `blue`, open from start-up), data in `./tally-data`.
+//! Every setting has a default here, a key in the TOML file, and (for the common ones) a flag.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tally_core::{NodeId, OptionName, PollId, PollSpec, PollWindow, UnixMillis, VoteIdKey};
+
+/// How many votes one batch request may carry.
+pub const BATCH_VOTES_MAX: usize = 10_000;
+
+/// Largest request body for a single vote, in bytes.
+pub const VOTE_BODY_BYTES_MAX: usize = 4 * 1024;
+
+/// Largest request body for a batch, in bytes (JSON votes are ~100 bytes each).
+pub const BATCH_BODY_BYTES_MAX: usize = 2 * 1024 * 1024;
+
+/// Largest admin request body, in bytes.
+pub const ADMIN_BODY_BYTES_MAX: usize = 16 * 1024;
+
+const _: () = assert!(BATCH_VOTES_MAX * 100 <= BATCH_BODY_BYTES_MAX);
+
+/// The development key that maps non-UUID vote IDs to 128 bits. Production clusters set
+/// their own `vote_id_key` (64 hex digits), the same on every node.
+const DEV_VOTE_ID_KEY: &str =
+    "7461 6c6c 792d 6465 762d 766f 7465 2d69 642d 6b65 792d 3230 3236 2d30 312d 3031";
+
+/// A poll defined in the configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollConfig {
+    /// The poll's name.
+    pub id: String,
+    /// Its options, in display order.
+    pub options: Vec<String>,
+    /// Open it as soon as the node starts (default true).
+    #[serde(default = "default_true")]
+    pub open: bool,
+    /// Close it this many seconds after it opens (default: no end).
+    pub duration_seconds: Option<u64>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Everything a node needs to know.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This node's name, as its certificate will name it.
+    pub node_id: String,
+    /// The cluster this node belongs to.
+    pub cluster_id: String,
+    /// Address the HTTP API, SSE and dashboard listen on.
+    pub listen: SocketAddr,
+    /// Directory for the write-ahead log and snapshots.
+    pub data_dir: PathBuf,
+    /// Keep votes in memory only (benchmarks; NOT durable).
+    pub memory_only: bool,
+    /// 64 hex digits: the cluster-wide key for non-UUID vote IDs.
+    pub vote_id_key: String,
+    /// Bearer token for the admin API; the admin API is disabled when empty.
+    pub admin_token: String,
+    /// How often live results are pushed to SSE subscribers, in milliseconds.
+    pub sse_tick_ms: u64,
+    /// How often the results snapshot is refreshed, in milliseconds.
+    pub results_tick_ms: u64,
+    /// Commands waiting for the engine before requests are shed with 503.
+    pub engine_queue_max: usize,
+    /// Most SSE subscribers at once; more get 503.
+    pub sse_subscribers_max: usize,
+    /// Polls to create at start-up.
+    pub polls: Vec<PollConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_id: "local".into(),
+            cluster_id: "tally-dev".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./tally-data"),
+            memory_only: false,
+            vote_id_key: DEV_VOTE_ID_KEY.into(),
+            admin_token: String::new(),
+            sse_tick_ms: 500,
+            results_tick_ms: 100,
+            engine_queue_max: 65_536,
+            sse_subscribers_max: 10_000,
+            polls: vec![PollConfig {
+                id: "superbowl".into(),
+                options: vec!["green".into(), "blue".into()],
+                open: true,
+                duration_seconds: None,
+            }],
+        }
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("config file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("config setting {setting} is invalid: {message}")]
+    Invalid {
+        /// The setting's key.
+        setting: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks every setting; returns the parsed pieces the node needs.
+    pub fn validate(&self) -> Result<Validated, ConfigError> {
+        let invalid = |setting, message: String| ConfigError::Invalid { setting, message };
+        let node_id =
+            NodeId::new(self.node_id.clone()).map_err(|e| invalid("node_id", e.to_string()))?;
+        if self.cluster_id.is_empty()
+            || self.cluster_id.len() > tally_core::limits::CLUSTER_ID_BYTES_MAX
+        {
+            return Err(invalid("cluster_id", "must be 1 to 64 bytes".into()));
+        }
+        let vote_id_key = parse_key(&self.vote_id_key).map_err(|m| invalid("vote_id_key", m))?;
+        if !(10..=60_000).contains(&self.sse_tick_ms) {
+            return Err(invalid(
+                "sse_tick_ms",
+                "must be between 10 and 60000".into(),
+            ));
+        }
+        if !(10..=60_000).contains(&self.results_tick_ms) {
+            return Err(invalid(
+                "results_tick_ms",
+                "must be between 10 and 60000".into(),
+            ));
+        }
+        if self.engine_queue_max == 0 || self.sse_subscribers_max == 0 {
+            return Err(invalid(
+                "engine_queue_max",
+                "queue limits must be at least 1".into(),
+            ));
+        }
+        Ok(Validated {
+            node_id,
+            vote_id_key,
+        })
+    }
+
+    /// The polls of the configuration file as definitions, opened at `now` where asked.
+    pub fn poll_specs(&self, now: UnixMillis) -> Result<Vec<PollSpec>, ConfigError> {
+        self.polls.iter().map(|poll| poll_spec(poll, now)).collect()
+    }
+}
+
+fn poll_spec(poll: &PollConfig, now: UnixMillis) -> Result<PollSpec, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        setting: "polls",
+        message,
+    };
+    let id = PollId::new(poll.id.clone()).map_err(|e| invalid(format!("poll id: {e}")))?;
+    let options = poll
+        .options
+        .iter()
+        .map(|o| OptionName::new(o.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(format!("poll {id}: option: {e}")))?;
+    let opens_at = poll.open.then_some(now);
+    let closes_at = opens_at
+        .zip(poll.duration_seconds)
+        .map(|(open, seconds)| UnixMillis(open.0.saturating_add(seconds.saturating_mul(1000))));
+    PollSpec::new(
+        id.clone(),
+        options,
+        PollWindow {
+            opens_at,
+            closes_at,
+        },
+    )
+    .map_err(|e| invalid(format!("poll {id}: {e}")))
+}
+
+/// Settings parsed into their proper types.
+pub struct Validated {
+    /// This node's name.
+    pub node_id: NodeId,
+    /// The cluster-wide vote ID key.
+    pub vote_id_key: VoteIdKey,
+}
+
+fn parse_key(text: &str) -> Result<VoteIdKey, String> {
+    let hex: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    if hex.len() != 64 {
+        return Err(format!("must be 64 hex digits, got {}", hex.len()));
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .map_err(|_| "must be hex digits".to_string())?;
+    }
+    Ok(VoteIdKey::new(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_define_the_superbowl_poll() {
+        let config = Config::default();
+        assert!(config.validate().is_ok());
+        let specs = config.poll_specs(UnixMillis(5)).unwrap();
+        assert_eq!(specs[0].id().as_str(), "superbowl");
+        assert_eq!(specs[0].window.opens_at, Some(UnixMillis(5)));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_clear_errors() {
+        let error = toml::from_str::<Config>("listen_port = 3").unwrap_err();
+        assert!(error.to_string().contains("unknown field"), "{error}");
+        let config = Config {
+            vote_id_key: "abc".into(),
+            ..Config::default()
+        };
+        let error = config.validate().err().unwrap().to_string();
+        assert!(error.contains("vote_id_key"), "{error}");
+    }
+}

@@ -1,0 +1,395 @@
+//! The engine: the one task that owns the replica (STYLE.md §8). Everything that changes votes
+//! goes through its bounded command queue; nothing else holds the replica.
+//!
+//! Its loop: take commands (a burst at a time), answer duplicates and refusals at once, hand
+//! new records to the write-ahead log as one job, and answer the votes that job carried when
+//! the log reports the job fsynced. One job is in flight at a time, so everything that arrives
+//! during an fsync rides the next one: group commit. After each change it marks the results
+//! dirty; every results tick it publishes an immutable snapshot that readers share.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tally_core::{
+    AcceptError, LocalVote, OptionIndex, PollError, PollId, PollSpec, PollWindow, Replica, Second,
+    Seq, VoteId,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::Clock;
+use crate::metrics::Metrics;
+use crate::results::ResultsSnapshot;
+use crate::wal::{WalDone, WalEntry, WalJob};
+
+/// Commands drained per wake-up before the engine looks at the log again.
+pub const COMMANDS_PER_WAKE_MAX: usize = 4_096;
+
+/// What the engine answers for one accepted vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoteAck {
+    /// New: durable as this node's record `seq`, stamped `second`.
+    Counted {
+        /// The record's seq.
+        seq: Seq,
+        /// Its poll-relative second.
+        second: Second,
+    },
+    /// Seen before; the earlier vote is durable.
+    Duplicate,
+}
+
+/// Why the engine refused a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The replica refused the vote.
+    #[error(transparent)]
+    Accept(#[from] AcceptError),
+    /// The poll change was refused.
+    #[error(transparent)]
+    Poll(#[from] PollError),
+    /// The write-ahead log failed; the node is stopping and nothing was acknowledged.
+    #[error("the write-ahead log failed; this node is stopping")]
+    LogFailed,
+}
+
+/// One vote of a batch as the engine answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchVoteAck {
+    /// As for a single vote.
+    Ack(VoteAck),
+    /// Shed: too many votes wait for the log; retry this one.
+    Overloaded,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+/// A request to the engine.
+pub enum Command {
+    /// One vote.
+    Vote {
+        /// The poll.
+        poll: PollId,
+        /// The option.
+        option: OptionIndex,
+        /// The idempotency key.
+        vote_id: VoteId,
+        /// Answered once durable.
+        reply: Reply<VoteAck>,
+    },
+    /// Many votes for one poll.
+    Batch {
+        /// The poll.
+        poll: PollId,
+        /// The votes.
+        votes: Vec<(OptionIndex, VoteId)>,
+        /// Answered once all are durable.
+        reply: Reply<Vec<BatchVoteAck>>,
+    },
+    /// Create a poll, or merge the window of an existing one.
+    UpsertPoll {
+        /// The definition.
+        spec: PollSpec,
+        /// Answered once durable; true if anything changed.
+        reply: Reply<bool>,
+    },
+    /// Merge a window change (open or close).
+    MergeWindow {
+        /// The poll.
+        poll: PollId,
+        /// The change.
+        window: PollWindow,
+        /// Answered once durable; true if anything changed.
+        reply: Reply<bool>,
+    },
+}
+
+/// A reply held until the log job `token` is durable.
+enum Pending {
+    Vote(Reply<VoteAck>, VoteAck),
+    Batch(Reply<Vec<BatchVoteAck>>, Vec<BatchVoteAck>),
+    Poll(Reply<bool>, bool),
+}
+
+struct Waiter {
+    token: u64,
+    pending: Pending,
+}
+
+/// The engine's ends of its channels.
+pub struct EngineIo {
+    /// Commands from the HTTP layer (and later, peers).
+    pub commands: mpsc::Receiver<Command>,
+    /// Jobs to the log writer.
+    pub wal_jobs: mpsc::Sender<WalJob>,
+    /// Reports from the log writer.
+    pub wal_done: mpsc::Receiver<WalDone>,
+    /// Where results snapshots are published.
+    pub results: watch::Sender<Arc<ResultsSnapshot>>,
+}
+
+/// The task that owns the replica.
+pub struct Engine {
+    replica: Replica,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    results_tick: Duration,
+    waiting: VecDeque<Waiter>,
+    /// Log entries (poll changes) to go out with the next job, besides records.
+    unlogged_entries: Vec<WalEntry>,
+    /// Own records in each job in flight, to mark durable when it is: (token, poll, last seq).
+    in_flight_jobs: VecDeque<(u64, Vec<(PollId, Seq)>)>,
+    next_token: u64,
+    durable_token: u64,
+}
+
+impl Engine {
+    /// An engine around a recovered replica.
+    pub fn new(
+        replica: Replica,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        results_tick: Duration,
+    ) -> Self {
+        Self {
+            replica,
+            clock,
+            metrics,
+            results_tick,
+            waiting: VecDeque::new(),
+            unlogged_entries: Vec::new(),
+            in_flight_jobs: VecDeque::new(),
+            next_token: 1,
+            durable_token: 0,
+        }
+    }
+
+    /// Runs until the command queue closes (graceful stop) or the log fails (error).
+    pub async fn run(mut self, mut io: EngineIo) -> Result<(), EngineError> {
+        let mut ticker = tokio::time::interval(self.results_tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                done = io.wal_done.recv() => {
+                    let Some(done) = done else { return self.fail("log writer stopped") };
+                    if let Err(error) = done.result {
+                        tracing::error!(%error, "write-ahead log failed");
+                        return self.fail("fsync failed");
+                    }
+                    self.metrics.observe_fsync(done.fsync, done.entries, done.bytes);
+                    self.on_durable(done.up_to_token);
+                }
+                command = io.commands.recv() => {
+                    let Some(command) = command else { break };
+                    self.handle(command);
+                    for _ in 1..COMMANDS_PER_WAKE_MAX {
+                        let Ok(command) = io.commands.try_recv() else { break };
+                        self.handle(command);
+                    }
+                }
+                _ = ticker.tick() => {
+                    let previous = io.results.borrow().clone();
+                    let next = ResultsSnapshot::capture_since(&self.replica, self.clock.now(), &previous);
+                    io.results.send_replace(Arc::new(next));
+                }
+            }
+            if self.in_flight_jobs.is_empty() {
+                self.submit(&io.wal_jobs).await?;
+            }
+            self.metrics
+                .set_engine_queue(io.commands.len(), self.waiting.len());
+        }
+        // Graceful stop: flush what was accepted, answer it, publish the last results.
+        while !self.in_flight_jobs.is_empty() || self.has_unlogged() {
+            if self.in_flight_jobs.is_empty() {
+                self.submit(&io.wal_jobs).await?;
+            }
+            match io.wal_done.recv().await {
+                Some(done) if done.result.is_ok() => self.on_durable(done.up_to_token),
+                _ => return self.fail("log failed during shutdown"),
+            }
+        }
+        io.results.send_replace(Arc::new(ResultsSnapshot::capture(
+            &self.replica,
+            self.clock.now(),
+        )));
+        Ok(())
+    }
+
+    fn has_unlogged(&self) -> bool {
+        !self.unlogged_entries.is_empty() || self.replica.in_flight_records() > 0
+    }
+
+    /// A read-only view for start-up checks and tests.
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    fn fail(&mut self, why: &str) -> Result<(), EngineError> {
+        tracing::error!(why, "engine stopping: nothing further is acknowledged");
+        for waiter in self.waiting.drain(..) {
+            match waiter.pending {
+                Pending::Vote(reply, _) => drop(reply.send(Err(EngineError::LogFailed))),
+                Pending::Batch(reply, _) => drop(reply.send(Err(EngineError::LogFailed))),
+                Pending::Poll(reply, _) => drop(reply.send(Err(EngineError::LogFailed))),
+            }
+        }
+        Err(EngineError::LogFailed)
+    }
+
+    fn handle(&mut self, command: Command) {
+        let now = self.clock.now();
+        match command {
+            Command::Vote {
+                poll,
+                option,
+                vote_id,
+                reply,
+            } => match self.replica.accept_local(&poll, option, vote_id, now) {
+                Ok(LocalVote::Duplicate { wait_for: None }) => {
+                    let _ = reply.send(Ok(VoteAck::Duplicate));
+                }
+                Ok(vote) => self.wait(Pending::Vote(reply, ack(vote))),
+                Err(error) => {
+                    let _ = reply.send(Err(error.into()));
+                }
+            },
+            Command::Batch { poll, votes, reply } => self.handle_batch(&poll, votes, reply),
+            Command::UpsertPoll { spec, reply } => match self.replica.upsert_poll(spec.clone()) {
+                Ok(changed) => self.log_poll_change(&spec.id().clone(), changed, reply),
+                Err(error) => drop(reply.send(Err(error.into()))),
+            },
+            Command::MergeWindow {
+                poll,
+                window,
+                reply,
+            } => match self.replica.merge_window(&poll, &window) {
+                Ok(changed) => self.log_poll_change(&poll, changed, reply),
+                Err(error) => drop(reply.send(Err(error.into()))),
+            },
+        }
+    }
+
+    fn handle_batch(
+        &mut self,
+        poll: &PollId,
+        votes: Vec<(OptionIndex, VoteId)>,
+        reply: Reply<Vec<BatchVoteAck>>,
+    ) {
+        let now = self.clock.now();
+        let mut acks = Vec::with_capacity(votes.len());
+        let mut must_wait = false;
+        for (option, vote_id) in votes {
+            match self.replica.accept_local(poll, option, vote_id, now) {
+                Ok(vote) => {
+                    must_wait |= !matches!(vote, LocalVote::Duplicate { wait_for: None });
+                    acks.push(BatchVoteAck::Ack(ack(vote)));
+                }
+                Err(AcceptError::Overloaded) => acks.push(BatchVoteAck::Overloaded),
+                Err(error) => {
+                    // Poll-level refusals (unknown, not open, closed) apply to the whole batch;
+                    // the first vote hits them, before anything was counted.
+                    debug_assert!(
+                        acks.is_empty() || matches!(error, AcceptError::UnknownOption(_))
+                    );
+                    let _ = reply.send(Err(error.into()));
+                    return;
+                }
+            }
+        }
+        if must_wait {
+            self.wait(Pending::Batch(reply, acks));
+        } else {
+            let _ = reply.send(Ok(acks));
+        }
+    }
+
+    fn log_poll_change(&mut self, poll: &PollId, changed: bool, reply: Reply<bool>) {
+        if changed {
+            if let Some(spec) = self.replica.poll_spec(poll) {
+                self.unlogged_entries.push(WalEntry::Poll(spec.clone()));
+            }
+        }
+        self.wait(Pending::Poll(reply, changed));
+    }
+
+    /// Holds a reply until the next log job (the one that will carry its record) is durable.
+    fn wait(&mut self, pending: Pending) {
+        self.waiting.push_back(Waiter {
+            token: self.next_token,
+            pending,
+        });
+    }
+
+    /// Sends everything accepted since the last job to the log as one job.
+    async fn submit(&mut self, jobs: &mpsc::Sender<WalJob>) -> Result<(), EngineError> {
+        let batches = self.replica.take_unlogged();
+        if batches.is_empty() && self.unlogged_entries.is_empty() {
+            // Waiters for this token have nothing to log (e.g. an unchanged poll): answer now.
+            if self
+                .waiting
+                .back()
+                .is_some_and(|w| w.token == self.next_token)
+            {
+                let token = self.next_token;
+                self.next_token += 1;
+                self.durable_token = self.durable_token.max(token);
+                self.answer_durable();
+            }
+            return Ok(());
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        let marks = batches
+            .iter()
+            .map(|b| (b.poll().clone(), b.last_seq()))
+            .collect();
+        let mut entries = std::mem::take(&mut self.unlogged_entries);
+        entries.extend(batches.into_iter().map(WalEntry::Records));
+        self.in_flight_jobs.push_back((token, marks));
+        if jobs.send(WalJob::append(token, entries)).await.is_err() {
+            return self.fail("log writer stopped");
+        }
+        Ok(())
+    }
+
+    fn on_durable(&mut self, up_to_token: u64) {
+        while let Some((token, _)) = self.in_flight_jobs.front() {
+            if *token > up_to_token {
+                break;
+            }
+            if let Some((_, marks)) = self.in_flight_jobs.pop_front() {
+                for (poll, seq) in marks {
+                    self.replica.mark_durable(&poll, seq);
+                }
+            }
+        }
+        self.durable_token = self.durable_token.max(up_to_token);
+        self.answer_durable();
+    }
+
+    fn answer_durable(&mut self) {
+        while self
+            .waiting
+            .front()
+            .is_some_and(|w| w.token <= self.durable_token)
+        {
+            let Some(waiter) = self.waiting.pop_front() else {
+                break;
+            };
+            match waiter.pending {
+                Pending::Vote(reply, ack) => drop(reply.send(Ok(ack))),
+                Pending::Batch(reply, acks) => drop(reply.send(Ok(acks))),
+                Pending::Poll(reply, changed) => drop(reply.send(Ok(changed))),
+            }
+        }
+    }
+}
+
+fn ack(vote: LocalVote) -> VoteAck {
+    match vote {
+        LocalVote::Counted { seq, second } => VoteAck::Counted { seq, second },
+        LocalVote::Duplicate { .. } => VoteAck::Duplicate,
+    }
+}

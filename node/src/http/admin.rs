@@ -1,0 +1,201 @@
+//! Poll administration: create, open and close polls (bearer token), and the public poll list.
+//!
+//! Changes are logged and replicated like votes; a route answers once its change is durable.
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use tally_core::{OptionName, PollId, PollSpec, PollWindow};
+
+use super::votes::{ask, require_content_type};
+use super::{ApiError, AppState};
+use crate::config::ADMIN_BODY_BYTES_MAX;
+use crate::engine::Command;
+
+/// `POST /v1/admin/polls` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePoll {
+    /// The poll's name (letters, digits, `-`, `_`, `.`; up to 64 bytes).
+    pub id: String,
+    /// 2–16 option names.
+    pub options: Vec<String>,
+    /// Open at once (default false: a draft, opened later with `/open`).
+    #[serde(default)]
+    pub open: bool,
+    /// Close this many seconds after opening.
+    pub duration_seconds: Option<u64>,
+}
+
+/// A poll as listed.
+#[derive(Debug, Serialize)]
+pub struct PollSummary {
+    /// The poll's name.
+    pub id: String,
+    /// Its options.
+    pub options: Vec<String>,
+    /// `open`, `not_open` or `closed`.
+    pub status: &'static str,
+    /// When it opened (Unix ms), if it has.
+    pub opens_at_ms: Option<u64>,
+    /// When it closes or closed (Unix ms), if set.
+    pub closes_at_ms: Option<u64>,
+}
+
+/// The answer to an admin change.
+#[derive(Debug, Serialize)]
+pub struct AdminResponse {
+    /// The poll.
+    pub poll: String,
+    /// Whether anything changed.
+    pub changed: bool,
+}
+
+fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if app.admin_token.is_empty() {
+        return Err(ApiError::Unauthorized);
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(presented.as_bytes(), app.admin_token.as_bytes()) {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(())
+}
+
+/// Compares without an early exit, so response timing does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn ensure_ready(app: &AppState) -> Result<(), ApiError> {
+    if app.ready.load(Ordering::Acquire) {
+        Ok(())
+    } else {
+        Err(ApiError::Unavailable("the node is not ready"))
+    }
+}
+
+/// `POST /v1/admin/polls`
+pub(super) async fn create_poll(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<AdminResponse>), ApiError> {
+    authorize(&app, &headers)?;
+    let body = body.map_err(|r| ApiError::from_body(r, ADMIN_BODY_BYTES_MAX))?;
+    require_content_type(&headers, &["application/json"])?;
+    ensure_ready(&app)?;
+    let request: CreatePoll =
+        serde_json::from_slice(&body).map_err(|e| ApiError::Malformed(e.to_string()))?;
+    let id = PollId::new(request.id.clone()).map_err(|e| ApiError::Invalid(format!("id: {e}")))?;
+    let options = request
+        .options
+        .iter()
+        .map(|o| OptionName::new(o.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::Invalid(format!("option: {e}")))?;
+    let now = app.clock.now();
+    let opens_at = request.open.then_some(now);
+    let closes_at = opens_at
+        .zip(request.duration_seconds)
+        .map(|(open, seconds)| {
+            tally_core::UnixMillis(open.0.saturating_add(seconds.saturating_mul(1000)))
+        });
+    let spec = PollSpec::new(
+        id.clone(),
+        options,
+        PollWindow {
+            opens_at,
+            closes_at,
+        },
+    )
+    .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let changed = ask(&app, |reply| Command::UpsertPoll { spec, reply }).await?;
+    let status = if changed {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(AdminResponse {
+            poll: id.to_string(),
+            changed,
+        }),
+    ))
+}
+
+async fn change_window(
+    app: &AppState,
+    headers: &HeaderMap,
+    poll: &str,
+    window: PollWindow,
+) -> Result<Json<AdminResponse>, ApiError> {
+    authorize(app, headers)?;
+    ensure_ready(app)?;
+    let id = PollId::new(poll).map_err(|_| ApiError::UnknownPoll(poll.to_owned()))?;
+    let changed = ask(app, |reply| Command::MergeWindow {
+        poll: id.clone(),
+        window,
+        reply,
+    })
+    .await
+    .map_err(|e| match e {
+        ApiError::Conflict(_) => ApiError::UnknownPoll(poll.to_owned()),
+        other => other,
+    })?;
+    Ok(Json(AdminResponse {
+        poll: id.to_string(),
+        changed,
+    }))
+}
+
+/// `POST /v1/admin/polls/{poll}/open`: opens now (an earlier opening stands).
+pub(super) async fn open_poll(
+    State(app): State<AppState>,
+    Path(poll): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<AdminResponse>, ApiError> {
+    let window = PollWindow::open_from(app.clock.now());
+    change_window(&app, &headers, &poll, window).await
+}
+
+/// `POST /v1/admin/polls/{poll}/close`: closes now (an earlier closing stands).
+pub(super) async fn close_poll(
+    State(app): State<AppState>,
+    Path(poll): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<AdminResponse>, ApiError> {
+    let window = PollWindow {
+        opens_at: None,
+        closes_at: Some(app.clock.now()),
+    };
+    change_window(&app, &headers, &poll, window).await
+}
+
+/// `GET /v1/polls`
+pub(super) async fn list_polls(State(app): State<AppState>) -> Json<Vec<PollSummary>> {
+    let snapshot = app.results.borrow().clone();
+    Json(
+        snapshot
+            .polls
+            .values()
+            .map(|poll| PollSummary {
+                id: poll.results.poll.clone(),
+                options: poll.option_names.clone(),
+                status: poll.results.status,
+                opens_at_ms: poll.window.opens_at.map(|t| t.0),
+                closes_at_ms: poll.window.closes_at.map(|t| t.0),
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,159 @@
+//! Prometheus metrics: one registry per node, served at `/metrics` in the OpenMetrics text
+//! format. Metric names start with `tally_`; units are in the name (`_seconds`, `_bytes`).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label set of one dimension, e.g. `[("outcome", "counted")]`.
+pub type Labels = Vec<(&'static str, &'static str)>;
+
+/// Every metric of a node.
+pub struct Metrics {
+    registry: Registry,
+    /// Votes answered, by outcome (`counted`, `duplicate`, `rejected`).
+    pub votes: Family<Labels, Counter>,
+    /// Votes refused, by reason.
+    pub rejections: Family<Labels, Counter>,
+    /// HTTP request latency by route, in seconds.
+    pub request_seconds: Family<Labels, Histogram>,
+    /// Write-ahead log fsync latency, in seconds.
+    pub fsync_seconds: Histogram,
+    /// Log entries made durable per fsync (group size).
+    pub group_entries: Histogram,
+    /// Bytes written per fsync.
+    pub group_bytes: Histogram,
+    /// Open SSE subscriptions.
+    pub sse_subscribers: Gauge,
+    /// Commands waiting for the engine.
+    pub engine_queue_depth: Gauge,
+    /// Replies waiting for an fsync.
+    pub waiting_replies: Gauge,
+    /// 1 while the node serves votes, 0 otherwise.
+    pub ready: Gauge,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    // 50 µs to ~0.8 s.
+    exponential_buckets(0.000_05, 2.0, 15)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tally");
+        let votes = Family::<Labels, Counter>::default();
+        registry.register("votes", "Votes answered, by outcome", votes.clone());
+        let rejections = Family::<Labels, Counter>::default();
+        registry.register(
+            "vote_rejections",
+            "Votes refused, by reason",
+            rejections.clone(),
+        );
+        let request_seconds =
+            Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            request_seconds.clone(),
+        );
+        let fsync_seconds = Histogram::new(latency_buckets());
+        registry.register(
+            "wal_fsync_duration_seconds",
+            "Write-ahead log fsync latency",
+            fsync_seconds.clone(),
+        );
+        let group_entries = Histogram::new(exponential_buckets(1.0, 4.0, 10));
+        registry.register(
+            "wal_group_entries",
+            "Log entries made durable by one fsync (group commit size)",
+            group_entries.clone(),
+        );
+        let group_bytes = Histogram::new(exponential_buckets(64.0, 4.0, 12));
+        registry.register(
+            "wal_group_bytes",
+            "Bytes made durable by one fsync",
+            group_bytes.clone(),
+        );
+        let sse_subscribers = Gauge::default();
+        registry.register(
+            "sse_subscribers",
+            "Open server-sent-event subscriptions",
+            sse_subscribers.clone(),
+        );
+        let engine_queue_depth = Gauge::default();
+        registry.register(
+            "engine_queue_depth",
+            "Commands waiting for the engine",
+            engine_queue_depth.clone(),
+        );
+        let waiting_replies = Gauge::default();
+        registry.register(
+            "engine_waiting_replies",
+            "Replies held until their votes are fsynced",
+            waiting_replies.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register("ready", "1 when the node serves votes", ready.clone());
+        Self {
+            registry,
+            votes,
+            rejections,
+            request_seconds,
+            fsync_seconds,
+            group_entries,
+            group_bytes,
+            sse_subscribers,
+            engine_queue_depth,
+            waiting_replies,
+            ready,
+        }
+    }
+
+    /// Records one group commit.
+    pub fn observe_fsync(&self, fsync: Duration, entries: usize, bytes: u64) {
+        self.fsync_seconds.observe(fsync.as_secs_f64());
+        self.group_entries.observe(entries as f64);
+        self.group_bytes.observe(bytes as f64);
+    }
+
+    /// Records the engine's queue depths.
+    pub fn set_engine_queue(&self, commands: usize, waiting: usize) {
+        self.engine_queue_depth.set(commands as i64);
+        self.waiting_replies.set(waiting as i64);
+    }
+
+    /// Counts `count` votes with `outcome`.
+    pub fn count_votes(&self, outcome: &'static str, count: u64) {
+        self.votes
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc_by(count);
+    }
+
+    /// Counts `count` votes refused for `reason`.
+    pub fn count_rejections(&self, reason: &'static str, count: u64) {
+        self.count_votes("rejected", count);
+        self.rejections
+            .get_or_create(&vec![("reason", reason)])
+            .inc_by(count);
+    }
+
+    /// The registry in the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Infallible: writing to a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}

@@ -1,0 +1,167 @@
+//! Start-up: rebuild the replica from the write-ahead log, or begin a new incarnation.
+//!
+//! The log's first entry names the actor that wrote it. A node whose disk holds no log is a
+//! new incarnation: it draws a fresh incarnation number from the seeded RNG and logs it (and
+//! fsyncs) before serving, so it never reuses an old actor's counters or seqs (DESIGN.md §2).
+
+use std::fmt;
+
+use rand::{RngCore, SeedableRng};
+use tally_core::{ActorId, Replica};
+
+use crate::Clock;
+use crate::config::{Config, Validated};
+use crate::storage::Storage;
+use crate::wal::{RecoveryReport, Wal, WalEntry, WalError};
+
+/// Why start-up failed. The log was not changed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    /// The log could not be opened or read.
+    #[error("write-ahead log: {0}")]
+    Wal(#[from] WalError),
+    /// The data directory belongs to another node.
+    #[error(
+        "the data directory belongs to node {found}, but this node is configured as {configured}"
+    )]
+    WrongNode {
+        /// The node named in the log.
+        found: String,
+        /// The configured node ID.
+        configured: String,
+    },
+    /// The configured polls could not be built.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// A recovered node, ready to serve.
+pub struct Recovered<S: Storage> {
+    /// The replica, holding everything the log held.
+    pub replica: Replica,
+    /// The log, positioned to append.
+    pub wal: Wal<S>,
+    /// What recovery found.
+    pub report: Report,
+    /// Whether this start began a new incarnation (empty disk).
+    pub new_incarnation: bool,
+}
+
+/// What recovery found, for the start-up log line.
+#[derive(Debug)]
+pub struct Report {
+    /// The log's own report (entries, bytes, any torn tail).
+    pub wal: RecoveryReport,
+    /// Entries that could not be applied (each is logged as a warning).
+    pub unapplied_entries: usize,
+    /// Distinct vote IDs held after recovery, over all polls.
+    pub vote_ids: usize,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}; {} vote IDs held; {} entries not applied",
+            self.wal, self.vote_ids, self.unapplied_entries
+        )
+    }
+}
+
+/// Replays `storage`'s log into a replica (see the module doc).
+pub fn recover<S: Storage>(
+    config: &Config,
+    validated: &Validated,
+    storage: S,
+    clock: &dyn Clock,
+    rng_seed: u64,
+) -> Result<Recovered<S>, RecoveryError> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rng_seed);
+    let hash_seed = [
+        rng.next_u64(),
+        rng.next_u64(),
+        rng.next_u64(),
+        rng.next_u64(),
+    ];
+    let mut replica: Option<Replica> = None;
+    let mut unapplied = 0usize;
+    let (mut wal, wal_report) = Wal::open(storage, |entry| {
+        if let Err(why) = replay(&mut replica, entry, hash_seed) {
+            unapplied += 1;
+            tracing::warn!(%why, "log entry not applied");
+        }
+    })?;
+    let new_incarnation = replica.is_none();
+    let mut replica = match replica {
+        Some(replica) => replica,
+        None => {
+            let actor = ActorId {
+                node: validated.node_id.clone(),
+                incarnation: rng.next_u64(),
+            };
+            wal.append(&[WalEntry::Identity(actor.clone())])?;
+            Replica::new(actor, hash_seed)
+        }
+    };
+    if replica.actor().node != validated.node_id {
+        return Err(RecoveryError::WrongNode {
+            found: replica.actor().node.to_string(),
+            configured: validated.node_id.to_string(),
+        });
+    }
+    for spec in config.poll_specs(clock.now())? {
+        let id = spec.id().clone();
+        match replica.upsert_poll(spec) {
+            Ok(true) => {
+                if let Some(merged) = replica.poll_spec(&id) {
+                    wal.append(&[WalEntry::Poll(merged.clone())])?;
+                }
+            }
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "configured poll ignored"),
+        }
+    }
+    wal.sync()?;
+    let vote_ids = replica
+        .poll_specs()
+        .filter_map(|spec| replica.state(spec.id()))
+        .map(|state| state.distinct_vote_ids())
+        .sum();
+    Ok(Recovered {
+        replica,
+        wal,
+        report: Report {
+            wal: wal_report,
+            unapplied_entries: unapplied,
+            vote_ids,
+        },
+        new_incarnation,
+    })
+}
+
+fn replay(
+    replica: &mut Option<Replica>,
+    entry: WalEntry,
+    hash_seed: [u64; 4],
+) -> Result<(), String> {
+    match (entry, replica.as_mut()) {
+        (WalEntry::Identity(actor), None) => {
+            *replica = Some(Replica::new(actor, hash_seed));
+            Ok(())
+        }
+        (WalEntry::Identity(actor), Some(existing)) if &actor == existing.actor() => Ok(()),
+        (WalEntry::Identity(actor), Some(existing)) => Err(format!(
+            "log names actor {actor} after {}",
+            existing.actor()
+        )),
+        (_, None) => Err("log entry before the identity entry".into()),
+        (WalEntry::Poll(spec), Some(replica)) => replica
+            .upsert_poll(spec)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        (WalEntry::Records(batch), Some(replica)) => replica
+            .recover_records(&batch)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    }
+}

@@ -1,0 +1,217 @@
+//! Results snapshots: what readers see, captured by the engine every results tick.
+//!
+//! A snapshot is immutable and shared (`Arc`): the results and history routes read it, and the
+//! SSE route sends its pre-encoded JSON to every subscriber, so thousands of viewers cost one
+//! encoding per tick, not one each.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tally_core::{PollId, PollStatus, PollWindow, Replica, Second, UnixMillis};
+
+/// One option's standing.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OptionResult {
+    /// The option's name.
+    pub name: String,
+    /// Net votes.
+    pub votes: i64,
+    /// Share of all votes, 0–1 (0 when there are none).
+    pub share: f64,
+}
+
+/// Whose votes a result includes.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ActorIncluded {
+    /// The actor, `node#incarnation`.
+    pub actor: String,
+    /// The node it runs on.
+    pub node: String,
+    /// Records of that actor held here.
+    pub records: u64,
+    /// Whether it is this node's own actor.
+    pub local: bool,
+}
+
+/// The results of one poll at one moment, as served by `GET /v1/polls/{poll}/results`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PollResults {
+    /// The poll.
+    pub poll: String,
+    /// `open`, `not_open` or `closed`.
+    pub status: &'static str,
+    /// Options in poll order.
+    pub options: Vec<OptionResult>,
+    /// All net votes.
+    pub total: i64,
+    /// When this result was captured, in Unix milliseconds.
+    pub as_of_ms: u64,
+    /// The split up to and including this poll second, if the reader asked for one.
+    pub at_second: Option<Second>,
+    /// The node that served it.
+    pub served_by: String,
+    /// Whose records and counters it includes.
+    pub includes: Vec<ActorIncluded>,
+}
+
+/// Net votes per option in one poll second.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HistoryPoint {
+    /// Poll-relative second.
+    pub second: Second,
+    /// Net votes per option in that second.
+    pub votes: Vec<i64>,
+}
+
+/// One poll in a snapshot.
+#[derive(Debug, Clone)]
+pub struct PollSnapshot {
+    /// Results over all seconds.
+    pub results: PollResults,
+    /// Per-second series, ascending.
+    pub history: Vec<HistoryPoint>,
+    /// `results` as one complete SSE event, encoded once for every subscriber.
+    pub sse_frame: Bytes,
+    /// Option names, for resolving votes.
+    pub option_names: Vec<String>,
+    /// When the poll takes votes.
+    pub window: PollWindow,
+}
+
+impl PollSnapshot {
+    /// The split up to and including `at` (net votes of all seconds ≤ `at`).
+    pub fn results_at(&self, at: Second) -> PollResults {
+        let mut votes = vec![0i64; self.option_names.len()];
+        for point in self.history.iter().take_while(|p| p.second <= at) {
+            for (sum, v) in votes.iter_mut().zip(&point.votes) {
+                *sum += v;
+            }
+        }
+        PollResults {
+            options: option_results(&self.option_names, &votes),
+            total: votes.iter().sum(),
+            at_second: Some(at),
+            ..self.results.clone()
+        }
+    }
+}
+
+/// Every poll's results at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct ResultsSnapshot {
+    /// When it was captured.
+    pub as_of: Option<UnixMillis>,
+    /// By poll.
+    pub polls: BTreeMap<PollId, Arc<PollSnapshot>>,
+}
+
+fn option_results(names: &[String], votes: &[i64]) -> Vec<OptionResult> {
+    let total: i64 = votes.iter().sum();
+    names
+        .iter()
+        .zip(votes)
+        .map(|(name, &v)| OptionResult {
+            name: name.clone(),
+            votes: v,
+            share: if total > 0 {
+                v as f64 / total as f64
+            } else {
+                0.0
+            },
+        })
+        .collect()
+}
+
+/// `results` as an SSE event: `event: results`, the capture time as its ID, JSON data.
+fn sse_frame(results: &PollResults) -> Option<Bytes> {
+    let json = serde_json::to_string(results).ok()?;
+    // serde_json never emits raw newlines, so the JSON fits on one `data:` line.
+    debug_assert!(!json.contains('\n'));
+    let frame = format!("event: results\nid: {}\ndata: {json}\n\n", results.as_of_ms);
+    Some(Bytes::from(frame))
+}
+
+fn status_name(status: PollStatus) -> &'static str {
+    match status {
+        PollStatus::NotOpen => "not_open",
+        PollStatus::Open => "open",
+        PollStatus::Closed => "closed",
+    }
+}
+
+impl ResultsSnapshot {
+    /// Captures every poll of `replica` at `now`, keeping `previous`'s entry (the same `Arc`)
+    /// for every poll whose results did not change, so subscribers can tell "changed" by
+    /// pointer.
+    pub fn capture_since(replica: &Replica, now: UnixMillis, previous: &ResultsSnapshot) -> Self {
+        let mut next = Self::capture(replica, now);
+        for (poll, snapshot) in next.polls.iter_mut() {
+            let Some(old) = previous.polls.get(poll) else {
+                continue;
+            };
+            let same = PollResults {
+                as_of_ms: old.results.as_of_ms,
+                ..snapshot.results.clone()
+            } == old.results
+                && old.history == snapshot.history
+                && old.window == snapshot.window;
+            if same {
+                *snapshot = old.clone();
+            }
+        }
+        next
+    }
+
+    /// Captures every poll of `replica` at `now`.
+    pub fn capture(replica: &Replica, now: UnixMillis) -> Self {
+        let polls = replica
+            .poll_specs()
+            .filter_map(|spec| {
+                let state = replica.state(spec.id())?;
+                let option_names: Vec<String> =
+                    spec.options().iter().map(|o| o.to_string()).collect();
+                let totals = state.totals(None);
+                let includes = state
+                    .version_vector()
+                    .iter()
+                    .map(|(actor, records)| ActorIncluded {
+                        actor: actor.to_string(),
+                        node: actor.node.to_string(),
+                        records,
+                        local: actor == replica.actor(),
+                    })
+                    .collect();
+                let results = PollResults {
+                    poll: spec.id().to_string(),
+                    status: status_name(spec.window.status(now)),
+                    options: option_results(&option_names, &totals),
+                    total: totals.iter().sum(),
+                    as_of_ms: now.0,
+                    at_second: None,
+                    served_by: replica.actor().node.to_string(),
+                    includes,
+                };
+                let history = state
+                    .history()
+                    .into_iter()
+                    .map(|(second, votes)| HistoryPoint { second, votes })
+                    .collect();
+                let sse_frame = sse_frame(&results)?;
+                let snapshot = PollSnapshot {
+                    results,
+                    history,
+                    sse_frame,
+                    option_names,
+                    window: spec.window,
+                };
+                Some((spec.id().clone(), Arc::new(snapshot)))
+            })
+            .collect();
+        Self {
+            as_of: Some(now),
+            polls,
+        }
+    }
+}
