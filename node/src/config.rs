@@ -74,6 +74,9 @@ pub struct Config {
     pub engine_queue_max: usize,
     /// Most SSE subscribers at once; more get 503.
     pub sse_subscribers_max: usize,
+    /// A connection whose writes pend this long (a client that stopped reading, e.g. an SSE
+    /// subscriber) is dropped, in milliseconds.
+    pub write_stall_ms: u64,
     /// Polls to create at start-up.
     pub polls: Vec<PollConfig>,
 }
@@ -92,6 +95,7 @@ impl Default for Config {
             results_tick_ms: 100,
             engine_queue_max: 65_536,
             sse_subscribers_max: 10_000,
+            write_stall_ms: crate::stall_guard::WRITE_STALL_MS_DEFAULT,
             polls: vec![PollConfig {
                 id: "superbowl".into(),
                 options: vec!["green".into(), "blue".into()],
@@ -165,6 +169,12 @@ impl Config {
             return Err(invalid(
                 "results_tick_ms",
                 "must be between 10 and 60000".into(),
+            ));
+        }
+        if !(100..=600_000).contains(&self.write_stall_ms) {
+            return Err(invalid(
+                "write_stall_ms",
+                "must be between 100 and 600000".into(),
             ));
         }
         if self.engine_queue_max == 0 || self.sse_subscribers_max == 0 {

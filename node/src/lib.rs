@@ -15,6 +15,7 @@ pub mod http;
 pub mod metrics;
 pub mod recovery;
 pub mod results;
+pub mod stall_guard;
 pub mod storage;
 pub mod wal;
 pub mod wal_writer;
@@ -221,6 +222,7 @@ pub async fn run<L, S, F>(
 ) -> Result<(), NodeError>
 where
     L: axum::serve::Listener,
+    L::Io: Unpin,
     L::Addr: std::fmt::Debug,
     S: Storage + 'static,
     F: Future<Output = ()> + Send + 'static,
@@ -231,7 +233,11 @@ where
     let shutdown = io.shutdown;
     let ready = started.handle.ready.clone();
     let stopping = started.stopping.clone();
-    let served = axum::serve(io.listener, router)
+    let listener = stall_guard::StallGuardListener::new(
+        io.listener,
+        Duration::from_millis(config.write_stall_ms),
+    );
+    let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("stopping: no new requests; draining");
