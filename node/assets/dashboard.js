@@ -23,7 +23,8 @@
   const FETCH_TIMEOUT_MS = 5000;
   const TICK_MS = 500;                     // rate, slider and chart refresh
   const RATE_WINDOW_MS = 3000;             // votes per second is averaged over this window
-  const HISTORY_REFRESH_MS = 2000;         // history is fetched at most this often
+  const HISTORY_REFRESH_MS = 2000;         // history is fetched at most this often,
+  const HISTORY_REFRESH_MS_PER_POINT = 10; // and less often as it grows (its size, per viewer)
   const POLLS_REFRESH_MS = 5000;           // the poll list, when a poll's status changes
   const CHART_COLUMNS_MAX = 240;
   const CHART_BAR_WIDTH_MAX = 16;          // in the chart's 1000-unit-wide coordinates
@@ -68,6 +69,8 @@
     peakRate: 0,
     mode: "connecting",
     optionsKey: "",      // option names the rows were built for
+    liveTail: new Map(), // second → votes per option seen live since the history was fetched
+    chartVersion: 0,     // bumped when the chart's data changes
     chartKey: "",        // what the chart was last drawn for
   };
 
@@ -219,7 +222,7 @@
         conn.failures = 0;
         setMode("polling");
         onResults(body);
-      } catch (error) {
+      } catch {
         if (!current()) return;
         conn.failures += 1;
         if (conn.failures >= POLL_FAILURES_OFFLINE) setMode("offline");
@@ -250,6 +253,7 @@
     if (previous && results.as_of_ms < previous.as_of_ms) return; // an older answer, late
     state.latest = results;
     recordTotal(results.total);
+    if (previous) addToLiveTail(previous, results);
     if (previous && previous.status !== results.status) refreshPolls();
     render();
   }
@@ -273,6 +277,8 @@
       state.history = body;
       state.historyAsOf = asOf;
       state.historyFetchedAt = performance.now();
+      state.liveTail.clear();
+      state.chartVersion += 1;
       updateTimeline();
       if (!state.following) render();
     } catch {
@@ -280,6 +286,25 @@
     } finally {
       state.historyLoading = false;
     }
+  }
+
+  // Between history fetches the chart grows from the live results: each change is drawn in
+  // the current poll second (only drawn: the slider's splits come from the fetched history).
+  function addToLiveTail(previous, results) {
+    if (previous.options.length !== results.options.length) return;
+    const deltas = results.options.map((o, i) => o.votes - previous.options[i].votes);
+    if (deltas.every((d) => d === 0)) return;
+    const second = liveSecond();
+    const bucket = state.liveTail.get(second) ?? deltas.map(() => 0);
+    deltas.forEach((d, i) => { bucket[i] += d; });
+    state.liveTail.set(second, bucket);
+    state.chartVersion += 1;
+  }
+
+  function historyRefreshDue() {
+    const points = state.history?.points.length ?? 0;
+    const pause = Math.max(HISTORY_REFRESH_MS, points * HISTORY_REFRESH_MS_PER_POINT);
+    return performance.now() - state.historyFetchedAt >= pause;
   }
 
   function historyIsStale() {
@@ -501,8 +526,8 @@
 
   function drawChart(max) {
     const points = state.history?.points ?? [];
-    const names = state.history?.options ?? [];
-    const key = `${max}|${state.historyFetchedAt}|${names.length}`;
+    const names = state.history?.options ?? state.latest?.options.map((o) => o.name) ?? [];
+    const key = `${max}|${state.chartVersion}`;
     if (key === state.chartKey) return;
     state.chartKey = key;
     const svg = $("chart-svg");
@@ -510,11 +535,13 @@
     const perColumn = Math.ceil(seconds / CHART_COLUMNS_MAX);
     const columns = Math.ceil(seconds / perColumn);
     const sums = Array.from({ length: columns }, () => names.map(() => 0));
-    for (const point of points) {
-      const column = Math.floor(point.second / perColumn);
-      if (column >= columns) continue;
-      point.votes.forEach((v, i) => { sums[column][i] += Math.max(0, v); });
-    }
+    const add = (second, votes) => {
+      const column = Math.floor(second / perColumn);
+      if (column >= columns) return;
+      votes.forEach((v, i) => { sums[column][i] += Math.max(0, v); });
+    };
+    points.forEach((point) => add(point.second, point.votes));
+    state.liveTail.forEach((votes, second) => add(second, votes));
     const peak = Math.max(1, ...sums.map((c) => c.reduce((a, b) => a + b, 0)));
     const width = 1000 / columns;
     // Thin bars while the poll is young, so its first seconds do not look like slabs.
@@ -571,8 +598,8 @@
 
   function tick() {
     if (state.latest) recordTotal(state.latest.total);
-    const due = performance.now() - state.historyFetchedAt >= HISTORY_REFRESH_MS;
-    if (due && historyIsStale()) refreshHistory();
+    if (historyRefreshDue() && historyIsStale()) refreshHistory();
+    if (state.latest && state.info && state.latest.status !== state.info.status) refreshPolls();
     if (state.mode === "live" && performance.now() - conn.lastEventAt > LIVE_SILENCE_REOPEN_MS) {
       conn.lastEventAt = performance.now();
       openStream();
