@@ -141,6 +141,8 @@ pub struct Engine {
     in_flight_jobs: VecDeque<(u64, Vec<(PollId, Seq)>)>,
     next_token: u64,
     durable_token: u64,
+    /// A poll was created or its window changed since the last published snapshot.
+    polls_changed: bool,
 }
 
 impl Engine {
@@ -161,6 +163,7 @@ impl Engine {
             in_flight_jobs: VecDeque::new(),
             next_token: 1,
             durable_token: 0,
+            polls_changed: false,
         }
     }
 
@@ -187,12 +190,13 @@ impl Engine {
                         let Ok(command) = io.commands.try_recv() else { break };
                         self.handle(command);
                     }
+                    // A new or reopened poll is readable (and votable: the HTTP layer resolves
+                    // polls in the snapshot) before its change is answered, not a tick later.
+                    if std::mem::take(&mut self.polls_changed) {
+                        self.publish(&io.results);
+                    }
                 }
-                _ = ticker.tick() => {
-                    let previous = io.results.borrow().clone();
-                    let next = ResultsSnapshot::capture_since(&self.replica, self.clock.now(), &previous);
-                    io.results.send_replace(Arc::new(next));
-                }
+                _ = ticker.tick() => self.publish(&io.results),
             }
             if self.in_flight_jobs.is_empty() {
                 self.submit(&io.wal_jobs).await?;
@@ -215,6 +219,13 @@ impl Engine {
             self.clock.now(),
         )));
         Ok(())
+    }
+
+    /// Publishes a snapshot of the replica now, sharing the previous one's unchanged polls.
+    fn publish(&self, results: &watch::Sender<Arc<ResultsSnapshot>>) {
+        let previous = results.borrow().clone();
+        let next = ResultsSnapshot::capture_since(&self.replica, self.clock.now(), &previous);
+        results.send_replace(Arc::new(next));
     }
 
     fn has_unlogged(&self) -> bool {
@@ -306,6 +317,7 @@ impl Engine {
     }
 
     fn log_poll_change(&mut self, poll: &PollId, changed: bool, reply: Reply<bool>) {
+        self.polls_changed |= changed;
         if changed {
             if let Some(spec) = self.replica.poll_spec(poll) {
                 self.unlogged_entries.push(WalEntry::Poll(spec.clone()));

@@ -12,7 +12,7 @@ use serde::Serialize;
 use tally_core::{PollId, PollStatus, PollWindow, Replica, Second, UnixMillis};
 
 /// One option's standing.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct OptionResult {
     /// The option's name.
     pub name: String,
@@ -23,7 +23,7 @@ pub struct OptionResult {
 }
 
 /// Whose votes a result includes.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ActorIncluded {
     /// The actor, `node#incarnation`.
     pub actor: String,
@@ -36,11 +36,12 @@ pub struct ActorIncluded {
 }
 
 /// The results of one poll at one moment, as served by `GET /v1/polls/{poll}/results`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct PollResults {
     /// The poll.
     pub poll: String,
     /// `open`, `not_open` or `closed`.
+    #[schema(example = "open")]
     pub status: &'static str,
     /// Options in poll order.
     pub options: Vec<OptionResult>,
@@ -49,6 +50,7 @@ pub struct PollResults {
     /// When this result was captured, in Unix milliseconds.
     pub as_of_ms: u64,
     /// The split up to and including this poll second, if the reader asked for one.
+    #[schema(value_type = Option<u32>)]
     pub at_second: Option<Second>,
     /// The node that served it.
     pub served_by: String,
@@ -57,9 +59,10 @@ pub struct PollResults {
 }
 
 /// Net votes per option in one poll second.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct HistoryPoint {
     /// Poll-relative second.
+    #[schema(value_type = u32)]
     pub second: Second,
     /// Net votes per option in that second.
     pub votes: Vec<i64>,

@@ -11,15 +11,20 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use tally_core::{OptionName, PollId, PollSpec, PollWindow};
+use utoipa::ToSchema;
 
 use super::votes::{ask, require_content_type};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorBody};
 use crate::config::ADMIN_BODY_BYTES_MAX;
 use crate::engine::Command;
 
+// The OpenAPI text of the create route quotes this limit: change it with it.
+const _: () = assert!(ADMIN_BODY_BYTES_MAX == 16 * 1024);
+
 /// `POST /v1/admin/polls` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": "halftime", "options": ["yes", "no"], "open": true}))]
 pub struct CreatePoll {
     /// The poll's name (letters, digits, `-`, `_`, `.`; up to 64 bytes).
     pub id: String,
@@ -33,13 +38,14 @@ pub struct CreatePoll {
 }
 
 /// A poll as listed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PollSummary {
     /// The poll's name.
     pub id: String,
     /// Its options.
     pub options: Vec<String>,
     /// `open`, `not_open` or `closed`.
+    #[schema(example = "open")]
     pub status: &'static str,
     /// When it opened (Unix ms), if it has.
     pub opens_at_ms: Option<u64>,
@@ -48,7 +54,7 @@ pub struct PollSummary {
 }
 
 /// The answer to an admin change.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AdminResponse {
     /// The poll.
     pub poll: String,
@@ -84,7 +90,32 @@ fn ensure_ready(app: &AppState) -> Result<(), ApiError> {
     }
 }
 
-/// `POST /v1/admin/polls`
+/// Create a poll.
+///
+/// Creating a poll that exists with the same options changes nothing (200, or 201 if it
+/// now opens earlier); with other options it is refused (409). Answered once durable.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/polls",
+    tag = "admin",
+    security(("admin_token" = [])),
+    request_body(content = CreatePoll, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created (or changed), and durable", body = AdminResponse),
+        (status = 200, description = "Already there as asked: nothing changed",
+            body = AdminResponse),
+        (status = 400, description = "The body is not valid JSON for this route", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token, or the admin API is off",
+            body = ErrorBody),
+        (status = 409, description = "A poll of that name exists with other options",
+            body = ErrorBody),
+        (status = 413, description = "The body is over 16 KiB", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+        (status = 422, description = "Bad name, or not 2 to 16 valid options", body = ErrorBody),
+        (status = 503, description = "Not ready, shedding load or stopping", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    ),
+)]
 pub(super) async fn create_poll(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -148,18 +179,30 @@ async fn change_window(
         window,
         reply,
     })
-    .await
-    .map_err(|e| match e {
-        ApiError::Conflict(_) => ApiError::UnknownPoll(poll.to_owned()),
-        other => other,
-    })?;
+    .await?;
     Ok(Json(AdminResponse {
         poll: id.to_string(),
         changed,
     }))
 }
 
-/// `POST /v1/admin/polls/{poll}/open`: opens now (an earlier opening stands).
+/// Open a poll now (an earlier opening stands).
+#[utoipa::path(
+    post,
+    path = "/v1/admin/polls/{poll}/open",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("poll" = String, Path, description = "The poll's name")),
+    responses(
+        (status = 200, description = "Durable; `changed` says whether it was not open before",
+            body = AdminResponse),
+        (status = 401, description = "Missing or wrong bearer token, or the admin API is off",
+            body = ErrorBody),
+        (status = 404, description = "No such poll", body = ErrorBody),
+        (status = 503, description = "Not ready, shedding load or stopping", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    ),
+)]
 pub(super) async fn open_poll(
     State(app): State<AppState>,
     Path(poll): Path<String>,
@@ -169,7 +212,23 @@ pub(super) async fn open_poll(
     change_window(&app, &headers, &poll, window).await
 }
 
-/// `POST /v1/admin/polls/{poll}/close`: closes now (an earlier closing stands).
+/// Close a poll now (an earlier closing stands).
+#[utoipa::path(
+    post,
+    path = "/v1/admin/polls/{poll}/close",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("poll" = String, Path, description = "The poll's name")),
+    responses(
+        (status = 200, description = "Durable; `changed` says whether it was open before",
+            body = AdminResponse),
+        (status = 401, description = "Missing or wrong bearer token, or the admin API is off",
+            body = ErrorBody),
+        (status = 404, description = "No such poll", body = ErrorBody),
+        (status = 503, description = "Not ready, shedding load or stopping", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    ),
+)]
 pub(super) async fn close_poll(
     State(app): State<AppState>,
     Path(poll): Path<String>,
@@ -182,7 +241,13 @@ pub(super) async fn close_poll(
     change_window(&app, &headers, &poll, window).await
 }
 
-/// `GET /v1/polls`
+/// List every poll with its options and window.
+#[utoipa::path(
+    get,
+    path = "/v1/polls",
+    tag = "results",
+    responses((status = 200, description = "Every poll, by name", body = Vec<PollSummary>)),
+)]
 pub(super) async fn list_polls(State(app): State<AppState>) -> Json<Vec<PollSummary>> {
     let snapshot = app.results.borrow().clone();
     Json(

@@ -6,8 +6,9 @@ use axum::Json;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use tally_core::AcceptError;
+use serde::{Deserialize, Serialize};
+use tally_core::{AcceptError, PollError};
+use utoipa::ToSchema;
 
 use crate::engine::EngineError;
 
@@ -27,6 +28,14 @@ pub enum ApiError {
     /// No such route.
     #[error("no route {0}")]
     NotFound(String),
+    /// The route exists, but not with this method.
+    #[error("{path} does not answer {method}")]
+    MethodNotAllowed {
+        /// The method asked for.
+        method: String,
+        /// The path.
+        path: String,
+    },
     /// The poll is not taking votes.
     #[error("poll is {0}")]
     PollNotOpen(&'static str),
@@ -64,10 +73,73 @@ pub enum ApiError {
     Unavailable(&'static str),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'static str,
-    message: &'a str,
+/// The body of every refusal: `{"error": code, "message": text}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"error": "unknown_poll", "message": "no poll named \"nope\""}))]
+pub struct ErrorBody {
+    /// What went wrong, for programs: a stable code.
+    pub error: ErrorCode,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+/// The stable, machine-readable codes of [`ErrorBody::error`], one per [`ApiError`] variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the body is not what the route expects.
+    Malformed,
+    /// 401: missing or wrong admin token (or the admin API is disabled).
+    Unauthorized,
+    /// 404: no such poll.
+    UnknownPoll,
+    /// 404: no such route.
+    NotFound,
+    /// 405: the route does not answer this method.
+    MethodNotAllowed,
+    /// 409: the poll is not taking votes.
+    PollNotOpen,
+    /// 409: a poll of that name exists with other options.
+    Conflict,
+    /// 413: the body is over the route's limit.
+    BodyTooLarge,
+    /// 413: too many votes in one batch.
+    TooManyVotes,
+    /// 415: the content type is not one the route reads.
+    UnsupportedMediaType,
+    /// 422: the poll has no such option.
+    UnknownOption,
+    /// 422: the vote ID is missing, empty or too long.
+    BadVoteId,
+    /// 422: a value is out of range.
+    Invalid,
+    /// 503: the node is shedding load; see `Retry-After`.
+    Overloaded,
+    /// 503: the node is not serving (starting, stopping or failed); see `Retry-After`.
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The code as sent (the same text serde writes).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Unauthorized => "unauthorized",
+            Self::UnknownPoll => "unknown_poll",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PollNotOpen => "poll_not_open",
+            Self::Conflict => "conflict",
+            Self::BodyTooLarge => "body_too_large",
+            Self::TooManyVotes => "too_many_votes",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::UnknownOption => "unknown_option",
+            Self::BadVoteId => "bad_vote_id",
+            Self::Invalid => "invalid",
+            Self::Overloaded => "overloaded",
+            Self::Unavailable => "unavailable",
+        }
+    }
 }
 
 impl ApiError {
@@ -77,6 +149,7 @@ impl ApiError {
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::UnknownPoll(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PollNotOpen(_) | Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) | Self::TooManyVotes { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -89,21 +162,27 @@ impl ApiError {
 
     /// A stable machine-readable code.
     pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
+    }
+
+    /// The code as its type.
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            Self::Malformed(_) => "malformed",
-            Self::Unauthorized => "unauthorized",
-            Self::UnknownPoll(_) => "unknown_poll",
-            Self::NotFound(_) => "not_found",
-            Self::PollNotOpen(_) => "poll_not_open",
-            Self::Conflict(_) => "conflict",
-            Self::TooLarge(_) => "body_too_large",
-            Self::TooManyVotes { .. } => "too_many_votes",
-            Self::UnsupportedMediaType(_) => "unsupported_media_type",
-            Self::UnknownOption(_) => "unknown_option",
-            Self::BadVoteId(_) => "bad_vote_id",
-            Self::Invalid(_) => "invalid",
-            Self::Overloaded(_) => "overloaded",
-            Self::Unavailable(_) => "unavailable",
+            Self::Malformed(_) => ErrorCode::Malformed,
+            Self::Unauthorized => ErrorCode::Unauthorized,
+            Self::UnknownPoll(_) => ErrorCode::UnknownPoll,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
+            Self::PollNotOpen(_) => ErrorCode::PollNotOpen,
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::TooLarge(_) => ErrorCode::BodyTooLarge,
+            Self::TooManyVotes { .. } => ErrorCode::TooManyVotes,
+            Self::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            Self::UnknownOption(_) => ErrorCode::UnknownOption,
+            Self::BadVoteId(_) => ErrorCode::BadVoteId,
+            Self::Invalid(_) => ErrorCode::Invalid,
+            Self::Overloaded(_) => ErrorCode::Overloaded,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 
@@ -129,7 +208,8 @@ impl From<EngineError> for ApiError {
             EngineError::Accept(AcceptError::NotOpen) => Self::PollNotOpen("not open yet"),
             EngineError::Accept(AcceptError::Closed) => Self::PollNotOpen("closed"),
             EngineError::Accept(AcceptError::Overloaded) => Self::Overloaded(1),
-            EngineError::Poll(error) => Self::Conflict(error.to_string()),
+            EngineError::Poll(PollError::UnknownPoll(poll)) => Self::UnknownPoll(poll.to_string()),
+            EngineError::Poll(error @ PollError::Conflict(_)) => Self::Conflict(error.to_string()),
             EngineError::LogFailed => Self::Unavailable("the write-ahead log failed"),
         }
     }
@@ -137,10 +217,9 @@ impl From<EngineError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let message = self.to_string();
         let body = ErrorBody {
-            error: self.code(),
-            message: &message,
+            error: self.error_code(),
+            message: self.to_string(),
         };
         let mut response = (self.status(), Json(body)).into_response();
         if let Self::Overloaded(seconds) = self {
@@ -154,5 +233,59 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Goal: the codes a client reads are the ones the document lists. Method: one error of each
+    //! variant, its body parsed back, its code compared with the metric label.
+
+    use super::*;
+
+    fn one_of_each() -> Vec<ApiError> {
+        vec![
+            ApiError::Malformed("x".into()),
+            ApiError::Unauthorized,
+            ApiError::UnknownPoll("x".into()),
+            ApiError::NotFound("/x".into()),
+            ApiError::MethodNotAllowed {
+                method: "PUT".into(),
+                path: "/x".into(),
+            },
+            ApiError::PollNotOpen("closed"),
+            ApiError::Conflict("x".into()),
+            ApiError::TooLarge(1),
+            ApiError::TooManyVotes { count: 2, max: 1 },
+            ApiError::UnsupportedMediaType("application/json"),
+            ApiError::UnknownOption("x".into()),
+            ApiError::BadVoteId("x".into()),
+            ApiError::Invalid("x".into()),
+            ApiError::Overloaded(1),
+            ApiError::Unavailable("x"),
+        ]
+    }
+
+    #[test]
+    fn every_error_serializes_its_code_as_the_metric_label_says() {
+        for error in one_of_each() {
+            let body = ErrorBody {
+                error: error.error_code(),
+                message: error.to_string(),
+            };
+            let json = serde_json::to_value(&body).unwrap();
+            assert_eq!(json["error"], error.code(), "{error:?}");
+            assert!(error.status().is_client_error() || error.status().is_server_error());
+        }
+    }
+
+    #[test]
+    fn only_load_shedding_errors_carry_retry_after() {
+        for error in one_of_each() {
+            let sheds = error.status() == StatusCode::SERVICE_UNAVAILABLE;
+            let response = error.clone().into_response();
+            let retry_after = response.headers().get(header::RETRY_AFTER);
+            assert_eq!(retry_after.is_some(), sheds, "{error:?}");
+        }
     }
 }

@@ -17,20 +17,38 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tally_core::Second;
+use utoipa::{IntoParams, ToSchema};
 
 use super::votes::poll_snapshot;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorBody};
 use crate::results::{HistoryPoint, PollResults, PollSnapshot};
 
 /// Query of the results route.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ResultsQuery {
-    /// Answer "what was the split at second N": votes of seconds ≤ N.
+    /// Answer "what was the split at second N": votes of poll seconds ≤ N.
+    #[param(value_type = Option<u32>)]
     pub at: Option<Second>,
 }
 
-/// `GET /v1/polls/{poll}/results[?at=SECONDS]`
+/// The poll's current results: counts, shares, total, and whose votes they include.
+///
+/// With `?at=N`, the split as it stood at poll second N (every node answers the same once
+/// converged).
+#[utoipa::path(
+    get,
+    path = "/v1/polls/{poll}/results",
+    tag = "results",
+    params(("poll" = String, Path, description = "The poll's name"), ResultsQuery),
+    responses(
+        (status = 200, description = "The results", body = PollResults),
+        (status = 404, description = "No such poll", body = ErrorBody),
+        (status = 422, description = "`at` is not a second (0 to 2^32-1), or an unknown \
+            query parameter", body = ErrorBody),
+    ),
+)]
 pub(super) async fn results(
     State(app): State<AppState>,
     Path(poll): Path<String>,
@@ -45,7 +63,7 @@ pub(super) async fn results(
 }
 
 /// `GET /v1/polls/{poll}/history` body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct History {
     /// The poll.
     pub poll: String,
@@ -55,7 +73,17 @@ pub struct History {
     pub points: Vec<HistoryPoint>,
 }
 
-/// `GET /v1/polls/{poll}/history`
+/// The poll's per-second series: net votes per option in each second that had any.
+#[utoipa::path(
+    get,
+    path = "/v1/polls/{poll}/history",
+    tag = "results",
+    params(("poll" = String, Path, description = "The poll's name")),
+    responses(
+        (status = 200, description = "The series", body = History),
+        (status = 404, description = "No such poll", body = ErrorBody),
+    ),
+)]
 pub(super) async fn history(
     State(app): State<AppState>,
     Path(poll): Path<String>,
@@ -83,18 +111,40 @@ const HEARTBEAT_FRAME: &[u8] = b": heartbeat\n\n";
 /// Ticks without a change before a heartbeat is sent.
 const HEARTBEAT_TICKS: u32 = 10;
 
-/// `GET /v1/polls/{poll}/stream`: a `results` event whenever the results change (checked every
-/// SSE tick), a heartbeat comment after [`HEARTBEAT_TICKS`] quiet ticks.
+// The OpenAPI text of the stream route says "ten quiet ticks": change it with this.
+const _: () = assert!(HEARTBEAT_TICKS == 10);
+
+/// Live results over server-sent events.
+///
+/// The current results at once, then a `results` event (`id:` the capture time in Unix ms,
+/// `data:` the same JSON as the results route) whenever they change, checked every SSE tick;
+/// a `: heartbeat` comment after ten quiet ticks. The stream ends when the node stops.
+#[utoipa::path(
+    get,
+    path = "/v1/polls/{poll}/stream",
+    tag = "results",
+    params(("poll" = String, Path, description = "The poll's name")),
+    responses(
+        (status = 200, description = "An endless `text/event-stream` of `results` events",
+            content_type = "text/event-stream", body = String,
+            example = "event: results\nid: 1700000000000\ndata: {\"poll\":\"superbowl\",...}\n\n"),
+        (status = 404, description = "No such poll", body = ErrorBody),
+        (status = 503, description = "Too many subscribers", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    ),
+)]
 pub(super) async fn stream(
     State(app): State<AppState>,
     Path(poll): Path<String>,
 ) -> Result<Response, ApiError> {
     let (id, _) = poll_snapshot(&app, &poll)?;
-    if app.metrics.sse_subscribers.get() >= app.sse_subscribers_max as i64 {
+    // Count first, then check: two subscribers arriving together cannot both take the last
+    // place (a check before the increment could let both in).
+    let before = app.metrics.sse_subscribers.inc();
+    let guard = SubscriberGuard(app.metrics.clone());
+    if before >= app.sse_subscribers_max as i64 {
         return Err(ApiError::Overloaded(5));
     }
-    app.metrics.sse_subscribers.inc();
-    let guard = SubscriberGuard(app.metrics.clone());
     let mut interval = tokio::time::interval(Duration::from_millis(app.sse_tick_ms));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let state = (guard, None::<Arc<PollSnapshot>>, interval, 0u32);

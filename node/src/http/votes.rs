@@ -12,8 +12,9 @@ use axum::http::{HeaderMap, header};
 use serde::{Deserialize, Serialize};
 use tally_core::{OptionIndex, PollId, VoteId};
 use tokio::sync::oneshot;
+use utoipa::ToSchema;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorBody};
 use crate::config::{BATCH_BODY_BYTES_MAX, BATCH_VOTES_MAX, VOTE_BODY_BYTES_MAX};
 use crate::engine::{BatchVoteAck, Command, VoteAck};
 use crate::results::PollSnapshot;
@@ -21,18 +22,47 @@ use crate::results::PollSnapshot;
 /// Media type of the compact batch body: postcard-encoded [`BinaryBatch`].
 pub const POSTCARD_MEDIA_TYPE: &str = "application/x-postcard";
 
+// The OpenAPI text of the routes below quotes these limits: change it with them.
+const _: () = assert!(
+    VOTE_BODY_BYTES_MAX == 4 * 1024
+        && BATCH_BODY_BYTES_MAX == 2 * 1024 * 1024
+        && BATCH_VOTES_MAX == 10_000
+);
+
 /// `POST /v1/polls/{poll}/votes` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"option": "green", "vote_id": "67e55044-10b1-426f-9247-bb680e5fe0c8"}))]
 pub struct VoteRequest {
     /// The option's name.
     pub option: String,
-    /// The idempotency key (or send it as an `Idempotency-Key` header).
+    /// The idempotency key (or send it as an `Idempotency-Key` header): a UUID, taken as sent,
+    /// or any other text of 1 to 128 bytes, hashed with the cluster's key. The body's wins.
     pub vote_id: Option<String>,
 }
 
+/// How a vote was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VoteStatus {
+    /// New: counted once, and durable.
+    Counted,
+    /// Seen before (the earlier vote is durable); this one changed nothing.
+    Duplicate,
+}
+
+impl VoteStatus {
+    /// The status as sent, and as the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Counted => "counted",
+            Self::Duplicate => "duplicate",
+        }
+    }
+}
+
 /// Proof that a vote is durable.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, ToSchema)]
 pub struct Receipt {
     /// The node incarnation that recorded the vote, `node#incarnation`.
     pub actor: String,
@@ -43,10 +73,10 @@ pub struct Receipt {
 }
 
 /// The answer to a vote.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, ToSchema)]
 pub struct VoteResponse {
     /// `counted` or `duplicate`.
-    pub status: &'static str,
+    pub status: VoteStatus,
     /// The vote ID as this node understood it (UUID form).
     pub vote_id: String,
     /// For `counted`: where the vote is recorded.
@@ -54,7 +84,7 @@ pub struct VoteResponse {
 }
 
 /// One vote of a JSON batch.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchVote {
     /// The option's name.
@@ -64,7 +94,7 @@ pub struct BatchVote {
 }
 
 /// `POST /v1/polls/{poll}/votes/batch` JSON body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// Up to [`BATCH_VOTES_MAX`] votes.
@@ -72,24 +102,55 @@ pub struct BatchRequest {
 }
 
 /// The compact batch body (`application/x-postcard`): option indexes and 16-byte vote IDs
-/// (big-endian UUID bytes).
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// (big-endian UUID bytes). On the wire, postcard: the vote count as a varint, then per vote
+/// one byte of option index and the 16 bytes of the ID.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct BinaryBatch {
     /// The votes.
     pub votes: Vec<BinaryVote>,
 }
 
 /// One vote of a compact batch.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Clone, Copy)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Clone, Copy, ToSchema)]
 pub struct BinaryVote {
     /// The option's index in the poll's option list.
     pub option: u8,
     /// The vote ID's 16 bytes.
+    #[schema(min_items = 16, max_items = 16)]
     pub vote_id: [u8; 16],
 }
 
+/// How one vote of a batch was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchVoteStatus {
+    /// New: counted once, and durable.
+    Counted,
+    /// Seen before; changed nothing.
+    Duplicate,
+    /// Refused: the poll has no such option.
+    UnknownOption,
+    /// Refused: the vote ID is empty or too long.
+    BadVoteId,
+    /// Refused: too many votes wait for the log; send this one again.
+    Overloaded,
+}
+
+impl BatchVoteStatus {
+    /// The status as sent, and as the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Counted => "counted",
+            Self::Duplicate => "duplicate",
+            Self::UnknownOption => "unknown_option",
+            Self::BadVoteId => "bad_vote_id",
+            Self::Overloaded => "overloaded",
+        }
+    }
+}
+
 /// The answer to a batch: one status per vote, in order.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, ToSchema)]
 pub struct BatchResponse {
     /// Votes newly counted.
     pub counted: usize,
@@ -97,8 +158,8 @@ pub struct BatchResponse {
     pub duplicate: usize,
     /// Votes refused (see each status).
     pub rejected: usize,
-    /// Per vote: `counted`, `duplicate`, `unknown_option`, `bad_vote_id` or `overloaded`.
-    pub statuses: Vec<&'static str>,
+    /// Per vote, in the order sent.
+    pub statuses: Vec<BatchVoteStatus>,
 }
 
 pub(super) fn require_content_type(
@@ -146,8 +207,9 @@ pub(super) async fn ask<T>(
     let (reply, answer) = oneshot::channel();
     match app.engine.try_send(command(reply)) {
         Ok(()) => {}
+        // Not counted here: the vote routes count their refusals (this one too), and an admin
+        // change is no vote.
         Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-            app.metrics.count_rejections("overloaded", 1);
             return Err(ApiError::Overloaded(1));
         }
         Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
@@ -160,7 +222,33 @@ pub(super) async fn ask<T>(
         .map_err(ApiError::from)
 }
 
-/// `POST /v1/polls/{poll}/votes`
+/// Cast one vote.
+///
+/// Answered once the vote is durable (fsynced): `counted` if its vote ID is new to this poll,
+/// `duplicate` if it was seen before. Retrying with the same vote ID is always safe.
+#[utoipa::path(
+    post,
+    path = "/v1/polls/{poll}/votes",
+    tag = "votes",
+    params(
+        ("poll" = String, Path, description = "The poll's name"),
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "The vote ID, if the body has none"),
+    ),
+    request_body(content = VoteRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Durable: counted or duplicate", body = VoteResponse),
+        (status = 400, description = "The body is not valid JSON for this route", body = ErrorBody),
+        (status = 404, description = "No such poll", body = ErrorBody),
+        (status = 409, description = "The poll is not open yet, or closed", body = ErrorBody),
+        (status = 413, description = "The body is over 4 KiB", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+        (status = 422, description = "Unknown option, or a missing, empty or over-long vote ID",
+            body = ErrorBody),
+        (status = 503, description = "Shedding load or stopping; nothing was counted",
+            body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    ),
+)]
 pub(super) async fn vote(
     State(app): State<AppState>,
     Path(poll): Path<String>,
@@ -169,7 +257,7 @@ pub(super) async fn vote(
 ) -> Result<Json<VoteResponse>, ApiError> {
     let result = vote_inner(&app, &poll, &headers, body).await;
     match &result {
-        Ok(response) => app.metrics.count_votes(response.status, 1),
+        Ok(response) => app.metrics.count_votes(response.status.as_str(), 1),
         Err(error) => app.metrics.count_rejections(error.code(), 1),
     }
     result.map(Json)
@@ -188,16 +276,16 @@ async fn vote_inner(
     let (poll, snapshot) = poll_snapshot(app, poll)?;
     let option = option_index(&snapshot, &request.option)
         .ok_or_else(|| ApiError::UnknownOption(request.option.clone()))?;
-    let header_key = headers
-        .get("idempotency-key")
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| ApiError::BadVoteId("Idempotency-Key is not text".into()))
-        })
-        .transpose()?;
-    let key = request.vote_id.as_deref().or(header_key).ok_or_else(|| {
-        ApiError::BadVoteId("send vote_id in the body or an Idempotency-Key header".into())
-    })?;
+    let key = match request.vote_id.as_deref() {
+        Some(key) => key,
+        None => headers
+            .get("idempotency-key")
+            .ok_or_else(|| {
+                ApiError::BadVoteId("send vote_id in the body or an Idempotency-Key header".into())
+            })?
+            .to_str()
+            .map_err(|_| ApiError::BadVoteId("Idempotency-Key is not text".into()))?,
+    };
     let vote_id = app
         .vote_id_key
         .vote_id(key)
@@ -211,7 +299,7 @@ async fn vote_inner(
     .await?;
     Ok(match ack {
         VoteAck::Counted { seq, second } => VoteResponse {
-            status: "counted",
+            status: VoteStatus::Counted,
             vote_id: vote_id.to_string(),
             receipt: Some(Receipt {
                 actor: app.actor.clone(),
@@ -220,7 +308,7 @@ async fn vote_inner(
             }),
         },
         VoteAck::Duplicate => VoteResponse {
-            status: "duplicate",
+            status: VoteStatus::Duplicate,
             vote_id: vote_id.to_string(),
             receipt: None,
         },
@@ -230,10 +318,39 @@ async fn vote_inner(
 /// A batch vote after parsing: either ready for the engine or already refused.
 enum Parsed {
     Vote(OptionIndex, VoteId),
-    Refused(&'static str),
+    Refused(BatchVoteStatus),
 }
 
-/// `POST /v1/polls/{poll}/votes/batch`
+/// Cast many votes for one poll (edge aggregators).
+///
+/// Up to 10,000 votes, as JSON or as a compact postcard body (`application/x-postcard`,
+/// `BinaryBatch`: option indexes and 16-byte vote IDs). Answered once every vote counted is
+/// durable, with a status per vote in the order sent. A poll-level refusal (unknown poll, poll
+/// not open) refuses the whole batch, and then no vote of it was counted.
+#[utoipa::path(
+    post,
+    path = "/v1/polls/{poll}/votes/batch",
+    tag = "votes",
+    params(("poll" = String, Path, description = "The poll's name")),
+    request_body(content(
+        (BatchRequest = "application/json"),
+        (BinaryBatch = "application/x-postcard"),
+    )),
+    responses(
+        (status = 200, description = "Every vote answered; see `statuses`", body = BatchResponse),
+        (status = 400, description = "The body does not parse as the content type says",
+            body = ErrorBody),
+        (status = 404, description = "No such poll", body = ErrorBody),
+        (status = 409, description = "The poll is not open yet, or closed; nothing was counted",
+            body = ErrorBody),
+        (status = 413, description = "The body is over 2 MiB, or holds over 10,000 votes",
+            body = ErrorBody),
+        (status = 415, description = "Content-Type is neither application/json nor \
+            application/x-postcard", body = ErrorBody),
+        (status = 503, description = "Shedding load or stopping; nothing was counted",
+            body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    ),
+)]
 pub(super) async fn batch(
     State(app): State<AppState>,
     Path(poll): Path<String>,
@@ -242,11 +359,7 @@ pub(super) async fn batch(
 ) -> Result<Json<BatchResponse>, ApiError> {
     let result = batch_inner(&app, &poll, &headers, body).await;
     match &result {
-        Ok(response) => {
-            app.metrics.count_votes("counted", response.counted as u64);
-            app.metrics
-                .count_votes("duplicate", response.duplicate as u64);
-        }
+        Ok(response) => count_batch(&app, response),
         Err(error) => app.metrics.count_rejections(error.code(), 1),
     }
     result.map(Json)
@@ -259,7 +372,10 @@ async fn batch_inner(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<BatchResponse, ApiError> {
     let body = body.map_err(|r| ApiError::from_body(r, BATCH_BODY_BYTES_MAX))?;
-    let media_type = require_content_type(headers, &["application/json", POSTCARD_MEDIA_TYPE])?;
+    let media_type = require_content_type(headers, &["application/json", POSTCARD_MEDIA_TYPE])
+        .map_err(|_| {
+            ApiError::UnsupportedMediaType("application/json or application/x-postcard")
+        })?;
     let (poll, snapshot) = poll_snapshot(app, poll)?;
     let parsed = if media_type == POSTCARD_MEDIA_TYPE {
         parse_binary(&body, &snapshot)?
@@ -289,19 +405,39 @@ async fn batch_inner(
         let status = match vote {
             Parsed::Refused(reason) => reason,
             Parsed::Vote(..) => match acks.next() {
-                Some(BatchVoteAck::Ack(VoteAck::Counted { .. })) => "counted",
-                Some(BatchVoteAck::Ack(VoteAck::Duplicate)) => "duplicate",
-                Some(BatchVoteAck::Overloaded) | None => "overloaded",
+                Some(BatchVoteAck::Ack(VoteAck::Counted { .. })) => BatchVoteStatus::Counted,
+                Some(BatchVoteAck::Ack(VoteAck::Duplicate)) => BatchVoteStatus::Duplicate,
+                Some(BatchVoteAck::Overloaded) | None => BatchVoteStatus::Overloaded,
             },
         };
         match status {
-            "counted" => response.counted += 1,
-            "duplicate" => response.duplicate += 1,
+            BatchVoteStatus::Counted => response.counted += 1,
+            BatchVoteStatus::Duplicate => response.duplicate += 1,
             _ => response.rejected += 1,
         }
         response.statuses.push(status);
     }
     Ok(response)
+}
+
+/// Counts a batch's votes by outcome, and its refused votes by reason.
+fn count_batch(app: &AppState, response: &BatchResponse) {
+    app.metrics.count_votes("counted", response.counted as u64);
+    app.metrics
+        .count_votes("duplicate", response.duplicate as u64);
+    if response.rejected == 0 {
+        return;
+    }
+    for reason in [
+        BatchVoteStatus::UnknownOption,
+        BatchVoteStatus::BadVoteId,
+        BatchVoteStatus::Overloaded,
+    ] {
+        let count = response.statuses.iter().filter(|s| **s == reason).count();
+        if count > 0 {
+            app.metrics.count_rejections(reason.as_str(), count as u64);
+        }
+    }
 }
 
 fn check_count(count: usize) -> Result<(), ApiError> {
@@ -327,11 +463,11 @@ fn parse_json(
         .iter()
         .map(|vote| {
             let Some(option) = option_index(snapshot, &vote.option) else {
-                return Parsed::Refused("unknown_option");
+                return Parsed::Refused(BatchVoteStatus::UnknownOption);
             };
             match app.vote_id_key.vote_id(&vote.vote_id) {
                 Ok(id) => Parsed::Vote(option, id),
-                Err(_) => Parsed::Refused("bad_vote_id"),
+                Err(_) => Parsed::Refused(BatchVoteStatus::BadVoteId),
             }
         })
         .collect())
@@ -347,7 +483,7 @@ fn parse_binary(body: &[u8], snapshot: &PollSnapshot) -> Result<Vec<Parsed>, Api
         .iter()
         .map(|vote| {
             if usize::from(vote.option) >= options {
-                Parsed::Refused("unknown_option")
+                Parsed::Refused(BatchVoteStatus::UnknownOption)
             } else {
                 Parsed::Vote(OptionIndex(vote.option), VoteId::from_bytes(vote.vote_id))
             }

@@ -1,0 +1,1530 @@
+//! Every route and every error path of the HTTP API, through the router itself.
+//!
+//! Method: each test starts a node with [`tally_node::start`] on a [`MemoryStorage`] and a clock
+//! the test moves by hand, then sends requests to its router with tower's `oneshot` (no socket).
+//! The default configuration defines the poll `superbowl` (`green`, `blue`), open from the
+//! clock's start; the admin token is [`TOKEN`]. Every await is bounded by [`STEP`], so a hang is
+//! a failure with a message, not a stuck test run. The load-shedding tests build the router
+//! around an engine queue that is full and never drained.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tally_core::{OptionIndex, PollId, UnixMillis, VoteId, VoteIdKey};
+use tally_node::config::{BATCH_BODY_BYTES_MAX, BATCH_VOTES_MAX, Config, VOTE_BODY_BYTES_MAX};
+use tally_node::engine::Command;
+use tally_node::http::{self, AppState, BinaryBatch, BinaryVote, POSTCARD_MEDIA_TYPE};
+use tally_node::storage::MemoryStorage;
+use tally_node::{Clock, Started, WalExecutor};
+use tokio::sync::{mpsc, oneshot, watch};
+use tower::ServiceExt;
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+/// The longest any one await may take.
+const STEP: Duration = Duration::from_secs(10);
+
+/// The clock's start: polls opened at start-up open at this instant.
+const T0_MS: u64 = 1_700_000_000_000;
+
+/// The admin bearer token of every test node.
+const TOKEN: &str = "test-admin-token";
+
+/// A clock that moves only when the test says so.
+struct TestClock(AtomicU64);
+
+impl Clock for TestClock {
+    fn now(&self) -> UnixMillis {
+        UnixMillis(self.0.load(Ordering::SeqCst))
+    }
+}
+
+impl TestClock {
+    fn advance_seconds(&self, seconds: u64) {
+        self.0.fetch_add(seconds * 1000, Ordering::SeqCst);
+    }
+}
+
+/// The configuration of every test node: fast ticks, an admin token.
+fn test_config() -> Config {
+    Config {
+        admin_token: TOKEN.into(),
+        results_tick_ms: 10,
+        sse_tick_ms: 10,
+        ..Config::default()
+    }
+}
+
+/// A started node and the clock it reads.
+struct Node {
+    started: Started,
+    clock: Arc<TestClock>,
+    storage: MemoryStorage,
+}
+
+/// One answer, read to the end.
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("{e}: {:?} is not JSON", String::from_utf8_lossy(&self.body))
+        })
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.body.to_vec()).unwrap()
+    }
+
+    fn content_type(&self) -> &str {
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
+    }
+
+    /// Asserts a refusal: this status, JSON `{"error": code, "message": …}`; returns the message.
+    fn assert_error(&self, status: StatusCode, code: &str) -> String {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert!(
+            self.content_type().starts_with("application/json"),
+            "{}",
+            self.content_type()
+        );
+        let body = self.json();
+        assert_eq!(body["error"], code, "{body}");
+        assert_eq!(body.as_object().unwrap().len(), 2, "{body}");
+        let message = body["message"].as_str().unwrap().to_owned();
+        assert!(!message.is_empty());
+        message
+    }
+
+    fn retry_after(&self) -> Option<&str> {
+        self.headers
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap())
+    }
+}
+
+fn start_on(config: &Config, storage: MemoryStorage, clock: Arc<TestClock>) -> Node {
+    let started =
+        tally_node::start(config, storage.clone(), clock.clone(), 7, WalExecutor::Task).unwrap();
+    Node {
+        started,
+        clock,
+        storage,
+    }
+}
+
+fn start_with(config: &Config) -> Node {
+    let clock = Arc::new(TestClock(AtomicU64::new(T0_MS)));
+    start_on(config, MemoryStorage::new(), clock)
+}
+
+fn start() -> Node {
+    start_with(&test_config())
+}
+
+/// Sends `request` to `router` and returns the response head (the body unread).
+async fn respond(router: &Router, request: Request<Body>) -> Response<Body> {
+    let what = format!("{} {}", request.method(), request.uri());
+    tokio::time::timeout(STEP, router.clone().oneshot(request))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP:?}"))
+        .unwrap()
+}
+
+/// Sends `request` to `router` and reads the whole answer.
+async fn send_to(router: &Router, request: Request<Body>) -> Reply {
+    let response = respond(router, request).await;
+    let (parts, body) = response.into_parts();
+    let body = tokio::time::timeout(STEP, body.collect())
+        .await
+        .expect("body not complete in time")
+        .unwrap()
+        .to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+impl Node {
+    async fn send(&self, request: Request<Body>) -> Reply {
+        send_to(&self.started.router, request).await
+    }
+
+    async fn vote(&self, poll: &str, option: &str, vote_id: &str) -> Reply {
+        self.send(post_json(
+            &format!("/v1/polls/{poll}/votes"),
+            &json!({"option": option, "vote_id": vote_id}),
+        ))
+        .await
+    }
+
+    async fn admin(&self, uri: &str, body: Option<Value>) -> Reply {
+        let request = match body {
+            Some(body) => post_json(uri, &body),
+            None => Request::post(uri).body(Body::empty()).unwrap(),
+        };
+        self.send(with_token(request, TOKEN)).await
+    }
+
+    /// Waits until the published results of `poll` show `total` votes; returns them.
+    async fn results_settle(&self, poll: &str, total: i64) -> Value {
+        let mut results = self.started.handle.results.clone();
+        let id = PollId::new(poll).unwrap();
+        tokio::time::timeout(
+            STEP,
+            results.wait_for(|s| s.polls.get(&id).is_some_and(|p| p.results.total == total)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{poll} never showed {total} votes"))
+        .unwrap();
+        let reply = self.send(get(&format!("/v1/polls/{poll}/results"))).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        reply.json()
+    }
+
+    async fn stop(self) -> MemoryStorage {
+        tokio::time::timeout(STEP, self.started.stop())
+            .await
+            .expect("node did not stop in time")
+            .unwrap();
+        self.storage
+    }
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+fn post_json(uri: &str, body: &Value) -> Request<Body> {
+    post_bytes(uri, "application/json", body.to_string().into_bytes())
+}
+
+fn post_bytes(uri: &str, content_type: &str, body: Vec<u8>) -> Request<Body> {
+    Request::post(uri)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body))
+        .unwrap()
+}
+
+fn with_token(mut request: Request<Body>, token: &str) -> Request<Body> {
+    let value = format!("Bearer {token}").parse().unwrap();
+    request.headers_mut().insert(header::AUTHORIZATION, value);
+    request
+}
+
+/// Reads the next frame of a streaming body as text.
+async fn next_frame(body: &mut Body) -> String {
+    let frame = tokio::time::timeout(STEP, body.frame())
+        .await
+        .expect("no SSE frame in time")
+        .expect("stream ended")
+        .unwrap();
+    String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap()
+}
+
+const VOTES: &str = "/v1/polls/superbowl/votes";
+const BATCH: &str = "/v1/polls/superbowl/votes/batch";
+
+// ---------------------------------------------------------------------------------------------
+// Single votes
+
+#[tokio::test]
+async fn a_new_vote_is_counted_with_a_receipt_and_a_retry_for_another_option_is_a_duplicate() {
+    // Goal: exactly once per vote ID, whatever the retry says. Method: vote, retry with the same
+    // ID for the other option, read the results.
+    let node = start();
+    let id = "67e55044-10b1-426f-9247-bb680e5fe0c8";
+    let first = node.vote("superbowl", "green", id).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let first = first.json();
+    assert_eq!(first["status"], "counted");
+    assert_eq!(first["vote_id"], id);
+    let receipt = &first["receipt"];
+    assert!(receipt["actor"].as_str().unwrap().starts_with("local#"));
+    assert!(receipt["seq"].as_u64().unwrap() >= 1);
+    assert_eq!(receipt["second"], 0);
+
+    let retry = node.vote("superbowl", "blue", id).await;
+    assert_eq!(retry.status, StatusCode::OK);
+    let retry = retry.json();
+    assert_eq!(retry["status"], "duplicate");
+    assert_eq!(retry["vote_id"], id);
+    assert_eq!(retry["receipt"], Value::Null);
+
+    let results = node.results_settle("superbowl", 1).await;
+    assert_eq!(results["options"][0]["votes"], 1);
+    assert_eq!(results["options"][1]["votes"], 0);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn the_idempotency_key_header_serves_as_the_vote_id() {
+    // Goal: a client may send its key as a header. Method: vote twice with the header only,
+    // then once with the key in the body: the same vote each time.
+    let node = start();
+    let by_header = |option: &str| {
+        let mut request = post_json(VOTES, &json!({"option": option}));
+        let key = "tap-42".parse().unwrap();
+        request.headers_mut().insert("idempotency-key", key);
+        request
+    };
+    let first = node.send(by_header("green")).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.json()["status"], "counted");
+    let second = node.send(by_header("green")).await;
+    assert_eq!(second.json()["status"], "duplicate");
+    assert_eq!(second.json()["vote_id"], first.json()["vote_id"]);
+    let in_body = node.vote("superbowl", "green", "tap-42").await;
+    assert_eq!(in_body.json()["status"], "duplicate");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_vote_id_in_the_body_wins_over_an_unreadable_header() {
+    // Goal: the header is only read when the body has no vote ID. Method: a header that is not
+    // text, with a vote ID in the body.
+    let node = start();
+    let mut request = post_json(VOTES, &json!({"option": "green", "vote_id": "body-id"}));
+    let binary = axum::http::HeaderValue::from_bytes(b"\xff\xfe").unwrap();
+    request.headers_mut().insert("idempotency-key", binary);
+    let reply = node.send(request).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["status"], "counted");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_vote_bodies_are_refused_with_400() {
+    // Goal: a body that is not the route's JSON is a 400 with a message, and counts nothing.
+    let node = start();
+    for body in [
+        "{\"option\": ",
+        "not json",
+        "{\"option\": \"green\", \"vote_id\": \"a\", \"extra\": 1}",
+        "{\"vote_id\": \"a\"}",
+        "{\"option\": 3, \"vote_id\": \"a\"}",
+    ] {
+        let reply = node
+            .send(post_bytes(VOTES, "application/json", body.into()))
+            .await;
+        let message = reply.assert_error(StatusCode::BAD_REQUEST, "malformed");
+        assert!(message.starts_with("malformed request"), "{message}");
+    }
+    let unknown = node
+        .send(post_bytes(
+            VOTES,
+            "application/json",
+            b"{\"option\": \"green\", \"vote_id\": \"a\", \"extra\": 1}".to_vec(),
+        ))
+        .await;
+    assert!(
+        unknown.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("extra")
+    );
+    node.results_settle("superbowl", 0).await;
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn votes_with_an_unknown_option_or_a_bad_vote_id_are_refused_with_422() {
+    // Goal: 422 for input that parses but cannot be a vote: unknown option, empty, over-long or
+    // missing vote ID.
+    let node = start();
+    let reply = node.vote("superbowl", "purple", "a").await;
+    let message = reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "unknown_option");
+    assert!(message.contains("purple"), "{message}");
+
+    let reply = node.vote("superbowl", "green", "").await;
+    reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_vote_id");
+
+    let longest = "k".repeat(128);
+    let reply = node.vote("superbowl", "green", &longest).await;
+    assert_eq!(reply.status, StatusCode::OK, "128 bytes is allowed");
+    let reply = node.vote("superbowl", "green", &"k".repeat(129)).await;
+    reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_vote_id");
+
+    let reply = node
+        .send(post_json(VOTES, &json!({"option": "green"})))
+        .await;
+    let message = reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_vote_id");
+    assert!(message.contains("Idempotency-Key"), "{message}");
+    node.results_settle("superbowl", 1).await;
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_vote_for_an_unknown_poll_is_404() {
+    // Goal: unknown polls are 404 on every poll route, including names that cannot be polls.
+    let node = start();
+    node.vote("nope", "green", "a")
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "unknown_poll");
+    node.vote("not%20a%20name", "green", "a")
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "unknown_poll");
+    let batch = json!({"votes": [{"option": "green", "vote_id": "a"}]});
+    node.send(post_json("/v1/polls/nope/votes/batch", &batch))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "unknown_poll");
+    for route in ["results", "history", "stream"] {
+        node.send(get(&format!("/v1/polls/nope/{route}")))
+            .await
+            .assert_error(StatusCode::NOT_FOUND, "unknown_poll");
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_vote_body_over_the_limit_is_413() {
+    // Goal: the body limit is enforced before parsing, with the limit in the message.
+    let node = start();
+    let option = "g".repeat(VOTE_BODY_BYTES_MAX);
+    let reply = node.vote("superbowl", &option, "a").await;
+    let message = reply.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    assert!(
+        message.contains(&VOTE_BODY_BYTES_MAX.to_string()),
+        "{message}"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_vote_without_a_json_content_type_is_415() {
+    // Goal: the content type is checked: wrong, missing, and JSON with a charset (accepted).
+    let node = start();
+    let body = json!({"option": "green", "vote_id": "a"}).to_string();
+    let reply = node
+        .send(post_bytes(VOTES, "text/plain", body.clone().into_bytes()))
+        .await;
+    let message = reply.assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    assert!(message.contains("application/json"), "{message}");
+    let missing = Request::post(VOTES).body(Body::from(body.clone())).unwrap();
+    node.send(missing)
+        .await
+        .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let charset = post_bytes(VOTES, "application/json; charset=utf-8", body.into_bytes());
+    assert_eq!(node.send(charset).await.status, StatusCode::OK);
+    node.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Poll windows
+
+#[tokio::test]
+async fn a_draft_poll_refuses_votes_with_409_until_opened_and_again_once_closed() {
+    // Goal: 409 before the poll opens and after it closes. Method: create a draft through the
+    // admin API, vote, open it, vote, close it, vote.
+    let node = start();
+    let created = node
+        .admin(
+            "/v1/admin/polls",
+            Some(json!({"id": "draft", "options": ["yes", "no"]})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    let message = node
+        .vote("draft", "yes", "v1")
+        .await
+        .assert_error(StatusCode::CONFLICT, "poll_not_open");
+    assert!(message.contains("not open yet"), "{message}");
+    let batch = json!({"votes": [{"option": "yes", "vote_id": "v1"}]});
+    node.send(post_json("/v1/polls/draft/votes/batch", &batch))
+        .await
+        .assert_error(StatusCode::CONFLICT, "poll_not_open");
+
+    let opened = node.admin("/v1/admin/polls/draft/open", None).await;
+    assert_eq!(opened.status, StatusCode::OK);
+    assert_eq!(opened.json(), json!({"poll": "draft", "changed": true}));
+    let again = node.admin("/v1/admin/polls/draft/open", None).await;
+    assert_eq!(again.json(), json!({"poll": "draft", "changed": false}));
+    assert_eq!(node.vote("draft", "yes", "v1").await.status, StatusCode::OK);
+
+    node.clock.advance_seconds(1);
+    let closed = node.admin("/v1/admin/polls/draft/close", None).await;
+    assert_eq!(closed.json(), json!({"poll": "draft", "changed": true}));
+    let message = node
+        .vote("draft", "no", "v2")
+        .await
+        .assert_error(StatusCode::CONFLICT, "poll_not_open");
+    assert!(message.contains("closed"), "{message}");
+    let results = node.results_settle("draft", 1).await;
+    assert_eq!(results["status"], "closed");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_poll_with_a_duration_closes_when_the_clock_passes_its_end() {
+    // Goal: the window follows the node's clock. Method: a poll open for 10 s; vote at second 5
+    // (stamped 5), move past the end, vote again.
+    let node = start();
+    let created = node
+        .admin(
+            "/v1/admin/polls",
+            Some(
+                json!({"id": "quick", "options": ["a", "b"], "open": true, "duration_seconds": 10}),
+            ),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    node.clock.advance_seconds(5);
+    let reply = node.vote("quick", "a", "v1").await;
+    assert_eq!(reply.json()["receipt"]["second"], 5);
+    node.clock.advance_seconds(5);
+    node.vote("quick", "b", "v2")
+        .await
+        .assert_error(StatusCode::CONFLICT, "poll_not_open");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_poll_created_by_admin_takes_votes_at_once() {
+    // Goal: read-your-writes after an admin change: a vote right after the create is counted,
+    // not refused as an unknown poll until the next results tick. Method: a results tick of a
+    // minute, so only the publication at the change itself can make the poll known.
+    let config = Config {
+        results_tick_ms: 60_000,
+        ..test_config()
+    };
+    let node = start_with(&config);
+    let created = node
+        .admin(
+            "/v1/admin/polls",
+            Some(json!({"id": "instant", "options": ["a", "b"], "open": true})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let reply = node.vote("instant", "a", "v1").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    node.clock.advance_seconds(1);
+    node.admin("/v1/admin/polls/instant/close", None).await;
+    let results = node.send(get("/v1/polls/instant/results")).await.json();
+    assert_eq!(results["status"], "closed");
+    node.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batches
+
+#[tokio::test]
+async fn a_json_batch_answers_each_vote_in_order() {
+    // Goal: per-vote statuses and the counts agree. Method: one batch with a new vote, a vote
+    // seen before, a repeat inside the batch, an unknown option and an empty vote ID.
+    let node = start();
+    node.vote("superbowl", "green", "seen").await;
+    let batch = json!({"votes": [
+        {"option": "blue", "vote_id": "new"},
+        {"option": "green", "vote_id": "seen"},
+        {"option": "green", "vote_id": "new"},
+        {"option": "purple", "vote_id": "x"},
+        {"option": "green", "vote_id": ""},
+    ]});
+    let reply = node.send(post_json(BATCH, &batch)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        reply.json(),
+        json!({
+            "counted": 1, "duplicate": 2, "rejected": 2,
+            "statuses": ["counted", "duplicate", "duplicate", "unknown_option", "bad_vote_id"],
+        })
+    );
+    let results = node.results_settle("superbowl", 2).await;
+    assert_eq!(results["options"][1]["votes"], 1);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_postcard_batch_is_counted_like_json() {
+    // Goal: the compact body works: option indexes, 16-byte IDs, an out-of-range index refused.
+    let node = start();
+    let batch = BinaryBatch {
+        votes: vec![
+            BinaryVote {
+                option: 0,
+                vote_id: [1; 16],
+            },
+            BinaryVote {
+                option: 1,
+                vote_id: [2; 16],
+            },
+            BinaryVote {
+                option: 1,
+                vote_id: [1; 16],
+            },
+            BinaryVote {
+                option: 9,
+                vote_id: [3; 16],
+            },
+        ],
+    };
+    let body = postcard::to_allocvec(&batch).unwrap();
+    let reply = node
+        .send(post_bytes(BATCH, POSTCARD_MEDIA_TYPE, body.clone()))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        reply.json()["statuses"],
+        json!(["counted", "counted", "duplicate", "unknown_option"])
+    );
+    // The same ID as a UUID in a single vote is the same vote.
+    let uuid = VoteId::from_bytes([2; 16]).to_string();
+    assert_eq!(
+        node.vote("superbowl", "green", &uuid).await.json()["status"],
+        "duplicate"
+    );
+    let results = node.results_settle("superbowl", 2).await;
+    assert_eq!(results["options"][0]["votes"], 1);
+    assert_eq!(results["options"][1]["votes"], 1);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_batches_are_400_and_wrong_content_types_415() {
+    // Goal: batch parsing errors refuse the whole batch, for both encodings.
+    let node = start();
+    for body in [
+        json!({"votes": [{"option": "green"}]}),
+        json!({"votes": [], "extra": true}),
+        json!([]),
+    ] {
+        node.send(post_json(BATCH, &body))
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "malformed");
+    }
+    let message = node
+        .send(post_bytes(BATCH, POSTCARD_MEDIA_TYPE, vec![0xff; 3]))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "malformed");
+    assert!(message.contains("postcard"), "{message}");
+    let message = node
+        .send(post_bytes(BATCH, "text/csv", b"green,a".to_vec()))
+        .await
+        .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    assert!(message.contains("application/json"), "{message}");
+    assert!(message.contains(POSTCARD_MEDIA_TYPE), "{message}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn batches_over_the_byte_or_vote_limit_are_413() {
+    // Goal: both batch limits hold, for both encodings, and nothing of a refused batch counts.
+    let node = start();
+    let body = vec![b' '; BATCH_BODY_BYTES_MAX + 1];
+    node.send(post_bytes(BATCH, "application/json", body))
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+
+    let votes: Vec<Value> = (0..=BATCH_VOTES_MAX)
+        .map(|i| json!({"option": "green", "vote_id": i.to_string()}))
+        .collect();
+    let message = node
+        .send(post_json(BATCH, &json!({ "votes": votes })))
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "too_many_votes");
+    assert!(message.contains(&BATCH_VOTES_MAX.to_string()), "{message}");
+
+    let votes = (0..=BATCH_VOTES_MAX)
+        .map(|i| BinaryVote {
+            option: 0,
+            vote_id: (i as u128 + 1).to_be_bytes(),
+        })
+        .collect();
+    let body = postcard::to_allocvec(&BinaryBatch { votes }).unwrap();
+    node.send(post_bytes(BATCH, POSTCARD_MEDIA_TYPE, body))
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "too_many_votes");
+    node.results_settle("superbowl", 0).await;
+    node.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+
+#[tokio::test]
+async fn results_give_counts_shares_total_and_the_split_at_a_second() {
+    // Goal: the results route's numbers, and `?at=` over the per-second buckets. Method: three
+    // votes at second 0, one at second 5; ask for the whole and for second 2.
+    let node = start();
+    for (option, id) in [("green", "a"), ("green", "b"), ("blue", "c")] {
+        assert_eq!(
+            node.vote("superbowl", option, id).await.status,
+            StatusCode::OK
+        );
+    }
+    node.clock.advance_seconds(5);
+    node.vote("superbowl", "blue", "d").await;
+    let results = node.results_settle("superbowl", 4).await;
+    assert_eq!(results["poll"], "superbowl");
+    assert_eq!(results["status"], "open");
+    assert_eq!(results["total"], 4);
+    assert_eq!(
+        results["options"],
+        json!([
+            {"name": "green", "votes": 2, "share": 0.5},
+            {"name": "blue", "votes": 2, "share": 0.5},
+        ])
+    );
+    assert_eq!(results["at_second"], Value::Null);
+    assert_eq!(results["served_by"], "local");
+    assert!(results["as_of_ms"].as_u64().unwrap() >= T0_MS);
+    let includes = results["includes"].as_array().unwrap();
+    assert_eq!(includes.len(), 1);
+    assert_eq!(includes[0]["local"], true);
+    assert_eq!(includes[0]["records"], 4);
+
+    let at = node
+        .send(get("/v1/polls/superbowl/results?at=2"))
+        .await
+        .json();
+    assert_eq!(at["at_second"], 2);
+    assert_eq!(at["total"], 3);
+    assert_eq!(at["options"][0]["votes"], 2);
+    assert_eq!(at["options"][1]["votes"], 1);
+    let share = at["options"][0]["share"].as_f64().unwrap();
+    assert!((share - 2.0 / 3.0).abs() < 1e-9, "{share}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_results_query_that_is_not_a_second_is_422() {
+    // Goal: bad query parameters are refused with a message, not ignored.
+    let node = start();
+    for query in ["at=notanumber", "at=-1", "at=99999999999", "since=3"] {
+        node.send(get(&format!("/v1/polls/superbowl/results?{query}")))
+            .await
+            .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn history_lists_net_votes_per_second() {
+    // Goal: the series behind the dashboard's slider. Method: votes at seconds 0 and 3.
+    let node = start();
+    node.vote("superbowl", "green", "a").await;
+    node.clock.advance_seconds(3);
+    node.vote("superbowl", "blue", "b").await;
+    node.vote("superbowl", "blue", "c").await;
+    node.results_settle("superbowl", 3).await;
+    let reply = node.send(get("/v1/polls/superbowl/history")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.json(),
+        json!({
+            "poll": "superbowl",
+            "options": ["green", "blue"],
+            "points": [{"second": 0, "votes": [1, 0]}, {"second": 3, "votes": [0, 2]}],
+        })
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn the_stream_sends_the_current_results_as_its_first_event() {
+    // Goal: an SSE subscriber sees the results at once. Method: read the first body frame.
+    let node = start();
+    node.vote("superbowl", "green", "a").await;
+    node.results_settle("superbowl", 1).await;
+    let response = respond(&node.started.router, get("/v1/polls/superbowl/stream")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-cache");
+    let mut body = response.into_body();
+    let frame = next_frame(&mut body).await;
+    assert!(frame.starts_with("event: results\n"), "{frame:?}");
+    assert!(frame.ends_with("\n\n"), "{frame:?}");
+    let data = frame
+        .lines()
+        .find_map(|line| line.strip_prefix("data: "))
+        .unwrap();
+    let results: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(results["poll"], "superbowl");
+    assert_eq!(results["total"], 1);
+    let id = frame.lines().find_map(|l| l.strip_prefix("id: ")).unwrap();
+    assert_eq!(id, results["as_of_ms"].to_string());
+
+    // A change arrives as the next event.
+    node.vote("superbowl", "blue", "b").await;
+    let frame = loop {
+        let frame = next_frame(&mut body).await;
+        if frame.starts_with("event: results") {
+            break frame;
+        }
+    };
+    assert!(frame.contains("\"total\":2"), "{frame:?}");
+    drop(body);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn subscribers_over_the_limit_get_503_with_retry_after() {
+    // Goal: the SSE subscriber limit sheds, and a place frees when a subscriber leaves.
+    let config = Config {
+        sse_subscribers_max: 1,
+        ..test_config()
+    };
+    let node = start_with(&config);
+    let stream = "/v1/polls/superbowl/stream";
+    let first = respond(&node.started.router, get(stream)).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = node.send(get(stream)).await;
+    second.assert_error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+    assert_eq!(second.retry_after(), Some("5"));
+    drop(first);
+    let third = respond(&node.started.router, get(stream)).await;
+    assert_eq!(third.status(), StatusCode::OK);
+    drop(third);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn the_poll_list_shows_every_poll_with_its_window() {
+    // Goal: GET /v1/polls, which the dashboard starts from.
+    let node = start();
+    node.admin(
+        "/v1/admin/polls",
+        Some(json!({"id": "draft", "options": ["yes", "no"]})),
+    )
+    .await;
+    let reply = node.send(get("/v1/polls")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.json(),
+        json!([
+            {"id": "draft", "options": ["yes", "no"], "status": "not_open",
+                "opens_at_ms": null, "closes_at_ms": null},
+            {"id": "superbowl", "options": ["green", "blue"], "status": "open",
+                "opens_at_ms": T0_MS, "closes_at_ms": null},
+        ])
+    );
+    node.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin
+
+#[tokio::test]
+async fn admin_routes_need_the_bearer_token() {
+    // Goal: 401 without the token, with a wrong one, with another scheme, and when the admin
+    // API is off (no token configured); nothing changes.
+    let node = start();
+    let body = json!({"id": "sneaky", "options": ["a", "b"]});
+    for uri in [
+        "/v1/admin/polls",
+        "/v1/admin/polls/superbowl/open",
+        "/v1/admin/polls/superbowl/close",
+    ] {
+        let bare = post_json(uri, &body);
+        node.send(bare)
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+        let wrong = with_token(post_json(uri, &body), "guess");
+        node.send(wrong)
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+        let mut basic = post_json(uri, &body);
+        let value = format!("Basic {TOKEN}").parse().unwrap();
+        basic.headers_mut().insert(header::AUTHORIZATION, value);
+        node.send(basic)
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let polls = node.send(get("/v1/polls")).await.json();
+    assert_eq!(polls.as_array().unwrap().len(), 1);
+    assert_eq!(polls[0]["status"], "open");
+    node.stop().await;
+
+    let off = start_with(&Config {
+        admin_token: String::new(),
+        ..test_config()
+    });
+    let request = with_token(post_json("/v1/admin/polls", &body), "");
+    off.send(request)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    off.stop().await;
+}
+
+#[tokio::test]
+async fn creating_a_poll_twice_is_201_then_200_unchanged_and_other_options_409() {
+    // Goal: create is idempotent, and a name cannot be reused with other options.
+    let node = start();
+    let body = json!({"id": "halftime", "options": ["yes", "no"], "open": true});
+    let first = node.admin("/v1/admin/polls", Some(body.clone())).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(first.json(), json!({"poll": "halftime", "changed": true}));
+    node.clock.advance_seconds(3);
+    let again = node.admin("/v1/admin/polls", Some(body)).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.json(), json!({"poll": "halftime", "changed": false}));
+    let other = json!({"id": "halftime", "options": ["yes", "maybe"]});
+    let message = node
+        .admin("/v1/admin/polls", Some(other))
+        .await
+        .assert_error(StatusCode::CONFLICT, "conflict");
+    assert!(message.contains("halftime"), "{message}");
+    let results = node.send(get("/v1/polls")).await.json();
+    let halftime = &results[0];
+    assert_eq!(halftime["options"], json!(["yes", "no"]));
+    assert_eq!(halftime["opens_at_ms"], T0_MS, "the first opening stands");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_poll_definitions_are_422_and_bad_admin_bodies_400_413_415() {
+    // Goal: every way a create can be refused for its body.
+    let node = start();
+    for body in [
+        json!({"id": "one", "options": ["only"]}),
+        json!({"id": "many", "options": (0..17).map(|i| format!("o{i}")).collect::<Vec<_>>()}),
+        json!({"id": "same", "options": ["a", "a"]}),
+        json!({"id": "bad name!", "options": ["a", "b"]}),
+        json!({"id": "", "options": ["a", "b"]}),
+        json!({"id": "empty-option", "options": ["a", ""]}),
+    ] {
+        node.admin("/v1/admin/polls", Some(body.clone()))
+            .await
+            .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    }
+    node.admin("/v1/admin/polls", Some(json!({"id": "x"})))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "malformed");
+    node.admin(
+        "/v1/admin/polls",
+        Some(json!({"id": "x", "options": ["a", "b"], "colour": "red"})),
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, "malformed");
+    let huge = json!({"id": "x", "options": ["a".repeat(20_000), "b"]});
+    node.admin("/v1/admin/polls", Some(huge))
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    let form = post_bytes(
+        "/v1/admin/polls",
+        "application/x-www-form-urlencoded",
+        b"id=x".to_vec(),
+    );
+    node.send(with_token(form, TOKEN))
+        .await
+        .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    assert_eq!(
+        node.send(get("/v1/polls"))
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn opening_or_closing_an_unknown_poll_is_404() {
+    // Goal: admin window changes name the poll they could not find.
+    let node = start();
+    for uri in [
+        "/v1/admin/polls/nope/open",
+        "/v1/admin/polls/nope/close",
+        "/v1/admin/polls/bad%20name/open",
+    ] {
+        node.admin(uri, None)
+            .await
+            .assert_error(StatusCode::NOT_FOUND, "unknown_poll");
+    }
+    node.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations, dashboard, routing
+
+#[tokio::test]
+async fn metrics_count_votes_refusals_and_fsyncs() {
+    // Goal: /metrics shows what happened. Method: a vote, a duplicate, a refused vote, a batch
+    // with a refused vote; then read the text.
+    let node = start();
+    node.vote("superbowl", "green", "a").await;
+    node.vote("superbowl", "green", "a").await;
+    node.vote("superbowl", "purple", "b").await;
+    let batch = json!({"votes": [{"option": "green", "vote_id": ""}]});
+    node.send(post_json(BATCH, &batch)).await;
+    let reply = node.send(get("/metrics")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply
+            .content_type()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = reply.text();
+    for line in [
+        "tally_votes_total{outcome=\"counted\"} 1",
+        "tally_votes_total{outcome=\"duplicate\"} 1",
+        "tally_votes_total{outcome=\"rejected\"} 2",
+        "tally_vote_rejections_total{reason=\"unknown_option\"} 1",
+        "tally_vote_rejections_total{reason=\"bad_vote_id\"} 1",
+        "tally_ready 1",
+    ] {
+        assert!(text.contains(line), "no `{line}` in\n{text}");
+    }
+    let fsyncs = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tally_wal_fsync_duration_seconds_count "))
+        .unwrap_or_else(|| panic!("no fsync histogram in\n{text}"));
+    assert!(fsyncs.parse::<u64>().unwrap() >= 1, "{fsyncs}");
+    assert!(text.contains("tally_http_request_duration_seconds_bucket{"));
+    assert!(text.contains("route=\"/v1/polls/{poll}/votes\""), "{text}");
+    assert!(text.trim_end().ends_with("# EOF"));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_and_readiness_follows_the_flag() {
+    // Goal: /healthz is always 200; /readyz is 200 while ready and 503 once not, and admin
+    // changes are refused while not ready.
+    let node = start();
+    let health = node.send(get("/healthz")).await;
+    assert_eq!(
+        (health.status, health.text().as_str()),
+        (StatusCode::OK, "ok\n")
+    );
+    let ready = node.send(get("/readyz")).await;
+    assert_eq!(
+        (ready.status, ready.text().as_str()),
+        (StatusCode::OK, "ready\n")
+    );
+    node.started.handle.ready.store(false, Ordering::Release);
+    let ready = node.send(get("/readyz")).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.text(), "not ready\n");
+    let body = json!({"id": "late", "options": ["a", "b"]});
+    let reply = node.admin("/v1/admin/polls", Some(body)).await;
+    reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert_eq!(reply.retry_after(), Some("5"));
+    assert!(
+        node.send(get("/metrics"))
+            .await
+            .text()
+            .contains("tally_ready 0")
+    );
+    assert_eq!(node.send(get("/healthz")).await.status, StatusCode::OK);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn the_dashboard_page_and_its_assets_are_served() {
+    // Goal: a browser gets the page at / and /polls/{poll}, and its stylesheet and script.
+    let node = start();
+    for (uri, kind) in [
+        ("/", "text/html"),
+        ("/polls/superbowl", "text/html"),
+        (tally_node::dashboard::CSS_PATH, "text/css"),
+        (tally_node::dashboard::JS_PATH, "text/javascript"),
+    ] {
+        let reply = node.send(get(uri)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{uri}");
+        assert!(
+            reply.content_type().starts_with(kind),
+            "{uri}: {}",
+            reply.content_type()
+        );
+        assert!(!reply.body.is_empty());
+    }
+    assert!(node.send(get("/")).await.text().contains("<html"));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_are_json_404_and_wrong_methods_json_405() {
+    // Goal: every refusal is JSON, including the router's own.
+    let node = start();
+    let message = node
+        .send(get("/v1/nothing/here"))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    assert!(message.contains("/v1/nothing/here"), "{message}");
+    let reply = node.send(get(VOTES)).await;
+    reply.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    assert_eq!(reply.headers[header::ALLOW], "POST");
+    let delete = Request::delete("/v1/polls/superbowl/results")
+        .body(Body::empty())
+        .unwrap();
+    node.send(delete)
+        .await
+        .assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    node.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load shedding
+
+/// A router whose engine queue (capacity 1) is full and never drained, over `node`'s results.
+/// Returns what must stay alive while it is used.
+fn router_with_full_queue(node: &Node) -> (Router, impl Sized + use<>) {
+    let (engine, queue) = mpsc::channel(1);
+    let (reply, answer) = oneshot::channel();
+    engine
+        .try_send(Command::Vote {
+            poll: PollId::new("superbowl").unwrap(),
+            option: OptionIndex(0),
+            vote_id: VoteId(1),
+            reply,
+        })
+        .unwrap();
+    let (stopping_tx, stopping) = watch::channel(false);
+    let state = AppState {
+        engine,
+        results: node.started.handle.results.clone(),
+        metrics: node.started.handle.metrics.clone(),
+        vote_id_key: Arc::new(VoteIdKey::new([9; 32])),
+        actor: "test#1".into(),
+        admin_token: Arc::from(TOKEN),
+        clock: node.clock.clone(),
+        sse_tick_ms: 10,
+        sse_subscribers_max: 10,
+        ready: Arc::new(AtomicBool::new(true)),
+        stopping,
+    };
+    (http::router(state), (queue, answer, stopping_tx))
+}
+
+#[tokio::test]
+async fn a_full_engine_queue_sheds_votes_batches_and_admin_changes_with_503_and_retry_after() {
+    // Goal: when the engine cannot keep up, requests are refused at once, not queued without
+    // bound, and the client is told when to retry. Nothing reaches the engine.
+    let node = start();
+    let (router, _keep) = router_with_full_queue(&node);
+    let vote = json!({"option": "green", "vote_id": "a"});
+    let batch = json!({"votes": [vote.clone()]});
+    let create = json!({"id": "shed", "options": ["a", "b"]});
+    for request in [
+        post_json(VOTES, &vote),
+        post_json(BATCH, &batch),
+        with_token(post_json("/v1/admin/polls", &create), TOKEN),
+        with_token(
+            Request::post("/v1/admin/polls/superbowl/close")
+                .body(Body::empty())
+                .unwrap(),
+            TOKEN,
+        ),
+    ] {
+        let reply = send_to(&router, request).await;
+        reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+        assert_eq!(reply.retry_after(), Some("1"));
+    }
+    // Reads do not need the engine.
+    let results = send_to(&router, get("/v1/polls/superbowl/results")).await;
+    assert_eq!(results.status, StatusCode::OK);
+    let metrics = node.send(get("/metrics")).await.text();
+    assert!(metrics.contains("tally_vote_rejections_total{reason=\"overloaded\"} 2"));
+    node.results_settle("superbowl", 0).await;
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_stopped_engine_answers_503_unavailable() {
+    // Goal: a vote sent while the node stops is refused, not lost silently. Method: a router
+    // whose engine queue is closed.
+    let node = start();
+    let (engine, queue) = mpsc::channel(1);
+    drop(queue);
+    let (_stopping_tx, stopping) = watch::channel(false);
+    let state = AppState {
+        engine,
+        results: node.started.handle.results.clone(),
+        metrics: node.started.handle.metrics.clone(),
+        vote_id_key: Arc::new(VoteIdKey::new([9; 32])),
+        actor: "test#1".into(),
+        admin_token: Arc::from(TOKEN),
+        clock: node.clock.clone(),
+        sse_tick_ms: 10,
+        sse_subscribers_max: 10,
+        ready: Arc::new(AtomicBool::new(true)),
+        stopping,
+    };
+    let router = http::router(state);
+    let reply = send_to(
+        &router,
+        post_json(VOTES, &json!({"option": "green", "vote_id": "a"})),
+    )
+    .await;
+    let message = reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(message.contains("stopping"), "{message}");
+    assert_eq!(reply.retry_after(), Some("5"));
+    node.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restart
+
+#[tokio::test]
+async fn after_a_restart_every_counted_vote_is_still_counted_and_retries_are_duplicates() {
+    // Goal: acknowledged means durable. Method: count votes (single and batch, both
+    // encodings), stop, start a new node on the same storage, read and retry everything.
+    let node = start();
+    for (option, id) in [("green", "a"), ("blue", "b"), ("green", "c")] {
+        assert_eq!(
+            node.vote("superbowl", option, id).await.json()["status"],
+            "counted"
+        );
+    }
+    let batch =
+        json!({"votes": [{"option": "blue", "vote_id": "d"}, {"option": "blue", "vote_id": "e"}]});
+    assert_eq!(
+        node.send(post_json(BATCH, &batch)).await.json()["counted"],
+        2
+    );
+    let binary = BinaryBatch {
+        votes: vec![BinaryVote {
+            option: 0,
+            vote_id: [7; 16],
+        }],
+    };
+    let binary = postcard::to_allocvec(&binary).unwrap();
+    let reply = node
+        .send(post_bytes(BATCH, POSTCARD_MEDIA_TYPE, binary.clone()))
+        .await;
+    assert_eq!(reply.json()["counted"], 1);
+    let created = node
+        .admin(
+            "/v1/admin/polls",
+            Some(json!({"id": "kept", "options": ["x", "y"], "open": true})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let clock = node.clock.clone();
+    let storage = node.stop().await;
+
+    let node = start_on(&test_config(), storage, clock);
+    let results = node.results_settle("superbowl", 6).await;
+    assert_eq!(results["options"][0]["votes"], 3);
+    assert_eq!(results["options"][1]["votes"], 3);
+    for (option, id) in [("blue", "a"), ("blue", "b"), ("green", "c"), ("green", "d")] {
+        assert_eq!(
+            node.vote("superbowl", option, id).await.json()["status"],
+            "duplicate"
+        );
+    }
+    assert_eq!(
+        node.send(post_json(BATCH, &batch)).await.json()["duplicate"],
+        2
+    );
+    let reply = node
+        .send(post_bytes(BATCH, POSTCARD_MEDIA_TYPE, binary))
+        .await;
+    assert_eq!(reply.json()["statuses"], json!(["duplicate"]));
+    assert_eq!(
+        node.vote("kept", "x", "k").await.json()["status"],
+        "counted"
+    );
+    node.results_settle("superbowl", 6).await;
+    node.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The OpenAPI document
+
+/// Every (method, path) pair the document lists.
+fn documented_routes(document: &Value) -> BTreeSet<(String, String)> {
+    const METHODS: [&str; 8] = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+    let mut routes = BTreeSet::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in METHODS {
+            if item.get(method).is_some() {
+                routes.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    routes
+}
+
+/// The routes a node serves. A new route must be added here and to the document, and the
+/// test below checks the router answers each.
+const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/polls/{poll}/votes"),
+    ("POST", "/v1/polls/{poll}/votes/batch"),
+    ("GET", "/v1/polls"),
+    ("GET", "/v1/polls/{poll}/results"),
+    ("GET", "/v1/polls/{poll}/history"),
+    ("GET", "/v1/polls/{poll}/stream"),
+    ("POST", "/v1/admin/polls"),
+    ("POST", "/v1/admin/polls/{poll}/open"),
+    ("POST", "/v1/admin/polls/{poll}/close"),
+    ("GET", "/metrics"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/openapi.json"),
+    ("GET", "/"),
+    ("GET", "/polls/{poll}"),
+    ("GET", "/assets/dashboard.css"),
+    ("GET", "/assets/dashboard.js"),
+];
+
+async fn served_document(node: &Node) -> Value {
+    let reply = node.send(get(http::OPENAPI_PATH)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.content_type(), "application/json");
+    reply.json()
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_json_of_openapi_3_and_lists_exactly_the_routes() {
+    // Goal: /openapi.json parses, is OpenAPI 3.x, and names exactly the routes the router has.
+    // Method: compare the document's (method, path) pairs with the route list; send each
+    // documented route a request and check the router has it (not the 404 of an unknown path,
+    // not a 405); send every other method to each documented path and check it is a 405; and
+    // check that near-miss paths are unknown.
+    let node = start();
+    let document = served_document(&node).await;
+    let version = document["openapi"].as_str().unwrap();
+    assert!(version.starts_with("3."), "{version}");
+    assert_eq!(document["info"]["title"], "Tally");
+    assert_eq!(
+        document,
+        serde_json::to_value(http::openapi_document()).unwrap()
+    );
+
+    let documented = documented_routes(&document);
+    let listed: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, listed);
+
+    let methods = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+    ];
+    let paths: BTreeSet<&String> = documented.iter().map(|(_, p)| p).collect();
+    for path in paths {
+        let uri = path.replace("{poll}", "superbowl");
+        for method in &methods {
+            let request = Request::builder()
+                .method(method)
+                .uri(&uri)
+                .body(Body::empty())
+                .unwrap();
+            let response = respond(&node.started.router, request).await;
+            let status = response.status();
+            let is_documented = documented.contains(&(method.to_string(), path.clone()));
+            let body = if path.ends_with("/stream") && status == StatusCode::OK {
+                Bytes::new() // endless
+            } else {
+                response.into_body().collect().await.unwrap().to_bytes()
+            };
+            let code = serde_json::from_slice::<Value>(&body)
+                .map(|v| v["error"].clone())
+                .unwrap_or(Value::Null);
+            if is_documented {
+                assert_ne!(
+                    code, "not_found",
+                    "{method} {uri} is documented, not routed"
+                );
+                assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {uri} answers but is not documented"
+                );
+            }
+        }
+    }
+    for uri in [
+        "/v1/polls/superbowl",
+        "/v1/admin/polls/superbowl",
+        "/v1/polls/superbowl/votes/other",
+        "/v1/admin",
+        "/assets/other.js",
+        "/polls",
+        "/openapi.yaml",
+    ] {
+        node.send(get(uri))
+            .await
+            .assert_error(StatusCode::NOT_FOUND, "not_found");
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_bodies_errors_and_statuses_of_each_route() {
+    // Goal: a client can be generated from the document: request bodies with their content
+    // types, the error shape, and every status each route can answer.
+    let node = start();
+    let document = served_document(&node).await;
+    let operation = |method: &str, path: &str| document["paths"][path][method].clone();
+    let statuses = |method: &str, path: &str| -> BTreeSet<String> {
+        operation(method, path)["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path} has no responses"))
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let expected: &[(&str, &str, &[&str])] = &[
+        (
+            "post",
+            "/v1/polls/{poll}/votes",
+            &["200", "400", "404", "409", "413", "415", "422", "503"],
+        ),
+        (
+            "post",
+            "/v1/polls/{poll}/votes/batch",
+            &["200", "400", "404", "409", "413", "415", "503"],
+        ),
+        ("get", "/v1/polls", &["200"]),
+        ("get", "/v1/polls/{poll}/results", &["200", "404", "422"]),
+        ("get", "/v1/polls/{poll}/history", &["200", "404"]),
+        ("get", "/v1/polls/{poll}/stream", &["200", "404", "503"]),
+        (
+            "post",
+            "/v1/admin/polls",
+            &[
+                "200", "201", "400", "401", "409", "413", "415", "422", "503",
+            ],
+        ),
+        (
+            "post",
+            "/v1/admin/polls/{poll}/open",
+            &["200", "401", "404", "503"],
+        ),
+        (
+            "post",
+            "/v1/admin/polls/{poll}/close",
+            &["200", "401", "404", "503"],
+        ),
+        ("get", "/metrics", &["200"]),
+        ("get", "/healthz", &["200"]),
+        ("get", "/readyz", &["200", "503"]),
+    ];
+    for (method, path, codes) in expected {
+        let want: BTreeSet<String> = codes.iter().map(|c| c.to_string()).collect();
+        assert_eq!(statuses(method, path), want, "{method} {path}");
+        for code in codes.iter().filter(|c| c.starts_with(['4', '5'])) {
+            let response = &operation(method, path)["responses"][code];
+            let schema = &response["content"]["application/json"]["schema"]["$ref"];
+            if *path != "/readyz" {
+                assert_eq!(
+                    schema, "#/components/schemas/ErrorBody",
+                    "{method} {path} {code}"
+                );
+            }
+            if *code == "503" && *path != "/readyz" {
+                assert!(response["headers"]["Retry-After"].is_object(), "{path}");
+            }
+        }
+        let has_poll = operation(method, path)["parameters"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["name"] == "poll" && p["in"] == "path"));
+        assert_eq!(has_poll, path.contains("{poll}"), "{method} {path}");
+    }
+
+    let batch_body = &operation("post", "/v1/polls/{poll}/votes/batch")["requestBody"]["content"];
+    assert_eq!(
+        batch_body["application/json"]["schema"]["$ref"],
+        "#/components/schemas/BatchRequest"
+    );
+    assert_eq!(
+        batch_body["application/x-postcard"]["schema"]["$ref"],
+        "#/components/schemas/BinaryBatch"
+    );
+    let vote_body = &operation("post", "/v1/polls/{poll}/votes")["requestBody"]["content"];
+    assert_eq!(
+        vote_body["application/json"]["schema"]["$ref"],
+        "#/components/schemas/VoteRequest"
+    );
+    let parameters = operation("post", "/v1/polls/{poll}/votes")["parameters"].clone();
+    assert!(
+        parameters
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header")
+    );
+    let results_parameters = operation("get", "/v1/polls/{poll}/results")["parameters"].clone();
+    assert!(
+        results_parameters
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "at" && p["in"] == "query")
+    );
+    for admin in [
+        ("post", "/v1/admin/polls"),
+        ("post", "/v1/admin/polls/{poll}/open"),
+        ("post", "/v1/admin/polls/{poll}/close"),
+    ] {
+        assert_eq!(
+            operation(admin.0, admin.1)["security"],
+            json!([{"admin_token": []}])
+        );
+    }
+    let schemes = &document["components"]["securitySchemes"]["admin_token"];
+    assert_eq!(schemes["scheme"], "bearer");
+
+    let schemas = &document["components"]["schemas"];
+    let error = &schemas["ErrorBody"];
+    assert_eq!(error["required"], json!(["error", "message"]));
+    let codes = schemas["ErrorCode"]["enum"].as_array().unwrap();
+    for code in [
+        "malformed",
+        "unknown_poll",
+        "poll_not_open",
+        "overloaded",
+        "method_not_allowed",
+    ] {
+        assert!(codes.contains(&json!(code)), "{code}");
+    }
+    let statuses = schemas["BatchVoteStatus"]["enum"].as_array().unwrap();
+    assert_eq!(statuses.len(), 5);
+    for name in [
+        "VoteResponse",
+        "BatchResponse",
+        "PollResults",
+        "History",
+        "PollSummary",
+        "CreatePoll",
+        "AdminResponse",
+    ] {
+        assert!(schemas[name].is_object(), "no schema {name}");
+    }
+    // Every schema the document refers to is defined.
+    let text = document.to_string();
+    for reference in text.split("\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap();
+        assert!(schemas[name].is_object(), "dangling reference to {name}");
+    }
+    node.stop().await;
+}
