@@ -12,6 +12,7 @@ pub mod config;
 pub mod dashboard;
 pub mod engine;
 pub mod http;
+pub mod load;
 pub mod metrics;
 pub mod recovery;
 pub mod results;

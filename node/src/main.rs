@@ -23,6 +23,9 @@ struct Cli {
 enum Command {
     /// Serve one region: the voting API, live results over SSE, the dashboard and metrics.
     Run(RunArgs),
+    /// Drive one or more nodes with votes (single or batched, at a rate or flat out), report
+    /// throughput and latency, and check each node's tally against what it acknowledged.
+    Load(tally_node::load::LoadArgs),
 }
 
 /// Settings for `tally run`. Flags override the config file, which overrides the defaults.
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Run(args) => runtime.block_on(run(args)),
+        Command::Load(args) => runtime.block_on(tally_node::load::main(args)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
