@@ -780,6 +780,14 @@ async fn the_stream_sends_the_current_results_as_its_first_event() {
         }
     };
     assert!(frame.contains("\"total\":2"), "{frame:?}");
+    // Nothing changes now: after ten quiet ticks, a heartbeat comment keeps proxies open.
+    let frame = loop {
+        let frame = next_frame(&mut body).await;
+        if !frame.starts_with("event: results") {
+            break frame;
+        }
+    };
+    assert_eq!(frame, ": heartbeat\n\n");
     drop(body);
     node.stop().await;
 }
