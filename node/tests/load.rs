@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tally_node::config::Config;
 use tally_node::load::check::CheckMode;
+use tally_node::load::target::Target;
 use tally_node::load::{LoadPlan, run};
 use tally_node::storage::MemoryStorage;
 use tally_node::{SystemClock, WalExecutor};
@@ -157,12 +158,13 @@ async fn binary_batches_at_a_rate_measure_from_the_intended_send_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_votes_the_client_did_not_send_fails_the_check() {
-    // Goal: the check can fail. Method: a second load runs against the same node meanwhile,
-    // so the first run's node grows by more than it acknowledged to that run.
+    // Goal: the check can fail. Method: once the checked run's votes show in the node's
+    // total, a second, unchecked load votes in the same poll, so the node grows by more than
+    // it acknowledged to the checked run.
     let node = LocalNode::start(5).await;
     let plan = LoadPlan {
         connections: 2,
-        count: Some(2_000),
+        count: Some(4_000),
         rate: Some(4_000.0),
         seed: seed(),
         ..LoadPlan::for_targets(vec![node.url()])
@@ -170,16 +172,43 @@ async fn a_node_with_votes_the_client_did_not_send_fails_the_check() {
     let intruder = LoadPlan {
         check: CheckMode::Off,
         count: Some(500),
-        rate: Some(2_000.0),
+        rate: None,
         seed: plan.seed.wrapping_add(1),
         ..plan.clone()
     };
+    let target = Target::resolve(&node.url()).await.unwrap();
     let (checked, _) = tokio::join!(run(&plan), async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        run(&intruder).await
+        while target.poll_results("superbowl").await.unwrap().total < 100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        run(&intruder).await.unwrap()
     });
     let report = checked.unwrap();
     println!("{report}");
     assert_eq!(report.check_passed, Some(false));
-    assert_eq!(report.checks[0].delta, 2_500);
+    assert_eq!(report.checks[0].delta, 4_500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_right_after_other_votes_takes_its_baseline_once_the_total_settles() {
+    // Goal: votes acknowledged just before a run (a warm-up) are not blamed on it. Method: an
+    // unchecked warm-up, then at once a checked run against the same node.
+    let node = LocalNode::start(6).await;
+    let warm_up = LoadPlan {
+        check: CheckMode::Off,
+        count: Some(3_000),
+        seed: seed(),
+        ..LoadPlan::for_targets(vec![node.url()])
+    };
+    run(&warm_up).await.unwrap();
+    let plan = LoadPlan {
+        check: CheckMode::Independent,
+        seed: warm_up.seed.wrapping_add(1),
+        count: Some(1_000),
+        ..warm_up.clone()
+    };
+    let report = run(&plan).await.unwrap();
+    println!("{report}");
+    assert_eq!(report.check_passed, Some(true));
+    assert_eq!(report.checks[0].total_before, 3_000);
 }

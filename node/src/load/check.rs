@@ -7,7 +7,8 @@
 //! *unknown* (timeout or broken connection: the node may or may not have counted it).
 //!
 //! The check reads each node's `GET /v1/polls/{poll}/results` `total` before the run and again
-//! after it (once the total has settled), and compares the growth `delta` with:
+//! after it — each time once the total has settled, i.e. not changed for half a second (the
+//! node publishes results every 100 ms by default) — and compares the growth `delta` with:
 //!
 //! * **independent** nodes (the default; nodes that do not replicate to each other): the number
 //!   `A` of distinct vote IDs this node answered `counted` or `duplicate`. A node holds a vote

@@ -351,7 +351,9 @@ pub async fn run(plan: &LoadPlan) -> Result<LoadReport, LoadError> {
         for target in &targets {
             let totals = target.poll_results(&plan.poll).await?;
             poll_options.get_or_insert(totals.options);
-            totals_before.push(totals.total);
+            // Votes acknowledged just before the run (a warm-up, say) may not be in the
+            // node's results yet: take the baseline once the total is quiet.
+            totals_before.push(settle(plan, target, totals.total, |_| true).await?);
         }
     }
     let encoding = encoding(plan, poll_options.as_deref())?;
@@ -530,23 +532,39 @@ async fn check_all(
     Ok(checks)
 }
 
-/// Reads the node's total until it has not changed for [`SETTLE_QUIET_MS`] (independent
-/// nodes: an acknowledged vote is in the node's next results tick, so a quiet total is
-/// final) — in cluster mode also until it is in the expected range (replication may still be
-/// catching up) — or until [`SETTLE_TIMEOUT_MS`] has passed; returns the last total read.
+/// The node's total once it has settled after the run: see [`settle`]. Independent nodes
+/// settle when quiet (an acknowledged vote is in the node's next results tick, so a quiet
+/// total is final); in cluster mode the total must also reach the expected range, since
+/// replication may still be catching up.
 async fn settled_total(
     plan: &LoadPlan,
     target: &Target,
     expectation: &check::Expectation,
     before: i64,
 ) -> Result<i64, LoadError> {
+    let first = target.poll_results(&plan.poll).await?.total;
+    settle(plan, target, first, |total| {
+        plan.check != CheckMode::Cluster || expectation.accepts(total - before)
+    })
+    .await
+}
+
+/// Reads the node's total (starting from `first`) until it has not changed for
+/// [`SETTLE_QUIET_MS`] and `settled` accepts it, or [`SETTLE_TIMEOUT_MS`] has passed;
+/// returns the last total read.
+async fn settle(
+    plan: &LoadPlan,
+    target: &Target,
+    first: i64,
+    settled: impl Fn(i64) -> bool,
+) -> Result<i64, LoadError> {
     let started = Instant::now();
-    let mut last = target.poll_results(&plan.poll).await?.total;
+    let mut last = first;
     let mut unchanged_since = Instant::now();
     loop {
         let quiet = unchanged_since.elapsed() >= Duration::from_millis(SETTLE_QUIET_MS);
-        let settled = plan.check != CheckMode::Cluster || expectation.accepts(last - before);
-        if (quiet && settled) || started.elapsed() >= Duration::from_millis(SETTLE_TIMEOUT_MS) {
+        if (quiet && settled(last)) || started.elapsed() >= Duration::from_millis(SETTLE_TIMEOUT_MS)
+        {
             return Ok(last);
         }
         tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
