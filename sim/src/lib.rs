@@ -280,7 +280,7 @@ impl World {
         let cut = self.cut.contains(&(message.from, message.to));
         if faulty && (cut || self.rng.random_bool(self.faults.drop)) {
             self.dropped += 1;
-            self.trace.record(&[b'x']);
+            self.trace.record(b"x");
             return Ok(());
         }
         if faulty && self.rng.random_bool(self.faults.duplicate) {
