@@ -48,6 +48,39 @@ fn default_true() -> bool {
     true
 }
 
+/// One peer of the static peer list.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    /// The peer's node ID, as its certificate names it.
+    pub id: String,
+    /// Its QUIC (UDP) address.
+    pub address: SocketAddr,
+}
+
+/// The certificate files of this node (see `tally certs`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The cluster CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This node's certificate (PEM), naming `node_id`.
+    pub cert: PathBuf,
+    /// This node's private key (PEM).
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// The files `tally certs --out DIR` writes for `node`.
+    pub fn in_dir(dir: &Path, node: &str) -> Self {
+        Self {
+            ca: dir.join("ca.pem"),
+            cert: dir.join(format!("{node}.pem")),
+            key: dir.join(format!("{node}-key.pem")),
+        }
+    }
+}
+
 /// Everything a node needs to know.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -77,6 +110,19 @@ pub struct Config {
     /// A connection whose writes pend this long (a client that stopped reading, e.g. an SSE
     /// subscriber) is dropped, in milliseconds.
     pub write_stall_ms: u64,
+    /// UDP address for peer sync over QUIC; peer sync is off when absent.
+    pub peer_listen: Option<SocketAddr>,
+    /// The static peer list (not including this node).
+    pub peers: Vec<PeerEntry>,
+    /// Certificate files for mutual TLS between peers (required with peers).
+    pub tls: Option<TlsFiles>,
+    /// How often each peer is asked for news and counter state, in milliseconds.
+    pub sync_tick_ms: u64,
+    /// Most records one sync round carries (a lagging peer asks again at once).
+    pub sync_records_per_round_max: usize,
+    /// How long a starting node waits to catch up with its peers before it reports ready
+    /// anyway (a peer may be down), in milliseconds.
+    pub catch_up_timeout_ms: u64,
     /// Polls to create at start-up.
     pub polls: Vec<PollConfig>,
 }
@@ -96,6 +142,12 @@ impl Default for Config {
             engine_queue_max: 65_536,
             sse_subscribers_max: 10_000,
             write_stall_ms: crate::stall_guard::WRITE_STALL_MS_DEFAULT,
+            peer_listen: None,
+            peers: Vec::new(),
+            tls: None,
+            sync_tick_ms: 100,
+            sync_records_per_round_max: 65_536,
+            catch_up_timeout_ms: 10_000,
             polls: vec![PollConfig {
                 id: "superbowl".into(),
                 options: vec!["green".into(), "blue".into()],
@@ -177,6 +229,7 @@ impl Config {
                 "must be between 100 and 600000".into(),
             ));
         }
+        self.validate_peers()?;
         if self.engine_queue_max == 0 || self.sse_subscribers_max == 0 {
             return Err(invalid(
                 "engine_queue_max",
@@ -187,6 +240,47 @@ impl Config {
             node_id,
             vote_id_key,
         })
+    }
+
+    fn validate_peers(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            setting: "peers",
+            message,
+        };
+        if self.peers.is_empty() {
+            return Ok(());
+        }
+        if self.peer_listen.is_none() {
+            return Err(invalid(
+                "peers are listed but peer_listen (the QUIC address) is not set".into(),
+            ));
+        }
+        if self.tls.is_none() {
+            return Err(invalid(
+                "peers need [tls] ca, cert and key files (see `tally certs`)".into(),
+            ));
+        }
+        for (i, peer) in self.peers.iter().enumerate() {
+            NodeId::new(peer.id.clone())
+                .map_err(|e| invalid(format!("peer id {:?}: {e}", peer.id)))?;
+            if peer.id == self.node_id {
+                return Err(invalid(format!("peer {} is this node itself", peer.id)));
+            }
+            if self.peers[..i].iter().any(|p| p.id == peer.id) {
+                return Err(invalid(format!("peer {} is listed twice", peer.id)));
+            }
+        }
+        if !(10..=60_000).contains(&self.sync_tick_ms) {
+            return Err(invalid("sync_tick_ms must be between 10 and 60000".into()));
+        }
+        let max = tally_core::limits::RECORDS_PER_BATCH_MAX;
+        if !(max..=1 << 22).contains(&self.sync_records_per_round_max) {
+            return Err(invalid(format!(
+                "sync_records_per_round_max must be between {max} and {}",
+                1 << 22
+            )));
+        }
+        Ok(())
     }
 
     /// The polls of the configuration file as definitions, opened at `now` where asked.

@@ -11,9 +11,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tally_core::wire::CounterState;
 use tally_core::{
-    AcceptError, LocalVote, OptionIndex, PollError, PollId, PollSpec, PollWindow, Replica, Second,
-    Seq, VoteId,
+    AcceptError, LocalVote, OptionIndex, PollError, PollId, PollSpec, PollWindow, RecordBatch,
+    Replica, Second, Seq, VersionVector, VoteId,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -102,6 +103,58 @@ pub enum Command {
         /// Answered once durable; true if anything changed.
         reply: Reply<bool>,
     },
+    /// This node's version vector of every poll (a peer session asks before pulling).
+    Vectors {
+        /// Answered at once.
+        reply: Reply<Vec<(PollId, VersionVector)>>,
+    },
+    /// A peer with these vectors asks for what it lacks.
+    PeerPull {
+        /// The peer's vectors; polls it does not name count as empty.
+        vectors: Vec<(PollId, VersionVector)>,
+        /// Most records to answer with.
+        records_max: usize,
+        /// Answered at once.
+        reply: Reply<PullReply>,
+    },
+    /// Merge what a peer sent: polls, records (logged like local votes) and counters.
+    PeerApply {
+        /// Poll definitions.
+        polls: Vec<PollSpec>,
+        /// Records.
+        batches: Vec<RecordBatch>,
+        /// Counter states.
+        counters: Vec<CounterState>,
+        /// Answered at once (the records are durable at their origin already).
+        reply: Reply<PeerApplied>,
+    },
+}
+
+/// What a peer is sent in answer to its version vectors: every poll, the records it lacks (at
+/// most the requested number), and the counter state of every poll.
+#[derive(Debug, Default)]
+pub struct PullReply {
+    /// Every poll's definition (so new polls and window changes replicate).
+    pub polls: Vec<PollSpec>,
+    /// Records the peer lacks, oldest first per actor.
+    pub batches: Vec<RecordBatch>,
+    /// Counter state per poll, as this node sees it.
+    pub counters: Vec<CounterState>,
+    /// This node's own version vectors, so the peer can tell how far behind it is.
+    pub vectors: Vec<(PollId, VersionVector)>,
+    /// Whether `records_max` cut the answer short (the peer should ask again at once).
+    pub truncated: bool,
+}
+
+/// What applying a peer's answer did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PeerApplied {
+    /// Records newly held.
+    pub records_added: usize,
+    /// Whether any counter rose.
+    pub counters_changed: bool,
+    /// Parts refused, each with its reason (logged; nothing of a refused part was merged).
+    pub refused: Vec<String>,
 }
 
 /// A reply held until the log job `token` is durable.
@@ -322,7 +375,101 @@ impl Engine {
                 Ok(changed) => self.log_poll_change(&poll, changed, reply),
                 Err(error) => drop(reply.send(Err(error.into()))),
             },
+            Command::Vectors { reply } => {
+                let _ = reply.send(Ok(self.vectors()));
+            }
+            Command::PeerPull {
+                vectors,
+                records_max,
+                reply,
+            } => {
+                let _ = reply.send(Ok(self.pull(&vectors, records_max)));
+            }
+            Command::PeerApply {
+                polls,
+                batches,
+                counters,
+                reply,
+            } => {
+                let _ = reply.send(Ok(self.apply_from_peer(polls, batches, counters)));
+            }
         }
+    }
+
+    fn vectors(&self) -> Vec<(PollId, VersionVector)> {
+        self.replica
+            .poll_specs()
+            .filter_map(|spec| {
+                let vector = self.replica.version_vector(spec.id())?;
+                Some((spec.id().clone(), vector))
+            })
+            .collect()
+    }
+
+    fn pull(&self, vectors: &[(PollId, VersionVector)], records_max: usize) -> PullReply {
+        let mut reply = PullReply {
+            vectors: self.vectors(),
+            ..PullReply::default()
+        };
+        let empty = VersionVector::default();
+        let mut budget = records_max;
+        for spec in self.replica.poll_specs() {
+            reply.polls.push(spec.clone());
+            let theirs = vectors
+                .iter()
+                .find(|(poll, _)| poll == spec.id())
+                .map_or(&empty, |(_, vector)| vector);
+            let batches = self.replica.missing_records(spec.id(), theirs, budget);
+            let sent: usize = batches.iter().map(RecordBatch::len).sum();
+            budget -= sent.min(budget);
+            reply.batches.extend(batches);
+            reply.counters.extend(self.replica.counter_state(spec.id()));
+        }
+        reply.truncated = budget == 0;
+        reply
+    }
+
+    /// Merges a peer's answer part by part; a refused part is reported and merges nothing.
+    fn apply_from_peer(
+        &mut self,
+        polls: Vec<PollSpec>,
+        batches: Vec<RecordBatch>,
+        counters: Vec<CounterState>,
+    ) -> PeerApplied {
+        let mut applied = PeerApplied::default();
+        for spec in polls {
+            let id = spec.id().clone();
+            match self.replica.upsert_poll(spec) {
+                Ok(true) => {
+                    self.polls_changed = true;
+                    if let Some(merged) = self.replica.poll_spec(&id) {
+                        self.unlogged_entries.push(WalEntry::Poll(merged.clone()));
+                    }
+                }
+                Ok(false) => {}
+                Err(error) => applied.refused.push(error.to_string()),
+            }
+        }
+        for batch in batches {
+            match self.replica.apply_records(&batch) {
+                Ok(result) => {
+                    applied.records_added += result.added;
+                    // Log what joined the state, including batches held back for a gap: the
+                    // log replays through the same rules.
+                    if result.added > 0 || result.held_back > 0 {
+                        self.unlogged_entries.push(WalEntry::Records(batch));
+                    }
+                }
+                Err(error) => applied.refused.push(error.to_string()),
+            }
+        }
+        for state in &counters {
+            match self.replica.merge_counters(state) {
+                Ok(changed) => applied.counters_changed |= changed,
+                Err(error) => applied.refused.push(error.to_string()),
+            }
+        }
+        applied
     }
 
     fn handle_batch(

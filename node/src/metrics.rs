@@ -36,6 +36,83 @@ pub struct Metrics {
     pub waiting_replies: Gauge,
     /// 1 while the node serves votes, 0 otherwise.
     pub ready: Gauge,
+    /// Per peer: the sync session's gauges and counters.
+    pub peers: PeerMetrics,
+}
+
+/// Label set naming one peer, e.g. `[("peer", "us-west")]`.
+pub type PeerLabels = Vec<(&'static str, String)>;
+
+/// Per-peer replication metrics (label `peer`).
+#[derive(Default)]
+pub struct PeerMetrics {
+    /// 1 while a sync session with the peer is up.
+    pub connected: Family<PeerLabels, Gauge>,
+    /// Records received from the peer and newly held.
+    pub records_received: Family<PeerLabels, Counter>,
+    /// Frame bytes sent to the peer.
+    pub bytes_sent: Family<PeerLabels, Counter>,
+    /// Frame bytes received from the peer.
+    pub bytes_received: Family<PeerLabels, Counter>,
+    /// Unix time of the last completed sync round, in seconds.
+    pub last_contact_seconds: Family<PeerLabels, Gauge>,
+    /// Records the peer holds that this node does not (after the last round).
+    pub records_behind: Family<PeerLabels, Gauge>,
+    /// Seconds since this node last held everything the peer held.
+    pub seconds_behind: Family<PeerLabels, Gauge>,
+    /// Frames or sessions refused (bad certificate, wrong cluster, garbage), by peer.
+    pub refusals: Family<PeerLabels, Counter>,
+}
+
+impl PeerMetrics {
+    fn register(&self, registry: &mut Registry) {
+        let peer = registry.sub_registry_with_prefix("peer");
+        peer.register(
+            "connected",
+            "1 while a sync session with the peer is up",
+            self.connected.clone(),
+        );
+        peer.register(
+            "records_received",
+            "Records received from the peer and newly held",
+            self.records_received.clone(),
+        );
+        peer.register(
+            "sent_bytes",
+            "Frame bytes sent to the peer",
+            self.bytes_sent.clone(),
+        );
+        peer.register(
+            "received_bytes",
+            "Frame bytes received from the peer",
+            self.bytes_received.clone(),
+        );
+        peer.register(
+            "last_contact_timestamp_seconds",
+            "Unix time of the last completed sync round with the peer",
+            self.last_contact_seconds.clone(),
+        );
+        peer.register(
+            "records_behind",
+            "Records the peer holds that this node does not",
+            self.records_behind.clone(),
+        );
+        peer.register(
+            "seconds_behind",
+            "Seconds since this node last held everything the peer held",
+            self.seconds_behind.clone(),
+        );
+        peer.register(
+            "refusals",
+            "Peer sessions or frames refused (certificate, cluster, garbage)",
+            self.refusals.clone(),
+        );
+    }
+
+    /// The label set for `peer`.
+    pub fn labels(peer: &str) -> PeerLabels {
+        vec![("peer", peer.to_owned())]
+    }
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -106,6 +183,8 @@ impl Metrics {
         );
         let ready = Gauge::default();
         registry.register("ready", "1 when the node serves votes", ready.clone());
+        let peers = PeerMetrics::default();
+        peers.register(&mut registry);
         Self {
             registry,
             votes,
@@ -118,6 +197,7 @@ impl Metrics {
             engine_queue_depth,
             waiting_replies,
             ready,
+            peers,
         }
     }
 
