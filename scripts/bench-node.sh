@@ -9,7 +9,9 @@
 #   (e) resident memory per held vote ID: the node's VmRSS before and after loading N votes;
 # plus two supplementary rows that tell what limits (b): 4x the connections, and memory-only
 # (NOT durable). Each measurement runs RUNS times (default 3) for SECONDS seconds (default 8),
-# each on a fresh, warmed-up server; the medians are reported. Client and server share this
+# each on a fresh, warmed-up server, the cases interleaved round by round (so a change in the
+# machine's other load hits every case alike); the medians, and the median of the ratios
+# within a round, are reported. Client (`tally load --threads 1`, like `wrk -t1`) and server share this
 # machine's cores (`nproc`), so every figure is for both together. Writes every run and the exact
 # commands under target/bench-node/<time>/ and prints a table (also in summary.md there).
 #
@@ -155,16 +157,14 @@ PY
   tail -n 1 "$RUNS_TSV" | awk -F'\t' '{ printf "  %-16s run %s: %9d votes/s  p50 %6.3f ms  p99 %7.3f ms  check %s\n", $1, $2, $3, $4/1000, $5/1000, $9 }'
 }
 
-# measure CASE START_FUNCTION ADDRESS LOAD_ARGS...: RUNS runs, each on a fresh warmed-up server.
-measure() {
-  local name=$1 start=$2 address=$3
-  shift 3
-  for run in $(seq "$RUNS"); do
-    "$start"
-    warm_up "$address"
-    load_run "$name" "$run" --target "http://$address" "$@"
-    stop_server
-  done
+# measure_run CASE RUN START_FUNCTION ADDRESS LOAD_ARGS...: one run on a fresh warmed-up server.
+measure_run() {
+  local name=$1 run=$2 start=$3 address=$4
+  shift 4
+  "$start"
+  warm_up "$address"
+  load_run "$name" "$run" --target "http://$address" "$@"
+  stop_server
 }
 
 # wrk against the hello route, run $1; appends a row to runs.tsv.
@@ -217,31 +217,36 @@ echo "bench-node: $(nproc) cores shared by client and server; load average $LOAD
 echo "bench-node: data directories on $(df -T "$SCRATCH" | awk 'NR == 2 { print $2 " (" $1 ")" }')"
 echo "bench-node: $RUNS runs of ${SECONDS_PER_RUN} s, $CONNECTIONS connections; output in $OUT"
 
-# (a) the hello route, with tally load and with wrk.
-measure hello start_hello "$HELLO_ADDRESS" --check off --options green,blue \
-  --duration "${SECONDS_PER_RUN}s"
+# (a)-(c) and the supplementary rows, interleaved: run 1 of every case, then run 2, ... so that
+# a change in the machine's other load during the benchmark hits every case alike.
 for run in $(seq "$RUNS"); do
+  # (a) the hello route, with tally load and with wrk.
+  measure_run hello "$run" start_hello "$HELLO_ADDRESS" --check off --options green,blue \
+    --duration "${SECONDS_PER_RUN}s"
   start_hello
   warm_up "$HELLO_ADDRESS"
   wrk_run "$run"
   stop_server
+  # (b) single votes with fsync, (c) batches with fsync.
+  measure_run single "$run" start_node "$NODE_ADDRESS" --duration "${SECONDS_PER_RUN}s"
+  measure_run batch-binary "$run" start_node "$NODE_ADDRESS" --batch-size "$BATCH" --binary \
+    --duration "${SECONDS_PER_RUN}s"
+  measure_run batch-json "$run" start_node "$NODE_ADDRESS" --batch-size "$BATCH" \
+    --duration "${SECONDS_PER_RUN}s"
+  # Supplementary: 4x the connections (if throughput grows, (b) is bound by latency, not
+  # CPU), and the same load without durability (NOT durable; labelled as such).
+  RUN_CONNECTIONS=$((CONNECTIONS * 4)) measure_run single-c4x "$run" start_node "$NODE_ADDRESS" \
+    --duration "${SECONDS_PER_RUN}s"
+  measure_run single-memory "$run" start_memory_node "$NODE_ADDRESS" \
+    --duration "${SECONDS_PER_RUN}s"
 done
-
-# (b) single votes with fsync, (c) batches with fsync.
-measure single start_node "$NODE_ADDRESS" --duration "${SECONDS_PER_RUN}s"
-measure batch-binary start_node "$NODE_ADDRESS" --batch-size "$BATCH" --binary \
-  --duration "${SECONDS_PER_RUN}s"
-measure batch-json start_node "$NODE_ADDRESS" --batch-size "$BATCH" --duration "${SECONDS_PER_RUN}s"
 
 # (d) single votes at half the median maximum rate of (b), open loop.
 HALF_RATE=$(awk -v m="$(median single 3)" 'BEGIN { printf "%d", m / 2 }')
-measure half-rate start_node "$NODE_ADDRESS" --rate "$HALF_RATE" --duration "${SECONDS_PER_RUN}s"
-
-# Supplementary: 4x the connections (if throughput grows, (b) is bound by latency, not CPU),
-# and the same load without durability (NOT durable; labelled as such).
-RUN_CONNECTIONS=$((CONNECTIONS * 4)) measure single-c4x start_node "$NODE_ADDRESS" \
-  --duration "${SECONDS_PER_RUN}s"
-measure single-memory start_memory_node "$NODE_ADDRESS" --duration "${SECONDS_PER_RUN}s"
+for run in $(seq "$RUNS"); do
+  measure_run half-rate "$run" start_node "$NODE_ADDRESS" --rate "$HALF_RATE" \
+    --duration "${SECONDS_PER_RUN}s"
+done
 
 # (e) memory per held vote ID: VmRSS before and after loading MEMORY_VOTES votes (no warm-up).
 MEMORY_TSV=$OUT/memory.tsv
@@ -305,6 +310,16 @@ single = med("single", "votes_per_s")
 batch = max(med("batch-binary", "votes_per_s"), med("batch-json", "votes_per_s"))
 p99 = med("half-rate", "p99_us") / 1000
 wrk = med("wrk-hello", "votes_per_s")
+def paired(case, base):
+    # Per run: case / base measured in the same round, then the median of those ratios.
+    by_run = {r["run"]: float(r["votes_per_s"]) for r in rows if r["case"] == base}
+    ratios = [float(r["votes_per_s"]) / by_run[r["run"]] for r in rows
+              if r["case"] == case and by_run.get(r["run"])]
+    return statistics.median(ratios) if ratios else 0.0
+print(f"\nPaired ratios (median over runs of the ratio within a round): single/hello "
+      f"{paired('single', 'hello'):.2f}, single/wrk-hello {paired('single', 'wrk-hello'):.2f}, "
+      f"hello/wrk-hello {paired('hello', 'wrk-hello'):.2f}, memory-only single/hello "
+      f"{paired('single-memory', 'hello'):.2f}")
 print("\nTargets:")
 print(f"- single votes with fsync ≥ 0.8× hello: {single / hello if hello else 0:.2f}× — "
       f"{'MET' if hello and single >= 0.8 * hello else 'NOT MET'}")

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tally_node::config::Config;
 use tally_node::load::check::CheckMode;
 use tally_node::load::target::Target;
-use tally_node::load::{LoadPlan, run};
+use tally_node::load::{LoadPlan, run, run_on_own_threads};
 use tally_node::storage::MemoryStorage;
 use tally_node::{SystemClock, WalExecutor};
 use tokio::sync::oneshot;
@@ -115,7 +115,8 @@ async fn retries_to_the_same_node_answer_duplicate_and_count_once() {
         seed: seed(),
         ..LoadPlan::for_targets(vec![node.url()])
     };
-    let report = run(&plan).await.unwrap();
+    // As `tally load` runs it: on a single-threaded runtime of its own.
+    let report = run_on_own_threads(plan, 1).await.unwrap();
     println!("{report}");
     assert_eq!(report.check_passed, Some(true));
     assert!(report.outcomes.duplicate > 500, "{:?}", report.outcomes);

@@ -31,6 +31,8 @@ use self::worker::{Shared, Worker, WorkerReport};
 use self::workload::{Encoding, RetryPools};
 use crate::config::BATCH_VOTES_MAX;
 
+/// Most client threads.
+pub const THREADS_MAX: usize = 16;
 /// Most connections one run may open.
 pub const CONNECTIONS_MAX: usize = 1_024;
 /// Most nodes one run may drive.
@@ -120,6 +122,10 @@ pub struct LoadArgs {
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Client threads (at most 16). One, like `wrk -t1`, leaves the most CPU to a node on the
+    /// same machine: a single-threaded runtime has no cross-thread wake-ups.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 /// Why a run could not be done (a failed check is not an error: see the report).
@@ -576,11 +582,49 @@ async fn settle(
     }
 }
 
+/// Runs `plan` on a runtime of its own with `threads` threads (a current-thread runtime for
+/// one), on a new OS thread, and waits for it without blocking the caller's runtime.
+pub async fn run_on_own_threads(plan: LoadPlan, threads: usize) -> Result<LoadReport, LoadError> {
+    if !(1..=THREADS_MAX).contains(&threads) {
+        return Err(LoadError::Invalid(format!(
+            "--threads must be 1 to {THREADS_MAX}"
+        )));
+    }
+    let (done, report) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("tally-load".into())
+        .spawn(move || {
+            let runtime = if threads == 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .enable_all()
+                    .build()
+            };
+            let result = match runtime {
+                Ok(runtime) => runtime.block_on(run(&plan)),
+                Err(e) => Err(LoadError::Invalid(format!(
+                    "cannot start the client runtime: {e}"
+                ))),
+            };
+            let _ = done.send(result);
+        })
+        .map_err(|e| LoadError::Invalid(format!("cannot start the client thread: {e}")))?;
+    report
+        .await
+        .map_err(|_| LoadError::Invalid("the client thread panicked".into()))?
+}
+
 /// `tally load`: runs, prints the report, writes the JSON report if asked; `Err` when the
 /// run could not be done or the check failed (so the process exits non-zero).
 pub async fn main(args: LoadArgs) -> Result<(), String> {
     let plan = args.plan().map_err(|e| e.to_string())?;
-    let report = run(&plan).await.map_err(|e| e.to_string())?;
+    let report = run_on_own_threads(plan, args.threads)
+        .await
+        .map_err(|e| e.to_string())?;
     print!("{report}");
     if let Some(path) = &args.json_report {
         let json = serde_json::to_vec_pretty(&report).map_err(|e| e.to_string())?;
