@@ -54,7 +54,7 @@ mkdir -p "$OUT"
 SCRATCH=$(mktemp -d)
 RUNS_TSV=$OUT/runs.tsv
 COMMANDS=$OUT/commands.txt
-printf 'case\trun\tvotes_per_s\tp50_us\tp99_us\tp999_us\tmax_us\terrors\tcheck\tserver_cpu_s\tclient_cpu_s\tvotes\tservice_p99_us\n' >"$RUNS_TSV"
+printf 'case\trun\tvotes_per_s\tp50_us\tp99_us\tp999_us\tmax_us\terrors\tcheck\tserver_cpu_s\tclient_cpu_s\tvotes\tservice_p99_us\tother_cores\n' >"$RUNS_TSV"
 : >"$COMMANDS"
 
 SERVER_PID=""
@@ -119,6 +119,11 @@ server_cpu() {
   awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$SERVER_PID/stat"
 }
 
+# CPU seconds the whole machine has been busy (all cores; idle and I/O wait excluded).
+machine_busy() {
+  awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%.3f", ($2 + $3 + $4 + $7 + $8 + $9) / hz }' /proc/stat
+}
+
 # VmRSS of the server in kB.
 server_rss_kb() {
   awk '/^VmRSS:/ { print $2 }' "/proc/$SERVER_PID/status"
@@ -133,28 +138,34 @@ load_run() {
   local cmd=("$TALLY" load --connections "${RUN_CONNECTIONS:-$CONNECTIONS}" --no-progress
     --json-report "$report" "$@")
   echo "$name run $run: ${cmd[*]}" >>"$COMMANDS"
-  local cpu_before cpu_after status=0
+  local cpu_before cpu_after busy_before busy_after status=0
   cpu_before=$(server_cpu)
+  busy_before=$(machine_busy)
   /usr/bin/time -f '%U %S' -o "$OUT/$name-$run.time" "${cmd[@]}" >"$OUT/$name-$run.txt" 2>&1 || status=$?
+  busy_after=$(machine_busy)
   cpu_after=$(server_cpu)
   if [ ! -s "$report" ]; then
     echo "bench-node: $name run $run failed (exit $status):" >&2
     cat "$OUT/$name-$run.txt" >&2
     exit 1
   fi
-  python3 - "$report" "$name" "$run" "$cpu_before" "$cpu_after" "$OUT/$name-$run.time" >>"$RUNS_TSV" <<'PY'
+  python3 - "$report" "$name" "$run" "$cpu_before" "$cpu_after" "$OUT/$name-$run.time" \
+    "$busy_before" "$busy_after" >>"$RUNS_TSV" <<'PY'
 import json, sys
-report, name, run, before, after, timing = sys.argv[1:7]
+report, name, run, before, after, timing, busy_before, busy_after = sys.argv[1:9]
 r = json.load(open(report))
 client = sum(float(x) for x in open(timing).read().split()[-2:])
+# Cores kept busy by everything but this server and this client (other tenants, the kernel's
+# own threads), averaged over the run: how disturbed the measurement was.
+other = (float(busy_after) - float(busy_before) - (float(after) - float(before)) - client) / r["elapsed_s"]
 errors = sum(r["errors"].values())
 check = {None: "off", True: "passed", False: "FAILED"}[r["check_passed"]]
 lat = r["latency"]
 print("\t".join(str(x) for x in [name, run, round(r["votes_per_s"]), lat["p50_us"], lat["p99_us"],
       lat["p999_us"], lat["max_us"], errors, check, round(float(after) - float(before), 3),
-      round(client, 3), r["votes_sent"], r["service_time"]["p99_us"]]))
+      round(client, 3), r["votes_sent"], r["service_time"]["p99_us"], round(max(other, 0), 2)]))
 PY
-  tail -n 1 "$RUNS_TSV" | awk -F'\t' '{ printf "  %-16s run %s: %9d votes/s  p50 %6.3f ms  p99 %7.3f ms  check %s\n", $1, $2, $3, $4/1000, $5/1000, $9 }'
+  tail -n 1 "$RUNS_TSV" | awk -F'\t' '{ printf "  %-16s run %s: %9d votes/s  p50 %6.3f ms  p99 %7.3f ms  check %s  other load %.2f cores\n", $1, $2, $3, $4/1000, $5/1000, $9, $14 }'
 }
 
 # measure_run CASE RUN START_FUNCTION ADDRESS LOAD_ARGS...: one run on a fresh warmed-up server.
@@ -173,15 +184,19 @@ wrk_run() {
   local cmd=(wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s "$WRK_LUA" --latency
     "http://$HELLO_ADDRESS/v1/polls/superbowl/votes")
   echo "wrk-hello run $run: ${cmd[*]}" >>"$COMMANDS"
-  local cpu_before cpu_after
+  local cpu_before cpu_after busy_before busy_after
   cpu_before=$(server_cpu)
+  busy_before=$(machine_busy)
   /usr/bin/time -f '%U %S' -o "$OUT/wrk-$run.time" "${cmd[@]}" >"$OUT/wrk-$run.txt" 2>&1
+  busy_after=$(machine_busy)
   cpu_after=$(server_cpu)
-  python3 - "$OUT/wrk-$run.txt" "$run" "$cpu_before" "$cpu_after" "$OUT/wrk-$run.time" >>"$RUNS_TSV" <<'PY'
+  python3 - "$OUT/wrk-$run.txt" "$run" "$cpu_before" "$cpu_after" "$OUT/wrk-$run.time" \
+    "$busy_before" "$busy_after" "$SECONDS_PER_RUN" >>"$RUNS_TSV" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
 run, before, after = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 client = sum(float(x) for x in open(sys.argv[5]).read().split()[-2:])
+other = (float(sys.argv[7]) - float(sys.argv[6]) - (after - before) - client) / float(sys.argv[8])
 def us(pattern):
     m = re.search(pattern + r"\s+([\d.]+)(us|ms|s)\b", text)
     if not m:
@@ -194,9 +209,9 @@ sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), tim
 errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sockets.groups())) if sockets else 0)
 print("\t".join(str(x) for x in ["wrk-hello", run, round(rate), us("50%"), us("99%"), 0,
       us(r"Latency\s+[\d.]+\w+\s+[\d.]+\w+"), errors, "off", round(after - before, 3),
-      round(client, 3), total, 0]))
+      round(client, 3), total, 0, round(max(other, 0), 2)]))
 PY
-  tail -n 1 "$RUNS_TSV" | awk -F'\t' '{ printf "  %-16s run %s: %9d req/s    p50 %6.3f ms  p99 %7.3f ms\n", $1, $2, $3, $4/1000, $5/1000 }'
+  tail -n 1 "$RUNS_TSV" | awk -F'\t' '{ printf "  %-16s run %s: %9d req/s    p50 %6.3f ms  p99 %7.3f ms  other load %.2f cores\n", $1, $2, $3, $4/1000, $5/1000, $14 }'
 }
 
 # Median of column $2 (1-based) of case $1's rows.
@@ -282,9 +297,10 @@ def spread(case):
 checks = {c: {r["check"] for r in rows if r["case"] == c} for c in {r["case"] for r in rows}}
 hello = med("hello", "votes_per_s")
 print(f"Node benchmark: medians of {n} runs of {secs} s, {conns} connections, on 127.0.0.1; client and "
-      f"server share {cores} cores (load average {load_before} before, {load_after} after).\n")
-print("| case | votes/s (median) | × hello | runs (votes/s) | p50 ms | p99 ms | node CPU µs/vote | client CPU µs/vote | check |")
-print("|---|---:|---:|---|---:|---:|---:|---:|---|")
+      f"server share {cores} cores (load average {load_before} before, {load_after} after; 'other "
+      f"load' is the cores kept busy by everything else during a run, median over runs).\n")
+print("| case | votes/s (median) | × hello | runs (votes/s) | p50 ms | p99 ms | node CPU µs/vote | client CPU µs/vote | other load, cores | check |")
+print("|---|---:|---:|---|---:|---:|---:|---:|---:|---|")
 names = {
     "hello": "(a) hello route, tally load",
     "wrk-hello": "(a) hello route, wrk -t1",
@@ -300,7 +316,7 @@ for case, label in names.items():
     print(f"| {label} | {v:,.0f} | {v / hello if hello else 0:.2f} | {spread(case)} | "
           f"{med(case, 'p50_us') / 1000:.3f} | {med(case, 'p99_us') / 1000:.3f} | "
           f"{per_vote_us(case, 'server_cpu_s'):.2f} | {per_vote_us(case, 'client_cpu_s'):.2f} | "
-          f"{'/'.join(sorted(checks.get(case, set())))} |")
+          f"{med(case, 'other_cores'):.2f} | {'/'.join(sorted(checks.get(case, set())))} |")
 mem = list(csv.DictReader(open(memory), delimiter="\t"))
 bpv = statistics.median(float(r["bytes_per_vote"]) for r in mem) if mem else 0.0
 runs_bpv = " / ".join(r["bytes_per_vote"] for r in mem)
