@@ -8,12 +8,14 @@
 //! incarnation and log it first), apply the configured polls, then serve. Shutdown: stop
 //! taking requests, let the engine flush and fsync what it accepted, and return.
 
+pub mod certs;
 pub mod config;
 pub mod dashboard;
 pub mod engine;
 pub mod http;
 pub mod load;
 pub mod metrics;
+pub mod peer;
 pub mod recovery;
 pub mod results;
 pub mod stall_guard;

@@ -26,6 +26,9 @@ enum Command {
     /// Drive one or more nodes with votes (single or batched, at a rate or flat out), report
     /// throughput and latency, and check each node's tally against what it acknowledged.
     Load(tally_node::load::LoadArgs),
+    /// Generate a development cluster CA and one certificate per node, for mutual TLS
+    /// between peers: `tally certs --out certs --nodes us-east,us-west,eu`.
+    Certs(tally_node::certs::CertsArgs),
 }
 
 /// Settings for `tally run`. Flags override the config file, which overrides the defaults.
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Load(args) => runtime.block_on(tally_node::load::main(args)),
+        Command::Certs(args) => tally_node::certs::main(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
