@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Clock;
 use crate::metrics::Metrics;
+use crate::peer::sync::PeerBoard;
 use crate::results::ResultsSnapshot;
 use crate::wal::{WalDone, WalEntry, WalJob};
 
@@ -196,6 +197,8 @@ pub struct Engine {
     durable_token: u64,
     /// A poll was created or its window changed since the last published snapshot.
     polls_changed: bool,
+    /// Peer statuses, read when results are captured ("how stale").
+    peers: PeerBoard,
 }
 
 impl Engine {
@@ -205,12 +208,14 @@ impl Engine {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
         results_tick: Duration,
+        peers: PeerBoard,
     ) -> Self {
         Self {
             replica,
             clock,
             metrics,
             results_tick,
+            peers,
             waiting: VecDeque::new(),
             unlogged_entries: Vec::new(),
             in_flight_jobs: VecDeque::new(),
@@ -268,10 +273,7 @@ impl Engine {
             }
         }
         self.compact_log(&mut io).await?;
-        io.results.send_replace(Arc::new(ResultsSnapshot::capture(
-            &self.replica,
-            self.clock.now(),
-        )));
+        self.publish(&io.results);
         Ok(())
     }
 
@@ -320,7 +322,9 @@ impl Engine {
     /// Publishes a snapshot of the replica now, sharing the previous one's unchanged polls.
     fn publish(&self, results: &watch::Sender<Arc<ResultsSnapshot>>) {
         let previous = results.borrow().clone();
-        let next = ResultsSnapshot::capture_since(&self.replica, self.clock.now(), &previous);
+        let peers = self.peers.lock().map(|b| b.clone()).unwrap_or_default();
+        let next =
+            ResultsSnapshot::capture_since(&self.replica, self.clock.now(), &peers, &previous);
         results.send_replace(Arc::new(next));
     }
 

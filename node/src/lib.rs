@@ -11,6 +11,7 @@
 pub mod certs;
 pub mod config;
 pub mod dashboard;
+pub mod demo;
 pub mod engine;
 pub mod http;
 pub mod load;
@@ -34,6 +35,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::engine::{Engine, EngineIo};
 use crate::metrics::Metrics;
+use crate::peer::sync::{PeerBoard, PeerTarget, SyncContext};
 use crate::results::ResultsSnapshot;
 use crate::storage::Storage;
 
@@ -83,6 +85,8 @@ pub struct NodeIo<L, S, F> {
     pub shutdown: F,
     /// How the log writer runs.
     pub wal_executor: WalExecutor,
+    /// The UDP socket for peer sync over QUIC (`None`: no peer sync).
+    pub peer_socket: Option<peer::transport::PeerSocket>,
 }
 
 /// Why a node stopped with an error.
@@ -103,6 +107,12 @@ pub enum NodeError {
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    /// The peer certificates could not be loaded.
+    #[error("peer TLS: {0}")]
+    Tls(#[from] Box<peer::tls::TlsError>),
+    /// The peer endpoint could not start.
+    #[error("peer endpoint: {0}")]
+    PeerEndpoint(std::io::Error),
 }
 
 /// What a running node tells its caller once it is serving.
@@ -114,6 +124,8 @@ pub struct NodeHandle {
     pub results: watch::Receiver<Arc<ResultsSnapshot>>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
+    /// Every peer's sync status.
+    pub peers: PeerBoard,
 }
 
 /// A node that has recovered and whose engine runs, but that serves no connections yet:
@@ -127,9 +139,11 @@ pub struct Started {
     stopping: watch::Sender<bool>,
     engine: tokio::task::JoinHandle<Result<(), engine::EngineError>>,
     writer: wal_writer::WriterDone,
+    peer_endpoint: Option<quinn::Endpoint>,
+    peer_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Recovers the log in `storage` and starts the engine and the log writer.
+/// Recovers the log in `storage` and starts the engine and the log writer (no peer sync).
 pub fn start<S: Storage + 'static>(
     config: &Config,
     storage: S,
@@ -137,17 +151,32 @@ pub fn start<S: Storage + 'static>(
     rng_seed: u64,
     wal_executor: WalExecutor,
 ) -> Result<Started, NodeError> {
+    start_with_peers(config, storage, clock, rng_seed, wal_executor, None)
+}
+
+/// Recovers the log in `storage`, starts the engine and the log writer, and, given a peer
+/// socket, the QUIC endpoint with one pull session per configured peer. A node with peers
+/// reports ready once it has caught up with every peer (or after `catch_up_timeout_ms`).
+pub fn start_with_peers<S: Storage + 'static>(
+    config: &Config,
+    storage: S,
+    clock: Arc<dyn Clock>,
+    rng_seed: u64,
+    wal_executor: WalExecutor,
+    peer_socket: Option<peer::transport::PeerSocket>,
+) -> Result<Started, NodeError> {
     let validated = config.validate()?;
     let recovered = recovery::recover(config, &validated, storage, &*clock, rng_seed)?;
     let metrics = Arc::new(Metrics::new());
-    let actor = recovered.replica.actor().to_string();
+    let actor = recovered.replica.actor().clone();
     tracing::info!(
         %actor,
         report = %recovered.report,
         new_incarnation = recovered.new_incarnation,
         "recovered"
     );
-    let initial = ResultsSnapshot::capture(&recovered.replica, clock.now());
+    let board = PeerBoard::default();
+    let initial = ResultsSnapshot::capture(&recovered.replica, clock.now(), &Default::default());
     let (results_tx, results_rx) = watch::channel(Arc::new(initial));
     let (command_tx, command_rx) = mpsc::channel(config.engine_queue_max);
     let (job_tx, done_rx, writer) =
@@ -157,6 +186,7 @@ pub fn start<S: Storage + 'static>(
         clock.clone(),
         metrics.clone(),
         Duration::from_millis(config.results_tick_ms),
+        board.clone(),
     );
     let engine = tokio::spawn(engine.run(EngineIo {
         commands: command_rx,
@@ -164,14 +194,82 @@ pub fn start<S: Storage + 'static>(
         wal_done: done_rx,
         results: results_tx,
     }));
-    let ready = Arc::new(AtomicBool::new(true));
+    let syncing = peer_socket.is_some() && !config.peers.is_empty();
+    let ready = Arc::new(AtomicBool::new(!syncing));
     let (stopping, stopping_rx) = watch::channel(false);
+    let mut peer_tasks = Vec::new();
+    let peer_endpoint = match peer_socket {
+        Some(socket) => {
+            let Some(files) = &config.tls else {
+                return Err(config::ConfigError::Invalid {
+                    setting: "tls",
+                    message: "peer sync needs [tls] ca, cert and key files (see `tally certs`)"
+                        .into(),
+                }
+                .into());
+            };
+            let tls = peer::tls::ClusterTls::load(
+                &files.ca,
+                &files.cert,
+                &files.key,
+                validated.node_id.clone(),
+            )
+            .map_err(Box::new)?;
+            let endpoint = peer::transport::endpoint(socket, &tls, rng_seed ^ PEER_RNG_SALT)
+                .map_err(NodeError::PeerEndpoint)?;
+            let context = Arc::new(SyncContext {
+                engine: command_tx.clone(),
+                hello: tally_core::wire::Hello {
+                    cluster_id: config.cluster_id.clone(),
+                    protocol_version: tally_core::wire::PROTOCOL_VERSION,
+                    actor: actor.clone(),
+                },
+                tick: Duration::from_millis(config.sync_tick_ms),
+                records_per_round_max: config.sync_records_per_round_max,
+                board: board.clone(),
+                clock: clock.clone(),
+                metrics: metrics.clone(),
+            });
+            peer_tasks.push(tokio::spawn(peer::sync::serve_incoming(
+                endpoint.clone(),
+                context.clone(),
+            )));
+            for (index, entry) in config.peers.iter().enumerate() {
+                let target = PeerTarget {
+                    node: tally_core::NodeId::new(entry.id.clone()).map_err(|e| {
+                        config::ConfigError::Invalid {
+                            setting: "peers",
+                            message: e.to_string(),
+                        }
+                    })?,
+                    address: entry.address,
+                };
+                let seed = rng_seed.wrapping_add(index as u64 + 1) ^ PEER_RNG_SALT;
+                peer_tasks.push(tokio::spawn(peer::sync::pull_from(
+                    endpoint.clone(),
+                    target,
+                    context.clone(),
+                    seed,
+                    stopping_rx.clone(),
+                )));
+            }
+            peer_tasks.push(tokio::spawn(report_ready_after_catch_up(
+                board.clone(),
+                config.peers.iter().map(|p| p.id.clone()).collect(),
+                Duration::from_millis(config.catch_up_timeout_ms),
+                ready.clone(),
+                stopping_rx.clone(),
+            )));
+            Some(endpoint)
+        }
+        None => None,
+    };
     let state = http::AppState {
         engine: command_tx,
         results: results_rx.clone(),
         metrics: metrics.clone(),
         vote_id_key: Arc::new(validated.vote_id_key),
-        actor,
+        actor: actor.to_string(),
         admin_token: Arc::from(config.admin_token.as_str()),
         clock,
         sse_tick_ms: config.sse_tick_ms,
@@ -185,11 +283,48 @@ pub fn start<S: Storage + 'static>(
             ready,
             results: results_rx,
             metrics,
+            peers: board,
         },
         stopping,
         engine,
         writer,
+        peer_endpoint,
+        peer_tasks,
     })
+}
+
+/// Separates the peer endpoint's random stream from the node's own.
+const PEER_RNG_SALT: u64 = 0x7065_6572_5f72_6e67;
+
+/// Marks the node ready once every peer has answered a round with nothing this node lacked,
+/// or after `timeout` (a peer may be down for good; the node must still serve).
+async fn report_ready_after_catch_up(
+    board: PeerBoard,
+    peers: Vec<String>,
+    timeout: Duration,
+    ready: Arc<AtomicBool>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let caught_up = board.lock().is_ok_and(|board| {
+            peers
+                .iter()
+                .all(|p| board.get(p).is_some_and(|s| s.caught_up_at.is_some()))
+        });
+        if caught_up || tokio::time::Instant::now() >= deadline {
+            if !caught_up {
+                tracing::warn!("not caught up with every peer in time; reporting ready anyway");
+            }
+            ready.store(true, Ordering::Release);
+            return;
+        }
+        tokio::select! {
+            biased;
+            _ = stopping.wait_for(|stop| *stop) => return,
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
 }
 
 impl Started {
@@ -202,10 +337,19 @@ impl Started {
             stopping,
             engine,
             writer,
+            peer_endpoint,
+            peer_tasks,
         } = self;
         handle.ready.store(false, Ordering::Release);
         let _ = stopping.send(true);
         drop(router);
+        if let Some(endpoint) = peer_endpoint {
+            endpoint.close(0u32.into(), b"node stopping");
+        }
+        for task in peer_tasks {
+            task.abort();
+            let _ = task.await;
+        }
         let engine_result = engine.await;
         writer.wait().await;
         match engine_result {
@@ -230,7 +374,14 @@ where
     S: Storage + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    let mut started = start(&config, io.storage, io.clock, io.rng_seed, io.wal_executor)?;
+    let mut started = start_with_peers(
+        &config,
+        io.storage,
+        io.clock,
+        io.rng_seed,
+        io.wal_executor,
+        io.peer_socket,
+    )?;
     on_ready(started.handle.clone());
     let router = std::mem::replace(&mut started.router, axum::Router::new());
     let shutdown = io.shutdown;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use tally_node::config::Config;
+use tally_node::peer::transport::PeerSocket;
 use tally_node::storage::{DirStorage, MemoryStorage, Storage};
 use tally_node::{NodeIo, SystemClock, WalExecutor};
 
@@ -21,6 +22,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a three-region cluster on 127.0.0.1 (HTTP 8081–8083), drive a burst of votes with
+    /// cross-region retries, and show that every region converges to the acknowledged votes.
+    Demo(tally_node::demo::DemoArgs),
     /// Serve one region: the voting API, live results over SSE, the dashboard and metrics.
     Run(RunArgs),
     /// Drive one or more nodes with votes (single or batched, at a rate or flat out), report
@@ -85,13 +89,18 @@ impl RunArgs {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own story; its regions log only warnings unless RUST_LOG says more.
+    let default_level = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -100,6 +109,7 @@ fn main() -> ExitCode {
         }
     };
     let outcome = match cli.command {
+        Command::Demo(args) => runtime.block_on(tally_node::demo::main(args)),
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Load(args) => runtime.block_on(tally_node::load::main(args)),
         Command::Certs(args) => tally_node::certs::main(&args),
@@ -134,6 +144,13 @@ async fn serve<S: Storage + 'static>(config: Config, storage: S) -> Result<(), S
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let peer_socket = match config.peer_listen {
+        Some(peer_listen) => Some(PeerSocket::Udp(
+            std::net::UdpSocket::bind(peer_listen)
+                .map_err(|e| format!("cannot listen for peers on {peer_listen} (UDP): {e}"))?,
+        )),
+        None => None,
+    };
     let io = NodeIo {
         listener,
         storage,
@@ -141,6 +158,7 @@ async fn serve<S: Storage + 'static>(config: Config, storage: S) -> Result<(), S
         rng_seed: rand::random(),
         shutdown: shutdown_signal(),
         wal_executor: WalExecutor::DedicatedThread,
+        peer_socket,
     };
     let polls: Vec<String> = config.polls.iter().map(|p| p.id.clone()).collect();
     tally_node::run(config, io, move |_| {

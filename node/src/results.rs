@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+
+use crate::peer::sync::PeerStatus;
 use serde::Serialize;
 use tally_core::{PollId, PollStatus, PollWindow, Replica, Second, UnixMillis};
 
@@ -33,6 +35,13 @@ pub struct ActorIncluded {
     pub records: u64,
     /// Whether it is this node's own actor.
     pub local: bool,
+    /// How stale this node's view of that actor may be: milliseconds since this node last
+    /// heard from the actor's node (0 for its own actor; absent when that node is not a
+    /// direct peer, e.g. an old incarnation whose records came relayed).
+    pub heard_ms_ago: Option<u64>,
+    /// Whether a sync session with the actor's node is up (absent for its own actor and for
+    /// nodes that are not direct peers).
+    pub connected: Option<bool>,
 }
 
 /// The results of one poll at one moment, as served by `GET /v1/polls/{poll}/results`.
@@ -81,6 +90,9 @@ pub struct PollSnapshot {
     pub option_names: Vec<String>,
     /// When the poll takes votes.
     pub window: PollWindow,
+    /// Bumped whenever the votes, status or window change (not on staleness alone): SSE
+    /// subscribers send `sse_frame` when it differs from the one they sent last.
+    pub version: u64,
 }
 
 impl PollSnapshot {
@@ -148,27 +160,40 @@ impl ResultsSnapshot {
     /// Captures every poll of `replica` at `now`, keeping `previous`'s entry (the same `Arc`)
     /// for every poll whose results did not change, so subscribers can tell "changed" by
     /// pointer.
-    pub fn capture_since(replica: &Replica, now: UnixMillis, previous: &ResultsSnapshot) -> Self {
-        let mut next = Self::capture(replica, now);
+    pub fn capture_since(
+        replica: &Replica,
+        now: UnixMillis,
+        peers: &BTreeMap<String, PeerStatus>,
+        previous: &ResultsSnapshot,
+    ) -> Self {
+        let mut next = Self::capture(replica, now, peers);
         for (poll, snapshot) in next.polls.iter_mut() {
             let Some(old) = previous.polls.get(poll) else {
                 continue;
             };
-            let same = PollResults {
-                as_of_ms: old.results.as_of_ms,
-                ..snapshot.results.clone()
-            } == old.results
+            let votes_alike = |a: &PollResults, b: &PollResults| {
+                a.options == b.options && a.total == b.total && a.status == b.status
+            };
+            let same = votes_alike(&old.results, &snapshot.results)
                 && old.history == snapshot.history
                 && old.window == snapshot.window;
+            let fresh = Arc::make_mut(snapshot);
             if same {
-                *snapshot = old.clone();
+                fresh.sse_frame = old.sse_frame.clone();
+                fresh.version = old.version;
+            } else {
+                fresh.version = old.version + 1;
             }
         }
         next
     }
 
     /// Captures every poll of `replica` at `now`.
-    pub fn capture(replica: &Replica, now: UnixMillis) -> Self {
+    pub fn capture(
+        replica: &Replica,
+        now: UnixMillis,
+        peers: &BTreeMap<String, PeerStatus>,
+    ) -> Self {
         let polls = replica
             .poll_specs()
             .filter_map(|spec| {
@@ -184,6 +209,15 @@ impl ResultsSnapshot {
                         node: actor.node.to_string(),
                         records,
                         local: actor == replica.actor(),
+                        heard_ms_ago: if actor == replica.actor() {
+                            Some(0)
+                        } else {
+                            peers
+                                .get(actor.node.as_str())
+                                .and_then(|p| p.last_contact)
+                                .map(|at| now.0.saturating_sub(at.0))
+                        },
+                        connected: peers.get(actor.node.as_str()).map(|p| p.connected),
                     })
                     .collect();
                 let results = PollResults {
@@ -208,6 +242,7 @@ impl ResultsSnapshot {
                     sse_frame,
                     option_names,
                     window: spec.window,
+                    version: 0,
                 };
                 Some((spec.id().clone(), Arc::new(snapshot)))
             })

@@ -163,7 +163,10 @@ pub(super) async fn stream(
                         _ = interval.tick() => {}
                     }
                     let current = results.borrow().polls.get(&id).cloned()?;
-                    if last.as_ref().is_none_or(|l| !Arc::ptr_eq(l, &current)) {
+                    if last
+                        .as_ref()
+                        .is_none_or(|l: &Arc<PollSnapshot>| l.version != current.version)
+                    {
                         let frame = current.sse_frame.clone();
                         last = Some(current);
                         return Some((Ok::<_, Infallible>(frame), (guard, last, interval, 0)));
