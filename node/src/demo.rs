@@ -123,7 +123,10 @@ pub async fn main(args: DemoArgs) -> Result<(), String> {
     let regions = regions(&args, &dir)?;
     let (stop, stopped) = watch::channel(false);
     let (handles, tasks) = start_regions(&regions, &stopped)?;
-    let outcome = drive(&args, &regions, &handles).await;
+    let outcome = tokio::select! {
+        outcome = drive(&args, &regions, &handles) => outcome,
+        _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
+    };
     if outcome.is_ok() && args.keep_running {
         println!("\nThe cluster keeps running; Ctrl-C stops it.");
         let _ = tokio::signal::ctrl_c().await;

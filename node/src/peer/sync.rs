@@ -83,6 +83,20 @@ pub enum SessionError {
     Timeout,
 }
 
+impl SessionError {
+    /// Whether the session ended by an orderly close (a peer or this node stopping), not a
+    /// fault worth a warning.
+    pub fn is_orderly(&self) -> bool {
+        matches!(
+            self,
+            Self::Connection(
+                quinn::ConnectionError::ApplicationClosed(_)
+                    | quinn::ConnectionError::LocallyClosed
+            )
+        )
+    }
+}
+
 /// What every session needs.
 pub struct SyncContext {
     /// The engine's command queue.
@@ -240,7 +254,11 @@ pub async fn serve_incoming(endpoint: quinn::Endpoint, context: Arc<SyncContext>
             };
             if let Err(error) = answer_peer(&connection, &context).await {
                 refuse(&connection, &error, &context.metrics.peers, "incoming");
-                tracing::warn!(%remote, %error, "incoming peer session ended");
+                if error.is_orderly() {
+                    tracing::debug!(%remote, %error, "incoming peer session closed");
+                } else {
+                    tracing::warn!(%remote, %error, "incoming peer session ended");
+                }
             }
         });
     }
@@ -362,8 +380,12 @@ pub async fn pull_from(
             result = session => result,
         };
         set_connected(&context, &label, false);
-        if let Err(error) = result {
-            tracing::warn!(peer = %label, %error, "peer session ended; reconnecting");
+        match result {
+            Err(error) if error.is_orderly() => {
+                tracing::info!(peer = %label, %error, "peer session closed; reconnecting");
+            }
+            Err(error) => tracing::warn!(peer = %label, %error, "peer session ended; reconnecting"),
+            Ok(()) => {}
         }
         let delay = backoff.next_delay();
         tokio::select! {
