@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tally_core::limits::COUNTER_ENTRIES_PER_MESSAGE_MAX;
 use tally_core::wire::CounterState;
 use tally_core::{
     AcceptError, LocalVote, OptionIndex, PollError, PollId, PollSpec, PollWindow, RecordBatch,
@@ -427,7 +428,18 @@ impl Engine {
             let sent: usize = batches.iter().map(RecordBatch::len).sum();
             budget -= sent.min(budget);
             reply.batches.extend(batches);
-            reply.counters.extend(self.replica.counter_state(spec.id()));
+            if let (Some(counters), Some(state)) = (
+                self.replica.counter_state(spec.id()),
+                self.replica.state(spec.id()),
+            ) {
+                let lagging = |actor: &tally_core::ActorId| {
+                    let ours = state.held(actor);
+                    ours == 0 || theirs.get(actor) < ours
+                };
+                reply
+                    .counters
+                    .extend(counters_for_lagging(counters, lagging));
+            }
         }
         reply.truncated = budget == 0;
         reply
@@ -593,9 +605,114 @@ impl Engine {
     }
 }
 
+/// The part of a counter state a peer needs, in messages of at most
+/// [`COUNTER_ENTRIES_PER_MESSAGE_MAX`] entries. A peer holding every record of an actor that
+/// this node holds derives that actor's counters itself, so only `lagging` actors are sent
+/// (and actors known here only by counters, which are relayed): a caught-up cluster exchanges
+/// almost nothing, and a long poll's counters never overflow a message.
+fn counters_for_lagging(
+    state: CounterState,
+    lagging: impl Fn(&tally_core::ActorId) -> bool,
+) -> Vec<CounterState> {
+    let mut messages = Vec::new();
+    let mut current = CounterState {
+        poll: state.poll.clone(),
+        actors: Vec::new(),
+    };
+    let mut entries = 0usize;
+    for mut actor in state.actors.into_iter().filter(|a| lagging(&a.actor)) {
+        while !actor.entries.is_empty() {
+            let room = COUNTER_ENTRIES_PER_MESSAGE_MAX - entries;
+            let take = room.min(actor.entries.len());
+            let rest = actor.entries.split_off(take);
+            entries += actor.entries.len();
+            current.actors.push(actor.clone());
+            actor.entries = rest;
+            if entries == COUNTER_ENTRIES_PER_MESSAGE_MAX {
+                messages.push(std::mem::replace(
+                    &mut current,
+                    CounterState {
+                        poll: state.poll.clone(),
+                        actors: Vec::new(),
+                    },
+                ));
+                entries = 0;
+            }
+        }
+    }
+    if !current.actors.is_empty() {
+        messages.push(current);
+    }
+    messages
+}
+
 fn ack(vote: LocalVote) -> VoteAck {
     match vote {
         LocalVote::Counted { seq, second } => VoteAck::Counted { seq, second },
         LocalVote::Duplicate { .. } => VoteAck::Duplicate,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_core::wire::{ActorCounters, CounterEntry};
+    use tally_core::{ActorId, NodeId};
+
+    fn actor(node: &str) -> ActorId {
+        ActorId {
+            node: NodeId::new(node).unwrap(),
+            incarnation: 1,
+        }
+    }
+
+    #[test]
+    fn counters_for_peers_skip_caught_up_actors_and_split_at_the_message_limit() {
+        // Goal: a long poll's counters never exceed one message's limit, and actors the peer
+        // already holds every record of are not sent at all.
+        let entries = |count: u32| -> Vec<CounterEntry> {
+            (0..count)
+                .map(|second| CounterEntry {
+                    second,
+                    option: 0,
+                    accepted: 1,
+                    retracted: 0,
+                })
+                .collect()
+        };
+        let state = CounterState {
+            poll: PollId::new("p").unwrap(),
+            actors: vec![
+                ActorCounters {
+                    actor: actor("lagging"),
+                    entries: entries(150_000),
+                },
+                ActorCounters {
+                    actor: actor("caught-up"),
+                    entries: entries(10),
+                },
+            ],
+        };
+        let messages = counters_for_lagging(state, |a| a.node.as_str() == "lagging");
+        assert_eq!(messages.len(), 3);
+        let sizes: Vec<usize> = messages
+            .iter()
+            .map(|m| m.actors.iter().map(|a| a.entries.len()).sum())
+            .collect();
+        assert_eq!(sizes, vec![65_536, 65_536, 150_000 - 2 * 65_536]);
+        assert!(
+            messages
+                .iter()
+                .flat_map(|m| &m.actors)
+                .all(|a| a.actor.node.as_str() == "lagging")
+        );
+        for message in &messages {
+            let frame =
+                tally_core::wire::encode(&tally_core::wire::PeerMessage::Counters(message.clone()));
+            assert!(
+                tally_core::wire::decode(&frame).is_ok(),
+                "each message passes the receiver's limits"
+            );
+        }
     }
 }
