@@ -29,6 +29,92 @@ HELLO_ADDRESS=127.0.0.1:${BENCH_HELLO_PORT:-18181}
 BATCH=1000
 WARM_UP_VOTES=5000
 
+# The table from $OUT's files: medians, ratios, CPU ceilings and targets.
+summarize() {
+python3 - "$OUT/runs.tsv" "$OUT/memory.tsv" "$HALF_RATE" "$CONNECTIONS" "$SECONDS_PER_RUN" "$RUNS" \
+  "$(nproc)" "$LOAD_BEFORE" "$LOAD_AFTER" "$MEMORY_VOTES" <<'PY'
+import csv, statistics, sys
+runs, memory, half, conns, secs, n, cores, load_before, load_after, mem_votes = sys.argv[1:11]
+rows = list(csv.DictReader(open(runs), delimiter="\t"))
+def med(case, col):
+    vals = [float(r.get(col) or 0) for r in rows if r["case"] == case]
+    return statistics.median(vals) if vals else 0.0
+def per_vote_us(case, col):
+    vals = [float(r[col]) * 1e6 / max(1, int(r["votes"])) for r in rows if r["case"] == case]
+    return statistics.median(vals) if vals else 0.0
+def spread(case):
+    vals = sorted(round(float(r["votes_per_s"])) for r in rows if r["case"] == case)
+    return " / ".join(f"{v:,}" for v in vals)
+def ceiling(case):
+    # The rate the machine's cores could carry if node and client had them to themselves.
+    cpu = per_vote_us(case, "server_cpu_s") + per_vote_us(case, "client_cpu_s")
+    return int(cores) * 1e6 / cpu if cpu else 0.0
+checks = {c: {r["check"] for r in rows if r["case"] == c} for c in {r["case"] for r in rows}}
+hello = med("hello", "votes_per_s")
+print(f"Node benchmark: medians of {n} runs of {secs} s, {conns} connections, on 127.0.0.1; client and "
+      f"server share {cores} cores (load average {load_before} before, {load_after} after; 'other "
+      f"load' is the cores kept busy by everything else during a run, median over runs; 'CPU "
+      f"ceiling' is cores × 10⁶ / (node + client CPU µs per vote), the rate if the two had the "
+      f"cores to themselves).\n")
+print("| case | votes/s (median) | × hello | runs (votes/s) | p50 ms | p99 ms | node CPU µs/vote | client CPU µs/vote | CPU ceiling, votes/s | other load, cores | check |")
+print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
+names = {
+    "hello": "(a) hello route, tally load",
+    "wrk-hello": "(a) hello route, wrk -t1",
+    "single": "(b) Tally single votes, fsync",
+    "batch-binary": "(c) Tally batches ×1000 postcard, fsync",
+    "batch-json": "(c) Tally batches ×1000 JSON, fsync",
+    "half-rate": f"(d) Tally single votes at {half}/s, fsync (latency from intended send)",
+    "single-c4x": f"(supplement) Tally single votes, fsync, {int(conns) * 4} connections",
+    "single-memory": "(supplement) Tally single votes, memory-only: NOT durable",
+}
+for case, label in names.items():
+    v = med(case, "votes_per_s")
+    print(f"| {label} | {v:,.0f} | {v / hello if hello else 0:.2f} | {spread(case)} | "
+          f"{med(case, 'p50_us') / 1000:.3f} | {med(case, 'p99_us') / 1000:.3f} | "
+          f"{per_vote_us(case, 'server_cpu_s'):.2f} | {per_vote_us(case, 'client_cpu_s'):.2f} | "
+          f"{ceiling(case):,.0f} | {med(case, 'other_cores'):.2f} | "
+          f"{'/'.join(sorted(checks.get(case, set())))} |")
+mem = list(csv.DictReader(open(memory), delimiter="\t"))
+bpv = statistics.median(float(r["bytes_per_vote"]) for r in mem) if mem else 0.0
+runs_bpv = " / ".join(r["bytes_per_vote"] for r in mem)
+print(f"\n(e) resident memory per held vote ID after {int(mem_votes):,} votes: {bpv:.1f} bytes "
+      f"(median VmRSS growth / votes; runs {runs_bpv})")
+single = med("single", "votes_per_s")
+batch = max(med("batch-binary", "votes_per_s"), med("batch-json", "votes_per_s"))
+p99 = med("half-rate", "p99_us") / 1000
+wrk = med("wrk-hello", "votes_per_s")
+def paired(case, base):
+    # Per run: case / base measured in the same round, then the median of those ratios.
+    by_run = {r["run"]: float(r["votes_per_s"]) for r in rows if r["case"] == base}
+    ratios = [float(r["votes_per_s"]) / by_run[r["run"]] for r in rows
+              if r["case"] == case and by_run.get(r["run"])]
+    return statistics.median(ratios) if ratios else 0.0
+print(f"\nPaired ratios (median over runs of the ratio within a round): single/hello "
+      f"{paired('single', 'hello'):.2f}, single/wrk-hello {paired('single', 'wrk-hello'):.2f}, "
+      f"hello/wrk-hello {paired('hello', 'wrk-hello'):.2f}, memory-only single/hello "
+      f"{paired('single-memory', 'hello'):.2f}")
+print("\nTargets:")
+print(f"- single votes with fsync ≥ 0.8× hello: {single / hello if hello else 0:.2f}× — "
+      f"{'MET' if hello and single >= 0.8 * hello else 'NOT MET'}")
+print(f"- batch ingestion ≥ 1M votes/s with durability: {batch:,.0f}/s — {'MET' if batch >= 1e6 else 'NOT MET'}")
+print(f"- p99 ≤ 10 ms at half max rate ({half} votes/s): {p99:.3f} ms from the intended send time "
+      f"(service time p99 {med('half-rate', 'service_p99_us') / 1000:.3f} ms) — {'MET' if p99 <= 10 else 'NOT MET'}")
+print(f"- CPU ceilings: single/hello {ceiling('single') / ceiling('hello') if ceiling('hello') else 0:.2f}, "
+      f"single/wrk-hello {ceiling('single') / ceiling('wrk-hello') if ceiling('wrk-hello') else 0:.2f}")
+print(f"- client cross-check: tally load reaches {hello / wrk if wrk else 0:.2f}× wrk's rate on the hello route")
+PY
+}
+
+# `bench-node.sh --summary target/bench-node/TIME` prints an earlier run's table again.
+if [ "${1:-}" = "--summary" ]; then
+  OUT=${2:?usage: scripts/bench-node.sh --summary target/bench-node/TIME}
+  # shellcheck source=/dev/null
+  . "$OUT/settings.env"
+  summarize
+  exit 0
+fi
+
 need=()
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 [ -x /usr/bin/time ] || need+=(time)
@@ -228,6 +314,13 @@ wrk.headers["Content-Type"] = "application/json"
 LUA
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+cat >"$OUT/settings.env" <<ENV
+RUNS=$RUNS
+SECONDS_PER_RUN=$SECONDS_PER_RUN
+CONNECTIONS=$CONNECTIONS
+MEMORY_VOTES=$MEMORY_VOTES
+LOAD_BEFORE='$LOAD_BEFORE'
+ENV
 echo "bench-node: $(nproc) cores shared by client and server; load average $LOAD_BEFORE"
 echo "bench-node: data directories on $(df -T "$SCRATCH" | awk 'NR == 2 { print $2 " (" $1 ")" }')"
 echo "bench-node: $RUNS runs of ${SECONDS_PER_RUN} s, $CONNECTIONS connections; output in $OUT"
@@ -258,6 +351,7 @@ done
 
 # (d) single votes at half the median maximum rate of (b), open loop.
 HALF_RATE=$(awk -v m="$(median single 3)" 'BEGIN { printf "%d", m / 2 }')
+echo "HALF_RATE=$HALF_RATE" >>"$OUT/settings.env"
 for run in $(seq "$RUNS"); do
   measure_run half-rate "$run" start_node "$NODE_ADDRESS" --rate "$HALF_RATE" \
     --duration "${SECONDS_PER_RUN}s"
@@ -279,70 +373,8 @@ for run in $(seq "$RUNS"); do
   stop_server
 done
 
-# The table: medians, ratios and targets.
-python3 - "$RUNS_TSV" "$MEMORY_TSV" "$HALF_RATE" "$CONNECTIONS" "$SECONDS_PER_RUN" "$RUNS" \
-  "$(nproc)" "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)" "$MEMORY_VOTES" <<'PY' | tee "$OUT/summary.md"
-import csv, statistics, sys
-runs, memory, half, conns, secs, n, cores, load_before, load_after, mem_votes = sys.argv[1:11]
-rows = list(csv.DictReader(open(runs), delimiter="\t"))
-def med(case, col):
-    vals = [float(r[col]) for r in rows if r["case"] == case]
-    return statistics.median(vals) if vals else 0.0
-def per_vote_us(case, col):
-    vals = [float(r[col]) * 1e6 / max(1, int(r["votes"])) for r in rows if r["case"] == case]
-    return statistics.median(vals) if vals else 0.0
-def spread(case):
-    vals = sorted(round(float(r["votes_per_s"])) for r in rows if r["case"] == case)
-    return " / ".join(f"{v:,}" for v in vals)
-checks = {c: {r["check"] for r in rows if r["case"] == c} for c in {r["case"] for r in rows}}
-hello = med("hello", "votes_per_s")
-print(f"Node benchmark: medians of {n} runs of {secs} s, {conns} connections, on 127.0.0.1; client and "
-      f"server share {cores} cores (load average {load_before} before, {load_after} after; 'other "
-      f"load' is the cores kept busy by everything else during a run, median over runs).\n")
-print("| case | votes/s (median) | × hello | runs (votes/s) | p50 ms | p99 ms | node CPU µs/vote | client CPU µs/vote | other load, cores | check |")
-print("|---|---:|---:|---|---:|---:|---:|---:|---:|---|")
-names = {
-    "hello": "(a) hello route, tally load",
-    "wrk-hello": "(a) hello route, wrk -t1",
-    "single": "(b) Tally single votes, fsync",
-    "batch-binary": "(c) Tally batches ×1000 postcard, fsync",
-    "batch-json": "(c) Tally batches ×1000 JSON, fsync",
-    "half-rate": f"(d) Tally single votes at {half}/s, fsync (latency from intended send)",
-    "single-c4x": f"(supplement) Tally single votes, fsync, {int(conns) * 4} connections",
-    "single-memory": "(supplement) Tally single votes, memory-only: NOT durable",
-}
-for case, label in names.items():
-    v = med(case, "votes_per_s")
-    print(f"| {label} | {v:,.0f} | {v / hello if hello else 0:.2f} | {spread(case)} | "
-          f"{med(case, 'p50_us') / 1000:.3f} | {med(case, 'p99_us') / 1000:.3f} | "
-          f"{per_vote_us(case, 'server_cpu_s'):.2f} | {per_vote_us(case, 'client_cpu_s'):.2f} | "
-          f"{med(case, 'other_cores'):.2f} | {'/'.join(sorted(checks.get(case, set())))} |")
-mem = list(csv.DictReader(open(memory), delimiter="\t"))
-bpv = statistics.median(float(r["bytes_per_vote"]) for r in mem) if mem else 0.0
-runs_bpv = " / ".join(r["bytes_per_vote"] for r in mem)
-print(f"\n(e) resident memory per held vote ID after {int(mem_votes):,} votes: {bpv:.1f} bytes "
-      f"(median VmRSS growth / votes; runs {runs_bpv})")
-single = med("single", "votes_per_s")
-batch = max(med("batch-binary", "votes_per_s"), med("batch-json", "votes_per_s"))
-p99 = med("half-rate", "p99_us") / 1000
-wrk = med("wrk-hello", "votes_per_s")
-def paired(case, base):
-    # Per run: case / base measured in the same round, then the median of those ratios.
-    by_run = {r["run"]: float(r["votes_per_s"]) for r in rows if r["case"] == base}
-    ratios = [float(r["votes_per_s"]) / by_run[r["run"]] for r in rows
-              if r["case"] == case and by_run.get(r["run"])]
-    return statistics.median(ratios) if ratios else 0.0
-print(f"\nPaired ratios (median over runs of the ratio within a round): single/hello "
-      f"{paired('single', 'hello'):.2f}, single/wrk-hello {paired('single', 'wrk-hello'):.2f}, "
-      f"hello/wrk-hello {paired('hello', 'wrk-hello'):.2f}, memory-only single/hello "
-      f"{paired('single-memory', 'hello'):.2f}")
-print("\nTargets:")
-print(f"- single votes with fsync ≥ 0.8× hello: {single / hello if hello else 0:.2f}× — "
-      f"{'MET' if hello and single >= 0.8 * hello else 'NOT MET'}")
-print(f"- batch ingestion ≥ 1M votes/s with durability: {batch:,.0f}/s — {'MET' if batch >= 1e6 else 'NOT MET'}")
-print(f"- p99 ≤ 10 ms at half max rate ({half} votes/s): {p99:.3f} ms from the intended send time "
-      f"(service time p99 {med('half-rate', 'service_p99_us') / 1000:.3f} ms) — {'MET' if p99 <= 10 else 'NOT MET'}")
-print(f"- client cross-check: tally load reaches {hello / wrk if wrk else 0:.2f}× wrk's rate on the hello route")
-PY
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "LOAD_AFTER='$LOAD_AFTER'" >>"$OUT/settings.env"
+summarize | tee "$OUT/summary.md"
 echo
 echo "bench-node: every run in $RUNS_TSV, commands in $COMMANDS, summary in $OUT/summary.md"
