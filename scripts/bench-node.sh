@@ -75,6 +75,22 @@ for case, label in names.items():
           f"{per_vote_us(case, 'server_cpu_s'):.2f} | {per_vote_us(case, 'client_cpu_s'):.2f} | "
           f"{ceiling(case):,.0f} | {med(case, 'other_cores'):.2f} | "
           f"{'/'.join(sorted(checks.get(case, set())))} |")
+try:
+    fsyncs = list(csv.DictReader(open(runs.replace("runs.tsv", "fsync.tsv")), delimiter="\t"))
+except OSError:
+    fsyncs = []
+if fsyncs:
+    print("\nThe node's write-ahead log during each case (from its /metrics; medians over runs):\n")
+    print("| case | fsyncs/s | mean fsync ms | votes per fsync |")
+    print("|---|---:|---:|---:|")
+    for case, label in names.items():
+        rs = [r for r in fsyncs if r["case"] == case and int(r["fsyncs"]) > 0]
+        if not rs:
+            continue
+        per_s = statistics.median(int(r["fsyncs"]) / float(secs) for r in rs)
+        mean_ms = statistics.median(float(r["fsync_seconds"]) * 1e3 / int(r["fsyncs"]) for r in rs)
+        group = statistics.median(int(r["votes"]) / int(r["fsyncs"]) for r in rs)
+        print(f"| {label} | {per_s:,.0f} | {mean_ms:.2f} | {group:,.0f} |")
 mem = list(csv.DictReader(open(memory), delimiter="\t"))
 bpv = statistics.median(float(r["bytes_per_vote"]) for r in mem) if mem else 0.0
 runs_bpv = " / ".join(r["bytes_per_vote"] for r in mem)
@@ -142,6 +158,7 @@ RUNS_TSV=$OUT/runs.tsv
 COMMANDS=$OUT/commands.txt
 printf 'case\trun\tvotes_per_s\tp50_us\tp99_us\tp999_us\tmax_us\terrors\tcheck\tserver_cpu_s\tclient_cpu_s\tvotes\tservice_p99_us\tother_cores\n' >"$RUNS_TSV"
 : >"$COMMANDS"
+printf 'case\trun\tfsyncs\tfsync_seconds\tvotes\n' >"$OUT/fsync.tsv"
 
 SERVER_PID=""
 stop_server() {
@@ -254,13 +271,38 @@ PY
   tail -n 1 "$RUNS_TSV" | awk -F'\t' '{ printf "  %-16s run %s: %9d votes/s  p50 %6.3f ms  p99 %7.3f ms  check %s  other load %.2f cores\n", $1, $2, $3, $4/1000, $5/1000, $9, $14 }'
 }
 
+# "FSYNCS SECONDS" from the node's /metrics: log fsyncs so far and the time they took.
+fsync_totals() {
+  python3 - "http://$NODE_ADDRESS/metrics" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
+values = {}
+for line in text.splitlines():
+    if line.startswith("tally_wal_fsync_duration_seconds_"):
+        name, value = line.rsplit(" ", 1)
+        values[name] = float(value)
+print(int(values.get("tally_wal_fsync_duration_seconds_count", 0)),
+      values.get("tally_wal_fsync_duration_seconds_sum", 0.0))
+PY
+}
+
 # measure_run CASE RUN START_FUNCTION ADDRESS LOAD_ARGS...: one run on a fresh warmed-up server.
+# For Tally nodes, also how many fsyncs the run took and how long they were (fsync.tsv).
 measure_run() {
   local name=$1 run=$2 start=$3 address=$4
   shift 4
   "$start"
   warm_up "$address"
+  local before=""
+  [ "$address" = "$NODE_ADDRESS" ] && before=$(fsync_totals)
   load_run "$name" "$run" --target "http://$address" "$@"
+  if [ -n "$before" ]; then
+    local after votes
+    after=$(fsync_totals)
+    votes=$(tail -n 1 "$RUNS_TSV" | cut -f12)
+    echo "$name $run $before $after $votes" |
+      awk '{ printf "%s\t%s\t%d\t%.6f\t%d\n", $1, $2, $5 - $3, $6 - $4, $7 }' >>"$OUT/fsync.tsv"
+  fi
   stop_server
 }
 
