@@ -321,8 +321,7 @@ impl PollState {
         let position = self
             .store
             .append(slot, record.vote_id, record.option, record.second);
-        let Some(winner_position) = self.store.winner_position(record.vote_id) else {
-            self.store.index_new(position);
+        let Some(winner_position) = self.store.index_if_new(position) else {
             return;
         };
         let winner = self.store.record_at(winner_position);

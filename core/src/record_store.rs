@@ -151,13 +151,23 @@ impl RecordStore {
         chunk_number
     }
 
-    /// Records `position` as the winner of a vote ID that had none.
-    pub(crate) fn index_new(&mut self, position: Position) {
-        let vote_id = VoteId(id_at(&self.chunks, position));
-        let hash = self.hash(vote_id);
+    /// Indexes `position` as the winner of its vote ID if the ID has none, in one probe;
+    /// otherwise leaves the index alone and returns the current winner's position.
+    pub(crate) fn index_if_new(&mut self, position: Position) -> Option<Position> {
+        let vote_id = id_at(&self.chunks, position);
+        let hash = self.hasher.hash_one(vote_id);
         let (chunks, hasher) = (&self.chunks, &self.hasher);
-        self.index
-            .insert_unique(hash, position, |&p| hasher.hash_one(id_at(chunks, p)));
+        match self.index.entry(
+            hash,
+            |&p| id_at(chunks, p) == vote_id,
+            |&p| hasher.hash_one(id_at(chunks, p)),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(winner) => Some(*winner.get()),
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(position);
+                None
+            }
+        }
     }
 
     /// Replaces the indexed winner of the vote ID at `position` with `position`.
@@ -305,9 +315,14 @@ mod tests {
         let a = store.add_actor();
         let first = store.append(a, VoteId(42), OptionIndex(0), 5);
         assert!(!store.contains(VoteId(42)));
-        store.index_new(first);
+        assert_eq!(store.index_if_new(first), None);
         assert_eq!(store.winner_position(VoteId(42)), Some(first));
         let second = store.append(a, VoteId(42), OptionIndex(1), 3);
+        assert_eq!(
+            store.index_if_new(second),
+            Some(first),
+            "already indexed: unchanged"
+        );
         store.index_replace(second);
         assert_eq!(store.winner_position(VoteId(42)), Some(second));
         assert_eq!(store.distinct_vote_ids(), 1);
