@@ -14,7 +14,7 @@ use tally_core::{OptionName, PollId, PollSpec, PollWindow};
 use utoipa::ToSchema;
 
 use super::votes::{ask, require_content_type};
-use super::{ApiError, AppState, ErrorBody};
+use super::{ApiError, AppState, ErrorBody, SharedState};
 use crate::config::ADMIN_BODY_BYTES_MAX;
 use crate::engine::Command;
 
@@ -117,7 +117,7 @@ fn ensure_ready(app: &AppState) -> Result<(), ApiError> {
     ),
 )]
 pub(super) async fn create_poll(
-    State(app): State<AppState>,
+    State(app): State<SharedState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<AdminResponse>), ApiError> {
@@ -204,7 +204,7 @@ async fn change_window(
     ),
 )]
 pub(super) async fn open_poll(
-    State(app): State<AppState>,
+    State(app): State<SharedState>,
     Path(poll): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<AdminResponse>, ApiError> {
@@ -230,7 +230,7 @@ pub(super) async fn open_poll(
     ),
 )]
 pub(super) async fn close_poll(
-    State(app): State<AppState>,
+    State(app): State<SharedState>,
     Path(poll): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<AdminResponse>, ApiError> {
@@ -248,7 +248,7 @@ pub(super) async fn close_poll(
     tag = "results",
     responses((status = 200, description = "Every poll, by name", body = Vec<PollSummary>)),
 )]
-pub(super) async fn list_polls(State(app): State<AppState>) -> Json<Vec<PollSummary>> {
+pub(super) async fn list_polls(State(app): State<SharedState>) -> Json<Vec<PollSummary>> {
     let snapshot = app.results.borrow().clone();
     Json(
         snapshot

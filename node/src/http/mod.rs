@@ -41,8 +41,10 @@ use crate::config::{ADMIN_BODY_BYTES_MAX, BATCH_BODY_BYTES_MAX, VOTE_BODY_BYTES_
 use crate::engine::Command;
 use crate::metrics::Metrics;
 use crate::results::ResultsSnapshot;
+use prometheus_client::metrics::histogram::Histogram;
 
-/// What every handler can reach.
+/// What every handler can reach. The router holds it in one [`Arc`] ([`SharedState`]), so a
+/// request clones one pointer rather than every field.
 #[derive(Clone)]
 pub struct AppState {
     /// The engine's command queue.
@@ -69,16 +71,22 @@ pub struct AppState {
     pub stopping: watch::Receiver<bool>,
 }
 
+/// The state as handlers extract it: one reference count per request.
+type SharedState = Arc<AppState>;
+
 /// The whole router.
 pub fn router(state: AppState) -> Router {
+    let state = Arc::new(state);
     let (api, document) = api_routes().split_for_parts();
     let document = openapi::complete(document);
+    let route_seconds = Arc::new(RouteSeconds::new(&state.metrics));
     api.route(OPENAPI_PATH, openapi::route(&document))
-        .merge(crate::dashboard::routes())
+        // The dashboard's routes read no state; `with_state` only converts their router type.
+        .merge(crate::dashboard::routes().with_state(AppState::clone(&state)))
         .fallback(ops::not_found)
         // After every route is in: it applies to the routes registered so far.
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(route_seconds, observe))
         .with_state(state)
 }
 
@@ -88,7 +96,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 }
 
 /// Every JSON API route, each with its body limit, and the document that describes them.
-fn api_routes() -> OpenApiRouter<AppState> {
+fn api_routes() -> OpenApiRouter<SharedState> {
     let votes = OpenApiRouter::new()
         .routes(routes!(votes::vote))
         .layer(DefaultBodyLimit::max(VOTE_BODY_BYTES_MAX));
@@ -113,21 +121,50 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::readyz))
 }
 
+/// The request-latency histogram of every route label, looked up once when the router is built
+/// (a label-set lookup per request allocates, hashes and locks).
+struct RouteSeconds {
+    /// Indexed like [`ROUTES`].
+    routes: Vec<Histogram>,
+    other: Histogram,
+    unmatched: Histogram,
+}
+
+impl RouteSeconds {
+    fn new(metrics: &Metrics) -> Self {
+        Self {
+            routes: ROUTES
+                .iter()
+                .map(|route| metrics.request_histogram(route))
+                .collect(),
+            other: metrics.request_histogram("other"),
+            unmatched: metrics.request_histogram("unmatched"),
+        }
+    }
+
+    fn of(&self, request: &Request) -> (&'static str, &Histogram) {
+        let Some(path) = request.extensions().get::<MatchedPath>() else {
+            return ("unmatched", &self.unmatched);
+        };
+        match route_index(path.as_str()) {
+            Some(index) => (ROUTES[index], &self.routes[index]),
+            None => ("other", &self.other),
+        }
+    }
+}
+
 /// Times every request by route and logs failures.
-async fn observe(State(app): State<AppState>, request: Request, next: Next) -> Response {
+async fn observe(
+    State(seconds): State<Arc<RouteSeconds>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| route_label(p.as_str()))
-        .unwrap_or("unmatched");
+    let (route, histogram) = seconds.of(&request);
     let method = request.method().clone();
     let response = next.run(request).await;
     let elapsed = started.elapsed();
-    app.metrics
-        .request_seconds
-        .get_or_create(&vec![("route", route)])
-        .observe(elapsed.as_secs_f64());
+    histogram.observe(elapsed.as_secs_f64());
     let status = response.status();
     if status.is_server_error() {
         tracing::warn!(%method, route, %status, ?elapsed, "request failed");
@@ -138,31 +175,35 @@ async fn observe(State(app): State<AppState>, request: Request, next: Next) -> R
 }
 
 /// Route templates as static labels (metric label values must not grow without bound).
+const ROUTES: &[&str] = &[
+    "/v1/polls/{poll}/votes",
+    "/v1/polls/{poll}/votes/batch",
+    "/v1/polls/{poll}/results",
+    "/v1/polls/{poll}/history",
+    "/v1/polls/{poll}/stream",
+    "/v1/polls",
+    "/v1/admin/polls",
+    "/v1/admin/polls/{poll}/open",
+    "/v1/admin/polls/{poll}/close",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/openapi.json",
+    "/",
+    "/polls/{poll}",
+    "/assets/dashboard.css",
+    "/assets/dashboard.js",
+];
+
+/// The position of `path` in [`ROUTES`], if it is a route template there.
+fn route_index(path: &str) -> Option<usize> {
+    ROUTES.iter().position(|r| *r == path)
+}
+
+/// The metric label of a route template: itself, or "other".
+#[cfg(test)]
 fn route_label(path: &str) -> &'static str {
-    const ROUTES: &[&str] = &[
-        "/v1/polls/{poll}/votes",
-        "/v1/polls/{poll}/votes/batch",
-        "/v1/polls/{poll}/results",
-        "/v1/polls/{poll}/history",
-        "/v1/polls/{poll}/stream",
-        "/v1/polls",
-        "/v1/admin/polls",
-        "/v1/admin/polls/{poll}/open",
-        "/v1/admin/polls/{poll}/close",
-        "/metrics",
-        "/healthz",
-        "/readyz",
-        "/openapi.json",
-        "/",
-        "/polls/{poll}",
-        "/assets/dashboard.css",
-        "/assets/dashboard.js",
-    ];
-    ROUTES
-        .iter()
-        .find(|r| **r == path)
-        .copied()
-        .unwrap_or("other")
+    route_index(path).map_or("other", |index| ROUTES[index])
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::IntoResponse;
 
-use super::{ApiError, AppState};
+use super::{ApiError, SharedState};
 
 /// Prometheus metrics (OpenMetrics text).
 ///
@@ -19,7 +19,7 @@ use super::{ApiError, AppState};
     responses((status = 200, description = "The metrics", body = String,
         content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")),
 )]
-pub(super) async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+pub(super) async fn metrics(State(app): State<SharedState>) -> impl IntoResponse {
     let ready = app.ready.load(Ordering::Acquire);
     app.metrics.ready.set(i64::from(ready));
     (
@@ -53,7 +53,7 @@ pub(super) async fn healthz() -> &'static str {
             example = "not ready\n"),
     ),
 )]
-pub(super) async fn readyz(State(app): State<AppState>) -> (StatusCode, &'static str) {
+pub(super) async fn readyz(State(app): State<SharedState>) -> (StatusCode, &'static str) {
     if app.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n")
     } else {

@@ -20,7 +20,7 @@ use tally_core::Second;
 use utoipa::{IntoParams, ToSchema};
 
 use super::votes::poll_snapshot;
-use super::{ApiError, AppState, ErrorBody};
+use super::{ApiError, ErrorBody, SharedState};
 use crate::results::{HistoryPoint, PollResults, PollSnapshot};
 
 /// Query of the results route.
@@ -50,7 +50,7 @@ pub struct ResultsQuery {
     ),
 )]
 pub(super) async fn results(
-    State(app): State<AppState>,
+    State(app): State<SharedState>,
     Path(poll): Path<String>,
     query: Result<Query<ResultsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<PollResults>, ApiError> {
@@ -85,7 +85,7 @@ pub struct History {
     ),
 )]
 pub(super) async fn history(
-    State(app): State<AppState>,
+    State(app): State<SharedState>,
     Path(poll): Path<String>,
 ) -> Result<Json<History>, ApiError> {
     let (id, snapshot) = poll_snapshot(&app, &poll)?;
@@ -134,7 +134,7 @@ const _: () = assert!(HEARTBEAT_TICKS == 10);
     ),
 )]
 pub(super) async fn stream(
-    State(app): State<AppState>,
+    State(app): State<SharedState>,
     Path(poll): Path<String>,
 ) -> Result<Response, ApiError> {
     let (id, _) = poll_snapshot(&app, &poll)?;

@@ -14,7 +14,7 @@ use tally_core::{OptionIndex, PollId, VoteId};
 use tokio::sync::oneshot;
 use utoipa::ToSchema;
 
-use super::{ApiError, AppState, ErrorBody};
+use super::{ApiError, AppState, ErrorBody, SharedState};
 use crate::config::{BATCH_BODY_BYTES_MAX, BATCH_VOTES_MAX, VOTE_BODY_BYTES_MAX};
 use crate::engine::{BatchVoteAck, Command, VoteAck};
 use crate::results::PollSnapshot;
@@ -250,7 +250,7 @@ pub(super) async fn ask<T>(
     ),
 )]
 pub(super) async fn vote(
-    State(app): State<AppState>,
+    State(app): State<SharedState>,
     Path(poll): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -352,7 +352,7 @@ enum Parsed {
     ),
 )]
 pub(super) async fn batch(
-    State(app): State<AppState>,
+    State(app): State<SharedState>,
     Path(poll): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
