@@ -160,7 +160,13 @@ async fn next_message(
     match read_frame(recv, buffer).await {
         Ok(Some(())) => {}
         Ok(None) => return Ok(None),
-        Err(error) => return Err(SessionError::Refused(format!("bad frame: {error}"))),
+        // A lost connection is not the peer's fault; a malformed frame is.
+        Err(error) => {
+            return Err(match error.connection_error() {
+                Some(lost) => SessionError::Connection(lost.clone()),
+                None => SessionError::Refused(format!("bad frame: {error}")),
+            });
+        }
     }
     metrics
         .bytes_received
@@ -248,6 +254,8 @@ pub async fn serve_incoming(endpoint: quinn::Endpoint, context: Arc<SyncContext>
             let connection = match incoming.await {
                 Ok(connection) => connection,
                 Err(error) => {
+                    let labels = PeerMetrics::labels("incoming");
+                    context.metrics.peers.refusals.get_or_create(&labels).inc();
                     tracing::warn!(%remote, %error, "peer connection refused during handshake");
                     return;
                 }

@@ -184,6 +184,8 @@ pub struct ClusterTls {
     node: NodeId,
     server: Arc<QuicServerConfig>,
     client: Arc<QuicClientConfig>,
+    /// Derived from the private key: the same for the node across restarts, secret to it.
+    reset_secret: [u8; 32],
 }
 
 impl std::fmt::Debug for ClusterTls {
@@ -275,6 +277,7 @@ impl ClusterTls {
         let roots = Arc::new(root_store(&ca)?);
         let chain = certificates("node certificate", &cert)?;
         let private_key = private_key(&key)?;
+        let reset_secret = derive_reset_secret(private_key.secret_der());
         let server_name = node_server_name(&node)?;
 
         let bad_ca = |source| TlsError::BadCa {
@@ -349,8 +352,43 @@ impl ClusterTls {
             node,
             server: Arc::new(server),
             client: Arc::new(client),
+            reset_secret,
         })
     }
+
+    /// The key quinn signs stateless resets with. Stable across restarts of this node (it is
+    /// derived from the node's private key), so when a node restarts, its peers' packets on
+    /// the old connection are answered with a reset they recognise and they reconnect at
+    /// once instead of waiting out the idle timeout (RFC 9000 §10.3).
+    pub fn reset_key(&self) -> Arc<dyn quinn::crypto::HmacKey> {
+        Arc::new(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            &self.reset_secret,
+        ))
+    }
+
+    /// The key of the connection-ID generator, stable across restarts like
+    /// [`Self::reset_key`]: a restarted node recognises its old connection IDs as its own and
+    /// answers packets for them with a stateless reset instead of dropping them as invalid.
+    pub fn connection_id_key(&self) -> u64 {
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        context.update(b"tally connection id key v1\0");
+        context.update(&self.reset_secret);
+        let digest = context.finish();
+        let mut key = [0u8; 8];
+        key.copy_from_slice(&digest.as_ref()[..8]);
+        u64::from_le_bytes(key)
+    }
+}
+
+/// A secret for stateless resets: SHA-256 over a domain label and the private key.
+fn derive_reset_secret(private_key_der: &[u8]) -> [u8; 32] {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(b"tally stateless reset key v1\0");
+    context.update(private_key_der);
+    let mut secret = [0u8; 32];
+    secret.copy_from_slice(context.finish().as_ref());
+    secret
 }
 
 /// The DNS name a certificate for `node` carries, or why `node` cannot be one. Underscores

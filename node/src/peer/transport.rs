@@ -107,7 +107,11 @@ pub fn endpoint(
     tls: &ClusterTls,
     rng_seed: u64,
 ) -> io::Result<quinn::Endpoint> {
-    let mut config = quinn::EndpointConfig::default();
+    let mut config = quinn::EndpointConfig::new(tls.reset_key());
+    let cid_key = tls.connection_id_key();
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
     let mut seed = [0u8; 32];
     StdRng::seed_from_u64(rng_seed).fill_bytes(&mut seed);
     config.rng_seed(Some(seed));
