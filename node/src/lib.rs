@@ -188,12 +188,15 @@ pub fn start_with_peers<S: Storage + 'static>(
         Duration::from_millis(config.results_tick_ms),
         board.clone(),
     );
-    let engine = tokio::spawn(engine.run(EngineIo {
-        commands: command_rx,
-        wal_jobs: job_tx,
-        wal_done: done_rx,
-        results: results_tx,
-    }));
+    let engine = engine.spawn(
+        EngineIo {
+            commands: command_rx,
+            wal_jobs: job_tx,
+            wal_done: done_rx,
+            results: results_tx,
+        },
+        wal_executor,
+    );
     let syncing = peer_socket.is_some() && !config.peers.is_empty();
     let ready = Arc::new(AtomicBool::new(!syncing));
     let (stopping, stopping_rx) = watch::channel(false);
