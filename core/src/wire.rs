@@ -161,6 +161,20 @@ pub fn decode(frame: &[u8]) -> Result<PeerMessage, WireError> {
     Ok(message)
 }
 
+/// The property every fuzz target and corpus test checks for one frame: decoding returns
+/// instead of panicking, and a frame that decodes re-encodes to one that decodes to the same
+/// message. `Err` describes a broken round trip (a bug); refusing bad input is `Ok`.
+pub fn check_frame(frame: &[u8]) -> Result<(), String> {
+    let Ok(message) = decode(frame) else {
+        return Ok(());
+    };
+    let again = decode(&encode(&message));
+    if again.as_ref() != Ok(&message) {
+        return Err(format!("round trip changed {message:?} into {again:?}"));
+    }
+    Ok(())
+}
+
 fn validate(message: &PeerMessage) -> Result<(), WireError> {
     match message {
         PeerMessage::Hello(hello) if hello.cluster_id.len() > CLUSTER_ID_BYTES_MAX => {

@@ -1,0 +1,115 @@
+//! Replays the committed fuzz corpus (`fuzz/corpus/*`) through the same checks the libFuzzer
+//! targets run, on the stable toolchain, so CI exercises every input the fuzzer ever kept.
+//!
+//! `TALLY_WRITE_SEEDS=1 cargo test -p tally-core --test fuzz_corpus` (re)writes the seed
+//! frames (one valid frame per message kind) into `fuzz/corpus/wire_decode/`.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic loudly
+
+use std::path::PathBuf;
+
+use tally_core::wire::{self, ActorCounters, CounterEntry, CounterState, Hello, PeerMessage};
+use tally_core::{
+    ActorId, NodeId, OptionIndex, OptionName, PollId, PollSpec, PollWindow, RecordBatch,
+    UnixMillis, VersionVector, VoteId,
+};
+
+fn corpus(target: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target)
+}
+
+fn seeds() -> Vec<(&'static str, PeerMessage)> {
+    let poll = PollId::new("superbowl").unwrap();
+    let actor = ActorId {
+        node: NodeId::new("us-east").unwrap(),
+        incarnation: 7,
+    };
+    let mut batch = RecordBatch::new(poll.clone(), actor.clone(), 1);
+    for i in 0..20u128 {
+        batch.push(
+            VoteId(i * 0x9e37_79b9),
+            OptionIndex((i % 2) as u8),
+            (i / 7) as u32,
+        );
+    }
+    let vector: VersionVector = [(actor.clone(), 20)].into_iter().collect();
+    let options = ["green", "blue"]
+        .map(|o| OptionName::new(o).unwrap())
+        .to_vec();
+    let spec = PollSpec::new(poll.clone(), options, PollWindow::open_from(UnixMillis(1))).unwrap();
+    vec![
+        (
+            "hello",
+            PeerMessage::Hello(Hello {
+                cluster_id: "tally-dev".into(),
+                protocol_version: wire::PROTOCOL_VERSION,
+                actor: actor.clone(),
+            }),
+        ),
+        (
+            "version-vector",
+            PeerMessage::VersionVector {
+                poll: poll.clone(),
+                vector,
+            },
+        ),
+        ("records", PeerMessage::Records(batch)),
+        (
+            "counters",
+            PeerMessage::Counters(CounterState {
+                poll,
+                actors: vec![ActorCounters {
+                    actor,
+                    entries: vec![CounterEntry {
+                        second: 3,
+                        option: 1,
+                        accepted: 5,
+                        retracted: 1,
+                    }],
+                }],
+            }),
+        ),
+        ("poll", PeerMessage::Poll(spec)),
+    ]
+}
+
+#[test]
+fn every_wire_decode_corpus_input_passes_the_fuzz_check() {
+    let directory = corpus("wire_decode");
+    if std::env::var_os("TALLY_WRITE_SEEDS").is_some() {
+        std::fs::create_dir_all(&directory).unwrap();
+        for (name, message) in seeds() {
+            std::fs::write(
+                directory.join(format!("seed-{name}")),
+                wire::encode(&message),
+            )
+            .unwrap();
+        }
+    }
+    let mut inputs = 0;
+    for entry in std::fs::read_dir(&directory).unwrap() {
+        let path = entry.unwrap().path();
+        let frame = std::fs::read(&path).unwrap();
+        if let Err(broken) = wire::check_frame(&frame) {
+            panic!("{}: {broken}", path.display());
+        }
+        inputs += 1;
+    }
+    assert!(
+        inputs >= seeds().len(),
+        "the corpus in {} is missing",
+        directory.display()
+    );
+}
+
+#[test]
+fn the_seed_frames_decode() {
+    // Goal: the corpus starts from valid frames of every kind, so the fuzzer mutates real
+    // structure, not noise.
+    for (name, message) in seeds() {
+        let frame = wire::encode(&message);
+        assert_eq!(wire::decode(&frame), Ok(message), "{name}");
+    }
+}
