@@ -250,7 +250,10 @@ async fn drive(args: &DemoArgs, regions: &[Region], handles: &[HandleSlot]) -> R
         report.outcomes.refused,
         report.outcomes.unknown
     );
-    let acknowledged = report.checks.first().map_or(0, |c| c.expected_min);
+    let acknowledged = report
+        .checks
+        .first()
+        .map_or(0, |c| c.expectation.expected_min);
     converge(regions, &nodes, acknowledged).await
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tally_core::limits::COUNTER_ENTRIES_PER_MESSAGE_MAX;
-use tally_core::wire::CounterState;
+use tally_core::wire::{ActorCounters, CounterState};
 use tally_core::{
     AcceptError, LocalVote, OptionIndex, PollError, PollId, PollSpec, PollWindow, RecordBatch,
     Replica, Second, Seq, VersionVector, VoteId,
@@ -674,9 +674,12 @@ fn counters_for_lagging(
             let room = COUNTER_ENTRIES_PER_MESSAGE_MAX - entries;
             let take = room.min(actor.entries.len());
             let rest = actor.entries.split_off(take);
-            entries += actor.entries.len();
-            current.actors.push(actor.clone());
-            actor.entries = rest;
+            let taken = std::mem::replace(&mut actor.entries, rest);
+            entries += taken.len();
+            current.actors.push(ActorCounters {
+                actor: actor.actor.clone(),
+                entries: taken,
+            });
             if entries == COUNTER_ENTRIES_PER_MESSAGE_MAX {
                 messages.push(std::mem::replace(
                     &mut current,

@@ -200,7 +200,18 @@ impl ResultsSnapshot {
                 let state = replica.state(spec.id())?;
                 let option_names: Vec<String> =
                     spec.options().iter().map(|o| o.to_string()).collect();
-                let totals = state.totals(None);
+                // One pass over the counters: the totals are the column sums of the history.
+                let history: Vec<HistoryPoint> = state
+                    .history()
+                    .into_iter()
+                    .map(|(second, votes)| HistoryPoint { second, votes })
+                    .collect();
+                let mut totals = vec![0i64; option_names.len()];
+                for point in &history {
+                    for (sum, votes) in totals.iter_mut().zip(&point.votes) {
+                        *sum += votes;
+                    }
+                }
                 let includes = state
                     .version_vector()
                     .iter()
@@ -230,11 +241,6 @@ impl ResultsSnapshot {
                     served_by: replica.actor().node.to_string(),
                     includes,
                 };
-                let history = state
-                    .history()
-                    .into_iter()
-                    .map(|(second, votes)| HistoryPoint { second, votes })
-                    .collect();
                 let sse_frame = sse_frame(&results)?;
                 let snapshot = PollSnapshot {
                     results,

@@ -472,7 +472,7 @@ pub fn run_seeds(first: u64, count: u64) -> Result<Vec<SimReport>, SimFailure> {
         .collect()
 }
 
-/// Votes per option a run's acknowledged set must at least hold (for quick sanity output).
+/// Counts over a set of runs: seeds, how many sampled each fault, acknowledged votes.
 pub fn summarize(reports: &[SimReport]) -> BTreeMap<&'static str, u64> {
     let mut summary = BTreeMap::new();
     summary.insert("seeds", reports.len() as u64);

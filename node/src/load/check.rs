@@ -77,24 +77,15 @@ pub struct TargetCheck {
     pub total_after: i64,
     /// `total_after - total_before`.
     pub delta: i64,
-    /// `counted` answers from this node.
-    pub counted_answers: u64,
-    /// `duplicate` answers from this node.
-    pub duplicate_answers: u64,
-    /// Distinct vote IDs this node answered `counted` or `duplicate`.
-    pub acknowledged_ids: u64,
-    /// Vote IDs answered `counted` more than once by this node (must be 0).
-    pub counted_twice_ids: u64,
-    /// The least `delta` that passes.
-    pub expected_min: u64,
-    /// The most `delta` that passes (above `expected_min` only with unknown outcomes).
-    pub expected_max: u64,
+    /// What the node's answers require of its total.
+    #[serde(flatten)]
+    pub expectation: Expectation,
     /// Whether this node passed.
     pub passed: bool,
 }
 
 /// Per-node counts gathered from the records, before the totals are known.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Expectation {
     /// `counted` answers.
     pub counted_answers: u64,
@@ -194,13 +185,8 @@ pub fn verdict(
         total_before,
         total_after,
         delta,
-        counted_answers: expectation.counted_answers,
-        duplicate_answers: expectation.duplicate_answers,
-        acknowledged_ids: expectation.acknowledged_ids,
-        counted_twice_ids: expectation.counted_twice_ids,
-        expected_min: expectation.expected_min,
-        expected_max: expectation.expected_max,
         passed: expectation.accepts(delta),
+        expectation: *expectation,
     }
 }
 

@@ -172,10 +172,13 @@ impl fmt::Display for LoadReport {
             writeln!(f, "  errors:     {}", errors.join(", "))?;
         }
         for check in &self.checks {
-            let expected = if check.expected_min == check.expected_max {
-                format!("{}", check.expected_min)
+            let expected = if check.expectation.expected_min == check.expectation.expected_max {
+                format!("{}", check.expectation.expected_min)
             } else {
-                format!("{}..={}", check.expected_min, check.expected_max)
+                format!(
+                    "{}..={}",
+                    check.expectation.expected_min, check.expectation.expected_max
+                )
             };
             writeln!(
                 f,
@@ -184,10 +187,10 @@ impl fmt::Display for LoadReport {
                 check.total_before,
                 check.total_after,
                 check.delta,
-                check.acknowledged_ids,
-                check.counted_answers,
-                check.duplicate_answers,
-                check.counted_twice_ids,
+                check.expectation.acknowledged_ids,
+                check.expectation.counted_answers,
+                check.expectation.duplicate_answers,
+                check.expectation.counted_twice_ids,
                 if check.passed { "OK" } else { "MISMATCH" }
             )?;
         }
