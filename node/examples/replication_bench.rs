@@ -120,7 +120,7 @@ fn config_b(certs: &ClusterFiles, peer_listen: SocketAddr, a: SocketAddr, data: 
         peer_listen: Some(peer_listen),
         peers: vec![PeerEntry {
             id: A.into(),
-            address: a,
+            address: a.into(),
         }],
         tls: Some(TlsFiles::in_dir(&certs.dir, B)),
         catch_up_timeout_ms: WAIT_MAX.as_millis() as u64,

@@ -54,8 +54,69 @@ fn default_true() -> bool {
 pub struct PeerEntry {
     /// The peer's node ID, as its certificate names it.
     pub id: String,
-    /// Its QUIC (UDP) address.
-    pub address: SocketAddr,
+    /// Its QUIC (UDP) address: `IP:port`, or `host:port` looked up at every connection
+    /// attempt (a Kubernetes pod's DNS name follows the pod to a new IP).
+    pub address: PeerAddress,
+}
+
+/// Where a peer listens: `IP:port` or `host:port` (validated; resolved when dialling).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PeerAddress(String);
+
+/// Longest host name a peer address may carry, in bytes (DNS's limit).
+pub const PEER_HOST_BYTES_MAX: usize = 253;
+
+impl PeerAddress {
+    /// The address as written (`host:port` or `IP:port`).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The socket address, if the address is a literal `IP:port` (no lookup needed).
+    pub fn literal(&self) -> Option<SocketAddr> {
+        self.0.parse().ok()
+    }
+}
+
+impl From<SocketAddr> for PeerAddress {
+    fn from(address: SocketAddr) -> Self {
+        Self(address.to_string())
+    }
+}
+
+impl TryFrom<String> for PeerAddress {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        if text.parse::<SocketAddr>().is_ok() {
+            return Ok(Self(text));
+        }
+        let Some((host, port)) = text.rsplit_once(':') else {
+            return Err(format!(
+                "peer address {text:?} needs a port: host:port or IP:port"
+            ));
+        };
+        let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
+        let host_ok = !host.is_empty()
+            && host.len() <= PEER_HOST_BYTES_MAX
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !port_ok || !host_ok {
+            return Err(format!(
+                "peer address {text:?} is not host:port or IP:port (a DNS name of letters, \
+                 digits, '-' and '.', and a port from 1 to 65535)"
+            ));
+        }
+        Ok(Self(text))
+    }
+}
+
+impl std::fmt::Display for PeerAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// The certificate files of this node (see `tally certs`).
@@ -110,9 +171,15 @@ pub struct Config {
     /// A connection whose writes pend this long (a client that stopped reading, e.g. an SSE
     /// subscriber) is dropped, in milliseconds.
     pub write_stall_ms: u64,
+    /// How long a stopping node (SIGTERM, Ctrl-C) waits for in-flight requests to finish
+    /// before it closes the connections still open, in milliseconds. Votes the engine has
+    /// accepted are fsynced either way; keep this under the orchestrator's grace period
+    /// (Kubernetes: `terminationGracePeriodSeconds`, 30 s by default).
+    pub shutdown_drain_ms: u64,
     /// UDP address for peer sync over QUIC; peer sync is off when absent.
     pub peer_listen: Option<SocketAddr>,
-    /// The static peer list (not including this node).
+    /// The static peer list. An entry naming this node itself is skipped, so every member
+    /// of a Kubernetes StatefulSet can share one list (see [`Config::other_peers`]).
     pub peers: Vec<PeerEntry>,
     /// Certificate files for mutual TLS between peers (required with peers).
     pub tls: Option<TlsFiles>,
@@ -142,6 +209,7 @@ impl Default for Config {
             engine_queue_max: 65_536,
             sse_subscribers_max: 10_000,
             write_stall_ms: crate::stall_guard::WRITE_STALL_MS_DEFAULT,
+            shutdown_drain_ms: 20_000,
             peer_listen: None,
             peers: Vec::new(),
             tls: None,
@@ -229,6 +297,12 @@ impl Config {
                 "must be between 100 and 600000".into(),
             ));
         }
+        if self.shutdown_drain_ms > 600_000 {
+            return Err(invalid(
+                "shutdown_drain_ms",
+                "must be at most 600000".into(),
+            ));
+        }
         self.validate_peers()?;
         if self.engine_queue_max == 0 || self.sse_subscribers_max == 0 {
             return Err(invalid(
@@ -263,9 +337,6 @@ impl Config {
         for (i, peer) in self.peers.iter().enumerate() {
             NodeId::new(peer.id.clone())
                 .map_err(|e| invalid(format!("peer id {:?}: {e}", peer.id)))?;
-            if peer.id == self.node_id {
-                return Err(invalid(format!("peer {} is this node itself", peer.id)));
-            }
             if self.peers[..i].iter().any(|p| p.id == peer.id) {
                 return Err(invalid(format!("peer {} is listed twice", peer.id)));
             }
@@ -281,6 +352,11 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// The peers to sync with: the peer list without this node's own entry.
+    pub fn other_peers(&self) -> impl Iterator<Item = &PeerEntry> {
+        self.peers.iter().filter(|peer| peer.id != self.node_id)
     }
 
     /// The polls of the configuration file as definitions, opened at `now` where asked.
@@ -360,5 +436,47 @@ mod tests {
         };
         let error = config.validate().err().unwrap().to_string();
         assert!(error.contains("vote_id_key"), "{error}");
+    }
+
+    #[test]
+    fn peer_addresses_are_ip_port_or_host_port_and_nothing_else() {
+        let parse = |text: &str| PeerAddress::try_from(text.to_owned());
+        assert_eq!(
+            parse("10.0.0.5:9080").unwrap().literal(),
+            Some(SocketAddr::from(([10, 0, 0, 5], 9080)))
+        );
+        assert_eq!(
+            parse("[::1]:9080").unwrap().literal().map(|a| a.port()),
+            Some(9080)
+        );
+        let host = parse("tally-1.tally.us-east.svc.cluster.local:9080").unwrap();
+        assert_eq!(host.literal(), None);
+        for bad in [
+            "tally-1",
+            "tally-1:",
+            ":9080",
+            "tally 1:9080",
+            "host:0",
+            "host:70000",
+        ] {
+            let error = parse(bad).unwrap_err();
+            assert!(error.contains("peer address"), "{bad}: {error}");
+        }
+        let long = format!("{}:9080", "a".repeat(PEER_HOST_BYTES_MAX + 1));
+        assert!(parse(&long).is_err());
+        let error = toml::from_str::<Config>("[[peers]]\nid = \"b\"\naddress = \"b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("needs a port"), "{error}");
+    }
+
+    #[test]
+    fn a_peer_list_entry_naming_this_node_is_skipped() {
+        let text = "node_id = \"tally-1\"\n\
+                    [[peers]]\nid = \"tally-0\"\naddress = \"tally-0.tally:9080\"\n\
+                    [[peers]]\nid = \"tally-1\"\naddress = \"tally-1.tally:9080\"\n";
+        let config: Config = toml::from_str(text).unwrap();
+        let others: Vec<&str> = config.other_peers().map(|p| p.id.as_str()).collect();
+        assert_eq!(others, ["tally-0"]);
     }
 }

@@ -80,7 +80,7 @@ fn regions(args: &DemoArgs, dir: &std::path::Path) -> Result<Vec<Region>, String
             if j != i {
                 peers.push(PeerEntry {
                     id: (*other).to_owned(),
-                    address: SocketAddr::from(([127, 0, 0, 1], port(args.peer_port, j)?)),
+                    address: SocketAddr::from(([127, 0, 0, 1], port(args.peer_port, j)?)).into(),
                 });
             }
         }

@@ -181,6 +181,10 @@ pub struct EngineIo {
     pub wal_done: mpsc::Receiver<WalDone>,
     /// Where results snapshots are published.
     pub results: watch::Sender<Arc<ResultsSnapshot>>,
+    /// Becomes true when the node's drain is over: the engine takes the commands already
+    /// queued, refuses new ones, flushes and stops, even if some sender (a connection kept
+    /// past the drain deadline) is still alive. The queue closing stops it too.
+    pub close_commands: watch::Receiver<bool>,
 }
 
 /// The task that owns the replica.
@@ -279,9 +283,14 @@ impl Engine {
     pub async fn run(mut self, mut io: EngineIo) -> Result<(), EngineError> {
         let mut ticker = tokio::time::interval(self.results_tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut commands_closed = false;
         loop {
             tokio::select! {
                 biased;
+                _ = io.close_commands.wait_for(|close| *close), if !commands_closed => {
+                    commands_closed = true;
+                    io.commands.close();
+                }
                 done = io.wal_done.recv() => {
                     let Some(done) = done else { return self.fail("log writer stopped") };
                     if let Err(error) = done.result {
@@ -373,8 +382,9 @@ impl Engine {
     fn publish(&self, results: &watch::Sender<Arc<ResultsSnapshot>>) {
         let previous = results.borrow().clone();
         let peers = self.peers.lock().map(|b| b.clone()).unwrap_or_default();
-        let next =
-            ResultsSnapshot::capture_since(&self.replica, self.clock.now(), &peers, &previous);
+        let now = self.clock.now();
+        let next = ResultsSnapshot::capture_since(&self.replica, now, &peers, &previous);
+        self.metrics.observe_results(&next, &peers, now);
         results.send_replace(Arc::new(next));
     }
 

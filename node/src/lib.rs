@@ -137,6 +137,8 @@ pub struct Started {
     pub handle: NodeHandle,
     /// Tells long-lived streams the node is stopping.
     stopping: watch::Sender<bool>,
+    /// Tells the engine to take no more commands (the drain is over).
+    close_commands: watch::Sender<bool>,
     engine: tokio::task::JoinHandle<Result<(), engine::EngineError>>,
     writer: wal_writer::WriterDone,
     peer_endpoint: Option<quinn::Endpoint>,
@@ -179,6 +181,7 @@ pub fn start_with_peers<S: Storage + 'static>(
     let initial = ResultsSnapshot::capture(&recovered.replica, clock.now(), &Default::default());
     let (results_tx, results_rx) = watch::channel(Arc::new(initial));
     let (command_tx, command_rx) = mpsc::channel(config.engine_queue_max);
+    let (close_commands, close_commands_rx) = watch::channel(false);
     let (job_tx, done_rx, writer) =
         wal_writer::start(recovered.wal, wal_executor, WAL_JOBS_QUEUE_MAX)?;
     let engine = Engine::new(
@@ -194,10 +197,11 @@ pub fn start_with_peers<S: Storage + 'static>(
             wal_jobs: job_tx,
             wal_done: done_rx,
             results: results_tx,
+            close_commands: close_commands_rx,
         },
         wal_executor,
     );
-    let syncing = peer_socket.is_some() && !config.peers.is_empty();
+    let syncing = peer_socket.is_some() && config.other_peers().next().is_some();
     let ready = Arc::new(AtomicBool::new(!syncing));
     let (stopping, stopping_rx) = watch::channel(false);
     let mut peer_tasks = Vec::new();
@@ -237,7 +241,7 @@ pub fn start_with_peers<S: Storage + 'static>(
                 endpoint.clone(),
                 context.clone(),
             )));
-            for (index, entry) in config.peers.iter().enumerate() {
+            for (index, entry) in config.other_peers().enumerate() {
                 let target = PeerTarget {
                     node: tally_core::NodeId::new(entry.id.clone()).map_err(|e| {
                         config::ConfigError::Invalid {
@@ -245,8 +249,9 @@ pub fn start_with_peers<S: Storage + 'static>(
                             message: e.to_string(),
                         }
                     })?,
-                    address: entry.address,
+                    address: entry.address.clone(),
                 };
+                metrics.peers.declare(target.node.as_str());
                 let seed = rng_seed.wrapping_add(index as u64 + 1) ^ PEER_RNG_SALT;
                 peer_tasks.push(tokio::spawn(peer::sync::pull_from(
                     endpoint.clone(),
@@ -258,7 +263,7 @@ pub fn start_with_peers<S: Storage + 'static>(
             }
             peer_tasks.push(tokio::spawn(report_ready_after_catch_up(
                 board.clone(),
-                config.peers.iter().map(|p| p.id.clone()).collect(),
+                config.other_peers().map(|p| p.id.clone()).collect(),
                 Duration::from_millis(config.catch_up_timeout_ms),
                 ready.clone(),
                 stopping_rx.clone(),
@@ -289,12 +294,16 @@ pub fn start_with_peers<S: Storage + 'static>(
             peers: board,
         },
         stopping,
+        close_commands,
         engine,
         writer,
         peer_endpoint,
         peer_tasks,
     })
 }
+
+/// Longest wait at shutdown for the peer connections' close frames to be sent.
+pub const PEER_GOODBYE_WAIT: Duration = Duration::from_secs(1);
 
 /// Separates the peer endpoint's random stream from the node's own.
 const PEER_RNG_SALT: u64 = 0x7065_6572_5f72_6e67;
@@ -331,13 +340,15 @@ async fn report_ready_after_catch_up(
 }
 
 impl Started {
-    /// Stops a node whose router has been dropped: the engine flushes and fsyncs what it
-    /// accepted, answers it, and the log writer ends.
+    /// Stops a node whose router has been dropped (or whose drain is over): the engine takes
+    /// what is queued, refuses the rest, flushes and fsyncs what it accepted, answers it,
+    /// and the log writer ends; then the peers get an orderly close.
     pub async fn stop(self) -> Result<(), NodeError> {
         let Started {
             router,
             handle,
             stopping,
+            close_commands,
             engine,
             writer,
             peer_endpoint,
@@ -346,12 +357,21 @@ impl Started {
         handle.ready.store(false, Ordering::Release);
         let _ = stopping.send(true);
         drop(router);
-        if let Some(endpoint) = peer_endpoint {
-            endpoint.close(0u32.into(), b"node stopping");
-        }
+        let _ = close_commands.send(true);
         for task in peer_tasks {
             task.abort();
             let _ = task.await;
+        }
+        if let Some(endpoint) = peer_endpoint {
+            // Goodbye: peers see an orderly close at once instead of waiting out the idle
+            // timeout; waiting (bounded) lets the close frames leave before the process does.
+            endpoint.close(0u32.into(), b"node stopping");
+            if tokio::time::timeout(PEER_GOODBYE_WAIT, endpoint.wait_idle())
+                .await
+                .is_err()
+            {
+                tracing::warn!("peer connections did not close in time; stopping anyway");
+            }
         }
         let engine_result = engine.await;
         writer.wait().await;
@@ -360,6 +380,31 @@ impl Started {
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         }
         Ok(())
+    }
+}
+
+/// Serves until `serving` ends; once `draining` fires, gives it at most `drain_max` more
+/// (connections still open then are closed; their clients retry elsewhere).
+async fn drain_within(
+    serving: impl Future<Output = std::io::Result<()>>,
+    draining: tokio::sync::oneshot::Receiver<()>,
+    drain_max: Duration,
+) -> std::io::Result<()> {
+    tokio::pin!(serving);
+    tokio::select! {
+        biased;
+        served = &mut serving => return served,
+        _ = draining => {}
+    }
+    match tokio::time::timeout(drain_max, serving).await {
+        Ok(served) => served,
+        Err(_) => {
+            tracing::warn!(
+                drain_ms = drain_max.as_millis() as u64,
+                "connections still open after the drain deadline; closing them"
+            );
+            Ok(())
+        }
     }
 }
 
@@ -394,14 +439,22 @@ where
         io.listener,
         Duration::from_millis(config.write_stall_ms),
     );
-    let served = axum::serve(listener, router)
+    let (draining_tx, draining) = tokio::sync::oneshot::channel();
+    let serving = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.await;
-            tracing::info!("stopping: no new requests; draining");
+            tracing::info!("stopping: no new connections; draining in-flight requests");
             ready.store(false, Ordering::Release);
             let _ = stopping.send(true);
+            let _ = draining_tx.send(());
         })
-        .await;
+        .into_future();
+    let served = drain_within(
+        serving,
+        draining,
+        Duration::from_millis(config.shutdown_drain_ms),
+    )
+    .await;
     // The served router (and with it every command sender) is gone: the engine flushes.
     started.stop().await?;
     served.map_err(NodeError::Serve)?;

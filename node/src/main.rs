@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use tally_node::config::Config;
+use tally_node::config::{Config, TlsFiles};
 use tally_node::peer::transport::PeerSocket;
 use tally_node::storage::{DirStorage, MemoryStorage, Storage};
 use tally_node::{NodeIo, SystemClock, WalExecutor};
@@ -60,6 +60,23 @@ struct RunArgs {
     /// How often SSE subscribers get fresh results, in milliseconds [default: 500].
     #[arg(long)]
     sse_tick_ms: Option<u64>,
+    /// The cluster-wide key (64 hex digits) that maps non-UUID vote IDs to 128 bits; the
+    /// same on every node [default: a development key].
+    #[arg(long, env = "TALLY_VOTE_ID_KEY", hide_env_values = true)]
+    vote_id_key: Option<String>,
+    /// UDP address for peer sync over QUIC (peer sync is off without it).
+    #[arg(long, env = "TALLY_PEER_LISTEN")]
+    peer_listen: Option<SocketAddr>,
+    /// The cluster CA certificate (PEM) for mutual TLS between peers; with --tls-cert and
+    /// --tls-key it replaces the config file's [tls] section.
+    #[arg(long, env = "TALLY_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM), naming its node ID.
+    #[arg(long, env = "TALLY_TLS_CERT", requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, env = "TALLY_TLS_KEY", requires_all = ["tls_ca", "tls_cert"])]
+    tls_key: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -82,6 +99,19 @@ impl RunArgs {
         }
         if let Some(tick) = self.sse_tick_ms {
             config.sse_tick_ms = tick;
+        }
+        if let Some(key) = &self.vote_id_key {
+            config.vote_id_key = key.clone();
+        }
+        if let Some(peer_listen) = self.peer_listen {
+            config.peer_listen = Some(peer_listen);
+        }
+        if let (Some(ca), Some(cert), Some(key)) = (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            config.tls = Some(TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            });
         }
         config.memory_only |= self.memory_only;
         Ok(config)

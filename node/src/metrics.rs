@@ -1,6 +1,7 @@
 //! Prometheus metrics: one registry per node, served at `/metrics` in the OpenMetrics text
 //! format. Metric names start with `tally_`; units are in the name (`_seconds`, `_bytes`).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -9,6 +10,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use tally_core::UnixMillis;
+
+use crate::peer::sync::PeerStatus;
+use crate::results::ResultsSnapshot;
 
 /// Label set of one dimension, e.g. `[("outcome", "counted")]`.
 pub type Labels = Vec<(&'static str, &'static str)>;
@@ -36,6 +41,8 @@ pub struct Metrics {
     pub waiting_replies: Gauge,
     /// 1 while the node serves votes, 0 otherwise.
     pub ready: Gauge,
+    /// Displayed (net) votes per poll and option, as of the latest results snapshot.
+    pub poll_votes: Family<PollLabels, Gauge>,
     /// Per peer: the sync session's gauges and counters.
     pub peers: PeerMetrics,
     /// The `votes` counters of the outcomes every vote reaches, resolved once: looking a
@@ -49,6 +56,9 @@ struct VoteOutcomes {
     duplicate: Counter,
     rejected: Counter,
 }
+
+/// Label set naming one poll option, e.g. `[("poll", "superbowl"), ("option", "green")]`.
+pub type PollLabels = Vec<(&'static str, String)>;
 
 /// Label set naming one peer, e.g. `[("peer", "us-west")]`.
 pub type PeerLabels = Vec<(&'static str, String)>;
@@ -117,6 +127,20 @@ impl PeerMetrics {
             "Peer sessions or frames refused (certificate, cluster, garbage)",
             self.refusals.clone(),
         );
+    }
+
+    /// Creates every series of `peer` at zero, so that dashboards and alert rules (`rate`,
+    /// `increase`) see the series from the start rather than from the first event.
+    pub fn declare(&self, peer: &str) {
+        let labels = Self::labels(peer);
+        let _ = self.connected.get_or_create(&labels);
+        let _ = self.records_received.get_or_create(&labels);
+        let _ = self.bytes_sent.get_or_create(&labels);
+        let _ = self.bytes_received.get_or_create(&labels);
+        let _ = self.last_contact_seconds.get_or_create(&labels);
+        let _ = self.records_behind.get_or_create(&labels);
+        let _ = self.seconds_behind.get_or_create(&labels);
+        let _ = self.refusals.get_or_create(&labels);
     }
 
     /// The label set for `peer`.
@@ -193,9 +217,26 @@ impl Metrics {
         );
         let ready = Gauge::default();
         registry.register("ready", "1 when the node serves votes", ready.clone());
+        let poll_votes = Family::<PollLabels, Gauge>::default();
+        registry.register(
+            "poll_votes",
+            "Displayed (net) votes per poll and option, as of the latest results snapshot",
+            poll_votes.clone(),
+        );
+        let build_info = Family::<Labels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "Always 1; the labels name the running version",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
         let peers = PeerMetrics::default();
         peers.register(&mut registry);
         let outcome = |name: &'static str| votes.get_or_create(&vec![("outcome", name)]).clone();
+        // Shedding is what the alert rules watch: its series exists from the start.
+        let _ = rejections.get_or_create(&vec![("reason", "overloaded")]);
         let vote_outcomes = VoteOutcomes {
             counted: outcome("counted"),
             duplicate: outcome("duplicate"),
@@ -213,6 +254,7 @@ impl Metrics {
             engine_queue_depth,
             waiting_replies,
             ready,
+            poll_votes,
             peers,
             vote_outcomes,
         }
@@ -223,6 +265,37 @@ impl Metrics {
         self.fsync_seconds.observe(fsync.as_secs_f64());
         self.group_entries.observe(entries as f64);
         self.group_bytes.observe(bytes as f64);
+    }
+
+    /// Mirrors a fresh results snapshot into the per-poll gauges, and brings every peer's
+    /// `seconds_behind` up to `now` (between rounds, and while a peer is unreachable, the
+    /// lag keeps growing rather than freezing at its last round's value). A peer this node
+    /// has never caught up with since it started keeps the value of its last round.
+    pub fn observe_results(
+        &self,
+        results: &ResultsSnapshot,
+        peers: &BTreeMap<String, PeerStatus>,
+        now: UnixMillis,
+    ) {
+        for (poll, snapshot) in &results.polls {
+            for option in &snapshot.results.options {
+                let labels = vec![("poll", poll.to_string()), ("option", option.name.clone())];
+                self.poll_votes.get_or_create(&labels).set(option.votes);
+            }
+        }
+        for (peer, status) in peers {
+            if let Some(caught_up_at) = status.caught_up_at {
+                let behind_ms = if status.records_behind == 0 && status.connected {
+                    0
+                } else {
+                    now.0.saturating_sub(caught_up_at.0)
+                };
+                self.peers
+                    .seconds_behind
+                    .get_or_create(&PeerMetrics::labels(peer))
+                    .set((behind_ms / 1000) as i64);
+            }
+        }
     }
 
     /// Records the engine's queue depths.

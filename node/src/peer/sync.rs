@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::tls::check_peer_is;
 use super::transport::{Backoff, read_frame, write_frame};
 use crate::Clock;
+use crate::config::PeerAddress;
 use crate::engine::{Command, EngineError, PeerApplied, PullReply};
 use crate::metrics::{Metrics, PeerMetrics};
 
@@ -69,6 +70,9 @@ pub enum SessionError {
     /// Dialling failed.
     #[error("connect: {0}")]
     Connect(#[from] quinn::ConnectError),
+    /// The peer's host name did not resolve.
+    #[error("peer address lookup: {0}")]
+    Resolve(String),
     /// A stream failed.
     #[error("stream: {0}")]
     Stream(String),
@@ -356,8 +360,21 @@ fn message_kind(message: &PeerMessage) -> &'static str {
 pub struct PeerTarget {
     /// Its node ID (the certificate must name it).
     pub node: NodeId,
-    /// Its QUIC address.
-    pub address: SocketAddr,
+    /// Its QUIC address (a host name is looked up at every connection attempt).
+    pub address: PeerAddress,
+}
+
+/// The socket address to dial `address` at: the literal, or the first answer of a lookup.
+async fn resolve(address: &PeerAddress) -> Result<SocketAddr, SessionError> {
+    if let Some(literal) = address.literal() {
+        return Ok(literal);
+    }
+    let mut answers = tokio::net::lookup_host(address.as_str())
+        .await
+        .map_err(|e| SessionError::Resolve(format!("{address}: {e}")))?;
+    answers
+        .next()
+        .ok_or_else(|| SessionError::Resolve(format!("{address}: no addresses")))
 }
 
 /// Pulls from `target` forever: connect, hello, rounds; on any failure, mark the peer
@@ -373,9 +390,8 @@ pub async fn pull_from(
     let mut backoff = Backoff::new(rng_seed);
     loop {
         let session = async {
-            let connection = endpoint
-                .connect(target.address, target.node.as_str())?
-                .await?;
+            let address = resolve(&target.address).await?;
+            let connection = endpoint.connect(address, target.node.as_str())?.await?;
             let result = pull_session(&connection, &target, &context, &mut backoff).await;
             if let Err(error) = &result {
                 refuse(&connection, error, &context.metrics.peers, &label);

@@ -130,6 +130,36 @@ impl NodeProcess {
         }
     }
 
+    /// Sends SIGTERM (the orderly stop an orchestrator sends). Only operations.rs uses it.
+    #[allow(dead_code)]
+    pub(crate) fn terminate(&mut self) {
+        let pid = self.child.as_ref().expect("the node is not running").id();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("cannot run kill");
+        assert!(status.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits for the process to exit by itself, or panics at `deadline`. Only operations.rs
+    /// uses it.
+    #[allow(dead_code)]
+    pub(crate) fn wait_exit(&mut self, deadline: Instant) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("the node is not running");
+        loop {
+            if let Some(status) = child.try_wait().expect("cannot wait for the node") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not exit in time",
+                self.spec.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the process is still running.
     pub(crate) fn is_running(&mut self) -> bool {
         self.child
