@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
 # The test command (README.md): installs what the tests need on a fresh Debian machine, then
-# runs every test of the workspace. Heavy simulation seeds stay behind SIM_SEEDS (default small).
+# checks the deployment files and runs every test of the workspace. Heavy simulation seeds
+# stay behind SIM_SEEDS (default small).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_packages=()
 # The dashboard's browser test (node/tests/browser.rs) drives Debian's headless Chromium.
 [ -x /usr/bin/chromium ] || need_packages+=(chromium)
+# The operations test (node/tests/operations.rs) scrapes real nodes with a real Prometheus;
+# scripts/check-deploy.sh uses its promtool.
+command -v prometheus >/dev/null 2>&1 || need_packages+=(prometheus)
 if [ ${#need_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "test.sh: installing ${need_packages[*]} (Debian packages)"
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_packages[@]}" >/dev/null
   else
-    echo "test.sh: please install: ${need_packages[*]} (the browser test needs them)" >&2
+    echo "test.sh: please install: ${need_packages[*]} (the browser and operations tests need them)" >&2
     exit 1
   fi
 fi
+
+# The deployment files: alert rules and their unit tests, Kubernetes schemas, Dockerfile,
+# systemd unit, Grafana dashboard.
+bash scripts/check-deploy.sh
 
 cargo test --workspace --locked "$@"

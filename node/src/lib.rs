@@ -237,6 +237,11 @@ pub fn start_with_peers<S: Storage + 'static>(
                 clock: clock.clone(),
                 metrics: metrics.clone(),
             });
+            // Incoming sessions refused before they name a node count under `incoming`.
+            let _ = metrics
+                .peers
+                .refusals
+                .get_or_create(&metrics::PeerMetrics::labels("incoming"));
             peer_tasks.push(tokio::spawn(peer::sync::serve_incoming(
                 endpoint.clone(),
                 context.clone(),
