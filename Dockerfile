@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # The `tally` node image: built from this workspace in a Rust image, run from a distroless
 # base (glibc and libgcc, no shell, no package manager) as the non-root user 65532.
 #
@@ -11,14 +12,12 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# Dependencies first, so a source change does not refetch the registry.
-COPY Cargo.toml Cargo.lock ./
-COPY core/Cargo.toml core/Cargo.toml
-COPY node/Cargo.toml node/Cargo.toml
-COPY sim/Cargo.toml sim/Cargo.toml
-RUN cargo fetch --locked
 COPY . .
-RUN cargo build --release --locked -p tally-node --bin tally \
+# BuildKit cache mounts keep the registry and the build directory between builds, so a source
+# change rebuilds only the workspace crates.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p tally-node --bin tally \
     && install -D -m 0755 target/release/tally /out/tally \
     && mkdir -p /out/data
 
