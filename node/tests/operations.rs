@@ -13,10 +13,12 @@
 #![allow(clippy::unwrap_used)] // test code: a failed setup should panic loudly
 
 #[path = "cluster/http.rs"]
-#[allow(dead_code)] // this test uses a subset of the shared client
 mod http;
 #[path = "cluster/node.rs"]
 mod node;
+#[path = "cluster/proxy.rs"]
+#[allow(dead_code)] // this test only cuts and heals
+mod proxy;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -32,6 +34,7 @@ use tally_node::peer::transport::IDLE_TIMEOUT_MS;
 
 use http::{Client, metric, request_once};
 use node::{NodeProcess, NodeSpec, free_tcp_address, free_udp_address};
+use proxy::UdpProxy;
 
 /// Longest wait for a node to become ready, or to exit after SIGTERM.
 const PROCESS_WAIT: Duration = Duration::from_secs(30);
@@ -43,12 +46,16 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Two nodes, `a` and `b`, peers of each other, with `extra` TOML settings.
-fn two_nodes(dir: &Path, extra: &str) -> Vec<NodeProcess> {
+/// Two nodes, `a` and `b`, peers of each other, with `extra` TOML settings. `b` pulls from
+/// `a` through the returned proxy (so a test can keep `b` from catching up); `a` dials `b`
+/// directly.
+fn two_nodes(dir: &Path, extra: &str) -> (Vec<NodeProcess>, UdpProxy) {
     let names = ["ops-a", "ops-b"];
     let ids: Vec<NodeId> = names.iter().map(|n| NodeId::new(*n).unwrap()).collect();
     let certs = generate_dev_cluster(&dir.join("certs"), &ids).unwrap();
     let peer_listen: Vec<SocketAddr> = names.iter().map(|_| free_udp_address()).collect();
+    let b_to_a = UdpProxy::start(peer_listen[0]).unwrap();
+    let dial = [peer_listen[1], b_to_a.address()];
     let mut nodes: Vec<NodeProcess> = (0..2)
         .map(|i| {
             let files = certs.node(&ids[i]).unwrap();
@@ -56,7 +63,7 @@ fn two_nodes(dir: &Path, extra: &str) -> Vec<NodeProcess> {
                 name: names[i].to_owned(),
                 http: free_tcp_address(),
                 peer_listen: peer_listen[i],
-                peers: vec![(names[1 - i].to_owned(), peer_listen[1 - i])],
+                peers: vec![(names[1 - i].to_owned(), dial[i])],
                 dir: dir.join(names[i]),
                 ca: certs.ca_cert.clone(),
                 cert: files.cert.clone(),
@@ -70,7 +77,7 @@ fn two_nodes(dir: &Path, extra: &str) -> Vec<NodeProcess> {
     for node in &mut nodes {
         node.wait_ready(deadline);
     }
-    nodes
+    (nodes, b_to_a)
 }
 
 fn metrics_of(address: SocketAddr) -> String {
@@ -142,7 +149,7 @@ impl HalfSentVote {
 fn sigterm_drains_in_flight_requests_says_goodbye_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let extra = format!("sync_tick_ms = 50\nshutdown_drain_ms = {DRAIN_MS}\n");
-    let mut nodes = two_nodes(dir.path(), &extra);
+    let (mut nodes, _b_to_a) = two_nodes(dir.path(), &extra);
     let (a, b) = (nodes[0].spec.http, nodes[1].spec.http);
     wait_peer_connected(b, "ops-a", 1.0, PROCESS_WAIT);
 
@@ -207,6 +214,68 @@ fn sigterm_drains_in_flight_requests_says_goodbye_and_loses_nothing() {
             answer.contains(&format!(r#""status":"{expected}""#)),
             "{vote_id}: expected {expected}, got {answer}"
         );
+    }
+}
+
+fn results_total(address: SocketAddr) -> i64 {
+    let results = http::get_json(address, "/v1/polls/superbowl/results").unwrap();
+    results["total"].as_i64().unwrap()
+}
+
+/// Goal: a starting node is not ready (so no load balancer sends it voters) until it holds
+/// what its peers hold. Method: stop `b`, give `a` votes, restart `b` with its link to `a`
+/// cut: it must stay not ready while cut (its catch-up timeout is far off); heal the link: it
+/// turns ready, and when it does, it lacks none of `a`'s records.
+#[test]
+fn a_starting_node_is_not_ready_until_it_has_caught_up_with_its_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "sync_tick_ms = 50\nresults_tick_ms = 50\ncatch_up_timeout_ms = 120000\n";
+    let (mut nodes, b_to_a) = two_nodes(dir.path(), extra);
+    let (a, b) = (nodes[0].spec.http, nodes[1].spec.http);
+    nodes[1].terminate();
+    assert!(nodes[1].wait_exit(Instant::now() + PROCESS_WAIT).success());
+    let mut client = Client::connect(a).unwrap();
+    const VOTES: usize = 5_000;
+    for batch in 0..VOTES / 1_000 {
+        let votes: Vec<String> = (0..1_000)
+            .map(|i| format!(r#"{{"option":"green","vote_id":"catch-up-{batch}-{i}"}}"#))
+            .collect();
+        let body = format!(r#"{{"votes":[{}]}}"#, votes.join(","));
+        let (status, answer) = client
+            .request("POST", "/v1/polls/superbowl/votes/batch", &body)
+            .unwrap();
+        assert_eq!(status, 200, "{answer}");
+    }
+
+    b_to_a.cut();
+    nodes[1] = nodes[1].spec.spawn();
+    let cut_until = Instant::now() + Duration::from_secs(3);
+    let mut answered_while_cut = 0;
+    while Instant::now() < cut_until {
+        if let Ok((status, body)) = request_once(b, "GET", "/readyz", "") {
+            assert_eq!(status, 503, "ready before catching up: {body}");
+            answered_while_cut += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(answered_while_cut > 0, "b never answered /readyz while cut");
+
+    b_to_a.heal();
+    nodes[1].wait_ready(Instant::now() + PROCESS_WAIT);
+    let behind = metric(
+        &metrics_of(b),
+        "tally_peer_records_behind",
+        "{peer=\"ops-a\"}",
+    );
+    assert_eq!(behind, 0.0, "ready while {behind} records behind");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while results_total(b) != VOTES as i64 {
+        assert!(
+            Instant::now() < deadline,
+            "b shows {} of {VOTES} votes after reporting ready",
+            results_total(b)
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -377,7 +446,7 @@ fn tally_names_in(text: &str) -> BTreeSet<String> {
 #[test]
 fn prometheus_scrapes_every_metric_and_evaluates_every_alert_rule() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = two_nodes(dir.path(), "sync_tick_ms = 50\n");
+    let (nodes, _b_to_a) = two_nodes(dir.path(), "sync_tick_ms = 50\n");
     let addresses: Vec<SocketAddr> = nodes.iter().map(|n| n.spec.http).collect();
     for (i, address) in addresses.iter().enumerate() {
         let mut client = Client::connect(*address).unwrap();
