@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
-# The node benchmark of issue 3, in one command: builds release, then on 127.0.0.1 measures with
-# the SAME client (`tally load`) and the same connection count:
+# The node benchmark of issues 3 and 6, in one command: builds release, then on 127.0.0.1 measures
+# with the SAME client (`tally load`) and the same connection count:
 #   (a) a minimal axum route (node/examples/hello_server.rs): the framework's ceiling; also wrk
 #       against it, as a cross-check of the client;
 #   (b) Tally single votes with fsync durability (`tally run` on a temporary data directory);
 #   (c) Tally batches of 1,000 votes, postcard and JSON, with durability;
 #   (d) latency at half the maximum single-vote rate of (b), open loop (from intended send time);
 #   (e) resident memory per held vote ID: the node's VmRSS before and after loading N votes;
+#   (f) Redis doing the original design's job (issue 6): one Lua script adds the vote ID to a
+#       set and increments the option only if the ID was new (SADD + INCR), driven by
+#       redis-benchmark with the same connection count, non-pipelined and pipelined ×32, on a
+#       fresh redis-server without persistence (NOT durable), plus a supplementary row with
+#       `appendfsync always` (durable); and Redis's VmRSS per set member after N votes;
 # plus two supplementary rows that tell what limits (b): 4x the connections, and memory-only
 # (NOT durable). Each measurement runs RUNS times (default 3) for SECONDS seconds (default 8),
 # each on a fresh, warmed-up server, the cases interleaved round by round (so a change in the
 # machine's other load hits every case alike); the medians, and the median of the ratios
 # within a round, are reported. Client (`tally load --threads 1`, like `wrk -t1`) and server share this
 # machine's cores (`nproc`), so every figure is for both together. Writes every run and the exact
-# commands under target/bench-node/<time>/ and prints a table (also in summary.md there).
+# commands under target/bench-node/<time>/ and prints a table (also in summary.md there), draws
+# throughput and latency as an SVG (chart.svg there), and, with BENCH_WRITE=1 (the default),
+# copies the table into BENCHMARKS.md between its bench-node markers and the chart to
+# benchmarks/node-vs-redis.svg.
 #
 # Settings (environment): BENCH_RUNS, BENCH_SECONDS, BENCH_CONNECTIONS, BENCH_MEMORY_VOTES,
-# BENCH_NODE_PORT, BENCH_HELLO_PORT. Only 127.0.0.1 is contacted; every run is bounded in time.
+# BENCH_NODE_PORT, BENCH_HELLO_PORT, BENCH_REDIS_PORT, BENCH_WRITE. Only 127.0.0.1 is contacted;
+# every run is bounded in time or count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,15 +35,23 @@ CONNECTIONS=${BENCH_CONNECTIONS:-64}
 MEMORY_VOTES=${BENCH_MEMORY_VOTES:-5000000}
 NODE_ADDRESS=127.0.0.1:${BENCH_NODE_PORT:-18180}
 HELLO_ADDRESS=127.0.0.1:${BENCH_HELLO_PORT:-18181}
+REDIS_PORT=${BENCH_REDIS_PORT:-18182}
+REDIS_ADDRESS=127.0.0.1:$REDIS_PORT
+WRITE=${BENCH_WRITE:-1}
+# Requests per redis-benchmark run (it takes a count, not a duration), sized to last about
+# SECONDS_PER_RUN at the rates seen here (~100k/s non-pipelined, ~600k/s pipelined).
+REDIS_REQUESTS=$((SECONDS_PER_RUN * 120000))
+REDIS_PIPELINED_REQUESTS=$((SECONDS_PER_RUN * 700000))
+REDIS_PIPELINE=32
 BATCH=1000
 WARM_UP_VOTES=5000
 
 # The table from $OUT's files: medians, ratios, CPU ceilings and targets.
 summarize() {
 python3 - "$OUT/runs.tsv" "$OUT/memory.tsv" "$HALF_RATE" "$CONNECTIONS" "$SECONDS_PER_RUN" "$RUNS" \
-  "$(nproc)" "$LOAD_BEFORE" "$LOAD_AFTER" "$MEMORY_VOTES" <<'PY'
-import csv, statistics, sys
-runs, memory, half, conns, secs, n, cores, load_before, load_after, mem_votes = sys.argv[1:11]
+  "$(nproc)" "$LOAD_BEFORE" "$LOAD_AFTER" "$MEMORY_VOTES" "$OUT/redis-memory.tsv" "$OUT/chart.svg" <<'PY'
+import csv, os, statistics, sys
+runs, memory, half, conns, secs, n, cores, load_before, load_after, mem_votes, redis_memory, chart = sys.argv[1:13]
 rows = list(csv.DictReader(open(runs), delimiter="\t"))
 def med(case, col):
     vals = [float(r.get(col) or 0) for r in rows if r["case"] == case]
@@ -67,6 +84,9 @@ names = {
     "half-rate": f"(d) Tally single votes at {half}/s, fsync (latency from intended send)",
     "single-c4x": f"(supplement) Tally single votes, fsync, {int(conns) * 4} connections",
     "single-memory": "(supplement) Tally single votes, memory-only: NOT durable",
+    "redis": "(f) Redis SADD+INCR script, non-pipelined, no persistence: NOT durable",
+    "redis-pipelined": "(f) Redis SADD+INCR script, pipelined ×32, no persistence: NOT durable",
+    "redis-fsync": "(supplement) Redis SADD+INCR script, non-pipelined, appendfsync always",
 }
 for case, label in names.items():
     v = med(case, "votes_per_s")
@@ -110,6 +130,27 @@ print(f"\nPaired ratios (median over runs of the ratio within a round): single/h
       f"{paired('single', 'hello'):.2f}, single/wrk-hello {paired('single', 'wrk-hello'):.2f}, "
       f"hello/wrk-hello {paired('hello', 'wrk-hello'):.2f}, memory-only single/hello "
       f"{paired('single-memory', 'hello'):.2f}")
+rmem = []
+if os.path.exists(redis_memory):
+    rmem = list(csv.DictReader(open(redis_memory), delimiter="\t"))
+redis_bpv = statistics.median(float(r["bytes_per_member"]) for r in rmem) if rmem else 0.0
+if rmem:
+    print(f"(f) Redis resident memory per set member after {int(mem_votes):,} votes: {redis_bpv:.1f} bytes "
+          f"(median VmRSS growth / SCARD; runs {' / '.join(r['bytes_per_member'] for r in rmem)}; "
+          f"its own used_memory growth: {statistics.median(float(r['used_bytes_per_member']) for r in rmem):.1f} bytes)")
+def best_batch_paired(base):
+    by_run = {r["run"]: float(r["votes_per_s"]) for r in rows if r["case"] == base}
+    ratios = []
+    for run, b in by_run.items():
+        best = max((float(r["votes_per_s"]) for r in rows
+                    if r["case"] in ("batch-binary", "batch-json") and r["run"] == run), default=0)
+        if b:
+            ratios.append(best / b)
+    return statistics.median(ratios) if ratios else 0.0
+if med("redis", "votes_per_s"):
+    print(f"\nAgainst Redis (paired per round): single/redis {paired('single', 'redis'):.2f}, "
+          f"best batch/redis-pipelined {best_batch_paired('redis-pipelined'):.2f}, "
+          f"single/redis-fsync {paired('single', 'redis-fsync'):.2f}, redis/hello {paired('redis', 'hello'):.2f}")
 print("\nTargets:")
 print(f"- single votes with fsync ≥ 0.8× hello: {single / hello if hello else 0:.2f}× — "
       f"{'MET' if hello and single >= 0.8 * hello else 'NOT MET'}")
@@ -119,6 +160,37 @@ print(f"- p99 ≤ 10 ms at half max rate ({half} votes/s): {p99:.3f} ms from the
 print(f"- CPU ceilings: single/hello {ceiling('single') / ceiling('hello') if ceiling('hello') else 0:.2f}, "
       f"single/wrk-hello {ceiling('single') / ceiling('wrk-hello') if ceiling('wrk-hello') else 0:.2f}")
 print(f"- client cross-check: tally load reaches {hello / wrk if wrk else 0:.2f}× wrk's rate on the hello route")
+if med("redis", "votes_per_s"):
+    r1, r2, rm = paired("single", "redis"), best_batch_paired("redis-pipelined"), bpv / redis_bpv if redis_bpv else 0
+    print(f"- (issue 6) single votes ≥ 1.0× Redis non-pipelined: {r1:.2f}× — {'MET' if r1 >= 1.0 else 'NOT MET'}")
+    print(f"- (issue 6) batch ingestion ≥ 2× Redis pipelined: {r2:.2f}× — {'MET' if r2 >= 2.0 else 'NOT MET'}")
+    print(f"- (issue 6) memory per vote ID ≤ 0.4× Redis's: {bpv:.1f} / {redis_bpv:.1f} B = {rm:.2f}× — "
+          f"{'MET' if rm and rm <= 0.4 else 'NOT MET'}")
+
+# The chart: throughput and p99 latency per case, as horizontal bars (plain SVG, no libraries).
+cases = [c for c in names if med(c, "votes_per_s")]
+def bars(title, values, unit, y0, colour):
+    top = max(values) or 1
+    out = [f'<text x="10" y="{y0}" font-size="15" font-weight="bold">{title}</text>']
+    for i, (case, v) in enumerate(zip(cases, values)):
+        y = y0 + 12 + i * 24
+        width = 520 * v / top
+        fill = "#c0392b" if case.startswith("redis") else ("#7f8c8d" if case in ("hello", "wrk-hello") else colour)
+        out.append(f'<text x="450" y="{y + 15}" font-size="12" text-anchor="end">{names[case][:62]}</text>')
+        out.append(f'<rect x="460" y="{y}" width="{width:.1f}" height="18" fill="{fill}"/>')
+        out.append(f'<text x="{466 + width:.1f}" y="{y + 14}" font-size="12">{v:,.{0 if unit == "votes/s" else 2}f} {unit}</text>')
+    return out, y0 + 24 + len(cases) * 24
+svg, y = bars(f"Throughput (median of {n} runs, {conns} connections, 127.0.0.1, {cores} cores shared)",
+              [med(c, "votes_per_s") for c in cases], "votes/s", 24, "#2980b9")
+more, y = bars("p99 latency, ms (Tally: from intended send time; Redis: redis-benchmark's)",
+               [med(c, "p99_us") / 1000 for c in cases], "ms", y + 20, "#27ae60")
+svg += more
+svg.append(f'<text x="10" y="{y + 10}" font-size="11" fill="#555">grey: the framework ceiling (hello route); '
+           f'red: Redis; blue/green: Tally. Made by scripts/bench-node.sh.</text>')
+with open(chart, "w") as f:
+    f.write(f'<svg xmlns="http://www.w3.org/2000/svg" width="1160" height="{y + 24}" '
+            f'font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>'
+            + "".join(svg) + "</svg>\n")
 PY
 }
 
@@ -135,6 +207,8 @@ need=()
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 [ -x /usr/bin/time ] || need+=(time)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-benchmark >/dev/null 2>&1 || need+=(redis-tools)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bench-node: installing ${need[*]} (Debian packages)"
@@ -342,6 +416,69 @@ PY
   tail -n 1 "$RUNS_TSV" | awk -F'\t' '{ printf "  %-16s run %s: %9d req/s    p50 %6.3f ms  p99 %7.3f ms  other load %.2f cores\n", $1, $2, $3, $4/1000, $5/1000, $14 }'
 }
 
+# The original design's job in one atomic step: a new vote ID joins the set and counts for its
+# option; a seen one changes nothing.
+REDIS_LUA="if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then return redis.call('INCR', KEYS[2]) else return 0 end"
+
+# A fresh redis-server on loopback; extra arguments set persistence. Loads the script ($REDIS_SHA).
+start_redis() {
+  local data
+  data=$(mktemp -d -p "$SCRATCH")
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$data" --save '' --appendonly no \
+    --protected-mode yes "$@" >>"$OUT/server.log" 2>&1 &
+  SERVER_PID=$!
+  wait_listening "$REDIS_ADDRESS"
+  for _ in $(seq 50); do
+    redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break
+    sleep 0.1
+  done
+  REDIS_SHA=$(redis-cli -p "$REDIS_PORT" script load "$REDIS_LUA")
+}
+start_redis_plain() { start_redis; }
+start_redis_fsync() { start_redis --appendonly yes --appendfsync always; }
+
+# redis_run CASE RUN START PIPELINE REQUESTS: redis-benchmark (one thread, like wrk -t1) sends
+# the script with a fresh 36-digit vote ID per call (three random 12-digit numbers, the length
+# of a UUID; redis-benchmark's -r must stay below 10^12 or it stops randomising). Checks afterwards that the counter equals the set's size (each ID counted once).
+redis_run() {
+  local name=$1 run=$2 start=$3 pipeline=$4 requests=$5
+  "$start"
+  local cmd=(redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$CONNECTIONS" -n "$requests"
+    -r 100000000000 -P "$pipeline" --csv
+    evalsha "$REDIS_SHA" 2 tally:ids tally:green __rand_int____rand_int____rand_int__)
+  echo "$name run $run: ${cmd[*]}" >>"$COMMANDS"
+  local cpu_before cpu_after busy_before busy_after started ended
+  cpu_before=$(server_cpu)
+  busy_before=$(machine_busy)
+  started=$(date +%s.%N)
+  /usr/bin/time -f '%U %S' -o "$OUT/$name-$run.time" "${cmd[@]}" >"$OUT/$name-$run.txt" 2>&1
+  ended=$(date +%s.%N)
+  busy_after=$(machine_busy)
+  cpu_after=$(server_cpu)
+  local members counted
+  members=$(redis-cli -p "$REDIS_PORT" scard tally:ids)
+  counted=$(redis-cli -p "$REDIS_PORT" get tally:green)
+  python3 - "$OUT/$name-$run.txt" "$name" "$run" "$cpu_before" "$cpu_after" "$OUT/$name-$run.time" \
+    "$busy_before" "$busy_after" "$started" "$ended" "$requests" "$members" "$counted" >>"$RUNS_TSV" <<'PY'
+import csv, sys
+text, name, run, before, after, timing, busy_before, busy_after, started, ended, requests, members, counted = sys.argv[1:14]
+row = [r for r in csv.reader(open(text)) if r and r[0] != "test"][-1]
+rps, p50_ms, p99_ms, max_ms = float(row[1]), float(row[4]), float(row[6]), float(row[7])
+client = sum(float(x) for x in open(timing).read().split()[-2:])
+elapsed = float(ended) - float(started)
+server = float(after) - float(before)
+other = (float(busy_after) - float(busy_before) - server - client) / elapsed
+# Each call carries a new ID (36 random digits): the set must have grown by (almost) every call,
+# and the counter must equal the set (each ID counted once).
+check = "passed" if members == counted and int(members) >= 0.99 * int(requests) else "FAILED"
+print("\t".join(str(x) for x in [name, run, round(rps), round(p50_ms * 1000), round(p99_ms * 1000), 0,
+      round(max_ms * 1000), 0, check, round(server, 3), round(client, 3), requests, 0,
+      round(max(other, 0), 2)]))
+PY
+  tail -n 1 "$RUNS_TSV" | awk -F'\t' '{ printf "  %-16s run %s: %9d votes/s  p50 %6.3f ms  p99 %7.3f ms  check %s  other load %.2f cores\n", $1, $2, $3, $4/1000, $5/1000, $9, $14 }'
+  stop_server
+}
+
 # Median of column $2 (1-based) of case $1's rows.
 median() {
   awk -F'\t' -v name="$1" -v col="$2" '$1 == name { print $col }' "$RUNS_TSV" | sort -g |
@@ -389,6 +526,10 @@ for run in $(seq "$RUNS"); do
     --duration "${SECONDS_PER_RUN}s"
   measure_run single-memory "$run" start_memory_node "$NODE_ADDRESS" \
     --duration "${SECONDS_PER_RUN}s"
+  # (f) Redis, non-pipelined and pipelined (no persistence), and durable (supplement).
+  redis_run redis "$run" start_redis_plain 1 "$REDIS_REQUESTS"
+  redis_run redis-pipelined "$run" start_redis_plain "$REDIS_PIPELINE" "$REDIS_PIPELINED_REQUESTS"
+  redis_run redis-fsync "$run" start_redis_fsync 1 "$((REDIS_REQUESTS / 4))"
 done
 
 # (d) single votes at half the median maximum rate of (b), open loop.
@@ -415,8 +556,54 @@ for run in $(seq "$RUNS"); do
   stop_server
 done
 
+# (f) Redis memory per set member: VmRSS before and after MEMORY_VOTES pipelined script calls.
+REDIS_MEMORY_TSV=$OUT/redis-memory.tsv
+printf 'run\tmembers\trss_before_kb\trss_after_kb\tbytes_per_member\tused_bytes_per_member\n' >"$REDIS_MEMORY_TSV"
+for run in $(seq "$RUNS"); do
+  start_redis_plain
+  before=$(server_rss_kb)
+  used_before=$(redis-cli -p "$REDIS_PORT" info memory | awk -F: '/^used_memory:/ { print $2 + 0 }')
+  cmd=(redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$CONNECTIONS" -n "$MEMORY_VOTES"
+    -r 100000000000 -P "$REDIS_PIPELINE" -q
+    evalsha "$REDIS_SHA" 2 tally:ids tally:green __rand_int____rand_int____rand_int__)
+  echo "redis-memory run $run: ${cmd[*]}; VmRSS of redis-server before and after" >>"$COMMANDS"
+  "${cmd[@]}" >"$OUT/redis-memory-$run.txt" 2>&1
+  after=$(server_rss_kb)
+  used_after=$(redis-cli -p "$REDIS_PORT" info memory | awk -F: '/^used_memory:/ { print $2 + 0 }')
+  members=$(redis-cli -p "$REDIS_PORT" scard tally:ids)
+  awk -v r="$run" -v n="$members" -v b="$before" -v a="$after" -v ub="$used_before" -v ua="$used_after" \
+    'BEGIN { printf "%s\t%d\t%d\t%d\t%.1f\t%.1f\n", r, n, b, a, (a - b) * 1024 / n, (ua - ub) / n }' >>"$REDIS_MEMORY_TSV"
+  tail -n 1 "$REDIS_MEMORY_TSV" | awk -F'\t' '{ printf "  redis-memory     run %s: VmRSS %d kB -> %d kB for %d members: %.1f bytes/member\n", $1, $3, $4, $2, $5 }'
+  stop_server
+done
+
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "LOAD_AFTER='$LOAD_AFTER'" >>"$OUT/settings.env"
 summarize | tee "$OUT/summary.md"
 echo
-echo "bench-node: every run in $RUNS_TSV, commands in $COMMANDS, summary in $OUT/summary.md"
+echo "bench-node: every run in $RUNS_TSV, commands in $COMMANDS, summary in $OUT/summary.md, chart in $OUT/chart.svg"
+
+# BENCHMARKS.md: the table between the markers (appended with them the first time), the chart
+# beside it.
+if [ "$WRITE" = 1 ]; then
+  mkdir -p benchmarks
+  cp "$OUT/chart.svg" benchmarks/node-vs-redis.svg
+  python3 - BENCHMARKS.md "$OUT/summary.md" "$OUT" "$RUNS" "$SECONDS_PER_RUN" "$CONNECTIONS" "$MEMORY_VOTES" <<'PY'
+import sys
+path, summary, out, runs, secs, conns, votes = sys.argv[1:8]
+begin, end = "<!-- bench-node:begin -->", "<!-- bench-node:end -->"
+section = (f"{begin}\n### The latest `scripts/bench-node.sh` run ({out.rsplit('/', 1)[-1]})\n\n"
+           f"Command: `BENCH_RUNS={runs} BENCH_SECONDS={secs} BENCH_CONNECTIONS={conns} "
+           f"BENCH_MEMORY_VOTES={votes} scripts/bench-node.sh` (every command of the run is in "
+           f"`{out}/commands.txt`).\n\n![throughput and p99 latency](benchmarks/node-vs-redis.svg)\n\n"
+           + open(summary).read().strip() + f"\n{end}")
+text = open(path).read()
+if begin in text and end in text:
+    head, rest = text.split(begin, 1)
+    text = head + section + rest.split(end, 1)[1]
+else:
+    text = text.rstrip() + "\n\n" + section + "\n"
+open(path, "w").write(text)
+PY
+  echo "bench-node: wrote the table into BENCHMARKS.md and the chart to benchmarks/node-vs-redis.svg"
+fi
