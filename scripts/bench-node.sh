@@ -168,6 +168,16 @@ if med("redis", "votes_per_s"):
           f"{'MET' if rm and rm <= 0.4 else 'NOT MET'}")
 
 # The chart: throughput and p99 latency per case, as horizontal bars (plain SVG, no libraries).
+short = {
+    "hello": "hello route (tally load)", "wrk-hello": "hello route (wrk -t1)",
+    "single": "Tally single votes, fsync", "batch-binary": "Tally batches ×1000 postcard, fsync",
+    "batch-json": "Tally batches ×1000 JSON, fsync", "half-rate": "Tally single votes at half rate, fsync",
+    "single-c4x": "Tally single votes, fsync, 4× connections",
+    "single-memory": "Tally single votes, memory-only (NOT durable)",
+    "redis": "Redis script, non-pipelined (NOT durable)",
+    "redis-pipelined": "Redis script, pipelined ×32 (NOT durable)",
+    "redis-fsync": "Redis script, appendfsync always",
+}
 cases = [c for c in names if med(c, "votes_per_s")]
 def bars(title, values, unit, y0, colour):
     top = max(values) or 1
@@ -176,13 +186,13 @@ def bars(title, values, unit, y0, colour):
         y = y0 + 12 + i * 24
         width = 520 * v / top
         fill = "#c0392b" if case.startswith("redis") else ("#7f8c8d" if case in ("hello", "wrk-hello") else colour)
-        out.append(f'<text x="450" y="{y + 15}" font-size="12" text-anchor="end">{names[case][:62]}</text>')
+        out.append(f'<text x="450" y="{y + 15}" font-size="12" text-anchor="end">{short[case]}</text>')
         out.append(f'<rect x="460" y="{y}" width="{width:.1f}" height="18" fill="{fill}"/>')
         out.append(f'<text x="{466 + width:.1f}" y="{y + 14}" font-size="12">{v:,.{0 if unit == "votes/s" else 2}f} {unit}</text>')
     return out, y0 + 24 + len(cases) * 24
 svg, y = bars(f"Throughput (median of {n} runs, {conns} connections, 127.0.0.1, {cores} cores shared)",
               [med(c, "votes_per_s") for c in cases], "votes/s", 24, "#2980b9")
-more, y = bars("p99 latency, ms (Tally: from intended send time; Redis: redis-benchmark's)",
+more, y = bars("p99 latency per request, ms (a batch request carries 1,000 votes; Redis: redis-benchmark's figure)",
                [med(c, "p99_us") / 1000 for c in cases], "ms", y + 20, "#27ae60")
 svg += more
 svg.append(f'<text x="10" y="{y + 10}" font-size="11" fill="#555">grey: the framework ceiling (hello route); '
