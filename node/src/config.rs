@@ -192,6 +192,9 @@ pub struct Config {
     pub catch_up_timeout_ms: u64,
     /// Polls to create at start-up.
     pub polls: Vec<PollConfig>,
+    /// The regions' public base URLs (`https://us-east.tally.example.net`), nearest first:
+    /// the voting page (`/vote/{poll}`) votes through them, then through this node itself.
+    pub public_endpoints: Vec<String>,
 }
 
 impl Default for Config {
@@ -216,6 +219,7 @@ impl Default for Config {
             sync_tick_ms: 100,
             sync_records_per_round_max: 65_536,
             catch_up_timeout_ms: 10_000,
+            public_endpoints: Vec::new(),
             polls: vec![PollConfig {
                 id: "superbowl".into(),
                 options: vec!["green".into(), "blue".into()],
@@ -302,6 +306,9 @@ impl Config {
                 "shutdown_drain_ms",
                 "must be at most 600000".into(),
             ));
+        }
+        for url in &self.public_endpoints {
+            validate_public_endpoint(url).map_err(|m| invalid("public_endpoints", m))?;
         }
         self.validate_peers()?;
         if self.engine_queue_max == 0 || self.sse_subscribers_max == 0 {
@@ -398,6 +405,29 @@ pub struct Validated {
     pub node_id: NodeId,
     /// The cluster-wide vote ID key.
     pub vote_id_key: VoteIdKey,
+}
+
+/// Longest public endpoint URL, in bytes.
+pub const PUBLIC_ENDPOINT_BYTES_MAX: usize = 256;
+
+/// A public endpoint is an origin: `http://` or `https://`, a host, an optional port, no path.
+fn validate_public_endpoint(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("{url:?} must start with https:// or http://"))?;
+    let ok = !rest.is_empty()
+        && url.len() <= PUBLIC_ENDPOINT_BYTES_MAX
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{url:?} must be an origin: scheme, host and optional port, no path or trailing /"
+        ))
+    }
 }
 
 fn parse_key(text: &str) -> Result<VoteIdKey, String> {

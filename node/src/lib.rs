@@ -9,6 +9,8 @@
 //! taking requests, let the engine flush and fsync what it accepted, and return.
 
 pub mod certs;
+pub mod client;
+pub mod client_page;
 pub mod config;
 pub mod dashboard;
 pub mod demo;
@@ -289,6 +291,7 @@ pub fn start_with_peers<S: Storage + 'static>(
         sse_subscribers_max: config.sse_subscribers_max,
         ready: ready.clone(),
         stopping: stopping_rx,
+        public_endpoints: config.public_endpoints.clone().into(),
     };
     Ok(Started {
         router: http::router(state),

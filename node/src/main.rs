@@ -64,6 +64,10 @@ struct RunArgs {
     /// same on every node [default: a development key].
     #[arg(long, env = "TALLY_VOTE_ID_KEY", hide_env_values = true)]
     vote_id_key: Option<String>,
+    /// The regions' public base URLs, comma-separated, nearest first: the voting page
+    /// (`/vote/{poll}`) votes through them, then through this node.
+    #[arg(long, env = "TALLY_PUBLIC_ENDPOINTS", value_delimiter = ',')]
+    public_endpoints: Option<Vec<String>>,
     /// UDP address for peer sync over QUIC (peer sync is off without it).
     #[arg(long, env = "TALLY_PEER_LISTEN")]
     peer_listen: Option<SocketAddr>,
@@ -102,6 +106,9 @@ impl RunArgs {
         }
         if let Some(key) = &self.vote_id_key {
             config.vote_id_key = key.clone();
+        }
+        if let Some(endpoints) = &self.public_endpoints {
+            config.public_endpoints = endpoints.clone();
         }
         if let Some(peer_listen) = self.peer_listen {
             config.peer_listen = Some(peer_listen);

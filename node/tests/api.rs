@@ -1119,6 +1119,7 @@ fn router_with_full_queue(node: &Node) -> (Router, impl Sized + use<>) {
         sse_subscribers_max: 10,
         ready: Arc::new(AtomicBool::new(true)),
         stopping,
+        public_endpoints: Vec::<String>::new().into(),
     };
     (http::router(state), (queue, answer, stopping_tx))
 }
@@ -1176,6 +1177,7 @@ async fn a_stopped_engine_answers_503_unavailable() {
         sse_subscribers_max: 10,
         ready: Arc::new(AtomicBool::new(true)),
         stopping,
+        public_endpoints: Vec::<String>::new().into(),
     };
     let router = http::router(state);
     let reply = send_to(
@@ -1534,5 +1536,91 @@ async fn the_openapi_document_describes_bodies_errors_and_statuses_of_each_route
         let name = reference.split('"').next().unwrap();
         assert!(schemas[name].is_object(), "dangling reference to {name}");
     }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn other_origins_may_vote_and_read_but_not_send_the_admin_token() {
+    // Goal: a voting page served by one region can fail over to another (CORS), while browsers
+    // cannot call the admin API cross-origin. Method: CORS preflights for a vote and for an
+    // admin call with `authorization`.
+    let node = start();
+    let preflight = |headers: &'static str| {
+        Request::builder()
+            .method("OPTIONS")
+            .uri("/v1/polls/superbowl/votes")
+            .header("origin", "https://app.example.net")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", headers)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let vote = node.send(preflight("content-type")).await;
+    assert_eq!(vote.status, StatusCode::OK);
+    assert_eq!(
+        vote.headers.get("access-control-allow-origin").unwrap(),
+        "*"
+    );
+    let allowed = vote.headers.get("access-control-allow-headers").unwrap();
+    assert!(allowed.to_str().unwrap().contains("content-type"));
+    assert!(!allowed.to_str().unwrap().contains("authorization"));
+    let read = node
+        .send(
+            Request::get("/v1/polls/superbowl/results")
+                .header("origin", "https://app.example.net")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        read.headers.get("access-control-allow-origin").unwrap(),
+        "*"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn the_voting_page_and_browser_client_are_served_and_the_page_may_reach_the_regions() {
+    // Goal: /vote/{poll} lists the configured regions and its CSP lets it connect to exactly
+    // those (and itself); /client.js is served as a module.
+    let config = Config {
+        public_endpoints: vec![
+            "https://us-east.tally.example.net".into(),
+            "https://us-west.tally.example.net".into(),
+        ],
+        ..Config::default()
+    };
+    let node = start_with(&config);
+    let page = node.send(get("/vote/superbowl")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csp = page
+        .headers
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains("connect-src 'self' https://us-east.tally.example.net https://us-west.tally.example.net;"),
+        "{csp}"
+    );
+    assert!(
+        page.text()
+            .contains("[&quot;https://us-east.tally.example.net&quot;,"),
+        "{}",
+        page.text()
+    );
+    let script = node.send(get("/client.js")).await;
+    assert_eq!(script.status, StatusCode::OK);
+    assert_eq!(
+        script.headers.get("content-type").unwrap(),
+        "text/javascript; charset=utf-8"
+    );
+    assert!(script.text().contains("export function createClient"));
+    let bad = Config {
+        public_endpoints: vec!["https://a.example.net/path".into()],
+        ..Config::default()
+    };
+    let error = bad.validate().err().unwrap().to_string();
+    assert!(error.contains("public_endpoints"), "{error}");
     node.stop().await;
 }

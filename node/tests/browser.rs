@@ -7,6 +7,9 @@
 //! every 100 ms until it shows them; every wait is bounded. A missing Chromium fails the test
 //! with install instructions; it never skips. Set `TALLY_DASHBOARD_SCREENSHOT=/tmp/x.png` to
 //! keep a screenshot of the live page.
+//!
+//! Also the voting page (issue 9): it casts a vote through the browser client, fails over from
+//! a region that is down, and then shows the live split.
 
 // Test helpers outside `#[test]` functions: a panic is how they report a failure.
 #![allow(clippy::unwrap_used)]
@@ -329,4 +332,101 @@ fn dashboard_keeps_updating_by_polling_when_sse_is_blocked() {
         s.mode == "live" && s.counts(4, 5)
     });
     page.assert_no_script_errors();
+}
+
+/// Reads the voting page: its buttons, status line, which endpoint took the vote, the split.
+const READ_VOTE_PAGE: &str = r##"(() => {
+  const status = document.getElementById("status");
+  const split = document.getElementById("split");
+  return {
+    buttons: [...document.querySelectorAll("#choices button")].map((b) => b.dataset.option),
+    state: status.dataset.state || "",
+    status: status.textContent.trim(),
+    voted_via: document.body.dataset.votedVia || "",
+    split_visible: !split.hidden,
+    total: Number((document.getElementById("total").textContent || "").replace(/[^0-9]/g, "") || "-1"),
+  };
+})()"##;
+
+/// What the voting page shows.
+#[derive(Debug, Deserialize)]
+struct VotePage {
+    buttons: Vec<String>,
+    state: String,
+    status: String,
+    voted_via: String,
+    split_visible: bool,
+    total: i64,
+}
+
+fn wait_for_vote_page(
+    browser: &mut Chromium,
+    tab: &str,
+    what: &str,
+    wanted: impl Fn(&VotePage) -> bool,
+) -> VotePage {
+    let started = Instant::now();
+    let mut last = None;
+    while started.elapsed() < SHOW_TIMEOUT {
+        let shown: VotePage =
+            serde_json::from_value(browser.evaluate(tab, READ_VOTE_PAGE)).unwrap();
+        if wanted(&shown) {
+            return shown;
+        }
+        last = Some(shown);
+        std::thread::sleep(READ_INTERVAL);
+    }
+    panic!(
+        "the voting page did not show {what} within {SHOW_TIMEOUT:?}; it showed {last:#?}\n\
+         script exceptions: {:?}",
+        browser.exceptions()
+    );
+}
+
+#[test]
+fn voting_page_casts_a_vote_fails_over_from_a_region_that_is_down_and_shows_the_live_split() {
+    // Goal: the voting page an app links to works for a viewer when the nearest region is down.
+    // Method: the node lists a region that nothing serves as its nearest public endpoint; the
+    // page must show the options, count one tap exactly once through this node, say so, and
+    // follow the live split as more votes arrive.
+    let scratch = Scratch::new("vote");
+    let mut browser = Chromium::launch(&scratch.0);
+    let down = format!("http://{}", node::free_local_address());
+    let node = Node::start_with(
+        &scratch.0,
+        SSE_TICK_MS,
+        &["--public-endpoints".to_owned(), down.clone()],
+    );
+    let tab = browser.open_tab(VIEWPORT.0, VIEWPORT.1);
+    browser.navigate(&tab, &node.url(&format!("/vote/{POLL}")));
+    wait_for_vote_page(&mut browser, &tab, "the two options", |p| {
+        p.buttons == ["green", "blue"]
+    });
+    browser.evaluate(
+        &tab,
+        "document.querySelector('#choices button[data-option=green]').click()",
+    );
+    let shown = wait_for_vote_page(&mut browser, &tab, "'Counted: green'", |p| {
+        p.state == "counted"
+    });
+    assert_eq!(shown.status, "Counted: green", "{shown:#?}");
+    assert_eq!(
+        shown.voted_via,
+        node.url("").trim_end_matches('/'),
+        "the vote should have failed over from {down} to this node"
+    );
+    wait_for_vote_page(&mut browser, &tab, "the live split with 1 vote", |p| {
+        p.split_visible && p.total == 1
+    });
+    node.vote(POLL, "blue", "vote-page-other-viewer");
+    wait_for_vote_page(&mut browser, &tab, "the live split with 2 votes", |p| {
+        p.total == 2
+    });
+    let results = node.get_json(&format!("/v1/polls/{POLL}/results"));
+    assert_eq!(
+        results["options"][0]["votes"], 1,
+        "one tap, one vote: {results}"
+    );
+    let exceptions = browser.exceptions();
+    assert!(exceptions.is_empty(), "the page threw: {exceptions:#?}");
 }

@@ -69,6 +69,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// Becomes true when the node begins to stop; long-lived streams end then.
     pub stopping: watch::Receiver<bool>,
+    /// The regions' public base URLs the voting page votes through (nearest first).
+    pub public_endpoints: Arc<[String]>,
 }
 
 /// The state as handlers extract it: one reference count per request.
@@ -83,12 +85,33 @@ pub fn router(state: AppState) -> Router {
     api.route(OPENAPI_PATH, openapi::route(&document))
         // The dashboard's routes read no state; `with_state` only converts their router type.
         .merge(crate::dashboard::routes().with_state(AppState::clone(&state)))
+        .merge(crate::client_page::routes().with_state(AppState::clone(&state)))
         .fallback(ops::not_found)
         // After every route is in: it applies to the routes registered so far.
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(middleware::from_fn_with_state(route_seconds, observe))
+        .layer(cors())
         .with_state(state)
 }
+
+/// Cross-origin access for browser clients of other regions' pages (a voting page served by one
+/// region fails over to another): any origin may read and vote, with no credentials. The admin
+/// API's `authorization` header is not allowed, so browsers cannot call it cross-origin.
+fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, Method, header};
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .max_age(std::time::Duration::from_secs(CORS_MAX_AGE_SECONDS))
+}
+
+/// How long browsers may cache a CORS preflight answer, in seconds.
+const CORS_MAX_AGE_SECONDS: u64 = 600;
 
 /// The OpenAPI document of [`router`], as served at [`OPENAPI_PATH`].
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
@@ -193,6 +216,10 @@ const ROUTES: &[&str] = &[
     "/polls/{poll}",
     "/assets/dashboard.css",
     "/assets/dashboard.js",
+    "/client.js",
+    "/vote/{poll}",
+    "/assets/vote.js",
+    "/assets/vote.css",
 ];
 
 /// The position of `path` in [`ROUTES`], if it is a route template there.

@@ -4,20 +4,15 @@
 //! Only the addresses given are ever contacted; nothing is discovered or followed.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::http::{Request, StatusCode, header};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http1::SendRequest;
 use serde::Deserialize;
-use tokio::net::TcpStream;
 
 use super::LoadError;
-
-/// How long connecting to a node may take.
-pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+use crate::client::Endpoint;
 
 /// A node to drive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,32 +28,12 @@ pub struct Target {
 impl Target {
     /// Parses `http://HOST:PORT` (a trailing `/` is allowed) and resolves the host.
     pub async fn resolve(url: &str) -> Result<Self, LoadError> {
-        let bad = |why: &str| LoadError::BadTarget(url.to_owned(), why.to_owned());
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| bad("only http:// URLs are supported"))?;
-        let authority = rest.strip_suffix('/').unwrap_or(rest);
-        if authority.is_empty() || authority.contains('/') {
-            return Err(bad(
-                "give the node's base URL, http://HOST:PORT, without a path",
-            ));
-        }
-        let with_port = if authority
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| !p.contains(']'))
-        {
-            authority.to_owned()
-        } else {
-            format!("{authority}:80")
-        };
-        let address = tokio::net::lookup_host(&with_port)
-            .await
-            .map_err(|e| bad(&e.to_string()))?
-            .next()
-            .ok_or_else(|| bad("the host resolves to no address"))?;
+        let bad = |why: String| LoadError::BadTarget(url.to_owned(), why);
+        let endpoint = Endpoint::parse(url).map_err(bad)?;
+        let address = endpoint.resolve().await.map_err(bad)?;
         Ok(Self {
-            url: format!("http://{authority}"),
-            authority: authority.to_owned(),
+            url: endpoint.url,
+            authority: endpoint.authority,
             address,
         })
     }
@@ -66,22 +41,7 @@ impl Target {
     /// Opens a keep-alive HTTP/1.1 connection; its driver runs as a task that ends when the
     /// returned sender is dropped or the peer closes.
     pub async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
-        let connect = TcpStream::connect(self.address);
-        let stream = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), connect)
-            .await
-            .map_err(|_| format!("connecting to {} timed out", self.url))?
-            .map_err(|e| format!("cannot connect to {}: {e}", self.url))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| format!("cannot set TCP_NODELAY: {e}"))?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("HTTP handshake with {} failed: {e}", self.url))?;
-        tokio::spawn(async move {
-            // Ends with an error when the peer resets; the sender sees that on its next use.
-            let _ = connection.await;
-        });
-        Ok(sender)
+        crate::client::http::connect(self.address, &self.url).await
     }
 
     /// `GET path` on a fresh connection: the status and the whole body.

@@ -35,12 +35,12 @@ pub(super) struct Vote {
 
 /// A fresh vote: a random (version 4) UUID and a uniformly drawn option.
 pub(super) fn fresh_vote(rng: &mut StdRng, options: usize) -> Vote {
-    // A v4 UUID is 122 random bits plus the version and variant bits; drawing them from the
-    // worker's seeded RNG instead of the OS per ID keeps the client cheap and the run replayable.
-    let uuid = uuid::Builder::from_random_bytes(rng.random()).into_uuid();
+    // Drawing IDs from the worker's seeded RNG instead of the OS per ID keeps the client cheap
+    // and the run replayable; they are made as the client library makes them.
+    let vote_id = crate::client::new_vote_id(rng);
     let option = rng.random_range(0..options.max(1));
     Vote {
-        vote_id: uuid.into_bytes(),
+        vote_id,
         option: u8::try_from(option).unwrap_or(u8::MAX),
         retry: false,
     }

@@ -29,6 +29,11 @@ pub(crate) struct Node {
 impl Node {
     /// Starts the node with the given SSE tick and waits until `/readyz` answers 200.
     pub(crate) fn start(scratch: &Path, sse_tick_ms: u64) -> Node {
+        Self::start_with(scratch, sse_tick_ms, &[])
+    }
+
+    /// [`Node::start`] with further `tally run` arguments.
+    pub(crate) fn start_with(scratch: &Path, sse_tick_ms: u64, extra: &[String]) -> Node {
         for attempt in 1..=START_ATTEMPTS_MAX {
             let address = free_local_address();
             let log = scratch.join(format!("tally-{attempt}.log"));
@@ -36,6 +41,7 @@ impl Node {
             let child = Command::new(env!("CARGO_BIN_EXE_tally"))
                 .args(["run", "--memory-only", "--listen", &address.to_string()])
                 .args(["--sse-tick-ms", &sse_tick_ms.to_string()])
+                .args(extra)
                 .env_remove("TALLY_CONFIG")
                 .env("RUST_LOG", "info")
                 // Nothing of the node's lands in the repository, whatever it writes.
@@ -135,7 +141,7 @@ impl Drop for Node {
 }
 
 /// A port nobody listens on right now (the node may still lose a race for it: see `start`).
-fn free_local_address() -> SocketAddr {
+pub(crate) fn free_local_address() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
 }

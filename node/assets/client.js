@@ -1,0 +1,204 @@
+// Tally's browser client: votes that count exactly once, with retries and regional failover,
+// and live results over SSE with a polling fallback. No dependencies; an ES module.
+//
+//   import { createClient } from "https://us-east.tally.example.net/client.js";
+//   const tally = createClient({ endpoints: ["https://us-east.tally.example.net",
+//                                            "https://us-west.tally.example.net"] });
+//   const receipt = await tally.vote("superbowl", "green");   // { counted, voteId, endpoint }
+//   const stop = tally.live("superbowl", (results) => render(results));
+//
+// vote() makes ONE vote ID per call (crypto.randomUUID) and sends that same ID on every retry,
+// to any region, so a retry after a lost answer can never count twice. It retries timeouts,
+// network errors, 5xx and 429 with full-jitter exponential backoff that honours Retry-After,
+// moving along `endpoints` (nearest first), within `deadlineMs`. It rejects with a VoteError
+// whose `mayHaveBeenCounted` says whether an answer was lost (then call voteWithId again with
+// `error.voteId` later: the answer is `counted` or `duplicate`, never a second count).
+// The same rules as the Rust client (tally_node::client).
+
+const BACKOFF_INITIAL_MS = 50;
+const BACKOFF_MAX_MS = 2000;
+const RETRY_AFTER_SECONDS_MAX = 30;
+const ATTEMPTS_MAX = 64;
+const SSE_FAILURES_BEFORE_POLLING = 3;
+const POLLING_PHASE_MS = 30000;
+const POLL_INTERVAL_MS = 1000;
+
+export class VoteError extends Error {
+  constructor(message, { voteId, mayHaveBeenCounted, status = 0, code = "" }) {
+    super(message);
+    this.name = "VoteError";
+    this.voteId = voteId;
+    this.mayHaveBeenCounted = mayHaveBeenCounted;
+    this.status = status;
+    this.code = code;
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const retryable = (status) => status === 408 || status === 429 || status >= 500;
+const trimSlash = (url) => url.replace(/\/+$/, "");
+
+function backoff() {
+  let attempt = 0;
+  return (retryAfterMs) => {
+    const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_INITIAL_MS * 2 ** Math.min(attempt, 20));
+    attempt += 1;
+    const jittered = Math.random() * ceiling;
+    return retryAfterMs == null ? jittered : Math.max(retryAfterMs, jittered);
+  };
+}
+
+function retryAfterMs(response) {
+  const value = response.headers.get("retry-after");
+  if (value === null || !/^\s*\d+\s*$/.test(value)) return null;
+  return Math.min(Number(value), RETRY_AFTER_SECONDS_MAX) * 1000;
+}
+
+async function fetchWithin(url, options, timeoutMs) {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  try {
+    return await fetch(url, { ...options, signal: controller.signal });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export function createClient({ endpoints, attemptTimeoutMs = 2000, deadlineMs = 10000 } = {}) {
+  if (!Array.isArray(endpoints) || endpoints.length === 0) {
+    throw new Error("createClient: give endpoints, nearest region first");
+  }
+  const bases = endpoints.map(trimSlash);
+
+  async function voteWithId(poll, option, voteId) {
+    const giveUpAt = Date.now() + deadlineMs;
+    const nextDelay = backoff();
+    let mayHaveBeenCounted = false;
+    let last = "no attempt made";
+    const body = JSON.stringify({ option, vote_id: voteId });
+    for (let attempt = 0; attempt < ATTEMPTS_MAX; attempt += 1) {
+      const base = bases[attempt % bases.length];
+      const url = `${base}/v1/polls/${encodeURIComponent(poll)}/votes`;
+      let wait = null;
+      try {
+        const timeout = Math.max(1, Math.min(attemptTimeoutMs, giveUpAt - Date.now()));
+        const response = await fetchWithin(
+          url,
+          { method: "POST", headers: { "content-type": "application/json" }, body },
+          timeout,
+        );
+        if (response.ok) {
+          const answer = await response.json();
+          return { counted: answer.status === "counted", voteId, endpoint: base, attempts: attempt + 1 };
+        }
+        if (!retryable(response.status)) {
+          const answer = await response.json().catch(() => ({}));
+          throw new VoteError(answer.message || `refused with ${response.status}`, {
+            voteId, mayHaveBeenCounted: false, status: response.status, code: answer.error || "",
+          });
+        }
+        // 503 and 429 are Tally shedding load: nothing was taken. Other 5xx may come from a
+        // proxy after the node took the vote.
+        if (response.status !== 503 && response.status !== 429) mayHaveBeenCounted = true;
+        last = `${base} answered ${response.status}`;
+        wait = retryAfterMs(response);
+      } catch (error) {
+        if (error instanceof VoteError) throw error;
+        // fetch cannot tell "never connected" from "answer lost": assume the worst.
+        mayHaveBeenCounted = true;
+        last = `${base}: ${error.name === "AbortError" ? "timed out" : error.message}`;
+      }
+      const delay = nextDelay(wait);
+      if (Date.now() + delay >= giveUpAt) break;
+      await sleep(delay);
+    }
+    const message = mayHaveBeenCounted
+      ? `may have been counted (${last}); retry later with vote ID ${voteId}`
+      : `not counted: no region took the vote (${last})`;
+    throw new VoteError(message, { voteId, mayHaveBeenCounted });
+  }
+
+  function vote(poll, option) {
+    return voteWithId(poll, option, crypto.randomUUID());
+  }
+
+  async function results(poll) {
+    let last = "";
+    for (const base of bases) {
+      try {
+        const response = await fetchWithin(
+          `${base}/v1/polls/${encodeURIComponent(poll)}/results`, {}, attemptTimeoutMs);
+        if (response.ok) return { ...(await response.json()), endpoint: base };
+        if (!retryable(response.status)) throw new Error(`results refused with ${response.status}`);
+        last = `${base} answered ${response.status}`;
+      } catch (error) {
+        if (error.message.startsWith("results refused")) throw error;
+        last = `${base}: ${error.message}`;
+      }
+    }
+    throw new Error(`no region answered: ${last}`);
+  }
+
+  // Calls onResults(results, { via: "sse" | "polling", endpoint }) with every update until the
+  // returned function is called. EventSource reconnects by itself with Last-Event-ID; after
+  // repeated failures without an event, this moves to the next region, and after
+  // SSE_FAILURES_BEFORE_POLLING of those polls for a while before trying SSE again.
+  function live(poll, onResults) {
+    let stopped = false;
+    let source = null;
+    let index = 0;
+    let failures = 0;
+    const path = `/v1/polls/${encodeURIComponent(poll)}`;
+    const follow = () => {
+      if (stopped) return;
+      if (failures >= SSE_FAILURES_BEFORE_POLLING) {
+        pollForAWhile();
+        return;
+      }
+      const base = bases[index % bases.length];
+      source = new EventSource(`${base}${path}/stream`);
+      let received = false;
+      let errorsSinceEvent = 0;
+      source.addEventListener("results", (event) => {
+        received = true;
+        failures = 0;
+        errorsSinceEvent = 0;
+        onResults(JSON.parse(event.data), { via: "sse", endpoint: base });
+      });
+      source.onerror = () => {
+        errorsSinceEvent += 1;
+        // After events, EventSource reconnects by itself (sending Last-Event-ID); a region that
+        // keeps failing is left for the next.
+        if (received && errorsSinceEvent < SSE_FAILURES_BEFORE_POLLING) return;
+        source.close();
+        failures += 1;
+        index += 1;
+        setTimeout(follow, nextDelay(null));
+      };
+    };
+    const nextDelay = backoff();
+    const pollForAWhile = async () => {
+      const until = Date.now() + POLLING_PHASE_MS;
+      while (!stopped && Date.now() < until) {
+        const base = bases[index % bases.length];
+        try {
+          const response = await fetchWithin(`${base}${path}/results`, {}, attemptTimeoutMs);
+          if (response.ok) onResults(await response.json(), { via: "polling", endpoint: base });
+          else index += 1;
+        } catch {
+          index += 1;
+        }
+        await sleep(POLL_INTERVAL_MS);
+      }
+      failures = 0;
+      follow();
+    };
+    follow();
+    return () => {
+      stopped = true;
+      if (source) source.close();
+    };
+  }
+
+  return { vote, voteWithId, results, live };
+}

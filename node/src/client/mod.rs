@@ -1,0 +1,426 @@
+//! The Rust client for Tally nodes: votes that count exactly once however often they are
+//! retried, results, and live results.
+//!
+//! [`TallyClient::vote`] makes one vote ID (a v4 UUID) per call and sends that same ID on every
+//! retry, to any region: the node answers `counted` once and `duplicate` ever after, so a retry
+//! after a lost answer can never count twice. It retries timeouts, connection errors, 5xx and
+//! 429 with jittered exponential backoff ([`retry`]) that honours `Retry-After`, fails over
+//! along the endpoint list (nearest region first) within a total deadline, and says, when it
+//! gives up, whether the vote may have been counted ([`VoteError::may_have_been_counted`]).
+//! [`TallyClient::live`] follows results over SSE, reconnecting with `Last-Event-ID` and falling
+//! back to polling ([`live`]).
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use tally_node::client::{ClientConfig, TallyClient};
+//! let client = TallyClient::new(ClientConfig::new(&[
+//!     "http://us-east.tally.internal:8080",
+//!     "http://us-west.tally.internal:8080",
+//! ])?);
+//! let receipt = client.vote("superbowl", "green").await?;
+//! println!("{} ({})", receipt.vote_id, if receipt.counted { "counted" } else { "already counted" });
+//! # Ok(()) }
+//! ```
+
+pub mod http;
+pub mod live;
+pub mod retry;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::http::{StatusCode, header};
+use bytes::Bytes;
+use rand::Rng;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use http::AttemptError;
+pub use http::Endpoint;
+use retry::{AttemptClass, Backoff, classify_status, parse_retry_after};
+
+/// Default longest time one attempt may take, in milliseconds.
+pub const ATTEMPT_TIMEOUT_MS_DEFAULT: u64 = 2_000;
+/// Default total time a vote may take, retries included, in milliseconds.
+pub const DEADLINE_MS_DEFAULT: u64 = 10_000;
+/// Most attempts per vote, whatever the deadline.
+pub const ATTEMPTS_MAX: u32 = 64;
+
+/// Where and how patiently to vote.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The regions' nodes, nearest first; attempts fail over along this list.
+    pub endpoints: Vec<Endpoint>,
+    /// Longest time one attempt may take.
+    pub attempt_timeout: Duration,
+    /// Longest time one call may take, retries included.
+    pub deadline: Duration,
+    /// Seeds vote IDs and backoff jitter; `None` draws a seed from the OS.
+    pub rng_seed: Option<u64>,
+}
+
+impl ClientConfig {
+    /// Default timeouts for `urls` (each `http://HOST:PORT`, nearest region first).
+    pub fn new(urls: &[&str]) -> Result<Self, ClientError> {
+        if urls.is_empty() {
+            return Err(ClientError::Config("give at least one endpoint".into()));
+        }
+        let endpoints = urls
+            .iter()
+            .map(|url| Endpoint::parse(url))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ClientError::Config)?;
+        Ok(Self {
+            endpoints,
+            attempt_timeout: Duration::from_millis(ATTEMPT_TIMEOUT_MS_DEFAULT),
+            deadline: Duration::from_millis(DEADLINE_MS_DEFAULT),
+            rng_seed: None,
+        })
+    }
+}
+
+/// The client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A setting is unusable.
+    #[error("client config: {0}")]
+    Config(String),
+}
+
+/// A vote the cluster holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The vote ID sent (UUID form); keep it to prove the vote.
+    pub vote_id: String,
+    /// True when this call's vote was counted now; false when the ID was already counted
+    /// (an earlier attempt of this call, or an earlier call with the same ID, got through).
+    pub counted: bool,
+    /// For a fresh count: the actor (`node#incarnation`) and seq that record it.
+    pub recorded_by: Option<(String, u64)>,
+    /// The endpoint that answered.
+    pub endpoint: String,
+    /// Attempts made, this one included.
+    pub attempts: u32,
+}
+
+/// Why a vote did not end in a receipt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VoteError {
+    /// A node refused the vote for good (unknown poll or option, poll not open, bad vote ID):
+    /// it was **not counted**, and retrying the same request will not change that.
+    #[error("refused ({status} {code}): {message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The error code (`unknown_option`, `poll_not_open`, …).
+        code: String,
+        /// The node's explanation.
+        message: String,
+    },
+    /// Out of time or attempts, and no attempt can have reached a node that took the vote:
+    /// every one failed to connect or was shed (503/429). The vote was **not counted**.
+    #[error("not counted: no region took the vote in {attempts} attempts ({last})")]
+    NotCounted {
+        /// The vote ID tried.
+        vote_id: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// Out of time or attempts after at least one attempt whose answer was lost: the vote
+    /// **may have been counted**. Retry later with the same `vote_id` ([`TallyClient::vote_with_id`])
+    /// to learn which: the answer will be `counted` or `duplicate`, never a second count.
+    #[error(
+        "may have been counted: {attempts} attempts, answers lost ({last}); retry with vote ID {vote_id}"
+    )]
+    Unknown {
+        /// The vote ID to retry with.
+        vote_id: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+}
+
+impl VoteError {
+    /// Whether the vote may have been counted (only [`VoteError::Unknown`]).
+    pub fn may_have_been_counted(&self) -> bool {
+        matches!(self, Self::Unknown { .. })
+    }
+}
+
+/// Results of a poll, as a node reports them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Results {
+    /// The poll.
+    pub poll: String,
+    /// `open`, `not_open` or `closed`.
+    pub status: String,
+    /// Options in poll order.
+    pub options: Vec<OptionResult>,
+    /// All net votes.
+    pub total: i64,
+    /// When the node captured them, in Unix milliseconds.
+    pub as_of_ms: u64,
+    /// The node that served them.
+    pub served_by: String,
+}
+
+/// One option's votes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct OptionResult {
+    /// Its name.
+    pub name: String,
+    /// Net votes.
+    pub votes: i64,
+    /// Share of the total, 0–1.
+    pub share: f64,
+}
+
+/// Why results could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// The poll does not exist (404) or another final refusal.
+    #[error("refused ({status}): {message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The body.
+        message: String,
+    },
+    /// No endpoint answered in time.
+    #[error("no region answered: {0}")]
+    Unavailable(String),
+}
+
+/// A new client-made vote ID: a version-4 UUID from `rng`'s 128 random bits (`tally load`
+/// makes its IDs here too).
+pub fn new_vote_id(rng: &mut StdRng) -> [u8; 16] {
+    uuid::Builder::from_random_bytes(rng.random())
+        .into_uuid()
+        .into_bytes()
+}
+
+/// A client for one cluster. Cheap to share: calls take `&self`.
+#[derive(Debug)]
+pub struct TallyClient {
+    config: ClientConfig,
+    rng: Mutex<StdRng>,
+}
+
+#[derive(Deserialize)]
+struct VoteAnswer {
+    status: String,
+    receipt: Option<ReceiptAnswer>,
+}
+
+#[derive(Deserialize)]
+struct ReceiptAnswer {
+    actor: String,
+    seq: u64,
+}
+
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    error: String,
+    message: String,
+}
+
+impl TallyClient {
+    /// A client over `config.endpoints`.
+    pub fn new(config: ClientConfig) -> Self {
+        let seed = config.rng_seed.unwrap_or_else(rand::random);
+        Self {
+            config,
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        }
+    }
+
+    /// The endpoints, nearest first.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.config.endpoints
+    }
+
+    fn draw(&self) -> ([u8; 16], u64) {
+        // Poisoning cannot corrupt an RNG; take it back.
+        let mut rng = self
+            .rng
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        (new_vote_id(&mut rng), rng.random())
+    }
+
+    /// Votes for `option` in `poll` with a new vote ID, retried and failed over until a node
+    /// answers or the deadline passes.
+    pub async fn vote(&self, poll: &str, option: &str) -> Result<Receipt, VoteError> {
+        let (id, _) = self.draw();
+        self.vote_with_id(poll, option, &uuid::Uuid::from_bytes(id).to_string())
+            .await
+    }
+
+    /// Votes with a vote ID the caller made (a UUID, or any key of at most 128 bytes): to
+    /// finish a vote that ended in [`VoteError::Unknown`], or to key votes by the app's own
+    /// tap IDs. The same ID always counts once.
+    pub async fn vote_with_id(
+        &self,
+        poll: &str,
+        option: &str,
+        vote_id: &str,
+    ) -> Result<Receipt, VoteError> {
+        let (_, seed) = self.draw();
+        let mut backoff = Backoff::new(seed);
+        let body =
+            Bytes::from(serde_json::json!({ "option": option, "vote_id": vote_id }).to_string());
+        let path = format!("/v1/polls/{poll}/votes");
+        let give_up_at = Instant::now() + self.config.deadline;
+        let mut may_be_counted = false;
+        let mut last = String::from("no attempt made");
+        let endpoints = &self.config.endpoints;
+        for attempt in 0..ATTEMPTS_MAX {
+            let endpoint = &endpoints[attempt as usize % endpoints.len()];
+            let timeout = self
+                .config
+                .attempt_timeout
+                .min(give_up_at.saturating_duration_since(Instant::now()));
+            let request = http::request(
+                endpoint,
+                "POST",
+                &path,
+                &[(header::CONTENT_TYPE, "application/json".into())],
+                body.clone(),
+            )
+            .map_err(|e| VoteError::Refused {
+                status: 0,
+                code: "bad_request".into(),
+                message: e,
+            })?;
+            let retry_after = match http::exchange(endpoint, request, timeout).await {
+                Ok(answer) => match classify_status(answer.status.as_u16()) {
+                    AttemptClass::Final => {
+                        return finish(answer, vote_id, endpoint, attempt + 1);
+                    }
+                    AttemptClass::Retry => {
+                        // A 5xx other than 503 may come from a proxy after the node took the
+                        // vote; 503 and 429 are Tally's sheds, which take nothing.
+                        if !matches!(
+                            answer.status,
+                            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+                        ) {
+                            may_be_counted = true;
+                        }
+                        last = format!("{} answered {}", endpoint.url, answer.status);
+                        answer
+                            .headers
+                            .get(header::RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(parse_retry_after)
+                    }
+                },
+                Err(AttemptError::NotSent(why)) => {
+                    last = why;
+                    None
+                }
+                Err(AttemptError::NoAnswer(why)) => {
+                    may_be_counted = true;
+                    last = why;
+                    None
+                }
+            };
+            let delay = backoff.next_delay(retry_after);
+            if Instant::now() + delay >= give_up_at {
+                return Err(gave_up(may_be_counted, vote_id, attempt + 1, last));
+            }
+            tokio::time::sleep(delay).await;
+        }
+        Err(gave_up(may_be_counted, vote_id, ATTEMPTS_MAX, last))
+    }
+
+    /// The current results of `poll` from the first endpoint that answers.
+    pub async fn results(&self, poll: &str) -> Result<Results, ReadError> {
+        let path = format!("/v1/polls/{poll}/results");
+        let mut last = String::new();
+        for endpoint in &self.config.endpoints {
+            let request = http::request(endpoint, "GET", &path, &[], Bytes::new())
+                .map_err(ReadError::Unavailable)?;
+            match http::exchange(endpoint, request, self.config.attempt_timeout).await {
+                Ok(answer) if answer.status == StatusCode::OK => {
+                    return serde_json::from_slice(&answer.body).map_err(|e| {
+                        ReadError::Unavailable(format!("{}: unexpected results: {e}", endpoint.url))
+                    });
+                }
+                Ok(answer) if classify_status(answer.status.as_u16()) == AttemptClass::Final => {
+                    return Err(ReadError::Refused {
+                        status: answer.status.as_u16(),
+                        message: String::from_utf8_lossy(&answer.body).into_owned(),
+                    });
+                }
+                Ok(answer) => last = format!("{} answered {}", endpoint.url, answer.status),
+                Err(AttemptError::NotSent(why) | AttemptError::NoAnswer(why)) => last = why,
+            }
+        }
+        Err(ReadError::Unavailable(last))
+    }
+
+    /// Live results of `poll`: see [`live::LiveResults`].
+    pub fn live(&self, poll: &str) -> live::LiveResults {
+        let (_, seed) = self.draw();
+        live::LiveResults::start(self.config.clone(), poll.to_owned(), seed)
+    }
+}
+
+fn finish(
+    answer: http::Answer,
+    vote_id: &str,
+    endpoint: &Endpoint,
+    attempts: u32,
+) -> Result<Receipt, VoteError> {
+    if answer.status == StatusCode::OK {
+        let parsed: VoteAnswer =
+            serde_json::from_slice(&answer.body).map_err(|e| VoteError::Unknown {
+                vote_id: vote_id.to_owned(),
+                attempts,
+                last: format!("{}: unexpected answer: {e}", endpoint.url),
+            })?;
+        return Ok(Receipt {
+            vote_id: vote_id.to_owned(),
+            counted: parsed.status == "counted",
+            recorded_by: parsed.receipt.map(|r| (r.actor, r.seq)),
+            endpoint: endpoint.url.clone(),
+            attempts,
+        });
+    }
+    let (code, message) = serde_json::from_slice::<ErrorAnswer>(&answer.body)
+        .map(|e| (e.error, e.message))
+        .unwrap_or_else(|_| {
+            (
+                "unexpected".to_owned(),
+                String::from_utf8_lossy(&answer.body).into_owned(),
+            )
+        });
+    Err(VoteError::Refused {
+        status: answer.status.as_u16(),
+        code,
+        message,
+    })
+}
+
+fn gave_up(may_be_counted: bool, vote_id: &str, attempts: u32, last: String) -> VoteError {
+    let vote_id = vote_id.to_owned();
+    if may_be_counted {
+        VoteError::Unknown {
+            vote_id,
+            attempts,
+            last,
+        }
+    } else {
+        VoteError::NotCounted {
+            vote_id,
+            attempts,
+            last,
+        }
+    }
+}
