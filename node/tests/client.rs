@@ -103,9 +103,13 @@ enum Fault {
     Shed,
     /// Pass the request to the node, read its answer, and close without sending it.
     LoseAnswer,
+    /// Pass the request and the answer through for this long, then cut the connection (a
+    /// long-lived stream broken mid-way).
+    PassFor(Duration),
 }
 
-/// Chooses the fault of connection number `n` (from 0) whose request has `path`.
+/// Chooses the fault of connection number `n` (from 0) whose request head (request line and
+/// headers, as sent) is the second argument.
 type Plan = Arc<dyn Fn(usize, &str) -> Fault + Send + Sync>;
 
 /// The fault proxy: its address, and how many connections it has seen.
@@ -161,12 +165,9 @@ async fn handle(
     plan: Plan,
 ) -> std::io::Result<()> {
     let request = read_message(&mut client).await?;
-    let path = String::from_utf8_lossy(&request)
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("")
-        .to_owned();
-    match plan(n, &path) {
+    let text = String::from_utf8_lossy(&request).into_owned();
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    match plan(n, head) {
         Fault::Shed => {
             let body = r#"{"error":"overloaded","message":"shedding load"}"#;
             let answer = format!(
@@ -186,6 +187,16 @@ async fn handle(
             let mut upstream = TcpStream::connect(node).await?;
             upstream.write_all(&request).await?;
             tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+            Ok(())
+        }
+        Fault::PassFor(duration) => {
+            let mut upstream = TcpStream::connect(node).await?;
+            upstream.write_all(&request).await?;
+            let _ = tokio::time::timeout(
+                duration,
+                tokio::io::copy_bidirectional(&mut client, &mut upstream),
+            )
+            .await;
             Ok(())
         }
     }
@@ -373,8 +384,8 @@ async fn live_results_come_over_sse_and_fall_back_to_polling_when_sse_is_refused
     drop(live);
 
     // A proxy that refuses event streams (as some corporate proxies do) but passes the rest.
-    let plan: Plan = Arc::new(|_, path| {
-        if path.ends_with("/stream") {
+    let plan: Plan = Arc::new(|_, head| {
+        if head.contains("/stream ") {
             Fault::Shed
         } else {
             Fault::Pass
@@ -388,4 +399,69 @@ async fn live_results_come_over_sse_and_fall_back_to_polling_when_sse_is_refused
         .unwrap();
     assert_eq!(update.via, Via::Polling, "{update:?}");
     assert_eq!(update.results.total, 1);
+}
+
+#[tokio::test]
+async fn a_broken_event_stream_is_resumed_with_last_event_id() {
+    // Goal: SSE reconnects say where they left off. Method: the proxy cuts the first event
+    // stream after a second; the client must reconnect by itself, sending the ID of the last
+    // event it saw, and keep delivering updates.
+    let node = start_node();
+    let heads = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = heads.clone();
+    let plan: Plan = Arc::new(move |_, head| {
+        let mut heads = seen.lock().unwrap();
+        heads.push(head.to_ascii_lowercase());
+        let streams = heads.iter().filter(|h| h.contains("/stream ")).count();
+        if head.contains("/stream ") && streams == 1 {
+            Fault::PassFor(Duration::from_secs(1))
+        } else {
+            Fault::Pass
+        }
+    });
+    let proxy = start_proxy(node.address, plan).await;
+    let tally = client(&[&proxy.url], Duration::from_secs(10));
+    let mut live = tally.live(POLL);
+    let first = tokio::time::timeout(Duration::from_secs(10), live.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((first.via, first.results.total), (Via::Sse, 0));
+    // After the cut: a vote must still reach us, over a second stream.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut voted = false;
+    loop {
+        let resumed = {
+            let heads = heads.lock().unwrap();
+            heads.iter().filter(|h| h.contains("/stream ")).count() >= 2
+        };
+        if resumed && !voted {
+            let up = format!("http://{}", node.address);
+            client(&[&up], Duration::from_secs(10))
+                .vote(POLL, "green")
+                .await
+                .unwrap();
+            voted = true;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no resumed stream delivered the vote"
+        );
+        let Ok(Some(update)) = tokio::time::timeout(Duration::from_millis(500), live.next()).await
+        else {
+            continue;
+        };
+        if voted && update.results.total == 1 {
+            assert_eq!(update.via, Via::Sse);
+            break;
+        }
+    }
+    let heads = heads.lock().unwrap();
+    let streams: Vec<&String> = heads.iter().filter(|h| h.contains("/stream ")).collect();
+    assert!(!streams[0].contains("last-event-id"), "{}", streams[0]);
+    assert!(
+        streams[1].contains(&format!("last-event-id: {}", first.results.as_of_ms)),
+        "the reconnect did not send the last event's ID: {}",
+        streams[1]
+    );
 }
