@@ -12,6 +12,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::dashboard::asset;
 use crate::http::AppState;
 
 const CLIENT_JS: &str = include_str!("../assets/client.js");
@@ -73,18 +74,6 @@ fn html_attribute(text: &str) -> String {
         .replace('"', "&quot;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-/// An embedded asset; `no-cache` so a new binary's page never mixes with an old script.
-fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        body,
-    )
 }
 
 #[cfg(test)]

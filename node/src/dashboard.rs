@@ -51,8 +51,8 @@ async fn script() -> impl IntoResponse {
 }
 
 /// An embedded asset. `no-cache` makes browsers revalidate, so a new binary's page is never
-/// mixed with an old cached script.
-fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+/// mixed with an old cached script. (The voting page's assets are served through it too.)
+pub(crate) fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, content_type),

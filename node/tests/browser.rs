@@ -334,10 +334,12 @@ fn dashboard_keeps_updating_by_polling_when_sse_is_blocked() {
     page.assert_no_script_errors();
 }
 
-/// Reads the voting page: its buttons, status line, which endpoint took the vote, the split.
+/// Reads the voting page: its buttons, status line, which endpoint took the vote, the split;
+/// `null` while the page is still loading.
 const READ_VOTE_PAGE: &str = r##"(() => {
   const status = document.getElementById("status");
   const split = document.getElementById("split");
+  if (!document.body || !status || !split) return null; // still loading
   return {
     buttons: [...document.querySelectorAll("#choices button")].map((b) => b.dataset.option),
     state: status.dataset.state || "",
@@ -368,12 +370,14 @@ fn wait_for_vote_page(
     let started = Instant::now();
     let mut last = None;
     while started.elapsed() < SHOW_TIMEOUT {
-        let shown: VotePage =
+        let shown: Option<VotePage> =
             serde_json::from_value(browser.evaluate(tab, READ_VOTE_PAGE)).unwrap();
-        if wanted(&shown) {
-            return shown;
+        if let Some(shown) = shown {
+            if wanted(&shown) {
+                return shown;
+            }
+            last = Some(shown);
         }
-        last = Some(shown);
         std::thread::sleep(READ_INTERVAL);
     }
     panic!(
