@@ -93,8 +93,10 @@ export function createClient({ endpoints, attemptTimeoutMs = 2000, deadlineMs = 
         }
         if (!retryable(response.status)) {
           const answer = await response.json().catch(() => ({}));
+          // This request was refused; an earlier attempt whose answer was lost may still
+          // have been counted (say the poll closed before the retry reached another region).
           throw new VoteError(answer.message || `refused with ${response.status}`, {
-            voteId, mayHaveBeenCounted: false, status: response.status, code: answer.error || "",
+            voteId, mayHaveBeenCounted, status: response.status, code: answer.error || "",
           });
         }
         // 503 and 429 are Tally shedding load: nothing was taken. Other 5xx may come from a

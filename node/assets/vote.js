@@ -34,18 +34,27 @@ function showSplit(results) {
   byId("total").textContent = `${results.total.toLocaleString()} votes`;
 }
 
-async function cast(option, buttons) {
+// A vote whose fate is unknown (an answer was lost): the next tap sends it again with the
+// same vote ID and option, so it ends `counted` or `duplicate` and never counts twice.
+let unsettled = null;
+
+async function cast(tapped, buttons) {
+  const option = unsettled ? unsettled.option : tapped;
   buttons.forEach((button) => { button.disabled = true; });
   say("sending", "Sending your vote…");
   try {
-    const receipt = await tally.vote(poll, option);
+    const receipt = unsettled
+      ? await tally.voteWithId(poll, option, unsettled.voteId)
+      : await tally.vote(poll, option);
+    unsettled = null;
     say(receipt.counted ? "counted" : "duplicate",
       receipt.counted ? `Counted: ${option}` : `Already counted: ${option}`);
     document.body.dataset.votedVia = receipt.endpoint;
     tally.live(poll, (results) => showSplit(results));
   } catch (error) {
+    unsettled = error.mayHaveBeenCounted && error.voteId ? { option, voteId: error.voteId } : null;
     say("error", error.mayHaveBeenCounted
-      ? "We could not confirm your vote. It may have been counted; try again to check."
+      ? `We could not confirm your vote for ${option}. It may have been counted; tap again to check (it will not count twice).`
       : `Not counted: ${error.message}`);
     buttons.forEach((button) => { button.disabled = false; });
   }

@@ -288,6 +288,41 @@ async fn refusals_are_final_and_say_the_vote_was_not_counted() {
 }
 
 #[tokio::test]
+async fn a_refusal_after_a_lost_answer_says_the_vote_may_have_been_counted() {
+    // Goal: a refusal only speaks for its own attempt. An earlier attempt whose answer was
+    // lost may have been counted (region A took it; region B, not yet synced, refuses the
+    // retry because the poll closed meanwhile), so the error must not say "not counted".
+    // Method: the first answer is lost, the retry is refused (an unknown option here, the
+    // refusal a real node can be made to give on demand); the client cannot know the first
+    // attempt's fate and must say so.
+    let node = start_node();
+    let plan: Plan = Arc::new(|n, _| {
+        if n == 0 {
+            Fault::LoseAnswer
+        } else {
+            Fault::Pass
+        }
+    });
+    let proxy = start_proxy(node.address, plan).await;
+    let error = client(&[&proxy.url], Duration::from_secs(10))
+        .vote(POLL, "purple")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            VoteError::Refused {
+                status: 422,
+                may_have_been_counted: true,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.may_have_been_counted());
+}
+
+#[tokio::test]
 async fn giving_up_tells_whether_the_vote_may_have_been_counted() {
     let node = start_node();
     // Every region down: nothing can have been counted.

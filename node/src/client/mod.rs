@@ -109,7 +109,10 @@ pub struct Receipt {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VoteError {
     /// A node refused the vote for good (unknown poll or option, poll not open, bad vote ID):
-    /// it was **not counted**, and retrying the same request will not change that.
+    /// this request was **not counted**, and retrying it will not change that. An earlier
+    /// attempt of the same call may still have been: `may_have_been_counted` is set when one
+    /// was sent and its answer lost (say region A took the vote, the answer was lost, and
+    /// region B, not yet synced, refused the retry because the poll had closed meanwhile).
     #[error("refused ({status} {code}): {message}")]
     Refused {
         /// The HTTP status.
@@ -118,6 +121,8 @@ pub enum VoteError {
         code: String,
         /// The node's explanation.
         message: String,
+        /// An earlier attempt of this call was sent and its answer lost.
+        may_have_been_counted: bool,
     },
     /// Out of time or attempts, and no attempt can have reached a node that took the vote:
     /// every one failed to connect or was shed (503/429). The vote was **not counted**.
@@ -147,9 +152,17 @@ pub enum VoteError {
 }
 
 impl VoteError {
-    /// Whether the vote may have been counted (only [`VoteError::Unknown`]).
+    /// Whether the vote may have been counted: [`VoteError::Unknown`], and a refusal that
+    /// followed a lost answer.
     pub fn may_have_been_counted(&self) -> bool {
-        matches!(self, Self::Unknown { .. })
+        match self {
+            Self::Unknown { .. } => true,
+            Self::Refused {
+                may_have_been_counted,
+                ..
+            } => *may_have_been_counted,
+            Self::NotCounted { .. } => false,
+        }
     }
 }
 
@@ -297,11 +310,12 @@ impl TallyClient {
                 status: 0,
                 code: "bad_request".into(),
                 message: e,
+                may_have_been_counted: may_be_counted,
             })?;
             let retry_after = match http::exchange(endpoint, request, timeout).await {
                 Ok(answer) => match classify_status(answer.status.as_u16()) {
                     AttemptClass::Final => {
-                        return finish(answer, vote_id, endpoint, attempt + 1);
+                        return finish(answer, vote_id, endpoint, attempt + 1, may_be_counted);
                     }
                     AttemptClass::Retry => {
                         // A 5xx other than 503 may come from a proxy after the node took the
@@ -377,6 +391,7 @@ fn finish(
     vote_id: &str,
     endpoint: &Endpoint,
     attempts: u32,
+    may_have_been_counted: bool,
 ) -> Result<Receipt, VoteError> {
     if answer.status == StatusCode::OK {
         let parsed: VoteAnswer =
@@ -405,6 +420,7 @@ fn finish(
         status: answer.status.as_u16(),
         code,
         message,
+        may_have_been_counted,
     })
 }
 
