@@ -23,12 +23,10 @@ use rand::rngs::StdRng;
 use super::check::{Outcome, VoteRecord};
 use super::target::Target;
 use super::workload::{Encoding, RetryPools, Vote, fresh_vote, read_answer};
+use crate::client::retry::Backoff;
 
 /// Consecutive failed connection attempts after which a worker gives up.
 pub(super) const CONNECT_ATTEMPTS_MAX: u32 = 20;
-
-/// Pause between connection attempts, in milliseconds.
-pub(super) const CONNECT_BACKOFF_MS: u64 = 100;
 
 /// Largest latency the histograms hold, in microseconds (larger values are clamped).
 pub(super) const LATENCY_US_MAX: u64 = 60_000_000;
@@ -164,6 +162,9 @@ impl Worker {
     /// Connects if needed; false when the node stayed unreachable or time ran out.
     async fn ensure_connected(&mut self) -> bool {
         let mut failures = 0;
+        // The client's retry policy (jittered exponential backoff, seeded from this worker's
+        // RNG), so workers that lost a node together do not all come back together.
+        let mut backoff = Backoff::new(self.rng.random());
         while self.connection.as_ref().is_none_or(|c| c.is_closed()) {
             if self.out_of_time() {
                 return false;
@@ -176,7 +177,7 @@ impl Worker {
                     if failures >= CONNECT_ATTEMPTS_MAX {
                         return false;
                     }
-                    tokio::time::sleep(Duration::from_millis(CONNECT_BACKOFF_MS)).await;
+                    tokio::time::sleep(backoff.next_delay(None)).await;
                 }
             }
         }
