@@ -288,6 +288,26 @@ async fn refusals_are_final_and_say_the_vote_was_not_counted() {
 }
 
 #[tokio::test]
+async fn a_region_that_sheds_load_does_not_hold_up_the_failover_to_the_next() {
+    // Goal: `Retry-After` benches the region that sent it, not the whole call. Method: the
+    // nearest region always sheds with `Retry-After: 1`, the deadline is shorter than that;
+    // the vote must still be counted, at once, by the next region.
+    let node = start_node();
+    let shedding = start_proxy(node.address, Arc::new(|_, _| Fault::Shed)).await;
+    let up = format!("http://{}", node.address);
+    let receipt = client(&[&shedding.url, &up], Duration::from_millis(800))
+        .vote(POLL, "green")
+        .await
+        .unwrap();
+    assert!(receipt.counted, "{receipt:?}");
+    assert_eq!(
+        (receipt.endpoint.as_str(), receipt.attempts),
+        (up.as_str(), 2)
+    );
+    assert_eq!(total(&node, 1), 1);
+}
+
+#[tokio::test]
 async fn a_refusal_after_a_lost_answer_says_the_vote_may_have_been_counted() {
     // Goal: a refusal only speaks for its own attempt. An earlier attempt whose answer was
     // lost may have been counted (region A took it; region B, not yet synced, refuses the

@@ -293,8 +293,17 @@ impl TallyClient {
         let mut may_be_counted = false;
         let mut last = String::from("no attempt made");
         let endpoints = &self.config.endpoints;
+        // When each region may be tried again: a failure benches its region for the backoff,
+        // or for as long as its `Retry-After` asked; the other regions stay free, so one
+        // region shedding load (or stopping: `Retry-After: 5`) does not hold up the failover.
+        let mut free_at = vec![Instant::now(); endpoints.len()];
         for attempt in 0..ATTEMPTS_MAX {
-            let endpoint = &endpoints[attempt as usize % endpoints.len()];
+            let (index, at) = next_region(&free_at);
+            if at >= give_up_at {
+                return Err(gave_up(may_be_counted, vote_id, attempt, last));
+            }
+            tokio::time::sleep_until(at).await;
+            let endpoint = &endpoints[index];
             let timeout = self
                 .config
                 .attempt_timeout
@@ -344,11 +353,7 @@ impl TallyClient {
                     None
                 }
             };
-            let delay = backoff.next_delay(retry_after);
-            if Instant::now() + delay >= give_up_at {
-                return Err(gave_up(may_be_counted, vote_id, attempt + 1, last));
-            }
-            tokio::time::sleep(delay).await;
+            free_at[index] = Instant::now() + backoff.next_delay(retry_after);
         }
         Err(gave_up(may_be_counted, vote_id, ATTEMPTS_MAX, last))
     }
@@ -422,6 +427,16 @@ fn finish(
         message,
         may_have_been_counted,
     })
+}
+
+/// The region to try next: the one free soonest, the nearest (first listed) among equals.
+fn next_region(free_at: &[Instant]) -> (usize, Instant) {
+    free_at
+        .iter()
+        .copied()
+        .enumerate()
+        .min_by_key(|(index, at)| (*at, *index))
+        .unwrap_or((0, Instant::now()))
 }
 
 fn gave_up(may_be_counted: bool, vote_id: &str, attempts: u32, last: String) -> VoteError {
