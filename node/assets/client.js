@@ -76,8 +76,16 @@ export function createClient({ endpoints, attemptTimeoutMs = 2000, deadlineMs = 
     let mayHaveBeenCounted = false;
     let last = "no attempt made";
     const body = JSON.stringify({ option, vote_id: voteId });
+    // When each region may be tried again: a failure benches only its own region (for the
+    // backoff, or as long as its Retry-After asked); the next attempt goes to the region free
+    // soonest, the nearest among equals.
+    const freeAt = bases.map(() => Date.now());
     for (let attempt = 0; attempt < ATTEMPTS_MAX; attempt += 1) {
-      const base = bases[attempt % bases.length];
+      let index = 0;
+      for (let i = 1; i < freeAt.length; i += 1) if (freeAt[i] < freeAt[index]) index = i;
+      if (freeAt[index] >= giveUpAt) break;
+      await sleep(Math.max(0, freeAt[index] - Date.now()));
+      const base = bases[index];
       const url = `${base}/v1/polls/${encodeURIComponent(poll)}/votes`;
       let wait = null;
       try {
@@ -110,9 +118,7 @@ export function createClient({ endpoints, attemptTimeoutMs = 2000, deadlineMs = 
         mayHaveBeenCounted = true;
         last = `${base}: ${error.name === "AbortError" ? "timed out" : error.message}`;
       }
-      const delay = nextDelay(wait);
-      if (Date.now() + delay >= giveUpAt) break;
-      await sleep(delay);
+      freeAt[index] = Date.now() + nextDelay(wait);
     }
     const message = mayHaveBeenCounted
       ? `may have been counted (${last}); retry later with vote ID ${voteId}`
