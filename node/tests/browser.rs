@@ -35,6 +35,9 @@ const SSE_TICK_MS: u64 = 100;
 const SHOW_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the page gets to go back to SSE once unblocked: it retries every 10 s.
 const SSE_RETRY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the voting page gets to show a change: a bound, not a target (it may first spend
+/// the browser client's whole 10 s deadline on a vote that cannot get through).
+const VOTE_PAGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the DOM is read while waiting.
 const READ_INTERVAL: Duration = Duration::from_millis(100);
 /// The tab's size, in CSS pixels.
@@ -369,7 +372,7 @@ fn wait_for_vote_page(
 ) -> VotePage {
     let started = Instant::now();
     let mut last = None;
-    while started.elapsed() < SHOW_TIMEOUT {
+    while started.elapsed() < VOTE_PAGE_TIMEOUT {
         let shown: Option<VotePage> =
             serde_json::from_value(browser.evaluate(tab, READ_VOTE_PAGE)).unwrap();
         if let Some(shown) = shown {
@@ -381,7 +384,7 @@ fn wait_for_vote_page(
         std::thread::sleep(READ_INTERVAL);
     }
     panic!(
-        "the voting page did not show {what} within {SHOW_TIMEOUT:?}; it showed {last:#?}\n\
+        "the voting page did not show {what} within {VOTE_PAGE_TIMEOUT:?}; it showed {last:#?}\n\
          script exceptions: {:?}",
         browser.exceptions()
     );
@@ -430,6 +433,47 @@ fn voting_page_casts_a_vote_fails_over_from_a_region_that_is_down_and_shows_the_
     assert_eq!(
         results["options"][0]["votes"], 1,
         "one tap, one vote: {results}"
+    );
+    let exceptions = browser.exceptions();
+    assert!(exceptions.is_empty(), "the page threw: {exceptions:#?}");
+}
+
+#[test]
+fn voting_page_sends_an_unconfirmed_vote_again_with_its_own_vote_id() {
+    // Goal: a tap after "may have been counted" cannot count a second vote. Method: block the
+    // vote route in the browser (a failed fetch cannot be told from a lost answer, so the page
+    // must say the vote may have been counted), unblock it, and tap the OTHER option: the page
+    // must finish the first vote (same vote ID, same option) rather than cast a new one.
+    let scratch = Scratch::new("unsettled");
+    let mut browser = Chromium::launch(&scratch.0);
+    let node = Node::start(&scratch.0, SSE_TICK_MS);
+    let tab = browser.open_tab(VIEWPORT.0, VIEWPORT.1);
+    browser.navigate(&tab, &node.url(&format!("/vote/{POLL}")));
+    wait_for_vote_page(&mut browser, &tab, "the two options", |p| {
+        p.buttons == ["green", "blue"]
+    });
+    browser.block_requests(&tab, "*/votes*");
+    browser.evaluate(
+        &tab,
+        "document.querySelector('#choices button[data-option=green]').click()",
+    );
+    let shown = wait_for_vote_page(&mut browser, &tab, "an unconfirmed vote", |p| {
+        p.state == "error"
+    });
+    assert!(shown.status.contains("may have been counted"), "{shown:#?}");
+    browser.unblock_requests(&tab);
+    browser.evaluate(
+        &tab,
+        "document.querySelector('#choices button[data-option=blue]').click()",
+    );
+    let shown = wait_for_vote_page(&mut browser, &tab, "the first vote settled", |p| {
+        p.state == "counted" || p.state == "duplicate"
+    });
+    assert!(shown.status.ends_with("green"), "{shown:#?}");
+    let results = node.get_json(&format!("/v1/polls/{POLL}/results"));
+    assert_eq!(
+        results["options"][1]["votes"], 0,
+        "no second vote: {results}"
     );
     let exceptions = browser.exceptions();
     assert!(exceptions.is_empty(), "the page threw: {exceptions:#?}");
