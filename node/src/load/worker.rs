@@ -25,8 +25,10 @@ use super::target::Target;
 use super::workload::{Encoding, RetryPools, Vote, fresh_vote, read_answer};
 use crate::client::retry::Backoff;
 
-/// Consecutive failed connection attempts after which a worker gives up.
-pub(super) const CONNECT_ATTEMPTS_MAX: u32 = 20;
+/// Consecutive failed connection attempts after which a worker gives up. With the client's
+/// backoff between them (full jitter, 50 ms doubling to 2 s) that is about 5 s of waiting on
+/// average, 9 s at most, before a worker stops trying an unreachable node.
+pub(super) const CONNECT_ATTEMPTS_MAX: u32 = 10;
 
 /// Largest latency the histograms hold, in microseconds (larger values are clamped).
 pub(super) const LATENCY_US_MAX: u64 = 60_000_000;
