@@ -14,6 +14,8 @@
 //! form), [`wire`] (peer messages), and [`Merge`] with its law checker.
 
 mod counters;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ids;
 pub mod limits;
 mod merge;

@@ -1,5 +1,5 @@
-//! Replays the committed fuzz corpus (`fuzz/corpus/*`) through the same checks the libFuzzer
-//! targets run, on the stable toolchain, so CI exercises every input the fuzzer ever kept.
+//! Replays the committed fuzz corpus (`fuzz/corpus/wire_decode`, `fuzz/corpus/replica_ops`)
+//! through the same checks the libFuzzer targets run, on the stable toolchain, so CI exercises every input the fuzzer ever kept.
 //!
 //! `TALLY_WRITE_SEEDS=1 cargo test -p tally-core --test fuzz_corpus` (re)writes the seed
 //! frames (one valid frame per message kind) into `fuzz/corpus/wire_decode/`.
@@ -112,4 +112,24 @@ fn the_seed_frames_decode() {
         let frame = wire::encode(&message);
         assert_eq!(wire::decode(&frame), Ok(message), "{name}");
     }
+}
+
+#[test]
+fn every_replica_ops_corpus_input_agrees_with_the_reference_model() {
+    // Goal: every operation sequence the replica fuzzer kept replays on stable.
+    let directory = corpus("replica_ops");
+    let mut inputs = 0;
+    for entry in std::fs::read_dir(&directory).unwrap() {
+        let path = entry.unwrap().path();
+        let ops = std::fs::read(&path).unwrap();
+        if let Err(broken) = tally_core::fuzzing::check_replica_ops(&ops) {
+            panic!("{}: {broken}", path.display());
+        }
+        inputs += 1;
+    }
+    assert!(
+        inputs > 0,
+        "the corpus in {} is missing",
+        directory.display()
+    );
 }
