@@ -22,6 +22,8 @@
 //! measures fsync durations with tokio's clock (simulated under turmoil).
 
 mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod recovery;
 mod writer;
 

@@ -31,6 +31,8 @@ pub use admin::{AdminResponse, CreatePoll, PollSummary};
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use openapi::OPENAPI_PATH;
 pub use reads::{History, ResultsQuery};
+#[doc(hidden)]
+pub use votes::check_vote_body;
 pub use votes::{
     BatchRequest, BatchResponse, BatchVote, BatchVoteStatus, BinaryBatch, BinaryVote,
     POSTCARD_MEDIA_TYPE, Receipt, VoteRequest, VoteResponse, VoteStatus,

@@ -8,9 +8,9 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use serde::{Deserialize, Serialize};
-use tally_core::{OptionIndex, PollId, VoteId};
+use tally_core::{OptionIndex, PollId, VoteId, VoteIdKey};
 use tokio::sync::oneshot;
 use utoipa::ToSchema;
 
@@ -194,8 +194,8 @@ pub(super) fn poll_snapshot(
     Ok((id, snapshot))
 }
 
-fn option_index(snapshot: &PollSnapshot, name: &str) -> Option<OptionIndex> {
-    let position = snapshot.option_names.iter().position(|o| o == name)?;
+fn option_index(option_names: &[String], name: &str) -> Option<OptionIndex> {
+    let position = option_names.iter().position(|o| o == name)?;
     u8::try_from(position).ok().map(OptionIndex)
 }
 
@@ -271,25 +271,13 @@ async fn vote_inner(
 ) -> Result<VoteResponse, ApiError> {
     let body = body.map_err(|r| ApiError::from_body(r, VOTE_BODY_BYTES_MAX))?;
     require_content_type(headers, &["application/json"])?;
-    let request: VoteRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::Malformed(e.to_string()))?;
     let (poll, snapshot) = poll_snapshot(app, poll)?;
-    let option = option_index(&snapshot, &request.option)
-        .ok_or_else(|| ApiError::UnknownOption(request.option.clone()))?;
-    let key = match request.vote_id.as_deref() {
-        Some(key) => key,
-        None => headers
-            .get("idempotency-key")
-            .ok_or_else(|| {
-                ApiError::BadVoteId("send vote_id in the body or an Idempotency-Key header".into())
-            })?
-            .to_str()
-            .map_err(|_| ApiError::BadVoteId("Idempotency-Key is not text".into()))?,
-    };
-    let vote_id = app
-        .vote_id_key
-        .vote_id(key)
-        .map_err(|e| ApiError::BadVoteId(e.to_string()))?;
+    let (option, vote_id) = parse_vote(
+        &app.vote_id_key,
+        &body,
+        &snapshot.option_names,
+        headers.get("idempotency-key"),
+    )?;
     let ack = ask(app, |reply| Command::Vote {
         poll,
         option,
@@ -315,7 +303,35 @@ async fn vote_inner(
     })
 }
 
+/// Parses a single vote's JSON body (and the `Idempotency-Key` header, if the body has no
+/// vote ID) into the option index and vote ID. Changes nothing.
+fn parse_vote(
+    vote_id_key: &VoteIdKey,
+    body: &[u8],
+    option_names: &[String],
+    idempotency_key: Option<&HeaderValue>,
+) -> Result<(OptionIndex, VoteId), ApiError> {
+    let request: VoteRequest =
+        serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
+    let option = option_index(option_names, &request.option)
+        .ok_or_else(|| ApiError::UnknownOption(request.option.clone()))?;
+    let key = match request.vote_id.as_deref() {
+        Some(key) => key,
+        None => idempotency_key
+            .ok_or_else(|| {
+                ApiError::BadVoteId("send vote_id in the body or an Idempotency-Key header".into())
+            })?
+            .to_str()
+            .map_err(|_| ApiError::BadVoteId("Idempotency-Key is not text".into()))?,
+    };
+    let vote_id = vote_id_key
+        .vote_id(key)
+        .map_err(|e| ApiError::BadVoteId(e.to_string()))?;
+    Ok((option, vote_id))
+}
+
 /// A batch vote after parsing: either ready for the engine or already refused.
+#[derive(Debug, PartialEq, Eq)]
 enum Parsed {
     Vote(OptionIndex, VoteId),
     Refused(BatchVoteStatus),
@@ -378,9 +394,9 @@ async fn batch_inner(
         })?;
     let (poll, snapshot) = poll_snapshot(app, poll)?;
     let parsed = if media_type == POSTCARD_MEDIA_TYPE {
-        parse_binary(&body, &snapshot)?
+        parse_binary(&body, &snapshot.option_names)?
     } else {
-        parse_json(app, &body, &snapshot)?
+        parse_json(&app.vote_id_key, &body, &snapshot.option_names)?
     };
     let votes: Vec<(OptionIndex, VoteId)> = parsed
         .iter()
@@ -451,9 +467,9 @@ fn check_count(count: usize) -> Result<(), ApiError> {
 }
 
 fn parse_json(
-    app: &AppState,
+    vote_id_key: &VoteIdKey,
     body: &[u8],
-    snapshot: &PollSnapshot,
+    option_names: &[String],
 ) -> Result<Vec<Parsed>, ApiError> {
     let request: BatchRequest =
         serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
@@ -462,10 +478,10 @@ fn parse_json(
         .votes
         .iter()
         .map(|vote| {
-            let Some(option) = option_index(snapshot, &vote.option) else {
+            let Some(option) = option_index(option_names, &vote.option) else {
                 return Parsed::Refused(BatchVoteStatus::UnknownOption);
             };
-            match app.vote_id_key.vote_id(&vote.vote_id) {
+            match vote_id_key.vote_id(&vote.vote_id) {
                 Ok(id) => Parsed::Vote(option, id),
                 Err(_) => Parsed::Refused(BatchVoteStatus::BadVoteId),
             }
@@ -473,11 +489,11 @@ fn parse_json(
         .collect())
 }
 
-fn parse_binary(body: &[u8], snapshot: &PollSnapshot) -> Result<Vec<Parsed>, ApiError> {
+fn parse_binary(body: &[u8], option_names: &[String]) -> Result<Vec<Parsed>, ApiError> {
     let request: BinaryBatch = postcard::from_bytes(body)
         .map_err(|e| ApiError::Malformed(format!("postcard batch: {e}")))?;
     check_count(request.votes.len())?;
-    let options = snapshot.option_names.len();
+    let options = option_names.len();
     Ok(request
         .votes
         .iter()
@@ -489,4 +505,67 @@ fn parse_binary(body: &[u8], snapshot: &PollSnapshot) -> Result<Vec<Parsed>, Api
             }
         })
         .collect())
+}
+
+/// Options of the poll the body fuzzer votes in.
+const FUZZ_OPTION_NAMES: [&str; 3] = ["green", "blue", "red"];
+
+/// The fuzz body over vote and batch parsing (`fuzz/fuzz_targets/vote_body.rs`, replayed on
+/// stable by `node/tests/fuzz_corpus.rs`): the first byte picks the route and content type
+/// (single JSON vote, JSON batch, postcard batch), the rest is the body. Parsing any bytes
+/// returns instead of panicking; what parses names only options the poll has, holds at most
+/// [`BATCH_VOTES_MAX`] votes, and parses the same way twice; a postcard batch that parses
+/// re-encodes to one that parses to the same votes. `Err` says which promise broke.
+#[doc(hidden)]
+pub fn check_vote_body(data: &[u8]) -> Result<(), String> {
+    let Some((&mode, body)) = data.split_first() else {
+        return Ok(());
+    };
+    let key = VoteIdKey::new([7; 32]);
+    let names: Vec<String> = FUZZ_OPTION_NAMES.iter().map(|n| (*n).to_owned()).collect();
+    let in_range = |option: OptionIndex| option.get() < names.len();
+    match mode % 3 {
+        0 => {
+            let header = HeaderValue::from_bytes(body.get(..8).unwrap_or(body)).ok();
+            let first = parse_vote(&key, body, &names, header.as_ref());
+            let again = parse_vote(&key, body, &names, header.as_ref());
+            match (&first, &again) {
+                (Ok(a), Ok(b)) if a == b && in_range(a.0) => Ok(()),
+                (Err(a), Err(b)) if a.to_string() == b.to_string() => Ok(()),
+                _ => Err(format!("vote parsed to {first:?} and then {again:?}")),
+            }
+        }
+        mode => {
+            let parse = |body: &[u8]| {
+                if mode == 1 {
+                    parse_json(&key, body, &names)
+                } else {
+                    parse_binary(body, &names)
+                }
+            };
+            let Ok(parsed) = parse(body) else {
+                return Ok(());
+            };
+            if parsed.len() > BATCH_VOTES_MAX {
+                return Err(format!("a batch of {} votes parsed", parsed.len()));
+            }
+            if let Some(bad) = parsed
+                .iter()
+                .find(|p| matches!(p, Parsed::Vote(o, _) if !in_range(*o)))
+            {
+                return Err(format!("{bad:?} names an option the poll lacks"));
+            }
+            if mode == 2 {
+                let decoded: BinaryBatch =
+                    postcard::from_bytes(body).map_err(|e| format!("parsed, then not: {e}"))?;
+                let encoded = postcard::to_allocvec(&decoded).map_err(|e| e.to_string())?;
+                let again =
+                    parse(&encoded).map_err(|e| format!("re-encoded batch refused: {e}"))?;
+                if again != parsed {
+                    return Err("a re-encoded postcard batch parsed differently".into());
+                }
+            }
+            Ok(())
+        }
+    }
 }

@@ -1,0 +1,64 @@
+//! Replays the committed corpora of the node's fuzz targets (`fuzz/corpus/vote_body`,
+//! `fuzz/corpus/wal_recovery`) through the same checks the libFuzzer targets run, on the
+//! stable toolchain, and runs the same bodies as proptests (STYLE.md §12: replay a proptest
+//! failure with the `PROPTEST_RNG_SEED` it prints).
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic loudly
+
+use std::path::PathBuf;
+
+use proptest::prelude::*;
+
+fn replay(target: &str, check: fn(&[u8]) -> Result<(), String>) {
+    let directory = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut inputs = 0;
+    for entry in std::fs::read_dir(&directory).unwrap() {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        if let Err(broken) = check(&data) {
+            panic!("{}: {broken}", path.display());
+        }
+        inputs += 1;
+    }
+    assert!(
+        inputs > 0,
+        "the corpus in {} is missing",
+        directory.display()
+    );
+}
+
+#[test]
+fn every_vote_body_corpus_input_passes_the_fuzz_check() {
+    // Goal: every vote and batch body the fuzzer kept parses without breaking a promise.
+    replay("vote_body", tally_node::http::check_vote_body);
+}
+
+#[test]
+fn every_wal_recovery_corpus_input_passes_the_fuzz_check() {
+    // Goal: every damaged log the fuzzer kept recovers, or is refused untouched.
+    replay("wal_recovery", tally_node::wal::fuzzing::check_recovery);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn any_vote_body_parses_without_breaking_a_promise(
+        data in proptest::collection::vec(any::<u8>(), 0..256)
+    ) {
+        if let Err(broken) = tally_node::http::check_vote_body(&data) {
+            prop_assert!(false, "{}", broken);
+        }
+    }
+
+    #[test]
+    fn any_damaged_log_recovers_or_is_refused_untouched(
+        data in proptest::collection::vec(any::<u8>(), 0..256)
+    ) {
+        if let Err(broken) = tally_node::wal::fuzzing::check_recovery(&data) {
+            prop_assert!(false, "{}", broken);
+        }
+    }
+}
