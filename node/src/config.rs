@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use tally_core::{NodeId, OptionName, PollId, PollSpec, PollWindow, UnixMillis, VoteIdKey};
 
+use crate::http::abuse::{
+    AbuseControls, RATE_LIMIT_KEYS_MAX, Rate, RateLimiter, TokenVerifier, from_hex,
+};
+
 /// How many votes one batch request may carry.
 pub const BATCH_VOTES_MAX: usize = 10_000;
 
@@ -195,6 +199,20 @@ pub struct Config {
     /// The regions' public base URLs (`https://us-east.tally.example.net`), nearest first:
     /// the voting page (`/vote/{poll}`) votes through them, then through this node itself.
     pub public_endpoints: Vec<String>,
+    /// Votes per second allowed per client IP on the vote and batch routes (0: no limit).
+    pub rate_limit_per_ip_per_second: u32,
+    /// Votes a client IP may send at once after an idle spell (with the per-IP limit).
+    pub rate_limit_per_ip_burst: u32,
+    /// Votes per second allowed per token-verified voter (0: no limit; needs vote tokens).
+    pub rate_limit_per_voter_per_second: u32,
+    /// Votes a voter may send at once (with the per-voter limit).
+    pub rate_limit_per_voter_burst: u32,
+    /// Hex HMAC-SHA256 key shared with the app's backend: when set, single votes need a
+    /// signed vote token and the token's voter is the vote ID (one vote per voter per poll).
+    pub vote_token_hmac_key: String,
+    /// Hex Ed25519 public key (32 bytes) of the app's backend: as `vote_token_hmac_key`, but
+    /// nodes hold only the public half. At most one of the two may be set.
+    pub vote_token_ed25519_public_key: String,
 }
 
 impl Default for Config {
@@ -226,6 +244,12 @@ impl Default for Config {
                 open: true,
                 duration_seconds: None,
             }],
+            rate_limit_per_ip_per_second: 0,
+            rate_limit_per_ip_burst: 20,
+            rate_limit_per_voter_per_second: 0,
+            rate_limit_per_voter_burst: 5,
+            vote_token_hmac_key: String::new(),
+            vote_token_ed25519_public_key: String::new(),
         }
     }
 }
@@ -317,9 +341,66 @@ impl Config {
                 "queue limits must be at least 1".into(),
             ));
         }
+        self.abuse_controls()?;
         Ok(Validated {
             node_id,
             vote_id_key,
+        })
+    }
+
+    /// The rate limits and vote-token verifier these settings ask for (all off by default).
+    pub fn abuse_controls(&self) -> Result<AbuseControls, ConfigError> {
+        let invalid = |setting, message: &str| ConfigError::Invalid {
+            setting,
+            message: message.to_owned(),
+        };
+        let hmac = self.vote_token_hmac_key.replace(' ', "");
+        let ed25519 = self.vote_token_ed25519_public_key.replace(' ', "");
+        let tokens = match (hmac.is_empty(), ed25519.is_empty()) {
+            (true, true) => None,
+            (false, false) => {
+                return Err(invalid(
+                    "vote_token_hmac_key",
+                    "set vote_token_hmac_key or vote_token_ed25519_public_key, not both",
+                ));
+            }
+            (false, true) => {
+                let key = from_hex(&hmac).filter(|k| k.len() >= 16).ok_or_else(|| {
+                    invalid("vote_token_hmac_key", "must be at least 32 hex digits")
+                })?;
+                Some(TokenVerifier::Hmac(ring::hmac::Key::new(
+                    ring::hmac::HMAC_SHA256,
+                    &key,
+                )))
+            }
+            (true, false) => {
+                let key = from_hex(&ed25519)
+                    .filter(|k| k.len() == 32)
+                    .ok_or_else(|| {
+                        invalid("vote_token_ed25519_public_key", "must be 64 hex digits")
+                    })?;
+                Some(TokenVerifier::Ed25519(key))
+            }
+        };
+        let per_voter = limiter(
+            self.rate_limit_per_voter_per_second,
+            self.rate_limit_per_voter_burst,
+            "rate_limit_per_voter_burst",
+        )?;
+        if per_voter.is_some() && tokens.is_none() {
+            return Err(invalid(
+                "rate_limit_per_voter_per_second",
+                "a per-voter limit needs vote tokens (the voter comes from the token)",
+            ));
+        }
+        Ok(AbuseControls {
+            per_ip: limiter(
+                self.rate_limit_per_ip_per_second,
+                self.rate_limit_per_ip_burst,
+                "rate_limit_per_ip_burst",
+            )?,
+            per_voter,
+            tokens,
         })
     }
 
@@ -369,6 +450,25 @@ impl Config {
     /// The polls of the configuration file as definitions, opened at `now` where asked.
     pub fn poll_specs(&self, now: UnixMillis) -> Result<Vec<PollSpec>, ConfigError> {
         self.polls.iter().map(|poll| poll_spec(poll, now)).collect()
+    }
+}
+
+/// A rate limiter if `per_second` is set; `burst` must then be at least 1.
+fn limiter<K: std::hash::Hash + Eq + Copy>(
+    per_second: u32,
+    burst: u32,
+    setting: &'static str,
+) -> Result<Option<RateLimiter<K>>, ConfigError> {
+    match (per_second, burst) {
+        (0, _) => Ok(None),
+        (_, 0) => Err(ConfigError::Invalid {
+            setting,
+            message: "a burst of at least 1 is needed with a rate".into(),
+        }),
+        (per_second, burst) => Ok(Some(RateLimiter::new(
+            Rate { per_second, burst },
+            RATE_LIMIT_KEYS_MAX,
+        ))),
     }
 }
 

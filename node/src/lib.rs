@@ -292,6 +292,7 @@ pub fn start_with_peers<S: Storage + 'static>(
         ready: ready.clone(),
         stopping: stopping_rx,
         public_endpoints: config.public_endpoints.clone().into(),
+        abuse: Arc::new(config.abuse_controls()?),
     };
     Ok(Started {
         router: http::router(state),
@@ -426,7 +427,7 @@ pub async fn run<L, S, F>(
 where
     L: axum::serve::Listener,
     L::Io: Unpin,
-    L::Addr: std::fmt::Debug,
+    L::Addr: std::fmt::Debug + 'static,
     S: Storage + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
@@ -448,6 +449,7 @@ where
         Duration::from_millis(config.write_stall_ms),
     );
     let (draining_tx, draining) = tokio::sync::oneshot::channel();
+    let router = router.into_make_service_with_connect_info::<stall_guard::ClientAddr>();
     let serving = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.await;

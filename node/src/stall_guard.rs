@@ -49,6 +49,25 @@ where
     }
 }
 
+/// The client's address as handlers see it (`ConnectInfo<ClientAddr>`): the socket address
+/// when the listener's address type is one (TCP), `None` otherwise (a simulated network).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub Option<std::net::SocketAddr>);
+
+impl<L>
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, StallGuardListener<L>>>
+    for ClientAddr
+where
+    L: Listener,
+    L::Io: Unpin,
+    L::Addr: std::any::Any,
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, StallGuardListener<L>>) -> Self {
+        let address: &dyn std::any::Any = stream.remote_addr();
+        Self(address.downcast_ref::<std::net::SocketAddr>().copied())
+    }
+}
+
 /// A connection whose writes fail after pending for longer than the stall limit.
 pub struct StallGuard<T> {
     inner: T,

@@ -1120,6 +1120,7 @@ fn router_with_full_queue(node: &Node) -> (Router, impl Sized + use<>) {
         ready: Arc::new(AtomicBool::new(true)),
         stopping,
         public_endpoints: Vec::<String>::new().into(),
+        abuse: Arc::default(),
     };
     (http::router(state), (queue, answer, stopping_tx))
 }
@@ -1178,6 +1179,7 @@ async fn a_stopped_engine_answers_503_unavailable() {
         ready: Arc::new(AtomicBool::new(true)),
         stopping,
         public_endpoints: Vec::<String>::new().into(),
+        abuse: Arc::default(),
     };
     let router = http::router(state);
     let reply = send_to(
@@ -1407,12 +1409,16 @@ async fn the_openapi_document_describes_bodies_errors_and_statuses_of_each_route
         (
             "post",
             "/v1/polls/{poll}/votes",
-            &["200", "400", "404", "409", "413", "415", "422", "503"],
+            &[
+                "200", "400", "401", "404", "409", "413", "415", "422", "429", "503",
+            ],
         ),
         (
             "post",
             "/v1/polls/{poll}/votes/batch",
-            &["200", "400", "404", "409", "413", "415", "503"],
+            &[
+                "200", "400", "401", "404", "409", "413", "415", "429", "503",
+            ],
         ),
         ("get", "/v1/polls", &["200"]),
         ("get", "/v1/polls/{poll}/results", &["200", "404", "422"]),

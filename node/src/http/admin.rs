@@ -62,7 +62,7 @@ pub struct AdminResponse {
     pub changed: bool,
 }
 
-fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     if app.admin_token.is_empty() {
         return Err(ApiError::Unauthorized);
     }

@@ -65,6 +65,13 @@ pub enum ApiError {
     /// A setting in the request is out of range.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A rate limit (per client IP or per voter) refused the request; retry after the given
+    /// seconds. Nothing was counted.
+    #[error("rate limited; retry in {0} s")]
+    RateLimited(u32),
+    /// The vote token is missing, malformed, forged, for another poll, or expired.
+    #[error("bad vote token: {0}")]
+    BadVoteToken(String),
     /// The node is shedding load; retry after the given seconds.
     #[error("node is overloaded; retry in {0} s")]
     Overloaded(u32),
@@ -113,6 +120,10 @@ pub enum ErrorCode {
     BadVoteId,
     /// 422: a value is out of range.
     Invalid,
+    /// 429: a rate limit refused the request; see `Retry-After`.
+    RateLimited,
+    /// 401: the vote token is missing, malformed, forged, for another poll, or expired.
+    BadVoteToken,
     /// 503: the node is shedding load; see `Retry-After`.
     Overloaded,
     /// 503: the node is not serving (starting, stopping or failed); see `Retry-After`.
@@ -136,6 +147,8 @@ impl ErrorCode {
             Self::UnknownOption => "unknown_option",
             Self::BadVoteId => "bad_vote_id",
             Self::Invalid => "invalid",
+            Self::RateLimited => "rate_limited",
+            Self::BadVoteToken => "bad_vote_token",
             Self::Overloaded => "overloaded",
             Self::Unavailable => "unavailable",
         }
@@ -147,7 +160,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::BadVoteToken(_) => StatusCode::UNAUTHORIZED,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::UnknownPoll(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PollNotOpen(_) | Self::Conflict(_) => StatusCode::CONFLICT,
@@ -181,6 +195,8 @@ impl ApiError {
             Self::UnknownOption(_) => ErrorCode::UnknownOption,
             Self::BadVoteId(_) => ErrorCode::BadVoteId,
             Self::Invalid(_) => ErrorCode::Invalid,
+            Self::RateLimited(_) => ErrorCode::RateLimited,
+            Self::BadVoteToken(_) => ErrorCode::BadVoteToken,
             Self::Overloaded(_) => ErrorCode::Overloaded,
             Self::Unavailable(_) => ErrorCode::Unavailable,
         }
@@ -222,7 +238,7 @@ impl IntoResponse for ApiError {
             message: self.to_string(),
         };
         let mut response = (self.status(), Json(body)).into_response();
-        if let Self::Overloaded(seconds) = self {
+        if let Self::Overloaded(seconds) | Self::RateLimited(seconds) = self {
             if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
@@ -261,6 +277,8 @@ mod tests {
             ApiError::UnknownOption("x".into()),
             ApiError::BadVoteId("x".into()),
             ApiError::Invalid("x".into()),
+            ApiError::RateLimited(1),
+            ApiError::BadVoteToken("x".into()),
             ApiError::Overloaded(1),
             ApiError::Unavailable("x"),
         ]
@@ -280,9 +298,10 @@ mod tests {
     }
 
     #[test]
-    fn only_load_shedding_errors_carry_retry_after() {
+    fn only_load_shedding_and_rate_limit_errors_carry_retry_after() {
         for error in one_of_each() {
-            let sheds = error.status() == StatusCode::SERVICE_UNAVAILABLE;
+            let sheds = error.status() == StatusCode::SERVICE_UNAVAILABLE
+                || error.status() == StatusCode::TOO_MANY_REQUESTS;
             let response = error.clone().into_response();
             let retry_after = response.headers().get(header::RETRY_AFTER);
             assert_eq!(retry_after.is_some(), sheds, "{error:?}");

@@ -7,6 +7,7 @@
 //! describes it in the OpenAPI document served at `/openapi.json` ([`openapi`]): one source for
 //! both, so the document cannot list a route the router lacks, or miss one it has.
 
+pub mod abuse;
 mod admin;
 mod error;
 mod openapi;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub stopping: watch::Receiver<bool>,
     /// The regions' public base URLs the voting page votes through (nearest first).
     pub public_endpoints: Arc<[String]>,
+    /// Rate limits and vote tokens (all off by default).
+    pub abuse: Arc<abuse::AbuseControls>,
 }
 
 /// The state as handlers extract it: one reference count per request.
@@ -81,7 +84,7 @@ type SharedState = Arc<AppState>;
 /// The whole router.
 pub fn router(state: AppState) -> Router {
     let state = Arc::new(state);
-    let (api, document) = api_routes().split_for_parts();
+    let (api, document) = api_routes(&state).split_for_parts();
     let document = openapi::complete(document);
     let route_seconds = Arc::new(RouteSeconds::new(&state.metrics));
     api.route(OPENAPI_PATH, openapi::route(&document))
@@ -117,17 +120,56 @@ const CORS_MAX_AGE_SECONDS: u64 = 600;
 
 /// The OpenAPI document of [`router`], as served at [`OPENAPI_PATH`].
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    openapi::complete(api_routes().into_openapi())
+    let (engine, _) = mpsc::channel(1);
+    let (_, results) = watch::channel(Arc::new(ResultsSnapshot::default()));
+    let (_, stopping) = watch::channel(false);
+    // Only the document is kept: the state is never served.
+    let state = Arc::new(AppState {
+        engine,
+        results,
+        metrics: Arc::new(Metrics::new()),
+        vote_id_key: Arc::new(VoteIdKey::new([0; 32])),
+        actor: String::new(),
+        admin_token: Arc::from(""),
+        clock: Arc::new(crate::SystemClock),
+        sse_tick_ms: 1_000,
+        sse_subscribers_max: 1,
+        ready: Arc::new(AtomicBool::new(false)),
+        stopping,
+        public_endpoints: Arc::from([]),
+        abuse: Arc::default(),
+    });
+    openapi::complete(api_routes(&state).into_openapi())
+}
+
+/// Refuses a vote request with 429 when its client IP is over the per-IP rate limit, before
+/// the body is read or the engine asked: a limited request changes nothing.
+async fn limit_by_ip(State(app): State<SharedState>, request: Request, next: Next) -> Response {
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<crate::stall_guard::ClientAddr>>()
+        .and_then(|info| info.0.0);
+    if let (Some(limiter), Some(client)) = (&app.abuse.per_ip, client) {
+        if let Err(seconds) = limiter.check(client.ip(), app.clock.now()) {
+            app.metrics
+                .count_rejections(ErrorCode::RateLimited.as_str(), 1);
+            return axum::response::IntoResponse::into_response(ApiError::RateLimited(seconds));
+        }
+    }
+    next.run(request).await
 }
 
 /// Every JSON API route, each with its body limit, and the document that describes them.
-fn api_routes() -> OpenApiRouter<SharedState> {
+fn api_routes(state: &SharedState) -> OpenApiRouter<SharedState> {
+    let limit_by_ip = middleware::from_fn_with_state(Arc::clone(state), limit_by_ip);
     let votes = OpenApiRouter::new()
         .routes(routes!(votes::vote))
-        .layer(DefaultBodyLimit::max(VOTE_BODY_BYTES_MAX));
+        .layer(DefaultBodyLimit::max(VOTE_BODY_BYTES_MAX))
+        .layer(limit_by_ip.clone());
     let batches = OpenApiRouter::new()
         .routes(routes!(votes::batch))
-        .layer(DefaultBodyLimit::max(BATCH_BODY_BYTES_MAX));
+        .layer(DefaultBodyLimit::max(BATCH_BODY_BYTES_MAX))
+        .layer(limit_by_ip);
     let admin = OpenApiRouter::new()
         .routes(routes!(admin::create_poll))
         .routes(routes!(admin::open_poll))

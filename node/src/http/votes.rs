@@ -14,6 +14,7 @@ use tally_core::{OptionIndex, PollId, VoteId, VoteIdKey};
 use tokio::sync::oneshot;
 use utoipa::ToSchema;
 
+use super::abuse::{VOTE_TOKEN_HEADER, voter_vote_id};
 use super::{ApiError, AppState, ErrorBody, SharedState};
 use crate::config::{BATCH_BODY_BYTES_MAX, BATCH_VOTES_MAX, VOTE_BODY_BYTES_MAX};
 use crate::engine::{BatchVoteAck, Command, VoteAck};
@@ -239,12 +240,17 @@ pub(super) async fn ask<T>(
     responses(
         (status = 200, description = "Durable: counted or duplicate", body = VoteResponse),
         (status = 400, description = "The body is not valid JSON for this route", body = ErrorBody),
+        (status = 401, description = "Vote tokens are on and the X-Vote-Token header is \
+            missing, forged, for another poll, or expired; nothing was counted", body = ErrorBody),
         (status = 404, description = "No such poll", body = ErrorBody),
         (status = 409, description = "The poll is not open yet, or closed", body = ErrorBody),
         (status = 413, description = "The body is over 4 KiB", body = ErrorBody),
         (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
         (status = 422, description = "Unknown option, or a missing, empty or over-long vote ID",
             body = ErrorBody),
+        (status = 429, description = "Over the per-IP or per-voter rate limit; nothing was \
+            counted", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
         (status = 503, description = "Shedding load or stopping; nothing was counted",
             body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ),
@@ -272,11 +278,13 @@ async fn vote_inner(
     let body = body.map_err(|r| ApiError::from_body(r, VOTE_BODY_BYTES_MAX))?;
     require_content_type(headers, &["application/json"])?;
     let (poll, snapshot) = poll_snapshot(app, poll)?;
+    let voter_vote_id = token_vote_id(app, &poll, headers)?;
     let (option, vote_id) = parse_vote(
         &app.vote_id_key,
         &body,
         &snapshot.option_names,
         headers.get("idempotency-key"),
+        voter_vote_id,
     )?;
     let ack = ask(app, |reply| Command::Vote {
         poll,
@@ -303,6 +311,39 @@ async fn vote_inner(
     })
 }
 
+/// With vote tokens on: verifies the request's token for `poll`, applies the per-voter rate
+/// limit, and returns the voter's vote ID (which replaces any vote ID the client sent). `None`
+/// with tokens off. Changes nothing.
+fn token_vote_id(
+    app: &AppState,
+    poll: &PollId,
+    headers: &HeaderMap,
+) -> Result<Option<VoteId>, ApiError> {
+    let Some(verifier) = &app.abuse.tokens else {
+        return Ok(None);
+    };
+    let token = headers
+        .get(VOTE_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::BadVoteToken(format!("send the {VOTE_TOKEN_HEADER} header")))?;
+    let now = app.clock.now();
+    let voter = verifier.verify(poll, token, now)?;
+    let vote_id = voter_vote_id(&app.vote_id_key, &voter)?;
+    if let Some(limiter) = &app.abuse.per_voter {
+        limiter.check(vote_id, now).map_err(ApiError::RateLimited)?;
+    }
+    Ok(Some(vote_id))
+}
+
+/// With vote tokens on, batches come from the operator's own edge aggregators, not from
+/// voters: they need the admin bearer token.
+fn require_aggregator(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match app.abuse.tokens {
+        None => Ok(()),
+        Some(_) => super::admin::authorize(app, headers),
+    }
+}
+
 /// Parses a single vote's JSON body (and the `Idempotency-Key` header, if the body has no
 /// vote ID) into the option index and vote ID. Changes nothing.
 fn parse_vote(
@@ -310,11 +351,15 @@ fn parse_vote(
     body: &[u8],
     option_names: &[String],
     idempotency_key: Option<&HeaderValue>,
+    voter_vote_id: Option<VoteId>,
 ) -> Result<(OptionIndex, VoteId), ApiError> {
     let request: VoteRequest =
         serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
     let option = option_index(option_names, &request.option)
         .ok_or_else(|| ApiError::UnknownOption(request.option.clone()))?;
+    if let Some(vote_id) = voter_vote_id {
+        return Ok((option, vote_id));
+    }
     let key = match request.vote_id.as_deref() {
         Some(key) => key,
         None => idempotency_key
@@ -356,6 +401,8 @@ enum Parsed {
         (status = 200, description = "Every vote answered; see `statuses`", body = BatchResponse),
         (status = 400, description = "The body does not parse as the content type says",
             body = ErrorBody),
+        (status = 401, description = "Vote tokens are on and the admin bearer token is missing \
+            (batches then come only from the operator's aggregators)", body = ErrorBody),
         (status = 404, description = "No such poll", body = ErrorBody),
         (status = 409, description = "The poll is not open yet, or closed; nothing was counted",
             body = ErrorBody),
@@ -363,6 +410,8 @@ enum Parsed {
             body = ErrorBody),
         (status = 415, description = "Content-Type is neither application/json nor \
             application/x-postcard", body = ErrorBody),
+        (status = 429, description = "Over the per-IP rate limit; nothing was counted",
+            body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
         (status = 503, description = "Shedding load or stopping; nothing was counted",
             body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ),
@@ -387,6 +436,7 @@ async fn batch_inner(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<BatchResponse, ApiError> {
+    require_aggregator(app, headers)?;
     let body = body.map_err(|r| ApiError::from_body(r, BATCH_BODY_BYTES_MAX))?;
     let media_type = require_content_type(headers, &["application/json", POSTCARD_MEDIA_TYPE])
         .map_err(|_| {
@@ -527,8 +577,8 @@ pub fn check_vote_body(data: &[u8]) -> Result<(), String> {
     match mode % 3 {
         0 => {
             let header = HeaderValue::from_bytes(body.get(..8).unwrap_or(body)).ok();
-            let first = parse_vote(&key, body, &names, header.as_ref());
-            let again = parse_vote(&key, body, &names, header.as_ref());
+            let first = parse_vote(&key, body, &names, header.as_ref(), None);
+            let again = parse_vote(&key, body, &names, header.as_ref(), None);
             match (&first, &again) {
                 (Ok(a), Ok(b)) if a == b && in_range(a.0) => Ok(()),
                 (Err(a), Err(b)) if a.to_string() == b.to_string() => Ok(()),
