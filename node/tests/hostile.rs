@@ -1,0 +1,493 @@
+//! Hostile input against the real binary: malformed, truncated and deeply nested JSON, wrong
+//! content types, giant bodies, invalid UTF-8, absurd vote IDs, unknown polls and options,
+//! slowloris clients, a thousand idle connections and SSE subscribers that never read; then
+//! the abuse controls (per-IP rate limit, signed vote tokens) on a second node.
+//!
+//! Method: spawn `tally run` on 127.0.0.1 with a config file, cast a few real votes, throw
+//! every hostile request at it over raw TCP, and check that each gets a 4xx (or the connection
+//! is closed), that a well-behaved client is served throughout, that the node's resident memory
+//! stays under a generous bound, and that the counted total is exactly what the real votes
+//! made. No assertion depends on timing: waits are bounded polls for a condition.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic loudly
+
+#[path = "cluster/http.rs"]
+#[allow(dead_code)]
+mod http;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::Client;
+use tally_core::PollId;
+use tally_node::http::abuse::sign_hmac_token;
+
+/// Idle connections held open at once (the machine allows 20,000 descriptors).
+const IDLE_CONNECTIONS_COUNT: usize = 1_000;
+/// Slowloris connections that send half a request and stall.
+const SLOWLORIS_CONNECTIONS_COUNT: usize = 100;
+/// SSE subscribers that never read.
+const UNREAD_SSE_COUNT: usize = 50;
+/// Growth of the node's resident memory the hostile clients may cause, in bytes.
+const RSS_GROWTH_BYTES_MAX: u64 = 256 * 1024 * 1024;
+/// The HMAC key of the token test, as configured (hex) and as bytes.
+const TOKEN_KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f";
+
+struct Node {
+    child: Child,
+    address: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn start_node(extra_config: &str) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let address = free_port();
+    let config = dir.path().join("tally.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{address}\"\ndata_dir = \"{}\"\nadmin_token = \"hostile-admin\"\n\
+             results_tick_ms = 10\n{extra_config}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let node = Node {
+        child,
+        address,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(mut client) = Client::connect(address) {
+            if client
+                .request("GET", "/readyz", "")
+                .is_ok_and(|r| r.0 == 200)
+            {
+                return node;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("node on {address} did not become ready");
+}
+
+/// Sends raw bytes on a fresh connection and returns the status, or `None` if the node closed
+/// the connection without an answer.
+fn raw(address: SocketAddr, request: &[u8]) -> Option<u16> {
+    let text = raw_head(address, request);
+    text.split_whitespace().nth(1).and_then(|s| s.parse().ok())
+}
+
+/// Sends raw bytes on a fresh connection and returns the answer's status line and headers
+/// (empty if the node closed the connection without an answer).
+fn raw_head(address: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // The node may answer and close before reading a giant body: a failed write is fine.
+    let _ = stream.write_all(request);
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                answer.extend_from_slice(&buffer[..n]);
+                if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&answer).to_ascii_lowercase()
+}
+
+fn post(path: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\ncontent-type: {content_type}\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+fn total(address: SocketAddr) -> i64 {
+    let (status, body) = Client::connect(address)
+        .unwrap()
+        .request("GET", "/v1/polls/superbowl/results", "")
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    json["total"].as_i64().unwrap()
+}
+
+/// Waits (bounded) until the results show `expected` votes, and returns what they show.
+fn settled_total(address: SocketAddr, expected: i64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while total(address) != expected && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    total(address)
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+fn vote(client: &mut Client, id: &str) -> (u16, String) {
+    let body = format!(r#"{{"option":"green","vote_id":"{id}"}}"#);
+    client
+        .request("POST", "/v1/polls/superbowl/votes", &body)
+        .unwrap()
+}
+
+/// A hostile request: what it is, its bytes, and the statuses it may get (`None`: closed).
+type Hostile = (&'static str, Vec<u8>, &'static [Option<u16>]);
+
+/// Every hostile request of the list.
+fn hostile_requests() -> Vec<Hostile> {
+    let votes = "/v1/polls/superbowl/votes";
+    let batch = "/v1/polls/superbowl/votes/batch";
+    let json = "application/json";
+    let deep = format!("{}{}", "[".repeat(3_000), "]".repeat(3_000));
+    let deep_batch = format!(r#"{{"votes":{deep}}}"#);
+    let long_id = format!(r#"{{"option":"green","vote_id":"{}"}}"#, "x".repeat(200));
+    let mut giant = format!(
+        "POST {votes} HTTP/1.1\r\nhost: test\r\ncontent-type: {json}\r\n\
+         content-length: 104857600\r\n\r\n"
+    )
+    .into_bytes();
+    giant.extend_from_slice(&[b'{'; 64 * 1024]);
+    vec![
+        (
+            "malformed JSON",
+            post(votes, json, b"{option: green"),
+            &[Some(400)],
+        ),
+        (
+            "truncated JSON",
+            post(votes, json, br#"{"option":"gre"#),
+            &[Some(400)],
+        ),
+        (
+            "wrong content type",
+            post(votes, "text/plain", br#"{"option":"green","vote_id":"a"}"#),
+            &[Some(415)],
+        ),
+        (
+            "no content type",
+            post(votes, "", br#"{"option":"green","vote_id":"a"}"#),
+            &[Some(415)],
+        ),
+        ("giant declared body", giant, &[Some(413), None]),
+        (
+            "giant batch",
+            post(batch, json, &vec![b' '; 3 * 1024 * 1024]),
+            &[Some(413), None],
+        ),
+        (
+            "deep nesting",
+            post(votes, json, deep.as_bytes()),
+            &[Some(400), Some(413)],
+        ),
+        (
+            "deep nesting in a batch",
+            post(batch, json, deep_batch.as_bytes()),
+            &[Some(400)],
+        ),
+        (
+            "invalid UTF-8",
+            post(
+                votes,
+                json,
+                b"{\"option\":\"gr\xff\xfeen\",\"vote_id\":\"a\"}",
+            ),
+            &[Some(400)],
+        ),
+        (
+            "absurd vote ID",
+            post(votes, json, long_id.as_bytes()),
+            &[Some(422)],
+        ),
+        (
+            "empty vote ID",
+            post(votes, json, br#"{"option":"green","vote_id":""}"#),
+            &[Some(422)],
+        ),
+        (
+            "vote ID of the wrong type",
+            post(votes, json, br#"{"option":"green","vote_id":7}"#),
+            &[Some(400)],
+        ),
+        (
+            "unknown poll",
+            post(
+                "/v1/polls/nope/votes",
+                json,
+                br#"{"option":"green","vote_id":"a"}"#,
+            ),
+            &[Some(404)],
+        ),
+        (
+            "absurd poll name",
+            post(
+                &format!("/v1/polls/{}/votes", "p".repeat(5_000)),
+                json,
+                b"{}",
+            ),
+            &[Some(404), Some(414), Some(431), None],
+        ),
+        (
+            "unknown option",
+            post(votes, json, br#"{"option":"purple","vote_id":"a"}"#),
+            &[Some(422)],
+        ),
+        (
+            "garbage postcard batch",
+            post(batch, "application/x-postcard", &[0xff; 64]),
+            &[Some(400)],
+        ),
+        (
+            "not HTTP",
+            b"\x16\x03\x01\x00\xa5garbage\r\n\r\n".to_vec(),
+            &[Some(400), None],
+        ),
+        (
+            "admin without token",
+            post(
+                "/v1/admin/polls",
+                json,
+                br#"{"id":"x","options":["a","b"]}"#,
+            ),
+            &[Some(401)],
+        ),
+    ]
+}
+
+#[test]
+fn hostile_clients_get_4xx_or_a_closed_connection_and_change_no_counted_vote() {
+    let node = start_node("");
+    let address = node.address;
+    let mut good = Client::connect(address).unwrap();
+    for i in 0..5 {
+        assert_eq!(vote(&mut good, &format!("real-{i}")).0, 200);
+    }
+    assert_eq!(settled_total(address, 5), 5);
+    let rss_before = rss_bytes(node.child.id());
+
+    for (what, request, allowed) in hostile_requests() {
+        let status = raw(address, &request);
+        assert!(
+            allowed.contains(&status),
+            "{what}: got {status:?}, expected one of {allowed:?}"
+        );
+        assert_eq!(
+            vote(&mut good, "real-0").0,
+            200,
+            "{what}: the good client is still served"
+        );
+    }
+
+    // Slowloris: half a request each, never finished.
+    let slow: Vec<TcpStream> = (0..SLOWLORIS_CONNECTIONS_COUNT)
+        .map(|_| {
+            let mut stream = TcpStream::connect(address).unwrap();
+            stream
+                .write_all(b"POST /v1/polls/superbowl/votes HTTP/1.1\r\nhost: slow\r\ncontent-le")
+                .unwrap();
+            stream
+        })
+        .collect();
+    // Idle connections that never send a byte.
+    let idle: Vec<TcpStream> = (0..IDLE_CONNECTIONS_COUNT)
+        .map(|_| TcpStream::connect(address).unwrap())
+        .collect();
+    // SSE subscribers that never read their stream.
+    let unread: Vec<TcpStream> = (0..UNREAD_SSE_COUNT)
+        .map(|_| {
+            let mut stream = TcpStream::connect(address).unwrap();
+            stream
+                .write_all(b"GET /v1/polls/superbowl/stream HTTP/1.1\r\nhost: sse\r\n\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    // While they all hang on, a new client is served, on a new connection too.
+    let mut fresh = Client::connect(address).unwrap();
+    for i in 5..10 {
+        assert_eq!(vote(&mut fresh, &format!("real-{i}")).0, 200);
+    }
+    assert_eq!(vote(&mut good, "real-9").0, 200);
+    let rss_during = rss_bytes(node.child.id());
+    assert!(
+        rss_during < rss_before + RSS_GROWTH_BYTES_MAX,
+        "resident memory grew from {rss_before} to {rss_during} bytes"
+    );
+    drop((slow, idle, unread));
+
+    assert_eq!(
+        settled_total(address, 10),
+        10,
+        "exactly the ten real votes are counted: no hostile request counted or undid one"
+    );
+}
+
+#[test]
+fn a_client_over_its_ip_rate_limit_gets_429_with_retry_after_and_counts_nothing() {
+    // Goal: the per-IP limit refuses past its burst and the refused votes count nothing.
+    // Method: one vote per second, burst 3; fire 30 distinct votes as fast as possible. Only
+    // an upper bound that grows with the time actually taken is asserted.
+    let node = start_node("rate_limit_per_ip_per_second = 1\nrate_limit_per_ip_burst = 3");
+    let started = Instant::now();
+    let mut client = Client::connect(node.address).unwrap();
+    let (mut counted, mut limited) = (0i64, 0);
+    for i in 0..30 {
+        match vote(&mut client, &format!("limited-{i}")) {
+            (200, _) => counted += 1,
+            (429, body) => {
+                assert!(body.contains("rate_limited"), "{body}");
+                limited += 1;
+            }
+            (status, body) => panic!("unexpected {status}: {body}"),
+        }
+    }
+    let elapsed_seconds = started.elapsed().as_secs() as i64;
+    assert!(limited > 0, "no request was limited");
+    let mut head = String::new();
+    for i in 0..10 {
+        let vote = format!(r#"{{"option":"green","vote_id":"head-{i}"}}"#);
+        head = raw_head(
+            node.address,
+            &post(
+                "/v1/polls/superbowl/votes",
+                "application/json",
+                vote.as_bytes(),
+            ),
+        );
+        if head.starts_with("http/1.1 429") {
+            break;
+        }
+        counted += 1;
+    }
+    assert!(
+        head.contains("retry-after:"),
+        "a 429 carries Retry-After: {head}"
+    );
+    assert!(
+        counted <= 3 + elapsed_seconds + 1,
+        "{counted} votes passed in {elapsed_seconds} s"
+    );
+    let response = raw(
+        node.address,
+        &post(
+            "/v1/polls/superbowl/votes",
+            "application/json",
+            br#"{"option":"green","vote_id":"one-more"}"#,
+        ),
+    );
+    assert!(matches!(response, Some(200 | 429)));
+    let shown = settled_total(node.address, counted + i64::from(response == Some(200)));
+    assert_eq!(
+        shown,
+        counted + i64::from(response == Some(200)),
+        "limited votes counted nothing"
+    );
+}
+
+#[test]
+fn with_signed_tokens_only_token_holders_vote_and_each_voter_counts_once() {
+    // Goal: tokens are required and verified, and the voter, not the client's vote ID, is what
+    // counts once. Method: an HMAC key in the config; tokens signed as the app's backend would.
+    let node = start_node(&format!("vote_token_hmac_key = \"{TOKEN_KEY_HEX}\""));
+    let key: Vec<u8> = (0u8..16).collect();
+    let poll = PollId::new("superbowl").unwrap();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let hour_ms = 3_600_000;
+    let send = |token: Option<&str>, vote_id: &str| {
+        let body = format!(r#"{{"option":"blue","vote_id":"{vote_id}"}}"#);
+        let token_header = token
+            .map(|t| format!("x-vote-token: {t}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "POST /v1/polls/superbowl/votes HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\
+             content-type: application/json\r\n{token_header}content-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        raw(node.address, request.as_bytes())
+    };
+    let alice = sign_hmac_token(&key, &poll, "alice", now_ms + hour_ms);
+    let bob = sign_hmac_token(&key, &poll, "bob", now_ms + hour_ms);
+    let forged = sign_hmac_token(b"another key entirely", &poll, "mallory", now_ms + hour_ms);
+    let expired = sign_hmac_token(&key, &poll, "carol", now_ms - hour_ms);
+    let other_poll = sign_hmac_token(
+        &key,
+        &PollId::new("halftime").unwrap(),
+        "dave",
+        now_ms + hour_ms,
+    );
+    assert_eq!(send(None, "a"), Some(401), "no token");
+    assert_eq!(send(Some(&forged), "b"), Some(401), "forged");
+    assert_eq!(send(Some(&expired), "c"), Some(401), "expired");
+    assert_eq!(
+        send(Some(&other_poll), "d"),
+        Some(401),
+        "another poll's token"
+    );
+    assert_eq!(send(Some("garbage"), "e"), Some(401), "garbage");
+    assert_eq!(send(Some(&alice), "f"), Some(200));
+    assert_eq!(
+        send(Some(&alice), "g"),
+        Some(200),
+        "answered, as a duplicate"
+    );
+    assert_eq!(send(Some(&bob), "f"), Some(200));
+    let batch = post(
+        "/v1/polls/superbowl/votes/batch",
+        "application/json",
+        br#"{"votes":[{"option":"green","vote_id":"x"}]}"#,
+    );
+    assert_eq!(
+        raw(node.address, &batch),
+        Some(401),
+        "batches need the admin token"
+    );
+    assert_eq!(
+        settled_total(node.address, 2),
+        2,
+        "alice and bob, once each"
+    );
+}
