@@ -92,6 +92,8 @@ enum Answering {
     RecordsThenGarbage,
     /// The same records, and nothing else.
     Records,
+    /// The same records frame three times in one answer: a replay.
+    RecordsReplayed,
 }
 
 /// The node's configured peer `us-west`, played by the test: a real endpoint with a valid
@@ -99,6 +101,8 @@ enum Answering {
 struct FakePeer {
     endpoint: quinn::Endpoint,
     answering: Arc<Mutex<Answering>>,
+    /// Pulls answered in [`Answering::RecordsReplayed`] mode.
+    replays: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -107,13 +111,14 @@ impl FakePeer {
         let tls = files.tls(&node_id("us-west")).unwrap();
         let endpoint = endpoint(PeerSocket::Udp(udp()), &tls, 11).unwrap();
         let answering = Arc::new(Mutex::new(Answering::Nothing));
-        let (accepting, mode) = (endpoint.clone(), answering.clone());
+        let replays = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (accepting, mode, replayed) = (endpoint.clone(), answering.clone(), replays.clone());
         let task = tokio::spawn(async move {
             while let Some(incoming) = accepting.accept().await {
-                let mode = mode.clone();
+                let (mode, replayed) = (mode.clone(), replayed.clone());
                 tokio::spawn(async move {
                     if let Ok(connection) = incoming.await {
-                        let _ = serve_pulls(&connection, &mode).await;
+                        let _ = serve_pulls(&connection, &mode, &replayed).await;
                     }
                 });
             }
@@ -121,6 +126,7 @@ impl FakePeer {
         Self {
             endpoint,
             answering,
+            replays,
             task,
         }
     }
@@ -155,6 +161,7 @@ fn fake_records() -> RecordBatch {
 async fn serve_pulls(
     connection: &quinn::Connection,
     answering: &Mutex<Answering>,
+    replays: &std::sync::atomic::AtomicUsize,
 ) -> Result<(), quinn::ConnectionError> {
     let (mut send, mut recv) = connection.accept_bi().await?;
     send_message(
@@ -171,6 +178,10 @@ async fn serve_pulls(
         if mode != Answering::Nothing {
             send_records(&mut send).await;
         }
+        if mode == Answering::RecordsReplayed {
+            send_records(&mut send).await;
+            send_records(&mut send).await;
+        }
         if mode == Answering::RecordsThenGarbage {
             // Format version 1, then bytes no message starts with.
             write_frame(&mut send, &[1, 0xff, 0xff, 0xff, 0xff])
@@ -178,6 +189,9 @@ async fn serve_pulls(
                 .ok();
         }
         send.finish().ok();
+        if mode == Answering::RecordsReplayed {
+            replays.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 }
 
@@ -340,10 +354,12 @@ async fn closed_by_node(connection: &quinn::Connection) -> (u32, String) {
 async fn a_running_node_refuses_strangers_impostors_and_garbage_and_counts_nothing_from_them() {
     // Goal: every refusal the issue names, against the real node, and that none changes its
     // tally. Method: start `us-east` with a fake `us-west` peer, cast three votes, then dial its
-    // peer port as (a) a client whose certificate another CA issued, (b) members whose hello
-    // names another cluster or another node than their certificate, (c) a member that sends an
-    // undecodable frame on a pull stream, and (d) let the node pull an answer that ends in
-    // garbage; after each, check what it closed, logged and counted, and that it still votes.
+    // peer port as (a) a client whose certificate another CA issued (another cluster: one CA
+    // per cluster) and a client with no certificate, (b) members whose hello names another
+    // cluster or another node than their certificate, or replays the node's own hello, (c) a
+    // member that sends an undecodable frame on a pull stream, (d) let the node pull an answer
+    // that ends in garbage, and (e) answers that replay the same records frame; after each,
+    // check what it closed, logged and counted, and that it still votes.
     let setup = Setup::start();
     for i in 0..3 {
         setup.vote(&format!("before-{i}"));
@@ -356,7 +372,9 @@ async fn a_running_node_refuses_strangers_impostors_and_garbage_and_counts_nothi
     let tally_before = setup.tally();
 
     refuses_a_certificate_from_another_ca(&setup).await;
+    refuses_a_client_without_a_certificate(&setup).await;
     refuses_another_cluster_and_a_hello_that_is_not_its_certificate(&setup).await;
+    refuses_a_replayed_hello_of_the_node_itself(&setup).await;
     closes_a_session_that_sends_an_undecodable_frame(&setup).await;
     assert_eq!(
         setup.tally(),
@@ -365,6 +383,7 @@ async fn a_running_node_refuses_strangers_impostors_and_garbage_and_counts_nothi
     );
 
     merges_nothing_of_a_pulled_answer_that_ends_in_garbage(&setup, &tally_before).await;
+    counts_replayed_records_once(&setup, tally_before.0 + FAKE_RECORDS as i64).await;
     let answer = setup.vote("after-refusals");
     assert!(answer.contains(r#""status":"counted""#), "{answer}");
 }
@@ -391,6 +410,81 @@ async fn refuses_a_certificate_from_another_ca(setup: &Setup) {
         "{error}"
     );
     setup.wait_for_log(&["refused during handshake", "UnknownIssuer"]);
+}
+
+async fn refuses_a_client_without_a_certificate(setup: &Setup) {
+    // A client that trusts the cluster CA but presents no certificate at all.
+    let handshake_refusals = |log: &str| log.matches("refused during handshake").count();
+    let before = handshake_refusals(&setup.node.log());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(&setup.files.ca_cert).unwrap() {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(config).unwrap()));
+    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connecting = client
+        .connect_with(config, setup.peer_address(), "us-east")
+        .unwrap();
+    let error = match bounded(connecting).await {
+        Err(error) => error,
+        Ok(connection) => bounded(connection.closed()).await,
+    };
+    assert_eq!(
+        refusal_alert(&error),
+        Some(AlertDescription::CertificateRequired),
+        "{error}"
+    );
+    let deadline = Instant::now() + STEP;
+    while handshake_refusals(&setup.node.log()) <= before {
+        assert!(Instant::now() < deadline, "the refusal was not logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn refuses_a_replayed_hello_of_the_node_itself(setup: &Setup) {
+    // A member captures the node's own hello and replays it as its own: the hello names
+    // `us-east`, the certificate `eu-central`, so the session is refused.
+    let client = setup.member_endpoint("eu-central");
+    let (first, theirs) = dial_and_greet(
+        &client,
+        setup.peer_address(),
+        hello(DEV_CLUSTER_ID, "eu-central"),
+    )
+    .await;
+    let Some(PeerMessage::Hello(captured)) = theirs else {
+        panic!("the node sent no hello: {theirs:?}");
+    };
+    first.close(0u32.into(), b"done");
+    let refusals = setup.refusals("incoming");
+    let (connection, _) = dial_and_greet(&client, setup.peer_address(), captured).await;
+    let (code, reason) = closed_by_node(&connection).await;
+    assert_eq!(code, CLOSE_REFUSED, "{reason}");
+    assert!(reason.contains("certificate"), "{reason}");
+    assert_eq!(setup.refusals("incoming"), refusals + 1.0);
+}
+
+async fn counts_replayed_records_once(setup: &Setup, expected: i64) {
+    // The fake peer answers every pull with the same records frame three times: replays of
+    // records the node holds merge as nothing (merge is idempotent); the total stays.
+    setup.fake.answer(Answering::RecordsReplayed);
+    let deadline = Instant::now() + STEP;
+    while setup.fake.replays.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(Instant::now() < deadline, "the node stopped pulling");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    setup.fake.answer(Answering::Nothing);
+    assert_eq!(
+        setup.tally().0,
+        expected,
+        "replayed records were counted again"
+    );
 }
 
 async fn refuses_another_cluster_and_a_hello_that_is_not_its_certificate(setup: &Setup) {
