@@ -156,6 +156,9 @@ pub struct Config {
     pub cluster_id: String,
     /// Address the HTTP API, SSE and dashboard listen on.
     pub listen: SocketAddr,
+    /// When set, `/metrics` and `/v1/admin/*` are served on this address only, not on
+    /// `listen` (keep it on a private network).
+    pub ops_listen: Option<SocketAddr>,
     /// Directory for the write-ahead log and snapshots.
     pub data_dir: PathBuf,
     /// Keep votes in memory only (benchmarks; NOT durable).
@@ -221,6 +224,7 @@ impl Default for Config {
             node_id: "local".into(),
             cluster_id: "tally-dev".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            ops_listen: None,
             data_dir: PathBuf::from("./tally-data"),
             memory_only: false,
             vote_id_key: DEV_VOTE_ID_KEY.into(),

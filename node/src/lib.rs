@@ -89,6 +89,8 @@ pub struct NodeIo<L, S, F> {
     pub wal_executor: WalExecutor,
     /// The UDP socket for peer sync over QUIC (`None`: no peer sync).
     pub peer_socket: Option<peer::transport::PeerSocket>,
+    /// With `ops_listen` set: the listener that alone serves `/metrics` and `/v1/admin/*`.
+    pub ops_listener: Option<tokio::net::TcpListener>,
 }
 
 /// Why a node stopped with an error.
@@ -441,6 +443,7 @@ where
     )?;
     on_ready(started.handle.clone());
     let router = std::mem::replace(&mut started.router, axum::Router::new());
+    let (router, ops_task) = http::split_ops(router, io.ops_listener, &started.stopping);
     let shutdown = io.shutdown;
     let ready = started.handle.ready.clone();
     let stopping = started.stopping.clone();
@@ -465,6 +468,16 @@ where
         Duration::from_millis(config.shutdown_drain_ms),
     )
     .await;
+    if let Some(mut ops_task) = ops_task {
+        // It ends once `stopping` is set (also if the public server failed before setting
+        // it), bounded like the public drain; its router holds command senders too.
+        let _ = started.stopping.send(true);
+        let drain = Duration::from_millis(config.shutdown_drain_ms);
+        if tokio::time::timeout(drain, &mut ops_task).await.is_err() {
+            ops_task.abort();
+            let _ = ops_task.await;
+        }
+    }
     // The served router (and with it every command sender) is gone: the engine flushes.
     started.stop().await?;
     served.map_err(NodeError::Serve)?;

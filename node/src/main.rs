@@ -197,8 +197,16 @@ async fn serve<S: Storage + 'static>(config: Config, storage: S) -> Result<(), S
         )),
         None => None,
     };
+    let ops_listener =
+        match config.ops_listen {
+            Some(ops_listen) => Some(tokio::net::TcpListener::bind(ops_listen).await.map_err(
+                |e| format!("cannot listen for metrics and admin on {ops_listen}: {e}"),
+            )?),
+            None => None,
+        };
     let io = NodeIo {
         listener,
+        ops_listener,
         storage,
         clock: Arc::new(SystemClock),
         rng_seed: rand::random(),

@@ -491,3 +491,40 @@ fn with_signed_tokens_only_token_holders_vote_and_each_voter_counts_once() {
         "alice and bob, once each"
     );
 }
+
+#[test]
+fn with_ops_listen_metrics_and_admin_are_served_only_on_the_ops_address() {
+    // Goal: `ops_listen` moves /metrics and /v1/admin/* off the public listener. Method: ask
+    // both listeners for each kind of route.
+    let ops = free_port();
+    let node = start_node(&format!("ops_listen = \"{ops}\""));
+    let get = |address, path: &str| {
+        raw(
+            address,
+            format!("GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    let admin = |address| {
+        let body = br#"{"id":"halftime","options":["a","b"]}"#;
+        let mut request = post("/v1/admin/polls", "application/json", body);
+        let at = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        request.splice(
+            at..at,
+            b"\r\nauthorization: Bearer hostile-admin".iter().copied(),
+        );
+        raw(address, &request)
+    };
+    assert_eq!(get(node.address, "/metrics"), Some(404));
+    assert_eq!(admin(node.address), Some(404));
+    assert_eq!(get(ops, "/metrics"), Some(200));
+    assert_eq!(admin(ops), Some(201));
+    assert_eq!(get(ops, "/v1/polls/superbowl/results"), Some(404));
+    assert_eq!(get(node.address, "/v1/polls/superbowl/results"), Some(200));
+    let vote = post(
+        "/v1/polls/superbowl/votes",
+        "application/json",
+        br#"{"option":"green","vote_id":"o"}"#,
+    );
+    assert_eq!(raw(node.address, &vote), Some(200));
+    assert_eq!(raw(ops, &vote), Some(404));
+}

@@ -12,6 +12,7 @@ mod admin;
 mod error;
 mod openapi;
 mod ops;
+mod ops_listener;
 mod reads;
 mod votes;
 
@@ -31,6 +32,7 @@ use utoipa_axum::routes;
 pub use admin::{AdminResponse, CreatePoll, PollSummary};
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use openapi::OPENAPI_PATH;
+pub use ops_listener::split_ops;
 pub use reads::{History, ResultsQuery};
 #[doc(hidden)]
 pub use votes::check_vote_body;
