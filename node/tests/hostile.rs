@@ -1,6 +1,6 @@
 //! Hostile input against the real binary: malformed, truncated and deeply nested JSON, wrong
 //! content types, giant bodies, invalid UTF-8, absurd vote IDs, unknown polls and options,
-//! slowloris clients, a thousand idle connections and SSE subscribers that never read; then
+//! slowloris clients, two thousand idle connections and SSE subscribers that never read; then
 //! the abuse controls (per-IP rate limit, signed vote tokens) on a second node.
 //!
 //! Method: spawn `tally run` on 127.0.0.1 with a config file, cast a few real votes, throw
@@ -25,7 +25,7 @@ use tally_core::PollId;
 use tally_node::http::abuse::sign_hmac_token;
 
 /// Idle connections held open at once (the machine allows 20,000 descriptors).
-const IDLE_CONNECTIONS_COUNT: usize = 1_000;
+const IDLE_CONNECTIONS_COUNT: usize = 2_000;
 /// Slowloris connections that send half a request and stall.
 const SLOWLORIS_CONNECTIONS_COUNT: usize = 100;
 /// SSE subscribers that never read.
