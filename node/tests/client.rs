@@ -62,11 +62,7 @@ fn start_node() -> Node {
         .spawn()
         .unwrap();
     let node = Node { child, address };
-    let deadline = Instant::now() + READY_WAIT;
-    while http::request_once(address, "GET", "/readyz", "").map_or(true, |(s, _)| s != 200) {
-        assert!(Instant::now() < deadline, "node on {address} not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    http::wait_ready(address, READY_WAIT);
     node
 }
 

@@ -54,19 +54,8 @@ fn start_node(data_dir: &std::path::Path, address: SocketAddr) -> Node {
         .spawn()
         .unwrap();
     let node = Node { child, address };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(mut client) = Client::connect(address) {
-            if client
-                .request("GET", "/readyz", "")
-                .is_ok_and(|r| r.0 == 200)
-            {
-                return node;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("node on {address} did not become ready");
+    http::wait_ready(address, Duration::from_secs(20));
+    node
 }
 
 fn vote_body(id: &str) -> String {

@@ -81,19 +81,8 @@ fn start_node(extra_config: &str) -> Node {
         address,
         _dir: dir,
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(mut client) = Client::connect(address) {
-            if client
-                .request("GET", "/readyz", "")
-                .is_ok_and(|r| r.0 == 200)
-            {
-                return node;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("node on {address} did not become ready");
+    http::wait_ready(address, Duration::from_secs(30));
+    node
 }
 
 /// Sends raw bytes on a fresh connection and returns the status, or `None` if the node closed
