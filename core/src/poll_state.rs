@@ -101,6 +101,9 @@ pub struct PollState {
     slots: BTreeMap<ActorId, ActorSlot>,
     pending: BTreeMap<(ActorSlot, Seq), RecordBatch>,
     pending_records: usize,
+    /// Whether the winner rule retracts losing records (always, except in the simulation's
+    /// planted-bug tests; see [`crate::Replica::plant_bug_keep_duplicates`]).
+    retract_losers: bool,
 }
 
 impl PollState {
@@ -117,6 +120,7 @@ impl PollState {
             slots: BTreeMap::new(),
             pending: BTreeMap::new(),
             pending_records: 0,
+            retract_losers: true,
         }
     }
 
@@ -332,6 +336,9 @@ impl PollState {
             winner.seq,
         );
         assert_ne!(new_key, winner_key, "a record was stored twice");
+        if !self.retract_losers {
+            return;
+        }
         if new_key < winner_key {
             self.store.index_replace(position);
             let loser = &mut self.actors[winner.actor as usize].derived;
@@ -340,6 +347,12 @@ impl PollState {
             let loser = &mut self.actors[slot as usize].derived;
             loser.add_retracted(record.second, record.option);
         }
+    }
+
+    /// Turns the winner rule's retraction off (planted bug; see
+    /// [`crate::Replica::plant_bug_keep_duplicates`]).
+    pub(crate) fn plant_bug_keep_duplicates(&mut self) {
+        self.retract_losers = false;
     }
 
     /// Raises `actor`'s reported counters with counts a peer sent; returns whether anything rose.

@@ -111,6 +111,7 @@ pub struct Replica {
     actor: ActorId,
     hash_seed: [u64; 4],
     polls: BTreeMap<PollId, PollReplica>,
+    keep_duplicates: bool,
 }
 
 impl Replica {
@@ -121,6 +122,19 @@ impl Replica {
             actor,
             hash_seed,
             polls: BTreeMap::new(),
+            keep_duplicates: false,
+        }
+    }
+
+    /// **A planted bug, for the simulation's checker tests only**: from now on this replica
+    /// no longer retracts records that lose to a smaller record of the same vote ID (it
+    /// does not dedupe what peers send it), so a vote retried at two regions counts twice.
+    /// Nothing outside `tally-sim`'s tests calls this.
+    #[doc(hidden)]
+    pub fn plant_bug_keep_duplicates(&mut self) {
+        self.keep_duplicates = true;
+        for poll in self.polls.values_mut() {
+            poll.state.plant_bug_keep_duplicates();
         }
     }
 
@@ -140,7 +154,10 @@ impl Replica {
         }
         let [k0, k1, k2, k3] = self.hash_seed;
         let own = self.actor.clone();
-        let state = PollState::new(spec.id().clone(), spec.options().len(), self.hash_seed);
+        let mut state = PollState::new(spec.id().clone(), spec.options().len(), self.hash_seed);
+        if self.keep_duplicates {
+            state.plant_bug_keep_duplicates();
+        }
         let in_flight = InFlight {
             first_seq: 1,
             records: VecDeque::new(),

@@ -216,6 +216,26 @@ pub struct Config {
     /// Hex Ed25519 public key (32 bytes) of the app's backend: as `vote_token_hmac_key`, but
     /// nodes hold only the public half. At most one of the two may be set.
     pub vote_token_ed25519_public_key: String,
+    /// **Simulation tests only**: a deliberately broken guarantee, so `tally-sim`'s tests can
+    /// prove the checker catches it. Never read from a file or a flag.
+    #[serde(skip)]
+    #[doc(hidden)]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// A guarantee a node can be told to break (see [`Config::planted_bug`]): each is a real
+/// bug class the simulation's checker must find.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// Records from peers are not deduplicated: a vote ID already counted here is counted
+    /// again when another region's record for it arrives (no winner-rule retraction).
+    KeepDuplicates,
+    /// Votes are answered before the log holding them is fsynced.
+    AckBeforeFsync,
+    /// A node that starts on an empty disk reuses a fixed incarnation instead of drawing a
+    /// new one, so after losing its disk it reuses its old actor's sequence numbers.
+    ReuseActorAfterDiskLoss,
 }
 
 impl Default for Config {
@@ -254,6 +274,7 @@ impl Default for Config {
             rate_limit_per_voter_burst: 5,
             vote_token_hmac_key: String::new(),
             vote_token_ed25519_public_key: String::new(),
+            planted_bug: None,
         }
     }
 }

@@ -204,6 +204,8 @@ pub struct Engine {
     polls_changed: bool,
     /// Peer statuses, read when results are captured ("how stale").
     peers: PeerBoard,
+    /// A planted bug (simulation tests only): answer before the log is durable.
+    ack_before_fsync: bool,
 }
 
 impl Engine {
@@ -227,7 +229,16 @@ impl Engine {
             next_token: 1,
             durable_token: 0,
             polls_changed: false,
+            ack_before_fsync: false,
         }
+    }
+
+    /// **A planted bug, for the simulation's checker tests only**: answers votes as soon as
+    /// they are accepted, before the log holding them is fsynced, so a crash loses votes that
+    /// were acknowledged. Set through [`crate::config::PlantedBug::AckBeforeFsync`].
+    #[doc(hidden)]
+    pub fn plant_bug_ack_before_fsync(&mut self) {
+        self.ack_before_fsync = true;
     }
 
     /// Starts [`Engine::run`]: in production (`DedicatedThread`) on its own OS thread with a
@@ -593,6 +604,10 @@ impl Engine {
 
     /// Holds a reply until the next log job (the one that will carry its record) is durable.
     fn wait(&mut self, pending: Pending) {
+        if self.ack_before_fsync {
+            answer(pending);
+            return;
+        }
         self.waiting.push_back(Waiter {
             token: self.next_token,
             pending,
@@ -655,12 +670,17 @@ impl Engine {
             let Some(waiter) = self.waiting.pop_front() else {
                 break;
             };
-            match waiter.pending {
-                Pending::Vote(reply, ack) => drop(reply.send(Ok(ack))),
-                Pending::Batch(reply, acks) => drop(reply.send(Ok(acks))),
-                Pending::Poll(reply, changed) => drop(reply.send(Ok(changed))),
-            }
+            answer(waiter.pending);
         }
+    }
+}
+
+/// Sends a held reply (its log job is durable).
+fn answer(pending: Pending) {
+    match pending {
+        Pending::Vote(reply, ack) => drop(reply.send(Ok(ack))),
+        Pending::Batch(reply, acks) => drop(reply.send(Ok(acks))),
+        Pending::Poll(reply, changed) => drop(reply.send(Ok(changed))),
     }
 }
 

@@ -172,7 +172,10 @@ pub fn start_with_peers<S: Storage + 'static>(
     peer_socket: Option<peer::transport::PeerSocket>,
 ) -> Result<Started, NodeError> {
     let validated = config.validate()?;
-    let recovered = recovery::recover(config, &validated, storage, &*clock, rng_seed)?;
+    let mut recovered = recovery::recover(config, &validated, storage, &*clock, rng_seed)?;
+    if config.planted_bug == Some(config::PlantedBug::KeepDuplicates) {
+        recovered.replica.plant_bug_keep_duplicates();
+    }
     let metrics = Arc::new(Metrics::new());
     let actor = recovered.replica.actor().clone();
     tracing::info!(
@@ -188,13 +191,16 @@ pub fn start_with_peers<S: Storage + 'static>(
     let (close_commands, close_commands_rx) = watch::channel(false);
     let (job_tx, done_rx, writer) =
         wal_writer::start(recovered.wal, wal_executor, WAL_JOBS_QUEUE_MAX)?;
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         recovered.replica,
         clock.clone(),
         metrics.clone(),
         Duration::from_millis(config.results_tick_ms),
         board.clone(),
     );
+    if config.planted_bug == Some(config::PlantedBug::AckBeforeFsync) {
+        engine.plant_bug_ack_before_fsync();
+    }
     let engine = engine.spawn(
         EngineIo {
             commands: command_rx,

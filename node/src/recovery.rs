@@ -95,9 +95,12 @@ pub fn recover<S: Storage>(
     let mut replica = match replica {
         Some(replica) => replica,
         None => {
+            let drawn = rng.next_u64();
+            let reuse =
+                config.planted_bug == Some(crate::config::PlantedBug::ReuseActorAfterDiskLoss);
             let actor = ActorId {
                 node: validated.node_id.clone(),
-                incarnation: rng.next_u64(),
+                incarnation: if reuse { 1 } else { drawn },
             };
             wal.append(&[WalEntry::Identity(actor.clone())])?;
             Replica::new(actor, hash_seed)

@@ -47,6 +47,14 @@ pub trait Storage: Send {
 
     /// Makes every creation, rename and removal so far durable (fsync of the directory).
     fn sync_dir(&self) -> io::Result<()>;
+
+    /// For simulated disks only: how long a group commit's fsync takes in simulated time.
+    /// The log writer waits this long between writing a group and syncing it, so a crash
+    /// in between loses the written bytes, as a real crash during a real fsync does. Real
+    /// storages return `None` (their fsync takes real time by itself).
+    fn sync_delay(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// One open file of a [`Storage`]: positional reads and writes, no cursor.

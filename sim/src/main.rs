@@ -1,17 +1,31 @@
-//! `cargo run -p tally-sim -- --seeds N`: runs N seeds of the replica simulation and prints a
-//! summary; a failing seed prints the command that replays it. `SIM_SEED=N` (or `--seed N`)
-//! replays one seed and prints its trace hash.
+//! `tally-sim`: runs seeds of Tally's deterministic simulation and prints what they
+//! exercised; a failing seed prints the command that replays it.
+//!
+//! - `cargo run --release -p tally-sim -- --seeds 100 --scenario superbowl` runs the real
+//!   nodes under turmoil (the default scenario; `--scale 1` is the full 30 million votes);
+//! - `--scenario replicas` runs the fast replica-level simulation;
+//! - `SIM_SEED=N` (or `--seed N`) replays one seed and prints its trace hash; `--chart
+//!   FILE.svg` draws that seed's displayed split per region over simulated time.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use tally_node::config::PlantedBug;
+use tally_sim::cluster::{self, ClusterConfig, ClusterReport, FaultKind};
 
-/// Deterministic simulation of Tally replicas under network faults.
+/// Deterministic simulation of Tally under network, process and disk faults.
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
+    /// What to simulate: `superbowl` runs the real nodes under turmoil; `replicas` runs
+    /// tally-core replicas over a simulated network (much faster, less real).
+    #[arg(long, value_enum, default_value_t = Scenario::Superbowl)]
+    scenario: Scenario,
     /// Run this many seeds, starting at --first.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 10)]
     seeds: u64,
     /// First seed of the range.
     #[arg(long, default_value_t = 0)]
@@ -19,10 +33,268 @@ struct Args {
     /// Replay exactly this seed (also read from SIM_SEED).
     #[arg(long, env = "SIM_SEED")]
     seed: Option<u64>,
+    /// superbowl: the share of the full 30-million-vote scenario to run (1 = all of it).
+    #[arg(long, default_value_t = 0.01)]
+    scale: f64,
+    /// superbowl: the exact number of votes (overrides --scale).
+    #[arg(long)]
+    votes: Option<u64>,
+    /// superbowl: regional nodes (1 to 8).
+    #[arg(long, default_value_t = 5)]
+    regions: usize,
+    /// superbowl: make every node break one guarantee, to see the checker catch it.
+    #[arg(long, value_enum)]
+    plant: Option<Bug>,
+    /// superbowl: enable this fault kind in every seed, whatever its sample (repeatable).
+    #[arg(long, value_enum)]
+    force: Vec<Force>,
+    /// superbowl, one seed: write an SVG chart of each region's displayed split here.
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Superbowl,
+    Replicas,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Bug {
+    KeepDuplicates,
+    AckBeforeFsync,
+    ReuseActor,
+}
+
+impl From<Bug> for PlantedBug {
+    fn from(bug: Bug) -> Self {
+        match bug {
+            Bug::KeepDuplicates => PlantedBug::KeepDuplicates,
+            Bug::AckBeforeFsync => PlantedBug::AckBeforeFsync,
+            Bug::ReuseActor => PlantedBug::ReuseActorAfterDiskLoss,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Force {
+    Partition,
+    OneWay,
+    Hold,
+    Loss,
+    Latency,
+    Crash,
+    DiskLoss,
+    Restart,
+    LongPartition,
+    LostAnswers,
+}
+
+impl From<Force> for FaultKind {
+    fn from(force: Force) -> Self {
+        match force {
+            Force::Partition => FaultKind::Partition,
+            Force::OneWay => FaultKind::OneWayPartition,
+            Force::Hold => FaultKind::Hold,
+            Force::Loss => FaultKind::PacketLoss,
+            Force::Latency => FaultKind::LatencySpike,
+            Force::Crash => FaultKind::Crash,
+            Force::DiskLoss => FaultKind::DiskLoss,
+            Force::Restart => FaultKind::Restart,
+            Force::LongPartition => FaultKind::LongPartition,
+            Force::LostAnswers => FaultKind::LostAnswers,
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    match args.scenario {
+        Scenario::Replicas => replicas(&args),
+        Scenario::Superbowl => superbowl(&args),
+    }
+}
+
+fn cluster_config(args: &Args, seed: u64) -> ClusterConfig {
+    let mut config = ClusterConfig::superbowl(seed, args.scale);
+    if let Some(votes) = args.votes {
+        config.votes = votes.max(1);
+    }
+    config.regions = args.regions;
+    config.planted_bug = args.plant.map(PlantedBug::from);
+    config.force_faults = args.force.iter().map(|&f| FaultKind::from(f)).collect();
+    config.record_chart = args.chart.is_some();
+    config
+}
+
+fn superbowl(args: &Args) -> ExitCode {
+    if let Some(seed) = args.seed {
+        let config = cluster_config(args, seed);
+        println!(
+            "seed {seed}: {} votes over {} regions (replay: {})",
+            config.votes,
+            config.regions,
+            cluster::replay_command(&config)
+        );
+        return match cluster::run_cluster(&config) {
+            Ok(report) => {
+                print_one(&report);
+                if let (Some(path), Some(samples)) = (&args.chart, &report.chart) {
+                    let title = format!(
+                        "tally-sim seed {seed}: green share shown by each region ({} votes)",
+                        config.votes
+                    );
+                    match std::fs::write(path, cluster::chart::svg(samples, &title)) {
+                        Ok(()) => println!("chart: {}", path.display()),
+                        Err(e) => {
+                            eprintln!("cannot write {}: {e}", path.display());
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            Err(failure) => {
+                eprintln!("FAILED {failure}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let first = cluster_config(args, args.first);
+    println!(
+        "running seeds {}..{} of the superbowl scenario: {} votes over {} regions each",
+        args.first,
+        args.first + args.seeds,
+        first.votes,
+        first.regions
+    );
+    let bar = if args.no_progress {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let bar = indicatif::ProgressBar::new(args.seeds);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} seeds, {per_sec}, eta {eta} {msg}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    };
+    let started = Instant::now();
+    let mut reports = Vec::new();
+    for seed in args.first..args.first + args.seeds {
+        bar.set_message(format!("seed {seed}"));
+        match cluster::run_cluster(&cluster_config(args, seed)) {
+            Ok(report) => reports.push(report),
+            Err(failure) => {
+                bar.abandon();
+                eprintln!("FAILED {failure}");
+                return ExitCode::FAILURE;
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    print_table(&reports);
+    println!(
+        "all {} seeds passed every check in {:.1} s",
+        reports.len(),
+        started.elapsed().as_secs_f64()
+    );
+    ExitCode::SUCCESS
+}
+
+fn print_one(report: &ClusterReport) {
+    let c = &report.checked;
+    println!("faults:");
+    for fault in &report.faults {
+        println!(
+            "  {:<26} regions {:?}/{:?} at {} ms for {} ms",
+            fault.kind.name(),
+            fault.a,
+            fault.b,
+            fault.at_ms,
+            fault.for_ms
+        );
+    }
+    println!(
+        "single calls {:?}\nbatch calls  {:?}\ncross-region retries {}",
+        report.single_calls, report.batch_calls, report.cross_region_retries
+    );
+    println!(
+        "checks passed: converged {} ms after healing (again {} ms after the probe); \
+         {} invoked, {} acknowledged, {} held before the probe, {} lost with a lost disk; \
+         {} reads within bounds; final totals {:?}",
+        c.converge_ms,
+        c.reconverge_ms,
+        c.invoked,
+        c.acknowledged,
+        c.held,
+        c.lost_with_disk,
+        c.reads,
+        c.totals
+    );
+    println!(
+        "simulated {:.1} s in {:.2} s wall ({:.0} simulated votes per wall second)",
+        report.simulated.as_secs_f64(),
+        report.wall.as_secs_f64(),
+        c.invoked as f64 / report.wall.as_secs_f64()
+    );
+    println!(
+        "seed {}: ok, trace hash {:016x}",
+        report.seed, report.trace_hash
+    );
+}
+
+fn print_table(reports: &[ClusterReport]) {
+    let mut faults: BTreeMap<FaultKind, usize> = BTreeMap::new();
+    for report in reports {
+        for kind in report.fault_kinds() {
+            *faults.entry(kind).or_default() += 1;
+        }
+    }
+    println!("{:<28} {:>6}", "fault exercised", "seeds");
+    for kind in FaultKind::ALL {
+        println!("{:<28} {:>6}", kind.name(), faults.get(&kind).unwrap_or(&0));
+    }
+    let sum = |f: fn(&ClusterReport) -> u64| reports.iter().map(f).sum::<u64>();
+    let seeds = reports.len();
+    println!();
+    println!("{:<44} {:>8}", "check (every seed)", "passed");
+    for check in [
+        "converged within 60 simulated s of healing",
+        "no acknowledged vote lost",
+        "no phantom votes",
+        "fast path == exact (total == IDs held)",
+        "exactly once after the probe, per option",
+        "reads during the chaos within bounds",
+    ] {
+        println!("{check:<44} {seeds:>8}");
+    }
+    println!();
+    println!(
+        "votes invoked {}, acknowledged {}, lost with a lost disk (allowed, `local` acks) {}",
+        sum(|r| r.checked.invoked),
+        sum(|r| r.checked.acknowledged),
+        sum(|r| r.checked.lost_with_disk)
+    );
+    println!(
+        "calls with no answer (unknown) {}, cross-region retries {}, reads checked {}",
+        sum(|r| r.single_calls.unknown + r.batch_calls.unknown),
+        sum(|r| r.cross_region_retries),
+        sum(|r| r.checked.reads)
+    );
+    let slowest = reports
+        .iter()
+        .map(|r| r.checked.converge_ms)
+        .max()
+        .unwrap_or(0);
+    println!("slowest convergence after healing: {slowest} simulated ms");
+}
+
+fn replicas(args: &Args) -> ExitCode {
     if let Some(seed) = args.seed {
         return match tally_sim::run(&tally_sim::SimConfig::new(seed)) {
             Ok(report) => {

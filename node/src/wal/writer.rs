@@ -160,6 +160,9 @@ pub async fn run_writer<S: Storage>(
             WalJobKind::Append => {
                 let mut group = Group::start(first);
                 let appended = group.append_queued(&mut wal, &mut jobs, &mut last_token);
+                if let Some(delay) = wal.sync_delay() {
+                    tokio::time::sleep(delay).await;
+                }
                 carried = group.carried.take();
                 group.finish(&mut wal, appended)
             }

@@ -1,0 +1,358 @@
+//! The oracle: once the clients are done and the network is whole, checks DESIGN.md §2's
+//! invariants against the history, through the nodes' public API only.
+//!
+//! 1. **Convergence**: every region reports the same per-option totals and holds the same
+//!    records of every actor, stable over two reads, within [`CONVERGE_MS_MAX`].
+//! 2. **The probe**: every vote ID any client invoked is sent once more, in batches, to one
+//!    region. `duplicate` means the cluster holds it; `counted` means it did not.
+//!    - an acknowledged vote answered `counted` was **lost** (allowed only for a vote whose
+//!      every acknowledgement came from one region that later lost its disk, the `local`
+//!      ack mode's one exception; those are reported);
+//!    - a vote no attempt could have reached answered `duplicate` is a **phantom**;
+//!    - **fast path == exact**: the converged total before the probe must equal the
+//!      number of `duplicate` answers (the displayed counters agree with the records held).
+//! 3. **Exactly once**: after the probe every invoked vote ID is held, so once converged
+//!    again every region's total per option must equal the vote IDs invoked with it.
+//! 4. **Reads during the chaos** stayed within bounds: no more than the vote IDs invoked
+//!    before the answer arrived; no fewer than the single votes the serving actor itself
+//!    had answered `counted` before the answer's capture time (votes also sent to another
+//!    region are left out: the winner rule may rightly retract them).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::Method;
+use tally_node::http::{BinaryBatch, BinaryVote, POSTCARD_MEDIA_TYPE};
+
+use super::http::{Conn, Outcome};
+use super::ledger::{Ledger, VoteEntry};
+use super::net::now_ms;
+use super::workload::{POLL, Plan, Results, Shared, lock, read_results};
+
+/// Longest the cluster may take to converge once healed, in simulated ms (DESIGN.md
+/// invariant 3's bound).
+pub const CONVERGE_MS_MAX: u64 = 60_000;
+
+/// Vote IDs per probe batch.
+pub const PROBE_BATCH_VOTES: usize = 5_000;
+
+/// What the checks found (all passed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// Simulated ms from healing to the first convergence.
+    pub converge_ms: u64,
+    /// Simulated ms the second convergence took (after the probe).
+    pub reconverge_ms: u64,
+    /// Vote IDs invoked.
+    pub invoked: u64,
+    /// Vote IDs acknowledged.
+    pub acknowledged: u64,
+    /// Vote IDs the cluster held before the probe (its converged total).
+    pub held: u64,
+    /// Acknowledged votes lost with a lost disk (allowed under `local` acks).
+    pub lost_with_disk: u64,
+    /// Reads checked against their bounds.
+    pub reads: u64,
+    /// The final totals per option.
+    pub totals: Vec<i64>,
+}
+
+/// A check that failed.
+pub type Violation = String;
+
+/// Waits for the clients and the heal, then runs every check; the verdict goes to `verdict`.
+pub async fn checker(
+    plan: Arc<Plan>,
+    shared: Shared,
+    verdict: Arc<std::sync::Mutex<Option<Result<Checked, Violation>>>>,
+) -> turmoil::Result {
+    loop {
+        {
+            let ledger = lock(&shared);
+            if ledger.clients_done && ledger.healed {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let result = check(&plan, &shared).await;
+    if let Ok(mut slot) = verdict.lock() {
+        *slot = Some(result);
+    }
+    Ok(())
+}
+
+async fn check(plan: &Plan, shared: &Shared) -> Result<Checked, Violation> {
+    let mut conns: Vec<Conn> = plan.regions.iter().map(|r| Conn::new(r)).collect();
+    check_reads(&lock(shared))?;
+    let healed_at = now_ms();
+    let before = converge(plan, &mut conns).await?;
+    let converge_ms = now_ms() - healed_at;
+    let (invoked, answers) = probe(plan, shared, &mut conns).await?;
+    let mut checked = judge_probe(&lock(shared), &invoked, &answers, &before)?;
+    checked.converge_ms = converge_ms;
+    let probed_at = now_ms();
+    let after = converge(plan, &mut conns).await?;
+    checked.reconverge_ms = now_ms() - probed_at;
+    let ledger = lock(shared);
+    let mut expected = vec![0i64; after.votes.len()];
+    for v in ledger.votes.iter().filter(|v| v.invoked_ms != 0) {
+        if let Some(slot) = expected.get_mut(v.option as usize) {
+            *slot += 1;
+        }
+    }
+    if after.votes != expected {
+        return Err(format!(
+            "exactly once: after the probe every region shows {:?} per option, but {:?} \
+             distinct vote IDs were invoked per option",
+            after.votes, expected
+        ));
+    }
+    checked.totals = after.votes;
+    checked.reads = ledger.reads.len() as u64;
+    Ok(checked)
+}
+
+/// Reads every region until all agree, twice in a row.
+async fn converge(plan: &Plan, conns: &mut [Conn]) -> Result<Results, Violation> {
+    let deadline = now_ms() + CONVERGE_MS_MAX;
+    let mut previous: Option<Vec<Results>> = None;
+    let mut last_seen = Vec::new();
+    while now_ms() < deadline {
+        let mut round = Vec::new();
+        for conn in conns.iter_mut() {
+            match read_results(conn, Duration::from_millis(1_000)).await {
+                Some(results) => round.push(results),
+                None => break,
+            }
+        }
+        if round.len() == plan.regions.len() {
+            let agree = round
+                .windows(2)
+                .all(|w| w[0].votes == w[1].votes && w[0].records == w[1].records);
+            let stable = previous.as_ref().is_some_and(|p| {
+                p.iter()
+                    .zip(&round)
+                    .all(|(a, b)| a.votes == b.votes && a.records == b.records)
+            });
+            if agree && stable {
+                return Ok(round.swap_remove(0));
+            }
+            previous = agree.then(|| round.clone());
+        }
+        last_seen = round;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let shown: Vec<String> = last_seen
+        .iter()
+        .zip(&plan.regions)
+        .map(|(r, name)| format!("{name}: {:?} ({} actors)", r.votes, r.records.len()))
+        .collect();
+    Err(format!(
+        "convergence: the regions did not agree within {CONVERGE_MS_MAX} simulated ms of \
+         healing; last seen: {}",
+        shown.join("; ")
+    ))
+}
+
+/// Sends every invoked vote ID once more to one region; returns the vote numbers probed and
+/// whether each was already held (`duplicate`).
+async fn probe(
+    plan: &Plan,
+    shared: &Shared,
+    conns: &mut [Conn],
+) -> Result<(Vec<usize>, Vec<bool>), Violation> {
+    let (invoked, votes): (Vec<usize>, Vec<BinaryVote>) = {
+        let ledger = lock(shared);
+        ledger
+            .votes
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.invoked_ms != 0)
+            .map(|(i, v)| {
+                (
+                    i,
+                    BinaryVote {
+                        option: v.option,
+                        vote_id: v.id,
+                    },
+                )
+            })
+            .unzip()
+    };
+    let region = (plan.seed % plan.regions.len() as u64) as usize;
+    let mut answers = Vec::with_capacity(votes.len());
+    for chunk in votes.chunks(PROBE_BATCH_VOTES) {
+        let body = postcard::to_allocvec(&BinaryBatch {
+            votes: chunk.to_vec(),
+        })
+        .map_err(|e| format!("probe: cannot encode a batch: {e}"))?;
+        let mut statuses = None;
+        for _ in 0..10 {
+            let outcome = conns[region]
+                .call(
+                    Method::POST,
+                    &format!("/v1/polls/{POLL}/votes/batch"),
+                    Some(POSTCARD_MEDIA_TYPE),
+                    Bytes::from(body.clone()),
+                    Duration::from_millis(10_000),
+                )
+                .await;
+            match outcome {
+                Outcome::Answered(200, body) => {
+                    statuses = Some(parse_statuses(&body)?);
+                    break;
+                }
+                // An unanswered probe batch may have counted some of its votes: probing
+                // again would misreport them as held. The network is whole now, so this
+                // is a failure of its own.
+                Outcome::Lost => {
+                    return Err(format!(
+                        "probe: {} gave no answer to a probe batch after healing",
+                        plan.regions[region]
+                    ));
+                }
+                Outcome::NotSent | Outcome::Answered(..) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        let statuses = statuses.ok_or_else(|| {
+            format!(
+                "probe: {} refused the probe batches after healing",
+                plan.regions[region]
+            )
+        })?;
+        if statuses.len() != chunk.len() {
+            return Err(format!(
+                "probe: {} answered {} statuses for {} votes",
+                plan.regions[region],
+                statuses.len(),
+                chunk.len()
+            ));
+        }
+        answers.extend(statuses);
+    }
+    Ok((invoked, answers))
+}
+
+fn parse_statuses(body: &[u8]) -> Result<Vec<bool>, Violation> {
+    #[derive(serde::Deserialize)]
+    struct Statuses {
+        statuses: Vec<String>,
+    }
+    let parsed: Statuses =
+        serde_json::from_slice(body).map_err(|e| format!("probe: unreadable batch answer: {e}"))?;
+    parsed
+        .statuses
+        .iter()
+        .map(|s| match s.as_str() {
+            "duplicate" => Ok(true),
+            "counted" => Ok(false),
+            other => Err(format!("probe: a probe vote was answered {other:?}")),
+        })
+        .collect()
+}
+
+fn judge_probe(
+    ledger: &Ledger,
+    invoked: &[usize],
+    held: &[bool],
+    before: &Results,
+) -> Result<Checked, Violation> {
+    let mut checked = Checked {
+        invoked: invoked.len() as u64,
+        ..Checked::default()
+    };
+    let mut lost = Vec::new();
+    let mut phantoms = Vec::new();
+    for (&v, &was_held) in invoked.iter().zip(held) {
+        let entry: &VoteEntry = &ledger.votes[v];
+        if entry.acked() {
+            checked.acknowledged += 1;
+        }
+        if was_held {
+            checked.held += 1;
+            if !entry.maybe_counted() {
+                phantoms.push(v);
+            }
+        } else if entry.acked() {
+            if ledger.loss_allowed(entry) {
+                checked.lost_with_disk += 1;
+            } else {
+                lost.push(v);
+            }
+        }
+    }
+    if let Some(&v) = lost.first() {
+        let e = &ledger.votes[v];
+        return Err(format!(
+            "no acknowledged vote lost: {} acknowledged vote IDs are missing after healing \
+             (first: vote #{v} {}, acknowledged by regions {:#07b} at {} ms)",
+            lost.len(),
+            uuid::Uuid::from_bytes(e.id),
+            e.acked_mask,
+            e.last_ack_ms
+        ));
+    }
+    if let Some(&v) = phantoms.first() {
+        return Err(format!(
+            "no phantom votes: {} vote IDs are held that no attempt could have delivered \
+             (first: vote #{v} {})",
+            phantoms.len(),
+            uuid::Uuid::from_bytes(ledger.votes[v].id)
+        ));
+    }
+    if before.total != checked.held as i64 {
+        return Err(format!(
+            "fast path == exact: the converged total was {} but the cluster held {} distinct \
+             vote IDs",
+            before.total, checked.held
+        ));
+    }
+    Ok(checked)
+}
+
+/// Checks every read made during the chaos against its bounds.
+fn check_reads(ledger: &Ledger) -> Result<(), Violation> {
+    let mut invoked: Vec<u64> = ledger
+        .votes
+        .iter()
+        .filter(|v| v.invoked_ms != 0)
+        .map(|v| v.invoked_ms)
+        .collect();
+    invoked.sort_unstable();
+    // Single votes answered `counted` by one actor, at one region only: (actor, answer time).
+    let mut receipts: Vec<(u32, u64)> = ledger
+        .votes
+        .iter()
+        .filter(|v| v.sent_mask.count_ones() == 1)
+        .filter_map(|v| v.receipt)
+        .collect();
+    receipts.sort_unstable();
+    for read in &ledger.reads {
+        let at_most = invoked.partition_point(|&t| t <= read.completed_ms) as i64;
+        if read.total > at_most {
+            return Err(format!(
+                "reads within bounds: region #{} showed {} votes at {} ms, but only {} vote \
+                 IDs had been invoked by then",
+                read.region, read.total, read.completed_ms, at_most
+            ));
+        }
+        let Some(actor) = read.local_actor else {
+            continue;
+        };
+        let from = receipts.partition_point(|&(a, _)| a < actor);
+        let to = receipts.partition_point(|&(a, t)| (a, t) < (actor, read.as_of_ms));
+        let at_least = (to - from) as i64;
+        if read.total < at_least {
+            return Err(format!(
+                "reads within bounds: {} showed {} votes as of {} ms, but had itself \
+                 answered {} single votes `counted` before then",
+                ledger.actors[actor as usize], read.total, read.as_of_ms, at_least
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! Clients' HTTP/1.1 over turmoil TCP: one keep-alive connection per client task and region,
+//! every call bounded by a timeout, every outcome classified the way a client must see it.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+/// The port every simulated node serves HTTP on.
+pub const HTTP_PORT: u16 = 8080;
+
+/// What became of one HTTP call.
+#[derive(Debug)]
+pub enum Outcome {
+    /// An answer arrived: its status and body.
+    Answered(u16, Bytes),
+    /// No connection could be made: the request never left, so it changed nothing.
+    NotSent,
+    /// The request may have been sent, but no answer came (timeout, reset): it may or may
+    /// not have taken effect.
+    Lost,
+}
+
+/// A client's connection to one region, reopened after any failure.
+pub struct Conn {
+    region: String,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Conn {
+    /// A connection to `region` (opened on first use).
+    pub fn new(region: &str) -> Self {
+        Self {
+            region: region.to_owned(),
+            sender: None,
+        }
+    }
+
+    /// Sends one request and waits at most `timeout` for the whole answer.
+    pub async fn call(
+        &mut self,
+        method: hyper::Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Outcome {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let sender = match self.sender.as_mut() {
+            Some(sender) if sender.is_ready() => sender,
+            _ => {
+                self.sender = None;
+                let connect = tokio::time::timeout_at(deadline, self.connect()).await;
+                match connect {
+                    Ok(Some(sender)) => self.sender.insert(sender),
+                    Ok(None) | Err(_) => return Outcome::NotSent,
+                }
+            }
+        };
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, self.region.as_str());
+        if let Some(content_type) = content_type {
+            request = request.header(hyper::header::CONTENT_TYPE, content_type);
+        }
+        let Ok(request) = request.body(Full::new(body)) else {
+            return Outcome::NotSent;
+        };
+        let exchange = async {
+            let response = sender.send_request(request).await.ok()?;
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await.ok()?.to_bytes();
+            Some((status, body))
+        };
+        match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(Some((status, body))) => Outcome::Answered(status, body),
+            Ok(None) | Err(_) => {
+                // The connection's state is unknown: never reuse it.
+                self.sender = None;
+                Outcome::Lost
+            }
+        }
+    }
+
+    async fn connect(&self) -> Option<SendRequest<Full<Bytes>>> {
+        let stream = turmoil::net::TcpStream::connect((self.region.as_str(), HTTP_PORT))
+            .await
+            .ok()?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Some(sender)
+    }
+}

@@ -1,0 +1,155 @@
+//! The Jepsen-style history of one run: every client call as invoked, and how it ended
+//! (ok with its answer, failed for certain, or unknown), folded per vote ID into what the
+//! oracle needs; plus every read of results made during the chaos.
+//!
+//! Shared by every simulated client and the driver (all on turmoil's one thread) behind one
+//! mutex; nothing here waits.
+
+/// What one vote ID went through.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VoteEntry {
+    /// The vote ID's 16 bytes.
+    pub id: [u8; 16],
+    /// The option chosen (every attempt uses the same one).
+    pub option: u8,
+    /// When the first attempt was invoked (simulated Unix ms; 0: never).
+    pub invoked_ms: u64,
+    /// Regions some attempt may have reached (bit per region).
+    pub sent_mask: u8,
+    /// Regions that acknowledged it (`counted` or `duplicate`; bit per region).
+    pub acked_mask: u8,
+    /// When the latest acknowledgement arrived.
+    pub last_ack_ms: u64,
+    /// For a single vote answered `counted`: the actor of its receipt (an index into
+    /// [`Ledger::actors`]) and when that answer arrived.
+    pub receipt: Option<(u32, u64)>,
+}
+
+impl VoteEntry {
+    /// Whether an attempt may have reached a node (the vote may be counted).
+    pub fn maybe_counted(&self) -> bool {
+        self.sent_mask != 0
+    }
+
+    /// Whether a node acknowledged it.
+    pub fn acked(&self) -> bool {
+        self.acked_mask != 0
+    }
+}
+
+/// One read of a poll's results during the run.
+#[derive(Debug, Clone)]
+pub struct Read {
+    /// The region read.
+    pub region: usize,
+    /// When the read was invoked and when its answer arrived (simulated Unix ms).
+    pub invoked_ms: u64,
+    /// When the answer arrived.
+    pub completed_ms: u64,
+    /// The answer's capture time.
+    pub as_of_ms: u64,
+    /// Its total.
+    pub total: i64,
+    /// The serving node's own actor (an index into [`Ledger::actors`]).
+    pub local_actor: Option<u32>,
+}
+
+/// Counts of client calls by how they ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallCounts {
+    /// Calls invoked.
+    pub invoked: u64,
+    /// Answered 200.
+    pub ok: u64,
+    /// Failed for certain (no connection, or shed with 429/503): changed nothing.
+    pub failed: u64,
+    /// No answer: may or may not have taken effect.
+    pub unknown: u64,
+    /// Answered with another status.
+    pub refused: u64,
+}
+
+/// The whole history.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// Per vote ID, by vote number.
+    pub votes: Vec<VoteEntry>,
+    /// Receipt actors seen, interned.
+    pub actors: Vec<String>,
+    /// Reads during the chaos.
+    pub reads: Vec<Read>,
+    /// Single-vote calls.
+    pub single_calls: CallCounts,
+    /// Batch calls.
+    pub batch_calls: CallCounts,
+    /// Single votes retried at a region other than their first.
+    pub cross_region_retries: u64,
+    /// Disks lost: (region, when it crashed, when it came back with an empty disk), in
+    /// simulated Unix ms.
+    pub disk_losses: Vec<(usize, u64, u64)>,
+    /// Per region, when its latest `200` answer to a vote or batch arrived (simulated Unix
+    /// ms; the driver aims crashes just after one).
+    pub last_answer_ms: Vec<u64>,
+    /// Whether every workload client has finished.
+    pub clients_done: bool,
+    /// Set by the driver once every fault is over and the network is whole.
+    pub healed: bool,
+    /// The running trace hash (FNV-1a over every event, in order).
+    pub trace: u64,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+impl Ledger {
+    /// An empty history for `votes` vote IDs.
+    pub fn new(votes: Vec<VoteEntry>) -> Self {
+        Self {
+            votes,
+            trace: FNV_OFFSET,
+            ..Self::default()
+        }
+    }
+
+    /// Folds an event into the trace hash.
+    pub fn trace(&mut self, words: &[u64]) {
+        for word in words {
+            for byte in word.to_le_bytes() {
+                self.trace ^= u64::from(byte);
+                self.trace = self.trace.wrapping_mul(FNV_PRIME);
+            }
+        }
+    }
+
+    /// Notes a `200` answer from `region` at `now_ms`.
+    pub fn answered(&mut self, region: usize, now_ms: u64) {
+        if self.last_answer_ms.len() <= region {
+            self.last_answer_ms.resize(region + 1, 0);
+        }
+        self.last_answer_ms[region] = now_ms;
+    }
+
+    /// The index of `actor`, interning it.
+    pub fn actor_index(&mut self, actor: &str) -> u32 {
+        if let Some(i) = self.actors.iter().position(|a| a == actor) {
+            return i as u32;
+        }
+        self.actors.push(actor.to_owned());
+        (self.actors.len() - 1) as u32
+    }
+
+    /// Whether the loss of acknowledged vote `v` is allowed under the `local` ack mode: every
+    /// acknowledgement came from one region, and from the incarnation that region then lost
+    /// with its disk — the last acknowledgement arrived before the region came back (one
+    /// arriving while it was down was sent before the crash). DESIGN.md §4; the caller's
+    /// probe answered `counted`, so no surviving node held it.
+    pub fn loss_allowed(&self, v: &VoteEntry) -> bool {
+        if v.acked_mask.count_ones() != 1 {
+            return false;
+        }
+        let region = v.acked_mask.trailing_zeros() as usize;
+        self.disk_losses
+            .iter()
+            .any(|&(r, _, back)| r == region && v.last_ack_ms < back)
+    }
+}

@@ -1,0 +1,630 @@
+//! The cluster simulation (DESIGN.md §5): the real `tally-node` code on N simulated regional
+//! hosts under turmoil — HTTP through axum over turmoil TCP, peer sync through quinn over
+//! turmoil UDP with mutual TLS, the write-ahead log on turmoil's simulated filesystem —
+//! driven by simulated edge aggregators, voters and readers through partitions, crashes and
+//! the Super Bowl burst, then judged by the [`checker`].
+//!
+//! Every run is a function of its seed: turmoil's network and disk, quinn's endpoint, the
+//! nodes' own RNG and every client's choices all derive from it, and the run's trace hash
+//! (every client call and read, in order, and the final totals) replays bit-identically with
+//! `SIM_SEED=N`.
+
+pub mod chart;
+pub mod checker;
+pub mod disk;
+pub mod http;
+pub mod ledger;
+pub mod net;
+pub mod scenario;
+pub mod workload;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+use tally_node::config::{Config, PeerEntry, TlsFiles};
+use tally_node::peer::transport::PeerSocket;
+use tally_node::{NodeHandle, NodeIo, WalExecutor};
+
+pub use checker::Checked;
+pub use ledger::CallCounts;
+pub use scenario::{ClusterConfig, Fault, FaultKind};
+
+use self::ledger::{Ledger, VoteEntry};
+use self::scenario::{VOTING_MS, WARM_UP_MS};
+use self::workload::{Plan, Shared, lock};
+
+/// The UDP port every simulated node's peer endpoint listens on.
+pub const PEER_PORT: u16 = 9000;
+
+/// The simulation's epoch (a fixed instant, so simulated wall-clock times replay).
+pub const EPOCH_UNIX_MS: u64 = 1_800_000_000_000;
+
+/// Shortest and longest one-way message latency on a healthy link.
+pub const LATENCY_MS: (u64, u64) = (1, 5);
+
+/// One-way latency on a link during a latency spike.
+pub const SPIKE_LATENCY_MS: u64 = 400;
+
+/// Chance per message that a lossy link starts dropping, and that a dropping link recovers.
+pub const LOSS_FAIL_RATE: f64 = 0.05;
+/// See [`LOSS_FAIL_RATE`].
+pub const LOSS_REPAIR_RATE: f64 = 0.3;
+
+/// A crash waits at most this long past its scheduled time for its nastiest moment: its node
+/// in the middle of an fsync, just after answering a client (an adversarial nemesis, as
+/// Jepsen's are; crashes are likeliest under load anyway).
+pub const CRASH_AIM_MS: u64 = 1_000;
+
+/// How often the chart samples each region's displayed split, in simulated ms.
+pub const CHART_SAMPLE_MS: u64 = 250;
+
+/// What a passing run reports.
+#[derive(Debug, Clone)]
+pub struct ClusterReport {
+    /// The seed.
+    pub seed: u64,
+    /// The hash of every client call, read and final total, in order.
+    pub trace_hash: u64,
+    /// The faults the seed sampled.
+    pub faults: Vec<Fault>,
+    /// What the checks found.
+    pub checked: Checked,
+    /// Single-vote calls by outcome.
+    pub single_calls: CallCounts,
+    /// Batch calls by outcome.
+    pub batch_calls: CallCounts,
+    /// Single votes retried at another region.
+    pub cross_region_retries: u64,
+    /// Simulated time the run took.
+    pub simulated: Duration,
+    /// Wall-clock time it took.
+    pub wall: Duration,
+    /// Each region's displayed green share over simulated time (with `record_chart`).
+    pub chart: Option<chart::Samples>,
+}
+
+impl ClusterReport {
+    /// The fault kinds this run exercised.
+    pub fn fault_kinds(&self) -> Vec<FaultKind> {
+        let mut kinds: Vec<FaultKind> = self.faults.iter().map(|f| f.kind).collect();
+        kinds.sort();
+        kinds.dedup();
+        kinds
+    }
+}
+
+/// A run that failed a check (or could not run).
+#[derive(Debug, Clone)]
+pub struct ClusterFailure {
+    /// The seed.
+    pub seed: u64,
+    /// What failed.
+    pub what: String,
+    /// The faults the seed sampled.
+    pub faults: Vec<Fault>,
+    /// The command that replays it.
+    pub replay: String,
+}
+
+impl fmt::Display for ClusterFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "seed {} failed: {}", self.seed, self.what)?;
+        for fault in &self.faults {
+            writeln!(
+                f,
+                "  fault: {} {:?}/{:?} at {} ms for {} ms",
+                fault.kind, fault.a, fault.b, fault.at_ms, fault.for_ms
+            )?;
+        }
+        write!(f, "  replay: {}", self.replay)
+    }
+}
+
+/// The command that replays `config`.
+pub fn replay_command(config: &ClusterConfig) -> String {
+    let mut command = format!(
+        "SIM_SEED={} cargo run --release -p tally-sim -- --scenario superbowl --votes {} \
+         --regions {}",
+        config.seed, config.votes, config.regions
+    );
+    if let Some(bug) = config.planted_bug {
+        command.push_str(&format!(" --plant {}", bug_name(bug)));
+    }
+    for kind in &config.force_faults {
+        command.push_str(&format!(" --force {}", fault_flag(*kind)));
+    }
+    command
+}
+
+/// The `--plant` name of a planted bug.
+pub fn bug_name(bug: tally_node::config::PlantedBug) -> &'static str {
+    use tally_node::config::PlantedBug;
+    match bug {
+        PlantedBug::KeepDuplicates => "keep-duplicates",
+        PlantedBug::AckBeforeFsync => "ack-before-fsync",
+        PlantedBug::ReuseActorAfterDiskLoss => "reuse-actor",
+    }
+}
+
+/// The `--force` name of a fault kind.
+pub fn fault_flag(kind: FaultKind) -> &'static str {
+    match kind {
+        FaultKind::Partition => "partition",
+        FaultKind::OneWayPartition => "one-way",
+        FaultKind::Hold => "hold",
+        FaultKind::PacketLoss => "loss",
+        FaultKind::LatencySpike => "latency",
+        FaultKind::Crash => "crash",
+        FaultKind::DiskLoss => "disk-loss",
+        FaultKind::Restart => "restart",
+        FaultKind::LongPartition => "long-partition",
+        FaultKind::LostAnswers => "lost-answers",
+    }
+}
+
+/// The development CA and node certificates, made once per process for every region name.
+fn certs_dir() -> Result<&'static PathBuf, String> {
+    static CERTS: OnceLock<Result<(tempfile::TempDir, PathBuf), String>> = OnceLock::new();
+    let made = CERTS.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("tally-sim-certs-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a directory for certificates: {e}"))?;
+        let nodes = scenario::REGION_NAMES
+            .iter()
+            .map(|n| tally_core::NodeId::new(*n).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        tally_node::certs::generate_dev_cluster(dir.path(), &nodes)
+            .map_err(|e| format!("cannot make certificates: {e}"))?;
+        let path = dir.path().to_owned();
+        Ok((dir, path))
+    });
+    made.as_ref().map(|(_, path)| path).map_err(Clone::clone)
+}
+
+/// One region's node, as the driver sees it across restarts.
+#[derive(Default)]
+struct NodeSlot {
+    /// Which disk the next start uses (bumped when a disk is lost).
+    disk: AtomicU32,
+    /// Starts so far (each start draws fresh node randomness from it).
+    starts: AtomicU32,
+    /// The running node's handle, once it serves.
+    handle: Mutex<Option<NodeHandle>>,
+    /// Raised while the node's disk waits out an fsync.
+    syncing: Arc<AtomicBool>,
+}
+
+struct NodeSpec {
+    index: usize,
+    names: Arc<Vec<String>>,
+    certs: PathBuf,
+    seed: u64,
+    planted_bug: Option<tally_node::config::PlantedBug>,
+}
+
+async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
+    let start = slot.starts.fetch_add(1, Ordering::Relaxed);
+    let storage = disk::SimDisk::open(slot.disk.load(Ordering::Relaxed), slot.syncing.clone())?;
+    let listener =
+        net::SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", http::HTTP_PORT)).await?);
+    let socket = turmoil::net::UdpSocket::bind(("0.0.0.0", PEER_PORT)).await?;
+    let name = &spec.names[spec.index];
+    let peers = spec
+        .names
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != spec.index)
+        .map(|(_, peer)| PeerEntry {
+            id: peer.clone(),
+            address: SocketAddr::new(turmoil::lookup(peer.as_str()), PEER_PORT).into(),
+        })
+        .collect();
+    let config = Config {
+        node_id: name.clone(),
+        cluster_id: tally_node::certs::DEV_CLUSTER_ID.to_owned(),
+        listen: SocketAddr::from(([0, 0, 0, 0], http::HTTP_PORT)),
+        peer_listen: Some(SocketAddr::from(([0, 0, 0, 0], PEER_PORT))),
+        peers,
+        tls: Some(TlsFiles::in_dir(&spec.certs, name)),
+        catch_up_timeout_ms: 5_000,
+        planted_bug: spec.planted_bug,
+        ..Config::default()
+    };
+    let io = NodeIo {
+        listener,
+        storage,
+        clock: Arc::new(net::SimClock),
+        rng_seed: spec
+            .seed
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add((spec.index as u64) << 32 | u64::from(start)),
+        shutdown: std::future::pending::<()>(),
+        wal_executor: WalExecutor::Task,
+        peer_socket: Some(PeerSocket::Abstract(Arc::new(net::SimUdp::new(socket)))),
+        ops_listener: None,
+    };
+    let published = slot.clone();
+    tally_node::run(config, io, move |handle| {
+        *published
+            .handle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(handle);
+    })
+    .await?;
+    Ok(())
+}
+
+/// The votes of a run: IDs (UUID v4 bytes) and options drawn from the seed.
+fn draw_votes(config: &ClusterConfig) -> Vec<VoteEntry> {
+    let mut rng = StdRng::seed_from_u64(config.seed ^ 0x766f_7465_7331);
+    (0..config.votes)
+        .map(|_| {
+            let mut id = [0u8; 16];
+            rng.fill_bytes(&mut id);
+            id[6] = (id[6] & 0x0f) | 0x40;
+            id[8] = (id[8] & 0x3f) | 0x80;
+            VoteEntry {
+                id,
+                option: u8::from(!rng.random_bool(0.55)),
+                ..VoteEntry::default()
+            }
+        })
+        .collect()
+}
+
+enum Action {
+    Start(usize),
+    End(usize),
+}
+
+/// Runs one seed of the cluster simulation and checks it.
+pub fn run_cluster(config: &ClusterConfig) -> Result<ClusterReport, ClusterFailure> {
+    let wall = Instant::now();
+    let faults = scenario::sample_faults(config);
+    let fail = |what: String| ClusterFailure {
+        seed: config.seed,
+        what,
+        faults: faults.clone(),
+        replay: replay_command(config),
+    };
+    if !(1..=scenario::REGION_NAMES.len()).contains(&config.regions) {
+        return Err(fail(format!(
+            "--regions must be 1 to {}",
+            scenario::REGION_NAMES.len()
+        )));
+    }
+    let certs = certs_dir().map_err(fail)?.clone();
+    let names = Arc::new(config.region_names());
+    let shared: Shared = Arc::new(Mutex::new(Ledger::new(draw_votes(config))));
+
+    let mut builder = turmoil::Builder::new();
+    builder
+        .rng_seed(config.seed)
+        .epoch(SystemTime::UNIX_EPOCH + Duration::from_millis(EPOCH_UNIX_MS))
+        .simulation_duration(Duration::from_secs(600))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_millis(LATENCY_MS.0))
+        .max_message_latency(Duration::from_millis(LATENCY_MS.1))
+        .repair_rate(LOSS_REPAIR_RATE)
+        .udp_capacity(1 << 14)
+        .tcp_capacity(1 << 14);
+    // A crash tears unsynced writes at 512-byte sector boundaries: a log's tail may survive
+    // in part, and recovery must stop cleanly at the first torn record.
+    builder.fs().block_size(512);
+    let mut sim = builder.build();
+
+    let slots: Vec<Arc<NodeSlot>> = (0..config.regions).map(|_| Arc::default()).collect();
+    for (index, slot) in slots.iter().enumerate() {
+        let spec = Arc::new(NodeSpec {
+            index,
+            names: names.clone(),
+            certs: certs.clone(),
+            seed: config.seed,
+            planted_bug: config.planted_bug,
+        });
+        let slot = slot.clone();
+        sim.host(names[index].as_str(), move || {
+            run_node(spec.clone(), slot.clone())
+        });
+    }
+
+    let plan = Arc::new(Plan {
+        regions: names.to_vec(),
+        single: config.single_votes(),
+        votes: config.votes,
+        start_ms: EPOCH_UNIX_MS + WARM_UP_MS,
+        seed: config.seed,
+    });
+    sim.client(
+        workload::CLIENTS_HOST,
+        workload::clients(plan.clone(), shared.clone()),
+    );
+    let verdict = Arc::new(Mutex::new(None));
+    sim.client(
+        "checker",
+        checker::checker(plan.clone(), shared.clone(), verdict.clone()),
+    );
+
+    let mut actions: Vec<(u64, Action)> = Vec::new();
+    for (i, fault) in faults.iter().enumerate() {
+        actions.push((fault.at_ms, Action::Start(i)));
+        actions.push((fault.end_ms(), Action::End(i)));
+    }
+    actions.sort_by_key(|(at, _)| *at);
+    let heal_ms = actions
+        .last()
+        .map_or(0, |(at, _)| *at)
+        .max(WARM_UP_MS + VOTING_MS);
+    let mut next_action = 0;
+    let mut healed = false;
+    let mut samples = config.record_chart.then(|| chart::Samples {
+        regions: names.to_vec(),
+        points: Vec::new(),
+        faults: faults.clone(),
+    });
+    let mut next_sample = 0;
+    loop {
+        let now = sim.elapsed().as_millis() as u64;
+        while let Some((at, action)) = actions.get(next_action) {
+            if *at > now {
+                break;
+            }
+            let now_unix = EPOCH_UNIX_MS + now;
+            if let Action::Start(i) = action {
+                let fault = &faults[*i];
+                let crash = matches!(fault.kind, FaultKind::Crash | FaultKind::DiskLoss);
+                let aimed = {
+                    let ledger = lock(&shared);
+                    fault.a.iter().all(|&r| {
+                        let answered = ledger.last_answer_ms.get(r).copied().unwrap_or(0);
+                        slots[r].syncing.load(Ordering::Relaxed)
+                            && answered + disk::SIM_FSYNC.as_millis() as u64 >= now_unix
+                    })
+                };
+                if crash && !aimed && now < *at + CRASH_AIM_MS {
+                    break;
+                }
+                if crash && std::env::var_os("SIM_DEBUG").is_some() {
+                    eprintln!(
+                        "crash {:?} at {now} (scheduled {at}) aimed {aimed}",
+                        fault.a
+                    );
+                }
+            }
+            match action {
+                Action::Start(i) => {
+                    start_fault(&mut sim, &names, &faults[*i], &slots, &shared, now_unix)
+                }
+                Action::End(i) => end_fault(&mut sim, &names, &faults[*i]),
+            }
+            next_action += 1;
+        }
+        if !healed && now >= heal_ms {
+            heal(&mut sim, &names);
+            lock(&shared).healed = true;
+            healed = true;
+        }
+        if let Some(samples) = samples.as_mut() {
+            if now >= next_sample {
+                samples.points.push((now, sample(&mut sim, &names, &slots)));
+                next_sample = now + CHART_SAMPLE_MS;
+            }
+        }
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(error) => return Err(fail(format!("the simulation stopped: {error}"))),
+        }
+    }
+    let simulated = sim.elapsed();
+    drop(sim);
+    let checked = verdict
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+        .unwrap_or_else(|| Err("the checker never reported".to_owned()))
+        .map_err(fail)?;
+    let mut ledger = lock(&shared);
+    let totals: Vec<u64> = checked.totals.iter().map(|&t| t as u64).collect();
+    ledger.trace(&totals);
+    Ok(ClusterReport {
+        seed: config.seed,
+        trace_hash: ledger.trace,
+        faults,
+        checked,
+        single_calls: ledger.single_calls,
+        batch_calls: ledger.batch_calls,
+        cross_region_retries: ledger.cross_region_retries,
+        simulated,
+        wall: wall.elapsed(),
+        chart: samples,
+    })
+}
+
+fn pairs<'n>(names: &'n [String], fault: &Fault) -> Vec<(&'n str, &'n str)> {
+    let mut pairs = Vec::new();
+    for &a in &fault.a {
+        for &b in &fault.b {
+            pairs.push((names[a].as_str(), names[b].as_str()));
+        }
+    }
+    pairs
+}
+
+fn start_fault(
+    sim: &mut turmoil::Sim<'_>,
+    names: &[String],
+    fault: &Fault,
+    slots: &[Arc<NodeSlot>],
+    shared: &Shared,
+    now_unix: u64,
+) {
+    let forget = |region: usize| {
+        *slots[region]
+            .handle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    };
+    match fault.kind {
+        FaultKind::Partition | FaultKind::LongPartition => {
+            for (a, b) in pairs(names, fault) {
+                sim.partition(a, b);
+            }
+        }
+        FaultKind::OneWayPartition => {
+            for (a, b) in pairs(names, fault) {
+                sim.partition_oneway(a, b);
+            }
+        }
+        FaultKind::Hold => {
+            for (a, b) in pairs(names, fault) {
+                sim.hold(a, b);
+            }
+        }
+        FaultKind::PacketLoss => {
+            for (a, b) in pairs(names, fault) {
+                sim.set_link_fail_rate(a, b, LOSS_FAIL_RATE);
+            }
+        }
+        FaultKind::LatencySpike => {
+            for (a, b) in pairs(names, fault) {
+                sim.set_link_latency(a, b, Duration::from_millis(SPIKE_LATENCY_MS));
+            }
+        }
+        FaultKind::Crash => {
+            for &r in &fault.a {
+                forget(r);
+                sim.crash(names[r].as_str());
+            }
+        }
+        FaultKind::DiskLoss => {
+            for &r in &fault.a {
+                forget(r);
+                sim.crash(names[r].as_str());
+                slots[r].disk.fetch_add(1, Ordering::Relaxed);
+                let back = now_unix + fault.for_ms;
+                lock(shared).disk_losses.push((r, now_unix, back));
+            }
+        }
+        FaultKind::Restart => {
+            for &r in &fault.a {
+                forget(r);
+                sim.bounce(names[r].as_str());
+            }
+        }
+        FaultKind::LostAnswers => {
+            for &r in &fault.a {
+                for (other, name) in names.iter().enumerate() {
+                    if other != r {
+                        sim.partition(names[r].as_str(), name.as_str());
+                    }
+                }
+                for client in client_hosts(names) {
+                    sim.partition_oneway(names[r].as_str(), client);
+                }
+            }
+        }
+    }
+}
+
+/// The host names of the workload's clients (not the checker: it runs after healing).
+fn client_hosts(_names: &[String]) -> [&'static str; 1] {
+    [workload::CLIENTS_HOST]
+}
+
+fn end_fault(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault) {
+    match fault.kind {
+        FaultKind::Partition | FaultKind::LongPartition => {
+            for (a, b) in pairs(names, fault) {
+                sim.repair(a, b);
+            }
+        }
+        FaultKind::OneWayPartition => {
+            for (a, b) in pairs(names, fault) {
+                sim.repair_oneway(a, b);
+            }
+        }
+        FaultKind::Hold => {
+            for (a, b) in pairs(names, fault) {
+                sim.release(a, b);
+            }
+        }
+        FaultKind::PacketLoss => {
+            for (a, b) in pairs(names, fault) {
+                sim.set_link_fail_rate(a, b, 0.0);
+                sim.repair(a, b);
+            }
+        }
+        FaultKind::LatencySpike => {
+            for (a, b) in pairs(names, fault) {
+                normal_latency(sim, a, b);
+            }
+        }
+        FaultKind::Crash | FaultKind::DiskLoss => {
+            for &r in &fault.a {
+                sim.bounce(names[r].as_str());
+            }
+        }
+        FaultKind::Restart => {}
+        FaultKind::LostAnswers => {
+            for &r in &fault.a {
+                for (other, name) in names.iter().enumerate() {
+                    if other != r {
+                        sim.repair(names[r].as_str(), name.as_str());
+                    }
+                }
+                for client in client_hosts(names) {
+                    sim.repair_oneway(names[r].as_str(), client);
+                }
+            }
+        }
+    }
+}
+
+/// Makes the network whole: every link repaired, released, lossless and fast again.
+fn heal(sim: &mut turmoil::Sim<'_>, names: &[String]) {
+    for (i, a) in names.iter().enumerate() {
+        for b in &names[i + 1..] {
+            sim.set_link_fail_rate(a.as_str(), b.as_str(), 0.0);
+            sim.repair(a.as_str(), b.as_str());
+            sim.release(a.as_str(), b.as_str());
+            normal_latency(sim, a, b);
+        }
+        for client in client_hosts(names) {
+            sim.repair(a.as_str(), client);
+        }
+    }
+}
+
+fn normal_latency(sim: &turmoil::Sim<'_>, a: &str, b: &str) {
+    sim.set_link_latency(a, b, Duration::from_millis(LATENCY_MS.0));
+    sim.set_link_max_message_latency(a, b, Duration::from_millis(LATENCY_MS.1));
+}
+
+fn sample(
+    sim: &mut turmoil::Sim<'_>,
+    names: &[String],
+    slots: &[Arc<NodeSlot>],
+) -> chart::Sample {
+    slots
+        .iter()
+        .zip(names)
+        .map(|(slot, name)| {
+            if !sim.is_host_running(name.as_str()) {
+                return None;
+            }
+            let handle = slot.handle.lock().ok()?.clone()?;
+            let snapshot = handle.results.borrow().clone();
+            let poll = snapshot.polls.values().next()?;
+            let votes: Vec<i64> = poll.results.options.iter().map(|o| o.votes).collect();
+            Some((*votes.first()?, votes.iter().skip(1).sum()))
+        })
+        .collect()
+}

@@ -1,0 +1,461 @@
+//! The clients: edge aggregators posting batches, individual voters voting one at a time and
+//! retrying with the same vote ID, and readers polling results during the chaos. Each writes
+//! every call and its outcome into the [`Ledger`].
+//!
+//! Votes are numbered: `0..single` are single votes, the rest travel in edge batches of
+//! [`EDGE_BATCH_VOTES`]; batch `c` belongs to region `c % regions`. Both kinds are spread
+//! evenly over [`VOTING_MS`] after [`WARM_UP_MS`].
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::Method;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tally_node::http::{BinaryBatch, BinaryVote, POSTCARD_MEDIA_TYPE};
+
+use super::http::{Conn, Outcome};
+use super::ledger::{Ledger, Read};
+use super::net::now_ms;
+use super::scenario::{EDGE_BATCH_VOTES, VOTING_MS, WARM_UP_MS};
+
+/// The poll every client votes in.
+pub const POLL: &str = "superbowl";
+
+/// A single voter gives up waiting for an answer after this long, and retries.
+pub const SINGLE_TIMEOUT_MS: u64 = 1_000;
+
+/// An edge gives up waiting for a batch's answer after this long, and retries.
+pub const BATCH_TIMEOUT_MS: u64 = 3_000;
+
+/// Attempts a client makes for one vote or batch before it gives up (the outcome stays
+/// unknown or failed).
+pub const ATTEMPTS_MAX: u32 = 12;
+
+/// Concurrent requests per edge aggregator.
+pub const EDGE_CONCURRENCY: u64 = 4;
+
+/// Concurrent single voters per region.
+pub const VOTERS_PER_REGION: u64 = 8;
+
+/// How often readers read a region's results.
+pub const READ_EVERY_MS: u64 = 200;
+
+/// The history, shared by every client and the driver.
+pub type Shared = Arc<Mutex<Ledger>>;
+
+/// Locks the history (a panicked client leaves it usable: every update is one assignment).
+pub fn lock(shared: &Shared) -> MutexGuard<'_, Ledger> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Who the clients are and what they send.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Region host names.
+    pub regions: Vec<String>,
+    /// Votes `0..single` are single votes.
+    pub single: u64,
+    /// All votes.
+    pub votes: u64,
+    /// When voting starts (simulated Unix ms).
+    pub start_ms: u64,
+    /// The seed clients draw their choices from.
+    pub seed: u64,
+}
+
+impl Plan {
+    fn batches(&self) -> u64 {
+        (self.votes - self.single).div_ceil(EDGE_BATCH_VOTES as u64)
+    }
+
+    fn batch_range(&self, batch: u64) -> std::ops::Range<usize> {
+        let first = self.single + batch * EDGE_BATCH_VOTES as u64;
+        let end = (first + EDGE_BATCH_VOTES as u64).min(self.votes);
+        first as usize..end as usize
+    }
+
+    /// When item `index` of `count` evenly spread over the voting window is due.
+    fn due_ms(&self, index: u64, count: u64) -> u64 {
+        self.start_ms + index * VOTING_MS / count.max(1)
+    }
+}
+
+async fn sleep_until_ms(at_ms: u64) {
+    let now = now_ms();
+    if at_ms > now {
+        tokio::time::sleep(Duration::from_millis(at_ms - now)).await;
+    }
+}
+
+/// A pause before retrying: 50 ms doubling per attempt up to 1.6 s, with full jitter.
+fn backoff(rng: &mut StdRng, attempt: u32) -> Duration {
+    let cap = 50u64 << attempt.min(5);
+    Duration::from_millis(rng.random_range(cap / 2..=cap))
+}
+
+/// One edge aggregator in front of `region`: posts its batches, retries what was not
+/// acknowledged (the same vote IDs), failing over to another region after an unanswered try.
+async fn edge(plan: Arc<Plan>, shared: Shared, region: usize) {
+    let mut lanes = tokio::task::JoinSet::new();
+    for lane in 0..EDGE_CONCURRENCY {
+        let (plan, shared) = (plan.clone(), shared.clone());
+        lanes.spawn(async move {
+            let seed = plan.seed ^ ((region as u64) << 32 | lane) ^ 0x6564_6765;
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut conns: Vec<Conn> = plan.regions.iter().map(|r| Conn::new(r)).collect();
+            let batches = plan.batches();
+            let regions = plan.regions.len() as u64;
+            let mut batch = region as u64 + lane * regions;
+            while batch < batches {
+                sleep_until_ms(plan.due_ms(batch, batches)).await;
+                send_batch(&plan, &shared, &mut conns, &mut rng, region, batch).await;
+                batch += regions * EDGE_CONCURRENCY;
+            }
+        });
+    }
+    while lanes.join_next().await.is_some() {}
+}
+
+async fn send_batch(
+    plan: &Plan,
+    shared: &Shared,
+    conns: &mut [Conn],
+    rng: &mut StdRng,
+    home: usize,
+    batch: u64,
+) {
+    let mut pending: Vec<usize> = plan.batch_range(batch).collect();
+    let mut target = home;
+    for attempt in 0..ATTEMPTS_MAX {
+        let body = {
+            let mut ledger = lock(shared);
+            let now = now_ms();
+            let votes = pending
+                .iter()
+                .map(|&v| {
+                    let entry = &mut ledger.votes[v];
+                    if entry.invoked_ms == 0 {
+                        entry.invoked_ms = now;
+                    }
+                    BinaryVote {
+                        option: entry.option,
+                        vote_id: entry.id,
+                    }
+                })
+                .collect();
+            ledger.batch_calls.invoked += 1;
+            postcard::to_allocvec(&BinaryBatch { votes }).unwrap_or_default()
+        };
+        let outcome = conns[target]
+            .call(
+                Method::POST,
+                &format!("/v1/polls/{POLL}/votes/batch"),
+                Some(POSTCARD_MEDIA_TYPE),
+                Bytes::from(body),
+                Duration::from_millis(BATCH_TIMEOUT_MS),
+            )
+            .await;
+        pending = record_batch_outcome(shared, outcome, pending, batch, target);
+        if pending.is_empty() {
+            return;
+        }
+        if rng.random_bool(0.5) {
+            target = (target + rng.random_range(1..plan.regions.len())) % plan.regions.len();
+        }
+        tokio::time::sleep(backoff(rng, attempt)).await;
+    }
+}
+
+/// Writes a batch call's outcome into the history; returns the votes still unacknowledged.
+fn record_batch_outcome(
+    shared: &Shared,
+    outcome: Outcome,
+    mut pending: Vec<usize>,
+    batch: u64,
+    target: usize,
+) -> Vec<usize> {
+    {
+        let now = now_ms();
+        let mut ledger = lock(shared);
+        let bit = 1u8 << target;
+        match outcome {
+            Outcome::Answered(200, body) => {
+                ledger.batch_calls.ok += 1;
+                ledger.answered(target, now);
+                let statuses = batch_statuses(&body);
+                let mut retry = Vec::new();
+                for (i, &v) in pending.iter().enumerate() {
+                    let entry = &mut ledger.votes[v];
+                    entry.sent_mask |= bit;
+                    match statuses.get(i).map(String::as_str) {
+                        Some("counted" | "duplicate") => {
+                            entry.acked_mask |= bit;
+                            entry.last_ack_ms = now;
+                        }
+                        _ => retry.push(v),
+                    }
+                }
+                ledger.trace(&[1, batch, target as u64, now, retry.len() as u64]);
+                pending = retry;
+            }
+            Outcome::Answered(429 | 503, _) => {
+                ledger.batch_calls.failed += 1;
+                ledger.trace(&[2, batch, target as u64, now]);
+            }
+            Outcome::NotSent => {
+                ledger.batch_calls.failed += 1;
+                ledger.trace(&[3, batch, target as u64, now]);
+            }
+            Outcome::Answered(status, _) => {
+                ledger.batch_calls.refused += 1;
+                for &v in &pending {
+                    ledger.votes[v].sent_mask |= bit;
+                }
+                ledger.trace(&[4, batch, target as u64, now, u64::from(status)]);
+            }
+            Outcome::Lost => {
+                ledger.batch_calls.unknown += 1;
+                for &v in &pending {
+                    ledger.votes[v].sent_mask |= bit;
+                }
+                ledger.trace(&[5, batch, target as u64, now]);
+            }
+        }
+    }
+    pending
+}
+
+fn batch_statuses(body: &[u8]) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Statuses {
+        statuses: Vec<String>,
+    }
+    serde_json::from_slice::<Statuses>(body)
+        .map(|s| s.statuses)
+        .unwrap_or_default()
+}
+
+/// Individual voters at home in `region`: each votes once per tap, and after a timeout or
+/// error retries with the same vote ID — usually at home, sometimes at another region.
+async fn voters(plan: Arc<Plan>, shared: Shared, region: usize) {
+    let mut voters = tokio::task::JoinSet::new();
+    let regions = plan.regions.len() as u64;
+    for lane in 0..VOTERS_PER_REGION {
+        let (plan, shared) = (plan.clone(), shared.clone());
+        voters.spawn(async move {
+            let seed = plan.seed ^ ((region as u64) << 32 | lane) ^ 0x766f_7465;
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut conns: Vec<Conn> = plan.regions.iter().map(|r| Conn::new(r)).collect();
+            let mut vote = region as u64 + lane * regions;
+            while vote < plan.single {
+                sleep_until_ms(plan.due_ms(vote, plan.single)).await;
+                single_vote(&plan, &shared, &mut conns, &mut rng, region, vote as usize).await;
+                vote += regions * VOTERS_PER_REGION;
+            }
+        });
+    }
+    while voters.join_next().await.is_some() {}
+}
+
+async fn single_vote(
+    plan: &Plan,
+    shared: &Shared,
+    conns: &mut [Conn],
+    rng: &mut StdRng,
+    home: usize,
+    vote: usize,
+) {
+    let mut target = home;
+    for attempt in 0..ATTEMPTS_MAX {
+        let body = {
+            let mut ledger = lock(shared);
+            let entry = &mut ledger.votes[vote];
+            if entry.invoked_ms == 0 {
+                entry.invoked_ms = now_ms();
+            }
+            let option = if entry.option == 0 { "green" } else { "blue" };
+            let id = uuid::Uuid::from_bytes(entry.id);
+            if target != home {
+                ledger.cross_region_retries += 1;
+            }
+            ledger.single_calls.invoked += 1;
+            format!(r#"{{"option":"{option}","vote_id":"{id}"}}"#)
+        };
+        let outcome = conns[target]
+            .call(
+                Method::POST,
+                &format!("/v1/polls/{POLL}/votes"),
+                Some("application/json"),
+                Bytes::from(body),
+                Duration::from_millis(SINGLE_TIMEOUT_MS),
+            )
+            .await;
+        if record_single_outcome(shared, outcome, vote, target) {
+            return;
+        }
+        if rng.random_bool(0.3) {
+            target = (target + rng.random_range(1..plan.regions.len())) % plan.regions.len();
+        }
+        tokio::time::sleep(backoff(rng, attempt)).await;
+    }
+}
+
+/// Writes a single vote call's outcome into the history; returns whether it was answered.
+fn record_single_outcome(shared: &Shared, outcome: Outcome, vote: usize, target: usize) -> bool {
+    let now = now_ms();
+    let mut ledger = lock(shared);
+    let bit = 1u8 << target;
+    match outcome {
+        Outcome::Answered(200, body) => {
+            ledger.single_calls.ok += 1;
+            ledger.answered(target, now);
+            let receipt = receipt_actor(&body).map(|actor| ledger.actor_index(&actor));
+            let entry = &mut ledger.votes[vote];
+            entry.sent_mask |= bit;
+            entry.acked_mask |= bit;
+            entry.last_ack_ms = now;
+            if let Some(actor) = receipt {
+                entry.receipt = Some((actor, now));
+            }
+            ledger.trace(&[11, vote as u64, target as u64, now]);
+            true
+        }
+        Outcome::Answered(429 | 503, _) => {
+            ledger.single_calls.failed += 1;
+            ledger.trace(&[12, vote as u64, target as u64, now]);
+            false
+        }
+        Outcome::NotSent => {
+            ledger.single_calls.failed += 1;
+            ledger.trace(&[13, vote as u64, target as u64, now]);
+            false
+        }
+        Outcome::Answered(status, _) => {
+            ledger.single_calls.refused += 1;
+            ledger.votes[vote].sent_mask |= bit;
+            ledger.trace(&[14, vote as u64, target as u64, now, u64::from(status)]);
+            false
+        }
+        Outcome::Lost => {
+            ledger.single_calls.unknown += 1;
+            ledger.votes[vote].sent_mask |= bit;
+            ledger.trace(&[15, vote as u64, target as u64, now]);
+            false
+        }
+    }
+}
+
+fn receipt_actor(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if value["status"] != "counted" {
+        return None;
+    }
+    value["receipt"]["actor"].as_str().map(str::to_owned)
+}
+
+/// One region's results as a client reads them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Results {
+    /// Net votes per option, in poll order.
+    pub votes: Vec<i64>,
+    /// Their sum.
+    pub total: i64,
+    /// Capture time (simulated Unix ms).
+    pub as_of_ms: u64,
+    /// The serving node's own actor.
+    pub local_actor: Option<String>,
+    /// Records held per actor, sorted by actor.
+    pub records: Vec<(String, u64)>,
+}
+
+/// Reads `region`'s results; `None` if no answer came in time.
+pub async fn read_results(conn: &mut Conn, timeout: Duration) -> Option<Results> {
+    let outcome = conn
+        .call(
+            Method::GET,
+            &format!("/v1/polls/{POLL}/results"),
+            None,
+            Bytes::new(),
+            timeout,
+        )
+        .await;
+    let Outcome::Answered(200, body) = outcome else {
+        return None;
+    };
+    let value: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let votes: Vec<i64> = value["options"]
+        .as_array()?
+        .iter()
+        .map(|o| o["votes"].as_i64().unwrap_or(i64::MIN))
+        .collect();
+    let mut records = Vec::new();
+    let mut local_actor = None;
+    for actor in value["includes"].as_array()? {
+        let name = actor["actor"].as_str()?.to_owned();
+        if actor["local"].as_bool() == Some(true) {
+            local_actor = Some(name.clone());
+        }
+        records.push((name, actor["records"].as_u64()?));
+    }
+    records.sort();
+    Some(Results {
+        total: value["total"].as_i64()?,
+        as_of_ms: value["as_of_ms"].as_u64()?,
+        votes,
+        local_actor,
+        records,
+    })
+}
+
+/// Reads a random region's results every [`READ_EVERY_MS`] until voting is over, recording
+/// each answer for the bounds check.
+async fn readers(plan: Arc<Plan>, shared: Shared) {
+    let mut rng = StdRng::seed_from_u64(plan.seed ^ 0x7265_6164);
+    let mut conns: Vec<Conn> = plan.regions.iter().map(|r| Conn::new(r)).collect();
+    let end = plan.start_ms + VOTING_MS + 2_000;
+    sleep_until_ms(plan.start_ms).await;
+    while now_ms() < end {
+        let region = rng.random_range(0..plan.regions.len());
+        let invoked_ms = now_ms();
+        let read = read_results(&mut conns[region], Duration::from_millis(1_000)).await;
+        let completed_ms = now_ms();
+        if let Some(read) = read {
+            let mut ledger = lock(&shared);
+            let local_actor = read.local_actor.as_deref().map(|a| ledger.actor_index(a));
+            ledger.trace(&[21, region as u64, completed_ms, read.total as u64]);
+            ledger.reads.push(Read {
+                region,
+                invoked_ms,
+                completed_ms,
+                as_of_ms: read.as_of_ms,
+                total: read.total,
+                local_actor,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(READ_EVERY_MS)).await;
+    }
+}
+
+/// The host name every workload client runs on (one host: turmoil's cost grows with hosts).
+pub const CLIENTS_HOST: &str = "clients";
+
+/// Every workload client of the run — per region an edge aggregator and its single voters,
+/// plus the readers — as tasks of one simulated host; marks the history when all are done.
+pub async fn clients(plan: Arc<Plan>, shared: Shared) -> turmoil::Result {
+    let mut all = tokio::task::JoinSet::new();
+    for region in 0..plan.regions.len() {
+        all.spawn(edge(plan.clone(), shared.clone(), region));
+        all.spawn(voters(plan.clone(), shared.clone(), region));
+    }
+    let voting = async { while all.join_next().await.is_some() {} };
+    tokio::join!(voting, readers(plan.clone(), shared.clone()));
+    lock(&shared).clients_done = true;
+    Ok(())
+}
+
+/// Starts at `WARM_UP_MS` after the epoch.
+pub fn start_ms(epoch_ms: u64) -> u64 {
+    epoch_ms + WARM_UP_MS
+}
