@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::counters::Counters;
-use crate::ids::{ActorId, OptionIndex, PollId, Second, Seq};
+use crate::ids::{ActorId, NodeId, OptionIndex, PollId, Second, Seq};
 use crate::limits::{ACTORS_PER_POLL_MAX, OPTIONS_MAX, PENDING_RECORDS_MAX, RECORDS_PER_BATCH_MAX};
 use crate::merge::Merge;
 use crate::record_batch::{BatchRecord, RecordBatch};
@@ -73,13 +73,19 @@ struct ActorState {
     id: ActorId,
     derived: Counters,
     reported: Counters,
+    /// A newer incarnation of its node exists: this actor will never log another record, and
+    /// counts it reported beyond the records that survived died with its disk.
+    superseded: bool,
 }
 
 impl ActorState {
-    /// Derived and reported, entry by entry the larger.
+    /// Derived and reported, entry by entry the larger; for a superseded actor, derived only
+    /// (see [`PollState::note_current_incarnation`]).
     fn view(&self) -> Counters {
         let mut view = self.derived.clone();
-        view.merge(&self.reported);
+        if !self.superseded {
+            view.merge(&self.reported);
+        }
         view
     }
 }
@@ -104,6 +110,8 @@ pub struct PollState {
     /// Whether the winner rule retracts losing records (always, except in the simulation's
     /// planted-bug tests; see [`crate::Replica::plant_bug_keep_duplicates`]).
     retract_losers: bool,
+    /// Each node's current incarnation, as far as this replica knows.
+    current: BTreeMap<NodeId, u64>,
 }
 
 impl PollState {
@@ -121,6 +129,7 @@ impl PollState {
             pending: BTreeMap::new(),
             pending_records: 0,
             retract_losers: true,
+            current: BTreeMap::new(),
         }
     }
 
@@ -143,10 +152,15 @@ impl PollState {
         }
         let slot = self.store.add_actor();
         debug_assert_eq!(slot as usize, self.actors.len());
+        let superseded = self
+            .current
+            .get(&actor.node)
+            .is_some_and(|&current| current != actor.incarnation);
         self.actors.push(ActorState {
             id: actor.clone(),
             derived: Counters::default(),
             reported: Counters::default(),
+            superseded,
         });
         self.slots.insert(actor.clone(), slot);
         Ok(slot)
@@ -347,6 +361,29 @@ impl PollState {
             let loser = &mut self.actors[slot as usize].derived;
             loser.add_retracted(record.second, record.option);
         }
+    }
+
+    /// Notes that `actor` is its node's current incarnation: every other incarnation of that
+    /// node is superseded from now on. A node gets a new incarnation only when it starts on an
+    /// empty disk, so an older one can never log another record; the counts it had reported
+    /// beyond the records that reached someone before its disk was lost can never be backed
+    /// by a record, so its view falls back to what its records prove. Once those records are
+    /// everywhere, every replica shows the same, exact, totals (DESIGN.md invariant 2), where
+    /// the larger reported counts would stay above the exact tally forever. Returns whether
+    /// any actor became superseded.
+    pub fn note_current_incarnation(&mut self, actor: &ActorId) -> bool {
+        self.current.insert(actor.node.clone(), actor.incarnation);
+        let mut changed = false;
+        for state in &mut self.actors {
+            if state.id.node == actor.node
+                && state.id.incarnation != actor.incarnation
+                && !state.superseded
+            {
+                state.superseded = true;
+                changed = true;
+            }
+        }
+        changed
     }
 
     /// Turns the winner rule's retraction off (planted bug; see

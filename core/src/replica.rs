@@ -112,6 +112,8 @@ pub struct Replica {
     hash_seed: [u64; 4],
     polls: BTreeMap<PollId, PollReplica>,
     keep_duplicates: bool,
+    /// Each node's current incarnation as far as this replica knows (its own included).
+    current_incarnations: Vec<ActorId>,
 }
 
 impl Replica {
@@ -119,11 +121,31 @@ impl Replica {
     /// secret drawn by the caller's seeded RNG).
     pub fn new(actor: ActorId, hash_seed: [u64; 4]) -> Self {
         Self {
+            current_incarnations: vec![actor.clone()],
             actor,
             hash_seed,
             polls: BTreeMap::new(),
             keep_duplicates: false,
         }
+    }
+
+    /// Notes that `actor` is its node's current incarnation (a peer's hello says so): every
+    /// other incarnation of that node is superseded, and its counters count only what its
+    /// records prove (see `PollState::note_current_incarnation`). Returns whether any view
+    /// changed.
+    pub fn note_current_incarnation(&mut self, actor: &ActorId) -> bool {
+        if actor.node == self.actor.node && actor != &self.actor {
+            // Only a node itself knows its current incarnation; a peer naming another one of
+            // ours is stale or lying.
+            return false;
+        }
+        self.current_incarnations.retain(|a| a.node != actor.node);
+        self.current_incarnations.push(actor.clone());
+        let mut changed = false;
+        for poll in self.polls.values_mut() {
+            changed |= poll.state.note_current_incarnation(actor);
+        }
+        changed
     }
 
     /// **A planted bug, for the simulation's checker tests only**: from now on this replica
@@ -157,6 +179,9 @@ impl Replica {
         let mut state = PollState::new(spec.id().clone(), spec.options().len(), self.hash_seed);
         if self.keep_duplicates {
             state.plant_bug_keep_duplicates();
+        }
+        for current in &self.current_incarnations {
+            state.note_current_incarnation(current);
         }
         let in_flight = InFlight {
             first_seq: 1,

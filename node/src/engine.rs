@@ -130,6 +130,11 @@ pub enum Command {
         /// Answered at once (the records are durable at their origin already).
         reply: Reply<PeerApplied>,
     },
+    /// A peer's hello named its current actor: its node's older incarnations are superseded.
+    PeerIncarnation {
+        /// The peer's actor, from a hello its certificate vouches for.
+        actor: tally_core::ActorId,
+    },
 }
 
 /// What a peer is sent in answer to its version vectors: every poll, the records it lacks (at
@@ -450,6 +455,11 @@ impl Engine {
                 Ok(changed) => self.log_poll_change(&poll, changed, reply),
                 Err(error) => drop(reply.send(Err(error.into()))),
             },
+            Command::PeerIncarnation { actor } => {
+                if self.replica.note_current_incarnation(&actor) {
+                    tracing::info!(%actor, "older incarnations of this peer are superseded");
+                }
+            }
             Command::Vectors { reply } => {
                 let _ = reply.send(Ok(self.vectors()));
             }

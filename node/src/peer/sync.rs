@@ -233,7 +233,14 @@ async fn exchange_hello(
     }
     check_peer_is(connection, &hello.actor.node)
         .map_err(|e| SessionError::Refused(format!("certificate: {e}")))?;
-    Ok(hello.actor.node)
+    // Its older incarnations are superseded (their counters count only what their records
+    // prove); the engine closing just means the node is stopping.
+    let node = hello.actor.node.clone();
+    let _ = context
+        .engine
+        .send(Command::PeerIncarnation { actor: hello.actor })
+        .await;
+    Ok(node)
 }
 
 fn refuse(connection: &quinn::Connection, error: &SessionError, metrics: &PeerMetrics, peer: &str) {

@@ -30,9 +30,15 @@ use super::ledger::{Ledger, VoteEntry};
 use super::net::now_ms;
 use super::workload::{POLL, Plan, Results, Shared, lock, read_results};
 
-/// Longest the cluster may take to converge once healed, in simulated ms (DESIGN.md
+/// Longest the regions' tallies may take to agree once healed, in simulated ms (DESIGN.md
 /// invariant 3's bound).
 pub const CONVERGE_MS_MAX: u64 = 60_000;
+
+/// Longest the regions may take to hold the same records once their tallies agree, in
+/// simulated ms. Counters travel ahead of records (DESIGN.md §3), so a region back from a
+/// long partition at the peak shows the right totals long before it has fetched the
+/// millions of records it missed; the probe needs the records.
+pub const RECORDS_MS_MAX: u64 = 600_000;
 
 /// Vote IDs per probe batch.
 pub const PROBE_BATCH_VOTES: usize = 5_000;
@@ -40,8 +46,10 @@ pub const PROBE_BATCH_VOTES: usize = 5_000;
 /// What the checks found (all passed).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Checked {
-    /// Simulated ms from healing to the first convergence.
+    /// Simulated ms from healing until every region showed the same tallies.
     pub converge_ms: u64,
+    /// Simulated ms from healing until every region also held the same records.
+    pub records_ms: u64,
     /// Simulated ms the second convergence took (after the probe).
     pub reconverge_ms: u64,
     /// Vote IDs invoked.
@@ -87,13 +95,16 @@ async fn check(plan: &Plan, shared: &Shared) -> Result<Checked, Violation> {
     let mut conns: Vec<Conn> = plan.regions.iter().map(|r| Conn::new(r)).collect();
     check_reads(&lock(shared))?;
     let healed_at = now_ms();
-    let before = converge(plan, &mut conns).await?;
+    converge(plan, &mut conns, Agreement::Tallies, CONVERGE_MS_MAX).await?;
     let converge_ms = now_ms() - healed_at;
+    let before = converge(plan, &mut conns, Agreement::Records, RECORDS_MS_MAX).await?;
+    let records_ms = now_ms() - healed_at;
     let (invoked, answers) = probe(plan, shared, &mut conns).await?;
     let mut checked = judge_probe(&lock(shared), &invoked, &answers, &before)?;
     checked.converge_ms = converge_ms;
+    checked.records_ms = records_ms;
     let probed_at = now_ms();
-    let after = converge(plan, &mut conns).await?;
+    let after = converge(plan, &mut conns, Agreement::Records, RECORDS_MS_MAX).await?;
     checked.reconverge_ms = now_ms() - probed_at;
     let ledger = lock(shared);
     let mut expected = vec![0i64; after.votes.len()];
@@ -114,9 +125,26 @@ async fn check(plan: &Plan, shared: &Shared) -> Result<Checked, Violation> {
     Ok(checked)
 }
 
-/// Reads every region until all agree, twice in a row.
-async fn converge(plan: &Plan, conns: &mut [Conn]) -> Result<Results, Violation> {
-    let deadline = now_ms() + CONVERGE_MS_MAX;
+/// What the regions must agree on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Agreement {
+    /// The displayed totals per option.
+    Tallies,
+    /// The totals and every actor's records held.
+    Records,
+}
+
+/// Reads every region until all agree, twice in a row, within `within_ms`.
+async fn converge(
+    plan: &Plan,
+    conns: &mut [Conn],
+    agreement: Agreement,
+    within_ms: u64,
+) -> Result<Results, Violation> {
+    let deadline = now_ms() + within_ms;
+    let same = |a: &Results, b: &Results| {
+        a.votes == b.votes && (agreement == Agreement::Tallies || a.records == b.records)
+    };
     let mut previous: Option<Vec<Results>> = None;
     let mut last_seen = Vec::new();
     while now_ms() < deadline {
@@ -128,14 +156,10 @@ async fn converge(plan: &Plan, conns: &mut [Conn]) -> Result<Results, Violation>
             }
         }
         if round.len() == plan.regions.len() {
-            let agree = round
-                .windows(2)
-                .all(|w| w[0].votes == w[1].votes && w[0].records == w[1].records);
-            let stable = previous.as_ref().is_some_and(|p| {
-                p.iter()
-                    .zip(&round)
-                    .all(|(a, b)| a.votes == b.votes && a.records == b.records)
-            });
+            let agree = round.windows(2).all(|w| same(&w[0], &w[1]));
+            let stable = previous
+                .as_ref()
+                .is_some_and(|p| p.iter().zip(&round).all(|(a, b)| same(a, b)));
             if agree && stable {
                 return Ok(round.swap_remove(0));
             }
@@ -147,11 +171,18 @@ async fn converge(plan: &Plan, conns: &mut [Conn]) -> Result<Results, Violation>
     let shown: Vec<String> = last_seen
         .iter()
         .zip(&plan.regions)
-        .map(|(r, name)| format!("{name}: {:?} ({} actors)", r.votes, r.records.len()))
+        .map(|(r, name)| {
+            let records: u64 = r.records.iter().map(|(_, n)| n).sum();
+            format!("{name}: {:?}, {records} records", r.votes)
+        })
         .collect();
     Err(format!(
-        "convergence: the regions did not agree within {CONVERGE_MS_MAX} simulated ms of \
-         healing; last seen: {}",
+        "convergence: the regions' {} did not agree within {within_ms} simulated ms; last \
+         seen: {}",
+        match agreement {
+            Agreement::Tallies => "tallies",
+            Agreement::Records => "records",
+        },
         shown.join("; ")
     ))
 }

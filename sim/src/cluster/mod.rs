@@ -308,7 +308,7 @@ pub fn run_cluster(config: &ClusterConfig) -> Result<ClusterReport, ClusterFailu
     builder
         .rng_seed(config.seed)
         .epoch(SystemTime::UNIX_EPOCH + Duration::from_millis(EPOCH_UNIX_MS))
-        .simulation_duration(Duration::from_secs(600))
+        .simulation_duration(Duration::from_secs(1_800))
         .tick_duration(Duration::from_millis(1))
         .min_message_latency(Duration::from_millis(LATENCY_MS.0))
         .max_message_latency(Duration::from_millis(LATENCY_MS.1))
@@ -390,12 +390,6 @@ pub fn run_cluster(config: &ClusterConfig) -> Result<ClusterReport, ClusterFailu
                 };
                 if crash && !aimed && now < *at + CRASH_AIM_MS {
                     break;
-                }
-                if crash && std::env::var_os("SIM_DEBUG").is_some() {
-                    eprintln!(
-                        "crash {:?} at {now} (scheduled {at}) aimed {aimed}",
-                        fault.a
-                    );
                 }
             }
             match action {
@@ -608,11 +602,7 @@ fn normal_latency(sim: &turmoil::Sim<'_>, a: &str, b: &str) {
     sim.set_link_max_message_latency(a, b, Duration::from_millis(LATENCY_MS.1));
 }
 
-fn sample(
-    sim: &mut turmoil::Sim<'_>,
-    names: &[String],
-    slots: &[Arc<NodeSlot>],
-) -> chart::Sample {
+fn sample(sim: &mut turmoil::Sim<'_>, names: &[String], slots: &[Arc<NodeSlot>]) -> chart::Sample {
     slots
         .iter()
         .zip(names)
