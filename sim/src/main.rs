@@ -139,7 +139,27 @@ fn superbowl(args: &Args) -> ExitCode {
             config.regions,
             cluster::replay_command(&config)
         );
-        return match cluster::run_cluster(&config) {
+        let bar = if args.no_progress {
+            indicatif::ProgressBar::hidden()
+        } else {
+            let bar = indicatif::ProgressBar::new(config.votes);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} votes invoked, {msg}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar
+        };
+        let outcome = cluster::run_cluster_with(&config, &mut |p| {
+            bar.set_position(p.invoked);
+            bar.set_message(format!(
+                "{:.1} simulated s{}",
+                p.simulated_ms as f64 / 1000.0,
+                if p.checking { ", healed: checking" } else { "" }
+            ));
+        });
+        bar.finish_and_clear();
+        return match outcome {
             Ok(report) => {
                 print_one(&report);
                 if let (Some(path), Some(samples)) = (&args.chart, &report.chart) {

@@ -74,6 +74,8 @@ pub struct CallCounts {
 pub struct Ledger {
     /// Per vote ID, by vote number.
     pub votes: Vec<VoteEntry>,
+    /// Vote IDs invoked so far.
+    pub invoked: u64,
     /// Receipt actors seen, interned.
     pub actors: Vec<String>,
     /// Reads during the chaos.

@@ -284,8 +284,32 @@ enum Action {
     End(usize),
 }
 
+/// How far a run has got, for a progress display.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Simulated ms since the start.
+    pub simulated_ms: u64,
+    /// Vote IDs invoked so far, and of how many.
+    pub invoked: u64,
+    /// All vote IDs of the run.
+    pub votes: u64,
+    /// Whether the faults are over and the checker runs.
+    pub checking: bool,
+}
+
+/// How often [`run_cluster_with`] reports progress, in simulated ms.
+pub const PROGRESS_EVERY_MS: u64 = 500;
+
 /// Runs one seed of the cluster simulation and checks it.
 pub fn run_cluster(config: &ClusterConfig) -> Result<ClusterReport, ClusterFailure> {
+    run_cluster_with(config, &mut |_| {})
+}
+
+/// [`run_cluster`], calling `progress` every [`PROGRESS_EVERY_MS`] simulated ms.
+pub fn run_cluster_with(
+    config: &ClusterConfig,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ClusterReport, ClusterFailure> {
     let wall = Instant::now();
     let faults = scenario::sample_faults(config);
     let fail = |what: String| ClusterFailure {
@@ -370,6 +394,7 @@ pub fn run_cluster(config: &ClusterConfig) -> Result<ClusterReport, ClusterFailu
         faults: faults.clone(),
     });
     let mut next_sample = 0;
+    let mut next_progress = 0;
     loop {
         let now = sim.elapsed().as_millis() as u64;
         while let Some((at, action)) = actions.get(next_action) {
@@ -404,6 +429,16 @@ pub fn run_cluster(config: &ClusterConfig) -> Result<ClusterReport, ClusterFailu
             heal(&mut sim, &names);
             lock(&shared).healed = true;
             healed = true;
+        }
+        if now >= next_progress {
+            let invoked = lock(&shared).invoked;
+            progress(Progress {
+                simulated_ms: now,
+                invoked,
+                votes: config.votes,
+                checking: healed,
+            });
+            next_progress = now + PROGRESS_EVERY_MS;
         }
         if let Some(samples) = samples.as_mut() {
             if now >= next_sample {

@@ -136,12 +136,15 @@ async fn send_batch(
                 .iter()
                 .map(|&v| {
                     let entry = &mut ledger.votes[v];
-                    if entry.invoked_ms == 0 {
+                    let first = entry.invoked_ms == 0;
+                    if first {
                         entry.invoked_ms = now;
                     }
+                    let option = entry.option;
+                    ledger.invoked += u64::from(first);
                     BinaryVote {
-                        option: entry.option,
-                        vote_id: entry.id,
+                        option,
+                        vote_id: ledger.votes[v].id,
                     }
                 })
                 .collect();
@@ -272,11 +275,14 @@ async fn single_vote(
         let body = {
             let mut ledger = lock(shared);
             let entry = &mut ledger.votes[vote];
-            if entry.invoked_ms == 0 {
+            let first = entry.invoked_ms == 0;
+            if first {
                 entry.invoked_ms = now_ms();
             }
-            let option = if entry.option == 0 { "green" } else { "blue" };
-            let id = uuid::Uuid::from_bytes(entry.id);
+            let (option, id) = (entry.option, entry.id);
+            ledger.invoked += u64::from(first);
+            let option = if option == 0 { "green" } else { "blue" };
+            let id = uuid::Uuid::from_bytes(id);
             if target != home {
                 ledger.cross_region_retries += 1;
             }
