@@ -2,8 +2,8 @@
 //! content types, giant bodies, invalid UTF-8, absurd vote IDs, unknown polls and options,
 //! slowloris clients, two thousand idle connections and SSE subscribers that never read; the
 //! connection deadlines (slowloris, silent, idle and slow-body connections closed, SSE not) on
-//! a node with short ones; then the abuse controls (per-IP rate limit, signed vote tokens) on
-//! further nodes.
+//! a node with short ones; then the abuse controls (per-IP and per-voter rate limits, signed
+//! vote tokens) on further nodes.
 //!
 //! Method: spawn `tally run` on 127.0.0.1 with a config file, cast a few real votes, throw
 //! every hostile request at it over raw TCP, and check that each gets a 4xx (or the connection
@@ -553,6 +553,66 @@ fn a_client_over_its_ip_rate_limit_gets_429_with_retry_after_and_counts_nothing(
         shown,
         counted + i64::from(response == Some(200)),
         "limited votes counted nothing"
+    );
+}
+
+#[test]
+fn a_voter_over_its_rate_limit_gets_429_with_retry_after_and_other_voters_are_served() {
+    // Goal: the per-voter limit, keyed by the token's voter, refuses past its burst with 429
+    // and Retry-After and counts nothing, while another voter on the same connection (so the
+    // same client IP) is served; the counted total is exactly the 200s that said `counted`.
+    // Method: HMAC tokens, one vote per second per voter with a burst of 2, no per-IP limit;
+    // alice sends 20 votes on one keep-alive connection as fast as it can, then bob votes.
+    // Only an upper bound on alice's 200s that grows with the time taken is asserted.
+    let node = start_node(&format!(
+        "vote_token_hmac_key = \"{TOKEN_KEY_HEX}\"\n\
+         rate_limit_per_voter_per_second = 1\nrate_limit_per_voter_burst = 2"
+    ));
+    let mut client = Client::connect(node.address).unwrap();
+    let mut send = |voter: &str, vote_id: &str| {
+        let token = format!("x-vote-token: {}\r\n", valid_token(voter));
+        let body = format!(r#"{{"option":"blue","vote_id":"{vote_id}"}}"#);
+        client
+            .request_with_headers("POST", VOTES, &token, &body)
+            .unwrap()
+    };
+    let started = Instant::now();
+    let (mut passed, mut counted, mut limited) = (0i64, 0i64, 0);
+    for i in 0..20 {
+        match send("alice", &format!("alice-{i}")) {
+            (200, _, body) => {
+                passed += 1;
+                counted += i64::from(body.contains(r#""status":"counted""#));
+            }
+            (429, head, body) => {
+                assert!(
+                    head.contains("retry-after:"),
+                    "a 429 carries Retry-After: {head}"
+                );
+                assert!(body.contains("rate_limited"), "{body}");
+                limited += 1;
+            }
+            (status, _, body) => panic!("unexpected {status}: {body}"),
+        }
+    }
+    let elapsed_seconds = started.elapsed().as_secs() as i64;
+    assert!(limited > 0, "alice was never limited");
+    assert!(
+        passed <= 2 + elapsed_seconds + 1,
+        "{passed} of alice's votes passed in {elapsed_seconds} s"
+    );
+    assert_eq!(
+        counted, 1,
+        "alice is one voter: her first vote counts, the rest are duplicates"
+    );
+    let (status, _, body) = send("bob", "bob-0");
+    assert_eq!(status, 200, "bob is not limited by alice: {body}");
+    assert!(body.contains(r#""status":"counted""#), "{body}");
+    counted += 1;
+    assert_eq!(
+        settled_total(node.address, counted),
+        counted,
+        "the counted total is what the 200s said; limited votes counted nothing"
     );
 }
 
