@@ -178,6 +178,15 @@ pub struct Config {
     /// A connection whose writes pend this long (a client that stopped reading, e.g. an SSE
     /// subscriber) is dropped, in milliseconds.
     pub write_stall_ms: u64,
+    /// A connection must send a complete request head within this long of the node starting
+    /// to wait for one, in milliseconds; otherwise it is closed. The wait starts when the
+    /// connection opens and again after each response, so this also closes a connection that
+    /// sends nothing (slowloris, idle connections) or stays idle between keep-alive requests.
+    /// It never cuts a response being sent (SSE streams).
+    pub header_read_timeout_ms: u64,
+    /// A request body (vote, batch, admin routes) must arrive whole within this long after
+    /// its headers, in milliseconds; otherwise 408, nothing counted, connection closed.
+    pub body_read_timeout_ms: u64,
     /// How long a stopping node (SIGTERM, Ctrl-C) waits for in-flight requests to finish
     /// before it closes the connections still open, in milliseconds. Votes the engine has
     /// accepted are fsynced either way; keep this under the orchestrator's grace period
@@ -254,6 +263,8 @@ impl Default for Config {
             engine_queue_max: 65_536,
             sse_subscribers_max: 10_000,
             write_stall_ms: crate::stall_guard::WRITE_STALL_MS_DEFAULT,
+            header_read_timeout_ms: crate::connections::HEADER_READ_TIMEOUT_MS_DEFAULT,
+            body_read_timeout_ms: crate::http::BODY_READ_TIMEOUT_MS_DEFAULT,
             shutdown_drain_ms: 20_000,
             peer_listen: None,
             peers: Vec::new(),
@@ -344,11 +355,14 @@ impl Config {
                 "must be between 10 and 60000".into(),
             ));
         }
-        if !(100..=600_000).contains(&self.write_stall_ms) {
-            return Err(invalid(
-                "write_stall_ms",
-                "must be between 100 and 600000".into(),
-            ));
+        for (setting, value) in [
+            ("write_stall_ms", self.write_stall_ms),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("body_read_timeout_ms", self.body_read_timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&value) {
+                return Err(invalid(setting, "must be between 100 and 600000".into()));
+            }
         }
         if self.shutdown_drain_ms > 600_000 {
             return Err(invalid(
@@ -591,6 +605,23 @@ mod tests {
         };
         let error = config.validate().err().unwrap().to_string();
         assert!(error.contains("vote_id_key"), "{error}");
+    }
+
+    #[test]
+    fn connection_timeouts_are_read_from_the_file_and_bounded() {
+        let text = "header_read_timeout_ms = 500\nbody_read_timeout_ms = 700\n";
+        let config: Config = toml::from_str(text).unwrap();
+        assert_eq!(config.header_read_timeout_ms, 500);
+        assert_eq!(config.body_read_timeout_ms, 700);
+        assert!(config.validate().is_ok());
+        for (setting, bad) in [
+            ("header_read_timeout_ms", "header_read_timeout_ms = 0"),
+            ("body_read_timeout_ms", "body_read_timeout_ms = 600001"),
+        ] {
+            let config: Config = toml::from_str(bad).unwrap();
+            let error = config.validate().err().unwrap().to_string();
+            assert!(error.contains(setting), "{error}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod certs;
 pub mod client;
 pub mod client_page;
 pub mod config;
+pub mod connections;
 pub mod dashboard;
 pub mod demo;
 pub mod engine;
@@ -108,9 +109,6 @@ pub enum NodeError {
     /// The log writer could not start.
     #[error(transparent)]
     Writer(#[from] wal_writer::StartError),
-    /// The HTTP server failed.
-    #[error("HTTP server failed: {0}")]
-    Serve(std::io::Error),
     /// The peer certificates could not be loaded.
     #[error("peer TLS: {0}")]
     Tls(#[from] Box<peer::tls::TlsError>),
@@ -301,6 +299,7 @@ pub fn start_with_peers<S: Storage + 'static>(
         stopping: stopping_rx,
         public_endpoints: config.public_endpoints.clone().into(),
         abuse: Arc::new(config.abuse_controls()?),
+        body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
     };
     Ok(Started {
         router: http::router(state),
@@ -403,25 +402,21 @@ impl Started {
 /// Serves until `serving` ends; once `draining` fires, gives it at most `drain_max` more
 /// (connections still open then are closed; their clients retry elsewhere).
 async fn drain_within(
-    serving: impl Future<Output = std::io::Result<()>>,
+    serving: impl Future<Output = ()>,
     draining: tokio::sync::oneshot::Receiver<()>,
     drain_max: Duration,
-) -> std::io::Result<()> {
+) {
     tokio::pin!(serving);
     tokio::select! {
         biased;
-        served = &mut serving => return served,
+        () = &mut serving => return,
         _ = draining => {}
     }
-    match tokio::time::timeout(drain_max, serving).await {
-        Ok(served) => served,
-        Err(_) => {
-            tracing::warn!(
-                drain_ms = drain_max.as_millis() as u64,
-                "connections still open after the drain deadline; closing them"
-            );
-            Ok(())
-        }
+    if tokio::time::timeout(drain_max, serving).await.is_err() {
+        tracing::warn!(
+            drain_ms = drain_max.as_millis() as u64,
+            "connections still open after the drain deadline; closing them"
+        );
     }
 }
 
@@ -449,7 +444,13 @@ where
     )?;
     on_ready(started.handle.clone());
     let router = std::mem::replace(&mut started.router, axum::Router::new());
-    let (router, ops_task) = http::split_ops(router, io.ops_listener, &started.stopping);
+    let header_read_timeout = Duration::from_millis(config.header_read_timeout_ms);
+    let (router, ops_task) = http::split_ops(
+        router,
+        io.ops_listener,
+        header_read_timeout,
+        &started.stopping,
+    );
     let shutdown = io.shutdown;
     let ready = started.handle.ready.clone();
     let stopping = started.stopping.clone();
@@ -458,25 +459,23 @@ where
         Duration::from_millis(config.write_stall_ms),
     );
     let (draining_tx, draining) = tokio::sync::oneshot::channel();
-    let router = router.into_make_service_with_connect_info::<stall_guard::ClientAddr>();
-    let serving = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("stopping: no new connections; draining in-flight requests");
-            ready.store(false, Ordering::Release);
-            let _ = stopping.send(true);
-            let _ = draining_tx.send(());
-        })
-        .into_future();
-    let served = drain_within(
+    let serving = connections::serve(listener, router, header_read_timeout, async move {
+        shutdown.await;
+        tracing::info!("stopping: no new connections; draining in-flight requests");
+        ready.store(false, Ordering::Release);
+        let _ = stopping.send(true);
+        let _ = draining_tx.send(());
+    });
+    drain_within(
         serving,
         draining,
         Duration::from_millis(config.shutdown_drain_ms),
     )
     .await;
     if let Some(mut ops_task) = ops_task {
-        // It ends once `stopping` is set (also if the public server failed before setting
-        // it), bounded like the public drain; its router holds command senders too.
+        // It ends once `stopping` is set (the public server's shutdown set it; setting it
+        // again is harmless), bounded like the public drain; its router holds command senders
+        // too.
         let _ = started.stopping.send(true);
         let drain = Duration::from_millis(config.shutdown_drain_ms);
         if tokio::time::timeout(drain, &mut ops_task).await.is_err() {
@@ -486,7 +485,6 @@ where
     }
     // The served router (and with it every command sender) is gone: the engine flushes.
     started.stop().await?;
-    served.map_err(NodeError::Serve)?;
     tracing::info!("stopped cleanly: every acknowledged vote is durable");
     Ok(())
 }

@@ -60,6 +60,16 @@ struct RunArgs {
     /// How often SSE subscribers get fresh results, in milliseconds [default: 500].
     #[arg(long)]
     sse_tick_ms: Option<u64>,
+    /// Close a connection that has not sent a complete request head this many milliseconds
+    /// after the node began waiting for one (on connect, and after each response): slowloris
+    /// clients, silent and idle keep-alive connections. Never cuts a response, such as an SSE
+    /// stream [default: 10000].
+    #[arg(long)]
+    header_read_timeout_ms: Option<u64>,
+    /// Answer 408 (and count nothing) when a request body has not arrived whole this many
+    /// milliseconds after its headers [default: 10000].
+    #[arg(long)]
+    body_read_timeout_ms: Option<u64>,
     /// The cluster-wide key (64 hex digits) that maps non-UUID vote IDs to 128 bits; the
     /// same on every node [default: a development key].
     #[arg(long, env = "TALLY_VOTE_ID_KEY", hide_env_values = true)]
@@ -103,6 +113,12 @@ impl RunArgs {
         }
         if let Some(tick) = self.sse_tick_ms {
             config.sse_tick_ms = tick;
+        }
+        if let Some(timeout) = self.header_read_timeout_ms {
+            config.header_read_timeout_ms = timeout;
+        }
+        if let Some(timeout) = self.body_read_timeout_ms {
+            config.body_read_timeout_ms = timeout;
         }
         if let Some(key) = &self.vote_id_key {
             config.vote_id_key = key.clone();

@@ -4,7 +4,9 @@
 //! buffer fill and the server's writes pend. Nothing is queued for it in the node (streams are
 //! pull-based), but the connection would stay open forever. [`StallGuardListener`] wraps every
 //! accepted connection so that a write pending for longer than the stall limit fails with
-//! `TimedOut`, and hyper closes the connection.
+//! `TimedOut`, and hyper closes the connection. Reads are not timed here: a client that is slow
+//! to send its request is cut off by the header-read and body deadlines, which know where a
+//! request begins and ends ([`crate::connections`]).
 
 use std::io;
 use std::pin::Pin;
@@ -46,25 +48,6 @@ where
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         self.inner.local_addr()
-    }
-}
-
-/// The client's address as handlers see it (`ConnectInfo<ClientAddr>`): the socket address
-/// when the listener's address type is one (TCP), `None` otherwise (a simulated network).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub Option<std::net::SocketAddr>);
-
-impl<L>
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, StallGuardListener<L>>>
-    for ClientAddr
-where
-    L: Listener,
-    L::Io: Unpin,
-    L::Addr: std::any::Any,
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, StallGuardListener<L>>) -> Self {
-        let address: &dyn std::any::Any = stream.remote_addr();
-        Self(address.downcast_ref::<std::net::SocketAddr>().copied())
     }
 }
 

@@ -415,6 +415,41 @@ async fn a_vote_body_over_the_limit_is_413() {
 }
 
 #[tokio::test]
+async fn a_body_still_arriving_at_the_body_deadline_is_408_and_changes_nothing() {
+    // Goal: a client that sends its headers, then its body too slowly (here: half of it, then
+    // nothing), is refused once `body_read_timeout_ms` has passed, on every route that reads a
+    // body, and nothing is counted or created. Method: a body stream that never ends.
+    let config = Config {
+        body_read_timeout_ms: 100,
+        ..test_config()
+    };
+    let node = start_with(&config);
+    let half_sent = |uri: &str| {
+        let half = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+            Bytes::from_static(br#"{"option":"#),
+        )]);
+        let body = futures_util::StreamExt::chain(half, futures_util::stream::pending());
+        Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from_stream(body))
+            .unwrap()
+    };
+    for request in [
+        half_sent(VOTES),
+        half_sent(BATCH),
+        with_token(half_sent("/v1/admin/polls"), TOKEN),
+    ] {
+        let reply = node.send(request).await;
+        let message = reply.assert_error(StatusCode::REQUEST_TIMEOUT, "body_timeout");
+        assert!(message.contains("100 ms"), "{message}");
+    }
+    let polls = node.send(get("/v1/polls")).await.json();
+    assert_eq!(polls.as_array().map(Vec::len), Some(1), "{polls}");
+    node.results_settle("superbowl", 0).await;
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn a_vote_without_a_json_content_type_is_415() {
     // Goal: the content type is checked: wrong, missing, and JSON with a charset (accepted).
     let node = start();
@@ -1121,6 +1156,7 @@ fn router_with_full_queue(node: &Node) -> (Router, impl Sized + use<>) {
         stopping,
         public_endpoints: Vec::<String>::new().into(),
         abuse: Arc::default(),
+        body_read_timeout: STEP,
     };
     (http::router(state), (queue, answer, stopping_tx))
 }
@@ -1180,6 +1216,7 @@ async fn a_stopped_engine_answers_503_unavailable() {
         stopping,
         public_endpoints: Vec::<String>::new().into(),
         abuse: Arc::default(),
+        body_read_timeout: STEP,
     };
     let router = http::router(state);
     let reply = send_to(
@@ -1410,14 +1447,14 @@ async fn the_openapi_document_describes_bodies_errors_and_statuses_of_each_route
             "post",
             "/v1/polls/{poll}/votes",
             &[
-                "200", "400", "401", "404", "409", "413", "415", "422", "429", "503",
+                "200", "400", "401", "404", "408", "409", "413", "415", "422", "429", "503",
             ],
         ),
         (
             "post",
             "/v1/polls/{poll}/votes/batch",
             &[
-                "200", "400", "401", "404", "409", "413", "415", "429", "503",
+                "200", "400", "401", "404", "408", "409", "413", "415", "429", "503",
             ],
         ),
         ("get", "/v1/polls", &["200"]),
@@ -1428,7 +1465,7 @@ async fn the_openapi_document_describes_bodies_errors_and_statuses_of_each_route
             "post",
             "/v1/admin/polls",
             &[
-                "200", "201", "400", "401", "409", "413", "415", "422", "503",
+                "200", "201", "400", "401", "408", "409", "413", "415", "422", "503",
             ],
         ),
         (

@@ -1,7 +1,9 @@
 //! Hostile input against the real binary: malformed, truncated and deeply nested JSON, wrong
 //! content types, giant bodies, invalid UTF-8, absurd vote IDs, unknown polls and options,
-//! slowloris clients, two thousand idle connections and SSE subscribers that never read; then
-//! the abuse controls (per-IP rate limit, signed vote tokens) on a second node.
+//! slowloris clients, two thousand idle connections and SSE subscribers that never read; the
+//! connection deadlines (slowloris, silent, idle and slow-body connections closed, SSE not) on
+//! a node with short ones; then the abuse controls (per-IP and per-voter rate limits, signed
+//! vote tokens) on further nodes.
 //!
 //! Method: spawn `tally run` on 127.0.0.1 with a config file, cast a few real votes, throw
 //! every hostile request at it over raw TCP, and check that each gets a 4xx (or the connection
@@ -15,7 +17,7 @@
 #[allow(dead_code)]
 mod http;
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,8 +34,16 @@ const SLOWLORIS_CONNECTIONS_COUNT: usize = 100;
 const UNREAD_SSE_COUNT: usize = 50;
 /// Growth of the node's resident memory the hostile clients may cause, in bytes.
 const RSS_GROWTH_BYTES_MAX: u64 = 256 * 1024 * 1024;
-/// The HMAC key of the token test, as configured (hex) and as bytes.
+/// The HMAC key of the token tests, as configured (hex); [`token_key`] is the same as bytes.
 const TOKEN_KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f";
+/// The header-read and body deadlines of the connection-deadline test, in milliseconds.
+const SHORT_TIMEOUT_MS: u64 = 500;
+/// Longest wait for the node to close a connection it must close (many deadlines' worth).
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+/// Connections that connect and send nothing in the connection-deadline test.
+const SILENT_CONNECTIONS_COUNT: usize = 200;
+/// The route the vote tests post to.
+const VOTES: &str = "/v1/polls/superbowl/votes";
 
 struct Node {
     child: Child,
@@ -156,9 +166,55 @@ fn rss_bytes(pid: u32) -> u64 {
 
 fn vote(client: &mut Client, id: &str) -> (u16, String) {
     let body = format!(r#"{{"option":"green","vote_id":"{id}"}}"#);
-    client
-        .request("POST", "/v1/polls/superbowl/votes", &body)
+    client.request("POST", VOTES, &body).unwrap()
+}
+
+/// The token tests' HMAC key ([`TOKEN_KEY_HEX`]) as bytes.
+fn token_key() -> Vec<u8> {
+    (0u8..16).collect()
+}
+
+/// Milliseconds since the Unix epoch, as vote tokens state their expiry.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
         .unwrap()
+        .as_millis() as u64
+}
+
+/// A token for `voter` on `superbowl`, signed with the configured key, valid for an hour.
+fn valid_token(voter: &str) -> String {
+    let poll = PollId::new("superbowl").unwrap();
+    sign_hmac_token(&token_key(), &poll, voter, now_ms() + 3_600_000)
+}
+
+/// Waits until the node closes `stream` (panics naming `what` after [`CLOSE_WAIT`]), meanwhile
+/// sending it one byte of `trickle` every 100 ms until the node answers, when given. Returns
+/// what the node sent.
+fn wait_closed(stream: &mut TcpStream, trickle: Option<u8>, what: &str) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + CLOSE_WAIT;
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still open after {CLOSE_WAIT:?}"
+        );
+        if let (Some(byte), true) = (trickle, received.is_empty()) {
+            // A failed write means the node closed the connection: the read below sees it.
+            let _ = stream.write_all(&[byte]);
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break, // reset by the node: closed too
+        }
+    }
+    String::from_utf8_lossy(&received).into_owned()
 }
 
 /// A hostile request: what it is, its bytes, and the statuses it may get (`None`: closed).
@@ -166,7 +222,7 @@ type Hostile = (&'static str, Vec<u8>, &'static [Option<u16>]);
 
 /// Every hostile request of the list.
 fn hostile_requests() -> Vec<Hostile> {
-    let votes = "/v1/polls/superbowl/votes";
+    let votes = VOTES;
     let batch = "/v1/polls/superbowl/votes/batch";
     let json = "application/json";
     let deep = format!("{}{}", "[".repeat(3_000), "]".repeat(3_000));
@@ -286,7 +342,12 @@ fn hostile_requests() -> Vec<Hostile> {
 
 #[test]
 fn hostile_clients_get_4xx_or_a_closed_connection_and_change_no_counted_vote() {
-    let node = start_node("");
+    // The longest header-read deadline: the slow and idle connections below must all still be
+    // open while the node's memory is measured and the other clients are served (opening
+    // thousands of them can take longer than the default 10 s on a loaded machine), and the
+    // good client's keep-alive connection idles meanwhile. The deadlines themselves are tested
+    // by `slowloris_silent_idle_and_slow_body_connections_are_closed_but_sse_streams_are_not`.
+    let node = start_node("header_read_timeout_ms = 600000");
     let address = node.address;
     let mut good = Client::connect(address).unwrap();
     for i in 0..5 {
@@ -353,6 +414,87 @@ fn hostile_clients_get_4xx_or_a_closed_connection_and_change_no_counted_vote() {
 }
 
 #[test]
+fn slowloris_silent_idle_and_slow_body_connections_are_closed_but_sse_streams_are_not() {
+    // Goal: the connection deadlines hold against the real binary: a client that trickles its
+    // headers, hundreds that send nothing, a keep-alive connection left idle after an answer,
+    // and a body that trickles in are each closed (the body with a 408 first), within a
+    // bounded wait; an SSE stream open for several deadlines still flows; everyone else is
+    // served meanwhile and only the real votes count. Method: 500 ms deadlines; each wait is
+    // a bounded poll for the close, never a timing assertion.
+    let node = start_node(&format!(
+        "header_read_timeout_ms = {SHORT_TIMEOUT_MS}\nbody_read_timeout_ms = {SHORT_TIMEOUT_MS}\n\
+         sse_tick_ms = 100"
+    ));
+    let address = node.address;
+    let connect = || TcpStream::connect(address).unwrap();
+    let mut slowloris = connect();
+    slowloris
+        .write_all(b"GET /v1/polls/superbowl/results HTTP/1.1\r\nhost: slow\r\nx-slow: ")
+        .unwrap();
+    let slowloris =
+        std::thread::spawn(move || wait_closed(&mut slowloris, Some(b'a'), "slowloris"));
+    let mut silent: Vec<TcpStream> = (0..SILENT_CONNECTIONS_COUNT).map(|_| connect()).collect();
+    let mut idle = connect();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: idle\r\n\r\n")
+        .unwrap();
+    let mut slow_body = connect();
+    slow_body
+        .write_all(
+            b"POST /v1/polls/superbowl/votes HTTP/1.1\r\nhost: slow\r\n\
+              content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"option\":",
+        )
+        .unwrap();
+    let slow_body =
+        std::thread::spawn(move || wait_closed(&mut slow_body, Some(b' '), "slow body"));
+    let mut sse = connect();
+    sse.write_all(b"GET /v1/polls/superbowl/stream HTTP/1.1\r\nhost: sse\r\n\r\n")
+        .unwrap();
+    let sse_opened = Instant::now();
+    assert_eq!(
+        vote(&mut Client::connect(address).unwrap(), "during").0,
+        200
+    );
+
+    let trickled = slowloris.join().unwrap();
+    assert_eq!(trickled, "", "half a request head gets no answer");
+    for (i, stream) in silent.iter_mut().enumerate() {
+        assert_eq!(wait_closed(stream, None, &format!("silent #{i}")), "");
+    }
+    let answered = wait_closed(&mut idle, None, "idle keep-alive");
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    let refused = slow_body.join().unwrap();
+    assert!(refused.starts_with("HTTP/1.1 408"), "{refused}");
+    assert!(refused.contains("body_timeout"), "{refused}");
+
+    // The stream has been open for several deadlines by now (each close above took one); it
+    // must still be open and sending: drain what is buffered, then a fresh event must come.
+    let deadlines = Duration::from_millis(4 * SHORT_TIMEOUT_MS);
+    std::thread::sleep(deadlines.saturating_sub(sse_opened.elapsed()));
+    sse.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buffer = [0u8; 64 * 1024];
+    loop {
+        match sse.read(&mut buffer) {
+            Ok(0) => panic!("the SSE stream was closed"),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("the SSE stream failed: {e}"),
+        }
+    }
+    sse.set_read_timeout(Some(CLOSE_WAIT)).unwrap();
+    let fresh = sse.read(&mut buffer).unwrap();
+    assert!(fresh > 0, "the SSE stream was closed");
+    drop(sse);
+
+    assert_eq!(vote(&mut Client::connect(address).unwrap(), "after").0, 200);
+    assert_eq!(
+        settled_total(address, 2),
+        2,
+        "only the two real votes count; the slow body counted nothing"
+    );
+}
+
+#[test]
 fn a_client_over_its_ip_rate_limit_gets_429_with_retry_after_and_counts_nothing() {
     // Goal: the per-IP limit refuses past its burst and the refused votes count nothing.
     // Method: one vote per second, burst 3; fire 30 distinct votes as fast as possible. Only
@@ -415,16 +557,73 @@ fn a_client_over_its_ip_rate_limit_gets_429_with_retry_after_and_counts_nothing(
 }
 
 #[test]
+fn a_voter_over_its_rate_limit_gets_429_with_retry_after_and_other_voters_are_served() {
+    // Goal: the per-voter limit, keyed by the token's voter, refuses past its burst with 429
+    // and Retry-After and counts nothing, while another voter on the same connection (so the
+    // same client IP) is served; the counted total is exactly the 200s that said `counted`.
+    // Method: HMAC tokens, one vote per second per voter with a burst of 2, no per-IP limit;
+    // alice sends 20 votes on one keep-alive connection as fast as it can, then bob votes.
+    // Only an upper bound on alice's 200s that grows with the time taken is asserted.
+    let node = start_node(&format!(
+        "vote_token_hmac_key = \"{TOKEN_KEY_HEX}\"\n\
+         rate_limit_per_voter_per_second = 1\nrate_limit_per_voter_burst = 2"
+    ));
+    let mut client = Client::connect(node.address).unwrap();
+    let mut send = |voter: &str, vote_id: &str| {
+        let token = format!("x-vote-token: {}\r\n", valid_token(voter));
+        let body = format!(r#"{{"option":"blue","vote_id":"{vote_id}"}}"#);
+        client
+            .request_with_headers("POST", VOTES, &token, &body)
+            .unwrap()
+    };
+    let started = Instant::now();
+    let (mut passed, mut counted, mut limited) = (0i64, 0i64, 0);
+    for i in 0..20 {
+        match send("alice", &format!("alice-{i}")) {
+            (200, _, body) => {
+                passed += 1;
+                counted += i64::from(body.contains(r#""status":"counted""#));
+            }
+            (429, head, body) => {
+                assert!(
+                    head.contains("retry-after:"),
+                    "a 429 carries Retry-After: {head}"
+                );
+                assert!(body.contains("rate_limited"), "{body}");
+                limited += 1;
+            }
+            (status, _, body) => panic!("unexpected {status}: {body}"),
+        }
+    }
+    let elapsed_seconds = started.elapsed().as_secs() as i64;
+    assert!(limited > 0, "alice was never limited");
+    assert!(
+        passed <= 2 + elapsed_seconds + 1,
+        "{passed} of alice's votes passed in {elapsed_seconds} s"
+    );
+    assert_eq!(
+        counted, 1,
+        "alice is one voter: her first vote counts, the rest are duplicates"
+    );
+    let (status, _, body) = send("bob", "bob-0");
+    assert_eq!(status, 200, "bob is not limited by alice: {body}");
+    assert!(body.contains(r#""status":"counted""#), "{body}");
+    counted += 1;
+    assert_eq!(
+        settled_total(node.address, counted),
+        counted,
+        "the counted total is what the 200s said; limited votes counted nothing"
+    );
+}
+
+#[test]
 fn with_signed_tokens_only_token_holders_vote_and_each_voter_counts_once() {
     // Goal: tokens are required and verified, and the voter, not the client's vote ID, is what
     // counts once. Method: an HMAC key in the config; tokens signed as the app's backend would.
     let node = start_node(&format!("vote_token_hmac_key = \"{TOKEN_KEY_HEX}\""));
-    let key: Vec<u8> = (0u8..16).collect();
+    let key = token_key();
     let poll = PollId::new("superbowl").unwrap();
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now_ms = now_ms();
     let hour_ms = 3_600_000;
     let send = |token: Option<&str>, vote_id: &str| {
         let body = format!(r#"{{"option":"blue","vote_id":"{vote_id}"}}"#);
@@ -438,8 +637,8 @@ fn with_signed_tokens_only_token_holders_vote_and_each_voter_counts_once() {
         );
         raw(node.address, request.as_bytes())
     };
-    let alice = sign_hmac_token(&key, &poll, "alice", now_ms + hour_ms);
-    let bob = sign_hmac_token(&key, &poll, "bob", now_ms + hour_ms);
+    let alice = valid_token("alice");
+    let bob = valid_token("bob");
     let forged = sign_hmac_token(b"another key entirely", &poll, "mallory", now_ms + hour_ms);
     let expired = sign_hmac_token(&key, &poll, "carol", now_ms - hour_ms);
     let other_poll = sign_hmac_token(

@@ -5,14 +5,13 @@
 use std::sync::atomic::Ordering;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use tally_core::{OptionName, PollId, PollSpec, PollWindow};
 use utoipa::ToSchema;
 
+use super::body::TimelyBody;
 use super::votes::{ask, require_content_type};
 use super::{ApiError, AppState, ErrorBody, SharedState};
 use crate::config::ADMIN_BODY_BYTES_MAX;
@@ -107,6 +106,8 @@ fn ensure_ready(app: &AppState) -> Result<(), ApiError> {
         (status = 400, description = "The body is not valid JSON for this route", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token, or the admin API is off",
             body = ErrorBody),
+        (status = 408, description = "The body did not arrive within body_read_timeout_ms of \
+            the headers; nothing changed", body = ErrorBody),
         (status = 409, description = "A poll of that name exists with other options",
             body = ErrorBody),
         (status = 413, description = "The body is over 16 KiB", body = ErrorBody),
@@ -119,10 +120,10 @@ fn ensure_ready(app: &AppState) -> Result<(), ApiError> {
 pub(super) async fn create_poll(
     State(app): State<SharedState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: TimelyBody,
 ) -> Result<(StatusCode, Json<AdminResponse>), ApiError> {
     authorize(&app, &headers)?;
-    let body = body.map_err(|r| ApiError::from_body(r, ADMIN_BODY_BYTES_MAX))?;
+    let body = body.bytes(ADMIN_BODY_BYTES_MAX)?;
     require_content_type(&headers, &["application/json"])?;
     ensure_ready(&app)?;
     let request: CreatePoll =

@@ -45,6 +45,10 @@ pub enum ApiError {
     /// The body is over the route's limit.
     #[error("request body is over the limit of {0} bytes")]
     TooLarge(usize),
+    /// The body did not arrive whole within the body deadline (milliseconds) after its
+    /// headers.
+    #[error("request body did not arrive within {0} ms of its headers")]
+    BodyTimeout(u64),
     /// Too many votes in one batch.
     #[error("batch holds {count} votes; at most {max} are allowed")]
     TooManyVotes {
@@ -108,6 +112,8 @@ pub enum ErrorCode {
     PollNotOpen,
     /// 409: a poll of that name exists with other options.
     Conflict,
+    /// 408: the body did not arrive within `body_read_timeout_ms` of its headers.
+    BodyTimeout,
     /// 413: the body is over the route's limit.
     BodyTooLarge,
     /// 413: too many votes in one batch.
@@ -141,6 +147,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PollNotOpen => "poll_not_open",
             Self::Conflict => "conflict",
+            Self::BodyTimeout => "body_timeout",
             Self::BodyTooLarge => "body_too_large",
             Self::TooManyVotes => "too_many_votes",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -165,6 +172,7 @@ impl ApiError {
             Self::UnknownPoll(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PollNotOpen(_) | Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::TooLarge(_) | Self::TooManyVotes { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::UnknownOption(_) | Self::BadVoteId(_) | Self::Invalid(_) => {
@@ -189,6 +197,7 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Self::PollNotOpen(_) => ErrorCode::PollNotOpen,
             Self::Conflict(_) => ErrorCode::Conflict,
+            Self::BodyTimeout(_) => ErrorCode::BodyTimeout,
             Self::TooLarge(_) => ErrorCode::BodyTooLarge,
             Self::TooManyVotes { .. } => ErrorCode::TooManyVotes,
             Self::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
@@ -271,6 +280,7 @@ mod tests {
             },
             ApiError::PollNotOpen("closed"),
             ApiError::Conflict("x".into()),
+            ApiError::BodyTimeout(1),
             ApiError::TooLarge(1),
             ApiError::TooManyVotes { count: 2, max: 1 },
             ApiError::UnsupportedMediaType("application/json"),

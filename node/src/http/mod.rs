@@ -9,6 +9,7 @@
 
 pub mod abuse;
 mod admin;
+mod body;
 mod error;
 mod openapi;
 mod ops;
@@ -30,6 +31,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use admin::{AdminResponse, CreatePoll, PollSummary};
+pub use body::BODY_READ_TIMEOUT_MS_DEFAULT;
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use openapi::OPENAPI_PATH;
 pub use ops_listener::split_ops;
@@ -78,6 +80,8 @@ pub struct AppState {
     pub public_endpoints: Arc<[String]>,
     /// Rate limits and vote tokens (all off by default).
     pub abuse: Arc<abuse::AbuseControls>,
+    /// How long a request body may take to arrive after its headers (then 408).
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// The state as handlers extract it: one reference count per request.
@@ -140,6 +144,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         stopping,
         public_endpoints: Arc::from([]),
         abuse: Arc::default(),
+        body_read_timeout: std::time::Duration::from_millis(BODY_READ_TIMEOUT_MS_DEFAULT),
     });
     openapi::complete(api_routes(&state).into_openapi())
 }
@@ -149,7 +154,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 async fn limit_by_ip(State(app): State<SharedState>, request: Request, next: Next) -> Response {
     let client = request
         .extensions()
-        .get::<axum::extract::ConnectInfo<crate::stall_guard::ClientAddr>>()
+        .get::<axum::extract::ConnectInfo<crate::connections::ClientAddr>>()
         .and_then(|info| info.0.0);
     if let (Some(limiter), Some(client)) = (&app.abuse.per_ip, client) {
         if let Err(seconds) = limiter.check(client.ip(), app.clock.now()) {

@@ -1,5 +1,7 @@
 //! `ops_listen`: serving `/metrics` and `/v1/admin/*` on a separate (private) address, and
-//! not on the public listener, where they then answer the JSON 404 of any unknown route.
+//! not on the public listener, where they then answer the JSON 404 of any unknown route. The
+//! operations listener serves connections as the public one does ([`crate::connections`]), so
+//! the header-read deadline holds there too.
 
 use axum::Router;
 use axum::extract::Request;
@@ -33,6 +35,7 @@ async fn ops_only(request: Request, next: Next) -> Response {
 pub fn split_ops(
     router: Router,
     listener: Option<tokio::net::TcpListener>,
+    header_read_timeout: std::time::Duration,
     stopping: &watch::Sender<bool>,
 ) -> (Router, Option<tokio::task::JoinHandle<()>>) {
     let Some(listener) = listener else {
@@ -40,15 +43,13 @@ pub fn split_ops(
     };
     let ops = router.clone().layer(middleware::from_fn(ops_only));
     let mut stopped = stopping.subscribe();
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, ops)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            })
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "the operations listener failed");
-        }
-    });
+    let task = tokio::spawn(crate::connections::serve(
+        listener,
+        ops,
+        header_read_timeout,
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        },
+    ));
     (router.layer(middleware::from_fn(public_only)), Some(task))
 }

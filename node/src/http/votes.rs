@@ -5,8 +5,6 @@
 //! as an `Idempotency-Key` header: a UUID as sent, or any other key of up to 128 bytes.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use serde::{Deserialize, Serialize};
@@ -15,6 +13,7 @@ use tokio::sync::oneshot;
 use utoipa::ToSchema;
 
 use super::abuse::{VOTE_TOKEN_HEADER, voter_vote_id};
+use super::body::TimelyBody;
 use super::{ApiError, AppState, ErrorBody, SharedState};
 use crate::config::{BATCH_BODY_BYTES_MAX, BATCH_VOTES_MAX, VOTE_BODY_BYTES_MAX};
 use crate::engine::{BatchVoteAck, Command, VoteAck};
@@ -243,6 +242,8 @@ pub(super) async fn ask<T>(
         (status = 401, description = "Vote tokens are on and the X-Vote-Token header is \
             missing, forged, for another poll, or expired; nothing was counted", body = ErrorBody),
         (status = 404, description = "No such poll", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within body_read_timeout_ms of \
+            the headers; nothing was counted", body = ErrorBody),
         (status = 409, description = "The poll is not open yet, or closed", body = ErrorBody),
         (status = 413, description = "The body is over 4 KiB", body = ErrorBody),
         (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
@@ -259,7 +260,7 @@ pub(super) async fn vote(
     State(app): State<SharedState>,
     Path(poll): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: TimelyBody,
 ) -> Result<Json<VoteResponse>, ApiError> {
     let result = vote_inner(&app, &poll, &headers, body).await;
     match &result {
@@ -273,9 +274,9 @@ async fn vote_inner(
     app: &AppState,
     poll: &str,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: TimelyBody,
 ) -> Result<VoteResponse, ApiError> {
-    let body = body.map_err(|r| ApiError::from_body(r, VOTE_BODY_BYTES_MAX))?;
+    let body = body.bytes(VOTE_BODY_BYTES_MAX)?;
     require_content_type(headers, &["application/json"])?;
     let (poll, snapshot) = poll_snapshot(app, poll)?;
     let voter_vote_id = token_vote_id(app, &poll, headers)?;
@@ -404,6 +405,8 @@ enum Parsed {
         (status = 401, description = "Vote tokens are on and the admin bearer token is missing \
             (batches then come only from the operator's aggregators)", body = ErrorBody),
         (status = 404, description = "No such poll", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within body_read_timeout_ms of \
+            the headers; nothing was counted", body = ErrorBody),
         (status = 409, description = "The poll is not open yet, or closed; nothing was counted",
             body = ErrorBody),
         (status = 413, description = "The body is over 2 MiB, or holds over 10,000 votes",
@@ -420,7 +423,7 @@ pub(super) async fn batch(
     State(app): State<SharedState>,
     Path(poll): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: TimelyBody,
 ) -> Result<Json<BatchResponse>, ApiError> {
     let result = batch_inner(&app, &poll, &headers, body).await;
     match &result {
@@ -434,10 +437,10 @@ async fn batch_inner(
     app: &AppState,
     poll: &str,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: TimelyBody,
 ) -> Result<BatchResponse, ApiError> {
     require_aggregator(app, headers)?;
-    let body = body.map_err(|r| ApiError::from_body(r, BATCH_BODY_BYTES_MAX))?;
+    let body = body.bytes(BATCH_BODY_BYTES_MAX)?;
     let media_type = require_content_type(headers, &["application/json", POSTCARD_MEDIA_TYPE])
         .map_err(|_| {
             ApiError::UnsupportedMediaType("application/json or application/x-postcard")

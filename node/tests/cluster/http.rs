@@ -34,20 +34,34 @@ impl Client {
         path: &str,
         body: &str,
     ) -> std::io::Result<(u16, String)> {
+        let (status, _head, body) = self.request_with_headers(method, path, "", body)?;
+        Ok((status, body))
+    }
+
+    /// Sends one request with extra header lines (`headers`: each `name: value\r\n`) and reads
+    /// its answer: (status, the status line and headers in lower case, body).
+    pub(crate) fn request_with_headers(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &str,
+        body: &str,
+    ) -> std::io::Result<(u16, String, String)> {
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n{headers}content-length: {}\r\n\r\n{body}",
             body.len()
         );
         self.writer.write_all(request.as_bytes())?;
-        let mut status_line = String::new();
-        if self.reader.read_line(&mut status_line)? == 0 {
+        let mut head = String::new();
+        if self.reader.read_line(&mut head)? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        let status = status_line
+        let status = head
             .split_whitespace()
             .nth(1)
             .and_then(|s| s.parse().ok())
             .ok_or(std::io::ErrorKind::InvalidData)?;
+        head.make_ascii_lowercase();
         let mut length = 0usize;
         loop {
             let mut line = String::new();
@@ -62,10 +76,11 @@ impl Client {
                     .parse()
                     .map_err(|_| std::io::ErrorKind::InvalidData)?;
             }
+            head += &lower;
         }
         let mut body = vec![0u8; length];
         self.reader.read_exact(&mut body)?;
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        Ok((status, head, String::from_utf8_lossy(&body).into_owned()))
     }
 }
 
