@@ -33,15 +33,16 @@ struct Args {
     /// Replay exactly this seed (also read from SIM_SEED).
     #[arg(long, env = "SIM_SEED")]
     seed: Option<u64>,
-    /// superbowl: the share of the full 30-million-vote scenario to run (1 = all of it).
-    #[arg(long, default_value_t = 0.01)]
+    /// superbowl: the share of the full 30-million-vote scenario to run (1 = all of it;
+    /// memory grows ~0.3 GB per million votes).
+    #[arg(long, default_value_t = 0.01, value_parser = parse_scale)]
     scale: f64,
-    /// superbowl: the exact number of votes (overrides --scale).
-    #[arg(long)]
+    /// superbowl: the exact number of votes (overrides --scale; 1 to 300,000,000).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=300_000_000))]
     votes: Option<u64>,
     /// superbowl: regional nodes (1 to 8).
-    #[arg(long, default_value_t = 5)]
-    regions: usize,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=8))]
+    regions: u8,
     /// superbowl: make every node break one guarantee, to see the checker catch it.
     #[arg(long, value_enum)]
     plant: Option<Bug>,
@@ -110,6 +111,15 @@ impl From<Force> for FaultKind {
     }
 }
 
+fn parse_scale(text: &str) -> Result<f64, String> {
+    let scale: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if scale > 0.0 && scale <= 10.0 {
+        Ok(scale)
+    } else {
+        Err("must be above 0 and at most 10".to_owned())
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     match args.scenario {
@@ -123,7 +133,7 @@ fn cluster_config(args: &Args, seed: u64) -> ClusterConfig {
     if let Some(votes) = args.votes {
         config.votes = votes.max(1);
     }
-    config.regions = args.regions;
+    config.regions = usize::from(args.regions);
     config.planted_bug = args.plant.map(PlantedBug::from);
     config.force_faults = args.force.iter().map(|&f| FaultKind::from(f)).collect();
     config.record_chart = args.chart.is_some();
