@@ -217,7 +217,20 @@ fn superbowl(args: &Args) -> ExitCode {
     for seed in args.first..args.first + args.seeds {
         bar.set_message(format!("seed {seed}"));
         match cluster::run_cluster(&cluster_config(args, seed)) {
-            Ok(report) => reports.push(report),
+            Ok(report) => {
+                let kinds: Vec<&str> = report.fault_kinds().iter().map(|k| k.name()).collect();
+                let line = format!(
+                    "seed {seed}: ok, trace hash {:016x} ({})",
+                    report.trace_hash,
+                    kinds.join(", ")
+                );
+                if args.no_progress {
+                    println!("{line}");
+                } else {
+                    bar.println(line);
+                }
+                reports.push(report);
+            }
             Err(failure) => {
                 bar.abandon();
                 eprintln!("FAILED {failure}");
