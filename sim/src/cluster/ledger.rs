@@ -76,6 +76,9 @@ pub struct Ledger {
     pub votes: Vec<VoteEntry>,
     /// Vote IDs invoked so far.
     pub invoked: u64,
+    /// Every call's invocation: (simulated Unix ms, votes it carried). Each vote of a call
+    /// can add at most one record anywhere, so these bound what any read may show.
+    pub attempts: Vec<(u64, u32)>,
     /// Receipt actors seen, interned.
     pub actors: Vec<String>,
     /// Reads during the chaos.

@@ -149,6 +149,8 @@ async fn send_batch(
                 })
                 .collect();
             ledger.batch_calls.invoked += 1;
+            let now = now_ms();
+            ledger.attempts.push((now, pending.len() as u32));
             postcard::to_allocvec(&BinaryBatch { votes }).unwrap_or_default()
         };
         let outcome = conns[target]
@@ -287,6 +289,8 @@ async fn single_vote(
                 ledger.cross_region_retries += 1;
             }
             ledger.single_calls.invoked += 1;
+            let now = now_ms();
+            ledger.attempts.push((now, 1));
             format!(r#"{{"option":"{option}","vote_id":"{id}"}}"#)
         };
         let outcome = conns[target]
