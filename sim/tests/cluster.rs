@@ -2,7 +2,7 @@
 //! a fixed range of seeds; a seed replays to the same trace hash; and the checker catches
 //! each planted bug within a bounded number of seeds.
 //!
-//! `SIM_CLUSTER_SEEDS=N` runs more seeds in the range test (default 8, sized for CI: each
+//! `SIM_CLUSTER_SEEDS=N` runs more seeds in the range test (default 12, sized for CI: each
 //! seed simulates a minute of five regions in a few seconds of the test build).
 
 use tally_node::config::PlantedBug;
@@ -25,7 +25,7 @@ fn a_fixed_range_of_seeds_passes_every_check() {
     let count: u64 = std::env::var("SIM_CLUSTER_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(8);
+        .unwrap_or(12);
     let mut kinds = std::collections::BTreeSet::new();
     let mut unknown = 0;
     let mut retries = 0;
