@@ -12,9 +12,10 @@
 #[path = "cluster/http.rs"]
 #[allow(dead_code)] // this test uses a subset of the shared client
 mod http;
+#[path = "cluster/single.rs"]
+mod single;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -31,39 +32,17 @@ const POLL: &str = "superbowl";
 /// Longest wait for the node to start.
 const READY_WAIT: Duration = Duration::from_secs(20);
 
+use single::{Node, free_address};
+
 /// A `tally run --memory-only` process, killed when dropped.
-struct Node {
-    child: Child,
-    address: SocketAddr,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_address() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 fn start_node() -> Node {
     let address = free_address();
-    let child = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["run", "--memory-only", "--listen", &address.to_string()])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let node = Node { child, address };
-    http::wait_ready(address, READY_WAIT);
-    node
+    Node::start(
+        ["run", "--memory-only", "--listen", &address.to_string()],
+        address,
+        None,
+        READY_WAIT,
+    )
 }
 
 fn total_now(node: &Node) -> i64 {

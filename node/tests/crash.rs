@@ -14,48 +14,30 @@
 #[path = "cluster/http.rs"]
 #[allow(dead_code)]
 mod http;
+#[path = "cluster/single.rs"]
+mod single;
 
 use std::collections::HashSet;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 
 use http::Client;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Kills the node when the test ends, however it ends.
-struct Node {
-    child: Child,
-    address: SocketAddr,
-}
+use single::{Node, free_address as free_port};
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
+/// A durable node on `data_dir`; killed when the test ends, however it ends.
 fn start_node(data_dir: &std::path::Path, address: SocketAddr) -> Node {
-    let child = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["run", "--listen", &address.to_string(), "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let node = Node { child, address };
-    http::wait_ready(address, Duration::from_secs(20));
-    node
+    let listen = address.to_string();
+    let args: [&std::ffi::OsStr; 5] = [
+        "run".as_ref(),
+        "--listen".as_ref(),
+        listen.as_ref(),
+        "--data-dir".as_ref(),
+        data_dir.as_os_str(),
+    ];
+    Node::start(args, address, None, Duration::from_secs(20))
 }
 
 fn vote_body(id: &str) -> String {

@@ -16,10 +16,11 @@
 #[path = "cluster/http.rs"]
 #[allow(dead_code)]
 mod http;
+#[path = "cluster/single.rs"]
+mod single;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::Client;
@@ -45,26 +46,9 @@ const SILENT_CONNECTIONS_COUNT: usize = 200;
 /// The route the vote tests post to.
 const VOTES: &str = "/v1/polls/superbowl/votes";
 
-struct Node {
-    child: Child,
-    address: SocketAddr,
-    _dir: tempfile::TempDir,
-}
+use single::{Node, free_address as free_port};
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
+/// A durable node in a fresh directory, with `extra_config` appended to its config file.
 fn start_node(extra_config: &str) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let address = free_port();
@@ -78,21 +62,8 @@ fn start_node(extra_config: &str) -> Node {
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let node = Node {
-        child,
-        address,
-        _dir: dir,
-    };
-    http::wait_ready(address, Duration::from_secs(30));
-    node
+    let args: [&std::ffi::OsStr; 3] = ["run".as_ref(), "--config".as_ref(), config.as_os_str()];
+    Node::start(args, address, Some(dir), Duration::from_secs(30))
 }
 
 /// Sends raw bytes on a fresh connection and returns the status, or `None` if the node closed

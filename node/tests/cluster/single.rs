@@ -1,0 +1,64 @@
+//! One `tally run` process per test, on a free 127.0.0.1 port, killed when the test ends however
+//! it ends (shared by the client, crash and hostile tests).
+
+use std::ffi::OsStr;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::http;
+
+/// A running node process.
+pub(crate) struct Node {
+    /// The process (tests may kill it themselves, or read its pid).
+    pub(crate) child: Child,
+    /// Where it serves HTTP.
+    pub(crate) address: SocketAddr,
+    /// A directory that lives as long as the node (its config and data).
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A 127.0.0.1 address nothing listens on right now.
+pub(crate) fn free_address() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("no free port on 127.0.0.1")
+}
+
+impl Node {
+    /// Runs `tally` with `args` (which must make it listen on `address`), keeping `dir`
+    /// alive as long as the node, and waits at most `ready_wait` for `/readyz`.
+    pub(crate) fn start<I, S>(
+        args: I,
+        address: SocketAddr,
+        dir: Option<tempfile::TempDir>,
+        ready_wait: Duration,
+    ) -> Node
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let child = Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start the tally binary");
+        let node = Node {
+            child,
+            address,
+            _dir: dir,
+        };
+        http::wait_ready(address, ready_wait);
+        node
+    }
+}
