@@ -3,7 +3,8 @@
 //!
 //! [`check_replica_ops`] reads a byte string as a sequence of operations on two replicas
 //! (local votes, the durability handshake, records from three remote actors delivered with
-//! overlaps and repeats, record sync and counter merges between the two) and checks every step
+//! overlaps and repeats, record sync and counter merges between the two, a remote actor
+//! superseded by a newer incarnation of its node) and checks every step
 //! against a reference model that knows nothing of the core's data structures: a map from
 //! (actor, seq) to record, the prefix of every actor's log each replica holds, and the winner
 //! rule of DESIGN.md §2 computed by brute force.
@@ -218,6 +219,18 @@ impl Harness {
         Ok(())
     }
 
+    /// Tells replica `r` that a remote actor's node has a newer incarnation: that actor's
+    /// counters then count only its records (which `finish` still delivers whole, so the
+    /// converged check must hold all the same).
+    fn supersede(&mut self, r: usize, remote: usize) {
+        let old = &self.remotes[remote % self.remotes.len()];
+        let newer = ActorId {
+            node: old.node.clone(),
+            incarnation: old.incarnation ^ 1,
+        };
+        self.replicas[r].note_current_incarnation(&newer);
+    }
+
     /// Sends everything `from` holds and `to` lacks, and `from`'s counters.
     fn sync(&mut self, from: usize, to: usize, counters: bool) -> Result<(), String> {
         let theirs = self.replicas[to]
@@ -311,6 +324,10 @@ pub fn check_replica_ops(data: &[u8]) -> Result<(), String> {
             6 => {
                 let Some(step) = next() else { break };
                 harness.now = UnixMillis(harness.now.0 + u64::from(step) * 40);
+            }
+            _ if op & 0x08 != 0 => {
+                let Some(remote) = next() else { break };
+                harness.supersede(r, usize::from(remote));
             }
             _ => harness.check(false)?,
         }
