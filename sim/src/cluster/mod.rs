@@ -22,7 +22,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use rand::rngs::StdRng;
@@ -168,24 +168,20 @@ pub fn fault_flag(kind: FaultKind) -> &'static str {
     }
 }
 
-/// The development CA and node certificates, made once per process for every region name.
-fn certs_dir() -> Result<&'static PathBuf, String> {
-    static CERTS: OnceLock<Result<(tempfile::TempDir, PathBuf), String>> = OnceLock::new();
-    let made = CERTS.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("tally-sim-certs-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a directory for certificates: {e}"))?;
-        let nodes = scenario::REGION_NAMES
-            .iter()
-            .map(|n| tally_core::NodeId::new(*n).map_err(|e| e.to_string()))
-            .collect::<Result<Vec<_>, _>>()?;
-        tally_node::certs::generate_dev_cluster(dir.path(), &nodes)
-            .map_err(|e| format!("cannot make certificates: {e}"))?;
-        let path = dir.path().to_owned();
-        Ok((dir, path))
-    });
-    made.as_ref().map(|(_, path)| path).map_err(Clone::clone)
+/// The development CA and node certificates for every region name, in a temporary directory
+/// removed when the run ends (made per run: a few milliseconds of Ed25519 key generation).
+fn make_certs() -> Result<tempfile::TempDir, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("tally-sim-certs-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a directory for certificates: {e}"))?;
+    let nodes = scenario::REGION_NAMES
+        .iter()
+        .map(|n| tally_core::NodeId::new(*n).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    tally_node::certs::generate_dev_cluster(dir.path(), &nodes)
+        .map_err(|e| format!("cannot make certificates: {e}"))?;
+    Ok(dir)
 }
 
 /// One region's node, as the driver sees it across restarts.
@@ -324,7 +320,8 @@ pub fn run_cluster_with(
             scenario::REGION_NAMES.len()
         )));
     }
-    let certs = certs_dir().map_err(fail)?.clone();
+    let certs_dir = make_certs().map_err(fail)?;
+    let certs = certs_dir.path().to_owned();
     let names = Arc::new(config.region_names());
     let shared: Shared = Arc::new(Mutex::new(Ledger::new(draw_votes(config))));
 
