@@ -6,19 +6,15 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic loudly
 
-use std::path::PathBuf;
+#[path = "support/corpus.rs"]
+mod support;
 
+use support::{corpus, replay};
 use tally_core::wire::{self, ActorCounters, CounterEntry, CounterState, Hello, PeerMessage};
 use tally_core::{
     ActorId, NodeId, OptionIndex, OptionName, PollId, PollSpec, PollWindow, RecordBatch,
     UnixMillis, VersionVector, VoteId,
 };
-
-fn corpus(target: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target)
-}
 
 fn seeds() -> Vec<(&'static str, PeerMessage)> {
     let poll = PollId::new("superbowl").unwrap();
@@ -88,20 +84,7 @@ fn every_wire_decode_corpus_input_passes_the_fuzz_check() {
             .unwrap();
         }
     }
-    let mut inputs = 0;
-    for entry in std::fs::read_dir(&directory).unwrap() {
-        let path = entry.unwrap().path();
-        let frame = std::fs::read(&path).unwrap();
-        if let Err(broken) = wire::check_frame(&frame) {
-            panic!("{}: {broken}", path.display());
-        }
-        inputs += 1;
-    }
-    assert!(
-        inputs >= seeds().len(),
-        "the corpus in {} is missing",
-        directory.display()
-    );
+    replay("wire_decode", seeds().len(), wire::check_frame);
 }
 
 #[test]
@@ -117,19 +100,5 @@ fn the_seed_frames_decode() {
 #[test]
 fn every_replica_ops_corpus_input_agrees_with_the_reference_model() {
     // Goal: every operation sequence the replica fuzzer kept replays on stable.
-    let directory = corpus("replica_ops");
-    let mut inputs = 0;
-    for entry in std::fs::read_dir(&directory).unwrap() {
-        let path = entry.unwrap().path();
-        let ops = std::fs::read(&path).unwrap();
-        if let Err(broken) = tally_core::fuzzing::check_replica_ops(&ops) {
-            panic!("{}: {broken}", path.display());
-        }
-        inputs += 1;
-    }
-    assert!(
-        inputs > 0,
-        "the corpus in {} is missing",
-        directory.display()
-    );
+    replay("replica_ops", 1, tally_core::fuzzing::check_replica_ops);
 }

@@ -45,22 +45,16 @@ fn start_node() -> Node {
     )
 }
 
-fn total_now(node: &Node) -> i64 {
-    http::get_json(node.address, &format!("/v1/polls/{POLL}/results")).unwrap()["total"]
-        .as_i64()
-        .unwrap()
-}
-
 /// The node's total once its results snapshot (refreshed every 100 ms results tick) has
 /// caught up: the first reading equal to `expected` is confirmed three ticks later (so a
 /// late double count would still show), or whatever it shows after five seconds.
 fn total(node: &Node, expected: i64) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let total = total_now(node);
+        let total = single::total(node.address);
         if total == expected {
             std::thread::sleep(Duration::from_millis(300));
-            return total_now(node);
+            return single::total(node.address);
         }
         if Instant::now() >= deadline {
             return total;

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use single::{Node, free_address as free_port};
+use single::{Node, free_address as free_port, total};
 
 /// A durable node on `data_dir`; killed when the test ends, however it ends.
 fn start_node(data_dir: &std::path::Path, address: SocketAddr) -> Node {
@@ -42,16 +42,6 @@ fn start_node(data_dir: &std::path::Path, address: SocketAddr) -> Node {
 
 fn vote_body(id: &str) -> String {
     format!(r#"{{"option":"green","vote_id":"{id}"}}"#)
-}
-
-fn total(address: SocketAddr) -> i64 {
-    let (status, body) = Client::connect(address)
-        .unwrap()
-        .request("GET", "/v1/polls/superbowl/results", "")
-        .unwrap();
-    assert_eq!(status, 200, "{body}");
-    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-    json["total"].as_i64().unwrap()
 }
 
 #[test]

@@ -5,40 +5,23 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic loudly
 
-use std::path::PathBuf;
+#[path = "../../core/tests/support/corpus.rs"]
+mod support;
+
+use support::replay;
 
 use proptest::prelude::*;
-
-fn replay(target: &str, check: fn(&[u8]) -> Result<(), String>) {
-    let directory = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut inputs = 0;
-    for entry in std::fs::read_dir(&directory).unwrap() {
-        let path = entry.unwrap().path();
-        let data = std::fs::read(&path).unwrap();
-        if let Err(broken) = check(&data) {
-            panic!("{}: {broken}", path.display());
-        }
-        inputs += 1;
-    }
-    assert!(
-        inputs > 0,
-        "the corpus in {} is missing",
-        directory.display()
-    );
-}
 
 #[test]
 fn every_vote_body_corpus_input_passes_the_fuzz_check() {
     // Goal: every vote and batch body the fuzzer kept parses without breaking a promise.
-    replay("vote_body", tally_node::http::check_vote_body);
+    replay("vote_body", 1, tally_node::http::check_vote_body);
 }
 
 #[test]
 fn every_wal_recovery_corpus_input_passes_the_fuzz_check() {
     // Goal: every damaged log the fuzzer kept recovers, or is refused untouched.
-    replay("wal_recovery", tally_node::wal::fuzzing::check_recovery);
+    replay("wal_recovery", 1, tally_node::wal::fuzzing::check_recovery);
 }
 
 proptest! {

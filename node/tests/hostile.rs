@@ -46,7 +46,7 @@ const SILENT_CONNECTIONS_COUNT: usize = 200;
 /// The route the vote tests post to.
 const VOTES: &str = "/v1/polls/superbowl/votes";
 
-use single::{Node, free_address as free_port};
+use single::{Node, free_address as free_port, total};
 
 /// A durable node in a fresh directory, with `extra_config` appended to its config file.
 fn start_node(extra_config: &str) -> Node {
@@ -107,16 +107,6 @@ fn post(path: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
     .into_bytes();
     request.extend_from_slice(body);
     request
-}
-
-fn total(address: SocketAddr) -> i64 {
-    let (status, body) = Client::connect(address)
-        .unwrap()
-        .request("GET", "/v1/polls/superbowl/results", "")
-        .unwrap();
-    assert_eq!(status, 200, "{body}");
-    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-    json["total"].as_i64().unwrap()
 }
 
 /// Waits (bounded) until the results show `expected` votes, and returns what they show.

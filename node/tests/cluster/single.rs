@@ -25,6 +25,16 @@ impl Drop for Node {
     }
 }
 
+/// The total the node at `address` shows for the default poll now (panics, with the node's
+/// answer, if it does not answer 200).
+pub(crate) fn total(address: SocketAddr) -> i64 {
+    let results = http::get_json(address, "/v1/polls/superbowl/results")
+        .unwrap_or_else(|error| panic!("reading the results: {error}"));
+    results["total"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("results without a total: {results}"))
+}
+
 /// A 127.0.0.1 address nothing listens on right now.
 pub(crate) fn free_address() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
