@@ -388,6 +388,20 @@ async fn a_running_node_refuses_strangers_impostors_and_garbage_and_counts_nothi
     assert!(answer.contains(r#""status":"counted""#), "{answer}");
 }
 
+/// Dials the node with `config` and returns how the connection ended: refused in the
+/// handshake, or closed right after it (TLS 1.3: the client finishes before the server has
+/// checked its certificate).
+async fn handshake_error(setup: &Setup, config: quinn::ClientConfig) -> quinn::ConnectionError {
+    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connecting = client
+        .connect_with(config, setup.peer_address(), "us-east")
+        .unwrap();
+    match bounded(connecting).await {
+        Err(error) => error,
+        Ok(connection) => bounded(connection.closed()).await,
+    }
+}
+
 async fn refuses_a_certificate_from_another_ca(setup: &Setup) {
     // A node of another cluster, with a node name of ours, that trusts our CA (so the node's
     // own certificate is fine by it): the node refuses its certificate in the handshake.
@@ -395,15 +409,7 @@ async fn refuses_a_certificate_from_another_ca(setup: &Setup) {
     let other = generate_dev_cluster(other_dir.path(), &[node_id("us-west")]).unwrap();
     let impostor = other.node(&node_id("us-west")).unwrap();
     let config = client_presenting(&setup.files.ca_cert, &impostor.cert, &impostor.key);
-    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let connecting = client
-        .connect_with(config, setup.peer_address(), "us-east")
-        .unwrap();
-    let error = match bounded(connecting).await {
-        Err(error) => error,
-        // TLS 1.3: the client finishes before the server has checked its certificate.
-        Ok(connection) => bounded(connection.closed()).await,
-    };
+    let error = handshake_error(setup, config).await;
     assert_eq!(
         refusal_alert(&error),
         Some(AlertDescription::UnknownCA),
@@ -428,14 +434,7 @@ async fn refuses_a_client_without_a_certificate(setup: &Setup) {
         .with_no_client_auth();
     config.alpn_protocols = vec![ALPN.to_vec()];
     let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(config).unwrap()));
-    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let connecting = client
-        .connect_with(config, setup.peer_address(), "us-east")
-        .unwrap();
-    let error = match bounded(connecting).await {
-        Err(error) => error,
-        Ok(connection) => bounded(connection.closed()).await,
-    };
+    let error = handshake_error(setup, config).await;
     assert_eq!(
         refusal_alert(&error),
         Some(AlertDescription::CertificateRequired),
