@@ -42,9 +42,7 @@ impl VoteEntry {
 pub struct Read {
     /// The region read.
     pub region: usize,
-    /// When the read was invoked and when its answer arrived (simulated Unix ms).
-    pub invoked_ms: u64,
-    /// When the answer arrived.
+    /// When the answer arrived (simulated Unix ms).
     pub completed_ms: u64,
     /// The answer's capture time.
     pub as_of_ms: u64,

@@ -552,17 +552,10 @@ fn start_fault(
                         sim.partition(names[r].as_str(), name.as_str());
                     }
                 }
-                for client in client_hosts(names) {
-                    sim.partition_oneway(names[r].as_str(), client);
-                }
+                sim.partition_oneway(names[r].as_str(), workload::CLIENTS_HOST);
             }
         }
     }
-}
-
-/// The host names of the workload's clients (not the checker: it runs after healing).
-fn client_hosts(_names: &[String]) -> [&'static str; 1] {
-    [workload::CLIENTS_HOST]
 }
 
 fn end_fault(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault) {
@@ -606,9 +599,7 @@ fn end_fault(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault) {
                         sim.repair(names[r].as_str(), name.as_str());
                     }
                 }
-                for client in client_hosts(names) {
-                    sim.repair_oneway(names[r].as_str(), client);
-                }
+                sim.repair_oneway(names[r].as_str(), workload::CLIENTS_HOST);
             }
         }
     }
@@ -623,9 +614,7 @@ fn heal(sim: &mut turmoil::Sim<'_>, names: &[String]) {
             sim.release(a.as_str(), b.as_str());
             normal_latency(sim, a, b);
         }
-        for client in client_hosts(names) {
-            sim.repair(a.as_str(), client);
-        }
+        sim.repair(a.as_str(), workload::CLIENTS_HOST);
     }
 }
 

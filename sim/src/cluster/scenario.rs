@@ -72,8 +72,7 @@ impl ClusterConfig {
 
     /// Votes sent one at a time (the rest go in edge batches).
     pub fn single_votes(&self) -> u64 {
-        ((self.votes as f64 * SINGLE_VOTE_SHARE).round() as u64)
-            .clamp(1.min(self.votes), SINGLE_VOTES_MAX)
+        ((self.votes as f64 * SINGLE_VOTE_SHARE).round() as u64).clamp(1, SINGLE_VOTES_MAX)
     }
 
     /// The region names of this run.

@@ -4,7 +4,7 @@
 //!
 //! Votes are numbered: `0..single` are single votes, the rest travel in edge batches of
 //! [`EDGE_BATCH_VOTES`]; batch `c` belongs to region `c % regions`. Both kinds are spread
-//! evenly over [`VOTING_MS`] after [`WARM_UP_MS`].
+//! evenly over [`VOTING_MS`] from the plan's start.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -18,7 +18,7 @@ use tally_node::http::{BinaryBatch, BinaryVote, POSTCARD_MEDIA_TYPE};
 use super::http::{Conn, Outcome};
 use super::ledger::{Ledger, Read};
 use super::net::now_ms;
-use super::scenario::{EDGE_BATCH_VOTES, VOTING_MS, WARM_UP_MS};
+use super::scenario::{EDGE_BATCH_VOTES, VOTING_MS};
 
 /// The poll every client votes in.
 pub const POLL: &str = "superbowl";
@@ -428,7 +428,6 @@ async fn readers(plan: Arc<Plan>, shared: Shared) {
     sleep_until_ms(plan.start_ms).await;
     while now_ms() < end {
         let region = rng.random_range(0..plan.regions.len());
-        let invoked_ms = now_ms();
         let read = read_results(&mut conns[region], Duration::from_millis(1_000)).await;
         let completed_ms = now_ms();
         if let Some(read) = read {
@@ -437,7 +436,6 @@ async fn readers(plan: Arc<Plan>, shared: Shared) {
             ledger.trace(&[21, region as u64, completed_ms, read.total as u64]);
             ledger.reads.push(Read {
                 region,
-                invoked_ms,
                 completed_ms,
                 as_of_ms: read.as_of_ms,
                 total: read.total,
@@ -463,9 +461,4 @@ pub async fn clients(plan: Arc<Plan>, shared: Shared) -> turmoil::Result {
     tokio::join!(voting, readers(plan.clone(), shared.clone()));
     lock(&shared).clients_done = true;
     Ok(())
-}
-
-/// Starts at `WARM_UP_MS` after the epoch.
-pub fn start_ms(epoch_ms: u64) -> u64 {
-    epoch_ms + WARM_UP_MS
 }
