@@ -21,7 +21,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use tally_core::{LocalVote, PollId, RecordBatch, Replica, UnixMillis, wire};
+use tally_core::{LocalVote, OptionIndex, PollId, RecordBatch, Replica, UnixMillis, VoteId, wire};
 
 use common::{
     GROUP_COMMIT_VOTES, accept_range, actor, group_commit, new_replica, option_of, poll_id,
@@ -141,6 +141,48 @@ fn bench_accept_new(c: &mut Criterion, fixture: &mut LazyFixture, label: &str) {
     group.finish();
 }
 
+/// The votes `from..from + GROUP_COMMIT_VOTES` as a batch, as an edge aggregator posts them.
+fn batch_of(from: u64) -> Vec<(OptionIndex, VoteId)> {
+    (from..from + GROUP_COMMIT_VOTES)
+        .map(|i| (option_of(i), vote_id(i)))
+        .collect()
+}
+
+/// Local accepts of IDs never seen, 4,096 per `accept_local_batch` call (one edge batch) and
+/// one group commit after each; building the batch is untimed.
+fn bench_accept_batch_new(c: &mut Criterion, fixture: &mut LazyFixture, label: &str) {
+    let mut group = c.benchmark_group("accept_local_batch");
+    group.throughput(Throughput::Elements(GROUP_COMMIT_VOTES));
+    group.bench_function(BenchmarkId::new("new_ids", label), |b| {
+        let fixture = fixture.get();
+        let mut answers = Vec::with_capacity(GROUP_COMMIT_VOTES as usize);
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                fixture.rebuild_if_grown();
+                let from = fixture.next_local;
+                let votes = batch_of(from);
+                let now = fixture.now();
+                let (replica, poll) = (&mut fixture.replica, &fixture.poll);
+                answers.clear();
+                elapsed += timed(|| {
+                    let accepted = replica.accept_local_batch(poll, &votes, now, &mut answers);
+                    group_commit(replica);
+                    assert_eq!(accepted, Ok(()));
+                });
+                assert!(
+                    answers
+                        .iter()
+                        .all(|a| matches!(a, Ok(LocalVote::Counted { .. })))
+                );
+                fixture.next_local = from + GROUP_COMMIT_VOTES;
+            }
+            elapsed
+        });
+    });
+    group.finish();
+}
+
 /// Local accepts of IDs already held (retries), drawn at random from the held ones.
 fn bench_accept_duplicate(c: &mut Criterion, fixture: &mut LazyFixture, label: &str) {
     let mut group = c.benchmark_group("accept_local");
@@ -249,6 +291,7 @@ fn bench_replica(c: &mut Criterion) {
         let mut fixture = LazyFixture::new(held);
         bench_accept_duplicate(c, &mut fixture, label);
         bench_accept_new(c, &mut fixture, label);
+        bench_accept_batch_new(c, &mut fixture, label);
         drop(fixture);
         if held == 1_000_000 {
             bench_apply(c, held, label);

@@ -2,7 +2,7 @@
 //! corpus replay and proptests call the very same function. Not part of the API.
 //!
 //! [`check_replica_ops`] reads a byte string as a sequence of operations on two replicas
-//! (local votes, the durability handshake, records from three remote actors delivered with
+//! (local votes one at a time and in batches, the durability handshake, records from three remote actors delivered with
 //! overlaps and repeats, record sync and counter merges between the two, a remote actor
 //! superseded by a newer incarnation of its node) and checks every step
 //! against a reference model that knows nothing of the core's data structures: a map from
@@ -139,10 +139,46 @@ impl Harness {
     }
 
     fn accept_local(&mut self, r: usize, option: u8, vote_id: u128) -> Result<(), String> {
-        let known = self.model.knows(r, vote_id);
         let answer = self.replicas[r]
             .accept_local(&self.poll, OptionIndex(option), VoteId(vote_id), self.now)
             .map_err(|e| format!("accept_local refused a valid vote: {e}"))?;
+        self.check_local_answer(r, option, vote_id, answer)
+    }
+
+    /// Accepts `votes` in one `accept_local_batch` call: each answer must be what the model
+    /// expects of that vote after the ones before it.
+    fn accept_local_batch(&mut self, r: usize, votes: &[(u8, u128)]) -> Result<(), String> {
+        let batch: Vec<(OptionIndex, VoteId)> = votes
+            .iter()
+            .map(|&(option, vote_id)| (OptionIndex(option), VoteId(vote_id)))
+            .collect();
+        let mut answers = Vec::new();
+        self.replicas[r]
+            .accept_local_batch(&self.poll, &batch, self.now, &mut answers)
+            .map_err(|e| format!("accept_local_batch refused a valid batch: {e}"))?;
+        if answers.len() != votes.len() {
+            return Err(format!(
+                "{} answers to {} votes",
+                answers.len(),
+                votes.len()
+            ));
+        }
+        for (&(option, vote_id), answer) in votes.iter().zip(answers) {
+            let answer = answer.map_err(|e| format!("a batch refused a valid vote: {e}"))?;
+            self.check_local_answer(r, option, vote_id, answer)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the answer to a local vote against the model, and records it there.
+    fn check_local_answer(
+        &mut self,
+        r: usize,
+        option: u8,
+        vote_id: u128,
+        answer: LocalVote,
+    ) -> Result<(), String> {
+        let known = self.model.knows(r, vote_id);
         match answer {
             LocalVote::Counted { seq, second } if !known => {
                 let log = self
@@ -292,12 +328,24 @@ pub fn check_replica_ops(data: &[u8]) -> Result<(), String> {
         let Some(op) = next() else { break };
         let r = usize::from(op & 0x80 != 0);
         match op & 0x07 {
-            0 | 1 => {
+            0 => {
                 let (Some(option), Some(id)) = (next(), next()) else {
                     break;
                 };
                 let option = option % FUZZ_OPTIONS_COUNT as u8;
                 harness.accept_local(r, option, u128::from(id % FUZZ_VOTE_IDS_COUNT))?;
+            }
+            1 => {
+                let Some(count) = next() else { break };
+                let mut votes = Vec::new();
+                for _ in 0..=count % 8 {
+                    let (Some(option), Some(id)) = (next(), next()) else {
+                        break;
+                    };
+                    let option = option % FUZZ_OPTIONS_COUNT as u8;
+                    votes.push((option, u128::from(id % FUZZ_VOTE_IDS_COUNT)));
+                }
+                harness.accept_local_batch(r, &votes)?;
             }
             2 => {
                 let Some(count) = next() else { break };

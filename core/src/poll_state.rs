@@ -305,22 +305,71 @@ impl PollState {
     /// Appends the records of `batch` from seq `from` on (which must be `held + 1`).
     fn append_from(&mut self, slot: ActorSlot, batch: &RecordBatch, from: Seq) -> usize {
         debug_assert_eq!(from, self.store.held(slot) + 1);
+        let records = batch.iter().skip((from - batch.first_seq()) as usize);
+        self.append_records(slot, records, Seq::MAX)
+    }
+
+    /// Appends `records`, the next ones of `slot` in seq order, with their counts and the
+    /// winner rule. Records from seq `unique_from` on are of vote IDs the caller knows no
+    /// record is held for, so they join the index without a comparison.
+    fn append_records(
+        &mut self,
+        slot: ActorSlot,
+        records: impl Iterator<Item = BatchRecord>,
+        unique_from: Seq,
+    ) -> usize {
         let mut run = AcceptedRun {
             second: 0,
             counts: [0; OPTIONS_MAX],
         };
         let mut added = 0;
-        for record in batch.iter().skip((from - batch.first_seq()) as usize) {
+        for record in records {
             if record.second != run.second {
                 self.flush_run(slot, &mut run);
                 run.second = record.second;
             }
             run.counts[record.option.get()] += 1;
-            self.add_record(slot, record);
+            if record.seq >= unique_from {
+                self.store
+                    .append_unique(slot, record.vote_id, record.option, record.second);
+            } else {
+                self.add_record(slot, record);
+            }
             added += 1;
         }
         self.flush_run(slot, &mut run);
         added
+    }
+
+    /// Appends this node's own records, which its log has just made durable: what
+    /// [`Self::apply`] does with a batch of them, without building and checking one. The
+    /// records are `actor`'s next ones (the first is seq `held + 1`), of known options. No
+    /// record of their vote IDs is held from seq `unique_from` on: the caller deduplicated
+    /// them against this state when they were accepted, and nothing else was added since.
+    pub(crate) fn append_own_durable(
+        &mut self,
+        actor: &ActorId,
+        records: impl Iterator<Item = BatchRecord>,
+        unique_from: Seq,
+    ) -> Result<usize, ApplyError> {
+        let slot = self.slot(actor)?;
+        let mut expected = self.store.held(slot) + 1;
+        let option_count = self.option_count;
+        let records = records.inspect(move |record| {
+            assert_eq!(record.seq, expected, "own records out of order");
+            assert!(
+                record.option.get() < option_count,
+                "own record of no option"
+            );
+            expected += 1;
+        });
+        let added = self.append_records(slot, records, unique_from);
+        if !self.pending.is_empty() {
+            // Batches of this actor held back for a gap (relayed copies of its own records
+            // read back at start-up) may now be contiguous.
+            self.release_pending(slot);
+        }
+        Ok(added)
     }
 
     fn flush_run(&mut self, slot: ActorSlot, run: &mut AcceptedRun) {

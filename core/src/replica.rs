@@ -17,7 +17,7 @@ use crate::limits::IN_FLIGHT_RECORDS_MAX;
 use crate::merge::Merge;
 use crate::poll::{PollSpec, PollStatus, PollWindow};
 use crate::poll_state::{Applied, ApplyError, PollState};
-use crate::record_batch::RecordBatch;
+use crate::record_batch::{BatchRecord, RecordBatch};
 use crate::version_vector::VersionVector;
 use crate::vote_id::VoteId;
 use crate::wire::{ActorCounters, CounterEntry, CounterState};
@@ -94,6 +94,10 @@ pub enum LocalVote {
 /// Local records not yet durable, in seq order.
 struct InFlight {
     first_seq: Seq,
+    /// The last seq accepted before records of other actors last joined the state: up to
+    /// it, a record may have met a rival of its vote ID by the time it is durable, and the
+    /// winner rule must compare them; after it, its vote ID is known to have no record held.
+    compare_through: Seq,
     records: VecDeque<(VoteId, OptionIndex, Second)>,
     seq_by_vote_id: HashMap<u128, Seq, ahash::RandomState>,
     handed_out: usize,
@@ -104,6 +108,58 @@ struct PollReplica {
     state: PollState,
     in_flight: InFlight,
     last_second: Second,
+}
+
+/// Votes of a batch whose dedupe lookups [`Replica::accept_local_batch`] runs back to back:
+/// enough cache misses in flight at once to keep the memory system busy, few enough for the
+/// CPU's miss buffers (16 or so).
+pub(crate) const ACCEPT_LOOKAHEAD: usize = 16;
+
+impl PollReplica {
+    /// The second a vote accepted at `now` is stamped with: an actor stamps its records in
+    /// time order even if the caller's clock steps back.
+    fn stamp(&mut self, now: UnixMillis) -> Second {
+        let second = self
+            .spec
+            .window
+            .second_at(now)
+            .unwrap_or(self.last_second)
+            .max(self.last_second);
+        self.last_second = second;
+        second
+    }
+
+    /// Accepts one vote cast at `now` in this open poll; `held` says whether the replicated
+    /// state holds a record of its ID.
+    fn accept_one(
+        &mut self,
+        option: OptionIndex,
+        vote_id: VoteId,
+        held: bool,
+        now: UnixMillis,
+    ) -> Result<LocalVote, AcceptError> {
+        if option.get() >= self.spec.options().len() {
+            return Err(AcceptError::UnknownOption(option.0));
+        }
+        if held {
+            return Ok(LocalVote::Duplicate { wait_for: None });
+        }
+        let in_flight = &mut self.in_flight;
+        if let Some(&seq) = in_flight.seq_by_vote_id.get(&vote_id.0) {
+            return Ok(LocalVote::Duplicate {
+                wait_for: Some(seq),
+            });
+        }
+        if in_flight.records.len() >= IN_FLIGHT_RECORDS_MAX {
+            return Err(AcceptError::Overloaded);
+        }
+        let seq = in_flight.first_seq + in_flight.records.len() as Seq;
+        let second = self.stamp(now);
+        let in_flight = &mut self.in_flight;
+        in_flight.records.push_back((vote_id, option, second));
+        in_flight.seq_by_vote_id.insert(vote_id.0, seq);
+        Ok(LocalVote::Counted { seq, second })
+    }
 }
 
 /// One node's replica of every poll.
@@ -185,6 +241,7 @@ impl Replica {
         }
         let in_flight = InFlight {
             first_seq: 1,
+            compare_through: 0,
             records: VecDeque::new(),
             seq_by_vote_id: HashMap::with_hasher(ahash::RandomState::with_seeds(k1, k2, k3, k0)),
             handed_out: 0,
@@ -234,42 +291,54 @@ impl Replica {
         vote_id: VoteId,
         now: UnixMillis,
     ) -> Result<LocalVote, AcceptError> {
-        let replica = self
-            .polls
+        let replica = Self::open_poll(&mut self.polls, poll, now)?;
+        let held = replica.state.contains(vote_id);
+        replica.accept_one(option, vote_id, held, now)
+    }
+
+    /// Accepts votes cast at this node at `now` in one poll, appending one answer per vote to
+    /// `answers`, in order: the same answers as [`Self::accept_local`] for each vote in turn,
+    /// but faster. The replicated state does not change while local votes are accepted (they
+    /// wait in flight), so the dedupe lookups of [`ACCEPT_LOOKAHEAD`] votes run back to back
+    /// before those votes are taken in turn, and the CPU overlaps their cache misses (the
+    /// index of a large poll is far bigger than the caches, and a miss costs more than the
+    /// rest of an accept). A refusal that concerns the whole poll (unknown, not open, closed)
+    /// is returned as the error before anything is counted.
+    pub fn accept_local_batch(
+        &mut self,
+        poll: &PollId,
+        votes: &[(OptionIndex, VoteId)],
+        now: UnixMillis,
+        answers: &mut Vec<Result<LocalVote, AcceptError>>,
+    ) -> Result<(), AcceptError> {
+        let replica = Self::open_poll(&mut self.polls, poll, now)?;
+        answers.reserve(votes.len());
+        for group in votes.chunks(ACCEPT_LOOKAHEAD) {
+            let mut held = [false; ACCEPT_LOOKAHEAD];
+            for (held, &(_, vote_id)) in held.iter_mut().zip(group) {
+                *held = replica.state.contains(vote_id);
+            }
+            for (&held, &(option, vote_id)) in held.iter().zip(group) {
+                answers.push(replica.accept_one(option, vote_id, held, now));
+            }
+        }
+        Ok(())
+    }
+
+    /// The poll `poll` if it exists and is open at `now`.
+    fn open_poll<'a>(
+        polls: &'a mut BTreeMap<PollId, PollReplica>,
+        poll: &PollId,
+        now: UnixMillis,
+    ) -> Result<&'a mut PollReplica, AcceptError> {
+        let replica = polls
             .get_mut(poll)
             .ok_or_else(|| AcceptError::UnknownPoll(poll.clone()))?;
-        if option.get() >= replica.spec.options().len() {
-            return Err(AcceptError::UnknownOption(option.0));
-        }
         match replica.spec.window.status(now) {
-            PollStatus::NotOpen => return Err(AcceptError::NotOpen),
-            PollStatus::Closed => return Err(AcceptError::Closed),
-            PollStatus::Open => {}
+            PollStatus::NotOpen => Err(AcceptError::NotOpen),
+            PollStatus::Closed => Err(AcceptError::Closed),
+            PollStatus::Open => Ok(replica),
         }
-        if replica.state.contains(vote_id) {
-            return Ok(LocalVote::Duplicate { wait_for: None });
-        }
-        let in_flight = &mut replica.in_flight;
-        if let Some(&seq) = in_flight.seq_by_vote_id.get(&vote_id.0) {
-            return Ok(LocalVote::Duplicate {
-                wait_for: Some(seq),
-            });
-        }
-        if in_flight.records.len() >= IN_FLIGHT_RECORDS_MAX {
-            return Err(AcceptError::Overloaded);
-        }
-        // An actor stamps its records in time order even if the caller's clock steps back.
-        let second = replica
-            .spec
-            .window
-            .second_at(now)
-            .unwrap_or(replica.last_second)
-            .max(replica.last_second);
-        replica.last_second = second;
-        let seq = in_flight.first_seq + in_flight.records.len() as Seq;
-        in_flight.records.push_back((vote_id, option, second));
-        in_flight.seq_by_vote_id.insert(vote_id.0, seq);
-        Ok(LocalVote::Counted { seq, second })
     }
 
     /// Hands out the local records not yet handed out, one batch per poll, for the caller to
@@ -307,18 +376,28 @@ impl Replica {
             count <= in_flight.handed_out,
             "mark_durable past what was handed out for logging"
         );
-        let mut batch = RecordBatch::new(poll.clone(), self.actor.clone(), in_flight.first_seq);
-        for (vote_id, option, second) in in_flight.records.drain(..count) {
-            batch.push(vote_id, option, second);
+        let first_seq = in_flight.first_seq;
+        let mut records = Vec::with_capacity(count);
+        for ((vote_id, option, second), seq) in in_flight.records.drain(..count).zip(first_seq..) {
             in_flight.seq_by_vote_id.remove(&vote_id.0);
+            records.push(BatchRecord {
+                seq,
+                vote_id,
+                option,
+                second,
+            });
         }
+        let records = records.into_iter();
+        let unique_from = in_flight.compare_through + 1;
+        let added = replica
+            .state
+            .append_own_durable(&self.actor, records, unique_from);
+        assert!(
+            added.as_ref().is_ok_and(|&added| added == count),
+            "own durable records did not apply: {added:?}"
+        );
         in_flight.first_seq = seq + 1;
         in_flight.handed_out -= count;
-        let applied = replica.state.apply(&batch);
-        assert!(
-            applied.as_ref().is_ok_and(|a| a.added == count),
-            "own durable records did not apply: {applied:?}"
-        );
     }
 
     /// Applies records received from a peer.
@@ -333,7 +412,12 @@ impl Replica {
                 seq: batch.last_seq(),
             });
         }
-        Ok(replica.state.apply(batch)?)
+        let applied = replica.state.apply(batch)?;
+        if applied.added > 0 {
+            let in_flight = &mut replica.in_flight;
+            in_flight.compare_through = in_flight.first_seq + in_flight.records.len() as Seq - 1;
+        }
+        Ok(applied)
     }
 
     /// Applies records read back from this node's own write-ahead log at start-up, including

@@ -575,21 +575,28 @@ impl Engine {
         reply: Reply<Vec<BatchVoteAck>>,
     ) {
         let now = self.clock.now();
+        let mut answers = Vec::with_capacity(votes.len());
+        if let Err(error) = self
+            .replica
+            .accept_local_batch(poll, &votes, now, &mut answers)
+        {
+            // Poll-level refusals (unknown, not open, closed): nothing was counted.
+            let _ = reply.send(Err(error.into()));
+            return;
+        }
         let mut acks = Vec::with_capacity(votes.len());
         let mut must_wait = false;
-        for (option, vote_id) in votes {
-            match self.replica.accept_local(poll, option, vote_id, now) {
+        for answer in answers {
+            match answer {
                 Ok(vote) => {
                     must_wait |= !matches!(vote, LocalVote::Duplicate { wait_for: None });
                     acks.push(BatchVoteAck::Ack(ack(vote)));
                 }
                 Err(AcceptError::Overloaded) => acks.push(BatchVoteAck::Overloaded),
                 Err(error) => {
-                    // Poll-level refusals (unknown, not open, closed) apply to the whole batch;
-                    // the first vote hits them, before anything was counted.
-                    debug_assert!(
-                        acks.is_empty() || matches!(error, AcceptError::UnknownOption(_))
-                    );
+                    // Only an unknown option is refused vote by vote, and the HTTP layer
+                    // maps option names to indexes before the engine sees them.
+                    debug_assert!(matches!(error, AcceptError::UnknownOption(_)));
                     let _ = reply.send(Err(error.into()));
                     return;
                 }

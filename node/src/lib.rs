@@ -17,6 +17,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod engine;
 pub mod http;
+pub mod huge_pages;
 pub mod load;
 pub mod metrics;
 pub mod peer;

@@ -142,6 +142,8 @@ impl RunArgs {
 }
 
 fn main() -> ExitCode {
+    // First, before any allocation worth the name: may replace this process with itself.
+    tally_node::huge_pages::reexec_with_huge_pages();
     let cli = Cli::parse();
     // The demo prints its own story; its regions log only warnings unless RUST_LOG says more.
     let default_level = match cli.command {
@@ -162,6 +164,15 @@ fn main() -> ExitCode {
                 "TALLY_LOG_FORMAT must be `text` or `json`; logging as text"
             );
         }
+    }
+    if tally_node::huge_pages::active() {
+        tracing::info!(
+            "heap on transparent huge pages (glibc.malloc.hugetlb=1; TALLY_HUGE_PAGES=0 turns this off)"
+        );
+    } else {
+        tracing::info!(
+            "heap on 4 KiB pages (huge pages off: TALLY_HUGE_PAGES=0, GLIBC_TUNABLES set, or no THP)"
+        );
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

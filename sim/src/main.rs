@@ -121,6 +121,9 @@ fn parse_scale(text: &str) -> Result<f64, String> {
 }
 
 fn main() -> ExitCode {
+    // The simulated nodes hold tens of millions of IDs: huge pages make it markedly faster
+    // (BENCHMARKS.md). May replace this process with itself; results are the same either way.
+    tally_node::huge_pages::reexec_with_huge_pages();
     let args = Args::parse();
     match args.scenario {
         Scenario::Replicas => replicas(&args),
