@@ -92,6 +92,11 @@ impl ActorState {
 
 /// Per-option accepted counts for one second, flushed into an actor's counters in one go, so
 /// the hot path touches the counter map once per second-run instead of once per record.
+/// Records whose index lookups [`PollState::append_records`] runs back to back before
+/// taking them in turn: enough cache misses in flight to keep the memory system busy, few
+/// enough for the CPU's miss buffers.
+const LOOKUP_AHEAD: usize = 16;
+
 struct AcceptedRun {
     second: Second,
     counts: [u64; OPTIONS_MAX],
@@ -315,7 +320,7 @@ impl PollState {
     fn append_records(
         &mut self,
         slot: ActorSlot,
-        records: impl Iterator<Item = BatchRecord>,
+        mut records: impl Iterator<Item = BatchRecord>,
         unique_from: Seq,
     ) -> usize {
         let mut run = AcceptedRun {
@@ -323,22 +328,52 @@ impl PollState {
             counts: [0; OPTIONS_MAX],
         };
         let mut added = 0;
-        for record in records {
-            if record.second != run.second {
-                self.flush_run(slot, &mut run);
-                run.second = record.second;
+        let unused = BatchRecord {
+            seq: 0,
+            vote_id: VoteId(0),
+            option: OptionIndex(0),
+            second: 0,
+        };
+        let mut group = [unused; LOOKUP_AHEAD];
+        loop {
+            let mut len = 0;
+            for (place, record) in group.iter_mut().zip(records.by_ref()) {
+                *place = record;
+                len += 1;
             }
-            run.counts[record.option.get()] += 1;
-            if record.seq >= unique_from {
-                self.store
-                    .append_unique(slot, record.vote_id, record.option, record.second);
-            } else {
-                self.add_record(slot, record);
+            if len == 0 {
+                break;
             }
-            added += 1;
+            self.warm_index(&group[..len], unique_from);
+            for &record in &group[..len] {
+                if record.second != run.second {
+                    self.flush_run(slot, &mut run);
+                    run.second = record.second;
+                }
+                run.counts[record.option.get()] += 1;
+                if record.seq >= unique_from {
+                    self.store
+                        .append_unique(slot, record.vote_id, record.option, record.second);
+                } else {
+                    self.add_record(slot, record);
+                }
+                added += 1;
+            }
         }
         self.flush_run(slot, &mut run);
         added
+    }
+
+    /// Looks up the vote IDs of `group` (those before `unique_from`) back to back, so that
+    /// their cache misses overlap; the lookups that follow, one record at a time with inserts
+    /// in between, then find the index's lines in the cache. Only a warm-up: an ID repeated
+    /// within the group is looked up again, after the inserts before it.
+    fn warm_index(&self, group: &[BatchRecord], unique_from: Seq) {
+        let mut found = 0;
+        for record in group.iter().filter(|r| r.seq < unique_from) {
+            found += usize::from(self.store.winner_position(record.vote_id).is_some());
+        }
+        std::hint::black_box(found);
     }
 
     /// Appends this node's own records, which its log has just made durable: what

@@ -1,18 +1,17 @@
 //! The dedupe index: for each vote ID held, the position of its winning record.
 //!
-//! Swiss tables (hashbrown) of bare 4-byte positions that compare IDs by reading the record, so
-//! no vote ID is stored twice, split into [`SHARDS`] shards by 8 bits of the ID's keyed hash.
+//! A swiss table (hashbrown) of bare 4-byte positions that compares IDs by reading the record,
+//! so no vote ID is stored twice. One control byte per bucket sits apart from the positions:
+//! looking up a new ID reads only its control bytes, a region a fifth the size of the table.
 //!
-//! Why this shape (measured, BENCHMARKS.md):
-//! - a swiss table keeps one control byte per slot apart from the slots. Looking up a new ID
-//!   reads only its control bytes, a region a fifth the size of the table that mostly stays
-//!   in the CPU's last-level cache even at tens of millions of IDs. A table of 8-byte slots
-//!   holding a tag and a position, tried instead, made every lookup a DRAM miss and accepts
-//!   1.3–1.5× slower at 10M IDs held;
-//! - a resize rehashes every ID, which means reading every record at random. In one table
-//!   that is a pause of a second or more at 15M IDs, with votes waiting behind it; each shard
-//!   resizes on its own, 1/256 of the pause (and of the transient memory of old and new table
-//!   side by side) at a time.
+//! Tried and not kept (BENCHMARKS.md):
+//! - 8-byte slots holding 32 hash bits next to the position (one miss per lookup, resizes
+//!   without reading records): every lookup became a DRAM miss, accepts 1.3–1.5× slower at
+//!   10M IDs held;
+//! - 256 shards, each resizing on its own (a resize pause 1/256 as long): with the heap on
+//!   transparent huge pages (node/src/huge_pages.rs), one big table is backed by 2 MiB pages
+//!   and 256 small ones are not, and remote applies at 1M held fell from ~9M to ~5–7M
+//!   records/s.
 //!
 //! No ID is ever removed: a vote ID, once held, is held forever; only its winner changes.
 
@@ -20,44 +19,32 @@ use hashbrown::HashTable;
 
 use crate::record_store::Position;
 
-/// Shards of the index.
-const SHARDS: usize = 256;
-
-/// A vote ID's 64-bit keyed hash. The shard comes from bits 32..40, clear of the bits a swiss
-/// table uses itself (its low bits pick a bucket, its top 7 bits are the control byte).
+/// A vote ID's 64-bit keyed hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct IdHash(pub(crate) u64);
 
-impl IdHash {
-    fn shard(self) -> usize {
-        ((self.0 >> 32) as usize) % SHARDS
-    }
-}
-
 /// The winner of each vote ID, by keyed hash; the records themselves live in the store.
 pub(crate) struct VoteIndex {
-    shards: Box<[HashTable<Position>]>,
-    len: usize,
+    table: HashTable<Position>,
 }
 
 impl VoteIndex {
     /// An empty index.
     pub(crate) fn new() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| HashTable::new()).collect(),
-            len: 0,
+            table: HashTable::new(),
         }
     }
 
     /// Vote IDs indexed.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.table.len()
     }
 
     /// The winner's position of the ID with `hash`, if indexed; `eq` says whether a position
     /// holds that ID.
     pub(crate) fn find(&self, hash: IdHash, eq: impl Fn(Position) -> bool) -> Option<Position> {
-        self.shards[hash.shard()].find(hash.0, |&p| eq(p)).copied()
+        self.table.find(hash.0, |&p| eq(p)).copied()
     }
 
     /// Indexes `position` as the winner of its ID (with `hash`) if the ID has none, in one
@@ -70,12 +57,10 @@ impl VoteIndex {
         eq: impl Fn(Position) -> bool,
         hash_at: impl Fn(Position) -> IdHash,
     ) -> Option<Position> {
-        let shard = &mut self.shards[hash.shard()];
-        match shard.entry(hash.0, |&p| eq(p), |&p| hash_at(p).0) {
+        match self.table.entry(hash.0, |&p| eq(p), |&p| hash_at(p).0) {
             hashbrown::hash_table::Entry::Occupied(winner) => Some(*winner.get()),
             hashbrown::hash_table::Entry::Vacant(slot) => {
                 slot.insert(position);
-                self.len += 1;
                 None
             }
         }
@@ -89,8 +74,8 @@ impl VoteIndex {
         position: Position,
         hash_at: impl Fn(Position) -> IdHash,
     ) {
-        self.shards[hash.shard()].insert_unique(hash.0, position, |&p| hash_at(p).0);
-        self.len += 1;
+        self.table
+            .insert_unique(hash.0, position, |&p| hash_at(p).0);
     }
 
     /// Makes `position` the winner of its ID (with `hash`), which must be indexed. Returns
@@ -101,7 +86,7 @@ impl VoteIndex {
         position: Position,
         eq: impl Fn(Position) -> bool,
     ) -> bool {
-        match self.shards[hash.shard()].find_mut(hash.0, |&p| eq(p)) {
+        match self.table.find_mut(hash.0, |&p| eq(p)) {
             Some(slot) => {
                 *slot = position;
                 true
@@ -112,17 +97,13 @@ impl VoteIndex {
 
     /// Every winner's position, in no particular order.
     pub(crate) fn positions(&self) -> impl Iterator<Item = Position> + '_ {
-        self.shards.iter().flat_map(|s| s.iter().copied())
+        self.table.iter().copied()
     }
 
     /// Bytes of heap reserved (capacity, not length): per bucket, a position and a control
     /// byte (buckets are capacity × 8/7).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.capacity() * (std::mem::size_of::<Position>() + 1) * 8 / 7)
-            .sum::<usize>()
-            + self.shards.len() * std::mem::size_of::<HashTable<Position>>()
+        self.table.capacity() * (std::mem::size_of::<Position>() + 1) * 8 / 7
     }
 }
 
@@ -146,8 +127,8 @@ mod tests {
 
     #[test]
     fn colliding_tags_are_told_apart_by_the_records() {
-        // Goal: two IDs with the same hash (so the same shard and bucket) both index and both
-        // stay findable; the record comparison decides.
+        // Goal: two IDs with the same hash (so the same bucket) both index and both stay
+        // findable; the record comparison decides.
         let ids = [10, 20];
         let same = IdHash(0xabcd_ef01_2345_6789);
         let mut index = VoteIndex::new();
@@ -166,11 +147,11 @@ mod tests {
     }
 
     #[test]
-    fn a_shard_that_grows_keeps_every_id_and_the_others_stay_empty() {
-        // Goal: IDs aimed at one shard all land there, survive its resizes, and stay findable.
+    fn an_index_that_grows_keeps_every_id() {
+        // Goal: IDs survive the table's resizes (rehashed through `hash_at`) and stay findable.
         let count = 20_000u64;
         let ids: Vec<u64> = (0..count).collect();
-        let hash = |id: u64| IdHash((7 << 32) | (id.wrapping_mul(0x9e37_79b9) << 40) | id);
+        let hash = hash_of;
         let mut index = VoteIndex::new();
         for &id in &ids {
             let inserted = index.insert_if_new(hash(id), id as Position, eq_at(&ids, id), |p| {
@@ -181,7 +162,7 @@ mod tests {
         for &id in &ids {
             assert_eq!(index.find(hash(id), eq_at(&ids, id)), Some(id as Position));
         }
-        assert_eq!(index.shards[7].len(), count as usize);
+        assert_eq!(index.len(), count as usize);
         assert_eq!(index.positions().count(), count as usize);
     }
 
