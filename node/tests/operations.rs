@@ -7,6 +7,8 @@
 //!   `deploy/prometheus/alerts.yml` healthy; every metric the rules and the Grafana dashboard
 //!   name is one the node exports.
 //! - The Kubernetes ConfigMap's `tally.toml` is a valid node config for every pod.
+//! - Huge pages: the binary re-executes itself with `glibc.malloc.hugetlb=1` (same PID),
+//!   unless `TALLY_HUGE_PAGES=0` or the operator's own `GLIBC_TUNABLES` says otherwise.
 //!
 //! Every wait has a deadline and says what it waited for; processes are killed by Drop guards.
 
@@ -565,4 +567,84 @@ fn the_kubernetes_config_map_is_a_valid_config_for_every_pod() {
         assert!(!others.contains(&pod));
         assert_eq!(config.data_dir, Path::new("/var/lib/tally"));
     }
+}
+
+/// A `tally run` started with `env` (on top of this process's environment, minus any
+/// `GLIBC_TUNABLES` and `TALLY_HUGE_PAGES`), killed on drop.
+struct PlainNode(Child);
+
+impl PlainNode {
+    fn start(address: SocketAddr, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
+        command
+            .args(["run", "--memory-only", "--listen", &address.to_string()])
+            .env_remove("GLIBC_TUNABLES")
+            .env_remove("TALLY_HUGE_PAGES")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let node = Self(command.spawn().expect("cannot start the tally binary"));
+        http::wait_ready(address, Duration::from_secs(20));
+        node
+    }
+
+    /// The environment the process runs with now (after any re-execution: same PID).
+    fn environment(&self) -> Vec<String> {
+        let raw = std::fs::read(format!("/proc/{}/environ", self.0.id())).unwrap();
+        raw.split(|&b| b == 0)
+            .map(|kv| String::from_utf8_lossy(kv).into_owned())
+            .collect()
+    }
+}
+
+impl Drop for PlainNode {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_binary_re_executes_itself_with_huge_pages_unless_told_not_to() {
+    // Goal: started without the tunable, the same process (same PID) ends up running with
+    // `glibc.malloc.hugetlb=1` and serves; with TALLY_HUGE_PAGES=0 or the operator's own
+    // GLIBC_TUNABLES it runs as started.
+    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled");
+    let kernel_has_thp = thp.as_ref().is_ok_and(|mode| !mode.contains("[never]"));
+    let tunable = "GLIBC_TUNABLES=glibc.malloc.hugetlb=1".to_string();
+
+    let node = PlainNode::start(node::free_tcp_address(), &[]);
+    assert_eq!(
+        node.environment().contains(&tunable),
+        kernel_has_thp,
+        "huge pages on exactly when the kernel offers them (mode: {thp:?})"
+    );
+    drop(node);
+
+    let opted_out = PlainNode::start(node::free_tcp_address(), &[("TALLY_HUGE_PAGES", "0")]);
+    let environment = opted_out.environment();
+    assert!(
+        !environment
+            .iter()
+            .any(|kv| kv.starts_with("GLIBC_TUNABLES="))
+    );
+    drop(opted_out);
+
+    let operators = "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=0";
+    let chosen = PlainNode::start(node::free_tcp_address(), &[("GLIBC_TUNABLES", operators)]);
+    // glibc itself may drop a tunable set to its default from the variable it shows in
+    // /proc, so check only that the process was not re-executed with ours added.
+    let tunables = chosen
+        .environment()
+        .into_iter()
+        .find(|kv| kv.starts_with("GLIBC_TUNABLES="))
+        .unwrap_or_default();
+    assert!(
+        tunables.contains("glibc.malloc.arena_max=2") && !tunables.contains("hugetlb=1"),
+        "the operator's tunables are left as they are: {tunables}"
+    );
 }
