@@ -99,6 +99,23 @@ impl SessionError {
             )
         )
     }
+
+    /// `self`, or the connection's close if the session failed on a stream of a connection
+    /// that closed in an orderly way: a peer's goodbye that lands while a frame is being
+    /// written fails that write ("connection lost"), and the close is the real cause.
+    fn or_orderly_close_of(self, connection: &quinn::Connection) -> Self {
+        let orderly_close = connection.close_reason().filter(|reason| {
+            matches!(
+                reason,
+                quinn::ConnectionError::ApplicationClosed(_)
+                    | quinn::ConnectionError::LocallyClosed
+            )
+        });
+        match (self, orderly_close) {
+            (Self::Stream(_) | Self::Connection(_), Some(reason)) => Self::Connection(reason),
+            (error, _) => error,
+        }
+    }
 }
 
 /// What every session needs.
@@ -272,6 +289,7 @@ pub async fn serve_incoming(endpoint: quinn::Endpoint, context: Arc<SyncContext>
                 }
             };
             if let Err(error) = answer_peer(&connection, &context).await {
+                let error = error.or_orderly_close_of(&connection);
                 refuse(&connection, &error, &context.metrics.peers, "incoming");
                 if error.is_orderly() {
                     tracing::debug!(%remote, %error, "incoming peer session closed");
@@ -399,7 +417,9 @@ pub async fn pull_from(
         let session = async {
             let address = resolve(&target.address).await?;
             let connection = endpoint.connect(address, target.node.as_str())?.await?;
-            let result = pull_session(&connection, &target, &context, &mut backoff).await;
+            let result = pull_session(&connection, &target, &context, &mut backoff)
+                .await
+                .map_err(|error| error.or_orderly_close_of(&connection));
             if let Err(error) = &result {
                 refuse(&connection, error, &context.metrics.peers, &label);
             }
