@@ -2,8 +2,9 @@
 //! corpus replay and proptests call the very same function. Not part of the API.
 //!
 //! [`check_replica_ops`] reads a byte string as a sequence of operations on two replicas
-//! (local votes one at a time and in batches, the durability handshake, records from three remote actors delivered with
-//! overlaps and repeats, record sync and counter merges between the two, a remote actor
+//! (local votes one at a time and in batches, the durability handshake, records from three
+//! remote actors delivered with overlaps and repeats, record sync and counter merges between
+//! the two, a remote actor
 //! superseded by a newer incarnation of its node) and checks every step
 //! against a reference model that knows nothing of the core's data structures: a map from
 //! (actor, seq) to record, the prefix of every actor's log each replica holds, and the winner

@@ -26,7 +26,6 @@ mod record_store;
 mod replica;
 mod version_vector;
 mod vote_id;
-mod vote_index;
 pub mod wire;
 
 pub use counters::{CountPair, Counters};

@@ -90,13 +90,13 @@ impl ActorState {
     }
 }
 
+/// Vote IDs whose index lookups run back to back before they are taken in turn (by
+/// [`PollState::append_records`] and `Replica::accept_local_batch`): enough cache misses in
+/// flight to keep the memory system busy, few enough for the CPU's miss buffers.
+pub(crate) const LOOKUP_AHEAD: usize = 16;
+
 /// Per-option accepted counts for one second, flushed into an actor's counters in one go, so
 /// the hot path touches the counter map once per second-run instead of once per record.
-/// Records whose index lookups [`PollState::append_records`] runs back to back before
-/// taking them in turn: enough cache misses in flight to keep the memory system busy, few
-/// enough for the CPU's miss buffers.
-const LOOKUP_AHEAD: usize = 16;
-
 struct AcceptedRun {
     second: Second,
     counts: [u64; OPTIONS_MAX],

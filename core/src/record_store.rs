@@ -3,16 +3,25 @@
 //! Records sit in fixed-size chunks, each chunk owned by one actor and filled in that actor's
 //! seq order; a record is 17 bytes (16-byte ID, 1-byte option). Seconds are run-length encoded
 //! per actor, since an actor stamps its records in time order. A record's *position* (chunk
-//! number × chunk size + offset) is a `u32`, and the dedupe index ([`VoteIndex`]) holds, for
-//! each vote ID, the position of its current winner (4 bytes and a control byte a slot),
-//! comparing IDs by reading the record, so no vote ID is stored twice.
+//! number × chunk size + offset) is a `u32`, and the dedupe index is a swiss table of positions
+//! (4 bytes a slot) that compares keys by reading the record, so no vote ID is stored twice.
+//! The index holds, for each vote ID, the position of its current winner.
 //!
 //! Hashing uses a keyed hasher seeded by the caller (a per-node secret), because vote IDs are
 //! chosen by clients and must not be able to aim at one bucket.
+//!
+//! The index's control bytes (one per bucket) sit apart from the positions, so looking up a
+//! new ID reads only a region a fifth the size of the table. Tried and not kept (figures in
+//! BENCHMARKS.md, "Huge pages and batch accepts"):
+//! - 8-byte slots holding 32 hash bits beside the position: every lookup became a DRAM miss;
+//! - 256 shards resizing on their own: with the heap on huge pages (node/src/huge_pages.rs)
+//!   one big table is backed by 2 MiB pages and 256 small ones are not, and remote applies
+//!   fell from ~9M to ~5–7M records/s.
+
+use hashbrown::HashTable;
 
 use crate::ids::{OptionIndex, Second, Seq};
 use crate::vote_id::VoteId;
-use crate::vote_index::{IdHash, VoteIndex};
 
 /// Records per chunk. A chunk is 4096 × 17 bytes ≈ 68 KiB; the last chunk of each actor may
 /// be partly filled.
@@ -56,7 +65,7 @@ pub(crate) struct StoredRecord {
 pub(crate) struct RecordStore {
     chunks: Vec<Chunk>,
     actors: Vec<ActorRecords>,
-    index: VoteIndex,
+    index: HashTable<Position>,
     hasher: ahash::RandomState,
 }
 
@@ -67,7 +76,7 @@ impl RecordStore {
         Self {
             chunks: Vec::new(),
             actors: Vec::new(),
-            index: VoteIndex::new(),
+            index: HashTable::new(),
             hasher: ahash::RandomState::with_seeds(k0, k1, k2, k3),
         }
     }
@@ -89,16 +98,16 @@ impl RecordStore {
         self.index.len()
     }
 
-    /// The keyed hash the index files `vote_id` under.
-    fn hash(&self, vote_id: VoteId) -> IdHash {
-        IdHash(self.hasher.hash_one(vote_id.0))
+    fn hash(&self, vote_id: VoteId) -> u64 {
+        self.hasher.hash_one(vote_id.0)
     }
 
     /// The position of `vote_id`'s current winner, if the ID is known.
     pub(crate) fn winner_position(&self, vote_id: VoteId) -> Option<Position> {
         let chunks = &self.chunks;
         self.index
-            .find(self.hash(vote_id), |p| id_at(chunks, p) == vote_id.0)
+            .find(self.hash(vote_id), |&p| id_at(chunks, p) == vote_id.0)
+            .copied()
     }
 
     /// Whether any record for `vote_id` is held.
@@ -160,40 +169,44 @@ impl RecordStore {
         second: Second,
     ) {
         let position = self.append(actor, vote_id, option, second);
-        debug_assert!(
-            self.winner_position(vote_id).is_none(),
-            "vote ID already held"
-        );
+        debug_assert!(!self.contains(vote_id), "vote ID already held");
         let hash = self.hash(vote_id);
         let (chunks, hasher) = (&self.chunks, &self.hasher);
-        self.index.insert_unique(hash, position, |p| {
-            IdHash(hasher.hash_one(id_at(chunks, p)))
-        });
+        self.index
+            .insert_unique(hash, position, |&p| hasher.hash_one(id_at(chunks, p)));
     }
 
     /// Indexes `position` as the winner of its vote ID if the ID has none, in one probe;
     /// otherwise leaves the index alone and returns the current winner's position.
     pub(crate) fn index_if_new(&mut self, position: Position) -> Option<Position> {
         let vote_id = id_at(&self.chunks, position);
-        let hash = self.hash(VoteId(vote_id));
+        let hash = self.hasher.hash_one(vote_id);
         let (chunks, hasher) = (&self.chunks, &self.hasher);
-        self.index.insert_if_new(
+        match self.index.entry(
             hash,
-            position,
-            |p| id_at(chunks, p) == vote_id,
-            |p| IdHash(hasher.hash_one(id_at(chunks, p))),
-        )
+            |&p| id_at(chunks, p) == vote_id,
+            |&p| hasher.hash_one(id_at(chunks, p)),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(winner) => Some(*winner.get()),
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(position);
+                None
+            }
+        }
     }
 
     /// Replaces the indexed winner of the vote ID at `position` with `position`.
     pub(crate) fn index_replace(&mut self, position: Position) {
-        let vote_id = id_at(&self.chunks, position);
-        let hash = self.hash(VoteId(vote_id));
+        let vote_id = VoteId(id_at(&self.chunks, position));
+        let hash = self.hash(vote_id);
         let chunks = &self.chunks;
-        let replaced = self
+        let slot = self
             .index
-            .replace(hash, position, |p| id_at(chunks, p) == vote_id);
-        assert!(replaced, "index_replace of an unindexed vote ID");
+            .find_mut(hash, |&p| id_at(chunks, p) == vote_id.0);
+        assert!(slot.is_some(), "index_replace of an unindexed vote ID");
+        if let Some(slot) = slot {
+            *slot = position;
+        }
     }
 
     /// Reads the record at `position`.
@@ -252,7 +265,7 @@ impl RecordStore {
 
     /// Calls `visit` with each vote ID's winner.
     pub(crate) fn for_each_winner(&self, mut visit: impl FnMut(StoredRecord)) {
-        for position in self.index.positions() {
+        for &position in self.index.iter() {
             visit(self.record_at(position));
         }
     }
@@ -269,9 +282,11 @@ impl RecordStore {
             .iter()
             .map(|a| a.chunks.capacity() * 4 + a.second_runs.capacity() * 16)
             .sum();
+        // hashbrown: one control byte per bucket plus the values.
+        let index_bytes = self.index.capacity() * (std::mem::size_of::<Position>() + 1) * 8 / 7;
         chunk_bytes
             + actor_bytes
-            + self.index.heap_bytes()
+            + index_bytes
             + self.chunks.capacity() * std::mem::size_of::<Chunk>()
     }
 }

@@ -16,7 +16,7 @@ use crate::ids::{ActorId, OptionIndex, PollId, Second, Seq, UnixMillis};
 use crate::limits::IN_FLIGHT_RECORDS_MAX;
 use crate::merge::Merge;
 use crate::poll::{PollSpec, PollStatus, PollWindow};
-use crate::poll_state::{Applied, ApplyError, PollState};
+use crate::poll_state::{Applied, ApplyError, LOOKUP_AHEAD, PollState};
 use crate::record_batch::{BatchRecord, RecordBatch};
 use crate::version_vector::VersionVector;
 use crate::vote_id::VoteId;
@@ -109,11 +109,6 @@ struct PollReplica {
     in_flight: InFlight,
     last_second: Second,
 }
-
-/// Votes of a batch whose dedupe lookups [`Replica::accept_local_batch`] runs back to back:
-/// enough cache misses in flight at once to keep the memory system busy, few enough for the
-/// CPU's miss buffers (16 or so).
-pub(crate) const ACCEPT_LOOKAHEAD: usize = 16;
 
 impl PollReplica {
     /// The second a vote accepted at `now` is stamped with: an actor stamps its records in
@@ -299,7 +294,7 @@ impl Replica {
     /// Accepts votes cast at this node at `now` in one poll, appending one answer per vote to
     /// `answers`, in order: the same answers as [`Self::accept_local`] for each vote in turn,
     /// but faster. The replicated state does not change while local votes are accepted (they
-    /// wait in flight), so the dedupe lookups of [`ACCEPT_LOOKAHEAD`] votes run back to back
+    /// wait in flight), so the dedupe lookups of [`LOOKUP_AHEAD`] votes run back to back
     /// before those votes are taken in turn, and the CPU overlaps their cache misses (the
     /// index of a large poll is far bigger than the caches, and a miss costs more than the
     /// rest of an accept). A refusal that concerns the whole poll (unknown, not open, closed)
@@ -313,8 +308,8 @@ impl Replica {
     ) -> Result<(), AcceptError> {
         let replica = Self::open_poll(&mut self.polls, poll, now)?;
         answers.reserve(votes.len());
-        for group in votes.chunks(ACCEPT_LOOKAHEAD) {
-            let mut held = [false; ACCEPT_LOOKAHEAD];
+        for group in votes.chunks(LOOKUP_AHEAD) {
+            let mut held = [false; LOOKUP_AHEAD];
             for (held, &(_, vote_id)) in held.iter_mut().zip(group) {
                 *held = replica.state.contains(vote_id);
             }
