@@ -47,7 +47,8 @@ const VIEWPORT: (u32, u32) = (1280, 800);
 /// `null` until the page has built its elements.
 const READ_PAGE: &str = r#"(() => {
   const byId = (id) => document.getElementById(id);
-  if (!byId("mode") || !byId("total")) return null;
+  // The page may still be parsing: wait for every element read below without a guard.
+  if (!["mode", "total", "follow", "slider"].every(byId)) return null;
   const digits = (element) => {
     const text = element ? element.textContent.replace(/[^0-9]/g, "") : "";
     return text === "" ? null : Number(text);
