@@ -36,6 +36,10 @@ pub const IN_FLIGHT_RECORDS_MAX: usize = 1 << 20;
 /// Most records one poll replica holds: record positions are 32-bit.
 pub const RECORDS_PER_POLL_MAX: usize = u32::MAX as usize;
 
+/// Most distinct vote IDs a poll's dedupe index may be sized for up front
+/// ([`crate::Replica::reserve_vote_ids`]): 500 million, an index of ~2.7 GB reserved at once.
+pub const RESERVED_VOTE_IDS_MAX: usize = 500_000_000;
+
 /// Largest encoded wire frame, in bytes. Decoding refuses anything longer before parsing.
 pub const FRAME_BYTES_MAX: usize = 4 << 20;
 

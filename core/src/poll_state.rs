@@ -192,6 +192,17 @@ impl PollState {
         self.store.distinct_vote_ids()
     }
 
+    /// Sizes the dedupe index for `vote_ids` distinct IDs in all (see
+    /// [`crate::Replica::reserve_vote_ids`]).
+    pub(crate) fn reserve_vote_ids(&mut self, vote_ids: usize) {
+        self.store.reserve(vote_ids);
+    }
+
+    /// How many distinct vote IDs the dedupe index holds before it must grow.
+    pub fn vote_id_capacity(&self) -> usize {
+        self.store.index_capacity()
+    }
+
     /// Number of records held, winners and losers.
     pub fn records_held(&self) -> u64 {
         (0..self.actors.len())
@@ -344,7 +355,7 @@ impl PollState {
             if len == 0 {
                 break;
             }
-            self.warm_index(&group[..len], unique_from);
+            self.warm_index(&group[..len]);
             for &record in &group[..len] {
                 if record.second != run.second {
                     self.flush_run(slot, &mut run);
@@ -364,13 +375,15 @@ impl PollState {
         added
     }
 
-    /// Looks up the vote IDs of `group` (those before `unique_from`) back to back, so that
-    /// their cache misses overlap; the lookups that follow, one record at a time with inserts
-    /// in between, then find the index's lines in the cache. Only a warm-up: an ID repeated
-    /// within the group is looked up again, after the inserts before it.
-    fn warm_index(&self, group: &[BatchRecord], unique_from: Seq) {
+    /// Looks up the vote IDs of `group` back to back, so that their cache misses overlap;
+    /// the lookups and inserts that follow, one record at a time, then find the index's
+    /// control bytes in the cache. Unique records are warmed too: their inserts probe the same
+    /// control bytes, and their accepts' lookups (a group commit earlier) have left the cache
+    /// since. Only a warm-up: an ID repeated within the group is looked up again, after the
+    /// inserts before it.
+    fn warm_index(&self, group: &[BatchRecord]) {
         let mut found = 0;
-        for record in group.iter().filter(|r| r.seq < unique_from) {
+        for record in group {
             found += usize::from(self.store.winner_position(record.vote_id).is_some());
         }
         std::hint::black_box(found);

@@ -110,6 +110,20 @@ impl RecordStore {
             .copied()
     }
 
+    /// Sizes the index for `vote_ids` distinct IDs in all, so it does not grow (one pause
+    /// that rehashes every ID held, reading each one's record) until it holds more.
+    pub(crate) fn reserve(&mut self, vote_ids: usize) {
+        let additional = vote_ids.saturating_sub(self.index.len());
+        let (chunks, hasher) = (&self.chunks, &self.hasher);
+        self.index
+            .reserve(additional, |&p| hasher.hash_one(id_at(chunks, p)));
+    }
+
+    /// How many distinct IDs the index holds before it must grow.
+    pub(crate) fn index_capacity(&self) -> usize {
+        self.index.capacity()
+    }
+
     /// Whether any record for `vote_id` is held.
     pub(crate) fn contains(&self, vote_id: VoteId) -> bool {
         self.winner_position(vote_id).is_some()
@@ -148,11 +162,19 @@ impl RecordStore {
             chunk_number < (1usize << (32 - CHUNK_SHIFT)),
             "record store full: positions are 32-bit"
         );
+        // An actor's first chunk grows as it fills (a poll may see few votes from an actor);
+        // once an actor has filled one, the next is allocated whole instead of regrown and
+        // copied five times on its way to 68 KiB.
+        let records = if self.actors[actor as usize].chunks.is_empty() {
+            0
+        } else {
+            CHUNK_RECORDS
+        };
         self.chunks.push(Chunk {
             actor,
             first_seq,
-            vote_ids: Vec::new(),
-            options: Vec::new(),
+            vote_ids: Vec::with_capacity(records),
+            options: Vec::with_capacity(records),
         });
         let chunk_number = chunk_number as u32;
         self.actors[actor as usize].chunks.push(chunk_number);
@@ -351,5 +373,34 @@ mod tests {
         store.index_replace(second);
         assert_eq!(store.winner_position(VoteId(42)), Some(second));
         assert_eq!(store.distinct_vote_ids(), 1);
+    }
+
+    #[test]
+    fn a_reserved_index_takes_that_many_ids_without_growing_and_keeps_what_it_held() {
+        // Goal: `reserve` sizes the index once, up front, and a reserve after IDs are held
+        // rehashes them without losing any. Method: hold some IDs, reserve, fill to the
+        // reservation, and check capacity never moved and every ID is still found.
+        let mut store = RecordStore::new([5, 6, 7, 8]);
+        let a = store.add_actor();
+        for i in 0..1_000u128 {
+            let position = store.append(a, VoteId(i), OptionIndex(0), 0);
+            assert_eq!(store.index_if_new(position), None);
+        }
+        store.reserve(100_000);
+        let reserved = store.index_capacity();
+        assert!(reserved >= 100_000, "capacity {reserved}");
+        for i in 1_000..100_000u128 {
+            store.append_unique(a, VoteId(i), OptionIndex(1), 0);
+            assert_eq!(store.index_capacity(), reserved, "grew at {i}");
+        }
+        store.reserve(10);
+        assert_eq!(
+            store.index_capacity(),
+            reserved,
+            "a smaller reserve shrinks nothing"
+        );
+        assert!((0..100_000u128).all(|i| store.contains(VoteId(i))));
+        assert!(!store.contains(VoteId(100_000)));
+        assert_eq!(store.distinct_vote_ids(), 100_000);
     }
 }

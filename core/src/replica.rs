@@ -13,7 +13,7 @@ use hashbrown::HashMap;
 
 use crate::counters::Counters;
 use crate::ids::{ActorId, OptionIndex, PollId, Second, Seq, UnixMillis};
-use crate::limits::IN_FLIGHT_RECORDS_MAX;
+use crate::limits::{IN_FLIGHT_RECORDS_MAX, RESERVED_VOTE_IDS_MAX};
 use crate::merge::Merge;
 use crate::poll::{PollSpec, PollStatus, PollWindow};
 use crate::poll_state::{Applied, ApplyError, LOOKUP_AHEAD, PollState};
@@ -276,6 +276,23 @@ impl Replica {
     /// The replicated state of a poll, for reads.
     pub fn state(&self, poll: &PollId) -> Option<&PollState> {
         self.polls.get(poll).map(|p| &p.state)
+    }
+
+    /// Sizes `poll`'s dedupe index for `vote_ids` distinct IDs in all (at most
+    /// [`RESERVED_VOTE_IDS_MAX`]), so that it does not grow before it holds that many.
+    /// Growing rehashes every ID held, reading each one's record: at 16 million IDs that is a
+    /// pause of seconds while votes wait. An operator who expects a big poll reserves it at
+    /// start-up, and pays its memory (~5 bytes per slot, slots a power of two ≥ 8/7 of the
+    /// IDs) at once. Reserving less than is held, or than was reserved, changes nothing.
+    pub fn reserve_vote_ids(&mut self, poll: &PollId, vote_ids: usize) -> Result<(), PollError> {
+        let replica = self
+            .polls
+            .get_mut(poll)
+            .ok_or_else(|| PollError::UnknownPoll(poll.clone()))?;
+        replica
+            .state
+            .reserve_vote_ids(vote_ids.min(RESERVED_VOTE_IDS_MAX));
+        Ok(())
     }
 
     /// Accepts a vote cast at this node at `now`.

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use tally_core::limits::RESERVED_VOTE_IDS_MAX;
 use tally_core::{NodeId, OptionName, PollId, PollSpec, PollWindow, UnixMillis, VoteIdKey};
 
 use crate::http::abuse::{
@@ -46,6 +47,12 @@ pub struct PollConfig {
     pub open: bool,
     /// Close it this many seconds after it opens (default: no end).
     pub duration_seconds: Option<u64>,
+    /// Size the poll's dedupe index for this many distinct vote IDs at start-up (default:
+    /// grow as votes come). Growing rehashes every ID held, a pause of seconds at tens of
+    /// millions of IDs while votes wait; a reserved index does not grow before it holds this
+    /// many, and costs its memory at once (~5 bytes per slot, slots a power of two ≥ 8/7 of
+    /// this: ~335 MB for 30 million). At most [`RESERVED_VOTE_IDS_MAX`].
+    pub expected_votes: Option<u64>,
 }
 
 fn default_true() -> bool {
@@ -278,6 +285,7 @@ impl Default for Config {
                 options: vec!["green".into(), "blue".into()],
                 open: true,
                 duration_seconds: None,
+                expected_votes: None,
             }],
             rate_limit_per_ip_per_second: 0,
             rate_limit_per_ip_burst: 20,
@@ -523,6 +531,13 @@ fn poll_spec(poll: &PollConfig, now: UnixMillis) -> Result<PollSpec, ConfigError
         .map(|o| OptionName::new(o.clone()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| invalid(format!("poll {id}: option: {e}")))?;
+    if let Some(votes) = poll.expected_votes {
+        if votes == 0 || votes > RESERVED_VOTE_IDS_MAX as u64 {
+            return Err(invalid(format!(
+                "poll {id}: expected_votes must be between 1 and {RESERVED_VOTE_IDS_MAX}, not {votes}"
+            )));
+        }
+    }
     let opens_at = poll.open.then_some(now);
     let closes_at = opens_at
         .zip(poll.duration_seconds)
@@ -593,6 +608,20 @@ mod tests {
         let specs = config.poll_specs(UnixMillis(5)).unwrap();
         assert_eq!(specs[0].id().as_str(), "superbowl");
         assert_eq!(specs[0].window.opens_at, Some(UnixMillis(5)));
+    }
+
+    #[test]
+    fn a_poll_may_reserve_its_index_for_expected_votes_within_the_limit() {
+        let text = "[[polls]]\nid = \"big\"\noptions = [\"a\", \"b\"]\nexpected_votes = 30000000\n";
+        let config: Config = toml::from_str(text).unwrap();
+        assert_eq!(config.polls[0].expected_votes, Some(30_000_000));
+        assert!(config.poll_specs(UnixMillis(1)).is_ok());
+        for bad in [0, RESERVED_VOTE_IDS_MAX as u64 + 1] {
+            let mut config = config.clone();
+            config.polls[0].expected_votes = Some(bad);
+            let error = config.poll_specs(UnixMillis(1)).unwrap_err().to_string();
+            assert!(error.contains("expected_votes"), "{error}");
+        }
     }
 
     #[test]

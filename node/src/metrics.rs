@@ -43,6 +43,11 @@ pub struct Metrics {
     pub ready: Gauge,
     /// Displayed (net) votes per poll and option, as of the latest results snapshot.
     pub poll_votes: Family<PollLabels, Gauge>,
+    /// Distinct vote IDs held per poll, and how many its dedupe index holds before it must
+    /// grow (a pause that rehashes every ID; `expected_votes` reserves it up front).
+    pub poll_vote_ids: Family<PollLabels, Gauge>,
+    /// See [`Metrics::poll_vote_ids`].
+    pub poll_vote_id_capacity: Family<PollLabels, Gauge>,
     /// Per peer: the sync session's gauges and counters.
     pub peers: PeerMetrics,
     /// The `votes` counters of the outcomes every vote reaches, resolved once: looking a
@@ -223,6 +228,18 @@ impl Metrics {
             "Displayed (net) votes per poll and option, as of the latest results snapshot",
             poll_votes.clone(),
         );
+        let poll_vote_ids = Family::<PollLabels, Gauge>::default();
+        registry.register(
+            "poll_vote_ids",
+            "Distinct vote IDs held per poll (the dedupe index's entries)",
+            poll_vote_ids.clone(),
+        );
+        let poll_vote_id_capacity = Family::<PollLabels, Gauge>::default();
+        registry.register(
+            "poll_vote_id_capacity",
+            "Vote IDs a poll's dedupe index holds before it grows (a pause that rehashes every ID)",
+            poll_vote_id_capacity.clone(),
+        );
         let build_info = Family::<Labels, Gauge>::default();
         registry.register(
             "build_info",
@@ -255,6 +272,8 @@ impl Metrics {
             waiting_replies,
             ready,
             poll_votes,
+            poll_vote_ids,
+            poll_vote_id_capacity,
             peers,
             vote_outcomes,
         }
@@ -282,6 +301,14 @@ impl Metrics {
                 let labels = vec![("poll", poll.to_string()), ("option", option.name.clone())];
                 self.poll_votes.get_or_create(&labels).set(option.votes);
             }
+            let labels = vec![("poll", poll.to_string())];
+            let gauge = |value: usize| i64::try_from(value).unwrap_or(i64::MAX);
+            self.poll_vote_ids
+                .get_or_create(&labels)
+                .set(gauge(snapshot.vote_ids));
+            self.poll_vote_id_capacity
+                .get_or_create(&labels)
+                .set(gauge(snapshot.vote_id_capacity));
         }
         for (peer, status) in peers {
             if let Some(caught_up_at) = status.caught_up_at {

@@ -7,10 +7,10 @@
 use std::fmt;
 
 use rand::{RngCore, SeedableRng};
-use tally_core::{ActorId, Replica};
+use tally_core::{ActorId, PollId, Replica};
 
 use crate::Clock;
-use crate::config::{Config, Validated};
+use crate::config::{Config, PollConfig, Validated};
 use crate::storage::Storage;
 use crate::wal::{RecoveryReport, Wal, WalEntry, WalError};
 
@@ -124,6 +124,9 @@ pub fn recover<S: Storage>(
             Err(error) => tracing::warn!(%error, "configured poll ignored"),
         }
     }
+    for poll in &config.polls {
+        reserve_index(&mut replica, poll);
+    }
     wal.sync()?;
     let vote_ids = replica
         .poll_specs()
@@ -140,6 +143,22 @@ pub fn recover<S: Storage>(
         },
         new_incarnation,
     })
+}
+
+/// Sizes a configured poll's dedupe index for its `expected_votes` (after the log's replay,
+/// so a restart rehashes what it holds once, into the final size).
+fn reserve_index(replica: &mut Replica, poll: &PollConfig) {
+    let Some(expected) = poll.expected_votes else {
+        return;
+    };
+    let Ok(id) = PollId::new(poll.id.clone()) else {
+        return;
+    };
+    let expected = usize::try_from(expected).unwrap_or(usize::MAX);
+    if replica.reserve_vote_ids(&id, expected).is_ok() {
+        let capacity = replica.state(&id).map_or(0, |s| s.vote_id_capacity());
+        tracing::info!(poll = %id, expected, capacity, "dedupe index reserved");
+    }
 }
 
 fn replay(

@@ -90,6 +90,10 @@ pub struct PollSnapshot {
     pub option_names: Vec<String>,
     /// When the poll takes votes.
     pub window: PollWindow,
+    /// Distinct vote IDs held (for `/metrics`).
+    pub vote_ids: usize,
+    /// Vote IDs the dedupe index holds before it must grow (for `/metrics`).
+    pub vote_id_capacity: usize,
     /// Bumped whenever the votes, status or window change (not on staleness alone): SSE
     /// subscribers send `sse_frame` when it differs from the one they sent last.
     pub version: u64,
@@ -248,6 +252,8 @@ impl ResultsSnapshot {
                     sse_frame,
                     option_names,
                     window: spec.window,
+                    vote_ids: state.distinct_vote_ids(),
+                    vote_id_capacity: state.vote_id_capacity(),
                     version: 0,
                 };
                 Some((spec.id().clone(), Arc::new(snapshot)))

@@ -1049,6 +1049,53 @@ async fn metrics_count_votes_refusals_and_fsyncs() {
 }
 
 #[tokio::test]
+async fn a_poll_with_expected_votes_has_its_dedupe_index_reserved_at_start() {
+    // Goal: `expected_votes` sizes a poll's index at start-up, and /metrics shows each poll's
+    // held IDs and index capacity. Method: a node with a reserved poll beside the default
+    // one; one vote in each; read the gauges once the results tick has published them.
+    let mut config = test_config();
+    let mut big = config.polls[0].clone();
+    big.id = "big".into();
+    big.expected_votes = Some(100_000);
+    config.polls.push(big);
+    let node = start_with(&config);
+    assert_eq!(node.vote("big", "green", "a").await.status, StatusCode::OK);
+    assert_eq!(
+        node.vote("superbowl", "blue", "b").await.status,
+        StatusCode::OK
+    );
+    let gauge = |text: &str, name: &str, poll: &str| -> Option<u64> {
+        let prefix = format!("{name}{{poll=\"{poll}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map(|v| v.parse().unwrap())
+    };
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = node.send(get("/metrics")).await.text();
+        if gauge(&text, "tally_poll_vote_ids", "big") == Some(1)
+            && gauge(&text, "tally_poll_vote_ids", "superbowl") == Some(1)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        gauge(&text, "tally_poll_vote_ids", "big"),
+        Some(1),
+        "{text}"
+    );
+    let reserved = gauge(&text, "tally_poll_vote_id_capacity", "big").unwrap();
+    let grown = gauge(&text, "tally_poll_vote_id_capacity", "superbowl").unwrap();
+    assert!(reserved >= 100_000, "{reserved}");
+    assert!(
+        (1..1_000).contains(&grown),
+        "unreserved index of one ID: {grown}"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn health_and_readiness_answer_and_readiness_follows_the_flag() {
     // Goal: /healthz is always 200; /readyz is 200 while ready and 503 once not, and admin
     // changes are refused while not ready.

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
-use tally_node::config::{Config, PeerEntry, TlsFiles};
+use tally_node::config::{Config, PeerEntry, PollConfig, TlsFiles};
 use tally_node::peer::transport::PeerSocket;
 use tally_node::{NodeHandle, NodeIo, WalExecutor};
 
@@ -202,6 +202,9 @@ struct NodeSpec {
     names: Arc<Vec<String>>,
     certs: PathBuf,
     seed: u64,
+    /// The run's votes: each node reserves its dedupe index for them, as an operator who
+    /// expects a big poll does (`expected_votes`).
+    votes: u64,
     planted_bug: Option<tally_node::config::PlantedBug>,
 }
 
@@ -231,6 +234,13 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
         tls: Some(TlsFiles::in_dir(&spec.certs, name)),
         catch_up_timeout_ms: 5_000,
         planted_bug: spec.planted_bug,
+        polls: vec![PollConfig {
+            id: workload::POLL.to_owned(),
+            options: vec!["green".to_owned(), "blue".to_owned()],
+            open: true,
+            duration_seconds: None,
+            expected_votes: Some(spec.votes),
+        }],
         ..Config::default()
     };
     let io = NodeIo {
@@ -348,6 +358,7 @@ pub fn run_cluster_with(
             names: names.clone(),
             certs: certs.clone(),
             seed: config.seed,
+            votes: config.votes,
             planted_bug: config.planted_bug,
         });
         let slot = slot.clone();

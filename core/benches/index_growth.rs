@@ -1,0 +1,87 @@
+//! The dedupe index's growth pauses, and what reserving it up front saves
+//! (`Replica::reserve_vote_ids`, a poll's `expected_votes` in the node's config).
+//!
+//! Fills a replica with N new vote IDs through the node's path (accept, hand out for logging,
+//! mark durable every 4,096 votes, as group commit does) twice, alternating: once letting the
+//! index grow as it fills, once reserved for N first. Each group of 4,096 votes is timed; a
+//! group that lands on a growth step waits for one rehash of every ID held. Reports the fill
+//! rate, the longest groups and the group p50 of each way, round by round.
+//!
+//! Run: `cargo bench -p tally-core --bench index_growth` (30M IDs, 2 rounds), or
+//! `TALLY_GROWTH_IDS=10000000 TALLY_GROWTH_ROUNDS=3 cargo bench -p tally-core --bench index_growth`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{GROUP_COMMIT_VOTES, accept_range, new_replica, poll_id};
+
+const DEFAULT_IDS: u64 = 30_000_000;
+const DEFAULT_ROUNDS: u64 = 2;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).map_or(default, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number"))
+    })
+}
+
+fn main() {
+    let ids = env_number("TALLY_GROWTH_IDS", DEFAULT_IDS);
+    let rounds = env_number("TALLY_GROWTH_ROUNDS", DEFAULT_ROUNDS);
+    println!(
+        "{:>5} {:>9} {:>12} {:>10} {:>30} {:>12}",
+        "round", "index", "fill s", "M IDs/s", "longest groups of 4096, ms", "group p50 ms"
+    );
+    for round in 1..=rounds {
+        for reserved in [false, true] {
+            fill(round, ids, reserved);
+        }
+    }
+}
+
+/// Fills one replica and prints its row. Timed with the wall clock, which the core bans
+/// (core/clippy.toml) and a bench exists to read.
+#[allow(clippy::disallowed_methods)]
+fn fill(round: u64, ids: u64, reserved: bool) {
+    let poll = poll_id();
+    let mut replica = new_replica();
+    if reserved {
+        let vote_ids = usize::try_from(ids).expect("fits in usize");
+        replica
+            .reserve_vote_ids(&poll, vote_ids)
+            .expect("the bench poll");
+    }
+    let mut groups: Vec<Duration> = Vec::new();
+    let start = Instant::now();
+    let mut from = 0;
+    while from < ids {
+        let to = (from + GROUP_COMMIT_VOTES).min(ids);
+        let group = Instant::now();
+        accept_range(&mut replica, &poll, from..to);
+        groups.push(group.elapsed());
+        from = to;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let held = replica
+        .state(&poll)
+        .map_or(0, tally_core::PollState::distinct_vote_ids);
+    assert_eq!(held as u64, ids);
+    groups.sort_unstable();
+    let ms = |d: &Duration| d.as_secs_f64() * 1e3;
+    let longest: Vec<String> = groups
+        .iter()
+        .rev()
+        .take(3)
+        .map(|d| format!("{:.1}", ms(d)))
+        .collect();
+    println!(
+        "{:>5} {:>9} {:>12.2} {:>10.2} {:>30} {:>12.3}",
+        round,
+        if reserved { "reserved" } else { "grown" },
+        seconds,
+        ids as f64 / seconds / 1e6,
+        longest.join(" / "),
+        ms(&groups[groups.len() / 2])
+    );
+}
