@@ -22,7 +22,9 @@ use serde_json::{Value, json};
 use tally_core::{OptionIndex, PollId, UnixMillis, VoteId, VoteIdKey};
 use tally_node::config::{BATCH_BODY_BYTES_MAX, BATCH_VOTES_MAX, Config, VOTE_BODY_BYTES_MAX};
 use tally_node::engine::Command;
-use tally_node::http::{self, AppState, BinaryBatch, BinaryVote, POSTCARD_MEDIA_TYPE};
+use tally_node::http::{
+    self, AppState, BatchResponse, BatchVoteStatus, BinaryBatch, BinaryVote, POSTCARD_MEDIA_TYPE,
+};
 use tally_node::storage::MemoryStorage;
 use tally_node::{Clock, Started, WalExecutor};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -635,6 +637,73 @@ async fn a_postcard_batch_is_counted_like_json() {
     let results = node.results_settle("superbowl", 2).await;
     assert_eq!(results["options"][0]["votes"], 1);
     assert_eq!(results["options"][1]["votes"], 1);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_is_answered_in_postcard_when_the_request_accepts_it() {
+    // Goal: aggregators can read answers as compactly as they send votes: one byte per status,
+    // the codes pinned (a client decodes them by place), JSON unless Accept names postcard.
+    let node = start();
+    let vote = |option, id: u8| BinaryVote {
+        option,
+        vote_id: [id; 16],
+    };
+    let batch = BinaryBatch {
+        votes: vec![vote(0, 1), vote(1, 1), vote(9, 2), vote(1, 3)],
+    };
+    let body = postcard::to_allocvec(&batch).unwrap();
+    let mut request = post_bytes(BATCH, POSTCARD_MEDIA_TYPE, body);
+    request.headers_mut().insert(
+        header::ACCEPT,
+        "application/json;q=0.5, application/x-postcard"
+            .parse()
+            .unwrap(),
+    );
+    let reply = node.send(request).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers[header::CONTENT_TYPE], POSTCARD_MEDIA_TYPE);
+    // counted 2, duplicate 1, rejected 1, then 4 statuses: counted, duplicate,
+    // unknown_option, counted.
+    assert_eq!(reply.body.as_ref(), [2, 1, 1, 4, 0, 1, 2, 0]);
+    let answer: BatchResponse = postcard::from_bytes(&reply.body).unwrap();
+    assert_eq!(
+        answer.statuses,
+        [
+            BatchVoteStatus::Counted,
+            BatchVoteStatus::Duplicate,
+            BatchVoteStatus::UnknownOption,
+            BatchVoteStatus::Counted
+        ]
+    );
+    let codes =
+        postcard::to_allocvec(&[BatchVoteStatus::BadVoteId, BatchVoteStatus::Overloaded]).unwrap();
+    assert_eq!(codes, [3, 4]);
+
+    // Without Accept, or with postcard at q=0, the answer is JSON.
+    let again = postcard::to_allocvec(&BinaryBatch {
+        votes: vec![vote(0, 1)],
+    })
+    .unwrap();
+    for accept in [None, Some("application/x-postcard;q=0, application/json")] {
+        let mut request = post_bytes(BATCH, POSTCARD_MEDIA_TYPE, again.clone());
+        if let Some(accept) = accept {
+            request
+                .headers_mut()
+                .insert(header::ACCEPT, accept.parse().unwrap());
+        }
+        let reply = node.send(request).await;
+        assert_eq!(reply.headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(reply.json()["statuses"], json!(["duplicate"]), "{accept:?}");
+    }
+    // A refused batch is answered in JSON whatever it accepts: errors have one shape.
+    let mut request = post_bytes(BATCH, POSTCARD_MEDIA_TYPE, vec![0xff; 3]);
+    request
+        .headers_mut()
+        .insert(header::ACCEPT, POSTCARD_MEDIA_TYPE.parse().unwrap());
+    node.send(request)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "malformed");
     node.stop().await;
 }
 
@@ -1560,6 +1629,14 @@ async fn the_openapi_document_describes_bodies_errors_and_statuses_of_each_route
         batch_body["application/x-postcard"]["schema"]["$ref"],
         "#/components/schemas/BinaryBatch"
     );
+    let batch_answer =
+        &operation("post", "/v1/polls/{poll}/votes/batch")["responses"]["200"]["content"];
+    for media_type in ["application/json", "application/x-postcard"] {
+        assert_eq!(
+            batch_answer[media_type]["schema"]["$ref"], "#/components/schemas/BatchResponse",
+            "{media_type}"
+        );
+    }
     let vote_body = &operation("post", "/v1/polls/{poll}/votes")["requestBody"]["content"];
     assert_eq!(
         vote_body["application/json"]["schema"]["$ref"],

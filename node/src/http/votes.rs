@@ -7,6 +7,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tally_core::{OptionIndex, PollId, VoteId, VoteIdKey};
 use tokio::sync::oneshot;
@@ -120,8 +121,10 @@ pub struct BinaryVote {
     pub vote_id: [u8; 16],
 }
 
-/// How one vote of a batch was answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+/// How one vote of a batch was answered. In a postcard answer each status is one byte, its
+/// place in this list: 0 `counted`, 1 `duplicate`, 2 `unknown_option`, 3 `bad_vote_id`,
+/// 4 `overloaded` (new statuses only ever go at the end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BatchVoteStatus {
     /// New: counted once, and durable.
@@ -149,8 +152,11 @@ impl BatchVoteStatus {
     }
 }
 
-/// The answer to a batch: one status per vote, in order.
-#[derive(Debug, Serialize, PartialEq, Eq, ToSchema)]
+/// The answer to a batch: one status per vote, in order. As JSON by default; postcard
+/// (`application/x-postcard`) when the request's `Accept` asks for it: the three counts as
+/// varints, then the status count as a varint and one byte per status (see
+/// [`BatchVoteStatus`]), about 1 byte a vote instead of ~12.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct BatchResponse {
     /// Votes newly counted.
     pub counted: usize,
@@ -399,7 +405,12 @@ enum Parsed {
         (BinaryBatch = "application/x-postcard"),
     )),
     responses(
-        (status = 200, description = "Every vote answered; see `statuses`", body = BatchResponse),
+        (status = 200, description = "Every vote answered; see `statuses`. JSON, or postcard \
+            when `Accept` names application/x-postcard (one byte per status: 0 counted, \
+            1 duplicate, 2 unknown_option, 3 bad_vote_id, 4 overloaded)", content(
+            (BatchResponse = "application/json"),
+            (BatchResponse = "application/x-postcard"),
+        )),
         (status = 400, description = "The body does not parse as the content type says",
             body = ErrorBody),
         (status = 401, description = "Vote tokens are on and the admin bearer token is missing \
@@ -424,13 +435,49 @@ pub(super) async fn batch(
     Path(poll): Path<String>,
     headers: HeaderMap,
     body: TimelyBody,
-) -> Result<Json<BatchResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let result = batch_inner(&app, &poll, &headers, body).await;
     match &result {
         Ok(response) => count_batch(&app, response),
         Err(error) => app.metrics.count_rejections(error.code(), 1),
     }
-    result.map(Json)
+    let response = result?;
+    if !accepts_postcard(&headers) {
+        return Ok(Json(response).into_response());
+    }
+    match postcard::to_allocvec(&response) {
+        Ok(bytes) => Ok((
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(POSTCARD_MEDIA_TYPE),
+            )],
+            bytes,
+        )
+            .into_response()),
+        // Encoding counts and unit variants into a Vec cannot fail; should it ever, the
+        // votes are durable all the same, so answer them in JSON.
+        Err(_) => Ok(Json(response).into_response()),
+    }
+}
+
+/// Whether the request's `Accept` names the postcard media type (without `q=0`).
+fn accepts_postcard(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';');
+            let media_type = parts.next().unwrap_or("").trim();
+            media_type.eq_ignore_ascii_case(POSTCARD_MEDIA_TYPE)
+                && !parts.any(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                })
+        })
 }
 
 async fn batch_inner(

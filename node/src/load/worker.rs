@@ -253,9 +253,16 @@ impl Worker {
         } else {
             return;
         };
+        // Postcard batches ask for postcard answers: a byte per status instead of ~12.
+        let accept = if content_type == crate::http::POSTCARD_MEDIA_TYPE {
+            crate::http::POSTCARD_MEDIA_TYPE
+        } else {
+            "application/json"
+        };
         let request = Request::post(path.as_str())
             .header(header::HOST, &shared.targets[self.target].authority)
             .header(header::CONTENT_TYPE, content_type)
+            .header(header::ACCEPT, accept)
             .body(Full::new(Bytes::from(std::mem::take(&mut self.body))));
         let Ok(request) = request else {
             self.count_error("bad_request");
@@ -270,7 +277,9 @@ impl Worker {
         };
         let answered = Instant::now();
         let outcome = match answer {
-            Ok(Ok((status, body))) => read_answer(status, &body, self.votes.len(), batch),
+            Ok(Ok((status, postcard, body))) => {
+                read_answer(status, postcard, &body, self.votes.len(), batch)
+            }
             Ok(Err(_)) | Err(_) => {
                 self.connection = None;
                 let label = if answer.is_err() {
@@ -326,10 +335,14 @@ impl Worker {
 async fn exchange(
     connection: &mut SendRequest<Full<Bytes>>,
     request: Request<Full<Bytes>>,
-) -> Result<(axum::http::StatusCode, Bytes), hyper::Error> {
+) -> Result<(axum::http::StatusCode, bool, Bytes), hyper::Error> {
     connection.ready().await?;
     let response = connection.send_request(request).await?;
     let status = response.status();
+    let postcard = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == crate::http::POSTCARD_MEDIA_TYPE.as_bytes());
     let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, body))
+    Ok((status, postcard, body))
 }

@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use serde::Deserialize;
 
 use super::check::Outcome;
-use crate::http::{BinaryBatch, BinaryVote};
+use crate::http::{BatchResponse, BinaryBatch, BinaryVote};
 
 /// Vote IDs waiting to be retried, per node; the oldest is dropped when a pool is full.
 pub(super) const RETRY_POOL_IDS_MAX: usize = 65_536;
@@ -205,7 +205,14 @@ fn outcome_of(status: &str) -> Option<Outcome> {
 
 /// Maps a response to per-vote outcomes. A non-200 status refuses every vote (the API
 /// counts none of a refused request); a 200 the client cannot read leaves them unknown.
-pub(super) fn read_answer(status: StatusCode, body: &[u8], votes: usize, batch: bool) -> Answer {
+/// `postcard`: the body is a postcard batch answer (the response said so).
+pub(super) fn read_answer(
+    status: StatusCode,
+    postcard: bool,
+    body: &[u8],
+    votes: usize,
+    batch: bool,
+) -> Answer {
     let mut errors = Vec::new();
     if status != StatusCode::OK {
         errors.push(status.as_u16().to_string());
@@ -214,7 +221,14 @@ pub(super) fn read_answer(status: StatusCode, body: &[u8], votes: usize, batch: 
             errors,
         };
     }
-    let statuses: Option<Vec<Cow<'_, str>>> = if batch {
+    let statuses: Option<Vec<Cow<'_, str>>> = if batch && postcard {
+        postcard::from_bytes::<BatchResponse>(body).ok().map(|a| {
+            a.statuses
+                .into_iter()
+                .map(|s| Cow::Borrowed(s.as_str()))
+                .collect()
+        })
+    } else if batch {
         serde_json::from_slice::<BatchAnswer<'_>>(body)
             .ok()
             .map(|a| a.statuses)
@@ -292,16 +306,28 @@ mod tests {
     #[test]
     fn answers_map_to_outcomes_and_refusals_to_errors() {
         // Goal: every answer shape lands in the right bucket. Method: one of each.
-        let ok = read_answer(StatusCode::OK, br#"{"status":"duplicate"}"#, 1, false);
+        let ok = read_answer(
+            StatusCode::OK,
+            false,
+            br#"{"status":"duplicate"}"#,
+            1,
+            false,
+        );
         assert_eq!(ok.outcomes, vec![Outcome::Duplicate]);
         let batch = br#"{"counted":1,"statuses":["counted","overloaded"]}"#;
-        let mixed = read_answer(StatusCode::OK, batch, 2, true);
+        let mixed = read_answer(StatusCode::OK, false, batch, 2, true);
         assert_eq!(mixed.outcomes, vec![Outcome::Counted, Outcome::Refused]);
         assert_eq!(mixed.errors, vec!["vote:overloaded".to_owned()]);
-        let shed = read_answer(StatusCode::SERVICE_UNAVAILABLE, b"{}", 2, true);
+        // The same answer in postcard: counts, then a byte per status (1 duplicate, 4 overloaded).
+        let compact = read_answer(StatusCode::OK, true, &[0, 1, 1, 2, 1, 4], 2, true);
+        assert_eq!(compact.outcomes, vec![Outcome::Duplicate, Outcome::Refused]);
+        assert_eq!(compact.errors, vec!["vote:overloaded".to_owned()]);
+        let short = read_answer(StatusCode::OK, true, &[0, 1, 1, 2, 1], 2, true);
+        assert_eq!(short.outcomes, vec![Outcome::Unknown; 2]);
+        let shed = read_answer(StatusCode::SERVICE_UNAVAILABLE, false, b"{}", 2, true);
         assert_eq!(shed.outcomes, vec![Outcome::Refused; 2]);
         assert_eq!(shed.errors, vec!["503".to_owned()]);
-        let garbled = read_answer(StatusCode::OK, b"nope", 1, false);
+        let garbled = read_answer(StatusCode::OK, false, b"nope", 1, false);
         assert_eq!(garbled.outcomes, vec![Outcome::Unknown]);
     }
 

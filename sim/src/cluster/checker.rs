@@ -26,7 +26,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::Method;
-use tally_node::http::{BinaryBatch, BinaryVote, POSTCARD_MEDIA_TYPE};
+use tally_node::http::{
+    BatchResponse, BatchVoteStatus, BinaryBatch, BinaryVote, POSTCARD_MEDIA_TYPE,
+};
 
 use super::http::{Conn, Outcome};
 use super::ledger::{Ledger, VoteEntry};
@@ -290,19 +292,18 @@ async fn probe(
 }
 
 fn parse_statuses(body: &[u8]) -> Result<Vec<bool>, Violation> {
-    #[derive(serde::Deserialize)]
-    struct Statuses {
-        statuses: Vec<String>,
-    }
-    let parsed: Statuses =
-        serde_json::from_slice(body).map_err(|e| format!("probe: unreadable batch answer: {e}"))?;
+    let parsed: BatchResponse =
+        postcard::from_bytes(body).map_err(|e| format!("probe: unreadable batch answer: {e}"))?;
     parsed
         .statuses
         .iter()
-        .map(|s| match s.as_str() {
-            "duplicate" => Ok(true),
-            "counted" => Ok(false),
-            other => Err(format!("probe: a probe vote was answered {other:?}")),
+        .map(|s| match s {
+            BatchVoteStatus::Duplicate => Ok(true),
+            BatchVoteStatus::Counted => Ok(false),
+            other => Err(format!(
+                "probe: a probe vote was answered {:?}",
+                other.as_str()
+            )),
         })
         .collect()
 }

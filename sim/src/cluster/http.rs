@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use tally_node::http::POSTCARD_MEDIA_TYPE;
 
 /// The port every simulated node serves HTTP on.
 pub const HTTP_PORT: u16 = 8080;
@@ -38,7 +39,8 @@ impl Conn {
         }
     }
 
-    /// Sends one request and waits at most `timeout` for the whole answer.
+    /// Sends one request and waits at most `timeout` for the whole answer. A postcard
+    /// request asks for a postcard answer (`Accept`), as an edge aggregator would.
     pub async fn call(
         &mut self,
         method: hyper::Method,
@@ -65,6 +67,9 @@ impl Conn {
             .header(hyper::header::HOST, self.region.as_str());
         if let Some(content_type) = content_type {
             request = request.header(hyper::header::CONTENT_TYPE, content_type);
+            if content_type == POSTCARD_MEDIA_TYPE {
+                request = request.header(hyper::header::ACCEPT, POSTCARD_MEDIA_TYPE);
+            }
         }
         let Ok(request) = request.body(Full::new(body)) else {
             return Outcome::NotSent;

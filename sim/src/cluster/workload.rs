@@ -13,7 +13,9 @@ use bytes::Bytes;
 use hyper::Method;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tally_node::http::{BinaryBatch, BinaryVote, POSTCARD_MEDIA_TYPE};
+use tally_node::http::{
+    BatchResponse, BatchVoteStatus, BinaryBatch, BinaryVote, POSTCARD_MEDIA_TYPE,
+};
 
 use super::http::{Conn, Outcome};
 use super::ledger::{Ledger, Read};
@@ -194,8 +196,8 @@ fn record_batch_outcome(
                 for (i, &v) in pending.iter().enumerate() {
                     let entry = &mut ledger.votes[v];
                     entry.sent_mask |= bit;
-                    match statuses.get(i).map(String::as_str) {
-                        Some("counted" | "duplicate") => {
+                    match statuses.get(i) {
+                        Some(BatchVoteStatus::Counted | BatchVoteStatus::Duplicate) => {
                             entry.acked_mask |= bit;
                             entry.last_ack_ms = now;
                         }
@@ -232,13 +234,11 @@ fn record_batch_outcome(
     pending
 }
 
-fn batch_statuses(body: &[u8]) -> Vec<String> {
-    #[derive(serde::Deserialize)]
-    struct Statuses {
-        statuses: Vec<String>,
-    }
-    serde_json::from_slice::<Statuses>(body)
-        .map(|s| s.statuses)
+/// A batch answer's statuses (postcard, as asked); none if it does not decode, so every vote
+/// of it is retried.
+fn batch_statuses(body: &[u8]) -> Vec<BatchVoteStatus> {
+    postcard::from_bytes::<BatchResponse>(body)
+        .map(|answer| answer.statuses)
         .unwrap_or_default()
 }
 
