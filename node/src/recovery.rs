@@ -86,7 +86,7 @@ pub fn recover<S: Storage>(
     let mut replica: Option<Replica> = None;
     let mut unapplied = 0usize;
     let (mut wal, wal_report) = Wal::open(storage, |entry| {
-        if let Err(why) = replay(&mut replica, entry, hash_seed) {
+        if let Err(why) = replay(&mut replica, entry, hash_seed, &config.polls) {
             unapplied += 1;
             tracing::warn!(%why, "log entry not applied");
         }
@@ -124,6 +124,7 @@ pub fn recover<S: Storage>(
             Err(error) => tracing::warn!(%error, "configured poll ignored"),
         }
     }
+    // A configured poll new to this log is reserved here; one the log named, during replay.
     for poll in &config.polls {
         reserve_index(&mut replica, poll);
     }
@@ -145,8 +146,9 @@ pub fn recover<S: Storage>(
     })
 }
 
-/// Sizes a configured poll's dedupe index for its `expected_votes` (after the log's replay,
-/// so a restart rehashes what it holds once, into the final size).
+/// Sizes a configured poll's dedupe index for its `expected_votes`, if it is not that large
+/// yet. Replay calls it as soon as the log names the poll, before the poll's records, so a
+/// restart fills the index without growing it (each growth rehashes every ID held).
 fn reserve_index(replica: &mut Replica, poll: &PollConfig) {
     let Some(expected) = poll.expected_votes else {
         return;
@@ -155,9 +157,12 @@ fn reserve_index(replica: &mut Replica, poll: &PollConfig) {
         return;
     };
     let expected = usize::try_from(expected).unwrap_or(usize::MAX);
+    let before = replica.state(&id).map(|s| s.vote_id_capacity());
     if replica.reserve_vote_ids(&id, expected).is_ok() {
         let capacity = replica.state(&id).map_or(0, |s| s.vote_id_capacity());
-        tracing::info!(poll = %id, expected, capacity, "dedupe index reserved");
+        if before != Some(capacity) {
+            tracing::info!(poll = %id, expected, capacity, "dedupe index reserved");
+        }
     }
 }
 
@@ -165,6 +170,7 @@ fn replay(
     replica: &mut Option<Replica>,
     entry: WalEntry,
     hash_seed: [u64; 4],
+    configured: &[PollConfig],
 ) -> Result<(), String> {
     match (entry, replica.as_mut()) {
         (WalEntry::Identity(actor), None) => {
@@ -177,13 +183,67 @@ fn replay(
             existing.actor()
         )),
         (_, None) => Err("log entry before the identity entry".into()),
-        (WalEntry::Poll(spec), Some(replica)) => replica
-            .upsert_poll(spec)
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
+        (WalEntry::Poll(spec), Some(replica)) => {
+            let id = spec.id().clone();
+            replica.upsert_poll(spec).map_err(|e| e.to_string())?;
+            for poll in configured.iter().filter(|p| p.id == id.as_str()) {
+                reserve_index(replica, poll);
+            }
+            Ok(())
+        }
         (WalEntry::Records(batch), Some(replica)) => replica
             .recover_records(&batch)
             .map(|_| ())
             .map_err(|e| e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tally_core::{NodeId, OptionName, PollSpec, PollWindow};
+
+    use super::*;
+
+    #[test]
+    fn replay_reserves_a_configured_poll_as_soon_as_the_log_names_it() {
+        // Goal: a restart fills a reserved index without growing it (each growth rehashes
+        // every ID held). Method: replay an identity and a poll entry, as a log begins, and
+        // read the index's capacity before any record arrives.
+        let poll = |id: &str, expected_votes| PollConfig {
+            id: id.into(),
+            options: vec!["green".into(), "blue".into()],
+            open: true,
+            duration_seconds: None,
+            expected_votes,
+        };
+        let configured = [poll("big", Some(50_000)), poll("small", None)];
+        let actor = ActorId {
+            node: NodeId::new("local").unwrap(),
+            incarnation: 1,
+        };
+        let mut replica = None;
+        replay(&mut replica, WalEntry::Identity(actor), [1; 4], &configured).unwrap();
+        for id in ["big", "small", "unconfigured"] {
+            let spec = PollSpec::new(
+                PollId::new(id).unwrap(),
+                vec![
+                    OptionName::new("green").unwrap(),
+                    OptionName::new("blue").unwrap(),
+                ],
+                PollWindow::default(),
+            )
+            .unwrap();
+            replay(&mut replica, WalEntry::Poll(spec), [1; 4], &configured).unwrap();
+        }
+        let replica = replica.unwrap();
+        let capacity = |id: &str| {
+            replica
+                .state(&PollId::new(id).unwrap())
+                .unwrap()
+                .vote_id_capacity()
+        };
+        assert!(capacity("big") >= 50_000, "{}", capacity("big"));
+        assert!(capacity("small") < 1_000, "{}", capacity("small"));
+        assert!(capacity("unconfigured") < 1_000);
     }
 }
