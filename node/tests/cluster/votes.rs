@@ -146,7 +146,8 @@ pub(crate) struct ClientPlan {
     pub(crate) node: usize,
     /// Its HTTP address.
     pub(crate) address: SocketAddr,
-    /// Prefix of the IDs it makes.
+    /// Prefix of the IDs it makes, ending in `-vote`: its IDs are `{prefix}-{n}`, which
+    /// [`CLIENT_ID_MARK`] recognises.
     pub(crate) prefix: String,
 }
 
@@ -186,14 +187,22 @@ pub(crate) fn run_client(plan: &ClientPlan, ledger: &SharedLedger, stop: &Atomic
     }
 }
 
-/// A vote some other node acknowledged, to retry here with its original option.
+/// A client's vote some other node acknowledged, to retry here with its original option. Only
+/// client votes (IDs with a client prefix): the test's own probes must reach a node only when
+/// the test sends them, or a retry at the cut-off node would look like a vote crossing the cut.
 fn retry_candidate(node: usize, round: usize, ledger: &SharedLedger) -> Option<(String, usize)> {
     let ledger = ledger.lock().expect("ledger lock");
     let others = ledger.acknowledged_at.len();
     let other = (node + 1 + round % (others - 1)) % others;
-    let id = ledger.acknowledged_at[other].last()?;
+    let id = ledger.acknowledged_at[other]
+        .iter()
+        .rev()
+        .find(|id| id.contains(CLIENT_ID_MARK))?;
     Some((id.clone(), ledger.sent[id]))
 }
+
+/// What every client-made vote ID contains (see [`ClientPlan::prefix`]).
+const CLIENT_ID_MARK: &str = "-vote-";
 
 /// Sends `votes` (one as a single vote, several as a batch) and records the answers.
 pub(crate) fn send_and_record(
