@@ -93,7 +93,8 @@ pub struct LoadArgs {
     /// With --batch-size > 1: the share of requests (0–1) sent as single votes instead.
     #[arg(long, default_value_t = 0.0)]
     pub single_fraction: f64,
-    /// Send batches as postcard (`application/x-postcard`) instead of JSON.
+    /// Send batches as postcard (`application/x-postcard`) instead of JSON, and ask for
+    /// postcard answers (a byte per vote's status).
     #[arg(long)]
     pub binary: bool,
     /// The share of votes (0–1, below 1) that re-send an earlier vote's ID and option, as a
