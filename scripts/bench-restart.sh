@@ -23,6 +23,12 @@ else
 fi
 LOAD=target/release/tally
 [ -x "$LOAD" ] || cargo build --quiet --release --locked -p tally-node --bin tally
+for tool in curl python3; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "bench-restart: please install $tool (Debian package: $tool)" >&2
+    exit 1
+  fi
+done
 OUT="target/bench-restart/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
 WORK="$(mktemp -d)"

@@ -389,6 +389,9 @@ impl Config {
             ));
         }
         self.abuse_controls()?;
+        // The polls too, so a bad one is refused before start-up replays the log (recovery
+        // builds their definitions again, opened at its clock's time).
+        self.poll_specs(UnixMillis(0))?;
         Ok(Validated {
             node_id,
             vote_id_key,
@@ -621,6 +624,8 @@ mod tests {
             config.polls[0].expected_votes = Some(bad);
             let error = config.poll_specs(UnixMillis(1)).unwrap_err().to_string();
             assert!(error.contains("expected_votes"), "{error}");
+            let error = config.validate().err().map(|e| e.to_string());
+            assert!(error.is_some_and(|e| e.contains("expected_votes")));
         }
     }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
-use tally_node::config::{Config, PeerEntry, PollConfig, TlsFiles};
+use tally_node::config::{Config, PeerEntry, TlsFiles};
 use tally_node::peer::transport::PeerSocket;
 use tally_node::{NodeHandle, NodeIo, WalExecutor};
 
@@ -225,7 +225,7 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
             address: SocketAddr::new(turmoil::lookup(peer.as_str()), PEER_PORT).into(),
         })
         .collect();
-    let config = Config {
+    let mut config = Config {
         node_id: name.clone(),
         cluster_id: tally_node::certs::DEV_CLUSTER_ID.to_owned(),
         listen: SocketAddr::from(([0, 0, 0, 0], http::HTTP_PORT)),
@@ -234,15 +234,12 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
         tls: Some(TlsFiles::in_dir(&spec.certs, name)),
         catch_up_timeout_ms: 5_000,
         planted_bug: spec.planted_bug,
-        polls: vec![PollConfig {
-            id: workload::POLL.to_owned(),
-            options: vec!["green".to_owned(), "blue".to_owned()],
-            open: true,
-            duration_seconds: None,
-            expected_votes: Some(spec.votes),
-        }],
         ..Config::default()
     };
+    // The embedded default poll (`workload::POLL`), reserved for the run's votes.
+    for poll in &mut config.polls {
+        poll.expected_votes = Some(spec.votes);
+    }
     let io = NodeIo {
         listener,
         storage,
