@@ -1081,7 +1081,7 @@ async fn opening_or_closing_an_unknown_poll_is_404() {
 #[tokio::test]
 async fn metrics_count_votes_refusals_and_fsyncs() {
     // Goal: /metrics shows what happened. Method: a vote, a duplicate, a refused vote, a batch
-    // with a refused vote; then read the text.
+    // with a refused vote; then read the text (counts, fsyncs, request timings by route).
     let node = start();
     node.vote("superbowl", "green", "a").await;
     node.vote("superbowl", "green", "a").await;
@@ -1111,8 +1111,17 @@ async fn metrics_count_votes_refusals_and_fsyncs() {
         .find_map(|l| l.strip_prefix("tally_wal_fsync_duration_seconds_count "))
         .unwrap_or_else(|| panic!("no fsync histogram in\n{text}"));
     assert!(fsyncs.parse::<u64>().unwrap() >= 1, "{fsyncs}");
-    assert!(text.contains("tally_http_request_duration_seconds_bucket{"));
-    assert!(text.contains("route=\"/v1/polls/{poll}/votes\""), "{text}");
+    // Every request is timed under its route template: the three votes, the batch, and the
+    // unmatched route label exists but timed nothing.
+    for (route, requests) in [
+        ("/v1/polls/{poll}/votes", 3),
+        ("/v1/polls/{poll}/votes/batch", 1),
+        ("unmatched", 0),
+    ] {
+        let line =
+            format!("tally_http_request_duration_seconds_count{{route=\"{route}\"}} {requests}");
+        assert!(text.contains(&line), "no `{line}` in\n{text}");
+    }
     assert!(text.trim_end().ends_with("# EOF"));
     node.stop().await;
 }

@@ -7,6 +7,8 @@
 //! was never read.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -41,16 +43,41 @@ impl TimelyBody {
     }
 }
 
+impl TimelyBody {
+    /// `request`'s headers, moved out rather than cloned as the `HeaderMap` extractor would,
+    /// and its body, read as [`Self::read`] does.
+    pub(super) async fn with_headers(
+        request: Request,
+        state: &SharedState,
+    ) -> (axum::http::HeaderMap, Self) {
+        let (mut parts, body) = request.into_parts();
+        let headers = std::mem::take(&mut parts.headers);
+        let body = Self::read(Request::from_parts(parts, body), state).await;
+        (headers, body)
+    }
+
+    /// Reads `request`'s body within the deadline. A body already whole when first polled
+    /// (a small vote usually arrives with its head) sets no timer.
+    pub(super) async fn read(request: Request, state: &SharedState) -> Self {
+        let deadline = state.body_read_timeout;
+        let mut read = std::pin::pin!(Bytes::from_request(request, state));
+        let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+        let read = match first {
+            Poll::Ready(result) => Ok(result),
+            Poll::Pending => tokio::time::timeout(deadline, read).await,
+        };
+        Self(match read {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(rejection)) => Err(BodyFailure::Rejected(rejection)),
+            Err(_) => Err(BodyFailure::TimedOut(deadline)),
+        })
+    }
+}
+
 impl FromRequest<SharedState> for TimelyBody {
     type Rejection = Infallible;
 
     async fn from_request(request: Request, state: &SharedState) -> Result<Self, Infallible> {
-        let deadline = state.body_read_timeout;
-        let read = tokio::time::timeout(deadline, Bytes::from_request(request, state)).await;
-        Ok(Self(match read {
-            Ok(Ok(bytes)) => Ok(bytes),
-            Ok(Err(rejection)) => Err(BodyFailure::Rejected(rejection)),
-            Err(_) => Err(BodyFailure::TimedOut(deadline)),
-        }))
+        Ok(Self::read(request, state).await)
     }
 }

@@ -5,7 +5,7 @@
 //! as an `Idempotency-Key` header: a UUID as sent, or any other key of up to 128 bytes.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -265,9 +265,9 @@ pub(super) async fn ask<T>(
 pub(super) async fn vote(
     State(app): State<SharedState>,
     Path(poll): Path<String>,
-    headers: HeaderMap,
-    body: TimelyBody,
+    request: Request,
 ) -> Result<Json<VoteResponse>, ApiError> {
+    let (headers, body) = TimelyBody::with_headers(request, &app).await;
     let result = vote_inner(&app, &poll, &headers, body).await;
     match &result {
         Ok(response) => app.metrics.count_votes(response.status.as_str(), 1),
@@ -433,9 +433,9 @@ enum Parsed {
 pub(super) async fn batch(
     State(app): State<SharedState>,
     Path(poll): Path<String>,
-    headers: HeaderMap,
-    body: TimelyBody,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    let (headers, body) = TimelyBody::with_headers(request, &app).await;
     let result = batch_inner(&app, &poll, &headers, body).await;
     match &result {
         Ok(response) => count_batch(&app, response),
