@@ -200,16 +200,13 @@ pub fn start_with_peers<S: Storage + 'static>(
     if config.planted_bug == Some(config::PlantedBug::AckBeforeFsync) {
         engine.plant_bug_ack_before_fsync();
     }
-    let engine = engine.spawn(
-        EngineIo {
-            commands: command_rx,
-            wal_jobs: job_tx,
-            wal_done: done_rx,
-            results: results_tx,
-            close_commands: close_commands_rx,
-        },
-        wal_executor,
-    );
+    let engine = engine.spawn(EngineIo {
+        commands: command_rx,
+        wal_jobs: job_tx,
+        wal_done: done_rx,
+        results: results_tx,
+        close_commands: close_commands_rx,
+    });
     let syncing = peer_socket.is_some() && config.other_peers().next().is_some();
     let ready = Arc::new(AtomicBool::new(!syncing));
     let (stopping, stopping_rx) = watch::channel(false);
