@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # A/B of two `tally` builds: copy them to /tmp/tally-before and /tmp/tally-after; each round
 # runs both, memory-only and with fsync, against the same client (the before build's `tally load`),
-# 64 connections, AB_SECONDS (8) s each, and prints votes/s, node CPU µs per vote and p99.
-# Only 127.0.0.1:18191 is contacted.
+# 64 connections, AB_SECONDS (8) s each, and prints votes/s, node CPU µs per vote and p99, then
+# the medians and the median of the after/before ratios within a round.
+# Settings (environment): AB_ROUNDS (3); AB_SECONDS (8); AB_CLIENT_THREADS (tally load's default;
+# 1 is what scripts/bench-node.sh uses); AB_LOAD_ARGS, extra `tally load` arguments (for example
+# "--batch-size 1000 --binary"); AB_MODES ("memory fsync").
+# Only 127.0.0.1:18191 is contacted; every run is bounded in time.
 set -u
 CLIENT=/tmp/tally-before
-for round in 1 2 3; do
+ROUNDS=${AB_ROUNDS:-3}
+threads=()
+[ -n "${AB_CLIENT_THREADS:-}" ] && threads=(--threads "$AB_CLIENT_THREADS")
+read -r -a extra <<<"${AB_LOAD_ARGS:-}"
+results=$(mktemp)
+for round in $(seq "$ROUNDS"); do
   for bin in before after; do
-    for mode in memory fsync; do
+    for mode in ${AB_MODES:-memory fsync}; do
       d=$(mktemp -d)
       if [ $mode = memory ]; then args=(--memory-only); else args=(--data-dir $d/data); fi
       RUST_LOG=warn /tmp/tally-$bin run --listen 127.0.0.1:18191 "${args[@]}" >/dev/null 2>&1 &
@@ -15,10 +24,27 @@ for round in 1 2 3; do
       for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/18191) 2>/dev/null && break; sleep 0.1; done
       $CLIENT load --target http://127.0.0.1:18191 --no-progress --check off --options green,blue --count 5000 >/dev/null
       c0=$(awk '{print $14+$15}' /proc/$pid/stat)
-      out=$($CLIENT load --target http://127.0.0.1:18191 --no-progress --duration ${AB_SECONDS:-8}s --json-report $d/r.json 2>&1)
+      $CLIENT load --target http://127.0.0.1:18191 --no-progress --check off --options green,blue \
+        "${threads[@]}" "${extra[@]}" --duration ${AB_SECONDS:-8}s --json-report $d/r.json >/dev/null 2>&1
       c1=$(awk '{print $14+$15}' /proc/$pid/stat)
-      python3 -c "import json;r=json.load(open('$d/r.json'));print('$round $bin $mode', round(r['votes_per_s']), 'us/vote=%.2f' % (($c1-$c0)/100*1e6/r['votes_sent']), 'p99=%.2fms' % (r['latency']['p99_us']/1000))"
+      python3 -c "import json;r=json.load(open('$d/r.json'));print('$round $bin $mode', round(r['votes_per_s']), 'us/vote=%.2f' % (($c1-$c0)/$(getconf CLK_TCK)*1e6/r['votes_sent']), 'p99=%.2fms' % (r['latency']['p99_us']/1000))" | tee -a "$results"
       kill $pid; wait $pid 2>/dev/null; rm -rf $d
     done
   done
 done
+python3 - "$results" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+def val(row, i):
+    return float(row[i].split("=")[-1].rstrip("ms")) if "=" in row[i] else float(row[i])
+for mode in sorted({r[2] for r in rows}):
+    for bin in ("before", "after"):
+        sel = [r for r in rows if r[1] == bin and r[2] == mode]
+        print(f"{mode:6} {bin:6} median {statistics.median(val(r, 3) for r in sel):>10,.0f} votes/s  "
+              f"{statistics.median(val(r, 4) for r in sel):6.2f} µs node CPU/vote")
+    ratio = lambda i: statistics.median(
+        val(a, i) / val(b, i) for a in rows for b in rows
+        if a[1] == "after" and b[1] == "before" and a[2] == b[2] == mode and a[0] == b[0])
+    print(f"{mode:6} after/before (median of paired ratios): {ratio(3):.2f}× votes/s, {ratio(4):.2f}× CPU/vote")
+PY
+rm -f "$results"
