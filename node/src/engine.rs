@@ -251,7 +251,7 @@ impl Engine {
     /// ([`crate::wal_writer`]). On the HTTP runtime, a vote's hand-offs to the engine and back
     /// wake tasks on the same worker instead of a thread: measured against the engine on its
     /// own thread, ~10% more single votes per second and no fewer batched ones (BENCHMARKS.md,
-    /// "The engine back on the HTTP runtime"). The handle resolves to the engine's result.
+    /// "Single votes: the HTTP layers and the engine on the HTTP runtime"). The handle resolves to the engine's result.
     pub fn spawn(self, io: EngineIo) -> tokio::task::JoinHandle<Result<(), EngineError>> {
         tokio::spawn(self.run(io))
     }

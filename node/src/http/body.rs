@@ -41,9 +41,7 @@ impl TimelyBody {
             )),
         }
     }
-}
 
-impl TimelyBody {
     /// `request`'s headers, moved out rather than cloned as the `HeaderMap` extractor would,
     /// and its body, read as [`Self::read`] does.
     pub(super) async fn with_headers(

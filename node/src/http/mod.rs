@@ -253,7 +253,7 @@ enum RouteIndex {
 
 /// Times every request by route and logs failures. A tower layer of its own rather than
 /// `middleware::from_fn`, which clones the inner service into a box and boxes its future on
-/// every request (measured in BENCHMARKS.md, "Single votes: the HTTP layers").
+/// every request (measured in BENCHMARKS.md, "Single votes: the HTTP layers and the engine on the HTTP runtime").
 #[derive(Clone)]
 struct ObserveLayer(Arc<RouteSeconds>);
 
