@@ -2,7 +2,10 @@
 # The node benchmark of issues 3 and 6, in one command: builds release, then on 127.0.0.1 measures
 # with the SAME client (`tally load`) and the same connection count:
 #   (a) a minimal axum route (node/examples/hello_server.rs): the framework's ceiling; also wrk
-#       against it, as a cross-check of the client;
+#       against it, as a cross-check of the client; and DESIGN.md §7's single-vote reference
+#       (node/examples/reference_server.rs: the vote parsed, deduplicated in a
+#       Mutex<HashSet<u128>>, counted in two atomics, NOT durable): what a vote handler without
+#       a log, receipts or metrics costs on top of the hello route;
 #   (b) Tally single votes with fsync durability (`tally run` on a temporary data directory);
 #   (c) Tally batches of 1,000 votes, postcard and JSON, with durability;
 #   (d) latency at half the maximum single-vote rate of (b), open loop (from intended send time);
@@ -78,6 +81,7 @@ print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
 names = {
     "hello": "(a) hello route, tally load",
     "wrk-hello": "(a) hello route, wrk -t1",
+    "reference": "(a) DESIGN.md §7 reference: Mutex<HashSet> + 2 atomics, NOT durable",
     "single": "(b) Tally single votes, fsync",
     "batch-binary": "(c) Tally batches ×1000 postcard, fsync",
     "batch-json": "(c) Tally batches ×1000 JSON, fsync",
@@ -129,7 +133,9 @@ def paired(case, base):
 print(f"\nPaired ratios (median over runs of the ratio within a round): single/hello "
       f"{paired('single', 'hello'):.2f}, single/wrk-hello {paired('single', 'wrk-hello'):.2f}, "
       f"hello/wrk-hello {paired('hello', 'wrk-hello'):.2f}, memory-only single/hello "
-      f"{paired('single-memory', 'hello'):.2f}")
+      f"{paired('single-memory', 'hello'):.2f}, reference/hello {paired('reference', 'hello'):.2f}, "
+      f"single/reference {paired('single', 'reference'):.2f}, memory-only single/reference "
+      f"{paired('single-memory', 'reference'):.2f}")
 rmem = []
 if os.path.exists(redis_memory):
     rmem = list(csv.DictReader(open(redis_memory), delimiter="\t"))
@@ -170,6 +176,7 @@ if med("redis", "votes_per_s"):
 # The chart: throughput and p99 latency per case, as horizontal bars (plain SVG, no libraries).
 short = {
     "hello": "hello route (tally load)", "wrk-hello": "hello route (wrk -t1)",
+    "reference": "DESIGN.md §7 reference (NOT durable)",
     "single": "Tally single votes, fsync", "batch-binary": "Tally batches ×1000 postcard, fsync",
     "batch-json": "Tally batches ×1000 JSON, fsync", "half-rate": "Tally single votes at half rate, fsync",
     "single-c4x": "Tally single votes, fsync, 4× connections",
@@ -185,7 +192,7 @@ def bars(title, values, unit, y0, colour):
     for i, (case, v) in enumerate(zip(cases, values)):
         y = y0 + 12 + i * 24
         width = 520 * v / top
-        fill = "#c0392b" if case.startswith("redis") else ("#7f8c8d" if case in ("hello", "wrk-hello") else colour)
+        fill = "#c0392b" if case.startswith("redis") else ("#7f8c8d" if case in ("hello", "wrk-hello", "reference") else colour)
         out.append(f'<text x="450" y="{y + 15}" font-size="12" text-anchor="end">{short[case]}</text>')
         out.append(f'<rect x="460" y="{y}" width="{width:.1f}" height="18" fill="{fill}"/>')
         out.append(f'<text x="{466 + width:.1f}" y="{y + 14}" font-size="12">{v:,.{0 if unit == "votes/s" else 2}f} {unit}</text>')
@@ -195,7 +202,7 @@ svg, y = bars(f"Throughput (median of {n} runs, {conns} connections, 127.0.0.1, 
 more, y = bars("p99 latency per request, ms (a batch request carries 1,000 votes; Redis: redis-benchmark's figure)",
                [med(c, "p99_us") / 1000 for c in cases], "ms", y + 20, "#27ae60")
 svg += more
-svg.append(f'<text x="10" y="{y + 10}" font-size="11" fill="#555">grey: the framework ceiling (hello route); '
+svg.append(f'<text x="10" y="{y + 10}" font-size="11" fill="#555">grey: the framework ceiling (hello route) and DESIGN.md §7 non-durable reference; '
            f'red: Redis; blue/green: Tally. Made by scripts/bench-node.sh.</text>')
 with open(chart, "w") as f:
     f.write(f'<svg xmlns="http://www.w3.org/2000/svg" width="1160" height="{y + 24}" '
@@ -231,9 +238,11 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 echo "bench-node: building release"
-cargo build --release --locked -p tally-node --bin tally --example hello_server
+cargo build --release --locked -p tally-node --bin tally --example hello_server \
+  --example reference_server
 TALLY=target/release/tally
 HELLO=target/release/examples/hello_server
+REFERENCE=target/release/examples/reference_server
 
 OUT=target/bench-node/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
@@ -275,6 +284,13 @@ wait_listening() {
 
 start_hello() {
   "$HELLO" "$HELLO_ADDRESS" >>"$OUT/server.log" 2>&1 &
+  SERVER_PID=$!
+  wait_listening "$HELLO_ADDRESS"
+}
+
+# DESIGN.md §7's reference vote server (NOT durable), on the hello route's address.
+start_reference() {
+  "$REFERENCE" "$HELLO_ADDRESS" >>"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
   wait_listening "$HELLO_ADDRESS"
 }
@@ -524,6 +540,8 @@ for run in $(seq "$RUNS"); do
   warm_up "$HELLO_ADDRESS"
   wrk_run "$run"
   stop_server
+  measure_run reference "$run" start_reference "$HELLO_ADDRESS" --check off --options green,blue \
+    --duration "${SECONDS_PER_RUN}s"
   # (b) single votes with fsync, (c) batches with fsync.
   measure_run single "$run" start_node "$NODE_ADDRESS" --duration "${SECONDS_PER_RUN}s"
   measure_run batch-binary "$run" start_node "$NODE_ADDRESS" --batch-size "$BATCH" --binary \
