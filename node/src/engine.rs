@@ -93,7 +93,10 @@ pub enum Command {
     UpsertPoll {
         /// The definition.
         spec: PollSpec,
-        /// Answered once durable; true if anything changed.
+        /// Size the poll's dedupe index for this many vote IDs (logged, so a restart sizes it
+        /// again); `None` leaves it to grow as it fills.
+        expected_votes: Option<u64>,
+        /// Answered once durable; true if the definition changed.
         reply: Reply<bool>,
     },
     /// Merge a window change (open or close).
@@ -322,6 +325,14 @@ impl Engine {
         let everything = tally_core::VersionVector::default();
         for spec in self.replica.poll_specs() {
             entries.push(WalEntry::Poll(spec.clone()));
+            // The next start sizes the index before refilling it, as it was here.
+            let state = self.replica.state(spec.id());
+            if let Some(state) = state.filter(|s| s.vote_id_capacity() > 0) {
+                entries.push(WalEntry::Reserve {
+                    poll: spec.id().clone(),
+                    vote_ids: state.vote_id_capacity() as u64,
+                });
+            }
             let batches = self
                 .replica
                 .missing_records(spec.id(), &everything, usize::MAX);
@@ -404,8 +415,19 @@ impl Engine {
                 }
             },
             Command::Batch { poll, votes, reply } => self.handle_batch(&poll, votes, reply),
-            Command::UpsertPoll { spec, reply } => match self.replica.upsert_poll(spec.clone()) {
-                Ok(changed) => self.log_poll_change(&spec.id().clone(), changed, reply),
+            Command::UpsertPoll {
+                spec,
+                expected_votes,
+                reply,
+            } => match self.replica.upsert_poll(spec.clone()) {
+                Ok(changed) => {
+                    // The definition goes into the log before the reservation that names it;
+                    // both in the job the reply waits for.
+                    self.log_poll_change(&spec.id().clone(), changed, reply);
+                    if let Some(vote_ids) = expected_votes {
+                        self.reserve(spec.id(), vote_ids);
+                    }
+                }
                 Err(error) => drop(reply.send(Err(error.into()))),
             },
             Command::MergeWindow {
@@ -568,6 +590,24 @@ impl Engine {
         } else {
             let _ = reply.send(Ok(acks));
         }
+    }
+
+    /// Sizes `poll`'s dedupe index for `vote_ids` IDs if it is smaller, and logs the
+    /// reservation (after the poll's definition, which the caller has queued already).
+    fn reserve(&mut self, poll: &PollId, vote_ids: u64) {
+        let Some(before) = self.replica.state(poll).map(|s| s.vote_id_capacity()) else {
+            return;
+        };
+        let wanted = usize::try_from(vote_ids).unwrap_or(usize::MAX);
+        if before >= wanted || self.replica.reserve_vote_ids(poll, wanted).is_err() {
+            return;
+        }
+        let capacity = self.replica.state(poll).map_or(0, |s| s.vote_id_capacity());
+        tracing::info!(%poll, expected = vote_ids, capacity, "dedupe index reserved");
+        self.unlogged_entries.push(WalEntry::Reserve {
+            poll: poll.clone(),
+            vote_ids,
+        });
     }
 
     fn log_poll_change(&mut self, poll: &PollId, changed: bool, reply: Reply<bool>) {

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tally_core::limits::{FRAME_BYTES_MAX, RECORDS_PER_BATCH_MAX};
-use tally_core::{ActorId, PollSpec, RecordBatch};
+use tally_core::{ActorId, PollId, PollSpec, RecordBatch};
 
 use crate::storage::{Storage, StorageFile};
 
@@ -83,6 +83,16 @@ pub enum WalEntry {
     /// The actor (node incarnation) that writes this log: the first entry of a new log, and
     /// so also the first entry of every snapshot.
     Identity(ActorId),
+    /// A poll's dedupe index was sized for this many vote IDs: by an admin request
+    /// (`expected_votes`), or in a snapshot, the capacity it had when the node stopped. Replay
+    /// reserves it as soon as it reads this entry, which follows the poll's definition and
+    /// precedes its records, so a restart refills the index without growing it.
+    Reserve {
+        /// The poll.
+        poll: PollId,
+        /// Vote IDs the index holds before it must grow.
+        vote_ids: u64,
+    },
 }
 
 /// Where recovery stopped reading, and why.

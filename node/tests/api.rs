@@ -25,7 +25,7 @@ use tally_node::engine::Command;
 use tally_node::http::{
     self, AppState, BatchResponse, BatchVoteStatus, BinaryBatch, BinaryVote, POSTCARD_MEDIA_TYPE,
 };
-use tally_node::storage::MemoryStorage;
+use tally_node::storage::{MemoryStorage, Storage, StorageFile};
 use tally_node::{Clock, Started, WalExecutor};
 use tokio::sync::{mpsc, oneshot, watch};
 use tower::ServiceExt;
@@ -1142,12 +1142,7 @@ async fn a_poll_with_expected_votes_has_its_dedupe_index_reserved_at_start() {
         node.vote("superbowl", "blue", "b").await.status,
         StatusCode::OK
     );
-    let gauge = |text: &str, name: &str, poll: &str| -> Option<u64> {
-        let prefix = format!("{name}{{poll=\"{poll}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-            .map(|v| v.parse().unwrap())
-    };
+    let gauge = poll_gauge;
     let mut text = String::new();
     for _ in 0..200 {
         text = node.send(get("/metrics")).await.text();
@@ -1169,6 +1164,95 @@ async fn a_poll_with_expected_votes_has_its_dedupe_index_reserved_at_start() {
     assert!(
         (1..1_000).contains(&grown),
         "unreserved index of one ID: {grown}"
+    );
+    node.stop().await;
+}
+
+/// A poll's gauge from the /metrics text, if it is there.
+fn poll_gauge(text: &str, name: &str, poll: &str) -> Option<u64> {
+    let prefix = format!("{name}{{poll=\"{poll}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(|v| v.parse().unwrap())
+}
+
+/// The capacity of `poll`'s dedupe index, once the results tick has published it.
+async fn index_capacity(node: &Node, poll: &str) -> u64 {
+    for _ in 0..200 {
+        let text = node.send(get("/metrics")).await.text();
+        if let Some(capacity) = poll_gauge(&text, "tally_poll_vote_id_capacity", poll) {
+            return capacity;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("/metrics never showed the index capacity of {poll}");
+}
+
+/// What a disk would hold if the node crashed now: a copy of every file's bytes (a
+/// `MemoryStorage` keeps only what was written, so nothing beyond that survives either).
+fn crash_copy(storage: &MemoryStorage) -> MemoryStorage {
+    let copy = MemoryStorage::new();
+    for name in storage.list().unwrap() {
+        let bytes = storage.with_file_bytes(&name, |b| b.clone()).unwrap();
+        copy.create(&name).unwrap().write_all_at(&bytes, 0).unwrap();
+    }
+    copy
+}
+
+#[tokio::test]
+async fn a_poll_created_with_expected_votes_keeps_its_reserved_index_across_a_crash_and_a_stop() {
+    // Goal: `expected_votes` on the admin API sizes the new poll's index at once, and the
+    // reservation is in the log: a node restarted after a crash (the log as written) or after
+    // a clean stop (the log compacted into a snapshot) has the index sized before any vote.
+    // Method: create two polls, one reserved; read the capacity gauges; restart on a copy of
+    // the disk taken while running, then on the disk after a clean stop.
+    let node = start();
+    let reserved = json!({"id": "big", "options": ["x", "y"], "open": true,
+        "expected_votes": 100_000});
+    let created = node.admin("/v1/admin/polls", Some(reserved.clone())).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    let plain = json!({"id": "plain", "options": ["x", "y"], "open": true});
+    assert_eq!(
+        node.admin("/v1/admin/polls", Some(plain)).await.status,
+        StatusCode::CREATED
+    );
+    assert!(index_capacity(&node, "big").await >= 100_000);
+    assert!(index_capacity(&node, "plain").await < 1_000);
+    // Asking again for the same poll and size changes nothing.
+    let again = node.admin("/v1/admin/polls", Some(reserved)).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text());
+    assert_eq!(node.vote("big", "x", "v1").await.status, StatusCode::OK);
+
+    let crashed = crash_copy(&node.storage);
+    let clock = node.clock.clone();
+    let after_crash = start_on(&test_config(), crashed, clock.clone());
+    assert!(index_capacity(&after_crash, "big").await >= 100_000);
+    assert!(index_capacity(&after_crash, "plain").await < 1_000);
+    after_crash.stop().await;
+
+    let storage = node.stop().await;
+    let after_stop = start_on(&test_config(), storage, clock);
+    assert!(index_capacity(&after_stop, "big").await >= 100_000);
+    assert_eq!(
+        after_stop.vote("big", "y", "v1").await.json()["status"],
+        "duplicate"
+    );
+    after_stop.stop().await;
+}
+
+#[tokio::test]
+async fn expected_votes_outside_1_to_the_reservation_limit_is_422_and_creates_nothing() {
+    let node = start();
+    for bad in [json!(0), json!(500_000_001u64)] {
+        let body = json!({"id": "huge", "options": ["x", "y"], "expected_votes": bad});
+        let reply = node.admin("/v1/admin/polls", Some(body)).await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(reply.text().contains("expected_votes"), "{}", reply.text());
+    }
+    let polls = node.send(get("/v1/polls")).await.json();
+    assert!(
+        !polls.to_string().contains("huge"),
+        "a refused poll was created: {polls}"
     );
     node.stop().await;
 }

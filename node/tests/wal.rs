@@ -86,13 +86,18 @@ fn records_entry(first_seq: u64, records: u64, salt: u64) -> WalEntry {
     WalEntry::Records(batch)
 }
 
-/// `count` entries: an identity, some polls, and record batches of varied sizes.
+/// `count` entries: an identity, some polls and index reservations, and record batches of
+/// varied sizes.
 fn history(count: u64, salt: u64) -> Vec<WalEntry> {
     let mut seq = 1;
     (0..count)
         .map(|i| match i {
             0 => WalEntry::Identity(actor()),
             _ if i % 7 == 1 => poll_entry(i),
+            _ if i % 11 == 5 => WalEntry::Reserve {
+                poll: PollId::new("superbowl").expect("valid name"),
+                vote_ids: i * 1_000 + salt,
+            },
             _ => {
                 let records = 1 + (i * 13 + salt) % 40;
                 let entry = records_entry(seq, records, salt);

@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
+use tally_core::limits::RESERVED_VOTE_IDS_MAX;
 use tally_core::{OptionName, PollId, PollSpec, PollWindow};
 use utoipa::ToSchema;
 
@@ -34,6 +35,12 @@ pub struct CreatePoll {
     pub open: bool,
     /// Close this many seconds after opening.
     pub duration_seconds: Option<u64>,
+    /// Size the poll's dedupe index for this many distinct vote IDs now (1 to 500,000,000;
+    /// ~11 bytes each), so it does not stop to grow while votes wait. Optional; as
+    /// `expected_votes` in the config file, and kept across restarts. Asked of a poll that
+    /// exists, it enlarges that poll's index (one pause that rehashes the IDs held).
+    #[schema(example = 30_000_000)]
+    pub expected_votes: Option<u64>,
 }
 
 /// A poll as listed.
@@ -151,7 +158,20 @@ pub(super) async fn create_poll(
         },
     )
     .map_err(|e| ApiError::Invalid(e.to_string()))?;
-    let changed = ask(&app, |reply| Command::UpsertPoll { spec, reply }).await?;
+    let expected_votes = request.expected_votes;
+    if let Some(votes) = expected_votes {
+        if votes == 0 || votes > RESERVED_VOTE_IDS_MAX as u64 {
+            return Err(ApiError::Invalid(format!(
+                "expected_votes must be between 1 and {RESERVED_VOTE_IDS_MAX}, not {votes}"
+            )));
+        }
+    }
+    let changed = ask(&app, |reply| Command::UpsertPoll {
+        spec,
+        expected_votes,
+        reply,
+    })
+    .await?;
     let status = if changed {
         StatusCode::CREATED
     } else {
