@@ -20,6 +20,8 @@ use crate::engine::Command;
 
 // The OpenAPI text of the create route quotes this limit: change it with it.
 const _: () = assert!(ADMIN_BODY_BYTES_MAX == 16 * 1024);
+// `CreatePoll::expected_votes`'s schema and doc quote this one.
+const _: () = assert!(RESERVED_VOTE_IDS_MAX == 500_000_000);
 
 /// `POST /v1/admin/polls` body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -39,7 +41,7 @@ pub struct CreatePoll {
     /// ~11 bytes each), so it does not stop to grow while votes wait. Optional; as
     /// `expected_votes` in the config file, and kept across restarts. Asked of a poll that
     /// exists, it enlarges that poll's index (one pause that rehashes the IDs held).
-    #[schema(example = 30_000_000)]
+    #[schema(example = 30_000_000, minimum = 1, maximum = 500_000_000)]
     pub expected_votes: Option<u64>,
 }
 
