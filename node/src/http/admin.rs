@@ -110,7 +110,8 @@ fn ensure_ready(app: &AppState) -> Result<(), ApiError> {
     request_body(content = CreatePoll, content_type = "application/json"),
     responses(
         (status = 201, description = "Created (or changed), and durable", body = AdminResponse),
-        (status = 200, description = "Already there as asked: nothing changed",
+        (status = 200, description = "Already there as asked: the definition is unchanged (a \
+            larger expected_votes still enlarges its index)",
             body = AdminResponse),
         (status = 400, description = "The body is not valid JSON for this route", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token, or the admin API is off",
