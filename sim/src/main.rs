@@ -285,10 +285,14 @@ fn print_one(report: &ClusterReport) {
         c.totals
     );
     println!(
-        "simulated {:.1} s in {:.2} s wall ({:.0} simulated votes per wall second)",
+        "simulated {:.1} s in {:.2} s wall ({:.0} simulated votes per wall second); healed at \
+         {:.1} simulated s after {:.2} s wall, converged and checked in the {:.2} s wall after",
         report.simulated.as_secs_f64(),
         report.wall.as_secs_f64(),
-        c.invoked as f64 / report.wall.as_secs_f64()
+        c.invoked as f64 / report.wall.as_secs_f64(),
+        report.healed_at.0.as_secs_f64(),
+        report.healed_at.1.as_secs_f64(),
+        report.wall.saturating_sub(report.healed_at.1).as_secs_f64()
     );
     println!(
         "seed {}: ok, trace hash {:016x}",

@@ -85,6 +85,9 @@ pub struct ClusterReport {
     pub simulated: Duration,
     /// Wall-clock time it took.
     pub wall: Duration,
+    /// When the network healed and the last fault ended: (simulated, wall-clock) time since
+    /// the start. What follows is the convergence the checker waits for.
+    pub healed_at: (Duration, Duration),
     /// Each region's displayed green share over simulated time (with `record_chart`).
     pub chart: Option<chart::Samples>,
 }
@@ -393,6 +396,7 @@ pub fn run_cluster_with(
         .max(WARM_UP_MS + VOTING_MS);
     let mut next_action = 0;
     let mut healed = false;
+    let mut healed_at = (Duration::ZERO, Duration::ZERO);
     let mut samples = config.record_chart.then(|| chart::Samples {
         regions: names.to_vec(),
         points: Vec::new(),
@@ -434,6 +438,7 @@ pub fn run_cluster_with(
             heal(&mut sim, &names);
             lock(&shared).healed = true;
             healed = true;
+            healed_at = (sim.elapsed(), wall.elapsed());
         }
         if now >= next_progress {
             let invoked = lock(&shared).invoked;
@@ -478,6 +483,7 @@ pub fn run_cluster_with(
         cross_region_retries: ledger.cross_region_retries,
         simulated,
         wall: wall.elapsed(),
+        healed_at,
         chart: samples,
     })
 }
