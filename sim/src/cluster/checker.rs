@@ -217,31 +217,31 @@ async fn probe(
     shared: &Shared,
     conns: &mut [Conn],
 ) -> Result<(Vec<usize>, Vec<bool>), Violation> {
-    let (invoked, votes): (Vec<usize>, Vec<BinaryVote>) = {
+    // The numbers of the invoked votes, sized in one pass: at full scale 30 million, and a
+    // vector grown by doubling (or a second one of the votes themselves) would fault in and
+    // zero gigabytes of fresh pages. Each batch's votes are read from the ledger as it goes.
+    let invoked: Vec<usize> = {
         let ledger = lock(shared);
-        ledger
-            .votes
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.invoked_ms != 0)
-            .map(|(i, v)| {
-                (
-                    i,
-                    BinaryVote {
-                        option: v.option,
-                        vote_id: v.id,
-                    },
-                )
-            })
-            .unzip()
+        let count = ledger.votes.iter().filter(|v| v.invoked_ms != 0).count();
+        let mut invoked = Vec::with_capacity(count);
+        invoked.extend((0..ledger.votes.len()).filter(|&i| ledger.votes[i].invoked_ms != 0));
+        invoked
     };
     let region = (plan.seed % plan.regions.len() as u64) as usize;
-    let mut answers = Vec::with_capacity(votes.len());
-    for chunk in votes.chunks(PROBE_BATCH_VOTES) {
-        let body = postcard::to_allocvec(&BinaryBatch {
-            votes: chunk.to_vec(),
-        })
-        .map_err(|e| format!("probe: cannot encode a batch: {e}"))?;
+    let mut answers = Vec::with_capacity(invoked.len());
+    for chunk in invoked.chunks(PROBE_BATCH_VOTES) {
+        let votes = {
+            let ledger = lock(shared);
+            chunk
+                .iter()
+                .map(|&i| BinaryVote {
+                    option: ledger.votes[i].option,
+                    vote_id: ledger.votes[i].id,
+                })
+                .collect()
+        };
+        let body = postcard::to_allocvec(&BinaryBatch { votes })
+            .map_err(|e| format!("probe: cannot encode a batch: {e}"))?;
         let mut statuses = None;
         for _ in 0..10 {
             let outcome = conns[region]
