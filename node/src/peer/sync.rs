@@ -26,7 +26,7 @@ use tally_core::{NodeId, PollId, PollSpec, RecordBatch, UnixMillis, VersionVecto
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::tls::check_peer_is;
-use super::transport::{Backoff, read_frame, write_frame};
+use super::transport::{Backoff, FrameError, read_frame, write_frame};
 use crate::Clock;
 use crate::config::PeerAddress;
 use crate::engine::{Command, EngineError, PeerApplied, PullReply};
@@ -73,9 +73,12 @@ pub enum SessionError {
     /// The peer's host name did not resolve.
     #[error("peer address lookup: {0}")]
     Resolve(String),
-    /// A stream failed.
+    /// Writing a frame to a stream failed.
     #[error("stream: {0}")]
-    Stream(String),
+    Stream(#[from] FrameError),
+    /// A stream was finished after it had already been closed or reset.
+    #[error("stream: {0}")]
+    StreamClosed(#[from] quinn::ClosedStream),
     /// The peer was refused (hello, certificate, cluster, or a bad frame).
     #[error("peer refused: {0}")]
     Refused(String),
@@ -112,7 +115,9 @@ impl SessionError {
             )
         });
         match (self, orderly_close) {
-            (Self::Stream(_) | Self::Connection(_), Some(reason)) => Self::Connection(reason),
+            (Self::Stream(_) | Self::StreamClosed(_) | Self::Connection(_), Some(reason)) => {
+                Self::Connection(reason)
+            }
             (error, _) => error,
         }
     }
@@ -151,10 +156,6 @@ async fn ask<T>(
         .map_err(|_| SessionError::EngineStopped)
 }
 
-fn stream_error(error: impl std::fmt::Display) -> SessionError {
-    SessionError::Stream(error.to_string())
-}
-
 async fn send_message(
     send: &mut quinn::SendStream,
     message: &PeerMessage,
@@ -162,7 +163,7 @@ async fn send_message(
     peer: &str,
 ) -> Result<(), SessionError> {
     let frame = wire::encode(message);
-    write_frame(send, &frame).await.map_err(stream_error)?;
+    write_frame(send, &frame).await?;
     metrics
         .bytes_sent
         .get_or_create(&PeerMetrics::labels(peer))
@@ -218,7 +219,7 @@ async fn exchange_hello(
         &label,
     )
     .await?;
-    send.finish().map_err(stream_error)?;
+    send.finish()?;
     let mut buffer = Vec::new();
     let hello = match next_message(&mut recv, &mut buffer, &context.metrics.peers, &label).await? {
         Some(PeerMessage::Hello(hello)) => hello,
@@ -337,7 +338,7 @@ async fn answer_peer(
         })
         .await?;
         send_answer(&mut send, answer, &context.metrics.peers, &label).await?;
-        send.finish().map_err(stream_error)?;
+        send.finish()?;
     }
 }
 
@@ -506,7 +507,7 @@ async fn pull_round(
         };
         send_message(&mut send, &message, &context.metrics.peers, label).await?;
     }
-    send.finish().map_err(stream_error)?;
+    send.finish()?;
     let answer = read_answer(&mut recv, context, label).await?;
     let records_in_answer = answer.records;
     let behind_before = records_behind(&mine, &answer.vectors);
