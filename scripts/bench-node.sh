@@ -282,18 +282,15 @@ wait_listening() {
   exit 1
 }
 
-start_hello() {
-  "$HELLO" "$HELLO_ADDRESS" >>"$OUT/server.log" 2>&1 &
+# An example server ($1: the hello route, or DESIGN.md §7's NOT durable reference) on the
+# hello route's address.
+start_example() {
+  "$1" "$HELLO_ADDRESS" >>"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
   wait_listening "$HELLO_ADDRESS"
 }
-
-# DESIGN.md §7's reference vote server (NOT durable), on the hello route's address.
-start_reference() {
-  "$REFERENCE" "$HELLO_ADDRESS" >>"$OUT/server.log" 2>&1 &
-  SERVER_PID=$!
-  wait_listening "$HELLO_ADDRESS"
-}
+start_hello() { start_example "$HELLO"; }
+start_reference() { start_example "$REFERENCE"; }
 
 # A fresh node with fsync durability on its own temporary data directory.
 start_node() {

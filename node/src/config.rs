@@ -522,6 +522,17 @@ fn limiter<K: std::hash::Hash + Eq + Copy>(
     }
 }
 
+/// Checks a poll's `expected_votes` (from the config file or the admin API): 1 to
+/// [`RESERVED_VOTE_IDS_MAX`].
+pub fn check_expected_votes(votes: u64) -> Result<(), String> {
+    if votes == 0 || votes > RESERVED_VOTE_IDS_MAX as u64 {
+        return Err(format!(
+            "expected_votes must be between 1 and {RESERVED_VOTE_IDS_MAX}, not {votes}"
+        ));
+    }
+    Ok(())
+}
+
 fn poll_spec(poll: &PollConfig, now: UnixMillis) -> Result<PollSpec, ConfigError> {
     let invalid = |message: String| ConfigError::Invalid {
         setting: "polls",
@@ -535,11 +546,7 @@ fn poll_spec(poll: &PollConfig, now: UnixMillis) -> Result<PollSpec, ConfigError
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| invalid(format!("poll {id}: option: {e}")))?;
     if let Some(votes) = poll.expected_votes {
-        if votes == 0 || votes > RESERVED_VOTE_IDS_MAX as u64 {
-            return Err(invalid(format!(
-                "poll {id}: expected_votes must be between 1 and {RESERVED_VOTE_IDS_MAX}, not {votes}"
-            )));
-        }
+        check_expected_votes(votes).map_err(|e| invalid(format!("poll {id}: {e}")))?;
     }
     let opens_at = poll.open.then_some(now);
     let closes_at = opens_at

@@ -326,11 +326,11 @@ impl Engine {
         for spec in self.replica.poll_specs() {
             entries.push(WalEntry::Poll(spec.clone()));
             // The next start sizes the index before refilling it, as it was here.
-            let state = self.replica.state(spec.id());
-            if let Some(state) = state.filter(|s| s.vote_id_capacity() > 0) {
+            let capacity = self.replica.state(spec.id()).map(|s| s.vote_id_capacity());
+            if let Some(capacity) = capacity.filter(|&c| c > 0) {
                 entries.push(WalEntry::Reserve {
                     poll: spec.id().clone(),
-                    vote_ids: state.vote_id_capacity() as u64,
+                    vote_ids: capacity as u64,
                 });
             }
             let batches = self
@@ -595,15 +595,9 @@ impl Engine {
     /// Sizes `poll`'s dedupe index for `vote_ids` IDs if it is smaller, and logs the
     /// reservation (after the poll's definition, which the caller has queued already).
     fn reserve(&mut self, poll: &PollId, vote_ids: u64) {
-        let Some(before) = self.replica.state(poll).map(|s| s.vote_id_capacity()) else {
-            return;
-        };
-        let wanted = usize::try_from(vote_ids).unwrap_or(usize::MAX);
-        if before >= wanted || self.replica.reserve_vote_ids(poll, wanted).is_err() {
+        if !crate::recovery::reserve_vote_ids(&mut self.replica, poll, vote_ids).unwrap_or(false) {
             return;
         }
-        let capacity = self.replica.state(poll).map_or(0, |s| s.vote_id_capacity());
-        tracing::info!(%poll, expected = vote_ids, capacity, "dedupe index reserved");
         self.unlogged_entries.push(WalEntry::Reserve {
             poll: poll.clone(),
             vote_ids,

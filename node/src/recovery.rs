@@ -7,7 +7,7 @@
 use std::fmt;
 
 use rand::{RngCore, SeedableRng};
-use tally_core::{ActorId, PollId, Replica};
+use tally_core::{ActorId, PollError, PollId, Replica};
 
 use crate::Clock;
 use crate::config::{Config, PollConfig, Validated};
@@ -156,14 +156,25 @@ fn reserve_index(replica: &mut Replica, poll: &PollConfig) {
     let Ok(id) = PollId::new(poll.id.clone()) else {
         return;
     };
-    let expected = usize::try_from(expected).unwrap_or(usize::MAX);
-    let before = replica.state(&id).map(|s| s.vote_id_capacity());
-    if replica.reserve_vote_ids(&id, expected).is_ok() {
-        let capacity = replica.state(&id).map_or(0, |s| s.vote_id_capacity());
-        if before != Some(capacity) {
-            tracing::info!(poll = %id, expected, capacity, "dedupe index reserved");
-        }
+    let _ = reserve_vote_ids(replica, &id, expected);
+}
+
+/// Sizes `poll`'s dedupe index for `expected` vote IDs if it holds fewer, and logs it when it
+/// grew. `Ok(true)`: it grew. Start-up, replay and the admin API all reserve through this.
+pub(crate) fn reserve_vote_ids(
+    replica: &mut Replica,
+    poll: &PollId,
+    expected: u64,
+) -> Result<bool, PollError> {
+    let wanted = usize::try_from(expected).unwrap_or(usize::MAX);
+    let before = replica.state(poll).map(|s| s.vote_id_capacity());
+    replica.reserve_vote_ids(poll, wanted)?;
+    let capacity = replica.state(poll).map_or(0, |s| s.vote_id_capacity());
+    let grew = before != Some(capacity);
+    if grew {
+        tracing::info!(%poll, expected, capacity, "dedupe index reserved");
     }
+    Ok(grew)
 }
 
 fn replay(
@@ -196,9 +207,8 @@ fn replay(
             .map(|_| ())
             .map_err(|e| e.to_string()),
         (WalEntry::Reserve { poll, vote_ids }, Some(replica)) => {
-            let vote_ids = usize::try_from(vote_ids).unwrap_or(usize::MAX);
-            replica
-                .reserve_vote_ids(&poll, vote_ids)
+            reserve_vote_ids(replica, &poll, vote_ids)
+                .map(drop)
                 .map_err(|e| format!("reserving the index of {poll}: {e}"))
         }
     }

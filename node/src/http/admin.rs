@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use super::body::TimelyBody;
 use super::votes::{ask, require_content_type};
 use super::{ApiError, AppState, ErrorBody, SharedState};
-use crate::config::ADMIN_BODY_BYTES_MAX;
+use crate::config::{ADMIN_BODY_BYTES_MAX, check_expected_votes};
 use crate::engine::Command;
 
 // The OpenAPI text of the create route quotes this limit: change it with it.
@@ -163,11 +163,7 @@ pub(super) async fn create_poll(
     .map_err(|e| ApiError::Invalid(e.to_string()))?;
     let expected_votes = request.expected_votes;
     if let Some(votes) = expected_votes {
-        if votes == 0 || votes > RESERVED_VOTE_IDS_MAX as u64 {
-            return Err(ApiError::Invalid(format!(
-                "expected_votes must be between 1 and {RESERVED_VOTE_IDS_MAX}, not {votes}"
-            )));
-        }
+        check_expected_votes(votes).map_err(ApiError::Invalid)?;
     }
     let changed = ask(&app, |reply| Command::UpsertPoll {
         spec,

@@ -217,13 +217,13 @@ async fn probe(
     shared: &Shared,
     conns: &mut [Conn],
 ) -> Result<(Vec<usize>, Vec<bool>), Violation> {
-    // The numbers of the invoked votes, sized in one pass: at full scale 30 million, and a
-    // vector grown by doubling (or a second one of the votes themselves) would fault in and
-    // zero gigabytes of fresh pages. Each batch's votes are read from the ledger as it goes.
+    // The numbers of the invoked votes, sized up front (the ledger counts them): at full
+    // scale 30 million, and a vector grown by doubling (or a second one of the votes
+    // themselves) would fault in and zero gigabytes of fresh pages. Each batch's votes are
+    // read from the ledger as it goes.
     let invoked: Vec<usize> = {
         let ledger = lock(shared);
-        let count = ledger.votes.iter().filter(|v| v.invoked_ms != 0).count();
-        let mut invoked = Vec::with_capacity(count);
+        let mut invoked = Vec::with_capacity(usize::try_from(ledger.invoked).unwrap_or(0));
         invoked.extend((0..ledger.votes.len()).filter(|&i| ledger.votes[i].invoked_ms != 0));
         invoked
     };
