@@ -5,7 +5,9 @@
 #       against it, as a cross-check of the client; and DESIGN.md §7's single-vote reference
 #       (node/examples/reference_server.rs: the vote parsed, deduplicated in a
 #       Mutex<HashSet<u128>>, counted in two atomics, NOT durable): what a vote handler without
-#       a log, receipts or metrics costs on top of the hello route;
+#       a log, receipts or metrics costs on top of the hello route; and the same reference made
+#       durable (each new vote's 17 bytes appended to a file and answered after the group
+#       commit's fdatasync that covers it): the least a vote with Tally's durability costs;
 #   (b) Tally single votes with fsync durability (`tally run` on a temporary data directory);
 #   (c) Tally batches of 1,000 votes, postcard and JSON, with durability;
 #   (d) latency at half the maximum single-vote rate of (b), open loop (from intended send time);
@@ -26,13 +28,15 @@
 # copies the table into BENCHMARKS.md between its bench-node markers and the chart to
 # benchmarks/node-vs-redis.svg.
 #
-# Settings (environment): BENCH_RUNS, BENCH_SECONDS, BENCH_CONNECTIONS, BENCH_MEMORY_VOTES,
-# BENCH_NODE_PORT, BENCH_HELLO_PORT, BENCH_REDIS_PORT, BENCH_WRITE. Only 127.0.0.1 is contacted;
+# Settings (environment): BENCH_RUNS, BENCH_HALF_RATE_RUNS (runs of (d), default 5: one host
+# stall in an 8 s open-loop run decides its p99, so it gets more runs than the others),
+# BENCH_SECONDS, BENCH_CONNECTIONS, BENCH_MEMORY_VOTES, BENCH_NODE_PORT, BENCH_HELLO_PORT, BENCH_REDIS_PORT, BENCH_WRITE. Only 127.0.0.1 is contacted;
 # every run is bounded in time or count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${BENCH_RUNS:-3}
+HALF_RATE_RUNS=${BENCH_HALF_RATE_RUNS:-5}
 SECONDS_PER_RUN=${BENCH_SECONDS:-8}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 MEMORY_VOTES=${BENCH_MEMORY_VOTES:-5000000}
@@ -82,10 +86,12 @@ names = {
     "hello": "(a) hello route, tally load",
     "wrk-hello": "(a) hello route, wrk -t1",
     "reference": "(a) DESIGN.md §7 reference: Mutex<HashSet> + 2 atomics, NOT durable",
+    "reference-durable": "(a) the same reference + group-commit fdatasync (durable)",
     "single": "(b) Tally single votes, fsync",
     "batch-binary": "(c) Tally batches ×1000 postcard, fsync",
     "batch-json": "(c) Tally batches ×1000 JSON, fsync",
-    "half-rate": f"(d) Tally single votes at {half}/s, fsync (latency from intended send)",
+    "half-rate": f"(d) Tally single votes at {half}/s, fsync (latency from intended send; "
+                 f"{sum(r['case'] == 'half-rate' for r in rows)} runs)",
     "single-c4x": f"(supplement) Tally single votes, fsync, {int(conns) * 4} connections",
     "single-memory": "(supplement) Tally single votes, memory-only: NOT durable",
     "redis": "(f) Redis SADD+INCR script, non-pipelined, no persistence: NOT durable",
@@ -135,7 +141,9 @@ print(f"\nPaired ratios (median over runs of the ratio within a round): single/h
       f"hello/wrk-hello {paired('hello', 'wrk-hello'):.2f}, memory-only single/hello "
       f"{paired('single-memory', 'hello'):.2f}, reference/hello {paired('reference', 'hello'):.2f}, "
       f"single/reference {paired('single', 'reference'):.2f}, memory-only single/reference "
-      f"{paired('single-memory', 'reference'):.2f}")
+      f"{paired('single-memory', 'reference'):.2f}, durable reference/hello "
+      f"{paired('reference-durable', 'hello'):.2f}, single/durable reference "
+      f"{paired('single', 'reference-durable'):.2f}")
 rmem = []
 if os.path.exists(redis_memory):
     rmem = list(csv.DictReader(open(redis_memory), delimiter="\t"))
@@ -177,6 +185,7 @@ if med("redis", "votes_per_s"):
 short = {
     "hello": "hello route (tally load)", "wrk-hello": "hello route (wrk -t1)",
     "reference": "DESIGN.md §7 reference (NOT durable)",
+    "reference-durable": "the reference + group-commit fdatasync",
     "single": "Tally single votes, fsync", "batch-binary": "Tally batches ×1000 postcard, fsync",
     "batch-json": "Tally batches ×1000 JSON, fsync", "half-rate": "Tally single votes at half rate, fsync",
     "single-c4x": "Tally single votes, fsync, 4× connections",
@@ -192,7 +201,7 @@ def bars(title, values, unit, y0, colour):
     for i, (case, v) in enumerate(zip(cases, values)):
         y = y0 + 12 + i * 24
         width = 520 * v / top
-        fill = "#c0392b" if case.startswith("redis") else ("#7f8c8d" if case in ("hello", "wrk-hello", "reference") else colour)
+        fill = "#c0392b" if case.startswith("redis") else ("#7f8c8d" if case in ("hello", "wrk-hello", "reference", "reference-durable") else colour)
         out.append(f'<text x="450" y="{y + 15}" font-size="12" text-anchor="end">{short[case]}</text>')
         out.append(f'<rect x="460" y="{y}" width="{width:.1f}" height="18" fill="{fill}"/>')
         out.append(f'<text x="{466 + width:.1f}" y="{y + 14}" font-size="12">{v:,.{0 if unit == "votes/s" else 2}f} {unit}</text>')
@@ -202,7 +211,7 @@ svg, y = bars(f"Throughput (median of {n} runs, {conns} connections, 127.0.0.1, 
 more, y = bars("p99 latency per request, ms (a batch request carries 1,000 votes; Redis: redis-benchmark's figure)",
                [med(c, "p99_us") / 1000 for c in cases], "ms", y + 20, "#27ae60")
 svg += more
-svg.append(f'<text x="10" y="{y + 10}" font-size="11" fill="#555">grey: the framework ceiling (hello route) and DESIGN.md §7 non-durable reference; '
+svg.append(f'<text x="10" y="{y + 10}" font-size="11" fill="#555">grey: the framework ceiling (hello route) and DESIGN.md §7's reference, without and with durability; '
            f'red: Redis; blue/green: Tally. Made by scripts/bench-node.sh.</text>')
 with open(chart, "w") as f:
     f.write(f'<svg xmlns="http://www.w3.org/2000/svg" width="1160" height="{y + 24}" '
@@ -282,15 +291,18 @@ wait_listening() {
   exit 1
 }
 
-# An example server ($1: the hello route, or DESIGN.md §7's NOT durable reference) on the
-# hello route's address.
+# An example server ($1: the hello route, or DESIGN.md §7's reference; $2, if given, the
+# reference's log file, which makes it durable) on the hello route's address.
 start_example() {
-  "$1" "$HELLO_ADDRESS" >>"$OUT/server.log" 2>&1 &
+  "$1" "$HELLO_ADDRESS" ${2:+"$2"} >>"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
   wait_listening "$HELLO_ADDRESS"
 }
 start_hello() { start_example "$HELLO"; }
 start_reference() { start_example "$REFERENCE"; }
+start_durable_reference() {
+  start_example "$REFERENCE" "$(mktemp -d -p "$SCRATCH")/reference.log"
+}
 
 # A fresh node with fsync durability on its own temporary data directory.
 start_node() {
@@ -518,6 +530,7 @@ LUA
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 cat >"$OUT/settings.env" <<ENV
 RUNS=$RUNS
+HALF_RATE_RUNS=$HALF_RATE_RUNS
 SECONDS_PER_RUN=$SECONDS_PER_RUN
 CONNECTIONS=$CONNECTIONS
 MEMORY_VOTES=$MEMORY_VOTES
@@ -539,6 +552,8 @@ for run in $(seq "$RUNS"); do
   stop_server
   measure_run reference "$run" start_reference "$HELLO_ADDRESS" --check off --options green,blue \
     --duration "${SECONDS_PER_RUN}s"
+  measure_run reference-durable "$run" start_durable_reference "$HELLO_ADDRESS" --check off \
+    --options green,blue --duration "${SECONDS_PER_RUN}s"
   # (b) single votes with fsync, (c) batches with fsync.
   measure_run single "$run" start_node "$NODE_ADDRESS" --duration "${SECONDS_PER_RUN}s"
   measure_run batch-binary "$run" start_node "$NODE_ADDRESS" --batch-size "$BATCH" --binary \
@@ -560,7 +575,7 @@ done
 # (d) single votes at half the median maximum rate of (b), open loop.
 HALF_RATE=$(awk -v m="$(median single 3)" 'BEGIN { printf "%d", m / 2 }')
 echo "HALF_RATE=$HALF_RATE" >>"$OUT/settings.env"
-for run in $(seq "$RUNS"); do
+for run in $(seq "$HALF_RATE_RUNS"); do
   measure_run half-rate "$run" start_node "$NODE_ADDRESS" --rate "$HALF_RATE" \
     --duration "${SECONDS_PER_RUN}s"
 done
@@ -613,12 +628,12 @@ echo "bench-node: every run in $RUNS_TSV, commands in $COMMANDS, summary in $OUT
 if [ "$WRITE" = 1 ]; then
   mkdir -p benchmarks
   cp "$OUT/chart.svg" benchmarks/node-vs-redis.svg
-  python3 - BENCHMARKS.md "$OUT/summary.md" "$OUT" "$RUNS" "$SECONDS_PER_RUN" "$CONNECTIONS" "$MEMORY_VOTES" <<'PY'
+  python3 - BENCHMARKS.md "$OUT/summary.md" "$OUT" "$RUNS" "$SECONDS_PER_RUN" "$CONNECTIONS" "$MEMORY_VOTES" "$HALF_RATE_RUNS" <<'PY'
 import sys
-path, summary, out, runs, secs, conns, votes = sys.argv[1:8]
+path, summary, out, runs, secs, conns, votes, half_runs = sys.argv[1:9]
 begin, end = "<!-- bench-node:begin -->", "<!-- bench-node:end -->"
 section = (f"{begin}\n### The latest `scripts/bench-node.sh` run ({out.rsplit('/', 1)[-1]})\n\n"
-           f"Command: `BENCH_RUNS={runs} BENCH_SECONDS={secs} BENCH_CONNECTIONS={conns} "
+           f"Command: `BENCH_RUNS={runs} BENCH_HALF_RATE_RUNS={half_runs} BENCH_SECONDS={secs} BENCH_CONNECTIONS={conns} "
            f"BENCH_MEMORY_VOTES={votes} scripts/bench-node.sh` (every command of the run is in "
            f"`{out}/commands.txt`).\n\n![throughput and p99 latency](benchmarks/node-vs-redis.svg)\n\n"
            + open(summary).read().strip() + f"\n{end}")
