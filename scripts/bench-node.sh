@@ -211,7 +211,7 @@ svg, y = bars(f"Throughput (median of {n} runs, {conns} connections, 127.0.0.1, 
 more, y = bars("p99 latency per request, ms (a batch request carries 1,000 votes; Redis: redis-benchmark's figure)",
                [med(c, "p99_us") / 1000 for c in cases], "ms", y + 20, "#27ae60")
 svg += more
-svg.append(f'<text x="10" y="{y + 10}" font-size="11" fill="#555">grey: the framework ceiling (hello route) and DESIGN.md §7's reference, without and with durability; '
+svg.append(f'<text x="10" y="{y + 10}" font-size="11" fill="#555">grey: the framework ceiling (hello route) and DESIGN.md §7 reference, without and with durability; '
            f'red: Redis; blue/green: Tally. Made by scripts/bench-node.sh.</text>')
 with open(chart, "w") as f:
     f.write(f'<svg xmlns="http://www.w3.org/2000/svg" width="1160" height="{y + 24}" '
@@ -220,12 +220,41 @@ with open(chart, "w") as f:
 PY
 }
 
-# `bench-node.sh --summary target/bench-node/TIME` prints an earlier run's table again.
-if [ "${1:-}" = "--summary" ]; then
-  OUT=${2:?usage: scripts/bench-node.sh --summary target/bench-node/TIME}
+# BENCHMARKS.md: the table between the markers (appended with them the first time), the chart
+# beside it.
+write_benchmarks() {
+  mkdir -p benchmarks
+  cp "$OUT/chart.svg" benchmarks/node-vs-redis.svg
+  python3 - BENCHMARKS.md "$OUT/summary.md" "$OUT" "$RUNS" "$SECONDS_PER_RUN" "$CONNECTIONS" "$MEMORY_VOTES" "$HALF_RATE_RUNS" <<'PY'
+import sys
+path, summary, out, runs, secs, conns, votes, half_runs = sys.argv[1:9]
+begin, end = "<!-- bench-node:begin -->", "<!-- bench-node:end -->"
+section = (f"{begin}\n### The latest `scripts/bench-node.sh` run ({out.rsplit('/', 1)[-1]})\n\n"
+           f"Command: `BENCH_RUNS={runs} BENCH_HALF_RATE_RUNS={half_runs} BENCH_SECONDS={secs} BENCH_CONNECTIONS={conns} "
+           f"BENCH_MEMORY_VOTES={votes} scripts/bench-node.sh` (every command of the run is in "
+           f"`{out}/commands.txt`).\n\n![throughput and p99 latency](benchmarks/node-vs-redis.svg)\n\n"
+           + open(summary).read().strip() + f"\n{end}")
+text = open(path).read()
+if begin in text and end in text:
+    head, rest = text.split(begin, 1)
+    text = head + section + rest.split(end, 1)[1]
+else:
+    text = text.rstrip() + "\n\n" + section + "\n"
+open(path, "w").write(text)
+PY
+  echo "bench-node: wrote the table into BENCHMARKS.md and the chart to benchmarks/node-vs-redis.svg"
+}
+
+# `bench-node.sh --summary target/bench-node/TIME` prints an earlier run's table again;
+# `--write target/bench-node/TIME` also puts it into BENCHMARKS.md (for a run whose own
+# summary step failed).
+if [ "${1:-}" = "--summary" ] || [ "${1:-}" = "--write" ]; then
+  OUT=${2:?usage: scripts/bench-node.sh --summary|--write target/bench-node/TIME}
   # shellcheck source=/dev/null
   . "$OUT/settings.env"
-  summarize
+  HALF_RATE_RUNS=${HALF_RATE_RUNS:-$RUNS}
+  summarize | tee "$OUT/summary.md"
+  if [ "$1" = "--write" ]; then write_benchmarks; fi
   exit 0
 fi
 
@@ -623,27 +652,6 @@ summarize | tee "$OUT/summary.md"
 echo
 echo "bench-node: every run in $RUNS_TSV, commands in $COMMANDS, summary in $OUT/summary.md, chart in $OUT/chart.svg"
 
-# BENCHMARKS.md: the table between the markers (appended with them the first time), the chart
-# beside it.
 if [ "$WRITE" = 1 ]; then
-  mkdir -p benchmarks
-  cp "$OUT/chart.svg" benchmarks/node-vs-redis.svg
-  python3 - BENCHMARKS.md "$OUT/summary.md" "$OUT" "$RUNS" "$SECONDS_PER_RUN" "$CONNECTIONS" "$MEMORY_VOTES" "$HALF_RATE_RUNS" <<'PY'
-import sys
-path, summary, out, runs, secs, conns, votes, half_runs = sys.argv[1:9]
-begin, end = "<!-- bench-node:begin -->", "<!-- bench-node:end -->"
-section = (f"{begin}\n### The latest `scripts/bench-node.sh` run ({out.rsplit('/', 1)[-1]})\n\n"
-           f"Command: `BENCH_RUNS={runs} BENCH_HALF_RATE_RUNS={half_runs} BENCH_SECONDS={secs} BENCH_CONNECTIONS={conns} "
-           f"BENCH_MEMORY_VOTES={votes} scripts/bench-node.sh` (every command of the run is in "
-           f"`{out}/commands.txt`).\n\n![throughput and p99 latency](benchmarks/node-vs-redis.svg)\n\n"
-           + open(summary).read().strip() + f"\n{end}")
-text = open(path).read()
-if begin in text and end in text:
-    head, rest = text.split(begin, 1)
-    text = head + section + rest.split(end, 1)[1]
-else:
-    text = text.rstrip() + "\n\n" + section + "\n"
-open(path, "w").write(text)
-PY
-  echo "bench-node: wrote the table into BENCHMARKS.md and the chart to benchmarks/node-vs-redis.svg"
+  write_benchmarks
 fi
