@@ -383,7 +383,7 @@ fn check_reads(ledger: &Ledger) -> Result<(), Violation> {
         .votes
         .iter()
         .filter(|v| v.sent_mask.count_ones() == 1)
-        .filter_map(|v| v.receipt)
+        .filter_map(VoteEntry::receipt)
         .collect();
     receipts.sort_unstable();
     for read in &ledger.reads {

@@ -5,27 +5,75 @@
 //! Shared by every simulated client and the driver (all on turmoil's one thread) behind one
 //! mutex; nothing here waits.
 
-/// What one vote ID went through.
-#[derive(Debug, Clone, Copy, Default)]
+/// What one vote ID went through. A full run holds 30 million of these, so the fields are
+/// ordered (and the receipt packed without an `Option` tag) to make it 48 bytes, not 64:
+/// every gigabyte a run touches costs seconds of the host's page zeroing (BENCHMARKS.md).
+#[derive(Debug, Clone, Copy)]
 pub struct VoteEntry {
     /// The vote ID's 16 bytes.
     pub id: [u8; 16],
-    /// The option chosen (every attempt uses the same one).
-    pub option: u8,
     /// When the first attempt was invoked (simulated Unix ms; 0: never).
     pub invoked_ms: u64,
+    /// When the latest acknowledgement arrived.
+    pub last_ack_ms: u64,
+    /// When the answer carrying the receipt arrived (meaningful with `receipt_actor`).
+    receipt_ms: u64,
+    /// The receipt's actor, an index into [`Ledger::actors`]; [`NO_RECEIPT`] if none.
+    receipt_actor: u32,
+    /// The option chosen (every attempt uses the same one).
+    pub option: u8,
     /// Regions some attempt may have reached (bit per region).
     pub sent_mask: u8,
     /// Regions that acknowledged it (`counted` or `duplicate`; bit per region).
     pub acked_mask: u8,
-    /// When the latest acknowledgement arrived.
-    pub last_ack_ms: u64,
-    /// For a single vote answered `counted`: the actor of its receipt (an index into
-    /// [`Ledger::actors`]) and when that answer arrived.
-    pub receipt: Option<(u32, u64)>,
+}
+
+/// `receipt_actor` of a vote without a receipt.
+const NO_RECEIPT: u32 = u32::MAX;
+
+const _: () = assert!(std::mem::size_of::<VoteEntry>() == 48);
+
+impl Default for VoteEntry {
+    fn default() -> Self {
+        Self {
+            id: [0; 16],
+            invoked_ms: 0,
+            last_ack_ms: 0,
+            receipt_ms: 0,
+            receipt_actor: NO_RECEIPT,
+            option: 0,
+            sent_mask: 0,
+            acked_mask: 0,
+        }
+    }
 }
 
 impl VoteEntry {
+    /// A vote not yet invoked: its ID and option.
+    pub fn new(id: [u8; 16], option: u8) -> Self {
+        Self {
+            id,
+            option,
+            ..Self::default()
+        }
+    }
+
+    /// For a single vote answered `counted`: the actor of its receipt (an index into
+    /// [`Ledger::actors`]) and when that answer arrived.
+    pub fn receipt(&self) -> Option<(u32, u64)> {
+        (self.receipt_actor != NO_RECEIPT).then_some((self.receipt_actor, self.receipt_ms))
+    }
+
+    /// Records a `counted` answer's receipt: its actor's index and when it arrived.
+    pub fn set_receipt(&mut self, actor: u32, at_ms: u64) {
+        assert_ne!(
+            actor, NO_RECEIPT,
+            "more receipt actors than a u32 can number"
+        );
+        self.receipt_actor = actor;
+        self.receipt_ms = at_ms;
+    }
+
     /// Whether an attempt may have reached a node (the vote may be counted).
     pub fn maybe_counted(&self) -> bool {
         self.sent_mask != 0

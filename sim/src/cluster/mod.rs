@@ -276,11 +276,7 @@ fn draw_votes(config: &ClusterConfig) -> Vec<VoteEntry> {
             rng.fill_bytes(&mut id);
             id[6] = (id[6] & 0x0f) | 0x40;
             id[8] = (id[8] & 0x3f) | 0x80;
-            VoteEntry {
-                id,
-                option: u8::from(!rng.random_bool(0.55)),
-                ..VoteEntry::default()
-            }
+            VoteEntry::new(id, u8::from(!rng.random_bool(0.55)))
         })
         .collect()
 }

@@ -327,7 +327,7 @@ fn record_single_outcome(shared: &Shared, outcome: Outcome, vote: usize, target:
             entry.acked_mask |= bit;
             entry.last_ack_ms = now;
             if let Some(actor) = receipt {
-                entry.receipt = Some((actor, now));
+                entry.set_receipt(actor, now);
             }
             ledger.trace(&[11, vote as u64, target as u64, now]);
             true
