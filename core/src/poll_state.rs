@@ -19,7 +19,7 @@ use crate::ids::{ActorId, NodeId, OptionIndex, PollId, Second, Seq};
 use crate::limits::{ACTORS_PER_POLL_MAX, OPTIONS_MAX, PENDING_RECORDS_MAX, RECORDS_PER_BATCH_MAX};
 use crate::merge::Merge;
 use crate::record_batch::{BatchRecord, RecordBatch};
-use crate::record_store::{ActorSlot, RecordStore};
+use crate::record_store::{ActorSlot, RecordStore, ReservedIndex};
 use crate::version_vector::VersionVector;
 use crate::vote_id::VoteId;
 
@@ -196,6 +196,11 @@ impl PollState {
     /// [`crate::Replica::reserve_vote_ids`]).
     pub(crate) fn reserve_vote_ids(&mut self, vote_ids: usize) {
         self.store.reserve(vote_ids);
+    }
+
+    /// Installs a prebuilt empty index if this poll's holds no ID yet and is smaller.
+    pub(crate) fn install_index(&mut self, index: ReservedIndex) -> Result<(), ReservedIndex> {
+        self.store.install_index(index)
     }
 
     /// How many distinct vote IDs the dedupe index holds before it must grow.

@@ -61,6 +61,38 @@ pub(crate) struct StoredRecord {
     pub(crate) second: Second,
 }
 
+/// An empty dedupe index sized for a number of vote IDs, built away from the replica's owner.
+///
+/// Allocating an index for tens of millions of IDs (and zeroing its control bytes) takes tens
+/// to hundreds of milliseconds; the owner of a replica (the node's engine) answers every vote,
+/// so it should not do that itself. An empty table holds no positions, so it does not depend
+/// on the poll's records or its hasher: anyone can build it, and the owner installs it in
+/// O(1) with [`crate::Replica::reserve_vote_ids_with`] while the poll's index is still empty.
+pub struct ReservedIndex(HashTable<Position>);
+
+impl ReservedIndex {
+    /// An empty index that holds `vote_ids` IDs (at most
+    /// [`crate::limits::RESERVED_VOTE_IDS_MAX`]) before it must grow.
+    pub fn for_vote_ids(vote_ids: usize) -> Self {
+        Self(HashTable::with_capacity(
+            vote_ids.min(crate::limits::RESERVED_VOTE_IDS_MAX),
+        ))
+    }
+
+    /// How many distinct IDs it holds before it must grow.
+    pub fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+}
+
+impl std::fmt::Debug for ReservedIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReservedIndex")
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
+
 /// The records of one poll and the index of each vote ID's winner.
 pub(crate) struct RecordStore {
     chunks: Vec<Chunk>,
@@ -117,6 +149,17 @@ impl RecordStore {
         let (chunks, hasher) = (&self.chunks, &self.hasher);
         self.index
             .reserve(additional, |&p| hasher.hash_one(id_at(chunks, p)));
+    }
+
+    /// Puts `index` in place of this store's index if that holds no ID yet and `index` is
+    /// larger; otherwise hands it back unchanged.
+    pub(crate) fn install_index(&mut self, index: ReservedIndex) -> Result<(), ReservedIndex> {
+        if self.index.is_empty() && index.capacity() > self.index.capacity() {
+            self.index = index.0;
+            Ok(())
+        } else {
+            Err(index)
+        }
     }
 
     /// How many distinct IDs the index holds before it must grow.
@@ -402,5 +445,47 @@ mod tests {
         assert!((0..100_000u128).all(|i| store.contains(VoteId(i))));
         assert!(!store.contains(VoteId(100_000)));
         assert_eq!(store.distinct_vote_ids(), 100_000);
+    }
+
+    #[test]
+    fn a_prebuilt_index_replaces_only_an_empty_smaller_one() {
+        // Goal: an index built away from the owner is installed only where nothing can be
+        // lost: the store's own index holds no ID and is smaller. Method: install into an
+        // empty store (taken, then filled to the reservation without growing), then offer
+        // another to a store that holds IDs and to one already larger (both handed back).
+        let mut store = RecordStore::new([1, 2, 3, 4]);
+        let a = store.add_actor();
+        let prepared = ReservedIndex::for_vote_ids(50_000);
+        let capacity = prepared.capacity();
+        assert!(capacity >= 50_000, "capacity {capacity}");
+        assert!(store.install_index(prepared).is_ok());
+        assert_eq!(store.index_capacity(), capacity);
+        for i in 0..50_000u128 {
+            store.append_unique(a, VoteId(i), OptionIndex(0), 0);
+            assert_eq!(store.index_capacity(), capacity, "grew at {i}");
+        }
+        assert!((0..50_000u128).all(|i| store.contains(VoteId(i))));
+
+        let refused = store.install_index(ReservedIndex::for_vote_ids(200_000));
+        assert!(
+            refused.is_err(),
+            "the store holds IDs: nothing replaces its index"
+        );
+        assert_eq!(store.index_capacity(), capacity);
+        assert_eq!(store.distinct_vote_ids(), 50_000);
+
+        let mut larger = RecordStore::new([1, 2, 3, 4]);
+        larger.reserve(100_000);
+        let kept = larger.index_capacity();
+        assert!(
+            larger
+                .install_index(ReservedIndex::for_vote_ids(10))
+                .is_err()
+        );
+        assert_eq!(
+            larger.index_capacity(),
+            kept,
+            "a smaller index replaces nothing"
+        );
     }
 }

@@ -18,6 +18,7 @@ use crate::merge::Merge;
 use crate::poll::{PollSpec, PollStatus, PollWindow};
 use crate::poll_state::{Applied, ApplyError, LOOKUP_AHEAD, PollState};
 use crate::record_batch::{BatchRecord, RecordBatch};
+use crate::record_store::ReservedIndex;
 use crate::version_vector::VersionVector;
 use crate::vote_id::VoteId;
 use crate::wire::{ActorCounters, CounterEntry, CounterState};
@@ -285,13 +286,28 @@ impl Replica {
     /// start-up, and pays its memory (~5 bytes per slot, slots a power of two ≥ 8/7 of the
     /// IDs) at once. Reserving less than is held, or than was reserved, changes nothing.
     pub fn reserve_vote_ids(&mut self, poll: &PollId, vote_ids: usize) -> Result<(), PollError> {
+        self.reserve_vote_ids_with(poll, vote_ids, None)
+    }
+
+    /// As [`Self::reserve_vote_ids`], with an index built beforehand (off the owner's thread)
+    /// for the same count: if the poll's index holds no ID yet, `prepared` takes its place in
+    /// O(1); otherwise (or without one) the index grows in place, rehashing the IDs it holds.
+    pub fn reserve_vote_ids_with(
+        &mut self,
+        poll: &PollId,
+        vote_ids: usize,
+        prepared: Option<ReservedIndex>,
+    ) -> Result<(), PollError> {
         let replica = self
             .polls
             .get_mut(poll)
             .ok_or_else(|| PollError::UnknownPoll(poll.clone()))?;
-        replica
-            .state
-            .reserve_vote_ids(vote_ids.min(RESERVED_VOTE_IDS_MAX));
+        let vote_ids = vote_ids.min(RESERVED_VOTE_IDS_MAX);
+        if let Some(index) = prepared {
+            // Handed back when it cannot be used: the in-place reservation below does the job.
+            let _ = replica.state.install_index(index);
+        }
+        replica.state.reserve_vote_ids(vote_ids);
         Ok(())
     }
 

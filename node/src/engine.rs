@@ -15,7 +15,7 @@ use tally_core::limits::COUNTER_ENTRIES_PER_MESSAGE_MAX;
 use tally_core::wire::{ActorCounters, CounterState};
 use tally_core::{
     AcceptError, LocalVote, OptionIndex, PollError, PollId, PollSpec, PollWindow, RecordBatch,
-    Replica, Second, Seq, VersionVector, VoteId,
+    Replica, ReservedIndex, Second, Seq, VersionVector, VoteId,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -96,6 +96,10 @@ pub enum Command {
         /// Size the poll's dedupe index for this many vote IDs (logged, so a restart sizes it
         /// again); `None` leaves it to grow as it fills.
         expected_votes: Option<u64>,
+        /// An empty index for `expected_votes`, built by the caller off the engine: installed
+        /// in O(1) if the poll's index holds no ID yet, so the engine does not allocate it
+        /// while votes wait. Without one (or if the poll holds IDs) the engine reserves.
+        prepared_index: Option<ReservedIndex>,
         /// Answered once durable; true if the definition changed.
         reply: Reply<bool>,
     },
@@ -418,6 +422,7 @@ impl Engine {
             Command::UpsertPoll {
                 spec,
                 expected_votes,
+                prepared_index,
                 reply,
             } => match self.replica.upsert_poll(spec.clone()) {
                 Ok(changed) => {
@@ -425,7 +430,7 @@ impl Engine {
                     // both in the job the reply waits for.
                     self.log_poll_change(&spec.id().clone(), changed, reply);
                     if let Some(vote_ids) = expected_votes {
-                        self.reserve(spec.id(), vote_ids);
+                        self.reserve(spec.id(), vote_ids, prepared_index);
                     }
                 }
                 Err(error) => drop(reply.send(Err(error.into()))),
@@ -594,8 +599,9 @@ impl Engine {
 
     /// Sizes `poll`'s dedupe index for `vote_ids` IDs if it is smaller, and logs the
     /// reservation (after the poll's definition, which the caller has queued already).
-    fn reserve(&mut self, poll: &PollId, vote_ids: u64) {
-        if !crate::recovery::reserve_vote_ids(&mut self.replica, poll, vote_ids).unwrap_or(false) {
+    fn reserve(&mut self, poll: &PollId, vote_ids: u64, prepared: Option<ReservedIndex>) {
+        let grew = crate::recovery::reserve_vote_ids(&mut self.replica, poll, vote_ids, prepared);
+        if !grew.unwrap_or(false) {
             return;
         }
         self.unlogged_entries.push(WalEntry::Reserve {

@@ -156,7 +156,7 @@ fn reserve_index(replica: &mut Replica, poll: &PollConfig) {
     let Ok(id) = PollId::new(poll.id.clone()) else {
         return;
     };
-    let _ = reserve_vote_ids(replica, &id, expected);
+    let _ = reserve_vote_ids(replica, &id, expected, None);
 }
 
 /// Sizes `poll`'s dedupe index for `expected` vote IDs if it holds fewer, and logs it when it
@@ -165,10 +165,11 @@ pub(crate) fn reserve_vote_ids(
     replica: &mut Replica,
     poll: &PollId,
     expected: u64,
+    prepared: Option<tally_core::ReservedIndex>,
 ) -> Result<bool, PollError> {
     let wanted = usize::try_from(expected).unwrap_or(usize::MAX);
     let before = replica.state(poll).map(|s| s.vote_id_capacity());
-    replica.reserve_vote_ids(poll, wanted)?;
+    replica.reserve_vote_ids_with(poll, wanted, prepared)?;
     let capacity = replica.state(poll).map_or(0, |s| s.vote_id_capacity());
     let grew = before != Some(capacity);
     if grew {
@@ -207,7 +208,7 @@ fn replay(
             .map(|_| ())
             .map_err(|e| e.to_string()),
         (WalEntry::Reserve { poll, vote_ids }, Some(replica)) => {
-            reserve_vote_ids(replica, &poll, vote_ids)
+            reserve_vote_ids(replica, &poll, vote_ids, None)
                 .map(drop)
                 .map_err(|e| format!("reserving the index of {poll}: {e}"))
         }

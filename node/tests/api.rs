@@ -1241,6 +1241,44 @@ async fn a_poll_created_with_expected_votes_keeps_its_reserved_index_across_a_cr
 }
 
 #[tokio::test]
+async fn expected_votes_for_a_poll_already_holding_votes_enlarges_its_index_and_keeps_them() {
+    // Goal: the index the admin route builds off the engine replaces only an empty one; for
+    // a poll that already holds votes the engine enlarges the index in place, rehashing the
+    // IDs held, and loses none. Method: create a poll, vote, ask again with
+    // `expected_votes`, then check the capacity, the total and that each ID is a duplicate.
+    let node = start();
+    let spec = json!({"id": "late", "options": ["x", "y"], "open": true});
+    assert_eq!(
+        node.admin("/v1/admin/polls", Some(spec)).await.status,
+        StatusCode::CREATED
+    );
+    for id in ["v1", "v2", "v3"] {
+        assert_eq!(node.vote("late", "x", id).await.json()["status"], "counted");
+    }
+    assert!(index_capacity(&node, "late").await < 1_000);
+    let reserved = json!({"id": "late", "options": ["x", "y"], "open": true,
+        "expected_votes": 100_000});
+    let reply = node.admin("/v1/admin/polls", Some(reserved)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    for _ in 0..200 {
+        if index_capacity(&node, "late").await >= 100_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(index_capacity(&node, "late").await >= 100_000);
+    for id in ["v1", "v2", "v3"] {
+        assert_eq!(
+            node.vote("late", "y", id).await.json()["status"],
+            "duplicate"
+        );
+    }
+    let results = node.send(get("/v1/polls/late/results")).await.json();
+    assert_eq!(results["total"], 3, "{results}");
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn expected_votes_outside_1_to_the_reservation_limit_is_422_and_creates_nothing() {
     let node = start();
     for bad in [json!(0), json!(500_000_001u64)] {

@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use tally_core::limits::RESERVED_VOTE_IDS_MAX;
-use tally_core::{OptionName, PollId, PollSpec, PollWindow};
+use tally_core::{OptionName, PollId, PollSpec, PollWindow, ReservedIndex};
 use utoipa::ToSchema;
 
 use super::body::TimelyBody;
@@ -22,6 +22,23 @@ use crate::engine::Command;
 const _: () = assert!(ADMIN_BODY_BYTES_MAX == 16 * 1024);
 // `CreatePoll::expected_votes`'s schema and doc quote this one.
 const _: () = assert!(RESERVED_VOTE_IDS_MAX == 500_000_000);
+
+/// Dedupe indexes being built for `expected_votes` at once, in this process: one (up to
+/// ~2.7 GB each at the limit), so concurrent create requests wait their turn instead of
+/// allocating several at the same time.
+static INDEXES_BUILDING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// An empty dedupe index for `vote_ids`, built on tokio's blocking pool, not on the engine
+/// (which answers every vote) nor on an HTTP worker: for 30 million IDs the allocation takes
+/// tens to hundreds of milliseconds here. `None` if it could not be built (the runtime is
+/// stopping): the engine then reserves in place.
+async fn build_index(vote_ids: u64) -> Option<ReservedIndex> {
+    let _turn = INDEXES_BUILDING.acquire().await.ok()?;
+    let vote_ids = usize::try_from(vote_ids).unwrap_or(usize::MAX);
+    tokio::task::spawn_blocking(move || ReservedIndex::for_vote_ids(vote_ids))
+        .await
+        .ok()
+}
 
 /// `POST /v1/admin/polls` body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -162,12 +179,15 @@ pub(super) async fn create_poll(
     )
     .map_err(|e| ApiError::Invalid(e.to_string()))?;
     let expected_votes = request.expected_votes;
+    let mut prepared_index = None;
     if let Some(votes) = expected_votes {
         check_expected_votes(votes).map_err(ApiError::Invalid)?;
+        prepared_index = build_index(votes).await;
     }
     let changed = ask(&app, |reply| Command::UpsertPoll {
         spec,
         expected_votes,
+        prepared_index,
         reply,
     })
     .await?;
