@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use tally_core::{ActorId, NodeId, OptionIndex, PollId, RecordBatch, VoteId};
+use tally_core::{
+    ActorId, NodeId, OptionIndex, OptionName, PollId, PollSpec, PollWindow, RecordBatch, VoteId,
+};
 
 use super::{Wal, WalEntry};
 use crate::storage::{MemoryStorage, Storage};
@@ -19,7 +21,25 @@ fn valid_entries() -> Vec<WalEntry> {
         incarnation: 1,
     };
     let poll = PollId::new("fuzz").unwrap_or_else(|_| unreachable!("a fixed valid name"));
-    let mut entries = vec![WalEntry::Identity(actor.clone())];
+    // Every kind of entry a log holds, in the order a node writes them: the identity, the
+    // poll's definition and its reservation, then record batches.
+    let spec = PollSpec::new(
+        poll.clone(),
+        vec![
+            OptionName::new("green").unwrap_or_else(|_| unreachable!("a fixed valid name")),
+            OptionName::new("blue").unwrap_or_else(|_| unreachable!("a fixed valid name")),
+        ],
+        PollWindow::default(),
+    )
+    .unwrap_or_else(|_| unreachable!("two distinct options"));
+    let mut entries = vec![
+        WalEntry::Identity(actor.clone()),
+        WalEntry::Poll(spec),
+        WalEntry::Reserve {
+            poll: poll.clone(),
+            vote_ids: 30_000_000,
+        },
+    ];
     for batch_index in 0..FUZZ_BATCHES_COUNT {
         let first_seq = batch_index * u64::from(FUZZ_VOTES_PER_BATCH_COUNT) + 1;
         let mut batch = RecordBatch::new(poll.clone(), actor.clone(), first_seq);
