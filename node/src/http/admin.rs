@@ -182,7 +182,17 @@ pub(super) async fn create_poll(
     let mut prepared_index = None;
     if let Some(votes) = expected_votes {
         check_expected_votes(votes).map_err(ApiError::Invalid)?;
-        prepared_index = build_index(votes).await;
+        // Only a poll whose index is still empty and smaller can take a prebuilt one (as the
+        // last results snapshot shows it; the engine decides for sure).
+        let usable = app
+            .results
+            .borrow()
+            .polls
+            .get(&id)
+            .is_none_or(|poll| poll.vote_ids == 0 && (poll.vote_id_capacity as u64) < votes);
+        if usable {
+            prepared_index = build_index(votes).await;
+        }
     }
     let changed = ask(&app, |reply| Command::UpsertPoll {
         spec,
