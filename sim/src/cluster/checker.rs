@@ -216,15 +216,21 @@ async fn probe(
     plan: &Plan,
     shared: &Shared,
     conns: &mut [Conn],
-) -> Result<(Vec<usize>, Vec<bool>), Violation> {
+) -> Result<(Vec<u32>, Vec<bool>), Violation> {
     // The numbers of the invoked votes, sized up front (the ledger counts them): at full
     // scale 30 million, and a vector grown by doubling (or a second one of the votes
-    // themselves) would fault in and zero gigabytes of fresh pages. Each batch's votes are
-    // read from the ledger as it goes.
-    let invoked: Vec<usize> = {
+    // themselves) would fault in and zero gigabytes of fresh pages; `u32` numbers halve it
+    // again. Each batch's votes are read from the ledger as it goes.
+    let invoked: Vec<u32> = {
         let ledger = lock(shared);
+        assert!(
+            u32::try_from(ledger.votes.len()).is_ok(),
+            "a run's votes are numbered in u32"
+        );
         let mut invoked = Vec::with_capacity(usize::try_from(ledger.invoked).unwrap_or(0));
-        invoked.extend((0..ledger.votes.len()).filter(|&i| ledger.votes[i].invoked_ms != 0));
+        invoked.extend(
+            (0..ledger.votes.len() as u32).filter(|&i| ledger.votes[i as usize].invoked_ms != 0),
+        );
         invoked
     };
     let region = (plan.seed % plan.regions.len() as u64) as usize;
@@ -235,8 +241,8 @@ async fn probe(
             chunk
                 .iter()
                 .map(|&i| BinaryVote {
-                    option: ledger.votes[i].option,
-                    vote_id: ledger.votes[i].id,
+                    option: ledger.votes[i as usize].option,
+                    vote_id: ledger.votes[i as usize].id,
                 })
                 .collect()
         };
@@ -310,7 +316,7 @@ fn parse_statuses(body: &[u8]) -> Result<Vec<bool>, Violation> {
 
 fn judge_probe(
     ledger: &Ledger,
-    invoked: &[usize],
+    invoked: &[u32],
     held: &[bool],
     before: &Results,
 ) -> Result<Checked, Violation> {
@@ -321,7 +327,7 @@ fn judge_probe(
     let mut lost = Vec::new();
     let mut phantoms = Vec::new();
     for (&v, &was_held) in invoked.iter().zip(held) {
-        let entry: &VoteEntry = &ledger.votes[v];
+        let entry: &VoteEntry = &ledger.votes[v as usize];
         if entry.acked() {
             checked.acknowledged += 1;
         }
@@ -339,7 +345,7 @@ fn judge_probe(
         }
     }
     if let Some(&v) = lost.first() {
-        let e = &ledger.votes[v];
+        let e = &ledger.votes[v as usize];
         return Err(format!(
             "no acknowledged vote lost: {} acknowledged vote IDs are missing after healing \
              (first: vote #{v} {}, acknowledged by regions {:#07b} at {} ms)",
@@ -354,7 +360,7 @@ fn judge_probe(
             "no phantom votes: {} vote IDs are held that no attempt could have delivered \
              (first: vote #{v} {})",
             phantoms.len(),
-            uuid::Uuid::from_bytes(ledger.votes[v].id)
+            uuid::Uuid::from_bytes(ledger.votes[v as usize].id)
         ));
     }
     if before.total != checked.held as i64 {
