@@ -37,7 +37,8 @@ pub const IN_FLIGHT_RECORDS_MAX: usize = 1 << 20;
 pub const RECORDS_PER_POLL_MAX: usize = u32::MAX as usize;
 
 /// Most distinct vote IDs a poll's dedupe index may be sized for up front
-/// ([`crate::Replica::reserve_vote_ids`]): 500 million, an index of ~2.7 GB reserved at once.
+/// ([`crate::Replica::reserve_vote_ids`]): 500 million, an index of 2³⁰ slots (~5.4 GB: 4 bytes a
+/// slot and a control byte) reserved at once.
 pub const RESERVED_VOTE_IDS_MAX: usize = 500_000_000;
 
 /// Largest encoded wire frame, in bytes. Decoding refuses anything longer before parsing.

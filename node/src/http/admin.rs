@@ -24,7 +24,7 @@ const _: () = assert!(ADMIN_BODY_BYTES_MAX == 16 * 1024);
 const _: () = assert!(RESERVED_VOTE_IDS_MAX == 500_000_000);
 
 /// Dedupe indexes being built for `expected_votes` at once, in this process: one (up to
-/// ~2.7 GB each at the limit), so concurrent create requests wait their turn instead of
+/// ~5.4 GB each at the limit), so concurrent create requests wait their turn instead of
 /// allocating several at the same time.
 static INDEXES_BUILDING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
