@@ -49,8 +49,9 @@ struct Args {
     /// superbowl: enable this fault kind in every seed, whatever its sample (repeatable).
     #[arg(long, value_enum)]
     force: Vec<Force>,
-    /// superbowl, one seed: write an SVG chart of each region's displayed split here.
-    #[arg(long)]
+    /// superbowl, one seed: write an SVG chart of each region's displayed split here
+    /// (needs --seed or SIM_SEED: a range of seeds draws no chart).
+    #[arg(long, requires = "seed")]
     chart: Option<PathBuf>,
     /// Hide the progress bar.
     #[arg(long)]
@@ -125,6 +126,10 @@ fn main() -> ExitCode {
     // (BENCHMARKS.md). May replace this process with itself; results are the same either way.
     tally_node::huge_pages::reexec_with_huge_pages();
     let args = Args::parse();
+    if args.scenario == Scenario::Replicas && args.chart.is_some() {
+        eprintln!("--chart draws the superbowl scenario's regions; the replicas scenario has none");
+        return ExitCode::FAILURE;
+    }
     match args.scenario {
         Scenario::Replicas => replicas(&args),
         Scenario::Superbowl => superbowl(&args),
@@ -145,6 +150,16 @@ fn cluster_config(args: &Args, seed: u64) -> ClusterConfig {
 
 fn superbowl(args: &Args) -> ExitCode {
     if let Some(seed) = args.seed {
+        // A full run takes a minute: refuse a chart path that cannot be written before it.
+        if let Some(dir) = args.chart.as_deref().and_then(|path| path.parent()) {
+            if !dir.as_os_str().is_empty() && !dir.is_dir() {
+                eprintln!(
+                    "cannot write the chart into {}: no such directory",
+                    dir.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
         let config = cluster_config(args, seed);
         println!(
             "seed {seed}: {} votes over {} regions (replay: {})",
