@@ -13,19 +13,17 @@ ROUNDS=${AB_ROUNDS:-3}
 RATE=${AB_RATE:-2000}
 EXPECTED=${AB_EXPECTED_VOTES:-30000000}
 ADDRESS=127.0.0.1:18191
+# shellcheck source=scripts/lib/local-server.sh
+. "$(dirname "$0")/lib/local-server.sh"
 for round in $(seq "$ROUNDS"); do
   for bin in before after; do
     d=$(mktemp -d)
+    require_free_port ab-admin-reserve $ADDRESS
     RUST_LOG=warn /tmp/tally-$bin run --listen $ADDRESS --data-dir "$d/data" \
       --admin-token ab-secret >/dev/null 2>&1 &
     pid=$!
-    for _ in $(seq 50); do (exec 3<>/dev/tcp/${ADDRESS%:*}/${ADDRESS#*:}) 2>/dev/null && break; sleep 0.1; done
-    if ! kill -0 $pid 2>/dev/null; then
-      echo "ab-admin-reserve: /tmp/tally-$bin did not start (is $ADDRESS taken?)" >&2
-      exit 1
-    fi
-    /tmp/tally-before load --target http://$ADDRESS --no-progress --check off \
-      --options green,blue --count 5000 >/dev/null
+    wait_for_server ab-admin-reserve $pid $ADDRESS
+    warm_up /tmp/tally-before $ADDRESS
     /tmp/tally-before load --target http://$ADDRESS --no-progress --check off \
       --options green,blue --rate "$RATE" --duration 6s --json-report "$d/r.json" >/dev/null 2>&1 &
     load=$!

@@ -10,6 +10,8 @@
 set -u
 CLIENT=/tmp/tally-before
 ROUNDS=${AB_ROUNDS:-3}
+# shellcheck source=scripts/lib/local-server.sh
+. "$(dirname "$0")/lib/local-server.sh"
 threads=()
 [ -n "${AB_CLIENT_THREADS:-}" ] && threads=(--threads "$AB_CLIENT_THREADS")
 read -r -a extra <<<"${AB_LOAD_ARGS:-}"
@@ -19,14 +21,15 @@ for round in $(seq "$ROUNDS"); do
     for mode in ${AB_MODES:-memory fsync}; do
       d=$(mktemp -d)
       if [ $mode = memory ]; then args=(--memory-only); else args=(--data-dir $d/data); fi
+      require_free_port ab-node-binaries 127.0.0.1:18191
       RUST_LOG=warn /tmp/tally-$bin run --listen 127.0.0.1:18191 "${args[@]}" >/dev/null 2>&1 &
       pid=$!
-      for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/18191) 2>/dev/null && break; sleep 0.1; done
-      $CLIENT load --target http://127.0.0.1:18191 --no-progress --check off --options green,blue --count 5000 >/dev/null
-      c0=$(awk '{print $14+$15}' /proc/$pid/stat)
+      wait_for_server ab-node-binaries $pid 127.0.0.1:18191
+      warm_up $CLIENT 127.0.0.1:18191
+      c0=$(cpu_ticks $pid)
       $CLIENT load --target http://127.0.0.1:18191 --no-progress --check off --options green,blue \
         "${threads[@]}" "${extra[@]}" --duration ${AB_SECONDS:-8}s --json-report $d/r.json >/dev/null 2>&1
-      c1=$(awk '{print $14+$15}' /proc/$pid/stat)
+      c1=$(cpu_ticks $pid)
       python3 -c "import json;r=json.load(open('$d/r.json'));print('$round $bin $mode', round(r['votes_per_s']), 'us/vote=%.2f' % (($c1-$c0)/$(getconf CLK_TCK)*1e6/r['votes_sent']), 'p99=%.2fms' % (r['latency']['p99_us']/1000))" | tee -a "$results"
       kill $pid; wait $pid 2>/dev/null; rm -rf $d
     done

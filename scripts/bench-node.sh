@@ -30,8 +30,9 @@
 #
 # Settings (environment): BENCH_RUNS, BENCH_HALF_RATE_RUNS (runs of (d), default 5: one host
 # stall in an 8 s open-loop run decides its p99, so it gets more runs than the others),
-# BENCH_SECONDS, BENCH_CONNECTIONS, BENCH_MEMORY_VOTES, BENCH_NODE_PORT, BENCH_HELLO_PORT, BENCH_REDIS_PORT, BENCH_WRITE. Only 127.0.0.1 is contacted;
-# every run is bounded in time or count.
+# BENCH_SECONDS, BENCH_CONNECTIONS, BENCH_MEMORY_VOTES, BENCH_NODE_PORT, BENCH_HELLO_PORT,
+# BENCH_REDIS_PORT, BENCH_WRITE. Only 127.0.0.1 is contacted; every run is bounded in time or
+# count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

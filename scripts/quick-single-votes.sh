@@ -19,6 +19,8 @@ SECONDS_PER_RUN=${QUICK_SECONDS:-8}
 CONNECTIONS=${QUICK_CONNECTIONS:-64}
 CASES=${QUICK_CASES:-hello reference durable tally}
 ADDRESS=127.0.0.1:18191
+# shellcheck source=scripts/lib/local-server.sh
+. scripts/lib/local-server.sh
 cargo build --release --locked -q -p tally-node --bin tally --example hello_server \
   --example reference_server
 T=target/release
@@ -27,6 +29,7 @@ trap 'rm -f "$results"' EXIT
 for round in $(seq "$ROUNDS"); do
   for case in $CASES; do
     d=$(mktemp -d)
+    require_free_port quick-single-votes $ADDRESS
     case $case in
       hello) $T/examples/hello_server $ADDRESS >/dev/null 2>&1 & ;;
       reference) $T/examples/reference_server $ADDRESS >/dev/null 2>&1 & ;;
@@ -36,18 +39,13 @@ for round in $(seq "$ROUNDS"); do
       *) echo "quick-single-votes: unknown case $case" >&2; exit 2 ;;
     esac
     pid=$!
-    for _ in $(seq 50); do (exec 3<>/dev/tcp/${ADDRESS%:*}/${ADDRESS#*:}) 2>/dev/null && break; sleep 0.1; done
-    if ! kill -0 $pid 2>/dev/null; then
-      echo "quick-single-votes: the $case server did not start (is $ADDRESS taken?)" >&2
-      exit 1
-    fi
-    $T/tally load --target http://$ADDRESS --no-progress --check off --options green,blue \
-      --count 5000 >/dev/null
-    before=$(awk '{print $14 + $15}' /proc/$pid/stat)
+    wait_for_server "quick-single-votes ($case)" $pid $ADDRESS
+    warm_up $T/tally $ADDRESS
+    before=$(cpu_ticks $pid)
     $T/tally load --target http://$ADDRESS --no-progress --check off --options green,blue \
       --threads 1 --connections "$CONNECTIONS" --duration "${SECONDS_PER_RUN}s" \
       --json-report "$d/report.json" >/dev/null 2>&1
-    after=$(awk '{print $14 + $15}' /proc/$pid/stat)
+    after=$(cpu_ticks $pid)
     python3 - "$d/report.json" "$round" "$case" "$before" "$after" "$(getconf CLK_TCK)" <<'PY' | tee -a "$results"
 import json, sys
 path, rnd, case, before, after, tick = sys.argv[1:7]

@@ -26,7 +26,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -61,7 +61,7 @@ struct Counts {
     seen: Mutex<HashSet<u128>>,
     green: AtomicU64,
     blue: AtomicU64,
-    log: Option<Log>,
+    log: Option<Arc<Log>>,
 }
 
 /// What the writer thread has not written yet, and who waits for it.
@@ -166,42 +166,45 @@ async fn results(State(counts): State<Arc<Counts>>) -> Json<serde_json::Value> {
     }))
 }
 
+/// Opens the log at `path` and starts the writer thread that syncs it.
+fn start_log(path: &Path) -> Result<Arc<Log>, String> {
+    let file = File::options()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open the log {}: {e}", path.display()))?;
+    let log = Arc::new(Log::default());
+    let writer = Arc::clone(&log);
+    std::thread::Builder::new()
+        .name("reference-log".to_owned())
+        .spawn(move || writer.write_forever(file))
+        .map_err(|e| format!("cannot start the log thread: {e}"))?;
+    Ok(log)
+}
+
 fn main() -> ExitCode {
-    let log_path = std::env::args_os().nth(2).map(PathBuf::from);
-    let mut counts = Counts::default();
-    let mut log_file = None;
-    if let Some(path) = &log_path {
-        match File::options().create(true).append(true).open(path) {
-            Ok(file) => log_file = Some(file),
+    let log = match std::env::args_os().nth(2).map(PathBuf::from) {
+        None => None,
+        Some(path) => match start_log(&path) {
+            Ok(log) => Some(log),
             Err(error) => {
-                eprintln!(
-                    "reference_server: cannot open the log {}: {error}",
-                    path.display()
-                );
+                eprintln!("reference_server: {error}");
                 return ExitCode::FAILURE;
             }
-        }
-        counts.log = Some(Log::default());
-    }
-    let counts = Arc::new(counts);
-    if let Some(file) = log_file {
-        let writer = Arc::clone(&counts);
-        let spawned = std::thread::Builder::new()
-            .name("reference-log".to_owned())
-            .spawn(move || writer.log.as_ref().map(|log| log.write_forever(file)));
-        if let Err(error) = spawned {
-            eprintln!("reference_server: cannot start the log thread: {error}");
-            return ExitCode::FAILURE;
-        }
-    }
-    let app = Router::new()
-        .route("/v1/polls/{poll}/votes", post(vote))
-        .route("/v1/polls/{poll}/results", get(results))
-        .with_state(counts);
-    let name = if log_path.is_some() {
+        },
+    };
+    let name = if log.is_some() {
         "reference_server (durable)"
     } else {
         "reference_server (NOT durable)"
     };
+    let counts = Counts {
+        log,
+        ..Counts::default()
+    };
+    let app = Router::new()
+        .route("/v1/polls/{poll}/votes", post(vote))
+        .route("/v1/polls/{poll}/results", get(results))
+        .with_state(Arc::new(counts));
     support::serve_main(name, DEFAULT_LISTEN, app)
 }

@@ -229,7 +229,10 @@ async fn probe(
         );
         let mut invoked = Vec::with_capacity(usize::try_from(ledger.invoked).unwrap_or(0));
         invoked.extend(
-            (0..ledger.votes.len() as u32).filter(|&i| ledger.votes[i as usize].invoked_ms != 0),
+            (0u32..)
+                .zip(&ledger.votes)
+                .filter(|(_, vote)| vote.invoked_ms != 0)
+                .map(|(number, _)| number),
         );
         invoked
     };
@@ -240,9 +243,12 @@ async fn probe(
             let ledger = lock(shared);
             chunk
                 .iter()
-                .map(|&i| BinaryVote {
-                    option: ledger.votes[i as usize].option,
-                    vote_id: ledger.votes[i as usize].id,
+                .map(|&number| {
+                    let vote = &ledger.votes[number as usize];
+                    BinaryVote {
+                        option: vote.option,
+                        vote_id: vote.id,
+                    }
                 })
                 .collect()
         };

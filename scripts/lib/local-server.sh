@@ -1,0 +1,36 @@
+# Sourced by the quick comparison scripts (ab-node-binaries.sh, ab-admin-reserve.sh,
+# quick-single-votes.sh): start-up checks and measurements of a server they run in the
+# background on 127.0.0.1. Each function exits the calling script with a message on failure.
+
+# require_free_port NAME ADDRESS: refuses to go on if something already listens on ADDRESS
+# (a server left running would answer in place of the one about to start).
+require_free_port() {
+  if (exec 3<>"/dev/tcp/${2%:*}/${2##*:}") 2>/dev/null; then
+    echo "$1: something already listens on $2; stop it first" >&2
+    exit 1
+  fi
+}
+
+# wait_for_server NAME PID ADDRESS: waits up to 5 s for ADDRESS to accept connections while
+# PID (the server just started) is alive.
+wait_for_server() {
+  local attempt
+  for attempt in $(seq 50); do
+    kill -0 "$2" 2>/dev/null || break
+    if (exec 3<>"/dev/tcp/${3%:*}/${3##*:}") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "$1: the server (pid $2) did not start listening on $3 (${attempt} tries)" >&2
+  exit 1
+}
+
+# warm_up CLIENT ADDRESS: 5,000 single votes through CLIENT (a `tally` binary), unmeasured.
+warm_up() {
+  "$1" load --target "http://$2" --no-progress --check off --options green,blue --count 5000 \
+    >/dev/null
+}
+
+# cpu_ticks PID: the process's user + system CPU time so far, in clock ticks (getconf CLK_TCK).
+cpu_ticks() {
+  awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
