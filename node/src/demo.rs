@@ -11,7 +11,6 @@
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -198,7 +197,7 @@ async fn wait_ready(handles: &[HandleSlot]) -> Result<Vec<NodeHandle>, String> {
         let ready: Vec<NodeHandle> = handles
             .iter()
             .filter_map(|h| h.borrow().clone())
-            .filter(|h| h.ready.load(Ordering::Acquire))
+            .filter(|h| h.health.is_ready())
             .collect();
         if ready.len() == handles.len() {
             return Ok(ready);

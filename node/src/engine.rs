@@ -20,6 +20,7 @@ use tally_core::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Clock;
+use crate::health::{Health, Hold};
 use crate::metrics::Metrics;
 use crate::peer::sync::PeerBoard;
 use crate::results::ResultsSnapshot;
@@ -54,6 +55,9 @@ pub enum EngineError {
     /// The write-ahead log failed; the node is stopping and nothing was acknowledged.
     #[error("the write-ahead log failed; this node is stopping")]
     LogFailed,
+    /// A hold on the node (low disk, a skewed clock) refuses new votes; nothing was counted.
+    #[error("{}", .0.message())]
+    Held(Hold),
 }
 
 /// One vote of a batch as the engine answers it.
@@ -216,6 +220,8 @@ pub struct Engine {
     polls_changed: bool,
     /// Peer statuses, read when results are captured ("how stale").
     peers: PeerBoard,
+    /// The node's holds: votes are refused under some, and a failed log sets one.
+    health: Arc<Health>,
     /// A planted bug (simulation tests only): answer before the log is durable.
     ack_before_fsync: bool,
 }
@@ -228,6 +234,7 @@ impl Engine {
         metrics: Arc<Metrics>,
         results_tick: Duration,
         peers: PeerBoard,
+        health: Arc<Health>,
     ) -> Self {
         Self {
             replica,
@@ -235,6 +242,7 @@ impl Engine {
             metrics,
             results_tick,
             peers,
+            health,
             waiting: VecDeque::new(),
             unlogged_entries: Vec::new(),
             in_flight_jobs: VecDeque::new(),
@@ -390,6 +398,7 @@ impl Engine {
     }
 
     fn fail(&mut self, why: &str) -> Result<(), EngineError> {
+        self.health.set(Hold::LogFailed, true);
         tracing::error!(why, "engine stopping: nothing further is acknowledged");
         for waiter in self.waiting.drain(..) {
             match waiter.pending {
@@ -403,6 +412,10 @@ impl Engine {
 
     fn handle(&mut self, command: Command) {
         let now = self.clock.now();
+        let command = match self.refuse_if_held(command) {
+            Some(command) => command,
+            None => return,
+        };
         match command {
             Command::Vote {
                 poll,
@@ -467,6 +480,25 @@ impl Engine {
                 let _ = reply.send(Ok(self.apply_from_peer(polls, batches, counters)));
             }
         }
+    }
+
+    /// Under a hold that refuses votes (low disk, a skewed clock), answers a vote or batch
+    /// with [`EngineError::Held`] at once (nothing counted; the client retries elsewhere) and
+    /// returns `None`; any other command is handed back.
+    fn refuse_if_held(&self, command: Command) -> Option<Command> {
+        let hold = match &command {
+            Command::Vote { .. } | Command::Batch { .. } => self.health.vote_refusal(),
+            _ => None,
+        };
+        let Some(hold) = hold else {
+            return Some(command);
+        };
+        match command {
+            Command::Vote { reply, .. } => drop(reply.send(Err(EngineError::Held(hold)))),
+            Command::Batch { reply, .. } => drop(reply.send(Err(EngineError::Held(hold)))),
+            other => return Some(other),
+        }
+        None
     }
 
     fn vectors(&self) -> Vec<(PollId, VersionVector)> {

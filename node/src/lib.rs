@@ -16,6 +16,7 @@ pub mod connections;
 pub mod dashboard;
 pub mod demo;
 pub mod engine;
+pub mod health;
 pub mod http;
 pub mod huge_pages;
 pub mod load;
@@ -30,7 +31,6 @@ pub mod wal_writer;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tally_core::UnixMillis;
@@ -38,6 +38,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::engine::{Engine, EngineIo};
+use crate::health::{Health, Hold};
 use crate::metrics::Metrics;
 use crate::peer::sync::{PeerBoard, PeerTarget, SyncContext};
 use crate::results::ResultsSnapshot;
@@ -121,8 +122,8 @@ pub enum NodeError {
 /// What a running node tells its caller once it is serving.
 #[derive(Clone)]
 pub struct NodeHandle {
-    /// Whether the node serves votes.
-    pub ready: Arc<AtomicBool>,
+    /// Why the node is not serving, if it is not (ready = no holds).
+    pub health: Arc<Health>,
     /// The latest results.
     pub results: watch::Receiver<Arc<ResultsSnapshot>>,
     /// The metrics.
@@ -190,12 +191,15 @@ pub fn start_with_peers<S: Storage + 'static>(
     let (close_commands, close_commands_rx) = watch::channel(false);
     let (job_tx, done_rx, writer) =
         wal_writer::start(recovered.wal, wal_executor, WAL_JOBS_QUEUE_MAX)?;
+    let syncing = peer_socket.is_some() && config.other_peers().next().is_some();
+    let health = Arc::new(Health::new(if syncing { &[Hold::CatchingUp] } else { &[] }));
     let mut engine = Engine::new(
         recovered.replica,
         clock.clone(),
         metrics.clone(),
         Duration::from_millis(config.results_tick_ms),
         board.clone(),
+        health.clone(),
     );
     if config.planted_bug == Some(config::PlantedBug::AckBeforeFsync) {
         engine.plant_bug_ack_before_fsync();
@@ -207,8 +211,6 @@ pub fn start_with_peers<S: Storage + 'static>(
         results: results_tx,
         close_commands: close_commands_rx,
     });
-    let syncing = peer_socket.is_some() && config.other_peers().next().is_some();
-    let ready = Arc::new(AtomicBool::new(!syncing));
     let (stopping, stopping_rx) = watch::channel(false);
     let mut peer_tasks = Vec::new();
     let peer_endpoint = match peer_socket {
@@ -276,7 +278,7 @@ pub fn start_with_peers<S: Storage + 'static>(
                 board.clone(),
                 config.other_peers().map(|p| p.id.clone()).collect(),
                 Duration::from_millis(config.catch_up_timeout_ms),
-                ready.clone(),
+                health.clone(),
                 stopping_rx.clone(),
             )));
             Some(endpoint)
@@ -293,7 +295,7 @@ pub fn start_with_peers<S: Storage + 'static>(
         clock,
         sse_tick_ms: config.sse_tick_ms,
         sse_subscribers_max: config.sse_subscribers_max,
-        ready: ready.clone(),
+        health: health.clone(),
         stopping: stopping_rx,
         public_endpoints: config.public_endpoints.clone().into(),
         abuse: Arc::new(config.abuse_controls()?),
@@ -302,7 +304,7 @@ pub fn start_with_peers<S: Storage + 'static>(
     Ok(Started {
         router: http::router(state),
         handle: NodeHandle {
-            ready,
+            health,
             results: results_rx,
             metrics,
             peers: board,
@@ -328,7 +330,7 @@ async fn report_ready_after_catch_up(
     board: PeerBoard,
     peers: Vec<String>,
     timeout: Duration,
-    ready: Arc<AtomicBool>,
+    health: Arc<Health>,
     mut stopping: watch::Receiver<bool>,
 ) {
     let deadline = tokio::time::Instant::now() + timeout;
@@ -342,7 +344,7 @@ async fn report_ready_after_catch_up(
             if !caught_up {
                 tracing::warn!("not caught up with every peer in time; reporting ready anyway");
             }
-            ready.store(true, Ordering::Release);
+            health.set(Hold::CatchingUp, false);
             return;
         }
         tokio::select! {
@@ -368,7 +370,7 @@ impl Started {
             peer_endpoint,
             peer_tasks,
         } = self;
-        handle.ready.store(false, Ordering::Release);
+        handle.health.set(Hold::Stopping, true);
         let _ = stopping.send(true);
         drop(router);
         let _ = close_commands.send(true);
@@ -450,7 +452,7 @@ where
         &started.stopping,
     );
     let shutdown = io.shutdown;
-    let ready = started.handle.ready.clone();
+    let health = started.handle.health.clone();
     let stopping = started.stopping.clone();
     let listener = stall_guard::StallGuardListener::new(
         io.listener,
@@ -460,7 +462,7 @@ where
     let serving = connections::serve(listener, router, header_read_timeout, async move {
         shutdown.await;
         tracing::info!("stopping: no new connections; draining in-flight requests");
-        ready.store(false, Ordering::Release);
+        health.set(Hold::Stopping, true);
         let _ = stopping.send(true);
         let _ = draining_tx.send(());
     });

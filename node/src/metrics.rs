@@ -41,6 +41,9 @@ pub struct Metrics {
     pub waiting_replies: Gauge,
     /// 1 while the node serves votes, 0 otherwise.
     pub ready: Gauge,
+    /// 1 while a hold keeps the node from serving, per hold (label `hold`: `disk_low`,
+    /// `clock_skew`, `log_failed`, `catching_up`, `stopping`).
+    pub holds: Family<Labels, Gauge>,
     /// Displayed (net) votes per poll and option, as of the latest results snapshot.
     pub poll_votes: Family<PollLabels, Gauge>,
     /// Distinct vote IDs held per poll, and how many its dedupe index holds before it must
@@ -222,6 +225,16 @@ impl Metrics {
         );
         let ready = Gauge::default();
         registry.register("ready", "1 when the node serves votes", ready.clone());
+        let holds = Family::<Labels, Gauge>::default();
+        registry.register(
+            "hold",
+            "1 while this reason keeps the node from serving (label hold)",
+            holds.clone(),
+        );
+        // Every hold's series exists from the start, so alert rules see 0 rather than nothing.
+        for hold in crate::health::Hold::ALL {
+            let _ = holds.get_or_create(&vec![("hold", hold.as_str())]);
+        }
         let poll_votes = Family::<PollLabels, Gauge>::default();
         registry.register(
             "poll_votes",
@@ -271,6 +284,7 @@ impl Metrics {
             engine_queue_depth,
             waiting_replies,
             ready,
+            holds,
             poll_votes,
             poll_vote_ids,
             poll_vote_id_capacity,
@@ -322,6 +336,16 @@ impl Metrics {
                     .get_or_create(&PeerMetrics::labels(peer))
                     .set((behind_ms / 1000) as i64);
             }
+        }
+    }
+
+    /// Mirrors the node's holds into `tally_ready` and `tally_hold`.
+    pub fn observe_health(&self, health: &crate::health::Health) {
+        self.ready.set(i64::from(health.is_ready()));
+        for hold in crate::health::Hold::ALL {
+            self.holds
+                .get_or_create(&vec![("hold", hold.as_str())])
+                .set(i64::from(health.has(hold)));
         }
     }
 

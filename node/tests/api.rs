@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use tally_core::{OptionIndex, PollId, UnixMillis, VoteId, VoteIdKey};
 use tally_node::config::{BATCH_BODY_BYTES_MAX, BATCH_VOTES_MAX, Config, VOTE_BODY_BYTES_MAX};
 use tally_node::engine::Command;
+use tally_node::health::{Health, Hold};
 use tally_node::http::{
     self, AppState, BatchResponse, BatchVoteStatus, BinaryBatch, BinaryVote, POSTCARD_MEDIA_TYPE,
 };
@@ -1310,10 +1311,10 @@ async fn health_and_readiness_answer_and_readiness_follows_the_flag() {
         (ready.status, ready.text().as_str()),
         (StatusCode::OK, "ready\n")
     );
-    node.started.handle.ready.store(false, Ordering::Release);
+    node.started.handle.health.set(Hold::Stopping, true);
     let ready = node.send(get("/readyz")).await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(ready.text(), "not ready\n");
+    assert_eq!(ready.text(), "not ready\nstopping: the node is stopping\n");
     let body = json!({"id": "late", "options": ["a", "b"]});
     let reply = node.admin("/v1/admin/polls", Some(body)).await;
     reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
@@ -1325,6 +1326,34 @@ async fn health_and_readiness_answer_and_readiness_follows_the_flag() {
             .contains("tally_ready 0")
     );
     assert_eq!(node.send(get("/healthz")).await.status, StatusCode::OK);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_hold_that_refuses_votes_answers_503_counts_nothing_and_lifts_cleanly() {
+    // Goal: under a vote-refusing hold (low disk here) single votes and batches get 503 with
+    // Retry-After and are not counted, /readyz names the hold, /metrics shows it, and once it
+    // is lifted the same vote ID counts. Method: set and clear the hold on a running node.
+    let node = start();
+    let id = "0f9a8b7c-6d5e-4f30-8a1b-2c3d4e5f6a7b";
+    node.started.handle.health.set(Hold::DiskLow, true);
+    let refused = node.vote("superbowl", "green", id).await;
+    refused.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(refused.retry_after().is_some());
+    assert!(refused.text().contains("free space"), "{}", refused.text());
+    let ready = node.send(get("/readyz")).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ready.text().contains("disk_low: "), "{}", ready.text());
+    assert_eq!(node.send(get("/healthz")).await.status, StatusCode::OK);
+    let metrics = node.send(get("/metrics")).await.text();
+    assert!(
+        metrics.contains("tally_hold{hold=\"disk_low\"} 1"),
+        "{metrics}"
+    );
+    node.started.handle.health.set(Hold::DiskLow, false);
+    let counted = node.vote("superbowl", "green", id).await;
+    assert_eq!(counted.status, StatusCode::OK, "{}", counted.text());
+    assert_eq!(counted.json()["status"], "counted");
     node.stop().await;
 }
 
@@ -1399,7 +1428,7 @@ fn router_with_full_queue(node: &Node) -> (Router, impl Sized + use<>) {
         clock: node.clock.clone(),
         sse_tick_ms: 10,
         sse_subscribers_max: 10,
-        ready: Arc::new(AtomicBool::new(true)),
+        health: Arc::new(Health::default()),
         stopping,
         public_endpoints: Vec::<String>::new().into(),
         abuse: Arc::default(),
@@ -1459,7 +1488,7 @@ async fn a_stopped_engine_answers_503_unavailable() {
         clock: node.clock.clone(),
         sse_tick_ms: 10,
         sse_subscribers_max: 10,
-        ready: Arc::new(AtomicBool::new(true)),
+        health: Arc::new(Health::default()),
         stopping,
         public_endpoints: Vec::<String>::new().into(),
         abuse: Arc::default(),

@@ -2,8 +2,6 @@
 //!
 //! Changes are logged and replicated like votes; a route answers once its change is durable.
 
-use std::sync::atomic::Ordering;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -108,7 +106,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn ensure_ready(app: &AppState) -> Result<(), ApiError> {
-    if app.ready.load(Ordering::Acquire) {
+    if app.health.is_ready() {
         Ok(())
     } else {
         Err(ApiError::Unavailable("the node is not ready"))

@@ -236,6 +236,7 @@ impl From<EngineError> for ApiError {
             EngineError::Poll(PollError::UnknownPoll(poll)) => Self::UnknownPoll(poll.to_string()),
             EngineError::Poll(error @ PollError::Conflict(_)) => Self::Conflict(error.to_string()),
             EngineError::LogFailed => Self::Unavailable("the write-ahead log failed"),
+            EngineError::Held(hold) => Self::Unavailable(hold.message()),
         }
     }
 }

@@ -20,7 +20,6 @@ mod votes;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -75,8 +74,8 @@ pub struct AppState {
     pub sse_tick_ms: u64,
     /// Most SSE subscribers at once.
     pub sse_subscribers_max: usize,
-    /// Whether the node serves votes (recovered and not stopping).
-    pub ready: Arc<AtomicBool>,
+    /// Why the node is not serving, if it is not.
+    pub health: Arc<crate::health::Health>,
     /// Becomes true when the node begins to stop; long-lived streams end then.
     pub stopping: watch::Receiver<bool>,
     /// The regions' public base URLs the voting page votes through (nearest first).
@@ -143,7 +142,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         clock: Arc::new(crate::SystemClock),
         sse_tick_ms: 1_000,
         sse_subscribers_max: 1,
-        ready: Arc::new(AtomicBool::new(false)),
+        health: Arc::new(crate::health::Health::new(&[crate::health::Hold::Stopping])),
         stopping,
         public_endpoints: Arc::from([]),
         abuse: Arc::default(),

@@ -1,7 +1,5 @@
 //! Operational routes: Prometheus metrics, liveness, readiness, and the JSON 404 and 405.
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::IntoResponse;
@@ -20,8 +18,7 @@ use super::{ApiError, SharedState};
         content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")),
 )]
 pub(super) async fn metrics(State(app): State<SharedState>) -> impl IntoResponse {
-    let ready = app.ready.load(Ordering::Acquire);
-    app.metrics.ready.set(i64::from(ready));
+    app.metrics.observe_health(&app.health);
     (
         [(
             header::CONTENT_TYPE,
@@ -31,34 +28,52 @@ pub(super) async fn metrics(State(app): State<SharedState>) -> impl IntoResponse
     )
 }
 
-/// Liveness: the process is alive and serving HTTP.
+/// Liveness: the process is alive and worth keeping. 503 once its write-ahead log has failed
+/// (it is finishing what was durable and will exit; a supervisor should restart it).
 #[utoipa::path(
     get,
     path = "/healthz",
     tag = "operations",
-    responses((status = 200, description = "Alive", body = String, example = "ok\n")),
+    responses(
+        (status = 200, description = "Alive", body = String, example = "ok\n"),
+        (status = 503, description = "The write-ahead log failed; the node is exiting",
+            body = String, example = "unhealthy: log_failed\n"),
+    ),
 )]
-pub(super) async fn healthz() -> &'static str {
-    "ok\n"
+pub(super) async fn healthz(State(app): State<SharedState>) -> (StatusCode, String) {
+    if app.health.is_live() {
+        (StatusCode::OK, "ok\n".to_owned())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unhealthy: log_failed\n".to_owned(),
+        )
+    }
 }
 
-/// Readiness: 200 once the log is recovered and votes are accepted, 503 otherwise.
+/// Readiness: 200 once the log is recovered, the node has caught up with its peers and
+/// nothing holds it back; 503 otherwise, with one line per hold (`name: why`).
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
     responses(
         (status = 200, description = "Serving votes", body = String, example = "ready\n"),
-        (status = 503, description = "Starting or stopping", body = String,
-            example = "not ready\n"),
+        (status = 503, description = "Starting, stopping, or held back (low disk, a skewed \
+            clock, a failed log): one line per reason", body = String,
+            example = "not ready\ndisk_low: the data directory is low on free space\n"),
     ),
 )]
-pub(super) async fn readyz(State(app): State<SharedState>) -> (StatusCode, &'static str) {
-    if app.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+pub(super) async fn readyz(State(app): State<SharedState>) -> (StatusCode, String) {
+    let holds = app.health.holds();
+    if holds.is_empty() {
+        return (StatusCode::OK, "ready\n".to_owned());
     }
+    let mut body = "not ready\n".to_owned();
+    for hold in holds {
+        body.push_str(&format!("{}: {}\n", hold.as_str(), hold.message()));
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
 /// Any other path.
