@@ -85,7 +85,8 @@ pub fn recover<S: Storage>(
     ];
     let mut replica: Option<Replica> = None;
     let mut unapplied = 0usize;
-    let (mut wal, wal_report) = Wal::open(storage, |entry| {
+    let holder = format!("node {}", validated.node_id);
+    let (mut wal, wal_report) = Wal::open_as(storage, &holder, |entry| {
         if let Err(why) = replay(&mut replica, entry, hash_seed, &config.polls) {
             unapplied += 1;
             tracing::warn!(%why, "log entry not applied");

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use tally_core::limits::{FRAME_BYTES_MAX, RECORDS_PER_BATCH_MAX};
 use tally_core::{ActorId, PollId, PollSpec, RecordBatch};
 
-use crate::storage::{Storage, StorageFile};
+use crate::storage::{LockError, Storage, StorageFile, StorageLock};
 
 pub use writer::{
     WAL_GROUP_BYTES_MAX, WAL_GROUP_ENTRIES_MAX, WAL_QUEUE_JOBS_MAX, WalDone, WalHandle, WalJob,
@@ -299,6 +299,10 @@ pub enum WalError {
         /// Where and why.
         corruption: Corruption,
     },
+    /// Another process (or another open log of this process) holds the storage's lock.
+    /// Nothing was read or changed.
+    #[error(transparent)]
+    Locked(#[from] LockError),
     /// An earlier write or sync failed; the log refuses all further work.
     #[error("the write-ahead log stopped after an earlier failure: {cause}")]
     Stopped {
@@ -343,6 +347,8 @@ pub struct Wal<S: Storage> {
     bytes_since_snapshot: u64,
     /// The first write or sync failure, after which every call refuses.
     failure: Option<WalError>,
+    /// The storage's exclusive lock, held while the log is open (one process per directory).
+    lock: Option<StorageLock>,
 }
 
 impl<S: Storage> std::fmt::Debug for Wal<S> {
@@ -365,11 +371,28 @@ impl<S: Storage> Wal<S> {
     /// [`RecoveryReport::corruption`] and the bytes from it on are truncated, so the log is
     /// ready for appends. An empty storage starts a new log. Errors leave the storage
     /// unchanged (see [`WalError`]).
+    ///
+    /// It first takes the storage's exclusive lock ([`Storage::lock`]) and holds it while the
+    /// log is open: a storage another log holds is refused with [`WalError::Locked`] before
+    /// anything is read.
     pub fn open(
         storage: S,
+        visit: impl FnMut(WalEntry),
+    ) -> Result<(Self, RecoveryReport), WalError> {
+        Self::open_as(storage, "a tally write-ahead log", visit)
+    }
+
+    /// As [`Wal::open`], naming the holder (`node us-east`) in the lock for the error a second
+    /// process gets.
+    pub fn open_as(
+        storage: S,
+        holder: &str,
         mut visit: impl FnMut(WalEntry),
     ) -> Result<(Self, RecoveryReport), WalError> {
-        recovery::recover(storage, &mut visit)
+        let lock = storage.lock(holder)?;
+        let (mut wal, report) = recovery::recover(storage, &mut visit)?;
+        wal.lock = Some(lock);
+        Ok((wal, report))
     }
 
     /// Encodes `entries` into the log's buffer and returns the frame bytes they take. Not

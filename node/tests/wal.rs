@@ -17,7 +17,9 @@ use tally_core::{
     ActorId, NodeId, OptionIndex, OptionName, PollId, PollSpec, PollWindow, RecordBatch,
     UnixMillis, VoteId,
 };
-use tally_node::storage::{DirStorage, MemoryStorage, Storage, StorageFile};
+use tally_node::storage::{
+    DirStorage, LockError, MemoryStorage, Storage, StorageFile, StorageLock,
+};
 use tally_node::wal::{
     CorruptionReason, RecoveryReport, WAL_FILE_HEADER_BYTES, Wal, WalDone, WalEntry, WalError,
     WalJob, WalJobKind, run_writer, spawn_writer_thread,
@@ -214,6 +216,10 @@ impl<S: Storage> Storage for Counting<S> {
 
     fn sync_dir(&self) -> io::Result<()> {
         self.inner.sync_dir()
+    }
+
+    fn lock(&self, holder: &str) -> Result<StorageLock, LockError> {
+        self.inner.lock(holder)
     }
 }
 
@@ -635,6 +641,33 @@ fn a_gap_in_the_segments_is_an_error_that_changes_nothing<S: Storage + Clone>(di
     assert_eq!(disk.storage.list().expect("list"), files);
 }
 
+fn a_second_open_of_a_held_log_is_refused_and_changes_nothing<S: Storage + Clone>(disk: Disk<S>) {
+    // Goal: one log per storage at a time (issue 30): a second open while the first is held
+    // is refused before anything is read or written, and succeeds once the first is dropped.
+    // Method: open, append and sync; open again; compare the files; drop; open again.
+    let storage = &disk.storage;
+    let (mut first, _) = Wal::open_as(storage.clone(), "node first", |_| {}).expect("opens");
+    first.append(&history(20, 1)).expect("append");
+    first.sync().expect("sync");
+    let before = read_file(storage, &segment(1));
+    match Wal::open_as(storage.clone(), "node second", |_| {}) {
+        Err(WalError::Locked(LockError::Held { holder, .. })) => {
+            let holder = holder.expect("the holder names itself");
+            assert!(holder.contains("node first"), "{holder}");
+        }
+        other => panic!("a held log opened again: {:?}", other.map(|(_, r)| r)),
+    }
+    assert_eq!(
+        read_file(storage, &segment(1)),
+        before,
+        "the refused open changed the log"
+    );
+    drop(first);
+    let (entries, report) = replay(storage).expect("opens once released");
+    assert_eq!(report.entries, 20);
+    assert_eq!(entries, history(20, 1));
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod on_memory {
@@ -682,6 +715,7 @@ suite!(
     an_empty_storage_starts_a_new_log,
     an_interrupted_snapshot_recovers_and_cleans_up,
     a_gap_in_the_segments_is_an_error_that_changes_nothing,
+    a_second_open_of_a_held_log_is_refused_and_changes_nothing,
 );
 
 async_suite!(

@@ -93,6 +93,7 @@ enum Force {
     Restart,
     LongPartition,
     LostAnswers,
+    SecondProcess,
 }
 
 impl From<Force> for FaultKind {
@@ -108,6 +109,7 @@ impl From<Force> for FaultKind {
             Force::Restart => FaultKind::Restart,
             Force::LongPartition => FaultKind::LongPartition,
             Force::LostAnswers => FaultKind::LostAnswers,
+            Force::SecondProcess => FaultKind::SecondProcess,
         }
     }
 }

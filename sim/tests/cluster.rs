@@ -128,3 +128,20 @@ fn the_checker_catches_a_node_that_reuses_its_actor_after_losing_its_disk() {
         "{what}"
     );
 }
+
+#[test]
+fn a_second_process_on_a_serving_nodes_disk_is_refused_and_changes_nothing() {
+    // Goal: one process per data directory holds in the simulation too (issue 30). Method:
+    // force the fault on two seeds; each attempt on a serving node must have been refused with
+    // the directory lock (the run fails otherwise), at least one attempt must have struck a
+    // serving node, and every check of the run must still pass.
+    let mut refused = 0;
+    for seed in 0..2 {
+        let mut config = config(seed);
+        config.force_faults = vec![FaultKind::SecondProcess];
+        let report = run_cluster(&config).unwrap_or_else(|failure| panic!("{failure}"));
+        assert!(report.fault_kinds().contains(&FaultKind::SecondProcess));
+        refused += report.second_processes_refused;
+    }
+    assert!(refused > 0, "no second process met a serving node");
+}

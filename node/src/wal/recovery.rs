@@ -367,6 +367,7 @@ fn new_wal<S: Storage>(
         buffer: Vec::new(),
         bytes_since_snapshot,
         failure: None,
+        lock: None,
     }
 }
 

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tally_node::storage::{Storage, StorageFile, check_name};
+use tally_node::storage::{
+    InProcessLock, LockError, Storage, StorageFile, StorageLock, check_name,
+};
 use turmoil::fs::shim::std::fs as sim_fs;
 
 /// How long one fsync takes on a simulated disk (a cloud block volume's order of magnitude):
@@ -21,21 +23,28 @@ pub const SIM_FSYNC: Duration = Duration::from_millis(5);
 /// One directory of the current host's simulated filesystem.
 ///
 /// `syncing` is raised while a group commit waits out its fsync ([`SIM_FSYNC`]) and lowered
-/// when the sync completes: the driver uses it to strike crashes mid-fsync.
+/// when the sync completes: the driver uses it to strike crashes mid-fsync. `lock` is the
+/// host's directory lock: a crash drops the host's tasks, and with them the log that held it,
+/// as the OS releases a dead process's `flock`.
 #[derive(Debug, Clone)]
 pub struct SimDisk {
     dir: PathBuf,
     syncing: Arc<AtomicBool>,
+    lock: InProcessLock,
 }
 
 impl SimDisk {
     /// Opens (creating it if needed) disk number `generation` of the current host.
-    pub fn open(generation: u32, syncing: Arc<AtomicBool>) -> io::Result<Self> {
+    pub fn open(
+        generation: u32,
+        syncing: Arc<AtomicBool>,
+        lock: InProcessLock,
+    ) -> io::Result<Self> {
         let dir = PathBuf::from(format!("/data/disk-{generation}"));
         sim_fs::create_dir_all(&dir)?;
         sim_fs::sync_dir("/data")?;
         syncing.store(false, Ordering::Relaxed);
-        Ok(Self { dir, syncing })
+        Ok(Self { dir, syncing, lock })
     }
 
     fn path(&self, name: &str) -> io::Result<PathBuf> {
@@ -96,6 +105,10 @@ impl Storage for SimDisk {
 
     fn sync_dir(&self) -> io::Result<()> {
         sim_fs::sync_dir(&self.dir)
+    }
+
+    fn lock(&self, holder: &str) -> Result<StorageLock, LockError> {
+        self.lock.take(&self.dir.display().to_string(), holder)
     }
 
     fn sync_delay(&self) -> Option<Duration> {

@@ -90,6 +90,8 @@ pub struct ClusterReport {
     pub healed_at: (Duration, Duration),
     /// Each region's displayed green share over simulated time (with `record_chart`).
     pub chart: Option<chart::Samples>,
+    /// Second processes started on a serving node's disk, each refused (`SecondProcess`).
+    pub second_processes_refused: usize,
 }
 
 impl ClusterReport {
@@ -168,6 +170,7 @@ pub fn fault_flag(kind: FaultKind) -> &'static str {
         FaultKind::Restart => "restart",
         FaultKind::LongPartition => "long-partition",
         FaultKind::LostAnswers => "lost-answers",
+        FaultKind::SecondProcess => "second-process",
     }
 }
 
@@ -198,6 +201,11 @@ struct NodeSlot {
     handle: Mutex<Option<NodeHandle>>,
     /// Raised while the node's disk waits out an fsync.
     syncing: Arc<AtomicBool>,
+    /// The host's data-directory lock (one node process per disk).
+    disk_lock: tally_node::storage::InProcessLock,
+    /// What each second process started on this host's disk met (`SecondProcess` faults):
+    /// `Ok(why it was refused)`, or `Err(what went wrong)`.
+    second_processes: Mutex<Vec<Result<String, String>>>,
 }
 
 struct NodeSpec {
@@ -209,14 +217,12 @@ struct NodeSpec {
     /// expects a big poll does (`expected_votes`).
     votes: u64,
     planted_bug: Option<tally_node::config::PlantedBug>,
+    /// When (simulated ms from the start) a second process tries this host's disk.
+    second_processes_at_ms: Vec<u64>,
 }
 
-async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
-    let start = slot.starts.fetch_add(1, Ordering::Relaxed);
-    let storage = disk::SimDisk::open(slot.disk.load(Ordering::Relaxed), slot.syncing.clone())?;
-    let listener =
-        net::SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", http::HTTP_PORT)).await?);
-    let socket = turmoil::net::UdpSocket::bind(("0.0.0.0", PEER_PORT)).await?;
+/// The node configuration of `spec`'s region.
+fn node_config(spec: &NodeSpec) -> Config {
     let name = &spec.names[spec.index];
     let peers = spec
         .names
@@ -243,6 +249,23 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
     for poll in &mut config.polls {
         poll.expected_votes = Some(spec.votes);
     }
+    config
+}
+
+async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
+    let start = slot.starts.fetch_add(1, Ordering::Relaxed);
+    let storage = disk::SimDisk::open(
+        slot.disk.load(Ordering::Relaxed),
+        slot.syncing.clone(),
+        slot.disk_lock.clone(),
+    )?;
+    let listener =
+        net::SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", http::HTTP_PORT)).await?);
+    let socket = turmoil::net::UdpSocket::bind(("0.0.0.0", PEER_PORT)).await?;
+    let config = node_config(&spec);
+    for &at_ms in &spec.second_processes_at_ms {
+        tokio::spawn(second_process(spec.clone(), slot.clone(), at_ms));
+    }
     let io = NodeIo {
         listener,
         storage,
@@ -265,6 +288,53 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
     })
     .await?;
     Ok(())
+}
+
+/// At `at_ms`, if this host's node is serving, starts a second node on its disk (as an
+/// operator's slip would) and records whether it was refused. A host that crashes before then
+/// takes this task with it; a node that is not serving at `at_ms` is left alone (a second
+/// process then would rightly take the free directory).
+async fn second_process(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>, at_ms: u64) {
+    let elapsed = turmoil::sim_elapsed().unwrap_or_default();
+    let Some(wait) = Duration::from_millis(at_ms).checked_sub(elapsed) else {
+        return;
+    };
+    tokio::time::sleep(wait).await;
+    if lock_slot(&slot.handle).is_none() {
+        return;
+    }
+    let storage = match disk::SimDisk::open(
+        slot.disk.load(Ordering::Relaxed),
+        Arc::default(),
+        slot.disk_lock.clone(),
+    ) {
+        Ok(storage) => storage,
+        Err(error) => {
+            return lock_slot(&slot.second_processes).push(Err(format!("disk: {error}")));
+        }
+    };
+    let seed = spec.seed ^ 0x7365_636f_6e64 ^ at_ms;
+    let outcome = match tally_node::start(
+        &node_config(&spec),
+        storage,
+        Arc::new(net::SimClock),
+        seed,
+        WalExecutor::Task,
+    ) {
+        Err(tally_node::NodeError::Recovery(tally_node::recovery::RecoveryError::Wal(
+            tally_node::wal::WalError::Locked(refused),
+        ))) => Ok(refused.to_string()),
+        Err(other) => Err(format!("refused for another reason: {other}")),
+        Ok(started) => {
+            let _ = started.stop().await;
+            Err("it started on a disk a running node holds".to_owned())
+        }
+    };
+    lock_slot(&slot.second_processes).push(outcome);
+}
+
+fn lock_slot<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The votes of a run: IDs (UUID v4 bytes) and options drawn from the seed.
@@ -356,6 +426,11 @@ pub fn run_cluster_with(
             seed: config.seed,
             votes: config.votes,
             planted_bug: config.planted_bug,
+            second_processes_at_ms: faults
+                .iter()
+                .filter(|f| f.kind == FaultKind::SecondProcess && f.a.contains(&index))
+                .map(|f| f.at_ms)
+                .collect(),
         });
         let slot = slot.clone();
         sim.host(names[index].as_str(), move || {
@@ -460,6 +535,17 @@ pub fn run_cluster_with(
     }
     let simulated = sim.elapsed();
     drop(sim);
+    let mut second_processes_refused = 0;
+    for (slot, name) in slots.iter().zip(names.iter()) {
+        for outcome in lock_slot(&slot.second_processes).iter() {
+            match outcome {
+                Ok(_) => second_processes_refused += 1,
+                Err(what) => {
+                    return Err(fail(format!("a second process on {name}'s disk: {what}")));
+                }
+            }
+        }
+    }
     let checked = verdict
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -481,6 +567,7 @@ pub fn run_cluster_with(
         wall: wall.elapsed(),
         healed_at,
         chart: samples,
+        second_processes_refused,
     })
 }
 
@@ -555,6 +642,8 @@ fn start_fault(
                 sim.bounce(names[r].as_str());
             }
         }
+        // Started by the host itself at its time (`second_process`).
+        FaultKind::SecondProcess => {}
         FaultKind::LostAnswers => {
             for &r in &fault.a {
                 for (other, name) in names.iter().enumerate() {
@@ -601,7 +690,7 @@ fn end_fault(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault) {
                 sim.bounce(names[r].as_str());
             }
         }
-        FaultKind::Restart => {}
+        FaultKind::Restart | FaultKind::SecondProcess => {}
         FaultKind::LostAnswers => {
             for &r in &fault.a {
                 for (other, name) in names.iter().enumerate() {

@@ -110,11 +110,15 @@ pub enum FaultKind {
     /// votes whose clients never hear back, so they retry at other regions, which count them
     /// again; the winner rule must retract the loser once the region returns.
     LostAnswers,
+    /// A second node process starts on a running node's data directory (an operator's slip:
+    /// a unit restarted while the old process lingers, a volume mounted twice). It must be
+    /// refused before it reads or writes anything, and the running node must not notice.
+    SecondProcess,
 }
 
 impl FaultKind {
     /// Every kind, in table order.
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Partition,
         FaultKind::OneWayPartition,
         FaultKind::Hold,
@@ -125,6 +129,7 @@ impl FaultKind {
         FaultKind::Restart,
         FaultKind::LongPartition,
         FaultKind::LostAnswers,
+        FaultKind::SecondProcess,
     ];
 
     /// The name in tables.
@@ -140,6 +145,7 @@ impl FaultKind {
             FaultKind::Restart => "restart mid-burst",
             FaultKind::LongPartition => "partition > idle timeout",
             FaultKind::LostAnswers => "lost answers, region cut off",
+            FaultKind::SecondProcess => "second process on a data dir",
         }
     }
 }
@@ -224,6 +230,13 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
                         },
                     }
                 }
+                FaultKind::SecondProcess => Fault {
+                    kind,
+                    a: vec![rng.random_range(0..regions)],
+                    b: Vec::new(),
+                    at_ms,
+                    for_ms: 0,
+                },
                 FaultKind::LostAnswers => Fault {
                     kind,
                     a: vec![rng.random_range(0..regions)],
