@@ -27,3 +27,7 @@ fi
 bash scripts/check-deploy.sh
 
 cargo test --workspace --locked "$@"
+
+# The API contract: schemathesis (pinned) with every check on against a fresh node, using the
+# debug binary the tests just built.
+bash scripts/api-contract.sh

@@ -13,7 +13,7 @@ use hashbrown::HashMap;
 
 use crate::counters::Counters;
 use crate::ids::{ActorId, OptionIndex, PollId, Second, Seq, UnixMillis};
-use crate::limits::{IN_FLIGHT_RECORDS_MAX, RESERVED_VOTE_IDS_MAX};
+use crate::limits::{IN_FLIGHT_RECORDS_MAX, POLLS_MAX, RESERVED_VOTE_IDS_MAX};
 use crate::merge::Merge;
 use crate::poll::{PollSpec, PollStatus, PollWindow};
 use crate::poll_state::{Applied, ApplyError, LOOKUP_AHEAD, PollState};
@@ -71,6 +71,9 @@ pub enum PollError {
     /// No poll of that name.
     #[error("no poll named {0}")]
     UnknownPoll(PollId),
+    /// The replica holds [`POLLS_MAX`] polls already; a new one is refused.
+    #[error("this node holds {POLLS_MAX} polls, the most it may; poll {0} was not created")]
+    TooManyPolls(PollId),
 }
 
 /// The answer to a local vote.
@@ -225,6 +228,9 @@ impl Replica {
                 return Err(PollError::Conflict(spec.id().clone()));
             }
             return Ok(existing.spec.window.merge(&spec.window));
+        }
+        if self.polls.len() >= POLLS_MAX {
+            return Err(PollError::TooManyPolls(spec.id().clone()));
         }
         let [k0, k1, k2, k3] = self.hash_seed;
         let own = self.actor.clone();

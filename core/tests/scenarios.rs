@@ -378,3 +378,32 @@ fn counts_of_an_incarnation_lost_with_its_disk_fall_back_to_its_surviving_record
     };
     assert!(!west.note_current_incarnation(&impostor));
 }
+
+#[test]
+fn a_poll_past_the_most_a_replica_holds_is_refused_and_changes_nothing() {
+    // Goal: the number of polls is bounded (every poll travels in each sync round). Method:
+    // fill a replica to POLLS_MAX polls, ask for one more, then re-upsert an existing one.
+    let mut replica = replica("a");
+    for i in 1..limits::POLLS_MAX {
+        let id = PollId::new(format!("poll-{i}")).unwrap();
+        let spec = PollSpec::new(id, spec().options().to_vec(), PollWindow::default()).unwrap();
+        assert!(replica.upsert_poll(spec).unwrap());
+    }
+    let extra = PollId::new("one-too-many").unwrap();
+    let refused = PollSpec::new(
+        extra.clone(),
+        spec().options().to_vec(),
+        PollWindow::default(),
+    );
+    assert_eq!(
+        replica.upsert_poll(refused.unwrap()),
+        Err(tally_core::PollError::TooManyPolls(extra.clone()))
+    );
+    assert!(replica.poll_spec(&extra).is_none());
+    assert_eq!(replica.poll_specs().count(), limits::POLLS_MAX);
+    assert_eq!(
+        replica.upsert_poll(spec()),
+        Ok(false),
+        "an existing poll still merges"
+    );
+}

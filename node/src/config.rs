@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use tally_core::limits::RESERVED_VOTE_IDS_MAX;
+use tally_core::limits::{POLL_SECONDS_MAX, RESERVED_VOTE_IDS_MAX};
 use tally_core::{NodeId, OptionName, PollId, PollSpec, PollWindow, UnixMillis, VoteIdKey};
 
 use crate::http::abuse::{
@@ -351,6 +351,16 @@ impl Config {
             return Err(invalid("cluster_id", "must be 1 to 64 bytes".into()));
         }
         let vote_id_key = parse_key(&self.vote_id_key).map_err(|m| invalid("vote_id_key", m))?;
+        if self.polls.len() > tally_core::limits::POLLS_MAX {
+            return Err(invalid(
+                "polls",
+                format!(
+                    "{} polls are listed; a node holds at most {}",
+                    self.polls.len(),
+                    tally_core::limits::POLLS_MAX
+                ),
+            ));
+        }
         if !(10..=60_000).contains(&self.sse_tick_ms) {
             return Err(invalid(
                 "sse_tick_ms",
@@ -533,6 +543,17 @@ pub fn check_expected_votes(votes: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a poll's `duration_seconds` (config file and admin API alike): 1 second to
+/// [`POLL_SECONDS_MAX`] (31 days), the longest a poll's seconds are counted.
+pub fn check_duration_seconds(seconds: u64) -> Result<(), String> {
+    if seconds == 0 || seconds > u64::from(POLL_SECONDS_MAX) {
+        return Err(format!(
+            "duration_seconds must be between 1 and {POLL_SECONDS_MAX} (31 days), not {seconds}"
+        ));
+    }
+    Ok(())
+}
+
 fn poll_spec(poll: &PollConfig, now: UnixMillis) -> Result<PollSpec, ConfigError> {
     let invalid = |message: String| ConfigError::Invalid {
         setting: "polls",
@@ -547,6 +568,9 @@ fn poll_spec(poll: &PollConfig, now: UnixMillis) -> Result<PollSpec, ConfigError
         .map_err(|e| invalid(format!("poll {id}: option: {e}")))?;
     if let Some(votes) = poll.expected_votes {
         check_expected_votes(votes).map_err(|e| invalid(format!("poll {id}: {e}")))?;
+    }
+    if let Some(seconds) = poll.duration_seconds {
+        check_duration_seconds(seconds).map_err(|e| invalid(format!("poll {id}: {e}")))?;
     }
     let opens_at = poll.open.then_some(now);
     let closes_at = opens_at

@@ -819,7 +819,13 @@ async fn results_give_counts_shares_total_and_the_split_at_a_second() {
 async fn a_results_query_that_is_not_a_second_is_422() {
     // Goal: bad query parameters are refused with a message, not ignored.
     let node = start();
-    for query in ["at=notanumber", "at=-1", "at=99999999999", "since=3"] {
+    for query in [
+        "at=notanumber",
+        "at=-1",
+        "at=99999999999",
+        "at=2678401",
+        "since=3",
+    ] {
         node.send(get(&format!("/v1/polls/superbowl/results?{query}")))
             .await
             .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid");
@@ -1293,6 +1299,59 @@ async fn expected_votes_outside_1_to_the_reservation_limit_is_422_and_creates_no
         !polls.to_string().contains("huge"),
         "a refused poll was created: {polls}"
     );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn admin_numbers_take_json_schema_integers_and_refuse_fractions_and_out_of_range() {
+    // Goal: the create route answers what its schema says (issue 24): integers may be written
+    // 600.0, fractions and values out of range are 422, a 2^63 duration no longer creates a
+    // poll. Method: one request per case, then read the created poll's window.
+    let node = start();
+    for (body, field) in [
+        (
+            json!({"id": "zero", "options": ["a", "b"], "duration_seconds": 0}),
+            "duration_seconds",
+        ),
+        (
+            json!({"id": "long", "options": ["a", "b"], "duration_seconds": 2_678_401}),
+            "duration_seconds",
+        ),
+        (
+            json!({"id": "huge", "options": ["a", "b"], "open": true, "duration_seconds": 9_223_372_036_854_775_808u64}),
+            "duration_seconds",
+        ),
+        (
+            json!({"id": "half", "options": ["a", "b"], "duration_seconds": 600.5}),
+            "duration_seconds",
+        ),
+        (
+            json!({"id": "neg", "options": ["a", "b"], "expected_votes": -1}),
+            "expected_votes",
+        ),
+    ] {
+        let reply = node.admin("/v1/admin/polls", Some(body.clone())).await;
+        let message = reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+        assert!(message.contains(field), "{body}: {message}");
+    }
+    let body = json!({"id": "whole", "options": ["a", "b"], "open": true,
+        "duration_seconds": 600.0, "expected_votes": 1000.0});
+    let reply = node.admin("/v1/admin/polls", Some(body)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    let polls = node.send(get("/v1/polls")).await.json();
+    let whole = polls
+        .as_array()
+        .and_then(|polls| polls.iter().find(|p| p["id"] == "whole"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no poll whole in {polls}"));
+    let opens = whole["opens_at_ms"].as_u64().unwrap();
+    assert_eq!(whole["closes_at_ms"].as_u64(), Some(opens + 600_000));
+    for id in ["zero", "long", "huge", "half", "neg"] {
+        assert!(
+            polls.as_array().unwrap().iter().all(|p| p["id"] != id),
+            "{id} was created"
+        );
+    }
     node.stop().await;
 }
 

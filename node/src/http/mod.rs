@@ -11,6 +11,7 @@ pub mod abuse;
 mod admin;
 mod body;
 mod error;
+mod integral;
 mod openapi;
 mod ops;
 mod ops_listener;

@@ -237,7 +237,7 @@ pub(super) async fn ask<T>(
     path = "/v1/polls/{poll}/votes",
     tag = "votes",
     params(
-        ("poll" = String, Path, description = "The poll's name"),
+        ("poll" = String, Path, description = "The poll's name", example = "superbowl"),
         ("Idempotency-Key" = Option<String>, Header,
             description = "The vote ID, if the body has none"),
     ),
@@ -399,7 +399,7 @@ enum Parsed {
     post,
     path = "/v1/polls/{poll}/votes/batch",
     tag = "votes",
-    params(("poll" = String, Path, description = "The poll's name")),
+    params(("poll" = String, Path, description = "The poll's name", example = "superbowl")),
     request_body(content(
         (BatchRequest = "application/json"),
         (BinaryBatch = "application/x-postcard"),

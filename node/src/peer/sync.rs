@@ -34,6 +34,8 @@ use crate::metrics::{Metrics, PeerMetrics};
 
 /// Most version-vector frames one pull request may carry (one per poll).
 pub const PULL_REQUEST_POLLS_MAX: usize = 1_024;
+// A node sends one vector per poll it holds: every pull it can send must be accepted.
+const _: () = assert!(tally_core::limits::POLLS_MAX <= PULL_REQUEST_POLLS_MAX);
 
 /// Most frames one pull answer may carry beyond its records (polls, counters, vectors).
 pub const PULL_ANSWER_EXTRA_FRAMES_MAX: usize = 3 * PULL_REQUEST_POLLS_MAX;
