@@ -466,6 +466,29 @@
     $("served-by").textContent =
       `served by ${results.served_by} · ${actors} ${actors === 1 ? "actor" : "actors"}`;
     $("as-of").textContent = `updated ${new Date(results.as_of_ms).toLocaleTimeString()}`;
+    renderClockOffset(results.includes ?? []);
+  }
+
+  // The widest clock offset between this node and a peer whose votes the result includes:
+  // a region whose clock drifts shows here before its node stops counting.
+  function renderClockOffset(includes) {
+    const offsets = includes
+      .filter((actor) => !actor.local && Number.isFinite(actor.clock_offset_ms))
+      .map((actor) => ({ node: actor.node, ms: actor.clock_offset_ms }));
+    const element = $("clock-offset");
+    if (offsets.length === 0) {
+      element.hidden = true;
+      return;
+    }
+    const widest = offsets.reduce((a, b) => (Math.abs(b.ms) > Math.abs(a.ms) ? b : a));
+    element.hidden = false;
+    element.dataset.node = widest.node;
+    element.textContent = `peer clocks within ±${formatMs(Math.abs(widest.ms))}`;
+    element.title = offsets.map((o) => `${o.node}: ${o.ms >= 0 ? "+" : ""}${o.ms} ms`).join("\n");
+  }
+
+  function formatMs(ms) {
+    return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(ms < 10000 ? 1 : 0)} s`;
   }
 
   function renderNav() {

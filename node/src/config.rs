@@ -24,6 +24,13 @@ pub const VOTE_BODY_BYTES_MAX: usize = 4 * 1024;
 /// Largest request body for a batch, in bytes (JSON votes are ~100 bytes each).
 pub const BATCH_BODY_BYTES_MAX: usize = 2 * 1024 * 1024;
 
+/// Smallest `max_clock_offset_ms`: below a few round trips, measurement error alone would
+/// hold healthy nodes.
+pub const MAX_CLOCK_OFFSET_MS_MIN: u64 = 50;
+
+/// Largest `max_clock_offset_ms` (an hour).
+pub const MAX_CLOCK_OFFSET_MS_MAX: u64 = 3_600_000;
+
 /// Largest admin request body, in bytes.
 pub const ADMIN_BODY_BYTES_MAX: usize = 16 * 1024;
 
@@ -213,6 +220,10 @@ pub struct Config {
     /// How long a starting node waits to catch up with its peers before it reports ready
     /// anyway (a peer may be down), in milliseconds.
     pub catch_up_timeout_ms: u64,
+    /// Wall clocks further apart than this disagree, in milliseconds: a node whose clock is
+    /// this far from a majority of the peers it can reach counts no votes (503, not ready)
+    /// until it agrees again; peers' offsets are measured on every sync round.
+    pub max_clock_offset_ms: u64,
     /// Polls to create at start-up.
     pub polls: Vec<PollConfig>,
     /// The regions' public base URLs (`https://us-east.tally.example.net`), nearest first:
@@ -279,6 +290,7 @@ impl Default for Config {
             sync_tick_ms: 100,
             sync_records_per_round_max: 65_536,
             catch_up_timeout_ms: 10_000,
+            max_clock_offset_ms: crate::clock_watch::MAX_CLOCK_OFFSET_MS_DEFAULT,
             public_endpoints: Vec::new(),
             polls: vec![PollConfig {
                 id: "superbowl".into(),
@@ -380,6 +392,13 @@ impl Config {
         }
         for url in &self.public_endpoints {
             validate_public_endpoint(url).map_err(|m| invalid("public_endpoints", m))?;
+        }
+        let offset_range = MAX_CLOCK_OFFSET_MS_MIN..=MAX_CLOCK_OFFSET_MS_MAX;
+        if !offset_range.contains(&self.max_clock_offset_ms) {
+            return Err(invalid(
+                "max_clock_offset_ms",
+                format!("must be between {MAX_CLOCK_OFFSET_MS_MIN} and {MAX_CLOCK_OFFSET_MS_MAX}"),
+            ));
         }
         self.validate_peers()?;
         if self.engine_queue_max == 0 || self.sse_subscribers_max == 0 {

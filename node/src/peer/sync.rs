@@ -21,13 +21,18 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tally_core::wire::{self, CounterState, Hello, PROTOCOL_VERSION, PeerMessage};
+use tally_core::clock::ClockSample;
+use tally_core::wire::{
+    self, CLOCK_PROTOCOL_VERSION, ClockReading, CounterState, Hello, PROTOCOL_VERSION,
+    PROTOCOL_VERSION_MIN, PeerMessage,
+};
 use tally_core::{NodeId, PollId, PollSpec, RecordBatch, UnixMillis, VersionVector};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::tls::check_peer_is;
 use super::transport::{Backoff, FrameError, read_frame, write_frame};
 use crate::Clock;
+use crate::clock_watch::{ClockWatch, PeerOffset};
 use crate::config::PeerAddress;
 use crate::engine::{Command, EngineError, PeerApplied, PullReply};
 use crate::metrics::{Metrics, PeerMetrics};
@@ -55,6 +60,8 @@ pub struct PeerStatus {
     pub records_behind: u64,
     /// When this node last held everything the peer held.
     pub caught_up_at: Option<UnixMillis>,
+    /// The peer's clock offset as last estimated (peers of protocol 1 carry no readings).
+    pub clock: Option<PeerOffset>,
 }
 
 /// Every peer's status, shared by the sync sessions (writers) and readers (results,
@@ -137,6 +144,8 @@ pub struct SyncContext {
     pub board: PeerBoard,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Measures peers' clock offsets and judges this node's clock.
+    pub clock_watch: Arc<ClockWatch>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -199,13 +208,14 @@ async fn next_message(
         .map_err(|e| SessionError::Refused(format!("undecodable frame: {e}")))
 }
 
-/// Sends this node's hello and checks the peer's: same cluster and protocol, and the actor it
-/// claims is on the node its certificate names (and, when dialling, the node dialled).
+/// Sends this node's hello and checks the peer's: same cluster, a protocol version this node
+/// speaks, and the actor it claims is on the node its certificate names (and, when dialling,
+/// the node dialled). Returns the peer's node and protocol version.
 async fn exchange_hello(
     connection: &quinn::Connection,
     context: &SyncContext,
     dialled: Option<&NodeId>,
-) -> Result<NodeId, SessionError> {
+) -> Result<(NodeId, u16), SessionError> {
     let (mut send, mut recv) = if dialled.is_some() {
         connection.open_bi().await?
     } else {
@@ -235,9 +245,9 @@ async fn exchange_hello(
             hello.cluster_id, context.hello.cluster_id
         )));
     }
-    if hello.protocol_version != PROTOCOL_VERSION {
+    if !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&hello.protocol_version) {
         return Err(SessionError::Refused(format!(
-            "peer speaks protocol {}, this node {PROTOCOL_VERSION}",
+            "peer speaks protocol {}, this node {PROTOCOL_VERSION_MIN} to {PROTOCOL_VERSION}",
             hello.protocol_version
         )));
     }
@@ -258,7 +268,7 @@ async fn exchange_hello(
         .engine
         .send(Command::PeerIncarnation { actor: hello.actor })
         .await;
-    Ok(node)
+    Ok((node, hello.protocol_version))
 }
 
 fn refuse(connection: &quinn::Connection, error: &SessionError, metrics: &PeerMetrics, peer: &str) {
@@ -306,13 +316,14 @@ async fn answer_peer(
     connection: &quinn::Connection,
     context: &SyncContext,
 ) -> Result<(), SessionError> {
-    let peer = exchange_hello(connection, context, None).await?;
+    let (peer, _) = exchange_hello(connection, context, None).await?;
     let label = peer.to_string();
     tracing::info!(peer = %label, "peer connected (incoming)");
     loop {
         let (mut send, mut recv) = connection.accept_bi().await?;
         let mut buffer = Vec::new();
         let mut vectors = Vec::new();
+        let mut clock_request = None;
         while let Some(message) =
             next_message(&mut recv, &mut buffer, &context.metrics.peers, &label).await?
         {
@@ -322,6 +333,11 @@ async fn answer_peer(
                 {
                     vectors.push((poll, vector));
                 }
+                PeerMessage::Clock(reading)
+                    if reading.answered_at.is_none() && clock_request.is_none() =>
+                {
+                    clock_request = Some(reading);
+                }
                 other => {
                     return Err(SessionError::Refused(format!(
                         "unexpected message in a pull request: {}",
@@ -329,6 +345,17 @@ async fn answer_peer(
                     )));
                 }
             }
+        }
+        // The clock reading goes first, before the engine's answer, so the puller's round
+        // trip measures the network rather than this node's engine queue.
+        if let Some(request) = clock_request {
+            let reading = ClockReading {
+                sent_at: request.sent_at,
+                answered_at: Some(context.clock.now()),
+                stable_ms: context.clock_watch.stable_ms(),
+            };
+            let message = PeerMessage::Clock(reading);
+            send_message(&mut send, &message, &context.metrics.peers, &label).await?;
         }
         let records_max = context.records_per_round_max;
         let answer = ask(&context.engine, |reply| Command::PeerPull {
@@ -376,6 +403,7 @@ fn message_kind(message: &PeerMessage) -> &'static str {
         PeerMessage::Records(_) => "records",
         PeerMessage::Counters(_) => "counters",
         PeerMessage::Poll(_) => "poll",
+        PeerMessage::Clock(_) => "clock",
     }
 }
 
@@ -466,16 +494,17 @@ async fn pull_session(
     context: &SyncContext,
     backoff: &mut Backoff,
 ) -> Result<(), SessionError> {
-    exchange_hello(connection, context, Some(&target.node)).await?;
+    let (_, version) = exchange_hello(connection, context, Some(&target.node)).await?;
     let label = target.node.to_string();
-    tracing::info!(peer = %label, "peer connected (pulling)");
+    tracing::info!(peer = %label, version, "peer connected (pulling)");
     set_connected(context, &label, true);
     backoff.reset();
+    let clock = version >= CLOCK_PROTOCOL_VERSION;
     loop {
-        let truncated =
-            tokio::time::timeout(ROUND_TIMEOUT, pull_round(connection, context, &label))
-                .await
-                .map_err(|_| SessionError::Timeout)??;
+        let round = pull_round(connection, context, &label, clock);
+        let truncated = tokio::time::timeout(ROUND_TIMEOUT, round)
+            .await
+            .map_err(|_| SessionError::Timeout)??;
         if !truncated {
             tokio::time::sleep(context.tick).await;
         }
@@ -490,13 +519,17 @@ struct Answer {
     counters: Vec<CounterState>,
     vectors: Vec<(PollId, VersionVector)>,
     records: usize,
+    /// The peer's clock reading and when it arrived.
+    clock: Option<(ClockReading, tokio::time::Instant)>,
 }
 
-/// One round; returns whether the answer was cut short (ask again at once).
+/// One round; returns whether the answer was cut short (ask again at once). With `clock`,
+/// the request ends with a clock reading and the answer's gives a clock sample.
 async fn pull_round(
     connection: &quinn::Connection,
     context: &SyncContext,
     label: &str,
+    clock: bool,
 ) -> Result<bool, SessionError> {
     let mine = ask(&context.engine, |reply| Command::Vectors { reply }).await?;
     let (mut send, mut recv) = connection.open_bi().await?;
@@ -507,8 +540,22 @@ async fn pull_round(
         };
         send_message(&mut send, &message, &context.metrics.peers, label).await?;
     }
+    let sent = tokio::time::Instant::now();
+    let sent_at = context.clock.now();
+    if clock {
+        let reading = ClockReading {
+            sent_at,
+            answered_at: None,
+            stable_ms: context.clock_watch.stable_ms(),
+        };
+        let message = PeerMessage::Clock(reading);
+        send_message(&mut send, &message, &context.metrics.peers, label).await?;
+    }
     send.finish()?;
     let answer = read_answer(&mut recv, context, label).await?;
+    if let Some((reading, arrived)) = answer.clock {
+        record_clock(context, label, sent_at, sent, reading, arrived)?;
+    }
     let records_in_answer = answer.records;
     let behind_before = records_behind(&mine, &answer.vectors);
     let applied: PeerApplied = ask(&context.engine, |reply| Command::PeerApply {
@@ -551,10 +598,14 @@ async fn read_answer(
             PeerMessage::Poll(spec) => answer.polls.push(spec),
             PeerMessage::Counters(state) => answer.counters.push(state),
             PeerMessage::VersionVector { poll, vector } => answer.vectors.push((poll, vector)),
-            PeerMessage::Hello(_) => {
-                return Err(SessionError::Refused(
-                    "hello in the middle of a session".into(),
-                ));
+            PeerMessage::Clock(reading) if answer.clock.is_none() => {
+                answer.clock = Some((reading, tokio::time::Instant::now()));
+            }
+            PeerMessage::Hello(_) | PeerMessage::Clock(_) => {
+                return Err(SessionError::Refused(format!(
+                    "unexpected {} in an answer",
+                    message_kind(&message)
+                )));
             }
         }
         other_frames += 1;
@@ -563,6 +614,36 @@ async fn read_answer(
         }
     }
     Ok(answer)
+}
+
+/// Turns the peer's clock reading into a sample for the clock watch, and shows the estimate
+/// in the peer's status. A reading that does not echo this round's request is refused.
+fn record_clock(
+    context: &SyncContext,
+    label: &str,
+    sent_at: UnixMillis,
+    sent: tokio::time::Instant,
+    reading: ClockReading,
+    arrived: tokio::time::Instant,
+) -> Result<(), SessionError> {
+    let (Some(peer_at), true) = (reading.answered_at, reading.sent_at == sent_at) else {
+        return Err(SessionError::Refused(format!(
+            "clock reading {reading:?} does not answer the request sent at {sent_at:?}"
+        )));
+    };
+    let round_trip = arrived.saturating_duration_since(sent);
+    let sample = ClockSample {
+        sent_at,
+        peer_at,
+        round_trip_ms: u64::try_from(round_trip.as_millis()).unwrap_or(u64::MAX),
+        peer_stable_ms: reading.stable_ms,
+        received_at_ms: 0,
+    };
+    let offset = context.clock_watch.record(label, sample);
+    if let Ok(mut board) = context.board.lock() {
+        board.entry(label.to_owned()).or_default().clock = offset;
+    }
+    Ok(())
 }
 
 /// Records the peer holds that this node did not, per its vectors: Σ max(0, theirs − mine).
