@@ -263,6 +263,9 @@ pub enum PlantedBug {
     /// A node that starts on an empty disk reuses a fixed incarnation instead of drawing a
     /// new one, so after losing its disk it reuses its old actor's sequence numbers.
     ReuseActorAfterDiskLoss,
+    /// The clock watch never holds (as if the node had no peers): a node whose clock steps
+    /// keeps stamping votes and proposing windows at it.
+    IgnoreClockSkew,
 }
 
 impl Default for Config {

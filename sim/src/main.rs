@@ -69,6 +69,7 @@ enum Bug {
     KeepDuplicates,
     AckBeforeFsync,
     ReuseActor,
+    IgnoreClockSkew,
 }
 
 impl From<Bug> for PlantedBug {
@@ -77,6 +78,7 @@ impl From<Bug> for PlantedBug {
             Bug::KeepDuplicates => PlantedBug::KeepDuplicates,
             Bug::AckBeforeFsync => PlantedBug::AckBeforeFsync,
             Bug::ReuseActor => PlantedBug::ReuseActorAfterDiskLoss,
+            Bug::IgnoreClockSkew => PlantedBug::IgnoreClockSkew,
         }
     }
 }
@@ -93,6 +95,7 @@ enum Force {
     Restart,
     LongPartition,
     LostAnswers,
+    ClockSkew,
 }
 
 impl From<Force> for FaultKind {
@@ -108,6 +111,7 @@ impl From<Force> for FaultKind {
             Force::Restart => FaultKind::Restart,
             Force::LongPartition => FaultKind::LongPartition,
             Force::LostAnswers => FaultKind::LostAnswers,
+            Force::ClockSkew => FaultKind::ClockSkew,
         }
     }
 }

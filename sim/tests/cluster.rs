@@ -119,6 +119,17 @@ fn the_checker_catches_a_node_that_acknowledges_before_fsync() {
 }
 
 #[test]
+fn the_checker_catches_a_node_that_stamps_votes_at_a_clock_its_peers_disagree_with() {
+    // Goal: the clock checks can fail. Method: nodes whose clock watch never holds, with a
+    // clock step forced into every seed.
+    let what = caught(PlantedBug::IgnoreClockSkew, FaultKind::ClockSkew);
+    assert!(
+        what.contains("outside the offset bound") || what.contains("one clock cannot move"),
+        "{what}"
+    );
+}
+
+#[test]
 fn the_checker_catches_a_node_that_reuses_its_actor_after_losing_its_disk() {
     let what = caught(PlantedBug::ReuseActorAfterDiskLoss, FaultKind::DiskLoss);
     assert!(

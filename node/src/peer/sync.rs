@@ -553,9 +553,7 @@ async fn pull_round(
     }
     send.finish()?;
     let answer = read_answer(&mut recv, context, label).await?;
-    if let Some((reading, arrived)) = answer.clock {
-        record_clock(context, label, sent_at, sent, reading, arrived)?;
-    }
+    let clock_reading = answer.clock;
     let records_in_answer = answer.records;
     let behind_before = records_behind(&mine, &answer.vectors);
     let applied: PeerApplied = ask(&context.engine, |reply| Command::PeerApply {
@@ -567,6 +565,11 @@ async fn pull_round(
     .await?;
     for refused in &applied.refused {
         tracing::warn!(peer = %label, %refused, "part of a peer's answer refused");
+    }
+    // After the answer is merged: a clock check this sample completes may lift the hold, and
+    // the peer's windows must be in place before this node stamps a vote.
+    if let Some((reading, arrived)) = clock_reading {
+        record_clock(context, label, sent_at, sent, reading, arrived)?;
     }
     let behind = behind_before.saturating_sub(applied.records_added as u64);
     record_round(context, label, applied.records_added, behind);
