@@ -341,6 +341,9 @@ fn print_table(reports: &[ClusterReport]) {
         "no phantom votes",
         "fast path == exact (total == IDs held)",
         "exactly once after the probe, per option",
+        "no vote stamped outside the clock bound",
+        "no healthy node held for another's clock",
+        "the poll window no clock moved",
         "reads during the chaos within bounds",
     ] {
         println!("{check:<44} {seeds:>8}");
@@ -357,6 +360,11 @@ fn print_table(reports: &[ClusterReport]) {
         sum(|r| r.single_calls.unknown + r.batch_calls.unknown),
         sum(|r| r.cross_region_retries),
         sum(|r| r.checked.reads)
+    );
+    println!(
+        "vote stamps checked against true time {}, refusals for a clock hold {}",
+        sum(|r| r.checked.stamps),
+        sum(|r| r.checked.clock_refusals)
     );
     let slowest = |f: fn(&ClusterReport) -> u64| reports.iter().map(f).max().unwrap_or(0);
     println!(

@@ -82,6 +82,10 @@ pub struct Checked {
     pub lost_with_disk: u64,
     /// Reads checked against their bounds.
     pub reads: u64,
+    /// Single votes' stamps checked against true time.
+    pub stamps: u64,
+    /// Votes or batches refused for a clock hold (each one excused).
+    pub clock_refusals: u64,
     /// The final totals per option.
     pub totals: Vec<i64>,
 }
@@ -150,6 +154,8 @@ async fn check(plan: &Plan, shared: &Shared) -> Result<Checked, Violation> {
     }
     checked.totals = after.votes;
     checked.reads = ledger.reads.len() as u64;
+    checked.stamps = ledger.stamps.len() as u64;
+    checked.clock_refusals = ledger.clock_refusals.len() as u64;
     Ok(checked)
 }
 

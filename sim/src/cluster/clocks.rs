@@ -103,10 +103,7 @@ fn excuses(fault: &Fault, region: usize, at_ms: u64) -> bool {
         | FaultKind::PacketLoss
         | FaultKind::LatencySpike
         | FaultKind::LongPartition
-        | FaultKind::LostAnswers => {
-            let cut_off = fault.kind == FaultKind::LostAnswers;
-            (touches || cut_off) && (start..=end + CLOCK_GRACE_MS).contains(&at_ms)
-        }
+        | FaultKind::LostAnswers => touches && (start..=end + CLOCK_GRACE_MS).contains(&at_ms),
     }
 }
 

@@ -333,3 +333,77 @@ fn two_regions(rng: &mut StdRng, regions: usize) -> (usize, usize) {
     let y = (x + rng.random_range(1..regions)) % regions;
     (x, y)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clock_step_takes_a_region_no_crash_takes_and_leaves_other_draws_alone() {
+        // Goal: the clock fault's constraints hold, and adding the kind changed no other
+        // kind's draws. Method: sample seeds with and without the kind forced, and compare
+        // every other fault.
+        let mut stepped = 0;
+        for seed in 0..64 {
+            let config = ClusterConfig::superbowl(seed, 0.0);
+            let mut forced = config.clone();
+            forced.force_faults = vec![FaultKind::ClockSkew];
+            let faults = sample_faults(&forced);
+            let others = |faults: &[Fault]| -> Vec<Fault> {
+                faults
+                    .iter()
+                    .filter(|f| f.kind != FaultKind::ClockSkew)
+                    .cloned()
+                    .collect()
+            };
+            assert_eq!(
+                others(&faults),
+                others(&sample_faults(&config)),
+                "seed {seed}"
+            );
+            let crashed: Vec<usize> = faults
+                .iter()
+                .filter(|f| {
+                    matches!(
+                        f.kind,
+                        FaultKind::Crash | FaultKind::DiskLoss | FaultKind::Restart
+                    )
+                })
+                .flat_map(|f| f.a.clone())
+                .collect();
+            for fault in faults.iter().filter(|f| f.kind == FaultKind::ClockSkew) {
+                stepped += 1;
+                assert!(!crashed.contains(&fault.a[0]), "seed {seed}: {fault:?}");
+                assert!(fault.clock_step_ms().unsigned_abs() >= 5_000);
+            }
+            let offsets = host_clock_offsets(&forced, &faults);
+            let quarter = (SIM_MAX_CLOCK_OFFSET_MS / 4) as i64;
+            assert!(offsets.iter().all(|o| o.abs() <= quarter), "{offsets:?}");
+        }
+        assert!(
+            stepped > 32,
+            "most forced seeds step a clock ({stepped} of 64)"
+        );
+        let two = ClusterConfig {
+            regions: 2,
+            force_faults: vec![FaultKind::ClockSkew],
+            ..ClusterConfig::superbowl(1, 0.0)
+        };
+        assert!(
+            sample_faults(&two)
+                .iter()
+                .all(|f| f.kind != FaultKind::ClockSkew)
+        );
+    }
+
+    #[test]
+    fn the_default_seeds_step_a_clock_in_some_seed() {
+        // The CI range (seeds 0..12) must exercise the kind (sim/tests/cluster.rs asks).
+        let seeds = (0..12).filter(|&seed| {
+            sample_faults(&ClusterConfig::superbowl(seed, 0.0))
+                .iter()
+                .any(|f| f.kind == FaultKind::ClockSkew)
+        });
+        assert!(seeds.count() >= 2);
+    }
+}
