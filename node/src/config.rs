@@ -49,9 +49,13 @@ pub struct PollConfig {
     pub id: String,
     /// Its options, in display order.
     pub options: Vec<String>,
-    /// Open it as soon as the node starts (default true).
+    /// Open it as soon as the node starts (default true). A node with peers opens it only
+    /// once its clock is checked against theirs; `opens_at` overrides the start-up time.
     #[serde(default = "default_true")]
     pub open: bool,
+    /// Open it at this RFC 3339 time (`2027-02-07T23:30:00Z`) instead of at start-up: every
+    /// node proposes the same window whatever its clock, at once, even cut off from its peers.
+    pub opens_at: Option<String>,
     /// Close it this many seconds after it opens (default: no end).
     pub duration_seconds: Option<u64>,
     /// Size the poll's dedupe index for this many distinct vote IDs at start-up (default:
@@ -299,6 +303,7 @@ impl Default for Config {
                 id: "superbowl".into(),
                 options: vec!["green".into(), "blue".into()],
                 open: true,
+                opens_at: None,
                 duration_seconds: None,
                 expected_votes: None,
             }],
@@ -570,7 +575,10 @@ fn poll_spec(poll: &PollConfig, now: UnixMillis) -> Result<PollSpec, ConfigError
     if let Some(votes) = poll.expected_votes {
         check_expected_votes(votes).map_err(|e| invalid(format!("poll {id}: {e}")))?;
     }
-    let opens_at = poll.open.then_some(now);
+    let opens_at = match &poll.opens_at {
+        Some(text) => Some(parse_time(text).map_err(|e| invalid(format!("poll {id}: {e}")))?),
+        None => poll.open.then_some(now),
+    };
     let closes_at = opens_at
         .zip(poll.duration_seconds)
         .map(|(open, seconds)| UnixMillis(open.0.saturating_add(seconds.saturating_mul(1000))));
@@ -583,6 +591,17 @@ fn poll_spec(poll: &PollConfig, now: UnixMillis) -> Result<PollSpec, ConfigError
         },
     )
     .map_err(|e| invalid(format!("poll {id}: {e}")))
+}
+
+/// An RFC 3339 time as Unix milliseconds (not before 1970).
+fn parse_time(text: &str) -> Result<UnixMillis, String> {
+    let format = &time::format_description::well_known::Rfc3339;
+    let at = time::OffsetDateTime::parse(text, format)
+        .map_err(|e| format!("opens_at {text:?} is not an RFC 3339 time: {e}"))?;
+    let ms = at.unix_timestamp_nanos() / 1_000_000;
+    u64::try_from(ms)
+        .map(UnixMillis)
+        .map_err(|_| format!("opens_at {text:?} is before 1970"))
 }
 
 /// Settings parsed into their proper types.
@@ -655,6 +674,28 @@ mod tests {
             assert!(error.contains("expected_votes"), "{error}");
             let error = config.validate().err().map(|e| e.to_string());
             assert!(error.is_some_and(|e| e.contains("expected_votes")));
+        }
+    }
+
+    #[test]
+    fn a_poll_may_open_at_an_explicit_time_whatever_the_clock() {
+        // Goal: `opens_at` fixes the window on every node alike; a bad time is a clear error.
+        let text = "[[polls]]\nid = \"final\"\noptions = [\"a\", \"b\"]\n\
+                    opens_at = \"2027-02-07T23:30:00Z\"\nduration_seconds = 600\n";
+        let config: Config = toml::from_str(text).unwrap();
+        for now in [UnixMillis(1), UnixMillis(4_000_000_000_000)] {
+            let window = config.poll_specs(now).unwrap()[0].window;
+            assert_eq!(window.opens_at, Some(UnixMillis(1_802_043_000_000)));
+            assert_eq!(window.closes_at, Some(UnixMillis(1_802_043_600_000)));
+        }
+        for bad in ["tomorrow", "2027-02-07 23:30", "1969-12-31T23:59:59Z"] {
+            let mut config = config.clone();
+            config.polls[0].opens_at = Some(bad.into());
+            let error = config.validate().err().unwrap().to_string();
+            assert!(
+                error.contains("opens_at") && error.contains("final"),
+                "{error}"
+            );
         }
     }
 

@@ -372,7 +372,12 @@ fn deferred_startup_windows(
 > {
     let mut drafts = config.clone();
     let mut windows = Vec::new();
-    for poll in drafts.polls.iter_mut().filter(|p| p.open) {
+    // An explicit `opens_at` reads no clock: recovery proposes it at once.
+    for poll in drafts
+        .polls
+        .iter_mut()
+        .filter(|p| p.open && p.opens_at.is_none())
+    {
         let id =
             tally_core::PollId::new(poll.id.clone()).map_err(|e| config::ConfigError::Invalid {
                 setting: "polls",

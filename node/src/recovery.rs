@@ -230,6 +230,7 @@ mod tests {
             id: id.into(),
             options: vec!["green".into(), "blue".into()],
             open: true,
+            opens_at: None,
             duration_seconds: None,
             expected_votes,
         };
