@@ -9,9 +9,14 @@
 //! catches up at full speed, an idle cluster exchanges counters every tick, and nothing is
 //! buffered beyond one round per peer (the flow control).
 //!
-//! Every connection starts with a Hello on its first stream, both ways: the cluster ID and
-//! protocol version must match, and the actor a peer claims must be on the node its
-//! certificate names. A refused peer or a frame that does not decode closes the connection
+//! With a peer of protocol 2 or later, a request ends with a clock reading (this node's wall
+//! clock as it leaves) and the answer opens with the peer's (its wall clock, before its engine
+//! is asked, so the round trip measures the network): the clock watch turns each pair into an
+//! offset sample ([`crate::clock_watch`]), recorded once the answer is merged.
+//!
+//! Every connection starts with a Hello on its first stream, both ways: the cluster ID must
+//! match, the protocol version must be this node's or the previous one, and the actor a peer
+//! claims must be on the node its certificate names. A refused peer or a frame that does not decode closes the connection
 //! with a logged error, and nothing of that round is merged. Dropped connections (including
 //! partitions longer than the idle timeout) reconnect with jittered backoff and resume from
 //! version vectors.
