@@ -69,6 +69,10 @@ pub struct PollResults {
     pub served_by: String,
     /// Whose records and counters it includes.
     pub includes: Vec<ActorIncluded>,
+    /// Every direct peer's wall clock minus this node's, in milliseconds, by node, as last
+    /// estimated (peers not measured yet are absent); also listed for peers whose actors
+    /// hold no records of this poll, such as one that counts nothing for its clock.
+    pub clock_offsets_ms: BTreeMap<String, i64>,
 }
 
 /// Net votes per option in one poll second.
@@ -256,6 +260,10 @@ impl ResultsSnapshot {
                     at_second: None,
                     served_by: replica.actor().node.to_string(),
                     includes,
+                    clock_offsets_ms: peers
+                        .iter()
+                        .filter_map(|(node, p)| Some((node.clone(), p.clock?.offset_ms)))
+                        .collect(),
                 };
                 let sse_frame = sse_frame(&results)?;
                 let snapshot = PollSnapshot {
