@@ -13,6 +13,7 @@
 //! sync), [`PollState`] (the CRDT of one poll), [`RecordBatch`] (records in their compact
 //! form), [`wire`] (peer messages), and [`Merge`] with its law checker.
 
+pub mod clock;
 mod counters;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::counters::CountPair;
-use crate::ids::{ActorId, OptionIndex, PollId, Second};
+use crate::ids::{ActorId, OptionIndex, PollId, Second, UnixMillis};
 use crate::limits::{
     CLUSTER_ID_BYTES_MAX, COUNTER_ENTRIES_PER_MESSAGE_MAX, FRAME_BYTES_MAX, OPTIONS_MAX,
     POLL_SECONDS_MAX, VERSION_VECTOR_ENTRIES_MAX,
@@ -20,7 +20,19 @@ use crate::version_vector::VersionVector;
 pub const FRAME_FORMAT_VERSION: u8 = 1;
 
 /// The peer protocol version carried in [`Hello`].
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// Compatibility rule (DESIGN.md §3): a node syncs with peers of its own version and of the
+/// previous one ([`PROTOCOL_VERSION_MIN`]). A newer version only adds messages, as new
+/// variants at the end of [`PeerMessage`] (postcard encodes a variant by its position), and
+/// sends them only to peers whose hello shows they know them. Version 2 added
+/// [`PeerMessage::Clock`].
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The oldest peer protocol version this node still syncs with.
+pub const PROTOCOL_VERSION_MIN: u16 = 1;
+
+/// The first protocol version whose peers understand [`PeerMessage::Clock`].
+pub const CLOCK_PROTOCOL_VERSION: u16 = 2;
 
 /// The first message on a connection: who is speaking, for which cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +114,23 @@ pub enum PeerMessage {
     Counters(CounterState),
     /// A poll's definition and window.
     Poll(PollSpec),
+    /// Wall-clock readings for the clock-offset estimate (protocol 2; see [`ClockReading`]).
+    Clock(ClockReading),
+}
+
+/// Wall-clock readings: the last frame of a pull request (`answered_at` absent) and the first
+/// of its answer (the request's `sent_at` echoed, `answered_at` set). The puller measures the
+/// round trip on its monotonic clock and estimates the peer's offset from the three readings
+/// (`tally_core::clock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockReading {
+    /// The puller's wall clock as its request left.
+    pub sent_at: UnixMillis,
+    /// The answerer's wall clock as it answered (absent in a request).
+    pub answered_at: Option<UnixMillis>,
+    /// How long the sender's wall clock has run without a step (since its process started
+    /// or it last saw its clock jump), in ms.
+    pub stable_ms: u64,
 }
 
 /// Why a frame was refused. Nothing was merged.

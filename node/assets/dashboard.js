@@ -466,6 +466,34 @@
     $("served-by").textContent =
       `served by ${results.served_by} · ${actors} ${actors === 1 ? "actor" : "actors"}`;
     $("as-of").textContent = `updated ${new Date(results.as_of_ms).toLocaleTimeString()}`;
+    renderClockOffset(results.clock_offsets_ms ?? {});
+  }
+
+  // The widest clock offset between this node and a peer: a region whose clock drifts shows
+  // here before (and while) its node stops counting.
+  function renderClockOffset(byNode) {
+    const offsets = Object.entries(byNode)
+      .filter(([, ms]) => Number.isFinite(ms))
+      .map(([node, ms]) => ({ node, ms }));
+    const element = $("clock-offset");
+    if (offsets.length === 0) {
+      element.hidden = true;
+      return;
+    }
+    const widest = offsets.reduce((a, b) => (Math.abs(b.ms) > Math.abs(a.ms) ? b : a));
+    element.hidden = false;
+    element.dataset.node = widest.node;
+    // Past a quarter second (the TallyClockOffset alert) the footer names the peer.
+    const far = Math.abs(widest.ms) > 250;
+    element.dataset.far = String(far);
+    element.textContent = far
+      ? `${widest.node}'s clock ${widest.ms > 0 ? "+" : "−"}${formatMs(Math.abs(widest.ms))} off`
+      : `peer clocks within ±${formatMs(Math.abs(widest.ms))}`;
+    element.title = offsets.map((o) => `${o.node}: ${o.ms >= 0 ? "+" : ""}${o.ms} ms`).join("\n");
+  }
+
+  function formatMs(ms) {
+    return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(ms < 10000 ? 1 : 0)} s`;
   }
 
   function renderNav() {

@@ -24,6 +24,13 @@ pub const VOTE_BODY_BYTES_MAX: usize = 4 * 1024;
 /// Largest request body for a batch, in bytes (JSON votes are ~100 bytes each).
 pub const BATCH_BODY_BYTES_MAX: usize = 2 * 1024 * 1024;
 
+/// Smallest `max_clock_offset_ms`: below a few round trips, measurement error alone would
+/// hold healthy nodes.
+pub const MAX_CLOCK_OFFSET_MS_MIN: u64 = 50;
+
+/// Largest `max_clock_offset_ms` (an hour).
+pub const MAX_CLOCK_OFFSET_MS_MAX: u64 = 3_600_000;
+
 /// Largest admin request body, in bytes.
 pub const ADMIN_BODY_BYTES_MAX: usize = 16 * 1024;
 
@@ -42,9 +49,13 @@ pub struct PollConfig {
     pub id: String,
     /// Its options, in display order.
     pub options: Vec<String>,
-    /// Open it as soon as the node starts (default true).
+    /// Open it as soon as the node starts (default true). A node with peers opens it only
+    /// once its clock is checked against theirs; `opens_at` overrides the start-up time.
     #[serde(default = "default_true")]
     pub open: bool,
+    /// Open it at this RFC 3339 time (`2027-02-07T23:30:00Z`) instead of at start-up: every
+    /// node proposes the same window whatever its clock, at once, even cut off from its peers.
+    pub opens_at: Option<String>,
     /// Close it this many seconds after it opens (default: no end).
     pub duration_seconds: Option<u64>,
     /// Size the poll's dedupe index for this many distinct vote IDs at start-up (default:
@@ -213,6 +224,10 @@ pub struct Config {
     /// How long a starting node waits to catch up with its peers before it reports ready
     /// anyway (a peer may be down), in milliseconds.
     pub catch_up_timeout_ms: u64,
+    /// Wall clocks further apart than this disagree, in milliseconds: a node whose clock is
+    /// this far from a majority of the peers it can reach counts no votes (503, not ready)
+    /// until it agrees again; peers' offsets are measured on every sync round.
+    pub max_clock_offset_ms: u64,
     /// Polls to create at start-up.
     pub polls: Vec<PollConfig>,
     /// The regions' public base URLs (`https://us-east.tally.example.net`), nearest first:
@@ -252,6 +267,9 @@ pub enum PlantedBug {
     /// A node that starts on an empty disk reuses a fixed incarnation instead of drawing a
     /// new one, so after losing its disk it reuses its old actor's sequence numbers.
     ReuseActorAfterDiskLoss,
+    /// The clock watch never holds (as if the node had no peers): a node whose clock steps
+    /// keeps stamping votes and proposing windows at it.
+    IgnoreClockSkew,
 }
 
 impl Default for Config {
@@ -279,11 +297,13 @@ impl Default for Config {
             sync_tick_ms: 100,
             sync_records_per_round_max: 65_536,
             catch_up_timeout_ms: 10_000,
+            max_clock_offset_ms: crate::clock_watch::MAX_CLOCK_OFFSET_MS_DEFAULT,
             public_endpoints: Vec::new(),
             polls: vec![PollConfig {
                 id: "superbowl".into(),
                 options: vec!["green".into(), "blue".into()],
                 open: true,
+                opens_at: None,
                 duration_seconds: None,
                 expected_votes: None,
             }],
@@ -390,6 +410,13 @@ impl Config {
         }
         for url in &self.public_endpoints {
             validate_public_endpoint(url).map_err(|m| invalid("public_endpoints", m))?;
+        }
+        let offset_range = MAX_CLOCK_OFFSET_MS_MIN..=MAX_CLOCK_OFFSET_MS_MAX;
+        if !offset_range.contains(&self.max_clock_offset_ms) {
+            return Err(invalid(
+                "max_clock_offset_ms",
+                format!("must be between {MAX_CLOCK_OFFSET_MS_MIN} and {MAX_CLOCK_OFFSET_MS_MAX}"),
+            ));
         }
         self.validate_peers()?;
         if self.engine_queue_max == 0 || self.sse_subscribers_max == 0 {
@@ -572,7 +599,10 @@ fn poll_spec(poll: &PollConfig, now: UnixMillis) -> Result<PollSpec, ConfigError
     if let Some(seconds) = poll.duration_seconds {
         check_duration_seconds(seconds).map_err(|e| invalid(format!("poll {id}: {e}")))?;
     }
-    let opens_at = poll.open.then_some(now);
+    let opens_at = match &poll.opens_at {
+        Some(text) => Some(parse_time(text).map_err(|e| invalid(format!("poll {id}: {e}")))?),
+        None => poll.open.then_some(now),
+    };
     let closes_at = opens_at
         .zip(poll.duration_seconds)
         .map(|(open, seconds)| UnixMillis(open.0.saturating_add(seconds.saturating_mul(1000))));
@@ -585,6 +615,17 @@ fn poll_spec(poll: &PollConfig, now: UnixMillis) -> Result<PollSpec, ConfigError
         },
     )
     .map_err(|e| invalid(format!("poll {id}: {e}")))
+}
+
+/// An RFC 3339 time as Unix milliseconds (not before 1970).
+fn parse_time(text: &str) -> Result<UnixMillis, String> {
+    let format = &time::format_description::well_known::Rfc3339;
+    let at = time::OffsetDateTime::parse(text, format)
+        .map_err(|e| format!("opens_at {text:?} is not an RFC 3339 time: {e}"))?;
+    let ms = at.unix_timestamp_nanos() / 1_000_000;
+    u64::try_from(ms)
+        .map(UnixMillis)
+        .map_err(|_| format!("opens_at {text:?} is before 1970"))
 }
 
 /// Settings parsed into their proper types.
@@ -657,6 +698,28 @@ mod tests {
             assert!(error.contains("expected_votes"), "{error}");
             let error = config.validate().err().map(|e| e.to_string());
             assert!(error.is_some_and(|e| e.contains("expected_votes")));
+        }
+    }
+
+    #[test]
+    fn a_poll_may_open_at_an_explicit_time_whatever_the_clock() {
+        // Goal: `opens_at` fixes the window on every node alike; a bad time is a clear error.
+        let text = "[[polls]]\nid = \"final\"\noptions = [\"a\", \"b\"]\n\
+                    opens_at = \"2027-02-07T23:30:00Z\"\nduration_seconds = 600\n";
+        let config: Config = toml::from_str(text).unwrap();
+        for now in [UnixMillis(1), UnixMillis(4_000_000_000_000)] {
+            let window = config.poll_specs(now).unwrap()[0].window;
+            assert_eq!(window.opens_at, Some(UnixMillis(1_802_043_000_000)));
+            assert_eq!(window.closes_at, Some(UnixMillis(1_802_043_600_000)));
+        }
+        for bad in ["tomorrow", "2027-02-07 23:30", "1969-12-31T23:59:59Z"] {
+            let mut config = config.clone();
+            config.polls[0].opens_at = Some(bad.into());
+            let error = config.validate().err().unwrap().to_string();
+            assert!(
+                error.contains("opens_at") && error.contains("final"),
+                "{error}"
+            );
         }
     }
 

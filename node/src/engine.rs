@@ -224,6 +224,8 @@ pub struct Engine {
     health: Arc<Health>,
     /// A planted bug (simulation tests only): answer before the log is durable.
     ack_before_fsync: bool,
+    /// The clock watch's step guard, read with each vote's clock reading (nodes with peers).
+    clock_watch: Option<Arc<crate::clock_watch::ClockWatch>>,
 }
 
 impl Engine {
@@ -250,7 +252,15 @@ impl Engine {
             durable_token: 0,
             polls_changed: false,
             ack_before_fsync: false,
+            clock_watch: None,
         }
+    }
+
+    /// Reads `watch`'s step guard with every vote's clock reading: a vote that finds the wall
+    /// clock stepped since the watch last looked sets [`Hold::ClockSkew`] and is refused, so
+    /// no vote is stamped between a step and the watch's verdict on it.
+    pub fn watch_clock_steps(&mut self, watch: Arc<crate::clock_watch::ClockWatch>) {
+        self.clock_watch = Some(watch);
     }
 
     /// **A planted bug, for the simulation's checker tests only**: answers votes as soon as
@@ -412,6 +422,10 @@ impl Engine {
 
     fn handle(&mut self, command: Command) {
         let now = self.clock.now();
+        let is_vote = matches!(command, Command::Vote { .. } | Command::Batch { .. });
+        if is_vote && self.clock_watch.as_ref().is_some_and(|w| w.stepped_at(now)) {
+            self.health.set(Hold::ClockSkew, true);
+        }
         let command = match self.refuse_if_held(command) {
             Some(command) => command,
             None => return,

@@ -11,6 +11,7 @@
 pub mod certs;
 pub mod client;
 pub mod client_page;
+pub mod clock_watch;
 pub mod config;
 pub mod connections;
 pub mod dashboard;
@@ -36,6 +37,7 @@ use std::time::Duration;
 use tally_core::UnixMillis;
 use tokio::sync::{mpsc, watch};
 
+use crate::clock_watch::{CLOCK_SAMPLE_TTL_MS_MIN, ClockSettings, ClockWatch};
 use crate::config::Config;
 use crate::engine::{Engine, EngineIo};
 use crate::health::{Health, Hold};
@@ -172,7 +174,16 @@ pub fn start_with_peers<S: Storage + 'static>(
     peer_socket: Option<peer::transport::PeerSocket>,
 ) -> Result<Started, NodeError> {
     let validated = config.validate()?;
-    let mut recovered = recovery::recover(config, &validated, storage, &*clock, rng_seed)?;
+    let syncing = peer_socket.is_some() && config.other_peers().next().is_some();
+    // A node with peers proposes its configured start-up windows only once its clock is
+    // checked (the clock watch does): recovery defines those polls as drafts.
+    let (recovery_config, startup_windows) = if syncing {
+        deferred_startup_windows(config)?
+    } else {
+        (config.clone(), Vec::new())
+    };
+    let mut recovered =
+        recovery::recover(&recovery_config, &validated, storage, &*clock, rng_seed)?;
     if config.planted_bug == Some(config::PlantedBug::KeepDuplicates) {
         recovered.replica.plant_bug_keep_duplicates();
     }
@@ -191,8 +202,22 @@ pub fn start_with_peers<S: Storage + 'static>(
     let (close_commands, close_commands_rx) = watch::channel(false);
     let (job_tx, done_rx, writer) =
         wal_writer::start(recovered.wal, wal_executor, WAL_JOBS_QUEUE_MAX)?;
-    let syncing = peer_socket.is_some() && config.other_peers().next().is_some();
     let health = Arc::new(Health::new(if syncing { &[Hold::CatchingUp] } else { &[] }));
+    let sync_tick_ms = config.sync_tick_ms;
+    let ignore_skew = config.planted_bug == Some(config::PlantedBug::IgnoreClockSkew);
+    let clock_watch = ClockWatch::new(
+        clock.clone(),
+        ClockSettings {
+            max_offset_ms: config.max_clock_offset_ms,
+            has_peers: syncing && !ignore_skew,
+            trust_alone_after: Duration::from_millis(config.catch_up_timeout_ms),
+            sample_ttl_ms: CLOCK_SAMPLE_TTL_MS_MIN
+                .max(sync_tick_ms.saturating_mul(clock_watch::CLOCK_SAMPLE_TTL_TICKS)),
+            startup_windows,
+        },
+        health.clone(),
+        metrics.clone(),
+    );
     let mut engine = Engine::new(
         recovered.replica,
         clock.clone(),
@@ -203,6 +228,9 @@ pub fn start_with_peers<S: Storage + 'static>(
     );
     if config.planted_bug == Some(config::PlantedBug::AckBeforeFsync) {
         engine.plant_bug_ack_before_fsync();
+    }
+    if syncing {
+        engine.watch_clock_steps(clock_watch.clone());
     }
     let engine = engine.spawn(EngineIo {
         commands: command_rx,
@@ -243,6 +271,7 @@ pub fn start_with_peers<S: Storage + 'static>(
                 records_per_round_max: config.sync_records_per_round_max,
                 board: board.clone(),
                 clock: clock.clone(),
+                clock_watch: clock_watch.clone(),
                 metrics: metrics.clone(),
             });
             // Incoming sessions refused before they name a node count under `incoming`.
@@ -274,11 +303,17 @@ pub fn start_with_peers<S: Storage + 'static>(
                     stopping_rx.clone(),
                 )));
             }
+            peer_tasks.push(tokio::spawn(
+                clock_watch
+                    .clone()
+                    .run(command_tx.clone(), stopping_rx.clone()),
+            ));
             peer_tasks.push(tokio::spawn(report_ready_after_catch_up(
                 board.clone(),
                 config.other_peers().map(|p| p.id.clone()).collect(),
                 Duration::from_millis(config.catch_up_timeout_ms),
                 health.clone(),
+                clock_watch.clone(),
                 stopping_rx.clone(),
             )));
             Some(endpoint)
@@ -324,22 +359,60 @@ pub const PEER_GOODBYE_WAIT: Duration = Duration::from_secs(1);
 /// Separates the peer endpoint's random stream from the node's own.
 const PEER_RNG_SALT: u64 = 0x7065_6572_5f72_6e67;
 
-/// Marks the node ready once every peer has answered a round with nothing this node lacked,
-/// or after `timeout` (a peer may be down for good; the node must still serve).
+/// The configuration recovery starts from when the clock watch proposes the start-up
+/// windows (every poll a draft), and those windows.
+fn deferred_startup_windows(
+    config: &Config,
+) -> Result<
+    (
+        Config,
+        Vec<(tally_core::PollId, clock_watch::StartupWindow)>,
+    ),
+    NodeError,
+> {
+    let mut drafts = config.clone();
+    let mut windows = Vec::new();
+    // An explicit `opens_at` reads no clock: recovery proposes it at once.
+    for poll in drafts
+        .polls
+        .iter_mut()
+        .filter(|p| p.open && p.opens_at.is_none())
+    {
+        let id =
+            tally_core::PollId::new(poll.id.clone()).map_err(|e| config::ConfigError::Invalid {
+                setting: "polls",
+                message: format!("poll id: {e}"),
+            })?;
+        windows.push((
+            id,
+            clock_watch::StartupWindow {
+                duration_seconds: poll.duration_seconds,
+            },
+        ));
+        poll.open = false;
+    }
+    Ok((drafts, windows))
+}
+
+/// Marks the node ready once every peer has answered a round with nothing this node lacked
+/// and the start-up windows are proposed, or after `timeout` (a peer may be down for good;
+/// the node must still serve).
 async fn report_ready_after_catch_up(
     board: PeerBoard,
     peers: Vec<String>,
     timeout: Duration,
     health: Arc<Health>,
+    clock_watch: Arc<ClockWatch>,
     mut stopping: watch::Receiver<bool>,
 ) {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let caught_up = board.lock().is_ok_and(|board| {
-            peers
-                .iter()
-                .all(|p| board.get(p).is_some_and(|s| s.caught_up_at.is_some()))
-        });
+        let caught_up = !clock_watch.windows_pending()
+            && board.lock().is_ok_and(|board| {
+                peers
+                    .iter()
+                    .all(|p| board.get(p).is_some_and(|s| s.caught_up_at.is_some()))
+            });
         if caught_up || tokio::time::Instant::now() >= deadline {
             if !caught_up {
                 tracing::warn!("not caught up with every peer in time; reporting ready anyway");

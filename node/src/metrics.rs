@@ -2,6 +2,7 @@
 //! format. Metric names start with `tally_`; units are in the name (`_seconds`, `_bytes`).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -53,6 +54,9 @@ pub struct Metrics {
     pub poll_vote_id_capacity: Family<PollLabels, Gauge>,
     /// Per peer: the sync session's gauges and counters.
     pub peers: PeerMetrics,
+    /// Steps of this node's wall clock against its monotonic clock (by more than half of
+    /// `max_clock_offset_ms`) seen by the clock watch.
+    pub clock_steps: Counter,
     /// The `votes` counters of the outcomes every vote reaches, resolved once: looking a
     /// label set up allocates, hashes and locks, which was a measurable part of a vote's CPU.
     vote_outcomes: VoteOutcomes,
@@ -90,6 +94,11 @@ pub struct PeerMetrics {
     pub seconds_behind: Family<PeerLabels, Gauge>,
     /// Frames or sessions refused (bad certificate, wrong cluster, garbage), by peer.
     pub refusals: Family<PeerLabels, Counter>,
+    /// The peer's wall clock minus this node's, estimated over the recent sync rounds, in
+    /// seconds (absent until measured).
+    pub clock_offset_seconds: Family<PeerLabels, Gauge<f64, AtomicU64>>,
+    /// The error bound of that estimate (half the fastest recent round trip), in seconds.
+    pub clock_offset_error_seconds: Family<PeerLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl PeerMetrics {
@@ -134,6 +143,16 @@ impl PeerMetrics {
             "refusals",
             "Peer sessions or frames refused (certificate, cluster, garbage)",
             self.refusals.clone(),
+        );
+        peer.register(
+            "clock_offset_seconds",
+            "The peer's wall clock minus this node's, estimated over recent sync rounds",
+            self.clock_offset_seconds.clone(),
+        );
+        peer.register(
+            "clock_offset_error_seconds",
+            "Error bound of the peer's clock offset estimate (half the fastest round trip)",
+            self.clock_offset_error_seconds.clone(),
         );
     }
 
@@ -264,6 +283,12 @@ impl Metrics {
             .set(1);
         let peers = PeerMetrics::default();
         peers.register(&mut registry);
+        let clock_steps = Counter::default();
+        registry.register(
+            "clock_steps",
+            "Steps of this node's wall clock against its monotonic clock seen by the clock watch",
+            clock_steps.clone(),
+        );
         let outcome = |name: &'static str| votes.get_or_create(&vec![("outcome", name)]).clone();
         // Shedding is what the alert rules watch: its series exists from the start.
         let _ = rejections.get_or_create(&vec![("reason", "overloaded")]);
@@ -289,6 +314,7 @@ impl Metrics {
             poll_vote_ids,
             poll_vote_id_capacity,
             peers,
+            clock_steps,
             vote_outcomes,
         }
     }

@@ -231,6 +231,7 @@ mod tests {
             id: id.into(),
             options: vec!["green".into(), "blue".into()],
             open: true,
+            opens_at: None,
             duration_seconds: None,
             expected_votes,
         };

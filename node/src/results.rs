@@ -42,6 +42,10 @@ pub struct ActorIncluded {
     /// Whether a sync session with the actor's node is up (absent for its own actor and for
     /// nodes that are not direct peers).
     pub connected: Option<bool>,
+    /// The actor's node's wall clock minus this node's, in milliseconds, as estimated over
+    /// the recent sync rounds (0 for its own actor; absent for nodes that are not direct
+    /// peers or not measured yet).
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// The results of one poll at one moment, as served by `GET /v1/polls/{poll}/results`.
@@ -65,6 +69,10 @@ pub struct PollResults {
     pub served_by: String,
     /// Whose records and counters it includes.
     pub includes: Vec<ActorIncluded>,
+    /// Every direct peer's wall clock minus this node's, in milliseconds, by node, as last
+    /// estimated (peers not measured yet are absent); also listed for peers whose actors
+    /// hold no records of this poll, such as one that counts nothing for its clock.
+    pub clock_offsets_ms: BTreeMap<String, i64>,
 }
 
 /// Net votes per option in one poll second.
@@ -233,6 +241,14 @@ impl ResultsSnapshot {
                                 .map(|at| now.0.saturating_sub(at.0))
                         },
                         connected: peers.get(actor.node.as_str()).map(|p| p.connected),
+                        clock_offset_ms: if actor == replica.actor() {
+                            Some(0)
+                        } else {
+                            peers
+                                .get(actor.node.as_str())
+                                .and_then(|p| p.clock)
+                                .map(|c| c.offset_ms)
+                        },
                     })
                     .collect();
                 let results = PollResults {
@@ -244,6 +260,10 @@ impl ResultsSnapshot {
                     at_second: None,
                     served_by: replica.actor().node.to_string(),
                     includes,
+                    clock_offsets_ms: peers
+                        .iter()
+                        .filter_map(|(node, p)| Some((node.clone(), p.clock?.offset_ms)))
+                        .collect(),
                 };
                 let sse_frame = sse_frame(&results)?;
                 let snapshot = PollSnapshot {

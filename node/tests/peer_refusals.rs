@@ -382,6 +382,7 @@ async fn a_running_node_refuses_strangers_impostors_and_garbage_and_counts_nothi
         "a refused peer changed the tally"
     );
 
+    answers_clock_readings_to_protocol_2_and_syncs_with_protocol_1(&setup).await;
     merges_nothing_of_a_pulled_answer_that_ends_in_garbage(&setup, &tally_before).await;
     counts_replayed_records_once(&setup, tally_before.0 + FAKE_RECORDS as i64).await;
     let answer = setup.vote("after-refusals");
@@ -504,6 +505,78 @@ async fn refuses_another_cluster_and_a_hello_that_is_not_its_certificate(setup: 
         assert_eq!(setup.refusals("incoming"), refusals + 1.0);
         setup.wait_for_log(&["incoming peer session ended", reason_mentions]);
     }
+}
+
+/// Pulls once from the node on `connection`, ending the request with `clock` if given; the
+/// answer's messages.
+async fn pull_once(
+    connection: &quinn::Connection,
+    clock: Option<wire::ClockReading>,
+) -> Vec<PeerMessage> {
+    let (mut send, mut recv) = bounded(connection.open_bi()).await.unwrap();
+    if let Some(reading) = clock {
+        send_message(&mut send, &PeerMessage::Clock(reading)).await;
+    }
+    send.finish().unwrap();
+    let frames = read_all(&mut recv).await;
+    frames
+        .iter()
+        .map(|frame| wire::decode(frame).unwrap())
+        .collect()
+}
+
+async fn answers_clock_readings_to_protocol_2_and_syncs_with_protocol_1(setup: &Setup) {
+    // Rolling upgrades (DESIGN.md §3): a protocol-2 pull that ends with a clock reading gets
+    // the node's reading first, echoing it; a protocol-1 peer (no readings) is still served,
+    // and is sent no clock frame it could not decode.
+    let client = setup.member_endpoint("eu-central");
+    let (connection, theirs) = dial_and_greet(
+        &client,
+        setup.peer_address(),
+        hello(DEV_CLUSTER_ID, "eu-central"),
+    )
+    .await;
+    assert!(matches!(theirs, Some(PeerMessage::Hello(_))), "{theirs:?}");
+    let sent_at = tally_core::UnixMillis(1_234);
+    let reading = wire::ClockReading {
+        sent_at,
+        answered_at: None,
+        stable_ms: 5,
+    };
+    let answer = pull_once(&connection, Some(reading)).await;
+    let Some(PeerMessage::Clock(theirs)) = answer.first() else {
+        panic!("the answer does not open with a clock reading: {answer:?}");
+    };
+    assert_eq!(theirs.sent_at, sent_at);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let answered = theirs.answered_at.unwrap().0;
+    assert!(
+        answered.abs_diff(now) < 5_000,
+        "the node's clock read {answered}, ours {now}"
+    );
+    assert!(
+        answer.iter().any(|m| matches!(m, PeerMessage::Poll(_))),
+        "{answer:?}"
+    );
+    connection.close(0u32.into(), b"done");
+
+    let mut old = hello(DEV_CLUSTER_ID, "eu-central");
+    old.protocol_version = wire::PROTOCOL_VERSION_MIN;
+    let (connection, theirs) = dial_and_greet(&client, setup.peer_address(), old).await;
+    assert!(matches!(theirs, Some(PeerMessage::Hello(_))), "{theirs:?}");
+    let answer = pull_once(&connection, None).await;
+    assert!(
+        answer.iter().any(|m| matches!(m, PeerMessage::Poll(_))),
+        "{answer:?}"
+    );
+    assert!(
+        !answer.iter().any(|m| matches!(m, PeerMessage::Clock(_))),
+        "{answer:?}"
+    );
+    connection.close(0u32.into(), b"done");
 }
 
 async fn closes_a_session_that_sends_an_undecodable_frame(setup: &Setup) {

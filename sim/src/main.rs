@@ -69,6 +69,7 @@ enum Bug {
     KeepDuplicates,
     AckBeforeFsync,
     ReuseActor,
+    IgnoreClockSkew,
 }
 
 impl From<Bug> for PlantedBug {
@@ -77,6 +78,7 @@ impl From<Bug> for PlantedBug {
             Bug::KeepDuplicates => PlantedBug::KeepDuplicates,
             Bug::AckBeforeFsync => PlantedBug::AckBeforeFsync,
             Bug::ReuseActor => PlantedBug::ReuseActorAfterDiskLoss,
+            Bug::IgnoreClockSkew => PlantedBug::IgnoreClockSkew,
         }
     }
 }
@@ -94,6 +96,7 @@ enum Force {
     LongPartition,
     LostAnswers,
     SecondProcess,
+    ClockSkew,
 }
 
 impl From<Force> for FaultKind {
@@ -110,6 +113,7 @@ impl From<Force> for FaultKind {
             Force::LongPartition => FaultKind::LongPartition,
             Force::LostAnswers => FaultKind::LostAnswers,
             Force::SecondProcess => FaultKind::SecondProcess,
+            Force::ClockSkew => FaultKind::ClockSkew,
         }
     }
 }
@@ -339,6 +343,9 @@ fn print_table(reports: &[ClusterReport]) {
         "no phantom votes",
         "fast path == exact (total == IDs held)",
         "exactly once after the probe, per option",
+        "no vote stamped outside the clock bound",
+        "no healthy node held for another's clock",
+        "the poll window no clock moved",
         "reads during the chaos within bounds",
     ] {
         println!("{check:<44} {seeds:>8}");
@@ -355,6 +362,11 @@ fn print_table(reports: &[ClusterReport]) {
         sum(|r| r.single_calls.unknown + r.batch_calls.unknown),
         sum(|r| r.cross_region_retries),
         sum(|r| r.checked.reads)
+    );
+    println!(
+        "vote stamps checked against true time {}, refusals for a clock hold {}",
+        sum(|r| r.checked.stamps),
+        sum(|r| r.checked.clock_refusals)
     );
     let slowest = |f: fn(&ClusterReport) -> u64| reports.iter().map(f).max().unwrap_or(0);
     println!(

@@ -323,7 +323,7 @@ impl World {
                     .merge_counters(&counters)
                     .map_err(|e| format!("counters refused: {e}"))?;
             }
-            PeerMessage::Hello(_) | PeerMessage::Poll(_) => {}
+            PeerMessage::Hello(_) | PeerMessage::Poll(_) | PeerMessage::Clock(_) => {}
         }
         Ok(())
     }

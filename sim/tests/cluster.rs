@@ -52,6 +52,7 @@ fn a_fixed_range_of_seeds_passes_every_check() {
             FaultKind::DiskLoss,
             FaultKind::LongPartition,
             FaultKind::LostAnswers,
+            FaultKind::ClockSkew,
         ] {
             assert!(kinds.contains(&kind), "no seed exercised {kind}: {kinds:?}");
         }
@@ -114,6 +115,17 @@ fn the_checker_catches_a_node_that_acknowledges_before_fsync() {
     let what = caught(PlantedBug::AckBeforeFsync, FaultKind::Crash);
     assert!(
         what.contains("no acknowledged vote lost") || what.contains("reads within bounds"),
+        "{what}"
+    );
+}
+
+#[test]
+fn the_checker_catches_a_node_that_stamps_votes_at_a_clock_its_peers_disagree_with() {
+    // Goal: the clock checks can fail. Method: nodes whose clock watch never holds, with a
+    // clock step forced into every seed.
+    let what = caught(PlantedBug::IgnoreClockSkew, FaultKind::ClockSkew);
+    assert!(
+        what.contains("outside the offset bound") || what.contains("one clock cannot move"),
         "{what}"
     );
 }

@@ -9,9 +9,14 @@
 //! catches up at full speed, an idle cluster exchanges counters every tick, and nothing is
 //! buffered beyond one round per peer (the flow control).
 //!
-//! Every connection starts with a Hello on its first stream, both ways: the cluster ID and
-//! protocol version must match, and the actor a peer claims must be on the node its
-//! certificate names. A refused peer or a frame that does not decode closes the connection
+//! With a peer of protocol 2 or later, a request ends with a clock reading (this node's wall
+//! clock as it leaves) and the answer opens with the peer's (its wall clock, before its engine
+//! is asked, so the round trip measures the network): the clock watch turns each pair into an
+//! offset sample ([`crate::clock_watch`]), recorded once the answer is merged.
+//!
+//! Every connection starts with a Hello on its first stream, both ways: the cluster ID must
+//! match, the protocol version must be this node's or the previous one, and the actor a peer
+//! claims must be on the node its certificate names. A refused peer or a frame that does not decode closes the connection
 //! with a logged error, and nothing of that round is merged. Dropped connections (including
 //! partitions longer than the idle timeout) reconnect with jittered backoff and resume from
 //! version vectors.
@@ -21,13 +26,18 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tally_core::wire::{self, CounterState, Hello, PROTOCOL_VERSION, PeerMessage};
+use tally_core::clock::ClockSample;
+use tally_core::wire::{
+    self, CLOCK_PROTOCOL_VERSION, ClockReading, CounterState, Hello, PROTOCOL_VERSION,
+    PROTOCOL_VERSION_MIN, PeerMessage,
+};
 use tally_core::{NodeId, PollId, PollSpec, RecordBatch, UnixMillis, VersionVector};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::tls::check_peer_is;
 use super::transport::{Backoff, FrameError, read_frame, write_frame};
 use crate::Clock;
+use crate::clock_watch::{ClockWatch, PeerOffset};
 use crate::config::PeerAddress;
 use crate::engine::{Command, EngineError, PeerApplied, PullReply};
 use crate::metrics::{Metrics, PeerMetrics};
@@ -57,6 +67,8 @@ pub struct PeerStatus {
     pub records_behind: u64,
     /// When this node last held everything the peer held.
     pub caught_up_at: Option<UnixMillis>,
+    /// The peer's clock offset as last estimated (peers of protocol 1 carry no readings).
+    pub clock: Option<PeerOffset>,
 }
 
 /// Every peer's status, shared by the sync sessions (writers) and readers (results,
@@ -139,6 +151,8 @@ pub struct SyncContext {
     pub board: PeerBoard,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Measures peers' clock offsets and judges this node's clock.
+    pub clock_watch: Arc<ClockWatch>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -201,13 +215,14 @@ async fn next_message(
         .map_err(|e| SessionError::Refused(format!("undecodable frame: {e}")))
 }
 
-/// Sends this node's hello and checks the peer's: same cluster and protocol, and the actor it
-/// claims is on the node its certificate names (and, when dialling, the node dialled).
+/// Sends this node's hello and checks the peer's: same cluster, a protocol version this node
+/// speaks, and the actor it claims is on the node its certificate names (and, when dialling,
+/// the node dialled). Returns the peer's node and protocol version.
 async fn exchange_hello(
     connection: &quinn::Connection,
     context: &SyncContext,
     dialled: Option<&NodeId>,
-) -> Result<NodeId, SessionError> {
+) -> Result<(NodeId, u16), SessionError> {
     let (mut send, mut recv) = if dialled.is_some() {
         connection.open_bi().await?
     } else {
@@ -237,9 +252,9 @@ async fn exchange_hello(
             hello.cluster_id, context.hello.cluster_id
         )));
     }
-    if hello.protocol_version != PROTOCOL_VERSION {
+    if !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&hello.protocol_version) {
         return Err(SessionError::Refused(format!(
-            "peer speaks protocol {}, this node {PROTOCOL_VERSION}",
+            "peer speaks protocol {}, this node {PROTOCOL_VERSION_MIN} to {PROTOCOL_VERSION}",
             hello.protocol_version
         )));
     }
@@ -260,7 +275,7 @@ async fn exchange_hello(
         .engine
         .send(Command::PeerIncarnation { actor: hello.actor })
         .await;
-    Ok(node)
+    Ok((node, hello.protocol_version))
 }
 
 fn refuse(connection: &quinn::Connection, error: &SessionError, metrics: &PeerMetrics, peer: &str) {
@@ -308,13 +323,14 @@ async fn answer_peer(
     connection: &quinn::Connection,
     context: &SyncContext,
 ) -> Result<(), SessionError> {
-    let peer = exchange_hello(connection, context, None).await?;
+    let (peer, _) = exchange_hello(connection, context, None).await?;
     let label = peer.to_string();
     tracing::info!(peer = %label, "peer connected (incoming)");
     loop {
         let (mut send, mut recv) = connection.accept_bi().await?;
         let mut buffer = Vec::new();
         let mut vectors = Vec::new();
+        let mut clock_request = None;
         while let Some(message) =
             next_message(&mut recv, &mut buffer, &context.metrics.peers, &label).await?
         {
@@ -324,6 +340,11 @@ async fn answer_peer(
                 {
                     vectors.push((poll, vector));
                 }
+                PeerMessage::Clock(reading)
+                    if reading.answered_at.is_none() && clock_request.is_none() =>
+                {
+                    clock_request = Some(reading);
+                }
                 other => {
                     return Err(SessionError::Refused(format!(
                         "unexpected message in a pull request: {}",
@@ -331,6 +352,17 @@ async fn answer_peer(
                     )));
                 }
             }
+        }
+        // The clock reading goes first, before the engine's answer, so the puller's round
+        // trip measures the network rather than this node's engine queue.
+        if let Some(request) = clock_request {
+            let reading = ClockReading {
+                sent_at: request.sent_at,
+                answered_at: Some(context.clock.now()),
+                stable_ms: context.clock_watch.stable_ms(),
+            };
+            let message = PeerMessage::Clock(reading);
+            send_message(&mut send, &message, &context.metrics.peers, &label).await?;
         }
         let records_max = context.records_per_round_max;
         let answer = ask(&context.engine, |reply| Command::PeerPull {
@@ -378,6 +410,7 @@ fn message_kind(message: &PeerMessage) -> &'static str {
         PeerMessage::Records(_) => "records",
         PeerMessage::Counters(_) => "counters",
         PeerMessage::Poll(_) => "poll",
+        PeerMessage::Clock(_) => "clock",
     }
 }
 
@@ -468,16 +501,17 @@ async fn pull_session(
     context: &SyncContext,
     backoff: &mut Backoff,
 ) -> Result<(), SessionError> {
-    exchange_hello(connection, context, Some(&target.node)).await?;
+    let (_, version) = exchange_hello(connection, context, Some(&target.node)).await?;
     let label = target.node.to_string();
-    tracing::info!(peer = %label, "peer connected (pulling)");
+    tracing::info!(peer = %label, version, "peer connected (pulling)");
     set_connected(context, &label, true);
     backoff.reset();
+    let clock = version >= CLOCK_PROTOCOL_VERSION;
     loop {
-        let truncated =
-            tokio::time::timeout(ROUND_TIMEOUT, pull_round(connection, context, &label))
-                .await
-                .map_err(|_| SessionError::Timeout)??;
+        let round = pull_round(connection, context, &label, clock);
+        let truncated = tokio::time::timeout(ROUND_TIMEOUT, round)
+            .await
+            .map_err(|_| SessionError::Timeout)??;
         if !truncated {
             tokio::time::sleep(context.tick).await;
         }
@@ -492,13 +526,17 @@ struct Answer {
     counters: Vec<CounterState>,
     vectors: Vec<(PollId, VersionVector)>,
     records: usize,
+    /// The peer's clock reading and when it arrived.
+    clock: Option<(ClockReading, tokio::time::Instant)>,
 }
 
-/// One round; returns whether the answer was cut short (ask again at once).
+/// One round; returns whether the answer was cut short (ask again at once). With `clock`,
+/// the request ends with a clock reading and the answer's gives a clock sample.
 async fn pull_round(
     connection: &quinn::Connection,
     context: &SyncContext,
     label: &str,
+    clock: bool,
 ) -> Result<bool, SessionError> {
     let mine = ask(&context.engine, |reply| Command::Vectors { reply }).await?;
     let (mut send, mut recv) = connection.open_bi().await?;
@@ -509,8 +547,20 @@ async fn pull_round(
         };
         send_message(&mut send, &message, &context.metrics.peers, label).await?;
     }
+    let sent = tokio::time::Instant::now();
+    let sent_at = context.clock.now();
+    if clock {
+        let reading = ClockReading {
+            sent_at,
+            answered_at: None,
+            stable_ms: context.clock_watch.stable_ms(),
+        };
+        let message = PeerMessage::Clock(reading);
+        send_message(&mut send, &message, &context.metrics.peers, label).await?;
+    }
     send.finish()?;
     let answer = read_answer(&mut recv, context, label).await?;
+    let clock_reading = answer.clock;
     let records_in_answer = answer.records;
     let behind_before = records_behind(&mine, &answer.vectors);
     let applied: PeerApplied = ask(&context.engine, |reply| Command::PeerApply {
@@ -522,6 +572,11 @@ async fn pull_round(
     .await?;
     for refused in &applied.refused {
         tracing::warn!(peer = %label, %refused, "part of a peer's answer refused");
+    }
+    // After the answer is merged: a clock check this sample completes may lift the hold, and
+    // the peer's windows must be in place before this node stamps a vote.
+    if let Some((reading, arrived)) = clock_reading {
+        record_clock(context, label, sent_at, sent, reading, arrived)?;
     }
     let behind = behind_before.saturating_sub(applied.records_added as u64);
     record_round(context, label, applied.records_added, behind);
@@ -553,10 +608,14 @@ async fn read_answer(
             PeerMessage::Poll(spec) => answer.polls.push(spec),
             PeerMessage::Counters(state) => answer.counters.push(state),
             PeerMessage::VersionVector { poll, vector } => answer.vectors.push((poll, vector)),
-            PeerMessage::Hello(_) => {
-                return Err(SessionError::Refused(
-                    "hello in the middle of a session".into(),
-                ));
+            PeerMessage::Clock(reading) if answer.clock.is_none() => {
+                answer.clock = Some((reading, tokio::time::Instant::now()));
+            }
+            PeerMessage::Hello(_) | PeerMessage::Clock(_) => {
+                return Err(SessionError::Refused(format!(
+                    "unexpected {} in an answer",
+                    message_kind(&message)
+                )));
             }
         }
         other_frames += 1;
@@ -565,6 +624,36 @@ async fn read_answer(
         }
     }
     Ok(answer)
+}
+
+/// Turns the peer's clock reading into a sample for the clock watch, and shows the estimate
+/// in the peer's status. A reading that does not echo this round's request is refused.
+fn record_clock(
+    context: &SyncContext,
+    label: &str,
+    sent_at: UnixMillis,
+    sent: tokio::time::Instant,
+    reading: ClockReading,
+    arrived: tokio::time::Instant,
+) -> Result<(), SessionError> {
+    let (Some(peer_at), true) = (reading.answered_at, reading.sent_at == sent_at) else {
+        return Err(SessionError::Refused(format!(
+            "clock reading {reading:?} does not answer the request sent at {sent_at:?}"
+        )));
+    };
+    let round_trip = arrived.saturating_duration_since(sent);
+    let sample = ClockSample {
+        sent_at,
+        peer_at,
+        round_trip_ms: u64::try_from(round_trip.as_millis()).unwrap_or(u64::MAX),
+        peer_stable_ms: reading.stable_ms,
+        received_at_ms: 0,
+    };
+    let offset = context.clock_watch.record(label, sample);
+    if let Ok(mut board) = context.board.lock() {
+        board.entry(label.to_owned()).or_default().clock = offset;
+    }
+    Ok(())
 }
 
 /// Records the peer holds that this node did not, per its vectors: Σ max(0, theirs − mine).

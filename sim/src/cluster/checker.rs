@@ -14,7 +14,10 @@
 //!      number of `duplicate` answers (the displayed counters agree with the records held).
 //! 3. **Exactly once**: after the probe every invoked vote ID is held, so once converged
 //!    again every region's total per option must equal the vote IDs invoked with it.
-//! 4. **Reads during the chaos** stayed within bounds: no more than the votes carried by the
+//! 4. **Clocks** ([`super::clocks`]): no vote stamped by a node outside the offset bound, no
+//!    healthy node refusing votes because of another node's clock, and a window no clock
+//!    moved.
+//! 5. **Reads during the chaos** stayed within bounds: no more than the votes carried by the
 //!    calls invoked before the answer arrived (each can add at most one record; a vote ID
 //!    counted at two regions shows twice until the winner rule's retraction arrives, which
 //!    DESIGN.md invariant 4 allows); no fewer than the single votes the serving actor itself
@@ -79,6 +82,10 @@ pub struct Checked {
     pub lost_with_disk: u64,
     /// Reads checked against their bounds.
     pub reads: u64,
+    /// Single votes' stamps checked against true time.
+    pub stamps: u64,
+    /// Votes or batches refused for a clock hold (each one excused).
+    pub clock_refusals: u64,
     /// The final totals per option.
     pub totals: Vec<i64>,
 }
@@ -122,6 +129,8 @@ async fn check(plan: &Plan, shared: &Shared) -> Result<Checked, Violation> {
     let converge_ms = now_ms() - healed_at;
     let before = converge(plan, &mut conns, Agreement::Records, RECORDS_MS_MAX).await?;
     let records_ms = now_ms() - healed_at;
+    let opens_at_ms = read_opens_at(&mut conns[0]).await?;
+    super::clocks::check_clocks(&lock(shared), opens_at_ms)?;
     let (invoked, answers) = probe(plan, shared, &mut conns).await?;
     let mut checked = judge_probe(&lock(shared), &invoked, &answers, &before)?;
     checked.converge_ms = converge_ms;
@@ -145,7 +154,36 @@ async fn check(plan: &Plan, shared: &Shared) -> Result<Checked, Violation> {
     }
     checked.totals = after.votes;
     checked.reads = ledger.reads.len() as u64;
+    checked.stamps = ledger.stamps.len() as u64;
+    checked.clock_refusals = ledger.clock_refusals.len() as u64;
     Ok(checked)
+}
+
+/// The poll's `opens_at` as a region lists it (after convergence, every region's).
+async fn read_opens_at(conn: &mut Conn) -> Result<u64, Violation> {
+    for _ in 0..10 {
+        let outcome = conn
+            .call(
+                Method::GET,
+                "/v1/polls",
+                None,
+                Bytes::new(),
+                Duration::from_millis(1_000),
+            )
+            .await;
+        if let Outcome::Answered(200, body) = outcome {
+            let polls: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| format!("the poll list does not parse: {e}"))?;
+            let poll = polls
+                .as_array()
+                .and_then(|all| all.iter().find(|p| p["id"] == POLL));
+            return poll
+                .and_then(|p| p["opens_at_ms"].as_u64())
+                .ok_or_else(|| format!("{POLL} is not open after healing: {polls}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err("the poll list was not answered after healing".to_owned())
 }
 
 /// What the regions must agree on.

@@ -147,6 +147,26 @@ pub struct Ledger {
     pub healed: bool,
     /// The running trace hash (FNV-1a over every event, in order).
     pub trace: u64,
+    /// The run's faults (set by the driver), for the clock checks' exceptions.
+    pub faults: Vec<super::Fault>,
+    /// Every single vote answered `counted`: the second its receipt was stamped with.
+    pub stamps: Vec<Stamp>,
+    /// Votes and batches refused with 503 because the node's clock was held: (region, when
+    /// the answer arrived, simulated Unix ms).
+    pub clock_refusals: Vec<(usize, u64)>,
+}
+
+/// The stamp of one single vote answered `counted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// The region that answered.
+    pub region: usize,
+    /// The receipt's poll second.
+    pub second: u64,
+    /// When the attempt that was answered was sent (simulated Unix ms).
+    pub sent_ms: u64,
+    /// When its answer arrived.
+    pub answered_ms: u64,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;

@@ -11,6 +11,7 @@
 
 pub mod chart;
 pub mod checker;
+pub mod clocks;
 pub mod disk;
 pub mod http;
 pub mod ledger;
@@ -21,7 +22,7 @@ pub mod workload;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -154,6 +155,7 @@ pub fn bug_name(bug: tally_node::config::PlantedBug) -> &'static str {
         PlantedBug::KeepDuplicates => "keep-duplicates",
         PlantedBug::AckBeforeFsync => "ack-before-fsync",
         PlantedBug::ReuseActorAfterDiskLoss => "reuse-actor",
+        PlantedBug::IgnoreClockSkew => "ignore-clock-skew",
     }
 }
 
@@ -171,6 +173,7 @@ pub fn fault_flag(kind: FaultKind) -> &'static str {
         FaultKind::LongPartition => "long-partition",
         FaultKind::LostAnswers => "lost-answers",
         FaultKind::SecondProcess => "second-process",
+        FaultKind::ClockSkew => "clock-skew",
     }
 }
 
@@ -206,6 +209,8 @@ struct NodeSlot {
     /// What each second process started on this host's disk met (`SecondProcess` faults):
     /// `Ok(why it was refused)`, or `Err(what went wrong)`.
     second_processes: Mutex<Vec<Result<String, String>>>,
+    /// The host's wall-clock offset from true simulated time, in ms (clock faults step it).
+    clock_offset: Arc<AtomicI64>,
 }
 
 struct NodeSpec {
@@ -241,7 +246,8 @@ fn node_config(spec: &NodeSpec) -> Config {
         peer_listen: Some(SocketAddr::from(([0, 0, 0, 0], PEER_PORT))),
         peers,
         tls: Some(TlsFiles::in_dir(&spec.certs, name)),
-        catch_up_timeout_ms: 5_000,
+        catch_up_timeout_ms: clocks::SIM_CATCH_UP_TIMEOUT_MS,
+        max_clock_offset_ms: scenario::SIM_MAX_CLOCK_OFFSET_MS,
         planted_bug: spec.planted_bug,
         ..Config::default()
     };
@@ -269,7 +275,7 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
     let io = NodeIo {
         listener,
         storage,
-        clock: Arc::new(net::SimClock),
+        clock: Arc::new(net::SimClock::with_offset(slot.clock_offset.clone())),
         rng_seed: spec
             .seed
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
@@ -317,7 +323,7 @@ async fn second_process(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>, at_ms: u64) {
     let outcome = match tally_node::start(
         &node_config(&spec),
         storage,
-        Arc::new(net::SimClock),
+        Arc::new(net::SimClock::with_offset(slot.clock_offset.clone())),
         seed,
         WalExecutor::Task,
     ) {
@@ -418,6 +424,11 @@ pub fn run_cluster_with(
     let mut sim = builder.build();
 
     let slots: Vec<Arc<NodeSlot>> = (0..config.regions).map(|_| Arc::default()).collect();
+    let offsets = scenario::host_clock_offsets(config, &faults);
+    for (slot, offset) in slots.iter().zip(offsets) {
+        slot.clock_offset.store(offset, Ordering::Relaxed);
+    }
+    lock(&shared).faults = faults.clone();
     for (index, slot) in slots.iter().enumerate() {
         let spec = Arc::new(NodeSpec {
             index,
@@ -501,7 +512,7 @@ pub fn run_cluster_with(
                 Action::Start(i) => {
                     start_fault(&mut sim, &names, &faults[*i], &slots, &shared, now_unix)
                 }
-                Action::End(i) => end_fault(&mut sim, &names, &faults[*i]),
+                Action::End(i) => end_fault(&mut sim, &names, &faults[*i], &slots),
             }
             next_action += 1;
         }
@@ -654,10 +665,16 @@ fn start_fault(
                 sim.partition_oneway(names[r].as_str(), workload::CLIENTS_HOST);
             }
         }
+        FaultKind::ClockSkew => {
+            for &r in &fault.a {
+                let step = fault.clock_step_ms();
+                slots[r].clock_offset.fetch_add(step, Ordering::Relaxed);
+            }
+        }
     }
 }
 
-fn end_fault(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault) {
+fn end_fault(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault, slots: &[Arc<NodeSlot>]) {
     match fault.kind {
         FaultKind::Partition | FaultKind::LongPartition => {
             for (a, b) in pairs(names, fault) {
@@ -699,6 +716,12 @@ fn end_fault(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault) {
                     }
                 }
                 sim.repair_oneway(names[r].as_str(), workload::CLIENTS_HOST);
+            }
+        }
+        FaultKind::ClockSkew => {
+            for &r in &fault.a {
+                let step = fault.clock_step_ms();
+                slots[r].clock_offset.fetch_sub(step, Ordering::Relaxed);
             }
         }
     }

@@ -114,11 +114,16 @@ pub enum FaultKind {
     /// a unit restarted while the old process lingers, a volume mounted twice). It must be
     /// refused before it reads or writes anything, and the running node must not notice.
     SecondProcess,
+    /// One region's wall clock steps forward or back (by [`Fault::clock_step_ms`]: seconds
+    /// to an hour) and steps back when the fault ends; while the kind is enabled every host's
+    /// clock also runs a little off ([`host_clock_offsets`], within a quarter of the bound).
+    /// The skewed node must stamp nothing, and the others keep counting.
+    ClockSkew,
 }
 
 impl FaultKind {
     /// Every kind, in table order.
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::Partition,
         FaultKind::OneWayPartition,
         FaultKind::Hold,
@@ -130,6 +135,7 @@ impl FaultKind {
         FaultKind::LongPartition,
         FaultKind::LostAnswers,
         FaultKind::SecondProcess,
+        FaultKind::ClockSkew,
     ];
 
     /// The name in tables.
@@ -146,6 +152,7 @@ impl FaultKind {
             FaultKind::LongPartition => "partition > idle timeout",
             FaultKind::LostAnswers => "lost answers, region cut off",
             FaultKind::SecondProcess => "second process on a data dir",
+            FaultKind::ClockSkew => "clock step",
         }
     }
 }
@@ -177,6 +184,32 @@ impl Fault {
     pub fn end_ms(&self) -> u64 {
         self.at_ms + self.for_ms
     }
+
+    /// For a [`FaultKind::ClockSkew`]: how far the region's wall clock steps (and steps back
+    /// at the end), in ms. A function of the drawn times, so the fault needs no field of its
+    /// own: 5 s, 30 s, 10 min or an hour, forward or back.
+    pub fn clock_step_ms(&self) -> i64 {
+        const STEPS_MS: [i64; 4] = [5_000, 30_000, 600_000, 3_600_000];
+        let step = STEPS_MS[(self.at_ms % 4) as usize];
+        if self.for_ms % 2 == 0 { step } else { -step }
+    }
+}
+
+/// The nodes' `max_clock_offset_ms` in the simulation (the default).
+pub const SIM_MAX_CLOCK_OFFSET_MS: u64 = 500;
+
+/// Every host's constant wall-clock offset, in ms: none unless the run has a clock fault;
+/// then each within ±[`SIM_MAX_CLOCK_OFFSET_MS`] / 4 (drawn from a stream of its own, so no
+/// other draw changes), so healthy nodes disagree a little, as real ones do.
+pub fn host_clock_offsets(config: &ClusterConfig, faults: &[Fault]) -> Vec<i64> {
+    if !faults.iter().any(|f| f.kind == FaultKind::ClockSkew) {
+        return vec![0; config.regions];
+    }
+    let mut rng = StdRng::seed_from_u64(config.seed ^ 0x636c_6f63_6b73);
+    let spread = (SIM_MAX_CLOCK_OFFSET_MS / 4) as i64;
+    (0..config.regions)
+        .map(|_| rng.random_range(-spread..=spread))
+        .collect()
 }
 
 /// Samples the faults of `config`'s seed.
@@ -191,6 +224,10 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
     for kind in FaultKind::ALL {
         let enabled = rng.random_bool(0.5) || config.force_faults.contains(&kind);
         if !enabled || regions < 2 {
+            continue;
+        }
+        if kind == FaultKind::ClockSkew {
+            faults.extend(clock_skew(&mut rng, regions, &mut crashed_regions));
             continue;
         }
         let count = match kind {
@@ -254,6 +291,7 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
                         for_ms: LONG_PARTITION_MS,
                     }
                 }
+                FaultKind::ClockSkew => continue,
                 FaultKind::Crash | FaultKind::DiskLoss | FaultKind::Restart => {
                     // Each crash-like fault takes a region of its own, so no region is
                     // crashed twice at once; at most every region but one is ever down.
@@ -283,8 +321,102 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
     faults
 }
 
+/// A clock fault: one region's clock steps during the burst. The region is one no crash-like
+/// fault takes (the rest of the crash pool), so its node runs throughout and its clock
+/// history is one piece; and the run needs three regions, so the healthy clocks are a
+/// majority of every node's peers outside partitions (two nodes only have the tie-break,
+/// which node/tests/clock_skew.rs covers on real processes).
+fn clock_skew(rng: &mut StdRng, regions: usize, crash_pool: &mut Vec<usize>) -> Option<Fault> {
+    if regions < 3 || crash_pool.is_empty() {
+        return None;
+    }
+    let region = crash_pool.pop()?;
+    let at_ms = rng.random_range(WARM_UP_MS..WARM_UP_MS + VOTING_MS - 2_000);
+    Some(Fault {
+        kind: FaultKind::ClockSkew,
+        a: vec![region],
+        b: Vec::new(),
+        at_ms,
+        for_ms: rng.random_range(2_000..=FAULT_MS_MAX),
+    })
+}
+
 fn two_regions(rng: &mut StdRng, regions: usize) -> (usize, usize) {
     let x = rng.random_range(0..regions);
     let y = (x + rng.random_range(1..regions)) % regions;
     (x, y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clock_step_takes_a_region_no_crash_takes_and_leaves_other_draws_alone() {
+        // Goal: the clock fault's constraints hold, and adding the kind changed no other
+        // kind's draws. Method: sample seeds with and without the kind forced, and compare
+        // every other fault.
+        let mut stepped = 0;
+        for seed in 0..64 {
+            let config = ClusterConfig::superbowl(seed, 0.0);
+            let mut forced = config.clone();
+            forced.force_faults = vec![FaultKind::ClockSkew];
+            let faults = sample_faults(&forced);
+            let others = |faults: &[Fault]| -> Vec<Fault> {
+                faults
+                    .iter()
+                    .filter(|f| f.kind != FaultKind::ClockSkew)
+                    .cloned()
+                    .collect()
+            };
+            assert_eq!(
+                others(&faults),
+                others(&sample_faults(&config)),
+                "seed {seed}"
+            );
+            let crashed: Vec<usize> = faults
+                .iter()
+                .filter(|f| {
+                    matches!(
+                        f.kind,
+                        FaultKind::Crash | FaultKind::DiskLoss | FaultKind::Restart
+                    )
+                })
+                .flat_map(|f| f.a.clone())
+                .collect();
+            for fault in faults.iter().filter(|f| f.kind == FaultKind::ClockSkew) {
+                stepped += 1;
+                assert!(!crashed.contains(&fault.a[0]), "seed {seed}: {fault:?}");
+                assert!(fault.clock_step_ms().unsigned_abs() >= 5_000);
+            }
+            let offsets = host_clock_offsets(&forced, &faults);
+            let quarter = (SIM_MAX_CLOCK_OFFSET_MS / 4) as i64;
+            assert!(offsets.iter().all(|o| o.abs() <= quarter), "{offsets:?}");
+        }
+        assert!(
+            stepped > 32,
+            "most forced seeds step a clock ({stepped} of 64)"
+        );
+        let two = ClusterConfig {
+            regions: 2,
+            force_faults: vec![FaultKind::ClockSkew],
+            ..ClusterConfig::superbowl(1, 0.0)
+        };
+        assert!(
+            sample_faults(&two)
+                .iter()
+                .all(|f| f.kind != FaultKind::ClockSkew)
+        );
+    }
+
+    #[test]
+    fn the_default_seeds_step_a_clock_in_some_seed() {
+        // The CI range (seeds 0..12) must exercise the kind (sim/tests/cluster.rs asks).
+        let seeds = (0..12).filter(|&seed| {
+            sample_faults(&ClusterConfig::superbowl(seed, 0.0))
+                .iter()
+                .any(|f| f.kind == FaultKind::ClockSkew)
+        });
+        assert!(seeds.count() >= 2);
+    }
 }

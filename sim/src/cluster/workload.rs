@@ -18,7 +18,7 @@ use tally_node::http::{
 };
 
 use super::http::{Conn, Outcome};
-use super::ledger::{Ledger, Read};
+use super::ledger::{Ledger, Read, Stamp};
 use super::net::now_ms;
 use super::scenario::{EDGE_BATCH_VOTES, VOTING_MS};
 
@@ -207,8 +207,9 @@ fn record_batch_outcome(
                 ledger.trace(&[1, batch, target as u64, now, retry.len() as u64]);
                 pending = retry;
             }
-            Outcome::Answered(429 | 503, _) => {
+            Outcome::Answered(status @ (429 | 503), body) => {
                 ledger.batch_calls.failed += 1;
+                note_clock_refusal(&mut ledger, status, &body, target, now);
                 ledger.trace(&[2, batch, target as u64, now]);
             }
             Outcome::NotSent => {
@@ -293,6 +294,7 @@ async fn single_vote(
             ledger.attempts.push((now, 1));
             format!(r#"{{"option":"{option}","vote_id":"{id}"}}"#)
         };
+        let sent_ms = now_ms();
         let outcome = conns[target]
             .call(
                 Method::POST,
@@ -302,7 +304,7 @@ async fn single_vote(
                 Duration::from_millis(SINGLE_TIMEOUT_MS),
             )
             .await;
-        if record_single_outcome(shared, outcome, vote, target) {
+        if record_single_outcome(shared, outcome, vote, target, sent_ms) {
             return;
         }
         if rng.random_bool(0.3) {
@@ -312,8 +314,15 @@ async fn single_vote(
     }
 }
 
-/// Writes a single vote call's outcome into the history; returns whether it was answered.
-fn record_single_outcome(shared: &Shared, outcome: Outcome, vote: usize, target: usize) -> bool {
+/// Writes a single vote call's outcome (its attempt sent at `sent_ms`) into the history;
+/// returns whether it was answered.
+fn record_single_outcome(
+    shared: &Shared,
+    outcome: Outcome,
+    vote: usize,
+    target: usize,
+    sent_ms: u64,
+) -> bool {
     let now = now_ms();
     let mut ledger = lock(shared);
     let bit = 1u8 << target;
@@ -321,7 +330,15 @@ fn record_single_outcome(shared: &Shared, outcome: Outcome, vote: usize, target:
         Outcome::Answered(200, body) => {
             ledger.single_calls.ok += 1;
             ledger.answered(target, now);
-            let receipt = receipt_actor(&body).map(|actor| ledger.actor_index(&actor));
+            let receipt = receipt(&body).map(|(actor, second)| {
+                ledger.stamps.push(Stamp {
+                    region: target,
+                    second,
+                    sent_ms,
+                    answered_ms: now,
+                });
+                ledger.actor_index(&actor)
+            });
             let entry = &mut ledger.votes[vote];
             entry.sent_mask |= bit;
             entry.acked_mask |= bit;
@@ -332,8 +349,9 @@ fn record_single_outcome(shared: &Shared, outcome: Outcome, vote: usize, target:
             ledger.trace(&[11, vote as u64, target as u64, now]);
             true
         }
-        Outcome::Answered(429 | 503, _) => {
+        Outcome::Answered(status @ (429 | 503), body) => {
             ledger.single_calls.failed += 1;
+            note_clock_refusal(&mut ledger, status, &body, target, now);
             ledger.trace(&[12, vote as u64, target as u64, now]);
             false
         }
@@ -357,12 +375,22 @@ fn record_single_outcome(shared: &Shared, outcome: Outcome, vote: usize, target:
     }
 }
 
-fn receipt_actor(body: &[u8]) -> Option<String> {
+/// A `counted` answer's receipt: its actor and poll second.
+fn receipt(body: &[u8]) -> Option<(String, u64)> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     if value["status"] != "counted" {
         return None;
     }
-    value["receipt"]["actor"].as_str().map(str::to_owned)
+    let actor = value["receipt"]["actor"].as_str()?.to_owned();
+    Some((actor, value["receipt"]["second"].as_u64()?))
+}
+
+/// Notes a 503 that a clock hold caused (its message says so) for the clock checks.
+fn note_clock_refusal(ledger: &mut Ledger, status: u16, body: &[u8], region: usize, now: u64) {
+    let held_for_clock = String::from_utf8_lossy(body).contains("clock disagrees");
+    if status == 503 && held_for_clock {
+        ledger.clock_refusals.push((region, now));
+    }
 }
 
 /// One region's results as a client reads them.
