@@ -48,6 +48,14 @@ pub trait Storage: Send {
     /// Makes every creation, rename and removal so far durable (fsync of the directory).
     fn sync_dir(&self) -> io::Result<()>;
 
+    /// Bytes still free for new data where this storage keeps its files, as an unprivileged
+    /// writer sees them (a real filesystem's available blocks, without the share reserved for
+    /// root): the disk watch refuses new votes below `disk_reserve_bytes`. `Ok(None)`: no
+    /// limit worth watching (memory).
+    fn free_bytes(&self) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// For simulated disks only: how long a group commit's fsync takes in simulated time.
     /// The log writer waits this long between writing a group and syncing it, so a crash
     /// in between loses the written bytes, as a real crash during a real fsync does. Real
@@ -225,6 +233,12 @@ impl Storage for DirStorage {
 
     fn sync_dir(&self) -> io::Result<()> {
         fsync_dir(&self.dir)
+    }
+
+    fn free_bytes(&self) -> io::Result<Option<u64>> {
+        // statvfs reads the filesystem's counters; it does not wait for the disk.
+        let stats = rustix::fs::statvfs(&self.dir)?;
+        Ok(Some(stats.f_bavail.saturating_mul(stats.f_frsize)))
     }
 }
 
