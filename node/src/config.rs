@@ -258,6 +258,9 @@ pub enum PlantedBug {
     /// A node that starts on an empty disk reuses a fixed incarnation instead of drawing a
     /// new one, so after losing its disk it reuses its old actor's sequence numbers.
     ReuseActorAfterDiskLoss,
+    /// When a log write or fsync fails, the votes of the failed job are answered `counted`
+    /// anyway, though the log does not hold them.
+    AckAfterFailedWrite,
 }
 
 impl Default for Config {

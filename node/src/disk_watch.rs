@@ -8,8 +8,8 @@
 //! only once a reading is at least a quarter above it ([`resume_bytes`]), so a node hovering
 //! at the edge does not flap between ready and not-ready; every change is logged once, with
 //! the figures; `tally_disk_free_bytes` follows every reading. A storage without a limit
-//! (`Ok(None)`: memory) is never held, and a reading that fails leaves the hold as it was
-//! (logged once per spell of failures). While the hold is set the engine refuses new votes
+//! (`Ok(None)`: memory) is never held, a reading that fails leaves the hold as it was (logged
+//! once per spell of failures), and the watch lifts only a hold it set itself. While the hold is set the engine refuses new votes
 //! and stops taking records from peers; what it had accepted is still written, and the
 //! reserve is sized for that ([`DISK_RESERVE_BYTES_DEFAULT`]).
 
@@ -62,20 +62,20 @@ pub struct DiskWatch<S: Storage> {
     metrics: Arc<Metrics>,
     /// Whether the last reading failed (its error was logged).
     failing: bool,
+    /// Whether this watch holds the node (it lifts only a hold it set).
+    holding: bool,
 }
 
 impl<S: Storage> DiskWatch<S> {
     /// A watch holding `health` while `storage` has less than `reserve` bytes free.
     pub fn new(storage: S, reserve: u64, health: Arc<Health>, metrics: Arc<Metrics>) -> Self {
-        metrics
-            .disk_reserve_bytes
-            .set(i64::try_from(reserve).unwrap_or(i64::MAX));
         Self {
             storage,
             reserve,
             health,
             metrics,
             failing: false,
+            holding: false,
         }
     }
 
@@ -98,17 +98,20 @@ impl<S: Storage> DiskWatch<S> {
                 return None;
             }
         };
-        let held = self.health.has(Hold::DiskLow);
+        let held = self.holding;
         let Some(free) = free else {
-            // No limit (memory, or a simulated disk without a quota).
+            // No limit (memory, or a simulated disk without a quota): both gauges read 0, so
+            // no rule comparing them fires.
+            self.metrics.disk_free_bytes.set(0);
+            self.metrics.disk_reserve_bytes.set(0);
             if held {
-                self.health.set(Hold::DiskLow, false);
+                self.hold(false);
             }
             return None;
         };
-        self.metrics
-            .disk_free_bytes
-            .set(i64::try_from(free).unwrap_or(i64::MAX));
+        let gauge = |bytes: u64| i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.metrics.disk_free_bytes.set(gauge(free));
+        self.metrics.disk_reserve_bytes.set(gauge(self.reserve));
         let resume = resume_bytes(self.reserve);
         if !held && free < self.reserve {
             tracing::warn!(
@@ -118,16 +121,21 @@ impl<S: Storage> DiskWatch<S> {
                 "the data directory has less free space than disk_reserve_bytes: refusing new \
                  votes and records from peers until {resume} bytes are free"
             );
-            self.health.set(Hold::DiskLow, true);
+            self.hold(true);
         } else if held && free >= resume {
             tracing::info!(
                 free_bytes = free,
                 disk_reserve_bytes = self.reserve,
                 "free space is back: accepting votes again"
             );
-            self.health.set(Hold::DiskLow, false);
+            self.hold(false);
         }
         Some(free)
+    }
+
+    fn hold(&mut self, on: bool) {
+        self.holding = on;
+        self.health.set(Hold::DiskLow, on);
     }
 
     /// Checks every [`DISK_WATCH_INTERVAL`] until `stopping` is set.
@@ -160,7 +168,7 @@ mod tests {
     fn the_hold_is_set_below_the_reserve_and_lifted_only_a_quarter_above_it() {
         // Goal: refusal starts below the reserve, does not flap at the edge, and ends by
         // itself when space comes back. Method: an empty storage under quotas around a
-        // 1,000-byte reserve (its free space is the quota); the hold and gauge after each.
+        // 1,000-byte reserve (its free space is the quota); the hold and gauges after each.
         let (mut watch, health) = watch(1_000);
         let steps: [(Option<u64>, bool); 7] = [
             (Some(5_000), false),
@@ -175,11 +183,13 @@ mod tests {
             watch.storage.faults().set_capacity(capacity);
             assert_eq!(watch.check(), capacity, "step {i}");
             assert_eq!(health.has(Hold::DiskLow), held, "step {i}");
-            if let Some(free) = capacity {
-                assert_eq!(watch.metrics.disk_free_bytes.get(), free as i64, "step {i}");
-            }
+            let (free, reserve) = match capacity {
+                Some(free) => (free as i64, 1_000),
+                None => (0, 0),
+            };
+            assert_eq!(watch.metrics.disk_free_bytes.get(), free, "step {i}");
+            assert_eq!(watch.metrics.disk_reserve_bytes.get(), reserve, "step {i}");
         }
-        assert_eq!(watch.metrics.disk_reserve_bytes.get(), 1_000);
         watch.storage.faults().set_capacity(Some(10));
         watch.check();
         assert!(health.has(Hold::DiskLow));

@@ -69,6 +69,7 @@ enum Bug {
     KeepDuplicates,
     AckBeforeFsync,
     ReuseActor,
+    AckAfterFailedWrite,
 }
 
 impl From<Bug> for PlantedBug {
@@ -77,6 +78,7 @@ impl From<Bug> for PlantedBug {
             Bug::KeepDuplicates => PlantedBug::KeepDuplicates,
             Bug::AckBeforeFsync => PlantedBug::AckBeforeFsync,
             Bug::ReuseActor => PlantedBug::ReuseActorAfterDiskLoss,
+            Bug::AckAfterFailedWrite => PlantedBug::AckAfterFailedWrite,
         }
     }
 }
