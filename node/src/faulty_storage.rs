@@ -3,8 +3,8 @@
 //! [`DiskFaults`].
 //!
 //! What it models:
-//! - **a quota** ([`DiskFaults::set_capacity`]): the files may hold at most that many bytes
-//!   in all; a write that would grow them past it writes what fits and then fails with the
+//! - **a quota** ([`DiskFaults::set_capacity`], [`DiskFaults::leave_room`]): the files may
+//!   hold at most that many bytes in all; a write that would grow them past it writes what fits and then fails with the
 //!   OS's `ENOSPC`, as a real filesystem does; [`Storage::free_bytes`] reports the room left,
 //!   so the disk watch sees the disk fill up;
 //! - **a failed fsync** ([`DiskFaults::fail_next_sync`]): the next `sync_data` of any file
@@ -20,12 +20,25 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::storage::{Storage, StorageFile};
 
+/// A quota on a [`FaultyStorage`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Quota {
+    /// No limit.
+    #[default]
+    None,
+    /// At most this many bytes in all.
+    Bytes(u64),
+    /// This much room beyond what the files hold when the storage next looks: becomes
+    /// `Bytes` then (the simulation's driver cannot read a host's files from outside it).
+    Room(u64),
+}
+
 /// The faults of one [`FaultyStorage`] (and every clone of it), set by a test or the
 /// simulation's driver while the node runs.
 #[derive(Debug, Default)]
 pub struct DiskFaults {
-    /// The quota in bytes, if any.
-    capacity: Mutex<Option<u64>>,
+    /// The quota, if any.
+    quota: Mutex<Quota>,
     /// Syncs still to fail.
     failing_syncs: AtomicU32,
     /// Syncs failed so far.
@@ -38,12 +51,17 @@ impl DiskFaults {
     /// Limits the files to `bytes` in all (`None`: no limit). Files already larger stay as
     /// they are; they only cannot grow.
     pub fn set_capacity(&self, bytes: Option<u64>) {
-        *self.capacity.lock().unwrap_or_else(PoisonError::into_inner) = bytes;
+        *self.quota() = bytes.map_or(Quota::None, Quota::Bytes);
     }
 
-    /// The quota, if any.
-    pub fn capacity(&self) -> Option<u64> {
-        *self.capacity.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Fills the disk up to `bytes` short of full: the quota becomes what the files hold when
+    /// the storage next looks, plus `bytes`.
+    pub fn leave_room(&self, bytes: u64) {
+        *self.quota() = Quota::Room(bytes);
+    }
+
+    fn quota(&self) -> std::sync::MutexGuard<'_, Quota> {
+        self.quota.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Makes the next `sync_data` fail (once more for each call).
@@ -105,15 +123,31 @@ impl<S: Storage + Clone> FaultyStorage<S> {
         Ok(used)
     }
 
+    /// The quota in bytes, if any (turning a pending [`DiskFaults::leave_room`] into one).
+    fn capacity(&self) -> io::Result<Option<u64>> {
+        let mut quota = self.faults.quota();
+        Ok(match *quota {
+            Quota::None => None,
+            Quota::Bytes(bytes) => Some(bytes),
+            Quota::Room(room) => {
+                let bytes = self.used()?.saturating_add(room);
+                *quota = Quota::Bytes(bytes);
+                Some(bytes)
+            }
+        })
+    }
+
+    /// Under a quota: the room left, else `None`.
+    fn room(&self) -> io::Result<Option<u64>> {
+        match self.capacity()? {
+            None => Ok(None),
+            Some(capacity) => Ok(Some(capacity.saturating_sub(self.used()?))),
+        }
+    }
+
     /// Under a quota: how far a file of `len` bytes may grow (its end at most), else `None`.
     fn end_allowed(&self, len: u64) -> io::Result<Option<u64>> {
-        match self.faults.capacity() {
-            None => Ok(None),
-            Some(capacity) => {
-                let free = capacity.saturating_sub(self.used()?);
-                Ok(Some(len.saturating_add(free)))
-            }
-        }
+        Ok(self.room()?.map(|room| len.saturating_add(room)))
     }
 
     fn wrap(&self, file: S::File) -> io::Result<FaultyFile<S>> {
@@ -153,8 +187,8 @@ impl<S: Storage + Clone> Storage for FaultyStorage<S> {
     }
 
     fn free_bytes(&self) -> io::Result<Option<u64>> {
-        match self.faults.capacity() {
-            Some(capacity) => Ok(Some(capacity.saturating_sub(self.used()?))),
+        match self.room()? {
+            Some(room) => Ok(Some(room)),
             None => self.inner.free_bytes(),
         }
     }
@@ -269,6 +303,14 @@ mod tests {
         assert!(storage.faults().full_writes() >= 2);
         storage.faults().set_capacity(None);
         b.write_all_at(&[2; 50], 40).unwrap();
+        storage.faults().leave_room(5);
+        assert_eq!(
+            storage.free_bytes().unwrap(),
+            Some(5),
+            "room beyond what is held"
+        );
+        b.write_all_at(&[4; 5], 90).unwrap();
+        assert!(b.write_all_at(&[4; 1], 95).is_err());
     }
 
     #[test]

@@ -122,6 +122,24 @@ pub enum NodeError {
     PeerEndpoint(std::io::Error),
 }
 
+impl NodeError {
+    /// Whether the node stopped because its storage failed (a write or fsync of its log, at
+    /// start-up or while serving): a supervisor should start it again, and recovery replays
+    /// the log. Anything else (a config error, a log recovery refuses) needs an operator.
+    pub fn is_storage_failure(&self) -> bool {
+        match self {
+            Self::Engine(engine::EngineError::LogFailed) => true,
+            Self::Recovery(recovery::RecoveryError::Wal(error)) => {
+                matches!(
+                    error,
+                    wal::WalError::Io { .. } | wal::WalError::Stopped { .. }
+                )
+            }
+            _ => false,
+        }
+    }
+}
+
 /// What a running node tells its caller once it is serving.
 #[derive(Clone)]
 pub struct NodeHandle {

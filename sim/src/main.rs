@@ -95,6 +95,8 @@ enum Force {
     Restart,
     LongPartition,
     LostAnswers,
+    DiskFull,
+    FailedFsync,
 }
 
 impl From<Force> for FaultKind {
@@ -110,6 +112,8 @@ impl From<Force> for FaultKind {
             Force::Restart => FaultKind::Restart,
             Force::LongPartition => FaultKind::LongPartition,
             Force::LostAnswers => FaultKind::LostAnswers,
+            Force::DiskFull => FaultKind::DiskFull,
+            Force::FailedFsync => FaultKind::FailedFsync,
         }
     }
 }
@@ -281,11 +285,20 @@ fn print_one(report: &ClusterReport) {
             fault.at_ms,
             fault.for_ms
         );
+        if fault.room_bytes > 0 {
+            println!("    leaving {} bytes of room", fault.room_bytes);
+        }
     }
     println!(
         "single calls {:?}\nbatch calls  {:?}\ncross-region retries {}",
         report.single_calls, report.batch_calls, report.cross_region_retries
     );
+    if report.disk_holds > 0 || report.log_failure_exits > 0 {
+        println!(
+            "disk: {} refusal spell(s) below the reserve, {} exit(s) on a failed log",
+            report.disk_holds, report.log_failure_exits
+        );
+    }
     println!(
         "checks passed: tallies agreed {} ms after healing, records {} ms (again {} ms \
          after the probe); \

@@ -34,6 +34,15 @@ pub const FAULT_MS_MAX: u64 = 8_000;
 /// The long partition outlasts the QUIC idle timeout (30 s): the link dies and must redial.
 pub const LONG_PARTITION_MS: u64 = 36_000;
 
+/// Every simulated node's `disk_reserve_bytes`, sized for the simulation's small logs (a few
+/// hundred KB per node at 1% scale): a few seconds of one node's log at that scale.
+pub const SIM_DISK_RESERVE_BYTES: u64 = 32 << 10;
+
+/// A disk-full fault leaves its disk at most this much room: up to four reserves, so some
+/// faults are seen coming by the disk watch (the node refuses votes and stays up), and others
+/// fill the disk within one watch interval and fail a write (the node exits and restarts).
+pub const DISK_FULL_ROOM_BYTES_MAX: u64 = 4 * SIM_DISK_RESERVE_BYTES;
+
 /// Region names, in order (a run uses the first `regions`).
 pub const REGION_NAMES: [&str; 8] = [
     "us-east", "us-west", "eu-west", "eu-north", "ap-south", "ap-east", "sa-east", "af-south",
@@ -110,11 +119,19 @@ pub enum FaultKind {
     /// votes whose clients never hear back, so they retry at other regions, which count them
     /// again; the winner rule must retract the loser once the region returns.
     LostAnswers,
+    /// A region's disk fills up, leaving it a little room ([`Fault::room_bytes`]): its writes
+    /// fail with `ENOSPC` once that is used, unless its disk watch refuses votes first; space
+    /// comes back when the fault ends.
+    DiskFull,
+    /// A region's next fsync fails (`EIO`) and loses the bytes it was to make durable: the
+    /// node must stop acknowledging, exit, and be restarted by its supervisor.
+    FailedFsync,
 }
 
 impl FaultKind {
-    /// Every kind, in table order.
-    pub const ALL: [FaultKind; 10] = [
+    /// Every kind, in table order (new kinds go last: a seed that does not enable them draws
+    /// the same faults as before they existed).
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::Partition,
         FaultKind::OneWayPartition,
         FaultKind::Hold,
@@ -125,6 +142,8 @@ impl FaultKind {
         FaultKind::Restart,
         FaultKind::LongPartition,
         FaultKind::LostAnswers,
+        FaultKind::DiskFull,
+        FaultKind::FailedFsync,
     ];
 
     /// The name in tables.
@@ -140,6 +159,8 @@ impl FaultKind {
             FaultKind::Restart => "restart mid-burst",
             FaultKind::LongPartition => "partition > idle timeout",
             FaultKind::LostAnswers => "lost answers, region cut off",
+            FaultKind::DiskFull => "disk full",
+            FaultKind::FailedFsync => "failed fsync",
         }
     }
 }
@@ -162,8 +183,10 @@ pub struct Fault {
     pub b: Vec<usize>,
     /// When it starts.
     pub at_ms: u64,
-    /// How long it lasts (0 for an instant restart).
+    /// How long it lasts (0 for an instant restart or a failed fsync).
     pub for_ms: u64,
+    /// For a full disk: the room it leaves, in bytes (0 for other kinds).
+    pub room_bytes: u64,
 }
 
 impl Fault {
@@ -205,6 +228,7 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
                         b: order[cut..].to_vec(),
                         at_ms,
                         for_ms,
+                        room_bytes: 0,
                     }
                 }
                 FaultKind::OneWayPartition
@@ -222,6 +246,7 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
                         } else {
                             for_ms
                         },
+                        room_bytes: 0,
                     }
                 }
                 FaultKind::LostAnswers => Fault {
@@ -230,6 +255,7 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
                     b: Vec::new(),
                     at_ms,
                     for_ms: rng.random_range(1_500..=4_000),
+                    room_bytes: 0,
                 },
                 FaultKind::LongPartition => {
                     let x = rng.random_range(0..regions);
@@ -239,6 +265,7 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
                         b: (0..regions).filter(|&r| r != x).collect(),
                         at_ms,
                         for_ms: LONG_PARTITION_MS,
+                        room_bytes: 0,
                     }
                 }
                 FaultKind::Crash | FaultKind::DiskLoss | FaultKind::Restart => {
@@ -260,8 +287,25 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
                         } else {
                             for_ms
                         },
+                        room_bytes: 0,
                     }
                 }
+                FaultKind::DiskFull => Fault {
+                    kind,
+                    a: vec![rng.random_range(0..regions)],
+                    b: Vec::new(),
+                    at_ms,
+                    for_ms,
+                    room_bytes: rng.random_range(0..=DISK_FULL_ROOM_BYTES_MAX),
+                },
+                FaultKind::FailedFsync => Fault {
+                    kind,
+                    a: vec![rng.random_range(0..regions)],
+                    b: Vec::new(),
+                    at_ms,
+                    for_ms: 0,
+                    room_bytes: 0,
+                },
             };
             faults.push(fault);
         }
