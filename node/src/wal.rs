@@ -457,18 +457,16 @@ impl<S: Storage> Wal<S> {
         )
     }
 
-    /// After a failed write or sync only: cuts the segment back to `end` (an [`Wal::end`]
-    /// taken when everything before it was durable) and syncs that, so that bytes whose
-    /// durability is unknown — whole frames of a group whose fsync failed, or the part of a
-    /// group a full disk let through — are never replayed by the next start as if they had
-    /// been acknowledged. This is not a retry of the failed sync (PostgreSQL's fsyncgate):
-    /// nothing is assumed durable that was not before; it only makes the file shorter. The
-    /// log stays stopped either way. Does nothing if the segment has changed since `end`.
-    pub fn roll_back_to(&mut self, end: (u64, u64)) -> Result<(), WalError> {
-        assert!(
-            self.failure.is_some(),
-            "the log is rolled back only after a failure"
-        );
+    /// After a group of appends failed with `cause`: stops the log (every later call
+    /// refuses), then cuts the segment back to `end` (an [`Wal::end`] taken when everything
+    /// before it was durable) and syncs that, so that bytes whose durability is unknown —
+    /// whole frames of a group whose fsync failed, or the part of a group a full disk let
+    /// through — are never replayed by the next start as if they had been acknowledged. This
+    /// is not a retry of the failed sync (PostgreSQL's fsyncgate): nothing is assumed durable
+    /// that was not before; it only makes the file shorter. Does nothing more if the segment
+    /// has changed since `end`.
+    pub fn roll_back_to(&mut self, end: (u64, u64), cause: &WalError) -> Result<(), WalError> {
+        self.stop(cause.clone());
         let (segment, len) = end;
         if segment != self.segment_number {
             return Ok(());

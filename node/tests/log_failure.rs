@@ -137,6 +137,47 @@ async fn a_group_cut_short_by_a_full_disk_is_cut_off_the_log_and_never_replayed(
     assert_eq!(replayed, first, "only the durable group comes back");
 }
 
+#[tokio::test]
+async fn a_group_refused_for_an_oversized_entry_stops_the_writer_and_leaves_only_durable_groups() {
+    // Goal: a group that fails before its fsync (an entry over the limit, which the engine
+    // never makes) ends the writer like an I/O failure, with no panic, and none of the
+    // group's jobs reaches the log. Method: a durable job, then a group of a good job and
+    // one with a 300,000-record batch, queued together.
+    let storage = MemoryStorage::new();
+    let (wal, _) = Wal::open(storage.clone(), |_| {}).unwrap();
+    let (submit, jobs) = mpsc::channel(4);
+    let (done_sender, mut done) = mpsc::channel(4);
+    let durable = vec![records(1, 10)];
+    submit
+        .send(WalJob::append(1, durable.clone()))
+        .await
+        .unwrap();
+    let writer = tokio::spawn(run_writer(wal, jobs, done_sender));
+    assert!(
+        within("the first report", done.recv())
+            .await
+            .unwrap()
+            .result
+            .is_ok()
+    );
+    submit
+        .send(WalJob::append(2, vec![records(11, 10)]))
+        .await
+        .unwrap();
+    submit
+        .send(WalJob::append(3, vec![records(21, 300_000)]))
+        .await
+        .unwrap();
+    // Both jobs were queued before the writer ran again (one thread): one group.
+    let report = within("the failure report", done.recv()).await.unwrap();
+    assert_eq!((report.up_to_token, report.jobs), (3, 2));
+    assert!(matches!(report.result, Err(WalError::EntryTooLarge { .. })));
+    assert!(within("the writer", writer).await.unwrap().is_err());
+    let mut replayed = Vec::new();
+    Wal::open(storage, |entry| replayed.push(entry)).unwrap();
+    assert_eq!(replayed, durable, "job 2 went down with its group");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The engine, its log writer played by the test
 

@@ -169,8 +169,8 @@ pub async fn run_writer<S: Storage>(
                 }
                 carried = group.carried.take();
                 let report = group.finish(&mut wal, appended);
-                if report.result.is_err() {
-                    roll_back(&mut wal, durable_end);
+                if let Err(error) = &report.result {
+                    roll_back(&mut wal, durable_end, error);
                 }
                 report
             }
@@ -189,8 +189,8 @@ pub async fn run_writer<S: Storage>(
 
 /// After a group failed: cuts its bytes off the segment ([`Wal::roll_back_to`]), before the
 /// failure is reported, so that no vote answered "not counted" comes back at the next start.
-fn roll_back<S: Storage>(wal: &mut Wal<S>, durable_end: (u64, u64)) {
-    match wal.roll_back_to(durable_end) {
+fn roll_back<S: Storage>(wal: &mut Wal<S>, durable_end: (u64, u64), cause: &WalError) {
+    match wal.roll_back_to(durable_end, cause) {
         Ok(()) => tracing::warn!(
             segment = durable_end.0,
             bytes = durable_end.1,
