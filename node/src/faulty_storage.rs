@@ -198,6 +198,27 @@ impl<S: Storage + Clone> Storage for FaultyStorage<S> {
     }
 }
 
+impl<S: Storage + Clone> FaultyFile<S> {
+    /// If growing the file to `end` bytes would pass the quota: the end it may grow to (and
+    /// the write is counted as one that hit the quota).
+    fn over_quota(&self, end: u64) -> io::Result<Option<u64>> {
+        let len = self.file.len()?;
+        if end <= len {
+            return Ok(None);
+        }
+        match self.storage.end_allowed(len)? {
+            Some(allowed) if end > allowed => {
+                self.storage
+                    .faults
+                    .full_writes
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(Some(allowed))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
 /// A file of a [`FaultyStorage`].
 pub struct FaultyFile<S: Storage> {
     file: S::File,
@@ -216,39 +237,21 @@ impl<S: Storage + Clone> StorageFile for FaultyFile<S> {
     }
 
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<usize> {
-        let len = self.file.len()?;
         let end = offset.saturating_add(buf.len() as u64);
-        if end > len {
-            if let Some(allowed) = self.storage.end_allowed(len)? {
-                if end > allowed {
-                    self.storage
-                        .faults
-                        .full_writes
-                        .fetch_add(1, Ordering::Relaxed);
-                    // Write what fits, as a filesystem does; the next call fails.
-                    let fits = usize::try_from(allowed.saturating_sub(offset)).unwrap_or(0);
-                    if fits == 0 {
-                        return Err(no_space());
-                    }
-                    return self.file.write_at(&buf[..fits.min(buf.len())], offset);
-                }
+        if let Some(allowed) = self.over_quota(end)? {
+            // Write what fits, as a filesystem does; the next call fails.
+            let fits = usize::try_from(allowed.saturating_sub(offset)).unwrap_or(0);
+            if fits == 0 {
+                return Err(no_space());
             }
+            return self.file.write_at(&buf[..fits.min(buf.len())], offset);
         }
         self.file.write_at(buf, offset)
     }
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {
-        let current = self.file.len()?;
-        if len > current {
-            if let Some(allowed) = self.storage.end_allowed(current)? {
-                if len > allowed {
-                    self.storage
-                        .faults
-                        .full_writes
-                        .fetch_add(1, Ordering::Relaxed);
-                    return Err(no_space());
-                }
-            }
+        if self.over_quota(len)?.is_some() {
+            return Err(no_space());
         }
         self.file.set_len(len)
     }
