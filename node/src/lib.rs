@@ -6,7 +6,9 @@
 //!
 //! Start-up: recover the write-ahead log into a replica (or, on an empty disk, draw a new
 //! incarnation and log it first), apply the configured polls, then serve. Shutdown: stop
-//! taking requests, let the engine flush and fsync what it accepted, and return.
+//! taking requests, let the engine flush and fsync what it accepted, and return. A failed log
+//! stops the node the same way once the engine has handed what was durable to readers and
+//! peers, and [`run`] returns its error (the process exits non-zero, to be restarted).
 
 pub mod certs;
 pub mod client;
@@ -253,6 +255,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
         stopped: engine_stopped_tx,
     });
     let (stopping, stopping_rx) = watch::channel(false);
+    // Background tasks (the disk watch, then peer sync): `stop` aborts them all.
     let mut peer_tasks = vec![tokio::spawn(disk_watch.run(stopping_rx.clone()))];
     let peer_endpoint = match peer_socket {
         Some(socket) => {
