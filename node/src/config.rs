@@ -210,6 +210,12 @@ pub struct Config {
     /// accepted are fsynced either way; keep this under the orchestrator's grace period
     /// (Kubernetes: `terminationGracePeriodSeconds`, 30 s by default).
     pub shutdown_drain_ms: u64,
+    /// Free bytes the data directory must keep: below it the node refuses new votes (503 +
+    /// `Retry-After`, nothing counted) and turns not-ready, until free space is back above it
+    /// by a quarter. The default covers what the node may still have to write once it starts
+    /// refusing (see [`crate::disk_watch::DISK_RESERVE_BYTES_DEFAULT`]); 0 turns the
+    /// refusal off, and a full disk then fails the log (the node exits).
+    pub disk_reserve_bytes: u64,
     /// UDP address for peer sync over QUIC; peer sync is off when absent.
     pub peer_listen: Option<SocketAddr>,
     /// The static peer list. An entry naming this node itself is skipped, so every member
@@ -270,6 +276,9 @@ pub enum PlantedBug {
     /// The clock watch never holds (as if the node had no peers): a node whose clock steps
     /// keeps stamping votes and proposing windows at it.
     IgnoreClockSkew,
+    /// When a log write or fsync fails, the votes of the failed job are answered `counted`
+    /// anyway, though the log does not hold them.
+    AckAfterFailedWrite,
 }
 
 impl Default for Config {
@@ -291,6 +300,7 @@ impl Default for Config {
             header_read_timeout_ms: crate::connections::HEADER_READ_TIMEOUT_MS_DEFAULT,
             body_read_timeout_ms: crate::http::BODY_READ_TIMEOUT_MS_DEFAULT,
             shutdown_drain_ms: 20_000,
+            disk_reserve_bytes: crate::disk_watch::DISK_RESERVE_BYTES_DEFAULT,
             peer_listen: None,
             peers: Vec::new(),
             tls: None,
@@ -406,6 +416,15 @@ impl Config {
             return Err(invalid(
                 "shutdown_drain_ms",
                 "must be at most 600000".into(),
+            ));
+        }
+        if self.disk_reserve_bytes > crate::disk_watch::DISK_RESERVE_BYTES_MAX {
+            return Err(invalid(
+                "disk_reserve_bytes",
+                format!(
+                    "must be at most {} (1 TiB)",
+                    crate::disk_watch::DISK_RESERVE_BYTES_MAX
+                ),
             ));
         }
         for url in &self.public_endpoints {

@@ -19,6 +19,10 @@ use tally_core::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
+mod failure;
+
+pub use failure::LOG_FAILED_HAND_OVER_MAX;
+
 use crate::Clock;
 use crate::health::{Health, Hold};
 use crate::metrics::Metrics;
@@ -123,6 +127,8 @@ pub enum Command {
     },
     /// A peer with these vectors asks for what it lacks.
     PeerPull {
+        /// The peer's node ID (a node whose log failed waits for each peer's pull).
+        peer: String,
         /// The peer's vectors; polls it does not name count as empty.
         vectors: Vec<(PollId, VersionVector)>,
         /// Most records to answer with.
@@ -173,6 +179,9 @@ pub struct PeerApplied {
     pub counters_changed: bool,
     /// Parts refused, each with its reason (logged; nothing of a refused part was merged).
     pub refused: Vec<String>,
+    /// Records not taken because the data directory is low on space (the disk hold): the
+    /// peer keeps them, and this node fetches them once space is back.
+    pub records_deferred: usize,
 }
 
 /// A reply held until the log job `token` is durable.
@@ -201,6 +210,9 @@ pub struct EngineIo {
     /// queued, refuses new ones, flushes and stops, even if some sender (a connection kept
     /// past the drain deadline) is still alive. The queue closing stops it too.
     pub close_commands: watch::Receiver<bool>,
+    /// Set to true when the engine has stopped, however it stopped: after a log failure the
+    /// node must stop serving too.
+    pub stopped: watch::Sender<bool>,
 }
 
 /// The task that owns the replica.
@@ -226,6 +238,11 @@ pub struct Engine {
     ack_before_fsync: bool,
     /// The clock watch's step guard, read with each vote's clock reading (nodes with peers).
     clock_watch: Option<Arc<crate::clock_watch::ClockWatch>>,
+    /// A planted bug (simulation tests only): answer a failed log job's votes `counted`.
+    ack_after_failed_write: bool,
+    /// The peers a node whose log failed waits for (up to [`LOG_FAILED_HAND_OVER_MAX`]) to
+    /// fetch its acknowledged records before it stops.
+    hand_over_peers: Vec<String>,
 }
 
 impl Engine {
@@ -253,6 +270,8 @@ impl Engine {
             polls_changed: false,
             ack_before_fsync: false,
             clock_watch: None,
+            ack_after_failed_write: false,
+            hand_over_peers: Vec::new(),
         }
     }
 
@@ -261,6 +280,21 @@ impl Engine {
     /// no vote is stamped between a step and the watch's verdict on it.
     pub fn watch_clock_steps(&mut self, watch: Arc<crate::clock_watch::ClockWatch>) {
         self.clock_watch = Some(watch);
+    }
+
+    /// The peers to wait for, should the log fail, before the engine stops: each must have
+    /// pulled everything this node acknowledged (see [`failure`]).
+    pub fn hand_over_to(&mut self, peers: Vec<String>) {
+        self.hand_over_peers = peers;
+    }
+
+    /// **A planted bug, for the simulation's checker tests only**: when the log reports a
+    /// failed write or fsync, answers the failed job's votes `counted` anyway (as if the
+    /// failure did not matter), so the node acknowledges votes its log does not hold. Set
+    /// through [`crate::config::PlantedBug::AckAfterFailedWrite`].
+    #[doc(hidden)]
+    pub fn plant_bug_ack_after_failed_write(&mut self) {
+        self.ack_after_failed_write = true;
     }
 
     /// **A planted bug, for the simulation's checker tests only**: answers votes as soon as
@@ -278,14 +312,21 @@ impl Engine {
     /// own thread, ~10% more single votes per second and no fewer batched ones (BENCHMARKS.md,
     /// "Single votes: the HTTP layers and the engine on the HTTP runtime"). The handle resolves to the engine's result.
     pub fn spawn(self, io: EngineIo) -> tokio::task::JoinHandle<Result<(), EngineError>> {
-        tokio::spawn(self.run(io))
+        let stopped = io.stopped.clone();
+        tokio::spawn(async move {
+            let result = self.run(io).await;
+            stopped.send_replace(true);
+            result
+        })
     }
 
-    /// Runs until the command queue closes (graceful stop) or the log fails (error).
+    /// Runs until the command queue closes (graceful stop) or the log fails (error, after
+    /// handing what was durable to readers and peers: [`failure`]).
     pub async fn run(mut self, mut io: EngineIo) -> Result<(), EngineError> {
         let mut ticker = tokio::time::interval(self.results_tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut commands_closed = false;
+        let mut log_failure: Option<String> = None;
         loop {
             tokio::select! {
                 biased;
@@ -293,15 +334,16 @@ impl Engine {
                     commands_closed = true;
                     io.commands.close();
                 }
-                done = io.wal_done.recv() => {
-                    let Some(done) = done else { return self.fail("log writer stopped") };
-                    if let Err(error) = done.result {
-                        tracing::error!(%error, "write-ahead log failed");
-                        return self.fail("fsync failed");
-                    }
-                    self.metrics.observe_fsync(done.fsync, done.entries, done.bytes);
-                    self.on_durable(done.up_to_token);
-                }
+                done = io.wal_done.recv() => match done {
+                    None => log_failure = Some("the log writer stopped".to_owned()),
+                    Some(done) => match done.result {
+                        Err(error) => log_failure = Some(error.to_string()),
+                        Ok(()) => {
+                            self.metrics.observe_fsync(done.fsync, done.entries, done.bytes);
+                            self.on_durable(done.up_to_token);
+                        }
+                    },
+                },
                 command = io.commands.recv() => {
                     let Some(command) = command else { break };
                     self.handle(command);
@@ -317,23 +359,35 @@ impl Engine {
                 }
                 _ = ticker.tick() => self.publish(&io.results),
             }
-            if self.in_flight_jobs.is_empty() {
-                self.submit(&io.wal_jobs).await?;
+            if log_failure.is_none()
+                && self.in_flight_jobs.is_empty()
+                && self.submit(&io.wal_jobs).await.is_err()
+            {
+                log_failure = Some("the log writer stopped".to_owned());
+            }
+            if let Some(why) = log_failure.take() {
+                return self.after_log_failure(&mut io, &why).await;
             }
             self.metrics
                 .set_engine_queue(io.commands.len(), self.waiting.len());
         }
         // Graceful stop: flush what was accepted, answer it, publish the last results.
         while !self.in_flight_jobs.is_empty() || self.has_unlogged() {
-            if self.in_flight_jobs.is_empty() {
-                self.submit(&io.wal_jobs).await?;
+            if self.in_flight_jobs.is_empty() && self.submit(&io.wal_jobs).await.is_err() {
+                return self.fail(&io.results, "the log writer stopped during shutdown");
             }
             match io.wal_done.recv().await {
                 Some(done) if done.result.is_ok() => self.on_durable(done.up_to_token),
-                _ => return self.fail("log failed during shutdown"),
+                _ => return self.fail(&io.results, "the log failed during shutdown"),
             }
         }
-        self.compact_log(&mut io).await?;
+        if self.health.has(Hold::DiskLow) {
+            // A snapshot is as large as the whole log: on a nearly full disk it would only
+            // fill it (and be removed). The next start replays the log instead.
+            tracing::warn!("the data directory is low on space: the log is not compacted");
+        } else {
+            self.compact_log(&mut io).await?;
+        }
         self.publish(&io.results);
         Ok(())
     }
@@ -368,7 +422,7 @@ impl Engine {
             .await
             .is_err()
         {
-            return self.fail("log writer stopped");
+            return self.fail(&io.results, "the log writer stopped before compaction");
         }
         match io.wal_done.recv().await {
             Some(done) if done.result.is_ok() => {
@@ -384,7 +438,7 @@ impl Engine {
                 tracing::error!(result = ?done.result, "log compaction failed; the log is unchanged");
                 Ok(())
             }
-            None => self.fail("log writer stopped"),
+            None => self.fail(&io.results, "the log writer stopped during compaction"),
         }
     }
 
@@ -405,19 +459,6 @@ impl Engine {
     /// A read-only view for start-up checks and tests.
     pub fn replica(&self) -> &Replica {
         &self.replica
-    }
-
-    fn fail(&mut self, why: &str) -> Result<(), EngineError> {
-        self.health.set(Hold::LogFailed, true);
-        tracing::error!(why, "engine stopping: nothing further is acknowledged");
-        for waiter in self.waiting.drain(..) {
-            match waiter.pending {
-                Pending::Vote(reply, _) => drop(reply.send(Err(EngineError::LogFailed))),
-                Pending::Batch(reply, _) => drop(reply.send(Err(EngineError::LogFailed))),
-                Pending::Poll(reply, _) => drop(reply.send(Err(EngineError::LogFailed))),
-            }
-        }
-        Err(EngineError::LogFailed)
     }
 
     fn handle(&mut self, command: Command) {
@@ -482,6 +523,7 @@ impl Engine {
                 vectors,
                 records_max,
                 reply,
+                ..
             } => {
                 let _ = reply.send(Ok(self.pull(&vectors, records_max)));
             }
@@ -580,7 +622,14 @@ impl Engine {
                 Err(error) => applied.refused.push(error.to_string()),
             }
         }
+        // Below the disk reserve the log takes nothing new but what was accepted: records
+        // from peers wait there (their counters still merge, so totals stay current).
+        let disk_low = self.health.has(Hold::DiskLow);
         for batch in batches {
+            if disk_low {
+                applied.records_deferred += batch.len();
+                continue;
+            }
             match self.replica.apply_records(&batch) {
                 Ok(result) => {
                     applied.records_added += result.added;
@@ -678,7 +727,8 @@ impl Engine {
         });
     }
 
-    /// Sends everything accepted since the last job to the log as one job.
+    /// Sends everything accepted since the last job to the log as one job. `Err` when the
+    /// writer has stopped (nothing was sent).
     async fn submit(&mut self, jobs: &mpsc::Sender<WalJob>) -> Result<(), EngineError> {
         let batches = self.replica.take_unlogged();
         if batches.is_empty() && self.unlogged_entries.is_empty() {
@@ -705,7 +755,8 @@ impl Engine {
         entries.extend(batches.into_iter().map(WalEntry::Records));
         self.in_flight_jobs.push_back((token, marks));
         if jobs.send(WalJob::append(token, entries)).await.is_err() {
-            return self.fail("log writer stopped");
+            // The writer has stopped: the caller takes the failure path.
+            return Err(EngineError::LogFailed);
         }
         Ok(())
     }

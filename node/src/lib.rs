@@ -6,7 +6,9 @@
 //!
 //! Start-up: recover the write-ahead log into a replica (or, on an empty disk, draw a new
 //! incarnation and log it first), apply the configured polls, then serve. Shutdown: stop
-//! taking requests, let the engine flush and fsync what it accepted, and return.
+//! taking requests, let the engine flush and fsync what it accepted, and return. A failed log
+//! stops the node the same way once the engine has handed what was durable to readers and
+//! peers, and [`run`] returns its error (the process exits non-zero, to be restarted).
 
 pub mod certs;
 pub mod client;
@@ -16,7 +18,9 @@ pub mod config;
 pub mod connections;
 pub mod dashboard;
 pub mod demo;
+pub mod disk_watch;
 pub mod engine;
+pub mod faulty_storage;
 pub mod health;
 pub mod http;
 pub mod huge_pages;
@@ -107,8 +111,9 @@ pub enum NodeError {
     /// The log could not be recovered.
     #[error(transparent)]
     Recovery(#[from] recovery::RecoveryError),
-    /// The engine stopped because the log failed.
-    #[error(transparent)]
+    /// The engine stopped because the log failed (after handing what was durable to
+    /// readers and peers): restart the node, and recovery replays the log.
+    #[error("{0} (restart it: recovery replays the log)")]
     Engine(#[from] engine::EngineError),
     /// The log writer could not start.
     #[error(transparent)]
@@ -119,6 +124,24 @@ pub enum NodeError {
     /// The peer endpoint could not start.
     #[error("peer endpoint: {0}")]
     PeerEndpoint(std::io::Error),
+}
+
+impl NodeError {
+    /// Whether the node stopped because its storage failed (a write or fsync of its log, at
+    /// start-up or while serving): a supervisor should start it again, and recovery replays
+    /// the log. Anything else (a config error, a log recovery refuses) needs an operator.
+    pub fn is_storage_failure(&self) -> bool {
+        match self {
+            Self::Engine(engine::EngineError::LogFailed) => true,
+            Self::Recovery(recovery::RecoveryError::Wal(error)) => {
+                matches!(
+                    error,
+                    wal::WalError::Io { .. } | wal::WalError::Stopped { .. }
+                )
+            }
+            _ => false,
+        }
+    }
 }
 
 /// What a running node tells its caller once it is serving.
@@ -145,6 +168,8 @@ pub struct Started {
     stopping: watch::Sender<bool>,
     /// Tells the engine to take no more commands (the drain is over).
     close_commands: watch::Sender<bool>,
+    /// Becomes true when the engine has stopped (after a log failure, the node must stop).
+    engine_stopped: watch::Receiver<bool>,
     engine: tokio::task::JoinHandle<Result<(), engine::EngineError>>,
     writer: wal_writer::WriterDone,
     peer_endpoint: Option<quinn::Endpoint>,
@@ -152,7 +177,7 @@ pub struct Started {
 }
 
 /// Recovers the log in `storage` and starts the engine and the log writer (no peer sync).
-pub fn start<S: Storage + 'static>(
+pub fn start<S: Storage + Clone + 'static>(
     config: &Config,
     storage: S,
     clock: Arc<dyn Clock>,
@@ -165,7 +190,8 @@ pub fn start<S: Storage + 'static>(
 /// Recovers the log in `storage`, starts the engine and the log writer, and, given a peer
 /// socket, the QUIC endpoint with one pull session per configured peer. A node with peers
 /// reports ready once it has caught up with every peer (or after `catch_up_timeout_ms`).
-pub fn start_with_peers<S: Storage + 'static>(
+/// A disk watch holds it while its storage is low on space (`disk_reserve_bytes`).
+pub fn start_with_peers<S: Storage + Clone + 'static>(
     config: &Config,
     storage: S,
     clock: Arc<dyn Clock>,
@@ -182,6 +208,7 @@ pub fn start_with_peers<S: Storage + 'static>(
     } else {
         (config.clone(), Vec::new())
     };
+    let watched = storage.clone();
     let mut recovered =
         recovery::recover(&recovery_config, &validated, storage, &*clock, rng_seed)?;
     if config.planted_bug == Some(config::PlantedBug::KeepDuplicates) {
@@ -232,15 +259,32 @@ pub fn start_with_peers<S: Storage + 'static>(
     if syncing {
         engine.watch_clock_steps(clock_watch.clone());
     }
+    if config.planted_bug == Some(config::PlantedBug::AckAfterFailedWrite) {
+        engine.plant_bug_ack_after_failed_write();
+    }
+    if syncing {
+        engine.hand_over_to(config.other_peers().map(|p| p.id.clone()).collect());
+    }
+    // Before the first request: a node that starts on a full disk refuses from the start.
+    let mut disk_watch = disk_watch::DiskWatch::new(
+        watched,
+        config.disk_reserve_bytes,
+        health.clone(),
+        metrics.clone(),
+    );
+    disk_watch.check();
+    let (engine_stopped_tx, engine_stopped) = watch::channel(false);
     let engine = engine.spawn(EngineIo {
         commands: command_rx,
         wal_jobs: job_tx,
         wal_done: done_rx,
         results: results_tx,
         close_commands: close_commands_rx,
+        stopped: engine_stopped_tx,
     });
     let (stopping, stopping_rx) = watch::channel(false);
-    let mut peer_tasks = Vec::new();
+    // Background tasks (the disk watch, then peer sync): `stop` aborts them all.
+    let mut peer_tasks = vec![tokio::spawn(disk_watch.run(stopping_rx.clone()))];
     let peer_endpoint = match peer_socket {
         Some(socket) => {
             let Some(files) = &config.tls else {
@@ -346,6 +390,7 @@ pub fn start_with_peers<S: Storage + 'static>(
         },
         stopping,
         close_commands,
+        engine_stopped,
         engine,
         writer,
         peer_endpoint,
@@ -438,6 +483,7 @@ impl Started {
             handle,
             stopping,
             close_commands,
+            engine_stopped: _,
             engine,
             writer,
             peer_endpoint,
@@ -504,7 +550,7 @@ where
     L: axum::serve::Listener,
     L::Io: Unpin,
     L::Addr: std::fmt::Debug + 'static,
-    S: Storage + 'static,
+    S: Storage + Clone + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     let mut started = start_with_peers(
@@ -532,9 +578,19 @@ where
         Duration::from_millis(config.write_stall_ms),
     );
     let (draining_tx, draining) = tokio::sync::oneshot::channel();
+    let mut engine_stopped = started.engine_stopped.clone();
     let serving = connections::serve(listener, router, header_read_timeout, async move {
-        shutdown.await;
-        tracing::info!("stopping: no new connections; draining in-flight requests");
+        tokio::select! {
+            () = shutdown => {
+                tracing::info!("stopping: no new connections; draining in-flight requests");
+            }
+            _ = engine_stopped.wait_for(|stopped| *stopped) => {
+                tracing::error!(
+                    "stopping: the engine stopped after its log failed; no new connections, \
+                     draining in-flight requests, then exiting with an error"
+                );
+            }
+        }
         health.set(Hold::Stopping, true);
         let _ = stopping.send(true);
         let _ = draining_tx.send(());

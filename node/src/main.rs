@@ -48,6 +48,10 @@ struct RunArgs {
     /// Directory for the write-ahead log [default: ./tally-data].
     #[arg(long, env = "TALLY_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Free bytes the data directory must keep: below them the node refuses new votes (503)
+    /// and turns not-ready until space comes back; 0 turns this off [default: 67108864].
+    #[arg(long, env = "TALLY_DISK_RESERVE_BYTES")]
+    disk_reserve_bytes: Option<u64>,
     /// This node's name; a data directory belongs to one node [default: local].
     #[arg(long, env = "TALLY_NODE_ID")]
     node_id: Option<String>,
@@ -104,6 +108,9 @@ impl RunArgs {
         }
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();
+        }
+        if let Some(reserve) = self.disk_reserve_bytes {
+            config.disk_reserve_bytes = reserve;
         }
         if let Some(node_id) = &self.node_id {
             config.node_id = node_id.clone();
@@ -212,7 +219,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     }
 }
 
-async fn serve<S: Storage + 'static>(config: Config, storage: S) -> Result<(), String> {
+async fn serve<S: Storage + Clone + 'static>(config: Config, storage: S) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

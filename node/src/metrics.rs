@@ -45,6 +45,11 @@ pub struct Metrics {
     /// 1 while a hold keeps the node from serving, per hold (label `hold`: `disk_low`,
     /// `clock_skew`, `log_failed`, `catching_up`, `stopping`).
     pub holds: Family<Labels, Gauge>,
+    /// Free bytes where the log lives, as the disk watch last read them (0 without a watch:
+    /// memory-only).
+    pub disk_free_bytes: Gauge,
+    /// `disk_reserve_bytes`: below it new votes are refused (0 without a watch).
+    pub disk_reserve_bytes: Gauge,
     /// Displayed (net) votes per poll and option, as of the latest results snapshot.
     pub poll_votes: Family<PollLabels, Gauge>,
     /// Distinct vote IDs held per poll, and how many its dedupe index holds before it must
@@ -254,6 +259,18 @@ impl Metrics {
         for hold in crate::health::Hold::ALL {
             let _ = holds.get_or_create(&vec![("hold", hold.as_str())]);
         }
+        let disk_free_bytes = Gauge::default();
+        registry.register(
+            "disk_free_bytes",
+            "Free bytes where the write-ahead log lives, as the disk watch last read them",
+            disk_free_bytes.clone(),
+        );
+        let disk_reserve_bytes = Gauge::default();
+        registry.register(
+            "disk_reserve_bytes",
+            "disk_reserve_bytes: below this many free bytes new votes are refused",
+            disk_reserve_bytes.clone(),
+        );
         let poll_votes = Family::<PollLabels, Gauge>::default();
         registry.register(
             "poll_votes",
@@ -310,6 +327,8 @@ impl Metrics {
             waiting_replies,
             ready,
             holds,
+            disk_free_bytes,
+            disk_reserve_bytes,
             poll_votes,
             poll_vote_ids,
             poll_vote_id_capacity,

@@ -470,6 +470,46 @@ impl<S: Storage> Wal<S> {
         self.segment_number
     }
 
+    /// Where the next append lands: (segment number, byte offset in it, buffered bytes
+    /// included). Taken right after a successful [`Wal::sync`], it is where the durable log
+    /// ends: what [`Wal::roll_back_to`] takes after a failure.
+    pub fn end(&self) -> (u64, u64) {
+        (
+            self.segment_number,
+            self.written_bytes + self.buffer.len() as u64,
+        )
+    }
+
+    /// After a group of appends failed with `cause`: stops the log (every later call
+    /// refuses), then cuts the segment back to `end` (an [`Wal::end`] taken when everything
+    /// before it was durable) and syncs that, so that bytes whose durability is unknown —
+    /// whole frames of a group whose fsync failed, or the part of a group a full disk let
+    /// through — are never replayed by the next start as if they had been acknowledged. This
+    /// is not a retry of the failed sync (PostgreSQL's fsyncgate): nothing is assumed durable
+    /// that was not before; it only makes the file shorter. Does nothing more if the segment
+    /// has changed since `end`.
+    pub fn roll_back_to(&mut self, end: (u64, u64), cause: &WalError) -> Result<(), WalError> {
+        self.stop(cause.clone());
+        let (segment, len) = end;
+        if segment != self.segment_number {
+            return Ok(());
+        }
+        assert!(
+            len <= self.written_bytes + self.buffer.len() as u64,
+            "rolling back to byte {len}, past the log's end"
+        );
+        self.buffer.clear();
+        let name = format::segment_name(segment);
+        self.segment
+            .set_len(len)
+            .map_err(|error| WalError::io("truncate after a failure", &name, error))?;
+        self.segment
+            .sync_data()
+            .map_err(|error| WalError::io("sync after truncating", &name, error))?;
+        self.written_bytes = len;
+        Ok(())
+    }
+
     fn check_running(&self) -> Result<(), WalError> {
         match &self.failure {
             None => Ok(()),

@@ -70,6 +70,7 @@ enum Bug {
     AckBeforeFsync,
     ReuseActor,
     IgnoreClockSkew,
+    AckAfterFailedWrite,
 }
 
 impl From<Bug> for PlantedBug {
@@ -79,6 +80,7 @@ impl From<Bug> for PlantedBug {
             Bug::AckBeforeFsync => PlantedBug::AckBeforeFsync,
             Bug::ReuseActor => PlantedBug::ReuseActorAfterDiskLoss,
             Bug::IgnoreClockSkew => PlantedBug::IgnoreClockSkew,
+            Bug::AckAfterFailedWrite => PlantedBug::AckAfterFailedWrite,
         }
     }
 }
@@ -97,6 +99,8 @@ enum Force {
     LostAnswers,
     SecondProcess,
     ClockSkew,
+    DiskFull,
+    FailedFsync,
 }
 
 impl From<Force> for FaultKind {
@@ -114,6 +118,8 @@ impl From<Force> for FaultKind {
             Force::LostAnswers => FaultKind::LostAnswers,
             Force::SecondProcess => FaultKind::SecondProcess,
             Force::ClockSkew => FaultKind::ClockSkew,
+            Force::DiskFull => FaultKind::DiskFull,
+            Force::FailedFsync => FaultKind::FailedFsync,
         }
     }
 }
@@ -285,11 +291,20 @@ fn print_one(report: &ClusterReport) {
             fault.at_ms,
             fault.for_ms
         );
+        if fault.room_bytes > 0 {
+            println!("    leaving {} bytes of room", fault.room_bytes);
+        }
     }
     println!(
         "single calls {:?}\nbatch calls  {:?}\ncross-region retries {}",
         report.single_calls, report.batch_calls, report.cross_region_retries
     );
+    if report.disk_holds > 0 || report.log_failure_exits > 0 {
+        println!(
+            "disk: {} refusal spell(s) below the reserve, {} exit(s) on a failed log",
+            report.disk_holds, report.log_failure_exits
+        );
+    }
     println!(
         "checks passed: tallies agreed {} ms after healing, records {} ms (again {} ms \
          after the probe); \

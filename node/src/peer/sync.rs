@@ -366,6 +366,7 @@ async fn answer_peer(
         }
         let records_max = context.records_per_round_max;
         let answer = ask(&context.engine, |reply| Command::PeerPull {
+            peer: label.clone(),
             vectors,
             records_max,
             reply,
@@ -580,7 +581,8 @@ async fn pull_round(
     }
     let behind = behind_before.saturating_sub(applied.records_added as u64);
     record_round(context, label, applied.records_added, behind);
-    Ok(records_in_answer >= context.records_per_round_max)
+    // Records deferred for a low disk: asking again at once would only fetch them again.
+    Ok(records_in_answer >= context.records_per_round_max && applied.records_deferred == 0)
 }
 
 async fn read_answer(

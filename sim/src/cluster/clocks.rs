@@ -106,6 +106,14 @@ fn excuses(fault: &Fault, region: usize, at_ms: u64) -> bool {
         | FaultKind::LostAnswers => touches && (start..=end + CLOCK_GRACE_MS).contains(&at_ms),
         // A refused second process never serves; the running node is not touched.
         FaultKind::SecondProcess => false,
+        // A failed log ends the node (after handing its records over) and its supervisor
+        // starts it again: a start, unchecked until its first sync round.
+        FaultKind::DiskFull | FaultKind::FailedFsync => {
+            let hand_over = tally_node::engine::LOG_FAILED_HAND_OVER_MAX.as_millis() as u64;
+            let restarted = end + hand_over + crate::cluster::SUPERVISOR_RESTART_MS;
+            let unchecked = SIM_CATCH_UP_TIMEOUT_MS + CLOCK_GRACE_MS;
+            touches && (start..=restarted + unchecked).contains(&at_ms)
+        }
     }
 }
 
@@ -148,6 +156,7 @@ mod tests {
             b: Vec::new(),
             at_ms,
             for_ms,
+            room_bytes: 0,
         };
         ledger.faults = vec![
             fault(FaultKind::ClockSkew, vec![2], 5_000, 3_000),

@@ -22,13 +22,15 @@ pub mod workload;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use tally_node::config::{Config, PeerEntry, TlsFiles};
+use tally_node::faulty_storage::{DiskFaults, FaultyStorage};
+use tally_node::health::Hold;
 use tally_node::peer::transport::PeerSocket;
 use tally_node::{NodeHandle, NodeIo, WalExecutor};
 
@@ -65,6 +67,11 @@ pub const CRASH_AIM_MS: u64 = 1_000;
 /// How often the chart samples each region's displayed split, in simulated ms.
 pub const CHART_SAMPLE_MS: u64 = 250;
 
+/// How long after a node exits on a failed log its supervisor starts it again, in simulated
+/// ms (systemd's `RestartSec` in `deploy/systemd/tally.service` is 2 s; Kubernetes restarts
+/// a container at once the first time).
+pub const SUPERVISOR_RESTART_MS: u64 = 1_000;
+
 /// What a passing run reports.
 #[derive(Debug, Clone)]
 pub struct ClusterReport {
@@ -93,6 +100,11 @@ pub struct ClusterReport {
     pub chart: Option<chart::Samples>,
     /// Second processes started on a serving node's disk, each refused (`SecondProcess`).
     pub second_processes_refused: usize,
+    /// Times a node stopped on a failed log (a failed fsync, a write into a full disk) and
+    /// was started again by its supervisor.
+    pub log_failure_exits: u64,
+    /// Times a node was seen refusing votes for a low disk (the disk watch's hold).
+    pub disk_holds: u64,
 }
 
 impl ClusterReport {
@@ -156,6 +168,7 @@ pub fn bug_name(bug: tally_node::config::PlantedBug) -> &'static str {
         PlantedBug::AckBeforeFsync => "ack-before-fsync",
         PlantedBug::ReuseActorAfterDiskLoss => "reuse-actor",
         PlantedBug::IgnoreClockSkew => "ignore-clock-skew",
+        PlantedBug::AckAfterFailedWrite => "ack-after-failed-write",
     }
 }
 
@@ -174,6 +187,8 @@ pub fn fault_flag(kind: FaultKind) -> &'static str {
         FaultKind::LostAnswers => "lost-answers",
         FaultKind::SecondProcess => "second-process",
         FaultKind::ClockSkew => "clock-skew",
+        FaultKind::DiskFull => "disk-full",
+        FaultKind::FailedFsync => "failed-fsync",
     }
 }
 
@@ -211,6 +226,14 @@ struct NodeSlot {
     second_processes: Mutex<Vec<Result<String, String>>>,
     /// The host's wall-clock offset from true simulated time, in ms (clock faults step it).
     clock_offset: Arc<AtomicI64>,
+    /// The faults of the node's disk (every disk it has), steered by the driver.
+    disk_faults: Arc<DiskFaults>,
+    /// When the node last exited on a failed log (simulated Unix ms; 0: it did not, or its
+    /// supervisor has started it again): the driver restarts it [`SUPERVISOR_RESTART_MS`]
+    /// later, as a supervisor would.
+    exited_at_ms: AtomicU64,
+    /// Exits on a failed log so far.
+    exits: AtomicU64,
 }
 
 struct NodeSpec {
@@ -248,6 +271,7 @@ fn node_config(spec: &NodeSpec) -> Config {
         tls: Some(TlsFiles::in_dir(&spec.certs, name)),
         catch_up_timeout_ms: clocks::SIM_CATCH_UP_TIMEOUT_MS,
         max_clock_offset_ms: scenario::SIM_MAX_CLOCK_OFFSET_MS,
+        disk_reserve_bytes: scenario::SIM_DISK_RESERVE_BYTES,
         planted_bug: spec.planted_bug,
         ..Config::default()
     };
@@ -260,11 +284,13 @@ fn node_config(spec: &NodeSpec) -> Config {
 
 async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
     let start = slot.starts.fetch_add(1, Ordering::Relaxed);
-    let storage = disk::SimDisk::open(
+    let name = &spec.names[spec.index];
+    let disk = disk::SimDisk::open(
         slot.disk.load(Ordering::Relaxed),
         slot.syncing.clone(),
         slot.disk_lock.clone(),
     )?;
+    let storage = FaultyStorage::new(disk, slot.disk_faults.clone());
     let listener =
         net::SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", http::HTTP_PORT)).await?);
     let socket = turmoil::net::UdpSocket::bind(("0.0.0.0", PEER_PORT)).await?;
@@ -286,14 +312,26 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
         ops_listener: None,
     };
     let published = slot.clone();
-    tally_node::run(config, io, move |handle| {
+    let ran = tally_node::run(config, io, move |handle| {
         *published
             .handle
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(handle);
     })
-    .await?;
-    Ok(())
+    .await;
+    match ran {
+        Ok(()) => Ok(()),
+        // A failed log ends the process (at start-up too, on a full disk): its supervisor
+        // starts it again.
+        Err(error) if error.is_storage_failure() => {
+            *slot.handle.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            slot.exited_at_ms.store(net::now_ms(), Ordering::Relaxed);
+            slot.exits.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(node = %name, %error, "node exited; its supervisor restarts it");
+            Ok(())
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// At `at_ms`, if this host's node is serving, starts a second node on its disk (as an
@@ -486,6 +524,8 @@ pub fn run_cluster_with(
     });
     let mut next_sample = 0;
     let mut next_progress = 0;
+    let mut disk_held = vec![false; slots.len()];
+    let mut disk_holds = 0;
     loop {
         let now = sim.elapsed().as_millis() as u64;
         while let Some((at, action)) = actions.get(next_action) {
@@ -515,6 +555,12 @@ pub fn run_cluster_with(
                 Action::End(i) => end_fault(&mut sim, &names, &faults[*i], &slots),
             }
             next_action += 1;
+        }
+        supervise(&mut sim, &names, &slots, EPOCH_UNIX_MS + now);
+        for (slot, held) in slots.iter().zip(&mut disk_held) {
+            let now_held = slot_has_hold(slot, Hold::DiskLow);
+            disk_holds += u64::from(now_held && !*held);
+            *held = now_held;
         }
         if !healed && now >= heal_ms {
             heal(&mut sim, &names);
@@ -579,7 +625,33 @@ pub fn run_cluster_with(
         healed_at,
         chart: samples,
         second_processes_refused,
+        log_failure_exits: slots.iter().map(|s| s.exits.load(Ordering::Relaxed)).sum(),
+        disk_holds,
     })
+}
+
+/// Whether the node of `slot` is running and held by `hold`.
+fn slot_has_hold(slot: &NodeSlot, hold: Hold) -> bool {
+    slot.handle
+        .lock()
+        .ok()
+        .and_then(|handle| handle.as_ref().map(|h| h.health.has(hold)))
+        .unwrap_or(false)
+}
+
+/// Starts again, [`SUPERVISOR_RESTART_MS`] after it exited, every node that exited on a
+/// failed log (and is not down for a crash meanwhile).
+fn supervise(sim: &mut turmoil::Sim<'_>, names: &[String], slots: &[Arc<NodeSlot>], now_unix: u64) {
+    for (slot, name) in slots.iter().zip(names) {
+        let exited_at = slot.exited_at_ms.load(Ordering::Relaxed);
+        if exited_at != 0
+            && now_unix >= exited_at + SUPERVISOR_RESTART_MS
+            && !sim.is_host_running(name.as_str())
+        {
+            slot.exited_at_ms.store(0, Ordering::Relaxed);
+            sim.bounce(name.as_str());
+        }
+    }
 }
 
 fn pairs<'n>(names: &'n [String], fault: &Fault) -> Vec<(&'n str, &'n str)> {
@@ -600,11 +672,13 @@ fn start_fault(
     shared: &Shared,
     now_unix: u64,
 ) {
+    // A machine that crashes or restarts is no longer waiting for its supervisor.
     let forget = |region: usize| {
         *slots[region]
             .handle
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = None;
+        slots[region].exited_at_ms.store(0, Ordering::Relaxed);
     };
     match fault.kind {
         FaultKind::Partition | FaultKind::LongPartition => {
@@ -671,6 +745,16 @@ fn start_fault(
                 slots[r].clock_offset.fetch_add(step, Ordering::Relaxed);
             }
         }
+        FaultKind::DiskFull => {
+            for &r in &fault.a {
+                slots[r].disk_faults.leave_room(fault.room_bytes);
+            }
+        }
+        FaultKind::FailedFsync => {
+            for &r in &fault.a {
+                slots[r].disk_faults.fail_next_sync();
+            }
+        }
     }
 }
 
@@ -724,6 +808,12 @@ fn end_fault(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault, slots:
                 slots[r].clock_offset.fetch_sub(step, Ordering::Relaxed);
             }
         }
+        FaultKind::DiskFull => {
+            for &r in &fault.a {
+                slots[r].disk_faults.set_capacity(None);
+            }
+        }
+        FaultKind::FailedFsync => {}
     }
 }
 

@@ -34,6 +34,15 @@ pub const FAULT_MS_MAX: u64 = 8_000;
 /// The long partition outlasts the QUIC idle timeout (30 s): the link dies and must redial.
 pub const LONG_PARTITION_MS: u64 = 36_000;
 
+/// Every simulated node's `disk_reserve_bytes`, sized for the simulation's small logs (a few
+/// hundred KB per node at 1% scale): a few seconds of one node's log at that scale.
+pub const SIM_DISK_RESERVE_BYTES: u64 = 32 << 10;
+
+/// A disk-full fault leaves its disk at most this much room: up to four reserves, so some
+/// faults are seen coming by the disk watch (the node refuses votes and stays up), and others
+/// fill the disk within one watch interval and fail a write (the node exits and restarts).
+pub const DISK_FULL_ROOM_BYTES_MAX: u64 = 4 * SIM_DISK_RESERVE_BYTES;
+
 /// Region names, in order (a run uses the first `regions`).
 pub const REGION_NAMES: [&str; 8] = [
     "us-east", "us-west", "eu-west", "eu-north", "ap-south", "ap-east", "sa-east", "af-south",
@@ -119,11 +128,19 @@ pub enum FaultKind {
     /// clock also runs a little off ([`host_clock_offsets`], within a quarter of the bound).
     /// The skewed node must stamp nothing, and the others keep counting.
     ClockSkew,
+    /// A region's disk fills up, leaving it a little room ([`Fault::room_bytes`]): its writes
+    /// fail with `ENOSPC` once that is used, unless its disk watch refuses votes first; space
+    /// comes back when the fault ends.
+    DiskFull,
+    /// A region's next fsync fails (`EIO`) and loses the bytes it was to make durable: the
+    /// node must stop acknowledging, exit, and be restarted by its supervisor.
+    FailedFsync,
 }
 
 impl FaultKind {
-    /// Every kind, in table order.
-    pub const ALL: [FaultKind; 12] = [
+    /// Every kind, in table order (new kinds go last: a seed that does not enable them draws
+    /// the same faults as before they existed).
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::Partition,
         FaultKind::OneWayPartition,
         FaultKind::Hold,
@@ -136,6 +153,8 @@ impl FaultKind {
         FaultKind::LostAnswers,
         FaultKind::SecondProcess,
         FaultKind::ClockSkew,
+        FaultKind::DiskFull,
+        FaultKind::FailedFsync,
     ];
 
     /// The name in tables.
@@ -153,6 +172,8 @@ impl FaultKind {
             FaultKind::LostAnswers => "lost answers, region cut off",
             FaultKind::SecondProcess => "second process on a data dir",
             FaultKind::ClockSkew => "clock step",
+            FaultKind::DiskFull => "disk full",
+            FaultKind::FailedFsync => "failed fsync",
         }
     }
 }
@@ -175,8 +196,10 @@ pub struct Fault {
     pub b: Vec<usize>,
     /// When it starts.
     pub at_ms: u64,
-    /// How long it lasts (0 for an instant restart).
+    /// How long it lasts (0 for an instant restart or a failed fsync).
     pub for_ms: u64,
+    /// For a full disk: the room it leaves, in bytes (0 for other kinds).
+    pub room_bytes: u64,
 }
 
 impl Fault {
@@ -212,6 +235,11 @@ pub fn host_clock_offsets(config: &ClusterConfig, faults: &[Fault]) -> Vec<i64> 
         .collect()
 }
 
+/// How many kinds, from the start of [`FaultKind::ALL`], draw from the seed's one shared
+/// stream: the ten the simulation began with, whose draws old seeds replay. Kinds added since
+/// draw from streams of their own.
+const SHARED_STREAM_KINDS: usize = 10;
+
 /// Samples the faults of `config`'s seed.
 pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
     let mut rng = StdRng::seed_from_u64(config.seed ^ 0x6661_756c_7473);
@@ -222,12 +250,25 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
     let mut crashed_regions: Vec<usize> = (0..regions).collect();
     crashed_regions.shuffle(&mut rng);
     for kind in FaultKind::ALL {
+        // The first kinds share one stream (their draws are what old seeds replay); every
+        // later kind draws from a stream of its own, so enabling or adding one changes no
+        // other kind's faults.
+        let mut own_stream;
+        let rng = match FaultKind::ALL.iter().position(|k| *k == kind) {
+            Some(index) if index >= SHARED_STREAM_KINDS => {
+                own_stream = StdRng::seed_from_u64(
+                    config.seed ^ 0x6661_756c_7473 ^ (index as u64).wrapping_mul(0x9e37_79b9),
+                );
+                &mut own_stream
+            }
+            _ => &mut rng,
+        };
         let enabled = rng.random_bool(0.5) || config.force_faults.contains(&kind);
         if !enabled || regions < 2 {
             continue;
         }
         if kind == FaultKind::ClockSkew {
-            faults.extend(clock_skew(&mut rng, regions, &mut crashed_regions));
+            faults.extend(clock_skew(rng, regions, &mut crashed_regions));
             continue;
         }
         let count = match kind {
@@ -240,7 +281,7 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
             let fault = match kind {
                 FaultKind::Partition => {
                     let mut order: Vec<usize> = (0..regions).collect();
-                    order.shuffle(&mut rng);
+                    order.shuffle(rng);
                     let cut = rng.random_range(1..regions);
                     Fault {
                         kind,
@@ -248,13 +289,14 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
                         b: order[cut..].to_vec(),
                         at_ms,
                         for_ms,
+                        room_bytes: 0,
                     }
                 }
                 FaultKind::OneWayPartition
                 | FaultKind::Hold
                 | FaultKind::PacketLoss
                 | FaultKind::LatencySpike => {
-                    let (x, y) = two_regions(&mut rng, regions);
+                    let (x, y) = two_regions(rng, regions);
                     Fault {
                         kind,
                         a: vec![x],
@@ -265,6 +307,7 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
                         } else {
                             for_ms
                         },
+                        room_bytes: 0,
                     }
                 }
                 FaultKind::SecondProcess => Fault {
@@ -273,6 +316,7 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
                     b: Vec::new(),
                     at_ms,
                     for_ms: 0,
+                    room_bytes: 0,
                 },
                 FaultKind::LostAnswers => Fault {
                     kind,
@@ -280,6 +324,7 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
                     b: Vec::new(),
                     at_ms,
                     for_ms: rng.random_range(1_500..=4_000),
+                    room_bytes: 0,
                 },
                 FaultKind::LongPartition => {
                     let x = rng.random_range(0..regions);
@@ -289,6 +334,7 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
                         b: (0..regions).filter(|&r| r != x).collect(),
                         at_ms,
                         for_ms: LONG_PARTITION_MS,
+                        room_bytes: 0,
                     }
                 }
                 FaultKind::ClockSkew => continue,
@@ -311,8 +357,25 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
                         } else {
                             for_ms
                         },
+                        room_bytes: 0,
                     }
                 }
+                FaultKind::DiskFull => Fault {
+                    kind,
+                    a: vec![rng.random_range(0..regions)],
+                    b: Vec::new(),
+                    at_ms,
+                    for_ms,
+                    room_bytes: rng.random_range(0..=DISK_FULL_ROOM_BYTES_MAX),
+                },
+                FaultKind::FailedFsync => Fault {
+                    kind,
+                    a: vec![rng.random_range(0..regions)],
+                    b: Vec::new(),
+                    at_ms,
+                    for_ms: 0,
+                    room_bytes: 0,
+                },
             };
             faults.push(fault);
         }
@@ -338,6 +401,7 @@ fn clock_skew(rng: &mut StdRng, regions: usize, crash_pool: &mut Vec<usize>) -> 
         b: Vec::new(),
         at_ms,
         for_ms: rng.random_range(2_000..=FAULT_MS_MAX),
+        room_bytes: 0,
     })
 }
 
