@@ -333,23 +333,7 @@ impl Engine {
     /// grow-only record set already is the state; replaying 10M votes takes ~2.6 s, see
     /// BENCHMARKS.md.) The writer answers it after everything queued before it.
     async fn compact_log(&mut self, io: &mut EngineIo) -> Result<(), EngineError> {
-        let mut entries = vec![WalEntry::Identity(self.replica.actor().clone())];
-        let everything = tally_core::VersionVector::default();
-        for spec in self.replica.poll_specs() {
-            entries.push(WalEntry::Poll(spec.clone()));
-            // The next start sizes the index before refilling it, as it was here.
-            let capacity = self.replica.state(spec.id()).map(|s| s.vote_id_capacity());
-            if let Some(capacity) = capacity.filter(|&c| c > 0) {
-                entries.push(WalEntry::Reserve {
-                    poll: spec.id().clone(),
-                    vote_ids: capacity as u64,
-                });
-            }
-            let batches = self
-                .replica
-                .missing_records(spec.id(), &everything, usize::MAX);
-            entries.extend(batches.into_iter().map(WalEntry::Records));
-        }
+        let entries = crate::recovery::state_entries(&self.replica);
         let token = self.next_token;
         self.next_token += 1;
         if io

@@ -181,7 +181,7 @@ pub fn start_with_peers<S: Storage + 'static>(
     tracing::info!(
         %actor,
         report = %recovered.report,
-        new_incarnation = recovered.new_incarnation,
+        new_incarnation = recovered.new_incarnation.map(|why| why.as_str()),
         "recovered"
     );
     let board = PeerBoard::default();
