@@ -15,7 +15,7 @@ use tally_core::limits::COUNTER_ENTRIES_PER_MESSAGE_MAX;
 use tally_core::wire::{ActorCounters, CounterState};
 use tally_core::{
     AcceptError, LocalVote, OptionIndex, PollError, PollId, PollSpec, PollWindow, RecordBatch,
-    Replica, ReservedIndex, Second, Seq, VersionVector, VoteId,
+    Replica, ReplicaError, ReservedIndex, Second, Seq, VersionVector, VoteId,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -26,18 +26,26 @@ use crate::peer::sync::PeerBoard;
 use crate::results::ResultsSnapshot;
 use crate::wal::{WalDone, WalEntry, WalJob};
 
+mod incarnation;
+
+pub use incarnation::OWN_RECORDS_FROM_PEER;
+
 /// Commands drained per wake-up before the engine looks at the log again.
 pub const COMMANDS_PER_WAKE_MAX: usize = 4_096;
 
 /// What the engine answers for one accepted vote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VoteAck {
-    /// New: durable as this node's record `seq`, stamped `second`.
+    /// New: durable as record `seq` of this node's incarnation `incarnation`, stamped
+    /// `second`.
     Counted {
         /// The record's seq.
         seq: Seq,
         /// Its poll-relative second.
         second: Second,
+        /// The incarnation whose record it is (a node may move to a new one while a vote
+        /// waits for the log: the answer names the actor that holds the record).
+        incarnation: u64,
     },
     /// Seen before; the earlier vote is durable.
     Duplicate,
@@ -175,10 +183,11 @@ pub struct PeerApplied {
     pub refused: Vec<String>,
 }
 
-/// A reply held until the log job `token` is durable.
+/// A reply held until the log job `token` is durable (votes keep their poll: a move to a new
+/// incarnation renumbers their records, poll by poll).
 enum Pending {
-    Vote(Reply<VoteAck>, VoteAck),
-    Batch(Reply<Vec<BatchVoteAck>>, Vec<BatchVoteAck>),
+    Vote(Reply<VoteAck>, VoteAck, PollId),
+    Batch(Reply<Vec<BatchVoteAck>>, Vec<BatchVoteAck>, PollId),
     Poll(Reply<bool>, bool),
 }
 
@@ -201,6 +210,9 @@ pub struct EngineIo {
     /// queued, refuses new ones, flushes and stops, even if some sender (a connection kept
     /// past the drain deadline) is still alive. The queue closing stops it too.
     pub close_commands: watch::Receiver<bool>,
+    /// Where the node's current actor is published (peer hellos name it); the engine
+    /// changes it when it moves to a new incarnation.
+    pub actor: watch::Sender<tally_core::ActorId>,
 }
 
 /// The task that owns the replica.
@@ -224,6 +236,10 @@ pub struct Engine {
     health: Arc<Health>,
     /// A planted bug (simulation tests only): answer before the log is durable.
     ack_before_fsync: bool,
+    /// Draws the incarnation of a move to a new actor (seeded by the caller).
+    incarnation_rng: rand::rngs::StdRng,
+    /// Set by a move to a new incarnation until the actor is published.
+    actor_changed: bool,
 }
 
 impl Engine {
@@ -235,7 +251,9 @@ impl Engine {
         results_tick: Duration,
         peers: PeerBoard,
         health: Arc<Health>,
+        incarnation_seed: u64,
     ) -> Self {
+        use rand::SeedableRng;
         Self {
             replica,
             clock,
@@ -250,6 +268,8 @@ impl Engine {
             durable_token: 0,
             polls_changed: false,
             ack_before_fsync: false,
+            incarnation_rng: rand::rngs::StdRng::seed_from_u64(incarnation_seed),
+            actor_changed: false,
         }
     }
 
@@ -306,6 +326,9 @@ impl Engine {
                     }
                 }
                 _ = ticker.tick() => self.publish(&io.results),
+            }
+            if std::mem::take(&mut self.actor_changed) {
+                io.actor.send_replace(self.replica.actor().clone());
             }
             if self.in_flight_jobs.is_empty() {
                 self.submit(&io.wal_jobs).await?;
@@ -386,8 +409,8 @@ impl Engine {
         tracing::error!(why, "engine stopping: nothing further is acknowledged");
         for waiter in self.waiting.drain(..) {
             match waiter.pending {
-                Pending::Vote(reply, _) => drop(reply.send(Err(EngineError::LogFailed))),
-                Pending::Batch(reply, _) => drop(reply.send(Err(EngineError::LogFailed))),
+                Pending::Vote(reply, ..) => drop(reply.send(Err(EngineError::LogFailed))),
+                Pending::Batch(reply, ..) => drop(reply.send(Err(EngineError::LogFailed))),
                 Pending::Poll(reply, _) => drop(reply.send(Err(EngineError::LogFailed))),
             }
         }
@@ -410,12 +433,15 @@ impl Engine {
                 Ok(LocalVote::Duplicate { wait_for: None }) => {
                     let _ = reply.send(Ok(VoteAck::Duplicate));
                 }
-                Ok(vote) => self.wait(Pending::Vote(reply, ack(vote))),
+                Ok(vote) => {
+                    let ack = ack(vote, self.replica.actor().incarnation);
+                    self.wait(Pending::Vote(reply, ack, poll));
+                }
                 Err(error) => {
                     let _ = reply.send(Err(error.into()));
                 }
             },
-            Command::Batch { poll, votes, reply } => self.handle_batch(&poll, votes, reply),
+            Command::Batch { poll, votes, reply } => self.handle_batch(poll, votes, reply),
             Command::UpsertPoll {
                 spec,
                 expected_votes,
@@ -551,7 +577,14 @@ impl Engine {
             }
         }
         for batch in batches {
-            match self.replica.apply_records(&batch) {
+            let mut result = self.replica.apply_records(&batch);
+            if let Err(ReplicaError::ForeignOwnRecords { seq, .. }) = &result {
+                // This node's log lacks records of its own actor that a peer holds: it must
+                // never issue those seqs again. A new incarnation takes them as another's.
+                self.begin_incarnation_behind_peers(&batch, *seq);
+                result = self.replica.apply_records(&batch);
+            }
+            match result {
                 Ok(result) => {
                     applied.records_added += result.added;
                     // Log what joined the state, including batches held back for a gap: the
@@ -574,7 +607,7 @@ impl Engine {
 
     fn handle_batch(
         &mut self,
-        poll: &PollId,
+        poll: PollId,
         votes: Vec<(OptionIndex, VoteId)>,
         reply: Reply<Vec<BatchVoteAck>>,
     ) {
@@ -582,7 +615,7 @@ impl Engine {
         let mut answers = Vec::with_capacity(votes.len());
         if let Err(error) = self
             .replica
-            .accept_local_batch(poll, &votes, now, &mut answers)
+            .accept_local_batch(&poll, &votes, now, &mut answers)
         {
             // Poll-level refusals (unknown, not open, closed): nothing was counted.
             let _ = reply.send(Err(error.into()));
@@ -590,11 +623,12 @@ impl Engine {
         }
         let mut acks = Vec::with_capacity(votes.len());
         let mut must_wait = false;
+        let incarnation = self.replica.actor().incarnation;
         for answer in answers {
             match answer {
                 Ok(vote) => {
                     must_wait |= !matches!(vote, LocalVote::Duplicate { wait_for: None });
-                    acks.push(BatchVoteAck::Ack(ack(vote)));
+                    acks.push(BatchVoteAck::Ack(ack(vote, incarnation)));
                 }
                 Err(AcceptError::Overloaded) => acks.push(BatchVoteAck::Overloaded),
                 Err(error) => {
@@ -607,7 +641,7 @@ impl Engine {
             }
         }
         if must_wait {
-            self.wait(Pending::Batch(reply, acks));
+            self.wait(Pending::Batch(reply, acks, poll));
         } else {
             let _ = reply.send(Ok(acks));
         }
@@ -712,8 +746,8 @@ impl Engine {
 /// Sends a held reply (its log job is durable).
 fn answer(pending: Pending) {
     match pending {
-        Pending::Vote(reply, ack) => drop(reply.send(Ok(ack))),
-        Pending::Batch(reply, acks) => drop(reply.send(Ok(acks))),
+        Pending::Vote(reply, ack, _) => drop(reply.send(Ok(ack))),
+        Pending::Batch(reply, acks, _) => drop(reply.send(Ok(acks))),
         Pending::Poll(reply, changed) => drop(reply.send(Ok(changed))),
     }
 }
@@ -762,9 +796,13 @@ fn counters_for_lagging(
     messages
 }
 
-fn ack(vote: LocalVote) -> VoteAck {
+fn ack(vote: LocalVote, incarnation: u64) -> VoteAck {
     match vote {
-        LocalVote::Counted { seq, second } => VoteAck::Counted { seq, second },
+        LocalVote::Counted { seq, second } => VoteAck::Counted {
+            seq,
+            second,
+            incarnation,
+        },
         LocalVote::Duplicate { .. } => VoteAck::Duplicate,
     }
 }

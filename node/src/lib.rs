@@ -177,7 +177,12 @@ pub fn start_with_peers<S: Storage + 'static>(
         recovered.replica.plant_bug_keep_duplicates();
     }
     let metrics = Arc::new(Metrics::new());
+    metrics.observe_recovery(
+        &recovered.report,
+        recovered.new_incarnation.map(|why| why.as_str()),
+    );
     let actor = recovered.replica.actor().clone();
+    let (actor_tx, actor_rx) = watch::channel(actor.clone());
     tracing::info!(
         %actor,
         report = %recovered.report,
@@ -200,6 +205,7 @@ pub fn start_with_peers<S: Storage + 'static>(
         Duration::from_millis(config.results_tick_ms),
         board.clone(),
         health.clone(),
+        rng_seed ^ INCARNATION_RNG_SALT,
     );
     if config.planted_bug == Some(config::PlantedBug::AckBeforeFsync) {
         engine.plant_bug_ack_before_fsync();
@@ -210,6 +216,7 @@ pub fn start_with_peers<S: Storage + 'static>(
         wal_done: done_rx,
         results: results_tx,
         close_commands: close_commands_rx,
+        actor: actor_tx,
     });
     let (stopping, stopping_rx) = watch::channel(false);
     let mut peer_tasks = Vec::new();
@@ -239,6 +246,7 @@ pub fn start_with_peers<S: Storage + 'static>(
                     protocol_version: tally_core::wire::PROTOCOL_VERSION,
                     actor: actor.clone(),
                 },
+                actor: actor_rx,
                 tick: Duration::from_millis(config.sync_tick_ms),
                 records_per_round_max: config.sync_records_per_round_max,
                 board: board.clone(),
@@ -290,7 +298,7 @@ pub fn start_with_peers<S: Storage + 'static>(
         results: results_rx.clone(),
         metrics: metrics.clone(),
         vote_id_key: Arc::new(validated.vote_id_key),
-        actor: actor.to_string(),
+        node: validated.node_id.clone(),
         admin_token: Arc::from(config.admin_token.as_str()),
         clock,
         sse_tick_ms: config.sse_tick_ms,
@@ -323,6 +331,9 @@ pub const PEER_GOODBYE_WAIT: Duration = Duration::from_secs(1);
 
 /// Separates the peer endpoint's random stream from the node's own.
 const PEER_RNG_SALT: u64 = 0x7065_6572_5f72_6e67;
+
+/// Separates the engine's incarnation draws from the node's other random streams.
+const INCARNATION_RNG_SALT: u64 = 0x696e_6361_726e_6174;
 
 /// Marks the node ready once every peer has answered a round with nothing this node lacked,
 /// or after `timeout` (a peer may be down for good; the node must still serve).

@@ -32,14 +32,23 @@ fn actor(incarnation: u64) -> ActorId {
 fn records(actor: &ActorId, first: u64, count: u64, salt: u128) -> WalEntry {
     let mut batch = RecordBatch::new(poll(), actor.clone(), first);
     for seq in first..first + count {
-        batch.push(VoteId(salt << 64 | u128::from(seq)), OptionIndex((seq % 2) as u8), 1);
+        batch.push(
+            VoteId(salt << 64 | u128::from(seq)),
+            OptionIndex((seq % 2) as u8),
+            1,
+        );
     }
     WalEntry::Records(batch)
 }
 
 fn spec() -> WalEntry {
     let config = Config::default();
-    WalEntry::Poll(config.poll_specs(tally_core::UnixMillis(0)).unwrap().remove(0))
+    WalEntry::Poll(
+        config
+            .poll_specs(tally_core::UnixMillis(0))
+            .unwrap()
+            .remove(0),
+    )
 }
 
 /// Writes `entries` one append each and returns each one's frame offset.
@@ -99,12 +108,19 @@ fn with_peers() -> Config {
             id: "other".into(),
             address: SocketAddr::from(([127, 0, 0, 1], 9001)).into(),
         }],
-        tls: Some(TlsFiles::in_dir(std::path::Path::new("/nonexistent"), "local")),
+        tls: Some(TlsFiles::in_dir(
+            std::path::Path::new("/nonexistent"),
+            "local",
+        )),
         ..Config::default()
     }
 }
 
-fn start(config: &Config, storage: &MemoryStorage, seed: u64) -> Result<Recovered<MemoryStorage>, RecoveryError> {
+fn start(
+    config: &Config,
+    storage: &MemoryStorage,
+    seed: u64,
+) -> Result<Recovered<MemoryStorage>, RecoveryError> {
     let validated = config.validate().unwrap();
     let clock: &dyn Clock = &SystemClock;
     recover(config, &validated, storage.clone(), clock, seed)
@@ -130,9 +146,18 @@ fn a_damaged_log_alone_refuses_to_start_naming_the_missing_seqs_and_changes_noth
     let before = files(&storage);
     let error = start(&alone(), &storage, 1).err().unwrap();
     let message = error.to_string();
-    assert!(matches!(error, RecoveryError::DamagedAlone { .. }), "{message}");
-    assert!(message.contains("seqs 101..=200 (100 records)"), "{message}");
-    assert!(message.contains(&format!("{SEGMENT} bytes {}", offsets[3])), "{message}");
+    assert!(
+        matches!(error, RecoveryError::DamagedAlone { .. }),
+        "{message}"
+    );
+    assert!(
+        message.contains("seqs 101..=200 (100 records)"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("{SEGMENT} bytes {}", offsets[3])),
+        "{message}"
+    );
     assert!(message.contains("--accept-log-damage"), "{message}");
     assert_eq!(files(&storage), before, "nothing changed on disk");
 }
@@ -155,20 +180,33 @@ fn an_accepted_damaged_log_keeps_every_readable_vote_as_a_new_incarnation() {
     assert_eq!(recovered.new_incarnation, Some(NewIncarnation::Damage));
     assert_eq!(recovered.report.retired, Some(actor(5)));
     assert_ne!(recovered.replica.actor(), &actor(5));
-    assert_eq!(recovered.report.adopted, 100, "seqs 201..=300 recorded again");
+    assert_eq!(
+        recovered.report.adopted, 100,
+        "seqs 201..=300 recorded again"
+    );
     assert_eq!(recovered.report.missing.len(), 1);
     assert_eq!(recovered.report.missing[0].ranges, vec![(101, 200)]);
     assert_eq!(votes(&recovered), 200);
     let state = recovered.replica.state(&poll()).unwrap();
-    assert_eq!(state.held(&actor(5)), 100, "the old actor's seqs stop at the gap");
+    assert_eq!(
+        state.held(&actor(5)),
+        100,
+        "the old actor's seqs stop at the gap"
+    );
     assert_eq!(state.held(recovered.replica.actor()), 100);
     let new_actor = recovered.replica.actor().clone();
     drop(recovered);
     let names = storage.list().unwrap();
     let copy = format!("{SEGMENT}.damaged-1");
     assert!(names.contains(&copy), "{names:?}");
-    assert_eq!(storage.with_file_bytes(&copy, |b| b.clone()).unwrap(), damaged);
-    assert!(!names.contains(&SEGMENT.to_owned()), "retired by a snapshot: {names:?}");
+    assert_eq!(
+        storage.with_file_bytes(&copy, |b| b.clone()).unwrap(),
+        damaged
+    );
+    assert!(
+        !names.contains(&SEGMENT.to_owned()),
+        "retired by a snapshot: {names:?}"
+    );
 
     let restarted = start(&alone(), &storage, 2).unwrap();
     assert_eq!(restarted.new_incarnation, None, "{}", restarted.report);
@@ -196,8 +234,15 @@ fn a_damaged_log_with_peers_starts_as_a_new_incarnation_without_the_flag() {
             _ => unreachable!(),
         })
         .unwrap();
-    assert_eq!(applied.added, 200, "the gap and the records held back after it");
-    assert_eq!(votes(&recovered), 300, "each vote once, the winner rule keeps one record");
+    assert_eq!(
+        applied.added, 200,
+        "the gap and the records held back after it"
+    );
+    assert_eq!(
+        votes(&recovered),
+        300,
+        "each vote once, the winner rule keeps one record"
+    );
 }
 
 #[test]
@@ -216,7 +261,11 @@ fn a_torn_tail_is_cut_and_the_node_continues_as_a_new_incarnation() {
     let new_actor = recovered.replica.actor().clone();
     assert_ne!(new_actor, actor(5));
     drop(recovered);
-    assert_eq!(storage.list().unwrap(), vec![SEGMENT.to_owned()], "no copy, no snapshot");
+    assert_eq!(
+        storage.list().unwrap(),
+        vec![SEGMENT.to_owned()],
+        "no copy, no snapshot"
+    );
     let restarted = start(&alone(), &storage, 2).unwrap();
     assert_eq!(restarted.new_incarnation, None);
     assert_eq!(restarted.replica.actor(), &new_actor);
@@ -256,7 +305,10 @@ fn records_a_switch_voided_are_left_out_of_replay() {
     assert_eq!(state.held(&old), 20);
     assert_eq!(state.held(&new), 5);
     assert!(!state.contains(VoteId(99 << 64 | 11)), "a void record");
-    assert!(state.contains(VoteId(1 << 64 | 11)), "the peer's record at that seq");
+    assert!(
+        state.contains(VoteId(1 << 64 | 11)),
+        "the peer's record at that seq"
+    );
     assert_eq!(votes(&recovered), 25);
 }
 
