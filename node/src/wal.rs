@@ -27,6 +27,8 @@
 mod format;
 #[doc(hidden)]
 pub mod fuzzing;
+#[doc(hidden)]
+pub mod inspect;
 mod recovery;
 mod writer;
 

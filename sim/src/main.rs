@@ -69,6 +69,7 @@ enum Bug {
     KeepDuplicates,
     AckBeforeFsync,
     ReuseActor,
+    TruncateDamage,
 }
 
 impl From<Bug> for PlantedBug {
@@ -77,6 +78,7 @@ impl From<Bug> for PlantedBug {
             Bug::KeepDuplicates => PlantedBug::KeepDuplicates,
             Bug::AckBeforeFsync => PlantedBug::AckBeforeFsync,
             Bug::ReuseActor => PlantedBug::ReuseActorAfterDiskLoss,
+            Bug::TruncateDamage => PlantedBug::TruncateDamagedLog,
         }
     }
 }
@@ -93,6 +95,7 @@ enum Force {
     Restart,
     LongPartition,
     LostAnswers,
+    Corruption,
 }
 
 impl From<Force> for FaultKind {
@@ -108,6 +111,7 @@ impl From<Force> for FaultKind {
             Force::Restart => FaultKind::Restart,
             Force::LongPartition => FaultKind::LongPartition,
             Force::LostAnswers => FaultKind::LostAnswers,
+            Force::Corruption => FaultKind::DiskCorruption,
         }
     }
 }
@@ -287,7 +291,8 @@ fn print_one(report: &ClusterReport) {
     println!(
         "checks passed: tallies agreed {} ms after healing, records {} ms (again {} ms \
          after the probe); \
-         {} invoked, {} acknowledged, {} held before the probe, {} lost with a lost disk; \
+         {} invoked, {} acknowledged, {} held before the probe, {} lost with a lost disk, \
+         {} with a log frame destroyed by disk damage; {} receipts name distinct seqs; \
          {} reads within bounds; final totals {:?}",
         c.converge_ms,
         c.records_ms,
@@ -296,6 +301,8 @@ fn print_one(report: &ClusterReport) {
         c.acknowledged,
         c.held,
         c.lost_with_disk,
+        c.lost_with_damage,
+        c.receipts,
         c.reads,
         c.totals
     );
@@ -337,16 +344,19 @@ fn print_table(reports: &[ClusterReport]) {
         "no phantom votes",
         "fast path == exact (total == IDs held)",
         "exactly once after the probe, per option",
+        "no seq issued twice (counted receipts)",
         "reads during the chaos within bounds",
     ] {
         println!("{check:<44} {seeds:>8}");
     }
     println!();
     println!(
-        "votes invoked {}, acknowledged {}, lost with a lost disk (allowed, `local` acks) {}",
+        "votes invoked {}, acknowledged {}, lost with a lost disk (allowed, `local` acks) {}, \
+         lost with a log frame destroyed by disk damage (allowed: no copy left) {}",
         sum(|r| r.checked.invoked),
         sum(|r| r.checked.acknowledged),
-        sum(|r| r.checked.lost_with_disk)
+        sum(|r| r.checked.lost_with_disk),
+        sum(|r| r.checked.lost_with_damage)
     );
     println!(
         "calls with no answer (unknown) {}, cross-region retries {}, reads checked {}",

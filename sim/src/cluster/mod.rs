@@ -61,6 +61,9 @@ pub const LOSS_REPAIR_RATE: f64 = 0.3;
 /// Jepsen's are; crashes are likeliest under load anyway).
 pub const CRASH_AIM_MS: u64 = 1_000;
 
+/// Separates the draws of disk damage from the run's other random streams.
+const CORRUPTION_SALT: u64 = 0x726f_745f_6469_736b;
+
 /// How often the chart samples each region's displayed split, in simulated ms.
 pub const CHART_SAMPLE_MS: u64 = 250;
 
@@ -152,6 +155,7 @@ pub fn bug_name(bug: tally_node::config::PlantedBug) -> &'static str {
         PlantedBug::KeepDuplicates => "keep-duplicates",
         PlantedBug::AckBeforeFsync => "ack-before-fsync",
         PlantedBug::ReuseActorAfterDiskLoss => "reuse-actor",
+        PlantedBug::TruncateDamagedLog => "truncate-damage",
     }
 }
 
@@ -168,6 +172,7 @@ pub fn fault_flag(kind: FaultKind) -> &'static str {
         FaultKind::Restart => "restart",
         FaultKind::LongPartition => "long-partition",
         FaultKind::LostAnswers => "lost-answers",
+        FaultKind::DiskCorruption => "corruption",
     }
 }
 
@@ -198,6 +203,8 @@ struct NodeSlot {
     handle: Mutex<Option<NodeHandle>>,
     /// Raised while the node's disk waits out an fsync.
     syncing: Arc<AtomicBool>,
+    /// Damage to do to the disk before the next start (a seed for [`disk::corrupt`]).
+    corruption: Mutex<Option<u64>>,
 }
 
 struct NodeSpec {
@@ -209,11 +216,23 @@ struct NodeSpec {
     /// expects a big poll does (`expected_votes`).
     votes: u64,
     planted_bug: Option<tally_node::config::PlantedBug>,
+    /// The history, where disk damage is noted.
+    shared: Shared,
 }
 
 async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
     let start = slot.starts.fetch_add(1, Ordering::Relaxed);
     let storage = disk::SimDisk::open(slot.disk.load(Ordering::Relaxed), slot.syncing.clone())?;
+    let corruption = slot
+        .corruption
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    if let Some(seed) = corruption {
+        if let Some(damage) = disk::corrupt(&storage, seed)? {
+            lock(&spec.shared).corrupted(spec.index, &damage);
+        }
+    }
     let listener =
         net::SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", http::HTTP_PORT)).await?);
     let socket = turmoil::net::UdpSocket::bind(("0.0.0.0", PEER_PORT)).await?;
@@ -356,6 +375,7 @@ pub fn run_cluster_with(
             seed: config.seed,
             votes: config.votes,
             planted_bug: config.planted_bug,
+            shared: shared.clone(),
         });
         let slot = slot.clone();
         sim.host(names[index].as_str(), move || {
@@ -409,7 +429,10 @@ pub fn run_cluster_with(
             let now_unix = EPOCH_UNIX_MS + now;
             if let Action::Start(i) = action {
                 let fault = &faults[*i];
-                let crash = matches!(fault.kind, FaultKind::Crash | FaultKind::DiskLoss);
+                let crash = matches!(
+                    fault.kind,
+                    FaultKind::Crash | FaultKind::DiskLoss | FaultKind::DiskCorruption
+                );
                 let aimed = {
                     let ledger = lock(&shared);
                     fault.a.iter().all(|&r| {
@@ -424,7 +447,18 @@ pub fn run_cluster_with(
             }
             match action {
                 Action::Start(i) => {
-                    start_fault(&mut sim, &names, &faults[*i], &slots, &shared, now_unix)
+                    let damage_seed = config.seed ^ CORRUPTION_SALT ^ ((*i as u64) << 40);
+                    let fault = &faults[*i];
+                    start_fault(&mut sim, &names, fault, &slots, &shared, now_unix);
+                    if fault.kind == FaultKind::DiskCorruption {
+                        for &r in &fault.a {
+                            *slots[r]
+                                .corruption
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner) =
+                                Some(damage_seed ^ r as u64);
+                        }
+                    }
                 }
                 Action::End(i) => end_fault(&mut sim, &names, &faults[*i]),
             }
@@ -534,7 +568,7 @@ fn start_fault(
                 sim.set_link_latency(a, b, Duration::from_millis(SPIKE_LATENCY_MS));
             }
         }
-        FaultKind::Crash => {
+        FaultKind::Crash | FaultKind::DiskCorruption => {
             for &r in &fault.a {
                 forget(r);
                 sim.crash(names[r].as_str());
@@ -596,7 +630,7 @@ fn end_fault(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault) {
                 normal_latency(sim, a, b);
             }
         }
-        FaultKind::Crash | FaultKind::DiskLoss => {
+        FaultKind::Crash | FaultKind::DiskLoss | FaultKind::DiskCorruption => {
             for &r in &fault.a {
                 sim.bounce(names[r].as_str());
             }

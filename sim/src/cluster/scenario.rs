@@ -110,11 +110,16 @@ pub enum FaultKind {
     /// votes whose clients never hear back, so they retry at other regions, which count them
     /// again; the winner rule must retract the loser once the region returns.
     LostAnswers,
+    /// A node's machine crashes and, while it is down, its disk rots: one byte of a synced
+    /// log file flips, or a 512-byte sector of it reads back as zeros. It comes back on the
+    /// damaged disk.
+    DiskCorruption,
 }
 
 impl FaultKind {
-    /// Every kind, in table order.
-    pub const ALL: [FaultKind; 10] = [
+    /// Every kind, in table order. A new kind goes last, so seeds that do not enable it
+    /// sample the same faults as before.
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Partition,
         FaultKind::OneWayPartition,
         FaultKind::Hold,
@@ -125,6 +130,7 @@ impl FaultKind {
         FaultKind::Restart,
         FaultKind::LongPartition,
         FaultKind::LostAnswers,
+        FaultKind::DiskCorruption,
     ];
 
     /// The name in tables.
@@ -140,6 +146,7 @@ impl FaultKind {
             FaultKind::Restart => "restart mid-burst",
             FaultKind::LongPartition => "partition > idle timeout",
             FaultKind::LostAnswers => "lost answers, region cut off",
+            FaultKind::DiskCorruption => "crash + disk corruption",
         }
     }
 }
@@ -188,7 +195,7 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
             continue;
         }
         let count = match kind {
-            FaultKind::LongPartition | FaultKind::DiskLoss => 1,
+            FaultKind::LongPartition | FaultKind::DiskLoss | FaultKind::DiskCorruption => 1,
             _ => rng.random_range(1..=3),
         };
         for _ in 0..count {
@@ -241,7 +248,10 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
                         for_ms: LONG_PARTITION_MS,
                     }
                 }
-                FaultKind::Crash | FaultKind::DiskLoss | FaultKind::Restart => {
+                FaultKind::Crash
+                | FaultKind::DiskLoss
+                | FaultKind::Restart
+                | FaultKind::DiskCorruption => {
                     // Each crash-like fault takes a region of its own, so no region is
                     // crashed twice at once; at most every region but one is ever down.
                     let Some(region) = crashed_regions.pop() else {

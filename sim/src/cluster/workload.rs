@@ -321,12 +321,15 @@ fn record_single_outcome(shared: &Shared, outcome: Outcome, vote: usize, target:
         Outcome::Answered(200, body) => {
             ledger.single_calls.ok += 1;
             ledger.answered(target, now);
-            let receipt = receipt_actor(&body).map(|actor| ledger.actor_index(&actor));
+            let receipt = receipt(&body).map(|(actor, seq)| (ledger.actor_index(&actor), seq));
+            if let Some((actor, seq)) = receipt {
+                ledger.receipts.push((actor, seq, vote as u32));
+            }
             let entry = &mut ledger.votes[vote];
             entry.sent_mask |= bit;
             entry.acked_mask |= bit;
             entry.last_ack_ms = now;
-            if let Some(actor) = receipt {
+            if let Some((actor, _)) = receipt {
                 entry.set_receipt(actor, now);
             }
             ledger.trace(&[11, vote as u64, target as u64, now]);
@@ -357,12 +360,14 @@ fn record_single_outcome(shared: &Shared, outcome: Outcome, vote: usize, target:
     }
 }
 
-fn receipt_actor(body: &[u8]) -> Option<String> {
+/// A `counted` answer's receipt: its actor and seq.
+fn receipt(body: &[u8]) -> Option<(String, u64)> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     if value["status"] != "counted" {
         return None;
     }
-    value["receipt"]["actor"].as_str().map(str::to_owned)
+    let actor = value["receipt"]["actor"].as_str()?.to_owned();
+    Some((actor, value["receipt"]["seq"].as_u64()?))
 }
 
 /// One region's results as a client reads them.
