@@ -288,6 +288,12 @@ fn print_one(report: &ClusterReport) {
         "single calls {:?}\nbatch calls  {:?}\ncross-region retries {}",
         report.single_calls, report.batch_calls, report.cross_region_retries
     );
+    for (region, file, bytes) in &report.corruptions {
+        println!(
+            "disk damage: region #{region}, {file} bytes {}..{}",
+            bytes.start, bytes.end
+        );
+    }
     println!(
         "checks passed: tallies agreed {} ms after healing, records {} ms (again {} ms \
          after the probe); \

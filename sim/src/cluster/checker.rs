@@ -458,3 +458,27 @@ fn check_reads(ledger: &Ledger) -> Result<(), Violation> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seq_receipted_for_two_vote_ids_is_a_violation() {
+        // Goal: the "no seq issued twice" check fails exactly when two different votes got a
+        // `counted` receipt naming one (actor, seq). Method: a ledger of three votes and their
+        // receipts; the same receipt twice for one vote is fine.
+        let mut ledger = Ledger::new((0u8..3).map(|i| VoteEntry::new([i; 16], 0)).collect());
+        let actor = ledger.actor_index("us-east#0000000000000001");
+        let other = ledger.actor_index("us-east#0000000000000002");
+        ledger.receipts = vec![(actor, 1, 0), (actor, 2, 1), (other, 1, 2), (actor, 1, 0)];
+        assert_eq!(check_receipts(&ledger), Ok(3));
+        ledger.receipts.push((actor, 2, 2));
+        let violation = check_receipts(&ledger).unwrap_err();
+        assert!(violation.starts_with("no seq issued twice"), "{violation}");
+        assert!(
+            violation.contains("us-east#0000000000000001 seq 2"),
+            "{violation}"
+        );
+    }
+}

@@ -84,6 +84,8 @@ pub struct ClusterReport {
     pub batch_calls: CallCounts,
     /// Single votes retried at another region.
     pub cross_region_retries: u64,
+    /// Disk damage done: (region, file, damaged bytes).
+    pub corruptions: Vec<(usize, String, std::ops::Range<u64>)>,
     /// Simulated time the run took.
     pub simulated: Duration,
     /// Wall-clock time it took.
@@ -511,6 +513,7 @@ pub fn run_cluster_with(
         single_calls: ledger.single_calls,
         batch_calls: ledger.batch_calls,
         cross_region_retries: ledger.cross_region_retries,
+        corruptions: ledger.corruptions.clone(),
         simulated,
         wall: wall.elapsed(),
         healed_at,
