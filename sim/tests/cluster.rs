@@ -52,6 +52,7 @@ fn a_fixed_range_of_seeds_passes_every_check() {
             FaultKind::DiskLoss,
             FaultKind::LongPartition,
             FaultKind::LostAnswers,
+            FaultKind::DiskCorruption,
         ] {
             assert!(kinds.contains(&kind), "no seed exercised {kind}: {kinds:?}");
         }
