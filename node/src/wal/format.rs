@@ -392,7 +392,7 @@ fn read_footer<'r>(reader: &'r mut FileReader<'_>, offset: u64) -> std::io::Resu
 pub(super) fn find_frame(reader: &mut FileReader<'_>, from: u64) -> std::io::Result<Option<u64>> {
     let len = reader.len();
     let mut at = from;
-    while at + WAL_FRAME_HEADER_BYTES as u64 + 1 <= len {
+    while at + (WAL_FRAME_HEADER_BYTES as u64) < len {
         if let Some(header) = reader.bytes(at, WAL_FRAME_HEADER_BYTES)? {
             let (length, stored) = (u32_at(header, 0), u32_at(header, 4));
             let payload_at = at + WAL_FRAME_HEADER_BYTES as u64;
@@ -479,6 +479,58 @@ mod tests {
         ] {
             assert_eq!(parse_name(other), None, "{other:?}");
         }
+    }
+
+    /// Goal: `WAL_ENTRY_TAGS` bounds every entry's variant tag, which recovery's search for
+    /// a valid frame after damage relies on. Method: encode one entry of each variant (the
+    /// match breaks the build when a variant is added) and read its payload's first byte.
+    #[test]
+    fn every_entry_variant_tag_is_below_wal_entry_tags() {
+        use tally_core::{ActorId, NodeId, PollId, RecordBatch};
+        let actor = ActorId {
+            node: NodeId::new("n").expect("valid name"),
+            incarnation: 1,
+        };
+        let poll = PollId::new("p").expect("valid name");
+        let entries = [
+            WalEntry::Records(RecordBatch::new(poll.clone(), actor.clone(), 1)),
+            WalEntry::Poll(
+                tally_core::PollSpec::new(
+                    poll.clone(),
+                    ["a", "b"]
+                        .map(|n| tally_core::OptionName::new(n).expect("valid name"))
+                        .to_vec(),
+                    tally_core::PollWindow::default(),
+                )
+                .expect("valid poll"),
+            ),
+            WalEntry::Identity(actor.clone()),
+            WalEntry::Reserve {
+                poll: poll.clone(),
+                vote_ids: 1,
+            },
+            WalEntry::Incarnation {
+                actor: actor.clone(),
+                retired: actor,
+                durable_through: vec![(poll, 1)],
+            },
+        ];
+        for (index, entry) in entries.iter().enumerate() {
+            let expected = match entry {
+                WalEntry::Records(_) => 0,
+                WalEntry::Poll(_) => 1,
+                WalEntry::Identity(_) => 2,
+                WalEntry::Reserve { .. } => 3,
+                WalEntry::Incarnation { .. } => 4,
+            };
+            assert_eq!(expected, index);
+            let mut buffer = Vec::new();
+            encode_frame(&mut buffer, entry).expect("encodes");
+            let tag = buffer[WAL_FRAME_HEADER_BYTES];
+            assert_eq!(usize::from(tag), index);
+            assert!(tag < super::super::WAL_ENTRY_TAGS);
+        }
+        assert_eq!(usize::from(super::super::WAL_ENTRY_TAGS), entries.len());
     }
 
     /// Goal: a frame header written for an entry passes the pre-write assertion. Method:
