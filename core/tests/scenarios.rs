@@ -45,6 +45,15 @@ fn commit(replica: &mut Replica) -> Vec<RecordBatch> {
     batches
 }
 
+/// Accepts votes `ids` for green at second 1 and makes them durable.
+fn durable_green_votes(node: &mut Replica, ids: std::ops::Range<u128>) -> Vec<RecordBatch> {
+    for id in ids {
+        node.accept_local(&poll(), OptionIndex(0), VoteId(id), at_second(1))
+            .unwrap();
+    }
+    commit(node)
+}
+
 /// Full two-way exchange between replicas, as peer sync does.
 fn exchange(a: &mut Replica, b: &mut Replica) {
     for _ in 0..2 {
@@ -335,11 +344,7 @@ fn counts_of_an_incarnation_lost_with_its_disk_fall_back_to_its_surviving_record
     // tally, which a later retry of a lost vote then raises by one, not two.
     let mut east = replica("us-east");
     let mut west = replica("us-west");
-    for id in 0..3 {
-        east.accept_local(&poll(), OptionIndex(0), VoteId(id), at_second(1))
-            .unwrap();
-    }
-    let logged = commit(&mut east);
+    let logged = durable_green_votes(&mut east, 0..3);
     // West got one record and the full counter state; then east's disk is lost.
     let mut first = RecordBatch::new(poll(), east.actor().clone(), 1);
     let record = logged[0].iter().next().unwrap();
@@ -389,11 +394,7 @@ fn a_node_behind_its_peers_moves_to_a_new_incarnation_and_takes_its_old_records(
     // both replicas agree on 5 votes.
     let mut east = replica("us-east");
     let mut west = replica("us-west");
-    for id in 0..3 {
-        east.accept_local(&poll(), OptionIndex(0), VoteId(id), at_second(1))
-            .unwrap();
-    }
-    let logged = commit(&mut east);
+    let logged = durable_green_votes(&mut east, 0..3);
     exchange(&mut east, &mut west);
     let old_actor = east.actor().clone();
 

@@ -145,6 +145,23 @@ impl Pair {
         Self { a, b, _dir: dir }
     }
 
+    /// The scenario both peered tests share: votes to A (replicated to B), SIGKILL A,
+    /// `damage` its log segment, restart A, more votes to A, both converged to every vote.
+    /// Returns the pair and A's actor before the damage.
+    fn damage_a_and_restart(damage: fn(&Path)) -> (Self, String) {
+        let mut pair = Self::start();
+        vote(pair.a.spec.http, "first", 0..VOTES_BEFORE);
+        pair.converge_to(VOTES_BEFORE as i64);
+        let (old_actor, _) = actors(pair.a.spec.http);
+        pair.a.kill();
+        damage(&segment_of(&pair.a));
+        pair.a = pair.a.spec.spawn();
+        pair.a.wait_ready(Instant::now() + WAIT);
+        vote(pair.a.spec.http, "second", 0..VOTES_AFTER);
+        pair.converge_to((VOTES_BEFORE + VOTES_AFTER) as i64);
+        (pair, old_actor)
+    }
+
     /// Waits until both nodes show `expected` votes and hold the same records of every
     /// actor. (Results refresh every results tick: a node may answer a vote before its
     /// results show it, so the wait is for the expected total, not for any agreement.)
@@ -269,16 +286,7 @@ fn two_peered_nodes_converge_after_a_flipped_byte_and_no_seq_of_the_old_actor_is
     // of its first life, and A never logs records of its own actor coming from elsewhere.
     // Method: 4,000 votes to A (replicated to B), SIGKILL A, flip the middle byte of its log,
     // restart it, 1,000 more votes to A, wait for convergence.
-    let mut pair = Pair::start();
-    vote(pair.a.spec.http, "first", 0..VOTES_BEFORE);
-    pair.converge_to(VOTES_BEFORE as i64);
-    let (old_actor, _) = actors(pair.a.spec.http);
-    pair.a.kill();
-    flip_middle_byte(&segment_of(&pair.a));
-    pair.a = pair.a.spec.spawn();
-    pair.a.wait_ready(Instant::now() + WAIT);
-    vote(pair.a.spec.http, "second", 0..VOTES_AFTER);
-    pair.converge_to((VOTES_BEFORE + VOTES_AFTER) as i64);
+    let (pair, old_actor) = Pair::damage_a_and_restart(flip_middle_byte);
     let (new_actor, records) = actors(pair.a.spec.http);
     assert_ne!(new_actor, old_actor);
     assert!(new_actor.starts_with("a#"), "{new_actor}");
@@ -306,16 +314,7 @@ fn a_node_whose_log_lost_its_end_meets_its_own_records_and_moves_to_a_new_incarn
     // the node it lost records; the node then never issues those seqs again, says so once,
     // and converges with votes it takes meanwhile. Method: 4,000 votes to A (replicated),
     // SIGKILL A, cut its log at the entry nearest the middle, restart, send 1,000 votes.
-    let mut pair = Pair::start();
-    vote(pair.a.spec.http, "first", 0..VOTES_BEFORE);
-    pair.converge_to(VOTES_BEFORE as i64);
-    let (old_actor, _) = actors(pair.a.spec.http);
-    pair.a.kill();
-    cut_at_middle_frame(&segment_of(&pair.a));
-    pair.a = pair.a.spec.spawn();
-    pair.a.wait_ready(Instant::now() + WAIT);
-    vote(pair.a.spec.http, "second", 0..VOTES_AFTER);
-    pair.converge_to((VOTES_BEFORE + VOTES_AFTER) as i64);
+    let (pair, old_actor) = Pair::damage_a_and_restart(cut_at_middle_frame);
     let (new_actor, _) = actors(pair.a.spec.http);
     assert_ne!(new_actor, old_actor, "moved to a new incarnation");
     // Let a few more sync rounds pass: the event must still be logged only once.
