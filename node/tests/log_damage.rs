@@ -349,3 +349,58 @@ fn the_empty_storage_starts_a_new_incarnation_and_a_clean_restart_keeps_it() {
     let file = storage.open(SEGMENT).unwrap();
     assert!(file.len().unwrap() > WAL_FILE_HEADER_BYTES as u64);
 }
+
+#[test]
+fn a_zeroed_sector_starts_a_new_incarnation_that_keeps_every_vote_outside_it() {
+    // Goal: a 512-byte sector read back as zeros (a disk's usual loss) in the middle batch is
+    // damage like a flipped byte: the batches before and after it count, under a new actor.
+    let storage = MemoryStorage::new();
+    let offsets = three_batches(&storage);
+    let sector = (offsets[3] + 600) / 512 * 512;
+    storage
+        .with_file_bytes(SEGMENT, |bytes| {
+            bytes[sector as usize..sector as usize + 512].fill(0)
+        })
+        .unwrap();
+    let recovered = start(&with_peers(), &storage, 1).unwrap();
+    assert_eq!(recovered.new_incarnation, Some(NewIncarnation::Damage));
+    assert_eq!(votes(&recovered), 200, "{}", recovered.report);
+    assert_eq!(recovered.report.missing[0].ranges, vec![(101, 200)]);
+}
+
+#[test]
+fn a_missing_segment_starts_a_new_incarnation_with_the_votes_of_the_others() {
+    // Goal: a segment missing from the sequence is damage: the snapshot before it and the
+    // segment after it count, the lost seqs are named, and the node starts as a new actor.
+    // Method: snapshot 2 (seqs 1..=100) + segment 2 (101..=200), snapshot 3 + segment 3
+    // (201..=300); then snapshot 3 and segment 2 are gone, snapshot 2 is back.
+    let storage = MemoryStorage::new();
+    let old = actor(5);
+    let first = [
+        WalEntry::Identity(old.clone()),
+        spec(),
+        records(&old, 1, 100, 1),
+    ];
+    let (mut wal, _) = Wal::open(storage.clone(), |_| {}).unwrap();
+    wal.append(&first).unwrap();
+    wal.write_snapshot(first.clone()).unwrap();
+    let snapshot_2 = "snapshot-00000000000000000002.snap";
+    let kept = storage.with_file_bytes(snapshot_2, |b| b.clone()).unwrap();
+    wal.append(&[records(&old, 101, 100, 1)]).unwrap();
+    let mut all = first.to_vec();
+    all.push(records(&old, 101, 100, 1));
+    wal.write_snapshot(all).unwrap();
+    wal.append(&[records(&old, 201, 100, 1)]).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    storage
+        .remove("snapshot-00000000000000000003.snap")
+        .unwrap();
+    let mut file = storage.create(snapshot_2).unwrap();
+    file.write_all_at(&kept, 0).unwrap();
+    let recovered = start(&with_peers(), &storage, 1).unwrap();
+    assert_eq!(recovered.new_incarnation, Some(NewIncarnation::Damage));
+    assert_eq!(recovered.report.wal.missing_segments, vec![(2, 2)]);
+    assert_eq!(recovered.report.missing[0].ranges, vec![(101, 200)]);
+    assert_eq!(votes(&recovered), 200, "{}", recovered.report);
+}

@@ -627,6 +627,35 @@ fn a_damaged_snapshot_newer_than_a_valid_one_is_damage<S: Storage + Clone>(disk:
     assert_eq!(tail.len(), 5 + 29, "snapshot 3 less its damaged entry");
 }
 
+/// Goal: without a valid snapshot, segments older than a damaged one (left by a clean-up
+/// that failed) are replayed too, not ignored. Method: log A in segment 1, snapshot it (2),
+/// log B in segment 2, put segment 1 back, damage snapshot 2's header.
+fn a_damaged_snapshot_with_older_segments_left_replays_them_too<S: Storage + Clone>(disk: Disk<S>) {
+    let (first, second) = (history(12, 30), history(6, 31));
+    write_log(&disk.storage, &first);
+    let old = read_file(&disk.storage, &segment(1));
+    let (mut wal, _) = Wal::open(disk.storage.clone(), |_| {}).expect("opens");
+    wal.write_snapshot(first.clone()).expect("snapshot");
+    wal.append(&second).expect("append");
+    wal.sync().expect("sync");
+    drop(wal);
+    write_file(&disk.storage, &segment(1), &old);
+    flip_byte(&disk.storage, &snapshot(2), 2);
+    let (seen, report) = replay(&disk.storage).expect("recovers");
+    assert_eq!(&seen[..first.len()], &first[..], "segment 1 first");
+    assert_eq!(
+        &seen[seen.len() - second.len()..],
+        &second[..],
+        "segment 2 last"
+    );
+    assert_eq!(report.segments, vec![1, 2]);
+    assert!(report.missing_segments.is_empty());
+    assert!(
+        report.damage.iter().any(|d| d.file == snapshot(2)),
+        "{report}"
+    );
+}
+
 /// Goal: an entry over the size limit is refused whole and the log stays usable.
 /// Method: append a good entry and an oversized batch in one call, then a good one.
 fn an_oversized_entry_is_refused_and_nothing_is_appended<S: Storage + Clone>(disk: Disk<S>) {
@@ -908,6 +937,7 @@ suite!(
     snapshot_and_later_segment_recover_the_full_history,
     a_damaged_snapshot_replays_its_valid_entries,
     a_damaged_snapshot_newer_than_a_valid_one_is_damage,
+    a_damaged_snapshot_with_older_segments_left_replays_them_too,
     an_oversized_entry_is_refused_and_nothing_is_appended,
     a_log_of_another_format_version_is_refused_untouched,
     the_writer_thread_acknowledges_and_returns_the_log,

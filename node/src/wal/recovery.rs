@@ -328,9 +328,16 @@ pub(super) fn recover<S: Storage>(
     let found = inventory(storage)?;
     let mut report = RecoveryReport::default();
     let (base, corrupt_snapshots) = choose_snapshot(storage, &found.snapshots)?;
-    let first = base
-        .or_else(|| corrupt_snapshots.iter().map(|c| c.segment).min())
-        .unwrap_or(1);
+    // Where the log starts: the valid snapshot; without one, the lowest damaged snapshot or
+    // segment (older segments may outlive a snapshot whose clean-up failed: replay them too);
+    // with nothing at all, segment 1 (so a missing first segment shows).
+    let lowest_corrupt = corrupt_snapshots.iter().map(|c| c.segment).min();
+    let lowest_segment = found.segments.keys().next().copied();
+    let first = match (base, lowest_corrupt, lowest_segment) {
+        (Some(base), _, _) => base,
+        (None, None, _) => 1,
+        (None, Some(corrupt), segment) => segment.map_or(corrupt, |s| s.min(corrupt)),
+    };
     // Each file to replay, with what a snapshot's check found wrong with it.
     let mut order: Vec<(u64, FileKind, &String, Option<&Corruption>)> = Vec::new();
     if let Some(base) = base {
