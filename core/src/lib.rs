@@ -38,6 +38,6 @@ pub use poll::{PollSpec, PollSpecError, PollStatus, PollWindow};
 pub use poll_state::{Applied, ApplyError, PollState};
 pub use record_batch::{BatchError, BatchRecord, RecordBatch, SecondRun};
 pub use record_store::ReservedIndex;
-pub use replica::{AcceptError, LocalVote, PollError, Replica, ReplicaError};
+pub use replica::{AcceptError, LocalVote, MovedRecords, PollError, Replica, ReplicaError};
 pub use version_vector::VersionVector;
 pub use vote_id::{VoteId, VoteIdError, VoteIdKey};

@@ -253,6 +253,11 @@ pub struct Config {
     /// Hex Ed25519 public key (32 bytes) of the app's backend: as `vote_token_hmac_key`, but
     /// nodes hold only the public half. At most one of the two may be set.
     pub vote_token_ed25519_public_key: String,
+    /// Start even if the write-ahead log is damaged and the node has no peers to get the
+    /// lost records from, accepting that loss (off: such a node refuses to start and names
+    /// what is missing). The damaged files are kept aside either way. Meant for one start
+    /// after an operator has decided; a node with peers never needs it.
+    pub accept_log_damage: bool,
     /// **Simulation tests only**: a deliberately broken guarantee, so `tally-sim`'s tests can
     /// prove the checker catches it. Never read from a file or a flag.
     #[serde(skip)]
@@ -271,7 +276,9 @@ pub enum PlantedBug {
     /// Votes are answered before the log holding them is fsynced.
     AckBeforeFsync,
     /// A node that starts on an empty disk reuses a fixed incarnation instead of drawing a
-    /// new one, so after losing its disk it reuses its old actor's sequence numbers.
+    /// new one, so after losing its disk it reuses its old actor's sequence numbers; and it
+    /// refuses its own actor's records from peers instead of moving to a new incarnation (the
+    /// rescue issue 29 added would otherwise hide the reuse from the checker).
     ReuseActorAfterDiskLoss,
     /// The clock watch never holds (as if the node had no peers): a node whose clock steps
     /// keeps stamping votes and proposing windows at it.
@@ -279,6 +286,10 @@ pub enum PlantedBug {
     /// When a log write or fsync fails, the votes of the failed job are answered `counted`
     /// anyway, though the log does not hold them.
     AckAfterFailedWrite,
+    /// Recovery treats damage in the last log segment as a torn tail, as it did before
+    /// issue 29: it cuts the log at the first bad frame (deleting every valid entry after
+    /// it) and continues under the same actor, so it issues the lost seqs again.
+    TruncateDamagedLog,
 }
 
 impl Default for Config {
@@ -323,6 +334,7 @@ impl Default for Config {
             rate_limit_per_voter_burst: 5,
             vote_token_hmac_key: String::new(),
             vote_token_ed25519_public_key: String::new(),
+            accept_log_damage: false,
             planted_bug: None,
         }
     }

@@ -15,7 +15,7 @@ use tally_core::limits::COUNTER_ENTRIES_PER_MESSAGE_MAX;
 use tally_core::wire::{ActorCounters, CounterState};
 use tally_core::{
     AcceptError, LocalVote, OptionIndex, PollError, PollId, PollSpec, PollWindow, RecordBatch,
-    Replica, ReservedIndex, Second, Seq, VersionVector, VoteId,
+    Replica, ReplicaError, ReservedIndex, Second, Seq, VersionVector, VoteId,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -30,18 +30,26 @@ use crate::peer::sync::PeerBoard;
 use crate::results::ResultsSnapshot;
 use crate::wal::{WalDone, WalEntry, WalJob};
 
+mod incarnation;
+
+pub use incarnation::OWN_RECORDS_FROM_PEER;
+
 /// Commands drained per wake-up before the engine looks at the log again.
 pub const COMMANDS_PER_WAKE_MAX: usize = 4_096;
 
 /// What the engine answers for one accepted vote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VoteAck {
-    /// New: durable as this node's record `seq`, stamped `second`.
+    /// New: durable as record `seq` of this node's incarnation `incarnation`, stamped
+    /// `second`.
     Counted {
         /// The record's seq.
         seq: Seq,
         /// Its poll-relative second.
         second: Second,
+        /// The incarnation whose record it is (a node may move to a new one while a vote
+        /// waits for the log: the answer names the actor that holds the record).
+        incarnation: u64,
     },
     /// Seen before; the earlier vote is durable.
     Duplicate,
@@ -184,10 +192,11 @@ pub struct PeerApplied {
     pub records_deferred: usize,
 }
 
-/// A reply held until the log job `token` is durable.
+/// A reply held until the log job `token` is durable (votes keep their poll: a move to a new
+/// incarnation renumbers their records, poll by poll).
 enum Pending {
-    Vote(Reply<VoteAck>, VoteAck),
-    Batch(Reply<Vec<BatchVoteAck>>, Vec<BatchVoteAck>),
+    Vote(Reply<VoteAck>, VoteAck, PollId),
+    Batch(Reply<Vec<BatchVoteAck>>, Vec<BatchVoteAck>, PollId),
     Poll(Reply<bool>, bool),
 }
 
@@ -213,6 +222,9 @@ pub struct EngineIo {
     /// Set to true when the engine has stopped, however it stopped: after a log failure the
     /// node must stop serving too.
     pub stopped: watch::Sender<bool>,
+    /// Where the node's current actor is published (peer hellos name it); the engine
+    /// changes it when it moves to a new incarnation.
+    pub actor: watch::Sender<tally_core::ActorId>,
 }
 
 /// The task that owns the replica.
@@ -240,9 +252,16 @@ pub struct Engine {
     clock_watch: Option<Arc<crate::clock_watch::ClockWatch>>,
     /// A planted bug (simulation tests only): answer a failed log job's votes `counted`.
     ack_after_failed_write: bool,
+    /// Part of a planted bug (simulation tests only): records of this node's own actor from a
+    /// peer are refused, as before issue 29, instead of starting a new incarnation.
+    keep_actor_behind_peers: bool,
     /// The peers a node whose log failed waits for (up to [`LOG_FAILED_HAND_OVER_MAX`]) to
     /// fetch its acknowledged records before it stops.
     hand_over_peers: Vec<String>,
+    /// Draws the incarnation of a move to a new actor (seeded by the caller).
+    incarnation_rng: rand::rngs::StdRng,
+    /// Set by a move to a new incarnation until the actor is published.
+    actor_changed: bool,
 }
 
 impl Engine {
@@ -254,7 +273,9 @@ impl Engine {
         results_tick: Duration,
         peers: PeerBoard,
         health: Arc<Health>,
+        incarnation_seed: u64,
     ) -> Self {
+        use rand::SeedableRng;
         Self {
             replica,
             clock,
@@ -271,7 +292,10 @@ impl Engine {
             ack_before_fsync: false,
             clock_watch: None,
             ack_after_failed_write: false,
+            keep_actor_behind_peers: false,
             hand_over_peers: Vec::new(),
+            incarnation_rng: rand::rngs::StdRng::seed_from_u64(incarnation_seed),
+            actor_changed: false,
         }
     }
 
@@ -295,6 +319,15 @@ impl Engine {
     #[doc(hidden)]
     pub fn plant_bug_ack_after_failed_write(&mut self) {
         self.ack_after_failed_write = true;
+    }
+
+    /// **Part of a planted bug, for the simulation's checker tests only**
+    /// ([`crate::config::PlantedBug::ReuseActorAfterDiskLoss`]): a node that meets records of
+    /// its own actor at a peer refuses them and goes on issuing that actor's seqs, as nodes
+    /// did before issue 29, so the reused actor is not rescued and the checker must see it.
+    #[doc(hidden)]
+    pub fn plant_bug_keep_actor_behind_peers(&mut self) {
+        self.keep_actor_behind_peers = true;
     }
 
     /// **A planted bug, for the simulation's checker tests only**: answers votes as soon as
@@ -359,6 +392,9 @@ impl Engine {
                 }
                 _ = ticker.tick() => self.publish(&io.results),
             }
+            if std::mem::take(&mut self.actor_changed) {
+                io.actor.send_replace(self.replica.actor().clone());
+            }
             if log_failure.is_none()
                 && self.in_flight_jobs.is_empty()
                 && self.submit(&io.wal_jobs).await.is_err()
@@ -397,23 +433,7 @@ impl Engine {
     /// grow-only record set already is the state; replaying 10M votes takes ~2.6 s, see
     /// BENCHMARKS.md.) The writer answers it after everything queued before it.
     async fn compact_log(&mut self, io: &mut EngineIo) -> Result<(), EngineError> {
-        let mut entries = vec![WalEntry::Identity(self.replica.actor().clone())];
-        let everything = tally_core::VersionVector::default();
-        for spec in self.replica.poll_specs() {
-            entries.push(WalEntry::Poll(spec.clone()));
-            // The next start sizes the index before refilling it, as it was here.
-            let capacity = self.replica.state(spec.id()).map(|s| s.vote_id_capacity());
-            if let Some(capacity) = capacity.filter(|&c| c > 0) {
-                entries.push(WalEntry::Reserve {
-                    poll: spec.id().clone(),
-                    vote_ids: capacity as u64,
-                });
-            }
-            let batches = self
-                .replica
-                .missing_records(spec.id(), &everything, usize::MAX);
-            entries.extend(batches.into_iter().map(WalEntry::Records));
-        }
+        let entries = crate::recovery::state_entries(&self.replica);
         let token = self.next_token;
         self.next_token += 1;
         if io
@@ -481,12 +501,15 @@ impl Engine {
                 Ok(LocalVote::Duplicate { wait_for: None }) => {
                     let _ = reply.send(Ok(VoteAck::Duplicate));
                 }
-                Ok(vote) => self.wait(Pending::Vote(reply, ack(vote))),
+                Ok(vote) => {
+                    let ack = ack(vote, self.replica.actor().incarnation);
+                    self.wait(Pending::Vote(reply, ack, poll));
+                }
                 Err(error) => {
                     let _ = reply.send(Err(error.into()));
                 }
             },
-            Command::Batch { poll, votes, reply } => self.handle_batch(&poll, votes, reply),
+            Command::Batch { poll, votes, reply } => self.handle_batch(poll, votes, reply),
             Command::UpsertPoll {
                 spec,
                 expected_votes,
@@ -630,7 +653,15 @@ impl Engine {
                 applied.records_deferred += batch.len();
                 continue;
             }
-            match self.replica.apply_records(&batch) {
+            let mut result = self.replica.apply_records(&batch);
+            let rescue = !self.keep_actor_behind_peers;
+            if let (Err(ReplicaError::ForeignOwnRecords { seq, .. }), true) = (&result, rescue) {
+                // This node's log lacks records of its own actor that a peer holds: it must
+                // never issue those seqs again. A new incarnation takes them as another's.
+                self.begin_incarnation_behind_peers(&batch, *seq);
+                result = self.replica.apply_records(&batch);
+            }
+            match result {
                 Ok(result) => {
                     applied.records_added += result.added;
                     // Log what joined the state, including batches held back for a gap: the
@@ -653,7 +684,7 @@ impl Engine {
 
     fn handle_batch(
         &mut self,
-        poll: &PollId,
+        poll: PollId,
         votes: Vec<(OptionIndex, VoteId)>,
         reply: Reply<Vec<BatchVoteAck>>,
     ) {
@@ -661,7 +692,7 @@ impl Engine {
         let mut answers = Vec::with_capacity(votes.len());
         if let Err(error) = self
             .replica
-            .accept_local_batch(poll, &votes, now, &mut answers)
+            .accept_local_batch(&poll, &votes, now, &mut answers)
         {
             // Poll-level refusals (unknown, not open, closed): nothing was counted.
             let _ = reply.send(Err(error.into()));
@@ -669,11 +700,12 @@ impl Engine {
         }
         let mut acks = Vec::with_capacity(votes.len());
         let mut must_wait = false;
+        let incarnation = self.replica.actor().incarnation;
         for answer in answers {
             match answer {
                 Ok(vote) => {
                     must_wait |= !matches!(vote, LocalVote::Duplicate { wait_for: None });
-                    acks.push(BatchVoteAck::Ack(ack(vote)));
+                    acks.push(BatchVoteAck::Ack(ack(vote, incarnation)));
                 }
                 Err(AcceptError::Overloaded) => acks.push(BatchVoteAck::Overloaded),
                 Err(error) => {
@@ -686,7 +718,7 @@ impl Engine {
             }
         }
         if must_wait {
-            self.wait(Pending::Batch(reply, acks));
+            self.wait(Pending::Batch(reply, acks, poll));
         } else {
             let _ = reply.send(Ok(acks));
         }
@@ -793,8 +825,8 @@ impl Engine {
 /// Sends a held reply (its log job is durable).
 fn answer(pending: Pending) {
     match pending {
-        Pending::Vote(reply, ack) => drop(reply.send(Ok(ack))),
-        Pending::Batch(reply, acks) => drop(reply.send(Ok(acks))),
+        Pending::Vote(reply, ack, _) => drop(reply.send(Ok(ack))),
+        Pending::Batch(reply, acks, _) => drop(reply.send(Ok(acks))),
         Pending::Poll(reply, changed) => drop(reply.send(Ok(changed))),
     }
 }
@@ -843,9 +875,13 @@ fn counters_for_lagging(
     messages
 }
 
-fn ack(vote: LocalVote) -> VoteAck {
+fn ack(vote: LocalVote, incarnation: u64) -> VoteAck {
     match vote {
-        LocalVote::Counted { seq, second } => VoteAck::Counted { seq, second },
+        LocalVote::Counted { seq, second } => VoteAck::Counted {
+            seq,
+            second,
+            incarnation,
+        },
         LocalVote::Duplicate { .. } => VoteAck::Duplicate,
     }
 }

@@ -215,11 +215,16 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
         recovered.replica.plant_bug_keep_duplicates();
     }
     let metrics = Arc::new(Metrics::new());
+    metrics.observe_recovery(
+        &recovered.report,
+        recovered.new_incarnation.map(|why| why.as_str()),
+    );
     let actor = recovered.replica.actor().clone();
+    let (actor_tx, actor_rx) = watch::channel(actor.clone());
     tracing::info!(
         %actor,
         report = %recovered.report,
-        new_incarnation = recovered.new_incarnation,
+        new_incarnation = recovered.new_incarnation.map(|why| why.as_str()),
         "recovered"
     );
     let board = PeerBoard::default();
@@ -252,12 +257,16 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
         Duration::from_millis(config.results_tick_ms),
         board.clone(),
         health.clone(),
+        rng_seed ^ INCARNATION_RNG_SALT,
     );
     if config.planted_bug == Some(config::PlantedBug::AckBeforeFsync) {
         engine.plant_bug_ack_before_fsync();
     }
     if syncing {
         engine.watch_clock_steps(clock_watch.clone());
+    }
+    if config.planted_bug == Some(config::PlantedBug::ReuseActorAfterDiskLoss) {
+        engine.plant_bug_keep_actor_behind_peers();
     }
     if config.planted_bug == Some(config::PlantedBug::AckAfterFailedWrite) {
         engine.plant_bug_ack_after_failed_write();
@@ -281,6 +290,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
         results: results_tx,
         close_commands: close_commands_rx,
         stopped: engine_stopped_tx,
+        actor: actor_tx,
     });
     let (stopping, stopping_rx) = watch::channel(false);
     // Background tasks (the disk watch, then peer sync): `stop` aborts them all.
@@ -311,6 +321,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
                     protocol_version: tally_core::wire::PROTOCOL_VERSION,
                     actor: actor.clone(),
                 },
+                actor: actor_rx,
                 tick: Duration::from_millis(config.sync_tick_ms),
                 records_per_round_max: config.sync_records_per_round_max,
                 board: board.clone(),
@@ -369,7 +380,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
         results: results_rx.clone(),
         metrics: metrics.clone(),
         vote_id_key: Arc::new(validated.vote_id_key),
-        actor: actor.to_string(),
+        node: validated.node_id.clone(),
         admin_token: Arc::from(config.admin_token.as_str()),
         clock,
         sse_tick_ms: config.sse_tick_ms,
@@ -442,6 +453,11 @@ fn deferred_startup_windows(
 /// Marks the node ready once every peer has answered a round with nothing this node lacked
 /// and the start-up windows are proposed, or after `timeout` (a peer may be down for good;
 /// the node must still serve).
+/// Separates the engine's incarnation draws from the node's other random streams.
+const INCARNATION_RNG_SALT: u64 = 0x696e_6361_726e_6174;
+
+/// Marks the node ready once every peer has answered a round with nothing this node lacked,
+/// or after `timeout` (a peer may be down for good; the node must still serve).
 async fn report_ready_after_catch_up(
     board: PeerBoard,
     peers: Vec<String>,

@@ -95,6 +95,12 @@ struct RunArgs {
     /// This node's private key (PEM).
     #[arg(long, env = "TALLY_TLS_KEY", requires_all = ["tls_ca", "tls_cert"])]
     tls_key: Option<PathBuf>,
+    /// Start even if the write-ahead log is damaged and there are no peers to recover the
+    /// lost records from, accepting their loss (the node keeps a copy of each damaged file,
+    /// counts every vote the log still holds, and continues as a new incarnation). Without
+    /// it such a node refuses to start and names the missing records. See OPERATIONS.md.
+    #[arg(long, env = "TALLY_ACCEPT_LOG_DAMAGE")]
+    accept_log_damage: bool,
 }
 
 impl RunArgs {
@@ -144,6 +150,7 @@ impl RunArgs {
             });
         }
         config.memory_only |= self.memory_only;
+        config.accept_log_damage |= self.accept_log_damage;
         Ok(config)
     }
 }

@@ -19,6 +19,14 @@ use crate::results::ResultsSnapshot;
 /// Label set of one dimension, e.g. `[("outcome", "counted")]`.
 pub type Labels = Vec<(&'static str, &'static str)>;
 
+/// Every `reason` of `tally_incarnation_changes_total` (its series exist from the start).
+pub const INCARNATION_CHANGE_REASONS: [&str; 4] = [
+    "no_log",
+    "log_tail_cut",
+    "log_damage",
+    crate::engine::OWN_RECORDS_FROM_PEER,
+];
+
 /// Every metric of a node.
 pub struct Metrics {
     registry: Registry,
@@ -62,6 +70,13 @@ pub struct Metrics {
     /// Steps of this node's wall clock against its monotonic clock (by more than half of
     /// `max_clock_offset_ms`) seen by the clock watch.
     pub clock_steps: Counter,
+    /// Moves to a new incarnation (actor), by reason: `no_log`, `log_tail_cut` and
+    /// `log_damage` at start-up, `own_records_from_peer` while serving.
+    pub incarnation_changes: Family<Labels, Counter>,
+    /// 1 when this run started from a damaged write-ahead log.
+    pub log_damaged: Gauge,
+    /// Records the damaged log was known to lack at start-up (gaps its valid entries show).
+    pub log_missing_records: Gauge,
     /// The `votes` counters of the outcomes every vote reaches, resolved once: looking a
     /// label set up allocates, hashes and locks, which was a measurable part of a vote's CPU.
     vote_outcomes: VoteOutcomes,
@@ -306,6 +321,27 @@ impl Metrics {
             "Steps of this node's wall clock against its monotonic clock seen by the clock watch",
             clock_steps.clone(),
         );
+        let incarnation_changes = Family::<Labels, Counter>::default();
+        registry.register(
+            "incarnation_changes",
+            "Moves of this node to a new incarnation (actor), by reason",
+            incarnation_changes.clone(),
+        );
+        for reason in INCARNATION_CHANGE_REASONS {
+            let _ = incarnation_changes.get_or_create(&vec![("reason", reason)]);
+        }
+        let log_damaged = Gauge::default();
+        registry.register(
+            "log_damaged",
+            "1 when this run started from a damaged write-ahead log (see OPERATIONS.md)",
+            log_damaged.clone(),
+        );
+        let log_missing_records = Gauge::default();
+        registry.register(
+            "log_missing_records",
+            "Records the damaged write-ahead log was known to lack at start-up",
+            log_missing_records.clone(),
+        );
         let outcome = |name: &'static str| votes.get_or_create(&vec![("outcome", name)]).clone();
         // Shedding is what the alert rules watch: its series exists from the start.
         let _ = rejections.get_or_create(&vec![("reason", "overloaded")]);
@@ -334,8 +370,35 @@ impl Metrics {
             poll_vote_id_capacity,
             peers,
             clock_steps,
+            incarnation_changes,
+            log_damaged,
+            log_missing_records,
             vote_outcomes,
         }
+    }
+
+    /// Counts a move to a new incarnation for `reason` (one of
+    /// [`INCARNATION_CHANGE_REASONS`]).
+    pub fn count_incarnation_change(&self, reason: &'static str) {
+        self.incarnation_changes
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
+    }
+
+    /// Records what start-up recovery found: the move to a new incarnation, if any, and
+    /// whether the log was damaged and how many records it was known to lack.
+    pub fn observe_recovery(
+        &self,
+        recovered: &crate::recovery::Report,
+        reason: Option<&'static str>,
+    ) {
+        if let Some(reason) = reason {
+            self.count_incarnation_change(reason);
+        }
+        self.log_damaged.set(i64::from(recovered.wal.is_damaged()));
+        let missing: u64 = recovered.missing.iter().map(|m| m.count()).sum();
+        self.log_missing_records
+            .set(i64::try_from(missing).unwrap_or(i64::MAX));
     }
 
     /// Records one group commit.

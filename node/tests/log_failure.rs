@@ -208,6 +208,7 @@ fn start_engine(peers: &[&str]) -> Harness {
         Duration::from_secs(60),
         Default::default(),
         health.clone(),
+        7,
     );
     engine.hand_over_to(peers.iter().map(|p| (*p).to_owned()).collect());
     let (commands, commands_rx) = mpsc::channel(64);
@@ -215,6 +216,7 @@ fn start_engine(peers: &[&str]) -> Harness {
     let (done, done_rx) = mpsc::channel(4);
     let (close, close_rx) = watch::channel(false);
     let (stopped, _) = watch::channel(false);
+    let (actor_tx, _) = watch::channel(actor("a"));
     let engine = engine.spawn(EngineIo {
         commands: commands_rx,
         wal_jobs: jobs_tx,
@@ -222,6 +224,7 @@ fn start_engine(peers: &[&str]) -> Harness {
         results: results_tx,
         close_commands: close_rx,
         stopped,
+        actor: actor_tx,
     });
     Harness {
         commands,

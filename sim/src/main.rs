@@ -71,6 +71,7 @@ enum Bug {
     ReuseActor,
     IgnoreClockSkew,
     AckAfterFailedWrite,
+    TruncateDamage,
 }
 
 impl From<Bug> for PlantedBug {
@@ -81,6 +82,7 @@ impl From<Bug> for PlantedBug {
             Bug::ReuseActor => PlantedBug::ReuseActorAfterDiskLoss,
             Bug::IgnoreClockSkew => PlantedBug::IgnoreClockSkew,
             Bug::AckAfterFailedWrite => PlantedBug::AckAfterFailedWrite,
+            Bug::TruncateDamage => PlantedBug::TruncateDamagedLog,
         }
     }
 }
@@ -101,6 +103,7 @@ enum Force {
     ClockSkew,
     DiskFull,
     FailedFsync,
+    Corruption,
 }
 
 impl From<Force> for FaultKind {
@@ -120,6 +123,7 @@ impl From<Force> for FaultKind {
             Force::ClockSkew => FaultKind::ClockSkew,
             Force::DiskFull => FaultKind::DiskFull,
             Force::FailedFsync => FaultKind::FailedFsync,
+            Force::Corruption => FaultKind::DiskCorruption,
         }
     }
 }
@@ -305,10 +309,17 @@ fn print_one(report: &ClusterReport) {
             report.disk_holds, report.log_failure_exits
         );
     }
+    for (region, file, bytes) in &report.corruptions {
+        println!(
+            "disk damage: region #{region}, {file} bytes {}..{}",
+            bytes.start, bytes.end
+        );
+    }
     println!(
         "checks passed: tallies agreed {} ms after healing, records {} ms (again {} ms \
          after the probe); \
-         {} invoked, {} acknowledged, {} held before the probe, {} lost with a lost disk; \
+         {} invoked, {} acknowledged, {} held before the probe, {} lost with a lost disk, \
+         {} with a log frame destroyed by disk damage; {} receipts name distinct seqs; \
          {} reads within bounds; final totals {:?}",
         c.converge_ms,
         c.records_ms,
@@ -317,6 +328,8 @@ fn print_one(report: &ClusterReport) {
         c.acknowledged,
         c.held,
         c.lost_with_disk,
+        c.lost_with_damage,
+        c.receipts,
         c.reads,
         c.totals
     );
@@ -361,16 +374,19 @@ fn print_table(reports: &[ClusterReport]) {
         "no vote stamped outside the clock bound",
         "no healthy node held for another's clock",
         "the poll window no clock moved",
+        "no seq issued twice (counted receipts)",
         "reads during the chaos within bounds",
     ] {
         println!("{check:<44} {seeds:>8}");
     }
     println!();
     println!(
-        "votes invoked {}, acknowledged {}, lost with a lost disk (allowed, `local` acks) {}",
+        "votes invoked {}, acknowledged {}, lost with a lost disk (allowed, `local` acks) {}, \
+         lost with a log frame destroyed by disk damage (allowed: no copy left) {}",
         sum(|r| r.checked.invoked),
         sum(|r| r.checked.acknowledged),
-        sum(|r| r.checked.lost_with_disk)
+        sum(|r| r.checked.lost_with_disk),
+        sum(|r| r.checked.lost_with_damage)
     );
     println!(
         "calls with no answer (unknown) {}, cross-region retries {}, reads checked {}",

@@ -58,6 +58,7 @@ fn a_fixed_range_of_seeds_passes_every_check() {
             FaultKind::ClockSkew,
             FaultKind::DiskFull,
             FaultKind::FailedFsync,
+            FaultKind::DiskCorruption,
         ] {
             assert!(kinds.contains(&kind), "no seed exercised {kind}: {kinds:?}");
         }
@@ -143,8 +144,12 @@ fn the_checker_catches_a_node_that_does_not_dedupe_records_from_peers() {
 #[test]
 fn the_checker_catches_a_node_that_acknowledges_before_fsync() {
     let what = caught(PlantedBug::AckBeforeFsync, FaultKind::Crash);
+    // The crash loses acknowledged records before any peer took them; the node's log ends
+    // cleanly before them, so it numbers new votes with their seqs again.
     assert!(
-        what.contains("no acknowledged vote lost") || what.contains("reads within bounds"),
+        what.contains("no acknowledged vote lost")
+            || what.contains("no seq issued twice")
+            || what.contains("reads within bounds"),
         "{what}"
     );
 }
@@ -164,7 +169,8 @@ fn the_checker_catches_a_node_that_stamps_votes_at_a_clock_its_peers_disagree_wi
 fn the_checker_catches_a_node_that_reuses_its_actor_after_losing_its_disk() {
     let what = caught(PlantedBug::ReuseActorAfterDiskLoss, FaultKind::DiskLoss);
     assert!(
-        what.contains("convergence")
+        what.contains("no seq issued twice")
+            || what.contains("convergence")
             || what.contains("no acknowledged vote lost")
             || what.contains("fast path"),
         "{what}"
@@ -192,7 +198,24 @@ fn a_second_process_on_a_serving_nodes_disk_is_refused_and_changes_nothing() {
 fn the_checker_catches_a_node_that_acknowledges_after_a_failed_write() {
     let what = caught(PlantedBug::AckAfterFailedWrite, FaultKind::FailedFsync);
     assert!(
-        what.contains("no acknowledged vote lost") || what.contains("reads within bounds"),
+        what.contains("no acknowledged vote lost")
+            || what.contains("no seq issued twice")
+            || what.contains("reads within bounds"),
+        "{what}"
+    );
+}
+
+#[test]
+fn the_checker_catches_a_node_that_truncates_its_damaged_log() {
+    // Goal (issue 29): recovery that cuts a damaged log at the first bad entry (deleting the
+    // acknowledged entries after it) and goes on as the same actor is caught. Method: plant
+    // it in every node and force the disk corruption fault.
+    let what = caught(PlantedBug::TruncateDamagedLog, FaultKind::DiskCorruption);
+    assert!(
+        what.contains("no acknowledged vote lost")
+            || what.contains("no seq issued twice")
+            || what.contains("convergence")
+            || what.contains("fast path"),
         "{what}"
     );
 }

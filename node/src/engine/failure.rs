@@ -68,8 +68,8 @@ impl Engine {
                 continue;
             }
             match waiter.pending {
-                Pending::Vote(reply, _) => drop(reply.send(Err(EngineError::LogFailed))),
-                Pending::Batch(reply, _) => drop(reply.send(Err(EngineError::LogFailed))),
+                Pending::Vote(reply, ..) => drop(reply.send(Err(EngineError::LogFailed))),
+                Pending::Batch(reply, ..) => drop(reply.send(Err(EngineError::LogFailed))),
                 Pending::Poll(reply, _) => drop(reply.send(Err(EngineError::LogFailed))),
             }
         }

@@ -301,11 +301,19 @@ async fn vote_inner(
     })
     .await?;
     Ok(match ack {
-        VoteAck::Counted { seq, second } => VoteResponse {
+        VoteAck::Counted {
+            seq,
+            second,
+            incarnation,
+        } => VoteResponse {
             status: VoteStatus::Counted,
             vote_id: vote_id.to_string(),
             receipt: Some(Receipt {
-                actor: app.actor.clone(),
+                actor: tally_core::ActorId {
+                    node: app.node.clone(),
+                    incarnation,
+                }
+                .to_string(),
                 seq,
                 second,
             }),

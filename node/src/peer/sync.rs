@@ -141,8 +141,11 @@ impl SessionError {
 pub struct SyncContext {
     /// The engine's command queue.
     pub engine: mpsc::Sender<Command>,
-    /// This node's hello.
+    /// This node's hello (its actor is replaced by the current one, [`SyncContext::actor`]).
     pub hello: Hello,
+    /// This node's current actor: it changes when the node moves to a new incarnation, and
+    /// each new connection's hello names it.
+    pub actor: watch::Receiver<tally_core::ActorId>,
     /// Time between rounds when caught up.
     pub tick: Duration,
     /// Most records per round.
@@ -229,9 +232,11 @@ async fn exchange_hello(
         connection.accept_bi().await?
     };
     let label = dialled.map_or("incoming".to_owned(), |n| n.to_string());
+    let mut own_hello = context.hello.clone();
+    own_hello.actor = context.actor.borrow().clone();
     send_message(
         &mut send,
-        &PeerMessage::Hello(context.hello.clone()),
+        &PeerMessage::Hello(own_hello),
         &context.metrics.peers,
         &label,
     )

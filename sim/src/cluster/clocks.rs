@@ -92,7 +92,7 @@ fn excuses(fault: &Fault, region: usize, at_ms: u64) -> bool {
     let touches = fault.a.contains(&region) || fault.b.contains(&region);
     match fault.kind {
         FaultKind::ClockSkew => touches && (start..=end + CLOCK_GRACE_MS).contains(&at_ms),
-        FaultKind::Crash | FaultKind::DiskLoss | FaultKind::Restart => {
+        FaultKind::Crash | FaultKind::DiskLoss | FaultKind::Restart | FaultKind::DiskCorruption => {
             let started = end;
             let unchecked = SIM_CATCH_UP_TIMEOUT_MS + CLOCK_GRACE_MS;
             touches && (started..=started + unchecked).contains(&at_ms)

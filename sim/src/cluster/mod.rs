@@ -64,6 +64,9 @@ pub const LOSS_REPAIR_RATE: f64 = 0.3;
 /// Jepsen's are; crashes are likeliest under load anyway).
 pub const CRASH_AIM_MS: u64 = 1_000;
 
+/// Separates the draws of disk damage from the run's other random streams.
+const CORRUPTION_SALT: u64 = 0x726f_745f_6469_736b;
+
 /// How often the chart samples each region's displayed split, in simulated ms.
 pub const CHART_SAMPLE_MS: u64 = 250;
 
@@ -89,6 +92,8 @@ pub struct ClusterReport {
     pub batch_calls: CallCounts,
     /// Single votes retried at another region.
     pub cross_region_retries: u64,
+    /// Disk damage done: (region, file, damaged bytes).
+    pub corruptions: Vec<(usize, String, std::ops::Range<u64>)>,
     /// Simulated time the run took.
     pub simulated: Duration,
     /// Wall-clock time it took.
@@ -169,6 +174,7 @@ pub fn bug_name(bug: tally_node::config::PlantedBug) -> &'static str {
         PlantedBug::ReuseActorAfterDiskLoss => "reuse-actor",
         PlantedBug::IgnoreClockSkew => "ignore-clock-skew",
         PlantedBug::AckAfterFailedWrite => "ack-after-failed-write",
+        PlantedBug::TruncateDamagedLog => "truncate-damage",
     }
 }
 
@@ -189,6 +195,7 @@ pub fn fault_flag(kind: FaultKind) -> &'static str {
         FaultKind::ClockSkew => "clock-skew",
         FaultKind::DiskFull => "disk-full",
         FaultKind::FailedFsync => "failed-fsync",
+        FaultKind::DiskCorruption => "corruption",
     }
 }
 
@@ -234,6 +241,8 @@ struct NodeSlot {
     exited_at_ms: AtomicU64,
     /// Exits on a failed log so far.
     exits: AtomicU64,
+    /// Damage to do to the disk before the next start (a seed for [`disk::corrupt`]).
+    corruption: Mutex<Option<u64>>,
 }
 
 struct NodeSpec {
@@ -247,6 +256,8 @@ struct NodeSpec {
     planted_bug: Option<tally_node::config::PlantedBug>,
     /// When (simulated ms from the start) a second process tries this host's disk.
     second_processes_at_ms: Vec<u64>,
+    /// The history, where disk damage is noted.
+    shared: Shared,
 }
 
 /// The node configuration of `spec`'s region.
@@ -290,6 +301,16 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
         slot.syncing.clone(),
         slot.disk_lock.clone(),
     )?;
+    let corruption = slot
+        .corruption
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    if let Some(seed) = corruption {
+        if let Some(damage) = disk::corrupt(&disk, seed)? {
+            lock(&spec.shared).corrupted(spec.index, &damage);
+        }
+    }
     let storage = FaultyStorage::new(disk, slot.disk_faults.clone());
     let listener =
         net::SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", http::HTTP_PORT)).await?);
@@ -480,6 +501,7 @@ pub fn run_cluster_with(
                 .filter(|f| f.kind == FaultKind::SecondProcess && f.a.contains(&index))
                 .map(|f| f.at_ms)
                 .collect(),
+            shared: shared.clone(),
         });
         let slot = slot.clone();
         sim.host(names[index].as_str(), move || {
@@ -535,7 +557,10 @@ pub fn run_cluster_with(
             let now_unix = EPOCH_UNIX_MS + now;
             if let Action::Start(i) = action {
                 let fault = &faults[*i];
-                let crash = matches!(fault.kind, FaultKind::Crash | FaultKind::DiskLoss);
+                let crash = matches!(
+                    fault.kind,
+                    FaultKind::Crash | FaultKind::DiskLoss | FaultKind::DiskCorruption
+                );
                 let aimed = {
                     let ledger = lock(&shared);
                     fault.a.iter().all(|&r| {
@@ -550,7 +575,18 @@ pub fn run_cluster_with(
             }
             match action {
                 Action::Start(i) => {
-                    start_fault(&mut sim, &names, &faults[*i], &slots, &shared, now_unix)
+                    let damage_seed = config.seed ^ CORRUPTION_SALT ^ ((*i as u64) << 40);
+                    let fault = &faults[*i];
+                    start_fault(&mut sim, &names, fault, &slots, &shared, now_unix);
+                    if fault.kind == FaultKind::DiskCorruption {
+                        for &r in &fault.a {
+                            *slots[r]
+                                .corruption
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner) =
+                                Some(damage_seed ^ r as u64);
+                        }
+                    }
                 }
                 Action::End(i) => end_fault(&mut sim, &names, &faults[*i], &slots),
             }
@@ -620,6 +656,7 @@ pub fn run_cluster_with(
         single_calls: ledger.single_calls,
         batch_calls: ledger.batch_calls,
         cross_region_retries: ledger.cross_region_retries,
+        corruptions: ledger.corruptions.clone(),
         simulated,
         wall: wall.elapsed(),
         healed_at,
@@ -706,7 +743,7 @@ fn start_fault(
                 sim.set_link_latency(a, b, Duration::from_millis(SPIKE_LATENCY_MS));
             }
         }
-        FaultKind::Crash => {
+        FaultKind::Crash | FaultKind::DiskCorruption => {
             for &r in &fault.a {
                 forget(r);
                 sim.crash(names[r].as_str());
@@ -786,7 +823,7 @@ fn end_fault(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault, slots:
                 normal_latency(sim, a, b);
             }
         }
-        FaultKind::Crash | FaultKind::DiskLoss => {
+        FaultKind::Crash | FaultKind::DiskLoss | FaultKind::DiskCorruption => {
             for &r in &fault.a {
                 sim.bounce(names[r].as_str());
             }

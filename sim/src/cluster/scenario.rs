@@ -135,12 +135,16 @@ pub enum FaultKind {
     /// A region's next fsync fails (`EIO`) and loses the bytes it was to make durable: the
     /// node must stop acknowledging, exit, and be restarted by its supervisor.
     FailedFsync,
+    /// A node's machine crashes and, while it is down, its disk rots: one byte of a synced
+    /// log file flips, or a 512-byte sector of it reads back as zeros. It comes back on the
+    /// damaged disk.
+    DiskCorruption,
 }
 
 impl FaultKind {
     /// Every kind, in table order (new kinds go last: a seed that does not enable them draws
     /// the same faults as before they existed).
-    pub const ALL: [FaultKind; 14] = [
+    pub const ALL: [FaultKind; 15] = [
         FaultKind::Partition,
         FaultKind::OneWayPartition,
         FaultKind::Hold,
@@ -152,9 +156,11 @@ impl FaultKind {
         FaultKind::LongPartition,
         FaultKind::LostAnswers,
         FaultKind::SecondProcess,
-        FaultKind::ClockSkew,
         FaultKind::DiskFull,
         FaultKind::FailedFsync,
+        FaultKind::DiskCorruption,
+        // Last: a clock step takes the region no crash-like kind took.
+        FaultKind::ClockSkew,
     ];
 
     /// The name in tables.
@@ -174,6 +180,7 @@ impl FaultKind {
             FaultKind::ClockSkew => "clock step",
             FaultKind::DiskFull => "disk full",
             FaultKind::FailedFsync => "failed fsync",
+            FaultKind::DiskCorruption => "crash + disk corruption",
         }
     }
 }
@@ -272,7 +279,7 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
             continue;
         }
         let count = match kind {
-            FaultKind::LongPartition | FaultKind::DiskLoss => 1,
+            FaultKind::LongPartition | FaultKind::DiskLoss | FaultKind::DiskCorruption => 1,
             _ => rng.random_range(1..=3),
         };
         for _ in 0..count {
@@ -338,7 +345,10 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
                     }
                 }
                 FaultKind::ClockSkew => continue,
-                FaultKind::Crash | FaultKind::DiskLoss | FaultKind::Restart => {
+                FaultKind::Crash
+                | FaultKind::DiskLoss
+                | FaultKind::Restart
+                | FaultKind::DiskCorruption => {
                     // Each crash-like fault takes a region of its own, so no region is
                     // crashed twice at once; at most every region but one is ever down.
                     let Some(region) = crashed_regions.pop() else {

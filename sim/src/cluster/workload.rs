@@ -330,20 +330,22 @@ fn record_single_outcome(
         Outcome::Answered(200, body) => {
             ledger.single_calls.ok += 1;
             ledger.answered(target, now);
-            let receipt = receipt(&body).map(|(actor, second)| {
+            let receipt = receipt(&body).map(|(actor, second, seq)| {
                 ledger.stamps.push(Stamp {
                     region: target,
                     second,
                     sent_ms,
                     answered_ms: now,
                 });
-                ledger.actor_index(&actor)
+                let actor = ledger.actor_index(&actor);
+                ledger.receipts.push((actor, seq, vote as u32));
+                (actor, seq)
             });
             let entry = &mut ledger.votes[vote];
             entry.sent_mask |= bit;
             entry.acked_mask |= bit;
             entry.last_ack_ms = now;
-            if let Some(actor) = receipt {
+            if let Some((actor, _)) = receipt {
                 entry.set_receipt(actor, now);
             }
             ledger.trace(&[11, vote as u64, target as u64, now]);
@@ -375,14 +377,15 @@ fn record_single_outcome(
     }
 }
 
-/// A `counted` answer's receipt: its actor and poll second.
-fn receipt(body: &[u8]) -> Option<(String, u64)> {
+/// A `counted` answer's receipt: its actor, poll second and seq.
+fn receipt(body: &[u8]) -> Option<(String, u64, u64)> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     if value["status"] != "counted" {
         return None;
     }
     let actor = value["receipt"]["actor"].as_str()?.to_owned();
-    Some((actor, value["receipt"]["second"].as_u64()?))
+    let second = value["receipt"]["second"].as_u64()?;
+    Some((actor, second, value["receipt"]["seq"].as_u64()?))
 }
 
 /// Notes a 503 that a clock hold caused (its message says so) for the clock checks.
