@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
@@ -56,6 +57,14 @@ struct Args {
     /// Hide the progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// superbowl, a range of seeds: run this many seeds at once, each on its own thread
+    /// (results are the same; each takes its own memory).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+    /// superbowl, a range of seeds: after a failing seed, run the rest and list every failure
+    /// at the end (without it, the first failure stops the range).
+    #[arg(long)]
+    keep_going: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -227,13 +236,26 @@ fn superbowl(args: &Args) -> ExitCode {
             }
         };
     }
+    run_range(args)
+}
+
+/// What one seed of a range came to.
+type SeedOutcome = (u64, Result<ClusterReport, cluster::ClusterFailure>);
+
+/// Runs seeds `--first..--first + --seeds` on `--jobs` threads (each seed is its own
+/// deterministic simulation, so the threads change nothing but the wall time), prints each
+/// seed's line as it ends and the tables at the end. Without `--keep-going` the first failure
+/// stops the range (the seeds already running finish); with it, every failure is listed.
+fn run_range(args: &Args) -> ExitCode {
     let first = cluster_config(args, args.first);
     println!(
-        "running seeds {}..{} of the superbowl scenario: {} votes over {} regions each",
+        "running seeds {}..{} of the superbowl scenario: {} votes over {} regions each, on {} \
+         thread(s)",
         args.first,
         args.first + args.seeds,
         first.votes,
-        first.regions
+        first.regions,
+        args.jobs
     );
     let bar = if args.no_progress {
         indicatif::ProgressBar::hidden()
@@ -247,40 +269,82 @@ fn superbowl(args: &Args) -> ExitCode {
         bar
     };
     let started = Instant::now();
+    let next_seed = AtomicU64::new(args.first);
+    let stop = AtomicBool::new(false);
+    let end = args.first + args.seeds;
+    let (outcomes, received) = std::sync::mpsc::channel::<SeedOutcome>();
     let mut reports = Vec::new();
-    for seed in args.first..args.first + args.seeds {
-        bar.set_message(format!("seed {seed}"));
-        match cluster::run_cluster(&cluster_config(args, seed)) {
-            Ok(report) => {
-                let kinds: Vec<&str> = report.fault_kinds().iter().map(|k| k.name()).collect();
-                let line = format!(
-                    "seed {seed}: ok, trace hash {:016x} ({})",
-                    report.trace_hash,
-                    kinds.join(", ")
-                );
-                if args.no_progress {
-                    println!("{line}");
-                } else {
-                    bar.println(line);
+    let mut failures = Vec::new();
+    std::thread::scope(|scope| {
+        for _ in 0..args.jobs {
+            let outcomes = outcomes.clone();
+            let (next_seed, stop) = (&next_seed, &stop);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let seed = next_seed.fetch_add(1, Ordering::Relaxed);
+                    if seed >= end {
+                        return;
+                    }
+                    let outcome = cluster::run_cluster(&cluster_config(args, seed));
+                    if outcomes.send((seed, outcome)).is_err() {
+                        return;
+                    }
                 }
-                reports.push(report);
-            }
-            Err(failure) => {
-                bar.abandon();
-                eprintln!("FAILED {failure}");
-                return ExitCode::FAILURE;
-            }
+            });
         }
-        bar.inc(1);
-    }
+        drop(outcomes);
+        for (seed, outcome) in received {
+            match outcome {
+                Ok(report) => {
+                    let kinds: Vec<&str> =
+                        report.fault_kinds().iter().map(|k| k.name()).collect();
+                    let line = format!(
+                        "seed {seed}: ok, trace hash {:016x} ({})",
+                        report.trace_hash,
+                        kinds.join(", ")
+                    );
+                    if args.no_progress {
+                        println!("{line}");
+                    } else {
+                        bar.println(line);
+                    }
+                    reports.push(report);
+                }
+                Err(failure) => {
+                    bar.println(format!("FAILED {failure}"));
+                    failures.push(failure);
+                    if !args.keep_going {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            bar.set_message(format!("{} failed", failures.len()));
+            bar.inc(1);
+        }
+    });
     bar.finish_and_clear();
-    print_table(&reports);
-    println!(
-        "all {} seeds passed every check in {:.1} s",
-        reports.len(),
-        started.elapsed().as_secs_f64()
+    reports.sort_by_key(|r| r.seed);
+    failures.sort_by_key(|f| f.seed);
+    if !reports.is_empty() {
+        print_table(&reports);
+    }
+    let wall = started.elapsed().as_secs_f64();
+    if failures.is_empty() {
+        println!(
+            "all {} seeds passed every check in {wall:.1} s",
+            reports.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    eprintln!(
+        "{} of {} seeds run FAILED ({wall:.1} s); replay each with:",
+        failures.len(),
+        failures.len() + reports.len()
     );
-    ExitCode::SUCCESS
+    for failure in &failures {
+        eprintln!("  seed {}: {}\n    {}", failure.seed, failure.what, failure.replay);
+    }
+    ExitCode::FAILURE
 }
 
 fn print_one(report: &ClusterReport) {
