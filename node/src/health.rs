@@ -28,14 +28,19 @@ pub enum Hold {
     /// This node's wall clock disagrees with most of its reachable peers by more than
     /// `max_clock_offset_ms`: it stamps no votes until the clock agrees again.
     ClockSkew = 1 << 4,
+    /// This node's definition of a poll (its options, in order) lost the cluster's
+    /// agreement: it counts none of that poll's votes (each is answered 503 `poll_disputed`;
+    /// other polls' votes are counted) until its configuration is fixed and it restarts.
+    DefinitionDisputed = 1 << 5,
 }
 
 impl Hold {
     /// Every hold, in the order `/readyz` lists them.
-    pub const ALL: [Hold; 5] = [
+    pub const ALL: [Hold; 6] = [
         Hold::LogFailed,
         Hold::DiskLow,
         Hold::ClockSkew,
+        Hold::DefinitionDisputed,
         Hold::Stopping,
         Hold::CatchingUp,
     ];
@@ -53,6 +58,7 @@ impl Hold {
             Hold::DiskLow => "disk_low",
             Hold::LogFailed => "log_failed",
             Hold::ClockSkew => "clock_skew",
+            Hold::DefinitionDisputed => "definition_disputed",
         }
     }
 
@@ -72,6 +78,10 @@ impl Hold {
             Hold::ClockSkew => {
                 "this node's clock disagrees with its peers'; it counts no votes until its \
                  clock agrees (nothing was counted: retry at another node)"
+            }
+            Hold::DefinitionDisputed => {
+                "this node defines a poll otherwise than the cluster does and counts none of \
+                 its votes (the lines below name the poll and what to fix)"
             }
         }
     }

@@ -44,6 +44,21 @@ pub struct ActorIncluded {
     pub connected: Option<bool>,
 }
 
+/// A node this node syncs with, or has heard from: for "which regions does this result
+/// include".
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct PeerSeen {
+    /// Its node ID.
+    pub node: String,
+    /// Whether this node's peer list names it (others dialled this node and are synced all
+    /// the same).
+    pub listed: bool,
+    /// Whether a sync session with it is up.
+    pub connected: bool,
+    /// Milliseconds since the last completed sync round with it (absent: never).
+    pub heard_ms_ago: Option<u64>,
+}
+
 /// The results of one poll at one moment, as served by `GET /v1/polls/{poll}/results`.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct PollResults {
@@ -65,6 +80,11 @@ pub struct PollResults {
     pub served_by: String,
     /// Whose records and counters it includes.
     pub includes: Vec<ActorIncluded>,
+    /// Every peer this node syncs with or has heard from, and how recently.
+    pub peers: Vec<PeerSeen>,
+    /// Present while some node defines this poll otherwise (other options, or another
+    /// order): whether this node refuses its votes, which nodes differ, and what to do.
+    pub dispute: Option<crate::disputes::PollDispute>,
 }
 
 /// Net votes per option in one poll second.
@@ -176,7 +196,10 @@ impl ResultsSnapshot {
                 continue;
             };
             let votes_alike = |a: &PollResults, b: &PollResults| {
-                a.options == b.options && a.total == b.total && a.status == b.status
+                a.options == b.options
+                    && a.total == b.total
+                    && a.status == b.status
+                    && a.dispute == b.dispute
             };
             let same = votes_alike(&old.results, &snapshot.results)
                 && old.history == snapshot.history
@@ -198,6 +221,15 @@ impl ResultsSnapshot {
         now: UnixMillis,
         peers: &BTreeMap<String, PeerStatus>,
     ) -> Self {
+        let peers_seen: Vec<PeerSeen> = peers
+            .iter()
+            .map(|(node, status)| PeerSeen {
+                node: node.clone(),
+                listed: status.listed,
+                connected: status.connected,
+                heard_ms_ago: status.last_contact.map(|at| now.0.saturating_sub(at.0)),
+            })
+            .collect();
         let polls = replica
             .poll_specs()
             .filter_map(|spec| {
@@ -244,6 +276,8 @@ impl ResultsSnapshot {
                     at_second: None,
                     served_by: replica.actor().node.to_string(),
                     includes,
+                    peers: peers_seen.clone(),
+                    dispute: crate::disputes::describe(replica, spec.id()),
                 };
                 let sse_frame = sse_frame(&results)?;
                 let snapshot = PollSnapshot {

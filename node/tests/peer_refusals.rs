@@ -25,7 +25,10 @@ use rustls::AlertDescription;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tally_core::wire::{self, Hello, PROTOCOL_VERSION, PeerMessage};
-use tally_core::{ActorId, NodeId, OptionIndex, PollId, RecordBatch, VoteId};
+use tally_core::{
+    ActorId, NodeId, OptionIndex, OptionName, PollId, PollSpec, PollWindow, RecordBatch, VoteId,
+    VoteIdKeyProof,
+};
 use tally_node::certs::{ClusterFiles, DEV_CLUSTER_ID, generate_dev_cluster};
 use tally_node::peer::tls::{ALPN, refusal_alert};
 use tally_node::peer::transport::{PeerSocket, endpoint, read_frame, write_frame};
@@ -56,6 +59,15 @@ fn udp() -> std::net::UdpSocket {
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap()
 }
 
+/// The proof of the vote ID key every node of these tests holds (the development default).
+fn key_proof() -> VoteIdKeyProof {
+    tally_node::config::Config::default()
+        .validate()
+        .unwrap()
+        .vote_id_key
+        .proof()
+}
+
 fn hello(cluster: &str, node: &str) -> Hello {
     Hello {
         cluster_id: cluster.to_owned(),
@@ -64,6 +76,7 @@ fn hello(cluster: &str, node: &str) -> Hello {
             node: node_id(node),
             incarnation: 7,
         },
+        vote_id_key_proof: key_proof(),
     }
 }
 
@@ -147,6 +160,20 @@ impl Drop for FakePeer {
     }
 }
 
+/// The node's poll as the fake defines it: the same options in the same order, and no window
+/// of its own (nothing to merge).
+fn superbowl() -> PollSpec {
+    let options = ["green", "blue"]
+        .map(|o| OptionName::new(o).unwrap())
+        .to_vec();
+    PollSpec::new(
+        PollId::new("superbowl").unwrap(),
+        options,
+        PollWindow::default(),
+    )
+    .unwrap()
+}
+
 fn fake_records() -> RecordBatch {
     let poll = PollId::new("superbowl").unwrap();
     let actor = hello(DEV_CLUSTER_ID, "us-west").actor;
@@ -173,9 +200,11 @@ async fn serve_pulls(
     read_all(&mut recv).await; // the node's hello
     loop {
         let (mut send, mut recv) = connection.accept_bi().await?;
-        read_all(&mut recv).await; // the node's version vectors
+        read_all(&mut recv).await; // the node's pull request
         let mode = *answering.lock().unwrap();
         if mode != Answering::Nothing {
+            // Records apply only with the answerer's definition of their poll, the node's own.
+            send_message(&mut send, &PeerMessage::Poll(superbowl())).await;
             send_records(&mut send).await;
         }
         if mode == Answering::RecordsReplayed {
@@ -243,15 +272,16 @@ impl Setup {
         self.node.spec.peer_listen
     }
 
-    /// `tally_peer_refusals_total` for `peer` (`incoming` for sessions the node accepted).
+    /// `tally_peer_refusals_total` for `peer`, over every cause (`incoming` for sessions
+    /// the node accepted, refused before they named their node).
     fn refusals(&self, peer: &str) -> f64 {
         let (status, text) = http::request_once(self.http(), "GET", "/metrics", "").unwrap();
         assert_eq!(status, 200);
-        http::metric(
-            &text,
-            "tally_peer_refusals_total",
-            &format!("{{peer=\"{peer}\"}}"),
-        )
+        let prefix = format!("tally_peer_refusals_total{{peer=\"{peer}\",");
+        text.lines()
+            .filter_map(|line| line.strip_prefix(&prefix))
+            .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// (total, actors whose records the node holds), from its results.
@@ -502,7 +532,7 @@ async fn refuses_another_cluster_and_a_hello_that_is_not_its_certificate(setup: 
         assert_eq!(code, CLOSE_REFUSED, "{reason}");
         assert!(reason.contains(reason_mentions), "{reason}");
         assert_eq!(setup.refusals("incoming"), refusals + 1.0);
-        setup.wait_for_log(&["incoming peer session ended", reason_mentions]);
+        setup.wait_for_log(&["peer refused", reason_mentions]);
     }
 }
 
@@ -515,7 +545,8 @@ async fn closes_a_session_that_sends_an_undecodable_frame(setup: &Setup) {
         b"\xff\xff\xff\xffgarbage",
     ];
     for bytes in garbage {
-        let refusals = setup.refusals("incoming");
+        // Refused after its hello named it: counted under its name.
+        let refusals = setup.refusals("eu-central");
         let our_hello = hello(DEV_CLUSTER_ID, "eu-central");
         let (connection, theirs) = dial_and_greet(&client, setup.peer_address(), our_hello).await;
         assert!(matches!(theirs, Some(PeerMessage::Hello(_))), "{theirs:?}");
@@ -525,10 +556,17 @@ async fn closes_a_session_that_sends_an_undecodable_frame(setup: &Setup) {
         let (code, reason) = closed_by_node(&connection).await;
         assert_eq!(code, CLOSE_REFUSED, "{reason}");
         assert!(reason.contains("frame"), "{reason}");
-        assert_eq!(setup.refusals("incoming"), refusals + 1.0);
+        assert_eq!(setup.refusals("eu-central"), refusals + 1.0);
     }
-    setup.wait_for_log(&["incoming peer session ended", "undecodable frame"]);
-    setup.wait_for_log(&["incoming peer session ended", "bad frame"]);
+    // Two refusals of one cause from one peer: logged once (the counter counts both).
+    setup.wait_for_log(&["peer refused", "peer=eu-central", "undecodable frame"]);
+    let lines = setup
+        .node
+        .log()
+        .lines()
+        .filter(|l| l.contains("peer refused") && l.contains("peer=eu-central"))
+        .count();
+    assert_eq!(lines, 1, "one line per peer and cause");
 }
 
 async fn merges_nothing_of_a_pulled_answer_that_ends_in_garbage(
@@ -547,7 +585,7 @@ async fn merges_nothing_of_a_pulled_answer_that_ends_in_garbage(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    setup.wait_for_log(&["peer session ended", "us-west", "undecodable frame"]);
+    setup.wait_for_log(&["peer refused", "us-west", "undecodable frame"]);
     assert_eq!(
         &setup.tally(),
         tally_before,

@@ -9,6 +9,7 @@
 
 pub mod abuse;
 mod admin;
+mod audit;
 mod body;
 mod error;
 mod openapi;
@@ -33,6 +34,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use admin::{AdminResponse, CreatePoll, PollSummary};
+pub use audit::{
+    BinaryLookup, BinaryLookupResponse, LOOKUP_NOT_HELD, LookedUp, LookupRequest, LookupResponse,
+};
 pub use body::BODY_READ_TIMEOUT_MS_DEFAULT;
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use openapi::OPENAPI_PATH;
@@ -187,10 +191,14 @@ fn api_routes(state: &SharedState) -> OpenApiRouter<SharedState> {
         .routes(routes!(admin::open_poll))
         .routes(routes!(admin::close_poll))
         .layer(DefaultBodyLimit::max(ADMIN_BODY_BYTES_MAX));
+    let audit = OpenApiRouter::new()
+        .routes(routes!(audit::lookup))
+        .layer(DefaultBodyLimit::max(BATCH_BODY_BYTES_MAX));
     OpenApiRouter::with_openapi(openapi::base())
         .merge(votes)
         .merge(batches)
         .merge(admin)
+        .merge(audit)
         .routes(routes!(admin::list_polls))
         .routes(routes!(reads::results))
         .routes(routes!(reads::history))
@@ -347,6 +355,7 @@ const ROUTES: &[&str] = &[
     "/v1/admin/polls",
     "/v1/admin/polls/{poll}/open",
     "/v1/admin/polls/{poll}/close",
+    "/v1/admin/polls/{poll}/lookup",
     "/metrics",
     "/healthz",
     "/readyz",
