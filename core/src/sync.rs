@@ -291,3 +291,66 @@ pub fn counters_for_lagging(
     }
     messages
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::NodeId;
+    use crate::wire::CounterEntry;
+
+    fn actor(node: &str) -> ActorId {
+        ActorId {
+            node: NodeId::new(node).unwrap(),
+            incarnation: 1,
+        }
+    }
+
+    #[test]
+    fn counters_for_peers_skip_caught_up_actors_and_split_at_the_message_limit() {
+        // Goal: a long poll's counters never exceed one message's limit, and actors the peer
+        // already holds every record of are not sent at all.
+        let entries = |count: u32| -> Vec<CounterEntry> {
+            (0..count)
+                .map(|second| CounterEntry {
+                    second,
+                    option: 0,
+                    accepted: 1,
+                    retracted: 0,
+                })
+                .collect()
+        };
+        let state = CounterState {
+            poll: PollId::new("p").unwrap(),
+            actors: vec![
+                ActorCounters {
+                    actor: actor("lagging"),
+                    entries: entries(150_000),
+                },
+                ActorCounters {
+                    actor: actor("caught-up"),
+                    entries: entries(10),
+                },
+            ],
+        };
+        let messages = counters_for_lagging(state, |a| a.node.as_str() == "lagging");
+        assert_eq!(messages.len(), 3);
+        let sizes: Vec<usize> = messages
+            .iter()
+            .map(|m| m.actors.iter().map(|a| a.entries.len()).sum())
+            .collect();
+        assert_eq!(sizes, vec![65_536, 65_536, 150_000 - 2 * 65_536]);
+        assert!(
+            messages
+                .iter()
+                .flat_map(|m| &m.actors)
+                .all(|a| a.actor.node.as_str() == "lagging")
+        );
+        for message in &messages {
+            let frame = crate::wire::encode(&crate::wire::PeerMessage::Counters(message.clone()));
+            assert!(
+                crate::wire::decode(&frame).is_ok(),
+                "each message passes the receiver's limits"
+            );
+        }
+    }
+}

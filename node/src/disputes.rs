@@ -76,10 +76,15 @@ pub fn describe(replica: &Replica, poll: &PollId) -> Option<PollDispute> {
             .iter()
             .map(|(node, d)| format!("{node} {}", options_text(replica, poll, *d)))
             .collect();
+        let (define, count) = if others.len() == 1 {
+            ("defines", "counts")
+        } else {
+            ("define", "count")
+        };
         format!(
             "poll {poll}: this node lists its options as {mine}, the definition the cluster \
-             agrees on, and keeps counting; {} define it otherwise and count none of its \
-             votes until their configuration is fixed",
+             agrees on, and keeps counting; {} {define} it otherwise and {count} none of its \
+             votes until fixed",
             others.join(", "),
         )
     };

@@ -281,10 +281,14 @@ async fn next_message(
 /// Sends this node's hello and checks the peer's: same cluster, protocol and vote ID key, and
 /// the actor it claims is on the node its certificate names (and, when dialling, the node
 /// dialled).
+///
+/// `peer` (the label refusals are counted and logged under) becomes the peer's node ID as
+/// soon as its certificate vouches for it, so a refusal after that names the peer.
 async fn exchange_hello(
     connection: &quinn::Connection,
     context: &SyncContext,
     dialled: Option<&NodeId>,
+    peer: &mut String,
 ) -> Result<NodeId, SessionError> {
     let (mut send, mut recv) = if dialled.is_some() {
         connection.open_bi().await?
@@ -341,6 +345,7 @@ async fn exchange_hello(
     }
     check_peer_is(connection, &hello.actor.node)
         .map_err(|e| SessionError::refused("certificate", format!("certificate: {e}")))?;
+    *peer = hello.actor.node.to_string();
     context
         .vote_id_key
         .check_proof(&hello.vote_id_key_proof)
@@ -426,8 +431,7 @@ async fn incoming_session(
     context: &SyncContext,
     peer: &mut String,
 ) -> Result<(), SessionError> {
-    let node = exchange_hello(connection, context, None).await?;
-    *peer = node.to_string();
+    let node = exchange_hello(connection, context, None, peer).await?;
     let listed = context.listed.contains(&node);
     if !listed {
         context.metrics.peers.declare(peer);
@@ -645,8 +649,8 @@ async fn dialled_session(
     claim: &Claim,
     backoff: &mut Backoff,
 ) -> Result<(), SessionError> {
-    exchange_hello(connection, context, Some(&target.node)).await?;
-    let label = target.node.to_string();
+    let mut label = target.node.to_string();
+    exchange_hello(connection, context, Some(&target.node), &mut label).await?;
     tracing::info!(peer = %label, "peer connected (dialled)");
     backoff.reset();
     tokio::select! {
