@@ -258,7 +258,9 @@ pub(super) async fn ask<T>(
         (status = 429, description = "Over the per-IP or per-voter rate limit; nothing was \
             counted", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
-        (status = 503, description = "Shedding load or stopping; nothing was counted",
+        (status = 503, description = "Shedding load, stopping, held (low disk, a skewed clock), \
+            or `poll_disputed`: this node defines the poll otherwise than the cluster; nothing \
+            was counted: retry here later or at another node",
             body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ),
 )]
@@ -426,7 +428,9 @@ enum Parsed {
             application/x-postcard", body = ErrorBody),
         (status = 429, description = "Over the per-IP rate limit; nothing was counted",
             body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
-        (status = 503, description = "Shedding load or stopping; nothing was counted",
+        (status = 503, description = "Shedding load, stopping, held (low disk, a skewed clock), \
+            or `poll_disputed`: this node defines the poll otherwise than the cluster; nothing \
+            was counted: retry here later or at another node",
             body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ),
 )]
