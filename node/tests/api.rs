@@ -1140,6 +1140,77 @@ async fn the_vote_lookup_names_each_vote_ids_option_for_the_admin_only() {
     node.stop().await;
 }
 
+/// Votes per option name in a results document.
+fn votes_by_name(results: &Value) -> Vec<(String, i64)> {
+    results["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["name"].as_str().unwrap().to_owned(),
+                o["votes"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_restart_with_the_options_reordered_keeps_every_vote_under_its_option() {
+    // Goal: the configuration decides a poll's definition at start-up, and changing the order
+    // of its options (how a disputed node is healed) renumbers the votes by name, before and
+    // after a snapshot; a configuration that drops an option with votes is refused and the
+    // logged definition kept. Method: two green votes and one blue; restart with the options
+    // reversed (a crash: the log replays), vote again, restart again (after a clean stop's
+    // snapshot), then restart with an option missing.
+    let mut config = test_config();
+    let node = start_with(&config);
+    for (id, option) in [("g1", "green"), ("g2", "green"), ("b1", "blue")] {
+        assert_eq!(
+            node.vote("superbowl", option, id).await.status,
+            StatusCode::OK
+        );
+    }
+    node.results_settle("superbowl", 3).await;
+    // A crash: no snapshot, the log as written replays.
+    let crashed = crash_copy(&node.storage);
+    let clock = node.clock.clone();
+    node.stop().await;
+    config.polls[0].options = vec!["blue".into(), "green".into()];
+    let node = start_on(&config, crashed, clock);
+    let results = node.results_settle("superbowl", 3).await;
+    assert_eq!(
+        votes_by_name(&results),
+        vec![("blue".into(), 1), ("green".into(), 2)]
+    );
+    let reply = node.vote("superbowl", "green", "g1").await;
+    assert!(reply.text().contains("duplicate"), "{}", reply.text());
+    assert_eq!(
+        node.vote("superbowl", "green", "g3").await.status,
+        StatusCode::OK
+    );
+    node.results_settle("superbowl", 4).await;
+    let clock = node.clock.clone();
+    let storage = node.stop().await; // a clean stop: the next start reads a snapshot
+    let node = start_on(&config, storage, clock);
+    let results = node.results_settle("superbowl", 4).await;
+    assert_eq!(
+        votes_by_name(&results),
+        vec![("blue".into(), 1), ("green".into(), 3)]
+    );
+    let clock = node.clock.clone();
+    let storage = node.stop().await;
+    config.polls[0].options = vec!["blue".into(), "red".into()];
+    let node = start_on(&config, storage, clock);
+    let results = node.results_settle("superbowl", 4).await;
+    assert_eq!(
+        votes_by_name(&results),
+        vec![("blue".into(), 1), ("green".into(), 3)],
+        "an option that holds votes cannot be dropped: the logged definition stays"
+    );
+    node.stop().await;
+}
+
 #[tokio::test]
 async fn metrics_count_votes_refusals_and_fsyncs() {
     // Goal: /metrics shows what happened. Method: a vote, a duplicate, a refused vote, a batch
