@@ -224,6 +224,9 @@ pub struct Replica {
     hash_seed: [u64; 4],
     polls: BTreeMap<PollId, PollReplica>,
     keep_duplicates: bool,
+    /// A planted bug (simulation tests only): records and counters of a poll are exchanged
+    /// whatever the peers' definitions, by option index (the behaviour issue 31 found).
+    pub(crate) merge_across_definitions: bool,
     /// Each node's current incarnation as far as this replica knows (its own included).
     current_incarnations: Vec<ActorId>,
 }
@@ -238,6 +241,7 @@ impl Replica {
             hash_seed,
             polls: BTreeMap::new(),
             keep_duplicates: false,
+            merge_across_definitions: false,
         }
     }
 
@@ -270,6 +274,16 @@ impl Replica {
         for poll in self.polls.values_mut() {
             poll.state.plant_bug_keep_duplicates();
         }
+    }
+
+    /// **A planted bug, for the simulation's checker tests only**: from now on this replica
+    /// sends and applies a poll's records and counters to and from peers that define the poll
+    /// otherwise, by option index, so a region whose options are in another order counts
+    /// other regions' votes under the wrong names. Nothing outside `tally-sim`'s tests calls
+    /// this.
+    #[doc(hidden)]
+    pub fn plant_bug_merge_across_definitions(&mut self) {
+        self.merge_across_definitions = true;
     }
 
     /// This node's actor.

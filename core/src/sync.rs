@@ -132,7 +132,8 @@ impl Replica {
         for spec in self.poll_specs() {
             answer.polls.push(spec.clone());
             let asked = request.polls.iter().find(|p| &p.poll == spec.id());
-            if asked.is_some_and(|p| Some(p.definition) != self.definition(spec.id())) {
+            let other = asked.is_some_and(|p| Some(p.definition) != self.definition(spec.id()));
+            if other && !self.merge_across_definitions {
                 continue;
             }
             let theirs = asked.map_or(&empty, |p| &p.vector);
@@ -231,7 +232,12 @@ impl Replica {
                 }
                 applied.shared.insert(id);
             }
-            Some(_) => self.note_foreign_definition(&spec),
+            Some(_) => {
+                self.note_foreign_definition(&spec);
+                if self.merge_across_definitions {
+                    applied.shared.insert(id);
+                }
+            }
             None => {
                 let entries = not_held.get(&id).map_or(&[][..], Vec::as_slice);
                 let mut declarations = Declarations::default();

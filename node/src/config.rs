@@ -252,6 +252,10 @@ pub enum PlantedBug {
     /// A node that starts on an empty disk reuses a fixed incarnation instead of drawing a
     /// new one, so after losing its disk it reuses its old actor's sequence numbers.
     ReuseActorAfterDiskLoss,
+    /// Records and counters of a poll are exchanged with peers that define it otherwise, by
+    /// option index: a region whose options are in another order counts the other regions'
+    /// votes under the wrong names (issue 31).
+    MergeAcrossDefinitions,
 }
 
 impl Default for Config {

@@ -177,6 +177,9 @@ pub fn start_with_peers<S: Storage + 'static>(
     if config.planted_bug == Some(config::PlantedBug::KeepDuplicates) {
         recovered.replica.plant_bug_keep_duplicates();
     }
+    if config.planted_bug == Some(config::PlantedBug::MergeAcrossDefinitions) {
+        recovered.replica.plant_bug_merge_across_definitions();
+    }
     let metrics = Arc::new(Metrics::new());
     let actor = recovered.replica.actor().clone();
     tracing::info!(

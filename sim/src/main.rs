@@ -69,6 +69,7 @@ enum Bug {
     KeepDuplicates,
     AckBeforeFsync,
     ReuseActor,
+    MergeAcrossDefinitions,
 }
 
 impl From<Bug> for PlantedBug {
@@ -77,6 +78,7 @@ impl From<Bug> for PlantedBug {
             Bug::KeepDuplicates => PlantedBug::KeepDuplicates,
             Bug::AckBeforeFsync => PlantedBug::AckBeforeFsync,
             Bug::ReuseActor => PlantedBug::ReuseActorAfterDiskLoss,
+            Bug::MergeAcrossDefinitions => PlantedBug::MergeAcrossDefinitions,
         }
     }
 }
@@ -93,6 +95,7 @@ enum Force {
     Restart,
     LongPartition,
     LostAnswers,
+    MismatchedDefinition,
 }
 
 impl From<Force> for FaultKind {
@@ -108,6 +111,7 @@ impl From<Force> for FaultKind {
             Force::Restart => FaultKind::Restart,
             Force::LongPartition => FaultKind::LongPartition,
             Force::LostAnswers => FaultKind::LostAnswers,
+            Force::MismatchedDefinition => FaultKind::MismatchedDefinition,
         }
     }
 }
@@ -288,7 +292,7 @@ fn print_one(report: &ClusterReport) {
         "checks passed: tallies agreed {} ms after healing, records {} ms (again {} ms \
          after the probe); \
          {} invoked, {} acknowledged, {} held before the probe, {} lost with a lost disk; \
-         {} reads within bounds; final totals {:?}",
+         {} reads within bounds; {} votes under their option on every region; final totals {:?}",
         c.converge_ms,
         c.records_ms,
         c.reconverge_ms,
@@ -297,6 +301,7 @@ fn print_one(report: &ClusterReport) {
         c.held,
         c.lost_with_disk,
         c.reads,
+        c.options_checked,
         c.totals
     );
     println!(
@@ -337,6 +342,7 @@ fn print_table(reports: &[ClusterReport]) {
         "no phantom votes",
         "fast path == exact (total == IDs held)",
         "exactly once after the probe, per option",
+        "every vote under its option, every region",
         "reads during the chaos within bounds",
     ] {
         println!("{check:<44} {seeds:>8}");

@@ -152,6 +152,7 @@ pub fn bug_name(bug: tally_node::config::PlantedBug) -> &'static str {
         PlantedBug::KeepDuplicates => "keep-duplicates",
         PlantedBug::AckBeforeFsync => "ack-before-fsync",
         PlantedBug::ReuseActorAfterDiskLoss => "reuse-actor",
+        PlantedBug::MergeAcrossDefinitions => "merge-across-definitions",
     }
 }
 
@@ -168,6 +169,7 @@ pub fn fault_flag(kind: FaultKind) -> &'static str {
         FaultKind::Restart => "restart",
         FaultKind::LongPartition => "long-partition",
         FaultKind::LostAnswers => "lost-answers",
+        FaultKind::MismatchedDefinition => "mismatched-definition",
     }
 }
 
@@ -198,6 +200,9 @@ struct NodeSlot {
     handle: Mutex<Option<NodeHandle>>,
     /// Raised while the node's disk waits out an fsync.
     syncing: Arc<AtomicBool>,
+    /// Whether its configuration lists the poll's options in the other order (a mismatched
+    /// definition, until the driver fixes it).
+    reversed: AtomicBool,
 }
 
 struct NodeSpec {
@@ -237,11 +242,16 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
         tls: Some(TlsFiles::in_dir(&spec.certs, name)),
         catch_up_timeout_ms: 5_000,
         planted_bug: spec.planted_bug,
+        admin_token: checker::ADMIN_TOKEN.to_owned(),
         ..Config::default()
     };
-    // The embedded default poll (`workload::POLL`), reserved for the run's votes.
+    // The embedded default poll (`workload::POLL`), reserved for the run's votes; in the
+    // other order while this region's definition is mismatched.
     for poll in &mut config.polls {
         poll.expected_votes = Some(spec.votes);
+        if slot.reversed.load(Ordering::Relaxed) {
+            poll.options.reverse();
+        }
     }
     let io = NodeIo {
         listener,
@@ -348,6 +358,14 @@ pub fn run_cluster_with(
     let mut sim = builder.build();
 
     let slots: Vec<Arc<NodeSlot>> = (0..config.regions).map(|_| Arc::default()).collect();
+    let mismatched: Option<usize> = faults
+        .iter()
+        .find(|f| f.kind == FaultKind::MismatchedDefinition)
+        .map(|f| f.a[0]);
+    if let Some(region) = mismatched {
+        slots[region].reversed.store(true, Ordering::Relaxed);
+        lock(&shared).reversed = (0..config.regions).map(|r| r == region).collect();
+    }
     for (index, slot) in slots.iter().enumerate() {
         let spec = Arc::new(NodeSpec {
             index,
@@ -432,9 +450,28 @@ pub fn run_cluster_with(
         }
         if !healed && now >= heal_ms {
             heal(&mut sim, &names);
-            lock(&shared).healed = true;
             healed = true;
             healed_at = (sim.elapsed(), wall.elapsed());
+        }
+        if healed && !lock(&shared).healed {
+            // The operator's fix of a mismatched definition comes once the clients are done
+            // (the node's configuration, then a restart); only then may the checker start.
+            let mut ledger = lock(&shared);
+            match mismatched {
+                Some(_) if !ledger.clients_done => {}
+                Some(region) => {
+                    slots[region].reversed.store(false, Ordering::Relaxed);
+                    ledger.reversed.iter_mut().for_each(|r| *r = false);
+                    ledger.healed = true;
+                    drop(ledger);
+                    *slots[region]
+                        .handle
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = None;
+                    sim.bounce(names[region].as_str());
+                }
+                None => ledger.healed = true,
+            }
         }
         if now >= next_progress {
             let invoked = lock(&shared).invoked;
@@ -565,6 +602,9 @@ fn start_fault(
                 sim.partition_oneway(names[r].as_str(), workload::CLIENTS_HOST);
             }
         }
+        // Set in the region's configuration before it starts; fixed by the driver after the
+        // clients are done.
+        FaultKind::MismatchedDefinition => {}
     }
 }
 
@@ -612,6 +652,7 @@ fn end_fault(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault) {
                 sim.repair_oneway(names[r].as_str(), workload::CLIENTS_HOST);
             }
         }
+        FaultKind::MismatchedDefinition => {}
     }
 }
 

@@ -110,11 +110,17 @@ pub enum FaultKind {
     /// votes whose clients never hear back, so they retry at other regions, which count them
     /// again; the winner rule must retract the loser once the region returns.
     LostAnswers,
+    /// One region's configuration lists the poll's options in another order (an operator's
+    /// slip): it loses the cluster's agreement on the definition and refuses the poll's votes
+    /// (clients retry elsewhere, as after a 503); once the clients are done its configuration
+    /// is fixed and it restarts, and every vote it counted must count for the option it was
+    /// cast for, everywhere.
+    MismatchedDefinition,
 }
 
 impl FaultKind {
     /// Every kind, in table order.
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Partition,
         FaultKind::OneWayPartition,
         FaultKind::Hold,
@@ -125,6 +131,7 @@ impl FaultKind {
         FaultKind::Restart,
         FaultKind::LongPartition,
         FaultKind::LostAnswers,
+        FaultKind::MismatchedDefinition,
     ];
 
     /// The name in tables.
@@ -140,6 +147,7 @@ impl FaultKind {
             FaultKind::Restart => "restart mid-burst",
             FaultKind::LongPartition => "partition > idle timeout",
             FaultKind::LostAnswers => "lost answers, region cut off",
+            FaultKind::MismatchedDefinition => "mismatched poll definition",
         }
     }
 }
@@ -183,6 +191,10 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
     let mut crashed_regions: Vec<usize> = (0..regions).collect();
     crashed_regions.shuffle(&mut rng);
     for kind in FaultKind::ALL {
+        if kind == FaultKind::MismatchedDefinition {
+            // Drawn apart (below), so that the seeds that do not enable it keep their faults.
+            continue;
+        }
         let enabled = rng.random_bool(0.5) || config.force_faults.contains(&kind);
         if !enabled || regions < 2 {
             continue;
@@ -241,6 +253,7 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
                         for_ms: LONG_PARTITION_MS,
                     }
                 }
+                FaultKind::MismatchedDefinition => continue,
                 FaultKind::Crash | FaultKind::DiskLoss | FaultKind::Restart => {
                     // Each crash-like fault takes a region of its own, so no region is
                     // crashed twice at once; at most every region but one is ever down.
@@ -266,8 +279,24 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
             faults.push(fault);
         }
     }
+    faults.extend(mismatched_definition(config));
     faults.sort_by_key(|f| (f.at_ms, f.kind));
     faults
+}
+
+/// The seed's mismatched-definition fault, if it enables one: a region, from the start.
+/// Drawn from a stream of its own, enabled in a quarter of the seeds.
+fn mismatched_definition(config: &ClusterConfig) -> Option<Fault> {
+    let mut rng = StdRng::seed_from_u64(config.seed ^ 0x6465_6669_6e65);
+    let kind = FaultKind::MismatchedDefinition;
+    let enabled = rng.random_bool(0.25) || config.force_faults.contains(&kind);
+    (enabled && config.regions >= 2).then(|| Fault {
+        kind,
+        a: vec![rng.random_range(0..config.regions)],
+        b: Vec::new(),
+        at_ms: 0,
+        for_ms: 0,
+    })
 }
 
 fn two_regions(rng: &mut StdRng, regions: usize) -> (usize, usize) {
