@@ -146,7 +146,16 @@ async fn check(plan: &Plan, shared: &Shared) -> Result<Checked, Violation> {
     let probed_at = now_ms();
     let after = converge(plan, &mut conns, Agreement::Records, RECORDS_MS_MAX).await?;
     checked.reconverge_ms = now_ms() - probed_at;
-    let ledger = lock(shared);
+    check_exactly_once(&lock(shared), &after)?;
+    checked.totals = after.votes;
+    checked.reads = lock(shared).reads.len() as u64;
+    checked.options_checked = check_options(plan, shared).await?;
+    Ok(checked)
+}
+
+/// After the probe every invoked vote ID is held: each option's total must equal the vote IDs
+/// invoked with it.
+fn check_exactly_once(ledger: &Ledger, after: &Results) -> Result<(), Violation> {
     let mut expected = vec![0i64; after.votes.len()];
     for v in ledger.votes.iter().filter(|v| v.invoked_ms != 0) {
         if let Some(slot) = expected.get_mut(v.option as usize) {
@@ -160,11 +169,7 @@ async fn check(plan: &Plan, shared: &Shared) -> Result<Checked, Violation> {
             after.votes, expected
         ));
     }
-    checked.totals = after.votes;
-    checked.reads = ledger.reads.len() as u64;
-    drop(ledger);
-    checked.options_checked = check_options(plan, shared).await?;
-    Ok(checked)
+    Ok(())
 }
 
 /// Asks every region which option every invoked vote ID counts for (a sample beyond
@@ -182,7 +187,7 @@ async fn check_options(plan: &Plan, shared: &Shared) -> Result<u64, Violation> {
             .step_by(stride)
             .collect()
     };
-    for (region, name) in plan.regions.iter().enumerate() {
+    for name in &plan.regions {
         let mut conn = Conn::with_bearer(name, ADMIN_TOKEN);
         let results = read_results(&mut conn, Duration::from_millis(10_000))
             .await
@@ -208,7 +213,6 @@ async fn check_options(plan: &Plan, shared: &Shared) -> Result<u64, Violation> {
                 }
             }
         }
-        let _ = region;
     }
     Ok(sample.len() as u64)
 }
