@@ -15,9 +15,9 @@ use utoipa::ToSchema;
 
 use super::admin::authorize;
 use super::body::TimelyBody;
-use super::votes::{POSTCARD_MEDIA_TYPE, ask, poll_snapshot, require_content_type};
+use super::votes::{POSTCARD_MEDIA_TYPE, ask, check_count, poll_snapshot, require_content_type};
 use super::{ApiError, ErrorBody, SharedState};
-use crate::config::{BATCH_BODY_BYTES_MAX, BATCH_VOTES_MAX};
+use crate::config::BATCH_BODY_BYTES_MAX;
 use crate::engine::Command;
 
 /// The option byte of a postcard lookup answer for a vote ID the node does not hold.
@@ -159,14 +159,4 @@ pub(super) async fn lookup(
         })
         .collect();
     Ok(Json(LookupResponse { votes }).into_response())
-}
-
-fn check_count(count: usize) -> Result<(), ApiError> {
-    if count > BATCH_VOTES_MAX {
-        return Err(ApiError::TooManyVotes {
-            count,
-            max: BATCH_VOTES_MAX,
-        });
-    }
-    Ok(())
 }

@@ -560,7 +560,8 @@ fn count_batch(app: &AppState, response: &BatchResponse) {
     }
 }
 
-fn check_count(count: usize) -> Result<(), ApiError> {
+/// Refuses more than [`BATCH_VOTES_MAX`] votes (or vote IDs) in one request.
+pub(super) fn check_count(count: usize) -> Result<(), ApiError> {
     if count > BATCH_VOTES_MAX {
         return Err(ApiError::TooManyVotes {
             count,

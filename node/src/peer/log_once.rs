@@ -46,11 +46,6 @@ impl LogOnce {
             }
         }
     }
-
-    /// Forgets `peer`'s `cause`: the next occurrence is logged again (it had stopped).
-    pub fn forget(&mut self, peer: &str, cause: &'static str) {
-        self.seen.remove(&(peer.to_owned(), cause));
-    }
 }
 
 #[cfg(test)]
@@ -75,7 +70,6 @@ mod tests {
         );
         assert_eq!(log.note("us-west", "counters", UnixMillis(5)), Some(0));
         assert_eq!(log.note("eu", "records", UnixMillis(5)), Some(0));
-        log.forget("eu", "records");
-        assert_eq!(log.note("eu", "records", UnixMillis(6)), Some(0));
+        assert_eq!(log.note("eu", "records", UnixMillis(6)), None);
     }
 }

@@ -376,19 +376,8 @@ fn end_session(
         connection.close(CLOSE_REFUSED.into(), &bytes[..bytes.len().min(256)]);
     }
     if let Some(cause) = error.refusal_cause() {
-        context
-            .metrics
-            .peers
-            .refusals
-            .get_or_create(&PeerMetrics::cause_labels(peer, cause))
-            .inc();
-        let now = context.clock.now();
-        let unlogged = context
-            .log_once
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .note(peer, cause, now);
-        if let Some(unlogged) = unlogged {
+        let family = &context.metrics.peers.refusals;
+        if let Some(unlogged) = count_and_note(context, family, peer, cause) {
             tracing::warn!(%peer, %remote, cause, %error, unlogged, "peer refused");
         }
     } else if error.is_orderly() {
@@ -396,6 +385,28 @@ fn end_session(
     } else {
         tracing::warn!(%peer, %remote, %error, "peer session ended; reconnecting if dialled");
     }
+}
+
+/// Counts one occurrence of `cause` from `peer` in `family`; returns `Some(unlogged)` when it
+/// should be logged now (see [`LogOnce`]).
+fn count_and_note(
+    context: &SyncContext,
+    family: &prometheus_client::metrics::family::Family<
+        crate::metrics::PeerLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    peer: &str,
+    cause: &'static str,
+) -> Option<u64> {
+    family
+        .get_or_create(&PeerMetrics::cause_labels(peer, cause))
+        .inc();
+    let now = context.clock.now();
+    context
+        .log_once
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .note(peer, cause, now)
 }
 
 // ---------------------------------------------------------------- answering side (server)
@@ -737,19 +748,8 @@ async fn pull_round(
 /// whose every answer carries the same bad part would otherwise log it every tick).
 fn note_answer_refusals(context: &SyncContext, peer: &str, refused: &[AnswerRefusal]) {
     for refusal in refused {
-        context
-            .metrics
-            .peers
-            .answer_refusals
-            .get_or_create(&PeerMetrics::cause_labels(peer, refusal.cause))
-            .inc();
-        let now = context.clock.now();
-        let unlogged = context
-            .log_once
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .note(peer, refusal.cause, now);
-        if let Some(unlogged) = unlogged {
+        let family = &context.metrics.peers.answer_refusals;
+        if let Some(unlogged) = count_and_note(context, family, peer, refusal.cause) {
             tracing::warn!(
                 %peer,
                 cause = refusal.cause,
