@@ -334,7 +334,12 @@ where
             histogram.observe(elapsed.as_secs_f64());
             let status = response.status();
             let method = &*this.method;
-            if status.is_server_error() {
+            // A 503 is a deliberate refusal (shedding, a hold, a disputed poll): counted in
+            // `tally_vote_rejections_total` and logged once where its cause arises, not once
+            // per refused vote, which at peak would be a flood of identical lines.
+            if status == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+                tracing::debug!(%method, route, %status, ?elapsed, "request refused for now");
+            } else if status.is_server_error() {
                 tracing::warn!(%method, route, %status, ?elapsed, "request failed");
             } else if status.is_client_error() {
                 tracing::debug!(%method, route, %status, ?elapsed, "request refused");
