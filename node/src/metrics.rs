@@ -388,6 +388,13 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(gauge(snapshot.vote_id_capacity));
         }
+        for poll in results.polls.keys() {
+            for peer in peers.keys() {
+                // Created at 0 (a 1 set by `disputes` stays): alert rules see the series.
+                let labels = vec![("poll", poll.to_string()), ("peer", peer.clone())];
+                let _ = self.definition_disputes.get_or_create(&labels);
+            }
+        }
         for (peer, status) in peers {
             if let Some(caught_up_at) = status.caught_up_at {
                 let behind_ms = if status.records_behind == 0 && status.connected {
