@@ -46,6 +46,11 @@ impl LogOnce {
             }
         }
     }
+
+    /// Forgets `peer`'s `cause`: it stopped, and its next occurrence is logged at once.
+    pub fn forget(&mut self, peer: &str, cause: &'static str) {
+        self.seen.remove(&(peer.to_owned(), cause));
+    }
 }
 
 #[cfg(test)]
@@ -71,5 +76,11 @@ mod tests {
         assert_eq!(log.note("us-west", "counters", UnixMillis(5)), Some(0));
         assert_eq!(log.note("eu", "records", UnixMillis(5)), Some(0));
         assert_eq!(log.note("eu", "records", UnixMillis(6)), None);
+        log.forget("eu", "records");
+        assert_eq!(
+            log.note("eu", "records", UnixMillis(7)),
+            Some(0),
+            "after it stopped"
+        );
     }
 }

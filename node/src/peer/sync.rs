@@ -597,6 +597,8 @@ pub async fn pull_from(
     let mut backoff = Backoff::new(rng_seed);
     loop {
         let claim = context.claims.session(target.node.clone(), true);
+        // `Err` only for a failure before a session began (a session's end is logged by
+        // `end_session`).
         let session = async {
             let address = resolve(&target.address).await?;
             let connection = endpoint.connect(address, target.node.as_str())?.await?;
@@ -606,21 +608,16 @@ pub async fn pull_from(
             if let Err(error) = &result {
                 end_session(&connection, error, &context, &label, address);
             }
-            result
+            Ok(())
         };
-        let result = tokio::select! {
+        let result: Result<(), SessionError> = tokio::select! {
             biased;
             _ = stopping.wait_for(|stop| *stop) => return,
             result = session => result,
         };
         disconnected(&context, &label, &claim);
-        if let Err(error @ (SessionError::Resolve(_) | SessionError::Connect(_))) = &result {
-            tracing::warn!(peer = %label, %error, "peer unreachable; retrying");
-        } else if let Err(error @ SessionError::Connection(_)) = &result {
-            // Failed before a session began (no answer, a refused handshake).
-            if !error.is_orderly() {
-                tracing::debug!(peer = %label, %error, "peer connection failed; retrying");
-            }
+        if let Err(error) = &result {
+            note_unreachable(&context, &label, error);
         }
         drop(claim);
         let delay = backoff.next_delay();
@@ -629,6 +626,31 @@ pub async fn pull_from(
             _ = stopping.wait_for(|stop| *stop) => return,
             () = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// A dial that failed before any session: the peer's certificate refused in the handshake
+/// (counted and logged as a refusal), or the peer unreachable (no answer, a lookup that
+/// failed); each is logged once per peer and cause, then at most every ten minutes, not on
+/// every retry.
+fn note_unreachable(context: &SyncContext, peer: &str, error: &SessionError) {
+    let refused = matches!(error, SessionError::Connection(lost)
+        if super::tls::refusal_alert(lost).is_some());
+    if refused {
+        let family = &context.metrics.peers.refusals;
+        if let Some(unlogged) = count_and_note(context, family, peer, "certificate") {
+            tracing::warn!(%peer, cause = "certificate", %error, unlogged, "peer refused");
+        }
+        return;
+    }
+    let now = context.clock.now();
+    let unlogged = context
+        .log_once
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .note(peer, "unreachable", now);
+    if let Some(unlogged) = unlogged {
+        tracing::warn!(%peer, %error, unlogged, "peer unreachable; retrying with backoff");
     }
 }
 
@@ -662,6 +684,12 @@ async fn dialled_session(
 ) -> Result<(), SessionError> {
     let mut label = target.node.to_string();
     exchange_hello(connection, context, Some(&target.node), &mut label).await?;
+    // Reachable again: the next outage is logged afresh.
+    context
+        .log_once
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .forget(&label, "unreachable");
     tracing::info!(peer = %label, "peer connected (dialled)");
     backoff.reset();
     tokio::select! {
