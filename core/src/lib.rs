@@ -13,6 +13,7 @@
 //! sync), [`PollState`] (the CRDT of one poll), [`RecordBatch`] (records in their compact
 //! form), [`wire`] (peer messages), and [`Merge`] with its law checker.
 
+pub mod clock;
 mod counters;
 mod definition;
 #[doc(hidden)]
@@ -40,7 +41,9 @@ pub use poll::{PollSpec, PollSpecError, PollStatus, PollWindow};
 pub use poll_state::{Applied, ApplyError, PollState};
 pub use record_batch::{BatchError, BatchRecord, RecordBatch, SecondRun};
 pub use record_store::ReservedIndex;
-pub use replica::{AcceptError, LocalVote, PollError, Replica, ReplicaError, Standing};
+pub use replica::{
+    AcceptError, LocalVote, MovedRecords, PollError, Replica, ReplicaError, Standing,
+};
 pub use sync::{
     AnswerApplied, AnswerRefusal, PollRequest, PullAnswer, PullRequest, counters_for_lagging,
 };

@@ -19,6 +19,11 @@ pub const CLIENT_KEY_BYTES_MAX: usize = 128;
 /// a TV-voting use case, and the bound keeps a bad peer from creating absurd buckets.
 pub const POLL_SECONDS_MAX: u32 = 31 * 24 * 3600;
 
+/// Most polls one replica holds (created by configuration, the admin API or peers). A new
+/// poll past it is refused (`PollError::TooManyPolls`); every poll is exchanged with peers
+/// each sync round, so the bound also bounds a round's frames.
+pub const POLLS_MAX: usize = 1_024;
+
 /// Most records in one wire batch.
 pub const RECORDS_PER_BATCH_MAX: usize = 16_384;
 

@@ -20,6 +20,7 @@ use crate::definition::{AgreementDigest, Declaration, Declarations, DefinitionDi
 use crate::ids::{ActorId, PollId};
 use crate::limits::COUNTER_ENTRIES_PER_MESSAGE_MAX;
 use crate::poll::PollSpec;
+use crate::poll_state::Applied;
 use crate::record_batch::RecordBatch;
 use crate::replica::{Replica, ReplicaError};
 use crate::version_vector::VersionVector;
@@ -97,6 +98,29 @@ pub struct AnswerApplied {
     pub refused: Vec<AnswerRefusal>,
 }
 
+impl AnswerApplied {
+    /// Notes what applying one of the answer's batches (of a poll in [`Self::shared`]) did.
+    pub fn note_records(&mut self, batch: RecordBatch, result: Result<Applied, ReplicaError>) {
+        match result {
+            Ok(result) => {
+                self.records_added += result.added;
+                // Log what joined the state, including batches held back for a gap: the log
+                // replays through the same rules.
+                if result.added > 0 || result.held_back > 0 {
+                    self.batches_to_log.push(batch);
+                }
+            }
+            Err(error) => self.refused.push(AnswerRefusal {
+                cause: match error {
+                    ReplicaError::ForeignOwnRecords { .. } => "own_records",
+                    _ => "records",
+                },
+                message: error.to_string(),
+            }),
+        }
+    }
+}
+
 impl Replica {
     /// What this replica asks a peer for.
     pub fn pull_request(&self) -> PullRequest {
@@ -163,44 +187,64 @@ impl Replica {
     /// Merges a peer's answer (see the module doc): declarations, then definitions and
     /// windows, then the records and counters of the polls both define alike. A refused part
     /// is reported and merges nothing.
+    ///
+    /// The same in three steps, for a caller that treats records its own way (the node defers
+    /// them on a low disk and moves to a new incarnation when a peer holds more of its own
+    /// actor than it does): [`Self::apply_answer_definitions`], then each batch of a poll in
+    /// [`AnswerApplied::shared`] through [`Self::apply_records`] and
+    /// [`AnswerApplied::note_records`], then [`Self::apply_answer_counters`].
     pub fn apply_answer(&mut self, answer: PullAnswer) -> AnswerApplied {
+        let PullAnswer {
+            polls,
+            declarations,
+            batches,
+            counters,
+            ..
+        } = answer;
+        let mut applied = self.apply_answer_definitions(polls, declarations);
+        for batch in batches {
+            // Records of a poll defined otherwise (or not taken) are not ours to apply; a
+            // correct answerer leaves them out, but the answer's own definitions decide.
+            if applied.shared.contains(batch.poll()) {
+                let result = self.apply_records(&batch);
+                applied.note_records(batch, result);
+            }
+        }
+        self.apply_answer_counters(&counters, &mut applied);
+        applied
+    }
+
+    /// The first step of [`Self::apply_answer`]: an answer's declarations, then its
+    /// definitions and windows. The result's `shared` names the polls whose records and
+    /// counters of this answer may be applied; nothing else may be.
+    pub fn apply_answer_definitions(
+        &mut self,
+        polls: Vec<PollSpec>,
+        declarations: Vec<(PollId, Vec<Declaration>)>,
+    ) -> AnswerApplied {
         let mut applied = AnswerApplied::default();
         let mut not_held: BTreeMap<PollId, Vec<Declaration>> = BTreeMap::new();
-        for (poll, entries) in answer.declarations {
+        for (poll, entries) in declarations {
             if self.poll_spec(&poll).is_some() {
                 applied.declarations_changed |= self.merge_declarations(&poll, &entries);
             } else {
                 not_held.insert(poll, entries);
             }
         }
-        for spec in answer.polls {
+        for spec in polls {
             self.apply_definition(spec, &not_held, &mut applied);
         }
-        for batch in answer.batches {
-            // Records of a poll defined otherwise (or not taken) are not ours to apply; a
-            // correct answerer leaves them out, but the answer's own definitions decide.
-            if !applied.shared.contains(batch.poll()) {
-                continue;
-            }
-            match self.apply_records(&batch) {
-                Ok(result) => {
-                    applied.records_added += result.added;
-                    // Log what joined the state, including batches held back for a gap: the
-                    // log replays through the same rules.
-                    if result.added > 0 || result.held_back > 0 {
-                        applied.batches_to_log.push(batch);
-                    }
-                }
-                Err(error) => applied.refused.push(AnswerRefusal {
-                    cause: match error {
-                        ReplicaError::ForeignOwnRecords { .. } => "own_records",
-                        _ => "records",
-                    },
-                    message: error.to_string(),
-                }),
-            }
-        }
-        for state in &answer.counters {
+        applied
+    }
+
+    /// The last step of [`Self::apply_answer`]: the answer's counters of the polls in
+    /// `applied.shared`.
+    pub fn apply_answer_counters(
+        &mut self,
+        counters: &[CounterState],
+        applied: &mut AnswerApplied,
+    ) {
+        for state in counters {
             if !applied.shared.contains(&state.poll) {
                 continue;
             }
@@ -212,7 +256,6 @@ impl Replica {
                 }),
             }
         }
-        applied
     }
 
     /// One definition of an answer: the same as ours (merge its window), another (remember

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::counters::CountPair;
 use crate::definition::{AgreementDigest, Declaration, DefinitionDigest};
-use crate::ids::{ActorId, OptionIndex, PollId, Second};
+use crate::ids::{ActorId, OptionIndex, PollId, Second, UnixMillis};
 use crate::limits::{
     CLUSTER_ID_BYTES_MAX, COUNTER_ENTRIES_PER_MESSAGE_MAX, DECLARING_NODES_MAX, FRAME_BYTES_MAX,
     OPTIONS_MAX, POLL_SECONDS_MAX, VERSION_VECTOR_ENTRIES_MAX,
@@ -21,11 +21,23 @@ use crate::vote_id::VoteIdKeyProof;
 /// The first byte of every frame. A frame with another first byte is refused.
 pub const FRAME_FORMAT_VERSION: u8 = 1;
 
-/// The peer protocol version carried in [`Hello`]. Version 2: the hello proves the
-/// `vote_id_key`; pulls name each poll's definition ([`PeerMessage::PollVector`]) and a
-/// summary of the declarations ([`PeerMessage::Agreement`]); answers may carry
-/// [`PeerMessage::Declarations`].
+/// The peer protocol version carried in [`Hello`].
+///
+/// Compatibility rule: a node syncs with peers whose version is within
+/// [`PROTOCOL_VERSION_MIN`]`..=`[`PROTOCOL_VERSION`] and refuses others, naming both versions.
+/// A newer version adds messages as new variants at the end of [`PeerMessage`] (postcard
+/// encodes a variant by its position). Version 2 added [`PeerMessage::Clock`] (the clock
+/// readings of every pull), the hello's `vote_id_key` proof, and the definition agreement
+/// (pulls name each poll's definition in [`PeerMessage::PollVector`] and a summary of the
+/// declarations in [`PeerMessage::Agreement`]; answers may carry
+/// [`PeerMessage::Declarations`]).
 pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The oldest peer protocol version this node syncs with. Version 1 is refused, unlike
+/// DESIGN.md §3's rule of syncing with the previous version: its hello cannot prove the
+/// `vote_id_key` and its pulls do not name the poll's definition, so serving it could count a
+/// retried vote twice or a vote under another option's name.
+pub const PROTOCOL_VERSION_MIN: u16 = 2;
 
 /// The first message on a connection: who is speaking, for which cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +122,8 @@ pub enum PeerMessage {
     Counters(CounterState),
     /// A poll's definition and window.
     Poll(PollSpec),
+    /// Wall-clock readings for the clock-offset estimate (protocol 2; see [`ClockReading`]).
+    Clock(ClockReading),
     /// Opens a pull request: the puller's summary of every poll's declarations (an answer
     /// carries [`PeerMessage::Declarations`] only when the answerer's differs).
     Agreement(AgreementDigest),
@@ -130,6 +144,21 @@ pub enum PeerMessage {
         /// One entry per node.
         entries: Vec<Declaration>,
     },
+}
+
+/// Wall-clock readings: the last frame of a pull request (`answered_at` absent) and the first
+/// of its answer (the request's `sent_at` echoed, `answered_at` set). The puller measures the
+/// round trip on its monotonic clock and estimates the peer's offset from the three readings
+/// (`tally_core::clock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockReading {
+    /// The puller's wall clock as its request left.
+    pub sent_at: UnixMillis,
+    /// The answerer's wall clock as it answered (absent in a request).
+    pub answered_at: Option<UnixMillis>,
+    /// How long the sender's wall clock has run without a step (since its process started
+    /// or it last saw its clock jump), in ms.
+    pub stable_ms: u64,
 }
 
 /// Why a frame was refused. Nothing was merged.

@@ -93,6 +93,14 @@ fn seeds() -> Vec<(&'static str, PeerMessage)> {
             }),
         ),
         ("poll", PeerMessage::Poll(spec)),
+        (
+            "clock",
+            PeerMessage::Clock(wire::ClockReading {
+                sent_at: UnixMillis(1_800_000_000_000),
+                answered_at: Some(UnixMillis(1_800_000_000_004)),
+                stable_ms: 60_000,
+            }),
+        ),
     ]
 }
 

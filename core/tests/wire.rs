@@ -130,6 +130,18 @@ fn message() -> impl Strategy<Value = PeerMessage> {
                 PeerMessage::Poll(PollSpec::new(poll, options, window).unwrap())
             }
         ),
+        (
+            any::<u64>(),
+            proptest::option::of(any::<u64>()),
+            any::<u64>()
+        )
+            .prop_map(|(sent, answered, stable_ms)| {
+                PeerMessage::Clock(wire::ClockReading {
+                    sent_at: UnixMillis(sent),
+                    answered_at: answered.map(UnixMillis),
+                    stable_ms,
+                })
+            }),
     ]
 }
 

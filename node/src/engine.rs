@@ -13,9 +13,14 @@ use std::time::Duration;
 
 use tally_core::{
     AcceptError, AnswerApplied, LocalVote, NodeId, OptionIndex, PollError, PollId, PollSpec,
-    PollWindow, PullAnswer, PullRequest, Replica, ReservedIndex, Second, Seq, VoteId,
+    PollWindow, PullAnswer, PullRequest, RecordBatch, Replica, ReplicaError, ReservedIndex, Second,
+    Seq, VoteId,
 };
 use tokio::sync::{mpsc, oneshot, watch};
+
+mod failure;
+
+pub use failure::LOG_FAILED_HAND_OVER_MAX;
 
 use crate::Clock;
 use crate::disputes::Disputes;
@@ -25,18 +30,26 @@ use crate::peer::sync::PeerBoard;
 use crate::results::ResultsSnapshot;
 use crate::wal::{WalDone, WalEntry, WalJob};
 
+mod incarnation;
+
+pub use incarnation::OWN_RECORDS_FROM_PEER;
+
 /// Commands drained per wake-up before the engine looks at the log again.
 pub const COMMANDS_PER_WAKE_MAX: usize = 4_096;
 
 /// What the engine answers for one accepted vote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VoteAck {
-    /// New: durable as this node's record `seq`, stamped `second`.
+    /// New: durable as record `seq` of this node's incarnation `incarnation`, stamped
+    /// `second`.
     Counted {
         /// The record's seq.
         seq: Seq,
         /// Its poll-relative second.
         second: Second,
+        /// The incarnation whose record it is (a node may move to a new one while a vote
+        /// waits for the log: the answer names the actor that holds the record).
+        incarnation: u64,
     },
     /// Seen before; the earlier vote is durable.
     Duplicate,
@@ -122,6 +135,8 @@ pub enum Command {
     },
     /// A peer asks for what it lacks.
     PeerPull {
+        /// The peer's node ID (a node whose log failed waits for each peer's pull).
+        peer: String,
         /// The peer's request.
         request: PullRequest,
         /// Most records to answer with.
@@ -166,12 +181,16 @@ pub struct PeerApplied {
     pub shared: std::collections::BTreeSet<PollId>,
     /// Parts refused, each with its cause and reason (nothing of a refused part was merged).
     pub refused: Vec<tally_core::AnswerRefusal>,
+    /// Records not taken because the data directory is low on space (the disk hold): the
+    /// peer keeps them, and this node fetches them once space is back.
+    pub records_deferred: usize,
 }
 
-/// A reply held until the log job `token` is durable.
+/// A reply held until the log job `token` is durable (votes keep their poll: a move to a new
+/// incarnation renumbers their records, poll by poll).
 enum Pending {
-    Vote(Reply<VoteAck>, VoteAck),
-    Batch(Reply<Vec<BatchVoteAck>>, Vec<BatchVoteAck>),
+    Vote(Reply<VoteAck>, VoteAck, PollId),
+    Batch(Reply<Vec<BatchVoteAck>>, Vec<BatchVoteAck>, PollId),
     Poll(Reply<bool>, bool),
 }
 
@@ -194,6 +213,12 @@ pub struct EngineIo {
     /// queued, refuses new ones, flushes and stops, even if some sender (a connection kept
     /// past the drain deadline) is still alive. The queue closing stops it too.
     pub close_commands: watch::Receiver<bool>,
+    /// Set to true when the engine has stopped, however it stopped: after a log failure the
+    /// node must stop serving too.
+    pub stopped: watch::Sender<bool>,
+    /// Where the node's current actor is published (peer hellos name it); the engine
+    /// changes it when it moves to a new incarnation.
+    pub actor: watch::Sender<tally_core::ActorId>,
 }
 
 /// The task that owns the replica.
@@ -219,6 +244,20 @@ pub struct Engine {
     disputes: Disputes,
     /// A planted bug (simulation tests only): answer before the log is durable.
     ack_before_fsync: bool,
+    /// The clock watch's step guard, read with each vote's clock reading (nodes with peers).
+    clock_watch: Option<Arc<crate::clock_watch::ClockWatch>>,
+    /// A planted bug (simulation tests only): answer a failed log job's votes `counted`.
+    ack_after_failed_write: bool,
+    /// Part of a planted bug (simulation tests only): records of this node's own actor from a
+    /// peer are refused, as before issue 29, instead of starting a new incarnation.
+    keep_actor_behind_peers: bool,
+    /// The peers a node whose log failed waits for (up to [`LOG_FAILED_HAND_OVER_MAX`]) to
+    /// fetch its acknowledged records before it stops.
+    hand_over_peers: Vec<String>,
+    /// Draws the incarnation of a move to a new actor (seeded by the caller).
+    incarnation_rng: rand::rngs::StdRng,
+    /// Set by a move to a new incarnation until the actor is published.
+    actor_changed: bool,
 }
 
 impl Engine {
@@ -230,7 +269,9 @@ impl Engine {
         results_tick: Duration,
         peers: PeerBoard,
         health: Arc<Health>,
+        incarnation_seed: u64,
     ) -> Self {
+        use rand::SeedableRng;
         Self {
             replica,
             clock,
@@ -246,7 +287,44 @@ impl Engine {
             durable_token: 0,
             polls_changed: false,
             ack_before_fsync: false,
+            clock_watch: None,
+            ack_after_failed_write: false,
+            keep_actor_behind_peers: false,
+            hand_over_peers: Vec::new(),
+            incarnation_rng: rand::rngs::StdRng::seed_from_u64(incarnation_seed),
+            actor_changed: false,
         }
+    }
+
+    /// Reads `watch`'s step guard with every vote's clock reading: a vote that finds the wall
+    /// clock stepped since the watch last looked sets [`Hold::ClockSkew`] and is refused, so
+    /// no vote is stamped between a step and the watch's verdict on it.
+    pub fn watch_clock_steps(&mut self, watch: Arc<crate::clock_watch::ClockWatch>) {
+        self.clock_watch = Some(watch);
+    }
+
+    /// The peers to wait for, should the log fail, before the engine stops: each must have
+    /// pulled everything this node acknowledged (see [`failure`]).
+    pub fn hand_over_to(&mut self, peers: Vec<String>) {
+        self.hand_over_peers = peers;
+    }
+
+    /// **A planted bug, for the simulation's checker tests only**: when the log reports a
+    /// failed write or fsync, answers the failed job's votes `counted` anyway (as if the
+    /// failure did not matter), so the node acknowledges votes its log does not hold. Set
+    /// through [`crate::config::PlantedBug::AckAfterFailedWrite`].
+    #[doc(hidden)]
+    pub fn plant_bug_ack_after_failed_write(&mut self) {
+        self.ack_after_failed_write = true;
+    }
+
+    /// **Part of a planted bug, for the simulation's checker tests only**
+    /// ([`crate::config::PlantedBug::ReuseActorAfterDiskLoss`]): a node that meets records of
+    /// its own actor at a peer refuses them and goes on issuing that actor's seqs, as nodes
+    /// did before issue 29, so the reused actor is not rescued and the checker must see it.
+    #[doc(hidden)]
+    pub fn plant_bug_keep_actor_behind_peers(&mut self) {
+        self.keep_actor_behind_peers = true;
     }
 
     /// **A planted bug, for the simulation's checker tests only**: answers votes as soon as
@@ -264,10 +342,16 @@ impl Engine {
     /// own thread, ~10% more single votes per second and no fewer batched ones (BENCHMARKS.md,
     /// "Single votes: the HTTP layers and the engine on the HTTP runtime"). The handle resolves to the engine's result.
     pub fn spawn(self, io: EngineIo) -> tokio::task::JoinHandle<Result<(), EngineError>> {
-        tokio::spawn(self.run(io))
+        let stopped = io.stopped.clone();
+        tokio::spawn(async move {
+            let result = self.run(io).await;
+            stopped.send_replace(true);
+            result
+        })
     }
 
-    /// Runs until the command queue closes (graceful stop) or the log fails (error).
+    /// Runs until the command queue closes (graceful stop) or the log fails (error, after
+    /// handing what was durable to readers and peers: [`failure`]).
     pub async fn run(mut self, mut io: EngineIo) -> Result<(), EngineError> {
         // Every poll's dispute series exists from the start (at 0), for alert rules.
         self.disputes
@@ -275,6 +359,7 @@ impl Engine {
         let mut ticker = tokio::time::interval(self.results_tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut commands_closed = false;
+        let mut log_failure: Option<String> = None;
         loop {
             tokio::select! {
                 biased;
@@ -282,15 +367,16 @@ impl Engine {
                     commands_closed = true;
                     io.commands.close();
                 }
-                done = io.wal_done.recv() => {
-                    let Some(done) = done else { return self.fail("log writer stopped") };
-                    if let Err(error) = done.result {
-                        tracing::error!(%error, "write-ahead log failed");
-                        return self.fail("fsync failed");
-                    }
-                    self.metrics.observe_fsync(done.fsync, done.entries, done.bytes);
-                    self.on_durable(done.up_to_token);
-                }
+                done = io.wal_done.recv() => match done {
+                    None => log_failure = Some("the log writer stopped".to_owned()),
+                    Some(done) => match done.result {
+                        Err(error) => log_failure = Some(error.to_string()),
+                        Ok(()) => {
+                            self.metrics.observe_fsync(done.fsync, done.entries, done.bytes);
+                            self.on_durable(done.up_to_token);
+                        }
+                    },
+                },
                 command = io.commands.recv() => {
                     let Some(command) = command else { break };
                     self.handle(command);
@@ -306,23 +392,38 @@ impl Engine {
                 }
                 _ = ticker.tick() => self.publish(&io.results),
             }
-            if self.in_flight_jobs.is_empty() {
-                self.submit(&io.wal_jobs).await?;
+            if std::mem::take(&mut self.actor_changed) {
+                io.actor.send_replace(self.replica.actor().clone());
+            }
+            if log_failure.is_none()
+                && self.in_flight_jobs.is_empty()
+                && self.submit(&io.wal_jobs).await.is_err()
+            {
+                log_failure = Some("the log writer stopped".to_owned());
+            }
+            if let Some(why) = log_failure.take() {
+                return self.after_log_failure(&mut io, &why).await;
             }
             self.metrics
                 .set_engine_queue(io.commands.len(), self.waiting.len());
         }
         // Graceful stop: flush what was accepted, answer it, publish the last results.
         while !self.in_flight_jobs.is_empty() || self.has_unlogged() {
-            if self.in_flight_jobs.is_empty() {
-                self.submit(&io.wal_jobs).await?;
+            if self.in_flight_jobs.is_empty() && self.submit(&io.wal_jobs).await.is_err() {
+                return self.fail(&io.results, "the log writer stopped during shutdown");
             }
             match io.wal_done.recv().await {
                 Some(done) if done.result.is_ok() => self.on_durable(done.up_to_token),
-                _ => return self.fail("log failed during shutdown"),
+                _ => return self.fail(&io.results, "the log failed during shutdown"),
             }
         }
-        self.compact_log(&mut io).await?;
+        if self.health.has(Hold::DiskLow) {
+            // A snapshot is as large as the whole log: on a nearly full disk it would only
+            // fill it (and be removed). The next start replays the log instead.
+            tracing::warn!("the data directory is low on space: the log is not compacted");
+        } else {
+            self.compact_log(&mut io).await?;
+        }
         self.publish(&io.results);
         Ok(())
     }
@@ -332,23 +433,7 @@ impl Engine {
     /// grow-only record set already is the state; replaying 10M votes takes ~2.6 s, see
     /// BENCHMARKS.md.) The writer answers it after everything queued before it.
     async fn compact_log(&mut self, io: &mut EngineIo) -> Result<(), EngineError> {
-        let mut entries = vec![WalEntry::Identity(self.replica.actor().clone())];
-        let everything = tally_core::VersionVector::default();
-        for spec in self.replica.poll_specs() {
-            entries.push(WalEntry::Poll(spec.clone()));
-            // The next start sizes the index before refilling it, as it was here.
-            let capacity = self.replica.state(spec.id()).map(|s| s.vote_id_capacity());
-            if let Some(capacity) = capacity.filter(|&c| c > 0) {
-                entries.push(WalEntry::Reserve {
-                    poll: spec.id().clone(),
-                    vote_ids: capacity as u64,
-                });
-            }
-            let batches = self
-                .replica
-                .missing_records(spec.id(), &everything, usize::MAX);
-            entries.extend(batches.into_iter().map(WalEntry::Records));
-        }
+        let entries = crate::recovery::state_entries(&self.replica);
         let token = self.next_token;
         self.next_token += 1;
         if io
@@ -357,7 +442,7 @@ impl Engine {
             .await
             .is_err()
         {
-            return self.fail("log writer stopped");
+            return self.fail(&io.results, "the log writer stopped before compaction");
         }
         match io.wal_done.recv().await {
             Some(done) if done.result.is_ok() => {
@@ -373,7 +458,7 @@ impl Engine {
                 tracing::error!(result = ?done.result, "log compaction failed; the log is unchanged");
                 Ok(())
             }
-            None => self.fail("log writer stopped"),
+            None => self.fail(&io.results, "the log writer stopped during compaction"),
         }
     }
 
@@ -396,21 +481,12 @@ impl Engine {
         &self.replica
     }
 
-    fn fail(&mut self, why: &str) -> Result<(), EngineError> {
-        self.health.set(Hold::LogFailed, true);
-        tracing::error!(why, "engine stopping: nothing further is acknowledged");
-        for waiter in self.waiting.drain(..) {
-            match waiter.pending {
-                Pending::Vote(reply, _) => drop(reply.send(Err(EngineError::LogFailed))),
-                Pending::Batch(reply, _) => drop(reply.send(Err(EngineError::LogFailed))),
-                Pending::Poll(reply, _) => drop(reply.send(Err(EngineError::LogFailed))),
-            }
-        }
-        Err(EngineError::LogFailed)
-    }
-
     fn handle(&mut self, command: Command) {
         let now = self.clock.now();
+        let is_vote = matches!(command, Command::Vote { .. } | Command::Batch { .. });
+        if is_vote && self.clock_watch.as_ref().is_some_and(|w| w.stepped_at(now)) {
+            self.health.set(Hold::ClockSkew, true);
+        }
         let command = match self.refuse_if_held(command) {
             Some(command) => command,
             None => return,
@@ -425,12 +501,15 @@ impl Engine {
                 Ok(LocalVote::Duplicate { wait_for: None }) => {
                     let _ = reply.send(Ok(VoteAck::Duplicate));
                 }
-                Ok(vote) => self.wait(Pending::Vote(reply, ack(vote))),
+                Ok(vote) => {
+                    let ack = ack(vote, self.replica.actor().incarnation);
+                    self.wait(Pending::Vote(reply, ack, poll));
+                }
                 Err(error) => {
                     let _ = reply.send(Err(error.into()));
                 }
             },
-            Command::Batch { poll, votes, reply } => self.handle_batch(&poll, votes, reply),
+            Command::Batch { poll, votes, reply } => self.handle_batch(poll, votes, reply),
             Command::UpsertPoll {
                 spec,
                 expected_votes,
@@ -467,6 +546,7 @@ impl Engine {
                 request,
                 records_max,
                 reply,
+                ..
             } => {
                 let _ = reply.send(Ok(self.replica.answer_pull(&request, records_max)));
             }
@@ -483,13 +563,19 @@ impl Engine {
                 poll,
                 vote_ids,
                 reply,
-            } => {
-                let answer = match self.replica.state(&poll) {
-                    Some(state) => Ok(vote_ids.iter().map(|&v| state.winner_option(v)).collect()),
-                    None => Err(EngineError::Poll(PollError::UnknownPoll(poll))),
-                };
-                let _ = reply.send(answer);
-            }
+            } => drop(reply.send(self.lookup(poll, &vote_ids))),
+        }
+    }
+
+    /// The option each vote ID's winning record names in `poll` (`None`: not held).
+    fn lookup(
+        &self,
+        poll: PollId,
+        vote_ids: &[VoteId],
+    ) -> Result<Vec<Option<OptionIndex>>, EngineError> {
+        match self.replica.state(&poll) {
+            Some(state) => Ok(vote_ids.iter().map(|&v| state.winner_option(v)).collect()),
+            None => Err(EngineError::Poll(PollError::UnknownPoll(poll))),
         }
     }
 
@@ -512,9 +598,33 @@ impl Engine {
         None
     }
 
-    /// Merges a peer's answer (`Replica::apply_answer`), queues what it changed for the log,
-    /// and notes disputes that began or ended.
+    /// Merges a peer's answer (`Replica::apply_answer`, step by step), queues what it changed
+    /// for the log, and notes disputes that began or ended. Below the disk reserve the log
+    /// takes nothing new but what was accepted: records from peers wait there (their counters
+    /// still merge, so totals stay current).
     fn apply_from_peer(&mut self, answer: PullAnswer) -> PeerApplied {
+        let PullAnswer {
+            polls,
+            declarations,
+            batches,
+            counters,
+            ..
+        } = answer;
+        let mut applied = self.replica.apply_answer_definitions(polls, declarations);
+        let disk_low = self.health.has(Hold::DiskLow);
+        let mut records_deferred = 0;
+        for batch in batches {
+            if !applied.shared.contains(batch.poll()) {
+                continue;
+            }
+            if disk_low {
+                records_deferred += batch.len();
+                continue;
+            }
+            let result = self.apply_peer_records(&batch);
+            applied.note_records(batch, result);
+        }
+        self.replica.apply_answer_counters(&counters, &mut applied);
         let AnswerApplied {
             records_added,
             counters_changed,
@@ -523,7 +633,7 @@ impl Engine {
             shared,
             declarations_changed,
             refused,
-        } = self.replica.apply_answer(answer);
+        } = applied;
         for poll in polls_changed {
             self.polls_changed = true;
             if let Some(spec) = self.replica.poll_spec(&poll) {
@@ -540,6 +650,24 @@ impl Engine {
             counters_changed,
             shared,
             refused,
+            records_deferred,
+        }
+    }
+
+    /// Applies a peer's batch; if it holds records of this node's own actor beyond what its
+    /// log holds, this node must never issue those seqs again: it moves to a new incarnation
+    /// (see [`incarnation`]), which takes them as another actor's.
+    fn apply_peer_records(
+        &mut self,
+        batch: &RecordBatch,
+    ) -> Result<tally_core::Applied, ReplicaError> {
+        let result = self.replica.apply_records(batch);
+        match result {
+            Err(ReplicaError::ForeignOwnRecords { seq, .. }) if !self.keep_actor_behind_peers => {
+                self.begin_incarnation_behind_peers(batch, seq);
+                self.replica.apply_records(batch)
+            }
+            result => result,
         }
     }
 
@@ -552,7 +680,7 @@ impl Engine {
 
     fn handle_batch(
         &mut self,
-        poll: &PollId,
+        poll: PollId,
         votes: Vec<(OptionIndex, VoteId)>,
         reply: Reply<Vec<BatchVoteAck>>,
     ) {
@@ -560,7 +688,7 @@ impl Engine {
         let mut answers = Vec::with_capacity(votes.len());
         if let Err(error) = self
             .replica
-            .accept_local_batch(poll, &votes, now, &mut answers)
+            .accept_local_batch(&poll, &votes, now, &mut answers)
         {
             // Poll-level refusals (unknown, not open, closed): nothing was counted.
             let _ = reply.send(Err(error.into()));
@@ -568,11 +696,12 @@ impl Engine {
         }
         let mut acks = Vec::with_capacity(votes.len());
         let mut must_wait = false;
+        let incarnation = self.replica.actor().incarnation;
         for answer in answers {
             match answer {
                 Ok(vote) => {
                     must_wait |= !matches!(vote, LocalVote::Duplicate { wait_for: None });
-                    acks.push(BatchVoteAck::Ack(ack(vote)));
+                    acks.push(BatchVoteAck::Ack(ack(vote, incarnation)));
                 }
                 Err(AcceptError::Overloaded) => acks.push(BatchVoteAck::Overloaded),
                 Err(error) => {
@@ -585,7 +714,7 @@ impl Engine {
             }
         }
         if must_wait {
-            self.wait(Pending::Batch(reply, acks));
+            self.wait(Pending::Batch(reply, acks, poll));
         } else {
             let _ = reply.send(Ok(acks));
         }
@@ -626,7 +755,8 @@ impl Engine {
         });
     }
 
-    /// Sends everything accepted since the last job to the log as one job.
+    /// Sends everything accepted since the last job to the log as one job. `Err` when the
+    /// writer has stopped (nothing was sent).
     async fn submit(&mut self, jobs: &mpsc::Sender<WalJob>) -> Result<(), EngineError> {
         let batches = self.replica.take_unlogged();
         if batches.is_empty() && self.unlogged_entries.is_empty() {
@@ -653,7 +783,8 @@ impl Engine {
         entries.extend(batches.into_iter().map(WalEntry::Records));
         self.in_flight_jobs.push_back((token, marks));
         if jobs.send(WalJob::append(token, entries)).await.is_err() {
-            return self.fail("log writer stopped");
+            // The writer has stopped: the caller takes the failure path.
+            return Err(EngineError::LogFailed);
         }
         Ok(())
     }
@@ -690,15 +821,19 @@ impl Engine {
 /// Sends a held reply (its log job is durable).
 fn answer(pending: Pending) {
     match pending {
-        Pending::Vote(reply, ack) => drop(reply.send(Ok(ack))),
-        Pending::Batch(reply, acks) => drop(reply.send(Ok(acks))),
+        Pending::Vote(reply, ack, _) => drop(reply.send(Ok(ack))),
+        Pending::Batch(reply, acks, _) => drop(reply.send(Ok(acks))),
         Pending::Poll(reply, changed) => drop(reply.send(Ok(changed))),
     }
 }
 
-fn ack(vote: LocalVote) -> VoteAck {
+fn ack(vote: LocalVote, incarnation: u64) -> VoteAck {
     match vote {
-        LocalVote::Counted { seq, second } => VoteAck::Counted { seq, second },
+        LocalVote::Counted { seq, second } => VoteAck::Counted {
+            seq,
+            second,
+            incarnation,
+        },
         LocalVote::Duplicate { .. } => VoteAck::Duplicate,
     }
 }

@@ -26,7 +26,9 @@ pub enum Hold {
     /// exits so that its supervisor restarts it and recovery replays the log.
     LogFailed = 1 << 3,
     /// This node's wall clock disagrees with most of its reachable peers by more than
-    /// `max_clock_offset_ms`: it stamps no votes until the clock agrees again.
+    /// `max_clock_offset_ms`, or (a node with peers) has not been checked against them since
+    /// the node started or its clock stepped: it stamps no votes until the clock agrees
+    /// (set and lifted by [`crate::clock_watch`]).
     ClockSkew = 1 << 4,
     /// This node's definition of a poll (its options, in order) lost the cluster's
     /// agreement: it counts none of that poll's votes (each is answered 503 `poll_disputed`;
@@ -76,8 +78,9 @@ impl Hold {
                  at another node)"
             }
             Hold::ClockSkew => {
-                "this node's clock disagrees with its peers'; it counts no votes until its \
-                 clock agrees (nothing was counted: retry at another node)"
+                "this node's clock disagrees with its peers' or is not yet checked against \
+                 them; it counts no votes until its clock agrees (nothing was counted: retry at \
+                 another node)"
             }
             Hold::DefinitionDisputed => {
                 "this node defines a poll otherwise than the cluster does and counts none of \

@@ -42,6 +42,10 @@ pub struct ActorIncluded {
     /// Whether a sync session with the actor's node is up (absent for its own actor and for
     /// nodes that are not direct peers).
     pub connected: Option<bool>,
+    /// The actor's node's wall clock minus this node's, in milliseconds, as estimated over
+    /// the recent sync rounds (0 for its own actor; absent for nodes that are not direct
+    /// peers or not measured yet).
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// A node this node syncs with, or has heard from: for "which regions does this result
@@ -85,6 +89,10 @@ pub struct PollResults {
     /// Present while some node defines this poll otherwise (other options, or another
     /// order): whether this node refuses its votes, which nodes differ, and what to do.
     pub dispute: Option<crate::disputes::PollDispute>,
+    /// Every direct peer's wall clock minus this node's, in milliseconds, by node, as last
+    /// estimated (peers not measured yet are absent); also listed for peers whose actors
+    /// hold no records of this poll, such as one that counts nothing for its clock.
+    pub clock_offsets_ms: BTreeMap<String, i64>,
 }
 
 /// Net votes per option in one poll second.
@@ -265,6 +273,14 @@ impl ResultsSnapshot {
                                 .map(|at| now.0.saturating_sub(at.0))
                         },
                         connected: peers.get(actor.node.as_str()).map(|p| p.connected),
+                        clock_offset_ms: if actor == replica.actor() {
+                            Some(0)
+                        } else {
+                            peers
+                                .get(actor.node.as_str())
+                                .and_then(|p| p.clock)
+                                .map(|c| c.offset_ms)
+                        },
                     })
                     .collect();
                 let results = PollResults {
@@ -278,6 +294,10 @@ impl ResultsSnapshot {
                     includes,
                     peers: peers_seen.clone(),
                     dispute: crate::disputes::describe(replica, spec.id()),
+                    clock_offsets_ms: peers
+                        .iter()
+                        .filter_map(|(node, p)| Some((node.clone(), p.clock?.offset_ms)))
+                        .collect(),
                 };
                 let sse_frame = sse_frame(&results)?;
                 let snapshot = PollSnapshot {

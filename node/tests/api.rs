@@ -820,7 +820,13 @@ async fn results_give_counts_shares_total_and_the_split_at_a_second() {
 async fn a_results_query_that_is_not_a_second_is_422() {
     // Goal: bad query parameters are refused with a message, not ignored.
     let node = start();
-    for query in ["at=notanumber", "at=-1", "at=99999999999", "since=3"] {
+    for query in [
+        "at=notanumber",
+        "at=-1",
+        "at=99999999999",
+        "at=2678401",
+        "since=3",
+    ] {
         node.send(get(&format!("/v1/polls/superbowl/results?{query}")))
             .await
             .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid");
@@ -1429,6 +1435,59 @@ async fn expected_votes_outside_1_to_the_reservation_limit_is_422_and_creates_no
 }
 
 #[tokio::test]
+async fn admin_numbers_take_json_schema_integers_and_refuse_fractions_and_out_of_range() {
+    // Goal: the create route answers what its schema says (issue 24): integers may be written
+    // 600.0, fractions and values out of range are 422, a 2^63 duration no longer creates a
+    // poll. Method: one request per case, then read the created poll's window.
+    let node = start();
+    for (body, field) in [
+        (
+            json!({"id": "zero", "options": ["a", "b"], "duration_seconds": 0}),
+            "duration_seconds",
+        ),
+        (
+            json!({"id": "long", "options": ["a", "b"], "duration_seconds": 2_678_401}),
+            "duration_seconds",
+        ),
+        (
+            json!({"id": "huge", "options": ["a", "b"], "open": true, "duration_seconds": 9_223_372_036_854_775_808u64}),
+            "duration_seconds",
+        ),
+        (
+            json!({"id": "half", "options": ["a", "b"], "duration_seconds": 600.5}),
+            "duration_seconds",
+        ),
+        (
+            json!({"id": "neg", "options": ["a", "b"], "expected_votes": -1}),
+            "expected_votes",
+        ),
+    ] {
+        let reply = node.admin("/v1/admin/polls", Some(body.clone())).await;
+        let message = reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+        assert!(message.contains(field), "{body}: {message}");
+    }
+    let body = json!({"id": "whole", "options": ["a", "b"], "open": true,
+        "duration_seconds": 600.0, "expected_votes": 1000.0});
+    let reply = node.admin("/v1/admin/polls", Some(body)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    let polls = node.send(get("/v1/polls")).await.json();
+    let whole = polls
+        .as_array()
+        .and_then(|polls| polls.iter().find(|p| p["id"] == "whole"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no poll whole in {polls}"));
+    let opens = whole["opens_at_ms"].as_u64().unwrap();
+    assert_eq!(whole["closes_at_ms"].as_u64(), Some(opens + 600_000));
+    for id in ["zero", "long", "huge", "half", "neg"] {
+        assert!(
+            polls.as_array().unwrap().iter().all(|p| p["id"] != id),
+            "{id} was created"
+        );
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn health_and_readiness_answer_and_readiness_follows_the_flag() {
     // Goal: /healthz is always 200; /readyz is 200 while ready and 503 once not, and admin
     // changes are refused while not ready.
@@ -1555,7 +1614,7 @@ fn router_with_full_queue(node: &Node) -> (Router, impl Sized + use<>) {
         results: node.started.handle.results.clone(),
         metrics: node.started.handle.metrics.clone(),
         vote_id_key: Arc::new(VoteIdKey::new([9; 32])),
-        actor: "test#1".into(),
+        node: tally_core::NodeId::new("test").unwrap(),
         admin_token: Arc::from(TOKEN),
         clock: node.clock.clone(),
         sse_tick_ms: 10,
@@ -1615,7 +1674,7 @@ async fn a_stopped_engine_answers_503_unavailable() {
         results: node.started.handle.results.clone(),
         metrics: node.started.handle.metrics.clone(),
         vote_id_key: Arc::new(VoteIdKey::new([9; 32])),
-        actor: "test#1".into(),
+        node: tally_core::NodeId::new("test").unwrap(),
         admin_token: Arc::from(TOKEN),
         clock: node.clock.clone(),
         sse_tick_ms: 10,
@@ -1896,21 +1955,21 @@ async fn the_openapi_document_describes_bodies_errors_and_statuses_of_each_route
         ("get", "/healthz", &["200", "503"]),
         ("get", "/readyz", &["200", "503"]),
     ];
-    // The probes answer plain text, not the JSON error shape.
-    let plain = |path: &str| path == "/readyz" || path == "/healthz";
+    // The probes answer plain text, 503 included (a failed log; not ready).
+    let probe = |path: &str| path == "/healthz" || path == "/readyz";
     for (method, path, codes) in expected {
         let want: BTreeSet<String> = codes.iter().map(|c| c.to_string()).collect();
         assert_eq!(statuses(method, path), want, "{method} {path}");
         for code in codes.iter().filter(|c| c.starts_with(['4', '5'])) {
             let response = &operation(method, path)["responses"][code];
             let schema = &response["content"]["application/json"]["schema"]["$ref"];
-            if !plain(path) {
+            if !probe(path) {
                 assert_eq!(
                     schema, "#/components/schemas/ErrorBody",
                     "{method} {path} {code}"
                 );
             }
-            if *code == "503" && !plain(path) {
+            if *code == "503" && !probe(path) {
                 assert!(response["headers"]["Retry-After"].is_object(), "{path}");
             }
         }

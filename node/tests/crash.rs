@@ -141,3 +141,103 @@ fn sigkill_under_load_loses_no_acknowledged_vote_and_counts_none_twice() {
         "each distinct ID counts once"
     );
 }
+
+/// Votes `count` new IDs `{prefix}-{i}` at `address`; every one must be counted.
+fn vote_new(address: SocketAddr, prefix: &str, count: usize) -> Vec<String> {
+    let mut client = Client::connect(address).unwrap();
+    (0..count)
+        .map(|i| {
+            let id = format!("{prefix}-{i}");
+            let (status, body) = client
+                .request("POST", "/v1/polls/superbowl/votes", &vote_body(&id))
+                .unwrap();
+            assert_eq!(status, 200, "{body}");
+            assert!(body.contains(r#""status":"counted""#), "{body}");
+            id
+        })
+        .collect()
+}
+
+#[test]
+fn a_second_process_on_a_held_data_directory_refuses_and_the_first_loses_nothing() {
+    // Goal: one process per data directory (issue 30). Method: a node holds a directory and
+    // acknowledges votes; a second `tally run` on the same directory must exit non-zero at
+    // once, naming the directory and the holder's pid, while the first keeps serving; after
+    // SIGKILL of the holder a new process takes the directory at once and holds every vote.
+    let data_dir = tempfile::tempdir().unwrap();
+    let first_address = free_port();
+    let mut first = start_node(data_dir.path(), first_address);
+    let mut acknowledged = vote_new(first_address, "before", 300);
+
+    let second_address = free_port();
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["run", "--listen", &second_address.to_string(), "--data-dir"])
+        .arg(data_dir.path())
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut second = single::Node::adopt(second, second_address);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second process is still running on a held data directory"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "the second process exited with {status}");
+    let dir = data_dir.path().display().to_string();
+    for expected in [
+        dir.as_str(),
+        "in use by another process",
+        &format!("pid {}", first.child.id()),
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "{expected:?} missing from: {stderr}"
+        );
+    }
+
+    acknowledged.extend(vote_new(first_address, "after", 300));
+    assert_eq!(
+        settled_total(first_address, acknowledged.len()),
+        acknowledged.len() as i64
+    );
+    first.child.kill().unwrap(); // SIGKILL: the OS releases its lock
+    first.child.wait().unwrap();
+    drop(first);
+
+    let third = start_node(data_dir.path(), second_address);
+    let mut client = Client::connect(third.address).unwrap();
+    for id in &acknowledged {
+        let (status, body) = client
+            .request("POST", "/v1/polls/superbowl/votes", &vote_body(id))
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains(r#""status":"duplicate""#),
+            "{id} was lost: {body}"
+        );
+    }
+    assert_eq!(
+        settled_total(third.address, acknowledged.len()),
+        acknowledged.len() as i64
+    );
+}
+
+/// The node's total once it shows `expected` (results refresh every tick), or after 5 s.
+fn settled_total(address: SocketAddr, expected: usize) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while total(address) != expected as i64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    total(address)
+}

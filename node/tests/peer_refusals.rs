@@ -412,6 +412,7 @@ async fn a_running_node_refuses_strangers_impostors_and_garbage_and_counts_nothi
         "a refused peer changed the tally"
     );
 
+    answers_clock_readings_first_and_refuses_protocol_1(&setup).await;
     merges_nothing_of_a_pulled_answer_that_ends_in_garbage(&setup, &tally_before).await;
     counts_replayed_records_once(&setup, tally_before.0 + FAKE_RECORDS as i64).await;
     let answer = setup.vote("after-refusals");
@@ -534,6 +535,123 @@ async fn refuses_another_cluster_and_a_hello_that_is_not_its_certificate(setup: 
         assert_eq!(setup.refusals("incoming"), refusals + 1.0);
         setup.wait_for_log(&["peer refused", reason_mentions]);
     }
+}
+
+/// Pulls once from the node on `connection` (an empty agreement summary, the node's poll as
+/// it defines it, and `clock` last if given); the answer's messages.
+async fn pull_once(
+    connection: &quinn::Connection,
+    clock: Option<wire::ClockReading>,
+) -> Vec<PeerMessage> {
+    let (mut send, mut recv) = bounded(connection.open_bi()).await.unwrap();
+    let agreement = PeerMessage::Agreement(tally_core::AgreementDigest::default());
+    send_message(&mut send, &agreement).await;
+    let poll = PeerMessage::PollVector {
+        poll: superbowl().id().clone(),
+        definition: superbowl().definition(),
+        vector: tally_core::VersionVector::default(),
+    };
+    send_message(&mut send, &poll).await;
+    if let Some(reading) = clock {
+        send_message(&mut send, &PeerMessage::Clock(reading)).await;
+    }
+    send.finish().unwrap();
+    let frames = read_all(&mut recv).await;
+    frames
+        .iter()
+        .map(|frame| wire::decode(frame).unwrap())
+        .collect()
+}
+
+/// A hello as a node of protocol 1 sends it (before the `vote_id_key` proof), as a frame.
+fn protocol_1_hello(node: &str) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct HelloV1 {
+        cluster_id: String,
+        protocol_version: u16,
+        actor: ActorId,
+    }
+    #[derive(serde::Serialize)]
+    enum MessageV1 {
+        Hello(HelloV1),
+    }
+    let old = hello(DEV_CLUSTER_ID, node);
+    let message = MessageV1::Hello(HelloV1 {
+        cluster_id: old.cluster_id,
+        protocol_version: 1,
+        actor: old.actor,
+    });
+    let mut frame = vec![wire::FRAME_FORMAT_VERSION];
+    frame.extend(postcard::to_allocvec(&message).unwrap());
+    frame
+}
+
+async fn answers_clock_readings_first_and_refuses_protocol_1(setup: &Setup) {
+    // Goal: a pull that ends with a clock reading gets the node's reading first, echoing it
+    // (issue 27); a node of protocol 1, whose hello cannot prove the vote ID key and whose
+    // pulls name no poll definition (issue 31), is refused saying which protocol each side
+    // speaks, and counted (rolling upgrades across protocol versions: issue 25 part 2).
+    let client = setup.member_endpoint("eu-central");
+    let (connection, theirs) = dial_and_greet(
+        &client,
+        setup.peer_address(),
+        hello(DEV_CLUSTER_ID, "eu-central"),
+    )
+    .await;
+    assert!(matches!(theirs, Some(PeerMessage::Hello(_))), "{theirs:?}");
+    let sent_at = tally_core::UnixMillis(1_234);
+    let reading = wire::ClockReading {
+        sent_at,
+        answered_at: None,
+        stable_ms: 5,
+    };
+    let answer = pull_once(&connection, Some(reading)).await;
+    let Some(PeerMessage::Clock(theirs)) = answer.first() else {
+        panic!("the answer does not open with a clock reading: {answer:?}");
+    };
+    assert_eq!(theirs.sent_at, sent_at);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let answered = theirs.answered_at.unwrap().0;
+    assert!(
+        answered.abs_diff(now) < 5_000,
+        "the node's clock read {answered}, ours {now}"
+    );
+    assert!(
+        answer.iter().any(|m| matches!(m, PeerMessage::Poll(_))),
+        "{answer:?}"
+    );
+    assert_eq!(
+        answer
+            .iter()
+            .filter(|m| matches!(m, PeerMessage::Clock(_)))
+            .count(),
+        1,
+        "{answer:?}"
+    );
+    connection.close(0u32.into(), b"done");
+
+    // A node of protocol 1: refused before anything is pulled or served.
+    let refusals = setup.refusals("incoming");
+    let connection = bounded(client.connect(setup.peer_address(), "us-east").unwrap())
+        .await
+        .unwrap();
+    let (mut send, mut recv) = bounded(connection.open_bi()).await.unwrap();
+    bounded(write_frame(&mut send, &protocol_1_hello("eu-central")))
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    read_all(&mut recv).await;
+    let (code, reason) = closed_by_node(&connection).await;
+    assert_eq!(code, CLOSE_REFUSED, "{reason}");
+    assert!(
+        reason.contains("protocol: peer speaks protocol 1, this node 2"),
+        "{reason}"
+    );
+    assert_eq!(setup.refusals("incoming"), refusals + 1.0);
+    setup.wait_for_log(&["peer refused", "peer speaks protocol 1"]);
 }
 
 async fn closes_a_session_that_sends_an_undecodable_frame(setup: &Setup) {

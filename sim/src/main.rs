@@ -69,6 +69,9 @@ enum Bug {
     KeepDuplicates,
     AckBeforeFsync,
     ReuseActor,
+    IgnoreClockSkew,
+    AckAfterFailedWrite,
+    TruncateDamage,
     MergeAcrossDefinitions,
 }
 
@@ -78,6 +81,9 @@ impl From<Bug> for PlantedBug {
             Bug::KeepDuplicates => PlantedBug::KeepDuplicates,
             Bug::AckBeforeFsync => PlantedBug::AckBeforeFsync,
             Bug::ReuseActor => PlantedBug::ReuseActorAfterDiskLoss,
+            Bug::IgnoreClockSkew => PlantedBug::IgnoreClockSkew,
+            Bug::AckAfterFailedWrite => PlantedBug::AckAfterFailedWrite,
+            Bug::TruncateDamage => PlantedBug::TruncateDamagedLog,
             Bug::MergeAcrossDefinitions => PlantedBug::MergeAcrossDefinitions,
         }
     }
@@ -95,6 +101,11 @@ enum Force {
     Restart,
     LongPartition,
     LostAnswers,
+    SecondProcess,
+    ClockSkew,
+    DiskFull,
+    FailedFsync,
+    Corruption,
     MismatchedDefinition,
 }
 
@@ -111,6 +122,11 @@ impl From<Force> for FaultKind {
             Force::Restart => FaultKind::Restart,
             Force::LongPartition => FaultKind::LongPartition,
             Force::LostAnswers => FaultKind::LostAnswers,
+            Force::SecondProcess => FaultKind::SecondProcess,
+            Force::ClockSkew => FaultKind::ClockSkew,
+            Force::DiskFull => FaultKind::DiskFull,
+            Force::FailedFsync => FaultKind::FailedFsync,
+            Force::Corruption => FaultKind::DiskCorruption,
             Force::MismatchedDefinition => FaultKind::MismatchedDefinition,
         }
     }
@@ -283,15 +299,31 @@ fn print_one(report: &ClusterReport) {
             fault.at_ms,
             fault.for_ms
         );
+        if fault.room_bytes > 0 {
+            println!("    leaving {} bytes of room", fault.room_bytes);
+        }
     }
     println!(
         "single calls {:?}\nbatch calls  {:?}\ncross-region retries {}",
         report.single_calls, report.batch_calls, report.cross_region_retries
     );
+    if report.disk_holds > 0 || report.log_failure_exits > 0 {
+        println!(
+            "disk: {} refusal spell(s) below the reserve, {} exit(s) on a failed log",
+            report.disk_holds, report.log_failure_exits
+        );
+    }
+    for (region, file, bytes) in &report.corruptions {
+        println!(
+            "disk damage: region #{region}, {file} bytes {}..{}",
+            bytes.start, bytes.end
+        );
+    }
     println!(
         "checks passed: tallies agreed {} ms after healing, records {} ms (again {} ms \
          after the probe); \
-         {} invoked, {} acknowledged, {} held before the probe, {} lost with a lost disk; \
+         {} invoked, {} acknowledged, {} held before the probe, {} lost with a lost disk, \
+         {} with a log frame destroyed by disk damage; {} receipts name distinct seqs; \
          {} reads within bounds; {} votes under their option on every region; final totals {:?}",
         c.converge_ms,
         c.records_ms,
@@ -300,6 +332,8 @@ fn print_one(report: &ClusterReport) {
         c.acknowledged,
         c.held,
         c.lost_with_disk,
+        c.lost_with_damage,
+        c.receipts,
         c.reads,
         c.options_checked,
         c.totals
@@ -343,22 +377,33 @@ fn print_table(reports: &[ClusterReport]) {
         "fast path == exact (total == IDs held)",
         "exactly once after the probe, per option",
         "every vote under its option, every region",
+        "no vote stamped outside the clock bound",
+        "no healthy node held for another's clock",
+        "the poll window no clock moved",
+        "no seq issued twice (counted receipts)",
         "reads during the chaos within bounds",
     ] {
         println!("{check:<44} {seeds:>8}");
     }
     println!();
     println!(
-        "votes invoked {}, acknowledged {}, lost with a lost disk (allowed, `local` acks) {}",
+        "votes invoked {}, acknowledged {}, lost with a lost disk (allowed, `local` acks) {}, \
+         lost with a log frame destroyed by disk damage (allowed: no copy left) {}",
         sum(|r| r.checked.invoked),
         sum(|r| r.checked.acknowledged),
-        sum(|r| r.checked.lost_with_disk)
+        sum(|r| r.checked.lost_with_disk),
+        sum(|r| r.checked.lost_with_damage)
     );
     println!(
         "calls with no answer (unknown) {}, cross-region retries {}, reads checked {}",
         sum(|r| r.single_calls.unknown + r.batch_calls.unknown),
         sum(|r| r.cross_region_retries),
         sum(|r| r.checked.reads)
+    );
+    println!(
+        "vote stamps checked against true time {}, refusals for a clock hold {}",
+        sum(|r| r.checked.stamps),
+        sum(|r| r.checked.clock_refusals)
     );
     let slowest = |f: fn(&ClusterReport) -> u64| reports.iter().map(f).max().unwrap_or(0);
     println!(

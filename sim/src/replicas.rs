@@ -330,7 +330,8 @@ impl World {
             | PeerMessage::Poll(_)
             | PeerMessage::Agreement(_)
             | PeerMessage::PollVector { .. }
-            | PeerMessage::Declarations { .. } => {}
+            | PeerMessage::Declarations { .. }
+            | PeerMessage::Clock(_) => {}
         }
         Ok(())
     }

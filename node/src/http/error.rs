@@ -39,7 +39,8 @@ pub enum ApiError {
     /// The poll is not taking votes.
     #[error("poll is {0}")]
     PollNotOpen(&'static str),
-    /// A poll with that name exists with other options.
+    /// A poll with that name exists with other options, or the node holds the most polls it
+    /// may.
     #[error("{0}")]
     Conflict(String),
     /// The body is over the route's limit.
@@ -114,7 +115,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 409: the poll is not taking votes.
     PollNotOpen,
-    /// 409: a poll of that name exists with other options.
+    /// 409: a poll of that name exists with other options, or the node holds the most polls
+    /// it may (1,024).
     Conflict,
     /// 408: the body did not arrive within `body_read_timeout_ms` of its headers.
     BodyTimeout,
@@ -251,7 +253,9 @@ impl From<EngineError> for ApiError {
                  the vote to another node"
             )),
             EngineError::Poll(
-                error @ (PollError::Conflict(_) | PollError::OptionsRemoved { .. }),
+                error @ (PollError::Conflict(_)
+                | PollError::OptionsRemoved { .. }
+                | PollError::TooManyPolls(_)),
             ) => Self::Conflict(error.to_string()),
             EngineError::LogFailed => Self::Unavailable("the write-ahead log failed"),
             EngineError::Held(hold) => Self::Unavailable(hold.message()),

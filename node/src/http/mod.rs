@@ -12,6 +12,7 @@ mod admin;
 mod audit;
 mod body;
 mod error;
+mod integral;
 mod openapi;
 mod ops;
 mod ops_listener;
@@ -68,8 +69,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Maps client keys to vote IDs.
     pub vote_id_key: Arc<VoteIdKey>,
-    /// This node's actor, `node#incarnation`, for receipts.
-    pub actor: String,
+    /// This node's ID: a receipt names the actor `node#incarnation` of the vote's answer.
+    pub node: tally_core::NodeId,
     /// Admin bearer token; empty disables the admin API.
     pub admin_token: Arc<str>,
     /// The clock, for admin open/close.
@@ -141,7 +142,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         results,
         metrics: Arc::new(Metrics::new()),
         vote_id_key: Arc::new(VoteIdKey::new([0; 32])),
-        actor: String::new(),
+        node: tally_core::NodeId::new("openapi").unwrap_or_else(|_| unreachable!("valid")),
         admin_token: Arc::from(""),
         clock: Arc::new(crate::SystemClock),
         sse_tick_ms: 1_000,

@@ -237,7 +237,7 @@ pub(super) async fn ask<T>(
     path = "/v1/polls/{poll}/votes",
     tag = "votes",
     params(
-        ("poll" = String, Path, description = "The poll's name"),
+        ("poll" = String, Path, description = "The poll's name", example = "superbowl"),
         ("Idempotency-Key" = Option<String>, Header,
             description = "The vote ID, if the body has none"),
     ),
@@ -303,11 +303,19 @@ async fn vote_inner(
     })
     .await?;
     Ok(match ack {
-        VoteAck::Counted { seq, second } => VoteResponse {
+        VoteAck::Counted {
+            seq,
+            second,
+            incarnation,
+        } => VoteResponse {
             status: VoteStatus::Counted,
             vote_id: vote_id.to_string(),
             receipt: Some(Receipt {
-                actor: app.actor.clone(),
+                actor: tally_core::ActorId {
+                    node: app.node.clone(),
+                    incarnation,
+                }
+                .to_string(),
                 seq,
                 second,
             }),
@@ -401,7 +409,7 @@ enum Parsed {
     post,
     path = "/v1/polls/{poll}/votes/batch",
     tag = "votes",
-    params(("poll" = String, Path, description = "The poll's name")),
+    params(("poll" = String, Path, description = "The poll's name", example = "superbowl")),
     request_body(content(
         (BatchRequest = "application/json"),
         (BinaryBatch = "application/x-postcard"),

@@ -13,9 +13,15 @@
 //! lagging node catches up at full speed, an idle cluster exchanges counters every tick, and
 //! nothing is buffered beyond one round per peer and direction (the flow control).
 //!
-//! Every connection starts with a Hello on its first stream, both ways: the cluster ID,
-//! protocol version and `vote_id_key` (by its proof) must match, and the actor a peer claims
-//! must be on the node its certificate names. A refused peer or a frame that does not decode
+//! A request ends with a clock reading (this node's wall clock as it leaves) and the answer
+//! opens with the peer's (its wall clock, before its engine is asked, so the round trip
+//! measures the network): the clock watch turns each pair into an offset sample
+//! ([`crate::clock_watch`]), recorded once the answer is merged.
+//!
+//! Every connection starts with a Hello on its first stream, both ways: the cluster ID and
+//! `vote_id_key` (by its proof) must match, the protocol version must be one this node speaks
+//! ([`PROTOCOL_VERSION_MIN`] to [`PROTOCOL_VERSION`]), and the actor a peer claims must be on
+//! the node its certificate names. A refused peer or a frame that does not decode
 //! closes the connection with the cause (both sides count it in `tally_peer_refusals_total`
 //! by cause and log it once, see [`super::log_once`]), and nothing of that round is merged.
 //! Dropped connections (including partitions longer than the idle timeout) reconnect with
@@ -26,10 +32,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tally_core::wire::{self, Hello, PROTOCOL_VERSION, PeerMessage};
+use tally_core::clock::ClockSample;
+use tally_core::wire::{
+    self, ClockReading, Hello, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, PeerMessage,
+};
 use tally_core::{
-    AnswerRefusal, NodeId, PollId, PollRequest, PullAnswer, PullRequest, UnixMillis, VersionVector,
-    VoteIdKey,
+    ActorId, AnswerRefusal, NodeId, PollId, PollRequest, PullAnswer, PullRequest, UnixMillis,
+    VersionVector, VoteIdKey,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -38,16 +47,19 @@ use super::log_once::LogOnce;
 use super::tls::check_peer_is;
 use super::transport::{Backoff, FrameError, read_frame, write_frame};
 use crate::Clock;
+use crate::clock_watch::{ClockWatch, PeerOffset};
 use crate::config::PeerAddress;
 use crate::engine::{Command, EngineError, PeerApplied};
 use crate::metrics::{Metrics, PeerMetrics};
 
 /// Most poll frames one pull request may carry (one per poll).
 pub const PULL_REQUEST_POLLS_MAX: usize = 1_024;
+// A node sends one vector per poll it holds: every pull it can send must be accepted.
+const _: () = assert!(tally_core::limits::POLLS_MAX <= PULL_REQUEST_POLLS_MAX);
 
 /// Most frames one pull answer may carry beyond its records (definitions, declarations,
-/// counters and vectors of each poll).
-pub const PULL_ANSWER_EXTRA_FRAMES_MAX: usize = 4 * PULL_REQUEST_POLLS_MAX;
+/// counters and vectors of each poll, and its clock reading).
+pub const PULL_ANSWER_EXTRA_FRAMES_MAX: usize = 4 * PULL_REQUEST_POLLS_MAX + 1;
 
 /// How long one sync round may take before the connection is considered stuck.
 pub const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -68,6 +80,8 @@ pub struct PeerStatus {
     pub records_behind: u64,
     /// When this node last held everything the peer held.
     pub caught_up_at: Option<UnixMillis>,
+    /// The peer's clock offset as last estimated.
+    pub clock: Option<PeerOffset>,
 }
 
 /// Every peer's status, shared by the sync sessions (writers) and readers (results,
@@ -191,8 +205,11 @@ impl SessionError {
 pub struct SyncContext {
     /// The engine's command queue.
     pub engine: mpsc::Sender<Command>,
-    /// This node's hello.
+    /// This node's hello (its actor is replaced by the current one, [`SyncContext::actor`]).
     pub hello: Hello,
+    /// This node's current actor: it changes when the node moves to a new incarnation, and
+    /// each new connection's hello names it.
+    pub actor: watch::Receiver<ActorId>,
     /// The cluster's vote ID key, to check the proof in a peer's hello.
     pub vote_id_key: VoteIdKey,
     /// The peers this node lists (and dials).
@@ -209,6 +226,8 @@ pub struct SyncContext {
     pub board: PeerBoard,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Measures peers' clock offsets and judges this node's clock.
+    pub clock_watch: Arc<ClockWatch>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -269,18 +288,33 @@ async fn next_message(
     wire::decode(buffer).map(Some).map_err(|e| {
         // A hello of another protocol version may not decode as ours: say which it is.
         match wire::hello_protocol_version(buffer) {
-            Some(version) if version != PROTOCOL_VERSION => SessionError::refused(
-                "protocol",
-                format!("peer speaks protocol {version}, this node {PROTOCOL_VERSION}"),
-            ),
+            Some(version) if !speaks(version) => protocol_refusal(version),
             _ => SessionError::refused("frame", format!("undecodable frame: {e}")),
         }
     })
 }
 
-/// Sends this node's hello and checks the peer's: same cluster, protocol and vote ID key, and
-/// the actor it claims is on the node its certificate names (and, when dialling, the node
-/// dialled).
+/// Whether this node syncs with a peer of protocol `version`.
+fn speaks(version: u16) -> bool {
+    (PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&version)
+}
+
+/// The refusal of a peer of a protocol version this node does not speak.
+fn protocol_refusal(version: u16) -> SessionError {
+    let ours = if PROTOCOL_VERSION_MIN == PROTOCOL_VERSION {
+        PROTOCOL_VERSION.to_string()
+    } else {
+        format!("{PROTOCOL_VERSION_MIN} to {PROTOCOL_VERSION}")
+    };
+    SessionError::refused(
+        "protocol",
+        format!("peer speaks protocol {version}, this node {ours}"),
+    )
+}
+
+/// Sends this node's hello and checks the peer's: same cluster and vote ID key, a protocol
+/// version this node speaks, and the actor it claims is on the node its certificate names
+/// (and, when dialling, the node dialled).
 ///
 /// `peer` (the label refusals are counted and logged under) becomes the peer's node ID as
 /// soon as its certificate vouches for it, so a refusal after that names the peer.
@@ -296,9 +330,11 @@ async fn exchange_hello(
         connection.accept_bi().await?
     };
     let label = dialled.map_or("incoming".to_owned(), |n| n.to_string());
+    let mut own_hello = context.hello.clone();
+    own_hello.actor = context.actor.borrow().clone();
     send_message(
         &mut send,
-        &PeerMessage::Hello(context.hello.clone()),
+        &PeerMessage::Hello(own_hello),
         &context.metrics.peers,
         &label,
     )
@@ -323,14 +359,8 @@ async fn exchange_hello(
             ),
         ));
     }
-    if hello.protocol_version != PROTOCOL_VERSION {
-        return Err(SessionError::refused(
-            "protocol",
-            format!(
-                "peer speaks protocol {}, this node {PROTOCOL_VERSION}",
-                hello.protocol_version
-            ),
-        ));
+    if !speaks(hello.protocol_version) {
+        return Err(protocol_refusal(hello.protocol_version));
     }
     if let Some(dialled) = dialled {
         if &hello.actor.node != dialled {
@@ -466,9 +496,21 @@ async fn answer_pulls(
 ) -> Result<(), SessionError> {
     loop {
         let (mut send, mut recv) = connection.accept_bi().await?;
-        let request = read_request(&mut recv, context, peer).await?;
+        let (request, clock_request) = read_request(&mut recv, context, peer).await?;
+        // The clock reading goes first, before the engine's answer, so the puller's round
+        // trip measures the network rather than this node's engine queue.
+        if let Some(request) = clock_request {
+            let reading = ClockReading {
+                sent_at: request.sent_at,
+                answered_at: Some(context.clock.now()),
+                stable_ms: context.clock_watch.stable_ms(),
+            };
+            let message = PeerMessage::Clock(reading);
+            send_message(&mut send, &message, &context.metrics.peers, peer).await?;
+        }
         let records_max = context.records_per_round_max;
         let answer = ask(&context.engine, |reply| Command::PeerPull {
+            peer: peer.to_owned(),
             request,
             records_max,
             reply,
@@ -479,16 +521,21 @@ async fn answer_pulls(
     }
 }
 
-/// Reads one pull request whole: its agreement summary and one frame per poll.
+/// Reads one pull request whole: its agreement summary, one frame per poll and the puller's
+/// clock reading.
 async fn read_request(
     recv: &mut quinn::RecvStream,
     context: &SyncContext,
     peer: &str,
-) -> Result<PullRequest, SessionError> {
+) -> Result<(PullRequest, Option<ClockReading>), SessionError> {
     let mut buffer = Vec::new();
     let mut request = PullRequest::default();
+    let mut clock = None;
     while let Some(message) = next_message(recv, &mut buffer, &context.metrics.peers, peer).await? {
         match message {
+            PeerMessage::Clock(reading) if reading.answered_at.is_none() && clock.is_none() => {
+                clock = Some(reading);
+            }
             PeerMessage::Agreement(agreement) => request.agreement = agreement,
             PeerMessage::PollVector {
                 poll,
@@ -512,7 +559,7 @@ async fn read_request(
             }
         }
     }
-    Ok(request)
+    Ok((request, clock))
 }
 
 async fn send_answer(
@@ -556,6 +603,7 @@ fn message_kind(message: &PeerMessage) -> &'static str {
         PeerMessage::Agreement(_) => "agreement",
         PeerMessage::PollVector { .. } => "poll vector",
         PeerMessage::Declarations { .. } => "declarations",
+        PeerMessage::Clock(_) => "clock",
     }
 }
 
@@ -746,8 +794,20 @@ async fn pull_round(
         };
         send_message(&mut send, &message, metrics, label).await?;
     }
+    let sent = tokio::time::Instant::now();
+    let sent_at = context.clock.now();
+    let reading = ClockReading {
+        sent_at,
+        answered_at: None,
+        stable_ms: context.clock_watch.stable_ms(),
+    };
+    send_message(&mut send, &PeerMessage::Clock(reading), metrics, label).await?;
     send.finish()?;
-    let (answer, records_in_answer) = read_answer(&mut recv, context, label).await?;
+    let ReadAnswer {
+        answer,
+        records: records_in_answer,
+        clock,
+    } = read_answer(&mut recv, context, label).await?;
     let theirs = answer.vectors.clone();
     let peer = NodeId::new(label).map_err(|e| SessionError::refused("node_id", e.to_string()))?;
     let applied: PeerApplied = ask(&context.engine, |reply| Command::PeerApply {
@@ -757,6 +817,11 @@ async fn pull_round(
     })
     .await?;
     note_answer_refusals(context, label, &applied.refused);
+    // After the answer is merged: a clock check this sample completes may lift the hold, and
+    // the peer's windows must be in place before this node stamps a vote.
+    if let Some((reading, arrived)) = clock {
+        record_clock(context, label, sent_at, sent, reading, arrived)?;
+    }
     let mine: Vec<(PollId, VersionVector)> = request
         .polls
         .into_iter()
@@ -769,7 +834,8 @@ async fn pull_round(
     let behind_before = records_behind(&mine, &shared);
     let behind = behind_before.saturating_sub(applied.records_added as u64);
     record_round(context, label, applied.records_added, behind);
-    Ok(records_in_answer >= context.records_per_round_max)
+    // Records deferred for a low disk: asking again at once would only fetch them again.
+    Ok(records_in_answer >= context.records_per_round_max && applied.records_deferred == 0)
 }
 
 /// Counts refused parts of an answer by cause, and logs each cause once per peer (a peer
@@ -789,14 +855,24 @@ fn note_answer_refusals(context: &SyncContext, peer: &str, refused: &[AnswerRefu
     }
 }
 
-/// Reads one answer whole; returns it and how many records it held.
+/// One answer, read whole.
+struct ReadAnswer {
+    answer: PullAnswer,
+    /// How many records it held.
+    records: usize,
+    /// The peer's clock reading and when it arrived.
+    clock: Option<(ClockReading, tokio::time::Instant)>,
+}
+
+/// Reads one answer whole.
 async fn read_answer(
     recv: &mut quinn::RecvStream,
     context: &SyncContext,
     label: &str,
-) -> Result<(PullAnswer, usize), SessionError> {
+) -> Result<ReadAnswer, SessionError> {
     let records_limit = context.records_per_round_max + tally_core::limits::RECORDS_PER_BATCH_MAX;
     let mut answer = PullAnswer::default();
+    let mut clock = None;
     let mut records = 0usize;
     let mut other_frames = 0usize;
     let mut buffer = Vec::new();
@@ -820,9 +896,13 @@ async fn read_answer(
             }
             PeerMessage::Counters(state) => answer.counters.push(state),
             PeerMessage::VersionVector { poll, vector } => answer.vectors.push((poll, vector)),
+            PeerMessage::Clock(reading) if clock.is_none() => {
+                clock = Some((reading, tokio::time::Instant::now()));
+            }
             other @ (PeerMessage::Hello(_)
             | PeerMessage::Agreement(_)
-            | PeerMessage::PollVector { .. }) => {
+            | PeerMessage::PollVector { .. }
+            | PeerMessage::Clock(_)) => {
                 return Err(SessionError::refused(
                     "frame",
                     format!("unexpected message in an answer: {}", message_kind(&other)),
@@ -837,7 +917,42 @@ async fn read_answer(
             ));
         }
     }
-    Ok((answer, records))
+    Ok(ReadAnswer {
+        answer,
+        records,
+        clock,
+    })
+}
+
+/// Turns the peer's clock reading into a sample for the clock watch, and shows the estimate
+/// in the peer's status. A reading that does not echo this round's request is refused.
+fn record_clock(
+    context: &SyncContext,
+    label: &str,
+    sent_at: UnixMillis,
+    sent: tokio::time::Instant,
+    reading: ClockReading,
+    arrived: tokio::time::Instant,
+) -> Result<(), SessionError> {
+    let (Some(peer_at), true) = (reading.answered_at, reading.sent_at == sent_at) else {
+        return Err(SessionError::refused(
+            "frame",
+            format!("clock reading {reading:?} does not answer the request sent at {sent_at:?}"),
+        ));
+    };
+    let round_trip = arrived.saturating_duration_since(sent);
+    let sample = ClockSample {
+        sent_at,
+        peer_at,
+        round_trip_ms: u64::try_from(round_trip.as_millis()).unwrap_or(u64::MAX),
+        peer_stable_ms: reading.stable_ms,
+        received_at_ms: 0,
+    };
+    let offset = context.clock_watch.record(label, sample);
+    if let Ok(mut board) = context.board.lock() {
+        board.entry(label.to_owned()).or_default().clock = offset;
+    }
+    Ok(())
 }
 
 /// Records the peer holds that this node did not, per its vectors: Σ max(0, theirs − mine).

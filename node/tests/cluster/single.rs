@@ -43,6 +43,15 @@ pub(crate) fn free_address() -> SocketAddr {
 }
 
 impl Node {
+    /// Takes charge of a process started by the test itself (killed when dropped).
+    pub(crate) fn adopt(child: Child, address: SocketAddr) -> Node {
+        Node {
+            child,
+            address,
+            _dir: None,
+        }
+    }
+
     /// Runs `tally` with `args` (which must make it listen on `address`), keeping `dir`
     /// alive as long as the node, and waits at most `ready_wait` for `/readyz`.
     pub(crate) fn start<I, S>(
@@ -63,11 +72,8 @@ impl Node {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("cannot start the tally binary");
-        let node = Node {
-            child,
-            address,
-            _dir: dir,
-        };
+        let mut node = Node::adopt(child, address);
+        node._dir = dir;
         http::wait_ready(address, ready_wait);
         node
     }

@@ -8,7 +8,8 @@
 //!    region. `duplicate` means the cluster holds it; `counted` means it did not.
 //!    - an acknowledged vote answered `counted` was **lost** (allowed only for a vote whose
 //!      every acknowledgement came from one region that later lost its disk, the `local`
-//!      ack mode's one exception; those are reported);
+//!      ack mode's one exception, or whose record lay in a log frame that disk damage
+//!      destroyed: no copy may remain; both are reported);
 //!    - a vote no attempt could have reached answered `duplicate` is a **phantom**;
 //!    - **fast path == exact**: the converged total before the probe must equal the
 //!      number of `duplicate` answers (the displayed counters agree with the records held).
@@ -18,7 +19,13 @@
 //!    lookup) which option every invoked vote ID counts for; it must hold it, under the name
 //!    of the option it was cast for (a region may list the options in another order). Up to
 //!    [`LOOKUP_VOTES_MAX`] votes, evenly spaced, at larger scales.
-//! 5. **Reads during the chaos** stayed within bounds: no more than the votes carried by the
+//! 5. **Clocks** ([`super::clocks`]): no vote stamped by a node outside the offset bound, no
+//!    healthy node refusing votes because of another node's clock, and a window no clock
+//!    moved.
+//! 6. **No seq issued twice**: no two vote IDs got a `counted` receipt naming the same
+//!    (actor, seq) (DESIGN.md §2: an actor never reuses a seq; a node that lost records of its
+//!    log and went on under the same actor would).
+//! 7. **Reads during the chaos** stayed within bounds: no more than the votes carried by the
 //!    calls invoked before the answer arrived (each can add at most one record; a vote ID
 //!    counted at two regions shows twice until the winner rule's retraction arrives, which
 //!    DESIGN.md invariant 4 allows); no fewer than the single votes the serving actor itself
@@ -92,10 +99,19 @@ pub struct Checked {
     pub held: u64,
     /// Acknowledged votes lost with a lost disk (allowed under `local` acks).
     pub lost_with_disk: u64,
+    /// Acknowledged votes lost because disk damage destroyed the log frame holding their
+    /// only record.
+    pub lost_with_damage: u64,
+    /// `counted` receipts checked for a seq issued twice.
+    pub receipts: u64,
     /// Reads checked against their bounds.
     pub reads: u64,
     /// Votes whose option every region was asked (each must name the option cast).
     pub options_checked: u64,
+    /// Single votes' stamps checked against true time.
+    pub stamps: u64,
+    /// Votes or batches refused for a clock hold (each one excused).
+    pub clock_refusals: u64,
     /// The final totals per option.
     pub totals: Vec<i64>,
 }
@@ -128,6 +144,7 @@ pub async fn checker(
 async fn check(plan: &Plan, shared: &Shared) -> Result<Checked, Violation> {
     let mut conns: Vec<Conn> = plan.regions.iter().map(|r| Conn::new(r)).collect();
     check_reads(&lock(shared))?;
+    let receipts = check_receipts(&lock(shared))?;
     let healed_at = now_ms();
     converge(
         plan,
@@ -139,8 +156,11 @@ async fn check(plan: &Plan, shared: &Shared) -> Result<Checked, Violation> {
     let converge_ms = now_ms() - healed_at;
     let before = converge(plan, &mut conns, Agreement::Records, RECORDS_MS_MAX).await?;
     let records_ms = now_ms() - healed_at;
+    let opens_at_ms = read_opens_at(&mut conns[0]).await?;
+    super::clocks::check_clocks(&lock(shared), opens_at_ms)?;
     let (invoked, answers) = probe(plan, shared, &mut conns).await?;
     let mut checked = judge_probe(&lock(shared), &invoked, &answers, &before)?;
+    checked.receipts = receipts;
     checked.converge_ms = converge_ms;
     checked.records_ms = records_ms;
     let probed_at = now_ms();
@@ -148,7 +168,12 @@ async fn check(plan: &Plan, shared: &Shared) -> Result<Checked, Violation> {
     checked.reconverge_ms = now_ms() - probed_at;
     check_exactly_once(&lock(shared), &after)?;
     checked.totals = after.votes;
-    checked.reads = lock(shared).reads.len() as u64;
+    {
+        let ledger = lock(shared);
+        checked.reads = ledger.reads.len() as u64;
+        checked.stamps = ledger.stamps.len() as u64;
+        checked.clock_refusals = ledger.clock_refusals.len() as u64;
+    }
     checked.options_checked = check_options(plan, shared).await?;
     Ok(checked)
 }
@@ -253,6 +278,33 @@ async fn lookup(
         }
     }
     Err(format!("lookup: {name} did not answer after healing"))
+}
+
+/// The poll's `opens_at` as a region lists it (after convergence, every region's).
+async fn read_opens_at(conn: &mut Conn) -> Result<u64, Violation> {
+    for _ in 0..10 {
+        let outcome = conn
+            .call(
+                Method::GET,
+                "/v1/polls",
+                None,
+                Bytes::new(),
+                Duration::from_millis(1_000),
+            )
+            .await;
+        if let Outcome::Answered(200, body) = outcome {
+            let polls: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| format!("the poll list does not parse: {e}"))?;
+            let poll = polls
+                .as_array()
+                .and_then(|all| all.iter().find(|p| p["id"] == POLL));
+            return poll
+                .and_then(|p| p["opens_at_ms"].as_u64())
+                .ok_or_else(|| format!("{POLL} is not open after healing: {polls}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err("the poll list was not answered after healing".to_owned())
 }
 
 /// What the regions must agree on.
@@ -452,6 +504,8 @@ fn judge_probe(
         } else if entry.acked() {
             if ledger.loss_allowed(entry) {
                 checked.lost_with_disk += 1;
+            } else if ledger.destroyed_by_damage(entry) {
+                checked.lost_with_damage += 1;
             } else {
                 lost.push(v);
             }
@@ -484,6 +538,27 @@ fn judge_probe(
         ));
     }
     Ok(checked)
+}
+
+/// Checks that no (actor, seq) was receipted for two vote IDs; returns the receipts checked.
+fn check_receipts(ledger: &Ledger) -> Result<u64, Violation> {
+    let mut receipts = ledger.receipts.clone();
+    receipts.sort_unstable();
+    receipts.dedup();
+    for pair in receipts.windows(2) {
+        let ((actor, seq, first), (other_actor, other_seq, second)) = (pair[0], pair[1]);
+        if (actor, seq) == (other_actor, other_seq) {
+            let id = |v: u32| uuid::Uuid::from_bytes(ledger.votes[v as usize].id);
+            return Err(format!(
+                "no seq issued twice: {} seq {seq} was the receipt of vote #{first} {} and of \
+                 vote #{second} {}",
+                ledger.actors[actor as usize],
+                id(first),
+                id(second)
+            ));
+        }
+    }
+    Ok(receipts.len() as u64)
 }
 
 /// Checks every read made during the chaos against its bounds.
@@ -530,4 +605,28 @@ fn check_reads(ledger: &Ledger) -> Result<(), Violation> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seq_receipted_for_two_vote_ids_is_a_violation() {
+        // Goal: the "no seq issued twice" check fails exactly when two different votes got a
+        // `counted` receipt naming one (actor, seq). Method: a ledger of three votes and their
+        // receipts; the same receipt twice for one vote is fine.
+        let mut ledger = Ledger::new((0u8..3).map(|i| VoteEntry::new([i; 16], 0)).collect());
+        let actor = ledger.actor_index("us-east#0000000000000001");
+        let other = ledger.actor_index("us-east#0000000000000002");
+        ledger.receipts = vec![(actor, 1, 0), (actor, 2, 1), (other, 1, 2), (actor, 1, 0)];
+        assert_eq!(check_receipts(&ledger), Ok(3));
+        ledger.receipts.push((actor, 2, 2));
+        let violation = check_receipts(&ledger).unwrap_err();
+        assert!(violation.starts_with("no seq issued twice"), "{violation}");
+        assert!(
+            violation.contains("us-east#0000000000000001 seq 2"),
+            "{violation}"
+        );
+    }
 }

@@ -18,7 +18,7 @@ use tally_node::http::{
 };
 
 use super::http::{Conn, Outcome};
-use super::ledger::{Ledger, Read};
+use super::ledger::{Ledger, Read, Stamp};
 use super::net::now_ms;
 use super::scenario::{EDGE_BATCH_VOTES, VOTING_MS};
 
@@ -217,8 +217,9 @@ fn record_batch_outcome(
                 ledger.trace(&[1, batch, target as u64, now, retry.len() as u64]);
                 pending = retry;
             }
-            Outcome::Answered(429 | 503, _) => {
+            Outcome::Answered(status @ (429 | 503), body) => {
                 ledger.batch_calls.failed += 1;
+                note_clock_refusal(&mut ledger, status, &body, target, now);
                 ledger.trace(&[2, batch, target as u64, now]);
             }
             Outcome::NotSent => {
@@ -303,6 +304,7 @@ async fn single_vote(
             ledger.attempts.push((now, 1));
             format!(r#"{{"option":"{option}","vote_id":"{id}"}}"#)
         };
+        let sent_ms = now_ms();
         let outcome = conns[target]
             .call(
                 Method::POST,
@@ -313,7 +315,7 @@ async fn single_vote(
             )
             .await;
         let disputed = refused_as_disputed(&outcome);
-        if record_single_outcome(shared, outcome, vote, target) {
+        if record_single_outcome(shared, outcome, vote, target, sent_ms) {
             return;
         }
         if disputed || rng.random_bool(0.3) {
@@ -323,8 +325,15 @@ async fn single_vote(
     }
 }
 
-/// Writes a single vote call's outcome into the history; returns whether it was answered.
-fn record_single_outcome(shared: &Shared, outcome: Outcome, vote: usize, target: usize) -> bool {
+/// Writes a single vote call's outcome (its attempt sent at `sent_ms`) into the history;
+/// returns whether it was answered.
+fn record_single_outcome(
+    shared: &Shared,
+    outcome: Outcome,
+    vote: usize,
+    target: usize,
+    sent_ms: u64,
+) -> bool {
     let now = now_ms();
     let mut ledger = lock(shared);
     let bit = 1u8 << target;
@@ -332,19 +341,30 @@ fn record_single_outcome(shared: &Shared, outcome: Outcome, vote: usize, target:
         Outcome::Answered(200, body) => {
             ledger.single_calls.ok += 1;
             ledger.answered(target, now);
-            let receipt = receipt_actor(&body).map(|actor| ledger.actor_index(&actor));
+            let receipt = receipt(&body).map(|(actor, second, seq)| {
+                ledger.stamps.push(Stamp {
+                    region: target,
+                    second,
+                    sent_ms,
+                    answered_ms: now,
+                });
+                let actor = ledger.actor_index(&actor);
+                ledger.receipts.push((actor, seq, vote as u32));
+                (actor, seq)
+            });
             let entry = &mut ledger.votes[vote];
             entry.sent_mask |= bit;
             entry.acked_mask |= bit;
             entry.last_ack_ms = now;
-            if let Some(actor) = receipt {
+            if let Some((actor, _)) = receipt {
                 entry.set_receipt(actor, now);
             }
             ledger.trace(&[11, vote as u64, target as u64, now]);
             true
         }
-        Outcome::Answered(429 | 503, _) => {
+        Outcome::Answered(status @ (429 | 503), body) => {
             ledger.single_calls.failed += 1;
+            note_clock_refusal(&mut ledger, status, &body, target, now);
             ledger.trace(&[12, vote as u64, target as u64, now]);
             false
         }
@@ -368,12 +388,23 @@ fn record_single_outcome(shared: &Shared, outcome: Outcome, vote: usize, target:
     }
 }
 
-fn receipt_actor(body: &[u8]) -> Option<String> {
+/// A `counted` answer's receipt: its actor, poll second and seq.
+fn receipt(body: &[u8]) -> Option<(String, u64, u64)> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     if value["status"] != "counted" {
         return None;
     }
-    value["receipt"]["actor"].as_str().map(str::to_owned)
+    let actor = value["receipt"]["actor"].as_str()?.to_owned();
+    let second = value["receipt"]["second"].as_u64()?;
+    Some((actor, second, value["receipt"]["seq"].as_u64()?))
+}
+
+/// Notes a 503 that a clock hold caused (its message says so) for the clock checks.
+fn note_clock_refusal(ledger: &mut Ledger, status: u16, body: &[u8], region: usize, now: u64) {
+    let held_for_clock = String::from_utf8_lossy(body).contains("clock disagrees");
+    if status == 503 && held_for_clock {
+        ledger.clock_refusals.push((region, now));
+    }
 }
 
 /// The poll's options by canonical index, as the ledger numbers them (a region may list
