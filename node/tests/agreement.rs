@@ -84,7 +84,8 @@ struct Cluster {
 
 impl Cluster {
     /// Starts every region, with the links of `cut` (node indexes) cut both ways from the
-    /// start; waits until each serves HTTP (not for readiness: a loser is never ready).
+    /// start; waits until each serves HTTP and counts votes as far as its clock goes (not for
+    /// readiness: a loser is never ready).
     fn start(regions: &[Region], cut: &[usize]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ids: Vec<NodeId> = regions
@@ -134,6 +135,9 @@ impl Cluster {
         for node in 0..regions.len() {
             cluster.wait_serving(node);
         }
+        for node in 0..regions.len() {
+            cluster.wait_clock_checked(node);
+        }
         cluster
     }
 
@@ -156,6 +160,24 @@ impl Cluster {
             assert!(
                 Instant::now() < deadline,
                 "{} never served HTTP",
+                self.nodes[node].spec.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until `node` no longer holds for its clock (issue 27: a node with peers stamps no
+    /// vote until a peer has checked its clock, or none answered for `catch_up_timeout_ms`).
+    fn wait_clock_checked(&self, node: usize) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (_, readyz) = request_once(self.http(node), "GET", "/readyz", "").unwrap();
+            if !readyz.contains("clock_skew") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} kept holding for its clock: {readyz}",
                 self.nodes[node].spec.name
             );
             std::thread::sleep(Duration::from_millis(50));
