@@ -193,16 +193,9 @@ impl Replica {
     /// actor than it does): [`Self::apply_answer_definitions`], then each batch of a poll in
     /// [`AnswerApplied::shared`] through [`Self::apply_records`] and
     /// [`AnswerApplied::note_records`], then [`Self::apply_answer_counters`].
-    pub fn apply_answer(&mut self, answer: PullAnswer) -> AnswerApplied {
-        let PullAnswer {
-            polls,
-            declarations,
-            batches,
-            counters,
-            ..
-        } = answer;
-        let mut applied = self.apply_answer_definitions(polls, declarations);
-        for batch in batches {
+    pub fn apply_answer(&mut self, mut answer: PullAnswer) -> AnswerApplied {
+        let mut applied = self.apply_answer_definitions(&mut answer);
+        for batch in answer.batches {
             // Records of a poll defined otherwise (or not taken) are not ours to apply; a
             // correct answerer leaves them out, but the answer's own definitions decide.
             if applied.shared.contains(batch.poll()) {
@@ -210,28 +203,24 @@ impl Replica {
                 applied.note_records(batch, result);
             }
         }
-        self.apply_answer_counters(&counters, &mut applied);
+        self.apply_answer_counters(&answer.counters, &mut applied);
         applied
     }
 
     /// The first step of [`Self::apply_answer`]: an answer's declarations, then its
-    /// definitions and windows. The result's `shared` names the polls whose records and
-    /// counters of this answer may be applied; nothing else may be.
-    pub fn apply_answer_definitions(
-        &mut self,
-        polls: Vec<PollSpec>,
-        declarations: Vec<(PollId, Vec<Declaration>)>,
-    ) -> AnswerApplied {
+    /// definitions and windows (taken out of `answer`). The result's `shared` names the polls
+    /// whose records and counters of this answer may be applied; nothing else may be.
+    pub fn apply_answer_definitions(&mut self, answer: &mut PullAnswer) -> AnswerApplied {
         let mut applied = AnswerApplied::default();
         let mut not_held: BTreeMap<PollId, Vec<Declaration>> = BTreeMap::new();
-        for (poll, entries) in declarations {
+        for (poll, entries) in std::mem::take(&mut answer.declarations) {
             if self.poll_spec(&poll).is_some() {
                 applied.declarations_changed |= self.merge_declarations(&poll, &entries);
             } else {
                 not_held.insert(poll, entries);
             }
         }
-        for spec in polls {
+        for spec in std::mem::take(&mut answer.polls) {
             self.apply_definition(spec, &not_held, &mut applied);
         }
         applied

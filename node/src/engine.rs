@@ -602,18 +602,11 @@ impl Engine {
     /// for the log, and notes disputes that began or ended. Below the disk reserve the log
     /// takes nothing new but what was accepted: records from peers wait there (their counters
     /// still merge, so totals stay current).
-    fn apply_from_peer(&mut self, answer: PullAnswer) -> PeerApplied {
-        let PullAnswer {
-            polls,
-            declarations,
-            batches,
-            counters,
-            ..
-        } = answer;
-        let mut applied = self.replica.apply_answer_definitions(polls, declarations);
+    fn apply_from_peer(&mut self, mut answer: PullAnswer) -> PeerApplied {
+        let mut applied = self.replica.apply_answer_definitions(&mut answer);
         let disk_low = self.health.has(Hold::DiskLow);
         let mut records_deferred = 0;
-        for batch in batches {
+        for batch in answer.batches {
             if !applied.shared.contains(batch.poll()) {
                 continue;
             }
@@ -624,7 +617,8 @@ impl Engine {
             let result = self.apply_peer_records(&batch);
             applied.note_records(batch, result);
         }
-        self.replica.apply_answer_counters(&counters, &mut applied);
+        self.replica
+            .apply_answer_counters(&answer.counters, &mut applied);
         let AnswerApplied {
             records_added,
             counters_changed,
