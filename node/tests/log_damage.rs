@@ -420,8 +420,7 @@ fn votes_adopted_after_damage_keep_their_option_across_a_redefinition_in_the_log
     };
     let mut reversed_options = logged.options().to_vec();
     reversed_options.reverse();
-    let reversed =
-        tally_core::PollSpec::new(poll(), reversed_options, logged.window.clone()).unwrap();
+    let reversed = tally_core::PollSpec::new(poll(), reversed_options, logged.window).unwrap();
     let offsets = write_log(
         &storage,
         &[
