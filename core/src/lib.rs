@@ -15,6 +15,7 @@
 
 pub mod clock;
 mod counters;
+mod definition;
 #[doc(hidden)]
 pub mod fuzzing;
 mod ids;
@@ -25,11 +26,13 @@ mod poll_state;
 mod record_batch;
 mod record_store;
 mod replica;
+mod sync;
 mod version_vector;
 mod vote_id;
 pub mod wire;
 
 pub use counters::{CountPair, Counters};
+pub use definition::{AgreementDigest, Declaration, Declarations, DefinitionDigest};
 pub use ids::{
     ActorId, NameError, NodeId, OptionIndex, OptionName, PollId, Second, Seq, UnixMillis,
 };
@@ -38,6 +41,11 @@ pub use poll::{PollSpec, PollSpecError, PollStatus, PollWindow};
 pub use poll_state::{Applied, ApplyError, PollState};
 pub use record_batch::{BatchError, BatchRecord, RecordBatch, SecondRun};
 pub use record_store::ReservedIndex;
-pub use replica::{AcceptError, LocalVote, MovedRecords, PollError, Replica, ReplicaError};
+pub use replica::{
+    AcceptError, LocalVote, MovedRecords, PollError, Replica, ReplicaError, Standing,
+};
+pub use sync::{
+    AnswerApplied, AnswerRefusal, PollRequest, PullAnswer, PullRequest, counters_for_lagging,
+};
 pub use version_vector::VersionVector;
-pub use vote_id::{VoteId, VoteIdError, VoteIdKey};
+pub use vote_id::{VoteId, VoteIdError, VoteIdKey, VoteIdKeyProof};

@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, VecDeque};
 use hashbrown::HashMap;
 
 use crate::counters::Counters;
-use crate::ids::{ActorId, OptionIndex, PollId, Second, Seq, UnixMillis};
+use crate::definition::{Declarations, DefinitionDigest};
+use crate::ids::{ActorId, OptionIndex, OptionName, PollId, Second, Seq, UnixMillis};
 use crate::limits::{IN_FLIGHT_RECORDS_MAX, POLLS_MAX, RESERVED_VOTE_IDS_MAX};
 use crate::merge::Merge;
 use crate::poll::{PollSpec, PollStatus, PollWindow};
@@ -22,6 +23,9 @@ use crate::record_store::ReservedIndex;
 use crate::version_vector::VersionVector;
 use crate::vote_id::VoteId;
 use crate::wire::{ActorCounters, CounterEntry, CounterState};
+
+mod definitions;
+pub use definitions::Standing;
 
 /// Why a local vote was refused. Nothing was counted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +45,13 @@ pub enum AcceptError {
     /// Too many votes wait for the write-ahead log; retry shortly.
     #[error("too many votes are waiting to be made durable; retry shortly")]
     Overloaded,
+    /// This node's definition of the poll lost the cluster's agreement (another definition
+    /// is held by more nodes): it counts none of the poll's votes until its definition
+    /// changes. Nothing was counted; the vote can be sent to another node.
+    #[error(
+        "this node defines poll {0} otherwise than the cluster does; it counts no votes for it"
+    )]
+    Disputed(PollId),
 }
 
 /// Why records or counters from elsewhere were refused. Nothing was applied.
@@ -71,6 +82,15 @@ pub enum PollError {
     /// No poll of that name.
     #[error("no poll named {0}")]
     UnknownPoll(PollId),
+    /// A redefinition would drop options the poll has (their records would lose their
+    /// meaning); only reordering and adding options is allowed.
+    #[error("poll {poll} cannot be redefined without its options {missing:?}")]
+    OptionsRemoved {
+        /// The poll.
+        poll: PollId,
+        /// Its options the new definition lacks.
+        missing: Vec<String>,
+    },
     /// The replica holds [`POLLS_MAX`] polls already; a new one is refused.
     #[error("this node holds {POLLS_MAX} polls, the most it may; poll {0} was not created")]
     TooManyPolls(PollId),
@@ -132,6 +152,14 @@ struct InFlight {
 
 struct PollReplica {
     spec: PollSpec,
+    /// `spec.definition()`, kept.
+    definition: DefinitionDigest,
+    /// Which definition each node holds, as far as this replica knows (its own included).
+    declarations: Declarations,
+    /// Whether this replica's definition lost the agreement: local votes are refused.
+    refusing: bool,
+    /// Options of other definitions seen from peers (a few), to name them in messages.
+    foreign: BTreeMap<DefinitionDigest, Vec<OptionName>>,
     state: PollState,
     in_flight: InFlight,
     last_second: Second,
@@ -190,6 +218,9 @@ pub struct Replica {
     hash_seed: [u64; 4],
     polls: BTreeMap<PollId, PollReplica>,
     keep_duplicates: bool,
+    /// A planted bug (simulation tests only): records and counters of a poll are exchanged
+    /// whatever the peers' definitions, by option index (the behaviour issue 31 found).
+    pub(crate) merge_across_definitions: bool,
     /// Each node's current incarnation as far as this replica knows (its own included).
     current_incarnations: Vec<ActorId>,
 }
@@ -204,6 +235,7 @@ impl Replica {
             hash_seed,
             polls: BTreeMap::new(),
             keep_duplicates: false,
+            merge_across_definitions: false,
         }
     }
 
@@ -323,6 +355,16 @@ impl Replica {
         }
     }
 
+    /// **A planted bug, for the simulation's checker tests only**: from now on this replica
+    /// sends and applies a poll's records and counters to and from peers that define the poll
+    /// otherwise, by option index, so a region whose options are in another order counts
+    /// other regions' votes under the wrong names. Nothing outside `tally-sim`'s tests calls
+    /// this.
+    #[doc(hidden)]
+    pub fn plant_bug_merge_across_definitions(&mut self) {
+        self.merge_across_definitions = true;
+    }
+
     /// This node's actor.
     pub fn actor(&self) -> &ActorId {
         &self.actor
@@ -357,10 +399,17 @@ impl Replica {
             handed_out: 0,
         };
         debug_assert_eq!(state.held(&own), 0);
+        let definition = spec.definition();
+        let mut declarations = Declarations::default();
+        declarations.declare(&own.node, definition);
         self.polls.insert(
             spec.id().clone(),
             PollReplica {
                 spec,
+                definition,
+                declarations,
+                refusing: false,
+                foreign: BTreeMap::new(),
                 state,
                 in_flight,
                 last_second: 0,
@@ -476,6 +525,9 @@ impl Replica {
         let replica = polls
             .get_mut(poll)
             .ok_or_else(|| AcceptError::UnknownPoll(poll.clone()))?;
+        if replica.refusing {
+            return Err(AcceptError::Disputed(poll.clone()));
+        }
         match replica.spec.window.status(now) {
             PollStatus::NotOpen => Err(AcceptError::NotOpen),
             PollStatus::Closed => Err(AcceptError::Closed),

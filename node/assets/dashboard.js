@@ -366,6 +366,7 @@ import { optionColor } from "/client.js";
       : `Total at ${clock(state.selected)}`;
     renderRate(view);
     renderStatus(live.status);
+    renderDispute(live.dispute);
     renderFooter(live);
     document.title = `${state.poll} · Tally`;
   }
@@ -442,16 +443,30 @@ import { optionColor } from "/client.js";
     return element;
   }
 
+  // Another node lists this poll's options otherwise: say so, and whether this node refuses.
+  function renderDispute(dispute) {
+    const element = $("dispute");
+    element.textContent = dispute?.message ?? "";
+    element.dataset.refusing = String(dispute?.refusing_votes ?? false);
+    element.hidden = !dispute;
+  }
+
   function renderStatus(status) {
     const badge = $("poll-status");
     badge.dataset.status = status;
     badge.textContent = status === "not_open" ? "not open" : status;
   }
 
+  // Which nodes this one syncs with (listed or not), and whether a session is up: the regions
+  // these results can include.
   function renderFooter(results) {
     const actors = results.includes?.length ?? 0;
+    const peers = (results.peers ?? [])
+      .map((peer) => (peer.connected ? peer.node : `${peer.node} (no session)`))
+      .join(", ");
     $("served-by").textContent =
-      `served by ${results.served_by} · ${actors} ${actors === 1 ? "actor" : "actors"}`;
+      `served by ${results.served_by} · ${actors} ${actors === 1 ? "actor" : "actors"}` +
+      (peers ? ` · syncing with ${peers}` : " · no peers");
     $("as-of").textContent = `updated ${new Date(results.as_of_ms).toLocaleTimeString()}`;
     renderClockOffset(results.clock_offsets_ms ?? {});
   }

@@ -290,6 +290,10 @@ pub enum PlantedBug {
     /// issue 29: it cuts the log at the first bad frame (deleting every valid entry after
     /// it) and continues under the same actor, so it issues the lost seqs again.
     TruncateDamagedLog,
+    /// Records and counters of a poll are exchanged with peers that define it otherwise, by
+    /// option index: a region whose options are in another order counts the other regions'
+    /// votes under the wrong names (issue 31).
+    MergeAcrossDefinitions,
 }
 
 impl Default for Config {

@@ -11,11 +11,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tally_core::limits::COUNTER_ENTRIES_PER_MESSAGE_MAX;
-use tally_core::wire::{ActorCounters, CounterState};
 use tally_core::{
-    AcceptError, LocalVote, OptionIndex, PollError, PollId, PollSpec, PollWindow, RecordBatch,
-    Replica, ReplicaError, ReservedIndex, Second, Seq, VersionVector, VoteId,
+    AcceptError, AnswerApplied, LocalVote, NodeId, OptionIndex, PollError, PollId, PollSpec,
+    PollWindow, PullAnswer, PullRequest, RecordBatch, Replica, ReplicaError, ReservedIndex, Second,
+    Seq, VoteId,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -24,6 +23,7 @@ mod failure;
 pub use failure::LOG_FAILED_HAND_OVER_MAX;
 
 use crate::Clock;
+use crate::disputes::Disputes;
 use crate::health::{Health, Hold};
 use crate::metrics::Metrics;
 use crate::peer::sync::PeerBoard;
@@ -128,54 +128,46 @@ pub enum Command {
         /// Answered once durable; true if anything changed.
         reply: Reply<bool>,
     },
-    /// This node's version vector of every poll (a peer session asks before pulling).
-    Vectors {
+    /// What this node asks a peer for in a pull (its definitions and vectors of every poll).
+    PullRequest {
         /// Answered at once.
-        reply: Reply<Vec<(PollId, VersionVector)>>,
+        reply: Reply<PullRequest>,
     },
-    /// A peer with these vectors asks for what it lacks.
+    /// A peer asks for what it lacks.
     PeerPull {
         /// The peer's node ID (a node whose log failed waits for each peer's pull).
         peer: String,
-        /// The peer's vectors; polls it does not name count as empty.
-        vectors: Vec<(PollId, VersionVector)>,
+        /// The peer's request.
+        request: PullRequest,
         /// Most records to answer with.
         records_max: usize,
         /// Answered at once.
-        reply: Reply<PullReply>,
+        reply: Reply<PullAnswer>,
     },
-    /// Merge what a peer sent: polls, records (logged like local votes) and counters.
+    /// Merge what a peer answered: definitions, declarations, records (logged like local
+    /// votes) and counters, of the polls both define alike (`tally_core::sync`).
     PeerApply {
-        /// Poll definitions.
-        polls: Vec<PollSpec>,
-        /// Records.
-        batches: Vec<RecordBatch>,
-        /// Counter states.
-        counters: Vec<CounterState>,
+        /// The answering peer.
+        peer: NodeId,
+        /// Its answer, read whole.
+        answer: PullAnswer,
         /// Answered at once (the records are durable at their origin already).
         reply: Reply<PeerApplied>,
+    },
+    /// The option each vote ID's winning record names, for an audit (`None`: not held).
+    Lookup {
+        /// The poll.
+        poll: PollId,
+        /// The vote IDs.
+        vote_ids: Vec<VoteId>,
+        /// Answered at once.
+        reply: Reply<Vec<Option<OptionIndex>>>,
     },
     /// A peer's hello named its current actor: its node's older incarnations are superseded.
     PeerIncarnation {
         /// The peer's actor, from a hello its certificate vouches for.
         actor: tally_core::ActorId,
     },
-}
-
-/// What a peer is sent in answer to its version vectors: every poll, the records it lacks (at
-/// most the requested number), and the counter state of every poll.
-#[derive(Debug, Default)]
-pub struct PullReply {
-    /// Every poll's definition (so new polls and window changes replicate).
-    pub polls: Vec<PollSpec>,
-    /// Records the peer lacks, oldest first per actor.
-    pub batches: Vec<RecordBatch>,
-    /// Counter state per poll, as this node sees it.
-    pub counters: Vec<CounterState>,
-    /// This node's own version vectors, so the peer can tell how far behind it is.
-    pub vectors: Vec<(PollId, VersionVector)>,
-    /// Whether `records_max` cut the answer short (the peer should ask again at once).
-    pub truncated: bool,
 }
 
 /// What applying a peer's answer did.
@@ -185,8 +177,10 @@ pub struct PeerApplied {
     pub records_added: usize,
     /// Whether any counter rose.
     pub counters_changed: bool,
-    /// Parts refused, each with its reason (logged; nothing of a refused part was merged).
-    pub refused: Vec<String>,
+    /// Polls both nodes define alike: how far behind this node is counts only these.
+    pub shared: std::collections::BTreeSet<PollId>,
+    /// Parts refused, each with its cause and reason (nothing of a refused part was merged).
+    pub refused: Vec<tally_core::AnswerRefusal>,
     /// Records not taken because the data directory is low on space (the disk hold): the
     /// peer keeps them, and this node fetches them once space is back.
     pub records_deferred: usize,
@@ -246,6 +240,8 @@ pub struct Engine {
     peers: PeerBoard,
     /// The node's holds: votes are refused under some, and a failed log sets one.
     health: Arc<Health>,
+    /// Polls whose definition some node holds otherwise, as last logged and exported.
+    disputes: Disputes,
     /// A planted bug (simulation tests only): answer before the log is durable.
     ack_before_fsync: bool,
     /// The clock watch's step guard, read with each vote's clock reading (nodes with peers).
@@ -283,6 +279,7 @@ impl Engine {
             results_tick,
             peers,
             health,
+            disputes: Disputes::default(),
             waiting: VecDeque::new(),
             unlogged_entries: Vec::new(),
             in_flight_jobs: VecDeque::new(),
@@ -356,6 +353,9 @@ impl Engine {
     /// Runs until the command queue closes (graceful stop) or the log fails (error, after
     /// handing what was durable to readers and peers: [`failure`]).
     pub async fn run(mut self, mut io: EngineIo) -> Result<(), EngineError> {
+        // Every poll's dispute series exists from the start (at 0), for alert rules.
+        self.disputes
+            .observe(&self.replica, &self.metrics, &self.health);
         let mut ticker = tokio::time::interval(self.results_tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut commands_closed = false;
@@ -539,25 +539,43 @@ impl Engine {
                     tracing::info!(%actor, "older incarnations of this peer are superseded");
                 }
             }
-            Command::Vectors { reply } => {
-                let _ = reply.send(Ok(self.vectors()));
+            Command::PullRequest { reply } => {
+                let _ = reply.send(Ok(self.replica.pull_request()));
             }
             Command::PeerPull {
-                vectors,
+                request,
                 records_max,
                 reply,
                 ..
             } => {
-                let _ = reply.send(Ok(self.pull(&vectors, records_max)));
+                let _ = reply.send(Ok(self.replica.answer_pull(&request, records_max)));
             }
             Command::PeerApply {
-                polls,
-                batches,
-                counters,
+                peer,
+                answer,
                 reply,
             } => {
-                let _ = reply.send(Ok(self.apply_from_peer(polls, batches, counters)));
+                let applied = self.apply_from_peer(answer);
+                tracing::trace!(%peer, records = applied.records_added, "peer answer applied");
+                let _ = reply.send(Ok(applied));
             }
+            Command::Lookup {
+                poll,
+                vote_ids,
+                reply,
+            } => drop(reply.send(self.lookup(poll, &vote_ids))),
+        }
+    }
+
+    /// The option each vote ID's winning record names in `poll` (`None`: not held).
+    fn lookup(
+        &self,
+        poll: PollId,
+        vote_ids: &[VoteId],
+    ) -> Result<Vec<Option<OptionIndex>>, EngineError> {
+        match self.replica.state(&poll) {
+            Some(state) => Ok(vote_ids.iter().map(|&v| state.winner_option(v)).collect()),
+            None => Err(EngineError::Poll(PollError::UnknownPoll(poll))),
         }
     }
 
@@ -580,106 +598,78 @@ impl Engine {
         None
     }
 
-    fn vectors(&self) -> Vec<(PollId, VersionVector)> {
-        self.replica
-            .poll_specs()
-            .filter_map(|spec| {
-                let vector = self.replica.version_vector(spec.id())?;
-                Some((spec.id().clone(), vector))
-            })
-            .collect()
-    }
-
-    fn pull(&self, vectors: &[(PollId, VersionVector)], records_max: usize) -> PullReply {
-        let mut reply = PullReply {
-            vectors: self.vectors(),
-            ..PullReply::default()
-        };
-        let empty = VersionVector::default();
-        let mut budget = records_max;
-        for spec in self.replica.poll_specs() {
-            reply.polls.push(spec.clone());
-            let theirs = vectors
-                .iter()
-                .find(|(poll, _)| poll == spec.id())
-                .map_or(&empty, |(_, vector)| vector);
-            let batches = self.replica.missing_records(spec.id(), theirs, budget);
-            let sent: usize = batches.iter().map(RecordBatch::len).sum();
-            budget -= sent.min(budget);
-            reply.batches.extend(batches);
-            if let (Some(counters), Some(state)) = (
-                self.replica.counter_state(spec.id()),
-                self.replica.state(spec.id()),
-            ) {
-                let lagging = |actor: &tally_core::ActorId| {
-                    let ours = state.held(actor);
-                    ours == 0 || theirs.get(actor) < ours
-                };
-                reply
-                    .counters
-                    .extend(counters_for_lagging(counters, lagging));
-            }
-        }
-        reply.truncated = budget == 0;
-        reply
-    }
-
-    /// Merges a peer's answer part by part; a refused part is reported and merges nothing.
-    fn apply_from_peer(
-        &mut self,
-        polls: Vec<PollSpec>,
-        batches: Vec<RecordBatch>,
-        counters: Vec<CounterState>,
-    ) -> PeerApplied {
-        let mut applied = PeerApplied::default();
-        for spec in polls {
-            let id = spec.id().clone();
-            match self.replica.upsert_poll(spec) {
-                Ok(true) => {
-                    self.polls_changed = true;
-                    if let Some(merged) = self.replica.poll_spec(&id) {
-                        self.unlogged_entries.push(WalEntry::Poll(merged.clone()));
-                    }
-                }
-                Ok(false) => {}
-                Err(error) => applied.refused.push(error.to_string()),
-            }
-        }
-        // Below the disk reserve the log takes nothing new but what was accepted: records
-        // from peers wait there (their counters still merge, so totals stay current).
+    /// Merges a peer's answer (`Replica::apply_answer`, step by step), queues what it changed
+    /// for the log, and notes disputes that began or ended. Below the disk reserve the log
+    /// takes nothing new but what was accepted: records from peers wait there (their counters
+    /// still merge, so totals stay current).
+    fn apply_from_peer(&mut self, mut answer: PullAnswer) -> PeerApplied {
+        let mut applied = self.replica.apply_answer_definitions(&mut answer);
         let disk_low = self.health.has(Hold::DiskLow);
-        for batch in batches {
-            if disk_low {
-                applied.records_deferred += batch.len();
+        let mut records_deferred = 0;
+        for batch in answer.batches {
+            if !applied.shared.contains(batch.poll()) {
                 continue;
             }
-            let mut result = self.replica.apply_records(&batch);
-            let rescue = !self.keep_actor_behind_peers;
-            if let (Err(ReplicaError::ForeignOwnRecords { seq, .. }), true) = (&result, rescue) {
-                // This node's log lacks records of its own actor that a peer holds: it must
-                // never issue those seqs again. A new incarnation takes them as another's.
-                self.begin_incarnation_behind_peers(&batch, *seq);
-                result = self.replica.apply_records(&batch);
+            if disk_low {
+                records_deferred += batch.len();
+                continue;
             }
-            match result {
-                Ok(result) => {
-                    applied.records_added += result.added;
-                    // Log what joined the state, including batches held back for a gap: the
-                    // log replays through the same rules.
-                    if result.added > 0 || result.held_back > 0 {
-                        self.unlogged_entries.push(WalEntry::Records(batch));
-                    }
-                }
-                Err(error) => applied.refused.push(error.to_string()),
+            let result = self.apply_peer_records(&batch);
+            applied.note_records(batch, result);
+        }
+        self.replica
+            .apply_answer_counters(&answer.counters, &mut applied);
+        let AnswerApplied {
+            records_added,
+            counters_changed,
+            polls_changed,
+            batches_to_log,
+            shared,
+            declarations_changed,
+            refused,
+        } = applied;
+        for poll in polls_changed {
+            self.polls_changed = true;
+            if let Some(spec) = self.replica.poll_spec(&poll) {
+                self.unlogged_entries.push(WalEntry::Poll(spec.clone()));
             }
         }
-        for state in &counters {
-            match self.replica.merge_counters(state) {
-                Ok(changed) => applied.counters_changed |= changed,
-                Err(error) => applied.refused.push(error.to_string()),
-            }
+        self.unlogged_entries
+            .extend(batches_to_log.into_iter().map(WalEntry::Records));
+        if declarations_changed {
+            self.observe_disputes();
         }
-        applied
+        PeerApplied {
+            records_added,
+            counters_changed,
+            shared,
+            refused,
+            records_deferred,
+        }
+    }
+
+    /// Applies a peer's batch; if it holds records of this node's own actor beyond what its
+    /// log holds, this node must never issue those seqs again: it moves to a new incarnation
+    /// (see [`incarnation`]), which takes them as another actor's.
+    fn apply_peer_records(
+        &mut self,
+        batch: &RecordBatch,
+    ) -> Result<tally_core::Applied, ReplicaError> {
+        let result = self.replica.apply_records(batch);
+        match result {
+            Err(ReplicaError::ForeignOwnRecords { seq, .. }) if !self.keep_actor_behind_peers => {
+                self.begin_incarnation_behind_peers(batch, seq);
+                self.replica.apply_records(batch)
+            }
+            result => result,
+        }
+    }
+
+    /// Logs disputes that began or ended, and mirrors them into metrics and the node's hold.
+    fn observe_disputes(&mut self) {
+        self.polls_changed = true;
+        self.disputes
+            .observe(&self.replica, &self.metrics, &self.health);
     }
 
     fn handle_batch(
@@ -831,50 +821,6 @@ fn answer(pending: Pending) {
     }
 }
 
-/// The part of a counter state a peer needs, in messages of at most
-/// [`COUNTER_ENTRIES_PER_MESSAGE_MAX`] entries. A peer holding every record of an actor that
-/// this node holds derives that actor's counters itself, so only `lagging` actors are sent
-/// (and actors known here only by counters, which are relayed): a caught-up cluster exchanges
-/// almost nothing, and a long poll's counters never overflow a message.
-fn counters_for_lagging(
-    state: CounterState,
-    lagging: impl Fn(&tally_core::ActorId) -> bool,
-) -> Vec<CounterState> {
-    let mut messages = Vec::new();
-    let mut current = CounterState {
-        poll: state.poll.clone(),
-        actors: Vec::new(),
-    };
-    let mut entries = 0usize;
-    for mut actor in state.actors.into_iter().filter(|a| lagging(&a.actor)) {
-        while !actor.entries.is_empty() {
-            let room = COUNTER_ENTRIES_PER_MESSAGE_MAX - entries;
-            let take = room.min(actor.entries.len());
-            let rest = actor.entries.split_off(take);
-            let taken = std::mem::replace(&mut actor.entries, rest);
-            entries += taken.len();
-            current.actors.push(ActorCounters {
-                actor: actor.actor.clone(),
-                entries: taken,
-            });
-            if entries == COUNTER_ENTRIES_PER_MESSAGE_MAX {
-                messages.push(std::mem::replace(
-                    &mut current,
-                    CounterState {
-                        poll: state.poll.clone(),
-                        actors: Vec::new(),
-                    },
-                ));
-                entries = 0;
-            }
-        }
-    }
-    if !current.actors.is_empty() {
-        messages.push(current);
-    }
-    messages
-}
-
 fn ack(vote: LocalVote, incarnation: u64) -> VoteAck {
     match vote {
         LocalVote::Counted { seq, second } => VoteAck::Counted {
@@ -883,69 +829,5 @@ fn ack(vote: LocalVote, incarnation: u64) -> VoteAck {
             incarnation,
         },
         LocalVote::Duplicate { .. } => VoteAck::Duplicate,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tally_core::wire::{ActorCounters, CounterEntry};
-    use tally_core::{ActorId, NodeId};
-
-    fn actor(node: &str) -> ActorId {
-        ActorId {
-            node: NodeId::new(node).unwrap(),
-            incarnation: 1,
-        }
-    }
-
-    #[test]
-    fn counters_for_peers_skip_caught_up_actors_and_split_at_the_message_limit() {
-        // Goal: a long poll's counters never exceed one message's limit, and actors the peer
-        // already holds every record of are not sent at all.
-        let entries = |count: u32| -> Vec<CounterEntry> {
-            (0..count)
-                .map(|second| CounterEntry {
-                    second,
-                    option: 0,
-                    accepted: 1,
-                    retracted: 0,
-                })
-                .collect()
-        };
-        let state = CounterState {
-            poll: PollId::new("p").unwrap(),
-            actors: vec![
-                ActorCounters {
-                    actor: actor("lagging"),
-                    entries: entries(150_000),
-                },
-                ActorCounters {
-                    actor: actor("caught-up"),
-                    entries: entries(10),
-                },
-            ],
-        };
-        let messages = counters_for_lagging(state, |a| a.node.as_str() == "lagging");
-        assert_eq!(messages.len(), 3);
-        let sizes: Vec<usize> = messages
-            .iter()
-            .map(|m| m.actors.iter().map(|a| a.entries.len()).sum())
-            .collect();
-        assert_eq!(sizes, vec![65_536, 65_536, 150_000 - 2 * 65_536]);
-        assert!(
-            messages
-                .iter()
-                .flat_map(|m| &m.actors)
-                .all(|a| a.actor.node.as_str() == "lagging")
-        );
-        for message in &messages {
-            let frame =
-                tally_core::wire::encode(&tally_core::wire::PeerMessage::Counters(message.clone()));
-            assert!(
-                tally_core::wire::decode(&frame).is_ok(),
-                "each message passes the receiver's limits"
-            );
-        }
     }
 }

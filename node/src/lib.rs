@@ -19,6 +19,7 @@ pub mod connections;
 pub mod dashboard;
 pub mod demo;
 pub mod disk_watch;
+pub mod disputes;
 pub mod engine;
 pub mod faulty_storage;
 pub mod health;
@@ -214,6 +215,9 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
     if config.planted_bug == Some(config::PlantedBug::KeepDuplicates) {
         recovered.replica.plant_bug_keep_duplicates();
     }
+    if config.planted_bug == Some(config::PlantedBug::MergeAcrossDefinitions) {
+        recovered.replica.plant_bug_merge_across_definitions();
+    }
     let metrics = Arc::new(Metrics::new());
     metrics.observe_recovery(
         &recovered.report,
@@ -314,13 +318,31 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
             .map_err(Box::new)?;
             let endpoint = peer::transport::endpoint(socket, &tls, rng_seed ^ PEER_RNG_SALT)
                 .map_err(NodeError::PeerEndpoint)?;
+            let listed = config
+                .other_peers()
+                .map(|entry| tally_core::NodeId::new(entry.id.clone()))
+                .collect::<Result<std::collections::BTreeSet<_>, _>>()
+                .map_err(|e| config::ConfigError::Invalid {
+                    setting: "peers",
+                    message: e.to_string(),
+                })?;
+            if let Ok(mut board) = board.lock() {
+                for peer in &listed {
+                    board.entry(peer.to_string()).or_default().listed = true;
+                }
+            }
             let context = Arc::new(SyncContext {
                 engine: command_tx.clone(),
                 hello: tally_core::wire::Hello {
                     cluster_id: config.cluster_id.clone(),
                     protocol_version: tally_core::wire::PROTOCOL_VERSION,
                     actor: actor.clone(),
+                    vote_id_key_proof: validated.vote_id_key.proof(),
                 },
+                vote_id_key: validated.vote_id_key.clone(),
+                listed,
+                claims: Arc::default(),
+                log_once: std::sync::Mutex::default(),
                 actor: actor_rx,
                 tick: Duration::from_millis(config.sync_tick_ms),
                 records_per_round_max: config.sync_records_per_round_max,
@@ -330,10 +352,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
                 metrics: metrics.clone(),
             });
             // Incoming sessions refused before they name a node count under `incoming`.
-            let _ = metrics
-                .peers
-                .refusals
-                .get_or_create(&metrics::PeerMetrics::labels("incoming"));
+            metrics.peers.declare_refusals("incoming");
             peer_tasks.push(tokio::spawn(peer::sync::serve_incoming(
                 endpoint.clone(),
                 context.clone(),

@@ -65,6 +65,12 @@ pub struct Metrics {
     pub poll_vote_ids: Family<PollLabels, Gauge>,
     /// See [`Metrics::poll_vote_ids`].
     pub poll_vote_id_capacity: Family<PollLabels, Gauge>,
+    /// 1 while a node (label `peer`: a peer, or a node heard of through peers) holds another
+    /// definition of a poll than this node: another option list or order.
+    pub definition_disputes: Family<PollLabels, Gauge>,
+    /// 1 while this node's definition of a poll lost the cluster's agreement: it counts none
+    /// of that poll's votes.
+    pub definition_lost: Family<PollLabels, Gauge>,
     /// Per peer: the sync session's gauges and counters.
     pub peers: PeerMetrics,
     /// Steps of this node's wall clock against its monotonic clock (by more than half of
@@ -112,14 +118,34 @@ pub struct PeerMetrics {
     pub records_behind: Family<PeerLabels, Gauge>,
     /// Seconds since this node last held everything the peer held.
     pub seconds_behind: Family<PeerLabels, Gauge>,
-    /// Frames or sessions refused (bad certificate, wrong cluster, garbage), by peer.
+    /// Sessions or frames refused, by peer and cause (see [`REFUSAL_CAUSES`]).
     pub refusals: Family<PeerLabels, Counter>,
+    /// Parts of a peer's pull answer that were not merged, by peer and cause
+    /// (`tally_core::AnswerRefusal::cause`).
+    pub answer_refusals: Family<PeerLabels, Counter>,
     /// The peer's wall clock minus this node's, estimated over the recent sync rounds, in
     /// seconds (absent until measured).
     pub clock_offset_seconds: Family<PeerLabels, Gauge<f64, AtomicU64>>,
     /// The error bound of that estimate (half the fastest recent round trip), in seconds.
     pub clock_offset_error_seconds: Family<PeerLabels, Gauge<f64, AtomicU64>>,
 }
+
+/// Why a peer session or frame was refused: the `cause` label of `tally_peer_refusals_total`.
+pub const REFUSAL_CAUSES: [&str; 9] = [
+    "certificate",
+    "cluster_id",
+    "protocol",
+    "node_id",
+    "vote_id_key",
+    "hello",
+    "frame",
+    "limit",
+    "other",
+];
+
+/// Why part of a pull answer was not merged: the `cause` label of
+/// `tally_peer_answer_refusals_total`.
+pub const ANSWER_REFUSAL_CAUSES: [&str; 3] = ["own_records", "records", "counters"];
 
 impl PeerMetrics {
     fn register(&self, registry: &mut Registry) {
@@ -161,8 +187,13 @@ impl PeerMetrics {
         );
         peer.register(
             "refusals",
-            "Peer sessions or frames refused (certificate, cluster, garbage)",
+            "Peer sessions or frames refused, by cause (certificate, cluster_id, vote_id_key, ...)",
             self.refusals.clone(),
+        );
+        peer.register(
+            "answer_refusals",
+            "Parts of a peer's pull answer not merged, by cause",
+            self.answer_refusals.clone(),
         );
         peer.register(
             "clock_offset_seconds",
@@ -187,12 +218,31 @@ impl PeerMetrics {
         let _ = self.last_contact_seconds.get_or_create(&labels);
         let _ = self.records_behind.get_or_create(&labels);
         let _ = self.seconds_behind.get_or_create(&labels);
-        let _ = self.refusals.get_or_create(&labels);
+        self.declare_refusals(peer);
+        for cause in ANSWER_REFUSAL_CAUSES {
+            let _ = self
+                .answer_refusals
+                .get_or_create(&Self::cause_labels(peer, cause));
+        }
+    }
+
+    /// Creates `peer`'s refusal series of every cause at zero.
+    pub fn declare_refusals(&self, peer: &str) {
+        for cause in REFUSAL_CAUSES {
+            let _ = self
+                .refusals
+                .get_or_create(&Self::cause_labels(peer, cause));
+        }
     }
 
     /// The label set for `peer`.
     pub fn labels(peer: &str) -> PeerLabels {
         vec![("peer", peer.to_owned())]
+    }
+
+    /// The label set for `peer` and `cause`.
+    pub fn cause_labels(peer: &str, cause: &str) -> PeerLabels {
+        vec![("peer", peer.to_owned()), ("cause", cause.to_owned())]
     }
 }
 
@@ -304,6 +354,18 @@ impl Metrics {
             "Vote IDs a poll's dedupe index holds before it grows (a pause that rehashes every ID)",
             poll_vote_id_capacity.clone(),
         );
+        let definition_disputes = Family::<PollLabels, Gauge>::default();
+        registry.register(
+            "poll_definition_disputes",
+            "1 while node `peer` holds another definition (options or their order) of the poll",
+            definition_disputes.clone(),
+        );
+        let definition_lost = Family::<PollLabels, Gauge>::default();
+        registry.register(
+            "poll_definition_lost",
+            "1 while this node's definition of the poll lost the cluster's agreement: it counts none of its votes",
+            definition_lost.clone(),
+        );
         let build_info = Family::<Labels, Gauge>::default();
         registry.register(
             "build_info",
@@ -368,6 +430,8 @@ impl Metrics {
             poll_votes,
             poll_vote_ids,
             poll_vote_id_capacity,
+            definition_disputes,
+            definition_lost,
             peers,
             clock_steps,
             incarnation_changes,
@@ -431,6 +495,13 @@ impl Metrics {
             self.poll_vote_id_capacity
                 .get_or_create(&labels)
                 .set(gauge(snapshot.vote_id_capacity));
+        }
+        for poll in results.polls.keys() {
+            for peer in peers.keys() {
+                // Created at 0 (a 1 set by `disputes` stays): alert rules see the series.
+                let labels = vec![("poll", poll.to_string()), ("peer", peer.clone())];
+                let _ = self.definition_disputes.get_or_create(&labels);
+            }
         }
         for (peer, status) in peers {
             if let Some(caught_up_at) = status.caught_up_at {

@@ -352,8 +352,8 @@ fn settle_in_flight(replica: &mut Replica) {
     }
 }
 
-/// Applies the configured polls (new ones, or wider windows), logging each change, and
-/// sizes their indexes.
+/// Applies the configured polls (new ones, wider windows, or redefinitions: see
+/// [`apply_configured_poll`]), logging each change, and sizes their indexes.
 fn apply_configured_polls<S: Storage>(
     config: &Config,
     clock: &dyn Clock,
@@ -361,20 +361,61 @@ fn apply_configured_polls<S: Storage>(
     wal: &mut Wal<S>,
 ) -> Result<(), RecoveryError> {
     for spec in config.poll_specs(clock.now())? {
-        let id = spec.id().clone();
-        match replica.upsert_poll(spec) {
-            Ok(true) => {
-                if let Some(merged) = replica.poll_spec(&id) {
-                    wal.append(&[WalEntry::Poll(merged.clone())])?;
-                }
-            }
-            Ok(false) => {}
-            Err(error) => tracing::warn!(%error, "configured poll ignored"),
-        }
+        apply_configured_poll(replica, wal, spec)?;
     }
     // A configured poll new to this log is reserved here; one the log named, during replay.
     for poll in &config.polls {
         reserve_index(replica, poll);
+    }
+    Ok(())
+}
+
+/// Applies one poll of the configuration file, and logs its definition if it changed. The
+/// configuration is what the operator means: a poll the log defines with the same options in
+/// another order, or with fewer options, takes the configured definition, and its records are
+/// renumbered by option *name*, so every vote keeps the option it was cast for (this is how a
+/// node whose definition lost the cluster's agreement is healed: fix its configuration,
+/// restart it). A configuration that drops an option the log has keeps the logged definition
+/// (the option's votes would lose their meaning); that is logged as an error.
+fn apply_configured_poll<S: Storage>(
+    replica: &mut Replica,
+    wal: &mut Wal<S>,
+    spec: tally_core::PollSpec,
+) -> Result<(), RecoveryError> {
+    let id = spec.id().clone();
+    let logged = replica.poll_spec(&id).map(|s| s.options().to_vec());
+    let names = |options: &[tally_core::OptionName]| {
+        let names: Vec<&str> = options.iter().map(|o| o.as_str()).collect();
+        format!("[{}]", names.join(", "))
+    };
+    let configured = names(spec.options());
+    match replica.redefine_poll(spec) {
+        Ok(true) => {
+            if let Some(logged) = logged.filter(|l| names(l) != configured) {
+                let records = replica.state(&id).map_or(0, |s| s.records_held());
+                tracing::warn!(
+                    poll = %id,
+                    logged = %names(&logged),
+                    %configured,
+                    records,
+                    "configured poll redefined: its records were renumbered by option name, \
+                     so each vote keeps the option it was cast for; peers holding the logged \
+                     definition dispute it until every node's configuration agrees"
+                );
+            }
+            if let Some(merged) = replica.poll_spec(&id) {
+                wal.append(&[WalEntry::Poll(merged.clone())])?;
+            }
+        }
+        Ok(false) => {}
+        Err(error) => tracing::error!(
+            %error,
+            poll = %id,
+            logged = %logged.as_deref().map_or_else(String::new, names),
+            %configured,
+            "configured poll ignored: the node keeps the logged definition (an option that \
+             holds votes cannot be removed; list every logged option, in any order)"
+        ),
     }
     Ok(())
 }

@@ -48,6 +48,21 @@ pub struct ActorIncluded {
     pub clock_offset_ms: Option<i64>,
 }
 
+/// A node this node syncs with, or has heard from: for "which regions does this result
+/// include".
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct PeerSeen {
+    /// Its node ID.
+    pub node: String,
+    /// Whether this node's peer list names it (others dialled this node and are synced all
+    /// the same).
+    pub listed: bool,
+    /// Whether a sync session with it is up.
+    pub connected: bool,
+    /// Milliseconds since the last completed sync round with it (absent: never).
+    pub heard_ms_ago: Option<u64>,
+}
+
 /// The results of one poll at one moment, as served by `GET /v1/polls/{poll}/results`.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct PollResults {
@@ -69,6 +84,11 @@ pub struct PollResults {
     pub served_by: String,
     /// Whose records and counters it includes.
     pub includes: Vec<ActorIncluded>,
+    /// Every peer this node syncs with or has heard from, and how recently.
+    pub peers: Vec<PeerSeen>,
+    /// Present while some node defines this poll otherwise (other options, or another
+    /// order): whether this node refuses its votes, which nodes differ, and what to do.
+    pub dispute: Option<crate::disputes::PollDispute>,
     /// Every direct peer's wall clock minus this node's, in milliseconds, by node, as last
     /// estimated (peers not measured yet are absent); also listed for peers whose actors
     /// hold no records of this poll, such as one that counts nothing for its clock.
@@ -184,7 +204,10 @@ impl ResultsSnapshot {
                 continue;
             };
             let votes_alike = |a: &PollResults, b: &PollResults| {
-                a.options == b.options && a.total == b.total && a.status == b.status
+                a.options == b.options
+                    && a.total == b.total
+                    && a.status == b.status
+                    && a.dispute == b.dispute
             };
             let same = votes_alike(&old.results, &snapshot.results)
                 && old.history == snapshot.history
@@ -206,6 +229,15 @@ impl ResultsSnapshot {
         now: UnixMillis,
         peers: &BTreeMap<String, PeerStatus>,
     ) -> Self {
+        let peers_seen: Vec<PeerSeen> = peers
+            .iter()
+            .map(|(node, status)| PeerSeen {
+                node: node.clone(),
+                listed: status.listed,
+                connected: status.connected,
+                heard_ms_ago: status.last_contact.map(|at| now.0.saturating_sub(at.0)),
+            })
+            .collect();
         let polls = replica
             .poll_specs()
             .filter_map(|spec| {
@@ -260,6 +292,8 @@ impl ResultsSnapshot {
                     at_second: None,
                     served_by: replica.actor().node.to_string(),
                     includes,
+                    peers: peers_seen.clone(),
+                    dispute: crate::disputes::describe(replica, spec.id()),
                     clock_offsets_ms: peers
                         .iter()
                         .filter_map(|(node, p)| Some((node.clone(), p.clock?.offset_ms)))

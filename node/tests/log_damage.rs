@@ -404,3 +404,53 @@ fn a_missing_segment_starts_a_new_incarnation_with_the_votes_of_the_others() {
     assert_eq!(recovered.report.missing[0].ranges, vec![(101, 200)]);
     assert_eq!(votes(&recovered), 200, "{}", recovered.report);
 }
+
+#[test]
+fn votes_adopted_after_damage_keep_their_option_across_a_redefinition_in_the_log() {
+    // Goal: the votes a damaged log cut off from their actor's seqs are recorded again under
+    // the option they were cast for, even when a later entry of the log reordered the poll's
+    // options (a configuration fixed and restarted, issue 31). Method: actor 5's seqs 1..=300
+    // under [green, blue] (even seqs green), the middle batch damaged, then the poll redefined
+    // as [blue, green]; start with that configuration and accept_log_damage: every readable
+    // vote names the option it was cast for.
+    let storage = MemoryStorage::new();
+    let old = actor(5);
+    let WalEntry::Poll(logged) = spec() else {
+        unreachable!()
+    };
+    let mut reversed_options = logged.options().to_vec();
+    reversed_options.reverse();
+    let reversed = tally_core::PollSpec::new(poll(), reversed_options, logged.window).unwrap();
+    let offsets = write_log(
+        &storage,
+        &[
+            WalEntry::Identity(old.clone()),
+            WalEntry::Poll(logged.clone()),
+            records(&old, 1, 100, 1),
+            records(&old, 101, 100, 1),
+            records(&old, 201, 100, 1),
+            WalEntry::Poll(reversed.clone()),
+        ],
+    );
+    flip(&storage, offsets[3] + 20);
+    let mut config = Config {
+        accept_log_damage: true,
+        ..alone()
+    };
+    config.polls[0].options.reverse();
+    let recovered = start(&config, &storage, 1).unwrap();
+    assert_eq!(recovered.report.adopted, 100, "{}", recovered.report);
+    assert_eq!(
+        recovered.replica.poll_spec(&poll()).unwrap().options(),
+        reversed.options()
+    );
+    let state = recovered.replica.state(&poll()).unwrap();
+    for seq in (1..=100u64).chain(201..=300) {
+        let cast = logged.options()[(seq % 2) as usize].as_str();
+        let held = state
+            .winner_option(VoteId(1 << 64 | u128::from(seq)))
+            .unwrap_or_else(|| panic!("seq {seq} not held"));
+        assert_eq!(reversed.options()[held.get()].as_str(), cast, "seq {seq}");
+    }
+    assert_eq!(votes(&recovered), 200);
+}

@@ -18,8 +18,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use tally_core::{
-    ActorId, NodeId, OptionIndex, OptionName, PollId, PollSpec, PollWindow, Replica, UnixMillis,
-    VersionVector, VoteId,
+    ActorId, AgreementDigest, DefinitionDigest, NodeId, OptionIndex, OptionName, PollId,
+    PollRequest, PollSpec, PollWindow, PullRequest, Replica, UnixMillis, VersionVector, VoteId,
 };
 use tally_node::config::Config;
 use tally_node::engine::{
@@ -287,13 +287,25 @@ impl Harness {
     }
 
     async fn pull(&self, peer: &str, held: u64) -> usize {
+        self.pull_defined(peer, held, spec().definition()).await
+    }
+
+    /// A pull by a peer that defines the poll as `definition`.
+    async fn pull_defined(&self, peer: &str, held: u64, definition: DefinitionDigest) -> usize {
         let mut vector = VersionVector::default();
         vector.raise(&actor("a"), held);
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::PeerPull {
                 peer: peer.to_owned(),
-                vectors: vec![(poll(), vector)],
+                request: PullRequest {
+                    agreement: AgreementDigest::default(),
+                    polls: vec![PollRequest {
+                        poll: poll(),
+                        definition,
+                        vector,
+                    }],
+                },
                 records_max: 1_000_000,
                 reply,
             })
@@ -376,6 +388,35 @@ async fn a_peer_that_never_pulls_holds_the_failed_engine_up_for_the_bounded_wait
         waited >= LOG_FAILED_HAND_OVER_MAX - Duration::from_millis(100)
             && waited <= LOG_FAILED_HAND_OVER_MAX + Duration::from_secs(1),
         "waited {waited:?} for c"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_engine_does_not_wait_for_a_peer_that_defines_the_poll_otherwise() {
+    // Goal: the hand-over waits only for peers that can take the records: one that lists the
+    // poll's options in another order is sent none of them (issue 31), so waiting for it would
+    // only hold a failed node up. Method: one vote durable, the next job fails; the only peer
+    // pulls with the reversed definition: it gets no record, and the engine stops at once.
+    let mut harness = start_engine(&["b"]);
+    let first = harness.batch(0, 1).await;
+    harness.write_next(Ok(())).await;
+    within("the first batch", first).await.unwrap().unwrap();
+    let _failed = harness.batch(1, 1).await;
+    harness.write_next(Err(failure())).await;
+    let options = ["blue", "green"].map(|n| OptionName::new(n).unwrap());
+    let reversed = PollSpec::new(poll(), options.to_vec(), PollWindow::default()).unwrap();
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        harness.pull_defined("b", 0, reversed.definition()).await,
+        0,
+        "no record crosses definitions"
+    );
+    let stopped = within("the engine's stop", harness.engine).await.unwrap();
+    assert_eq!(stopped, Err(EngineError::LogFailed));
+    assert!(
+        started.elapsed() < LOG_FAILED_HAND_OVER_MAX,
+        "waited {:?} for a peer that cannot take the records",
+        started.elapsed()
     );
 }
 

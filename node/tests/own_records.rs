@@ -13,7 +13,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tally_core::{ActorId, NodeId, OptionIndex, PollId, RecordBatch, Replica, VoteId};
+use tally_core::{
+    ActorId, NodeId, OptionIndex, PollId, PollSpec, PullAnswer, RecordBatch, Replica, VoteId,
+};
 use tally_node::config::Config;
 use tally_node::engine::{Command, Engine, EngineIo, PeerApplied, VoteAck};
 use tally_node::health::Health;
@@ -27,6 +29,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 fn poll() -> PollId {
     PollId::new("superbowl").unwrap()
+}
+
+/// The default configuration's poll.
+fn spec() -> PollSpec {
+    Config::default()
+        .poll_specs(tally_core::UnixMillis(0))
+        .unwrap()
+        .remove(0)
 }
 
 fn old_actor() -> ActorId {
@@ -49,12 +59,8 @@ struct Harness {
 
 impl Harness {
     fn start() -> Self {
-        let config = Config::default();
         let mut replica = Replica::new(old_actor(), [1, 2, 3, 4]);
-        let spec = config
-            .poll_specs(tally_core::UnixMillis(0))
-            .unwrap()
-            .remove(0);
+        let spec = spec();
         replica.upsert_poll(spec.clone()).unwrap();
         let metrics = Arc::new(Metrics::new());
         let engine = Engine::new(
@@ -182,9 +188,13 @@ async fn a_node_meeting_its_own_records_moves_to_a_new_incarnation_and_reissues_
     let (reply, applied) = oneshot::channel();
     node.commands
         .send(Command::PeerApply {
-            polls: Vec::new(),
-            batches: vec![theirs.clone()],
-            counters: Vec::new(),
+            peer: NodeId::new("peer").unwrap(),
+            // The peer defines the poll as this node does, so its records apply.
+            answer: PullAnswer {
+                polls: vec![spec()],
+                batches: vec![theirs.clone()],
+                ..PullAnswer::default()
+            },
             reply,
         })
         .await

@@ -81,6 +81,7 @@ enum Bug {
     IgnoreClockSkew,
     AckAfterFailedWrite,
     TruncateDamage,
+    MergeAcrossDefinitions,
 }
 
 impl From<Bug> for PlantedBug {
@@ -92,6 +93,7 @@ impl From<Bug> for PlantedBug {
             Bug::IgnoreClockSkew => PlantedBug::IgnoreClockSkew,
             Bug::AckAfterFailedWrite => PlantedBug::AckAfterFailedWrite,
             Bug::TruncateDamage => PlantedBug::TruncateDamagedLog,
+            Bug::MergeAcrossDefinitions => PlantedBug::MergeAcrossDefinitions,
         }
     }
 }
@@ -113,6 +115,7 @@ enum Force {
     DiskFull,
     FailedFsync,
     Corruption,
+    MismatchedDefinition,
 }
 
 impl From<Force> for FaultKind {
@@ -133,6 +136,7 @@ impl From<Force> for FaultKind {
             Force::DiskFull => FaultKind::DiskFull,
             Force::FailedFsync => FaultKind::FailedFsync,
             Force::Corruption => FaultKind::DiskCorruption,
+            Force::MismatchedDefinition => FaultKind::MismatchedDefinition,
         }
     }
 }
@@ -384,7 +388,7 @@ fn print_one(report: &ClusterReport) {
          after the probe); \
          {} invoked, {} acknowledged, {} held before the probe, {} lost with a lost disk, \
          {} with a log frame destroyed by disk damage; {} receipts name distinct seqs; \
-         {} reads within bounds; final totals {:?}",
+         {} reads within bounds; {} votes under their option on every region; final totals {:?}",
         c.converge_ms,
         c.records_ms,
         c.reconverge_ms,
@@ -395,6 +399,7 @@ fn print_one(report: &ClusterReport) {
         c.lost_with_damage,
         c.receipts,
         c.reads,
+        c.options_checked,
         c.totals
     );
     println!(
@@ -435,6 +440,7 @@ fn print_table(reports: &[ClusterReport]) {
         "no phantom votes",
         "fast path == exact (total == IDs held)",
         "exactly once after the probe, per option",
+        "every vote under its option, every region",
         "no vote stamped outside the clock bound",
         "no healthy node held for another's clock",
         "the poll window no clock moved",

@@ -68,6 +68,32 @@ fn a_fixed_range_of_seeds_passes_every_check() {
 }
 
 #[test]
+fn a_region_listing_the_options_in_another_order_never_counts_a_vote_under_another_option() {
+    // Goal: issue 31's mismatched definition in the simulation. Method: one region's
+    // configuration lists the poll's options in the other order; it loses the agreement and
+    // refuses the poll (its clients retry elsewhere), is fixed and restarted once the clients
+    // are done, and then every invoked vote must count, on every region, for the option it
+    // was cast for (the checker asks every region about every vote).
+    let mut config = config(3);
+    config.force_faults = vec![FaultKind::MismatchedDefinition];
+    let report = run_cluster(&config).unwrap_or_else(|failure| panic!("{failure}"));
+    assert!(
+        report
+            .fault_kinds()
+            .contains(&FaultKind::MismatchedDefinition)
+    );
+    assert_eq!(report.checked.invoked, VOTES);
+    assert_eq!(
+        report.checked.options_checked, VOTES,
+        "every vote's option was checked on every region"
+    );
+    assert!(
+        report.batch_calls.failed + report.single_calls.failed > 0,
+        "the disputed region refused votes (503), and its clients went elsewhere"
+    );
+}
+
+#[test]
 fn nodes_refuse_before_a_full_disk_exit_on_a_failed_log_and_come_back_whole() {
     // Goal: both ways a disk can fill (seen coming by the disk watch, or too fast for it) and
     // a failed fsync keep every check: nothing acknowledged is lost, nothing counted twice,
@@ -161,6 +187,23 @@ fn the_checker_catches_a_node_that_stamps_votes_at_a_clock_its_peers_disagree_wi
     let what = caught(PlantedBug::IgnoreClockSkew, FaultKind::ClockSkew);
     assert!(
         what.contains("outside the offset bound") || what.contains("one clock cannot move"),
+        "{what}"
+    );
+}
+
+#[test]
+fn the_checker_catches_nodes_that_merge_records_across_definitions() {
+    // The behaviour issue 31 found: records of a poll exchanged by option index between
+    // regions that list its options in different orders.
+    let what = caught(
+        PlantedBug::MergeAcrossDefinitions,
+        FaultKind::MismatchedDefinition,
+    );
+    assert!(
+        what.contains("every vote under its option")
+            || what.contains("exactly once")
+            || what.contains("convergence")
+            || what.contains("fast path"),
         "{what}"
     );
 }

@@ -9,7 +9,8 @@
 //! 2. every job the log *did* report durable was marked durable as it was reported, so the
 //!    results published now show every vote this node acknowledged;
 //! 3. it keeps answering its peers' pulls until each peer's vectors show it holds every record
-//!    of this node's own actor that was durable — those exist on this disk alone — or until
+//!    of this node's own actor that was durable — those exist on this disk alone; polls a peer
+//!    defines otherwise are not waited for, as it takes none of their records — or until
 //!    [`LOG_FAILED_HAND_OVER_MAX`] has passed (an unreachable peer is not waited for longer);
 //!    nothing new is merged or logged meanwhile;
 //! 4. then it returns [`EngineError::LogFailed`]: the node stops serving and the process exits
@@ -19,7 +20,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use tally_core::{PollId, Seq, VersionVector};
+use tally_core::{PollId, PullRequest, Replica, Seq};
 use tokio::sync::watch;
 
 use super::{Command, Engine, EngineError, EngineIo, Pending, answer};
@@ -82,6 +83,12 @@ impl Engine {
     async fn hand_over(&mut self, io: &mut EngineIo) {
         let own = self.own_durable_seqs();
         let mut waiting: BTreeSet<String> = self.hand_over_peers.iter().cloned().collect();
+        // Peers sync both ways whether listed or not: an unlisted peer with a session up
+        // pulls from this node too, and may hold its records only once it has.
+        if let Ok(board) = self.peers.lock() {
+            let connected = board.iter().filter(|(_, status)| status.connected);
+            waiting.extend(connected.map(|(peer, _)| peer.clone()));
+        }
         if own.is_empty() || waiting.is_empty() {
             return;
         }
@@ -134,15 +141,20 @@ impl Engine {
         match command {
             Command::PeerPull {
                 peer,
-                vectors,
+                request,
                 records_max,
                 reply,
             } => {
-                let holds_all = holds_all(&vectors, own, self.replica.actor());
-                let _ = reply.send(Ok(self.pull(&vectors, records_max)));
+                let holds_all = holds_all(&self.replica, &request, own);
+                let _ = reply.send(Ok(self.replica.answer_pull(&request, records_max)));
                 return holds_all.then_some(peer);
             }
-            Command::Vectors { reply } => drop(reply.send(Ok(self.vectors()))),
+            Command::PullRequest { reply } => drop(reply.send(Ok(self.replica.pull_request()))),
+            Command::Lookup {
+                poll,
+                vote_ids,
+                reply,
+            } => drop(reply.send(self.lookup(poll, &vote_ids))),
             Command::PeerIncarnation { .. } => {}
             Command::Vote { reply, .. } => drop(reply.send(Err(EngineError::LogFailed))),
             Command::Batch { reply, .. } => drop(reply.send(Err(EngineError::LogFailed))),
@@ -154,16 +166,18 @@ impl Engine {
     }
 }
 
-/// Whether a peer with `vectors` holds `actor`'s records up to each of `own`'s seqs.
-fn holds_all(
-    vectors: &[(PollId, VersionVector)],
-    own: &[(PollId, Seq)],
-    actor: &tally_core::ActorId,
-) -> bool {
+/// Whether a peer whose pull is `request` holds this replica's actor's records up to each of
+/// `own`'s seqs, in every poll it defines as this node does (a poll it defines otherwise
+/// never takes this node's records: there is nothing to wait for).
+fn holds_all(replica: &Replica, request: &PullRequest, own: &[(PollId, Seq)]) -> bool {
+    let actor = replica.actor();
     own.iter().all(|(poll, seq)| {
-        vectors
+        request
+            .polls
             .iter()
-            .find(|(p, _)| p == poll)
-            .is_some_and(|(_, vector)| vector.get(actor) >= *seq)
+            .find(|p| &p.poll == poll)
+            .is_some_and(|p| {
+                Some(p.definition) != replica.definition(poll) || p.vector.get(actor) >= *seq
+            })
     })
 }

@@ -83,6 +83,10 @@ pub enum ApiError {
     /// The node is not serving votes (starting, stopping or failed).
     #[error("node is unavailable: {0}")]
     Unavailable(&'static str),
+    /// This node's definition of the poll lost the cluster's agreement: it counts none of the
+    /// poll's votes; another node does.
+    #[error("{0}")]
+    PollDisputed(String),
 }
 
 /// The body of every refusal: `{"error": code, "message": text}`.
@@ -136,6 +140,9 @@ pub enum ErrorCode {
     Overloaded,
     /// 503: the node is not serving (starting, stopping or failed); see `Retry-After`.
     Unavailable,
+    /// 503: this node defines the poll otherwise than the cluster and counts none of its
+    /// votes (nothing was counted: send the vote to another node); see `Retry-After`.
+    PollDisputed,
 }
 
 impl ErrorCode {
@@ -160,6 +167,7 @@ impl ErrorCode {
             Self::BadVoteToken => "bad_vote_token",
             Self::Overloaded => "overloaded",
             Self::Unavailable => "unavailable",
+            Self::PollDisputed => "poll_disputed",
         }
     }
 }
@@ -180,7 +188,9 @@ impl ApiError {
             Self::UnknownOption(_) | Self::BadVoteId(_) | Self::Invalid(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            Self::Overloaded(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded(_) | Self::Unavailable(_) | Self::PollDisputed(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -210,6 +220,7 @@ impl ApiError {
             Self::BadVoteToken(_) => ErrorCode::BadVoteToken,
             Self::Overloaded(_) => ErrorCode::Overloaded,
             Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::PollDisputed(_) => ErrorCode::PollDisputed,
         }
     }
 
@@ -236,9 +247,16 @@ impl From<EngineError> for ApiError {
             EngineError::Accept(AcceptError::Closed) => Self::PollNotOpen("closed"),
             EngineError::Accept(AcceptError::Overloaded) => Self::Overloaded(1),
             EngineError::Poll(PollError::UnknownPoll(poll)) => Self::UnknownPoll(poll.to_string()),
-            EngineError::Poll(error @ (PollError::Conflict(_) | PollError::TooManyPolls(_))) => {
-                Self::Conflict(error.to_string())
-            }
+            EngineError::Accept(AcceptError::Disputed(poll)) => Self::PollDisputed(format!(
+                "this node defines poll {poll:?} otherwise than the cluster does (its options \
+                 or their order differ) and counts none of its votes; nothing was counted: send \
+                 the vote to another node"
+            )),
+            EngineError::Poll(
+                error @ (PollError::Conflict(_)
+                | PollError::OptionsRemoved { .. }
+                | PollError::TooManyPolls(_)),
+            ) => Self::Conflict(error.to_string()),
             EngineError::LogFailed => Self::Unavailable("the write-ahead log failed"),
             EngineError::Held(hold) => Self::Unavailable(hold.message()),
         }
@@ -257,7 +275,7 @@ impl IntoResponse for ApiError {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
         }
-        if let Self::Unavailable(_) = self {
+        if let Self::Unavailable(_) | Self::PollDisputed(_) = self {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -296,6 +314,7 @@ mod tests {
             ApiError::BadVoteToken("x".into()),
             ApiError::Overloaded(1),
             ApiError::Unavailable("x"),
+            ApiError::PollDisputed("x".into()),
         ]
     }
 

@@ -258,7 +258,9 @@ pub(super) async fn ask<T>(
         (status = 429, description = "Over the per-IP or per-voter rate limit; nothing was \
             counted", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
-        (status = 503, description = "Shedding load or stopping; nothing was counted",
+        (status = 503, description = "Shedding load, stopping, held (low disk, a skewed clock), \
+            or `poll_disputed`: this node defines the poll otherwise than the cluster; nothing \
+            was counted: retry here later or at another node",
             body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ),
 )]
@@ -434,7 +436,9 @@ enum Parsed {
             application/x-postcard", body = ErrorBody),
         (status = 429, description = "Over the per-IP rate limit; nothing was counted",
             body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
-        (status = 503, description = "Shedding load or stopping; nothing was counted",
+        (status = 503, description = "Shedding load, stopping, held (low disk, a skewed clock), \
+            or `poll_disputed`: this node defines the poll otherwise than the cluster; nothing \
+            was counted: retry here later or at another node",
             body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ),
 )]
@@ -564,7 +568,8 @@ fn count_batch(app: &AppState, response: &BatchResponse) {
     }
 }
 
-fn check_count(count: usize) -> Result<(), ApiError> {
+/// Refuses more than [`BATCH_VOTES_MAX`] votes (or vote IDs) in one request.
+pub(super) fn check_count(count: usize) -> Result<(), ApiError> {
     if count > BATCH_VOTES_MAX {
         return Err(ApiError::TooManyVotes {
             count,

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use tally_core::{ActorId, NodeId, PollId, RecordBatch, Replica, Seq};
+use tally_core::{ActorId, NodeId, PollId, PollSpec, RecordBatch, Replica, Seq};
 
 use crate::config::PollConfig;
 use crate::wal::WalEntry;
@@ -130,7 +130,16 @@ impl<'c> Replay<'c> {
             }
             WalEntry::Poll(spec) => {
                 let id = spec.id().clone();
-                replica.upsert_poll(spec).map_err(|e| e.to_string())?;
+                let before = replica.poll_spec(&id).cloned();
+                // A later definition with other options is a redefinition the configuration
+                // made (`apply_configured_poll`): the records before it are renumbered by
+                // option name again, and so are the orphans kept to be adopted.
+                replica.redefine_poll(spec).map_err(|e| e.to_string())?;
+                if let (Some(before), Some(after)) = (before, replica.poll_spec(&id)) {
+                    if before.options() != after.options() {
+                        remap_orphans(&mut self.orphans, &before, after);
+                    }
+                }
                 for poll in self.configured.iter().filter(|p| p.id == id.as_str()) {
                     super::reserve_index(replica, poll);
                 }
@@ -177,6 +186,27 @@ fn switch_to(replica: &mut Replica, actor: ActorId) -> Result<(), String> {
     tracing::info!(from = %replica.actor(), to = %actor, "log moves to a new incarnation");
     replica.begin_incarnation(actor);
     Ok(())
+}
+
+/// Gives the orphans of the poll `before` defined the option indexes `after` gives the same
+/// option names (a redefinition keeps every option, so each name is found).
+fn remap_orphans(orphans: &mut [RecordBatch], before: &PollSpec, after: &PollSpec) {
+    for orphan in orphans.iter_mut().filter(|o| o.poll() == before.id()) {
+        let mut remapped = RecordBatch::new(
+            orphan.poll().clone(),
+            orphan.actor().clone(),
+            orphan.first_seq(),
+        );
+        for record in orphan.iter() {
+            let option = before
+                .options()
+                .get(record.option.get())
+                .and_then(|name| after.option_index(name.as_str()))
+                .unwrap_or(record.option);
+            remapped.push(record.vote_id, option, record.second);
+        }
+        *orphan = remapped;
+    }
 }
 
 /// The records of `batch` with seqs up to `through`, if any.

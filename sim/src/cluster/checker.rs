@@ -15,13 +15,17 @@
 //!      number of `duplicate` answers (the displayed counters agree with the records held).
 //! 3. **Exactly once**: after the probe every invoked vote ID is held, so once converged
 //!    again every region's total per option must equal the vote IDs invoked with it.
-//! 4. **Clocks** ([`super::clocks`]): no vote stamped by a node outside the offset bound, no
+//! 4. **Every vote under its option, on every node**: each region is asked (the admin vote
+//!    lookup) which option every invoked vote ID counts for; it must hold it, under the name
+//!    of the option it was cast for (a region may list the options in another order). Up to
+//!    [`LOOKUP_VOTES_MAX`] votes, evenly spaced, at larger scales.
+//! 5. **Clocks** ([`super::clocks`]): no vote stamped by a node outside the offset bound, no
 //!    healthy node refusing votes because of another node's clock, and a window no clock
 //!    moved.
-//! 5. **No seq issued twice**: no two vote IDs got a `counted` receipt naming the same
+//! 6. **No seq issued twice**: no two vote IDs got a `counted` receipt naming the same
 //!    (actor, seq) (DESIGN.md §2: an actor never reuses a seq; a node that lost records of its
 //!    log and went on under the same actor would).
-//! 5. **Reads during the chaos** stayed within bounds: no more than the votes carried by the
+//! 7. **Reads during the chaos** stayed within bounds: no more than the votes carried by the
 //!    calls invoked before the answer arrived (each can add at most one record; a vote ID
 //!    counted at two regions shows twice until the winner rule's retraction arrives, which
 //!    DESIGN.md invariant 4 allows); no fewer than the single votes the serving actor itself
@@ -34,13 +38,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::Method;
 use tally_node::http::{
-    BatchResponse, BatchVoteStatus, BinaryBatch, BinaryVote, POSTCARD_MEDIA_TYPE,
+    BatchResponse, BatchVoteStatus, BinaryBatch, BinaryLookup, BinaryLookupResponse, BinaryVote,
+    LOOKUP_NOT_HELD, POSTCARD_MEDIA_TYPE,
 };
 
 use super::http::{Conn, Outcome};
 use super::ledger::{Ledger, VoteEntry};
 use super::net::now_ms;
-use super::workload::{POLL, Plan, Results, Shared, lock, read_results};
+use super::workload::{OPTION_NAMES, POLL, Plan, Results, Shared, lock, read_results};
 
 /// Longest the regions' tallies may take to agree once healed, in simulated ms, before the
 /// allowance for volume ([`converge_ms_max`]).
@@ -67,6 +72,16 @@ pub const RECORDS_MS_MAX: u64 = 600_000;
 /// Vote IDs per probe batch.
 pub const PROBE_BATCH_VOTES: usize = 5_000;
 
+/// The admin token of every simulated node (the checker's vote lookups need it).
+pub const ADMIN_TOKEN: &str = "sim-admin-token";
+
+/// Vote IDs per lookup request (the route's limit).
+pub const LOOKUP_BATCH_VOTES: usize = 10_000;
+
+/// Most votes looked up per region: all of them up to this, evenly spaced beyond (the full
+/// scenario's 30 million would cost each region 3,000 requests of 160 KB).
+pub const LOOKUP_VOTES_MAX: usize = 1_000_000;
+
 /// What the checks found (all passed).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Checked {
@@ -91,6 +106,8 @@ pub struct Checked {
     pub receipts: u64,
     /// Reads checked against their bounds.
     pub reads: u64,
+    /// Votes whose option every region was asked (each must name the option cast).
+    pub options_checked: u64,
     /// Single votes' stamps checked against true time.
     pub stamps: u64,
     /// Votes or batches refused for a clock hold (each one excused).
@@ -149,7 +166,21 @@ async fn check(plan: &Plan, shared: &Shared) -> Result<Checked, Violation> {
     let probed_at = now_ms();
     let after = converge(plan, &mut conns, Agreement::Records, RECORDS_MS_MAX).await?;
     checked.reconverge_ms = now_ms() - probed_at;
-    let ledger = lock(shared);
+    check_exactly_once(&lock(shared), &after)?;
+    checked.totals = after.votes;
+    {
+        let ledger = lock(shared);
+        checked.reads = ledger.reads.len() as u64;
+        checked.stamps = ledger.stamps.len() as u64;
+        checked.clock_refusals = ledger.clock_refusals.len() as u64;
+    }
+    checked.options_checked = check_options(plan, shared).await?;
+    Ok(checked)
+}
+
+/// After the probe every invoked vote ID is held: each option's total must equal the vote IDs
+/// invoked with it.
+fn check_exactly_once(ledger: &Ledger, after: &Results) -> Result<(), Violation> {
     let mut expected = vec![0i64; after.votes.len()];
     for v in ledger.votes.iter().filter(|v| v.invoked_ms != 0) {
         if let Some(slot) = expected.get_mut(v.option as usize) {
@@ -163,11 +194,90 @@ async fn check(plan: &Plan, shared: &Shared) -> Result<Checked, Violation> {
             after.votes, expected
         ));
     }
-    checked.totals = after.votes;
-    checked.reads = ledger.reads.len() as u64;
-    checked.stamps = ledger.stamps.len() as u64;
-    checked.clock_refusals = ledger.clock_refusals.len() as u64;
-    Ok(checked)
+    Ok(())
+}
+
+/// Asks every region which option every invoked vote ID counts for (a sample beyond
+/// [`LOOKUP_VOTES_MAX`]): each must be held, under the name of the option it was cast for.
+/// Returns how many votes were checked.
+async fn check_options(plan: &Plan, shared: &Shared) -> Result<u64, Violation> {
+    let sample: Vec<u32> = {
+        let ledger = lock(shared);
+        let invoked = ledger.votes.iter().filter(|v| v.invoked_ms != 0).count();
+        let stride = invoked.div_ceil(LOOKUP_VOTES_MAX).max(1);
+        (0u32..)
+            .zip(&ledger.votes)
+            .filter(|(_, vote)| vote.invoked_ms != 0)
+            .map(|(number, _)| number)
+            .step_by(stride)
+            .collect()
+    };
+    for name in &plan.regions {
+        let mut conn = Conn::with_bearer(name, ADMIN_TOKEN);
+        let results = read_results(&mut conn, Duration::from_millis(10_000))
+            .await
+            .ok_or_else(|| format!("every vote under its option: {name} gave no results"))?;
+        for chunk in sample.chunks(LOOKUP_BATCH_VOTES) {
+            let vote_ids = {
+                let ledger = lock(shared);
+                chunk.iter().map(|&v| ledger.votes[v as usize].id).collect()
+            };
+            let options = lookup(&mut conn, name, vote_ids).await?;
+            let ledger = lock(shared);
+            for (&v, &held) in chunk.iter().zip(&options) {
+                let vote = &ledger.votes[v as usize];
+                let cast = OPTION_NAMES[usize::from(vote.option)];
+                let shown = results.names.get(usize::from(held)).map(String::as_str);
+                if held == LOOKUP_NOT_HELD || shown != Some(cast) {
+                    return Err(format!(
+                        "every vote under its option: {name} counts vote #{v} {} (cast for \
+                         {cast}) as {}",
+                        uuid::Uuid::from_bytes(vote.id),
+                        shown.unwrap_or("nothing"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(sample.len() as u64)
+}
+
+/// One lookup request: the option index each vote ID counts for at `name`.
+async fn lookup(
+    conn: &mut Conn,
+    name: &str,
+    vote_ids: Vec<[u8; 16]>,
+) -> Result<Vec<u8>, Violation> {
+    let count = vote_ids.len();
+    let body = postcard::to_allocvec(&BinaryLookup { vote_ids })
+        .map_err(|e| format!("lookup: cannot encode a request: {e}"))?;
+    for _ in 0..10 {
+        let outcome = conn
+            .call(
+                Method::POST,
+                &format!("/v1/admin/polls/{POLL}/lookup"),
+                Some(POSTCARD_MEDIA_TYPE),
+                Bytes::from(body.clone()),
+                Duration::from_millis(10_000),
+            )
+            .await;
+        match outcome {
+            Outcome::Answered(200, answer) => {
+                let answer: BinaryLookupResponse = postcard::from_bytes(&answer)
+                    .map_err(|e| format!("lookup: unreadable answer from {name}: {e}"))?;
+                if answer.options.len() != count {
+                    return Err(format!(
+                        "lookup: {name} answered {} options for {count} votes",
+                        answer.options.len()
+                    ));
+                }
+                return Ok(answer.options);
+            }
+            // Read-only: asking again is always safe.
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    Err(format!("lookup: {name} did not answer after healing"))
 }
 
 /// The poll's `opens_at` as a region lists it (after convergence, every region's).

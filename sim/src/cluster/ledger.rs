@@ -151,8 +151,12 @@ pub struct Ledger {
     pub last_answer_ms: Vec<u64>,
     /// Whether every workload client has finished.
     pub clients_done: bool,
-    /// Set by the driver once every fault is over and the network is whole.
+    /// Set by the driver once every fault is over, the network is whole, and a mismatched
+    /// definition has been fixed.
     pub healed: bool,
+    /// Per region, whether its poll lists the options in the other order (an edge maps an
+    /// option to that region's index, as one that read the region's option list would).
+    pub reversed: Vec<bool>,
     /// The running trace hash (FNV-1a over every event, in order).
     pub trace: u64,
     /// The run's faults (set by the driver), for the clock checks' exceptions.
@@ -197,6 +201,15 @@ impl Ledger {
                 self.trace ^= u64::from(byte);
                 self.trace = self.trace.wrapping_mul(FNV_PRIME);
             }
+        }
+    }
+
+    /// The index of canonical option `option` (0 green, 1 blue) at `region`.
+    pub fn option_at(&self, region: usize, option: u8) -> u8 {
+        if self.reversed.get(region).copied().unwrap_or(false) {
+            1 - option
+        } else {
+            option
         }
     }
 

@@ -175,6 +175,7 @@ pub fn bug_name(bug: tally_node::config::PlantedBug) -> &'static str {
         PlantedBug::IgnoreClockSkew => "ignore-clock-skew",
         PlantedBug::AckAfterFailedWrite => "ack-after-failed-write",
         PlantedBug::TruncateDamagedLog => "truncate-damage",
+        PlantedBug::MergeAcrossDefinitions => "merge-across-definitions",
     }
 }
 
@@ -196,6 +197,7 @@ pub fn fault_flag(kind: FaultKind) -> &'static str {
         FaultKind::DiskFull => "disk-full",
         FaultKind::FailedFsync => "failed-fsync",
         FaultKind::DiskCorruption => "corruption",
+        FaultKind::MismatchedDefinition => "mismatched-definition",
     }
 }
 
@@ -243,6 +245,9 @@ struct NodeSlot {
     exits: AtomicU64,
     /// Damage to do to the disk before the next start (a seed for [`disk::corrupt`]).
     corruption: Mutex<Option<u64>>,
+    /// Whether its configuration lists the poll's options in the other order (a mismatched
+    /// definition, until the driver fixes it).
+    reversed: AtomicBool,
 }
 
 struct NodeSpec {
@@ -260,8 +265,9 @@ struct NodeSpec {
     shared: Shared,
 }
 
-/// The node configuration of `spec`'s region.
-fn node_config(spec: &NodeSpec) -> Config {
+/// The node configuration of `spec`'s region (`slot` says whether its definition is
+/// mismatched now).
+fn node_config(spec: &NodeSpec, slot: &NodeSlot) -> Config {
     let name = &spec.names[spec.index];
     let peers = spec
         .names
@@ -284,11 +290,16 @@ fn node_config(spec: &NodeSpec) -> Config {
         max_clock_offset_ms: scenario::SIM_MAX_CLOCK_OFFSET_MS,
         disk_reserve_bytes: scenario::SIM_DISK_RESERVE_BYTES,
         planted_bug: spec.planted_bug,
+        admin_token: checker::ADMIN_TOKEN.to_owned(),
         ..Config::default()
     };
-    // The embedded default poll (`workload::POLL`), reserved for the run's votes.
+    // The embedded default poll (`workload::POLL`), reserved for the run's votes; in the
+    // other order while this region's definition is mismatched.
     for poll in &mut config.polls {
         poll.expected_votes = Some(spec.votes);
+        if slot.reversed.load(Ordering::Relaxed) {
+            poll.options.reverse();
+        }
     }
     config
 }
@@ -315,7 +326,7 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
     let listener =
         net::SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", http::HTTP_PORT)).await?);
     let socket = turmoil::net::UdpSocket::bind(("0.0.0.0", PEER_PORT)).await?;
-    let config = node_config(&spec);
+    let config = node_config(&spec, &slot);
     for &at_ms in &spec.second_processes_at_ms {
         tokio::spawn(second_process(spec.clone(), slot.clone(), at_ms));
     }
@@ -380,7 +391,7 @@ async fn second_process(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>, at_ms: u64) {
     };
     let seed = spec.seed ^ 0x7365_636f_6e64 ^ at_ms;
     let outcome = match tally_node::start(
-        &node_config(&spec),
+        &node_config(&spec, &slot),
         storage,
         Arc::new(net::SimClock::with_offset(slot.clock_offset.clone())),
         seed,
@@ -488,6 +499,14 @@ pub fn run_cluster_with(
         slot.clock_offset.store(offset, Ordering::Relaxed);
     }
     lock(&shared).faults = faults.clone();
+    let mismatched: Option<usize> = faults
+        .iter()
+        .find(|f| f.kind == FaultKind::MismatchedDefinition)
+        .map(|f| f.a[0]);
+    if let Some(region) = mismatched {
+        slots[region].reversed.store(true, Ordering::Relaxed);
+        lock(&shared).reversed = (0..config.regions).map(|r| r == region).collect();
+    }
     for (index, slot) in slots.iter().enumerate() {
         let spec = Arc::new(NodeSpec {
             index,
@@ -600,9 +619,30 @@ pub fn run_cluster_with(
         }
         if !healed && now >= heal_ms {
             heal(&mut sim, &names);
-            lock(&shared).healed = true;
             healed = true;
             healed_at = (sim.elapsed(), wall.elapsed());
+        }
+        if healed && !lock(&shared).healed {
+            // The operator's fix of a mismatched definition comes once the clients are done
+            // (the node's configuration, then a restart); only then may the checker start.
+            let mut ledger = lock(&shared);
+            match mismatched {
+                Some(_) if !ledger.clients_done => {}
+                Some(region) => {
+                    slots[region].reversed.store(false, Ordering::Relaxed);
+                    ledger.reversed.iter_mut().for_each(|r| *r = false);
+                    ledger.healed = true;
+                    drop(ledger);
+                    *slots[region]
+                        .handle
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = None;
+                    // No longer waiting for its supervisor, if it was.
+                    slots[region].exited_at_ms.store(0, Ordering::Relaxed);
+                    sim.bounce(names[region].as_str());
+                }
+                None => ledger.healed = true,
+            }
         }
         if now >= next_progress {
             let invoked = lock(&shared).invoked;
@@ -792,6 +832,9 @@ fn start_fault(
                 slots[r].disk_faults.fail_next_sync();
             }
         }
+        // Set in the region's configuration before it starts; fixed by the driver after the
+        // clients are done.
+        FaultKind::MismatchedDefinition => {}
     }
 }
 
@@ -851,6 +894,7 @@ fn end_fault(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault, slots:
             }
         }
         FaultKind::FailedFsync => {}
+        FaultKind::MismatchedDefinition => {}
     }
 }
 

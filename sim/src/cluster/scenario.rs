@@ -139,12 +139,19 @@ pub enum FaultKind {
     /// log file flips, or a 512-byte sector of it reads back as zeros. It comes back on the
     /// damaged disk.
     DiskCorruption,
+    /// One region's configuration lists the poll's options in another order (an operator's
+    /// slip): it loses the cluster's agreement on the definition and refuses the poll's votes
+    /// (clients retry elsewhere, as after a 503); once the clients are done its configuration
+    /// is fixed and it restarts, and every vote it counted must count for the option it was
+    /// cast for, everywhere.
+    MismatchedDefinition,
 }
 
 impl FaultKind {
-    /// Every kind, in table order (new kinds go last: a seed that does not enable them draws
+    /// Every kind, in table order (new kinds go last but before the clock step, and draw from
+    /// streams of their own, [`FaultKind::own_stream`]: a seed that does not enable them draws
     /// the same faults as before they existed).
-    pub const ALL: [FaultKind; 15] = [
+    pub const ALL: [FaultKind; 16] = [
         FaultKind::Partition,
         FaultKind::OneWayPartition,
         FaultKind::Hold,
@@ -159,6 +166,7 @@ impl FaultKind {
         FaultKind::DiskFull,
         FaultKind::FailedFsync,
         FaultKind::DiskCorruption,
+        FaultKind::MismatchedDefinition,
         // Last: a clock step takes the region no crash-like kind took.
         FaultKind::ClockSkew,
     ];
@@ -181,6 +189,32 @@ impl FaultKind {
             FaultKind::DiskFull => "disk full",
             FaultKind::FailedFsync => "failed fsync",
             FaultKind::DiskCorruption => "crash + disk corruption",
+            FaultKind::MismatchedDefinition => "mismatched poll definition",
+        }
+    }
+
+    /// The stream a kind draws from: `None` for the ten the simulation began with, which
+    /// share the seed's one stream (their draws are what old seeds replay); every kind added
+    /// since has a stream of its own, numbered when it was added (not by its place in
+    /// [`FaultKind::ALL`], which may change: the clock step stays last).
+    fn own_stream(self) -> Option<u64> {
+        match self {
+            FaultKind::Partition
+            | FaultKind::OneWayPartition
+            | FaultKind::Hold
+            | FaultKind::PacketLoss
+            | FaultKind::LatencySpike
+            | FaultKind::Crash
+            | FaultKind::DiskLoss
+            | FaultKind::Restart
+            | FaultKind::LongPartition
+            | FaultKind::LostAnswers => None,
+            FaultKind::SecondProcess => Some(10),
+            FaultKind::DiskFull => Some(11),
+            FaultKind::FailedFsync => Some(12),
+            FaultKind::DiskCorruption => Some(13),
+            FaultKind::ClockSkew => Some(14),
+            FaultKind::MismatchedDefinition => Some(15),
         }
     }
 }
@@ -242,11 +276,6 @@ pub fn host_clock_offsets(config: &ClusterConfig, faults: &[Fault]) -> Vec<i64> 
         .collect()
 }
 
-/// How many kinds, from the start of [`FaultKind::ALL`], draw from the seed's one shared
-/// stream: the ten the simulation began with, whose draws old seeds replay. Kinds added since
-/// draw from streams of their own.
-const SHARED_STREAM_KINDS: usize = 10;
-
 /// Samples the faults of `config`'s seed.
 pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
     let mut rng = StdRng::seed_from_u64(config.seed ^ 0x6661_756c_7473);
@@ -261,21 +290,32 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
         // later kind draws from a stream of its own, so enabling or adding one changes no
         // other kind's faults.
         let mut own_stream;
-        let rng = match FaultKind::ALL.iter().position(|k| *k == kind) {
-            Some(index) if index >= SHARED_STREAM_KINDS => {
+        let rng = match kind.own_stream() {
+            Some(stream) => {
                 own_stream = StdRng::seed_from_u64(
-                    config.seed ^ 0x6661_756c_7473 ^ (index as u64).wrapping_mul(0x9e37_79b9),
+                    config.seed ^ 0x6661_756c_7473 ^ stream.wrapping_mul(0x9e37_79b9),
                 );
                 &mut own_stream
             }
-            _ => &mut rng,
+            None => &mut rng,
         };
-        let enabled = rng.random_bool(0.5) || config.force_faults.contains(&kind);
+        // A mismatched definition takes a region's votes for the whole run: a quarter of
+        // the seeds, so most runs keep every region counting.
+        let share = if kind == FaultKind::MismatchedDefinition {
+            0.25
+        } else {
+            0.5
+        };
+        let enabled = rng.random_bool(share) || config.force_faults.contains(&kind);
         if !enabled || regions < 2 {
             continue;
         }
         if kind == FaultKind::ClockSkew {
             faults.extend(clock_skew(rng, regions, &mut crashed_regions));
+            continue;
+        }
+        if kind == FaultKind::MismatchedDefinition {
+            faults.push(mismatched_definition(rng, regions));
             continue;
         }
         let count = match kind {
@@ -344,7 +384,7 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
                         room_bytes: 0,
                     }
                 }
-                FaultKind::ClockSkew => continue,
+                FaultKind::ClockSkew | FaultKind::MismatchedDefinition => continue,
                 FaultKind::Crash
                 | FaultKind::DiskLoss
                 | FaultKind::Restart
@@ -392,6 +432,20 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
     }
     faults.sort_by_key(|f| (f.at_ms, f.kind));
     faults
+}
+
+/// The seed's mismatched-definition fault: a region whose configuration lists the poll's
+/// options in the other order from the start (fixed, and the node restarted, once the clients
+/// are done: see the cluster driver).
+fn mismatched_definition(rng: &mut StdRng, regions: usize) -> Fault {
+    Fault {
+        kind: FaultKind::MismatchedDefinition,
+        a: vec![rng.random_range(0..regions)],
+        b: Vec::new(),
+        at_ms: 0,
+        for_ms: 0,
+        room_bytes: 0,
+    }
 }
 
 /// A clock fault: one region's clock steps during the burst. The region is one no crash-like
@@ -481,6 +535,30 @@ mod tests {
                 .iter()
                 .all(|f| f.kind != FaultKind::ClockSkew)
         );
+    }
+
+    #[test]
+    fn a_mismatched_definition_changes_no_other_draw() {
+        // Goal: the mismatched-definition kind draws from its own stream, so enabling it
+        // changes no other fault (the clock step after it included). Method: sample seeds
+        // with and without the kind forced, and compare every other fault.
+        for seed in 0..64 {
+            let config = ClusterConfig::superbowl(seed, 0.0);
+            let mut forced = config.clone();
+            forced.force_faults = vec![FaultKind::MismatchedDefinition];
+            let faults = sample_faults(&forced);
+            let (mismatched, others): (Vec<Fault>, Vec<Fault>) = faults
+                .into_iter()
+                .partition(|f| f.kind == FaultKind::MismatchedDefinition);
+            let unforced: Vec<Fault> = sample_faults(&config)
+                .into_iter()
+                .filter(|f| f.kind != FaultKind::MismatchedDefinition)
+                .collect();
+            assert_eq!(others, unforced, "seed {seed}");
+            assert_eq!(mismatched.len(), 1, "seed {seed}");
+            assert_eq!(mismatched[0].at_ms, 0);
+            assert!(mismatched[0].a[0] < config.regions);
+        }
     }
 
     #[test]
