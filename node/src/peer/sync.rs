@@ -125,6 +125,10 @@ pub enum SessionError {
     /// The engine stopped.
     #[error("engine stopped")]
     EngineStopped,
+    /// This node's log failed: its engine merges nothing more, but answers pulls until the
+    /// node stops (the hand-over of its acknowledged records, `engine::failure`).
+    #[error("this node's log failed: it pulls nothing more")]
+    LogFailed,
     /// A round took longer than [`ROUND_TIMEOUT`].
     #[error("sync round timed out")]
     Timeout,
@@ -244,7 +248,10 @@ async fn ask<T>(
     answer
         .await
         .map_err(|_| SessionError::EngineStopped)?
-        .map_err(|_| SessionError::EngineStopped)
+        .map_err(|error| match error {
+            EngineError::LogFailed => SessionError::LogFailed,
+            _ => SessionError::EngineStopped,
+        })
 }
 
 async fn send_message(
@@ -761,9 +768,15 @@ async fn pull_rounds(
             continue;
         }
         set_connected(context, label, true);
-        let truncated = tokio::time::timeout(ROUND_TIMEOUT, pull_round(connection, context, label))
+        let round = tokio::time::timeout(ROUND_TIMEOUT, pull_round(connection, context, label))
             .await
-            .map_err(|_| SessionError::Timeout)??;
+            .map_err(|_| SessionError::Timeout)?;
+        let truncated = match round {
+            // Ending the session here would close the connection the peer pulls on too,
+            // cutting off the hand-over of this node's records: stop pulling, keep answering.
+            Err(SessionError::LogFailed) => return std::future::pending().await,
+            round => round?,
+        };
         if !truncated {
             tokio::time::sleep(context.tick).await;
         }
