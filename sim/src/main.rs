@@ -300,22 +300,17 @@ fn run_range(args: &Args) -> ExitCode {
         for (seed, outcome) in received {
             match outcome {
                 Ok(report) => {
-                    let kinds: Vec<&str> =
-                        report.fault_kinds().iter().map(|k| k.name()).collect();
+                    let kinds: Vec<&str> = report.fault_kinds().iter().map(|k| k.name()).collect();
                     let line = format!(
                         "seed {seed}: ok, trace hash {:016x} ({})",
                         report.trace_hash,
                         kinds.join(", ")
                     );
-                    if args.no_progress {
-                        println!("{line}");
-                    } else {
-                        bar.println(line);
-                    }
+                    say(&bar, line);
                     reports.push(report);
                 }
                 Err(failure) => {
-                    bar.println(format!("FAILED {failure}"));
+                    say(&bar, format!("FAILED {failure}"));
                     failures.push(failure);
                     if !args.keep_going {
                         stop.store(true, Ordering::Relaxed);
@@ -346,9 +341,22 @@ fn run_range(args: &Args) -> ExitCode {
         failures.len() + reports.len()
     );
     for failure in &failures {
-        eprintln!("  seed {}: {}\n    {}", failure.seed, failure.what, failure.replay);
+        eprintln!(
+            "  seed {}: {}\n    {}",
+            failure.seed, failure.what, failure.replay
+        );
     }
     ExitCode::FAILURE
+}
+
+/// Prints a line above the progress bar, or on stdout when the bar is hidden (`--no-progress`,
+/// or stderr is not a terminal: indicatif then draws nothing, lines included).
+fn say(bar: &indicatif::ProgressBar, line: String) {
+    if bar.is_hidden() {
+        println!("{line}");
+    } else {
+        bar.println(line);
+    }
 }
 
 fn print_one(report: &ClusterReport) {
