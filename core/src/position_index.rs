@@ -27,8 +27,11 @@
 //! Hashing and key comparison are the caller's: the index stores 4-byte positions, and the
 //! record store hashes and compares the vote ID each one points at.
 
-use crate::limits::{INDEX_GROWTH_STEP_MOVES_MAX as GROWTH_STEP_MOVES_MAX, INDEX_GROWTH_STEP_PAGES as GROWTH_STEP_PAGES};
-use crate::position_table::{GROUP_SLOTS, PAGE_BYTES, PositionTable};
+use crate::limits::{
+    INDEX_GROWTH_STEP_MOVES_MAX as GROWTH_STEP_MOVES_MAX,
+    INDEX_GROWTH_STEP_PAGES as GROWTH_STEP_PAGES,
+};
+use crate::position_table::{GROUP_SLOTS, PositionTable};
 use crate::record_store::Position;
 
 const GROWTH_STEP_GROUPS: usize = GROWTH_STEP_MOVES_MAX / GROUP_SLOTS;
@@ -111,7 +114,10 @@ pub(crate) struct PositionIndex {
 impl PositionIndex {
     /// Entries held.
     pub(crate) fn len(&self) -> usize {
-        let unmoved = self.old.as_ref().map_or(0, |old| old.table.len() - old.moved);
+        let unmoved = self
+            .old
+            .as_ref()
+            .map_or(0, |old| old.table.len() - old.moved);
         self.table.len() + unmoved
     }
 
@@ -124,7 +130,11 @@ impl PositionIndex {
 
     /// The position held for the key of `hash` that `is_key` accepts, if any.
     #[inline]
-    pub(crate) fn find(&self, hash: u64, mut is_key: impl FnMut(Position) -> bool) -> Option<Position> {
+    pub(crate) fn find(
+        &self,
+        hash: u64,
+        mut is_key: impl FnMut(Position) -> bool,
+    ) -> Option<Position> {
         if let Some(slot) = self.table.find(hash, &mut is_key) {
             return Some(self.table.get(slot));
         }
@@ -133,7 +143,12 @@ impl PositionIndex {
     }
 
     /// Replaces the position held for the key of `hash`; returns whether it was held.
-    pub(crate) fn replace(&mut self, hash: u64, mut is_key: impl FnMut(Position) -> bool, position: Position) -> bool {
+    pub(crate) fn replace(
+        &mut self,
+        hash: u64,
+        mut is_key: impl FnMut(Position) -> bool,
+        position: Position,
+    ) -> bool {
         if let Some(slot) = self.table.find(hash, &mut is_key) {
             self.table.set(slot, position);
             return true;
@@ -152,7 +167,12 @@ impl PositionIndex {
     }
 
     /// Adds `position` for the key of `hash`, which the caller knows is not held.
-    pub(crate) fn insert_new(&mut self, hash: u64, position: Position, hash_of: &impl Fn(Position) -> u64) {
+    pub(crate) fn insert_new(
+        &mut self,
+        hash: u64,
+        position: Position,
+        hash_of: &impl Fn(Position) -> u64,
+    ) {
         self.make_room(hash_of);
         self.table.insert_new(hash, position);
     }
@@ -219,8 +239,13 @@ impl PositionIndex {
         self.is_growing()
     }
 
+    /// Whether a step has work: a table to prepare or move, a reservation to meet, or pages
+    /// left untouched by an early switch.
     fn is_growing(&self) -> bool {
-        self.next.is_some() || self.old.is_some() || self.wanted_groups > self.table.groups()
+        self.next.is_some()
+            || self.old.is_some()
+            || self.wanted_groups > self.table.groups()
+            || self.table.pages_to_prefault() > 0
     }
 
     /// Where growth stands, if the index is growing.
@@ -236,7 +261,8 @@ impl PositionIndex {
         }
         if let Some(old) = &self.old {
             let move_steps = old.table.groups().div_ceil(GROWTH_STEP_GROUPS);
-            let moved_steps = (old.table.groups() - old.unmoved_groups).div_ceil(GROWTH_STEP_GROUPS);
+            let moved_steps =
+                (old.table.groups() - old.unmoved_groups).div_ceil(GROWTH_STEP_GROUPS);
             return Some(IndexGrowth {
                 from_capacity: old.table.capacity(),
                 to_capacity: self.table.capacity(),
@@ -249,8 +275,7 @@ impl PositionIndex {
 
     /// Steps it takes to touch every page of a table of `groups` groups.
     fn prepare_steps(&self, groups: usize) -> usize {
-        let bytes = groups * (size_of::<u64>() + GROUP_SLOTS * size_of::<Position>());
-        bytes.div_ceil(PAGE_BYTES).div_ceil(GROWTH_STEP_PAGES)
+        PositionTable::pages_of(groups).div_ceil(GROWTH_STEP_PAGES)
     }
 
     /// One bounded step of growth, if any is due: move some entries, or touch some pages,
@@ -326,5 +351,282 @@ impl PositionIndex {
         self.table.heap_bytes()
             + self.next.as_ref().map_or(0, PositionTable::heap_bytes)
             + self.old.as_ref().map_or(0, |old| old.table.heap_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::limits::{INDEX_GROWTH_STEP_MOVES_MAX, INDEX_GROWTH_STEP_PAGES};
+
+    /// Keys stand in for vote IDs and `records[position]` for the record store: the index
+    /// holds positions and finds keys by reading the record a position points at.
+    #[derive(Default)]
+    struct Harness {
+        index: PositionIndex,
+        records: Vec<u64>,
+        /// Hashes top bits from `key % crowd` when set: long probe runs, wrap-arounds.
+        crowd: Option<u64>,
+        /// Rehashes (record reads) done by the index since the last look.
+        rehashes: Cell<usize>,
+    }
+
+    impl Harness {
+        fn hash(&self, key: u64) -> u64 {
+            let mixed = key.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29) ^ key;
+            match self.crowd {
+                Some(crowd) => (key % crowd) << 60 | (mixed >> 4),
+                None => mixed,
+            }
+        }
+
+        fn hash_of(&self) -> impl Fn(Position) -> u64 + '_ {
+            |position| {
+                self.rehashes.set(self.rehashes.get() + 1);
+                self.hash(self.records[position as usize])
+            }
+        }
+
+        fn find(&self, key: u64) -> Option<Position> {
+            let records = &self.records;
+            self.index
+                .find(self.hash(key), |p| records[p as usize] == key)
+        }
+
+        /// Adds a record of `key`; indexes it if the key is new, else replaces the winner
+        /// when `replace`. Returns the record's position.
+        fn add(&mut self, key: u64, replace: bool) -> Position {
+            let position = self.records.len() as Position;
+            self.records.push(key);
+            let hash = self.hash(key);
+            let mut index = std::mem::take(&mut self.index);
+            let records = &self.records;
+            let held = index.insert_if_new(
+                hash,
+                |p| records[p as usize] == key,
+                position,
+                &self.hash_of(),
+            );
+            if held.is_some() && replace {
+                assert!(index.replace(hash, |p| records[p as usize] == key, position));
+            }
+            self.index = index;
+            position
+        }
+
+        fn reserve(&mut self, entries: usize) {
+            let mut index = std::mem::take(&mut self.index);
+            index.reserve(entries, &self.hash_of());
+            self.index = index;
+        }
+
+        fn advance(&mut self, steps: usize) -> bool {
+            let mut index = std::mem::take(&mut self.index);
+            let growing = index.advance(steps, &self.hash_of());
+            self.index = index;
+            growing
+        }
+
+        fn held(&self) -> Vec<Position> {
+            let mut held = Vec::new();
+            self.index.for_each(|p| held.push(p));
+            held.sort_unstable();
+            held
+        }
+    }
+
+    #[test]
+    fn an_index_filled_one_key_at_a_time_answers_like_a_set_through_every_phase_of_growth() {
+        // Goal: lookups are right while a table is being prepared, while entries move, and
+        // after; growth passes through both phases and ends by itself. Method: insert keys
+        // one by one, after each one look up every key so far and one absent key, and note
+        // which phases were seen.
+        let mut harness = Harness::default();
+        let (mut preparing, mut moving) = (0, 0);
+        let mut winners = BTreeMap::new();
+        for key in 0..3_000u64 {
+            winners.insert(key, harness.add(key, false));
+            match (&harness.index.next, &harness.index.old) {
+                (Some(_), _) => preparing += 1,
+                (None, Some(_)) => moving += 1,
+                (None, None) => {}
+            }
+            if key % 7 == 0 || harness.index.growth().is_some() {
+                for (&k, &position) in &winners {
+                    assert_eq!(harness.find(k), Some(position), "key {k} after {key}");
+                }
+                assert_eq!(harness.find(key + 1), None);
+            }
+            assert_eq!(harness.index.len(), winners.len());
+        }
+        assert!(
+            preparing > 10 && moving > 10,
+            "phases seen: {preparing} {moving}"
+        );
+        assert_eq!(
+            harness.held(),
+            winners.values().copied().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn no_insert_rehashes_more_than_one_step_and_an_idle_index_finishes_growing() {
+        // Goal: the bound of the issue, "no single step rehashes more than a bounded amount",
+        // and an index that stops taking keys mid-growth still frees its old table. Method:
+        // count the index's record reads per insert while filling; stop mid-move, advance.
+        let mut harness = Harness::default();
+        let mut most = 0;
+        let mut key = 0;
+        while harness.index.old.is_none() || key < 20_000 {
+            harness.rehashes.set(0);
+            harness.add(key, false);
+            most = most.max(harness.rehashes.get());
+            key += 1;
+        }
+        assert!(
+            most <= INDEX_GROWTH_STEP_MOVES_MAX,
+            "{most} rehashes in one insert"
+        );
+        assert!(most > 0);
+        let growth = harness.index.growth().expect("stopped mid-move");
+        assert!(growth.progress() < 1.0 && growth.to_capacity > growth.from_capacity);
+        let table_bytes = harness.index.table.heap_bytes();
+        assert!(harness.index.heap_bytes() > table_bytes, "old and new held");
+        while harness.advance(1) {}
+        assert!(harness.index.growth().is_none());
+        assert_eq!(harness.index.heap_bytes(), table_bytes, "old table freed");
+        assert!((0..key).all(|k| harness.find(k).is_some()));
+    }
+
+    #[test]
+    fn a_reservation_of_a_holding_index_grows_it_step_by_step_to_that_size() {
+        // Goal: reserving an index that holds keys does not rehash them all at once (the old
+        // way), and ends with the reserved capacity; one that holds none is sized at once.
+        // Method: count record reads of the reserve call; advance to the end; check keys.
+        let mut harness = Harness::default();
+        harness.reserve(10_000);
+        assert!(harness.index.capacity() >= 10_000 && harness.index.growth().is_none());
+        assert_eq!(
+            harness.index.table.pages_to_prefault(),
+            0,
+            "touched up front"
+        );
+        let mut harness = Harness::default();
+        for key in 0..5_000 {
+            harness.add(key, false);
+        }
+        harness.rehashes.set(0);
+        harness.reserve(1_000_000);
+        assert!(harness.rehashes.get() <= INDEX_GROWTH_STEP_MOVES_MAX);
+        assert!(harness.index.capacity() >= 1_000_000, "promised at once");
+        let mut steps = 0;
+        while harness.advance(1) {
+            steps += 1;
+            assert!(harness.rehashes.get() <= (steps + 1) * INDEX_GROWTH_STEP_MOVES_MAX);
+        }
+        let pages = PositionTable::pages_of(PositionTable::groups_for(1_000_000));
+        assert!(steps >= pages / INDEX_GROWTH_STEP_PAGES, "{steps} steps");
+        assert!(harness.index.table.capacity() >= 1_000_000);
+        assert!((0..5_000).all(|k| harness.find(k).is_some()));
+        assert_eq!(harness.index.len(), 5_000);
+    }
+
+    #[test]
+    fn a_reservation_overtaken_by_inserts_switches_early_and_loses_nothing() {
+        // Goal: the fallback when the next table cannot be prepared before the current one
+        // fills (a big reservation of a nearly full index): switch to it untouched and touch
+        // its pages later. Method: fill until the index prepares its next table, reserve big
+        // then, and insert until the table in use is full.
+        let mut harness = Harness::default();
+        let mut key = 0;
+        while harness.index.next.is_none() || key < 10_000 {
+            harness.add(key, false);
+            key += 1;
+        }
+        harness.reserve(2_000_000);
+        let room = harness.index.table.capacity() - harness.index.table.len();
+        for _ in 0..=room {
+            harness.add(key, true);
+            key += 1;
+        }
+        assert!(harness.index.table.capacity() >= 2_000_000, "switched");
+        assert!(
+            harness.index.table.pages_to_prefault() > 0,
+            "before it was touched"
+        );
+        assert!((0..key).all(|k| harness.find(k).is_some()));
+        while harness.advance(1_000) {}
+        assert_eq!(harness.index.table.pages_to_prefault(), 0);
+        assert!((0..key).all(|k| harness.find(k).is_some()));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Operation {
+        /// A record of this key: indexed if new; if held, replaces the winner or not.
+        Add(u64, bool),
+        Lookup(u64),
+        Advance(usize),
+        Reserve(usize),
+    }
+
+    fn operations() -> impl Strategy<Value = Vec<Operation>> {
+        let operation = prop_oneof![
+            8 => (0u64..2_000, any::<bool>()).prop_map(|(k, r)| Operation::Add(k, r)),
+            4 => (0u64..2_200).prop_map(Operation::Lookup),
+            1 => (0usize..40).prop_map(Operation::Advance),
+            1 => (0usize..3_000).prop_map(Operation::Reserve),
+        ];
+        prop::collection::vec(operation, 0..1_500)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_growing_index_answers_every_lookup_like_a_plain_map(
+            operations in operations(),
+            crowd in prop_oneof![Just(None), (1u64..5).prop_map(Some)],
+        ) {
+            // Goal: at any interleaving of inserts, replacements, lookups, growth steps and
+            // reservations, the index answers exactly like a map from key to winner. Method:
+            // run generated operations against a BTreeMap; lookups compare at once; at the end
+            // every key, the count and the positions listed are compared.
+            let mut harness = Harness { crowd, ..Harness::default() };
+            let mut model: BTreeMap<u64, Position> = BTreeMap::new();
+            for operation in operations {
+                match operation {
+                    Operation::Add(key, replace) => {
+                        let position = harness.add(key, replace);
+                        let winner = model.entry(key).or_insert(position);
+                        if replace {
+                            *winner = position;
+                        }
+                    }
+                    Operation::Lookup(key) => {
+                        prop_assert_eq!(harness.find(key), model.get(&key).copied(), "key {}", key);
+                    }
+                    Operation::Advance(steps) => {
+                        harness.advance(steps);
+                    }
+                    Operation::Reserve(entries) => {
+                        let before = harness.index.capacity();
+                        harness.reserve(entries);
+                        prop_assert!(harness.index.capacity() >= before.max(entries));
+                    }
+                }
+                prop_assert_eq!(harness.index.len(), model.len());
+            }
+            for key in 0..2_200 {
+                prop_assert_eq!(harness.find(key), model.get(&key).copied(), "key {}", key);
+            }
+            let mut winners: Vec<Position> = model.values().copied().collect();
+            winners.sort_unstable();
+            prop_assert_eq!(harness.held(), winners);
+        }
     }
 }

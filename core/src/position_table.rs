@@ -127,7 +127,11 @@ impl PositionTable {
 
     /// The slot holding the entry of `hash` for which `is_key` holds, if any.
     #[inline]
-    pub(crate) fn find(&self, hash: u64, mut is_key: impl FnMut(Position) -> bool) -> Option<usize> {
+    pub(crate) fn find(
+        &self,
+        hash: u64,
+        mut is_key: impl FnMut(Position) -> bool,
+    ) -> Option<usize> {
         if self.control.is_empty() {
             return None;
         }
@@ -184,7 +188,11 @@ impl PositionTable {
     }
 
     /// Calls `visit` with the positions held in groups `groups`, in slot order.
-    pub(crate) fn for_each_in(&self, groups: std::ops::Range<usize>, mut visit: impl FnMut(Position)) {
+    pub(crate) fn for_each_in(
+        &self,
+        groups: std::ops::Range<usize>,
+        mut visit: impl FnMut(Position),
+    ) {
         for group in groups {
             let mut full = !empty_bytes(self.control[group]) & HIGH_BITS;
             while full != 0 {
@@ -202,7 +210,7 @@ impl PositionTable {
         const CONTROL_PER_PAGE: usize = PAGE_BYTES / size_of::<u64>();
         const SLOTS_PER_PAGE: usize = PAGE_BYTES / size_of::<Position>();
         let control_pages = self.control.len().div_ceil(CONTROL_PER_PAGE);
-        let total = control_pages + self.slots.len().div_ceil(SLOTS_PER_PAGE);
+        let total = Self::pages_of(self.groups());
         let end = (self.prefaulted_pages + pages).min(total);
         for page in self.prefaulted_pages..end {
             // black_box: a write the compiler cannot prove unchanged, so it is not dropped.
@@ -220,9 +228,13 @@ impl PositionTable {
 
     /// Pages [`Self::prefault`] has yet to touch.
     pub(crate) fn pages_to_prefault(&self) -> usize {
-        let pages = size_of_val(self.control.as_slice()).div_ceil(PAGE_BYTES)
-            + size_of_val(self.slots.as_slice()).div_ceil(PAGE_BYTES);
-        pages - self.prefaulted_pages
+        Self::pages_of(self.groups()) - self.prefaulted_pages
+    }
+
+    /// Pages a table of `groups` groups spans: its control words', then its slots'.
+    pub(crate) fn pages_of(groups: usize) -> usize {
+        (groups * size_of::<u64>()).div_ceil(PAGE_BYTES)
+            + (groups * GROUP_SLOTS * size_of::<Position>()).div_ceil(PAGE_BYTES)
     }
 
     /// Bytes of heap the table holds.

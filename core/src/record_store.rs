@@ -264,12 +264,10 @@ impl RecordStore {
         let vote_id = id_at(&self.chunks, position);
         let hash = self.hasher.hash_one(vote_id);
         let (chunks, hasher) = (&self.chunks, &self.hasher);
-        self.index.insert_if_new(
-            hash,
-            |p| id_at(chunks, p) == vote_id,
-            position,
-            &|p| hasher.hash_one(id_at(chunks, p)),
-        )
+        self.index
+            .insert_if_new(hash, |p| id_at(chunks, p) == vote_id, position, &|p| {
+                hasher.hash_one(id_at(chunks, p))
+            })
     }
 
     /// Replaces the indexed winner of the vote ID at `position` with `position`.
