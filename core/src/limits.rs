@@ -44,7 +44,7 @@ pub const RESERVED_VOTE_IDS_MAX: usize = 500_000_000;
 /// Vote IDs one growth step of a dedupe index moves into its larger table at most, reading
 /// each one's record to rehash it (see `position_index.rs`): every insert into a growing index
 /// runs one step, so no insert waits for more than this many rehashes.
-pub const INDEX_GROWTH_STEP_MOVES_MAX: usize = 32;
+pub const INDEX_GROWTH_STEP_MOVES_MAX: usize = 16;
 
 /// Pages (4 KiB) of a growing dedupe index's new table one growth step touches before the
 /// table takes inserts, so its page faults are paid a few at a time. With 2 MiB huge pages

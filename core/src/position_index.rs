@@ -19,8 +19,8 @@
 //! Every insert runs one step, and [`PositionIndex::advance`] runs more (the node's engine
 //! calls it on its tick, so an idle index finishes growing and frees the old table). The
 //! rates are such that each phase ends long before the table it fills is full: preparing
-//! starts while the table can take twice the inserts it needs, and the old table is moved
-//! after at most 1/32 of its entries' worth of inserts, while the new one has room for 7/8.
+//! starts while the table can take twice the inserts it needs, and an old table of G groups
+//! (at most 7 G entries) is moved in G / 2 inserts, while the new one has room for 7 G more.
 //! If a phase ever is overtaken (a reservation asked for a large table while the index was
 //! nearly full), the index switches at once and touches the remaining pages step by step.
 //!
@@ -109,6 +109,9 @@ pub(crate) struct PositionIndex {
     old: Option<Moving>,
     /// Groups a reservation asked for that the tables do not have yet.
     wanted_groups: usize,
+    /// While nothing grows and the table holds fewer entries than this, an insert has no
+    /// growth step to run (the hot path's one comparison); 0 when a step may have work.
+    quiet_below: usize,
 }
 
 impl PositionIndex {
@@ -297,13 +300,16 @@ impl PositionIndex {
             // A table switched in early (see `make_room`) finishes being touched.
             self.table.prefault(GROWTH_STEP_PAGES);
         }
+        self.quiet_below = 0;
         if self.next.is_none() && self.old.is_none() {
             let next_groups = (2 * self.table.groups()).max(self.wanted_groups);
             // Start while the table can take twice the inserts the preparing takes.
             let lead = 2 * self.prepare_steps(next_groups) + GROUP_SLOTS;
-            let room = self.table.capacity() - self.table.len();
-            if room <= lead || self.wanted_groups > self.table.groups() {
+            let start_at = self.table.capacity().saturating_sub(lead);
+            if self.table.len() >= start_at || self.wanted_groups > self.table.groups() {
                 self.next = Some(PositionTable::with_groups(next_groups.max(2)));
+            } else if self.table.pages_to_prefault() == 0 {
+                self.quiet_below = start_at;
             }
         }
     }
@@ -311,6 +317,9 @@ impl PositionIndex {
     /// Makes sure the table takes one more entry: runs a step, and if the table is full
     /// even so (preparing was overtaken, or this is the first entry), switches now.
     fn make_room(&mut self, hash_of: &impl Fn(Position) -> u64) {
+        if self.table.len() < self.quiet_below {
+            return;
+        }
         self.step(hash_of);
         if !self.table.is_full() {
             return;
@@ -331,6 +340,7 @@ impl PositionIndex {
     /// Makes the prepared table the one inserts go to, and starts moving the old one into it.
     fn switch(&mut self) {
         let Some(next) = self.next.take() else { return };
+        self.quiet_below = 0;
         let prepared_steps = self.prepare_steps(next.groups());
         let old = std::mem::replace(&mut self.table, next);
         if self.wanted_groups <= self.table.groups() {

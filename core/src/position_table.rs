@@ -132,12 +132,15 @@ impl PositionTable {
         hash: u64,
         mut is_key: impl FnMut(Position) -> bool,
     ) -> Option<usize> {
-        if self.control.is_empty() {
+        let groups = self.control.len();
+        if groups == 0 {
             return None;
         }
-        let last_group = self.groups() - 1;
+        // Masking with `groups - 1` (not only shifting) lets the compiler drop the bounds
+        // check of every group read.
+        let last_group = groups - 1;
         let pattern = LOW_BITS * u64::from(tag(hash));
-        let mut group = self.home(hash);
+        let mut group = self.home(hash) & last_group;
         loop {
             let word = self.control[group];
             let mut matches = zero_bytes(word ^ pattern);

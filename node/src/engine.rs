@@ -29,6 +29,12 @@ use crate::wal::{WalDone, WalEntry, WalJob};
 /// Commands drained per wake-up before the engine looks at the log again.
 pub const COMMANDS_PER_WAKE_MAX: usize = 4_096;
 
+/// Growth steps of the dedupe indexes the engine runs per results tick, besides the one each
+/// insert runs: each moves at most `INDEX_GROWTH_STEP_MOVES_MAX` (16) vote IDs, so a tick
+/// spends a few milliseconds at most, and an index that stops taking IDs mid-growth still
+/// finishes and frees its old table.
+pub const INDEX_GROWTH_STEPS_PER_TICK: usize = 8_192;
+
 /// What the engine answers for one accepted vote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VoteAck {
@@ -305,7 +311,10 @@ impl Engine {
                         self.publish(&io.results);
                     }
                 }
-                _ = ticker.tick() => self.publish(&io.results),
+                _ = ticker.tick() => {
+                    self.replica.advance_index_growth(INDEX_GROWTH_STEPS_PER_TICK);
+                    self.publish(&io.results);
+                }
             }
             if self.in_flight_jobs.is_empty() {
                 self.submit(&io.wal_jobs).await?;
@@ -384,6 +393,7 @@ impl Engine {
         let peers = self.peers.lock().map(|b| b.clone()).unwrap_or_default();
         let now = self.clock.now();
         let next = ResultsSnapshot::capture_since(&self.replica, now, &peers, &previous);
+        next.log_index_growth(&previous);
         self.metrics.observe_results(&next, &peers, now);
         results.send_replace(Arc::new(next));
     }

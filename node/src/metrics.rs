@@ -2,6 +2,7 @@
 //! format. Metric names start with `tally_`; units are in the name (`_seconds`, `_bytes`).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -47,10 +48,15 @@ pub struct Metrics {
     /// Displayed (net) votes per poll and option, as of the latest results snapshot.
     pub poll_votes: Family<PollLabels, Gauge>,
     /// Distinct vote IDs held per poll, and how many its dedupe index holds before it must
-    /// grow (a pause that rehashes every ID; `expected_votes` reserves it up front).
+    /// grow (again, if it is growing; `expected_votes` reserves it up front).
     pub poll_vote_ids: Family<PollLabels, Gauge>,
     /// See [`Metrics::poll_vote_ids`].
     pub poll_vote_id_capacity: Family<PollLabels, Gauge>,
+    /// 1 while a poll's dedupe index grows (step by step: no vote waits for it, but the
+    /// index holds its old and new table at once), 0 otherwise.
+    pub poll_vote_id_growth: Family<PollLabels, Gauge>,
+    /// How far the growth has come, from 0 to 1 (1 when not growing).
+    pub poll_vote_id_growth_progress: Family<PollLabels, Gauge<f64, AtomicU64>>,
     /// Per peer: the sync session's gauges and counters.
     pub peers: PeerMetrics,
     /// The `votes` counters of the outcomes every vote reaches, resolved once: looking a
@@ -250,8 +256,20 @@ impl Metrics {
         let poll_vote_id_capacity = Family::<PollLabels, Gauge>::default();
         registry.register(
             "poll_vote_id_capacity",
-            "Vote IDs a poll's dedupe index holds before it grows (a pause that rehashes every ID)",
+            "Vote IDs a poll's dedupe index holds before it grows (again, if it is growing)",
             poll_vote_id_capacity.clone(),
+        );
+        let poll_vote_id_growth = Family::<PollLabels, Gauge>::default();
+        registry.register(
+            "poll_vote_id_growth",
+            "1 while a poll's dedupe index grows, step by step (old and new table held at once)",
+            poll_vote_id_growth.clone(),
+        );
+        let poll_vote_id_growth_progress = Family::<PollLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "poll_vote_id_growth_progress",
+            "How far a poll's dedupe index has grown, from 0 to 1 (1 when not growing)",
+            poll_vote_id_growth_progress.clone(),
         );
         let build_info = Family::<Labels, Gauge>::default();
         registry.register(
@@ -288,6 +306,8 @@ impl Metrics {
             poll_votes,
             poll_vote_ids,
             poll_vote_id_capacity,
+            poll_vote_id_growth,
+            poll_vote_id_growth_progress,
             peers,
             vote_outcomes,
         }
@@ -323,6 +343,13 @@ impl Metrics {
             self.poll_vote_id_capacity
                 .get_or_create(&labels)
                 .set(gauge(snapshot.vote_id_capacity));
+            let growth = snapshot.vote_id_growth;
+            self.poll_vote_id_growth
+                .get_or_create(&labels)
+                .set(i64::from(growth.is_some()));
+            self.poll_vote_id_growth_progress
+                .get_or_create(&labels)
+                .set(growth.map_or(1.0, |g| g.progress()));
         }
         for (peer, status) in peers {
             if let Some(caught_up_at) = status.caught_up_at {
