@@ -94,6 +94,7 @@ enum Force {
     LongPartition,
     LostAnswers,
     SecondProcess,
+    UnreservedIndex,
 }
 
 impl From<Force> for FaultKind {
@@ -110,6 +111,7 @@ impl From<Force> for FaultKind {
             Force::LongPartition => FaultKind::LongPartition,
             Force::LostAnswers => FaultKind::LostAnswers,
             Force::SecondProcess => FaultKind::SecondProcess,
+            Force::UnreservedIndex => FaultKind::UnreservedIndex,
         }
     }
 }

@@ -114,11 +114,16 @@ pub enum FaultKind {
     /// a unit restarted while the old process lingers, a volume mounted twice). It must be
     /// refused before it reads or writes anything, and the running node must not notice.
     SecondProcess,
+    /// The nodes run without `expected_votes` (an operator who did not reserve): every
+    /// dedupe index grows from empty through every doubling during the burst, and crashed
+    /// nodes replay their logs into indexes that grow as they refill. Growth is a bounded
+    /// step per insert and changes no answer, so every check must hold.
+    UnreservedIndex,
 }
 
 impl FaultKind {
     /// Every kind, in table order.
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::Partition,
         FaultKind::OneWayPartition,
         FaultKind::Hold,
@@ -130,6 +135,7 @@ impl FaultKind {
         FaultKind::LongPartition,
         FaultKind::LostAnswers,
         FaultKind::SecondProcess,
+        FaultKind::UnreservedIndex,
     ];
 
     /// The name in tables.
@@ -146,6 +152,7 @@ impl FaultKind {
             FaultKind::LongPartition => "partition > idle timeout",
             FaultKind::LostAnswers => "lost answers, region cut off",
             FaultKind::SecondProcess => "second process on a data dir",
+            FaultKind::UnreservedIndex => "index not reserved",
         }
     }
 }
@@ -194,7 +201,7 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
             continue;
         }
         let count = match kind {
-            FaultKind::LongPartition | FaultKind::DiskLoss => 1,
+            FaultKind::LongPartition | FaultKind::DiskLoss | FaultKind::UnreservedIndex => 1,
             _ => rng.random_range(1..=3),
         };
         for _ in 0..count {
@@ -235,6 +242,15 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
                     a: vec![rng.random_range(0..regions)],
                     b: Vec::new(),
                     at_ms,
+                    for_ms: 0,
+                },
+                // Configuration of every node (one config file, deployed everywhere), in force
+                // from the start; its time is only a table entry.
+                FaultKind::UnreservedIndex => Fault {
+                    kind,
+                    a: (0..regions).collect(),
+                    b: Vec::new(),
+                    at_ms: start,
                     for_ms: 0,
                 },
                 FaultKind::LostAnswers => Fault {
