@@ -3,9 +3,12 @@
 //!
 //! Fills a replica with N new vote IDs through the node's path (accept, hand out for logging,
 //! mark durable every 4,096 votes, as group commit does) twice, alternating: once letting the
-//! index grow as it fills, once reserved for N first. Each group of 4,096 votes is timed; a
-//! group that lands on a growth step waits for one rehash of every ID held. Reports the fill
-//! rate, the longest groups and the group p50 of each way, round by round.
+//! index grow as it fills, once reserved for N first. Each group of 4,096 votes is timed: the
+//! index grows a bounded step per insert (core/src/position_index.rs), so no group should wait
+//! for more than its own steps. Reports, round by round: the time the reservation took (before
+//! the fill), the fill rate, the longest groups and the group p50 of each way; then, if the
+//! fill ended mid-growth, the time to finish it in the node engine's tick-sized batches of
+//! steps (`INDEX_GROWTH_STEPS_PER_TICK`, 4,096) and the longest batch.
 //!
 //! Run: `cargo bench -p tally-core --bench index_growth` (30M IDs, 2 rounds), or
 //! `TALLY_GROWTH_IDS=10000000 TALLY_GROWTH_ROUNDS=3 cargo bench -p tally-core --bench index_growth`.
@@ -15,6 +18,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{GROUP_COMMIT_VOTES, accept_range, new_replica, poll_id};
+
+/// Growth steps the node's engine runs per results tick (`node/src/engine.rs`,
+/// `INDEX_GROWTH_STEPS_PER_TICK`), to finish a growth the fill left under way.
+const STEPS_PER_TICK: usize = 4_096;
 
 const DEFAULT_IDS: u64 = 30_000_000;
 const DEFAULT_ROUNDS: u64 = 2;
@@ -32,8 +39,16 @@ fn main() {
     // `grown`, `reserved` or both (the default): one way alone, for a profiler.
     let only = std::env::var("TALLY_GROWTH_ONLY").ok();
     println!(
-        "{:>5} {:>9} {:>12} {:>10} {:>30} {:>12}",
-        "round", "index", "fill s", "M IDs/s", "longest groups of 4096, ms", "group p50 ms"
+        "{:>5} {:>9} {:>10} {:>8} {:>8} {:>26} {:>9} {:>9} {:>9}",
+        "round",
+        "index",
+        "reserve s",
+        "fill s",
+        "M IDs/s",
+        "longest groups (4096), ms",
+        "p50 ms",
+        "finish s",
+        "tick ms"
     );
     for round in 1..=rounds {
         for reserved in [false, true] {
@@ -51,12 +66,14 @@ fn main() {
 fn fill(round: u64, ids: u64, reserved: bool) {
     let poll = poll_id();
     let mut replica = new_replica();
+    let reserving = Instant::now();
     if reserved {
         let vote_ids = usize::try_from(ids).expect("fits in usize");
         replica
             .reserve_vote_ids(&poll, vote_ids)
             .expect("the bench poll");
     }
+    let reserve_seconds = reserving.elapsed().as_secs_f64();
     let mut groups: Vec<Duration> = Vec::new();
     let start = Instant::now();
     let mut from = 0;
@@ -72,6 +89,17 @@ fn fill(round: u64, ids: u64, reserved: bool) {
         .state(&poll)
         .map_or(0, tally_core::PollState::distinct_vote_ids);
     assert_eq!(held as u64, ids);
+    let finishing = Instant::now();
+    let mut longest_tick = Duration::ZERO;
+    loop {
+        let tick = Instant::now();
+        let growing = replica.advance_index_growth(STEPS_PER_TICK);
+        longest_tick = longest_tick.max(tick.elapsed());
+        if !growing {
+            break;
+        }
+    }
+    let finish_seconds = finishing.elapsed().as_secs_f64();
     groups.sort_unstable();
     let ms = |d: &Duration| d.as_secs_f64() * 1e3;
     let longest: Vec<String> = groups
@@ -81,12 +109,15 @@ fn fill(round: u64, ids: u64, reserved: bool) {
         .map(|d| format!("{:.1}", ms(d)))
         .collect();
     println!(
-        "{:>5} {:>9} {:>12.2} {:>10.2} {:>30} {:>12.3}",
+        "{:>5} {:>9} {:>10.3} {:>8.2} {:>8.2} {:>26} {:>9.3} {:>9.3} {:>9.1}",
         round,
         if reserved { "reserved" } else { "grown" },
+        reserve_seconds,
         seconds,
         ids as f64 / seconds / 1e6,
         longest.join(" / "),
-        ms(&groups[groups.len() / 2])
+        ms(&groups[groups.len() / 2]),
+        finish_seconds,
+        ms(&longest_tick)
     );
 }
