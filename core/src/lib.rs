@@ -19,6 +19,7 @@ pub mod fuzzing;
 mod ids;
 pub mod limits;
 mod merge;
+mod moving_table;
 mod poll;
 mod poll_state;
 mod position_index;

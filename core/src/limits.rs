@@ -46,10 +46,11 @@ pub const RESERVED_VOTE_IDS_MAX: usize = 500_000_000;
 /// runs one step, so no insert waits for more than this many rehashes.
 pub const INDEX_GROWTH_STEP_MOVES_MAX: usize = 16;
 
-/// Pages (4 KiB) of a growing dedupe index's new table one growth step touches before the
-/// table takes inserts, so its page faults are paid a few at a time. With 2 MiB huge pages
-/// the first touch of one faults it in whole (~0.1–0.4 ms).
-pub const INDEX_GROWTH_STEP_PAGES: usize = 1;
+/// Bytes of a growing dedupe index's new table one growth step goes through, touching each
+/// page it enters, before the table takes inserts: a 4 KiB page every 4 steps, a 2 MiB huge
+/// page (faulted in whole by its first touch, 0.1 ms to tens of ms when the kernel must
+/// compact memory for it) every 2,048 steps, so its page faults are paid a few at a time.
+pub const INDEX_GROWTH_STEP_PREFAULT_BYTES: usize = 512;
 
 /// Largest encoded wire frame, in bytes. Decoding refuses anything longer before parsing.
 pub const FRAME_BYTES_MAX: usize = 4 << 20;

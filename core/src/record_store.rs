@@ -23,7 +23,7 @@
 //!   control byte at once, 19–42 ms at 2²⁶–2²⁷ slots.
 
 use crate::ids::{OptionIndex, Second, Seq};
-use crate::position_index::{IndexGrowth, PositionIndex};
+use crate::position_index::{IndexGrowth, Keys, PositionIndex};
 use crate::position_table::PositionTable;
 use crate::vote_id::VoteId;
 
@@ -150,9 +150,8 @@ impl RecordStore {
     /// Sizes the index for `vote_ids` distinct IDs in all, so it does not grow until it
     /// holds more: at once if it holds no ID, otherwise by growing step by step.
     pub(crate) fn reserve(&mut self, vote_ids: usize) {
-        let (chunks, hasher) = (&self.chunks, &self.hasher);
-        self.index
-            .reserve(vote_ids, &|p| hasher.hash_one(id_at(chunks, p)));
+        let keys = StoredKeys::of(&self.chunks, &self.hasher);
+        self.index.reserve(vote_ids, &keys);
     }
 
     /// Puts `index` in place of this store's index if that holds no ID yet and `index` is
@@ -169,9 +168,8 @@ impl RecordStore {
     /// Runs up to `steps` growth steps of the index (each moves at most
     /// [`crate::limits::INDEX_GROWTH_STEP_MOVES_MAX`] IDs); returns whether it still grows.
     pub(crate) fn advance_index_growth(&mut self, steps: usize) -> bool {
-        let (chunks, hasher) = (&self.chunks, &self.hasher);
-        self.index
-            .advance(steps, &|p| hasher.hash_one(id_at(chunks, p)))
+        let keys = StoredKeys::of(&self.chunks, &self.hasher);
+        self.index.advance(steps, &keys)
     }
 
     /// Where the index's growth stands, if it is growing.
@@ -253,9 +251,8 @@ impl RecordStore {
         let position = self.append(actor, vote_id, option, second);
         debug_assert!(!self.contains(vote_id), "vote ID already held");
         let hash = self.hash(vote_id);
-        let (chunks, hasher) = (&self.chunks, &self.hasher);
-        self.index
-            .insert_new(hash, position, &|p| hasher.hash_one(id_at(chunks, p)));
+        let keys = StoredKeys::of(&self.chunks, &self.hasher);
+        self.index.insert_new(hash, position, &keys);
     }
 
     /// Indexes `position` as the winner of its vote ID if the ID has none; otherwise leaves
@@ -263,11 +260,9 @@ impl RecordStore {
     pub(crate) fn index_if_new(&mut self, position: Position) -> Option<Position> {
         let vote_id = id_at(&self.chunks, position);
         let hash = self.hasher.hash_one(vote_id);
-        let (chunks, hasher) = (&self.chunks, &self.hasher);
+        let keys = StoredKeys::of(&self.chunks, &self.hasher);
         self.index
-            .insert_if_new(hash, |p| id_at(chunks, p) == vote_id, position, &|p| {
-                hasher.hash_one(id_at(chunks, p))
-            })
+            .insert_if_new(hash, |p| keys.key_at(p) == vote_id, position, &keys)
     }
 
     /// Replaces the indexed winner of the vote ID at `position` with `position`.
@@ -357,6 +352,30 @@ impl RecordStore {
             + actor_bytes
             + self.index.heap_bytes()
             + self.chunks.capacity() * std::mem::size_of::<Chunk>()
+    }
+}
+
+/// The vote IDs of a store's records as its index reads and hashes them when it moves them.
+struct StoredKeys<'a> {
+    chunks: &'a [Chunk],
+    hasher: &'a ahash::RandomState,
+}
+
+impl<'a> StoredKeys<'a> {
+    fn of(chunks: &'a [Chunk], hasher: &'a ahash::RandomState) -> Self {
+        Self { chunks, hasher }
+    }
+}
+
+impl Keys for StoredKeys<'_> {
+    type Key = u128;
+
+    fn key_at(&self, position: Position) -> u128 {
+        id_at(self.chunks, position)
+    }
+
+    fn hash(&self, vote_id: u128) -> u64 {
+        self.hasher.hash_one(vote_id)
     }
 }
 
