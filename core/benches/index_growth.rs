@@ -21,7 +21,7 @@ use common::{GROUP_COMMIT_VOTES, accept_range, new_replica, poll_id};
 
 /// Growth steps the node's engine runs per results tick (`node/src/engine.rs`,
 /// `INDEX_GROWTH_STEPS_PER_TICK`), to finish a growth the fill left under way.
-const STEPS_PER_TICK: usize = 4_096;
+const STEPS_PER_TICK: usize = 256;
 
 const DEFAULT_IDS: u64 = 30_000_000;
 const DEFAULT_ROUNDS: u64 = 2;

@@ -146,7 +146,7 @@ impl MovingTable {
             *hash = keys.hash(key);
         }
         for (&hash, &position) in hashes.iter().zip(&positions[..count]) {
-            into.insert_new(hash, position);
+            into.insert_moved(hash, position);
         }
         self.moved += count;
         self.wrapped && self.low == self.high

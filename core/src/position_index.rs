@@ -22,7 +22,8 @@
 //! calls it on its tick, so an idle index finishes growing and frees the old table). The
 //! rates are such that each phase ends long before the table it fills is full: preparing
 //! starts while the table can take twice the inserts it needs, and an old table of G groups
-//! (at most 7 G entries) is moved in G / 2 inserts, while the new one has room for 7 G more.
+//! (8 G slots at most, keys placed in it while it moves included) is moved in G / 2 inserts
+//! into a new one of 2 G groups, which takes 12 G before it is full.
 //! If a phase ever is overtaken (a reservation asked for a large table while the index was
 //! nearly full), the index switches at once and touches the remaining pages step by step.
 //!
@@ -30,6 +31,7 @@
 //! record store hashes and compares the vote ID each one points at.
 
 use crate::limits::{
+    INDEX_GROWTH_INSERTS_PER_STEP as INSERTS_PER_STEP,
     INDEX_GROWTH_STEP_MOVES_MAX as GROWTH_STEP_MOVES_MAX,
     INDEX_GROWTH_STEP_PREFAULT_BYTES as GROWTH_STEP_BYTES,
 };
@@ -89,6 +91,8 @@ pub(crate) struct PositionIndex {
     /// While nothing grows and the table holds fewer entries than this, an insert has no
     /// growth step to run (the hot path's one comparison); 0 when a step may have work.
     quiet_below: usize,
+    /// Inserts to take before the next growth step.
+    inserts_before_step: usize,
 }
 
 impl PositionIndex {
@@ -298,7 +302,7 @@ impl PositionIndex {
         if self.next.is_none() && self.old.is_none() {
             let next_groups = (2 * self.table.groups()).max(self.wanted_groups);
             // Start while the table can take twice the inserts the preparing takes.
-            let lead = 2 * self.prepare_steps(next_groups) + GROUP_SLOTS;
+            let lead = 2 * self.prepare_steps(next_groups) * INSERTS_PER_STEP + GROUP_SLOTS;
             let start_at = self.table.capacity().saturating_sub(lead);
             if self.table.len() >= start_at || self.wanted_groups > self.table.groups() {
                 self.next = Some(PositionTable::with_groups(next_groups.max(2)));
@@ -314,6 +318,15 @@ impl PositionIndex {
         if self.table.len() < self.quiet_below {
             return;
         }
+        // A step every INSERTS_PER_STEP inserts, or at once if the entries still to move
+        // would fill the table (small tables: one step moves all of an old table of up to
+        // 32 groups).
+        let to_move = self.old.as_ref().map_or(0, MovingTable::unmoved);
+        if self.inserts_before_step > 0 && self.table.len() + to_move < self.table.capacity() {
+            self.inserts_before_step -= 1;
+            return;
+        }
+        self.inserts_before_step = INSERTS_PER_STEP - 1;
         self.step(keys);
         if !self.table.is_full() {
             return;

@@ -33,7 +33,7 @@ pub const COMMANDS_PER_WAKE_MAX: usize = 4_096;
 /// insert runs: each moves at most `INDEX_GROWTH_STEP_MOVES_MAX` (16) vote IDs, so a tick
 /// spends a few milliseconds at most, and an index that stops taking IDs mid-growth still
 /// finishes and frees its old table.
-pub const INDEX_GROWTH_STEPS_PER_TICK: usize = 4_096;
+pub const INDEX_GROWTH_STEPS_PER_TICK: usize = 256;
 
 /// What the engine answers for one accepted vote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
