@@ -6,7 +6,9 @@
 //! index grow as it fills, once reserved for N first. Each group of 4,096 votes is timed: the
 //! index grows a bounded step per insert (core/src/position_index.rs), so no group should wait
 //! for more than its own steps. Reports, round by round: the time the reservation took (before
-//! the fill), the fill rate, the longest groups and the group p50 of each way; then, if the
+//! the fill), the fill's wall and CPU time (the CPU time is steadier on a shared machine),
+//! the fill rate, the longest groups (wall, and by the CPU time of this thread, which leaves
+//! out time the thread waited for a core) and the group p50 of each way; then, if the
 //! fill ended mid-growth, the time to finish it in the node engine's tick-sized batches of
 //! steps (`INDEX_GROWTH_STEPS_PER_TICK`, 4,096) and the longest batch.
 //!
@@ -26,6 +28,18 @@ const STEPS_PER_TICK: usize = 256;
 const DEFAULT_IDS: u64 = 30_000_000;
 const DEFAULT_ROUNDS: u64 = 2;
 
+/// CPU time this thread has run, in seconds (`/proc/thread-self/schedstat`, nanoseconds):
+/// on a machine shared with other work, the fill's CPU time is steadier than its wall time.
+fn thread_cpu_seconds() -> f64 {
+    let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let nanoseconds: u64 = schedstat
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    nanoseconds as f64 / 1e9
+}
+
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name).map_or(default, |v| {
         v.parse()
@@ -39,13 +53,15 @@ fn main() {
     // `grown`, `reserved` or both (the default): one way alone, for a profiler.
     let only = std::env::var("TALLY_GROWTH_ONLY").ok();
     println!(
-        "{:>5} {:>9} {:>10} {:>8} {:>8} {:>26} {:>9} {:>9} {:>9}",
+        "{:>5} {:>9} {:>10} {:>8} {:>8} {:>8} {:>26} {:>20} {:>9} {:>9} {:>9}",
         "round",
         "index",
         "reserve s",
         "fill s",
+        "CPU s",
         "M IDs/s",
         "longest groups (4096), ms",
+        "same, CPU ms",
         "p50 ms",
         "finish s",
         "tick ms"
@@ -75,16 +91,21 @@ fn fill(round: u64, ids: u64, reserved: bool) {
     }
     let reserve_seconds = reserving.elapsed().as_secs_f64();
     let mut groups: Vec<Duration> = Vec::new();
+    let mut group_cpu: Vec<f64> = Vec::new();
+    let cpu_start = thread_cpu_seconds();
     let start = Instant::now();
     let mut from = 0;
     while from < ids {
         let to = (from + GROUP_COMMIT_VOTES).min(ids);
         let group = Instant::now();
+        let group_cpu_start = thread_cpu_seconds();
         accept_range(&mut replica, &poll, from..to);
         groups.push(group.elapsed());
+        group_cpu.push(thread_cpu_seconds() - group_cpu_start);
         from = to;
     }
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = thread_cpu_seconds() - cpu_start;
     let held = replica
         .state(&poll)
         .map_or(0, tally_core::PollState::distinct_vote_ids);
@@ -101,6 +122,7 @@ fn fill(round: u64, ids: u64, reserved: bool) {
     }
     let finish_seconds = finishing.elapsed().as_secs_f64();
     groups.sort_unstable();
+    group_cpu.sort_unstable_by(f64::total_cmp);
     let ms = |d: &Duration| d.as_secs_f64() * 1e3;
     let longest: Vec<String> = groups
         .iter()
@@ -108,14 +130,22 @@ fn fill(round: u64, ids: u64, reserved: bool) {
         .take(3)
         .map(|d| format!("{:.1}", ms(d)))
         .collect();
+    let longest_cpu: Vec<String> = group_cpu
+        .iter()
+        .rev()
+        .take(3)
+        .map(|s| format!("{:.1}", s * 1e3))
+        .collect();
     println!(
-        "{:>5} {:>9} {:>10.3} {:>8.2} {:>8.2} {:>26} {:>9.3} {:>9.3} {:>9.1}",
+        "{:>5} {:>9} {:>10.3} {:>8.2} {:>8.2} {:>8.2} {:>26} {:>20} {:>9.3} {:>9.3} {:>9.1}",
         round,
         if reserved { "reserved" } else { "grown" },
         reserve_seconds,
         seconds,
+        cpu_seconds,
         ids as f64 / seconds / 1e6,
         longest.join(" / "),
+        longest_cpu.join(" / "),
         ms(&groups[groups.len() / 2]),
         finish_seconds,
         ms(&longest_tick)
