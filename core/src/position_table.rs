@@ -365,7 +365,7 @@ mod tests {
         // around the table's end, and stops for absent keys. Method: a tiny table whose keys
         // all share a few homes (crowded hashes), filled to its limit, every key looked up.
         let mut table = PositionTable::with_groups(4);
-        let hash = |key: u32| u64::from(key % 3) << 62 | u64::from(key) * 0x9e37;
+        let hash = |key: u32| (u64::from(key % 3) << 62) | (u64::from(key) * 0x9e37);
         let keys: Vec<u32> = (0..table.capacity() as u32).collect();
         for &key in &keys {
             assert!(table.find(hash(key), |p| p == key).is_none());
