@@ -10,7 +10,7 @@
 //! the fill rate, the longest groups (wall, and by the CPU time of this thread, which leaves
 //! out time the thread waited for a core) and the group p50 of each way; then, if the
 //! fill ended mid-growth, the time to finish it in the node engine's tick-sized batches of
-//! steps (`INDEX_GROWTH_STEPS_PER_TICK`, 4,096) and the longest batch.
+//! steps (`INDEX_GROWTH_STEPS_PER_TICK`, 128) and the longest batch.
 //!
 //! Run: `cargo bench -p tally-core --bench index_growth` (30M IDs, 2 rounds), or
 //! `TALLY_GROWTH_IDS=10000000 TALLY_GROWTH_ROUNDS=3 cargo bench -p tally-core --bench index_growth`.
@@ -23,7 +23,7 @@ use common::{GROUP_COMMIT_VOTES, accept_range, new_replica, poll_id};
 
 /// Growth steps the node's engine runs per results tick (`node/src/engine.rs`,
 /// `INDEX_GROWTH_STEPS_PER_TICK`), to finish a growth the fill left under way.
-const STEPS_PER_TICK: usize = 256;
+const STEPS_PER_TICK: usize = 128;
 
 const DEFAULT_IDS: u64 = 30_000_000;
 const DEFAULT_ROUNDS: u64 = 2;

@@ -25,7 +25,7 @@
 //! tick, so an index that stops taking IDs mid-growth still finishes and frees its old
 //! table). The rates are such that each phase ends long before the table it fills is full:
 //! preparing starts while the table can take twice the inserts it needs, and an old table of
-//! G groups (8 G slots at most, keys placed in it while it moves included) is moved in G / 2
+//! G groups (8 G slots at most, keys placed in it while it moves included) is moved in G
 //! inserts into a new one of 2 G groups, which takes 12 G before it is full; a step runs at
 //! once if the entries still to move would fill it (small tables). If a phase is overtaken
 //! all the same (a reservation asked for a large table while the index was nearly full), the
@@ -97,6 +97,8 @@ pub(crate) struct PositionIndex {
     quiet_below: usize,
     /// Inserts to take before the next growth step.
     inserts_before_step: usize,
+    /// Growth steps inserts have run since the last [`Self::advance`].
+    steps_since_advance: usize,
 }
 
 impl PositionIndex {
@@ -234,8 +236,11 @@ impl PositionIndex {
         }
     }
 
-    /// Runs up to `steps` growth steps; returns whether the index is still growing.
+    /// Runs up to `steps` growth steps, less those inserts have run since the last call (so
+    /// that a caller calling it on a timer adds work only to an index that takes few inserts,
+    /// and none to one in the middle of a burst); returns whether the index is still growing.
     pub(crate) fn advance(&mut self, steps: usize, keys: &impl Keys) -> bool {
+        let steps = steps.saturating_sub(std::mem::take(&mut self.steps_since_advance));
         for _ in 0..steps {
             if !self.is_growing() {
                 break;
@@ -331,6 +336,7 @@ impl PositionIndex {
             return;
         }
         self.inserts_before_step = INSERTS_PER_STEP - 1;
+        self.steps_since_advance += 1;
         self.step(keys);
         if !self.table.is_full() {
             return;
