@@ -25,7 +25,7 @@
 //! tick, so an index that stops taking IDs mid-growth still finishes and frees its old
 //! table). The rates are such that each phase ends long before the table it fills is full:
 //! preparing starts while the table can take twice the inserts it needs, and an old table of
-//! G groups (8 G slots at most, keys placed in it while it moves included) is moved in G
+//! G groups (8 G slots at most, keys placed in it while it moves included) is moved in 2 G
 //! inserts into a new one of 2 G groups, which takes 12 G before it is full; a step runs at
 //! once if the entries still to move would fill it (small tables). If a phase is overtaken
 //! all the same (a reservation asked for a large table while the index was nearly full), the
