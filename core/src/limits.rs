@@ -55,10 +55,12 @@ pub const INDEX_GROWTH_STEP_MOVES_MAX: usize = 256;
 pub const INDEX_GROWTH_INSERTS_PER_STEP: usize = 64;
 
 /// Bytes of a growing dedupe index's new table one growth step goes through, touching each
-/// page it enters, before the table takes inserts: two 4 KiB pages a step, a 2 MiB huge page
-/// (faulted in whole by its first touch: ~0.2 ms on a quiet host, ~3–6 ms in this VM, whose
-/// first touch of memory is slow) every 256 steps, that is every 16,384 inserts.
-pub const INDEX_GROWTH_STEP_PREFAULT_BYTES: usize = 8192;
+/// page it enters, before the table takes inserts: eight 4 KiB pages a step, a 2 MiB huge
+/// page (faulted in whole by its first touch: ~0.2 ms on a quiet host, ~3–6 ms in this VM,
+/// whose first touch of memory is slow) every 64 steps, that is every 4,096 inserts. The
+/// faster the touching, the later a growth starts: at this rate it starts when the table is
+/// ~95% of the way to its load limit (a 10M-ID index has not begun to grow).
+pub const INDEX_GROWTH_STEP_PREFAULT_BYTES: usize = 32 * 1024;
 
 const _: () = assert!(INDEX_GROWTH_STEP_PREFAULT_BYTES * INDEX_GROWTH_INSERTS_PER_STEP >= 4096);
 const _: () = assert!(INDEX_GROWTH_STEP_MOVES_MAX % 8 == 0 && INDEX_GROWTH_INSERTS_PER_STEP >= 1);

@@ -121,10 +121,20 @@ impl PositionIndex {
         hash: u64,
         mut is_key: impl FnMut(Position) -> bool,
     ) -> Option<Position> {
+        match &self.old {
+            None => self.table.find(hash, is_key).map(|s| self.table.get(s)),
+            Some(old) => self.find_while_moving(old, hash, &mut is_key),
+        }
+    }
+
+    /// [`Self::find`] while `old` moves: the table its route names.
+    fn find_while_moving(
+        &self,
+        old: &MovingTable,
+        hash: u64,
+        mut is_key: impl FnMut(Position) -> bool,
+    ) -> Option<Position> {
         let in_new = |is_key| self.table.find(hash, is_key).map(|s| self.table.get(s));
-        let Some(old) = &self.old else {
-            return in_new(&mut is_key);
-        };
         match old.route(hash) {
             Route::New => in_new(&mut is_key),
             Route::Old => match old.find(hash, &mut is_key) {
@@ -174,7 +184,13 @@ impl PositionIndex {
     }
 
     /// Adds `position` for the key of `hash`, which the caller knows is not held.
+    #[inline]
     pub(crate) fn insert_new(&mut self, hash: u64, position: Position, keys: &impl Keys) {
+        if self.table.len() < self.quiet_below {
+            // Nothing grows and the table has room: the hot path.
+            self.table.insert_new(hash, position);
+            return;
+        }
         self.make_room(keys);
         let in_old = self
             .old
@@ -194,6 +210,10 @@ impl PositionIndex {
         position: Position,
         keys: &impl Keys,
     ) -> Option<Position> {
+        if self.table.len() < self.quiet_below {
+            // Nothing grows and the table has room: one probe finds the key or its slot.
+            return self.table.find_or_insert(hash, is_key, position);
+        }
         if let Some(held) = self.find(hash, is_key) {
             return Some(held);
         }

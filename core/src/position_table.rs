@@ -228,6 +228,44 @@ impl PositionTable {
         None
     }
 
+    /// The position held for the key of `hash` that `is_key` accepts; if none, puts
+    /// `position` in the first empty slot of the probe (the same one [`Self::insert_new`]
+    /// would take), in one pass. The caller knows the table is not full.
+    #[inline]
+    pub(crate) fn find_or_insert(
+        &mut self,
+        hash: u64,
+        mut is_key: impl FnMut(Position) -> bool,
+        position: Position,
+    ) -> Option<Position> {
+        assert!(!self.is_full(), "insert into a full position table");
+        let last_group = self.groups() - 1;
+        let tag = tag(hash);
+        let pattern = LOW_BITS * u64::from(tag);
+        let mut group = self.home(hash) & last_group;
+        loop {
+            let word = self.control[group];
+            let mut matches = zero_bytes(word ^ pattern);
+            while matches != 0 {
+                let slot = group * GROUP_SLOTS + first_flagged(matches);
+                if is_key(self.slots[slot]) {
+                    return Some(self.slots[slot]);
+                }
+                matches &= matches - 1;
+            }
+            let empty = empty_bytes(word);
+            if empty != 0 {
+                let slot = first_flagged(empty);
+                self.control[group] |= u64::from(tag) << (8 * slot);
+                self.slots[group * GROUP_SLOTS + slot] = position;
+                self.len += 1;
+                return None;
+            }
+            // Infallible end: the table is not full, so some group has an empty slot.
+            group = (group + 1) & last_group;
+        }
+    }
+
     /// Puts `position` in the first empty slot of `hash`'s probe sequence. The caller knows
     /// the key is not held and the table is not full.
     #[inline]
