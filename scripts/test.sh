@@ -11,13 +11,15 @@ need_packages=()
 # The operations test (node/tests/operations.rs) scrapes real nodes with a real Prometheus;
 # scripts/check-deploy.sh uses its promtool.
 command -v prometheus >/dev/null 2>&1 || need_packages+=(prometheus)
+# The clock-skew test (node/tests/clock_skew.rs) runs a node under libfaketime.
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need_packages+=(faketime)
 if [ ${#need_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "test.sh: installing ${need_packages[*]} (Debian packages)"
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_packages[@]}" >/dev/null
   else
-    echo "test.sh: please install: ${need_packages[*]} (the browser and operations tests need them)" >&2
+    echo "test.sh: please install: ${need_packages[*]} (the browser, operations and clock-skew tests need them)" >&2
     exit 1
   fi
 fi
@@ -27,3 +29,7 @@ fi
 bash scripts/check-deploy.sh
 
 cargo test --workspace --locked "$@"
+
+# The API contract: schemathesis (pinned) with every check on against a fresh node, using the
+# debug binary the tests just built.
+bash scripts/api-contract.sh

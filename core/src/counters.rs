@@ -85,6 +85,19 @@ impl Counters {
     }
 }
 
+impl Counters {
+    /// The same counts with every option renumbered: `mapping[old]` is its new index (an
+    /// injective mapping, so no two entries meet).
+    pub fn remapped(&self, mapping: &[OptionIndex]) -> Self {
+        let entries = self
+            .entries
+            .iter()
+            .map(|(&(second, option), &pair)| ((second, mapping[option.get()]), pair))
+            .collect();
+        Self { entries }
+    }
+}
+
 impl Merge for Counters {
     fn merge(&mut self, other: &Self) -> bool {
         let mut changed = false;

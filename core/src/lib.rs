@@ -13,7 +13,9 @@
 //! sync), [`PollState`] (the CRDT of one poll), [`RecordBatch`] (records in their compact
 //! form), [`wire`] (peer messages), and [`Merge`] with its law checker.
 
+pub mod clock;
 mod counters;
+mod definition;
 #[doc(hidden)]
 pub mod fuzzing;
 mod ids;
@@ -27,11 +29,13 @@ mod position_table;
 mod record_batch;
 mod record_store;
 mod replica;
+mod sync;
 mod version_vector;
 mod vote_id;
 pub mod wire;
 
 pub use counters::{CountPair, Counters};
+pub use definition::{AgreementDigest, Declaration, Declarations, DefinitionDigest};
 pub use ids::{
     ActorId, NameError, NodeId, OptionIndex, OptionName, PollId, Second, Seq, UnixMillis,
 };
@@ -41,6 +45,11 @@ pub use poll_state::{Applied, ApplyError, PollState};
 pub use position_index::IndexGrowth;
 pub use record_batch::{BatchError, BatchRecord, RecordBatch, SecondRun};
 pub use record_store::ReservedIndex;
-pub use replica::{AcceptError, LocalVote, PollError, Replica, ReplicaError};
+pub use replica::{
+    AcceptError, LocalVote, MovedRecords, PollError, Replica, ReplicaError, Standing,
+};
+pub use sync::{
+    AnswerApplied, AnswerRefusal, PollRequest, PullAnswer, PullRequest, counters_for_lagging,
+};
 pub use version_vector::VersionVector;
-pub use vote_id::{VoteId, VoteIdError, VoteIdKey};
+pub use vote_id::{VoteId, VoteIdError, VoteIdKey, VoteIdKeyProof};

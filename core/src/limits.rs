@@ -19,6 +19,11 @@ pub const CLIENT_KEY_BYTES_MAX: usize = 128;
 /// a TV-voting use case, and the bound keeps a bad peer from creating absurd buckets.
 pub const POLL_SECONDS_MAX: u32 = 31 * 24 * 3600;
 
+/// Most polls one replica holds (created by configuration, the admin API or peers). A new
+/// poll past it is refused (`PollError::TooManyPolls`); every poll is exchanged with peers
+/// each sync round, so the bound also bounds a round's frames.
+pub const POLLS_MAX: usize = 1_024;
+
 /// Most records in one wire batch.
 pub const RECORDS_PER_BATCH_MAX: usize = 16_384;
 
@@ -74,6 +79,14 @@ pub const COUNTER_ENTRIES_PER_MESSAGE_MAX: usize = 65_536;
 /// Most entries in one version vector message.
 pub const VERSION_VECTOR_ENTRIES_MAX: usize = ACTORS_PER_POLL_MAX;
 
+/// Most nodes whose declared definition of one poll a replica keeps (the smallest node IDs;
+/// see `Declarations`): far more nodes than a cluster runs.
+pub const DECLARING_NODES_MAX: usize = 256;
+
+/// Most definitions of one poll other than its own a replica remembers the options of (to
+/// name them in its messages); further ones are known by digest only.
+pub const FOREIGN_DEFINITIONS_PER_POLL_MAX: usize = 4;
+
 /// Longest cluster ID, in bytes.
 pub const CLUSTER_ID_BYTES_MAX: usize = NAME_BYTES_MAX;
 
@@ -84,3 +97,4 @@ const _: () = assert!(PENDING_RECORDS_MAX >= RECORDS_PER_BATCH_MAX);
 const _: () = assert!(OPTIONS_MIN <= OPTIONS_MAX);
 const _: () =
     assert!(VERSION_VECTOR_ENTRIES_MAX * (NAME_BYTES_MAX + 1 + 10 + 10) <= FRAME_BYTES_MAX);
+const _: () = assert!(DECLARING_NODES_MAX * (NAME_BYTES_MAX + 1 + 10 + 16) <= FRAME_BYTES_MAX);

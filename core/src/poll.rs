@@ -163,6 +163,12 @@ impl PollSpec {
         &self.options
     }
 
+    /// The digest of this definition: its ID and its options in order (see
+    /// [`crate::DefinitionDigest`]); replicas exchange records of a poll only when theirs agree.
+    pub fn definition(&self) -> crate::definition::DefinitionDigest {
+        crate::definition::DefinitionDigest::of(&self.id, &self.options)
+    }
+
     /// The index of the option called `name`, if there is one.
     pub fn option_index(&self, name: &str) -> Option<OptionIndex> {
         let position = self.options.iter().position(|o| o.as_str() == name)?;

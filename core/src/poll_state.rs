@@ -504,6 +504,33 @@ impl PollState {
         changed
     }
 
+    /// Renumbers the poll's options after a redefinition that reorders or adds options:
+    /// `mapping[old]` is each old option's new index, and the poll now has `option_count`
+    /// options. Every record, counter and held-back batch keeps naming the option it named; the
+    /// winners do not change (the winner rule does not read options). O(records held).
+    pub(crate) fn remap_options(&mut self, mapping: &[OptionIndex], option_count: usize) {
+        assert_eq!(
+            mapping.len(),
+            self.option_count,
+            "one new index per old option"
+        );
+        assert!(option_count <= OPTIONS_MAX && mapping.iter().all(|o| o.get() < option_count));
+        let bytes: Vec<u8> = mapping.iter().map(|o| o.0).collect();
+        let mut seen = bytes.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), bytes.len(), "two options mapped to one");
+        self.store.remap_options(&bytes);
+        for actor in &mut self.actors {
+            actor.derived = actor.derived.remapped(mapping);
+            actor.reported = actor.reported.remapped(mapping);
+        }
+        for batch in self.pending.values_mut() {
+            batch.remap_options(&bytes);
+        }
+        self.option_count = option_count;
+    }
+
     /// Turns the winner rule's retraction off (planted bug; see
     /// [`crate::Replica::plant_bug_keep_duplicates`]).
     pub(crate) fn plant_bug_keep_duplicates(&mut self) {

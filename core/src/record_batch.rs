@@ -116,6 +116,13 @@ impl RecordBatch {
         }
     }
 
+    /// Renumbers every record's option: `mapping[old]` is its new index.
+    pub(crate) fn remap_options(&mut self, mapping: &[u8]) {
+        for option in &mut self.options {
+            *option = mapping[usize::from(*option)];
+        }
+    }
+
     /// The poll the records belong to.
     pub fn poll(&self) -> &PollId {
         &self.poll

@@ -330,6 +330,16 @@ impl RecordStore {
         }
     }
 
+    /// Renumbers every record's option: `mapping[old]` is its new index. Positions, vote IDs,
+    /// seconds and the index stay as they are (the winner rule does not read options).
+    pub(crate) fn remap_options(&mut self, mapping: &[u8]) {
+        for chunk in &mut self.chunks {
+            for option in &mut chunk.options {
+                *option = mapping[usize::from(*option)];
+            }
+        }
+    }
+
     /// Calls `visit` with each vote ID's winner.
     pub(crate) fn for_each_winner(&self, mut visit: impl FnMut(StoredRecord)) {
         self.index

@@ -12,8 +12,9 @@ use std::collections::{BTreeMap, VecDeque};
 use hashbrown::HashMap;
 
 use crate::counters::Counters;
-use crate::ids::{ActorId, OptionIndex, PollId, Second, Seq, UnixMillis};
-use crate::limits::{IN_FLIGHT_RECORDS_MAX, RESERVED_VOTE_IDS_MAX};
+use crate::definition::{Declarations, DefinitionDigest};
+use crate::ids::{ActorId, OptionIndex, OptionName, PollId, Second, Seq, UnixMillis};
+use crate::limits::{IN_FLIGHT_RECORDS_MAX, POLLS_MAX, RESERVED_VOTE_IDS_MAX};
 use crate::merge::Merge;
 use crate::poll::{PollSpec, PollStatus, PollWindow};
 use crate::poll_state::{Applied, ApplyError, LOOKUP_AHEAD, PollState};
@@ -22,6 +23,9 @@ use crate::record_store::ReservedIndex;
 use crate::version_vector::VersionVector;
 use crate::vote_id::VoteId;
 use crate::wire::{ActorCounters, CounterEntry, CounterState};
+
+mod definitions;
+pub use definitions::Standing;
 
 /// Why a local vote was refused. Nothing was counted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +45,13 @@ pub enum AcceptError {
     /// Too many votes wait for the write-ahead log; retry shortly.
     #[error("too many votes are waiting to be made durable; retry shortly")]
     Overloaded,
+    /// This node's definition of the poll lost the cluster's agreement (another definition
+    /// is held by more nodes): it counts none of the poll's votes until its definition
+    /// changes. Nothing was counted; the vote can be sent to another node.
+    #[error(
+        "this node defines poll {0} otherwise than the cluster does; it counts no votes for it"
+    )]
+    Disputed(PollId),
 }
 
 /// Why records or counters from elsewhere were refused. Nothing was applied.
@@ -71,6 +82,18 @@ pub enum PollError {
     /// No poll of that name.
     #[error("no poll named {0}")]
     UnknownPoll(PollId),
+    /// A redefinition would drop options the poll has (their records would lose their
+    /// meaning); only reordering and adding options is allowed.
+    #[error("poll {poll} cannot be redefined without its options {missing:?}")]
+    OptionsRemoved {
+        /// The poll.
+        poll: PollId,
+        /// Its options the new definition lacks.
+        missing: Vec<String>,
+    },
+    /// The replica holds [`POLLS_MAX`] polls already; a new one is refused.
+    #[error("this node holds {POLLS_MAX} polls, the most it may; poll {0} was not created")]
+    TooManyPolls(PollId),
 }
 
 /// The answer to a local vote.
@@ -92,6 +115,29 @@ pub enum LocalVote {
     },
 }
 
+/// Local records that [`Replica::begin_incarnation`] moved to the new actor: in `poll`, the
+/// old actor's seqs `old_first_seq..old_first_seq + count` are now the new actor's
+/// `new_first_seq..new_first_seq + count`, in the same order. None of them was durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovedRecords {
+    /// The poll.
+    pub poll: PollId,
+    /// The old actor's seq of the first moved record.
+    pub old_first_seq: Seq,
+    /// The new actor's seq of the first moved record.
+    pub new_first_seq: Seq,
+    /// How many records moved.
+    pub count: usize,
+}
+
+impl MovedRecords {
+    /// The new seq of the old actor's `seq`, if this move covers it.
+    pub fn new_seq(&self, seq: Seq) -> Option<Seq> {
+        let offset = seq.checked_sub(self.old_first_seq)?;
+        (offset < self.count as Seq).then_some(self.new_first_seq + offset)
+    }
+}
+
 /// Local records not yet durable, in seq order.
 struct InFlight {
     first_seq: Seq,
@@ -106,6 +152,14 @@ struct InFlight {
 
 struct PollReplica {
     spec: PollSpec,
+    /// `spec.definition()`, kept.
+    definition: DefinitionDigest,
+    /// Which definition each node holds, as far as this replica knows (its own included).
+    declarations: Declarations,
+    /// Whether this replica's definition lost the agreement: local votes are refused.
+    refusing: bool,
+    /// Options of other definitions seen from peers (a few), to name them in messages.
+    foreign: BTreeMap<DefinitionDigest, Vec<OptionName>>,
     state: PollState,
     in_flight: InFlight,
     last_second: Second,
@@ -164,6 +218,9 @@ pub struct Replica {
     hash_seed: [u64; 4],
     polls: BTreeMap<PollId, PollReplica>,
     keep_duplicates: bool,
+    /// A planted bug (simulation tests only): records and counters of a poll are exchanged
+    /// whatever the peers' definitions, by option index (the behaviour issue 31 found).
+    pub(crate) merge_across_definitions: bool,
     /// Each node's current incarnation as far as this replica knows (its own included).
     current_incarnations: Vec<ActorId>,
 }
@@ -178,6 +235,7 @@ impl Replica {
             hash_seed,
             polls: BTreeMap::new(),
             keep_duplicates: false,
+            merge_across_definitions: false,
         }
     }
 
@@ -200,6 +258,91 @@ impl Replica {
         changed
     }
 
+    /// Makes `actor`, a new incarnation of this node, the replica's own actor from now on
+    /// (DESIGN.md §2: a node whose log may lack records it once made durable never issues
+    /// another seq of its old actor). The old actor becomes one more actor of the state,
+    /// superseded: its records stay, more of them are taken from peers like any other
+    /// actor's, and its counters count what its records prove.
+    ///
+    /// Local records in flight (accepted, not yet durable; handed out for logging or not)
+    /// move to the new actor, in order, as its first records: they must be logged again
+    /// under the new actor (the next [`Self::take_unlogged`] hands them out), and the caller
+    /// must drop the old actor's seqs it meant to mark durable (a log job in flight may still
+    /// write those records: they are void, see the caller's log). Returns, per poll
+    /// with records in flight, how their seqs changed, so the caller can renumber what it
+    /// promised to answer.
+    ///
+    /// # Panics
+    /// If `actor` is not of this node, or is this replica's actor already.
+    pub fn begin_incarnation(&mut self, actor: ActorId) -> Vec<MovedRecords> {
+        assert_eq!(
+            actor.node, self.actor.node,
+            "an incarnation of another node"
+        );
+        assert_ne!(actor, self.actor, "the incarnation is already current");
+        self.actor = actor.clone();
+        self.note_current_incarnation(&actor);
+        let mut moved = Vec::new();
+        for (poll, replica) in &mut self.polls {
+            let in_flight = &mut replica.in_flight;
+            let old_first_seq = in_flight.first_seq;
+            let new_first_seq = replica.state.held(&actor) + 1;
+            in_flight.first_seq = new_first_seq;
+            in_flight.handed_out = 0;
+            // Rivals of these vote IDs may have joined the state since they were accepted:
+            // every moved record is compared when it becomes durable.
+            in_flight.compare_through = new_first_seq + in_flight.records.len() as Seq - 1;
+            in_flight.seq_by_vote_id.clear();
+            for (&(vote_id, _, _), seq) in in_flight.records.iter().zip(new_first_seq..) {
+                in_flight.seq_by_vote_id.insert(vote_id.0, seq);
+            }
+            if !in_flight.records.is_empty() {
+                moved.push(MovedRecords {
+                    poll: poll.clone(),
+                    old_first_seq,
+                    new_first_seq,
+                    count: in_flight.records.len(),
+                });
+            }
+        }
+        moved
+    }
+
+    /// Records again, as this actor's next record, a vote that this node's log held but
+    /// whose record cannot join the state (it followed a gap that damage to the log left in
+    /// its actor's seqs): `vote_id` for `option`, stamped `second` as it was. The poll's
+    /// window is not checked (the vote was accepted once). Like a local vote, the record
+    /// waits in flight until it is logged and marked durable. `Ok(None)`: a record of the
+    /// vote ID is held or in flight already, nothing changed.
+    pub fn adopt(
+        &mut self,
+        poll: &PollId,
+        option: OptionIndex,
+        vote_id: VoteId,
+        second: Second,
+    ) -> Result<Option<Seq>, AcceptError> {
+        let replica = self
+            .polls
+            .get_mut(poll)
+            .ok_or_else(|| AcceptError::UnknownPoll(poll.clone()))?;
+        if option.get() >= replica.spec.options().len() {
+            return Err(AcceptError::UnknownOption(option.0));
+        }
+        let in_flight = &mut replica.in_flight;
+        if replica.state.contains(vote_id) || in_flight.seq_by_vote_id.contains_key(&vote_id.0) {
+            return Ok(None);
+        }
+        if in_flight.records.len() >= IN_FLIGHT_RECORDS_MAX {
+            return Err(AcceptError::Overloaded);
+        }
+        let seq = in_flight.first_seq + in_flight.records.len() as Seq;
+        in_flight.records.push_back((vote_id, option, second));
+        in_flight.seq_by_vote_id.insert(vote_id.0, seq);
+        in_flight.compare_through = seq;
+        replica.last_second = replica.last_second.max(second);
+        Ok(Some(seq))
+    }
+
     /// **A planted bug, for the simulation's checker tests only**: from now on this replica
     /// no longer retracts records that lose to a smaller record of the same vote ID (it
     /// does not dedupe what peers send it), so a vote retried at two regions counts twice.
@@ -210,6 +353,16 @@ impl Replica {
         for poll in self.polls.values_mut() {
             poll.state.plant_bug_keep_duplicates();
         }
+    }
+
+    /// **A planted bug, for the simulation's checker tests only**: from now on this replica
+    /// sends and applies a poll's records and counters to and from peers that define the poll
+    /// otherwise, by option index, so a region whose options are in another order counts
+    /// other regions' votes under the wrong names. Nothing outside `tally-sim`'s tests calls
+    /// this.
+    #[doc(hidden)]
+    pub fn plant_bug_merge_across_definitions(&mut self) {
+        self.merge_across_definitions = true;
     }
 
     /// This node's actor.
@@ -225,6 +378,9 @@ impl Replica {
                 return Err(PollError::Conflict(spec.id().clone()));
             }
             return Ok(existing.spec.window.merge(&spec.window));
+        }
+        if self.polls.len() >= POLLS_MAX {
+            return Err(PollError::TooManyPolls(spec.id().clone()));
         }
         let [k0, k1, k2, k3] = self.hash_seed;
         let own = self.actor.clone();
@@ -243,10 +399,17 @@ impl Replica {
             handed_out: 0,
         };
         debug_assert_eq!(state.held(&own), 0);
+        let definition = spec.definition();
+        let mut declarations = Declarations::default();
+        declarations.declare(&own.node, definition);
         self.polls.insert(
             spec.id().clone(),
             PollReplica {
                 spec,
+                definition,
+                declarations,
+                refusing: false,
+                foreign: BTreeMap::new(),
                 state,
                 in_flight,
                 last_second: 0,
@@ -373,6 +536,9 @@ impl Replica {
         let replica = polls
             .get_mut(poll)
             .ok_or_else(|| AcceptError::UnknownPoll(poll.clone()))?;
+        if replica.refusing {
+            return Err(AcceptError::Disputed(poll.clone()));
+        }
         match replica.spec.window.status(now) {
             PollStatus::NotOpen => Err(AcceptError::NotOpen),
             PollStatus::Closed => Err(AcceptError::Closed),

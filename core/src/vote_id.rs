@@ -45,6 +45,42 @@ impl VoteIdKey {
     }
 }
 
+/// What proves a node holds a given [`VoteIdKey`] without revealing it: BLAKE3's key
+/// derivation from the key under a fixed context (a domain of its own, apart from the keyed
+/// hashes that make vote IDs), truncated to 128 bits. Peers exchange it in their hello and
+/// refuse each other when it differs (a retry to the other would not be recognised); an edge
+/// that maps client keys to vote IDs checks its key against a node's the same way. Learning it
+/// tells nothing of the key, nor of any vote ID the key makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteIdKeyProof(pub [u8; 16]);
+
+/// The key-derivation context of [`VoteIdKey::proof`].
+const KEY_PROOF_CONTEXT: &str = "tally 2026 vote_id_key proof v1";
+
+impl VoteIdKey {
+    /// The proof that this key is held (see [`VoteIdKeyProof`]).
+    pub fn proof(&self) -> VoteIdKeyProof {
+        let derived = blake3::derive_key(KEY_PROOF_CONTEXT, &self.0);
+        let mut proof = [0u8; 16];
+        proof.copy_from_slice(&derived[..16]);
+        VoteIdKeyProof(proof)
+    }
+
+    /// Whether `proof` was made with this key: `Err` says why not, in words an operator can
+    /// act on.
+    pub fn check_proof(&self, proof: &VoteIdKeyProof) -> Result<(), String> {
+        if self.proof() == *proof {
+            Ok(())
+        } else {
+            Err(
+                "the peer's vote_id_key differs from this node's: a vote retried at the other \
+                 node would count twice; set the same vote_id_key on every node of the cluster"
+                    .into(),
+            )
+        }
+    }
+}
+
 impl fmt::Debug for VoteIdKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("VoteIdKey(..)")
@@ -115,6 +151,19 @@ mod tests {
         assert_eq!(id, same_cluster.vote_id("tap-12345").unwrap());
         assert_ne!(id, other.vote_id("tap-12345").unwrap());
         assert_ne!(id, cluster.vote_id("tap-12346").unwrap());
+    }
+
+    #[test]
+    fn a_key_proof_matches_only_the_same_key_and_is_not_the_key() {
+        // Goal: two nodes learn whether they share a key, and nothing else.
+        let key = VoteIdKey::new([1; 32]);
+        let proof = key.proof();
+        assert_eq!(VoteIdKey::new([1; 32]).check_proof(&proof), Ok(()));
+        let other = VoteIdKey::new([2; 32]).check_proof(&proof).unwrap_err();
+        assert!(other.contains("vote_id_key"), "{other}");
+        assert_ne!(proof.0[..], key.0[..16]);
+        // The proof is not the vote ID of any client key naming its context.
+        assert_ne!(key.vote_id(KEY_PROOF_CONTEXT).unwrap().to_bytes(), proof.0);
     }
 
     #[test]

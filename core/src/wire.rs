@@ -7,20 +7,37 @@
 use serde::{Deserialize, Serialize};
 
 use crate::counters::CountPair;
-use crate::ids::{ActorId, OptionIndex, PollId, Second};
+use crate::definition::{AgreementDigest, Declaration, DefinitionDigest};
+use crate::ids::{ActorId, OptionIndex, PollId, Second, UnixMillis};
 use crate::limits::{
-    CLUSTER_ID_BYTES_MAX, COUNTER_ENTRIES_PER_MESSAGE_MAX, FRAME_BYTES_MAX, OPTIONS_MAX,
-    POLL_SECONDS_MAX, VERSION_VECTOR_ENTRIES_MAX,
+    CLUSTER_ID_BYTES_MAX, COUNTER_ENTRIES_PER_MESSAGE_MAX, DECLARING_NODES_MAX, FRAME_BYTES_MAX,
+    OPTIONS_MAX, POLL_SECONDS_MAX, VERSION_VECTOR_ENTRIES_MAX,
 };
 use crate::poll::PollSpec;
 use crate::record_batch::RecordBatch;
 use crate::version_vector::VersionVector;
+use crate::vote_id::VoteIdKeyProof;
 
 /// The first byte of every frame. A frame with another first byte is refused.
 pub const FRAME_FORMAT_VERSION: u8 = 1;
 
 /// The peer protocol version carried in [`Hello`].
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// Compatibility rule: a node syncs with peers whose version is within
+/// [`PROTOCOL_VERSION_MIN`]`..=`[`PROTOCOL_VERSION`] and refuses others, naming both versions.
+/// A newer version adds messages as new variants at the end of [`PeerMessage`] (postcard
+/// encodes a variant by its position). Version 2 added [`PeerMessage::Clock`] (the clock
+/// readings of every pull), the hello's `vote_id_key` proof, and the definition agreement
+/// (pulls name each poll's definition in [`PeerMessage::PollVector`] and a summary of the
+/// declarations in [`PeerMessage::Agreement`]; answers may carry
+/// [`PeerMessage::Declarations`]).
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The oldest peer protocol version this node syncs with. Version 1 is refused, unlike
+/// DESIGN.md §3's rule of syncing with the previous version: its hello cannot prove the
+/// `vote_id_key` and its pulls do not name the poll's definition, so serving it could count a
+/// retried vote twice or a vote under another option's name.
+pub const PROTOCOL_VERSION_MIN: u16 = 2;
 
 /// The first message on a connection: who is speaking, for which cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +48,9 @@ pub struct Hello {
     pub protocol_version: u16,
     /// The sender's actor.
     pub actor: ActorId,
+    /// Proves which `vote_id_key` the sender holds, without revealing it: peers with another
+    /// key are refused (a retry to them would count twice).
+    pub vote_id_key_proof: VoteIdKeyProof,
 }
 
 /// One counter entry on the wire.
@@ -102,6 +122,43 @@ pub enum PeerMessage {
     Counters(CounterState),
     /// A poll's definition and window.
     Poll(PollSpec),
+    /// Wall-clock readings for the clock-offset estimate (protocol 2; see [`ClockReading`]).
+    Clock(ClockReading),
+    /// Opens a pull request: the puller's summary of every poll's declarations (an answer
+    /// carries [`PeerMessage::Declarations`] only when the answerer's differs).
+    Agreement(AgreementDigest),
+    /// "This is my definition of `poll` and what I hold of it; send me the rest." (A pull
+    /// request's per-poll frame; records of a poll defined otherwise are not sent.)
+    PollVector {
+        /// The poll.
+        poll: PollId,
+        /// The puller's definition of it.
+        definition: DefinitionDigest,
+        /// Highest contiguous seq held per actor.
+        vector: VersionVector,
+    },
+    /// Which node holds which definition of `poll`, as far as the sender knows.
+    Declarations {
+        /// The poll.
+        poll: PollId,
+        /// One entry per node.
+        entries: Vec<Declaration>,
+    },
+}
+
+/// Wall-clock readings: the last frame of a pull request (`answered_at` absent) and the first
+/// of its answer (the request's `sent_at` echoed, `answered_at` set). The puller measures the
+/// round trip on its monotonic clock and estimates the peer's offset from the three readings
+/// (`tally_core::clock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockReading {
+    /// The puller's wall clock as its request left.
+    pub sent_at: UnixMillis,
+    /// The answerer's wall clock as it answered (absent in a request).
+    pub answered_at: Option<UnixMillis>,
+    /// How long the sender's wall clock has run without a step (since its process started
+    /// or it last saw its clock jump), in ms.
+    pub stable_ms: u64,
 }
 
 /// Why a frame was refused. Nothing was merged.
@@ -161,6 +218,25 @@ pub fn decode(frame: &[u8]) -> Result<PeerMessage, WireError> {
     Ok(message)
 }
 
+/// The protocol version a frame's hello states, read from the fields every version's hello
+/// begins with (its cluster ID, then its version), even when the rest of it, of another
+/// version, does not decode as this version's: so a refusal can say "speaks protocol N".
+/// `None` if the frame is not a hello.
+pub fn hello_protocol_version(frame: &[u8]) -> Option<u16> {
+    let (&version, body) = frame.split_first()?;
+    if version != FRAME_FORMAT_VERSION || frame.len() > FRAME_BYTES_MAX {
+        return None;
+    }
+    // `PeerMessage::Hello` is variant 0 and its first fields are (String, u16) in every
+    // protocol version; postcard writes the variant as a varint.
+    let (variant, rest) = postcard::take_from_bytes::<u32>(body).ok()?;
+    if variant != 0 {
+        return None;
+    }
+    let ((_cluster, protocol), _) = postcard::take_from_bytes::<(String, u16)>(rest).ok()?;
+    Some(protocol)
+}
+
 /// The property every fuzz target and corpus test checks for one frame: decoding returns
 /// instead of panicking, and a frame that decodes re-encodes to one that decodes to the same
 /// message. `Err` describes a broken round trip (a bug); refusing bad input is `Ok`.
@@ -180,8 +256,13 @@ fn validate(message: &PeerMessage) -> Result<(), WireError> {
         PeerMessage::Hello(hello) if hello.cluster_id.len() > CLUSTER_ID_BYTES_MAX => {
             Err(WireError::OutOfRange("cluster id too long"))
         }
-        PeerMessage::VersionVector { vector, .. } if vector.len() > VERSION_VECTOR_ENTRIES_MAX => {
+        PeerMessage::VersionVector { vector, .. } | PeerMessage::PollVector { vector, .. }
+            if vector.len() > VERSION_VECTOR_ENTRIES_MAX =>
+        {
             Err(WireError::OutOfRange("version vector has too many entries"))
+        }
+        PeerMessage::Declarations { entries, .. } if entries.len() > DECLARING_NODES_MAX => {
+            Err(WireError::OutOfRange("declarations have too many entries"))
         }
         PeerMessage::Counters(state) => validate_counters(state),
         _ => Ok(()),

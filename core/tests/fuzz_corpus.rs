@@ -12,8 +12,8 @@ mod support;
 use support::{corpus, replay};
 use tally_core::wire::{self, ActorCounters, CounterEntry, CounterState, Hello, PeerMessage};
 use tally_core::{
-    ActorId, NodeId, OptionIndex, OptionName, PollId, PollSpec, PollWindow, RecordBatch,
-    UnixMillis, VersionVector, VoteId,
+    ActorId, AgreementDigest, Declaration, NodeId, OptionIndex, OptionName, PollId, PollSpec,
+    PollWindow, RecordBatch, UnixMillis, VersionVector, VoteId, VoteIdKey,
 };
 
 fn seeds() -> Vec<(&'static str, PeerMessage)> {
@@ -35,6 +35,7 @@ fn seeds() -> Vec<(&'static str, PeerMessage)> {
         .map(|o| OptionName::new(o).unwrap())
         .to_vec();
     let spec = PollSpec::new(poll.clone(), options, PollWindow::open_from(UnixMillis(1))).unwrap();
+    let definition = spec.definition();
     vec![
         (
             "hello",
@@ -42,7 +43,31 @@ fn seeds() -> Vec<(&'static str, PeerMessage)> {
                 cluster_id: "tally-dev".into(),
                 protocol_version: wire::PROTOCOL_VERSION,
                 actor: actor.clone(),
+                vote_id_key_proof: VoteIdKey::new([7; 32]).proof(),
             }),
+        ),
+        (
+            "agreement",
+            PeerMessage::Agreement(AgreementDigest([3; 16])),
+        ),
+        (
+            "poll-vector",
+            PeerMessage::PollVector {
+                poll: poll.clone(),
+                definition,
+                vector: vector.clone(),
+            },
+        ),
+        (
+            "declarations",
+            PeerMessage::Declarations {
+                poll: poll.clone(),
+                entries: vec![Declaration {
+                    node: actor.node.clone(),
+                    version: 2,
+                    definition,
+                }],
+            },
         ),
         (
             "version-vector",
@@ -68,6 +93,14 @@ fn seeds() -> Vec<(&'static str, PeerMessage)> {
             }),
         ),
         ("poll", PeerMessage::Poll(spec)),
+        (
+            "clock",
+            PeerMessage::Clock(wire::ClockReading {
+                sent_at: UnixMillis(1_800_000_000_000),
+                answered_at: Some(UnixMillis(1_800_000_000_004)),
+                stable_ms: 60_000,
+            }),
+        ),
     ]
 }
 

@@ -581,3 +581,201 @@ proptest! {
         }
     }
 }
+// ---- Windows under skewed clocks (issue 27) ---------------------------------------------
+
+/// The bound the window properties use (the nodes' default `max_clock_offset_ms`).
+const MAX_OFFSET_MS: u64 = 500;
+
+/// A node's start-up proposal: when it makes it (true ms) and how far its clock is off.
+#[derive(Debug, Clone, Copy)]
+struct Proposer {
+    at_ms: u64,
+    offset_ms: i64,
+}
+
+/// 3, 5 or 7 nodes proposing a start-up window within a minute; the healthy ones' clocks
+/// within a quarter of the bound, a minority skewed by a second to an hour either way; and
+/// the window's duration (none, or one to sixty minutes).
+fn skewed_proposers() -> impl Strategy<Value = (Vec<Proposer>, Option<u64>)> {
+    (1usize..=3)
+        .prop_flat_map(|half| {
+            let healthy =
+                prop::collection::vec((0u64..60_000, -125i64..=125), half + 1..=2 * half + 1);
+            let skewed = prop::collection::vec(
+                (0u64..60_000, 1_000i64..=3_600_000, any::<bool>()),
+                0..=half,
+            );
+            (healthy, skewed)
+        })
+        .prop_map(|(healthy, skewed)| {
+            let mut nodes: Vec<Proposer> = healthy
+                .into_iter()
+                .map(|(at_ms, offset_ms)| Proposer { at_ms, offset_ms })
+                .collect();
+            let room = nodes.len() - 1;
+            nodes.extend(
+                skewed
+                    .into_iter()
+                    .take(room)
+                    .map(|(at_ms, far, behind)| Proposer {
+                        at_ms,
+                        offset_ms: if behind { -far } else { far },
+                    }),
+            );
+            nodes
+        })
+        .prop_flat_map(|nodes| (Just(nodes), proptest::option::of(60u64..=3_600)))
+}
+
+/// Whether `node`'s clock may propose: [`tally_core::clock::judge`] over the others' offsets
+/// as it would measure them (2 ms error), every clock stable for a minute.
+fn admitted(nodes: &[Proposer], node: usize) -> bool {
+    let peers: Vec<tally_core::clock::PeerClock> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(other, _)| *other != node)
+        .map(|(_, peer)| tally_core::clock::PeerClock {
+            offset_ms: peer.offset_ms - nodes[node].offset_ms,
+            error_ms: 2,
+            stable_ms: 60_000,
+        })
+        .collect();
+    let policy = tally_core::clock::ClockPolicy {
+        max_offset_ms: MAX_OFFSET_MS,
+        seniority_margin_ms: 1_000,
+    };
+    !tally_core::clock::judge(60_000, false, &peers, policy).skewed
+}
+
+/// The window `node` proposes at start-up: open at its clock, for `duration` seconds.
+fn proposal(node: &Proposer, duration: Option<u64>) -> tally_core::PollWindow {
+    let opens =
+        tally_core::UnixMillis((1_800_000_000_000 + node.at_ms as i64 + node.offset_ms) as u64);
+    tally_core::PollWindow {
+        opens_at: Some(opens),
+        closes_at: duration.map(|s| tally_core::UnixMillis(opens.0 + s * 1000)),
+    }
+}
+
+fn merged(windows: impl IntoIterator<Item = tally_core::PollWindow>) -> tally_core::PollWindow {
+    let mut window = tally_core::PollWindow::default();
+    for other in windows {
+        window.merge(&other);
+    }
+    window
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn skewed_proposals_are_refused_and_the_merged_window_stays_within_the_bound(
+        (nodes, duration) in skewed_proposers(),
+        order in prop::collection::vec(any::<u16>(), 0..16),
+    ) {
+        // Goal: with the start-up open gated on the clock rule, no skewed minority moves the
+        // window: it opens within a quarter bound of the first healthy proposal and lasts its
+        // duration give or take half a bound, in whatever order the proposals merge; and
+        // the merge stays a lattice on them. Method: judge every node from the others'
+        // offsets, merge the admitted proposals in a generated order and in reverse.
+        let healthy = |node: &Proposer| node.offset_ms.unsigned_abs() <= 125;
+        for (i, node) in nodes.iter().enumerate() {
+            prop_assert_eq!(admitted(&nodes, i), healthy(node), "node {} of {:?}", i, nodes);
+        }
+        let windows: Vec<_> = nodes
+            .iter()
+            .filter(|node| healthy(node))
+            .map(|node| proposal(node, duration))
+            .collect();
+        let mut shuffled = windows.clone();
+        for (i, k) in order.iter().enumerate() {
+            let len = shuffled.len();
+            shuffled.swap(i % len, *k as usize % len);
+        }
+        let window = merged(shuffled.iter().copied());
+        prop_assert_eq!(window, merged(windows.iter().rev().copied()));
+        let first = nodes.iter().filter(|n| healthy(n)).map(|n| n.at_ms).min().unwrap();
+        let opens = window.opens_at.unwrap().0 as i64 - 1_800_000_000_000;
+        prop_assert!((opens - first as i64).abs() <= 125, "opens {} vs first {}", opens, first);
+        if let (Some(seconds), Some(closes)) = (duration, window.closes_at) {
+            let length = closes.0 as i64 - window.opens_at.unwrap().0 as i64;
+            prop_assert!((length - seconds as i64 * 1000).abs() <= 250, "lasts {} ms", length);
+        }
+        for triple in windows.windows(3) {
+            check_merge_laws(&triple[0], &triple[1], &triple[2]).map_err(TestCaseError::fail)?;
+        }
+    }
+}
+
+#[test]
+fn without_the_clock_rule_one_node_an_hour_behind_closes_a_ten_minute_poll_for_everyone() {
+    // Goal: the property above tests something: issue 27's report, reproduced on the bare
+    // merge. Method: two healthy proposals and one an hour behind, all admitted.
+    let nodes = [
+        Proposer {
+            at_ms: 0,
+            offset_ms: 3,
+        },
+        Proposer {
+            at_ms: 40,
+            offset_ms: -2,
+        },
+        Proposer {
+            at_ms: 80,
+            offset_ms: -3_600_000,
+        },
+    ];
+    let all = merged(nodes.iter().map(|node| proposal(node, Some(600))));
+    let healthy_now = tally_core::UnixMillis(1_800_000_000_000 + 1_000);
+    assert_eq!(all.status(healthy_now), tally_core::PollStatus::Closed);
+    assert!(
+        !admitted(&nodes, 2),
+        "the clock rule refuses the skewed proposal"
+    );
+    let gated = merged(nodes[..2].iter().map(|node| proposal(node, Some(600))));
+    assert_eq!(gated.status(healthy_now), tally_core::PollStatus::Open);
+}
+
+// ---- The clock-offset estimate --------------------------------------------------------
+
+fn sample_of(
+    true_offset: i64,
+    (to_peer, answering, back): (u64, u64, u64),
+    received_at_ms: u64,
+) -> tally_core::clock::ClockSample {
+    let sent_true: u64 = 1_800_000_000_000;
+    let answered_true = sent_true + to_peer + answering;
+    tally_core::clock::ClockSample {
+        sent_at: tally_core::UnixMillis(sent_true),
+        peer_at: tally_core::UnixMillis((answered_true as i64 + true_offset) as u64),
+        round_trip_ms: to_peer + answering + back,
+        peer_stable_ms: received_at_ms,
+        received_at_ms,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_true_offset_is_within_the_error_bound_of_every_sample_and_of_the_estimate(
+        true_offset in -7_200_000i64..=7_200_000,
+        trips in prop::collection::vec((0u64..2_000, 0u64..500, 0u64..2_000), 1..20),
+    ) {
+        // Goal: however asymmetric the network and slow the peer, the true offset lies within
+        // offset ± error, for each sample and for the filter's estimate, and the estimate's
+        // error is the smallest of the filter's recent samples. Method: simulate round trips
+        // against a known offset.
+        let mut filter = tally_core::clock::OffsetFilter::default();
+        for (i, &(to_peer, answering, back)) in trips.iter().enumerate() {
+            let sample = sample_of(true_offset, (to_peer, answering, back), i as u64);
+            prop_assert!(sample.offset_ms().abs_diff(true_offset) <= sample.error_ms(), "{:?}", sample);
+            filter.add(sample);
+        }
+        let estimate = filter.estimate().unwrap();
+        prop_assert!(estimate.offset_ms.abs_diff(true_offset) <= estimate.error_ms);
+        let recent = &trips[trips.len().saturating_sub(tally_core::clock::OFFSET_SAMPLES_MAX)..];
+        let fastest = recent.iter().map(|(a, b, c)| a + b + c).min().unwrap();
+        prop_assert_eq!(estimate.error_ms, fastest.div_ceil(2));
+    }
+}

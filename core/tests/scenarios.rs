@@ -45,6 +45,15 @@ fn commit(replica: &mut Replica) -> Vec<RecordBatch> {
     batches
 }
 
+/// Accepts votes `ids` for green at second 1 and makes them durable.
+fn durable_green_votes(node: &mut Replica, ids: std::ops::Range<u128>) -> Vec<RecordBatch> {
+    for id in ids {
+        node.accept_local(&poll(), OptionIndex(0), VoteId(id), at_second(1))
+            .unwrap();
+    }
+    commit(node)
+}
+
 /// Full two-way exchange between replicas, as peer sync does.
 fn exchange(a: &mut Replica, b: &mut Replica) {
     for _ in 0..2 {
@@ -335,11 +344,7 @@ fn counts_of_an_incarnation_lost_with_its_disk_fall_back_to_its_surviving_record
     // tally, which a later retry of a lost vote then raises by one, not two.
     let mut east = replica("us-east");
     let mut west = replica("us-west");
-    for id in 0..3 {
-        east.accept_local(&poll(), OptionIndex(0), VoteId(id), at_second(1))
-            .unwrap();
-    }
-    let logged = commit(&mut east);
+    let logged = durable_green_votes(&mut east, 0..3);
     // West got one record and the full counter state; then east's disk is lost.
     let mut first = RecordBatch::new(poll(), east.actor().clone(), 1);
     let record = logged[0].iter().next().unwrap();
@@ -377,4 +382,136 @@ fn counts_of_an_incarnation_lost_with_its_disk_fall_back_to_its_surviving_record
         incarnation: 9,
     };
     assert!(!west.note_current_incarnation(&impostor));
+}
+
+#[test]
+fn a_poll_past_the_most_a_replica_holds_is_refused_and_changes_nothing() {
+    // Goal: the number of polls is bounded (every poll travels in each sync round). Method:
+    // fill a replica to POLLS_MAX polls, ask for one more, then re-upsert an existing one.
+    let mut replica = replica("a");
+    for i in 1..limits::POLLS_MAX {
+        let id = PollId::new(format!("poll-{i}")).unwrap();
+        let spec = PollSpec::new(id, spec().options().to_vec(), PollWindow::default()).unwrap();
+        assert!(replica.upsert_poll(spec).unwrap());
+    }
+    let extra = PollId::new("one-too-many").unwrap();
+    let refused = PollSpec::new(
+        extra.clone(),
+        spec().options().to_vec(),
+        PollWindow::default(),
+    );
+    assert_eq!(
+        replica.upsert_poll(refused.unwrap()),
+        Err(tally_core::PollError::TooManyPolls(extra.clone()))
+    );
+    assert!(replica.poll_spec(&extra).is_none());
+    assert_eq!(replica.poll_specs().count(), limits::POLLS_MAX);
+    assert_eq!(
+        replica.upsert_poll(spec()),
+        Ok(false),
+        "an existing poll still merges"
+    );
+}
+
+#[test]
+fn a_node_behind_its_peers_moves_to_a_new_incarnation_and_takes_its_old_records() {
+    // Goal (issue 29): a node whose log lost records its peers hold never issues those seqs
+    // again. Method: east makes 3 votes durable and west takes them; east restarts from a log
+    // that kept only the first, accepts 2 more votes (in flight, one handed out for logging),
+    // meets its old records from west, begins a new incarnation, and the in-flight votes move
+    // to the new actor as its seqs 1 and 2; then the old records apply like any actor's and
+    // both replicas agree on 5 votes.
+    let mut east = replica("us-east");
+    let mut west = replica("us-west");
+    let logged = durable_green_votes(&mut east, 0..3);
+    exchange(&mut east, &mut west);
+    let old_actor = east.actor().clone();
+
+    let mut restarted = replica("us-east");
+    let mut kept = RecordBatch::new(poll(), old_actor.clone(), 1);
+    let first = logged[0].iter().next().unwrap();
+    kept.push(first.vote_id, first.option, first.second);
+    restarted.recover_records(&kept).unwrap();
+    let vote =
+        |r: &mut Replica, id| r.accept_local(&poll(), OptionIndex(1), VoteId(id), at_second(2));
+    assert_eq!(
+        vote(&mut restarted, 10),
+        Ok(LocalVote::Counted { seq: 2, second: 2 })
+    );
+    let handed_out = restarted.take_unlogged();
+    assert_eq!(handed_out[0].first_seq(), 2);
+    assert_eq!(
+        vote(&mut restarted, 11),
+        Ok(LocalVote::Counted { seq: 3, second: 2 })
+    );
+    let theirs = west.missing_records(
+        &poll(),
+        &restarted.version_vector(&poll()).unwrap(),
+        usize::MAX,
+    );
+    let own = theirs.iter().find(|b| b.actor() == &old_actor).unwrap();
+    assert!(matches!(
+        restarted.apply_records(own),
+        Err(ReplicaError::ForeignOwnRecords { .. })
+    ));
+
+    let new_actor = ActorId {
+        node: NodeId::new("us-east").unwrap(),
+        incarnation: 2,
+    };
+    let moved = restarted.begin_incarnation(new_actor.clone());
+    assert_eq!(moved.len(), 1);
+    assert_eq!((moved[0].old_first_seq, moved[0].new_first_seq), (2, 1));
+    assert_eq!(moved[0].count, 2);
+    assert_eq!(moved[0].new_seq(3), Some(2));
+    assert_eq!(moved[0].new_seq(4), None);
+    assert_eq!(restarted.actor(), &new_actor);
+    // A retry of a moved vote waits for its new seq.
+    assert_eq!(
+        vote(&mut restarted, 11),
+        Ok(LocalVote::Duplicate { wait_for: Some(2) })
+    );
+    let relogged = commit(&mut restarted);
+    assert_eq!(relogged.len(), 1);
+    assert_eq!(relogged[0].actor(), &new_actor);
+    assert_eq!((relogged[0].first_seq(), relogged[0].last_seq()), (1, 2));
+    assert!(restarted.apply_records(own).unwrap().added > 0);
+    exchange(&mut restarted, &mut west);
+    assert_eq!(totals(&restarted), vec![3, 2]);
+    assert_eq!(totals(&west), vec![3, 2]);
+    assert_eq!(
+        restarted.state(&poll()).unwrap().held(&old_actor),
+        3,
+        "the old actor's seqs are the ones its first life issued"
+    );
+}
+
+#[test]
+fn a_vote_adopted_from_a_damaged_log_counts_once_beside_its_original_record() {
+    // Goal (issue 29): a vote whose record followed a gap in a damaged log is recorded again
+    // by the new incarnation and counts exactly once, also after the original record arrives
+    // from a peer. Method: adopt vote 5 (seq 2 of an old actor, after a gap at seq 1), then
+    // apply the old actor's seqs 1 and 2; the winner rule keeps one record of vote 5.
+    let mut node = replica("us-east");
+    let old = ActorId {
+        node: NodeId::new("us-east").unwrap(),
+        incarnation: 0,
+    };
+    assert_eq!(
+        node.adopt(&poll(), OptionIndex(1), VoteId(5), 4),
+        Ok(Some(1))
+    );
+    assert_eq!(node.adopt(&poll(), OptionIndex(1), VoteId(5), 4), Ok(None));
+    assert_eq!(
+        node.adopt(&poll(), OptionIndex(9), VoteId(6), 4),
+        Err(AcceptError::UnknownOption(9))
+    );
+    commit(&mut node);
+    assert_eq!(totals(&node), vec![0, 1]);
+    let mut original = RecordBatch::new(poll(), old.clone(), 1);
+    original.push(VoteId(4), OptionIndex(0), 3);
+    original.push(VoteId(5), OptionIndex(1), 4);
+    node.apply_records(&original).unwrap();
+    assert_eq!(totals(&node), vec![1, 1]);
+    assert_eq!(node.state(&poll()).unwrap().exact_totals(), vec![1, 1]);
 }

@@ -11,8 +11,9 @@ use tally_core::wire::{
     self, ActorCounters, CounterEntry, CounterState, Hello, PeerMessage, WireError,
 };
 use tally_core::{
-    ActorId, NodeId, OptionIndex, OptionName, PollId, PollSpec, PollWindow, RecordBatch,
-    UnixMillis, VersionVector, VoteId, limits,
+    ActorId, AgreementDigest, Declaration, DefinitionDigest, NodeId, OptionIndex, OptionName,
+    PollId, PollSpec, PollWindow, RecordBatch, UnixMillis, VersionVector, VoteId, VoteIdKeyProof,
+    limits,
 };
 
 fn actor() -> impl Strategy<Value = ActorId> {
@@ -44,13 +45,42 @@ fn batch() -> impl Strategy<Value = RecordBatch> {
 
 fn message() -> impl Strategy<Value = PeerMessage> {
     prop_oneof![
-        ("[a-z]{1,20}", any::<u16>(), actor()).prop_map(|(cluster_id, protocol_version, actor)| {
-            PeerMessage::Hello(Hello {
-                cluster_id,
-                protocol_version,
-                actor,
-            })
-        }),
+        ("[a-z]{1,20}", any::<u16>(), actor(), any::<[u8; 16]>()).prop_map(
+            |(cluster_id, protocol_version, actor, proof)| {
+                PeerMessage::Hello(Hello {
+                    cluster_id,
+                    protocol_version,
+                    actor,
+                    vote_id_key_proof: VoteIdKeyProof(proof),
+                })
+            }
+        ),
+        any::<[u8; 16]>().prop_map(|digest| PeerMessage::Agreement(AgreementDigest(digest))),
+        (
+            poll_id(),
+            any::<[u8; 16]>(),
+            prop::collection::vec((actor(), any::<u64>()), 0..5)
+        )
+            .prop_map(|(poll, definition, entries)| PeerMessage::PollVector {
+                poll,
+                definition: DefinitionDigest(definition),
+                vector: entries.into_iter().collect::<VersionVector>(),
+            }),
+        (
+            poll_id(),
+            prop::collection::vec((actor(), any::<u64>(), any::<[u8; 16]>()), 0..5)
+        )
+            .prop_map(|(poll, entries)| PeerMessage::Declarations {
+                poll,
+                entries: entries
+                    .into_iter()
+                    .map(|(actor, version, definition)| Declaration {
+                        node: actor.node,
+                        version,
+                        definition: DefinitionDigest(definition),
+                    })
+                    .collect(),
+            }),
         (
             poll_id(),
             prop::collection::vec((actor(), any::<u64>()), 0..5)
@@ -100,6 +130,18 @@ fn message() -> impl Strategy<Value = PeerMessage> {
                 PeerMessage::Poll(PollSpec::new(poll, options, window).unwrap())
             }
         ),
+        (
+            any::<u64>(),
+            proptest::option::of(any::<u64>()),
+            any::<u64>()
+        )
+            .prop_map(|(sent, answered, stable_ms)| {
+                PeerMessage::Clock(wire::ClockReading {
+                    sent_at: UnixMillis(sent),
+                    answered_at: answered.map(UnixMillis),
+                    stable_ms,
+                })
+            }),
     ]
 }
 

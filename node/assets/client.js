@@ -15,6 +15,36 @@
 // `error.voteId` later: the answer is `counted` or `duplicate`, never a second count).
 // The same rules as the Rust client (tally_node::client).
 
+// The colour of an option, the same on every page (dashboard, voting page, your own): an option
+// named like a colour gets that colour ("Green" is green, whatever its place in the list);
+// any other takes the palette's colour for its place.
+const NAMED_COLORS = {
+  green: "#22c55e", blue: "#3b82f6", red: "#ef4444", yellow: "#eab308", orange: "#f97316",
+  purple: "#a855f7", pink: "#ec4899", teal: "#14b8a6", cyan: "#06b6d4", indigo: "#6366f1",
+  violet: "#8b5cf6", lime: "#84cc16", gold: "#f59e0b", white: "#e2e8f0", silver: "#cbd5e1",
+  gray: "#94a3b8", grey: "#94a3b8", black: "#64748b", brown: "#b45309",
+  yes: "#22c55e", no: "#ef4444",
+};
+const PALETTE = [
+  "#3b82f6", "#22c55e", "#f97316", "#a855f7", "#eab308", "#ec4899", "#14b8a6", "#ef4444",
+  "#6366f1", "#84cc16", "#06b6d4", "#f43f5e", "#8b5cf6", "#10b981", "#f59e0b", "#0ea5e9",
+];
+
+export function optionColor(name, index) {
+  return NAMED_COLORS[String(name).trim().toLowerCase()] ?? PALETTE[index % PALETTE.length];
+}
+
+// Text that reads on `optionColor(...)`: dark on light colours, white on dark ones (WCAG's
+// relative luminance of the #rrggbb colour against a 0.18 threshold).
+export function textColorOn(hex) {
+  const channel = (at) => {
+    const value = parseInt(hex.slice(at, at + 2), 16) / 255;
+    return value <= 0.03928 ? value / 12.92 : ((value + 0.055) / 1.055) ** 2.4;
+  };
+  const luminance = 0.2126 * channel(1) + 0.7152 * channel(3) + 0.0722 * channel(5);
+  return luminance > 0.18 ? "#1b1f24" : "#ffffff";
+}
+
 const BACKOFF_INITIAL_MS = 50;
 const BACKOFF_MAX_MS = 2000;
 const RETRY_AFTER_SECONDS_MAX = 30;

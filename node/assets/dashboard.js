@@ -10,8 +10,10 @@
 //
 // The elements the browser test reads: #mode (text and data-mode: live, polling, offline,
 // connecting), #total, #rate, and one li[data-option="NAME"] per option holding .votes and
-// .share. Numbers are shown formatted ("1,234"); data-value carries the raw number.
-"use strict";
+// .share. Numbers are shown formatted ("1,234"); data-value carries the raw number. Option
+// colours come from the browser client's one rule (`optionColor` in /client.js), which the
+// voting page shares. An ES module (strict by itself).
+import { optionColor } from "/client.js";
 
 (() => {
   const SSE_FIRST_EVENT_TIMEOUT_MS = 4000; // the node sends the current results on connect
@@ -29,17 +31,6 @@
   const CHART_COLUMNS_MAX = 240;
   const CHART_BAR_WIDTH_MAX = 16;          // in the chart's 1000-unit-wide coordinates
 
-  const NAMED_COLORS = {
-    green: "#22c55e", blue: "#3b82f6", red: "#ef4444", yellow: "#eab308", orange: "#f97316",
-    purple: "#a855f7", pink: "#ec4899", teal: "#14b8a6", cyan: "#06b6d4", indigo: "#6366f1",
-    violet: "#8b5cf6", lime: "#84cc16", gold: "#f59e0b", white: "#e2e8f0", silver: "#cbd5e1",
-    gray: "#94a3b8", grey: "#94a3b8", black: "#64748b", brown: "#b45309",
-    yes: "#22c55e", no: "#ef4444",
-  };
-  const PALETTE = [
-    "#3b82f6", "#22c55e", "#f97316", "#a855f7", "#eab308", "#ec4899", "#14b8a6", "#ef4444",
-    "#6366f1", "#84cc16", "#06b6d4", "#f43f5e", "#8b5cf6", "#10b981", "#f59e0b", "#0ea5e9",
-  ];
   const MODE_TITLES = {
     connecting: "Connecting to the node",
     live: "Live: the node pushes results over SSE",
@@ -124,10 +115,6 @@
     const m = Math.floor((s % 3600) / 60);
     const ss = String(s % 60).padStart(2, "0");
     return h > 0 ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
-  }
-
-  function colorOf(name, index) {
-    return NAMED_COLORS[name.toLowerCase()] ?? PALETTE[index % PALETTE.length];
   }
 
   function setNumber(element, value) {
@@ -379,6 +366,7 @@
       : `Total at ${clock(state.selected)}`;
     renderRate(view);
     renderStatus(live.status);
+    renderDispute(live.dispute);
     renderFooter(live);
     document.title = `${state.poll} · Tally`;
   }
@@ -433,7 +421,7 @@
     const row = document.createElement("li");
     row.className = "option";
     row.dataset.option = name;
-    row.style.setProperty("--color", colorOf(name, index));
+    row.style.setProperty("--color", optionColor(name, index));
     const head = document.createElement("div");
     head.className = "option-head";
     head.append(span("name", name), span("lead-tag", "leading"), span("share", "0.0%"));
@@ -455,17 +443,59 @@
     return element;
   }
 
+  // Another node lists this poll's options otherwise: say so, and whether this node refuses.
+  function renderDispute(dispute) {
+    const element = $("dispute");
+    element.textContent = dispute?.message ?? "";
+    element.dataset.refusing = String(dispute?.refusing_votes ?? false);
+    element.hidden = !dispute;
+  }
+
   function renderStatus(status) {
     const badge = $("poll-status");
     badge.dataset.status = status;
     badge.textContent = status === "not_open" ? "not open" : status;
   }
 
+  // Which nodes this one syncs with (listed or not), and whether a session is up: the regions
+  // these results can include.
   function renderFooter(results) {
     const actors = results.includes?.length ?? 0;
+    const peers = (results.peers ?? [])
+      .map((peer) => (peer.connected ? peer.node : `${peer.node} (no session)`))
+      .join(", ");
     $("served-by").textContent =
-      `served by ${results.served_by} · ${actors} ${actors === 1 ? "actor" : "actors"}`;
+      `served by ${results.served_by} · ${actors} ${actors === 1 ? "actor" : "actors"}` +
+      (peers ? ` · syncing with ${peers}` : " · no peers");
     $("as-of").textContent = `updated ${new Date(results.as_of_ms).toLocaleTimeString()}`;
+    renderClockOffset(results.clock_offsets_ms ?? {});
+  }
+
+  // The widest clock offset between this node and a peer: a region whose clock drifts shows
+  // here before (and while) its node stops counting.
+  function renderClockOffset(byNode) {
+    const offsets = Object.entries(byNode)
+      .filter(([, ms]) => Number.isFinite(ms))
+      .map(([node, ms]) => ({ node, ms }));
+    const element = $("clock-offset");
+    if (offsets.length === 0) {
+      element.hidden = true;
+      return;
+    }
+    const widest = offsets.reduce((a, b) => (Math.abs(b.ms) > Math.abs(a.ms) ? b : a));
+    element.hidden = false;
+    element.dataset.node = widest.node;
+    // Past a quarter second (the TallyClockOffset alert) the footer names the peer.
+    const far = Math.abs(widest.ms) > 250;
+    element.dataset.far = String(far);
+    element.textContent = far
+      ? `${widest.node}'s clock ${widest.ms > 0 ? "+" : "−"}${formatMs(Math.abs(widest.ms))} off`
+      : `peer clocks within ±${formatMs(Math.abs(widest.ms))}`;
+    element.title = offsets.map((o) => `${o.node}: ${o.ms >= 0 ? "+" : ""}${o.ms} ms`).join("\n");
+  }
+
+  function formatMs(ms) {
+    return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(ms < 10000 ? 1 : 0)} s`;
   }
 
   function renderNav() {
@@ -558,7 +588,7 @@
         rect.setAttribute("y", String(y));
         rect.setAttribute("width", String(Math.max(0.5, barWidth)));
         rect.setAttribute("height", String(height));
-        rect.setAttribute("fill", colorOf(names[i], i));
+        rect.setAttribute("fill", optionColor(names[i], i));
         rects.push(rect);
       });
     });

@@ -2,7 +2,7 @@
 // the browser client (/client.js: one vote ID, retries, regional failover), shows "counted" or
 // "already counted", then follows the live split. Regions come from the page's
 // tally-endpoints meta tag (the node's `public_endpoints`), with this node itself last.
-import { createClient } from "/client.js";
+import { createClient, optionColor, textColorOn } from "/client.js";
 
 const poll = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "");
 const configured = JSON.parse(document.querySelector('meta[name="tally-endpoints"]').content || "[]");
@@ -19,7 +19,7 @@ function say(state, text) {
 function showSplit(results) {
   byId("split").hidden = false;
   const bars = byId("bars");
-  bars.replaceChildren(...results.options.map((option) => {
+  bars.replaceChildren(...results.options.map((option, index) => {
     const row = document.createElement("li");
     row.dataset.option = option.name;
     const label = document.createElement("div");
@@ -28,6 +28,7 @@ function showSplit(results) {
     const bar = document.createElement("div");
     bar.className = "bar";
     bar.style.width = `${(option.share * 100).toFixed(1)}%`;
+    bar.style.background = optionColor(option.name, index);
     row.append(label, bar);
     return row;
   }));
@@ -64,11 +65,14 @@ async function start() {
   try {
     const results = await tally.results(poll);
     byId("question").textContent = results.status === "open" ? `Vote: ${poll}` : `${poll} (${results.status.replace("_", " ")})`;
-    const buttons = results.options.map((option) => {
+    const buttons = results.options.map((option, index) => {
       const button = document.createElement("button");
       button.type = "button";
       button.textContent = option.name;
       button.dataset.option = option.name;
+      const color = optionColor(option.name, index);
+      button.style.background = color;
+      button.style.color = textColorOn(color);
       return button;
     });
     buttons.forEach((button) => button.addEventListener("click", () => cast(button.dataset.option, buttons)));

@@ -128,7 +128,7 @@ fn config_b(certs: &ClusterFiles, peer_listen: SocketAddr, a: SocketAddr, data: 
     }
 }
 
-fn start_node<S: Storage + 'static>(
+fn start_node<S: Storage + Clone + 'static>(
     config: &Config,
     storage: S,
     socket: UdpSocket,
@@ -236,7 +236,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// One full sync of a fresh B: (seconds until it holds every record, until its displayed
 /// total shows them, wire bytes per record).
-async fn one_full_sync<S: Storage + 'static>(
+async fn one_full_sync<S: Storage + Clone + 'static>(
     certs: &ClusterFiles,
     a: SocketAddr,
     votes: usize,

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use tally_core::limits::RESERVED_VOTE_IDS_MAX;
+use tally_core::limits::{POLL_SECONDS_MAX, RESERVED_VOTE_IDS_MAX};
 use tally_core::{NodeId, OptionName, PollId, PollSpec, PollWindow, UnixMillis, VoteIdKey};
 
 use crate::http::abuse::{
@@ -23,6 +23,13 @@ pub const VOTE_BODY_BYTES_MAX: usize = 4 * 1024;
 
 /// Largest request body for a batch, in bytes (JSON votes are ~100 bytes each).
 pub const BATCH_BODY_BYTES_MAX: usize = 2 * 1024 * 1024;
+
+/// Smallest `max_clock_offset_ms`: below a few round trips, measurement error alone would
+/// hold healthy nodes.
+pub const MAX_CLOCK_OFFSET_MS_MIN: u64 = 50;
+
+/// Largest `max_clock_offset_ms` (an hour).
+pub const MAX_CLOCK_OFFSET_MS_MAX: u64 = 3_600_000;
 
 /// Largest admin request body, in bytes.
 pub const ADMIN_BODY_BYTES_MAX: usize = 16 * 1024;
@@ -42,9 +49,13 @@ pub struct PollConfig {
     pub id: String,
     /// Its options, in display order.
     pub options: Vec<String>,
-    /// Open it as soon as the node starts (default true).
+    /// Open it as soon as the node starts (default true). A node with peers opens it only
+    /// once its clock is checked against theirs; `opens_at` overrides the start-up time.
     #[serde(default = "default_true")]
     pub open: bool,
+    /// Open it at this RFC 3339 time (`2027-02-07T23:30:00Z`) instead of at start-up: every
+    /// node proposes the same window whatever its clock, at once, even cut off from its peers.
+    pub opens_at: Option<String>,
     /// Close it this many seconds after it opens (default: no end).
     pub duration_seconds: Option<u64>,
     /// Size the poll's dedupe index for this many distinct vote IDs at start-up (default:
@@ -199,6 +210,12 @@ pub struct Config {
     /// accepted are fsynced either way; keep this under the orchestrator's grace period
     /// (Kubernetes: `terminationGracePeriodSeconds`, 30 s by default).
     pub shutdown_drain_ms: u64,
+    /// Free bytes the data directory must keep: below it the node refuses new votes (503 +
+    /// `Retry-After`, nothing counted) and turns not-ready, until free space is back above it
+    /// by a quarter. The default covers what the node may still have to write once it starts
+    /// refusing (see [`crate::disk_watch::DISK_RESERVE_BYTES_DEFAULT`]); 0 turns the
+    /// refusal off, and a full disk then fails the log (the node exits).
+    pub disk_reserve_bytes: u64,
     /// UDP address for peer sync over QUIC; peer sync is off when absent.
     pub peer_listen: Option<SocketAddr>,
     /// The static peer list. An entry naming this node itself is skipped, so every member
@@ -213,6 +230,10 @@ pub struct Config {
     /// How long a starting node waits to catch up with its peers before it reports ready
     /// anyway (a peer may be down), in milliseconds.
     pub catch_up_timeout_ms: u64,
+    /// Wall clocks further apart than this disagree, in milliseconds: a node whose clock is
+    /// this far from a majority of the peers it can reach counts no votes (503, not ready)
+    /// until it agrees again; peers' offsets are measured on every sync round.
+    pub max_clock_offset_ms: u64,
     /// Polls to create at start-up.
     pub polls: Vec<PollConfig>,
     /// The regions' public base URLs (`https://us-east.tally.example.net`), nearest first:
@@ -232,6 +253,11 @@ pub struct Config {
     /// Hex Ed25519 public key (32 bytes) of the app's backend: as `vote_token_hmac_key`, but
     /// nodes hold only the public half. At most one of the two may be set.
     pub vote_token_ed25519_public_key: String,
+    /// Start even if the write-ahead log is damaged and the node has no peers to get the
+    /// lost records from, accepting that loss (off: such a node refuses to start and names
+    /// what is missing). The damaged files are kept aside either way. Meant for one start
+    /// after an operator has decided; a node with peers never needs it.
+    pub accept_log_damage: bool,
     /// **Simulation tests only**: a deliberately broken guarantee, so `tally-sim`'s tests can
     /// prove the checker catches it. Never read from a file or a flag.
     #[serde(skip)]
@@ -250,8 +276,24 @@ pub enum PlantedBug {
     /// Votes are answered before the log holding them is fsynced.
     AckBeforeFsync,
     /// A node that starts on an empty disk reuses a fixed incarnation instead of drawing a
-    /// new one, so after losing its disk it reuses its old actor's sequence numbers.
+    /// new one, so after losing its disk it reuses its old actor's sequence numbers; and it
+    /// refuses its own actor's records from peers instead of moving to a new incarnation (the
+    /// rescue issue 29 added would otherwise hide the reuse from the checker).
     ReuseActorAfterDiskLoss,
+    /// The clock watch never holds (as if the node had no peers): a node whose clock steps
+    /// keeps stamping votes and proposing windows at it.
+    IgnoreClockSkew,
+    /// When a log write or fsync fails, the votes of the failed job are answered `counted`
+    /// anyway, though the log does not hold them.
+    AckAfterFailedWrite,
+    /// Recovery treats damage in the last log segment as a torn tail, as it did before
+    /// issue 29: it cuts the log at the first bad frame (deleting every valid entry after
+    /// it) and continues under the same actor, so it issues the lost seqs again.
+    TruncateDamagedLog,
+    /// Records and counters of a poll are exchanged with peers that define it otherwise, by
+    /// option index: a region whose options are in another order counts the other regions'
+    /// votes under the wrong names (issue 31).
+    MergeAcrossDefinitions,
 }
 
 impl Default for Config {
@@ -273,17 +315,20 @@ impl Default for Config {
             header_read_timeout_ms: crate::connections::HEADER_READ_TIMEOUT_MS_DEFAULT,
             body_read_timeout_ms: crate::http::BODY_READ_TIMEOUT_MS_DEFAULT,
             shutdown_drain_ms: 20_000,
+            disk_reserve_bytes: crate::disk_watch::DISK_RESERVE_BYTES_DEFAULT,
             peer_listen: None,
             peers: Vec::new(),
             tls: None,
             sync_tick_ms: 100,
             sync_records_per_round_max: 65_536,
             catch_up_timeout_ms: 10_000,
+            max_clock_offset_ms: crate::clock_watch::MAX_CLOCK_OFFSET_MS_DEFAULT,
             public_endpoints: Vec::new(),
             polls: vec![PollConfig {
                 id: "superbowl".into(),
                 options: vec!["green".into(), "blue".into()],
                 open: true,
+                opens_at: None,
                 duration_seconds: None,
                 expected_votes: None,
             }],
@@ -293,6 +338,7 @@ impl Default for Config {
             rate_limit_per_voter_burst: 5,
             vote_token_hmac_key: String::new(),
             vote_token_ed25519_public_key: String::new(),
+            accept_log_damage: false,
             planted_bug: None,
         }
     }
@@ -351,6 +397,16 @@ impl Config {
             return Err(invalid("cluster_id", "must be 1 to 64 bytes".into()));
         }
         let vote_id_key = parse_key(&self.vote_id_key).map_err(|m| invalid("vote_id_key", m))?;
+        if self.polls.len() > tally_core::limits::POLLS_MAX {
+            return Err(invalid(
+                "polls",
+                format!(
+                    "{} polls are listed; a node holds at most {}",
+                    self.polls.len(),
+                    tally_core::limits::POLLS_MAX
+                ),
+            ));
+        }
         if !(10..=60_000).contains(&self.sse_tick_ms) {
             return Err(invalid(
                 "sse_tick_ms",
@@ -378,8 +434,24 @@ impl Config {
                 "must be at most 600000".into(),
             ));
         }
+        if self.disk_reserve_bytes > crate::disk_watch::DISK_RESERVE_BYTES_MAX {
+            return Err(invalid(
+                "disk_reserve_bytes",
+                format!(
+                    "must be at most {} (1 TiB)",
+                    crate::disk_watch::DISK_RESERVE_BYTES_MAX
+                ),
+            ));
+        }
         for url in &self.public_endpoints {
             validate_public_endpoint(url).map_err(|m| invalid("public_endpoints", m))?;
+        }
+        let offset_range = MAX_CLOCK_OFFSET_MS_MIN..=MAX_CLOCK_OFFSET_MS_MAX;
+        if !offset_range.contains(&self.max_clock_offset_ms) {
+            return Err(invalid(
+                "max_clock_offset_ms",
+                format!("must be between {MAX_CLOCK_OFFSET_MS_MIN} and {MAX_CLOCK_OFFSET_MS_MAX}"),
+            ));
         }
         self.validate_peers()?;
         if self.engine_queue_max == 0 || self.sse_subscribers_max == 0 {
@@ -533,6 +605,17 @@ pub fn check_expected_votes(votes: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a poll's `duration_seconds` (config file and admin API alike): 1 second to
+/// [`POLL_SECONDS_MAX`] (31 days), the longest a poll's seconds are counted.
+pub fn check_duration_seconds(seconds: u64) -> Result<(), String> {
+    if seconds == 0 || seconds > u64::from(POLL_SECONDS_MAX) {
+        return Err(format!(
+            "duration_seconds must be between 1 and {POLL_SECONDS_MAX} (31 days), not {seconds}"
+        ));
+    }
+    Ok(())
+}
+
 fn poll_spec(poll: &PollConfig, now: UnixMillis) -> Result<PollSpec, ConfigError> {
     let invalid = |message: String| ConfigError::Invalid {
         setting: "polls",
@@ -548,7 +631,13 @@ fn poll_spec(poll: &PollConfig, now: UnixMillis) -> Result<PollSpec, ConfigError
     if let Some(votes) = poll.expected_votes {
         check_expected_votes(votes).map_err(|e| invalid(format!("poll {id}: {e}")))?;
     }
-    let opens_at = poll.open.then_some(now);
+    if let Some(seconds) = poll.duration_seconds {
+        check_duration_seconds(seconds).map_err(|e| invalid(format!("poll {id}: {e}")))?;
+    }
+    let opens_at = match &poll.opens_at {
+        Some(text) => Some(parse_time(text).map_err(|e| invalid(format!("poll {id}: {e}")))?),
+        None => poll.open.then_some(now),
+    };
     let closes_at = opens_at
         .zip(poll.duration_seconds)
         .map(|(open, seconds)| UnixMillis(open.0.saturating_add(seconds.saturating_mul(1000))));
@@ -561,6 +650,17 @@ fn poll_spec(poll: &PollConfig, now: UnixMillis) -> Result<PollSpec, ConfigError
         },
     )
     .map_err(|e| invalid(format!("poll {id}: {e}")))
+}
+
+/// An RFC 3339 time as Unix milliseconds (not before 1970).
+fn parse_time(text: &str) -> Result<UnixMillis, String> {
+    let format = &time::format_description::well_known::Rfc3339;
+    let at = time::OffsetDateTime::parse(text, format)
+        .map_err(|e| format!("opens_at {text:?} is not an RFC 3339 time: {e}"))?;
+    let ms = at.unix_timestamp_nanos() / 1_000_000;
+    u64::try_from(ms)
+        .map(UnixMillis)
+        .map_err(|_| format!("opens_at {text:?} is before 1970"))
 }
 
 /// Settings parsed into their proper types.
@@ -633,6 +733,28 @@ mod tests {
             assert!(error.contains("expected_votes"), "{error}");
             let error = config.validate().err().map(|e| e.to_string());
             assert!(error.is_some_and(|e| e.contains("expected_votes")));
+        }
+    }
+
+    #[test]
+    fn a_poll_may_open_at_an_explicit_time_whatever_the_clock() {
+        // Goal: `opens_at` fixes the window on every node alike; a bad time is a clear error.
+        let text = "[[polls]]\nid = \"final\"\noptions = [\"a\", \"b\"]\n\
+                    opens_at = \"2027-02-07T23:30:00Z\"\nduration_seconds = 600\n";
+        let config: Config = toml::from_str(text).unwrap();
+        for now in [UnixMillis(1), UnixMillis(4_000_000_000_000)] {
+            let window = config.poll_specs(now).unwrap()[0].window;
+            assert_eq!(window.opens_at, Some(UnixMillis(1_802_043_000_000)));
+            assert_eq!(window.closes_at, Some(UnixMillis(1_802_043_600_000)));
+        }
+        for bad in ["tomorrow", "2027-02-07 23:30", "1969-12-31T23:59:59Z"] {
+            let mut config = config.clone();
+            config.polls[0].opens_at = Some(bad.into());
+            let error = config.validate().err().unwrap().to_string();
+            assert!(
+                error.contains("opens_at") && error.contains("final"),
+                "{error}"
+            );
         }
     }
 

@@ -11,20 +11,28 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tally_core::limits::COUNTER_ENTRIES_PER_MESSAGE_MAX;
-use tally_core::wire::{ActorCounters, CounterState};
 use tally_core::{
-    AcceptError, LocalVote, OptionIndex, PollError, PollId, PollSpec, PollWindow, RecordBatch,
-    Replica, ReservedIndex, Second, Seq, VersionVector, VoteId,
+    AcceptError, AnswerApplied, LocalVote, NodeId, OptionIndex, PollError, PollId, PollSpec,
+    PollWindow, PullAnswer, PullRequest, RecordBatch, Replica, ReplicaError, ReservedIndex, Second,
+    Seq, VoteId,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
+mod failure;
+
+pub use failure::LOG_FAILED_HAND_OVER_MAX;
+
 use crate::Clock;
+use crate::disputes::Disputes;
 use crate::health::{Health, Hold};
 use crate::metrics::Metrics;
 use crate::peer::sync::PeerBoard;
 use crate::results::ResultsSnapshot;
 use crate::wal::{WalDone, WalEntry, WalJob};
+
+mod incarnation;
+
+pub use incarnation::OWN_RECORDS_FROM_PEER;
 
 /// Commands drained per wake-up before the engine looks at the log again.
 pub const COMMANDS_PER_WAKE_MAX: usize = 4_096;
@@ -39,12 +47,16 @@ pub const INDEX_GROWTH_STEPS_PER_TICK: usize = 128;
 /// What the engine answers for one accepted vote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VoteAck {
-    /// New: durable as this node's record `seq`, stamped `second`.
+    /// New: durable as record `seq` of this node's incarnation `incarnation`, stamped
+    /// `second`.
     Counted {
         /// The record's seq.
         seq: Seq,
         /// Its poll-relative second.
         second: Second,
+        /// The incarnation whose record it is (a node may move to a new one while a vote
+        /// waits for the log: the answer names the actor that holds the record).
+        incarnation: u64,
     },
     /// Seen before; the earlier vote is durable.
     Duplicate,
@@ -123,52 +135,46 @@ pub enum Command {
         /// Answered once durable; true if anything changed.
         reply: Reply<bool>,
     },
-    /// This node's version vector of every poll (a peer session asks before pulling).
-    Vectors {
+    /// What this node asks a peer for in a pull (its definitions and vectors of every poll).
+    PullRequest {
         /// Answered at once.
-        reply: Reply<Vec<(PollId, VersionVector)>>,
+        reply: Reply<PullRequest>,
     },
-    /// A peer with these vectors asks for what it lacks.
+    /// A peer asks for what it lacks.
     PeerPull {
-        /// The peer's vectors; polls it does not name count as empty.
-        vectors: Vec<(PollId, VersionVector)>,
+        /// The peer's node ID (a node whose log failed waits for each peer's pull).
+        peer: String,
+        /// The peer's request.
+        request: PullRequest,
         /// Most records to answer with.
         records_max: usize,
         /// Answered at once.
-        reply: Reply<PullReply>,
+        reply: Reply<PullAnswer>,
     },
-    /// Merge what a peer sent: polls, records (logged like local votes) and counters.
+    /// Merge what a peer answered: definitions, declarations, records (logged like local
+    /// votes) and counters, of the polls both define alike (`tally_core::sync`).
     PeerApply {
-        /// Poll definitions.
-        polls: Vec<PollSpec>,
-        /// Records.
-        batches: Vec<RecordBatch>,
-        /// Counter states.
-        counters: Vec<CounterState>,
+        /// The answering peer.
+        peer: NodeId,
+        /// Its answer, read whole.
+        answer: PullAnswer,
         /// Answered at once (the records are durable at their origin already).
         reply: Reply<PeerApplied>,
+    },
+    /// The option each vote ID's winning record names, for an audit (`None`: not held).
+    Lookup {
+        /// The poll.
+        poll: PollId,
+        /// The vote IDs.
+        vote_ids: Vec<VoteId>,
+        /// Answered at once.
+        reply: Reply<Vec<Option<OptionIndex>>>,
     },
     /// A peer's hello named its current actor: its node's older incarnations are superseded.
     PeerIncarnation {
         /// The peer's actor, from a hello its certificate vouches for.
         actor: tally_core::ActorId,
     },
-}
-
-/// What a peer is sent in answer to its version vectors: every poll, the records it lacks (at
-/// most the requested number), and the counter state of every poll.
-#[derive(Debug, Default)]
-pub struct PullReply {
-    /// Every poll's definition (so new polls and window changes replicate).
-    pub polls: Vec<PollSpec>,
-    /// Records the peer lacks, oldest first per actor.
-    pub batches: Vec<RecordBatch>,
-    /// Counter state per poll, as this node sees it.
-    pub counters: Vec<CounterState>,
-    /// This node's own version vectors, so the peer can tell how far behind it is.
-    pub vectors: Vec<(PollId, VersionVector)>,
-    /// Whether `records_max` cut the answer short (the peer should ask again at once).
-    pub truncated: bool,
 }
 
 /// What applying a peer's answer did.
@@ -178,14 +184,20 @@ pub struct PeerApplied {
     pub records_added: usize,
     /// Whether any counter rose.
     pub counters_changed: bool,
-    /// Parts refused, each with its reason (logged; nothing of a refused part was merged).
-    pub refused: Vec<String>,
+    /// Polls both nodes define alike: how far behind this node is counts only these.
+    pub shared: std::collections::BTreeSet<PollId>,
+    /// Parts refused, each with its cause and reason (nothing of a refused part was merged).
+    pub refused: Vec<tally_core::AnswerRefusal>,
+    /// Records not taken because the data directory is low on space (the disk hold): the
+    /// peer keeps them, and this node fetches them once space is back.
+    pub records_deferred: usize,
 }
 
-/// A reply held until the log job `token` is durable.
+/// A reply held until the log job `token` is durable (votes keep their poll: a move to a new
+/// incarnation renumbers their records, poll by poll).
 enum Pending {
-    Vote(Reply<VoteAck>, VoteAck),
-    Batch(Reply<Vec<BatchVoteAck>>, Vec<BatchVoteAck>),
+    Vote(Reply<VoteAck>, VoteAck, PollId),
+    Batch(Reply<Vec<BatchVoteAck>>, Vec<BatchVoteAck>, PollId),
     Poll(Reply<bool>, bool),
 }
 
@@ -208,6 +220,12 @@ pub struct EngineIo {
     /// queued, refuses new ones, flushes and stops, even if some sender (a connection kept
     /// past the drain deadline) is still alive. The queue closing stops it too.
     pub close_commands: watch::Receiver<bool>,
+    /// Set to true when the engine has stopped, however it stopped: after a log failure the
+    /// node must stop serving too.
+    pub stopped: watch::Sender<bool>,
+    /// Where the node's current actor is published (peer hellos name it); the engine
+    /// changes it when it moves to a new incarnation.
+    pub actor: watch::Sender<tally_core::ActorId>,
 }
 
 /// The task that owns the replica.
@@ -229,8 +247,24 @@ pub struct Engine {
     peers: PeerBoard,
     /// The node's holds: votes are refused under some, and a failed log sets one.
     health: Arc<Health>,
+    /// Polls whose definition some node holds otherwise, as last logged and exported.
+    disputes: Disputes,
     /// A planted bug (simulation tests only): answer before the log is durable.
     ack_before_fsync: bool,
+    /// The clock watch's step guard, read with each vote's clock reading (nodes with peers).
+    clock_watch: Option<Arc<crate::clock_watch::ClockWatch>>,
+    /// A planted bug (simulation tests only): answer a failed log job's votes `counted`.
+    ack_after_failed_write: bool,
+    /// Part of a planted bug (simulation tests only): records of this node's own actor from a
+    /// peer are refused, as before issue 29, instead of starting a new incarnation.
+    keep_actor_behind_peers: bool,
+    /// The peers a node whose log failed waits for (up to [`LOG_FAILED_HAND_OVER_MAX`]) to
+    /// fetch its acknowledged records before it stops.
+    hand_over_peers: Vec<String>,
+    /// Draws the incarnation of a move to a new actor (seeded by the caller).
+    incarnation_rng: rand::rngs::StdRng,
+    /// Set by a move to a new incarnation until the actor is published.
+    actor_changed: bool,
 }
 
 impl Engine {
@@ -242,7 +276,9 @@ impl Engine {
         results_tick: Duration,
         peers: PeerBoard,
         health: Arc<Health>,
+        incarnation_seed: u64,
     ) -> Self {
+        use rand::SeedableRng;
         Self {
             replica,
             clock,
@@ -250,6 +286,7 @@ impl Engine {
             results_tick,
             peers,
             health,
+            disputes: Disputes::default(),
             waiting: VecDeque::new(),
             unlogged_entries: Vec::new(),
             in_flight_jobs: VecDeque::new(),
@@ -257,7 +294,44 @@ impl Engine {
             durable_token: 0,
             polls_changed: false,
             ack_before_fsync: false,
+            clock_watch: None,
+            ack_after_failed_write: false,
+            keep_actor_behind_peers: false,
+            hand_over_peers: Vec::new(),
+            incarnation_rng: rand::rngs::StdRng::seed_from_u64(incarnation_seed),
+            actor_changed: false,
         }
+    }
+
+    /// Reads `watch`'s step guard with every vote's clock reading: a vote that finds the wall
+    /// clock stepped since the watch last looked sets [`Hold::ClockSkew`] and is refused, so
+    /// no vote is stamped between a step and the watch's verdict on it.
+    pub fn watch_clock_steps(&mut self, watch: Arc<crate::clock_watch::ClockWatch>) {
+        self.clock_watch = Some(watch);
+    }
+
+    /// The peers to wait for, should the log fail, before the engine stops: each must have
+    /// pulled everything this node acknowledged (see [`failure`]).
+    pub fn hand_over_to(&mut self, peers: Vec<String>) {
+        self.hand_over_peers = peers;
+    }
+
+    /// **A planted bug, for the simulation's checker tests only**: when the log reports a
+    /// failed write or fsync, answers the failed job's votes `counted` anyway (as if the
+    /// failure did not matter), so the node acknowledges votes its log does not hold. Set
+    /// through [`crate::config::PlantedBug::AckAfterFailedWrite`].
+    #[doc(hidden)]
+    pub fn plant_bug_ack_after_failed_write(&mut self) {
+        self.ack_after_failed_write = true;
+    }
+
+    /// **Part of a planted bug, for the simulation's checker tests only**
+    /// ([`crate::config::PlantedBug::ReuseActorAfterDiskLoss`]): a node that meets records of
+    /// its own actor at a peer refuses them and goes on issuing that actor's seqs, as nodes
+    /// did before issue 29, so the reused actor is not rescued and the checker must see it.
+    #[doc(hidden)]
+    pub fn plant_bug_keep_actor_behind_peers(&mut self) {
+        self.keep_actor_behind_peers = true;
     }
 
     /// **A planted bug, for the simulation's checker tests only**: answers votes as soon as
@@ -275,14 +349,24 @@ impl Engine {
     /// own thread, ~10% more single votes per second and no fewer batched ones (BENCHMARKS.md,
     /// "Single votes: the HTTP layers and the engine on the HTTP runtime"). The handle resolves to the engine's result.
     pub fn spawn(self, io: EngineIo) -> tokio::task::JoinHandle<Result<(), EngineError>> {
-        tokio::spawn(self.run(io))
+        let stopped = io.stopped.clone();
+        tokio::spawn(async move {
+            let result = self.run(io).await;
+            stopped.send_replace(true);
+            result
+        })
     }
 
-    /// Runs until the command queue closes (graceful stop) or the log fails (error).
+    /// Runs until the command queue closes (graceful stop) or the log fails (error, after
+    /// handing what was durable to readers and peers: [`failure`]).
     pub async fn run(mut self, mut io: EngineIo) -> Result<(), EngineError> {
+        // Every poll's dispute series exists from the start (at 0), for alert rules.
+        self.disputes
+            .observe(&self.replica, &self.metrics, &self.health);
         let mut ticker = tokio::time::interval(self.results_tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut commands_closed = false;
+        let mut log_failure: Option<String> = None;
         loop {
             tokio::select! {
                 biased;
@@ -290,15 +374,16 @@ impl Engine {
                     commands_closed = true;
                     io.commands.close();
                 }
-                done = io.wal_done.recv() => {
-                    let Some(done) = done else { return self.fail("log writer stopped") };
-                    if let Err(error) = done.result {
-                        tracing::error!(%error, "write-ahead log failed");
-                        return self.fail("fsync failed");
-                    }
-                    self.metrics.observe_fsync(done.fsync, done.entries, done.bytes);
-                    self.on_durable(done.up_to_token);
-                }
+                done = io.wal_done.recv() => match done {
+                    None => log_failure = Some("the log writer stopped".to_owned()),
+                    Some(done) => match done.result {
+                        Err(error) => log_failure = Some(error.to_string()),
+                        Ok(()) => {
+                            self.metrics.observe_fsync(done.fsync, done.entries, done.bytes);
+                            self.on_durable(done.up_to_token);
+                        }
+                    },
+                },
                 command = io.commands.recv() => {
                     let Some(command) = command else { break };
                     self.handle(command);
@@ -317,23 +402,38 @@ impl Engine {
                     self.publish(&io.results);
                 }
             }
-            if self.in_flight_jobs.is_empty() {
-                self.submit(&io.wal_jobs).await?;
+            if std::mem::take(&mut self.actor_changed) {
+                io.actor.send_replace(self.replica.actor().clone());
+            }
+            if log_failure.is_none()
+                && self.in_flight_jobs.is_empty()
+                && self.submit(&io.wal_jobs).await.is_err()
+            {
+                log_failure = Some("the log writer stopped".to_owned());
+            }
+            if let Some(why) = log_failure.take() {
+                return self.after_log_failure(&mut io, &why).await;
             }
             self.metrics
                 .set_engine_queue(io.commands.len(), self.waiting.len());
         }
         // Graceful stop: flush what was accepted, answer it, publish the last results.
         while !self.in_flight_jobs.is_empty() || self.has_unlogged() {
-            if self.in_flight_jobs.is_empty() {
-                self.submit(&io.wal_jobs).await?;
+            if self.in_flight_jobs.is_empty() && self.submit(&io.wal_jobs).await.is_err() {
+                return self.fail(&io.results, "the log writer stopped during shutdown");
             }
             match io.wal_done.recv().await {
                 Some(done) if done.result.is_ok() => self.on_durable(done.up_to_token),
-                _ => return self.fail("log failed during shutdown"),
+                _ => return self.fail(&io.results, "the log failed during shutdown"),
             }
         }
-        self.compact_log(&mut io).await?;
+        if self.health.has(Hold::DiskLow) {
+            // A snapshot is as large as the whole log: on a nearly full disk it would only
+            // fill it (and be removed). The next start replays the log instead.
+            tracing::warn!("the data directory is low on space: the log is not compacted");
+        } else {
+            self.compact_log(&mut io).await?;
+        }
         self.publish(&io.results);
         Ok(())
     }
@@ -343,23 +443,7 @@ impl Engine {
     /// grow-only record set already is the state; replaying 10M votes takes ~2.6 s, see
     /// BENCHMARKS.md.) The writer answers it after everything queued before it.
     async fn compact_log(&mut self, io: &mut EngineIo) -> Result<(), EngineError> {
-        let mut entries = vec![WalEntry::Identity(self.replica.actor().clone())];
-        let everything = tally_core::VersionVector::default();
-        for spec in self.replica.poll_specs() {
-            entries.push(WalEntry::Poll(spec.clone()));
-            // The next start sizes the index before refilling it, as it was here.
-            let capacity = self.replica.state(spec.id()).map(|s| s.vote_id_capacity());
-            if let Some(capacity) = capacity.filter(|&c| c > 0) {
-                entries.push(WalEntry::Reserve {
-                    poll: spec.id().clone(),
-                    vote_ids: capacity as u64,
-                });
-            }
-            let batches = self
-                .replica
-                .missing_records(spec.id(), &everything, usize::MAX);
-            entries.extend(batches.into_iter().map(WalEntry::Records));
-        }
+        let entries = crate::recovery::state_entries(&self.replica);
         let token = self.next_token;
         self.next_token += 1;
         if io
@@ -368,7 +452,7 @@ impl Engine {
             .await
             .is_err()
         {
-            return self.fail("log writer stopped");
+            return self.fail(&io.results, "the log writer stopped before compaction");
         }
         match io.wal_done.recv().await {
             Some(done) if done.result.is_ok() => {
@@ -384,7 +468,7 @@ impl Engine {
                 tracing::error!(result = ?done.result, "log compaction failed; the log is unchanged");
                 Ok(())
             }
-            None => self.fail("log writer stopped"),
+            None => self.fail(&io.results, "the log writer stopped during compaction"),
         }
     }
 
@@ -408,21 +492,12 @@ impl Engine {
         &self.replica
     }
 
-    fn fail(&mut self, why: &str) -> Result<(), EngineError> {
-        self.health.set(Hold::LogFailed, true);
-        tracing::error!(why, "engine stopping: nothing further is acknowledged");
-        for waiter in self.waiting.drain(..) {
-            match waiter.pending {
-                Pending::Vote(reply, _) => drop(reply.send(Err(EngineError::LogFailed))),
-                Pending::Batch(reply, _) => drop(reply.send(Err(EngineError::LogFailed))),
-                Pending::Poll(reply, _) => drop(reply.send(Err(EngineError::LogFailed))),
-            }
-        }
-        Err(EngineError::LogFailed)
-    }
-
     fn handle(&mut self, command: Command) {
         let now = self.clock.now();
+        let is_vote = matches!(command, Command::Vote { .. } | Command::Batch { .. });
+        if is_vote && self.clock_watch.as_ref().is_some_and(|w| w.stepped_at(now)) {
+            self.health.set(Hold::ClockSkew, true);
+        }
         let command = match self.refuse_if_held(command) {
             Some(command) => command,
             None => return,
@@ -437,12 +512,15 @@ impl Engine {
                 Ok(LocalVote::Duplicate { wait_for: None }) => {
                     let _ = reply.send(Ok(VoteAck::Duplicate));
                 }
-                Ok(vote) => self.wait(Pending::Vote(reply, ack(vote))),
+                Ok(vote) => {
+                    let ack = ack(vote, self.replica.actor().incarnation);
+                    self.wait(Pending::Vote(reply, ack, poll));
+                }
                 Err(error) => {
                     let _ = reply.send(Err(error.into()));
                 }
             },
-            Command::Batch { poll, votes, reply } => self.handle_batch(&poll, votes, reply),
+            Command::Batch { poll, votes, reply } => self.handle_batch(poll, votes, reply),
             Command::UpsertPoll {
                 spec,
                 expected_votes,
@@ -472,24 +550,43 @@ impl Engine {
                     tracing::info!(%actor, "older incarnations of this peer are superseded");
                 }
             }
-            Command::Vectors { reply } => {
-                let _ = reply.send(Ok(self.vectors()));
+            Command::PullRequest { reply } => {
+                let _ = reply.send(Ok(self.replica.pull_request()));
             }
             Command::PeerPull {
-                vectors,
+                request,
                 records_max,
                 reply,
+                ..
             } => {
-                let _ = reply.send(Ok(self.pull(&vectors, records_max)));
+                let _ = reply.send(Ok(self.replica.answer_pull(&request, records_max)));
             }
             Command::PeerApply {
-                polls,
-                batches,
-                counters,
+                peer,
+                answer,
                 reply,
             } => {
-                let _ = reply.send(Ok(self.apply_from_peer(polls, batches, counters)));
+                let applied = self.apply_from_peer(answer);
+                tracing::trace!(%peer, records = applied.records_added, "peer answer applied");
+                let _ = reply.send(Ok(applied));
             }
+            Command::Lookup {
+                poll,
+                vote_ids,
+                reply,
+            } => drop(reply.send(self.lookup(poll, &vote_ids))),
+        }
+    }
+
+    /// The option each vote ID's winning record names in `poll` (`None`: not held).
+    fn lookup(
+        &self,
+        poll: PollId,
+        vote_ids: &[VoteId],
+    ) -> Result<Vec<Option<OptionIndex>>, EngineError> {
+        match self.replica.state(&poll) {
+            Some(state) => Ok(vote_ids.iter().map(|&v| state.winner_option(v)).collect()),
+            None => Err(EngineError::Poll(PollError::UnknownPoll(poll))),
         }
     }
 
@@ -512,96 +609,83 @@ impl Engine {
         None
     }
 
-    fn vectors(&self) -> Vec<(PollId, VersionVector)> {
+    /// Merges a peer's answer (`Replica::apply_answer`, step by step), queues what it changed
+    /// for the log, and notes disputes that began or ended. Below the disk reserve the log
+    /// takes nothing new but what was accepted: records from peers wait there (their counters
+    /// still merge, so totals stay current).
+    fn apply_from_peer(&mut self, mut answer: PullAnswer) -> PeerApplied {
+        let mut applied = self.replica.apply_answer_definitions(&mut answer);
+        let disk_low = self.health.has(Hold::DiskLow);
+        let mut records_deferred = 0;
+        for batch in answer.batches {
+            if !applied.shared.contains(batch.poll()) {
+                continue;
+            }
+            if disk_low {
+                records_deferred += batch.len();
+                continue;
+            }
+            let result = self.apply_peer_records(&batch);
+            applied.note_records(batch, result);
+        }
         self.replica
-            .poll_specs()
-            .filter_map(|spec| {
-                let vector = self.replica.version_vector(spec.id())?;
-                Some((spec.id().clone(), vector))
-            })
-            .collect()
-    }
-
-    fn pull(&self, vectors: &[(PollId, VersionVector)], records_max: usize) -> PullReply {
-        let mut reply = PullReply {
-            vectors: self.vectors(),
-            ..PullReply::default()
-        };
-        let empty = VersionVector::default();
-        let mut budget = records_max;
-        for spec in self.replica.poll_specs() {
-            reply.polls.push(spec.clone());
-            let theirs = vectors
-                .iter()
-                .find(|(poll, _)| poll == spec.id())
-                .map_or(&empty, |(_, vector)| vector);
-            let batches = self.replica.missing_records(spec.id(), theirs, budget);
-            let sent: usize = batches.iter().map(RecordBatch::len).sum();
-            budget -= sent.min(budget);
-            reply.batches.extend(batches);
-            if let (Some(counters), Some(state)) = (
-                self.replica.counter_state(spec.id()),
-                self.replica.state(spec.id()),
-            ) {
-                let lagging = |actor: &tally_core::ActorId| {
-                    let ours = state.held(actor);
-                    ours == 0 || theirs.get(actor) < ours
-                };
-                reply
-                    .counters
-                    .extend(counters_for_lagging(counters, lagging));
+            .apply_answer_counters(&answer.counters, &mut applied);
+        let AnswerApplied {
+            records_added,
+            counters_changed,
+            polls_changed,
+            batches_to_log,
+            shared,
+            declarations_changed,
+            refused,
+        } = applied;
+        for poll in polls_changed {
+            self.polls_changed = true;
+            if let Some(spec) = self.replica.poll_spec(&poll) {
+                self.unlogged_entries.push(WalEntry::Poll(spec.clone()));
             }
         }
-        reply.truncated = budget == 0;
-        reply
+        self.unlogged_entries
+            .extend(batches_to_log.into_iter().map(WalEntry::Records));
+        if declarations_changed {
+            self.observe_disputes();
+        }
+        PeerApplied {
+            records_added,
+            counters_changed,
+            shared,
+            refused,
+            records_deferred,
+        }
     }
 
-    /// Merges a peer's answer part by part; a refused part is reported and merges nothing.
-    fn apply_from_peer(
+    /// Applies a peer's batch; if it holds records of this node's own actor beyond what its
+    /// log holds, this node must never issue those seqs again: it moves to a new incarnation
+    /// (see [`incarnation`]), which takes them as another actor's.
+    fn apply_peer_records(
         &mut self,
-        polls: Vec<PollSpec>,
-        batches: Vec<RecordBatch>,
-        counters: Vec<CounterState>,
-    ) -> PeerApplied {
-        let mut applied = PeerApplied::default();
-        for spec in polls {
-            let id = spec.id().clone();
-            match self.replica.upsert_poll(spec) {
-                Ok(true) => {
-                    self.polls_changed = true;
-                    if let Some(merged) = self.replica.poll_spec(&id) {
-                        self.unlogged_entries.push(WalEntry::Poll(merged.clone()));
-                    }
-                }
-                Ok(false) => {}
-                Err(error) => applied.refused.push(error.to_string()),
+        batch: &RecordBatch,
+    ) -> Result<tally_core::Applied, ReplicaError> {
+        let result = self.replica.apply_records(batch);
+        match result {
+            Err(ReplicaError::ForeignOwnRecords { seq, .. }) if !self.keep_actor_behind_peers => {
+                self.begin_incarnation_behind_peers(batch, seq);
+                self.replica.apply_records(batch)
             }
+            result => result,
         }
-        for batch in batches {
-            match self.replica.apply_records(&batch) {
-                Ok(result) => {
-                    applied.records_added += result.added;
-                    // Log what joined the state, including batches held back for a gap: the
-                    // log replays through the same rules.
-                    if result.added > 0 || result.held_back > 0 {
-                        self.unlogged_entries.push(WalEntry::Records(batch));
-                    }
-                }
-                Err(error) => applied.refused.push(error.to_string()),
-            }
-        }
-        for state in &counters {
-            match self.replica.merge_counters(state) {
-                Ok(changed) => applied.counters_changed |= changed,
-                Err(error) => applied.refused.push(error.to_string()),
-            }
-        }
-        applied
+    }
+
+    /// Logs disputes that began or ended, and mirrors them into metrics and the node's hold.
+    fn observe_disputes(&mut self) {
+        self.polls_changed = true;
+        self.disputes
+            .observe(&self.replica, &self.metrics, &self.health);
     }
 
     fn handle_batch(
         &mut self,
-        poll: &PollId,
+        poll: PollId,
         votes: Vec<(OptionIndex, VoteId)>,
         reply: Reply<Vec<BatchVoteAck>>,
     ) {
@@ -609,7 +693,7 @@ impl Engine {
         let mut answers = Vec::with_capacity(votes.len());
         if let Err(error) = self
             .replica
-            .accept_local_batch(poll, &votes, now, &mut answers)
+            .accept_local_batch(&poll, &votes, now, &mut answers)
         {
             // Poll-level refusals (unknown, not open, closed): nothing was counted.
             let _ = reply.send(Err(error.into()));
@@ -617,11 +701,12 @@ impl Engine {
         }
         let mut acks = Vec::with_capacity(votes.len());
         let mut must_wait = false;
+        let incarnation = self.replica.actor().incarnation;
         for answer in answers {
             match answer {
                 Ok(vote) => {
                     must_wait |= !matches!(vote, LocalVote::Duplicate { wait_for: None });
-                    acks.push(BatchVoteAck::Ack(ack(vote)));
+                    acks.push(BatchVoteAck::Ack(ack(vote, incarnation)));
                 }
                 Err(AcceptError::Overloaded) => acks.push(BatchVoteAck::Overloaded),
                 Err(error) => {
@@ -634,7 +719,7 @@ impl Engine {
             }
         }
         if must_wait {
-            self.wait(Pending::Batch(reply, acks));
+            self.wait(Pending::Batch(reply, acks, poll));
         } else {
             let _ = reply.send(Ok(acks));
         }
@@ -675,7 +760,8 @@ impl Engine {
         });
     }
 
-    /// Sends everything accepted since the last job to the log as one job.
+    /// Sends everything accepted since the last job to the log as one job. `Err` when the
+    /// writer has stopped (nothing was sent).
     async fn submit(&mut self, jobs: &mpsc::Sender<WalJob>) -> Result<(), EngineError> {
         let batches = self.replica.take_unlogged();
         if batches.is_empty() && self.unlogged_entries.is_empty() {
@@ -702,7 +788,8 @@ impl Engine {
         entries.extend(batches.into_iter().map(WalEntry::Records));
         self.in_flight_jobs.push_back((token, marks));
         if jobs.send(WalJob::append(token, entries)).await.is_err() {
-            return self.fail("log writer stopped");
+            // The writer has stopped: the caller takes the failure path.
+            return Err(EngineError::LogFailed);
         }
         Ok(())
     }
@@ -739,123 +826,19 @@ impl Engine {
 /// Sends a held reply (its log job is durable).
 fn answer(pending: Pending) {
     match pending {
-        Pending::Vote(reply, ack) => drop(reply.send(Ok(ack))),
-        Pending::Batch(reply, acks) => drop(reply.send(Ok(acks))),
+        Pending::Vote(reply, ack, _) => drop(reply.send(Ok(ack))),
+        Pending::Batch(reply, acks, _) => drop(reply.send(Ok(acks))),
         Pending::Poll(reply, changed) => drop(reply.send(Ok(changed))),
     }
 }
 
-/// The part of a counter state a peer needs, in messages of at most
-/// [`COUNTER_ENTRIES_PER_MESSAGE_MAX`] entries. A peer holding every record of an actor that
-/// this node holds derives that actor's counters itself, so only `lagging` actors are sent
-/// (and actors known here only by counters, which are relayed): a caught-up cluster exchanges
-/// almost nothing, and a long poll's counters never overflow a message.
-fn counters_for_lagging(
-    state: CounterState,
-    lagging: impl Fn(&tally_core::ActorId) -> bool,
-) -> Vec<CounterState> {
-    let mut messages = Vec::new();
-    let mut current = CounterState {
-        poll: state.poll.clone(),
-        actors: Vec::new(),
-    };
-    let mut entries = 0usize;
-    for mut actor in state.actors.into_iter().filter(|a| lagging(&a.actor)) {
-        while !actor.entries.is_empty() {
-            let room = COUNTER_ENTRIES_PER_MESSAGE_MAX - entries;
-            let take = room.min(actor.entries.len());
-            let rest = actor.entries.split_off(take);
-            let taken = std::mem::replace(&mut actor.entries, rest);
-            entries += taken.len();
-            current.actors.push(ActorCounters {
-                actor: actor.actor.clone(),
-                entries: taken,
-            });
-            if entries == COUNTER_ENTRIES_PER_MESSAGE_MAX {
-                messages.push(std::mem::replace(
-                    &mut current,
-                    CounterState {
-                        poll: state.poll.clone(),
-                        actors: Vec::new(),
-                    },
-                ));
-                entries = 0;
-            }
-        }
-    }
-    if !current.actors.is_empty() {
-        messages.push(current);
-    }
-    messages
-}
-
-fn ack(vote: LocalVote) -> VoteAck {
+fn ack(vote: LocalVote, incarnation: u64) -> VoteAck {
     match vote {
-        LocalVote::Counted { seq, second } => VoteAck::Counted { seq, second },
+        LocalVote::Counted { seq, second } => VoteAck::Counted {
+            seq,
+            second,
+            incarnation,
+        },
         LocalVote::Duplicate { .. } => VoteAck::Duplicate,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tally_core::wire::{ActorCounters, CounterEntry};
-    use tally_core::{ActorId, NodeId};
-
-    fn actor(node: &str) -> ActorId {
-        ActorId {
-            node: NodeId::new(node).unwrap(),
-            incarnation: 1,
-        }
-    }
-
-    #[test]
-    fn counters_for_peers_skip_caught_up_actors_and_split_at_the_message_limit() {
-        // Goal: a long poll's counters never exceed one message's limit, and actors the peer
-        // already holds every record of are not sent at all.
-        let entries = |count: u32| -> Vec<CounterEntry> {
-            (0..count)
-                .map(|second| CounterEntry {
-                    second,
-                    option: 0,
-                    accepted: 1,
-                    retracted: 0,
-                })
-                .collect()
-        };
-        let state = CounterState {
-            poll: PollId::new("p").unwrap(),
-            actors: vec![
-                ActorCounters {
-                    actor: actor("lagging"),
-                    entries: entries(150_000),
-                },
-                ActorCounters {
-                    actor: actor("caught-up"),
-                    entries: entries(10),
-                },
-            ],
-        };
-        let messages = counters_for_lagging(state, |a| a.node.as_str() == "lagging");
-        assert_eq!(messages.len(), 3);
-        let sizes: Vec<usize> = messages
-            .iter()
-            .map(|m| m.actors.iter().map(|a| a.entries.len()).sum())
-            .collect();
-        assert_eq!(sizes, vec![65_536, 65_536, 150_000 - 2 * 65_536]);
-        assert!(
-            messages
-                .iter()
-                .flat_map(|m| &m.actors)
-                .all(|a| a.actor.node.as_str() == "lagging")
-        );
-        for message in &messages {
-            let frame =
-                tally_core::wire::encode(&tally_core::wire::PeerMessage::Counters(message.clone()));
-            assert!(
-                tally_core::wire::decode(&frame).is_ok(),
-                "each message passes the receiver's limits"
-            );
-        }
     }
 }

@@ -26,16 +26,23 @@ pub enum Hold {
     /// exits so that its supervisor restarts it and recovery replays the log.
     LogFailed = 1 << 3,
     /// This node's wall clock disagrees with most of its reachable peers by more than
-    /// `max_clock_offset_ms`: it stamps no votes until the clock agrees again.
+    /// `max_clock_offset_ms`, or (a node with peers) has not been checked against them since
+    /// the node started or its clock stepped: it stamps no votes until the clock agrees
+    /// (set and lifted by [`crate::clock_watch`]).
     ClockSkew = 1 << 4,
+    /// This node's definition of a poll (its options, in order) lost the cluster's
+    /// agreement: it counts none of that poll's votes (each is answered 503 `poll_disputed`;
+    /// other polls' votes are counted) until its configuration is fixed and it restarts.
+    DefinitionDisputed = 1 << 5,
 }
 
 impl Hold {
     /// Every hold, in the order `/readyz` lists them.
-    pub const ALL: [Hold; 5] = [
+    pub const ALL: [Hold; 6] = [
         Hold::LogFailed,
         Hold::DiskLow,
         Hold::ClockSkew,
+        Hold::DefinitionDisputed,
         Hold::Stopping,
         Hold::CatchingUp,
     ];
@@ -53,6 +60,7 @@ impl Hold {
             Hold::DiskLow => "disk_low",
             Hold::LogFailed => "log_failed",
             Hold::ClockSkew => "clock_skew",
+            Hold::DefinitionDisputed => "definition_disputed",
         }
     }
 
@@ -70,8 +78,13 @@ impl Hold {
                  at another node)"
             }
             Hold::ClockSkew => {
-                "this node's clock disagrees with its peers'; it counts no votes until its \
-                 clock agrees (nothing was counted: retry at another node)"
+                "this node's clock disagrees with its peers' or is not yet checked against \
+                 them; it counts no votes until its clock agrees (nothing was counted: retry at \
+                 another node)"
+            }
+            Hold::DefinitionDisputed => {
+                "this node defines a poll otherwise than the cluster does and counts none of \
+                 its votes (the lines below name the poll and what to fix)"
             }
         }
     }

@@ -6,16 +6,22 @@
 //!
 //! Start-up: recover the write-ahead log into a replica (or, on an empty disk, draw a new
 //! incarnation and log it first), apply the configured polls, then serve. Shutdown: stop
-//! taking requests, let the engine flush and fsync what it accepted, and return.
+//! taking requests, let the engine flush and fsync what it accepted, and return. A failed log
+//! stops the node the same way once the engine has handed what was durable to readers and
+//! peers, and [`run`] returns its error (the process exits non-zero, to be restarted).
 
 pub mod certs;
 pub mod client;
 pub mod client_page;
+pub mod clock_watch;
 pub mod config;
 pub mod connections;
 pub mod dashboard;
 pub mod demo;
+pub mod disk_watch;
+pub mod disputes;
 pub mod engine;
+pub mod faulty_storage;
 pub mod health;
 pub mod http;
 pub mod huge_pages;
@@ -36,6 +42,7 @@ use std::time::Duration;
 use tally_core::UnixMillis;
 use tokio::sync::{mpsc, watch};
 
+use crate::clock_watch::{CLOCK_SAMPLE_TTL_MS_MIN, ClockSettings, ClockWatch};
 use crate::config::Config;
 use crate::engine::{Engine, EngineIo};
 use crate::health::{Health, Hold};
@@ -105,8 +112,9 @@ pub enum NodeError {
     /// The log could not be recovered.
     #[error(transparent)]
     Recovery(#[from] recovery::RecoveryError),
-    /// The engine stopped because the log failed.
-    #[error(transparent)]
+    /// The engine stopped because the log failed (after handing what was durable to
+    /// readers and peers): restart the node, and recovery replays the log.
+    #[error("{0} (restart it: recovery replays the log)")]
     Engine(#[from] engine::EngineError),
     /// The log writer could not start.
     #[error(transparent)]
@@ -117,6 +125,24 @@ pub enum NodeError {
     /// The peer endpoint could not start.
     #[error("peer endpoint: {0}")]
     PeerEndpoint(std::io::Error),
+}
+
+impl NodeError {
+    /// Whether the node stopped because its storage failed (a write or fsync of its log, at
+    /// start-up or while serving): a supervisor should start it again, and recovery replays
+    /// the log. Anything else (a config error, a log recovery refuses) needs an operator.
+    pub fn is_storage_failure(&self) -> bool {
+        match self {
+            Self::Engine(engine::EngineError::LogFailed) => true,
+            Self::Recovery(recovery::RecoveryError::Wal(error)) => {
+                matches!(
+                    error,
+                    wal::WalError::Io { .. } | wal::WalError::Stopped { .. }
+                )
+            }
+            _ => false,
+        }
+    }
 }
 
 /// What a running node tells its caller once it is serving.
@@ -143,6 +169,8 @@ pub struct Started {
     stopping: watch::Sender<bool>,
     /// Tells the engine to take no more commands (the drain is over).
     close_commands: watch::Sender<bool>,
+    /// Becomes true when the engine has stopped (after a log failure, the node must stop).
+    engine_stopped: watch::Receiver<bool>,
     engine: tokio::task::JoinHandle<Result<(), engine::EngineError>>,
     writer: wal_writer::WriterDone,
     peer_endpoint: Option<quinn::Endpoint>,
@@ -150,7 +178,7 @@ pub struct Started {
 }
 
 /// Recovers the log in `storage` and starts the engine and the log writer (no peer sync).
-pub fn start<S: Storage + 'static>(
+pub fn start<S: Storage + Clone + 'static>(
     config: &Config,
     storage: S,
     clock: Arc<dyn Clock>,
@@ -163,7 +191,8 @@ pub fn start<S: Storage + 'static>(
 /// Recovers the log in `storage`, starts the engine and the log writer, and, given a peer
 /// socket, the QUIC endpoint with one pull session per configured peer. A node with peers
 /// reports ready once it has caught up with every peer (or after `catch_up_timeout_ms`).
-pub fn start_with_peers<S: Storage + 'static>(
+/// A disk watch holds it while its storage is low on space (`disk_reserve_bytes`).
+pub fn start_with_peers<S: Storage + Clone + 'static>(
     config: &Config,
     storage: S,
     clock: Arc<dyn Clock>,
@@ -172,16 +201,34 @@ pub fn start_with_peers<S: Storage + 'static>(
     peer_socket: Option<peer::transport::PeerSocket>,
 ) -> Result<Started, NodeError> {
     let validated = config.validate()?;
-    let mut recovered = recovery::recover(config, &validated, storage, &*clock, rng_seed)?;
+    let syncing = peer_socket.is_some() && config.other_peers().next().is_some();
+    // A node with peers proposes its configured start-up windows only once its clock is
+    // checked (the clock watch does): recovery defines those polls as drafts.
+    let (recovery_config, startup_windows) = if syncing {
+        deferred_startup_windows(config)?
+    } else {
+        (config.clone(), Vec::new())
+    };
+    let watched = storage.clone();
+    let mut recovered =
+        recovery::recover(&recovery_config, &validated, storage, &*clock, rng_seed)?;
     if config.planted_bug == Some(config::PlantedBug::KeepDuplicates) {
         recovered.replica.plant_bug_keep_duplicates();
     }
+    if config.planted_bug == Some(config::PlantedBug::MergeAcrossDefinitions) {
+        recovered.replica.plant_bug_merge_across_definitions();
+    }
     let metrics = Arc::new(Metrics::new());
+    metrics.observe_recovery(
+        &recovered.report,
+        recovered.new_incarnation.map(|why| why.as_str()),
+    );
     let actor = recovered.replica.actor().clone();
+    let (actor_tx, actor_rx) = watch::channel(actor.clone());
     tracing::info!(
         %actor,
         report = %recovered.report,
-        new_incarnation = recovered.new_incarnation,
+        new_incarnation = recovered.new_incarnation.map(|why| why.as_str()),
         "recovered"
     );
     let board = PeerBoard::default();
@@ -191,8 +238,22 @@ pub fn start_with_peers<S: Storage + 'static>(
     let (close_commands, close_commands_rx) = watch::channel(false);
     let (job_tx, done_rx, writer) =
         wal_writer::start(recovered.wal, wal_executor, WAL_JOBS_QUEUE_MAX)?;
-    let syncing = peer_socket.is_some() && config.other_peers().next().is_some();
     let health = Arc::new(Health::new(if syncing { &[Hold::CatchingUp] } else { &[] }));
+    let sync_tick_ms = config.sync_tick_ms;
+    let ignore_skew = config.planted_bug == Some(config::PlantedBug::IgnoreClockSkew);
+    let clock_watch = ClockWatch::new(
+        clock.clone(),
+        ClockSettings {
+            max_offset_ms: config.max_clock_offset_ms,
+            has_peers: syncing && !ignore_skew,
+            trust_alone_after: Duration::from_millis(config.catch_up_timeout_ms),
+            sample_ttl_ms: CLOCK_SAMPLE_TTL_MS_MIN
+                .max(sync_tick_ms.saturating_mul(clock_watch::CLOCK_SAMPLE_TTL_TICKS)),
+            startup_windows,
+        },
+        health.clone(),
+        metrics.clone(),
+    );
     let mut engine = Engine::new(
         recovered.replica,
         clock.clone(),
@@ -200,19 +261,44 @@ pub fn start_with_peers<S: Storage + 'static>(
         Duration::from_millis(config.results_tick_ms),
         board.clone(),
         health.clone(),
+        rng_seed ^ INCARNATION_RNG_SALT,
     );
     if config.planted_bug == Some(config::PlantedBug::AckBeforeFsync) {
         engine.plant_bug_ack_before_fsync();
     }
+    if syncing {
+        engine.watch_clock_steps(clock_watch.clone());
+    }
+    if config.planted_bug == Some(config::PlantedBug::ReuseActorAfterDiskLoss) {
+        engine.plant_bug_keep_actor_behind_peers();
+    }
+    if config.planted_bug == Some(config::PlantedBug::AckAfterFailedWrite) {
+        engine.plant_bug_ack_after_failed_write();
+    }
+    if syncing {
+        engine.hand_over_to(config.other_peers().map(|p| p.id.clone()).collect());
+    }
+    // Before the first request: a node that starts on a full disk refuses from the start.
+    let mut disk_watch = disk_watch::DiskWatch::new(
+        watched,
+        config.disk_reserve_bytes,
+        health.clone(),
+        metrics.clone(),
+    );
+    disk_watch.check();
+    let (engine_stopped_tx, engine_stopped) = watch::channel(false);
     let engine = engine.spawn(EngineIo {
         commands: command_rx,
         wal_jobs: job_tx,
         wal_done: done_rx,
         results: results_tx,
         close_commands: close_commands_rx,
+        stopped: engine_stopped_tx,
+        actor: actor_tx,
     });
     let (stopping, stopping_rx) = watch::channel(false);
-    let mut peer_tasks = Vec::new();
+    // Background tasks (the disk watch, then peer sync): `stop` aborts them all.
+    let mut peer_tasks = vec![tokio::spawn(disk_watch.run(stopping_rx.clone()))];
     let peer_endpoint = match peer_socket {
         Some(socket) => {
             let Some(files) = &config.tls else {
@@ -232,24 +318,41 @@ pub fn start_with_peers<S: Storage + 'static>(
             .map_err(Box::new)?;
             let endpoint = peer::transport::endpoint(socket, &tls, rng_seed ^ PEER_RNG_SALT)
                 .map_err(NodeError::PeerEndpoint)?;
+            let listed = config
+                .other_peers()
+                .map(|entry| tally_core::NodeId::new(entry.id.clone()))
+                .collect::<Result<std::collections::BTreeSet<_>, _>>()
+                .map_err(|e| config::ConfigError::Invalid {
+                    setting: "peers",
+                    message: e.to_string(),
+                })?;
+            if let Ok(mut board) = board.lock() {
+                for peer in &listed {
+                    board.entry(peer.to_string()).or_default().listed = true;
+                }
+            }
             let context = Arc::new(SyncContext {
                 engine: command_tx.clone(),
                 hello: tally_core::wire::Hello {
                     cluster_id: config.cluster_id.clone(),
                     protocol_version: tally_core::wire::PROTOCOL_VERSION,
                     actor: actor.clone(),
+                    vote_id_key_proof: validated.vote_id_key.proof(),
                 },
+                vote_id_key: validated.vote_id_key.clone(),
+                listed,
+                claims: Arc::default(),
+                log_once: std::sync::Mutex::default(),
+                actor: actor_rx,
                 tick: Duration::from_millis(config.sync_tick_ms),
                 records_per_round_max: config.sync_records_per_round_max,
                 board: board.clone(),
                 clock: clock.clone(),
+                clock_watch: clock_watch.clone(),
                 metrics: metrics.clone(),
             });
             // Incoming sessions refused before they name a node count under `incoming`.
-            let _ = metrics
-                .peers
-                .refusals
-                .get_or_create(&metrics::PeerMetrics::labels("incoming"));
+            metrics.peers.declare_refusals("incoming");
             peer_tasks.push(tokio::spawn(peer::sync::serve_incoming(
                 endpoint.clone(),
                 context.clone(),
@@ -274,11 +377,17 @@ pub fn start_with_peers<S: Storage + 'static>(
                     stopping_rx.clone(),
                 )));
             }
+            peer_tasks.push(tokio::spawn(
+                clock_watch
+                    .clone()
+                    .run(command_tx.clone(), stopping_rx.clone()),
+            ));
             peer_tasks.push(tokio::spawn(report_ready_after_catch_up(
                 board.clone(),
                 config.other_peers().map(|p| p.id.clone()).collect(),
                 Duration::from_millis(config.catch_up_timeout_ms),
                 health.clone(),
+                clock_watch.clone(),
                 stopping_rx.clone(),
             )));
             Some(endpoint)
@@ -290,7 +399,7 @@ pub fn start_with_peers<S: Storage + 'static>(
         results: results_rx.clone(),
         metrics: metrics.clone(),
         vote_id_key: Arc::new(validated.vote_id_key),
-        actor: actor.to_string(),
+        node: validated.node_id.clone(),
         admin_token: Arc::from(config.admin_token.as_str()),
         clock,
         sse_tick_ms: config.sse_tick_ms,
@@ -311,6 +420,7 @@ pub fn start_with_peers<S: Storage + 'static>(
         },
         stopping,
         close_commands,
+        engine_stopped,
         engine,
         writer,
         peer_endpoint,
@@ -324,6 +434,47 @@ pub const PEER_GOODBYE_WAIT: Duration = Duration::from_secs(1);
 /// Separates the peer endpoint's random stream from the node's own.
 const PEER_RNG_SALT: u64 = 0x7065_6572_5f72_6e67;
 
+/// The configuration recovery starts from when the clock watch proposes the start-up
+/// windows (every poll a draft), and those windows.
+fn deferred_startup_windows(
+    config: &Config,
+) -> Result<
+    (
+        Config,
+        Vec<(tally_core::PollId, clock_watch::StartupWindow)>,
+    ),
+    NodeError,
+> {
+    let mut drafts = config.clone();
+    let mut windows = Vec::new();
+    // An explicit `opens_at` reads no clock: recovery proposes it at once.
+    for poll in drafts
+        .polls
+        .iter_mut()
+        .filter(|p| p.open && p.opens_at.is_none())
+    {
+        let id =
+            tally_core::PollId::new(poll.id.clone()).map_err(|e| config::ConfigError::Invalid {
+                setting: "polls",
+                message: format!("poll id: {e}"),
+            })?;
+        windows.push((
+            id,
+            clock_watch::StartupWindow {
+                duration_seconds: poll.duration_seconds,
+            },
+        ));
+        poll.open = false;
+    }
+    Ok((drafts, windows))
+}
+
+/// Marks the node ready once every peer has answered a round with nothing this node lacked
+/// and the start-up windows are proposed, or after `timeout` (a peer may be down for good;
+/// the node must still serve).
+/// Separates the engine's incarnation draws from the node's other random streams.
+const INCARNATION_RNG_SALT: u64 = 0x696e_6361_726e_6174;
+
 /// Marks the node ready once every peer has answered a round with nothing this node lacked,
 /// or after `timeout` (a peer may be down for good; the node must still serve).
 async fn report_ready_after_catch_up(
@@ -331,15 +482,17 @@ async fn report_ready_after_catch_up(
     peers: Vec<String>,
     timeout: Duration,
     health: Arc<Health>,
+    clock_watch: Arc<ClockWatch>,
     mut stopping: watch::Receiver<bool>,
 ) {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let caught_up = board.lock().is_ok_and(|board| {
-            peers
-                .iter()
-                .all(|p| board.get(p).is_some_and(|s| s.caught_up_at.is_some()))
-        });
+        let caught_up = !clock_watch.windows_pending()
+            && board.lock().is_ok_and(|board| {
+                peers
+                    .iter()
+                    .all(|p| board.get(p).is_some_and(|s| s.caught_up_at.is_some()))
+            });
         if caught_up || tokio::time::Instant::now() >= deadline {
             if !caught_up {
                 tracing::warn!("not caught up with every peer in time; reporting ready anyway");
@@ -365,6 +518,7 @@ impl Started {
             handle,
             stopping,
             close_commands,
+            engine_stopped: _,
             engine,
             writer,
             peer_endpoint,
@@ -431,7 +585,7 @@ where
     L: axum::serve::Listener,
     L::Io: Unpin,
     L::Addr: std::fmt::Debug + 'static,
-    S: Storage + 'static,
+    S: Storage + Clone + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     let mut started = start_with_peers(
@@ -459,9 +613,19 @@ where
         Duration::from_millis(config.write_stall_ms),
     );
     let (draining_tx, draining) = tokio::sync::oneshot::channel();
+    let mut engine_stopped = started.engine_stopped.clone();
     let serving = connections::serve(listener, router, header_read_timeout, async move {
-        shutdown.await;
-        tracing::info!("stopping: no new connections; draining in-flight requests");
+        tokio::select! {
+            () = shutdown => {
+                tracing::info!("stopping: no new connections; draining in-flight requests");
+            }
+            _ = engine_stopped.wait_for(|stopped| *stopped) => {
+                tracing::error!(
+                    "stopping: the engine stopped after its log failed; no new connections, \
+                     draining in-flight requests, then exiting with an error"
+                );
+            }
+        }
         health.set(Hold::Stopping, true);
         let _ = stopping.send(true);
         let _ = draining_tx.send(());

@@ -48,6 +48,10 @@ struct RunArgs {
     /// Directory for the write-ahead log [default: ./tally-data].
     #[arg(long, env = "TALLY_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Free bytes the data directory must keep: below them the node refuses new votes (503)
+    /// and turns not-ready until space comes back; 0 turns this off [default: 67108864].
+    #[arg(long, env = "TALLY_DISK_RESERVE_BYTES")]
+    disk_reserve_bytes: Option<u64>,
     /// This node's name; a data directory belongs to one node [default: local].
     #[arg(long, env = "TALLY_NODE_ID")]
     node_id: Option<String>,
@@ -91,6 +95,12 @@ struct RunArgs {
     /// This node's private key (PEM).
     #[arg(long, env = "TALLY_TLS_KEY", requires_all = ["tls_ca", "tls_cert"])]
     tls_key: Option<PathBuf>,
+    /// Start even if the write-ahead log is damaged and there are no peers to recover the
+    /// lost records from, accepting their loss (the node keeps a copy of each damaged file,
+    /// counts every vote the log still holds, and continues as a new incarnation). Without
+    /// it such a node refuses to start and names the missing records. See OPERATIONS.md.
+    #[arg(long, env = "TALLY_ACCEPT_LOG_DAMAGE")]
+    accept_log_damage: bool,
 }
 
 impl RunArgs {
@@ -104,6 +114,9 @@ impl RunArgs {
         }
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();
+        }
+        if let Some(reserve) = self.disk_reserve_bytes {
+            config.disk_reserve_bytes = reserve;
         }
         if let Some(node_id) = &self.node_id {
             config.node_id = node_id.clone();
@@ -137,6 +150,7 @@ impl RunArgs {
             });
         }
         config.memory_only |= self.memory_only;
+        config.accept_log_damage |= self.accept_log_damage;
         Ok(config)
     }
 }
@@ -212,7 +226,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     }
 }
 
-async fn serve<S: Storage + 'static>(config: Config, storage: S) -> Result<(), String> {
+async fn serve<S: Storage + Clone + 'static>(config: Config, storage: S) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

@@ -19,6 +19,14 @@ use crate::results::ResultsSnapshot;
 /// Label set of one dimension, e.g. `[("outcome", "counted")]`.
 pub type Labels = Vec<(&'static str, &'static str)>;
 
+/// Every `reason` of `tally_incarnation_changes_total` (its series exist from the start).
+pub const INCARNATION_CHANGE_REASONS: [&str; 4] = [
+    "no_log",
+    "log_tail_cut",
+    "log_damage",
+    crate::engine::OWN_RECORDS_FROM_PEER,
+];
+
 /// Every metric of a node.
 pub struct Metrics {
     registry: Registry,
@@ -45,6 +53,11 @@ pub struct Metrics {
     /// 1 while a hold keeps the node from serving, per hold (label `hold`: `disk_low`,
     /// `clock_skew`, `log_failed`, `catching_up`, `stopping`).
     pub holds: Family<Labels, Gauge>,
+    /// Free bytes where the log lives, as the disk watch last read them (0 without a watch:
+    /// memory-only).
+    pub disk_free_bytes: Gauge,
+    /// `disk_reserve_bytes`: below it new votes are refused (0 without a watch).
+    pub disk_reserve_bytes: Gauge,
     /// Displayed (net) votes per poll and option, as of the latest results snapshot.
     pub poll_votes: Family<PollLabels, Gauge>,
     /// Distinct vote IDs held per poll, and how many its dedupe index holds before it must
@@ -57,8 +70,24 @@ pub struct Metrics {
     pub poll_vote_id_growth: Family<PollLabels, Gauge>,
     /// How far the growth has come, from 0 to 1 (1 when not growing).
     pub poll_vote_id_growth_progress: Family<PollLabels, Gauge<f64, AtomicU64>>,
+    /// 1 while a node (label `peer`: a peer, or a node heard of through peers) holds another
+    /// definition of a poll than this node: another option list or order.
+    pub definition_disputes: Family<PollLabels, Gauge>,
+    /// 1 while this node's definition of a poll lost the cluster's agreement: it counts none
+    /// of that poll's votes.
+    pub definition_lost: Family<PollLabels, Gauge>,
     /// Per peer: the sync session's gauges and counters.
     pub peers: PeerMetrics,
+    /// Steps of this node's wall clock against its monotonic clock (by more than half of
+    /// `max_clock_offset_ms`) seen by the clock watch.
+    pub clock_steps: Counter,
+    /// Moves to a new incarnation (actor), by reason: `no_log`, `log_tail_cut` and
+    /// `log_damage` at start-up, `own_records_from_peer` while serving.
+    pub incarnation_changes: Family<Labels, Counter>,
+    /// 1 when this run started from a damaged write-ahead log.
+    pub log_damaged: Gauge,
+    /// Records the damaged log was known to lack at start-up (gaps its valid entries show).
+    pub log_missing_records: Gauge,
     /// The `votes` counters of the outcomes every vote reaches, resolved once: looking a
     /// label set up allocates, hashes and locks, which was a measurable part of a vote's CPU.
     vote_outcomes: VoteOutcomes,
@@ -94,9 +123,34 @@ pub struct PeerMetrics {
     pub records_behind: Family<PeerLabels, Gauge>,
     /// Seconds since this node last held everything the peer held.
     pub seconds_behind: Family<PeerLabels, Gauge>,
-    /// Frames or sessions refused (bad certificate, wrong cluster, garbage), by peer.
+    /// Sessions or frames refused, by peer and cause (see [`REFUSAL_CAUSES`]).
     pub refusals: Family<PeerLabels, Counter>,
+    /// Parts of a peer's pull answer that were not merged, by peer and cause
+    /// (`tally_core::AnswerRefusal::cause`).
+    pub answer_refusals: Family<PeerLabels, Counter>,
+    /// The peer's wall clock minus this node's, estimated over the recent sync rounds, in
+    /// seconds (absent until measured).
+    pub clock_offset_seconds: Family<PeerLabels, Gauge<f64, AtomicU64>>,
+    /// The error bound of that estimate (half the fastest recent round trip), in seconds.
+    pub clock_offset_error_seconds: Family<PeerLabels, Gauge<f64, AtomicU64>>,
 }
+
+/// Why a peer session or frame was refused: the `cause` label of `tally_peer_refusals_total`.
+pub const REFUSAL_CAUSES: [&str; 9] = [
+    "certificate",
+    "cluster_id",
+    "protocol",
+    "node_id",
+    "vote_id_key",
+    "hello",
+    "frame",
+    "limit",
+    "other",
+];
+
+/// Why part of a pull answer was not merged: the `cause` label of
+/// `tally_peer_answer_refusals_total`.
+pub const ANSWER_REFUSAL_CAUSES: [&str; 3] = ["own_records", "records", "counters"];
 
 impl PeerMetrics {
     fn register(&self, registry: &mut Registry) {
@@ -138,8 +192,23 @@ impl PeerMetrics {
         );
         peer.register(
             "refusals",
-            "Peer sessions or frames refused (certificate, cluster, garbage)",
+            "Peer sessions or frames refused, by cause (certificate, cluster_id, vote_id_key, ...)",
             self.refusals.clone(),
+        );
+        peer.register(
+            "answer_refusals",
+            "Parts of a peer's pull answer not merged, by cause",
+            self.answer_refusals.clone(),
+        );
+        peer.register(
+            "clock_offset_seconds",
+            "The peer's wall clock minus this node's, estimated over recent sync rounds",
+            self.clock_offset_seconds.clone(),
+        );
+        peer.register(
+            "clock_offset_error_seconds",
+            "Error bound of the peer's clock offset estimate (half the fastest round trip)",
+            self.clock_offset_error_seconds.clone(),
         );
     }
 
@@ -154,12 +223,31 @@ impl PeerMetrics {
         let _ = self.last_contact_seconds.get_or_create(&labels);
         let _ = self.records_behind.get_or_create(&labels);
         let _ = self.seconds_behind.get_or_create(&labels);
-        let _ = self.refusals.get_or_create(&labels);
+        self.declare_refusals(peer);
+        for cause in ANSWER_REFUSAL_CAUSES {
+            let _ = self
+                .answer_refusals
+                .get_or_create(&Self::cause_labels(peer, cause));
+        }
+    }
+
+    /// Creates `peer`'s refusal series of every cause at zero.
+    pub fn declare_refusals(&self, peer: &str) {
+        for cause in REFUSAL_CAUSES {
+            let _ = self
+                .refusals
+                .get_or_create(&Self::cause_labels(peer, cause));
+        }
     }
 
     /// The label set for `peer`.
     pub fn labels(peer: &str) -> PeerLabels {
         vec![("peer", peer.to_owned())]
+    }
+
+    /// The label set for `peer` and `cause`.
+    pub fn cause_labels(peer: &str, cause: &str) -> PeerLabels {
+        vec![("peer", peer.to_owned()), ("cause", cause.to_owned())]
     }
 }
 
@@ -241,6 +329,18 @@ impl Metrics {
         for hold in crate::health::Hold::ALL {
             let _ = holds.get_or_create(&vec![("hold", hold.as_str())]);
         }
+        let disk_free_bytes = Gauge::default();
+        registry.register(
+            "disk_free_bytes",
+            "Free bytes where the write-ahead log lives, as the disk watch last read them",
+            disk_free_bytes.clone(),
+        );
+        let disk_reserve_bytes = Gauge::default();
+        registry.register(
+            "disk_reserve_bytes",
+            "disk_reserve_bytes: below this many free bytes new votes are refused",
+            disk_reserve_bytes.clone(),
+        );
         let poll_votes = Family::<PollLabels, Gauge>::default();
         registry.register(
             "poll_votes",
@@ -271,6 +371,18 @@ impl Metrics {
             "How far a poll's dedupe index has grown, from 0 to 1 (1 when not growing)",
             poll_vote_id_growth_progress.clone(),
         );
+        let definition_disputes = Family::<PollLabels, Gauge>::default();
+        registry.register(
+            "poll_definition_disputes",
+            "1 while node `peer` holds another definition (options or their order) of the poll",
+            definition_disputes.clone(),
+        );
+        let definition_lost = Family::<PollLabels, Gauge>::default();
+        registry.register(
+            "poll_definition_lost",
+            "1 while this node's definition of the poll lost the cluster's agreement: it counts none of its votes",
+            definition_lost.clone(),
+        );
         let build_info = Family::<Labels, Gauge>::default();
         registry.register(
             "build_info",
@@ -282,6 +394,33 @@ impl Metrics {
             .set(1);
         let peers = PeerMetrics::default();
         peers.register(&mut registry);
+        let clock_steps = Counter::default();
+        registry.register(
+            "clock_steps",
+            "Steps of this node's wall clock against its monotonic clock seen by the clock watch",
+            clock_steps.clone(),
+        );
+        let incarnation_changes = Family::<Labels, Counter>::default();
+        registry.register(
+            "incarnation_changes",
+            "Moves of this node to a new incarnation (actor), by reason",
+            incarnation_changes.clone(),
+        );
+        for reason in INCARNATION_CHANGE_REASONS {
+            let _ = incarnation_changes.get_or_create(&vec![("reason", reason)]);
+        }
+        let log_damaged = Gauge::default();
+        registry.register(
+            "log_damaged",
+            "1 when this run started from a damaged write-ahead log (see OPERATIONS.md)",
+            log_damaged.clone(),
+        );
+        let log_missing_records = Gauge::default();
+        registry.register(
+            "log_missing_records",
+            "Records the damaged write-ahead log was known to lack at start-up",
+            log_missing_records.clone(),
+        );
         let outcome = |name: &'static str| votes.get_or_create(&vec![("outcome", name)]).clone();
         // Shedding is what the alert rules watch: its series exists from the start.
         let _ = rejections.get_or_create(&vec![("reason", "overloaded")]);
@@ -303,14 +442,46 @@ impl Metrics {
             waiting_replies,
             ready,
             holds,
+            disk_free_bytes,
+            disk_reserve_bytes,
             poll_votes,
             poll_vote_ids,
             poll_vote_id_capacity,
             poll_vote_id_growth,
             poll_vote_id_growth_progress,
+            definition_disputes,
+            definition_lost,
             peers,
+            clock_steps,
+            incarnation_changes,
+            log_damaged,
+            log_missing_records,
             vote_outcomes,
         }
+    }
+
+    /// Counts a move to a new incarnation for `reason` (one of
+    /// [`INCARNATION_CHANGE_REASONS`]).
+    pub fn count_incarnation_change(&self, reason: &'static str) {
+        self.incarnation_changes
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
+    }
+
+    /// Records what start-up recovery found: the move to a new incarnation, if any, and
+    /// whether the log was damaged and how many records it was known to lack.
+    pub fn observe_recovery(
+        &self,
+        recovered: &crate::recovery::Report,
+        reason: Option<&'static str>,
+    ) {
+        if let Some(reason) = reason {
+            self.count_incarnation_change(reason);
+        }
+        self.log_damaged.set(i64::from(recovered.wal.is_damaged()));
+        let missing: u64 = recovered.missing.iter().map(|m| m.count()).sum();
+        self.log_missing_records
+            .set(i64::try_from(missing).unwrap_or(i64::MAX));
     }
 
     /// Records one group commit.
@@ -350,6 +521,13 @@ impl Metrics {
             self.poll_vote_id_growth_progress
                 .get_or_create(&labels)
                 .set(growth.map_or(1.0, |g| g.progress()));
+        }
+        for poll in results.polls.keys() {
+            for peer in peers.keys() {
+                // Created at 0 (a 1 set by `disputes` stays): alert rules see the series.
+                let labels = vec![("poll", poll.to_string()), ("peer", peer.clone())];
+                let _ = self.definition_disputes.get_or_create(&labels);
+            }
         }
         for (peer, status) in peers {
             if let Some(caught_up_at) = status.caught_up_at {

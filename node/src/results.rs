@@ -42,6 +42,25 @@ pub struct ActorIncluded {
     /// Whether a sync session with the actor's node is up (absent for its own actor and for
     /// nodes that are not direct peers).
     pub connected: Option<bool>,
+    /// The actor's node's wall clock minus this node's, in milliseconds, as estimated over
+    /// the recent sync rounds (0 for its own actor; absent for nodes that are not direct
+    /// peers or not measured yet).
+    pub clock_offset_ms: Option<i64>,
+}
+
+/// A node this node syncs with, or has heard from: for "which regions does this result
+/// include".
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct PeerSeen {
+    /// Its node ID.
+    pub node: String,
+    /// Whether this node's peer list names it (others dialled this node and are synced all
+    /// the same).
+    pub listed: bool,
+    /// Whether a sync session with it is up.
+    pub connected: bool,
+    /// Milliseconds since the last completed sync round with it (absent: never).
+    pub heard_ms_ago: Option<u64>,
 }
 
 /// The results of one poll at one moment, as served by `GET /v1/polls/{poll}/results`.
@@ -65,6 +84,15 @@ pub struct PollResults {
     pub served_by: String,
     /// Whose records and counters it includes.
     pub includes: Vec<ActorIncluded>,
+    /// Every peer this node syncs with or has heard from, and how recently.
+    pub peers: Vec<PeerSeen>,
+    /// Present while some node defines this poll otherwise (other options, or another
+    /// order): whether this node refuses its votes, which nodes differ, and what to do.
+    pub dispute: Option<crate::disputes::PollDispute>,
+    /// Every direct peer's wall clock minus this node's, in milliseconds, by node, as last
+    /// estimated (peers not measured yet are absent); also listed for peers whose actors
+    /// hold no records of this poll, such as one that counts nothing for its clock.
+    pub clock_offsets_ms: BTreeMap<String, i64>,
 }
 
 /// Net votes per option in one poll second.
@@ -178,7 +206,10 @@ impl ResultsSnapshot {
                 continue;
             };
             let votes_alike = |a: &PollResults, b: &PollResults| {
-                a.options == b.options && a.total == b.total && a.status == b.status
+                a.options == b.options
+                    && a.total == b.total
+                    && a.status == b.status
+                    && a.dispute == b.dispute
             };
             let same = votes_alike(&old.results, &snapshot.results)
                 && old.history == snapshot.history
@@ -225,6 +256,15 @@ impl ResultsSnapshot {
         now: UnixMillis,
         peers: &BTreeMap<String, PeerStatus>,
     ) -> Self {
+        let peers_seen: Vec<PeerSeen> = peers
+            .iter()
+            .map(|(node, status)| PeerSeen {
+                node: node.clone(),
+                listed: status.listed,
+                connected: status.connected,
+                heard_ms_ago: status.last_contact.map(|at| now.0.saturating_sub(at.0)),
+            })
+            .collect();
         let polls = replica
             .poll_specs()
             .filter_map(|spec| {
@@ -260,6 +300,14 @@ impl ResultsSnapshot {
                                 .map(|at| now.0.saturating_sub(at.0))
                         },
                         connected: peers.get(actor.node.as_str()).map(|p| p.connected),
+                        clock_offset_ms: if actor == replica.actor() {
+                            Some(0)
+                        } else {
+                            peers
+                                .get(actor.node.as_str())
+                                .and_then(|p| p.clock)
+                                .map(|c| c.offset_ms)
+                        },
                     })
                     .collect();
                 let results = PollResults {
@@ -271,6 +319,12 @@ impl ResultsSnapshot {
                     at_second: None,
                     served_by: replica.actor().node.to_string(),
                     includes,
+                    peers: peers_seen.clone(),
+                    dispute: crate::disputes::describe(replica, spec.id()),
+                    clock_offsets_ms: peers
+                        .iter()
+                        .filter_map(|(node, p)| Some((node.clone(), p.clock?.offset_ms)))
+                        .collect(),
                 };
                 let sse_frame = sse_frame(&results)?;
                 let snapshot = PollSnapshot {

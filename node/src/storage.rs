@@ -114,6 +114,13 @@ pub trait Storage: Send {
     /// the returned [`StorageLock`] is dropped or the process ends; a second lock of the same
     /// storage, from this process or another, fails with [`LockError::Held`] meanwhile.
     fn lock(&self, holder: &str) -> Result<StorageLock, LockError>;
+    /// Bytes still free for new data where this storage keeps its files, as an unprivileged
+    /// writer sees them (a real filesystem's available blocks, without the share reserved for
+    /// root): the disk watch refuses new votes below `disk_reserve_bytes`. `Ok(None)`: no
+    /// limit worth watching (memory).
+    fn free_bytes(&self) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
 
     /// For simulated disks only: how long a group commit's fsync takes in simulated time.
     /// The log writer waits this long between writing a group and syncing it, so a crash
@@ -329,6 +336,12 @@ impl Storage for DirStorage {
         file.set_len(0).map_err(io_error)?;
         std::io::Write::write_all(&mut file, words.as_bytes()).map_err(io_error)?;
         Ok(StorageLock::new(file))
+    }
+
+    fn free_bytes(&self) -> io::Result<Option<u64>> {
+        // statvfs reads the filesystem's counters; it does not wait for the disk.
+        let stats = rustix::fs::statvfs(&self.dir)?;
+        Ok(Some(stats.f_bavail.saturating_mul(stats.f_frsize)))
     }
 }
 

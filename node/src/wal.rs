@@ -5,13 +5,16 @@
 //! What it promises:
 //! - an entry reported durable by [`Wal::sync`] (or by a [`WalDone`] with `result: Ok`) is
 //!   replayed by every later [`Wal::open`] of the same storage, unless the disk itself is lost;
-//! - recovery replays the newest valid snapshot, then the log segments after it, in order, and
-//!   stops at the first torn or corrupt entry: it never yields an entry that was not written,
-//!   it reports exactly where and why it stopped ([`RecoveryReport`]), and it truncates the torn
-//!   tail so that new appends are readable;
-//! - it never discards data it cannot read for any other reason: a corrupt snapshot with no
-//!   older valid one, a missing file, a corrupt segment followed by later segments, or a file of
-//!   another format version is an error that leaves the storage untouched;
+//! - recovery replays the newest valid snapshot, then every file after it, in order, and tells
+//!   a torn tail (a crash in the middle of an append: cut off) from damage (anything else: a
+//!   bad frame with valid frames after it, a bad header, a missing segment, a bad snapshot;
+//!   see `wal/recovery.rs` for the rule): it never yields an entry that was not written, it
+//!   replays every valid entry before and after damage, and it reports exactly where and why
+//!   it skipped anything ([`RecoveryReport`]);
+//! - it never discards data it cannot read, except a torn tail: damage stays in place, and
+//!   a copy of each damaged file is kept aside before anything changes; reading
+//!   ([`Wal::recover`]) changes nothing, so a caller may refuse to go on; a file of another
+//!   format version is an error that leaves the storage untouched;
 //! - after a failed write or fsync the log refuses all further work (PostgreSQL's "fsyncgate":
 //!   a failed fsync is never retried and assumed to have worked).
 //!
@@ -24,6 +27,8 @@
 mod format;
 #[doc(hidden)]
 pub mod fuzzing;
+#[doc(hidden)]
+pub mod inspect;
 mod recovery;
 mod writer;
 
@@ -32,7 +37,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tally_core::limits::{FRAME_BYTES_MAX, RECORDS_PER_BATCH_MAX};
-use tally_core::{ActorId, PollId, PollSpec, RecordBatch};
+use tally_core::{ActorId, PollId, PollSpec, RecordBatch, Seq};
 
 use crate::storage::{LockError, Storage, StorageFile, StorageLock};
 
@@ -93,24 +98,53 @@ pub enum WalEntry {
         /// Vote IDs the index holds before it must grow.
         vote_ids: u64,
     },
+    /// From here on this log is written by `actor`, a new incarnation of the same node that
+    /// supersedes `retired` (the node met records of `retired` that its log lacked, or its
+    /// log was damaged). `retired`'s own records in this log *before* this entry with a seq
+    /// above `durable_through` (per poll; 0 for a poll not named) were in a log job when
+    /// the node switched, never became durable in its state and were never acknowledged:
+    /// replay leaves them out. Its records after this entry came from peers.
+    Incarnation {
+        /// The new actor.
+        actor: ActorId,
+        /// The actor it supersedes.
+        retired: ActorId,
+        /// Per poll, the highest seq of `retired` that was durable when the node switched.
+        durable_through: Vec<(PollId, Seq)>,
+    },
 }
 
-/// Where recovery stopped reading, and why.
+/// Variant tags of [`WalEntry`] (postcard writes a variant's position as its first byte):
+/// a payload whose first byte is not below this is no entry, which lets recovery skip most
+/// false frames cheaply when it looks for valid frames after damage.
+pub const WAL_ENTRY_TAGS: u8 = 5;
+
+/// A place in a log file that recovery could not replay, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Corruption {
-    /// The damaged file's name.
+    /// The file's name.
     pub file: String,
     /// The number of that segment (or snapshot).
     pub segment: u64,
-    /// Byte offset of the first byte not replayed: the start of the damaged header or frame.
+    /// Byte offset of the first byte not replayed: the start of the bad header or frame.
     pub offset: u64,
+    /// Bytes from `offset` on that were not replayed: up to the next valid frame, or to the
+    /// end of the file.
+    pub bytes: u64,
     /// What was wrong there.
     pub reason: CorruptionReason,
 }
 
 impl std::fmt::Display for Corruption {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} at byte {}: {}", self.file, self.offset, self.reason)
+        write!(
+            f,
+            "{} bytes {}..{}: {}",
+            self.file,
+            self.offset,
+            self.offset + self.bytes,
+            self.reason
+        )
     }
 }
 
@@ -146,6 +180,10 @@ pub enum CorruptionReason {
     /// A frame of length 0 (zero-filled space, never written by the log).
     #[error("a frame of length 0")]
     ZeroLength,
+    /// Zeros from here to the end of the file (preallocated or never-written space, or a
+    /// zeroed sector: the log never writes a zero frame).
+    #[error("zeros to the end of the file")]
+    ZeroFill,
     /// A frame longer than [`WAL_ENTRY_BYTES_MAX`].
     #[error("a frame of length {length}; at most {WAL_ENTRY_BYTES_MAX} are written")]
     LengthTooLarge {
@@ -186,27 +224,53 @@ pub enum CorruptionReason {
     },
 }
 
-/// What [`Wal::open`] replayed and found.
+/// What recovery replayed and found (see `wal/recovery.rs` for how a torn tail is told from
+/// damage).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
-    /// The number of the snapshot replayed, if any.
+    /// The number of the snapshot replayed from, if any.
     pub snapshot: Option<u64>,
-    /// Entries replayed from the snapshot.
+    /// Entries replayed from that snapshot.
     pub snapshot_entries: u64,
     /// Numbers of the log segments replayed, in order.
     pub segments: Vec<u64>,
-    /// Entries replayed in total (snapshot and segments).
+    /// Entries replayed in total (snapshots and segments).
     pub entries: u64,
-    /// Frame bytes replayed in total (snapshot and segments), headers included.
+    /// Frame bytes replayed in total (snapshots and segments), headers included.
     pub bytes: u64,
-    /// Where replay stopped early, if it did. The bytes from there on were truncated away.
+    /// The tail of the last segment that is cut off when the log opens: a torn append, zero
+    /// fill, or a torn segment header. A crash in the middle of a write leaves such bytes,
+    /// and so does damage to the log's last frames: recovery cannot tell whether they once
+    /// held a durable entry.
     pub corruption: Option<Corruption>,
-    /// Newer snapshots that were skipped as corrupt because an older valid one exists. They
-    /// are left on disk for inspection until the next snapshot replaces them.
-    pub corrupt_snapshots: Vec<Corruption>,
+    /// Damage: places that were not replayed although valid frames follow them (or that are
+    /// in a file that is not the last segment, or in a snapshot). Every valid entry before
+    /// and after each was replayed; nothing of them is cut, and each damaged file is copied
+    /// aside when the log opens ([`Self::kept_aside`]).
+    pub damage: Vec<Corruption>,
+    /// Log segments missing from the sequence, as (first, last) number ranges: their entries
+    /// are lost locally. Damage too.
+    pub missing_segments: Vec<(u64, u64)>,
+    /// Copies of the damaged files (`<name>.damaged-N`), made and synced before anything on
+    /// disk changed, for the operator.
+    pub kept_aside: Vec<String>,
     /// Leftover files removed: unfinished snapshots, and segments and snapshots older than
     /// the snapshot replayed.
     pub removed: Vec<String>,
+}
+
+impl RecoveryReport {
+    /// Whether the log is damaged (not merely torn at its end).
+    pub fn is_damaged(&self) -> bool {
+        !self.damage.is_empty() || !self.missing_segments.is_empty()
+    }
+
+    /// Whether the log replayed whole: no damage and nothing cut from its end. Only then is
+    /// every entry the log ever made durable sure to have been replayed (a cut tail may be
+    /// a torn append, or damage to durable entries that looks the same).
+    pub fn is_whole(&self) -> bool {
+        !self.is_damaged() && self.corruption.is_none()
+    }
 }
 
 impl std::fmt::Display for RecoveryReport {
@@ -223,11 +287,26 @@ impl std::fmt::Display for RecoveryReport {
             self.bytes
         )?;
         match &self.corruption {
-            Some(corruption) => write!(f, "; stopped at {corruption} (truncated there)")?,
-            None => write!(f, "; no damage")?,
+            Some(corruption) => write!(f, "; torn tail cut off: {corruption}")?,
+            None => write!(f, "; clean end")?,
         }
-        for corruption in &self.corrupt_snapshots {
-            write!(f, "; skipped corrupt snapshot {corruption}")?;
+        for damage in &self.damage {
+            write!(f, "; DAMAGE {damage}")?;
+        }
+        for (first, last) in &self.missing_segments {
+            write!(
+                f,
+                "; DAMAGE: segments {} to {} are missing",
+                format::segment_name(*first),
+                format::segment_name(*last)
+            )?;
+        }
+        if !self.kept_aside.is_empty() {
+            write!(
+                f,
+                "; damaged files kept aside as {}",
+                self.kept_aside.join(", ")
+            )?;
         }
         if !self.removed.is_empty() {
             write!(f, "; removed {} leftover file(s)", self.removed.len())?;
@@ -277,25 +356,10 @@ pub enum WalError {
         /// Its version.
         found: u32,
     },
-    /// The newest snapshot is corrupt and no older valid one exists. Nothing was changed on
-    /// disk; the node must not start from a partial state.
-    #[error("snapshot {corruption}; no older valid snapshot exists; nothing was changed")]
+    /// A file read differently the second time (it changed under the node while it
+    /// started). Nothing was changed on disk.
+    #[error("{corruption}; the file changed while the log was read; nothing was changed")]
     SnapshotCorrupt {
-        /// Where and why.
-        corruption: Corruption,
-    },
-    /// A file the log needs is missing. Nothing was changed on disk.
-    #[error("{file} is missing ({why}); nothing was changed")]
-    MissingFile {
-        /// The missing file's name.
-        file: String,
-        /// Why it is needed.
-        why: &'static str,
-    },
-    /// A segment other than the last is damaged, so later segments cannot be replayed in
-    /// order. Nothing was changed on disk.
-    #[error("log segment {corruption}, and later segments exist; nothing was changed")]
-    CorruptBeforeLastSegment {
         /// Where and why.
         corruption: Corruption,
     },
@@ -318,6 +382,68 @@ impl WalError {
             file: file.to_owned(),
             source: Arc::new(source),
         }
+    }
+}
+
+/// A log read through by [`Wal::recover`] but not opened yet: nothing on disk has changed.
+pub struct Recovery<S: Storage> {
+    storage: S,
+    /// The storage's exclusive lock, handed to the log [`Recovery::finish`] opens.
+    lock: StorageLock,
+    plan: recovery::Plan,
+    report: RecoveryReport,
+}
+
+impl<S: Storage> Recovery<S> {
+    fn read(
+        storage: S,
+        lock: StorageLock,
+        visit: &mut dyn FnMut(WalEntry),
+        mode: recovery::DamageMode,
+    ) -> Result<Self, WalError> {
+        let (plan, report) = recovery::recover(&storage, visit, mode)?;
+        Ok(Self {
+            storage,
+            lock,
+            plan,
+            report,
+        })
+    }
+
+    /// What was replayed and found.
+    pub fn report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// Replays the same entries again, in the same order, through `visit` (read-only): for
+    /// a caller that learned, at the end of the first replay, which entries to leave out.
+    pub fn replay_again(&self, mut visit: impl FnMut(WalEntry)) -> Result<(), WalError> {
+        recovery::replay_again(&self.storage, &self.plan, &mut visit)
+    }
+
+    /// Opens the log for appends: copies every damaged file aside (durably, before anything
+    /// else changes), cuts off a torn tail (or writes a torn segment header again) or starts
+    /// a new segment, and removes files the replayed snapshot made redundant. Damage stays
+    /// in place in the log (the caller retires it with a snapshot, see
+    /// [`Wal::write_snapshot`]). On error, the copies may exist; nothing else changed.
+    pub fn finish(self) -> Result<(Wal<S>, RecoveryReport), WalError> {
+        let Recovery {
+            storage,
+            lock,
+            plan,
+            mut report,
+        } = self;
+        let mut wal = recovery::finish(storage, plan, &mut report)?;
+        wal.lock = Some(lock);
+        Ok((wal, report))
+    }
+}
+
+impl<S: Storage> std::fmt::Debug for Recovery<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recovery")
+            .field("report", &self.report)
+            .finish_non_exhaustive()
     }
 }
 
@@ -364,35 +490,55 @@ impl<S: Storage> std::fmt::Debug for Wal<S> {
 }
 
 impl<S: Storage> Wal<S> {
-    /// Opens the log in `storage`, replaying the newest valid snapshot and then every log
-    /// segment after it through `visit`, in the order they were written.
-    ///
-    /// A torn or corrupt entry in the last segment ends replay: it is reported in
-    /// [`RecoveryReport::corruption`] and the bytes from it on are truncated, so the log is
-    /// ready for appends. An empty storage starts a new log. Errors leave the storage
-    /// unchanged (see [`WalError`]).
-    ///
-    /// It first takes the storage's exclusive lock ([`Storage::lock`]) and holds it while the
-    /// log is open: a storage another log holds is refused with [`WalError::Locked`] before
-    /// anything is read.
+    /// Opens the log in `storage`: [`Wal::recover`], then [`Recovery::finish`].
     pub fn open(
         storage: S,
         visit: impl FnMut(WalEntry),
     ) -> Result<(Self, RecoveryReport), WalError> {
-        Self::open_as(storage, "a tally write-ahead log", visit)
+        Self::recover(storage, visit)?.finish()
     }
 
-    /// As [`Wal::open`], naming the holder (`node us-east`) in the lock for the error a second
-    /// process gets.
-    pub fn open_as(
+    /// Reads the log in `storage`, replaying the newest valid snapshot and every file after
+    /// it through `visit`, in the order they were written, skipping only what cannot be
+    /// read: a torn tail ([`RecoveryReport::corruption`]) and damage
+    /// ([`RecoveryReport::damage`]), every valid entry after which is replayed too. Changes
+    /// nothing on disk: the caller looks at the report, then opens the log with
+    /// [`Recovery::finish`] or drops it. An empty storage replays nothing.
+    ///
+    /// It first takes the storage's exclusive lock ([`Storage::lock`]), held by the
+    /// [`Recovery`] and then by the log it opens: a storage another log holds is refused with
+    /// [`WalError::Locked`] before anything is read.
+    pub fn recover(storage: S, visit: impl FnMut(WalEntry)) -> Result<Recovery<S>, WalError> {
+        Self::recover_as(storage, "a tally write-ahead log", visit)
+    }
+
+    /// As [`Wal::recover`], naming the holder (`node us-east`) in the lock for the error a
+    /// second process gets.
+    pub fn recover_as(
         storage: S,
         holder: &str,
         mut visit: impl FnMut(WalEntry),
-    ) -> Result<(Self, RecoveryReport), WalError> {
+    ) -> Result<Recovery<S>, WalError> {
         let lock = storage.lock(holder)?;
-        let (mut wal, report) = recovery::recover(storage, &mut visit)?;
-        wal.lock = Some(lock);
-        Ok((wal, report))
+        Recovery::read(storage, lock, &mut visit, recovery::DamageMode::Keep)
+    }
+
+    /// [`Wal::open`] as it was before recovery told torn tails from damage: the first bad
+    /// frame of the last segment ends replay and is cut off with everything after it. **A
+    /// planted bug for the simulation's checker tests only.**
+    #[doc(hidden)]
+    pub fn recover_planted_truncating_damage(
+        storage: S,
+        holder: &str,
+        mut visit: impl FnMut(WalEntry),
+    ) -> Result<Recovery<S>, WalError> {
+        let lock = storage.lock(holder)?;
+        Recovery::read(
+            storage,
+            lock,
+            &mut visit,
+            recovery::DamageMode::PlantedTruncate,
+        )
     }
 
     /// Encodes `entries` into the log's buffer and returns the frame bytes they take. Not
@@ -468,6 +614,46 @@ impl<S: Storage> Wal<S> {
     /// The number of the segment being appended to.
     pub fn segment_number(&self) -> u64 {
         self.segment_number
+    }
+
+    /// Where the next append lands: (segment number, byte offset in it, buffered bytes
+    /// included). Taken right after a successful [`Wal::sync`], it is where the durable log
+    /// ends: what [`Wal::roll_back_to`] takes after a failure.
+    pub fn end(&self) -> (u64, u64) {
+        (
+            self.segment_number,
+            self.written_bytes + self.buffer.len() as u64,
+        )
+    }
+
+    /// After a group of appends failed with `cause`: stops the log (every later call
+    /// refuses), then cuts the segment back to `end` (an [`Wal::end`] taken when everything
+    /// before it was durable) and syncs that, so that bytes whose durability is unknown —
+    /// whole frames of a group whose fsync failed, or the part of a group a full disk let
+    /// through — are never replayed by the next start as if they had been acknowledged. This
+    /// is not a retry of the failed sync (PostgreSQL's fsyncgate): nothing is assumed durable
+    /// that was not before; it only makes the file shorter. Does nothing more if the segment
+    /// has changed since `end`.
+    pub fn roll_back_to(&mut self, end: (u64, u64), cause: &WalError) -> Result<(), WalError> {
+        self.stop(cause.clone());
+        let (segment, len) = end;
+        if segment != self.segment_number {
+            return Ok(());
+        }
+        assert!(
+            len <= self.written_bytes + self.buffer.len() as u64,
+            "rolling back to byte {len}, past the log's end"
+        );
+        self.buffer.clear();
+        let name = format::segment_name(segment);
+        self.segment
+            .set_len(len)
+            .map_err(|error| WalError::io("truncate after a failure", &name, error))?;
+        self.segment
+            .sync_data()
+            .map_err(|error| WalError::io("sync after truncating", &name, error))?;
+        self.written_bytes = len;
+        Ok(())
     }
 
     fn check_running(&self) -> Result<(), WalError> {

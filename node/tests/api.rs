@@ -24,7 +24,8 @@ use tally_node::config::{BATCH_BODY_BYTES_MAX, BATCH_VOTES_MAX, Config, VOTE_BOD
 use tally_node::engine::Command;
 use tally_node::health::{Health, Hold};
 use tally_node::http::{
-    self, AppState, BatchResponse, BatchVoteStatus, BinaryBatch, BinaryVote, POSTCARD_MEDIA_TYPE,
+    self, AppState, BatchResponse, BatchVoteStatus, BinaryBatch, BinaryLookup,
+    BinaryLookupResponse, BinaryVote, LOOKUP_NOT_HELD, POSTCARD_MEDIA_TYPE,
 };
 use tally_node::storage::{MemoryStorage, Storage, StorageFile};
 use tally_node::{Clock, Started, WalExecutor};
@@ -819,7 +820,13 @@ async fn results_give_counts_shares_total_and_the_split_at_a_second() {
 async fn a_results_query_that_is_not_a_second_is_422() {
     // Goal: bad query parameters are refused with a message, not ignored.
     let node = start();
-    for query in ["at=notanumber", "at=-1", "at=99999999999", "since=3"] {
+    for query in [
+        "at=notanumber",
+        "at=-1",
+        "at=99999999999",
+        "at=2678401",
+        "since=3",
+    ] {
         node.send(get(&format!("/v1/polls/superbowl/results?{query}")))
             .await
             .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid");
@@ -1078,6 +1085,137 @@ async fn opening_or_closing_an_unknown_poll_is_404() {
 
 // ---------------------------------------------------------------------------------------------
 // Operations, dashboard, routing
+
+#[tokio::test]
+async fn the_vote_lookup_names_each_vote_ids_option_for_the_admin_only() {
+    // Goal: an operator (and the simulation's checker) can see which option each vote ID
+    // counts for. Method: two votes, then look up those, an unknown one and a bad one, in
+    // JSON and in postcard; without the token, 401; for an unknown poll, 404.
+    let node = start();
+    for (id, option) in [
+        ("lookup-green", "green"),
+        ("67e55044-10b1-426f-9247-bb680e5fe0c8", "blue"),
+    ] {
+        let reply = node.vote("superbowl", option, id).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    let uri = "/v1/admin/polls/superbowl/lookup";
+    let body = json!({"vote_ids": [
+        "lookup-green", "67e55044-10b1-426f-9247-bb680e5fe0c8", "never-sent", ""
+    ]});
+    let reply = node.admin(uri, Some(body.clone())).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let options: Vec<Value> = reply.json()["votes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["option"].clone())
+        .collect();
+    assert_eq!(
+        options,
+        vec![json!("green"), json!("blue"), Value::Null, Value::Null]
+    );
+    assert_eq!(
+        reply.json()["votes"][3]["vote_id"],
+        Value::Null,
+        "an empty key is no ID"
+    );
+
+    let ids = vec![
+        uuid::Uuid::parse_str("67e55044-10b1-426f-9247-bb680e5fe0c8")
+            .unwrap()
+            .into_bytes(),
+        [9; 16],
+    ];
+    let request = post_bytes(
+        uri,
+        "application/x-postcard",
+        postcard::to_allocvec(&BinaryLookup { vote_ids: ids }).unwrap(),
+    );
+    let reply = node.send(with_token(request, TOKEN)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let answer: BinaryLookupResponse = postcard::from_bytes(&reply.body).unwrap();
+    assert_eq!(answer.options, vec![1, LOOKUP_NOT_HELD]);
+
+    node.send(post_json(uri, &body))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    node.admin("/v1/admin/polls/nope/lookup", Some(body))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "unknown_poll");
+    node.stop().await;
+}
+
+/// Votes per option name in a results document.
+fn votes_by_name(results: &Value) -> Vec<(String, i64)> {
+    results["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["name"].as_str().unwrap().to_owned(),
+                o["votes"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_restart_with_the_options_reordered_keeps_every_vote_under_its_option() {
+    // Goal: the configuration decides a poll's definition at start-up, and changing the order
+    // of its options (how a disputed node is healed) renumbers the votes by name, before and
+    // after a snapshot; a configuration that drops an option with votes is refused and the
+    // logged definition kept. Method: two green votes and one blue; restart with the options
+    // reversed (a crash: the log replays), vote again, restart again (after a clean stop's
+    // snapshot), then restart with an option missing.
+    let mut config = test_config();
+    let node = start_with(&config);
+    for (id, option) in [("g1", "green"), ("g2", "green"), ("b1", "blue")] {
+        assert_eq!(
+            node.vote("superbowl", option, id).await.status,
+            StatusCode::OK
+        );
+    }
+    node.results_settle("superbowl", 3).await;
+    // A crash: no snapshot, the log as written replays.
+    let crashed = crash_copy(&node.storage);
+    let clock = node.clock.clone();
+    node.stop().await;
+    config.polls[0].options = vec!["blue".into(), "green".into()];
+    let node = start_on(&config, crashed, clock);
+    let results = node.results_settle("superbowl", 3).await;
+    assert_eq!(
+        votes_by_name(&results),
+        vec![("blue".into(), 1), ("green".into(), 2)]
+    );
+    let reply = node.vote("superbowl", "green", "g1").await;
+    assert!(reply.text().contains("duplicate"), "{}", reply.text());
+    assert_eq!(
+        node.vote("superbowl", "green", "g3").await.status,
+        StatusCode::OK
+    );
+    node.results_settle("superbowl", 4).await;
+    let clock = node.clock.clone();
+    let storage = node.stop().await; // a clean stop: the next start reads a snapshot
+    let node = start_on(&config, storage, clock);
+    let results = node.results_settle("superbowl", 4).await;
+    assert_eq!(
+        votes_by_name(&results),
+        vec![("blue".into(), 1), ("green".into(), 3)]
+    );
+    let clock = node.clock.clone();
+    let storage = node.stop().await;
+    config.polls[0].options = vec!["blue".into(), "red".into()];
+    let node = start_on(&config, storage, clock);
+    let results = node.results_settle("superbowl", 4).await;
+    assert_eq!(
+        votes_by_name(&results),
+        vec![("blue".into(), 1), ("green".into(), 3)],
+        "an option that holds votes cannot be dropped: the logged definition stays"
+    );
+    node.stop().await;
+}
 
 #[tokio::test]
 async fn metrics_count_votes_refusals_and_fsyncs() {
@@ -1369,6 +1507,59 @@ async fn expected_votes_outside_1_to_the_reservation_limit_is_422_and_creates_no
 }
 
 #[tokio::test]
+async fn admin_numbers_take_json_schema_integers_and_refuse_fractions_and_out_of_range() {
+    // Goal: the create route answers what its schema says (issue 24): integers may be written
+    // 600.0, fractions and values out of range are 422, a 2^63 duration no longer creates a
+    // poll. Method: one request per case, then read the created poll's window.
+    let node = start();
+    for (body, field) in [
+        (
+            json!({"id": "zero", "options": ["a", "b"], "duration_seconds": 0}),
+            "duration_seconds",
+        ),
+        (
+            json!({"id": "long", "options": ["a", "b"], "duration_seconds": 2_678_401}),
+            "duration_seconds",
+        ),
+        (
+            json!({"id": "huge", "options": ["a", "b"], "open": true, "duration_seconds": 9_223_372_036_854_775_808u64}),
+            "duration_seconds",
+        ),
+        (
+            json!({"id": "half", "options": ["a", "b"], "duration_seconds": 600.5}),
+            "duration_seconds",
+        ),
+        (
+            json!({"id": "neg", "options": ["a", "b"], "expected_votes": -1}),
+            "expected_votes",
+        ),
+    ] {
+        let reply = node.admin("/v1/admin/polls", Some(body.clone())).await;
+        let message = reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+        assert!(message.contains(field), "{body}: {message}");
+    }
+    let body = json!({"id": "whole", "options": ["a", "b"], "open": true,
+        "duration_seconds": 600.0, "expected_votes": 1000.0});
+    let reply = node.admin("/v1/admin/polls", Some(body)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    let polls = node.send(get("/v1/polls")).await.json();
+    let whole = polls
+        .as_array()
+        .and_then(|polls| polls.iter().find(|p| p["id"] == "whole"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no poll whole in {polls}"));
+    let opens = whole["opens_at_ms"].as_u64().unwrap();
+    assert_eq!(whole["closes_at_ms"].as_u64(), Some(opens + 600_000));
+    for id in ["zero", "long", "huge", "half", "neg"] {
+        assert!(
+            polls.as_array().unwrap().iter().all(|p| p["id"] != id),
+            "{id} was created"
+        );
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn health_and_readiness_answer_and_readiness_follows_the_flag() {
     // Goal: /healthz is always 200; /readyz is 200 while ready and 503 once not, and admin
     // changes are refused while not ready.
@@ -1495,7 +1686,7 @@ fn router_with_full_queue(node: &Node) -> (Router, impl Sized + use<>) {
         results: node.started.handle.results.clone(),
         metrics: node.started.handle.metrics.clone(),
         vote_id_key: Arc::new(VoteIdKey::new([9; 32])),
-        actor: "test#1".into(),
+        node: tally_core::NodeId::new("test").unwrap(),
         admin_token: Arc::from(TOKEN),
         clock: node.clock.clone(),
         sse_tick_ms: 10,
@@ -1555,7 +1746,7 @@ async fn a_stopped_engine_answers_503_unavailable() {
         results: node.started.handle.results.clone(),
         metrics: node.started.handle.metrics.clone(),
         vote_id_key: Arc::new(VoteIdKey::new([9; 32])),
-        actor: "test#1".into(),
+        node: tally_core::NodeId::new("test").unwrap(),
         admin_token: Arc::from(TOKEN),
         clock: node.clock.clone(),
         sse_tick_ms: 10,
@@ -1676,6 +1867,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/admin/polls"),
     ("POST", "/v1/admin/polls/{poll}/open"),
     ("POST", "/v1/admin/polls/{poll}/close"),
+    ("POST", "/v1/admin/polls/{poll}/lookup"),
     ("GET", "/metrics"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -1826,24 +2018,30 @@ async fn the_openapi_document_describes_bodies_errors_and_statuses_of_each_route
             "/v1/admin/polls/{poll}/close",
             &["200", "401", "404", "503"],
         ),
+        (
+            "post",
+            "/v1/admin/polls/{poll}/lookup",
+            &["200", "400", "401", "404", "413", "415", "503"],
+        ),
         ("get", "/metrics", &["200"]),
         ("get", "/healthz", &["200", "503"]),
         ("get", "/readyz", &["200", "503"]),
     ];
+    // The probes answer plain text, 503 included (a failed log; not ready).
+    let probe = |path: &str| path == "/healthz" || path == "/readyz";
     for (method, path, codes) in expected {
         let want: BTreeSet<String> = codes.iter().map(|c| c.to_string()).collect();
         assert_eq!(statuses(method, path), want, "{method} {path}");
         for code in codes.iter().filter(|c| c.starts_with(['4', '5'])) {
             let response = &operation(method, path)["responses"][code];
             let schema = &response["content"]["application/json"]["schema"]["$ref"];
-            let plain_text = ["/readyz", "/healthz"].contains(path);
-            if !plain_text {
+            if !probe(path) {
                 assert_eq!(
                     schema, "#/components/schemas/ErrorBody",
                     "{method} {path} {code}"
                 );
             }
-            if *code == "503" && !plain_text {
+            if *code == "503" && !probe(path) {
                 assert!(response["headers"]["Retry-After"].is_object(), "{path}");
             }
         }
@@ -1895,6 +2093,7 @@ async fn the_openapi_document_describes_bodies_errors_and_statuses_of_each_route
         ("post", "/v1/admin/polls"),
         ("post", "/v1/admin/polls/{poll}/open"),
         ("post", "/v1/admin/polls/{poll}/close"),
+        ("post", "/v1/admin/polls/{poll}/lookup"),
     ] {
         assert_eq!(
             operation(admin.0, admin.1)["security"],
@@ -1914,6 +2113,7 @@ async fn the_openapi_document_describes_bodies_errors_and_statuses_of_each_route
         "poll_not_open",
         "overloaded",
         "method_not_allowed",
+        "poll_disputed",
     ] {
         assert!(codes.contains(&json!(code)), "{code}");
     }

@@ -243,6 +243,13 @@ fn dashboard_shows_votes_as_they_arrive_over_sse() {
     );
     assert_eq!(shown.share("green"), Some("70.0%"), "{shown:#?}");
     assert_eq!(shown.share("blue"), Some("30.0%"), "{shown:#?}");
+    // The voting page's colour rule (client.js's optionColor): green is green, blue is blue.
+    let colors = page.browser.evaluate(
+        &page.tab,
+        "['green', 'blue'].map((o) => document.querySelector(`li[data-option=${o}]`)\
+         .style.getPropertyValue('--color'))",
+    );
+    assert_eq!(colors, serde_json::json!(["#22c55e", "#3b82f6"]));
     page.wait_for("a votes-per-second figure above zero", SHOW_TIMEOUT, |s| {
         s.rate.is_some_and(|rate| rate > 0)
     });
@@ -346,6 +353,7 @@ const READ_VOTE_PAGE: &str = r##"(() => {
   if (!document.body || !status || !split) return null; // still loading
   return {
     buttons: [...document.querySelectorAll("#choices button")].map((b) => b.dataset.option),
+    colors: [...document.querySelectorAll("#choices button")].map((b) => getComputedStyle(b).backgroundColor),
     state: status.dataset.state || "",
     status: status.textContent.trim(),
     voted_via: document.body.dataset.votedVia || "",
@@ -358,6 +366,8 @@ const READ_VOTE_PAGE: &str = r##"(() => {
 #[derive(Debug, Deserialize)]
 struct VotePage {
     buttons: Vec<String>,
+    /// Each button's computed background colour, in the order of `buttons`.
+    colors: Vec<String>,
     state: String,
     status: String,
     voted_via: String,
@@ -407,9 +417,15 @@ fn voting_page_casts_a_vote_fails_over_from_a_region_that_is_down_and_shows_the_
     );
     let tab = browser.open_tab(VIEWPORT.0, VIEWPORT.1);
     browser.navigate(&tab, &node.url(&format!("/vote/{POLL}")));
-    wait_for_vote_page(&mut browser, &tab, "the two options", |p| {
+    let shown = wait_for_vote_page(&mut browser, &tab, "the two options", |p| {
         p.buttons == ["green", "blue"]
     });
+    // One colour rule for every page: the option named green is green, blue is blue.
+    assert_eq!(
+        shown.colors,
+        ["rgb(34, 197, 94)", "rgb(59, 130, 246)"],
+        "{shown:#?}"
+    );
     browser.evaluate(
         &tab,
         "document.querySelector('#choices button[data-option=green]').click()",

@@ -24,6 +24,24 @@ fn every_wal_recovery_corpus_input_passes_the_fuzz_check() {
     replay("wal_recovery", 1, tally_node::wal::fuzzing::check_recovery);
 }
 
+#[test]
+fn the_wal_recovery_check_refuses_a_recovery_that_cuts_damage_as_a_torn_tail() {
+    // Goal: the fuzz check's classification assertion can fail (issue 29). Method: run it
+    // over the corpus against the planted bug's recovery, which cuts the log at the first
+    // bad frame as recovery did before; some input must be refused for it.
+    let refused = support::corpus("wal_recovery")
+        .read_dir()
+        .unwrap()
+        .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
+        .filter_map(|data| tally_node::wal::fuzzing::check_planted_truncating_recovery(&data).err())
+        .filter(|why| why.contains("was not replayed") || why.contains("torn tail"))
+        .count();
+    assert!(
+        refused > 0,
+        "no corpus input catches damage cut as a torn tail"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 

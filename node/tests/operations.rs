@@ -48,16 +48,34 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Two nodes, `a` and `b`, peers of each other, with `extra` TOML settings. `b` pulls from
-/// `a` through the returned proxy (so a test can keep `b` from catching up); `a` dials `b`
-/// directly.
-fn two_nodes(dir: &Path, extra: &str) -> (Vec<NodeProcess>, UdpProxy) {
+/// The two links between `a` and `b`, each through a proxy a test can cut.
+struct Links {
+    a_to_b: UdpProxy,
+    b_to_a: UdpProxy,
+}
+
+impl Links {
+    /// Cuts (or heals) both: a node pulls over any session, whichever side dialled it, so
+    /// keeping `b` from catching up means cutting the session `a` dials too.
+    fn cut(&self, cut: bool) {
+        for proxy in [&self.a_to_b, &self.b_to_a] {
+            if cut { proxy.cut() } else { proxy.heal() }
+        }
+    }
+}
+
+/// Two nodes, `a` and `b`, peers of each other, with `extra` TOML settings; each dials the
+/// other through one of the returned proxies.
+fn two_nodes(dir: &Path, extra: &str) -> (Vec<NodeProcess>, Links) {
     let names = ["ops-a", "ops-b"];
     let ids: Vec<NodeId> = names.iter().map(|n| NodeId::new(*n).unwrap()).collect();
     let certs = generate_dev_cluster(&dir.join("certs"), &ids).unwrap();
     let peer_listen: Vec<SocketAddr> = names.iter().map(|_| free_udp_address()).collect();
-    let b_to_a = UdpProxy::start(peer_listen[0]).unwrap();
-    let dial = [peer_listen[1], b_to_a.address()];
+    let links = Links {
+        a_to_b: UdpProxy::start(peer_listen[1]).unwrap(),
+        b_to_a: UdpProxy::start(peer_listen[0]).unwrap(),
+    };
+    let dial = [links.a_to_b.address(), links.b_to_a.address()];
     let mut nodes: Vec<NodeProcess> = (0..2)
         .map(|i| {
             let files = certs.node(&ids[i]).unwrap();
@@ -79,7 +97,7 @@ fn two_nodes(dir: &Path, extra: &str) -> (Vec<NodeProcess>, UdpProxy) {
     for node in &mut nodes {
         node.wait_ready(deadline);
     }
-    (nodes, b_to_a)
+    (nodes, links)
 }
 
 fn metrics_of(address: SocketAddr) -> String {
@@ -151,7 +169,7 @@ impl HalfSentVote {
 fn sigterm_drains_in_flight_requests_says_goodbye_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let extra = format!("sync_tick_ms = 50\nshutdown_drain_ms = {DRAIN_MS}\n");
-    let (mut nodes, _b_to_a) = two_nodes(dir.path(), &extra);
+    let (mut nodes, _links) = two_nodes(dir.path(), &extra);
     let (a, b) = (nodes[0].spec.http, nodes[1].spec.http);
     wait_peer_connected(b, "ops-a", 1.0, PROCESS_WAIT);
 
@@ -225,14 +243,15 @@ fn results_total(address: SocketAddr) -> i64 {
 }
 
 /// Goal: a starting node is not ready (so no load balancer sends it voters) until it holds
-/// what its peers hold. Method: stop `b`, give `a` votes, restart `b` with its link to `a`
-/// cut: it must stay not ready while cut (its catch-up timeout is far off); heal the link: it
-/// turns ready, and when it does, it lacks none of `a`'s records.
+/// what its peers hold. Method: stop `b`, give `a` votes, restart `b` with its links to `a`
+/// cut (both ways: `b` would also catch up over the session `a` dials): it must stay not ready
+/// while cut (its catch-up timeout is far off); heal the links: it turns ready, and when it
+/// does, it lacks none of `a`'s records.
 #[test]
 fn a_starting_node_is_not_ready_until_it_has_caught_up_with_its_peers() {
     let dir = tempfile::tempdir().unwrap();
     let extra = "sync_tick_ms = 50\nresults_tick_ms = 50\ncatch_up_timeout_ms = 120000\n";
-    let (mut nodes, b_to_a) = two_nodes(dir.path(), extra);
+    let (mut nodes, links) = two_nodes(dir.path(), extra);
     let (a, b) = (nodes[0].spec.http, nodes[1].spec.http);
     nodes[1].terminate();
     assert!(nodes[1].wait_exit(Instant::now() + PROCESS_WAIT).success());
@@ -249,7 +268,7 @@ fn a_starting_node_is_not_ready_until_it_has_caught_up_with_its_peers() {
         assert_eq!(status, 200, "{answer}");
     }
 
-    b_to_a.cut();
+    links.cut(true);
     nodes[1] = nodes[1].spec.spawn();
     let cut_until = Instant::now() + Duration::from_secs(3);
     let mut answered_while_cut = 0;
@@ -262,7 +281,7 @@ fn a_starting_node_is_not_ready_until_it_has_caught_up_with_its_peers() {
     }
     assert!(answered_while_cut > 0, "b never answered /readyz while cut");
 
-    b_to_a.heal();
+    links.cut(false);
     nodes[1].wait_ready(Instant::now() + PROCESS_WAIT);
     let behind = metric(
         &metrics_of(b),
@@ -448,7 +467,7 @@ fn tally_names_in(text: &str) -> BTreeSet<String> {
 #[test]
 fn prometheus_scrapes_every_metric_and_evaluates_every_alert_rule() {
     let dir = tempfile::tempdir().unwrap();
-    let (nodes, _b_to_a) = two_nodes(dir.path(), "sync_tick_ms = 50\n");
+    let (nodes, _links) = two_nodes(dir.path(), "sync_tick_ms = 50\n");
     let addresses: Vec<SocketAddr> = nodes.iter().map(|n| n.spec.http).collect();
     for (i, address) in addresses.iter().enumerate() {
         let mut client = Client::connect(*address).unwrap();

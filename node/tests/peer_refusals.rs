@@ -25,7 +25,10 @@ use rustls::AlertDescription;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tally_core::wire::{self, Hello, PROTOCOL_VERSION, PeerMessage};
-use tally_core::{ActorId, NodeId, OptionIndex, PollId, RecordBatch, VoteId};
+use tally_core::{
+    ActorId, NodeId, OptionIndex, OptionName, PollId, PollSpec, PollWindow, RecordBatch, VoteId,
+    VoteIdKeyProof,
+};
 use tally_node::certs::{ClusterFiles, DEV_CLUSTER_ID, generate_dev_cluster};
 use tally_node::peer::tls::{ALPN, refusal_alert};
 use tally_node::peer::transport::{PeerSocket, endpoint, read_frame, write_frame};
@@ -56,6 +59,15 @@ fn udp() -> std::net::UdpSocket {
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap()
 }
 
+/// The proof of the vote ID key every node of these tests holds (the development default).
+fn key_proof() -> VoteIdKeyProof {
+    tally_node::config::Config::default()
+        .validate()
+        .unwrap()
+        .vote_id_key
+        .proof()
+}
+
 fn hello(cluster: &str, node: &str) -> Hello {
     Hello {
         cluster_id: cluster.to_owned(),
@@ -64,6 +76,7 @@ fn hello(cluster: &str, node: &str) -> Hello {
             node: node_id(node),
             incarnation: 7,
         },
+        vote_id_key_proof: key_proof(),
     }
 }
 
@@ -147,6 +160,20 @@ impl Drop for FakePeer {
     }
 }
 
+/// The node's poll as the fake defines it: the same options in the same order, and no window
+/// of its own (nothing to merge).
+fn superbowl() -> PollSpec {
+    let options = ["green", "blue"]
+        .map(|o| OptionName::new(o).unwrap())
+        .to_vec();
+    PollSpec::new(
+        PollId::new("superbowl").unwrap(),
+        options,
+        PollWindow::default(),
+    )
+    .unwrap()
+}
+
 fn fake_records() -> RecordBatch {
     let poll = PollId::new("superbowl").unwrap();
     let actor = hello(DEV_CLUSTER_ID, "us-west").actor;
@@ -173,9 +200,11 @@ async fn serve_pulls(
     read_all(&mut recv).await; // the node's hello
     loop {
         let (mut send, mut recv) = connection.accept_bi().await?;
-        read_all(&mut recv).await; // the node's version vectors
+        read_all(&mut recv).await; // the node's pull request
         let mode = *answering.lock().unwrap();
         if mode != Answering::Nothing {
+            // Records apply only with the answerer's definition of their poll, the node's own.
+            send_message(&mut send, &PeerMessage::Poll(superbowl())).await;
             send_records(&mut send).await;
         }
         if mode == Answering::RecordsReplayed {
@@ -243,15 +272,16 @@ impl Setup {
         self.node.spec.peer_listen
     }
 
-    /// `tally_peer_refusals_total` for `peer` (`incoming` for sessions the node accepted).
+    /// `tally_peer_refusals_total` for `peer`, over every cause (`incoming` for sessions
+    /// the node accepted, refused before they named their node).
     fn refusals(&self, peer: &str) -> f64 {
         let (status, text) = http::request_once(self.http(), "GET", "/metrics", "").unwrap();
         assert_eq!(status, 200);
-        http::metric(
-            &text,
-            "tally_peer_refusals_total",
-            &format!("{{peer=\"{peer}\"}}"),
-        )
+        let prefix = format!("tally_peer_refusals_total{{peer=\"{peer}\",");
+        text.lines()
+            .filter_map(|line| line.strip_prefix(&prefix))
+            .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// (total, actors whose records the node holds), from its results.
@@ -382,6 +412,7 @@ async fn a_running_node_refuses_strangers_impostors_and_garbage_and_counts_nothi
         "a refused peer changed the tally"
     );
 
+    answers_clock_readings_first_and_refuses_protocol_1(&setup).await;
     merges_nothing_of_a_pulled_answer_that_ends_in_garbage(&setup, &tally_before).await;
     counts_replayed_records_once(&setup, tally_before.0 + FAKE_RECORDS as i64).await;
     let answer = setup.vote("after-refusals");
@@ -502,8 +533,125 @@ async fn refuses_another_cluster_and_a_hello_that_is_not_its_certificate(setup: 
         assert_eq!(code, CLOSE_REFUSED, "{reason}");
         assert!(reason.contains(reason_mentions), "{reason}");
         assert_eq!(setup.refusals("incoming"), refusals + 1.0);
-        setup.wait_for_log(&["incoming peer session ended", reason_mentions]);
+        setup.wait_for_log(&["peer refused", reason_mentions]);
     }
+}
+
+/// Pulls once from the node on `connection` (an empty agreement summary, the node's poll as
+/// it defines it, and `clock` last if given); the answer's messages.
+async fn pull_once(
+    connection: &quinn::Connection,
+    clock: Option<wire::ClockReading>,
+) -> Vec<PeerMessage> {
+    let (mut send, mut recv) = bounded(connection.open_bi()).await.unwrap();
+    let agreement = PeerMessage::Agreement(tally_core::AgreementDigest::default());
+    send_message(&mut send, &agreement).await;
+    let poll = PeerMessage::PollVector {
+        poll: superbowl().id().clone(),
+        definition: superbowl().definition(),
+        vector: tally_core::VersionVector::default(),
+    };
+    send_message(&mut send, &poll).await;
+    if let Some(reading) = clock {
+        send_message(&mut send, &PeerMessage::Clock(reading)).await;
+    }
+    send.finish().unwrap();
+    let frames = read_all(&mut recv).await;
+    frames
+        .iter()
+        .map(|frame| wire::decode(frame).unwrap())
+        .collect()
+}
+
+/// A hello as a node of protocol 1 sends it (before the `vote_id_key` proof), as a frame.
+fn protocol_1_hello(node: &str) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct HelloV1 {
+        cluster_id: String,
+        protocol_version: u16,
+        actor: ActorId,
+    }
+    #[derive(serde::Serialize)]
+    enum MessageV1 {
+        Hello(HelloV1),
+    }
+    let old = hello(DEV_CLUSTER_ID, node);
+    let message = MessageV1::Hello(HelloV1 {
+        cluster_id: old.cluster_id,
+        protocol_version: 1,
+        actor: old.actor,
+    });
+    let mut frame = vec![wire::FRAME_FORMAT_VERSION];
+    frame.extend(postcard::to_allocvec(&message).unwrap());
+    frame
+}
+
+async fn answers_clock_readings_first_and_refuses_protocol_1(setup: &Setup) {
+    // Goal: a pull that ends with a clock reading gets the node's reading first, echoing it
+    // (issue 27); a node of protocol 1, whose hello cannot prove the vote ID key and whose
+    // pulls name no poll definition (issue 31), is refused saying which protocol each side
+    // speaks, and counted (rolling upgrades across protocol versions: issue 25 part 2).
+    let client = setup.member_endpoint("eu-central");
+    let (connection, theirs) = dial_and_greet(
+        &client,
+        setup.peer_address(),
+        hello(DEV_CLUSTER_ID, "eu-central"),
+    )
+    .await;
+    assert!(matches!(theirs, Some(PeerMessage::Hello(_))), "{theirs:?}");
+    let sent_at = tally_core::UnixMillis(1_234);
+    let reading = wire::ClockReading {
+        sent_at,
+        answered_at: None,
+        stable_ms: 5,
+    };
+    let answer = pull_once(&connection, Some(reading)).await;
+    let Some(PeerMessage::Clock(theirs)) = answer.first() else {
+        panic!("the answer does not open with a clock reading: {answer:?}");
+    };
+    assert_eq!(theirs.sent_at, sent_at);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let answered = theirs.answered_at.unwrap().0;
+    assert!(
+        answered.abs_diff(now) < 5_000,
+        "the node's clock read {answered}, ours {now}"
+    );
+    assert!(
+        answer.iter().any(|m| matches!(m, PeerMessage::Poll(_))),
+        "{answer:?}"
+    );
+    assert_eq!(
+        answer
+            .iter()
+            .filter(|m| matches!(m, PeerMessage::Clock(_)))
+            .count(),
+        1,
+        "{answer:?}"
+    );
+    connection.close(0u32.into(), b"done");
+
+    // A node of protocol 1: refused before anything is pulled or served.
+    let refusals = setup.refusals("incoming");
+    let connection = bounded(client.connect(setup.peer_address(), "us-east").unwrap())
+        .await
+        .unwrap();
+    let (mut send, mut recv) = bounded(connection.open_bi()).await.unwrap();
+    bounded(write_frame(&mut send, &protocol_1_hello("eu-central")))
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    read_all(&mut recv).await;
+    let (code, reason) = closed_by_node(&connection).await;
+    assert_eq!(code, CLOSE_REFUSED, "{reason}");
+    assert!(
+        reason.contains("protocol: peer speaks protocol 1, this node 2"),
+        "{reason}"
+    );
+    assert_eq!(setup.refusals("incoming"), refusals + 1.0);
+    setup.wait_for_log(&["peer refused", "peer speaks protocol 1"]);
 }
 
 async fn closes_a_session_that_sends_an_undecodable_frame(setup: &Setup) {
@@ -515,7 +663,8 @@ async fn closes_a_session_that_sends_an_undecodable_frame(setup: &Setup) {
         b"\xff\xff\xff\xffgarbage",
     ];
     for bytes in garbage {
-        let refusals = setup.refusals("incoming");
+        // Refused after its hello named it: counted under its name.
+        let refusals = setup.refusals("eu-central");
         let our_hello = hello(DEV_CLUSTER_ID, "eu-central");
         let (connection, theirs) = dial_and_greet(&client, setup.peer_address(), our_hello).await;
         assert!(matches!(theirs, Some(PeerMessage::Hello(_))), "{theirs:?}");
@@ -525,10 +674,17 @@ async fn closes_a_session_that_sends_an_undecodable_frame(setup: &Setup) {
         let (code, reason) = closed_by_node(&connection).await;
         assert_eq!(code, CLOSE_REFUSED, "{reason}");
         assert!(reason.contains("frame"), "{reason}");
-        assert_eq!(setup.refusals("incoming"), refusals + 1.0);
+        assert_eq!(setup.refusals("eu-central"), refusals + 1.0);
     }
-    setup.wait_for_log(&["incoming peer session ended", "undecodable frame"]);
-    setup.wait_for_log(&["incoming peer session ended", "bad frame"]);
+    // Two refusals of one cause from one peer: logged once (the counter counts both).
+    setup.wait_for_log(&["peer refused", "peer=eu-central", "undecodable frame"]);
+    let lines = setup
+        .node
+        .log()
+        .lines()
+        .filter(|l| l.contains("peer refused") && l.contains("peer=eu-central"))
+        .count();
+    assert_eq!(lines, 1, "one line per peer and cause");
 }
 
 async fn merges_nothing_of_a_pulled_answer_that_ends_in_garbage(
@@ -547,7 +703,7 @@ async fn merges_nothing_of_a_pulled_answer_that_ends_in_garbage(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    setup.wait_for_log(&["peer session ended", "us-west", "undecodable frame"]);
+    setup.wait_for_log(&["peer refused", "us-west", "undecodable frame"]);
     assert_eq!(
         &setup.tally(),
         tally_before,

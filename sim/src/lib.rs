@@ -8,6 +8,16 @@
 //!
 //! Every run is a pure function of its seed; `SIM_SEED=N` replays it.
 
+// turmoil seeds each host's tokio runtime (and with it the order a watch channel wakes its
+// waiters, and select!'s first branch) from the run's seed only under `tokio_unstable`;
+// without it the same seed replays differently in another process.
+#[cfg(not(tokio_unstable))]
+compile_error!(
+    "tally-sim must be built with `--cfg tokio_unstable` (set in .cargo/config.toml; a RUSTFLAGS \
+     variable replaces it: add `--cfg tokio_unstable` to yours) or its runs are not a function \
+     of their seed"
+);
+
 pub mod cluster;
 pub mod replicas;
 

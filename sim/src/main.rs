@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
@@ -56,6 +57,14 @@ struct Args {
     /// Hide the progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// superbowl, a range of seeds: run this many seeds at once, each on its own thread
+    /// (results are the same; each takes its own memory).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+    /// superbowl, a range of seeds: after a failing seed, run the rest and list every failure
+    /// at the end (without it, the first failure stops the range).
+    #[arg(long)]
+    keep_going: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -69,6 +78,10 @@ enum Bug {
     KeepDuplicates,
     AckBeforeFsync,
     ReuseActor,
+    IgnoreClockSkew,
+    AckAfterFailedWrite,
+    TruncateDamage,
+    MergeAcrossDefinitions,
 }
 
 impl From<Bug> for PlantedBug {
@@ -77,6 +90,10 @@ impl From<Bug> for PlantedBug {
             Bug::KeepDuplicates => PlantedBug::KeepDuplicates,
             Bug::AckBeforeFsync => PlantedBug::AckBeforeFsync,
             Bug::ReuseActor => PlantedBug::ReuseActorAfterDiskLoss,
+            Bug::IgnoreClockSkew => PlantedBug::IgnoreClockSkew,
+            Bug::AckAfterFailedWrite => PlantedBug::AckAfterFailedWrite,
+            Bug::TruncateDamage => PlantedBug::TruncateDamagedLog,
+            Bug::MergeAcrossDefinitions => PlantedBug::MergeAcrossDefinitions,
         }
     }
 }
@@ -94,6 +111,11 @@ enum Force {
     LongPartition,
     LostAnswers,
     SecondProcess,
+    ClockSkew,
+    DiskFull,
+    FailedFsync,
+    Corruption,
+    MismatchedDefinition,
     UnreservedIndex,
 }
 
@@ -111,6 +133,11 @@ impl From<Force> for FaultKind {
             Force::LongPartition => FaultKind::LongPartition,
             Force::LostAnswers => FaultKind::LostAnswers,
             Force::SecondProcess => FaultKind::SecondProcess,
+            Force::ClockSkew => FaultKind::ClockSkew,
+            Force::DiskFull => FaultKind::DiskFull,
+            Force::FailedFsync => FaultKind::FailedFsync,
+            Force::Corruption => FaultKind::DiskCorruption,
+            Force::MismatchedDefinition => FaultKind::MismatchedDefinition,
             Force::UnreservedIndex => FaultKind::UnreservedIndex,
         }
     }
@@ -215,13 +242,26 @@ fn superbowl(args: &Args) -> ExitCode {
             }
         };
     }
+    run_range(args)
+}
+
+/// What one seed of a range came to.
+type SeedOutcome = (u64, Result<ClusterReport, cluster::ClusterFailure>);
+
+/// Runs seeds `--first..--first + --seeds` on `--jobs` threads (each seed is its own
+/// deterministic simulation, so the threads change nothing but the wall time), prints each
+/// seed's line as it ends and the tables at the end. Without `--keep-going` the first failure
+/// stops the range (the seeds already running finish); with it, every failure is listed.
+fn run_range(args: &Args) -> ExitCode {
     let first = cluster_config(args, args.first);
     println!(
-        "running seeds {}..{} of the superbowl scenario: {} votes over {} regions each",
+        "running seeds {}..{} of the superbowl scenario: {} votes over {} regions each, on {} \
+         thread(s)",
         args.first,
         args.first + args.seeds,
         first.votes,
-        first.regions
+        first.regions,
+        args.jobs
     );
     let bar = if args.no_progress {
         indicatif::ProgressBar::hidden()
@@ -235,40 +275,84 @@ fn superbowl(args: &Args) -> ExitCode {
         bar
     };
     let started = Instant::now();
+    let next_seed = AtomicU64::new(args.first);
+    let stop = AtomicBool::new(false);
+    let end = args.first + args.seeds;
+    let (outcomes, received) = std::sync::mpsc::channel::<SeedOutcome>();
     let mut reports = Vec::new();
-    for seed in args.first..args.first + args.seeds {
-        bar.set_message(format!("seed {seed}"));
-        match cluster::run_cluster(&cluster_config(args, seed)) {
-            Ok(report) => {
-                let kinds: Vec<&str> = report.fault_kinds().iter().map(|k| k.name()).collect();
-                let line = format!(
-                    "seed {seed}: ok, trace hash {:016x} ({})",
-                    report.trace_hash,
-                    kinds.join(", ")
-                );
-                if args.no_progress {
-                    println!("{line}");
-                } else {
-                    bar.println(line);
+    let mut failures = Vec::new();
+    std::thread::scope(|scope| {
+        for _ in 0..args.jobs {
+            let outcomes = outcomes.clone();
+            let (next_seed, stop) = (&next_seed, &stop);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let seed = next_seed.fetch_add(1, Ordering::Relaxed);
+                    if seed >= end {
+                        return;
+                    }
+                    let outcome = cluster::run_cluster(&cluster_config(args, seed));
+                    if outcomes.send((seed, outcome)).is_err() {
+                        return;
+                    }
                 }
-                reports.push(report);
-            }
-            Err(failure) => {
-                bar.abandon();
-                eprintln!("FAILED {failure}");
-                return ExitCode::FAILURE;
-            }
+            });
         }
-        bar.inc(1);
-    }
+        drop(outcomes);
+        for (seed, outcome) in received {
+            match outcome {
+                Ok(report) => {
+                    let kinds: Vec<&str> = report.fault_kinds().iter().map(|k| k.name()).collect();
+                    let line = format!(
+                        "seed {seed}: ok, trace hash {:016x} ({})",
+                        report.trace_hash,
+                        kinds.join(", ")
+                    );
+                    if args.no_progress {
+                        println!("{line}");
+                    } else {
+                        bar.println(line);
+                    }
+                    reports.push(report);
+                }
+                Err(failure) => {
+                    bar.println(format!("FAILED {failure}"));
+                    failures.push(failure);
+                    if !args.keep_going {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            bar.set_message(format!("{} failed", failures.len()));
+            bar.inc(1);
+        }
+    });
     bar.finish_and_clear();
-    print_table(&reports);
-    println!(
-        "all {} seeds passed every check in {:.1} s",
-        reports.len(),
-        started.elapsed().as_secs_f64()
+    reports.sort_by_key(|r| r.seed);
+    failures.sort_by_key(|f| f.seed);
+    if !reports.is_empty() {
+        print_table(&reports);
+    }
+    let wall = started.elapsed().as_secs_f64();
+    if failures.is_empty() {
+        println!(
+            "all {} seeds passed every check in {wall:.1} s",
+            reports.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    eprintln!(
+        "{} of {} seeds run FAILED ({wall:.1} s); replay each with:",
+        failures.len(),
+        failures.len() + reports.len()
     );
-    ExitCode::SUCCESS
+    for failure in &failures {
+        eprintln!(
+            "  seed {}: {}\n    {}",
+            failure.seed, failure.what, failure.replay
+        );
+    }
+    ExitCode::FAILURE
 }
 
 fn print_one(report: &ClusterReport) {
@@ -283,16 +367,32 @@ fn print_one(report: &ClusterReport) {
             fault.at_ms,
             fault.for_ms
         );
+        if fault.room_bytes > 0 {
+            println!("    leaving {} bytes of room", fault.room_bytes);
+        }
     }
     println!(
         "single calls {:?}\nbatch calls  {:?}\ncross-region retries {}",
         report.single_calls, report.batch_calls, report.cross_region_retries
     );
+    if report.disk_holds > 0 || report.log_failure_exits > 0 {
+        println!(
+            "disk: {} refusal spell(s) below the reserve, {} exit(s) on a failed log",
+            report.disk_holds, report.log_failure_exits
+        );
+    }
+    for (region, file, bytes) in &report.corruptions {
+        println!(
+            "disk damage: region #{region}, {file} bytes {}..{}",
+            bytes.start, bytes.end
+        );
+    }
     println!(
         "checks passed: tallies agreed {} ms after healing, records {} ms (again {} ms \
          after the probe); \
-         {} invoked, {} acknowledged, {} held before the probe, {} lost with a lost disk; \
-         {} reads within bounds; final totals {:?}",
+         {} invoked, {} acknowledged, {} held before the probe, {} lost with a lost disk, \
+         {} with a log frame destroyed by disk damage; {} receipts name distinct seqs; \
+         {} reads within bounds; {} votes under their option on every region; final totals {:?}",
         c.converge_ms,
         c.records_ms,
         c.reconverge_ms,
@@ -300,7 +400,10 @@ fn print_one(report: &ClusterReport) {
         c.acknowledged,
         c.held,
         c.lost_with_disk,
+        c.lost_with_damage,
+        c.receipts,
         c.reads,
+        c.options_checked,
         c.totals
     );
     println!(
@@ -341,22 +444,34 @@ fn print_table(reports: &[ClusterReport]) {
         "no phantom votes",
         "fast path == exact (total == IDs held)",
         "exactly once after the probe, per option",
+        "every vote under its option, every region",
+        "no vote stamped outside the clock bound",
+        "no healthy node held for another's clock",
+        "the poll window no clock moved",
+        "no seq issued twice (counted receipts)",
         "reads during the chaos within bounds",
     ] {
         println!("{check:<44} {seeds:>8}");
     }
     println!();
     println!(
-        "votes invoked {}, acknowledged {}, lost with a lost disk (allowed, `local` acks) {}",
+        "votes invoked {}, acknowledged {}, lost with a lost disk (allowed, `local` acks) {}, \
+         lost with a log frame destroyed by disk damage (allowed: no copy left) {}",
         sum(|r| r.checked.invoked),
         sum(|r| r.checked.acknowledged),
-        sum(|r| r.checked.lost_with_disk)
+        sum(|r| r.checked.lost_with_disk),
+        sum(|r| r.checked.lost_with_damage)
     );
     println!(
         "calls with no answer (unknown) {}, cross-region retries {}, reads checked {}",
         sum(|r| r.single_calls.unknown + r.batch_calls.unknown),
         sum(|r| r.cross_region_retries),
         sum(|r| r.checked.reads)
+    );
+    println!(
+        "vote stamps checked against true time {}, refusals for a clock hold {}",
+        sum(|r| r.checked.stamps),
+        sum(|r| r.checked.clock_refusals)
     );
     let slowest = |f: fn(&ClusterReport) -> u64| reports.iter().map(f).max().unwrap_or(0);
     println!(

@@ -323,7 +323,15 @@ impl World {
                     .merge_counters(&counters)
                     .map_err(|e| format!("counters refused: {e}"))?;
             }
-            PeerMessage::Hello(_) | PeerMessage::Poll(_) => {}
+            // One definition everywhere here: the replica-level simulation exercises the
+            // record and counter CRDTs (definitions meet in `core/tests/definitions.rs` and
+            // the cluster simulation's mismatched-definition fault).
+            PeerMessage::Hello(_)
+            | PeerMessage::Poll(_)
+            | PeerMessage::Agreement(_)
+            | PeerMessage::PollVector { .. }
+            | PeerMessage::Declarations { .. }
+            | PeerMessage::Clock(_) => {}
         }
         Ok(())
     }

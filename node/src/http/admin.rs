@@ -11,15 +11,24 @@ use tally_core::{OptionName, PollId, PollSpec, PollWindow, ReservedIndex};
 use utoipa::ToSchema;
 
 use super::body::TimelyBody;
+use super::integral::WholeNumber;
 use super::votes::{ask, require_content_type};
 use super::{ApiError, AppState, ErrorBody, SharedState};
-use crate::config::{ADMIN_BODY_BYTES_MAX, check_expected_votes};
+use crate::config::{ADMIN_BODY_BYTES_MAX, check_duration_seconds, check_expected_votes};
 use crate::engine::Command;
 
 // The OpenAPI text of the create route quotes this limit: change it with it.
 const _: () = assert!(ADMIN_BODY_BYTES_MAX == 16 * 1024);
-// `CreatePoll::expected_votes`'s schema and doc quote this one.
+// `CreatePoll`'s schema and doc (and the 409 below) quote these: change them with them.
 const _: () = assert!(RESERVED_VOTE_IDS_MAX == 500_000_000);
+const _: () = assert!(RESERVED_VOTE_IDS_TOTAL_MAX == 1_000_000_000);
+const _: () = assert!(
+    tally_core::limits::POLL_SECONDS_MAX == 2_678_400
+        && tally_core::limits::NAME_BYTES_MAX == 64
+        && tally_core::limits::OPTIONS_MIN == 2
+        && tally_core::limits::OPTIONS_MAX == 16
+        && tally_core::limits::POLLS_MAX == 1_024
+);
 
 /// Dedupe indexes being built for `expected_votes` at once, in this process: one (up to
 /// ~5.4 GB each at the limit), so concurrent create requests wait their turn instead of
@@ -38,26 +47,48 @@ async fn build_index(vote_ids: u64) -> Option<ReservedIndex> {
         .ok()
 }
 
-/// `POST /v1/admin/polls` body.
+/// `POST /v1/admin/polls` body. Integers may be written as JSON numbers with a zero
+/// fraction (`600.0`), as JSON Schema counts those integers; any other fraction is refused
+/// with 422, as is a value out of range.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"id": "halftime", "options": ["yes", "no"], "open": true}))]
 pub struct CreatePoll {
-    /// The poll's name (letters, digits, `-`, `_`, `.`; up to 64 bytes).
+    /// The poll's name (letters, digits, `-`, `_`, `.`; 1 to 64 bytes).
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub id: String,
-    /// 2–16 option names.
+    /// 2–16 distinct option names (each like a poll's name).
+    #[schema(schema_with = option_names_schema)]
     pub options: Vec<String>,
     /// Open at once (default false: a draft, opened later with `/open`).
     #[serde(default)]
     pub open: bool,
-    /// Close this many seconds after opening.
-    pub duration_seconds: Option<u64>,
+    /// Close this many seconds after opening (1 to 2,678,400: 31 days).
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 2_678_400)]
+    pub duration_seconds: Option<WholeNumber>,
     /// Size the poll's dedupe index for this many distinct vote IDs now (1 to 500,000,000;
     /// ~11 bytes each), so it does not stop to grow while votes wait. Optional; as
     /// `expected_votes` in the config file, and kept across restarts. Asked of a poll that
     /// exists, it enlarges that poll's index (one pause that rehashes the IDs held).
-    #[schema(example = 30_000_000, minimum = 1, maximum = 500_000_000)]
-    pub expected_votes: Option<u64>,
+    #[schema(value_type = Option<u64>, example = 30_000_000, minimum = 1, maximum = 500_000_000)]
+    pub expected_votes: Option<WholeNumber>,
+}
+
+/// The schema of [`CreatePoll::options`]: 2–16 distinct names, each as a poll's name.
+fn option_names_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    let name = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(64))
+        .pattern(Some("^[A-Za-z0-9._-]{1,64}$"));
+    ArrayBuilder::new()
+        .items(name)
+        .min_items(Some(2))
+        .max_items(Some(16))
+        .unique_items(true)
+        .description(Some("2–16 distinct option names (each like a poll's name)"))
+        .build()
 }
 
 /// A poll as listed.
@@ -113,6 +144,55 @@ fn ensure_ready(app: &AppState) -> Result<(), ApiError> {
     }
 }
 
+/// Most vote IDs the dedupe indexes of all of a node's polls may be sized for, counting every
+/// other poll at its index's current capacity and the asked poll at its `expected_votes`: two
+/// of the largest reservations (an index costs ~5 bytes a slot, so ~11 GB at the bound). A
+/// reservation past it is refused with 409 (it depends on the node's state, not on the
+/// request alone) instead of taking the node's memory.
+pub(crate) const RESERVED_VOTE_IDS_TOTAL_MAX: u64 = 2 * RESERVED_VOTE_IDS_MAX as u64;
+
+/// Refuses a reservation of `votes` for `poll` that would size the node's indexes past
+/// [`RESERVED_VOTE_IDS_TOTAL_MAX`] (as the latest results snapshot shows them).
+fn check_reservation_budget(app: &AppState, poll: &PollId, votes: u64) -> Result<(), ApiError> {
+    let others: u64 = app
+        .results
+        .borrow()
+        .polls
+        .iter()
+        .filter(|(id, _)| *id != poll)
+        .map(|(_, snapshot)| snapshot.vote_id_capacity as u64)
+        .sum();
+    within_reservation_budget(others, votes).map_err(ApiError::Conflict)
+}
+
+/// `Err(why)` if reserving `votes` beside `others` already sized goes past the budget.
+fn within_reservation_budget(others: u64, votes: u64) -> Result<(), String> {
+    if others.saturating_add(votes) > RESERVED_VOTE_IDS_TOTAL_MAX {
+        return Err(format!(
+            "expected_votes {votes} would size this node's dedupe indexes for over \
+             {RESERVED_VOTE_IDS_TOTAL_MAX} vote IDs in all (its other polls take {others}); \
+             nothing was created"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reservation_past_the_nodes_budget_is_refused() {
+        // Goal: the sum of every index's size is bounded. Method: the boundary either side.
+        let max = RESERVED_VOTE_IDS_TOTAL_MAX;
+        assert!(within_reservation_budget(0, 500_000_000).is_ok());
+        assert!(within_reservation_budget(max - 30_000_000, 30_000_000).is_ok());
+        let refused = within_reservation_budget(max - 29_999_999, 30_000_000).unwrap_err();
+        assert!(refused.contains("expected_votes 30000000"), "{refused}");
+        assert!(within_reservation_budget(u64::MAX, 1).is_err());
+    }
+}
+
 /// Create a poll.
 ///
 /// Creating a poll that exists with the same options changes nothing (200, or 201 if it
@@ -133,11 +213,14 @@ fn ensure_ready(app: &AppState) -> Result<(), ApiError> {
             body = ErrorBody),
         (status = 408, description = "The body did not arrive within body_read_timeout_ms of \
             the headers; nothing changed", body = ErrorBody),
-        (status = 409, description = "A poll of that name exists with other options",
+        (status = 409, description = "A poll of that name exists with other options, the \
+            node holds 1,024 polls (the most it may), or expected_votes would size its indexes \
+            past 1,000,000,000 vote IDs over all polls; nothing changed",
             body = ErrorBody),
         (status = 413, description = "The body is over 16 KiB", body = ErrorBody),
         (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
-        (status = 422, description = "Bad name, or not 2 to 16 valid options", body = ErrorBody),
+        (status = 422, description = "Bad name, not 2 to 16 distinct valid options, or a \
+            number out of range or not whole", body = ErrorBody),
         (status = 503, description = "Not ready, shedding load or stopping", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ),
@@ -153,6 +236,15 @@ pub(super) async fn create_poll(
     ensure_ready(&app)?;
     let request: CreatePoll =
         serde_json::from_slice(&body).map_err(|e| ApiError::Malformed(e.to_string()))?;
+    let whole = |number: &Option<WholeNumber>, field| {
+        number
+            .as_ref()
+            .map(|n| n.to_u64(field))
+            .transpose()
+            .map_err(ApiError::Invalid)
+    };
+    let duration_seconds = whole(&request.duration_seconds, "duration_seconds")?;
+    let expected_votes = whole(&request.expected_votes, "expected_votes")?;
     let id = PollId::new(request.id.clone()).map_err(|e| ApiError::Invalid(format!("id: {e}")))?;
     let options = request
         .options
@@ -160,13 +252,14 @@ pub(super) async fn create_poll(
         .map(|o| OptionName::new(o.clone()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::Invalid(format!("option: {e}")))?;
+    if let Some(seconds) = duration_seconds {
+        check_duration_seconds(seconds).map_err(ApiError::Invalid)?;
+    }
     let now = app.clock.now();
     let opens_at = request.open.then_some(now);
-    let closes_at = opens_at
-        .zip(request.duration_seconds)
-        .map(|(open, seconds)| {
-            tally_core::UnixMillis(open.0.saturating_add(seconds.saturating_mul(1000)))
-        });
+    let closes_at = opens_at.zip(duration_seconds).map(|(open, seconds)| {
+        tally_core::UnixMillis(open.0.saturating_add(seconds.saturating_mul(1000)))
+    });
     let spec = PollSpec::new(
         id.clone(),
         options,
@@ -176,10 +269,10 @@ pub(super) async fn create_poll(
         },
     )
     .map_err(|e| ApiError::Invalid(e.to_string()))?;
-    let expected_votes = request.expected_votes;
     let mut prepared_index = None;
     if let Some(votes) = expected_votes {
         check_expected_votes(votes).map_err(ApiError::Invalid)?;
+        check_reservation_budget(&app, &id, votes)?;
         // Only a poll whose index is still empty and smaller can take a prebuilt one (as the
         // last results snapshot shows it; the engine decides for sure).
         let usable = app
@@ -240,7 +333,7 @@ async fn change_window(
     path = "/v1/admin/polls/{poll}/open",
     tag = "admin",
     security(("admin_token" = [])),
-    params(("poll" = String, Path, description = "The poll's name")),
+    params(("poll" = String, Path, description = "The poll's name", example = "superbowl")),
     responses(
         (status = 200, description = "Durable; `changed` says whether it was not open before",
             body = AdminResponse),
@@ -266,7 +359,7 @@ pub(super) async fn open_poll(
     path = "/v1/admin/polls/{poll}/close",
     tag = "admin",
     security(("admin_token" = [])),
-    params(("poll" = String, Path, description = "The poll's name")),
+    params(("poll" = String, Path, description = "The poll's name", example = "superbowl")),
     responses(
         (status = 200, description = "Durable; `changed` says whether it was open before",
             body = AdminResponse),

@@ -39,7 +39,8 @@ pub enum ApiError {
     /// The poll is not taking votes.
     #[error("poll is {0}")]
     PollNotOpen(&'static str),
-    /// A poll with that name exists with other options.
+    /// A poll with that name exists with other options, or the node holds the most polls it
+    /// may.
     #[error("{0}")]
     Conflict(String),
     /// The body is over the route's limit.
@@ -82,6 +83,10 @@ pub enum ApiError {
     /// The node is not serving votes (starting, stopping or failed).
     #[error("node is unavailable: {0}")]
     Unavailable(&'static str),
+    /// This node's definition of the poll lost the cluster's agreement: it counts none of the
+    /// poll's votes; another node does.
+    #[error("{0}")]
+    PollDisputed(String),
 }
 
 /// The body of every refusal: `{"error": code, "message": text}`.
@@ -110,7 +115,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 409: the poll is not taking votes.
     PollNotOpen,
-    /// 409: a poll of that name exists with other options.
+    /// 409: a poll of that name exists with other options, or the node holds the most polls
+    /// it may (1,024).
     Conflict,
     /// 408: the body did not arrive within `body_read_timeout_ms` of its headers.
     BodyTimeout,
@@ -134,6 +140,9 @@ pub enum ErrorCode {
     Overloaded,
     /// 503: the node is not serving (starting, stopping or failed); see `Retry-After`.
     Unavailable,
+    /// 503: this node defines the poll otherwise than the cluster and counts none of its
+    /// votes (nothing was counted: send the vote to another node); see `Retry-After`.
+    PollDisputed,
 }
 
 impl ErrorCode {
@@ -158,6 +167,7 @@ impl ErrorCode {
             Self::BadVoteToken => "bad_vote_token",
             Self::Overloaded => "overloaded",
             Self::Unavailable => "unavailable",
+            Self::PollDisputed => "poll_disputed",
         }
     }
 }
@@ -178,7 +188,9 @@ impl ApiError {
             Self::UnknownOption(_) | Self::BadVoteId(_) | Self::Invalid(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            Self::Overloaded(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded(_) | Self::Unavailable(_) | Self::PollDisputed(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -208,6 +220,7 @@ impl ApiError {
             Self::BadVoteToken(_) => ErrorCode::BadVoteToken,
             Self::Overloaded(_) => ErrorCode::Overloaded,
             Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::PollDisputed(_) => ErrorCode::PollDisputed,
         }
     }
 
@@ -234,7 +247,16 @@ impl From<EngineError> for ApiError {
             EngineError::Accept(AcceptError::Closed) => Self::PollNotOpen("closed"),
             EngineError::Accept(AcceptError::Overloaded) => Self::Overloaded(1),
             EngineError::Poll(PollError::UnknownPoll(poll)) => Self::UnknownPoll(poll.to_string()),
-            EngineError::Poll(error @ PollError::Conflict(_)) => Self::Conflict(error.to_string()),
+            EngineError::Accept(AcceptError::Disputed(poll)) => Self::PollDisputed(format!(
+                "this node defines poll {poll:?} otherwise than the cluster does (its options \
+                 or their order differ) and counts none of its votes; nothing was counted: send \
+                 the vote to another node"
+            )),
+            EngineError::Poll(
+                error @ (PollError::Conflict(_)
+                | PollError::OptionsRemoved { .. }
+                | PollError::TooManyPolls(_)),
+            ) => Self::Conflict(error.to_string()),
             EngineError::LogFailed => Self::Unavailable("the write-ahead log failed"),
             EngineError::Held(hold) => Self::Unavailable(hold.message()),
         }
@@ -253,7 +275,7 @@ impl IntoResponse for ApiError {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
         }
-        if let Self::Unavailable(_) = self {
+        if let Self::Unavailable(_) | Self::PollDisputed(_) = self {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -292,6 +314,7 @@ mod tests {
             ApiError::BadVoteToken("x".into()),
             ApiError::Overloaded(1),
             ApiError::Unavailable("x"),
+            ApiError::PollDisputed("x".into()),
         ]
     }
 

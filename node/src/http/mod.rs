@@ -9,8 +9,10 @@
 
 pub mod abuse;
 mod admin;
+mod audit;
 mod body;
 mod error;
+mod integral;
 mod openapi;
 mod ops;
 mod ops_listener;
@@ -33,6 +35,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use admin::{AdminResponse, CreatePoll, PollSummary};
+pub use audit::{
+    BinaryLookup, BinaryLookupResponse, LOOKUP_NOT_HELD, LookedUp, LookupRequest, LookupResponse,
+};
 pub use body::BODY_READ_TIMEOUT_MS_DEFAULT;
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use openapi::OPENAPI_PATH;
@@ -64,8 +69,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Maps client keys to vote IDs.
     pub vote_id_key: Arc<VoteIdKey>,
-    /// This node's actor, `node#incarnation`, for receipts.
-    pub actor: String,
+    /// This node's ID: a receipt names the actor `node#incarnation` of the vote's answer.
+    pub node: tally_core::NodeId,
     /// Admin bearer token; empty disables the admin API.
     pub admin_token: Arc<str>,
     /// The clock, for admin open/close.
@@ -137,7 +142,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         results,
         metrics: Arc::new(Metrics::new()),
         vote_id_key: Arc::new(VoteIdKey::new([0; 32])),
-        actor: String::new(),
+        node: tally_core::NodeId::new("openapi").unwrap_or_else(|_| unreachable!("valid")),
         admin_token: Arc::from(""),
         clock: Arc::new(crate::SystemClock),
         sse_tick_ms: 1_000,
@@ -187,10 +192,14 @@ fn api_routes(state: &SharedState) -> OpenApiRouter<SharedState> {
         .routes(routes!(admin::open_poll))
         .routes(routes!(admin::close_poll))
         .layer(DefaultBodyLimit::max(ADMIN_BODY_BYTES_MAX));
+    let audit = OpenApiRouter::new()
+        .routes(routes!(audit::lookup))
+        .layer(DefaultBodyLimit::max(BATCH_BODY_BYTES_MAX));
     OpenApiRouter::with_openapi(openapi::base())
         .merge(votes)
         .merge(batches)
         .merge(admin)
+        .merge(audit)
         .routes(routes!(admin::list_polls))
         .routes(routes!(reads::results))
         .routes(routes!(reads::history))
@@ -326,7 +335,12 @@ where
             histogram.observe(elapsed.as_secs_f64());
             let status = response.status();
             let method = &*this.method;
-            if status.is_server_error() {
+            // A 503 is a deliberate refusal (shedding, a hold, a disputed poll): counted in
+            // `tally_vote_rejections_total` and logged once where its cause arises, not once
+            // per refused vote, which at peak would be a flood of identical lines.
+            if status == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+                tracing::debug!(%method, route, %status, ?elapsed, "request refused for now");
+            } else if status.is_server_error() {
                 tracing::warn!(%method, route, %status, ?elapsed, "request failed");
             } else if status.is_client_error() {
                 tracing::debug!(%method, route, %status, ?elapsed, "request refused");
@@ -347,6 +361,7 @@ const ROUTES: &[&str] = &[
     "/v1/admin/polls",
     "/v1/admin/polls/{poll}/open",
     "/v1/admin/polls/{poll}/close",
+    "/v1/admin/polls/{poll}/lookup",
     "/metrics",
     "/healthz",
     "/readyz",

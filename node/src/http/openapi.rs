@@ -128,7 +128,61 @@ pub(super) fn complete(mut document: OpenApi) -> OpenApi {
         "text/javascript",
     );
     add_poll_parameter(&mut document, "/polls/{poll}");
+    describe_stream_events(&mut document);
     document
+}
+
+/// The path of the SSE stream, whose events [`describe_stream_events`] describes.
+const STREAM_PATH: &str = "/v1/polls/{poll}/stream";
+
+/// Describes each event of the SSE stream as what it is (OpenAPI 3.1 reads the schema of a
+/// `text/event-stream` response as one event's): the event name `results`, the id (the
+/// results' capture time in Unix ms) and `data`, a JSON text holding the same object as the
+/// results route (`contentMediaType` and `contentSchema`, JSON Schema 2020-12).
+fn describe_stream_events(document: &mut OpenApi) {
+    use utoipa::openapi::extensions::Extensions;
+    use utoipa::openapi::{Ref, RefOr};
+    let Some(content) = document
+        .paths
+        .paths
+        .get_mut(STREAM_PATH)
+        .and_then(|item| item.get.as_mut())
+        .and_then(|operation| operation.responses.responses.get_mut("200"))
+        .and_then(|response| match response {
+            RefOr::T(response) => response.content.get_mut("text/event-stream"),
+            RefOr::Ref(_) => None,
+        })
+    else {
+        return;
+    };
+    let results = serde_json::json!({ "$ref": Ref::from_schema_name("PollResults").ref_location });
+    let data = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "The results, as JSON: the object the results route answers",
+        ))
+        .content_media_type("application/json")
+        .extensions(Some(Extensions::from_iter([("contentSchema", results)])));
+    let event = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["results"]))
+        .description(Some("The event's name"));
+    let id = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^[0-9]+$"))
+        .description(Some("When the results were captured, in Unix ms"));
+    let schema = ObjectBuilder::new()
+        .description(Some(
+            "One event of the stream (a `: heartbeat` comment, sent after ten quiet ticks, is \
+             no event)",
+        ))
+        .property("event", event)
+        .property("id", id)
+        .property("data", data)
+        .required("event")
+        .required("data")
+        .build();
+    content.schema = Some(schema.into());
 }
 
 /// Declares the `{poll}` path parameter of a hand-added path.

@@ -60,7 +60,8 @@ pub(super) async fn healthz(State(app): State<SharedState>) -> (StatusCode, Stri
     responses(
         (status = 200, description = "Serving votes", body = String, example = "ready\n"),
         (status = 503, description = "Starting, stopping, or held back (low disk, a skewed \
-            clock, a failed log): one line per reason", body = String,
+            clock, a failed log, a poll defined otherwise than the cluster): one line per \
+            reason, and one per disputed poll", body = String,
             example = "not ready\ndisk_low: the data directory is low on free space\n"),
     ),
 )]
@@ -72,6 +73,17 @@ pub(super) async fn readyz(State(app): State<SharedState>) -> (StatusCode, Strin
     let mut body = "not ready\n".to_owned();
     for hold in holds {
         body.push_str(&format!("{}: {}\n", hold.as_str(), hold.message()));
+    }
+    let results = app.results.borrow().clone();
+    for snapshot in results.polls.values() {
+        if let Some(dispute) = snapshot
+            .results
+            .dispute
+            .as_ref()
+            .filter(|d| d.refusing_votes)
+        {
+            body.push_str(&format!("  {}\n", dispute.message));
+        }
     }
     (StatusCode::SERVICE_UNAVAILABLE, body)
 }

@@ -17,6 +17,10 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tally_core::Second;
+use tally_core::limits::POLL_SECONDS_MAX;
+
+// The document quotes this limit for `at`: change it with it.
+const _: () = assert!(POLL_SECONDS_MAX == 2_678_400);
 use utoipa::{IntoParams, ToSchema};
 
 use super::votes::poll_snapshot;
@@ -28,8 +32,9 @@ use crate::results::{HistoryPoint, PollResults, PollSnapshot};
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ResultsQuery {
-    /// Answer "what was the split at second N": votes of poll seconds ≤ N.
-    #[param(value_type = Option<u32>)]
+    /// Answer "what was the split at second N": votes of poll seconds ≤ N (0 to 2,678,400,
+    /// the 31 days a poll's seconds are counted).
+    #[param(value_type = Option<u32>, minimum = 0, maximum = 2_678_400)]
     pub at: Option<Second>,
 }
 
@@ -41,12 +46,12 @@ pub struct ResultsQuery {
     get,
     path = "/v1/polls/{poll}/results",
     tag = "results",
-    params(("poll" = String, Path, description = "The poll's name"), ResultsQuery),
+    params(("poll" = String, Path, description = "The poll's name", example = "superbowl"), ResultsQuery),
     responses(
         (status = 200, description = "The results", body = PollResults),
         (status = 404, description = "No such poll", body = ErrorBody),
-        (status = 422, description = "`at` is not a second (0 to 2^32-1), or an unknown \
-            query parameter", body = ErrorBody),
+        (status = 422, description = "`at` is not a poll second (0 to 2,678,400), or an \
+            unknown query parameter", body = ErrorBody),
     ),
 )]
 pub(super) async fn results(
@@ -55,6 +60,11 @@ pub(super) async fn results(
     query: Result<Query<ResultsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<PollResults>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::Invalid(e.body_text()))?;
+    if let Some(at) = query.at.filter(|&at| at > POLL_SECONDS_MAX) {
+        return Err(ApiError::Invalid(format!(
+            "at must be a poll second from 0 to {POLL_SECONDS_MAX}, not {at}"
+        )));
+    }
     let (_, snapshot) = poll_snapshot(&app, &poll)?;
     Ok(Json(match query.at {
         Some(at) => snapshot.results_at(at),
@@ -78,7 +88,7 @@ pub struct History {
     get,
     path = "/v1/polls/{poll}/history",
     tag = "results",
-    params(("poll" = String, Path, description = "The poll's name")),
+    params(("poll" = String, Path, description = "The poll's name", example = "superbowl")),
     responses(
         (status = 200, description = "The series", body = History),
         (status = 404, description = "No such poll", body = ErrorBody),
@@ -123,7 +133,7 @@ const _: () = assert!(HEARTBEAT_TICKS == 10);
     get,
     path = "/v1/polls/{poll}/stream",
     tag = "results",
-    params(("poll" = String, Path, description = "The poll's name")),
+    params(("poll" = String, Path, description = "The poll's name", example = "superbowl")),
     responses(
         (status = 200, description = "An endless `text/event-stream` of `results` events",
             content_type = "text/event-stream", body = String,

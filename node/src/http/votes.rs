@@ -237,7 +237,7 @@ pub(super) async fn ask<T>(
     path = "/v1/polls/{poll}/votes",
     tag = "votes",
     params(
-        ("poll" = String, Path, description = "The poll's name"),
+        ("poll" = String, Path, description = "The poll's name", example = "superbowl"),
         ("Idempotency-Key" = Option<String>, Header,
             description = "The vote ID, if the body has none"),
     ),
@@ -258,7 +258,9 @@ pub(super) async fn ask<T>(
         (status = 429, description = "Over the per-IP or per-voter rate limit; nothing was \
             counted", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
-        (status = 503, description = "Shedding load or stopping; nothing was counted",
+        (status = 503, description = "Shedding load, stopping, held (low disk, a skewed clock), \
+            or `poll_disputed`: this node defines the poll otherwise than the cluster; nothing \
+            was counted: retry here later or at another node",
             body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ),
 )]
@@ -301,11 +303,19 @@ async fn vote_inner(
     })
     .await?;
     Ok(match ack {
-        VoteAck::Counted { seq, second } => VoteResponse {
+        VoteAck::Counted {
+            seq,
+            second,
+            incarnation,
+        } => VoteResponse {
             status: VoteStatus::Counted,
             vote_id: vote_id.to_string(),
             receipt: Some(Receipt {
-                actor: app.actor.clone(),
+                actor: tally_core::ActorId {
+                    node: app.node.clone(),
+                    incarnation,
+                }
+                .to_string(),
                 seq,
                 second,
             }),
@@ -399,7 +409,7 @@ enum Parsed {
     post,
     path = "/v1/polls/{poll}/votes/batch",
     tag = "votes",
-    params(("poll" = String, Path, description = "The poll's name")),
+    params(("poll" = String, Path, description = "The poll's name", example = "superbowl")),
     request_body(content(
         (BatchRequest = "application/json"),
         (BinaryBatch = "application/x-postcard"),
@@ -426,7 +436,9 @@ enum Parsed {
             application/x-postcard", body = ErrorBody),
         (status = 429, description = "Over the per-IP rate limit; nothing was counted",
             body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
-        (status = 503, description = "Shedding load or stopping; nothing was counted",
+        (status = 503, description = "Shedding load, stopping, held (low disk, a skewed clock), \
+            or `poll_disputed`: this node defines the poll otherwise than the cluster; nothing \
+            was counted: retry here later or at another node",
             body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ),
 )]
@@ -556,7 +568,8 @@ fn count_batch(app: &AppState, response: &BatchResponse) {
     }
 }
 
-fn check_count(count: usize) -> Result<(), ApiError> {
+/// Refuses more than [`BATCH_VOTES_MAX`] votes (or vote IDs) in one request.
+pub(super) fn check_count(count: usize) -> Result<(), ApiError> {
     if count > BATCH_VOTES_MAX {
         return Err(ApiError::TooManyVotes {
             count,

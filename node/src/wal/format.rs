@@ -19,6 +19,8 @@
 //!
 //! What it promises: a frame is accepted only if its length is in range, all its bytes are
 //! present and its checksum matches; a zero-filled region never passes (length 0 is refused).
+//! [`find_frame`] looks for the next such frame after a bad one, byte by byte, so recovery
+//! can tell damage (valid frames follow) from a torn tail (none does).
 
 use crate::storage::{Storage, StorageFile};
 
@@ -41,6 +43,9 @@ const SEGMENT_SUFFIX: &str = ".log";
 const SNAPSHOT_PREFIX: &str = "snapshot-";
 const SNAPSHOT_SUFFIX: &str = ".snap";
 const TEMP_SUFFIX: &str = ".tmp";
+/// What a damaged file's copy adds to its name: `wal-….log.damaged-1`. The log ignores such
+/// names (they are not its own), so the copy stays for the operator until removed by hand.
+const DAMAGED_SUFFIX: &str = ".damaged-";
 /// Digits of the number in a file name: every u64 fits, and names sort by number.
 const NUMBER_DIGITS: usize = 20;
 
@@ -74,6 +79,14 @@ pub(super) fn snapshot_name(number: u64) -> String {
 
 pub(super) fn snapshot_temp_name(number: u64) -> String {
     format!("{SNAPSHOT_PREFIX}{number:020}{SNAPSHOT_SUFFIX}{TEMP_SUFFIX}")
+}
+
+/// The first name `name.damaged-N` (N = 1, 2, …) that `taken` does not hold.
+pub(super) fn damaged_copy_name(name: &str, taken: &[String]) -> String {
+    (1u32..)
+        .map(|n| format!("{name}{DAMAGED_SUFFIX}{n}"))
+        .find(|candidate| !taken.contains(candidate))
+        .unwrap_or_else(|| unreachable!("u32 copies of one file"))
 }
 
 fn parse_number(digits: &str) -> Option<u64> {
@@ -369,6 +382,56 @@ fn read_footer<'r>(reader: &'r mut FileReader<'_>, offset: u64) -> std::io::Resu
     Ok(Step::Footer { entries, bytes })
 }
 
+/// The offset of the first valid frame (length in range, every byte present, checksum
+/// matching) that starts at or after `from`, if any: where replay resumes after damage.
+///
+/// Byte by byte: a candidate's length and its payload's first byte (the entry's variant tag,
+/// below [`super::WAL_ENTRY_TAGS`]) are checked before its checksum, so random bytes cost
+/// little and zeros nothing (length 0 is never a frame). A false match needs a 32-bit
+/// checksum to agree by chance, and replay still decodes the entry.
+pub(super) fn find_frame(reader: &mut FileReader<'_>, from: u64) -> std::io::Result<Option<u64>> {
+    let len = reader.len();
+    let mut at = from;
+    while at + (WAL_FRAME_HEADER_BYTES as u64) < len {
+        if let Some(header) = reader.bytes(at, WAL_FRAME_HEADER_BYTES)? {
+            let (length, stored) = (u32_at(header, 0), u32_at(header, 4));
+            let payload_at = at + WAL_FRAME_HEADER_BYTES as u64;
+            let fits = (1..=WAL_ENTRY_BYTES_MAX as u64).contains(&u64::from(length))
+                && payload_at + u64::from(length) <= len;
+            let tag_ok = fits
+                && reader
+                    .bytes(payload_at, 1)?
+                    .is_some_and(|tag| tag[0] < super::WAL_ENTRY_TAGS);
+            if tag_ok {
+                if let Some(payload) = reader.bytes(payload_at, length as usize)? {
+                    if crc32c::crc32c(payload) == stored {
+                        return Ok(Some(at));
+                    }
+                }
+            }
+        }
+        at += 1;
+    }
+    Ok(None)
+}
+
+/// Whether every byte from `from` to the end of the file is zero.
+pub(super) fn zeros_to_end(reader: &mut FileReader<'_>, from: u64) -> std::io::Result<bool> {
+    let len = reader.len();
+    let mut at = from;
+    while at < len {
+        let count = (len - at).min(WAL_READ_CHUNK_BYTES as u64) as usize;
+        let Some(bytes) = reader.bytes(at, count)? else {
+            return Ok(false);
+        };
+        if bytes.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += count as u64;
+    }
+    Ok(true)
+}
+
 /// Decodes a frame's payload; the whole payload must be one entry.
 pub(super) fn decode_entry(payload: &[u8]) -> Result<WalEntry, CorruptionReason> {
     match postcard::take_from_bytes::<WalEntry>(payload) {
@@ -399,7 +462,14 @@ mod tests {
             parse_name(&snapshot_temp_name(3)),
             Some(LogFile::SnapshotTemp(3))
         );
+        let copy = damaged_copy_name(&segment_name(7), &[]);
+        assert_eq!(copy, "wal-00000000000000000007.log.damaged-1");
+        assert_eq!(
+            damaged_copy_name(&segment_name(7), std::slice::from_ref(&copy)),
+            "wal-00000000000000000007.log.damaged-2"
+        );
         for other in [
+            copy.as_str(),
             "wal-7.log",
             "wal-0000000000000000000x.log",
             "wal-00000000000000000007.log.bak",
@@ -409,6 +479,58 @@ mod tests {
         ] {
             assert_eq!(parse_name(other), None, "{other:?}");
         }
+    }
+
+    /// Goal: `WAL_ENTRY_TAGS` bounds every entry's variant tag, which recovery's search for
+    /// a valid frame after damage relies on. Method: encode one entry of each variant (the
+    /// match breaks the build when a variant is added) and read its payload's first byte.
+    #[test]
+    fn every_entry_variant_tag_is_below_wal_entry_tags() {
+        use tally_core::{ActorId, NodeId, PollId, RecordBatch};
+        let actor = ActorId {
+            node: NodeId::new("n").expect("valid name"),
+            incarnation: 1,
+        };
+        let poll = PollId::new("p").expect("valid name");
+        let entries = [
+            WalEntry::Records(RecordBatch::new(poll.clone(), actor.clone(), 1)),
+            WalEntry::Poll(
+                tally_core::PollSpec::new(
+                    poll.clone(),
+                    ["a", "b"]
+                        .map(|n| tally_core::OptionName::new(n).expect("valid name"))
+                        .to_vec(),
+                    tally_core::PollWindow::default(),
+                )
+                .expect("valid poll"),
+            ),
+            WalEntry::Identity(actor.clone()),
+            WalEntry::Reserve {
+                poll: poll.clone(),
+                vote_ids: 1,
+            },
+            WalEntry::Incarnation {
+                actor: actor.clone(),
+                retired: actor,
+                durable_through: vec![(poll, 1)],
+            },
+        ];
+        for (index, entry) in entries.iter().enumerate() {
+            let expected = match entry {
+                WalEntry::Records(_) => 0,
+                WalEntry::Poll(_) => 1,
+                WalEntry::Identity(_) => 2,
+                WalEntry::Reserve { .. } => 3,
+                WalEntry::Incarnation { .. } => 4,
+            };
+            assert_eq!(expected, index);
+            let mut buffer = Vec::new();
+            encode_frame(&mut buffer, entry).expect("encodes");
+            let tag = buffer[WAL_FRAME_HEADER_BYTES];
+            assert_eq!(usize::from(tag), index);
+            assert!(tag < super::super::WAL_ENTRY_TAGS);
+        }
+        assert_eq!(usize::from(super::super::WAL_ENTRY_TAGS), entries.len());
     }
 
     /// Goal: a frame header written for an entry passes the pre-write assertion. Method:

@@ -6,9 +6,11 @@
 //! `result: Ok` means every job with a token up to `up_to_token` is durable; the first error is
 //! reported in a [`WalDone`] and ends the writer (a failed fsync is never retried: after it the
 //! kernel may have dropped the dirty pages, so "retry until it works" would acknowledge lost
-//! votes — PostgreSQL's fsyncgate). The writer is an `async fn` that calls the synchronous
-//! storage directly: production runs it on its own OS thread ([`spawn_writer_thread`]), the
-//! simulation spawns [`run_writer`] as an ordinary task over its instant simulated disk.
+//! votes — PostgreSQL's fsyncgate); before that report, the failed group's bytes are cut off
+//! the segment ([`Wal::roll_back_to`]), so the next start replays none of its votes. The
+//! writer is an `async fn` that calls the synchronous storage directly: production runs it on
+//! its own OS thread ([`spawn_writer_thread`]), the simulation spawns [`run_writer`] as an
+//! ordinary task over its instant simulated disk.
 
 use std::io;
 use std::time::Duration;
@@ -158,13 +160,19 @@ pub async fn run_writer<S: Storage>(
         let report = match first.kind {
             WalJobKind::Snapshot => write_snapshot(&mut wal, first),
             WalJobKind::Append => {
+                // Everything before a group is durable (or the writer has stopped).
+                let durable_end = wal.end();
                 let mut group = Group::start(first);
                 let appended = group.append_queued(&mut wal, &mut jobs, &mut last_token);
                 if let Some(delay) = wal.sync_delay() {
                     tokio::time::sleep(delay).await;
                 }
                 carried = group.carried.take();
-                group.finish(&mut wal, appended)
+                let report = group.finish(&mut wal, appended);
+                if let Err(error) = &report.result {
+                    roll_back(&mut wal, durable_end, error);
+                }
+                report
             }
         };
         let failed = report.result.clone().err();
@@ -176,6 +184,23 @@ pub async fn run_writer<S: Storage>(
             tracing::error!(%error, "the write-ahead log writer stopped");
             return Err(error);
         }
+    }
+}
+
+/// After a group failed: cuts its bytes off the segment ([`Wal::roll_back_to`]), before the
+/// failure is reported, so that no vote answered "not counted" comes back at the next start.
+fn roll_back<S: Storage>(wal: &mut Wal<S>, durable_end: (u64, u64), cause: &WalError) {
+    match wal.roll_back_to(durable_end, cause) {
+        Ok(()) => tracing::warn!(
+            segment = durable_end.0,
+            bytes = durable_end.1,
+            "the failed group's bytes were cut off the log: it ends where it was last durable"
+        ),
+        Err(error) => tracing::error!(
+            %error,
+            "could not cut the failed group's bytes off the log: the next start may replay \
+             some of its votes (answered 503); retries with the same vote IDs count them once"
+        ),
     }
 }
 

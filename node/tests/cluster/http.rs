@@ -104,7 +104,8 @@ pub(crate) fn get_json(address: SocketAddr, path: &str) -> Result<serde_json::Va
 }
 
 /// The value of the Prometheus sample `name{labels}` in `text`, 0 when absent (a counter
-/// that was never incremented is not rendered).
+/// that was never incremented is not rendered). Not every test binary reads metrics.
+#[allow(dead_code)]
 pub(crate) fn metric(text: &str, name: &str, labels: &str) -> f64 {
     let sample = format!("{name}{labels} ");
     text.lines()

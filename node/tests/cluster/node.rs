@@ -89,6 +89,11 @@ impl NodeSpec {
 
     /// Writes the config and starts `tally run` on it; does not wait for readiness.
     pub(crate) fn spawn(&self) -> NodeProcess {
+        self.spawn_with_env(&[])
+    }
+
+    /// As [`Self::spawn`], with further environment variables (e.g. libfaketime's).
+    pub(crate) fn spawn_with_env(&self, env: &[(&str, &str)]) -> NodeProcess {
         std::fs::create_dir_all(&self.dir).expect("cannot create the node's directory");
         std::fs::write(self.config_file(), self.config_text()).expect("cannot write the config");
         let log = std::fs::OpenOptions::new()
@@ -102,6 +107,7 @@ impl NodeSpec {
             .arg(self.config_file())
             .env("RUST_LOG", "warn,tally_node=info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cannot share the log file"))
             .stderr(log)

@@ -8,13 +8,24 @@
 //!    region. `duplicate` means the cluster holds it; `counted` means it did not.
 //!    - an acknowledged vote answered `counted` was **lost** (allowed only for a vote whose
 //!      every acknowledgement came from one region that later lost its disk, the `local`
-//!      ack mode's one exception; those are reported);
+//!      ack mode's one exception, or whose record lay in a log frame that disk damage
+//!      destroyed: no copy may remain; both are reported);
 //!    - a vote no attempt could have reached answered `duplicate` is a **phantom**;
 //!    - **fast path == exact**: the converged total before the probe must equal the
 //!      number of `duplicate` answers (the displayed counters agree with the records held).
 //! 3. **Exactly once**: after the probe every invoked vote ID is held, so once converged
 //!    again every region's total per option must equal the vote IDs invoked with it.
-//! 4. **Reads during the chaos** stayed within bounds: no more than the votes carried by the
+//! 4. **Every vote under its option, on every node**: each region is asked (the admin vote
+//!    lookup) which option every invoked vote ID counts for; it must hold it, under the name
+//!    of the option it was cast for (a region may list the options in another order). Up to
+//!    [`LOOKUP_VOTES_MAX`] votes, evenly spaced, at larger scales.
+//! 5. **Clocks** ([`super::clocks`]): no vote stamped by a node outside the offset bound, no
+//!    healthy node refusing votes because of another node's clock, and a window no clock
+//!    moved.
+//! 6. **No seq issued twice**: no two vote IDs got a `counted` receipt naming the same
+//!    (actor, seq) (DESIGN.md §2: an actor never reuses a seq; a node that lost records of its
+//!    log and went on under the same actor would).
+//! 7. **Reads during the chaos** stayed within bounds: no more than the votes carried by the
 //!    calls invoked before the answer arrived (each can add at most one record; a vote ID
 //!    counted at two regions shows twice until the winner rule's retraction arrives, which
 //!    DESIGN.md invariant 4 allows); no fewer than the single votes the serving actor itself
@@ -27,13 +38,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::Method;
 use tally_node::http::{
-    BatchResponse, BatchVoteStatus, BinaryBatch, BinaryVote, POSTCARD_MEDIA_TYPE,
+    BatchResponse, BatchVoteStatus, BinaryBatch, BinaryLookup, BinaryLookupResponse, BinaryVote,
+    LOOKUP_NOT_HELD, POSTCARD_MEDIA_TYPE,
 };
 
 use super::http::{Conn, Outcome};
 use super::ledger::{Ledger, VoteEntry};
 use super::net::now_ms;
-use super::workload::{POLL, Plan, Results, Shared, lock, read_results};
+use super::workload::{OPTION_NAMES, POLL, Plan, Results, Shared, lock, read_results};
 
 /// Longest the regions' tallies may take to agree once healed, in simulated ms, before the
 /// allowance for volume ([`converge_ms_max`]).
@@ -60,6 +72,16 @@ pub const RECORDS_MS_MAX: u64 = 600_000;
 /// Vote IDs per probe batch.
 pub const PROBE_BATCH_VOTES: usize = 5_000;
 
+/// The admin token of every simulated node (the checker's vote lookups need it).
+pub const ADMIN_TOKEN: &str = "sim-admin-token";
+
+/// Vote IDs per lookup request (the route's limit).
+pub const LOOKUP_BATCH_VOTES: usize = 10_000;
+
+/// Most votes looked up per region: all of them up to this, evenly spaced beyond (the full
+/// scenario's 30 million would cost each region 3,000 requests of 160 KB).
+pub const LOOKUP_VOTES_MAX: usize = 1_000_000;
+
 /// What the checks found (all passed).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Checked {
@@ -77,8 +99,19 @@ pub struct Checked {
     pub held: u64,
     /// Acknowledged votes lost with a lost disk (allowed under `local` acks).
     pub lost_with_disk: u64,
+    /// Acknowledged votes lost because disk damage destroyed the log frame holding their
+    /// only record.
+    pub lost_with_damage: u64,
+    /// `counted` receipts checked for a seq issued twice.
+    pub receipts: u64,
     /// Reads checked against their bounds.
     pub reads: u64,
+    /// Votes whose option every region was asked (each must name the option cast).
+    pub options_checked: u64,
+    /// Single votes' stamps checked against true time.
+    pub stamps: u64,
+    /// Votes or batches refused for a clock hold (each one excused).
+    pub clock_refusals: u64,
     /// The final totals per option.
     pub totals: Vec<i64>,
 }
@@ -111,6 +144,7 @@ pub async fn checker(
 async fn check(plan: &Plan, shared: &Shared) -> Result<Checked, Violation> {
     let mut conns: Vec<Conn> = plan.regions.iter().map(|r| Conn::new(r)).collect();
     check_reads(&lock(shared))?;
+    let receipts = check_receipts(&lock(shared))?;
     let healed_at = now_ms();
     converge(
         plan,
@@ -122,14 +156,31 @@ async fn check(plan: &Plan, shared: &Shared) -> Result<Checked, Violation> {
     let converge_ms = now_ms() - healed_at;
     let before = converge(plan, &mut conns, Agreement::Records, RECORDS_MS_MAX).await?;
     let records_ms = now_ms() - healed_at;
+    let opens_at_ms = read_opens_at(&mut conns[0]).await?;
+    super::clocks::check_clocks(&lock(shared), opens_at_ms)?;
     let (invoked, answers) = probe(plan, shared, &mut conns).await?;
     let mut checked = judge_probe(&lock(shared), &invoked, &answers, &before)?;
+    checked.receipts = receipts;
     checked.converge_ms = converge_ms;
     checked.records_ms = records_ms;
     let probed_at = now_ms();
     let after = converge(plan, &mut conns, Agreement::Records, RECORDS_MS_MAX).await?;
     checked.reconverge_ms = now_ms() - probed_at;
-    let ledger = lock(shared);
+    check_exactly_once(&lock(shared), &after)?;
+    checked.totals = after.votes;
+    {
+        let ledger = lock(shared);
+        checked.reads = ledger.reads.len() as u64;
+        checked.stamps = ledger.stamps.len() as u64;
+        checked.clock_refusals = ledger.clock_refusals.len() as u64;
+    }
+    checked.options_checked = check_options(plan, shared).await?;
+    Ok(checked)
+}
+
+/// After the probe every invoked vote ID is held: each option's total must equal the vote IDs
+/// invoked with it.
+fn check_exactly_once(ledger: &Ledger, after: &Results) -> Result<(), Violation> {
     let mut expected = vec![0i64; after.votes.len()];
     for v in ledger.votes.iter().filter(|v| v.invoked_ms != 0) {
         if let Some(slot) = expected.get_mut(v.option as usize) {
@@ -143,9 +194,117 @@ async fn check(plan: &Plan, shared: &Shared) -> Result<Checked, Violation> {
             after.votes, expected
         ));
     }
-    checked.totals = after.votes;
-    checked.reads = ledger.reads.len() as u64;
-    Ok(checked)
+    Ok(())
+}
+
+/// Asks every region which option every invoked vote ID counts for (a sample beyond
+/// [`LOOKUP_VOTES_MAX`]): each must be held, under the name of the option it was cast for.
+/// Returns how many votes were checked.
+async fn check_options(plan: &Plan, shared: &Shared) -> Result<u64, Violation> {
+    let sample: Vec<u32> = {
+        let ledger = lock(shared);
+        let invoked = ledger.votes.iter().filter(|v| v.invoked_ms != 0).count();
+        let stride = invoked.div_ceil(LOOKUP_VOTES_MAX).max(1);
+        (0u32..)
+            .zip(&ledger.votes)
+            .filter(|(_, vote)| vote.invoked_ms != 0)
+            .map(|(number, _)| number)
+            .step_by(stride)
+            .collect()
+    };
+    for name in &plan.regions {
+        let mut conn = Conn::with_bearer(name, ADMIN_TOKEN);
+        let results = read_results(&mut conn, Duration::from_millis(10_000))
+            .await
+            .ok_or_else(|| format!("every vote under its option: {name} gave no results"))?;
+        for chunk in sample.chunks(LOOKUP_BATCH_VOTES) {
+            let vote_ids = {
+                let ledger = lock(shared);
+                chunk.iter().map(|&v| ledger.votes[v as usize].id).collect()
+            };
+            let options = lookup(&mut conn, name, vote_ids).await?;
+            let ledger = lock(shared);
+            for (&v, &held) in chunk.iter().zip(&options) {
+                let vote = &ledger.votes[v as usize];
+                let cast = OPTION_NAMES[usize::from(vote.option)];
+                let shown = results.names.get(usize::from(held)).map(String::as_str);
+                if held == LOOKUP_NOT_HELD || shown != Some(cast) {
+                    return Err(format!(
+                        "every vote under its option: {name} counts vote #{v} {} (cast for \
+                         {cast}) as {}",
+                        uuid::Uuid::from_bytes(vote.id),
+                        shown.unwrap_or("nothing"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(sample.len() as u64)
+}
+
+/// One lookup request: the option index each vote ID counts for at `name`.
+async fn lookup(
+    conn: &mut Conn,
+    name: &str,
+    vote_ids: Vec<[u8; 16]>,
+) -> Result<Vec<u8>, Violation> {
+    let count = vote_ids.len();
+    let body = postcard::to_allocvec(&BinaryLookup { vote_ids })
+        .map_err(|e| format!("lookup: cannot encode a request: {e}"))?;
+    for _ in 0..10 {
+        let outcome = conn
+            .call(
+                Method::POST,
+                &format!("/v1/admin/polls/{POLL}/lookup"),
+                Some(POSTCARD_MEDIA_TYPE),
+                Bytes::from(body.clone()),
+                Duration::from_millis(10_000),
+            )
+            .await;
+        match outcome {
+            Outcome::Answered(200, answer) => {
+                let answer: BinaryLookupResponse = postcard::from_bytes(&answer)
+                    .map_err(|e| format!("lookup: unreadable answer from {name}: {e}"))?;
+                if answer.options.len() != count {
+                    return Err(format!(
+                        "lookup: {name} answered {} options for {count} votes",
+                        answer.options.len()
+                    ));
+                }
+                return Ok(answer.options);
+            }
+            // Read-only: asking again is always safe.
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    Err(format!("lookup: {name} did not answer after healing"))
+}
+
+/// The poll's `opens_at` as a region lists it (after convergence, every region's).
+async fn read_opens_at(conn: &mut Conn) -> Result<u64, Violation> {
+    for _ in 0..10 {
+        let outcome = conn
+            .call(
+                Method::GET,
+                "/v1/polls",
+                None,
+                Bytes::new(),
+                Duration::from_millis(1_000),
+            )
+            .await;
+        if let Outcome::Answered(200, body) = outcome {
+            let polls: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| format!("the poll list does not parse: {e}"))?;
+            let poll = polls
+                .as_array()
+                .and_then(|all| all.iter().find(|p| p["id"] == POLL));
+            return poll
+                .and_then(|p| p["opens_at_ms"].as_u64())
+                .ok_or_else(|| format!("{POLL} is not open after healing: {polls}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err("the poll list was not answered after healing".to_owned())
 }
 
 /// What the regions must agree on.
@@ -345,6 +504,8 @@ fn judge_probe(
         } else if entry.acked() {
             if ledger.loss_allowed(entry) {
                 checked.lost_with_disk += 1;
+            } else if ledger.destroyed_by_damage(entry) {
+                checked.lost_with_damage += 1;
             } else {
                 lost.push(v);
             }
@@ -377,6 +538,27 @@ fn judge_probe(
         ));
     }
     Ok(checked)
+}
+
+/// Checks that no (actor, seq) was receipted for two vote IDs; returns the receipts checked.
+fn check_receipts(ledger: &Ledger) -> Result<u64, Violation> {
+    let mut receipts = ledger.receipts.clone();
+    receipts.sort_unstable();
+    receipts.dedup();
+    for pair in receipts.windows(2) {
+        let ((actor, seq, first), (other_actor, other_seq, second)) = (pair[0], pair[1]);
+        if (actor, seq) == (other_actor, other_seq) {
+            let id = |v: u32| uuid::Uuid::from_bytes(ledger.votes[v as usize].id);
+            return Err(format!(
+                "no seq issued twice: {} seq {seq} was the receipt of vote #{first} {} and of \
+                 vote #{second} {}",
+                ledger.actors[actor as usize],
+                id(first),
+                id(second)
+            ));
+        }
+    }
+    Ok(receipts.len() as u64)
 }
 
 /// Checks every read made during the chaos against its bounds.
@@ -423,4 +605,28 @@ fn check_reads(ledger: &Ledger) -> Result<(), Violation> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seq_receipted_for_two_vote_ids_is_a_violation() {
+        // Goal: the "no seq issued twice" check fails exactly when two different votes got a
+        // `counted` receipt naming one (actor, seq). Method: a ledger of three votes and their
+        // receipts; the same receipt twice for one vote is fine.
+        let mut ledger = Ledger::new((0u8..3).map(|i| VoteEntry::new([i; 16], 0)).collect());
+        let actor = ledger.actor_index("us-east#0000000000000001");
+        let other = ledger.actor_index("us-east#0000000000000002");
+        ledger.receipts = vec![(actor, 1, 0), (actor, 2, 1), (other, 1, 2), (actor, 1, 0)];
+        assert_eq!(check_receipts(&ledger), Ok(3));
+        ledger.receipts.push((actor, 2, 2));
+        let violation = check_receipts(&ledger).unwrap_err();
+        assert!(violation.starts_with("no seq issued twice"), "{violation}");
+        assert!(
+            violation.contains("us-east#0000000000000001 seq 2"),
+            "{violation}"
+        );
+    }
 }

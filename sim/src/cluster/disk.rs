@@ -3,6 +3,8 @@
 //! durable by `sync_data` / `sync_dir`, exactly the POSIX promise the node's log relies on.
 //!
 //! A lost disk is modelled by a new directory: the node restarts on `/data/disk-N+1`, empty.
+//! A rotting disk by [`corrupt`]: a flipped byte or a zeroed 512-byte sector in a synced log
+//! file, applied while the node is down.
 
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -11,9 +13,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tally_node::storage::{
     InProcessLock, LockError, Storage, StorageFile, StorageLock, check_name,
 };
+use tally_node::wal::WalEntry;
 use turmoil::fs::shim::std::fs as sim_fs;
 
 /// How long one fsync takes on a simulated disk (a cloud block volume's order of magnitude):
@@ -146,4 +151,86 @@ impl StorageFile for SimFile {
         self.syncing.store(false, Ordering::Relaxed);
         synced
     }
+}
+
+/// Bytes of a disk sector: the unit a failing disk loses.
+pub const SECTOR_BYTES: u64 = 512;
+
+/// What [`corrupt`] did to a disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corruption {
+    /// The log file damaged.
+    pub file: String,
+    /// The bytes changed: one flipped byte, or a zeroed sector (cut at the file's end).
+    pub bytes: std::ops::Range<u64>,
+    /// Whether a sector was zeroed (otherwise a byte was flipped).
+    pub zeroed: bool,
+    /// The vote IDs whose records lay in a frame the damage touched: the only copy of each
+    /// on this disk is gone (a peer may hold another).
+    pub destroyed: Vec<u128>,
+}
+
+/// Damages one log file of `disk` (a segment or a snapshot, never a damaged file's copy) as a
+/// failing disk does, durably: flips one bit of a byte, or zeroes the 512-byte sector holding
+/// a byte, chosen by `seed` (anywhere in the file, or one time in four in its last 512
+/// bytes). `None` if the disk holds no log file yet.
+pub fn corrupt(disk: &SimDisk, seed: u64) -> io::Result<Option<Corruption>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let files: Vec<String> = disk
+        .list()?
+        .into_iter()
+        .filter(|n| {
+            (n.starts_with("wal-") && n.ends_with(".log"))
+                || (n.starts_with("snapshot-") && n.ends_with(".snap"))
+        })
+        .collect();
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let file = files[rng.random_range(0..files.len())].clone();
+    let mut handle = disk.open(&file)?;
+    let len = handle.len()?;
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut original = vec![0u8; len as usize];
+    handle.read_exact_at(&mut original, 0)?;
+    // Damage to the last entries reads as a torn tail (recovery cannot tell them apart), the
+    // case where a node may lose records a peer holds: one time in four it strikes the last
+    // sector, so seeds exercise it more than a uniform draw over the file would.
+    let at = if rng.random_bool(0.25) {
+        len - rng.random_range(1..=SECTOR_BYTES.min(len))
+    } else {
+        rng.random_range(0..len)
+    };
+    let zeroed = rng.random_bool(0.5);
+    let bytes = if zeroed {
+        let start = at / SECTOR_BYTES * SECTOR_BYTES;
+        start..(start + SECTOR_BYTES).min(len)
+    } else {
+        at..at + 1
+    };
+    let mut damaged = original[bytes.start as usize..bytes.end as usize].to_vec();
+    if zeroed {
+        damaged.fill(0);
+    } else {
+        damaged[0] ^= 1 << rng.random_range(0..8u32);
+    }
+    handle.write_all_at(&damaged, bytes.start)?;
+    handle.sync_data()?;
+    let destroyed = tally_node::wal::inspect::frames(&original)
+        .into_iter()
+        .filter(|frame| frame.bytes.start < bytes.end && bytes.start < frame.bytes.end)
+        .filter_map(|frame| match frame.entry {
+            Some(WalEntry::Records(batch)) => Some(batch),
+            _ => None,
+        })
+        .flat_map(|batch| batch.iter().map(|r| r.vote_id.0).collect::<Vec<_>>())
+        .collect();
+    Ok(Some(Corruption {
+        file,
+        bytes,
+        zeroed,
+        destroyed,
+    }))
 }

@@ -28,6 +28,8 @@ pub enum Outcome {
 pub struct Conn {
     region: String,
     sender: Option<SendRequest<Full<Bytes>>>,
+    /// Sent as `Authorization: Bearer …` with every request, if set (the checker's lookups).
+    bearer: Option<String>,
 }
 
 impl Conn {
@@ -36,6 +38,15 @@ impl Conn {
         Self {
             region: region.to_owned(),
             sender: None,
+            bearer: None,
+        }
+    }
+
+    /// The same, presenting the admin bearer `token` with every request.
+    pub fn with_bearer(region: &str, token: &str) -> Self {
+        Self {
+            bearer: Some(format!("Bearer {token}")),
+            ..Self::new(region)
         }
     }
 
@@ -65,6 +76,9 @@ impl Conn {
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, self.region.as_str());
+        if let Some(bearer) = &self.bearer {
+            request = request.header(hyper::header::AUTHORIZATION, bearer.as_str());
+        }
         if let Some(content_type) = content_type {
             request = request.header(hyper::header::CONTENT_TYPE, content_type);
             if content_type == POSTCARD_MEDIA_TYPE {

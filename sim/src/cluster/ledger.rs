@@ -138,15 +138,47 @@ pub struct Ledger {
     /// Disks lost: (region, when it crashed, when it came back with an empty disk), in
     /// simulated Unix ms.
     pub disk_losses: Vec<(usize, u64, u64)>,
+    /// Disk damage done: (region, file, damaged bytes), in order.
+    pub corruptions: Vec<(usize, String, std::ops::Range<u64>)>,
+    /// Vote IDs whose records lay in a log frame that disk damage destroyed: the copy on
+    /// that disk is gone (a peer may hold another).
+    pub destroyed: std::collections::HashSet<u128>,
+    /// `counted` receipts of single votes: (receipt actor, its seq, vote number). No two
+    /// votes may share an (actor, seq): DESIGN.md §2, an actor never issues a seq twice.
+    pub receipts: Vec<(u32, u64, u32)>,
     /// Per region, when its latest `200` answer to a vote or batch arrived (simulated Unix
     /// ms; the driver aims crashes just after one).
     pub last_answer_ms: Vec<u64>,
     /// Whether every workload client has finished.
     pub clients_done: bool,
-    /// Set by the driver once every fault is over and the network is whole.
+    /// Set by the driver once every fault is over, the network is whole, and a mismatched
+    /// definition has been fixed.
     pub healed: bool,
+    /// Per region, whether its poll lists the options in the other order (an edge maps an
+    /// option to that region's index, as one that read the region's option list would).
+    pub reversed: Vec<bool>,
     /// The running trace hash (FNV-1a over every event, in order).
     pub trace: u64,
+    /// The run's faults (set by the driver), for the clock checks' exceptions.
+    pub faults: Vec<super::Fault>,
+    /// Every single vote answered `counted`: the second its receipt was stamped with.
+    pub stamps: Vec<Stamp>,
+    /// Votes and batches refused with 503 because the node's clock was held: (region, when
+    /// the answer arrived, simulated Unix ms).
+    pub clock_refusals: Vec<(usize, u64)>,
+}
+
+/// The stamp of one single vote answered `counted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// The region that answered.
+    pub region: usize,
+    /// The receipt's poll second.
+    pub second: u64,
+    /// When the attempt that was answered was sent (simulated Unix ms).
+    pub sent_ms: u64,
+    /// When its answer arrived.
+    pub answered_ms: u64,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -172,6 +204,15 @@ impl Ledger {
         }
     }
 
+    /// The index of canonical option `option` (0 green, 1 blue) at `region`.
+    pub fn option_at(&self, region: usize, option: u8) -> u8 {
+        if self.reversed.get(region).copied().unwrap_or(false) {
+            1 - option
+        } else {
+            option
+        }
+    }
+
     /// Notes a `200` answer from `region` at `now_ms`.
     pub fn answered(&mut self, region: usize, now_ms: u64) {
         if self.last_answer_ms.len() <= region {
@@ -187,6 +228,20 @@ impl Ledger {
         }
         self.actors.push(actor.to_owned());
         (self.actors.len() - 1) as u32
+    }
+
+    /// Notes damage that [`super::disk::corrupt`] did to `region`'s disk.
+    pub fn corrupted(&mut self, region: usize, damage: &super::disk::Corruption) {
+        self.corruptions
+            .push((region, damage.file.clone(), damage.bytes.clone()));
+        self.destroyed.extend(damage.destroyed.iter().copied());
+    }
+
+    /// Whether acknowledged vote `v` may be missing because disk damage destroyed a log
+    /// frame holding its record: that copy is gone; if no peer had taken it yet, no copy
+    /// exists anywhere (DESIGN.md §4: a node's disk is its one copy under `local` acks).
+    pub fn destroyed_by_damage(&self, v: &VoteEntry) -> bool {
+        self.destroyed.contains(&u128::from_be_bytes(v.id))
     }
 
     /// Whether the loss of acknowledged vote `v` is allowed under the `local` ack mode: every

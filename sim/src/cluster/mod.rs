@@ -11,6 +11,7 @@
 
 pub mod chart;
 pub mod checker;
+pub mod clocks;
 pub mod disk;
 pub mod http;
 pub mod ledger;
@@ -21,13 +22,15 @@ pub mod workload;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use tally_node::config::{Config, PeerEntry, TlsFiles};
+use tally_node::faulty_storage::{DiskFaults, FaultyStorage};
+use tally_node::health::Hold;
 use tally_node::peer::transport::PeerSocket;
 use tally_node::{NodeHandle, NodeIo, WalExecutor};
 
@@ -61,8 +64,16 @@ pub const LOSS_REPAIR_RATE: f64 = 0.3;
 /// Jepsen's are; crashes are likeliest under load anyway).
 pub const CRASH_AIM_MS: u64 = 1_000;
 
+/// Separates the draws of disk damage from the run's other random streams.
+const CORRUPTION_SALT: u64 = 0x726f_745f_6469_736b;
+
 /// How often the chart samples each region's displayed split, in simulated ms.
 pub const CHART_SAMPLE_MS: u64 = 250;
+
+/// How long after a node exits on a failed log its supervisor starts it again, in simulated
+/// ms (systemd's `RestartSec` in `deploy/systemd/tally.service` is 2 s; Kubernetes restarts
+/// a container at once the first time).
+pub const SUPERVISOR_RESTART_MS: u64 = 1_000;
 
 /// What a passing run reports.
 #[derive(Debug, Clone)]
@@ -81,6 +92,8 @@ pub struct ClusterReport {
     pub batch_calls: CallCounts,
     /// Single votes retried at another region.
     pub cross_region_retries: u64,
+    /// Disk damage done: (region, file, damaged bytes).
+    pub corruptions: Vec<(usize, String, std::ops::Range<u64>)>,
     /// Simulated time the run took.
     pub simulated: Duration,
     /// Wall-clock time it took.
@@ -92,6 +105,11 @@ pub struct ClusterReport {
     pub chart: Option<chart::Samples>,
     /// Second processes started on a serving node's disk, each refused (`SecondProcess`).
     pub second_processes_refused: usize,
+    /// Times a node stopped on a failed log (a failed fsync, a write into a full disk) and
+    /// was started again by its supervisor.
+    pub log_failure_exits: u64,
+    /// Times a node was seen refusing votes for a low disk (the disk watch's hold).
+    pub disk_holds: u64,
 }
 
 impl ClusterReport {
@@ -154,6 +172,10 @@ pub fn bug_name(bug: tally_node::config::PlantedBug) -> &'static str {
         PlantedBug::KeepDuplicates => "keep-duplicates",
         PlantedBug::AckBeforeFsync => "ack-before-fsync",
         PlantedBug::ReuseActorAfterDiskLoss => "reuse-actor",
+        PlantedBug::IgnoreClockSkew => "ignore-clock-skew",
+        PlantedBug::AckAfterFailedWrite => "ack-after-failed-write",
+        PlantedBug::TruncateDamagedLog => "truncate-damage",
+        PlantedBug::MergeAcrossDefinitions => "merge-across-definitions",
     }
 }
 
@@ -171,6 +193,11 @@ pub fn fault_flag(kind: FaultKind) -> &'static str {
         FaultKind::LongPartition => "long-partition",
         FaultKind::LostAnswers => "lost-answers",
         FaultKind::SecondProcess => "second-process",
+        FaultKind::ClockSkew => "clock-skew",
+        FaultKind::DiskFull => "disk-full",
+        FaultKind::FailedFsync => "failed-fsync",
+        FaultKind::DiskCorruption => "corruption",
+        FaultKind::MismatchedDefinition => "mismatched-definition",
         FaultKind::UnreservedIndex => "unreserved-index",
     }
 }
@@ -207,6 +234,21 @@ struct NodeSlot {
     /// What each second process started on this host's disk met (`SecondProcess` faults):
     /// `Ok(why it was refused)`, or `Err(what went wrong)`.
     second_processes: Mutex<Vec<Result<String, String>>>,
+    /// The host's wall-clock offset from true simulated time, in ms (clock faults step it).
+    clock_offset: Arc<AtomicI64>,
+    /// The faults of the node's disk (every disk it has), steered by the driver.
+    disk_faults: Arc<DiskFaults>,
+    /// When the node last exited on a failed log (simulated Unix ms; 0: it did not, or its
+    /// supervisor has started it again): the driver restarts it [`SUPERVISOR_RESTART_MS`]
+    /// later, as a supervisor would.
+    exited_at_ms: AtomicU64,
+    /// Exits on a failed log so far.
+    exits: AtomicU64,
+    /// Damage to do to the disk before the next start (a seed for [`disk::corrupt`]).
+    corruption: Mutex<Option<u64>>,
+    /// Whether its configuration lists the poll's options in the other order (a mismatched
+    /// definition, until the driver fixes it).
+    reversed: AtomicBool,
 }
 
 struct NodeSpec {
@@ -222,10 +264,13 @@ struct NodeSpec {
     planted_bug: Option<tally_node::config::PlantedBug>,
     /// When (simulated ms from the start) a second process tries this host's disk.
     second_processes_at_ms: Vec<u64>,
+    /// The history, where disk damage is noted.
+    shared: Shared,
 }
 
-/// The node configuration of `spec`'s region.
-fn node_config(spec: &NodeSpec) -> Config {
+/// The node configuration of `spec`'s region (`slot` says whether its definition is
+/// mismatched now).
+fn node_config(spec: &NodeSpec, slot: &NodeSlot) -> Config {
     let name = &spec.names[spec.index];
     let peers = spec
         .names
@@ -244,35 +289,54 @@ fn node_config(spec: &NodeSpec) -> Config {
         peer_listen: Some(SocketAddr::from(([0, 0, 0, 0], PEER_PORT))),
         peers,
         tls: Some(TlsFiles::in_dir(&spec.certs, name)),
-        catch_up_timeout_ms: 5_000,
+        catch_up_timeout_ms: clocks::SIM_CATCH_UP_TIMEOUT_MS,
+        max_clock_offset_ms: scenario::SIM_MAX_CLOCK_OFFSET_MS,
+        disk_reserve_bytes: scenario::SIM_DISK_RESERVE_BYTES,
         planted_bug: spec.planted_bug,
+        admin_token: checker::ADMIN_TOKEN.to_owned(),
         ..Config::default()
     };
-    // The embedded default poll (`workload::POLL`), reserved for the run's votes.
+    // The embedded default poll (`workload::POLL`), reserved for the run's votes; in the
+    // other order while this region's definition is mismatched.
     for poll in &mut config.polls {
         poll.expected_votes = spec.reserve_index.then_some(spec.votes);
+        if slot.reversed.load(Ordering::Relaxed) {
+            poll.options.reverse();
+        }
     }
     config
 }
 
 async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
     let start = slot.starts.fetch_add(1, Ordering::Relaxed);
-    let storage = disk::SimDisk::open(
+    let name = &spec.names[spec.index];
+    let disk = disk::SimDisk::open(
         slot.disk.load(Ordering::Relaxed),
         slot.syncing.clone(),
         slot.disk_lock.clone(),
     )?;
+    let corruption = slot
+        .corruption
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    if let Some(seed) = corruption {
+        if let Some(damage) = disk::corrupt(&disk, seed)? {
+            lock(&spec.shared).corrupted(spec.index, &damage);
+        }
+    }
+    let storage = FaultyStorage::new(disk, slot.disk_faults.clone());
     let listener =
         net::SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", http::HTTP_PORT)).await?);
     let socket = turmoil::net::UdpSocket::bind(("0.0.0.0", PEER_PORT)).await?;
-    let config = node_config(&spec);
+    let config = node_config(&spec, &slot);
     for &at_ms in &spec.second_processes_at_ms {
         tokio::spawn(second_process(spec.clone(), slot.clone(), at_ms));
     }
     let io = NodeIo {
         listener,
         storage,
-        clock: Arc::new(net::SimClock),
+        clock: Arc::new(net::SimClock::with_offset(slot.clock_offset.clone())),
         rng_seed: spec
             .seed
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
@@ -283,14 +347,26 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
         ops_listener: None,
     };
     let published = slot.clone();
-    tally_node::run(config, io, move |handle| {
+    let ran = tally_node::run(config, io, move |handle| {
         *published
             .handle
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(handle);
     })
-    .await?;
-    Ok(())
+    .await;
+    match ran {
+        Ok(()) => Ok(()),
+        // A failed log ends the process (at start-up too, on a full disk): its supervisor
+        // starts it again.
+        Err(error) if error.is_storage_failure() => {
+            *slot.handle.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            slot.exited_at_ms.store(net::now_ms(), Ordering::Relaxed);
+            slot.exits.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(node = %name, %error, "node exited; its supervisor restarts it");
+            Ok(())
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// At `at_ms`, if this host's node is serving, starts a second node on its disk (as an
@@ -318,9 +394,9 @@ async fn second_process(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>, at_ms: u64) {
     };
     let seed = spec.seed ^ 0x7365_636f_6e64 ^ at_ms;
     let outcome = match tally_node::start(
-        &node_config(&spec),
+        &node_config(&spec, &slot),
         storage,
-        Arc::new(net::SimClock),
+        Arc::new(net::SimClock::with_offset(slot.clock_offset.clone())),
         seed,
         WalExecutor::Task,
     ) {
@@ -421,6 +497,19 @@ pub fn run_cluster_with(
     let mut sim = builder.build();
 
     let slots: Vec<Arc<NodeSlot>> = (0..config.regions).map(|_| Arc::default()).collect();
+    let offsets = scenario::host_clock_offsets(config, &faults);
+    for (slot, offset) in slots.iter().zip(offsets) {
+        slot.clock_offset.store(offset, Ordering::Relaxed);
+    }
+    lock(&shared).faults = faults.clone();
+    let mismatched: Option<usize> = faults
+        .iter()
+        .find(|f| f.kind == FaultKind::MismatchedDefinition)
+        .map(|f| f.a[0]);
+    if let Some(region) = mismatched {
+        slots[region].reversed.store(true, Ordering::Relaxed);
+        lock(&shared).reversed = (0..config.regions).map(|r| r == region).collect();
+    }
     for (index, slot) in slots.iter().enumerate() {
         let spec = Arc::new(NodeSpec {
             index,
@@ -437,6 +526,7 @@ pub fn run_cluster_with(
                 .filter(|f| f.kind == FaultKind::SecondProcess && f.a.contains(&index))
                 .map(|f| f.at_ms)
                 .collect(),
+            shared: shared.clone(),
         });
         let slot = slot.clone();
         sim.host(names[index].as_str(), move || {
@@ -481,6 +571,8 @@ pub fn run_cluster_with(
     });
     let mut next_sample = 0;
     let mut next_progress = 0;
+    let mut disk_held = vec![false; slots.len()];
+    let mut disk_holds = 0;
     loop {
         let now = sim.elapsed().as_millis() as u64;
         while let Some((at, action)) = actions.get(next_action) {
@@ -490,7 +582,10 @@ pub fn run_cluster_with(
             let now_unix = EPOCH_UNIX_MS + now;
             if let Action::Start(i) = action {
                 let fault = &faults[*i];
-                let crash = matches!(fault.kind, FaultKind::Crash | FaultKind::DiskLoss);
+                let crash = matches!(
+                    fault.kind,
+                    FaultKind::Crash | FaultKind::DiskLoss | FaultKind::DiskCorruption
+                );
                 let aimed = {
                     let ledger = lock(&shared);
                     fault.a.iter().all(|&r| {
@@ -505,17 +600,55 @@ pub fn run_cluster_with(
             }
             match action {
                 Action::Start(i) => {
-                    start_fault(&mut sim, &names, &faults[*i], &slots, &shared, now_unix)
+                    let damage_seed = config.seed ^ CORRUPTION_SALT ^ ((*i as u64) << 40);
+                    let fault = &faults[*i];
+                    start_fault(&mut sim, &names, fault, &slots, &shared, now_unix);
+                    if fault.kind == FaultKind::DiskCorruption {
+                        for &r in &fault.a {
+                            *slots[r]
+                                .corruption
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner) =
+                                Some(damage_seed ^ r as u64);
+                        }
+                    }
                 }
-                Action::End(i) => end_fault(&mut sim, &names, &faults[*i]),
+                Action::End(i) => end_fault(&mut sim, &names, &faults[*i], &slots),
             }
             next_action += 1;
         }
+        supervise(&mut sim, &names, &slots, EPOCH_UNIX_MS + now);
+        for (slot, held) in slots.iter().zip(&mut disk_held) {
+            let now_held = slot_has_hold(slot, Hold::DiskLow);
+            disk_holds += u64::from(now_held && !*held);
+            *held = now_held;
+        }
         if !healed && now >= heal_ms {
             heal(&mut sim, &names);
-            lock(&shared).healed = true;
             healed = true;
             healed_at = (sim.elapsed(), wall.elapsed());
+        }
+        if healed && !lock(&shared).healed {
+            // The operator's fix of a mismatched definition comes once the clients are done
+            // (the node's configuration, then a restart); only then may the checker start.
+            let mut ledger = lock(&shared);
+            match mismatched {
+                Some(_) if !ledger.clients_done => {}
+                Some(region) => {
+                    slots[region].reversed.store(false, Ordering::Relaxed);
+                    ledger.reversed.iter_mut().for_each(|r| *r = false);
+                    ledger.healed = true;
+                    drop(ledger);
+                    *slots[region]
+                        .handle
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = None;
+                    // No longer waiting for its supervisor, if it was.
+                    slots[region].exited_at_ms.store(0, Ordering::Relaxed);
+                    sim.bounce(names[region].as_str());
+                }
+                None => ledger.healed = true,
+            }
         }
         if now >= next_progress {
             let invoked = lock(&shared).invoked;
@@ -569,12 +702,39 @@ pub fn run_cluster_with(
         single_calls: ledger.single_calls,
         batch_calls: ledger.batch_calls,
         cross_region_retries: ledger.cross_region_retries,
+        corruptions: ledger.corruptions.clone(),
         simulated,
         wall: wall.elapsed(),
         healed_at,
         chart: samples,
         second_processes_refused,
+        log_failure_exits: slots.iter().map(|s| s.exits.load(Ordering::Relaxed)).sum(),
+        disk_holds,
     })
+}
+
+/// Whether the node of `slot` is running and held by `hold`.
+fn slot_has_hold(slot: &NodeSlot, hold: Hold) -> bool {
+    slot.handle
+        .lock()
+        .ok()
+        .and_then(|handle| handle.as_ref().map(|h| h.health.has(hold)))
+        .unwrap_or(false)
+}
+
+/// Starts again, [`SUPERVISOR_RESTART_MS`] after it exited, every node that exited on a
+/// failed log (and is not down for a crash meanwhile).
+fn supervise(sim: &mut turmoil::Sim<'_>, names: &[String], slots: &[Arc<NodeSlot>], now_unix: u64) {
+    for (slot, name) in slots.iter().zip(names) {
+        let exited_at = slot.exited_at_ms.load(Ordering::Relaxed);
+        if exited_at != 0
+            && now_unix >= exited_at + SUPERVISOR_RESTART_MS
+            && !sim.is_host_running(name.as_str())
+        {
+            slot.exited_at_ms.store(0, Ordering::Relaxed);
+            sim.bounce(name.as_str());
+        }
+    }
 }
 
 fn pairs<'n>(names: &'n [String], fault: &Fault) -> Vec<(&'n str, &'n str)> {
@@ -595,11 +755,13 @@ fn start_fault(
     shared: &Shared,
     now_unix: u64,
 ) {
+    // A machine that crashes or restarts is no longer waiting for its supervisor.
     let forget = |region: usize| {
         *slots[region]
             .handle
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = None;
+        slots[region].exited_at_ms.store(0, Ordering::Relaxed);
     };
     match fault.kind {
         FaultKind::Partition | FaultKind::LongPartition => {
@@ -627,7 +789,7 @@ fn start_fault(
                 sim.set_link_latency(a, b, Duration::from_millis(SPIKE_LATENCY_MS));
             }
         }
-        FaultKind::Crash => {
+        FaultKind::Crash | FaultKind::DiskCorruption => {
             for &r in &fault.a {
                 forget(r);
                 sim.crash(names[r].as_str());
@@ -660,10 +822,29 @@ fn start_fault(
                 sim.partition_oneway(names[r].as_str(), workload::CLIENTS_HOST);
             }
         }
+        FaultKind::ClockSkew => {
+            for &r in &fault.a {
+                let step = fault.clock_step_ms();
+                slots[r].clock_offset.fetch_add(step, Ordering::Relaxed);
+            }
+        }
+        FaultKind::DiskFull => {
+            for &r in &fault.a {
+                slots[r].disk_faults.leave_room(fault.room_bytes);
+            }
+        }
+        FaultKind::FailedFsync => {
+            for &r in &fault.a {
+                slots[r].disk_faults.fail_next_sync();
+            }
+        }
+        // Set in the region's configuration before it starts; fixed by the driver after the
+        // clients are done.
+        FaultKind::MismatchedDefinition => {}
     }
 }
 
-fn end_fault(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault) {
+fn end_fault(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault, slots: &[Arc<NodeSlot>]) {
     match fault.kind {
         FaultKind::Partition | FaultKind::LongPartition => {
             for (a, b) in pairs(names, fault) {
@@ -691,7 +872,7 @@ fn end_fault(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault) {
                 normal_latency(sim, a, b);
             }
         }
-        FaultKind::Crash | FaultKind::DiskLoss => {
+        FaultKind::Crash | FaultKind::DiskLoss | FaultKind::DiskCorruption => {
             for &r in &fault.a {
                 sim.bounce(names[r].as_str());
             }
@@ -707,6 +888,19 @@ fn end_fault(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault) {
                 sim.repair_oneway(names[r].as_str(), workload::CLIENTS_HOST);
             }
         }
+        FaultKind::ClockSkew => {
+            for &r in &fault.a {
+                let step = fault.clock_step_ms();
+                slots[r].clock_offset.fetch_sub(step, Ordering::Relaxed);
+            }
+        }
+        FaultKind::DiskFull => {
+            for &r in &fault.a {
+                slots[r].disk_faults.set_capacity(None);
+            }
+        }
+        FaultKind::FailedFsync => {}
+        FaultKind::MismatchedDefinition => {}
     }
 }
 

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -147,18 +148,31 @@ impl quinn::AsyncUdpSocket for SimUdp {
     }
 }
 
-/// Simulated wall-clock time: the simulation's epoch plus simulated time elapsed.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SimClock;
+/// A simulated host's wall clock: the simulation's epoch plus simulated time elapsed, plus the
+/// host's offset (the driver sets it: a clock fault steps it). Only the wall clock is off:
+/// timers and `tokio::time::Instant`, the node's monotonic clock, run true.
+#[derive(Debug, Clone, Default)]
+pub struct SimClock {
+    offset_ms: Arc<AtomicI64>,
+}
 
-impl Clock for SimClock {
-    fn now(&self) -> UnixMillis {
-        let since_epoch = turmoil::since_epoch().unwrap_or(Duration::ZERO);
-        UnixMillis(since_epoch.as_millis() as u64)
+impl SimClock {
+    /// A clock `offset_ms` ahead of true simulated time (negative: behind), read at each call.
+    pub fn with_offset(offset_ms: Arc<AtomicI64>) -> Self {
+        Self { offset_ms }
     }
 }
 
-/// Simulated milliseconds since the Unix epoch (the same clock the nodes read).
+impl Clock for SimClock {
+    fn now(&self) -> UnixMillis {
+        let offset = self.offset_ms.load(Ordering::Relaxed);
+        UnixMillis(now_ms().saturating_add_signed(offset))
+    }
+}
+
+/// True simulated milliseconds since the Unix epoch (what clients and the checker read; a
+/// node reads it through its host's [`SimClock`]).
 pub fn now_ms() -> u64 {
-    SimClock.now().0
+    let since_epoch = turmoil::since_epoch().unwrap_or(Duration::ZERO);
+    since_epoch.as_millis() as u64
 }

@@ -18,7 +18,7 @@ use tally_node::http::{
 };
 
 use super::http::{Conn, Outcome};
-use super::ledger::{Ledger, Read};
+use super::ledger::{Ledger, Read, Stamp};
 use super::net::now_ms;
 use super::scenario::{EDGE_BATCH_VOTES, VOTING_MS};
 
@@ -145,7 +145,7 @@ async fn send_batch(
                     let option = entry.option;
                     ledger.invoked += u64::from(first);
                     BinaryVote {
-                        option,
+                        option: ledger.option_at(target, option),
                         vote_id: ledger.votes[v].id,
                     }
                 })
@@ -164,15 +164,25 @@ async fn send_batch(
                 Duration::from_millis(BATCH_TIMEOUT_MS),
             )
             .await;
+        let disputed = refused_as_disputed(&outcome);
         pending = record_batch_outcome(shared, outcome, pending, batch, target);
         if pending.is_empty() {
             return;
         }
-        if rng.random_bool(0.5) {
+        if disputed || rng.random_bool(0.5) {
             target = (target + rng.random_range(1..plan.regions.len())) % plan.regions.len();
         }
         tokio::time::sleep(backoff(rng, attempt)).await;
     }
+}
+
+/// Whether a node refused because its definition of the poll lost the cluster's agreement
+/// (503 `poll_disputed`): it will refuse every retry, so the client goes to another region at
+/// once, as the SDKs fail over on a 503. (The random draw for switching is then skipped, so
+/// runs without a disputed poll keep their paths.)
+fn refused_as_disputed(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Answered(503, body)
+        if body.windows(13).any(|w| w == b"poll_disputed"))
 }
 
 /// Writes a batch call's outcome into the history; returns the votes still unacknowledged.
@@ -207,8 +217,9 @@ fn record_batch_outcome(
                 ledger.trace(&[1, batch, target as u64, now, retry.len() as u64]);
                 pending = retry;
             }
-            Outcome::Answered(429 | 503, _) => {
+            Outcome::Answered(status @ (429 | 503), body) => {
                 ledger.batch_calls.failed += 1;
+                note_clock_refusal(&mut ledger, status, &body, target, now);
                 ledger.trace(&[2, batch, target as u64, now]);
             }
             Outcome::NotSent => {
@@ -283,7 +294,7 @@ async fn single_vote(
             }
             let (option, id) = (entry.option, entry.id);
             ledger.invoked += u64::from(first);
-            let option = if option == 0 { "green" } else { "blue" };
+            let option = OPTION_NAMES[usize::from(option)];
             let id = uuid::Uuid::from_bytes(id);
             if target != home {
                 ledger.cross_region_retries += 1;
@@ -293,6 +304,7 @@ async fn single_vote(
             ledger.attempts.push((now, 1));
             format!(r#"{{"option":"{option}","vote_id":"{id}"}}"#)
         };
+        let sent_ms = now_ms();
         let outcome = conns[target]
             .call(
                 Method::POST,
@@ -302,18 +314,26 @@ async fn single_vote(
                 Duration::from_millis(SINGLE_TIMEOUT_MS),
             )
             .await;
-        if record_single_outcome(shared, outcome, vote, target) {
+        let disputed = refused_as_disputed(&outcome);
+        if record_single_outcome(shared, outcome, vote, target, sent_ms) {
             return;
         }
-        if rng.random_bool(0.3) {
+        if disputed || rng.random_bool(0.3) {
             target = (target + rng.random_range(1..plan.regions.len())) % plan.regions.len();
         }
         tokio::time::sleep(backoff(rng, attempt)).await;
     }
 }
 
-/// Writes a single vote call's outcome into the history; returns whether it was answered.
-fn record_single_outcome(shared: &Shared, outcome: Outcome, vote: usize, target: usize) -> bool {
+/// Writes a single vote call's outcome (its attempt sent at `sent_ms`) into the history;
+/// returns whether it was answered.
+fn record_single_outcome(
+    shared: &Shared,
+    outcome: Outcome,
+    vote: usize,
+    target: usize,
+    sent_ms: u64,
+) -> bool {
     let now = now_ms();
     let mut ledger = lock(shared);
     let bit = 1u8 << target;
@@ -321,19 +341,30 @@ fn record_single_outcome(shared: &Shared, outcome: Outcome, vote: usize, target:
         Outcome::Answered(200, body) => {
             ledger.single_calls.ok += 1;
             ledger.answered(target, now);
-            let receipt = receipt_actor(&body).map(|actor| ledger.actor_index(&actor));
+            let receipt = receipt(&body).map(|(actor, second, seq)| {
+                ledger.stamps.push(Stamp {
+                    region: target,
+                    second,
+                    sent_ms,
+                    answered_ms: now,
+                });
+                let actor = ledger.actor_index(&actor);
+                ledger.receipts.push((actor, seq, vote as u32));
+                (actor, seq)
+            });
             let entry = &mut ledger.votes[vote];
             entry.sent_mask |= bit;
             entry.acked_mask |= bit;
             entry.last_ack_ms = now;
-            if let Some(actor) = receipt {
+            if let Some((actor, _)) = receipt {
                 entry.set_receipt(actor, now);
             }
             ledger.trace(&[11, vote as u64, target as u64, now]);
             true
         }
-        Outcome::Answered(429 | 503, _) => {
+        Outcome::Answered(status @ (429 | 503), body) => {
             ledger.single_calls.failed += 1;
+            note_clock_refusal(&mut ledger, status, &body, target, now);
             ledger.trace(&[12, vote as u64, target as u64, now]);
             false
         }
@@ -357,18 +388,33 @@ fn record_single_outcome(shared: &Shared, outcome: Outcome, vote: usize, target:
     }
 }
 
-fn receipt_actor(body: &[u8]) -> Option<String> {
+/// A `counted` answer's receipt: its actor, poll second and seq.
+fn receipt(body: &[u8]) -> Option<(String, u64, u64)> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     if value["status"] != "counted" {
         return None;
     }
-    value["receipt"]["actor"].as_str().map(str::to_owned)
+    let actor = value["receipt"]["actor"].as_str()?.to_owned();
+    let second = value["receipt"]["second"].as_u64()?;
+    Some((actor, second, value["receipt"]["seq"].as_u64()?))
 }
+
+/// Notes a 503 that a clock hold caused (its message says so) for the clock checks.
+fn note_clock_refusal(ledger: &mut Ledger, status: u16, body: &[u8], region: usize, now: u64) {
+    let held_for_clock = String::from_utf8_lossy(body).contains("clock disagrees");
+    if status == 503 && held_for_clock {
+        ledger.clock_refusals.push((region, now));
+    }
+}
+
+/// The poll's options by canonical index, as the ledger numbers them (a region may list
+/// them in another order).
+pub const OPTION_NAMES: [&str; 2] = ["green", "blue"];
 
 /// One region's results as a client reads them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Results {
-    /// Net votes per option, in poll order.
+    /// Net votes per option, by name in the order of [`OPTION_NAMES`].
     pub votes: Vec<i64>,
     /// Their sum.
     pub total: i64,
@@ -378,6 +424,8 @@ pub struct Results {
     pub local_actor: Option<String>,
     /// Records held per actor, sorted by actor.
     pub records: Vec<(String, u64)>,
+    /// The option names in the region's own order (its option indexes).
+    pub names: Vec<String>,
 }
 
 /// Reads `region`'s results; `None` if no answer came in time.
@@ -395,11 +443,20 @@ pub async fn read_results(conn: &mut Conn, timeout: Duration) -> Option<Results>
         return None;
     };
     let value: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    let votes: Vec<i64> = value["options"]
-        .as_array()?
+    // By name, in the canonical order, whatever order the region lists them in.
+    let options = value["options"].as_array()?;
+    let votes_of = |name: &str| {
+        options
+            .iter()
+            .find(|o| o["name"] == name)
+            .and_then(|o| o["votes"].as_i64())
+            .unwrap_or(i64::MIN)
+    };
+    let votes: Vec<i64> = OPTION_NAMES.iter().map(|name| votes_of(name)).collect();
+    let names = options
         .iter()
-        .map(|o| o["votes"].as_i64().unwrap_or(i64::MIN))
-        .collect();
+        .map(|o| o["name"].as_str().map(str::to_owned))
+        .collect::<Option<Vec<String>>>()?;
     let mut records = Vec::new();
     let mut local_actor = None;
     for actor in value["includes"].as_array()? {
@@ -416,6 +473,7 @@ pub async fn read_results(conn: &mut Conn, timeout: Duration) -> Option<Results>
         votes,
         local_actor,
         records,
+        names,
     })
 }
 
