@@ -40,7 +40,7 @@ pub(crate) const PAGE_BYTES: usize = 4096;
 const GROUP_LOAD_MAX: usize = 6;
 
 /// The smallest table allocated: two groups.
-const GROUPS_MIN: usize = 2;
+pub(crate) const GROUPS_MIN: usize = 2;
 
 const LOW_BITS: u64 = 0x0101_0101_0101_0101;
 const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
