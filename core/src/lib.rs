@@ -21,8 +21,11 @@ pub mod fuzzing;
 mod ids;
 pub mod limits;
 mod merge;
+mod moving_table;
 mod poll;
 mod poll_state;
+mod position_index;
+mod position_table;
 mod record_batch;
 mod record_store;
 mod replica;
@@ -39,6 +42,7 @@ pub use ids::{
 pub use merge::{Merge, check_merge_laws};
 pub use poll::{PollSpec, PollSpecError, PollStatus, PollWindow};
 pub use poll_state::{Applied, ApplyError, PollState};
+pub use position_index::IndexGrowth;
 pub use record_batch::{BatchError, BatchRecord, RecordBatch, SecondRun};
 pub use record_store::ReservedIndex;
 pub use replica::{

@@ -116,6 +116,7 @@ enum Force {
     FailedFsync,
     Corruption,
     MismatchedDefinition,
+    UnreservedIndex,
 }
 
 impl From<Force> for FaultKind {
@@ -137,6 +138,7 @@ impl From<Force> for FaultKind {
             Force::FailedFsync => FaultKind::FailedFsync,
             Force::Corruption => FaultKind::DiskCorruption,
             Force::MismatchedDefinition => FaultKind::MismatchedDefinition,
+            Force::UnreservedIndex => FaultKind::UnreservedIndex,
         }
     }
 }
