@@ -26,6 +26,7 @@ mod poll_state;
 mod record_batch;
 mod record_store;
 mod replica;
+pub mod session;
 mod sync;
 mod version_vector;
 mod vote_id;
