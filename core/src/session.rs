@@ -782,3 +782,95 @@ impl Answerer {
         self.outbox.poll()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(cluster: &str, node: &str, key: &VoteIdKey, version: u16) -> Hello {
+        Hello {
+            cluster_id: cluster.to_owned(),
+            protocol_version: version,
+            actor: ActorId {
+                node: NodeId::new(node).unwrap(),
+                incarnation: 1,
+            },
+            vote_id_key_proof: key.proof(),
+        }
+    }
+
+    #[test]
+    fn a_hello_is_refused_for_each_claim_it_gets_wrong_and_names_the_cause() {
+        // Goal: every check of the hello refuses with its own cause. Method: one handshake
+        // meets hellos that each get one thing wrong, then a right one.
+        let key = VoteIdKey::new([3; 32]);
+        let ours = Handshake::new(hello("c", "a", &key, PROTOCOL_VERSION), key.clone());
+        let b = NodeId::new("b").unwrap();
+        let cause = |theirs: Hello, dialled: Option<&NodeId>, certificate_ok: bool| {
+            let frame = wire::encode(&PeerMessage::Hello(theirs));
+            let certificate = |_: &NodeId| {
+                if certificate_ok {
+                    Ok(())
+                } else {
+                    Err("names another node".to_owned())
+                }
+            };
+            ours.handle_hello(Some(&frame), dialled, certificate)
+                .map(|e| e.protocol_version)
+                .map_err(|r| r.cause)
+        };
+        let other_key = VoteIdKey::new([4; 32]);
+        assert_eq!(
+            cause(hello("x", "b", &key, 2), None, true),
+            Err("cluster_id")
+        );
+        assert_eq!(cause(hello("c", "b", &key, 1), None, true), Err("protocol"));
+        assert_eq!(cause(hello("c", "b", &key, 3), None, true), Err("protocol"));
+        assert_eq!(
+            cause(hello("c", "z", &key, 2), Some(&b), true),
+            Err("node_id")
+        );
+        assert_eq!(
+            cause(hello("c", "b", &key, 2), Some(&b), false),
+            Err("certificate")
+        );
+        assert_eq!(
+            cause(hello("c", "b", &other_key, 2), Some(&b), true),
+            Err("vote_id_key")
+        );
+        assert_eq!(
+            cause(hello("c", "b", &key, 2), Some(&b), true),
+            Ok(PROTOCOL_VERSION)
+        );
+        let missing = ours.handle_hello(None, None, |_| Ok(()));
+        assert_eq!(missing.map_err(|r| r.cause), Err("hello"));
+    }
+
+    #[test]
+    fn a_session_neither_takes_nor_sends_a_message_newer_than_its_negotiated_version() {
+        // Goal: the version negotiated in the hello gates optional messages both ways.
+        // Method: a puller and an answerer of a (hypothetical) version-1 session.
+        let mut puller = Puller::new(1, 64);
+        let round = puller.start_round(PullRequest::default(), Duration::ZERO);
+        puller.stamp_request(UnixMillis(5), 0, Duration::ZERO);
+        let mut sent = Vec::new();
+        while let Some(transmit) = puller.poll_transmit() {
+            sent.push(transmit);
+        }
+        assert_eq!(
+            sent,
+            vec![Transmit::Finish { round }],
+            "agreement and clock are version 2"
+        );
+        let clock = wire::encode(&PeerMessage::Clock(ClockReading {
+            sent_at: UnixMillis(5),
+            answered_at: Some(UnixMillis(6)),
+            stable_ms: 0,
+        }));
+        let refusal = puller.handle_answer_frame(round, &clock, Duration::ZERO);
+        assert_eq!(refusal.map_err(|r| r.cause), Err("frame"));
+        let mut answerer = Answerer::new(1);
+        let agreement = wire::encode(&PeerMessage::Agreement(Default::default()));
+        assert!(answerer.handle_request_frame(0, &agreement).is_err());
+    }
+}
