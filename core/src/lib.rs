@@ -11,7 +11,9 @@
 //!
 //! The pieces: [`Replica`] (one node's view of every poll: local votes, durability handshake,
 //! sync), [`PollState`] (the CRDT of one poll), [`RecordBatch`] (records in their compact
-//! form), [`wire`] (peer messages), and [`Merge`] with its law checker.
+//! form), [`wire`] (peer messages), [`session`] (the peer session: hello, version gate, pull
+//! rounds, as a state machine the node and the simulation drive), and [`Merge`] with its law
+//! checker.
 
 pub mod clock;
 mod counters;
@@ -29,6 +31,7 @@ mod position_table;
 mod record_batch;
 mod record_store;
 mod replica;
+pub mod session;
 mod sync;
 mod version_vector;
 mod vote_id;
