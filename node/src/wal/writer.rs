@@ -182,6 +182,12 @@ pub async fn run_writer<S: Storage>(
         }
         if let Some(error) = failed {
             tracing::error!(%error, "the write-ahead log writer stopped");
+            // The log, and with it the data directory's lock, is kept until the engine lets
+            // go of the queue (the node stops): while this process still answers its peers
+            // a second process must not open the directory and reissue its seqs. Nothing is
+            // written any more; a job sent after the failure is dropped unanswered (the
+            // failed engine sends none).
+            while jobs.recv().await.is_some() {}
             return Err(error);
         }
     }
