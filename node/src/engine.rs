@@ -377,24 +377,31 @@ impl Engine {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut commands_closed = false;
         let mut log_failure: Option<String> = None;
+        // When the engine last woke: what it does from then on holds every other vote.
+        let mut woke: tokio::time::Instant;
         loop {
             tokio::select! {
                 biased;
                 _ = io.close_commands.wait_for(|close| *close), if !commands_closed => {
+                    woke = tokio::time::Instant::now();
                     commands_closed = true;
                     io.commands.close();
                 }
-                done = io.wal_done.recv() => match done {
-                    None => log_failure = Some("the log writer stopped".to_owned()),
-                    Some(done) => match done.result {
-                        Err(error) => log_failure = Some(error.to_string()),
-                        Ok(()) => {
-                            self.metrics.observe_fsync(done.fsync, done.entries, done.bytes);
-                            self.on_durable(done.up_to_token);
-                        }
-                    },
-                },
+                done = io.wal_done.recv() => {
+                    woke = tokio::time::Instant::now();
+                    match done {
+                        None => log_failure = Some("the log writer stopped".to_owned()),
+                        Some(done) => match done.result {
+                            Err(error) => log_failure = Some(error.to_string()),
+                            Ok(()) => {
+                                self.metrics.observe_fsync(done.fsync, done.entries, done.bytes);
+                                self.on_durable(done.up_to_token);
+                            }
+                        },
+                    }
+                }
                 command = io.commands.recv() => {
+                    woke = tokio::time::Instant::now();
                     let Some(command) = command else { break };
                     self.handle(command);
                     for _ in 1..COMMANDS_PER_WAKE_MAX {
@@ -408,10 +415,10 @@ impl Engine {
                     }
                 }
                 _ = ticker.tick() => {
-                    let started = tokio::time::Instant::now();
+                    woke = tokio::time::Instant::now();
                     let (commands, wal_done) = (&io.commands, &io.wal_done);
                     self.replica.advance_index_growth_while(INDEX_GROWTH_STEPS_PER_TICK, || {
-                        started.elapsed() < INDEX_GROWTH_TICK_BUDGET
+                        woke.elapsed() < INDEX_GROWTH_TICK_BUDGET
                             && commands.is_empty()
                             && wal_done.is_empty()
                     });
@@ -427,6 +434,9 @@ impl Engine {
             {
                 log_failure = Some("the log writer stopped".to_owned());
             }
+            self.metrics
+                .engine_busy_seconds
+                .observe(woke.elapsed().as_secs_f64());
             if let Some(why) = log_failure.take() {
                 return self.after_log_failure(&mut io, &why).await;
             }
