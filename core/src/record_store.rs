@@ -166,10 +166,20 @@ impl RecordStore {
     }
 
     /// Runs up to `steps` growth steps of the index (each moves at most
-    /// [`crate::limits::INDEX_GROWTH_STEP_MOVES_MAX`] IDs); returns whether it still grows.
-    pub(crate) fn advance_index_growth(&mut self, steps: usize) -> bool {
+    /// [`crate::limits::INDEX_GROWTH_STEP_MOVES_MAX`] IDs) while `keep_going` says so (asked
+    /// before each step); returns whether it still grows.
+    pub(crate) fn advance_index_growth(
+        &mut self,
+        steps: usize,
+        keep_going: impl FnMut() -> bool,
+    ) -> bool {
         let keys = StoredKeys::of(&self.chunks, &self.hasher);
-        self.index.advance(steps, &keys)
+        self.index.advance(steps, &keys, keep_going)
+    }
+
+    /// Whether the index has growth work left (a table to prepare or move).
+    pub(crate) fn index_is_growing(&self) -> bool {
+        self.index.is_growing()
     }
 
     /// Where the index's growth stands, if it is growing.
