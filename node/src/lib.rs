@@ -1,4 +1,5 @@
-//! `tally-node`: the I/O shell around `tally-core`, and the library behind the `tally` binary.
+//! `tally-node`: the server, as a library: the I/O shell around `tally-core` that the `tally`
+//! binary (`tally/`) and the simulation (`sim/`) run.
 //!
 //! Every I/O resource is passed in, never reached for: [`run`] takes its listener, storage,
 //! clock, RNG seed and shutdown signal in [`NodeIo`], so the simulation can hand it simulated
@@ -10,14 +11,11 @@
 //! stops the node the same way once the engine has handed what was durable to readers and
 //! peers, and [`run`] returns its error (the process exits non-zero, to be restarted).
 
-pub mod certs;
-pub mod client;
 pub mod client_page;
 pub mod clock_watch;
 pub mod config;
 pub mod connections;
 pub mod dashboard;
-pub mod demo;
 pub mod disk_watch;
 pub mod disputes;
 pub mod engine;
@@ -25,7 +23,6 @@ pub mod faulty_storage;
 pub mod health;
 pub mod http;
 pub mod huge_pages;
-pub mod load;
 pub mod metrics;
 pub mod peer;
 pub mod recovery;

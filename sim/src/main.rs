@@ -300,8 +300,7 @@ fn run_range(args: &Args) -> ExitCode {
         for (seed, outcome) in received {
             match outcome {
                 Ok(report) => {
-                    let kinds: Vec<&str> =
-                        report.fault_kinds().iter().map(|k| k.name()).collect();
+                    let kinds: Vec<&str> = report.fault_kinds().iter().map(|k| k.name()).collect();
                     let line = format!(
                         "seed {seed}: ok, trace hash {:016x} ({})",
                         report.trace_hash,
@@ -346,7 +345,10 @@ fn run_range(args: &Args) -> ExitCode {
         failures.len() + reports.len()
     );
     for failure in &failures {
-        eprintln!("  seed {}: {}\n    {}", failure.seed, failure.what, failure.replay);
+        eprintln!(
+            "  seed {}: {}\n    {}",
+            failure.seed, failure.what, failure.replay
+        );
     }
     ExitCode::FAILURE
 }

@@ -100,7 +100,7 @@ pub struct PollSummary {
     pub options: Vec<String>,
     /// `open`, `not_open` or `closed`.
     #[schema(example = "open")]
-    pub status: &'static str,
+    pub status: String,
     /// When it opened (Unix ms), if it has.
     pub opens_at_ms: Option<u64>,
     /// When it closes or closed (Unix ms), if set.
@@ -398,7 +398,7 @@ pub(super) async fn list_polls(State(app): State<SharedState>) -> Json<Vec<PollS
             .map(|poll| PollSummary {
                 id: poll.results.poll.clone(),
                 options: poll.option_names.clone(),
-                status: poll.results.status,
+                status: poll.results.status.clone(),
                 opens_at_ms: poll.window.opens_at.map(|t| t.0),
                 closes_at_ms: poll.window.closes_at.map(|t| t.0),
             })

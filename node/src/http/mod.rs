@@ -39,15 +39,17 @@ pub use audit::{
     BinaryLookup, BinaryLookupResponse, LOOKUP_NOT_HELD, LookedUp, LookupRequest, LookupResponse,
 };
 pub use body::BODY_READ_TIMEOUT_MS_DEFAULT;
-pub use error::{ApiError, ErrorBody, ErrorCode};
+pub use error::ApiError;
 pub use openapi::OPENAPI_PATH;
 pub use ops_listener::split_ops;
-pub use reads::{History, ResultsQuery};
+pub use reads::ResultsQuery;
 #[doc(hidden)]
 pub use votes::check_vote_body;
-pub use votes::{
-    BatchRequest, BatchResponse, BatchVote, BatchVoteStatus, BinaryBatch, BinaryVote,
-    POSTCARD_MEDIA_TYPE, Receipt, VoteRequest, VoteResponse, VoteStatus,
+// The request and response bodies are defined once, in `tally_client::api` (the client and the
+// edge read and write the same types).
+pub use tally_client::api::{
+    BatchRequest, BatchResponse, BatchVote, BatchVoteStatus, BinaryBatch, BinaryVote, ErrorBody,
+    ErrorCode, History, POSTCARD_MEDIA_TYPE, Receipt, VoteRequest, VoteResponse, VoteStatus,
 };
 
 use crate::Clock;

@@ -16,8 +16,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, ObjectBuilder, OpenApi, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi as _};
 
-use super::error::{ErrorBody, ErrorCode};
 use crate::dashboard;
+use tally_client::api::{ErrorBody, ErrorCode};
 
 /// Where the document is served.
 pub const OPENAPI_PATH: &str = "/openapi.json";

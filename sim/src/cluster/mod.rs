@@ -212,7 +212,7 @@ fn make_certs() -> Result<tempfile::TempDir, String> {
         .iter()
         .map(|n| tally_core::NodeId::new(*n).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
-    tally_node::certs::generate_dev_cluster(dir.path(), &nodes)
+    tally::certs::generate_dev_cluster(dir.path(), &nodes)
         .map_err(|e| format!("cannot make certificates: {e}"))?;
     Ok(dir)
 }
@@ -281,7 +281,7 @@ fn node_config(spec: &NodeSpec, slot: &NodeSlot) -> Config {
         .collect();
     let mut config = Config {
         node_id: name.clone(),
-        cluster_id: tally_node::certs::DEV_CLUSTER_ID.to_owned(),
+        cluster_id: tally::certs::DEV_CLUSTER_ID.to_owned(),
         listen: SocketAddr::from(([0, 0, 0, 0], http::HTTP_PORT)),
         peer_listen: Some(SocketAddr::from(([0, 0, 0, 0], PEER_PORT))),
         peers,

@@ -5,14 +5,14 @@
 
 use std::net::SocketAddr;
 
-use axum::http::{Request, StatusCode, header};
 use bytes::Bytes;
+use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use serde::Deserialize;
 
 use super::LoadError;
-use crate::client::Endpoint;
+use tally_client::Endpoint;
 
 /// A node to drive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +41,7 @@ impl Target {
     /// Opens a keep-alive HTTP/1.1 connection; its driver runs as a task that ends when the
     /// returned sender is dropped or the peer closes.
     pub async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
-        crate::client::http::connect(self.address, &self.url).await
+        tally_client::http::connect(self.address, &self.url).await
     }
 
     /// `GET path` on a fresh connection: the status and the whole body.

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::http::{Request, header};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
+use http::{Request, header};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use rand::Rng;
@@ -23,7 +23,7 @@ use rand::rngs::StdRng;
 use super::check::{Outcome, VoteRecord};
 use super::target::Target;
 use super::workload::{Encoding, RetryPools, Vote, fresh_vote, read_answer};
-use crate::client::retry::Backoff;
+use tally_client::retry::Backoff;
 
 /// Consecutive failed connection attempts after which a worker gives up. With the client's
 /// backoff between them (full jitter, 50 ms doubling to 2 s) that is about 5 s of waiting on
@@ -254,8 +254,8 @@ impl Worker {
             return;
         };
         // Postcard batches ask for postcard answers: a byte per status instead of ~12.
-        let accept = if content_type == crate::http::POSTCARD_MEDIA_TYPE {
-            crate::http::POSTCARD_MEDIA_TYPE
+        let accept = if content_type == tally_client::api::POSTCARD_MEDIA_TYPE {
+            tally_client::api::POSTCARD_MEDIA_TYPE
         } else {
             "application/json"
         };
@@ -335,14 +335,14 @@ impl Worker {
 async fn exchange(
     connection: &mut SendRequest<Full<Bytes>>,
     request: Request<Full<Bytes>>,
-) -> Result<(axum::http::StatusCode, bool, Bytes), hyper::Error> {
+) -> Result<(http::StatusCode, bool, Bytes), hyper::Error> {
     connection.ready().await?;
     let response = connection.send_request(request).await?;
     let status = response.status();
     let postcard = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes() == crate::http::POSTCARD_MEDIA_TYPE.as_bytes());
+        .is_some_and(|v| v.as_bytes() == tally_client::api::POSTCARD_MEDIA_TYPE.as_bytes());
     let body = response.into_body().collect().await?.to_bytes();
     Ok((status, postcard, body))
 }

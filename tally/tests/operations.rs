@@ -29,8 +29,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tally::certs::generate_dev_cluster;
 use tally_core::NodeId;
-use tally_node::certs::generate_dev_cluster;
 use tally_node::config::{Config, TlsFiles};
 use tally_node::peer::transport::IDLE_TIMEOUT_MS;
 

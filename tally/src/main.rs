@@ -24,15 +24,15 @@ struct Cli {
 enum Command {
     /// Start a three-region cluster on 127.0.0.1 (HTTP 8081–8083), drive a burst of votes with
     /// cross-region retries, and show that every region converges to the acknowledged votes.
-    Demo(tally_node::demo::DemoArgs),
+    Demo(tally::demo::DemoArgs),
     /// Serve one region: the voting API, live results over SSE, the dashboard and metrics.
     Run(RunArgs),
     /// Drive one or more nodes with votes (single or batched, at a rate or flat out), report
     /// throughput and latency, and check each node's tally against what it acknowledged.
-    Load(tally_node::load::LoadArgs),
+    Load(tally::load::LoadArgs),
     /// Generate a development cluster CA and one certificate per node, for mutual TLS
     /// between peers: `tally certs --out certs --nodes us-east,us-west,eu`.
-    Certs(tally_node::certs::CertsArgs),
+    Certs(tally::certs::CertsArgs),
 }
 
 /// Settings for `tally run`. Flags override the config file, which overrides the defaults.
@@ -196,10 +196,10 @@ fn main() -> ExitCode {
         }
     };
     let outcome = match cli.command {
-        Command::Demo(args) => runtime.block_on(tally_node::demo::main(args)),
+        Command::Demo(args) => runtime.block_on(tally::demo::main(args)),
         Command::Run(args) => runtime.block_on(run(args)),
-        Command::Load(args) => runtime.block_on(tally_node::load::main(args)),
-        Command::Certs(args) => tally_node::certs::main(&args),
+        Command::Load(args) => runtime.block_on(tally::load::main(args)),
+        Command::Certs(args) => tally::certs::main(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tally::certs::generate_dev_cluster;
 use tally_core::NodeId;
-use tally_node::certs::generate_dev_cluster;
 use tally_node::peer::transport::IDLE_TIMEOUT_MS;
 
 use http::{Client, get_json};

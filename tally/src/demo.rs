@@ -17,12 +17,12 @@ use clap::Args;
 use tally_core::NodeId;
 use tokio::sync::watch;
 
-use crate::config::{Config, PeerEntry, TlsFiles};
 use crate::load::check::CheckMode;
 use crate::load::{LoadPlan, run_on_own_threads};
-use crate::peer::transport::PeerSocket;
-use crate::storage::DirStorage;
-use crate::{NodeHandle, NodeIo, SystemClock, WalExecutor};
+use tally_node::config::{Config, PeerEntry, TlsFiles};
+use tally_node::peer::transport::PeerSocket;
+use tally_node::storage::DirStorage;
+use tally_node::{NodeHandle, NodeIo, SystemClock, WalExecutor};
 
 /// The demo's regions.
 pub const DEMO_REGIONS: [&str; 3] = ["us-east", "us-west", "eu-central"];
@@ -142,7 +142,7 @@ pub async fn main(args: DemoArgs) -> Result<(), String> {
     outcome
 }
 
-type RegionTask = tokio::task::JoinHandle<Result<(), crate::NodeError>>;
+type RegionTask = tokio::task::JoinHandle<Result<(), tally_node::NodeError>>;
 
 /// Each region's handle, published once it serves.
 type HandleSlot = watch::Receiver<Option<NodeHandle>>;
@@ -183,7 +183,7 @@ fn start_regions(
         };
         let (handle_tx, handle_rx) = watch::channel(None);
         let config = region.config.clone();
-        tasks.push(tokio::spawn(crate::run(config, io, move |handle| {
+        tasks.push(tokio::spawn(tally_node::run(config, io, move |handle| {
             let _ = handle_tx.send(Some(handle));
         })));
         handles.push(handle_rx);

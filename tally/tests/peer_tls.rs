@@ -16,9 +16,9 @@ use quinn::crypto::rustls::QuicClientConfig;
 use rustls::AlertDescription;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tally::certs::{ClusterFiles, generate_dev_cluster};
 use tally_core::NodeId;
 use tally_core::limits::FRAME_BYTES_MAX;
-use tally_node::certs::{ClusterFiles, generate_dev_cluster};
 use tally_node::peer::tls::{ALPN, ClusterTls, TlsError, check_peer_is, peer_node, refusal_alert};
 use tally_node::peer::transport::{
     Backoff, FrameError, PeerSocket, RECONNECT_BACKOFF_BASE_MS, RECONNECT_BACKOFF_CAP_MS, endpoint,

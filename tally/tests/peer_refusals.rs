@@ -24,12 +24,12 @@ use quinn::crypto::rustls::QuicClientConfig;
 use rustls::AlertDescription;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tally::certs::{ClusterFiles, DEV_CLUSTER_ID, generate_dev_cluster};
 use tally_core::wire::{self, Hello, PROTOCOL_VERSION, PeerMessage};
 use tally_core::{
     ActorId, NodeId, OptionIndex, OptionName, PollId, PollSpec, PollWindow, RecordBatch, VoteId,
     VoteIdKeyProof,
 };
-use tally_node::certs::{ClusterFiles, DEV_CLUSTER_ID, generate_dev_cluster};
 use tally_node::peer::tls::{ALPN, refusal_alert};
 use tally_node::peer::transport::{PeerSocket, endpoint, read_frame, write_frame};
 

@@ -27,8 +27,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use tally::certs::generate_dev_cluster;
 use tally_core::NodeId;
-use tally_node::certs::generate_dev_cluster;
 
 use http::{Client, get_json, request_once};
 use node::{NodeProcess, NodeSpec, free_tcp_address, free_udp_address};

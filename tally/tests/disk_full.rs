@@ -31,8 +31,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use tally::certs::generate_dev_cluster;
 use tally_core::NodeId;
-use tally_node::certs::generate_dev_cluster;
 
 use http::{metric, request_once};
 use node::{NodeSpec, free_tcp_address, free_udp_address};
@@ -125,7 +125,7 @@ impl Drop for Tmpfs {
 fn spec(
     name: &str,
     dir: &Path,
-    certs: &tally_node::certs::ClusterFiles,
+    certs: &tally::certs::ClusterFiles,
     on: Option<&Tmpfs>,
     extra: &str,
 ) -> NodeSpec {

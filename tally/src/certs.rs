@@ -33,7 +33,7 @@ use rcgen::{
 use tally_core::NodeId;
 use tally_core::limits::CLUSTER_ID_BYTES_MAX;
 
-use crate::peer::tls::{ClusterTls, TlsError, node_server_name};
+use tally_node::peer::tls::{ClusterTls, TlsError, node_server_name};
 
 /// The cluster ID `tally certs` and [`generate_dev_cluster`] use unless told otherwise.
 pub const DEV_CLUSTER_ID: &str = "tally-dev";

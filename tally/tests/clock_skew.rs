@@ -19,8 +19,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tally::certs::generate_dev_cluster;
 use tally_core::NodeId;
-use tally_node::certs::generate_dev_cluster;
 
 use http::{Client, get_json, metric, request_once};
 use node::{NodeProcess, NodeSpec, free_tcp_address, free_udp_address};

@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tally::load::check::CheckMode;
+use tally::load::target::Target;
+use tally::load::{LoadPlan, run, run_on_own_threads};
 use tally_node::config::Config;
-use tally_node::load::check::CheckMode;
-use tally_node::load::target::Target;
-use tally_node::load::{LoadPlan, run, run_on_own_threads};
 use tally_node::storage::MemoryStorage;
 use tally_node::{SystemClock, WalExecutor};
 use tokio::sync::oneshot;

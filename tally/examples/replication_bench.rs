@@ -18,7 +18,7 @@
 //! alone — A's replica handing out missing records, wire encoding, decoding, B's replica
 //! applying them, and the encoded frames over a bare QUIC connection with the peer settings.
 //!
-//! `cargo run --release -p tally-node --example replication_bench -- [VOTES] [K] [CUT_MS]`
+//! `cargo run --release -p tally --example replication_bench -- [VOTES] [K] [CUT_MS]`
 //! (defaults 2,000,000, 200,000 and 5,000).
 
 #[path = "../tests/cluster/proxy.rs"]
@@ -31,12 +31,12 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
+use tally::certs::{ClusterFiles, generate_dev_cluster};
 use tally_core::wire::{self, PeerMessage};
 use tally_core::{
     ActorId, NodeId, OptionIndex, OptionName, PollId, PollSpec, PollWindow, Replica, UnixMillis,
     VoteId,
 };
-use tally_node::certs::{ClusterFiles, generate_dev_cluster};
 use tally_node::config::{Config, PeerEntry, TlsFiles};
 use tally_node::http::{BinaryBatch, BinaryVote, POSTCARD_MEDIA_TYPE};
 use tally_node::metrics::PeerMetrics;

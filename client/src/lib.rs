@@ -1,5 +1,6 @@
-//! The Rust client for Tally nodes: votes that count exactly once however often they are
-//! retried, results, and live results.
+//! `tally-client`: the HTTP API's types ([`api`]) and the Rust client for Tally nodes: votes
+//! that count exactly once however often they are retried, results, and live results. An app
+//! (or the edge tier) depends on this crate alone, not on the server.
 //!
 //! [`TallyClient::vote`] makes one vote ID (a v4 UUID) per call and sends that same ID on every
 //! retry, to any region: the node answers `counted` once and `duplicate` ever after, so a retry
@@ -12,7 +13,7 @@
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! use tally_node::client::{ClientConfig, TallyClient};
+//! use tally_client::{ClientConfig, TallyClient};
 //! let client = TallyClient::new(ClientConfig::new(&[
 //!     "http://us-east.tally.internal:8080",
 //!     "http://us-west.tally.internal:8080",
@@ -22,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod api;
 pub mod http;
 pub mod live;
 pub mod retry;
@@ -29,14 +31,15 @@ pub mod retry;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::http::{StatusCode, header};
+use ::http::{StatusCode, header};
 use bytes::Bytes;
 use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use serde::Deserialize;
 use tokio::time::Instant;
 
+use api::{ErrorBody, VoteResponse, VoteStatus};
+pub use api::{OptionResult, PollResults};
 use http::AttemptError;
 pub use http::Endpoint;
 use retry::{AttemptClass, Backoff, classify_status, parse_retry_after};
@@ -166,34 +169,6 @@ impl VoteError {
     }
 }
 
-/// Results of a poll, as a node reports them.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Results {
-    /// The poll.
-    pub poll: String,
-    /// `open`, `not_open` or `closed`.
-    pub status: String,
-    /// Options in poll order.
-    pub options: Vec<OptionResult>,
-    /// All net votes.
-    pub total: i64,
-    /// When the node captured them, in Unix milliseconds.
-    pub as_of_ms: u64,
-    /// The node that served them.
-    pub served_by: String,
-}
-
-/// One option's votes.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct OptionResult {
-    /// Its name.
-    pub name: String,
-    /// Net votes.
-    pub votes: i64,
-    /// Share of the total, 0–1.
-    pub share: f64,
-}
-
 /// Why results could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {
@@ -223,24 +198,6 @@ pub fn new_vote_id(rng: &mut StdRng) -> [u8; 16] {
 pub struct TallyClient {
     config: ClientConfig,
     rng: Mutex<StdRng>,
-}
-
-#[derive(Deserialize)]
-struct VoteAnswer {
-    status: String,
-    receipt: Option<ReceiptAnswer>,
-}
-
-#[derive(Deserialize)]
-struct ReceiptAnswer {
-    actor: String,
-    seq: u64,
-}
-
-#[derive(Deserialize)]
-struct ErrorAnswer {
-    error: String,
-    message: String,
 }
 
 impl TallyClient {
@@ -359,7 +316,7 @@ impl TallyClient {
     }
 
     /// The current results of `poll` from the first endpoint that answers.
-    pub async fn results(&self, poll: &str) -> Result<Results, ReadError> {
+    pub async fn results(&self, poll: &str) -> Result<PollResults, ReadError> {
         let path = format!("/v1/polls/{poll}/results");
         let mut last = String::new();
         for endpoint in &self.config.endpoints {
@@ -399,7 +356,7 @@ fn finish(
     may_have_been_counted: bool,
 ) -> Result<Receipt, VoteError> {
     if answer.status == StatusCode::OK {
-        let parsed: VoteAnswer =
+        let parsed: VoteResponse =
             serde_json::from_slice(&answer.body).map_err(|e| VoteError::Unknown {
                 vote_id: vote_id.to_owned(),
                 attempts,
@@ -407,14 +364,14 @@ fn finish(
             })?;
         return Ok(Receipt {
             vote_id: vote_id.to_owned(),
-            counted: parsed.status == "counted",
+            counted: parsed.status == VoteStatus::Counted,
             recorded_by: parsed.receipt.map(|r| (r.actor, r.seq)),
             endpoint: endpoint.url.clone(),
             attempts,
         });
     }
-    let (code, message) = serde_json::from_slice::<ErrorAnswer>(&answer.body)
-        .map(|e| (e.error, e.message))
+    let (code, message) = serde_json::from_slice::<ErrorBody>(&answer.body)
+        .map(|e| (e.error.as_str().to_owned(), e.message))
         .unwrap_or_else(|_| {
             (
                 "unexpected".to_owned(),

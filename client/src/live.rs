@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::http::{StatusCode, header};
+use ::http::{StatusCode, header};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use http_body_util::BodyExt;
@@ -20,7 +20,7 @@ use tokio_stream::wrappers::WatchStream;
 
 use super::http::{self, Endpoint};
 use super::retry::Backoff;
-use super::{ClientConfig, Results};
+use super::{ClientConfig, PollResults};
 
 /// Consecutive SSE failures (no event received) before falling back to polling.
 pub const SSE_FAILURES_BEFORE_POLLING: u32 = 3;
@@ -46,7 +46,7 @@ pub enum Via {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveUpdate {
     /// The results.
-    pub results: Results,
+    pub results: PollResults,
     /// How they arrived.
     pub via: Via,
     /// Which endpoint sent them.
@@ -188,7 +188,7 @@ fn find_event_end(buffer: &[u8]) -> Option<usize> {
 
 /// A `results` event's results; records its `id:` in `last_event_id`. Other events
 /// (heartbeats, comments) yield `None`.
-fn parse_event(event: &[u8], last_event_id: &mut Option<String>) -> Option<Results> {
+fn parse_event(event: &[u8], last_event_id: &mut Option<String>) -> Option<PollResults> {
     let text = std::str::from_utf8(event).ok()?;
     let (mut name, mut data) = ("message", String::new());
     for line in text.lines() {
@@ -226,7 +226,7 @@ async fn poll_for_a_while(
         };
         match answer {
             Ok(answer) if answer.status == StatusCode::OK => {
-                if let Ok(results) = serde_json::from_slice::<Results>(&answer.body) {
+                if let Ok(results) = serde_json::from_slice::<PollResults>(&answer.body) {
                     updates.send_replace(Some(LiveUpdate {
                         results,
                         via: Via::Polling,
@@ -247,7 +247,7 @@ mod tests {
     #[test]
     fn results_events_parse_and_record_their_id_and_other_events_do_not() {
         let mut id = None;
-        let results = r#"{"poll":"p","status":"open","options":[{"name":"a","votes":2,"share":1.0}],"total":2,"as_of_ms":5,"served_by":"n","includes":[]}"#;
+        let results = r#"{"poll":"p","status":"open","options":[{"name":"a","votes":2,"share":1.0}],"total":2,"as_of_ms":5,"served_by":"n","includes":[],"peers":[],"clock_offsets_ms":{}}"#;
         let event = format!("event: results\nid: 17\ndata: {results}\n\n");
         let parsed = parse_event(event.as_bytes(), &mut id).unwrap();
         assert_eq!(parsed.total, 2);

@@ -11,13 +11,13 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::{Mutex, PoisonError};
 
-use axum::http::StatusCode;
+use http::StatusCode;
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde::Deserialize;
 
 use super::check::Outcome;
-use crate::http::{BatchResponse, BinaryBatch, BinaryVote};
+use tally_client::api::{BatchResponse, BinaryBatch, BinaryVote};
 
 /// Vote IDs waiting to be retried, per node; the oldest is dropped when a pool is full.
 pub(super) const RETRY_POOL_IDS_MAX: usize = 65_536;
@@ -37,7 +37,7 @@ pub(super) struct Vote {
 pub(super) fn fresh_vote(rng: &mut StdRng, options: usize) -> Vote {
     // Drawing IDs from the worker's seeded RNG instead of the OS per ID keeps the client cheap
     // and the run replayable; they are made as the client library makes them.
-    let vote_id = crate::client::new_vote_id(rng);
+    let vote_id = tally_client::new_vote_id(rng);
     let option = rng.random_range(0..options.max(1));
     Vote {
         vote_id,
@@ -144,7 +144,7 @@ impl Encoding {
             if let Ok(bytes) = postcard::to_allocvec(&batch) {
                 *body = bytes;
             }
-            crate::http::POSTCARD_MEDIA_TYPE
+            tally_client::api::POSTCARD_MEDIA_TYPE
         } else {
             let mut text = String::with_capacity(16 + votes.len() * 80);
             text.push_str(r#"{"votes":["#);
@@ -291,11 +291,11 @@ mod tests {
         let votes: Vec<Vote> = (0..3).map(|_| fresh_vote(&mut rng, 2)).collect();
         let mut body = Vec::new();
         encoding(false).single(&votes[0], &mut body);
-        let single: crate::http::VoteRequest = serde_json::from_slice(&body).unwrap();
+        let single: tally_client::api::VoteRequest = serde_json::from_slice(&body).unwrap();
         let id = uuid::Uuid::parse_str(single.vote_id.as_deref().unwrap()).unwrap();
         assert_eq!(id.into_bytes(), votes[0].vote_id);
         assert_eq!(encoding(false).batch(&votes, &mut body), "application/json");
-        let json: crate::http::BatchRequest = serde_json::from_slice(&body).unwrap();
+        let json: tally_client::api::BatchRequest = serde_json::from_slice(&body).unwrap();
         assert_eq!(json.votes.len(), 3);
         encoding(true).batch(&votes, &mut body);
         let binary: BinaryBatch = postcard::from_bytes(&body).unwrap();

@@ -29,7 +29,7 @@ use self::report::{LoadReport, Outcomes, Percentiles};
 use self::target::Target;
 use self::worker::{Shared, Worker, WorkerReport};
 use self::workload::{Encoding, RetryPools};
-use crate::config::BATCH_VOTES_MAX;
+use tally_node::config::BATCH_VOTES_MAX;
 
 /// Most client threads.
 pub const THREADS_MAX: usize = 16;

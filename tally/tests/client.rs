@@ -1,4 +1,4 @@
-//! The Rust client (`tally_node::client`) against a real `tally` node made to misbehave.
+//! The Rust client (`tally_client`) against a real `tally` node made to misbehave.
 //!
 //! Method: a real `tally run --memory-only` process, and in front of it a small HTTP fault
 //! proxy on 127.0.0.1 that decides per connection (the client opens one per attempt) whether
@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tally_node::client::live::Via;
-use tally_node::client::{ClientConfig, TallyClient, VoteError};
+use tally_client::live::Via;
+use tally_client::{ClientConfig, TallyClient, VoteError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
