@@ -25,12 +25,10 @@ pub mod http;
 pub mod huge_pages;
 pub mod metrics;
 pub mod peer;
-pub mod recovery;
 pub mod results;
 pub mod stall_guard;
 pub mod storage;
 pub mod wal;
-pub mod wal_writer;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,10 +45,8 @@ use crate::metrics::Metrics;
 use crate::peer::sync::{PeerBoard, PeerTarget, SyncContext};
 use crate::results::ResultsSnapshot;
 use crate::storage::Storage;
-
-/// Queued log jobs before the engine waits for the writer (one is in flight at a time, so
-/// this only matters at shutdown).
-pub const WAL_JOBS_QUEUE_MAX: usize = 4;
+pub use crate::wal::WalExecutor;
+use crate::wal::{group_commit, startup};
 
 /// Where the time comes from: the system clock in production, simulated time in the sim.
 pub trait Clock: Send + Sync + 'static {
@@ -69,15 +65,6 @@ impl Clock for SystemClock {
             .unwrap_or(Duration::ZERO);
         UnixMillis(since_epoch.as_millis() as u64)
     }
-}
-
-/// How the write-ahead log writer runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WalExecutor {
-    /// On its own OS thread, so fsyncs never block the request runtime (production).
-    DedicatedThread,
-    /// As a task on the current runtime (the simulation, where the disk is instant).
-    Task,
 }
 
 /// Every I/O resource a node uses.
@@ -108,14 +95,14 @@ pub enum NodeError {
     Config(#[from] config::ConfigError),
     /// The log could not be recovered.
     #[error(transparent)]
-    Recovery(#[from] recovery::RecoveryError),
+    Recovery(#[from] startup::RecoveryError),
     /// The engine stopped because the log failed (after handing what was durable to
     /// readers and peers): restart the node, and recovery replays the log.
     #[error("{0} (restart it: recovery replays the log)")]
     Engine(#[from] engine::EngineError),
     /// The log writer could not start.
     #[error(transparent)]
-    Writer(#[from] wal_writer::StartError),
+    Writer(#[from] group_commit::StartError),
     /// The peer certificates could not be loaded.
     #[error("peer TLS: {0}")]
     Tls(#[from] Box<peer::tls::TlsError>),
@@ -131,7 +118,7 @@ impl NodeError {
     pub fn is_storage_failure(&self) -> bool {
         match self {
             Self::Engine(engine::EngineError::LogFailed) => true,
-            Self::Recovery(recovery::RecoveryError::Wal(error)) => {
+            Self::Recovery(startup::RecoveryError::Wal(error)) => {
                 matches!(
                     error,
                     wal::WalError::Io { .. } | wal::WalError::Stopped { .. }
@@ -169,7 +156,7 @@ pub struct Started {
     /// Becomes true when the engine has stopped (after a log failure, the node must stop).
     engine_stopped: watch::Receiver<bool>,
     engine: tokio::task::JoinHandle<Result<(), engine::EngineError>>,
-    writer: wal_writer::WriterDone,
+    writer: group_commit::WriterDone,
     peer_endpoint: Option<quinn::Endpoint>,
     peer_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -207,8 +194,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
         (config.clone(), Vec::new())
     };
     let watched = storage.clone();
-    let mut recovered =
-        recovery::recover(&recovery_config, &validated, storage, &*clock, rng_seed)?;
+    let mut recovered = startup::recover(&recovery_config, &validated, storage, &*clock, rng_seed)?;
     if config.planted_bug == Some(config::PlantedBug::KeepDuplicates) {
         recovered.replica.plant_bug_keep_duplicates();
     }
@@ -233,8 +219,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
     let (results_tx, results_rx) = watch::channel(Arc::new(initial));
     let (command_tx, command_rx) = mpsc::channel(config.engine_queue_max);
     let (close_commands, close_commands_rx) = watch::channel(false);
-    let (job_tx, done_rx, writer) =
-        wal_writer::start(recovered.wal, wal_executor, WAL_JOBS_QUEUE_MAX)?;
+    let (job_tx, done_rx, writer) = group_commit::start(recovered.wal, wal_executor)?;
     let health = Arc::new(Health::new(if syncing { &[Hold::CatchingUp] } else { &[] }));
     let sync_tick_ms = config.sync_tick_ms;
     let ignore_skew = config.planted_bug == Some(config::PlantedBug::IgnoreClockSkew);

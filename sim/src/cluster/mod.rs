@@ -397,7 +397,7 @@ async fn second_process(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>, at_ms: u64) {
         seed,
         WalExecutor::Task,
     ) {
-        Err(tally_node::NodeError::Recovery(tally_node::recovery::RecoveryError::Wal(
+        Err(tally_node::NodeError::Recovery(tally_node::wal::startup::RecoveryError::Wal(
             tally_node::wal::WalError::Locked(refused),
         ))) => Ok(refused.to_string()),
         Err(other) => Err(format!("refused for another reason: {other}")),

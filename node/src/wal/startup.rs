@@ -15,12 +15,10 @@
 //!   operator accepts the loss (`accept_log_damage`), naming the seqs missing per poll and
 //!   actor (those the valid entries after the damage show; a damaged end cannot show what
 //!   it held) — nothing on disk changes before that decision;
-//! - keeps every damaged file aside (`wal/recovery.rs`), records again under the new actor
+//! - keeps every damaged file aside (`wal/open.rs`), records again under the new actor
 //!   every vote whose record followed a gap in its actor's seqs (it counts even if no peer
 //!   ever fills the gap; where a peer does, the winner rule keeps one record of the vote),
 //!   and writes a snapshot of the whole state, which retires the damaged files from the log.
-
-mod replay;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,8 +31,8 @@ use crate::config::{Config, PlantedBug, PollConfig, Validated};
 use crate::storage::Storage;
 use crate::wal::{RecoveryReport, Wal, WalEntry, WalError};
 
-pub use replay::MissingSeqs;
-use replay::Replay;
+pub use super::replay::MissingSeqs;
+use super::replay::{self, Replay};
 
 /// Why start-up failed. The log was not changed (except, for [`RecoveryError::Wal`] after
 /// the decision to go on, copies of damaged files kept aside).
@@ -445,7 +443,7 @@ pub(crate) fn state_entries(replica: &Replica) -> Vec<WalEntry> {
 /// Sizes a configured poll's dedupe index for its `expected_votes`, if it is not that large
 /// yet. Replay calls it as soon as the log names the poll, before the poll's records, so a
 /// restart fills the index without growing it (each growth rehashes every ID held).
-fn reserve_index(replica: &mut Replica, poll: &PollConfig) {
+pub(super) fn reserve_index(replica: &mut Replica, poll: &PollConfig) {
     let Some(expected) = poll.expected_votes else {
         return;
     };

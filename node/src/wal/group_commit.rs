@@ -29,13 +29,20 @@ pub const WAL_GROUP_ENTRIES_MAX: usize = 65_536;
 /// it by one job).
 pub const WAL_GROUP_BYTES_MAX: u64 = 32 << 20;
 
-/// A sensible capacity for the job and done queues of [`spawn_writer_thread`]. When the job
-/// queue is full, `submit.send` waits: the engine stops accepting votes (it answers 503) rather
-/// than buffering without bound.
-pub const WAL_QUEUE_JOBS_MAX: usize = 4_096;
+/// Capacity of the writer's job queue and of its done queue, in jobs. The engine keeps at most
+/// [`WAL_JOBS_IN_FLIGHT_MAX`] job in flight, so the queue only fills at shutdown; when it is
+/// full, `submit.send` waits (the engine then stops taking votes: it answers 503) rather than
+/// buffering without bound.
+pub const WAL_JOBS_QUEUE_MAX: usize = 4;
+
+/// Jobs the engine submits before it waits for a [`WalDone`] (`engine.rs`: one in flight at
+/// a time, so everything that arrives meanwhile joins the next group).
+pub const WAL_JOBS_IN_FLIGHT_MAX: usize = 1;
 
 const _: () = assert!(WAL_ENTRY_BYTES_MAX as u64 <= WAL_GROUP_BYTES_MAX);
-const _: () = assert!(WAL_QUEUE_JOBS_MAX >= 1);
+// Every job in flight fits the job queue, and its answer the done queue, so neither side ever
+// waits for the other while serving.
+const _: () = assert!(WAL_JOBS_IN_FLIGHT_MAX >= 1 && WAL_JOBS_IN_FLIGHT_MAX <= WAL_JOBS_QUEUE_MAX);
 
 /// What a job asks of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -305,6 +312,75 @@ impl Group {
             fsync: started.elapsed(),
             bytes_since_snapshot: wal.bytes_since_snapshot(),
             result,
+        }
+    }
+}
+
+/// How the writer runs. Production: on its own OS thread, so an fsync never stalls request
+/// handling. The simulation: as a task on the current runtime, where the disk is simulated and
+/// everything must run on turmoil's one thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalExecutor {
+    /// On its own OS thread, so fsyncs never block the request runtime (production).
+    DedicatedThread,
+    /// As a task on the current runtime (the simulation, where the disk is instant).
+    Task,
+}
+
+/// Resolves when the writer has stopped (its job queue closed and drained, or it failed).
+pub enum WriterDone {
+    /// A writer on its own thread.
+    Thread(std::thread::JoinHandle<()>),
+    /// A writer task.
+    Task(tokio::task::JoinHandle<()>),
+}
+
+impl WriterDone {
+    /// Waits for the writer to stop.
+    pub async fn wait(self) {
+        match self {
+            Self::Thread(thread) => {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+            Self::Task(task) => {
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+/// Why the writer could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the log writer thread: {0}")]
+pub struct StartError(#[from] std::io::Error);
+
+/// Starts the writer; returns the engine's ends of its queues.
+pub fn start<S: Storage + 'static>(
+    wal: Wal<S>,
+    executor: WalExecutor,
+) -> Result<(mpsc::Sender<WalJob>, mpsc::Receiver<WalDone>, WriterDone), StartError> {
+    match executor {
+        WalExecutor::DedicatedThread => {
+            let handle = spawn_writer_thread(wal, WAL_JOBS_QUEUE_MAX)?;
+            let thread = handle.thread;
+            let joined = std::thread::Builder::new()
+                .name("tally-wal-join".to_owned())
+                .spawn(move || {
+                    if let Ok(Err(error)) = thread.join() {
+                        tracing::error!(%error, "log writer stopped with an error");
+                    }
+                })?;
+            Ok((handle.submit, handle.done, WriterDone::Thread(joined)))
+        }
+        WalExecutor::Task => {
+            let (submit, jobs) = mpsc::channel(WAL_JOBS_QUEUE_MAX);
+            let (done_sender, done) = mpsc::channel(WAL_JOBS_QUEUE_MAX);
+            let task = tokio::spawn(async move {
+                if let Err(error) = run_writer(wal, jobs, done_sender).await {
+                    tracing::error!(%error, "log writer stopped with an error");
+                }
+            });
+            Ok((submit, done, WriterDone::Task(task)))
         }
     }
 }

@@ -1,36 +1,6 @@
-//! The write-ahead log: every poll definition and every record batch the node holds, appended
-//! with a checksum and made durable with group-commit `fdatasync` before a vote is acknowledged
-//! (DESIGN.md §4).
-//!
-//! What it promises:
-//! - an entry reported durable by [`Wal::sync`] (or by a [`WalDone`] with `result: Ok`) is
-//!   replayed by every later [`Wal::open`] of the same storage, unless the disk itself is lost;
-//! - recovery replays the newest valid snapshot, then every file after it, in order, and tells
-//!   a torn tail (a crash in the middle of an append: cut off) from damage (anything else: a
-//!   bad frame with valid frames after it, a bad header, a missing segment, a bad snapshot;
-//!   see `wal/recovery.rs` for the rule): it never yields an entry that was not written, it
-//!   replays every valid entry before and after damage, and it reports exactly where and why
-//!   it skipped anything ([`RecoveryReport`]);
-//! - it never discards data it cannot read, except a torn tail: damage stays in place, and
-//!   a copy of each damaged file is kept aside before anything changes; reading
-//!   ([`Wal::recover`]) changes nothing, so a caller may refuse to go on; a file of another
-//!   format version is an error that leaves the storage untouched;
-//! - after a failed write or fsync the log refuses all further work (PostgreSQL's "fsyncgate":
-//!   a failed fsync is never retried and assumed to have worked).
-//!
-//! Files (see `wal/format.rs` for the bytes): log segments `wal-<20 digits>.log`, snapshots
-//! `snapshot-<20 digits>.snap`. Snapshot `N` holds the whole state as of the start of segment
-//! `N`; recovery = snapshot `N` (if any) + segments `N, N+1, …`. Without a snapshot the log
-//! starts at segment 1. Time is not read here; the group-commit writer ([`run_writer`]) only
-//! measures fsync durations with tokio's clock (simulated under turmoil).
-
-mod format;
-#[doc(hidden)]
-pub mod fuzzing;
-#[doc(hidden)]
-pub mod inspect;
-mod recovery;
-mod writer;
+//! The log itself: [`Wal`] appends entries to the current segment, syncs them, rolls
+//! segments, writes snapshots, and opens the log again ([`Wal::open`], via `open.rs`). The
+//! promises are in the module's `//!` (`wal/mod.rs`).
 
 use std::io;
 use std::sync::Arc;
@@ -39,12 +9,8 @@ use serde::{Deserialize, Serialize};
 use tally_core::limits::{FRAME_BYTES_MAX, RECORDS_PER_BATCH_MAX};
 use tally_core::{ActorId, PollId, PollSpec, RecordBatch, Seq};
 
+use super::{format, open};
 use crate::storage::{LockError, Storage, StorageFile, StorageLock};
-
-pub use writer::{
-    WAL_GROUP_BYTES_MAX, WAL_GROUP_ENTRIES_MAX, WAL_QUEUE_JOBS_MAX, WalDone, WalHandle, WalJob,
-    WalJobKind, run_writer, spawn_writer_thread,
-};
 
 /// The on-disk format version this build writes and reads.
 pub const WAL_FORMAT_VERSION: u32 = 1;
@@ -224,7 +190,7 @@ pub enum CorruptionReason {
     },
 }
 
-/// What recovery replayed and found (see `wal/recovery.rs` for how a torn tail is told from
+/// What recovery replayed and found (see `wal/open.rs` for how a torn tail is told from
 /// damage).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
@@ -376,7 +342,7 @@ pub enum WalError {
 }
 
 impl WalError {
-    fn io(operation: &'static str, file: &str, source: io::Error) -> Self {
+    pub(super) fn io(operation: &'static str, file: &str, source: io::Error) -> Self {
         Self::Io {
             operation,
             file: file.to_owned(),
@@ -390,7 +356,7 @@ pub struct Recovery<S: Storage> {
     storage: S,
     /// The storage's exclusive lock, handed to the log [`Recovery::finish`] opens.
     lock: StorageLock,
-    plan: recovery::Plan,
+    plan: open::Plan,
     report: RecoveryReport,
 }
 
@@ -399,9 +365,9 @@ impl<S: Storage> Recovery<S> {
         storage: S,
         lock: StorageLock,
         visit: &mut dyn FnMut(WalEntry),
-        mode: recovery::DamageMode,
+        mode: open::DamageMode,
     ) -> Result<Self, WalError> {
-        let (plan, report) = recovery::recover(&storage, visit, mode)?;
+        let (plan, report) = open::recover(&storage, visit, mode)?;
         Ok(Self {
             storage,
             lock,
@@ -418,7 +384,7 @@ impl<S: Storage> Recovery<S> {
     /// Replays the same entries again, in the same order, through `visit` (read-only): for
     /// a caller that learned, at the end of the first replay, which entries to leave out.
     pub fn replay_again(&self, mut visit: impl FnMut(WalEntry)) -> Result<(), WalError> {
-        recovery::replay_again(&self.storage, &self.plan, &mut visit)
+        open::replay_again(&self.storage, &self.plan, &mut visit)
     }
 
     /// Opens the log for appends: copies every damaged file aside (durably, before anything
@@ -433,7 +399,7 @@ impl<S: Storage> Recovery<S> {
             plan,
             mut report,
         } = self;
-        let mut wal = recovery::finish(storage, plan, &mut report)?;
+        let mut wal = open::finish(storage, plan, &mut report)?;
         wal.lock = Some(lock);
         Ok((wal, report))
     }
@@ -463,18 +429,18 @@ pub struct SnapshotWritten {
 /// Appends are buffered; [`Wal::sync`] writes and fsyncs them. One owner (the writer task);
 /// not shared.
 pub struct Wal<S: Storage> {
-    storage: S,
-    segment: S::File,
-    segment_number: u64,
+    pub(super) storage: S,
+    pub(super) segment: S::File,
+    pub(super) segment_number: u64,
     /// Bytes of the segment already written to storage; the buffer goes after them.
-    written_bytes: u64,
+    pub(super) written_bytes: u64,
     /// Encoded frames not yet written to storage. Reused: cleared, never reallocated per entry.
-    buffer: Vec<u8>,
-    bytes_since_snapshot: u64,
+    pub(super) buffer: Vec<u8>,
+    pub(super) bytes_since_snapshot: u64,
     /// The first write or sync failure, after which every call refuses.
-    failure: Option<WalError>,
+    pub(super) failure: Option<WalError>,
     /// The storage's exclusive lock, held while the log is open (one process per directory).
-    lock: Option<StorageLock>,
+    pub(super) lock: Option<StorageLock>,
 }
 
 impl<S: Storage> std::fmt::Debug for Wal<S> {
@@ -520,7 +486,7 @@ impl<S: Storage> Wal<S> {
         mut visit: impl FnMut(WalEntry),
     ) -> Result<Recovery<S>, WalError> {
         let lock = storage.lock(holder)?;
-        Recovery::read(storage, lock, &mut visit, recovery::DamageMode::Keep)
+        Recovery::read(storage, lock, &mut visit, open::DamageMode::Keep)
     }
 
     /// [`Wal::open`] as it was before recovery told torn tails from damage: the first bad
@@ -533,12 +499,7 @@ impl<S: Storage> Wal<S> {
         mut visit: impl FnMut(WalEntry),
     ) -> Result<Recovery<S>, WalError> {
         let lock = storage.lock(holder)?;
-        Recovery::read(
-            storage,
-            lock,
-            &mut visit,
-            recovery::DamageMode::PlantedTruncate,
-        )
+        Recovery::read(storage, lock, &mut visit, open::DamageMode::PlantedTruncate)
     }
 
     /// Encodes `entries` into the log's buffer and returns the frame bytes they take. Not
@@ -768,7 +729,7 @@ impl<S: Storage> Wal<S> {
     /// the next (so an older snapshot never outlives the segments after it). Failures only
     /// leave garbage that the next open removes, so they are logged, not returned.
     fn remove_older_than(&mut self, number: u64) {
-        if let Err(error) = recovery::remove_older(&self.storage, number) {
+        if let Err(error) = open::remove_older(&self.storage, number) {
             tracing::warn!(%error, "could not remove log files older than snapshot {number}");
         }
     }
