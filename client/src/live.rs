@@ -18,9 +18,10 @@ use http_body_util::BodyExt;
 use tokio::sync::watch;
 use tokio_stream::wrappers::WatchStream;
 
-use super::http::{self, Endpoint};
-use super::retry::Backoff;
-use super::{ClientConfig, PollResults};
+use crate::api::PollResults;
+use crate::config::ClientConfig;
+use crate::http::{self, Endpoint};
+use crate::retry::Backoff;
 
 /// Consecutive SSE failures (no event received) before falling back to polling.
 pub const SSE_FAILURES_BEFORE_POLLING: u32 = 3;

@@ -28,7 +28,7 @@ use crate::health::{Health, Hold};
 use crate::metrics::Metrics;
 use crate::peer::sync::PeerBoard;
 use crate::results::ResultsSnapshot;
-use crate::wal::{WalDone, WalEntry, WalJob};
+use crate::wal::{WAL_JOBS_IN_FLIGHT_MAX, WalDone, WalEntry, WalJob};
 
 mod incarnation;
 
@@ -396,7 +396,7 @@ impl Engine {
                 io.actor.send_replace(self.replica.actor().clone());
             }
             if log_failure.is_none()
-                && self.in_flight_jobs.is_empty()
+                && self.in_flight_jobs.len() < WAL_JOBS_IN_FLIGHT_MAX
                 && self.submit(&io.wal_jobs).await.is_err()
             {
                 log_failure = Some("the log writer stopped".to_owned());
@@ -409,7 +409,9 @@ impl Engine {
         }
         // Graceful stop: flush what was accepted, answer it, publish the last results.
         while !self.in_flight_jobs.is_empty() || self.has_unlogged() {
-            if self.in_flight_jobs.is_empty() && self.submit(&io.wal_jobs).await.is_err() {
+            if self.in_flight_jobs.len() < WAL_JOBS_IN_FLIGHT_MAX
+                && self.submit(&io.wal_jobs).await.is_err()
+            {
                 return self.fail(&io.results, "the log writer stopped during shutdown");
             }
             match io.wal_done.recv().await {

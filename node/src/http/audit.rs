@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tally_core::VoteId;
 use utoipa::ToSchema;
 
-use super::admin::authorize;
+use super::admin_token::authorize;
 use super::body::TimelyBody;
 use super::votes::{ask, check_count, poll_snapshot, require_content_type};
 use super::{ApiError, ErrorBody, SharedState};

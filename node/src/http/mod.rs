@@ -9,6 +9,7 @@
 
 pub mod abuse;
 mod admin;
+mod admin_token;
 mod audit;
 mod body;
 mod error;

@@ -218,7 +218,7 @@ fn token_vote_id(
 fn require_aggregator(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     match app.abuse.tokens {
         None => Ok(()),
-        Some(_) => super::admin::authorize(app, headers),
+        Some(_) => super::admin_token::authorize(app, headers),
     }
 }
 

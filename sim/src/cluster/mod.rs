@@ -42,6 +42,9 @@ use self::ledger::{Ledger, VoteEntry};
 use self::scenario::{VOTING_MS, WARM_UP_MS};
 use self::workload::{Plan, Shared, lock};
 
+/// A check that failed (the checker's and the clock checks' verdict).
+pub type Violation = String;
+
 /// The UDP port every simulated node's peer endpoint listens on.
 pub const PEER_PORT: u16 = 9000;
 
