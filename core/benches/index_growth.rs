@@ -3,9 +3,14 @@
 //!
 //! Fills a replica with N new vote IDs through the node's path (accept, hand out for logging,
 //! mark durable every 4,096 votes, as group commit does) twice, alternating: once letting the
-//! index grow as it fills, once reserved for N first. Each group of 4,096 votes is timed; a
-//! group that lands on a growth step waits for one rehash of every ID held. Reports the fill
-//! rate, the longest groups and the group p50 of each way, round by round.
+//! index grow as it fills, once reserved for N first. Each group of 4,096 votes is timed: the
+//! index grows a bounded step per insert (core/src/position_index.rs), so no group should wait
+//! for more than its own steps. Reports, round by round: the time the reservation took (before
+//! the fill), the fill's wall and CPU time (the CPU time is steadier on a shared machine),
+//! the fill rate, the longest groups (wall, and by the CPU time of this thread, which leaves
+//! out time the thread waited for a core) and the group p50 of each way; then, if the
+//! fill ended mid-growth, the time to finish it in the node engine's tick-sized batches of
+//! steps (`INDEX_GROWTH_STEPS_PER_TICK`, 128) and the longest batch.
 //!
 //! Run: `cargo bench -p tally-core --bench index_growth` (30M IDs, 2 rounds), or
 //! `TALLY_GROWTH_IDS=10000000 TALLY_GROWTH_ROUNDS=3 cargo bench -p tally-core --bench index_growth`.
@@ -16,8 +21,24 @@ use std::time::{Duration, Instant};
 
 use common::{GROUP_COMMIT_VOTES, accept_range, new_replica, poll_id};
 
+/// Growth steps the node's engine runs per results tick (`node/src/engine.rs`,
+/// `INDEX_GROWTH_STEPS_PER_TICK`), to finish a growth the fill left under way.
+const STEPS_PER_TICK: usize = 128;
+
 const DEFAULT_IDS: u64 = 30_000_000;
 const DEFAULT_ROUNDS: u64 = 2;
+
+/// CPU time this thread has run, in seconds (`/proc/thread-self/schedstat`, nanoseconds):
+/// on a machine shared with other work, the fill's CPU time is steadier than its wall time.
+fn thread_cpu_seconds() -> f64 {
+    let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let nanoseconds: u64 = schedstat
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    nanoseconds as f64 / 1e9
+}
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name).map_or(default, |v| {
@@ -29,13 +50,28 @@ fn env_number(name: &str, default: u64) -> u64 {
 fn main() {
     let ids = env_number("TALLY_GROWTH_IDS", DEFAULT_IDS);
     let rounds = env_number("TALLY_GROWTH_ROUNDS", DEFAULT_ROUNDS);
+    // `grown`, `reserved` or both (the default): one way alone, for a profiler.
+    let only = std::env::var("TALLY_GROWTH_ONLY").ok();
     println!(
-        "{:>5} {:>9} {:>12} {:>10} {:>30} {:>12}",
-        "round", "index", "fill s", "M IDs/s", "longest groups of 4096, ms", "group p50 ms"
+        "{:>5} {:>9} {:>10} {:>8} {:>8} {:>8} {:>26} {:>20} {:>9} {:>9} {:>9}",
+        "round",
+        "index",
+        "reserve s",
+        "fill s",
+        "CPU s",
+        "M IDs/s",
+        "longest groups (4096), ms",
+        "same, CPU ms",
+        "p50 ms",
+        "finish s",
+        "tick ms"
     );
     for round in 1..=rounds {
         for reserved in [false, true] {
-            fill(round, ids, reserved);
+            let name = if reserved { "reserved" } else { "grown" };
+            if only.as_deref().is_none_or(|only| only == name) {
+                fill(round, ids, reserved);
+            }
         }
     }
 }
@@ -46,28 +82,47 @@ fn main() {
 fn fill(round: u64, ids: u64, reserved: bool) {
     let poll = poll_id();
     let mut replica = new_replica();
+    let reserving = Instant::now();
     if reserved {
         let vote_ids = usize::try_from(ids).expect("fits in usize");
         replica
             .reserve_vote_ids(&poll, vote_ids)
             .expect("the bench poll");
     }
+    let reserve_seconds = reserving.elapsed().as_secs_f64();
     let mut groups: Vec<Duration> = Vec::new();
+    let mut group_cpu: Vec<f64> = Vec::new();
+    let cpu_start = thread_cpu_seconds();
     let start = Instant::now();
     let mut from = 0;
     while from < ids {
         let to = (from + GROUP_COMMIT_VOTES).min(ids);
         let group = Instant::now();
+        let group_cpu_start = thread_cpu_seconds();
         accept_range(&mut replica, &poll, from..to);
         groups.push(group.elapsed());
+        group_cpu.push(thread_cpu_seconds() - group_cpu_start);
         from = to;
     }
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = thread_cpu_seconds() - cpu_start;
     let held = replica
         .state(&poll)
         .map_or(0, tally_core::PollState::distinct_vote_ids);
     assert_eq!(held as u64, ids);
+    let finishing = Instant::now();
+    let mut longest_tick = Duration::ZERO;
+    loop {
+        let tick = Instant::now();
+        let growing = replica.advance_index_growth(STEPS_PER_TICK);
+        longest_tick = longest_tick.max(tick.elapsed());
+        if !growing {
+            break;
+        }
+    }
+    let finish_seconds = finishing.elapsed().as_secs_f64();
     groups.sort_unstable();
+    group_cpu.sort_unstable_by(f64::total_cmp);
     let ms = |d: &Duration| d.as_secs_f64() * 1e3;
     let longest: Vec<String> = groups
         .iter()
@@ -75,13 +130,24 @@ fn fill(round: u64, ids: u64, reserved: bool) {
         .take(3)
         .map(|d| format!("{:.1}", ms(d)))
         .collect();
+    let longest_cpu: Vec<String> = group_cpu
+        .iter()
+        .rev()
+        .take(3)
+        .map(|s| format!("{:.1}", s * 1e3))
+        .collect();
     println!(
-        "{:>5} {:>9} {:>12.2} {:>10.2} {:>30} {:>12.3}",
+        "{:>5} {:>9} {:>10.3} {:>8.2} {:>8.2} {:>8.2} {:>26} {:>20} {:>9.3} {:>9.3} {:>9.1}",
         round,
         if reserved { "reserved" } else { "grown" },
+        reserve_seconds,
         seconds,
+        cpu_seconds,
         ids as f64 / seconds / 1e6,
         longest.join(" / "),
-        ms(&groups[groups.len() / 2])
+        longest_cpu.join(" / "),
+        ms(&groups[groups.len() / 2]),
+        finish_seconds,
+        ms(&longest_tick)
     );
 }

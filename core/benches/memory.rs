@@ -2,8 +2,11 @@
 //! the node's own path (accept, hand out for logging, mark durable every 4,096 votes) and
 //! reports the cost two ways: (a) the growth of the process's resident set (VmRSS in
 //! /proc/self/status) across the fill, and (b) `PollState::heap_bytes()` / N, the heap the
-//! record store and its index have reserved. The peak (VmHWM) is reported too: a resize of
-//! the index briefly holds the old and the new table.
+//! record store and its index have reserved. Both are taken *at rest*: if the fill ends while
+//! the index is growing (it grows a step per insert, holding its old and new table until
+//! every ID has moved), the growth is finished first, as the node's engine finishes it on its
+//! ticks; the resident set at the end of the fill is reported beside it. The peak (VmHWM) is
+//! reported too: while the index grows it holds the old and the new table.
 //!
 //! Each N runs in a fresh child process (this same binary, re-executed), so one size's freed
 //! memory cannot hide in the next one's figures.
@@ -45,9 +48,10 @@ fn main() {
     }
     let sizes = sizes();
     println!(
-        "{:>12} {:>10} {:>10} {:>12} {:>10} {:>10} {:>14} {:>10} {:>12}",
+        "{:>12} {:>10} {:>22} {:>10} {:>12} {:>10} {:>10} {:>14} {:>10} {:>12}",
         "vote IDs",
         "RSS MB",
+        "end of fill MB",
         "RSS B/ID",
         "heap B/ID",
         "peak MB",
@@ -65,8 +69,9 @@ fn main() {
         assert!(status.success(), "child bench for {ids} IDs failed");
     }
     println!(
-        "RSS = growth of VmRSS across the fill; heap = PollState::heap_bytes() (reserved \
-         capacity); peak = growth of VmHWM (the high-water mark, met while the index resizes)."
+        "RSS = growth of VmRSS across the fill, at rest (any growth of the index finished); \
+         end of fill = the same before finishing it; heap = PollState::heap_bytes() (reserved \
+         capacity); peak = growth of VmHWM (the high-water mark, met while the index grows)."
     );
     println!(
         "Targets: <= {TARGET_BYTES_PER_ID} B/ID at 10M (stretch <= {STRETCH_BYTES_PER_ID}); 30M IDs \
@@ -121,6 +126,9 @@ fn measure(ids: u64) {
     let start = Instant::now();
     let counted = accept_range(&mut replica, &poll, 0..ids);
     let fill_seconds = start.elapsed().as_secs_f64();
+    let rss_filled = status_bytes("VmRSS:");
+    let growth = replica.state(&poll).and_then(|s| s.index_growth());
+    replica.advance_index_growth(usize::MAX);
     let rss_after = status_bytes("VmRSS:");
     let peak_after = status_bytes("VmHWM:");
     let state = replica.state(&poll).expect("the bench poll");
@@ -136,10 +144,19 @@ fn measure(ids: u64) {
     } else {
         "FAIL"
     };
+    let end_of_fill = match growth {
+        Some(growth) => format!(
+            "{:.1} ({:.0}% grown)",
+            rss_filled.saturating_sub(rss_before) as f64 / 1e6,
+            growth.progress() * 100.0
+        ),
+        None => "at rest".to_owned(),
+    };
     println!(
-        "{:>12} {:>10.1} {:>10.2} {:>12.2} {:>10.1} {:>10.2} {:>14.2} {:>9.2}x {:>12}",
+        "{:>12} {:>10.1} {:>22} {:>10.2} {:>12.2} {:>10.1} {:>10.2} {:>14.2} {:>9.2}x {:>12}",
         ids,
         rss as f64 / 1e6,
+        end_of_fill,
         per_id(rss),
         per_id(state.heap_bytes() as u64),
         peak as f64 / 1e6,

@@ -11,7 +11,9 @@
 //!
 //! The pieces: [`Replica`] (one node's view of every poll: local votes, durability handshake,
 //! sync), [`PollState`] (the CRDT of one poll), [`RecordBatch`] (records in their compact
-//! form), [`wire`] (peer messages), and [`Merge`] with its law checker.
+//! form), [`wire`] (peer messages), [`session`] (the peer session: hello, version gate, pull
+//! rounds, as a state machine the node and the simulation drive), and [`Merge`] with its law
+//! checker.
 
 pub mod clock;
 mod counters;
@@ -21,11 +23,15 @@ pub mod fuzzing;
 mod ids;
 pub mod limits;
 mod merge;
+mod moving_table;
 mod poll;
 mod poll_state;
+mod position_index;
+mod position_table;
 mod record_batch;
 mod record_store;
 mod replica;
+pub mod session;
 mod sync;
 mod version_vector;
 mod vote_id;
@@ -39,6 +45,7 @@ pub use ids::{
 pub use merge::{Merge, check_merge_laws};
 pub use poll::{PollSpec, PollSpecError, PollStatus, PollWindow};
 pub use poll_state::{Applied, ApplyError, PollState};
+pub use position_index::IndexGrowth;
 pub use record_batch::{BatchError, BatchRecord, RecordBatch, SecondRun};
 pub use record_store::ReservedIndex;
 pub use replica::{

@@ -46,6 +46,30 @@ pub const RECORDS_PER_POLL_MAX: usize = u32::MAX as usize;
 /// slot and a control byte) reserved at once.
 pub const RESERVED_VOTE_IDS_MAX: usize = 500_000_000;
 
+/// Vote IDs one growth step of a dedupe index moves into its larger table at most, reading
+/// each one's record to rehash it (see `position_index.rs`): no insert waits for more than
+/// this many rehashes (~10–40 µs). A step's record reads go back to back, so the more a step
+/// moves, the more of them the CPU overlaps: measured on this VM, 16 a step cost ~90 ns a
+/// move among votes.
+pub const INDEX_GROWTH_STEP_MOVES_MAX: usize = 256;
+
+/// Inserts into a growing dedupe index per growth step: one insert in this many runs a
+/// step, so the index moves up to 4 vote IDs per insert on average (~0.1 µs, a tenth of
+/// what a vote costs the engine). Moving an old table of G groups (8 G slots) then takes
+/// 2 G inserts, and the new table, 12 G entries before it is full, holds at most 10 G.
+pub const INDEX_GROWTH_INSERTS_PER_STEP: usize = 64;
+
+/// Bytes of a growing dedupe index's new table one growth step goes through, touching each
+/// page it enters, before the table takes inserts: eight 4 KiB pages a step, a 2 MiB huge
+/// page (faulted in whole by its first touch: ~0.2 ms on a quiet host, ~3–6 ms in this VM,
+/// whose first touch of memory is slow) every 64 steps, that is every 4,096 inserts. The
+/// faster the touching, the later a growth starts: at this rate it starts when the table is
+/// ~95% of the way to its load limit (a 10M-ID index has not begun to grow).
+pub const INDEX_GROWTH_STEP_PREFAULT_BYTES: usize = 32 * 1024;
+
+const _: () = assert!(INDEX_GROWTH_STEP_PREFAULT_BYTES * INDEX_GROWTH_INSERTS_PER_STEP >= 4096);
+const _: () = assert!(INDEX_GROWTH_STEP_MOVES_MAX % 8 == 0 && INDEX_GROWTH_INSERTS_PER_STEP >= 1);
+
 /// Largest encoded wire frame, in bytes. Decoding refuses anything longer before parsing.
 pub const FRAME_BYTES_MAX: usize = 4 << 20;
 

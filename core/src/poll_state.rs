@@ -18,6 +18,7 @@ use crate::counters::Counters;
 use crate::ids::{ActorId, NodeId, OptionIndex, PollId, Second, Seq};
 use crate::limits::{ACTORS_PER_POLL_MAX, OPTIONS_MAX, PENDING_RECORDS_MAX, RECORDS_PER_BATCH_MAX};
 use crate::merge::Merge;
+use crate::position_index::IndexGrowth;
 use crate::record_batch::{BatchRecord, RecordBatch};
 use crate::record_store::{ActorSlot, RecordStore, ReservedIndex};
 use crate::version_vector::VersionVector;
@@ -203,9 +204,24 @@ impl PollState {
         self.store.install_index(index)
     }
 
-    /// How many distinct vote IDs the dedupe index holds before it must grow.
+    /// How many distinct vote IDs the dedupe index holds before it must grow (again, if it
+    /// is growing).
     pub fn vote_id_capacity(&self) -> usize {
         self.store.index_capacity()
+    }
+
+    /// Where the dedupe index's growth stands, if it is growing: it grows a bounded step per
+    /// insert (and per [`Self::advance_index_growth`]), never all at once.
+    pub fn index_growth(&self) -> Option<IndexGrowth> {
+        self.store.index_growth()
+    }
+
+    /// Runs up to `steps` growth steps of the dedupe index, each of which moves at most
+    /// [`crate::limits::INDEX_GROWTH_STEP_MOVES_MAX`] vote IDs; returns whether it still grows.
+    /// Inserts grow it too; this lets an index that stopped taking IDs finish and free its
+    /// old table.
+    pub fn advance_index_growth(&mut self, steps: usize) -> bool {
+        self.store.advance_index_growth(steps)
     }
 
     /// Number of records held, winners and losers.

@@ -3,24 +3,28 @@
 //! Records sit in fixed-size chunks, each chunk owned by one actor and filled in that actor's
 //! seq order; a record is 17 bytes (16-byte ID, 1-byte option). Seconds are run-length encoded
 //! per actor, since an actor stamps its records in time order. A record's *position* (chunk
-//! number × chunk size + offset) is a `u32`, and the dedupe index is a swiss table of positions
-//! (4 bytes a slot) that compares keys by reading the record, so no vote ID is stored twice.
-//! The index holds, for each vote ID, the position of its current winner.
+//! number × chunk size + offset) is a `u32`, and the dedupe index is a table of positions
+//! (4 bytes a slot, plus a control byte) that compares keys by reading the record, so no vote
+//! ID is stored twice. The index holds, for each vote ID, the position of its current winner,
+//! and grows a bounded step at a time, never stopping the world (`position_index.rs`).
 //!
 //! Hashing uses a keyed hasher seeded by the caller (a per-node secret), because vote IDs are
 //! chosen by clients and must not be able to aim at one bucket.
 //!
-//! The index's control bytes (one per bucket) sit apart from the positions, so looking up a
+//! The index's control bytes (one per slot) sit apart from the positions, so looking up a
 //! new ID reads only a region a fifth the size of the table. Tried and not kept (figures in
 //! BENCHMARKS.md, "Huge pages and batch accepts"):
 //! - 8-byte slots holding 32 hash bits beside the position: every lookup became a DRAM miss;
 //! - 256 shards resizing on their own: with the heap on huge pages (node/src/huge_pages.rs)
 //!   one big table is backed by 2 MiB pages and 256 small ones are not, and remote applies
 //!   fell from ~9M to ~5–7M records/s.
-
-use hashbrown::HashTable;
+//! - hashbrown's `HashTable`, used until its all-at-once growth was replaced (BENCHMARKS.md,
+//!   "No stop-the-world"): even a table filled step by step is allocated by writing every
+//!   control byte at once, 19–42 ms at 2²⁶–2²⁷ slots.
 
 use crate::ids::{OptionIndex, Second, Seq};
+use crate::position_index::{IndexGrowth, Keys, PositionIndex};
+use crate::position_table::PositionTable;
 use crate::vote_id::VoteId;
 
 /// Records per chunk. A chunk is 4096 × 17 bytes ≈ 68 KiB; the last chunk of each actor may
@@ -68,15 +72,17 @@ pub(crate) struct StoredRecord {
 /// so it should not do that itself. An empty table holds no positions, so it does not depend
 /// on the poll's records or its hasher: anyone can build it, and the owner installs it in
 /// O(1) with [`crate::Replica::reserve_vote_ids_with`] while the poll's index is still empty.
-pub struct ReservedIndex(HashTable<Position>);
+/// Its pages are touched as it is built, so the first votes do not fault them in.
+pub struct ReservedIndex(PositionTable);
 
 impl ReservedIndex {
     /// An empty index that holds `vote_ids` IDs (at most
     /// [`crate::limits::RESERVED_VOTE_IDS_MAX`]) before it must grow.
     pub fn for_vote_ids(vote_ids: usize) -> Self {
-        Self(HashTable::with_capacity(
-            vote_ids.min(crate::limits::RESERVED_VOTE_IDS_MAX),
-        ))
+        let vote_ids = vote_ids.min(crate::limits::RESERVED_VOTE_IDS_MAX);
+        let mut table = PositionTable::with_groups(PositionTable::groups_for(vote_ids));
+        table.prefault(usize::MAX);
+        Self(table)
     }
 
     /// How many distinct IDs it holds before it must grow.
@@ -97,7 +103,7 @@ impl std::fmt::Debug for ReservedIndex {
 pub(crate) struct RecordStore {
     chunks: Vec<Chunk>,
     actors: Vec<ActorRecords>,
-    index: HashTable<Position>,
+    index: PositionIndex,
     hasher: ahash::RandomState,
 }
 
@@ -108,7 +114,7 @@ impl RecordStore {
         Self {
             chunks: Vec::new(),
             actors: Vec::new(),
-            index: HashTable::new(),
+            index: PositionIndex::default(),
             hasher: ahash::RandomState::with_seeds(k0, k1, k2, k3),
         }
     }
@@ -138,28 +144,37 @@ impl RecordStore {
     pub(crate) fn winner_position(&self, vote_id: VoteId) -> Option<Position> {
         let chunks = &self.chunks;
         self.index
-            .find(self.hash(vote_id), |&p| id_at(chunks, p) == vote_id.0)
-            .copied()
+            .find(self.hash(vote_id), |p| id_at(chunks, p) == vote_id.0)
     }
 
-    /// Sizes the index for `vote_ids` distinct IDs in all, so it does not grow (one pause
-    /// that rehashes every ID held, reading each one's record) until it holds more.
+    /// Sizes the index for `vote_ids` distinct IDs in all, so it does not grow until it
+    /// holds more: at once if it holds no ID, otherwise by growing step by step.
     pub(crate) fn reserve(&mut self, vote_ids: usize) {
-        let additional = vote_ids.saturating_sub(self.index.len());
-        let (chunks, hasher) = (&self.chunks, &self.hasher);
-        self.index
-            .reserve(additional, |&p| hasher.hash_one(id_at(chunks, p)));
+        let keys = StoredKeys::of(&self.chunks, &self.hasher);
+        self.index.reserve(vote_ids, &keys);
     }
 
     /// Puts `index` in place of this store's index if that holds no ID yet and `index` is
     /// larger; otherwise hands it back unchanged.
     pub(crate) fn install_index(&mut self, index: ReservedIndex) -> Result<(), ReservedIndex> {
-        if self.index.is_empty() && index.capacity() > self.index.capacity() {
-            self.index = index.0;
+        if self.index.len() == 0 && index.capacity() > self.index.capacity() {
+            self.index = PositionIndex::from_table(index.0);
             Ok(())
         } else {
             Err(index)
         }
+    }
+
+    /// Runs up to `steps` growth steps of the index (each moves at most
+    /// [`crate::limits::INDEX_GROWTH_STEP_MOVES_MAX`] IDs); returns whether it still grows.
+    pub(crate) fn advance_index_growth(&mut self, steps: usize) -> bool {
+        let keys = StoredKeys::of(&self.chunks, &self.hasher);
+        self.index.advance(steps, &keys)
+    }
+
+    /// Where the index's growth stands, if it is growing.
+    pub(crate) fn index_growth(&self) -> Option<IndexGrowth> {
+        self.index.growth()
     }
 
     /// How many distinct IDs the index holds before it must grow.
@@ -236,28 +251,18 @@ impl RecordStore {
         let position = self.append(actor, vote_id, option, second);
         debug_assert!(!self.contains(vote_id), "vote ID already held");
         let hash = self.hash(vote_id);
-        let (chunks, hasher) = (&self.chunks, &self.hasher);
-        self.index
-            .insert_unique(hash, position, |&p| hasher.hash_one(id_at(chunks, p)));
+        let keys = StoredKeys::of(&self.chunks, &self.hasher);
+        self.index.insert_new(hash, position, &keys);
     }
 
-    /// Indexes `position` as the winner of its vote ID if the ID has none, in one probe;
-    /// otherwise leaves the index alone and returns the current winner's position.
+    /// Indexes `position` as the winner of its vote ID if the ID has none; otherwise leaves
+    /// the index alone and returns the current winner's position.
     pub(crate) fn index_if_new(&mut self, position: Position) -> Option<Position> {
         let vote_id = id_at(&self.chunks, position);
         let hash = self.hasher.hash_one(vote_id);
-        let (chunks, hasher) = (&self.chunks, &self.hasher);
-        match self.index.entry(
-            hash,
-            |&p| id_at(chunks, p) == vote_id,
-            |&p| hasher.hash_one(id_at(chunks, p)),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(winner) => Some(*winner.get()),
-            hashbrown::hash_table::Entry::Vacant(slot) => {
-                slot.insert(position);
-                None
-            }
-        }
+        let keys = StoredKeys::of(&self.chunks, &self.hasher);
+        self.index
+            .insert_if_new(hash, |p| keys.key_at(p) == vote_id, position, &keys)
     }
 
     /// Replaces the indexed winner of the vote ID at `position` with `position`.
@@ -265,13 +270,10 @@ impl RecordStore {
         let vote_id = VoteId(id_at(&self.chunks, position));
         let hash = self.hash(vote_id);
         let chunks = &self.chunks;
-        let slot = self
+        let replaced = self
             .index
-            .find_mut(hash, |&p| id_at(chunks, p) == vote_id.0);
-        assert!(slot.is_some(), "index_replace of an unindexed vote ID");
-        if let Some(slot) = slot {
-            *slot = position;
-        }
+            .replace(hash, |p| id_at(chunks, p) == vote_id.0, position);
+        assert!(replaced, "index_replace of an unindexed vote ID");
     }
 
     /// Reads the record at `position`.
@@ -340,9 +342,8 @@ impl RecordStore {
 
     /// Calls `visit` with each vote ID's winner.
     pub(crate) fn for_each_winner(&self, mut visit: impl FnMut(StoredRecord)) {
-        for &position in self.index.iter() {
-            visit(self.record_at(position));
-        }
+        self.index
+            .for_each(|position| visit(self.record_at(position)));
     }
 
     /// Bytes of heap this store has reserved (capacity, not length): the memory it costs.
@@ -357,12 +358,34 @@ impl RecordStore {
             .iter()
             .map(|a| a.chunks.capacity() * 4 + a.second_runs.capacity() * 16)
             .sum();
-        // hashbrown: one control byte per bucket plus the values.
-        let index_bytes = self.index.capacity() * (std::mem::size_of::<Position>() + 1) * 8 / 7;
         chunk_bytes
             + actor_bytes
-            + index_bytes
+            + self.index.heap_bytes()
             + self.chunks.capacity() * std::mem::size_of::<Chunk>()
+    }
+}
+
+/// The vote IDs of a store's records as its index reads and hashes them when it moves them.
+struct StoredKeys<'a> {
+    chunks: &'a [Chunk],
+    hasher: &'a ahash::RandomState,
+}
+
+impl<'a> StoredKeys<'a> {
+    fn of(chunks: &'a [Chunk], hasher: &'a ahash::RandomState) -> Self {
+        Self { chunks, hasher }
+    }
+}
+
+impl Keys for StoredKeys<'_> {
+    type Key = u128;
+
+    fn key_at(&self, position: Position) -> u128 {
+        id_at(self.chunks, position)
+    }
+
+    fn hash(&self, vote_id: u128) -> u64 {
+        self.hasher.hash_one(vote_id)
     }
 }
 

@@ -474,6 +474,17 @@ impl Replica {
         Ok(())
     }
 
+    /// Runs up to `steps` growth steps of every growing dedupe index (see
+    /// [`PollState::advance_index_growth`]); returns whether any still grows. The node's engine
+    /// calls it on its tick, so an index that stops taking IDs mid-growth still finishes.
+    pub fn advance_index_growth(&mut self, steps: usize) -> bool {
+        let mut growing = false;
+        for replica in self.polls.values_mut() {
+            growing |= replica.state.advance_index_growth(steps);
+        }
+        growing
+    }
+
     /// Accepts a vote cast at this node at `now`.
     pub fn accept_local(
         &mut self,

@@ -12,8 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use tally_core::{
-    ActorId, CountPair, Counters, Merge, NodeId, OptionIndex, PollId, PollState, RecordBatch,
-    Second, Seq, VersionVector, VoteId, check_merge_laws,
+    ActorId, CountPair, Counters, LocalVote, Merge, NodeId, OptionIndex, OptionName, PollId,
+    PollSpec, PollState, PollWindow, RecordBatch, Replica, Second, Seq, UnixMillis, VersionVector,
+    VoteId, check_merge_laws,
 };
 
 const OPTIONS: usize = 3;
@@ -296,6 +297,290 @@ fn version_vector_of_a_merged_state_covers_both_inputs() {
     assert_eq!(VersionVector::default().total(), 0);
 }
 
+// The dedupe index grows a bounded step at a time (core/src/position_index.rs): lookups ask
+// the new and the old table while entries move. These tests drive a node's replica through
+// every path that inserts vote IDs (local votes made durable, records from peers, a
+// reservation of a holding index, replay of the log) with growth steps in between, and hold
+// every answer to a model that is a plain map of winners.
+
+/// Vote IDs the growth tests draw from: enough that the index grows ~8 times.
+const GROWTH_VOTE_IDS: u128 = 3_000;
+
+/// One step of a growth test.
+#[derive(Debug, Clone)]
+enum GrowthStep {
+    /// Local votes for these IDs, accepted in one batch, logged and made durable.
+    Local(Vec<u16>),
+    /// The next `count` records of remote actor `actor`, applied as a peer sends them.
+    Remote(usize, usize),
+    /// Lookups of these IDs, held to the model.
+    Lookup(Vec<u16>),
+    /// Growth steps without inserts, as the node's engine runs on its tick.
+    Grow(usize),
+    /// A reservation of the index, as `expected_votes` on the admin API.
+    Reserve(usize),
+}
+
+fn growth_steps() -> impl Strategy<Value = Vec<GrowthStep>> {
+    let ids = |max| prop::collection::vec(any::<u16>(), 1..max);
+    let step = prop_oneof![
+        6 => ids(60).prop_map(GrowthStep::Local),
+        4 => (0usize..2, 1usize..80).prop_map(|(a, n)| GrowthStep::Remote(a, n)),
+        3 => ids(20).prop_map(GrowthStep::Lookup),
+        1 => (0usize..64).prop_map(GrowthStep::Grow),
+        1 => (0usize..5_000).prop_map(GrowthStep::Reserve),
+    ];
+    prop::collection::vec(step, 1..160)
+}
+
+/// Two remote actors' logs over the same vote IDs as the local votes, seconds rising.
+fn remote_logs() -> impl Strategy<Value = Vec<Vec<Entry>>> {
+    let log = prop::collection::vec((any::<u16>(), 0u8..OPTIONS as u8, 0u32..2), 0..1_500)
+        .prop_map(|raw| {
+            let mut seen = BTreeSet::new();
+            let mut second = 0;
+            let mut log = Vec::new();
+            for (id, option, step) in raw {
+                let id = u128::from(id) % GROWTH_VOTE_IDS;
+                if seen.insert(id) {
+                    second += step;
+                    log.push((id, option, second));
+                }
+            }
+            log
+        });
+    prop::collection::vec(log, 2)
+}
+
+/// What a node's log holds, in order: what replay feeds back.
+#[derive(Debug, Clone)]
+enum Logged {
+    Records(RecordBatch),
+    Reserve(usize),
+}
+
+/// Each vote ID's winner as the model sees it: (second, actor, seq, option).
+type Winners = BTreeMap<u128, (Second, ActorId, Seq, u8)>;
+
+fn note_record(winners: &mut Winners, id: u128, candidate: (Second, ActorId, Seq, u8)) {
+    let winner = winners.entry(id).or_insert_with(|| candidate.clone());
+    if (candidate.0, &candidate.1, candidate.2) < (winner.0, &winner.1, winner.2) {
+        *winner = candidate;
+    }
+}
+
+fn growth_replica() -> Replica {
+    let mut replica = Replica::new(actor(9, 1), [7, 8, 9, 10]);
+    let options = (0..OPTIONS)
+        .map(|i| OptionName::new(format!("option-{i}")).unwrap())
+        .collect();
+    let spec = PollSpec::new(poll(), options, PollWindow::open_from(UnixMillis(0))).unwrap();
+    replica.upsert_poll(spec).unwrap();
+    replica
+}
+
+/// A node's replica driven through growth steps, logging what it makes durable.
+struct GrowthNode {
+    replica: Replica,
+    remote: Vec<Vec<Entry>>,
+    delivered: [usize; 2],
+    log: Vec<Logged>,
+    winners: Winners,
+    now: u64,
+}
+
+impl GrowthNode {
+    fn new(remote: Vec<Vec<Entry>>) -> Self {
+        Self {
+            replica: growth_replica(),
+            remote,
+            delivered: [0; 2],
+            log: Vec::new(),
+            winners: Winners::new(),
+            now: 0,
+        }
+    }
+
+    fn growing(&self) -> bool {
+        self.replica
+            .state(&poll())
+            .unwrap()
+            .index_growth()
+            .is_some()
+    }
+
+    fn run(&mut self, step: &GrowthStep) -> Result<(), TestCaseError> {
+        match step {
+            GrowthStep::Local(ids) => {
+                self.now += 700;
+                let votes: Vec<(OptionIndex, VoteId)> = ids
+                    .iter()
+                    .map(|&id| {
+                        (
+                            OptionIndex((id % 3) as u8),
+                            VoteId(u128::from(id) % GROWTH_VOTE_IDS),
+                        )
+                    })
+                    .collect();
+                let mut answers = Vec::new();
+                self.replica
+                    .accept_local_batch(&poll(), &votes, UnixMillis(self.now), &mut answers)
+                    .unwrap();
+                let own = self.replica.actor().clone();
+                for (&(option, vote_id), answer) in votes.iter().zip(answers) {
+                    if let Ok(LocalVote::Counted { seq, second }) = answer {
+                        note_record(
+                            &mut self.winners,
+                            vote_id.0,
+                            (second, own.clone(), seq, option.0),
+                        );
+                    }
+                    prop_assert!(answer.is_ok());
+                }
+                for batch in self.replica.take_unlogged() {
+                    self.replica.mark_durable(batch.poll(), batch.last_seq());
+                    self.log.push(Logged::Records(batch));
+                }
+            }
+            GrowthStep::Remote(index, count) => {
+                let log = &self.remote[*index];
+                let first = self.delivered[*index];
+                let count = (*count).min(log.len() - first);
+                if count > 0 {
+                    let remote = actor(*index, 1);
+                    let batch = batch(&remote, log, first as Seq + 1, count);
+                    self.replica.apply_records(&batch).unwrap();
+                    for (offset, &(id, option, second)) in
+                        log[first..first + count].iter().enumerate()
+                    {
+                        let seq = (first + offset + 1) as Seq;
+                        note_record(&mut self.winners, id, (second, remote.clone(), seq, option));
+                    }
+                    self.delivered[*index] += count;
+                    self.log.push(Logged::Records(batch));
+                }
+            }
+            GrowthStep::Lookup(ids) => {
+                let ids: Vec<u128> = ids
+                    .iter()
+                    .map(|&id| u128::from(id) % GROWTH_VOTE_IDS)
+                    .collect();
+                check_answers(&self.replica, &self.winners, ids)?;
+            }
+            GrowthStep::Grow(steps) => {
+                self.replica.advance_index_growth(*steps);
+            }
+            GrowthStep::Reserve(vote_ids) => {
+                self.replica.reserve_vote_ids(&poll(), *vote_ids).unwrap();
+                let capacity = self.replica.state(&poll()).unwrap().vote_id_capacity();
+                prop_assert!(capacity >= *vote_ids);
+                self.log.push(Logged::Reserve(*vote_ids));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Holds `replica`'s answers for `ids` (winner, presence) and its count to the model.
+fn check_answers(
+    replica: &Replica,
+    winners: &Winners,
+    ids: impl IntoIterator<Item = u128>,
+) -> Result<(), TestCaseError> {
+    let state = replica.state(&poll()).unwrap();
+    for id in ids {
+        let expected = winners.get(&id).map(|w| OptionIndex(w.3));
+        prop_assert_eq!(state.winner_option(VoteId(id)), expected, "vote ID {}", id);
+        prop_assert_eq!(state.contains(VoteId(id)), expected.is_some());
+    }
+    prop_assert_eq!(state.distinct_vote_ids(), winners.len());
+    Ok(())
+}
+
+/// Replays `log` into a fresh replica the way a node starts, checking the answers after
+/// every entry against a model of the entries so far.
+fn replay(log: &[Logged]) -> Result<Replica, TestCaseError> {
+    let mut replica = growth_replica();
+    let mut winners = Winners::new();
+    for (index, entry) in log.iter().enumerate() {
+        match entry {
+            Logged::Records(batch) => {
+                replica.recover_records(batch).unwrap();
+                for record in batch.iter() {
+                    let candidate = (
+                        record.second,
+                        batch.actor().clone(),
+                        record.seq,
+                        record.option.0,
+                    );
+                    note_record(&mut winners, record.vote_id.0, candidate);
+                }
+                let touched = batch.iter().map(|r| r.vote_id.0);
+                check_answers(
+                    &replica,
+                    &winners,
+                    touched.chain([index as u128 * 7 % GROWTH_VOTE_IDS]),
+                )?;
+            }
+            Logged::Reserve(vote_ids) => replica.reserve_vote_ids(&poll(), *vote_ids).unwrap(),
+        }
+    }
+    Ok(replica)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_growing_dedupe_index_answers_like_a_plain_map_on_every_insert_path(
+        steps in growth_steps(),
+        remote in remote_logs(),
+    ) {
+        // Goal: at any interleaving of local votes, peers' records, lookups, growth steps and
+        // reservations, the index's answers (winner, presence, count) are a plain map's.
+        // Method: drive a node's replica through generated steps; lookups check at once, and
+        // every vote ID is checked at the end.
+        let mut node = GrowthNode::new(remote);
+        for step in &steps {
+            node.run(step)?;
+        }
+        check_answers(&node.replica, &node.winners, 0..GROWTH_VOTE_IDS)?;
+    }
+
+    #[test]
+    fn a_crash_in_the_middle_of_a_growth_replays_to_the_same_answers(
+        steps in growth_steps(),
+        remote in remote_logs(),
+        crash_after in 0usize..160,
+    ) {
+        // Goal: a node that stops mid-growth (old and new table both live) and replays its
+        // log through `recover_records` answers exactly as before, while replay itself grows
+        // the index on its own schedule; after it, every held ID is a duplicate to a new vote.
+        // Method: run steps until the first one after `crash_after` that leaves the index
+        // growing; "crash" (keep only the log); replay, checking after every entry; compare.
+        let mut node = GrowthNode::new(remote);
+        for (index, step) in steps.iter().enumerate() {
+            node.run(step)?;
+            if index >= crash_after && node.growing() {
+                break;
+            }
+        }
+        let mut recovered = replay(&node.log)?;
+        check_answers(&recovered, &node.winners, 0..GROWTH_VOTE_IDS)?;
+        let before = node.replica.state(&poll()).unwrap();
+        let after = recovered.state(&poll()).unwrap();
+        prop_assert_eq!(after.exact_tally(), before.exact_tally());
+        prop_assert_eq!(after.version_vector(), before.version_vector());
+        let votes: Vec<(OptionIndex, VoteId)> =
+            (0..GROWTH_VOTE_IDS).map(|id| (OptionIndex(0), VoteId(id))).collect();
+        let mut answers = Vec::new();
+        recovered.accept_local_batch(&poll(), &votes, UnixMillis(1 << 40), &mut answers).unwrap();
+        for (id, answer) in (0..GROWTH_VOTE_IDS).zip(answers) {
+            let duplicate = matches!(answer, Ok(LocalVote::Duplicate { .. }));
+            prop_assert_eq!(duplicate, node.winners.contains_key(&id), "vote ID {}", id);
+        }
+    }
+}
 // ---- Windows under skewed clocks (issue 27) ---------------------------------------------
 
 /// The bound the window properties use (the nodes' default `max_clock_offset_ms`).

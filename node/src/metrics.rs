@@ -61,10 +61,15 @@ pub struct Metrics {
     /// Displayed (net) votes per poll and option, as of the latest results snapshot.
     pub poll_votes: Family<PollLabels, Gauge>,
     /// Distinct vote IDs held per poll, and how many its dedupe index holds before it must
-    /// grow (a pause that rehashes every ID; `expected_votes` reserves it up front).
+    /// grow (again, if it is growing; `expected_votes` reserves it up front).
     pub poll_vote_ids: Family<PollLabels, Gauge>,
     /// See [`Metrics::poll_vote_ids`].
     pub poll_vote_id_capacity: Family<PollLabels, Gauge>,
+    /// 1 while a poll's dedupe index grows (step by step: no vote waits for it, but the
+    /// index holds its old and new table at once), 0 otherwise.
+    pub poll_vote_id_growth: Family<PollLabels, Gauge>,
+    /// How far the growth has come, from 0 to 1 (1 when not growing).
+    pub poll_vote_id_growth_progress: Family<PollLabels, Gauge<f64, AtomicU64>>,
     /// 1 while a node (label `peer`: a peer, or a node heard of through peers) holds another
     /// definition of a poll than this node: another option list or order.
     pub definition_disputes: Family<PollLabels, Gauge>,
@@ -351,8 +356,20 @@ impl Metrics {
         let poll_vote_id_capacity = Family::<PollLabels, Gauge>::default();
         registry.register(
             "poll_vote_id_capacity",
-            "Vote IDs a poll's dedupe index holds before it grows (a pause that rehashes every ID)",
+            "Vote IDs a poll's dedupe index holds before it grows (again, if it is growing)",
             poll_vote_id_capacity.clone(),
+        );
+        let poll_vote_id_growth = Family::<PollLabels, Gauge>::default();
+        registry.register(
+            "poll_vote_id_growth",
+            "1 while a poll's dedupe index grows, step by step (old and new table held at once)",
+            poll_vote_id_growth.clone(),
+        );
+        let poll_vote_id_growth_progress = Family::<PollLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "poll_vote_id_growth_progress",
+            "How far a poll's dedupe index has grown, from 0 to 1 (1 when not growing)",
+            poll_vote_id_growth_progress.clone(),
         );
         let definition_disputes = Family::<PollLabels, Gauge>::default();
         registry.register(
@@ -430,6 +447,8 @@ impl Metrics {
             poll_votes,
             poll_vote_ids,
             poll_vote_id_capacity,
+            poll_vote_id_growth,
+            poll_vote_id_growth_progress,
             definition_disputes,
             definition_lost,
             peers,
@@ -495,6 +514,13 @@ impl Metrics {
             self.poll_vote_id_capacity
                 .get_or_create(&labels)
                 .set(gauge(snapshot.vote_id_capacity));
+            let growth = snapshot.vote_id_growth;
+            self.poll_vote_id_growth
+                .get_or_create(&labels)
+                .set(i64::from(growth.is_some()));
+            self.poll_vote_id_growth_progress
+                .get_or_create(&labels)
+                .set(growth.map_or(1.0, |g| g.progress()));
         }
         for poll in results.polls.keys() {
             for peer in peers.keys() {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use crate::peer::sync::PeerStatus;
 use tally_client::api::{ActorIncluded, HistoryPoint, OptionResult, PeerSeen, PollResults};
-use tally_core::{PollId, PollStatus, PollWindow, Replica, Second, UnixMillis};
+use tally_core::{IndexGrowth, PollId, PollStatus, PollWindow, Replica, Second, UnixMillis};
 
 /// One poll in a snapshot.
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub struct PollSnapshot {
     pub vote_ids: usize,
     /// Vote IDs the dedupe index holds before it must grow (for `/metrics`).
     pub vote_id_capacity: usize,
+    /// Where the dedupe index's growth stands, while it grows (for `/metrics` and the log).
+    pub vote_id_growth: Option<IndexGrowth>,
     /// Bumped whenever the votes, status or window change (not on staleness alone): SSE
     /// subscribers send `sse_frame` when it differs from the one they sent last.
     pub version: u64,
@@ -131,6 +133,31 @@ impl ResultsSnapshot {
         next
     }
 
+    /// Logs each poll whose dedupe index began or finished growing since `previous`. Growth
+    /// runs a bounded step per insert and per engine tick, so no vote waits for it; the lines
+    /// say when the index's memory rose (old and new table both held) and fell again.
+    pub fn log_index_growth(&self, previous: &ResultsSnapshot) {
+        for (poll, snapshot) in &self.polls {
+            let before = previous.polls.get(poll).and_then(|p| p.vote_id_growth);
+            match (before, snapshot.vote_id_growth) {
+                (None, Some(growth)) => tracing::info!(
+                    %poll,
+                    vote_ids = snapshot.vote_ids,
+                    from_capacity = growth.from_capacity,
+                    to_capacity = growth.to_capacity,
+                    "dedupe index growing, step by step"
+                ),
+                (Some(_), None) => tracing::info!(
+                    %poll,
+                    vote_ids = snapshot.vote_ids,
+                    capacity = snapshot.vote_id_capacity,
+                    "dedupe index grown"
+                ),
+                _ => {}
+            }
+        }
+    }
+
     /// Captures every poll of `replica` at `now`.
     pub fn capture(
         replica: &Replica,
@@ -216,6 +243,7 @@ impl ResultsSnapshot {
                     window: spec.window,
                     vote_ids: state.distinct_vote_ids(),
                     vote_id_capacity: state.vote_id_capacity(),
+                    vote_id_growth: state.index_growth(),
                     version: 0,
                 };
                 Some((spec.id().clone(), Arc::new(snapshot)))

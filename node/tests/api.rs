@@ -1382,8 +1382,8 @@ async fn a_poll_created_with_expected_votes_keeps_its_reserved_index_across_a_cr
 #[tokio::test]
 async fn expected_votes_for_a_poll_already_holding_votes_enlarges_its_index_and_keeps_them() {
     // Goal: the index the admin route builds off the engine replaces only an empty one; for
-    // a poll that already holds votes the engine enlarges the index in place, rehashing the
-    // IDs held, and loses none. Method: create a poll, vote, ask again with
+    // a poll that already holds votes the engine enlarges the index in place, moving the IDs
+    // held step by step, and loses none. Method: create a poll, vote, ask again with
     // `expected_votes`, then check the capacity, the total and that each ID is a duplicate.
     let node = start();
     let spec = json!({"id": "late", "options": ["x", "y"], "open": true});
@@ -1415,6 +1415,78 @@ async fn expected_votes_for_a_poll_already_holding_votes_enlarges_its_index_and_
     let results = node.send(get("/v1/polls/late/results")).await.json();
     assert_eq!(results["total"], 3, "{results}");
     node.stop().await;
+}
+
+#[tokio::test]
+async fn a_growing_dedupe_index_shows_in_metrics_and_the_engine_tick_finishes_it() {
+    // Goal: growth is visible (`tally_poll_vote_id_growth` 1, progress below 1) while the
+    // index grows, and an index that takes no more votes still finishes growing on the
+    // engine's tick (gauge back to 0, progress 1, the reserved capacity) and loses nothing.
+    // Method: on a node whose results tick never comes, reserve a poll holding votes, then
+    // create another poll (a snapshot is published for that at once: it shows the growth
+    // begun); then the same on a node ticking every 10 ms, polled until the growth is over.
+    let progress = |text: &str| -> Option<f64> {
+        let prefix = "tally_poll_vote_id_growth_progress{poll=\"late\"} ";
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|v| v.parse().unwrap())
+    };
+    for ticking in [false, true] {
+        let config = Config {
+            results_tick_ms: if ticking { 10 } else { 60_000 },
+            ..test_config()
+        };
+        let node = start_with(&config);
+        let spec = json!({"id": "late", "options": ["x", "y"], "open": true});
+        assert_eq!(
+            node.admin("/v1/admin/polls", Some(spec)).await.status,
+            StatusCode::CREATED
+        );
+        for id in ["v1", "v2", "v3"] {
+            assert_eq!(node.vote("late", "x", id).await.json()["status"], "counted");
+        }
+        let reserved = json!({"id": "late", "options": ["x", "y"], "open": true,
+            "expected_votes": 2_000_000});
+        let reply = node.admin("/v1/admin/polls", Some(reserved)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let other = json!({"id": "other", "options": ["x", "y"]});
+        let reply = node.admin("/v1/admin/polls", Some(other)).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+        let mut text = node.send(get("/metrics")).await.text();
+        if !ticking {
+            assert_eq!(
+                poll_gauge(&text, "tally_poll_vote_id_growth", "late"),
+                Some(1),
+                "{text}"
+            );
+            let progress = progress(&text).unwrap();
+            assert!((0.0..1.0).contains(&progress), "{progress}");
+            assert!(poll_gauge(&text, "tally_poll_vote_id_capacity", "late").unwrap() >= 2_000_000);
+        }
+        for _ in 0..500 {
+            if !ticking || poll_gauge(&text, "tally_poll_vote_id_growth", "late") == Some(0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            text = node.send(get("/metrics")).await.text();
+        }
+        if ticking {
+            assert_eq!(
+                poll_gauge(&text, "tally_poll_vote_id_growth", "late"),
+                Some(0),
+                "{text}"
+            );
+            assert_eq!(progress(&text), Some(1.0));
+            assert!(poll_gauge(&text, "tally_poll_vote_id_capacity", "late").unwrap() >= 2_000_000);
+        }
+        for id in ["v1", "v2", "v3"] {
+            assert_eq!(
+                node.vote("late", "y", id).await.json()["status"],
+                "duplicate"
+            );
+        }
+        node.stop().await;
+    }
 }
 
 #[tokio::test]

@@ -3,8 +3,9 @@
 //! - [`cluster`] (`--scenario superbowl`): the real `tally-node` code on simulated regional
 //!   hosts under turmoil, through partitions, crashes, lost disks and the 30-million-vote
 //!   burst, judged by a Jepsen-style history checker.
-//! - [`replicas`] (`--scenario replicas`): `tally-core` replicas exchanging encoded wire
-//!   frames over a simulated lossy network; thousands of seeds a second.
+//! - [`replicas`] (`--scenario replicas`): `tally-core` replicas syncing through the node's
+//!   own peer session (`tally_core::session`), its encoded wire frames carried over a
+//!   simulated lossy network; thousands of seeds a second.
 //!
 //! Every run is a pure function of its seed; `SIM_SEED=N` replays it.
 

@@ -116,6 +116,7 @@ enum Force {
     FailedFsync,
     Corruption,
     MismatchedDefinition,
+    UnreservedIndex,
 }
 
 impl From<Force> for FaultKind {
@@ -137,6 +138,7 @@ impl From<Force> for FaultKind {
             Force::FailedFsync => FaultKind::FailedFsync,
             Force::Corruption => FaultKind::DiskCorruption,
             Force::MismatchedDefinition => FaultKind::MismatchedDefinition,
+            Force::UnreservedIndex => FaultKind::UnreservedIndex,
         }
     }
 }
@@ -306,15 +308,11 @@ fn run_range(args: &Args) -> ExitCode {
                         report.trace_hash,
                         kinds.join(", ")
                     );
-                    if args.no_progress {
-                        println!("{line}");
-                    } else {
-                        bar.println(line);
-                    }
+                    say(&bar, line);
                     reports.push(report);
                 }
                 Err(failure) => {
-                    bar.println(format!("FAILED {failure}"));
+                    say(&bar, format!("FAILED {failure}"));
                     failures.push(failure);
                     if !args.keep_going {
                         stop.store(true, Ordering::Relaxed);
@@ -351,6 +349,16 @@ fn run_range(args: &Args) -> ExitCode {
         );
     }
     ExitCode::FAILURE
+}
+
+/// Prints a line above the progress bar, or on stdout when the bar is hidden (`--no-progress`,
+/// or stderr is not a terminal: indicatif then draws nothing, lines included).
+fn say(bar: &indicatif::ProgressBar, line: String) {
+    if bar.is_hidden() {
+        println!("{line}");
+    } else {
+        bar.println(line);
+    }
 }
 
 fn print_one(report: &ClusterReport) {

@@ -3,10 +3,16 @@
 //!
 //! This first level runs `tally-core` replicas directly: clients vote (and retry the same vote
 //! ID, sometimes at another replica, sometimes with another option), replicas commit their
-//! votes as group commits do, and sync by exchanging *encoded wire frames* (version vectors,
-//! record batches, counter state) over a simulated network that drops, duplicates, delays,
-//! reorders and partitions. After the faults stop, the network heals and every check of
-//! DESIGN.md §2 runs: no acknowledged vote lost, fast path == exact tally, all replicas equal.
+//! votes as group commits do, and sync through the node's own peer session
+//! (`tally_core::session`: the hello and its checks, pull rounds with their records budget,
+//! clock readings and definition agreement), its *encoded wire frames* carried over a
+//! simulated network that drops, duplicates, delays, reorders and partitions. The network
+//! carries streams, as QUIC does: a round's request, or its answer, is one message whose
+//! frames stay in order; a message is lost, duplicated or reordered whole (within a stream
+//! QUIC retransmits; a stream it cannot deliver is a round that times out). The hellos are
+//! exchanged at the start, as the connection opens. After the faults stop, the network heals
+//! and every check of DESIGN.md §2 runs: no acknowledged vote lost, fast path == exact tally,
+//! all replicas equal.
 //!
 //! Every run is a pure function of its seed: the same seed gives the same trace hash, so any
 //! failure replays exactly with `SIM_SEED=N` (or `--seed N`). [`crate::cluster`] runs the real
@@ -17,14 +23,22 @@ use std::fmt;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tally_core::wire::{self, PeerMessage};
+use std::time::Duration;
+
+use tally_core::session::{Answerer, Handshake, Puller, RoundApplied, Transmit};
+use tally_core::wire::{Hello, PROTOCOL_VERSION};
 use tally_core::{
     ActorId, LocalVote, NodeId, OptionIndex, OptionName, PollId, PollSpec, PollWindow, Replica,
-    UnixMillis, VersionVector, VoteId,
+    UnixMillis, VersionVector, VoteId, VoteIdKey,
 };
 
-/// Records per batch the simulated peers send (small, so batching and partial syncs happen).
+/// Records per pull round the simulated peers send (small, so batching and partial syncs
+/// happen).
 pub const SIM_RECORDS_PER_SYNC_MAX: usize = 64;
+
+/// How long a pull round waits for its answer before the puller may start another, in
+/// simulated ms (a run's faults last about 15 simulated s).
+pub const SIM_ROUND_TIMEOUT_MS: u64 = 200;
 
 /// Messages in flight before the network drops new ones (bounded like a real queue).
 pub const SIM_MESSAGES_IN_FLIGHT_MAX: usize = 10_000;
@@ -89,6 +103,9 @@ pub struct SimReport {
     pub messages: (u64, u64, u64),
     /// Full sync rounds needed after healing.
     pub heal_rounds: usize,
+    /// Pull rounds whose answer was merged, and streams the sessions ignored as stale (a
+    /// duplicate, or a round already given up or answered).
+    pub rounds: (u64, u64),
     /// The converged totals per option (equal on every replica).
     pub totals: Vec<i64>,
 }
@@ -124,16 +141,28 @@ impl Trace {
     }
 }
 
+/// One stream's frames: a pull round's request (from the puller) or its answer.
+#[derive(Clone)]
 struct Message {
     from: usize,
     to: usize,
-    frame: Vec<u8>,
+    answer: bool,
+    round: u64,
+    frames: Vec<Vec<u8>>,
+}
+
+/// One replica's session with one peer: its pull rounds and its answers to the peer's.
+struct Link {
+    puller: Puller,
+    answerer: Answerer,
 }
 
 struct World {
     rng: StdRng,
     faults: FaultMix,
     replicas: Vec<Replica>,
+    /// `links[a][b]`: replica `a`'s session with replica `b` (`None` for `a == b`).
+    links: Vec<Vec<Option<Link>>>,
     network: VecDeque<Message>,
     cut: BTreeSet<(usize, usize)>,
     trace: Trace,
@@ -145,6 +174,8 @@ struct World {
     delivered: u64,
     dropped: u64,
     duplicated: u64,
+    rounds_merged: u64,
+    stale: u64,
 }
 
 fn poll() -> PollId {
@@ -168,7 +199,7 @@ impl World {
             cross_region_retry: [0.0, 0.3][rng.random_range(0..2)],
             conflicting_option: [0.0, 0.05][rng.random_range(0..2)],
         };
-        let replicas = (0..config.replicas)
+        let replicas: Vec<Replica> = (0..config.replicas)
             .map(|i| {
                 let actor = ActorId {
                     node: NodeId::new(format!("region-{i}")).unwrap_or_else(|_| unreachable!()),
@@ -179,10 +210,12 @@ impl World {
                 replica
             })
             .collect();
+        let links = connect(&replicas);
         Self {
             rng,
             faults,
             replicas,
+            links,
             network: VecDeque::new(),
             cut: BTreeSet::new(),
             trace: Trace(0xcbf2_9ce4_8422_2325),
@@ -193,6 +226,8 @@ impl World {
             delivered: 0,
             dropped: 0,
             duplicated: 0,
+            rounds_merged: 0,
+            stale: 0,
         }
     }
 
@@ -239,30 +274,72 @@ impl World {
         self.trace.record(&[b'c', at as u8]);
     }
 
-    fn send(&mut self, from: usize, to: usize, message: &PeerMessage) {
+    /// Sends what `from`'s session with `to` has queued, one message per stream.
+    fn flush(&mut self, from: usize, to: usize, answer: bool) {
+        let mut frames = Vec::new();
+        loop {
+            let Some(link) = self.links[from][to].as_mut() else {
+                return;
+            };
+            let transmit = if answer {
+                link.answerer.poll_transmit()
+            } else {
+                link.puller.poll_transmit()
+            };
+            match transmit {
+                None => return,
+                Some(Transmit::Frame { frame, .. }) => frames.push(frame),
+                Some(Transmit::Finish { round }) => {
+                    let frames = std::mem::take(&mut frames);
+                    self.send(Message {
+                        from,
+                        to,
+                        answer,
+                        round,
+                        frames,
+                    });
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, message: Message) {
         if self.network.len() >= SIM_MESSAGES_IN_FLIGHT_MAX {
             self.dropped += 1;
             return;
         }
-        let frame = wire::encode(message);
-        self.trace.record(&[b's', from as u8, to as u8]);
-        self.trace.record(&(frame.len() as u64).to_le_bytes());
-        self.network.push_back(Message { from, to, frame });
+        let bytes: usize = message.frames.iter().map(Vec::len).sum();
+        let (from, to, answer) = (
+            message.from as u8,
+            message.to as u8,
+            u8::from(message.answer),
+        );
+        self.trace.record(&[b's', from, to, answer]);
+        self.trace.record(&(bytes as u64).to_le_bytes());
+        self.network.push_back(message);
     }
 
-    /// `to` asks `from` for what it lacks: `to` sends its version vector.
-    fn request_sync(&mut self, from: usize, to: usize) {
-        let vector = self.replicas[to]
-            .version_vector(&poll())
-            .unwrap_or_default();
-        self.send(
-            to,
-            from,
-            &PeerMessage::VersionVector {
-                poll: poll(),
-                vector,
-            },
-        );
+    fn monotonic(&self) -> Duration {
+        Duration::from_millis(self.now)
+    }
+
+    /// `to` pulls from `from`: a new round, unless one is still waiting for its answer (while
+    /// `wait` holds; after healing, a round lost to the faults is given up at once).
+    fn request_sync(&mut self, from: usize, to: usize, wait: bool) {
+        let now = self.monotonic();
+        let Some(link) = self.links[to][from].as_mut() else {
+            return;
+        };
+        let timeout = Duration::from_millis(SIM_ROUND_TIMEOUT_MS);
+        if wait && link.puller.round_in_flight(now, timeout) {
+            self.trace.record(&[b'w', to as u8, from as u8]);
+            return;
+        }
+        link.puller
+            .start_round(self.replicas[to].pull_request(), now);
+        link.puller
+            .stamp_request(UnixMillis(self.now), self.now, now);
+        self.flush(to, from, false);
     }
 
     fn deliver_one(&mut self, faulty: bool) -> Result<(), String> {
@@ -285,53 +362,81 @@ impl World {
         }
         if faulty && self.rng.random_bool(self.faults.duplicate) {
             self.duplicated += 1;
-            self.network.push_back(Message {
-                from: message.from,
-                to: message.to,
-                frame: message.frame.clone(),
-            });
+            self.network.push_back(message.clone());
         }
         self.delivered += 1;
         self.trace
             .record(&[b'd', message.from as u8, message.to as u8]);
-        self.handle(message)
+        if message.answer {
+            self.take_answer(message)
+        } else {
+            self.answer_request(message)
+        }
     }
 
-    fn handle(&mut self, message: Message) -> Result<(), String> {
-        let decoded =
-            wire::decode(&message.frame).map_err(|e| format!("own frame refused: {e}"))?;
-        let replica = &mut self.replicas[message.to];
-        match decoded {
-            PeerMessage::VersionVector { poll, vector } => {
-                let batches = replica.missing_records(&poll, &vector, SIM_RECORDS_PER_SYNC_MAX);
-                let counters = replica.counter_state(&poll);
-                for batch in batches {
-                    self.send(message.to, message.from, &PeerMessage::Records(batch));
-                }
-                if let Some(counters) = counters {
-                    self.send(message.to, message.from, &PeerMessage::Counters(counters));
-                }
-            }
-            PeerMessage::Records(batch) => {
-                let applied = replica
-                    .apply_records(&batch)
-                    .map_err(|e| format!("records refused: {e}"))?;
-                self.trace.record(&(applied.added as u64).to_le_bytes());
-            }
-            PeerMessage::Counters(counters) => {
-                replica
-                    .merge_counters(&counters)
-                    .map_err(|e| format!("counters refused: {e}"))?;
-            }
-            // One definition everywhere here: the replica-level simulation exercises the
-            // record and counter CRDTs (definitions meet in `core/tests/definitions.rs` and
-            // the cluster simulation's mismatched-definition fault).
-            PeerMessage::Hello(_)
-            | PeerMessage::Poll(_)
-            | PeerMessage::Agreement(_)
-            | PeerMessage::PollVector { .. }
-            | PeerMessage::Declarations { .. }
-            | PeerMessage::Clock(_) => {}
+    /// A pull request reached its answerer: the session reads it, the replica answers.
+    fn answer_request(&mut self, message: Message) -> Result<(), String> {
+        let (at, peer, round) = (message.to, message.from, message.round);
+        let Some(link) = self.links[at][peer].as_mut() else {
+            return Ok(());
+        };
+        for frame in &message.frames {
+            link.answerer
+                .handle_request_frame(round, frame)
+                .map_err(|e| format!("replica {at} refused replica {peer}'s request: {e}"))?;
+        }
+        let Some(pull) = link.answerer.handle_request_end(round) else {
+            self.trace.record(b"stale request");
+            self.stale += 1;
+            return Ok(());
+        };
+        if let Some(reading) = pull.clock {
+            link.answerer
+                .send_clock(round, reading, UnixMillis(self.now), self.now);
+        }
+        let answer = self.replicas[at].answer_pull(&pull.request, SIM_RECORDS_PER_SYNC_MAX);
+        link.answerer.send_answer(round, answer);
+        self.flush(at, peer, true);
+        Ok(())
+    }
+
+    /// An answer reached its puller: the session reads it, the replica merges it, and a round
+    /// cut short by the records budget is followed at once by the next (as the node does).
+    fn take_answer(&mut self, message: Message) -> Result<(), String> {
+        let (at, peer, round) = (message.to, message.from, message.round);
+        let now = self.monotonic();
+        let Some(link) = self.links[at][peer].as_mut() else {
+            return Ok(());
+        };
+        for frame in &message.frames {
+            link.puller
+                .handle_answer_frame(round, frame, now)
+                .map_err(|e| format!("replica {at} refused replica {peer}'s answer: {e}"))?;
+        }
+        let Some(answer) = link.puller.handle_answer_end(round) else {
+            self.trace.record(b"stale answer");
+            self.stale += 1;
+            return Ok(());
+        };
+        let applied = self.replicas[at].apply_answer(answer);
+        self.rounds_merged += 1;
+        if let Some(refusal) = applied.refused.first() {
+            return Err(format!(
+                "replica {at} refused part of an answer: {}",
+                refusal.message
+            ));
+        }
+        self.trace
+            .record(&(applied.records_added as u64).to_le_bytes());
+        let outcome = link.puller.finish_round(RoundApplied {
+            records_added: applied.records_added,
+            shared: &applied.shared,
+            records_deferred: 0,
+        });
+        match outcome {
+            Some(Ok(outcome)) if outcome.ask_again_at_once => self.request_sync(peer, at, false),
+            Some(Ok(_)) | None => {}
+            Some(Err(refusal)) => return Err(format!("replica {at}: {refusal}")),
         }
         Ok(())
     }
@@ -364,7 +469,7 @@ impl World {
             for from in 0..self.replicas.len() {
                 for to in 0..self.replicas.len() {
                     if from != to {
-                        self.request_sync(from, to);
+                        self.request_sync(from, to, false);
                     }
                 }
             }
@@ -429,6 +534,40 @@ impl World {
     }
 }
 
+/// Opens a session between every two replicas: each sends its hello and checks the other's
+/// (one cluster, one vote ID key; the simulated "certificate" names the node the hello does).
+fn connect(replicas: &[Replica]) -> Vec<Vec<Option<Link>>> {
+    let key = VoteIdKey::new([7; 32]);
+    let handshake = |replica: &Replica| {
+        let hello = Hello {
+            cluster_id: "sim".to_owned(),
+            protocol_version: PROTOCOL_VERSION,
+            actor: replica.actor().clone(),
+            vote_id_key_proof: key.proof(),
+        };
+        Handshake::new(hello, key.clone())
+    };
+    let mut links = Vec::with_capacity(replicas.len());
+    for (at, replica) in replicas.iter().enumerate() {
+        let mut row = Vec::with_capacity(replicas.len());
+        for (peer, other) in replicas.iter().enumerate() {
+            if peer == at {
+                row.push(None);
+                continue;
+            }
+            let theirs = handshake(other).hello_frame();
+            let dialled = (at < peer).then(|| other.actor().node.clone());
+            let established = handshake(replica)
+                .handle_hello(Some(&theirs), dialled.as_ref(), |_| Ok(()))
+                .unwrap_or_else(|refusal| unreachable!("one cluster's hello refused: {refusal}"));
+            let (puller, answerer) = established.split(SIM_RECORDS_PER_SYNC_MAX);
+            row.push(Some(Link { puller, answerer }));
+        }
+        links.push(row);
+    }
+    links
+}
+
 /// Runs one seed: votes and syncs under faults, then heal and check.
 pub fn run(config: &SimConfig) -> Result<SimReport, SimFailure> {
     let fail = |message: String| SimFailure {
@@ -452,7 +591,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimFailure> {
                 let from = world.rng.random_range(0..world.replicas.len());
                 let to = world.rng.random_range(0..world.replicas.len());
                 if from != to {
-                    world.request_sync(from, to);
+                    world.request_sync(from, to, true);
                 }
             }
             80..81 if world.faults.partitions => world.toggle_partition(),
@@ -469,6 +608,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimFailure> {
         distinct_acknowledged: world.acknowledged.len(),
         messages: (world.delivered, world.dropped, world.duplicated),
         heal_rounds,
+        rounds: (world.rounds_merged, world.stale),
         totals: world.totals(0),
     })
 }

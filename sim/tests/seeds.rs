@@ -24,6 +24,16 @@ fn a_fixed_range_of_seeds_passes_every_invariant() {
             .any(|r| r.acknowledged > r.distinct_acknowledged),
         "some run acknowledged retries as duplicates"
     );
+    // The peer session carried the sync: rounds merged everywhere, and in some run it met
+    // (and ignored) a duplicated or abandoned round's stream.
+    assert!(
+        reports.iter().all(|r| r.rounds.0 > 0),
+        "every run merged rounds"
+    );
+    assert!(
+        reports.iter().any(|r| r.rounds.1 > 0),
+        "some run's sessions ignored a stale stream"
+    );
 }
 
 #[test]

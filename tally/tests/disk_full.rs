@@ -333,6 +333,20 @@ fn a_node_whose_disk_fills_exits_non_zero_after_its_peer_holds_every_acknowledge
         log.contains("every peer holds every record this node acknowledged"),
         "the node did not wait for its peer"
     );
+    // The failed node's own pulls are refused by its engine; they must not end the session,
+    // or the connection its peer pulls the hand-over on closes with them (under load the
+    // peer then never finished a pull in the 5 s).
+    let failed_at = log
+        .find("the write-ahead log failed")
+        .expect("the failure is logged");
+    let handed_over = log[failed_at..]
+        .find("every peer holds every record")
+        .map_or(log.len(), |at| failed_at + at);
+    assert!(
+        !log[failed_at..handed_over].contains("peer session ended"),
+        "a peer session ended during the hand-over: {}",
+        &log[failed_at..handed_over]
+    );
     assert!(
         saw_unhealthy.load(Ordering::Relaxed),
         "/healthz never answered 503 log_failed before the exit"

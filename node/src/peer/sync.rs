@@ -1,4 +1,9 @@
-//! The peer sync protocol: delta anti-entropy over QUIC, pulled both ways over any session.
+//! The peer sync protocol over QUIC: delta anti-entropy, pulled both ways over any session.
+//! The protocol itself (the hello and its checks, the negotiated version, the frames of a
+//! round, their bounds, the clock readings, how far behind a round leaves this node) is the
+//! sans-IO session of `tally_core::session`; this module drives it: it carries the session's
+//! frames over QUIC streams, reads the clocks, asks the engine (which owns the replica) for
+//! pull requests, answers and merges, and keeps the peer's status, metrics and logs.
 //!
 //! A node dials every peer in its static list, and *pulls* from every authenticated peer of its
 //! cluster it has a session with, whether it dialled the session or the peer did (the list says
@@ -20,12 +25,12 @@
 //!
 //! Every connection starts with a Hello on its first stream, both ways: the cluster ID and
 //! `vote_id_key` (by its proof) must match, the protocol version must be one this node speaks
-//! ([`PROTOCOL_VERSION_MIN`] to [`PROTOCOL_VERSION`]), and the actor a peer claims must be on
-//! the node its certificate names. A refused peer or a frame that does not decode
-//! closes the connection with the cause (both sides count it in `tally_peer_refusals_total`
-//! by cause and log it once, see [`super::log_once`]), and nothing of that round is merged.
-//! Dropped connections (including partitions longer than the idle timeout) reconnect with
-//! jittered backoff and resume from version vectors.
+//! (`PROTOCOL_VERSION_MIN` to `PROTOCOL_VERSION` of `tally_core::wire`), and the actor a peer
+//! claims must be on the node its certificate names. A refused peer or a frame that does not
+//! decode closes the connection with the cause (both sides count it in
+//! `tally_peer_refusals_total` by cause and log it once, see [`super::log_once`]), and nothing
+//! of that round is merged. Dropped connections (including partitions longer than the idle
+//! timeout) reconnect with jittered backoff and resume from version vectors.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -33,13 +38,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tally_core::clock::ClockSample;
-use tally_core::wire::{
-    self, ClockReading, Hello, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, PeerMessage,
+use tally_core::session::{
+    Answerer, Established, Handshake, Puller, Refusal, RoundApplied, Transmit,
 };
-use tally_core::{
-    ActorId, AnswerRefusal, NodeId, PollId, PollRequest, PullAnswer, PullRequest, UnixMillis,
-    VersionVector, VoteIdKey,
-};
+use tally_core::wire::Hello;
+use tally_core::{ActorId, AnswerRefusal, NodeId, UnixMillis, VoteIdKey};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::claims::{Claim, PullClaims};
@@ -51,15 +54,6 @@ use crate::clock_watch::{ClockWatch, PeerOffset};
 use crate::config::PeerAddress;
 use crate::engine::{Command, EngineError, PeerApplied};
 use crate::metrics::{Metrics, PeerMetrics};
-
-/// Most poll frames one pull request may carry (one per poll).
-pub const PULL_REQUEST_POLLS_MAX: usize = 1_024;
-// A node sends one vector per poll it holds: every pull it can send must be accepted.
-const _: () = assert!(tally_core::limits::POLLS_MAX <= PULL_REQUEST_POLLS_MAX);
-
-/// Most frames one pull answer may carry beyond its records (definitions, declarations,
-/// counters and vectors of each poll, and its clock reading).
-pub const PULL_ANSWER_EXTRA_FRAMES_MAX: usize = 4 * PULL_REQUEST_POLLS_MAX + 1;
 
 /// How long one sync round may take before the connection is considered stuck.
 pub const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -125,9 +119,22 @@ pub enum SessionError {
     /// The engine stopped.
     #[error("engine stopped")]
     EngineStopped,
+    /// This node's log failed: its engine merges nothing more, but answers pulls until the
+    /// node stops (the hand-over of its acknowledged records, `engine::failure`).
+    #[error("this node's log failed: it pulls nothing more")]
+    LogFailed,
     /// A round took longer than [`ROUND_TIMEOUT`].
     #[error("sync round timed out")]
     Timeout,
+}
+
+impl From<Refusal> for SessionError {
+    fn from(refusal: Refusal) -> Self {
+        Self::Refused {
+            cause: refusal.cause,
+            reason: refusal.reason,
+        }
+    }
 }
 
 impl SessionError {
@@ -244,17 +251,19 @@ async fn ask<T>(
     answer
         .await
         .map_err(|_| SessionError::EngineStopped)?
-        .map_err(|_| SessionError::EngineStopped)
+        .map_err(|error| match error {
+            EngineError::LogFailed => SessionError::LogFailed,
+            _ => SessionError::EngineStopped,
+        })
 }
 
-async fn send_message(
+async fn send_frame(
     send: &mut quinn::SendStream,
-    message: &PeerMessage,
+    frame: &[u8],
     metrics: &PeerMetrics,
     peer: &str,
 ) -> Result<(), SessionError> {
-    let frame = wire::encode(message);
-    write_frame(send, &frame).await?;
+    write_frame(send, frame).await?;
     metrics
         .bytes_sent
         .get_or_create(&PeerMetrics::labels(peer))
@@ -262,17 +271,34 @@ async fn send_message(
     Ok(())
 }
 
-/// Reads the next message of a stream, `None` at its end; a frame that does not decode is a
-/// refusal.
-async fn next_message(
+/// Writes what a session direction has queued (`next` polls it) to `send`, finishing the
+/// stream where the session ends it.
+async fn flush(
+    mut next: impl FnMut() -> Option<Transmit>,
+    send: &mut quinn::SendStream,
+    metrics: &PeerMetrics,
+    peer: &str,
+) -> Result<(), SessionError> {
+    while let Some(transmit) = next() {
+        match transmit {
+            Transmit::Frame { frame, .. } => send_frame(send, &frame, metrics, peer).await?,
+            Transmit::Finish { .. } => send.finish()?,
+        }
+    }
+    Ok(())
+}
+
+/// Reads the next frame of a stream into `buffer`; `false` at the stream's end. (The
+/// session decodes it: one that does not decode is a refusal.)
+async fn next_frame(
     recv: &mut quinn::RecvStream,
     buffer: &mut Vec<u8>,
     metrics: &PeerMetrics,
     peer: &str,
-) -> Result<Option<PeerMessage>, SessionError> {
+) -> Result<bool, SessionError> {
     match read_frame(recv, buffer).await {
         Ok(Some(())) => {}
-        Ok(None) => return Ok(None),
+        Ok(None) => return Ok(false),
         // A lost connection is not the peer's fault; a malformed frame is.
         Err(error) => {
             return Err(match error.connection_error() {
@@ -285,36 +311,12 @@ async fn next_message(
         .bytes_received
         .get_or_create(&PeerMetrics::labels(peer))
         .inc_by(buffer.len() as u64 + 4);
-    wire::decode(buffer).map(Some).map_err(|e| {
-        // A hello of another protocol version may not decode as ours: say which it is.
-        match wire::hello_protocol_version(buffer) {
-            Some(version) if !speaks(version) => protocol_refusal(version),
-            _ => SessionError::refused("frame", format!("undecodable frame: {e}")),
-        }
-    })
+    Ok(true)
 }
 
-/// Whether this node syncs with a peer of protocol `version`.
-fn speaks(version: u16) -> bool {
-    (PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&version)
-}
-
-/// The refusal of a peer of a protocol version this node does not speak.
-fn protocol_refusal(version: u16) -> SessionError {
-    let ours = if PROTOCOL_VERSION_MIN == PROTOCOL_VERSION {
-        PROTOCOL_VERSION.to_string()
-    } else {
-        format!("{PROTOCOL_VERSION_MIN} to {PROTOCOL_VERSION}")
-    };
-    SessionError::refused(
-        "protocol",
-        format!("peer speaks protocol {version}, this node {ours}"),
-    )
-}
-
-/// Sends this node's hello and checks the peer's: same cluster and vote ID key, a protocol
-/// version this node speaks, and the actor it claims is on the node its certificate names
-/// (and, when dialling, the node dialled).
+/// Sends this node's hello and checks the peer's ([`Handshake::handle_hello`]: same cluster
+/// and vote ID key, a protocol version this node speaks, and the actor it claims is on the
+/// node its certificate names and, when dialling, the node dialled).
 ///
 /// `peer` (the label refusals are counted and logged under) becomes the peer's node ID as
 /// soon as its certificate vouches for it, so a refusal after that names the peer.
@@ -323,7 +325,7 @@ async fn exchange_hello(
     context: &SyncContext,
     dialled: Option<&NodeId>,
     peer: &mut String,
-) -> Result<NodeId, SessionError> {
+) -> Result<Established, SessionError> {
     let (mut send, mut recv) = if dialled.is_some() {
         connection.open_bi().await?
     } else {
@@ -332,62 +334,33 @@ async fn exchange_hello(
     let label = dialled.map_or("incoming".to_owned(), |n| n.to_string());
     let mut own_hello = context.hello.clone();
     own_hello.actor = context.actor.borrow().clone();
-    send_message(
-        &mut send,
-        &PeerMessage::Hello(own_hello),
-        &context.metrics.peers,
-        &label,
-    )
-    .await?;
+    let handshake = Handshake::new(own_hello, context.vote_id_key.clone());
+    let metrics = &context.metrics.peers;
+    send_frame(&mut send, &handshake.hello_frame(), metrics, &label).await?;
     send.finish()?;
     let mut buffer = Vec::new();
-    let hello = match next_message(&mut recv, &mut buffer, &context.metrics.peers, &label).await? {
-        Some(PeerMessage::Hello(hello)) => hello,
-        other => {
-            return Err(SessionError::refused(
-                "hello",
-                format!("expected a hello, got {other:?}"),
-            ));
-        }
-    };
-    if hello.cluster_id != context.hello.cluster_id {
-        return Err(SessionError::refused(
-            "cluster_id",
-            format!(
-                "peer belongs to cluster {:?}, this node to {:?}",
-                hello.cluster_id, context.hello.cluster_id
-            ),
-        ));
-    }
-    if !speaks(hello.protocol_version) {
-        return Err(protocol_refusal(hello.protocol_version));
-    }
-    if let Some(dialled) = dialled {
-        if &hello.actor.node != dialled {
-            return Err(SessionError::refused(
-                "node_id",
-                format!(
-                    "dialled {dialled} but the peer says it is {}",
-                    hello.actor.node
-                ),
-            ));
-        }
-    }
-    check_peer_is(connection, &hello.actor.node)
-        .map_err(|e| SessionError::refused("certificate", format!("certificate: {e}")))?;
-    *peer = hello.actor.node.to_string();
-    context
-        .vote_id_key
-        .check_proof(&hello.vote_id_key_proof)
-        .map_err(|why| SessionError::refused("vote_id_key", why))?;
+    let frame = next_frame(&mut recv, &mut buffer, metrics, &label)
+        .await?
+        .then_some(buffer.as_slice());
+    let certificate = |node: &NodeId| check_peer_is(connection, node).map_err(|e| e.to_string());
+    let established = handshake
+        .handle_hello(frame, dialled, certificate)
+        .map_err(|refusal| {
+            if let Some(named) = &refusal.peer {
+                *peer = named.to_string();
+            }
+            SessionError::from(refusal)
+        })?;
+    *peer = established.peer.node.to_string();
     // Its older incarnations are superseded (their counters count only what their records
     // prove); the engine closing just means the node is stopping.
-    let node = hello.actor.node.clone();
     let _ = context
         .engine
-        .send(Command::PeerIncarnation { actor: hello.actor })
+        .send(Command::PeerIncarnation {
+            actor: established.peer.clone(),
+        })
         .await;
-    Ok(node)
+    Ok(established)
 }
 
 /// Ends a session that failed: a refusal of ours closes the connection saying why (`cause:
@@ -472,138 +445,60 @@ async fn incoming_session(
     context: &SyncContext,
     peer: &mut String,
 ) -> Result<(), SessionError> {
-    let node = exchange_hello(connection, context, None, peer).await?;
+    let established = exchange_hello(connection, context, None, peer).await?;
+    let node = established.peer.node.clone();
     let listed = context.listed.contains(&node);
     if !listed {
         context.metrics.peers.declare(peer);
     }
     tracing::info!(%peer, listed, "peer connected (incoming)");
     let claim = context.claims.session(node, false);
+    let (mut puller, mut answerer) = established.split(context.records_per_round_max);
     let result = tokio::select! {
         biased;
-        result = answer_pulls(connection, context, peer) => result,
-        result = pull_rounds(connection, context, peer, &claim) => result,
+        result = answer_pulls(connection, context, peer, &mut answerer) => result,
+        result = pull_rounds(connection, context, peer, &claim, &mut puller) => result,
     };
     disconnected(context, peer, &claim);
     result
 }
 
-/// Answers the peer's pulls on `connection` until it ends.
+/// Answers the peer's pulls on `connection` until it ends, one stream (round) at a time.
 async fn answer_pulls(
     connection: &quinn::Connection,
     context: &SyncContext,
     peer: &str,
+    answerer: &mut Answerer,
 ) -> Result<(), SessionError> {
+    let metrics = &context.metrics.peers;
+    let mut buffer = Vec::new();
+    let mut round = 0u64;
     loop {
         let (mut send, mut recv) = connection.accept_bi().await?;
-        let (request, clock_request) = read_request(&mut recv, context, peer).await?;
+        while next_frame(&mut recv, &mut buffer, metrics, peer).await? {
+            answerer.handle_request_frame(round, &buffer)?;
+        }
+        let Some(pull) = answerer.handle_request_end(round) else {
+            unreachable!("round {round} is this stream's own, newer than every earlier one");
+        };
         // The clock reading goes first, before the engine's answer, so the puller's round
         // trip measures the network rather than this node's engine queue.
-        if let Some(request) = clock_request {
-            let reading = ClockReading {
-                sent_at: request.sent_at,
-                answered_at: Some(context.clock.now()),
-                stable_ms: context.clock_watch.stable_ms(),
-            };
-            let message = PeerMessage::Clock(reading);
-            send_message(&mut send, &message, &context.metrics.peers, peer).await?;
+        if let Some(request) = pull.clock {
+            let (now, stable_ms) = (context.clock.now(), context.clock_watch.stable_ms());
+            answerer.send_clock(round, request, now, stable_ms);
+            flush(|| answerer.poll_transmit(), &mut send, metrics, peer).await?;
         }
         let records_max = context.records_per_round_max;
         let answer = ask(&context.engine, |reply| Command::PeerPull {
             peer: peer.to_owned(),
-            request,
+            request: pull.request,
             records_max,
             reply,
         })
         .await?;
-        send_answer(&mut send, answer, &context.metrics.peers, peer).await?;
-        send.finish()?;
-    }
-}
-
-/// Reads one pull request whole: its agreement summary, one frame per poll and the puller's
-/// clock reading.
-async fn read_request(
-    recv: &mut quinn::RecvStream,
-    context: &SyncContext,
-    peer: &str,
-) -> Result<(PullRequest, Option<ClockReading>), SessionError> {
-    let mut buffer = Vec::new();
-    let mut request = PullRequest::default();
-    let mut clock = None;
-    while let Some(message) = next_message(recv, &mut buffer, &context.metrics.peers, peer).await? {
-        match message {
-            PeerMessage::Clock(reading) if reading.answered_at.is_none() && clock.is_none() => {
-                clock = Some(reading);
-            }
-            PeerMessage::Agreement(agreement) => request.agreement = agreement,
-            PeerMessage::PollVector {
-                poll,
-                definition,
-                vector,
-            } if request.polls.len() < PULL_REQUEST_POLLS_MAX => {
-                request.polls.push(PollRequest {
-                    poll,
-                    definition,
-                    vector,
-                });
-            }
-            other => {
-                return Err(SessionError::refused(
-                    "frame",
-                    format!(
-                        "unexpected message in a pull request: {}",
-                        message_kind(&other)
-                    ),
-                ));
-            }
-        }
-    }
-    Ok((request, clock))
-}
-
-async fn send_answer(
-    send: &mut quinn::SendStream,
-    answer: PullAnswer,
-    metrics: &PeerMetrics,
-    peer: &str,
-) -> Result<(), SessionError> {
-    for spec in answer.polls {
-        send_message(send, &PeerMessage::Poll(spec), metrics, peer).await?;
-    }
-    for (poll, entries) in answer.declarations {
-        let message = PeerMessage::Declarations { poll, entries };
-        send_message(send, &message, metrics, peer).await?;
-    }
-    for batch in answer.batches {
-        send_message(send, &PeerMessage::Records(batch), metrics, peer).await?;
-    }
-    for state in answer.counters {
-        send_message(send, &PeerMessage::Counters(state), metrics, peer).await?;
-    }
-    for (poll, vector) in answer.vectors {
-        send_message(
-            send,
-            &PeerMessage::VersionVector { poll, vector },
-            metrics,
-            peer,
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-fn message_kind(message: &PeerMessage) -> &'static str {
-    match message {
-        PeerMessage::Hello(_) => "hello",
-        PeerMessage::VersionVector { .. } => "version vector",
-        PeerMessage::Records(_) => "records",
-        PeerMessage::Counters(_) => "counters",
-        PeerMessage::Poll(_) => "poll",
-        PeerMessage::Agreement(_) => "agreement",
-        PeerMessage::PollVector { .. } => "poll vector",
-        PeerMessage::Declarations { .. } => "declarations",
-        PeerMessage::Clock(_) => "clock",
+        answerer.send_answer(round, answer);
+        flush(|| answerer.poll_transmit(), &mut send, metrics, peer).await?;
+        round += 1;
     }
 }
 
@@ -731,7 +626,7 @@ async fn dialled_session(
     backoff: &mut Backoff,
 ) -> Result<(), SessionError> {
     let mut label = target.node.to_string();
-    exchange_hello(connection, context, Some(&target.node), &mut label).await?;
+    let established = exchange_hello(connection, context, Some(&target.node), &mut label).await?;
     // Reachable again: the next outage is logged afresh.
     context
         .log_once
@@ -740,10 +635,11 @@ async fn dialled_session(
         .forget(&label, "unreachable");
     tracing::info!(peer = %label, "peer connected (dialled)");
     backoff.reset();
+    let (mut puller, mut answerer) = established.split(context.records_per_round_max);
     tokio::select! {
         biased;
-        result = answer_pulls(connection, context, &label) => result,
-        result = pull_rounds(connection, context, &label, claim) => result,
+        result = answer_pulls(connection, context, &label, &mut answerer) => result,
+        result = pull_rounds(connection, context, &label, claim, &mut puller) => result,
     }
 }
 
@@ -754,61 +650,56 @@ async fn pull_rounds(
     context: &SyncContext,
     label: &str,
     claim: &Claim,
+    puller: &mut Puller,
 ) -> Result<(), SessionError> {
+    // The session's monotonic clock: time since the rounds began.
+    let origin = tokio::time::Instant::now();
     loop {
         if !claim.try_hold() {
             tokio::time::sleep(context.tick).await;
             continue;
         }
         set_connected(context, label, true);
-        let truncated = tokio::time::timeout(ROUND_TIMEOUT, pull_round(connection, context, label))
+        let round = pull_round(connection, context, label, puller, origin);
+        let round = tokio::time::timeout(ROUND_TIMEOUT, round)
             .await
-            .map_err(|_| SessionError::Timeout)??;
-        if !truncated {
+            .map_err(|_| SessionError::Timeout)?;
+        let ask_again_at_once = match round {
+            // Ending the session here would close the connection the peer pulls on too,
+            // cutting off the hand-over of this node's records: stop pulling, keep answering.
+            Err(SessionError::LogFailed) => return std::future::pending().await,
+            round => round?,
+        };
+        if !ask_again_at_once {
             tokio::time::sleep(context.tick).await;
         }
     }
 }
 
-/// One round; returns whether the answer was cut short (ask again at once).
+/// One round; returns whether to ask again at once (the answer was cut short).
 async fn pull_round(
     connection: &quinn::Connection,
     context: &SyncContext,
     label: &str,
+    puller: &mut Puller,
+    origin: tokio::time::Instant,
 ) -> Result<bool, SessionError> {
     let request = ask(&context.engine, |reply| Command::PullRequest { reply }).await?;
     let (mut send, mut recv) = connection.open_bi().await?;
     let metrics = &context.metrics.peers;
-    send_message(
-        &mut send,
-        &PeerMessage::Agreement(request.agreement),
-        metrics,
-        label,
-    )
-    .await?;
-    for poll in &request.polls {
-        let message = PeerMessage::PollVector {
-            poll: poll.poll.clone(),
-            definition: poll.definition,
-            vector: poll.vector.clone(),
-        };
-        send_message(&mut send, &message, metrics, label).await?;
+    let round = puller.start_round(request, origin.elapsed());
+    flush(|| puller.poll_transmit(), &mut send, metrics, label).await?;
+    // The reading is taken as the request leaves, after its poll frames.
+    let (sent, sent_at) = (origin.elapsed(), context.clock.now());
+    puller.stamp_request(sent_at, context.clock_watch.stable_ms(), sent);
+    flush(|| puller.poll_transmit(), &mut send, metrics, label).await?;
+    let mut buffer = Vec::new();
+    while next_frame(&mut recv, &mut buffer, metrics, label).await? {
+        puller.handle_answer_frame(round, &buffer, origin.elapsed())?;
     }
-    let sent = tokio::time::Instant::now();
-    let sent_at = context.clock.now();
-    let reading = ClockReading {
-        sent_at,
-        answered_at: None,
-        stable_ms: context.clock_watch.stable_ms(),
+    let Some(answer) = puller.handle_answer_end(round) else {
+        unreachable!("round {round} is the one in flight, and its answer was not handed out");
     };
-    send_message(&mut send, &PeerMessage::Clock(reading), metrics, label).await?;
-    send.finish()?;
-    let ReadAnswer {
-        answer,
-        records: records_in_answer,
-        clock,
-    } = read_answer(&mut recv, context, label).await?;
-    let theirs = answer.vectors.clone();
     let peer = NodeId::new(label).map_err(|e| SessionError::refused("node_id", e.to_string()))?;
     let applied: PeerApplied = ask(&context.engine, |reply| Command::PeerApply {
         peer,
@@ -817,25 +708,26 @@ async fn pull_round(
     })
     .await?;
     note_answer_refusals(context, label, &applied.refused);
+    let Some(outcome) = puller.finish_round(RoundApplied {
+        records_added: applied.records_added,
+        shared: &applied.shared,
+        records_deferred: applied.records_deferred,
+    }) else {
+        unreachable!("round {round}'s answer was just handed out");
+    };
     // After the answer is merged: a clock check this sample completes may lift the hold, and
     // the peer's windows must be in place before this node stamps a vote.
-    if let Some((reading, arrived)) = clock {
-        record_clock(context, label, sent_at, sent, reading, arrived)?;
+    let outcome = outcome?;
+    if let Some(sample) = outcome.clock {
+        record_clock(context, label, sample);
     }
-    let mine: Vec<(PollId, VersionVector)> = request
-        .polls
-        .into_iter()
-        .map(|p| (p.poll, p.vector))
-        .collect();
-    let shared: Vec<(PollId, VersionVector)> = theirs
-        .into_iter()
-        .filter(|(poll, _)| applied.shared.contains(poll))
-        .collect();
-    let behind_before = records_behind(&mine, &shared);
-    let behind = behind_before.saturating_sub(applied.records_added as u64);
-    record_round(context, label, applied.records_added, behind);
-    // Records deferred for a low disk: asking again at once would only fetch them again.
-    Ok(records_in_answer >= context.records_per_round_max && applied.records_deferred == 0)
+    record_round(
+        context,
+        label,
+        applied.records_added,
+        outcome.records_behind,
+    );
+    Ok(outcome.ask_again_at_once)
 }
 
 /// Counts refused parts of an answer by cause, and logs each cause once per peer (a peer
@@ -855,122 +747,13 @@ fn note_answer_refusals(context: &SyncContext, peer: &str, refused: &[AnswerRefu
     }
 }
 
-/// One answer, read whole.
-struct ReadAnswer {
-    answer: PullAnswer,
-    /// How many records it held.
-    records: usize,
-    /// The peer's clock reading and when it arrived.
-    clock: Option<(ClockReading, tokio::time::Instant)>,
-}
-
-/// Reads one answer whole.
-async fn read_answer(
-    recv: &mut quinn::RecvStream,
-    context: &SyncContext,
-    label: &str,
-) -> Result<ReadAnswer, SessionError> {
-    let records_limit = context.records_per_round_max + tally_core::limits::RECORDS_PER_BATCH_MAX;
-    let mut answer = PullAnswer::default();
-    let mut clock = None;
-    let mut records = 0usize;
-    let mut other_frames = 0usize;
-    let mut buffer = Vec::new();
-    while let Some(message) = next_message(recv, &mut buffer, &context.metrics.peers, label).await?
-    {
-        match message {
-            PeerMessage::Records(batch) => {
-                records += batch.len();
-                if records > records_limit {
-                    return Err(SessionError::refused(
-                        "frame",
-                        format!("answer holds over {records_limit} records"),
-                    ));
-                }
-                answer.batches.push(batch);
-                continue;
-            }
-            PeerMessage::Poll(spec) => answer.polls.push(spec),
-            PeerMessage::Declarations { poll, entries } => {
-                answer.declarations.push((poll, entries));
-            }
-            PeerMessage::Counters(state) => answer.counters.push(state),
-            PeerMessage::VersionVector { poll, vector } => answer.vectors.push((poll, vector)),
-            PeerMessage::Clock(reading) if clock.is_none() => {
-                clock = Some((reading, tokio::time::Instant::now()));
-            }
-            other @ (PeerMessage::Hello(_)
-            | PeerMessage::Agreement(_)
-            | PeerMessage::PollVector { .. }
-            | PeerMessage::Clock(_)) => {
-                return Err(SessionError::refused(
-                    "frame",
-                    format!("unexpected message in an answer: {}", message_kind(&other)),
-                ));
-            }
-        }
-        other_frames += 1;
-        if other_frames > PULL_ANSWER_EXTRA_FRAMES_MAX {
-            return Err(SessionError::refused(
-                "frame",
-                "answer holds too many frames",
-            ));
-        }
-    }
-    Ok(ReadAnswer {
-        answer,
-        records,
-        clock,
-    })
-}
-
-/// Turns the peer's clock reading into a sample for the clock watch, and shows the estimate
-/// in the peer's status. A reading that does not echo this round's request is refused.
-fn record_clock(
-    context: &SyncContext,
-    label: &str,
-    sent_at: UnixMillis,
-    sent: tokio::time::Instant,
-    reading: ClockReading,
-    arrived: tokio::time::Instant,
-) -> Result<(), SessionError> {
-    let (Some(peer_at), true) = (reading.answered_at, reading.sent_at == sent_at) else {
-        return Err(SessionError::refused(
-            "frame",
-            format!("clock reading {reading:?} does not answer the request sent at {sent_at:?}"),
-        ));
-    };
-    let round_trip = arrived.saturating_duration_since(sent);
-    let sample = ClockSample {
-        sent_at,
-        peer_at,
-        round_trip_ms: u64::try_from(round_trip.as_millis()).unwrap_or(u64::MAX),
-        peer_stable_ms: reading.stable_ms,
-        received_at_ms: 0,
-    };
+/// Gives the clock watch the round's offset sample, and shows the estimate in the peer's
+/// status.
+fn record_clock(context: &SyncContext, label: &str, sample: ClockSample) {
     let offset = context.clock_watch.record(label, sample);
     if let Ok(mut board) = context.board.lock() {
         board.entry(label.to_owned()).or_default().clock = offset;
     }
-    Ok(())
-}
-
-/// Records the peer holds that this node did not, per its vectors: Σ max(0, theirs − mine).
-fn records_behind(mine: &[(PollId, VersionVector)], theirs: &[(PollId, VersionVector)]) -> u64 {
-    let empty = VersionVector::default();
-    theirs
-        .iter()
-        .map(|(poll, their_vector)| {
-            let my_vector = mine
-                .iter()
-                .find(|(p, _)| p == poll)
-                .map_or(&empty, |(_, v)| v);
-            their_vector
-                .iter()
-                .map(|(actor, seq)| seq.saturating_sub(my_vector.get(actor)))
-                .sum::<u64>()
-        })
-        .sum()
 }
 
 fn record_round(context: &SyncContext, label: &str, records_added: usize, behind: u64) {

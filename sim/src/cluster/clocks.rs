@@ -106,8 +106,10 @@ fn excuses(fault: &Fault, region: usize, at_ms: u64) -> bool {
         | FaultKind::LostAnswers => touches && (start..=end + CLOCK_GRACE_MS).contains(&at_ms),
         // A refused second process never serves; the running node is not touched. A
         // mismatched definition refuses the poll's votes for itself (503 `poll_disputed`),
-        // never for the clock.
-        FaultKind::SecondProcess | FaultKind::MismatchedDefinition => false,
+        // never for the clock. An unreserved index only grows step by step.
+        FaultKind::SecondProcess | FaultKind::MismatchedDefinition | FaultKind::UnreservedIndex => {
+            false
+        }
         // A failed log ends the node (after handing its records over) and its supervisor
         // starts it again: a start, unchecked until its first sync round.
         FaultKind::DiskFull | FaultKind::FailedFsync => {

@@ -201,6 +201,7 @@ pub fn fault_flag(kind: FaultKind) -> &'static str {
         FaultKind::FailedFsync => "failed-fsync",
         FaultKind::DiskCorruption => "corruption",
         FaultKind::MismatchedDefinition => "mismatched-definition",
+        FaultKind::UnreservedIndex => "unreserved-index",
     }
 }
 
@@ -259,8 +260,10 @@ struct NodeSpec {
     certs: PathBuf,
     seed: u64,
     /// The run's votes: each node reserves its dedupe index for them, as an operator who
-    /// expects a big poll does (`expected_votes`).
+    /// expects a big poll does (`expected_votes`), unless `reserve_index` is off.
     votes: u64,
+    /// Whether the node reserves its index (off under an `UnreservedIndex` fault: it grows).
+    reserve_index: bool,
     planted_bug: Option<tally_node::config::PlantedBug>,
     /// When (simulated ms from the start) a second process tries this host's disk.
     second_processes_at_ms: Vec<u64>,
@@ -299,7 +302,7 @@ fn node_config(spec: &NodeSpec, slot: &NodeSlot) -> Config {
     // The embedded default poll (`workload::POLL`), reserved for the run's votes; in the
     // other order while this region's definition is mismatched.
     for poll in &mut config.polls {
-        poll.expected_votes = Some(spec.votes);
+        poll.expected_votes = spec.reserve_index.then_some(spec.votes);
         if slot.reversed.load(Ordering::Relaxed) {
             poll.options.reverse();
         }
@@ -517,6 +520,9 @@ pub fn run_cluster_with(
             certs: certs.clone(),
             seed: config.seed,
             votes: config.votes,
+            reserve_index: !faults
+                .iter()
+                .any(|f| f.kind == FaultKind::UnreservedIndex && f.a.contains(&index)),
             planted_bug: config.planted_bug,
             second_processes_at_ms: faults
                 .iter()
@@ -807,8 +813,8 @@ fn start_fault(
                 sim.bounce(names[r].as_str());
             }
         }
-        // Started by the host itself at its time (`second_process`).
-        FaultKind::SecondProcess => {}
+        // Started by the host itself at its time (`second_process`); configured at start.
+        FaultKind::SecondProcess | FaultKind::UnreservedIndex => {}
         FaultKind::LostAnswers => {
             for &r in &fault.a {
                 for (other, name) in names.iter().enumerate() {
@@ -874,7 +880,7 @@ fn end_fault(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault, slots:
                 sim.bounce(names[r].as_str());
             }
         }
-        FaultKind::Restart | FaultKind::SecondProcess => {}
+        FaultKind::Restart | FaultKind::SecondProcess | FaultKind::UnreservedIndex => {}
         FaultKind::LostAnswers => {
             for &r in &fault.a {
                 for (other, name) in names.iter().enumerate() {

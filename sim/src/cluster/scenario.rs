@@ -145,13 +145,18 @@ pub enum FaultKind {
     /// is fixed and it restarts, and every vote it counted must count for the option it was
     /// cast for, everywhere.
     MismatchedDefinition,
+    /// The nodes run without `expected_votes` (an operator who did not reserve): every
+    /// dedupe index grows from empty through every doubling during the burst, and crashed
+    /// nodes replay their logs into indexes that grow as they refill. Growth is a bounded
+    /// step per insert and changes no answer, so every check must hold.
+    UnreservedIndex,
 }
 
 impl FaultKind {
     /// Every kind, in table order (new kinds go last but before the clock step, and draw from
     /// streams of their own, [`FaultKind::own_stream`]: a seed that does not enable them draws
     /// the same faults as before they existed).
-    pub const ALL: [FaultKind; 16] = [
+    pub const ALL: [FaultKind; 17] = [
         FaultKind::Partition,
         FaultKind::OneWayPartition,
         FaultKind::Hold,
@@ -167,6 +172,7 @@ impl FaultKind {
         FaultKind::FailedFsync,
         FaultKind::DiskCorruption,
         FaultKind::MismatchedDefinition,
+        FaultKind::UnreservedIndex,
         // Last: a clock step takes the region no crash-like kind took.
         FaultKind::ClockSkew,
     ];
@@ -190,6 +196,7 @@ impl FaultKind {
             FaultKind::FailedFsync => "failed fsync",
             FaultKind::DiskCorruption => "crash + disk corruption",
             FaultKind::MismatchedDefinition => "mismatched poll definition",
+            FaultKind::UnreservedIndex => "index not reserved",
         }
     }
 
@@ -215,6 +222,7 @@ impl FaultKind {
             FaultKind::DiskCorruption => Some(13),
             FaultKind::ClockSkew => Some(14),
             FaultKind::MismatchedDefinition => Some(15),
+            FaultKind::UnreservedIndex => Some(16),
         }
     }
 }
@@ -319,7 +327,10 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
             continue;
         }
         let count = match kind {
-            FaultKind::LongPartition | FaultKind::DiskLoss | FaultKind::DiskCorruption => 1,
+            FaultKind::LongPartition
+            | FaultKind::DiskLoss
+            | FaultKind::DiskCorruption
+            | FaultKind::UnreservedIndex => 1,
             _ => rng.random_range(1..=3),
         };
         for _ in 0..count {
@@ -362,6 +373,16 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
                     a: vec![rng.random_range(0..regions)],
                     b: Vec::new(),
                     at_ms,
+                    for_ms: 0,
+                    room_bytes: 0,
+                },
+                // Configuration of every node (one config file, deployed everywhere), in force
+                // from the start; its time is only a table entry.
+                FaultKind::UnreservedIndex => Fault {
+                    kind,
+                    a: (0..regions).collect(),
+                    b: Vec::new(),
+                    at_ms: start,
                     for_ms: 0,
                     room_bytes: 0,
                 },

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The node end to end while its dedupe index grows (issue 25): a fresh durable `tally run` on
+# 127.0.0.1 with the default `superbowl` poll, loaded with
+#   tally load --count VOTES --batch-size 1000 --binary --connections 4
+# (the issue's user scenario), alternating a poll without `expected_votes` ("grown": the index
+# grows step by step through every doubling during the load) and one with
+# `expected_votes = VOTES` ("reserved"), RUNS times each. Prints each load's own summary (its
+# p50/p99 and slowest answer, and its exactly-once check); compare the two kinds within a run.
+#
+#   scripts/bench-index-growth-node.sh            # VOTES=20000000 RUNS=1
+#   VOTES=2000000 RUNS=3 scripts/bench-index-growth-node.sh
+#   TALLY_BIN=/tmp/other/tally scripts/bench-index-growth-node.sh
+#
+# Bounded: 2 × RUNS loads, each node given 120 s to become ready; every node is stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VOTES="${VOTES:-20000000}"
+RUNS="${RUNS:-1}"
+PORT="${PORT:-18196}"
+if [ -n "${TALLY_BIN:-}" ]; then
+  TALLY="$TALLY_BIN"
+else
+  cargo build --quiet --release --locked -p tally-node --bin tally
+  TALLY=target/release/tally
+fi
+command -v curl >/dev/null 2>&1 || { echo "please install curl" >&2; exit 1; }
+WORK="$(mktemp -d)"
+pid=""
+cleanup() {
+  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+wait_ready() {
+  local deadline=$((SECONDS + 120))
+  until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; do
+    if [ $SECONDS -ge $deadline ]; then
+      echo "node not ready after 120 s" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+}
+
+one_run() {
+  local kind="$1" dir="$WORK/$1-$2"
+  mkdir -p "$dir"
+  {
+    echo "listen = \"127.0.0.1:$PORT\""
+    echo "data_dir = \"$dir/data\""
+    echo '[[polls]]'
+    echo 'id = "superbowl"'
+    echo 'options = ["green", "blue"]'
+    echo 'open = true'
+    if [ "$kind" = reserved ]; then echo "expected_votes = $VOTES"; fi
+  } >"$dir/tally.toml"
+  "$TALLY" run --config "$dir/tally.toml" >"$dir/node.log" 2>&1 &
+  pid=$!
+  wait_ready
+  echo "== $kind, run $2: $VOTES votes"
+  "$TALLY" load --target "http://127.0.0.1:$PORT" --count "$VOTES" --batch-size 1000 \
+    --binary --connections 4 --no-progress
+  grep -E "dedupe index (reserved|growing|grown)" "$dir/node.log" | tail -n 4 || true
+  kill "$pid"
+  wait "$pid" || true
+  pid=""
+  rm -rf "$dir"
+}
+
+for run in $(seq 1 "$RUNS"); do
+  one_run grown "$run"
+  one_run reserved "$run"
+done
