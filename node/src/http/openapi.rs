@@ -4,7 +4,7 @@
 //! `#[utoipa::path]` attribute gives both the path axum routes and the operation the document
 //! lists (utoipa-axum's `OpenApiRouter`, in `http/mod.rs`), so the two cannot drift. The few
 //! routes that are not JSON API (this document itself and the dashboard's page and assets) are
-//! added here by hand; `tests/api.rs` checks that the document's (method, path) pairs are exactly
+//! added here by hand; `tests/api/openapi.rs` checks that the document's (method, path) pairs are exactly
 //! the ones the router answers.
 
 use axum::body::Bytes;
