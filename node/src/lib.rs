@@ -376,22 +376,15 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
         }
         None => None,
     };
-    let state = http::AppState {
+    let wiring = http::Wiring {
         engine: command_tx,
         results: results_rx.clone(),
         metrics: metrics.clone(),
-        vote_id_key: Arc::new(validated.vote_id_key),
-        node: validated.node_id.clone(),
-        admin_token: Arc::from(config.admin_token.as_str()),
         clock,
-        sse_tick_ms: config.sse_tick_ms,
-        sse_subscribers_max: config.sse_subscribers_max,
         health: health.clone(),
         stopping: stopping_rx,
-        public_endpoints: config.public_endpoints.clone().into(),
-        abuse: Arc::new(config.abuse_controls()?),
-        body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
     };
+    let state = http::AppState::new(wiring, config, &validated)?;
     Ok(Started {
         router: http::router(state),
         handle: NodeHandle {

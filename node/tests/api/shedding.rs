@@ -6,13 +6,32 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::json;
-use tally_core::{OptionIndex, PollId, VoteId, VoteIdKey};
+use tally_core::{OptionIndex, PollId, VoteId};
 use tally_node::engine::Command;
 use tally_node::health::Health;
-use tally_node::http::{self, AppState};
+use tally_node::http::{self, AppState, Wiring};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::kit::*;
+
+/// The router of `node`'s configuration and results around another engine queue and stop flag.
+fn router_on(
+    node: &Node,
+    engine: mpsc::Sender<Command>,
+    stopping: watch::Receiver<bool>,
+) -> Router {
+    let wiring = Wiring {
+        engine,
+        results: node.started.handle.results.clone(),
+        metrics: node.started.handle.metrics.clone(),
+        clock: node.clock.clone(),
+        health: Arc::new(Health::default()),
+        stopping,
+    };
+    let config = test_config();
+    let validated = config.validate().unwrap();
+    http::router(AppState::new(wiring, &config, &validated).unwrap())
+}
 
 /// A router whose engine queue (capacity 1) is full and never drained, over `node`'s results.
 /// Returns what must stay alive while it is used.
@@ -28,23 +47,10 @@ fn router_with_full_queue(node: &Node) -> (Router, impl Sized + use<>) {
         })
         .unwrap();
     let (stopping_tx, stopping) = watch::channel(false);
-    let state = AppState {
-        engine,
-        results: node.started.handle.results.clone(),
-        metrics: node.started.handle.metrics.clone(),
-        vote_id_key: Arc::new(VoteIdKey::new([9; 32])),
-        node: tally_core::NodeId::new("test").unwrap(),
-        admin_token: Arc::from(TOKEN),
-        clock: node.clock.clone(),
-        sse_tick_ms: 10,
-        sse_subscribers_max: 10,
-        health: Arc::new(Health::default()),
-        stopping,
-        public_endpoints: Vec::<String>::new().into(),
-        abuse: Arc::default(),
-        body_read_timeout: STEP,
-    };
-    (http::router(state), (queue, answer, stopping_tx))
+    (
+        router_on(node, engine, stopping),
+        (queue, answer, stopping_tx),
+    )
 }
 
 #[tokio::test]
@@ -88,23 +94,7 @@ async fn a_stopped_engine_answers_503_unavailable() {
     let (engine, queue) = mpsc::channel(1);
     drop(queue);
     let (_stopping_tx, stopping) = watch::channel(false);
-    let state = AppState {
-        engine,
-        results: node.started.handle.results.clone(),
-        metrics: node.started.handle.metrics.clone(),
-        vote_id_key: Arc::new(VoteIdKey::new([9; 32])),
-        node: tally_core::NodeId::new("test").unwrap(),
-        admin_token: Arc::from(TOKEN),
-        clock: node.clock.clone(),
-        sse_tick_ms: 10,
-        sse_subscribers_max: 10,
-        health: Arc::new(Health::default()),
-        stopping,
-        public_endpoints: Vec::<String>::new().into(),
-        abuse: Arc::default(),
-        body_read_timeout: STEP,
-    };
-    let router = http::router(state);
+    let router = router_on(&node, engine, stopping);
     let reply = send_to(
         &router,
         post_json(VOTES, &json!({"option": "green", "vote_id": "a"})),
