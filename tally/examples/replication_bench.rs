@@ -12,7 +12,7 @@
 //! logged and fsynced, as in production). Three runs each; medians are printed.
 //! Catch-up: durable B is stopped, A takes K more votes, B restarts on its directory; timed
 //! until B holds them all (recovery of its log included, and shown apart). Heal: B reaches A
-//! through a UDP proxy (`tests/cluster/proxy.rs`) that is cut while A takes K votes and
+//! through a UDP proxy (`tests/kit/proxy.rs`) that is cut while A takes K votes and
 //! healed after CUT_MS; timed from the heal until B holds them all.
 //! Where the time goes: the same records, without the node around them, through each stage
 //! alone — A's replica handing out missing records, wire encoding, decoding, B's replica
@@ -21,7 +21,7 @@
 //! `cargo run --release -p tally --example replication_bench -- [VOTES] [K] [CUT_MS]`
 //! (defaults 2,000,000, 200,000 and 5,000).
 
-#[path = "../tests/cluster/proxy.rs"]
+#[path = "../tests/kit/proxy.rs"]
 mod proxy;
 
 use std::net::{SocketAddr, UdpSocket};

@@ -10,17 +10,19 @@
 //!   the same key, a non-UUID key retried at the other node counts once;
 //! - a one-sided peer list (A lists B, B lists nobody): both end with every acknowledged vote.
 //!
-//! Links that must start cut run through a UDP proxy (`cluster/proxy.rs`). Every wait has a
+//! Links that must start cut run through a UDP proxy (`kit/proxy.rs`). Every wait has a
 //! deadline and says what it waited for; every process is SIGKILLed by a Drop guard, and a
 //! failing test prints the tail of each node's log.
 
 #![allow(clippy::unwrap_used)] // test code: a failed setup should panic loudly
 
-#[path = "cluster/http.rs"]
+#[path = "kit/http.rs"]
 mod http;
-#[path = "cluster/node.rs"]
+#[path = "kit/node.rs"]
 mod node;
-#[path = "cluster/proxy.rs"]
+#[path = "kit/process.rs"]
+mod process;
+#[path = "kit/proxy.rs"]
 mod proxy;
 
 use std::collections::BTreeMap;
@@ -31,7 +33,8 @@ use tally::certs::generate_dev_cluster;
 use tally_core::NodeId;
 
 use http::{Client, get_json, request_once};
-use node::{NodeProcess, NodeSpec, free_tcp_address, free_udp_address};
+use node::{NodeProcess, NodeSpec};
+use process::{free_tcp_address, free_udp_address};
 use proxy::UdpProxy;
 
 /// The admin token of every node here (the vote lookup needs it).

@@ -16,8 +16,13 @@
 
 #[path = "browser/chromium.rs"]
 mod chromium;
+#[path = "kit/http.rs"]
+#[allow(dead_code)] // the kit's process waits for readiness with it
+mod http;
 #[path = "browser/node.rs"]
 mod node;
+#[path = "kit/process.rs"]
+mod process;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -409,7 +414,7 @@ fn voting_page_casts_a_vote_fails_over_from_a_region_that_is_down_and_shows_the_
     // follow the live split as more votes arrive.
     let scratch = Scratch::new("vote");
     let mut browser = Chromium::launch(&scratch.0);
-    let down = format!("http://{}", node::free_local_address());
+    let down = format!("http://{}", process::free_tcp_address());
     let node = Node::start_with(
         &scratch.0,
         SSE_TICK_MS,

@@ -9,10 +9,12 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed setup should panic loudly
 
-#[path = "cluster/http.rs"]
+#[path = "kit/http.rs"]
 #[allow(dead_code)] // this test uses a subset of the shared client
 mod http;
-#[path = "cluster/single.rs"]
+#[path = "kit/process.rs"]
+mod process;
+#[path = "kit/single.rs"]
 mod single;
 
 use std::net::SocketAddr;
@@ -32,7 +34,8 @@ const POLL: &str = "superbowl";
 /// Longest wait for the node to start.
 const READY_WAIT: Duration = Duration::from_secs(20);
 
-use single::{Node, free_address};
+use process::free_tcp_address as free_address;
+use single::Node;
 
 /// A `tally run --memory-only` process, killed when dropped.
 fn start_node() -> Node {

@@ -10,10 +10,12 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed setup should panic loudly
 
-#[path = "cluster/http.rs"]
+#[path = "kit/http.rs"]
 mod http;
-#[path = "cluster/node.rs"]
+#[path = "kit/node.rs"]
 mod node;
+#[path = "kit/process.rs"]
+mod process;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -23,7 +25,8 @@ use tally::certs::generate_dev_cluster;
 use tally_core::NodeId;
 
 use http::{Client, get_json, metric, request_once};
-use node::{NodeProcess, NodeSpec, free_tcp_address, free_udp_address};
+use node::{NodeProcess, NodeSpec};
+use process::{free_tcp_address, free_udp_address};
 
 /// libfaketime as Debian installs it.
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";

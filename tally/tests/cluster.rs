@@ -3,7 +3,7 @@
 //! node SIGKILLed and restarted, one node cut off from its peers and healed; afterwards every
 //! node must report the same tally, equal to the distinct vote IDs acknowledged.
 //!
-//! Partitions: every ordered pair of nodes talks through its own UDP proxy (`cluster/proxy.rs`):
+//! Partitions: every ordered pair of nodes talks through its own UDP proxy (`kit/proxy.rs`):
 //! node X's `[[peers]]` address for peer Y is the proxy (X→Y), which forwards to Y's real
 //! `peer_listen`. Cutting a node off is cutting the four proxies it sends or receives through.
 //! Every wait has a deadline and says what it waited for; every process is SIGKILLed by a Drop
@@ -11,13 +11,15 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed setup should panic loudly
 
-#[path = "cluster/http.rs"]
+#[path = "kit/http.rs"]
 mod http;
-#[path = "cluster/node.rs"]
+#[path = "kit/node.rs"]
 mod node;
-#[path = "cluster/proxy.rs"]
+#[path = "kit/process.rs"]
+mod process;
+#[path = "kit/proxy.rs"]
 mod proxy;
-#[path = "cluster/votes.rs"]
+#[path = "kit/votes.rs"]
 mod votes;
 
 use std::collections::BTreeMap;
@@ -31,7 +33,8 @@ use tally_core::NodeId;
 use tally_node::peer::transport::IDLE_TIMEOUT_MS;
 
 use http::{Client, get_json};
-use node::{NodeProcess, NodeSpec, free_tcp_address, free_udp_address};
+use node::{NodeProcess, NodeSpec};
+use process::{free_tcp_address, free_udp_address};
 use proxy::UdpProxy;
 use votes::{Answer, ClientPlan, Ledger, OPTIONS, SharedLedger, run_client, send_and_record};
 

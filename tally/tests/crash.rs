@@ -11,10 +11,12 @@
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic loudly
 
 /// The cluster test's HTTP client, shared rather than copied (this test uses a subset of it).
-#[path = "cluster/http.rs"]
+#[path = "kit/http.rs"]
 #[allow(dead_code)]
 mod http;
-#[path = "cluster/single.rs"]
+#[path = "kit/process.rs"]
+mod process;
+#[path = "kit/single.rs"]
 mod single;
 
 use std::collections::HashSet;
@@ -25,7 +27,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use single::{Node, free_address as free_port, total};
+use process::free_tcp_address as free_port;
+use single::{Node, total};
 
 /// A durable node on `data_dir`; killed when the test ends, however it ends.
 fn start_node(data_dir: &std::path::Path, address: SocketAddr) -> Node {
@@ -89,8 +92,8 @@ fn sigkill_under_load_loses_no_acknowledged_vote_and_counts_none_twice() {
     while acknowledged_count.load(Ordering::Relaxed) < 3_000 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    node.child.kill().unwrap(); // SIGKILL: no shutdown path runs
-    node.child.wait().unwrap();
+    node.process.child().kill().unwrap(); // SIGKILL: no shutdown path runs
+    node.process.child().wait().unwrap();
     stop.store(true, Ordering::Relaxed);
     for client in clients {
         client.join().unwrap();
@@ -170,19 +173,17 @@ fn a_second_process_on_a_held_data_directory_refuses_and_the_first_loses_nothing
     let mut acknowledged = vote_new(first_address, "before", 300);
 
     let second_address = free_port();
-    let second = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+    let mut second = process::tally();
+    second
         .args(["run", "--listen", &second_address.to_string(), "--data-dir"])
         .arg(data_dir.path())
         .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut second = single::Node::adopt(second, second_address);
+        .stderr(std::process::Stdio::piped());
+    let mut second = process::Process::spawn(&mut second, "the second process");
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = second.child.try_wait().unwrap() {
+        if let Some(status) = second.child().try_wait().unwrap() {
             break status;
         }
         assert!(
@@ -192,13 +193,13 @@ fn a_second_process_on_a_held_data_directory_refuses_and_the_first_loses_nothing
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut second.child.stderr.take().unwrap(), &mut stderr).unwrap();
+    std::io::Read::read_to_string(&mut second.child().stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(!status.success(), "the second process exited with {status}");
     let dir = data_dir.path().display().to_string();
     for expected in [
         dir.as_str(),
         "in use by another process",
-        &format!("pid {}", first.child.id()),
+        &format!("pid {}", first.process.id()),
     ] {
         assert!(
             stderr.contains(expected),
@@ -211,8 +212,8 @@ fn a_second_process_on_a_held_data_directory_refuses_and_the_first_loses_nothing
         settled_total(first_address, acknowledged.len()),
         acknowledged.len() as i64
     );
-    first.child.kill().unwrap(); // SIGKILL: the OS releases its lock
-    first.child.wait().unwrap();
+    first.process.child().kill().unwrap(); // SIGKILL: the OS releases its lock
+    first.process.child().wait().unwrap();
     drop(first);
 
     let third = start_node(data_dir.path(), second_address);

@@ -9,18 +9,20 @@
 //! - a node whose log silently lost its last entries meets its own records at the peer,
 //!   moves to a new incarnation once (one log line), and converges.
 //!
-//! Method: real `tally run` processes on 127.0.0.1 (`cluster/node.rs`), votes in JSON batches,
+//! Method: real `tally run` processes on 127.0.0.1 (`kit/node.rs`), votes in JSON batches,
 //! the log file edited in place between a SIGKILL and the restart. Every wait has a deadline.
 
 #![allow(clippy::unwrap_used)] // test code: a failed setup should panic loudly
 
-#[path = "cluster/http.rs"]
+#[path = "kit/http.rs"]
 #[allow(dead_code)]
 mod http;
-#[path = "cluster/node.rs"]
+#[path = "kit/node.rs"]
 #[allow(dead_code)]
 mod node;
-#[path = "cluster/votes.rs"]
+#[path = "kit/process.rs"]
+mod process;
+#[path = "kit/votes.rs"]
 #[allow(dead_code)]
 mod votes;
 
@@ -31,7 +33,8 @@ use tally::certs::generate_dev_cluster;
 use tally_core::NodeId;
 
 use http::{Client, get_json};
-use node::{NodeProcess, NodeSpec, free_tcp_address, free_udp_address};
+use node::{NodeProcess, NodeSpec};
+use process::{free_tcp_address, free_udp_address};
 use votes::{Answer, send_batch};
 
 /// Votes sent before the damage.

@@ -11,18 +11,20 @@
 //! Method: each test mounts its own tmpfs (`mount -t tmpfs -o size=8m`), which needs root: as
 //! a non-root user the tests say so and pass, unless `TALLY_REQUIRE_ROOT_TESTS` is set (CI
 //! sets it: `.ci/run`), where they fail. The mount is unmounted when the test ends, however it
-//! ends, after the nodes are killed. Nodes run from config files (`cluster/node.rs`); votes
+//! ends, after the nodes are killed. Nodes run from config files (`kit/node.rs`); votes
 //! come from the `tally` binary's own `load` command, whose JSON report says what was
 //! acknowledged.
 
 #![allow(clippy::unwrap_used)] // test code: a failed setup should panic loudly
 
-#[path = "cluster/http.rs"]
+#[path = "kit/http.rs"]
 #[allow(dead_code)]
 mod http;
-#[path = "cluster/node.rs"]
+#[path = "kit/node.rs"]
 #[allow(dead_code)]
 mod node;
+#[path = "kit/process.rs"]
+mod process;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,7 +37,8 @@ use tally::certs::generate_dev_cluster;
 use tally_core::NodeId;
 
 use http::{metric, request_once};
-use node::{NodeSpec, free_tcp_address, free_udp_address};
+use node::NodeSpec;
+use process::{free_tcp_address, free_udp_address};
 
 /// The tmpfs's size.
 const TMPFS_BYTES: u64 = 8 << 20;
@@ -163,7 +166,7 @@ struct LoadReport {
 fn load(target: SocketAddr, count: u64, check: &str, seed: u64) -> LoadReport {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
+    let output = process::tally()
         .args(["load", "--target", &format!("http://{target}")])
         .args([
             "--count",

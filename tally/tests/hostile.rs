@@ -13,10 +13,12 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic loudly
 
-#[path = "cluster/http.rs"]
+#[path = "kit/http.rs"]
 #[allow(dead_code)]
 mod http;
-#[path = "cluster/single.rs"]
+#[path = "kit/process.rs"]
+mod process;
+#[path = "kit/single.rs"]
 mod single;
 
 use std::io::{ErrorKind, Read, Write};
@@ -46,7 +48,8 @@ const SILENT_CONNECTIONS_COUNT: usize = 200;
 /// The route the vote tests post to.
 const VOTES: &str = "/v1/polls/superbowl/votes";
 
-use single::{Node, free_address as free_port, total};
+use process::free_tcp_address as free_port;
+use single::{Node, total};
 
 /// A durable node in a fresh directory, with `extra_config` appended to its config file.
 fn start_node(extra_config: &str) -> Node {
@@ -315,7 +318,7 @@ fn hostile_clients_get_4xx_or_a_closed_connection_and_change_no_counted_vote() {
         assert_eq!(vote(&mut good, &format!("real-{i}")).0, 200);
     }
     assert_eq!(settled_total(address, 5), 5);
-    let rss_before = rss_bytes(node.child.id());
+    let rss_before = rss_bytes(node.process.id());
 
     for (what, request, allowed) in hostile_requests() {
         let status = raw(address, &request);
@@ -360,7 +363,7 @@ fn hostile_clients_get_4xx_or_a_closed_connection_and_change_no_counted_vote() {
         assert_eq!(vote(&mut fresh, &format!("real-{i}")).0, 200);
     }
     assert_eq!(vote(&mut good, "real-9").0, 200);
-    let rss_during = rss_bytes(node.child.id());
+    let rss_during = rss_bytes(node.process.id());
     assert!(
         rss_during < rss_before + RSS_GROWTH_BYTES_MAX,
         "resident memory grew from {rss_before} to {rss_during} bytes"

@@ -14,11 +14,13 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed setup should panic loudly
 
-#[path = "cluster/http.rs"]
+#[path = "kit/http.rs"]
 mod http;
-#[path = "cluster/node.rs"]
+#[path = "kit/node.rs"]
 mod node;
-#[path = "cluster/proxy.rs"]
+#[path = "kit/process.rs"]
+mod process;
+#[path = "kit/proxy.rs"]
 #[allow(dead_code)] // this test only cuts and heals
 mod proxy;
 
@@ -35,7 +37,8 @@ use tally_node::config::{Config, TlsFiles};
 use tally_node::peer::transport::IDLE_TIMEOUT_MS;
 
 use http::{Client, metric, request_once};
-use node::{NodeProcess, NodeSpec, free_tcp_address, free_udp_address};
+use node::{NodeProcess, NodeSpec};
+use process::{Process, free_tcp_address, free_udp_address, tally};
 use proxy::UdpProxy;
 
 /// Longest wait for a node to become ready, or to exit after SIGTERM.
@@ -590,24 +593,24 @@ fn the_kubernetes_config_map_is_a_valid_config_for_every_pod() {
 
 /// A `tally run` started with `env` (on top of this process's environment, minus any
 /// `GLIBC_TUNABLES` and `TALLY_HUGE_PAGES`), killed on drop.
-struct PlainNode(Child);
+struct PlainNode(Process);
 
 impl PlainNode {
     fn start(address: SocketAddr, env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
+        let mut command = tally();
         command
             .args(["run", "--memory-only", "--listen", &address.to_string()])
             .env_remove("GLIBC_TUNABLES")
             .env_remove("TALLY_HUGE_PAGES")
             .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for (key, value) in env {
             command.env(key, value);
         }
-        let node = Self(command.spawn().expect("cannot start the tally binary"));
-        http::wait_ready(address, Duration::from_secs(20));
+        let mut node = Self(Process::spawn(&mut command, &format!("node on {address}")));
+        node.0
+            .expect_ready(address, Instant::now() + Duration::from_secs(20));
         node
     }
 
@@ -620,13 +623,6 @@ impl PlainNode {
     }
 }
 
-impl Drop for PlainNode {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_binary_re_executes_itself_with_huge_pages_unless_told_not_to() {
     // Goal: started without the tunable, the same process (same PID) ends up running with
@@ -636,7 +632,7 @@ fn the_binary_re_executes_itself_with_huge_pages_unless_told_not_to() {
     let kernel_has_thp = thp.as_ref().is_ok_and(|mode| !mode.contains("[never]"));
     let tunable = "GLIBC_TUNABLES=glibc.malloc.hugetlb=1".to_string();
 
-    let node = PlainNode::start(node::free_tcp_address(), &[]);
+    let node = PlainNode::start(free_tcp_address(), &[]);
     assert_eq!(
         node.environment().contains(&tunable),
         kernel_has_thp,
@@ -644,7 +640,7 @@ fn the_binary_re_executes_itself_with_huge_pages_unless_told_not_to() {
     );
     drop(node);
 
-    let opted_out = PlainNode::start(node::free_tcp_address(), &[("TALLY_HUGE_PAGES", "0")]);
+    let opted_out = PlainNode::start(free_tcp_address(), &[("TALLY_HUGE_PAGES", "0")]);
     let environment = opted_out.environment();
     assert!(
         !environment
@@ -654,7 +650,7 @@ fn the_binary_re_executes_itself_with_huge_pages_unless_told_not_to() {
     drop(opted_out);
 
     let operators = "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=0";
-    let chosen = PlainNode::start(node::free_tcp_address(), &[("GLIBC_TUNABLES", operators)]);
+    let chosen = PlainNode::start(free_tcp_address(), &[("GLIBC_TUNABLES", operators)]);
     // glibc itself may drop a tunable set to its default from the variable it shows in
     // /proc, so check only that the process was not re-executed with ours added.
     let tunables = chosen

@@ -9,10 +9,12 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed setup should panic loudly
 
-#[path = "cluster/http.rs"]
+#[path = "kit/http.rs"]
 mod http;
-#[path = "cluster/node.rs"]
+#[path = "kit/node.rs"]
 mod node;
+#[path = "kit/process.rs"]
+mod process;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,7 +35,8 @@ use tally_core::{
 use tally_node::peer::tls::{ALPN, refusal_alert};
 use tally_node::peer::transport::{PeerSocket, endpoint, read_frame, write_frame};
 
-use node::{NodeProcess, NodeSpec, free_tcp_address, free_udp_address};
+use node::{NodeProcess, NodeSpec};
+use process::{free_tcp_address, free_udp_address};
 
 /// The longest any single await may take.
 const STEP: Duration = Duration::from_secs(10);

@@ -113,17 +113,3 @@ pub(crate) fn metric(text: &str, name: &str, labels: &str) -> f64 {
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or(0.0)
 }
-
-/// Waits until `GET /readyz` on `address` answers 200; panics after `within`. (Used by the
-/// single-node tests; the cluster tests wait through `NodeProcess::wait_ready`.)
-#[allow(dead_code)]
-pub(crate) fn wait_ready(address: SocketAddr, within: std::time::Duration) {
-    let deadline = std::time::Instant::now() + within;
-    while request_once(address, "GET", "/readyz", "").map_or(true, |(status, _)| status != 200) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "node on {address} did not become ready"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
