@@ -20,7 +20,7 @@ PORT="${PORT:-18196}"
 if [ -n "${TALLY_BIN:-}" ]; then
   TALLY="$TALLY_BIN"
 else
-  cargo build --quiet --release --locked -p tally-node --bin tally
+  cargo build --quiet --release --locked -p tally --bin tally
   TALLY=target/release/tally
 fi
 command -v curl >/dev/null 2>&1 || { echo "please install curl" >&2; exit 1; }

@@ -41,22 +41,11 @@ use crate::limits::{
     INDEX_GROWTH_STEP_PREFAULT_BYTES as GROWTH_STEP_BYTES,
 };
 use crate::moving_table::{MovingTable, Route};
-use crate::position_table::{GROUP_SLOTS, GROUPS_MIN, PAGE_BYTES, PositionTable, Probe};
-use crate::record_store::Position;
+use crate::position_table::{
+    GROUP_SLOTS, GROUPS_MIN, Keys, PAGE_BYTES, Position, PositionTable, Probe,
+};
 
 const GROWTH_STEP_GROUPS: usize = GROWTH_STEP_MOVES_MAX / GROUP_SLOTS;
-
-/// How the index reads the key a position points at, and hashes it, to move an entry to a
-/// larger table: in two calls, so that a step reads all its records back to back (each a
-/// cache miss, which the CPU then overlaps) before it hashes any.
-pub(crate) trait Keys {
-    /// A key, as read from a record.
-    type Key: Copy + Default;
-    /// The key of the record at `position`.
-    fn key_at(&self, position: Position) -> Self::Key;
-    /// The hash the index files `key` under.
-    fn hash(&self, key: Self::Key) -> u64;
-}
 
 /// How far a growing index has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

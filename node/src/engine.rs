@@ -28,7 +28,7 @@ use crate::health::{Health, Hold};
 use crate::metrics::Metrics;
 use crate::peer::sync::PeerBoard;
 use crate::results::ResultsSnapshot;
-use crate::wal::{WalDone, WalEntry, WalJob};
+use crate::wal::{WAL_JOBS_IN_FLIGHT_MAX, WalDone, WalEntry, WalJob};
 
 mod incarnation;
 
@@ -354,7 +354,7 @@ impl Engine {
 
     /// Starts [`Engine::run`] as a task on the current runtime, in production as in the
     /// simulation; only the log writer's fsyncs run on a thread of their own
-    /// ([`crate::wal_writer`]). On the HTTP runtime, a vote's hand-offs to the engine and back
+    /// ([`crate::wal::group_commit`]). On the HTTP runtime, a vote's hand-offs to the engine and back
     /// wake tasks on the same worker instead of a thread: measured against the engine on its
     /// own thread, ~10% more single votes per second and no fewer batched ones (BENCHMARKS.md,
     /// "Single votes: the HTTP layers and the engine on the HTTP runtime"). The handle resolves to the engine's result.
@@ -429,7 +429,7 @@ impl Engine {
                 io.actor.send_replace(self.replica.actor().clone());
             }
             if log_failure.is_none()
-                && self.in_flight_jobs.is_empty()
+                && self.in_flight_jobs.len() < WAL_JOBS_IN_FLIGHT_MAX
                 && self.submit(&io.wal_jobs).await.is_err()
             {
                 log_failure = Some("the log writer stopped".to_owned());
@@ -445,7 +445,9 @@ impl Engine {
         }
         // Graceful stop: flush what was accepted, answer it, publish the last results.
         while !self.in_flight_jobs.is_empty() || self.has_unlogged() {
-            if self.in_flight_jobs.is_empty() && self.submit(&io.wal_jobs).await.is_err() {
+            if self.in_flight_jobs.len() < WAL_JOBS_IN_FLIGHT_MAX
+                && self.submit(&io.wal_jobs).await.is_err()
+            {
                 return self.fail(&io.results, "the log writer stopped during shutdown");
             }
             match io.wal_done.recv().await {
@@ -469,7 +471,7 @@ impl Engine {
     /// grow-only record set already is the state; replaying 10M votes takes ~2.6 s, see
     /// BENCHMARKS.md.) The writer answers it after everything queued before it.
     async fn compact_log(&mut self, io: &mut EngineIo) -> Result<(), EngineError> {
-        let entries = crate::recovery::state_entries(&self.replica);
+        let entries = crate::wal::startup::state_entries(&self.replica);
         let token = self.next_token;
         self.next_token += 1;
         if io
@@ -754,7 +756,8 @@ impl Engine {
     /// Sizes `poll`'s dedupe index for `vote_ids` IDs if it is smaller, and logs the
     /// reservation (after the poll's definition, which the caller has queued already).
     fn reserve(&mut self, poll: &PollId, vote_ids: u64, prepared: Option<ReservedIndex>) {
-        let grew = crate::recovery::reserve_vote_ids(&mut self.replica, poll, vote_ids, prepared);
+        let grew =
+            crate::wal::startup::reserve_vote_ids(&mut self.replica, poll, vote_ids, prepared);
         if !grew.unwrap_or(false) {
             return;
         }

@@ -482,7 +482,7 @@ impl Metrics {
     /// whether the log was damaged and how many records it was known to lack.
     pub fn observe_recovery(
         &self,
-        recovered: &crate::recovery::Report,
+        recovered: &crate::wal::startup::Report,
         reason: Option<&'static str>,
     ) {
         if let Some(reason) = reason {

@@ -16,7 +16,7 @@
 //! 3. **The window was not moved by a clock**: the poll's converged `opens_at` is within the
 //!    bound of the true time the nodes started.
 
-use super::checker::Violation;
+use super::Violation;
 use super::ledger::{Ledger, Stamp};
 use super::scenario::{FaultKind, SIM_MAX_CLOCK_OFFSET_MS};
 use super::{EPOCH_UNIX_MS, Fault};
