@@ -10,6 +10,21 @@ use serde::{Deserialize, Serialize};
 /// Media type of the compact batch body: postcard-encoded [`BinaryBatch`].
 pub const POSTCARD_MEDIA_TYPE: &str = "application/x-postcard";
 
+/// How many votes one batch request may carry.
+pub const BATCH_VOTES_MAX: usize = 10_000;
+
+/// Largest request body for a single vote, in bytes.
+pub const VOTE_BODY_BYTES_MAX: usize = 4 * 1024;
+
+/// Largest request body for a batch, in bytes (JSON votes are ~100 bytes each).
+pub const BATCH_BODY_BYTES_MAX: usize = 2 * 1024 * 1024;
+
+const _: () = assert!(BATCH_VOTES_MAX * 100 <= BATCH_BODY_BYTES_MAX);
+
+/// The query a batch request adds to be answered with receipts ([`ReceiptedBatchResponse`]):
+/// `POST /v1/polls/{poll}/votes/batch?receipts=true`.
+pub const RECEIPTS_QUERY: &str = "receipts=true";
+
 /// `POST /v1/polls/{poll}/votes` body.
 #[derive(Debug, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -156,6 +171,32 @@ pub struct BatchResponse {
     pub rejected: usize,
     /// Per vote, in the order sent.
     pub statuses: Vec<BatchVoteStatus>,
+}
+
+/// Where one vote counted by a batch is recorded: the receipt a single vote's answer carries,
+/// with its actor given as a position in [`ReceiptedBatchResponse::actors`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BatchReceipt {
+    /// The actor's position in `actors`.
+    pub actor: u8,
+    /// The record's seq in that actor's log.
+    pub seq: u64,
+    /// The poll-relative second it was stamped with.
+    pub second: u32,
+}
+
+/// The answer to a batch sent with `?receipts=true` (the edge tier's: it answers each of its
+/// voters as the node would have, receipt included). JSON, or postcard when `Accept` asks.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReceiptedBatchResponse {
+    /// The statuses and counts, as without receipts.
+    pub batch: BatchResponse,
+    /// The actors (`node#incarnation`) the receipts name.
+    pub actors: Vec<String>,
+    /// One per `counted` status, in the order of the statuses.
+    pub receipts: Vec<BatchReceipt>,
 }
 
 /// One option's standing.
@@ -334,6 +375,9 @@ pub enum ErrorCode {
     /// 503: this node defines the poll otherwise than the cluster and counts none of its
     /// votes (nothing was counted: send the vote to another node); see `Retry-After`.
     PollDisputed,
+    /// 503: an edge sent the vote on, but no node's answer came within the vote's deadline:
+    /// it **may have been counted**. Retry with the same vote ID; see `Retry-After`.
+    Unconfirmed,
 }
 
 impl ErrorCode {
@@ -359,6 +403,32 @@ impl ErrorCode {
             Self::Overloaded => "overloaded",
             Self::Unavailable => "unavailable",
             Self::PollDisputed => "poll_disputed",
+            Self::Unconfirmed => "unconfirmed",
         }
     }
+
+    /// The HTTP status a refusal with this code has.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::Malformed => 400,
+            Self::Unauthorized | Self::BadVoteToken => 401,
+            Self::UnknownPoll | Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::BodyTimeout => 408,
+            Self::PollNotOpen | Self::Conflict => 409,
+            Self::BodyTooLarge | Self::TooManyVotes => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::UnknownOption | Self::BadVoteId | Self::Invalid => 422,
+            Self::RateLimited => 429,
+            Self::Overloaded | Self::Unavailable | Self::PollDisputed | Self::Unconfirmed => 503,
+        }
+    }
+}
+
+/// Whether a 503 or 429 refusal with this code (as sent: `unconfirmed`, `overloaded`, …) may
+/// follow a count: Tally's sheds take nothing, but an edge's `unconfirmed` (and a node's
+/// `not_replicated`, when its ack mode waits for a peer) sent the vote on and lost the
+/// answer. Unknown codes are taken as sheds, as before they existed.
+pub fn refusal_may_follow_a_count(code: &str) -> bool {
+    matches!(code, "unconfirmed" | "not_replicated")
 }

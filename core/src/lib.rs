@@ -15,6 +15,7 @@
 //! rounds, as a state machine the node and the simulation drive), and [`Merge`] with its law
 //! checker.
 
+pub mod abuse;
 pub mod clock;
 mod counters;
 mod definition;
@@ -37,6 +38,7 @@ mod version_vector;
 mod vote_id;
 pub mod wire;
 
+pub use clock::Clock;
 pub use counters::{CountPair, Counters};
 pub use definition::{AgreementDigest, Declaration, Declarations, DefinitionDigest};
 pub use ids::{

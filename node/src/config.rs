@@ -11,18 +11,10 @@ use serde::Deserialize;
 use tally_core::limits::{POLL_SECONDS_MAX, RESERVED_VOTE_IDS_MAX};
 use tally_core::{NodeId, OptionName, PollId, PollSpec, PollWindow, UnixMillis, VoteIdKey};
 
-use crate::http::abuse::{
-    AbuseControls, RATE_LIMIT_KEYS_MAX, Rate, RateLimiter, TokenVerifier, from_hex,
-};
+use tally_core::abuse::{AbuseControls, AbuseSettings};
 
-/// How many votes one batch request may carry.
-pub const BATCH_VOTES_MAX: usize = 10_000;
-
-/// Largest request body for a single vote, in bytes.
-pub const VOTE_BODY_BYTES_MAX: usize = 4 * 1024;
-
-/// Largest request body for a batch, in bytes (JSON votes are ~100 bytes each).
-pub const BATCH_BODY_BYTES_MAX: usize = 2 * 1024 * 1024;
+// The API's body and batch limits are the edge's too: defined with the API's types.
+pub use tally_client::api::{BATCH_BODY_BYTES_MAX, BATCH_VOTES_MAX, VOTE_BODY_BYTES_MAX};
 
 /// Smallest `max_clock_offset_ms`: below a few round trips, measurement error alone would
 /// hold healthy nodes.
@@ -33,8 +25,6 @@ pub const MAX_CLOCK_OFFSET_MS_MAX: u64 = 3_600_000;
 
 /// Largest admin request body, in bytes.
 pub const ADMIN_BODY_BYTES_MAX: usize = 16 * 1024;
-
-const _: () = assert!(BATCH_VOTES_MAX * 100 <= BATCH_BODY_BYTES_MAX);
 
 /// The development key that maps non-UUID vote IDs to 128 bits. Production clusters set
 /// their own `vote_id_key` (64 hex digits), the same on every node.
@@ -185,6 +175,11 @@ pub struct Config {
     pub vote_id_key: String,
     /// Bearer token for the admin API; the admin API is disabled when empty.
     pub admin_token: String,
+    /// Bearer token of the edge tier (`tally edge`): it allows posting vote batches and
+    /// nothing else. When set, batches need it (or the admin token), and batches carrying it
+    /// skip the per-IP rate limit (the edges enforce that for their voters). Empty: batches
+    /// need the admin token while vote tokens are on, and nothing otherwise.
+    pub batch_token: String,
     /// How often live results are pushed to SSE subscribers, in milliseconds.
     pub sse_tick_ms: u64,
     /// How often the results snapshot is refreshed, in milliseconds.
@@ -307,6 +302,7 @@ impl Default for Config {
             memory_only: false,
             vote_id_key: DEV_VOTE_ID_KEY.into(),
             admin_token: String::new(),
+            batch_token: String::new(),
             sse_tick_ms: 500,
             results_tick_ms: 100,
             engine_queue_max: 65_536,
@@ -472,57 +468,18 @@ impl Config {
 
     /// The rate limits and vote-token verifier these settings ask for (all off by default).
     pub fn abuse_controls(&self) -> Result<AbuseControls, ConfigError> {
-        let invalid = |setting, message: &str| ConfigError::Invalid {
-            setting,
-            message: message.to_owned(),
-        };
-        let hmac = self.vote_token_hmac_key.replace(' ', "");
-        let ed25519 = self.vote_token_ed25519_public_key.replace(' ', "");
-        let tokens = match (hmac.is_empty(), ed25519.is_empty()) {
-            (true, true) => None,
-            (false, false) => {
-                return Err(invalid(
-                    "vote_token_hmac_key",
-                    "set vote_token_hmac_key or vote_token_ed25519_public_key, not both",
-                ));
-            }
-            (false, true) => {
-                let key = from_hex(&hmac).filter(|k| k.len() >= 16).ok_or_else(|| {
-                    invalid("vote_token_hmac_key", "must be at least 32 hex digits")
-                })?;
-                Some(TokenVerifier::Hmac(ring::hmac::Key::new(
-                    ring::hmac::HMAC_SHA256,
-                    &key,
-                )))
-            }
-            (true, false) => {
-                let key = from_hex(&ed25519)
-                    .filter(|k| k.len() == 32)
-                    .ok_or_else(|| {
-                        invalid("vote_token_ed25519_public_key", "must be 64 hex digits")
-                    })?;
-                Some(TokenVerifier::Ed25519(key))
-            }
-        };
-        let per_voter = limiter(
-            self.rate_limit_per_voter_per_second,
-            self.rate_limit_per_voter_burst,
-            "rate_limit_per_voter_burst",
-        )?;
-        if per_voter.is_some() && tokens.is_none() {
-            return Err(invalid(
-                "rate_limit_per_voter_per_second",
-                "a per-voter limit needs vote tokens (the voter comes from the token)",
-            ));
+        AbuseSettings {
+            per_ip_per_second: self.rate_limit_per_ip_per_second,
+            per_ip_burst: self.rate_limit_per_ip_burst,
+            per_voter_per_second: self.rate_limit_per_voter_per_second,
+            per_voter_burst: self.rate_limit_per_voter_burst,
+            hmac_key_hex: self.vote_token_hmac_key.clone(),
+            ed25519_public_key_hex: self.vote_token_ed25519_public_key.clone(),
         }
-        Ok(AbuseControls {
-            per_ip: limiter(
-                self.rate_limit_per_ip_per_second,
-                self.rate_limit_per_ip_burst,
-                "rate_limit_per_ip_burst",
-            )?,
-            per_voter,
-            tokens,
+        .controls()
+        .map_err(|e| ConfigError::Invalid {
+            setting: e.setting,
+            message: e.message,
         })
     }
 
@@ -572,25 +529,6 @@ impl Config {
     /// The polls of the configuration file as definitions, opened at `now` where asked.
     pub fn poll_specs(&self, now: UnixMillis) -> Result<Vec<PollSpec>, ConfigError> {
         self.polls.iter().map(|poll| poll_spec(poll, now)).collect()
-    }
-}
-
-/// A rate limiter if `per_second` is set; `burst` must then be at least 1.
-fn limiter<K: std::hash::Hash + Eq + Copy>(
-    per_second: u32,
-    burst: u32,
-    setting: &'static str,
-) -> Result<Option<RateLimiter<K>>, ConfigError> {
-    match (per_second, burst) {
-        (0, _) => Ok(None),
-        (_, 0) => Err(ConfigError::Invalid {
-            setting,
-            message: "a burst of at least 1 is needed with a rate".into(),
-        }),
-        (per_second, burst) => Ok(Some(RateLimiter::new(
-            Rate { per_second, burst },
-            RATE_LIMIT_KEYS_MAX,
-        ))),
     }
 }
 

@@ -14,7 +14,6 @@
 pub mod client_page;
 pub mod clock_watch;
 pub mod config;
-pub mod connections;
 pub mod dashboard;
 pub mod disk_watch;
 pub mod disputes;
@@ -26,7 +25,6 @@ pub mod huge_pages;
 pub mod metrics;
 pub mod peer;
 pub mod results;
-pub mod stall_guard;
 pub mod storage;
 pub mod wal;
 
@@ -46,13 +44,12 @@ use crate::peer::sync::{PeerBoard, PeerTarget, SyncContext};
 use crate::results::ResultsSnapshot;
 use crate::storage::Storage;
 pub use crate::wal::WalExecutor;
+// The HTTP serving the node shares with the edge tier.
+pub use tally_serve::{connections, stall_guard};
 use crate::wal::{group_commit, startup};
 
 /// Where the time comes from: the system clock in production, simulated time in the sim.
-pub trait Clock: Send + Sync + 'static {
-    /// Milliseconds since the Unix epoch.
-    fn now(&self) -> UnixMillis;
-}
+pub use tally_core::Clock;
 
 /// The operating system's wall clock.
 #[derive(Debug, Clone, Copy, Default)]

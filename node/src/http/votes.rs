@@ -11,16 +11,18 @@ use axum::response::{IntoResponse, Response};
 use tally_core::{OptionIndex, PollId, VoteId, VoteIdKey};
 use tokio::sync::oneshot;
 
-use super::abuse::{VOTE_TOKEN_HEADER, voter_vote_id};
 use super::body::TimelyBody;
 use super::{ApiError, AppState, SharedState};
 use crate::config::{BATCH_BODY_BYTES_MAX, BATCH_VOTES_MAX, VOTE_BODY_BYTES_MAX};
 use crate::engine::{BatchVoteAck, Command, VoteAck};
 use crate::results::PollSnapshot;
 use tally_client::api::{
-    BatchRequest, BatchResponse, BatchVoteStatus, BinaryBatch, ErrorBody, POSTCARD_MEDIA_TYPE,
-    Receipt, VoteRequest, VoteResponse, VoteStatus,
+    BatchReceipt, BatchRequest, BatchResponse, BatchVoteStatus, BinaryBatch, ErrorBody,
+    POSTCARD_MEDIA_TYPE, Receipt, ReceiptedBatchResponse, VoteRequest, VoteResponse, VoteStatus,
 };
+pub(super) use tally_serve::votes::require_content_type;
+use tally_client::api::RECEIPTS_QUERY;
+use tally_serve::votes::{IDEMPOTENCY_KEY_HEADER, option_index, parse_vote, token_vote_id};
 
 // The OpenAPI text of the routes below quotes these limits: change it with them.
 const _: () = assert!(
@@ -28,22 +30,6 @@ const _: () = assert!(
         && BATCH_BODY_BYTES_MAX == 2 * 1024 * 1024
         && BATCH_VOTES_MAX == 10_000
 );
-
-pub(super) fn require_content_type(
-    headers: &HeaderMap,
-    accepted: &[&'static str],
-) -> Result<&'static str, ApiError> {
-    let value = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let media_type = value.split(';').next().unwrap_or("").trim();
-    accepted
-        .iter()
-        .find(|a| a.eq_ignore_ascii_case(media_type))
-        .copied()
-        .ok_or(ApiError::UnsupportedMediaType(accepted[0]))
-}
 
 pub(super) fn poll_snapshot(
     app: &AppState,
@@ -59,11 +45,6 @@ pub(super) fn poll_snapshot(
         .cloned()
         .ok_or_else(unknown)?;
     Ok((id, snapshot))
-}
-
-fn option_index(option_names: &[String], name: &str) -> Option<OptionIndex> {
-    let position = option_names.iter().position(|o| o == name)?;
-    u8::try_from(position).ok().map(OptionIndex)
 }
 
 /// Sends a command to the engine, shedding load with 503 when its queue is full.
@@ -148,12 +129,18 @@ async fn vote_inner(
     let body = body.bytes(VOTE_BODY_BYTES_MAX)?;
     require_content_type(headers, &["application/json"])?;
     let (poll, snapshot) = poll_snapshot(app, poll)?;
-    let voter_vote_id = token_vote_id(app, &poll, headers)?;
+    let voter_vote_id = token_vote_id(
+        &app.abuse,
+        &app.vote_id_key,
+        app.clock.now(),
+        &poll,
+        headers,
+    )?;
     let (option, vote_id) = parse_vote(
         &app.vote_id_key,
         &body,
         &snapshot.option_names,
-        headers.get("idempotency-key"),
+        headers.get(IDEMPOTENCY_KEY_HEADER),
         voter_vote_id,
     )?;
     let ack = ask(app, |reply| Command::Vote {
@@ -189,68 +176,18 @@ async fn vote_inner(
     })
 }
 
-/// With vote tokens on: verifies the request's token for `poll`, applies the per-voter rate
-/// limit, and returns the voter's vote ID (which replaces any vote ID the client sent). `None`
-/// with tokens off. Changes nothing.
-fn token_vote_id(
-    app: &AppState,
-    poll: &PollId,
-    headers: &HeaderMap,
-) -> Result<Option<VoteId>, ApiError> {
-    let Some(verifier) = &app.abuse.tokens else {
-        return Ok(None);
-    };
-    let token = headers
-        .get(VOTE_TOKEN_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::BadVoteToken(format!("send the {VOTE_TOKEN_HEADER} header")))?;
-    let now = app.clock.now();
-    let voter = verifier.verify(poll, token, now)?;
-    let vote_id = voter_vote_id(&app.vote_id_key, &voter)?;
-    if let Some(limiter) = &app.abuse.per_voter {
-        limiter.check(vote_id, now).map_err(ApiError::RateLimited)?;
-    }
-    Ok(Some(vote_id))
-}
-
-/// With vote tokens on, batches come from the operator's own edge aggregators, not from
-/// voters: they need the admin bearer token.
+/// Batches come from the operator's edges, not from voters, once the node says so: with a
+/// batch token configured they need it (or the admin token), and with vote tokens on they
+/// need one of the two (only the admin token, without a batch token). Otherwise anyone may
+/// post them, as before edges existed.
 fn require_aggregator(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    match app.abuse.tokens {
-        None => Ok(()),
-        Some(_) => super::admin_token::authorize(app, headers),
+    if app.batch_token.is_empty() && app.abuse.tokens.is_none() {
+        return Ok(());
     }
-}
-
-/// Parses a single vote's JSON body (and the `Idempotency-Key` header, if the body has no
-/// vote ID) into the option index and vote ID. Changes nothing.
-fn parse_vote(
-    vote_id_key: &VoteIdKey,
-    body: &[u8],
-    option_names: &[String],
-    idempotency_key: Option<&HeaderValue>,
-    voter_vote_id: Option<VoteId>,
-) -> Result<(OptionIndex, VoteId), ApiError> {
-    let request: VoteRequest =
-        serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
-    let option = option_index(option_names, &request.option)
-        .ok_or_else(|| ApiError::UnknownOption(request.option.clone()))?;
-    if let Some(vote_id) = voter_vote_id {
-        return Ok((option, vote_id));
+    if super::admin_token::presents_batch_token(app, headers) {
+        return Ok(());
     }
-    let key = match request.vote_id.as_deref() {
-        Some(key) => key,
-        None => idempotency_key
-            .ok_or_else(|| {
-                ApiError::BadVoteId("send vote_id in the body or an Idempotency-Key header".into())
-            })?
-            .to_str()
-            .map_err(|_| ApiError::BadVoteId("Idempotency-Key is not text".into()))?,
-    };
-    let vote_id = vote_id_key
-        .vote_id(key)
-        .map_err(|e| ApiError::BadVoteId(e.to_string()))?;
-    Ok((option, vote_id))
+    super::admin_token::authorize(app, headers)
 }
 
 /// A batch vote after parsing: either ready for the engine or already refused.
@@ -265,7 +202,9 @@ enum Parsed {
 /// Up to 10,000 votes, as JSON or as a compact postcard body (`application/x-postcard`,
 /// `BinaryBatch`: option indexes and 16-byte vote IDs). Answered once every vote counted is
 /// durable, with a status per vote in the order sent. A poll-level refusal (unknown poll, poll
-/// not open) refuses the whole batch, and then no vote of it was counted.
+/// not open) refuses the whole batch, and then no vote of it was counted. With the query
+/// `receipts=true` (the edge tier's) the answer is a `ReceiptedBatchResponse`: the same
+/// statuses, and a receipt for each vote counted.
 #[utoipa::path(
     post,
     path = "/v1/polls/{poll}/votes/batch",
@@ -284,8 +223,9 @@ enum Parsed {
         )),
         (status = 400, description = "The body does not parse as the content type says",
             body = ErrorBody),
-        (status = 401, description = "Vote tokens are on and the admin bearer token is missing \
-            (batches then come only from the operator's aggregators)", body = ErrorBody),
+        (status = 401, description = "A batch token is configured, or vote tokens are on, and \
+            neither the batch token nor the admin token came as the bearer token (batches \
+            then come only from the operator's edges)", body = ErrorBody),
         (status = 404, description = "No such poll", body = ErrorBody),
         (status = 408, description = "The body did not arrive within body_read_timeout_ms of \
             the headers; nothing was counted", body = ErrorBody),
@@ -308,29 +248,39 @@ pub(super) async fn batch(
     Path(poll): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let receipts = wants_receipts(request.uri());
     let (headers, body) = TimelyBody::with_headers(request, &app).await;
-    let result = batch_inner(&app, &poll, &headers, body).await;
+    let result = batch_inner(&app, &poll, &headers, body, receipts).await;
     match &result {
-        Ok(response) => count_batch(&app, response),
+        Ok(response) => count_batch(&app, &response.batch),
         Err(error) => app.metrics.count_rejections(error.code(), 1),
     }
     let response = result?;
-    if !accepts_postcard(&headers) {
-        return Ok(Json(response).into_response());
+    let postcard = accepts_postcard(&headers);
+    Ok(if receipts {
+        encode_answer(&response, postcard)
+    } else {
+        encode_answer(&response.batch, postcard)
+    })
+}
+
+/// Whether the batch's query asks for receipts (`receipts=true`).
+fn wants_receipts(uri: &axum::http::Uri) -> bool {
+    uri.query()
+        .is_some_and(|query| query.split('&').any(|pair| pair == RECEIPTS_QUERY))
+}
+
+/// A batch answer as JSON, or as postcard when asked.
+fn encode_answer<T: serde::Serialize>(answer: &T, postcard: bool) -> Response {
+    if postcard {
+        // Encoding counts, strings and unit variants into a Vec cannot fail; should it ever,
+        // the votes are durable all the same, so the answer goes out as JSON.
+        if let Ok(bytes) = postcard::to_allocvec(answer) {
+            let content_type = HeaderValue::from_static(POSTCARD_MEDIA_TYPE);
+            return ([(header::CONTENT_TYPE, content_type)], bytes).into_response();
+        }
     }
-    match postcard::to_allocvec(&response) {
-        Ok(bytes) => Ok((
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(POSTCARD_MEDIA_TYPE),
-            )],
-            bytes,
-        )
-            .into_response()),
-        // Encoding counts and unit variants into a Vec cannot fail; should it ever, the
-        // votes are durable all the same, so answer them in JSON.
-        Err(_) => Ok(Json(response).into_response()),
-    }
+    Json(answer).into_response()
 }
 
 /// Whether the request's `Accept` names the postcard media type (without `q=0`).
@@ -358,7 +308,8 @@ async fn batch_inner(
     poll: &str,
     headers: &HeaderMap,
     body: TimelyBody,
-) -> Result<BatchResponse, ApiError> {
+    with_receipts: bool,
+) -> Result<ReceiptedBatchResponse, ApiError> {
     require_aggregator(app, headers)?;
     let body = body.bytes(BATCH_BODY_BYTES_MAX)?;
     let media_type = require_content_type(headers, &["application/json", POSTCARD_MEDIA_TYPE])
@@ -384,29 +335,65 @@ async fn batch_inner(
         ask(app, |reply| Command::Batch { poll, votes, reply }).await?
     };
     let mut acks = acks.into_iter();
-    let mut response = BatchResponse {
-        counted: 0,
-        duplicate: 0,
-        rejected: 0,
-        statuses: Vec::with_capacity(parsed.len()),
+    let mut response = ReceiptedBatchResponse {
+        batch: BatchResponse {
+            counted: 0,
+            duplicate: 0,
+            rejected: 0,
+            statuses: Vec::with_capacity(parsed.len()),
+        },
+        actors: Vec::new(),
+        receipts: Vec::new(),
     };
+    let mut incarnations = Vec::new();
     for vote in parsed {
         let status = match vote {
             Parsed::Refused(reason) => reason,
             Parsed::Vote(..) => match acks.next() {
-                Some(BatchVoteAck::Ack(VoteAck::Counted { .. })) => BatchVoteStatus::Counted,
+                Some(BatchVoteAck::Ack(VoteAck::Counted {
+                    seq,
+                    second,
+                    incarnation,
+                })) => {
+                    if with_receipts {
+                        let actor = actor_position(app, &mut response, &mut incarnations, incarnation);
+                        response.receipts.push(BatchReceipt { actor, seq, second });
+                    }
+                    BatchVoteStatus::Counted
+                }
                 Some(BatchVoteAck::Ack(VoteAck::Duplicate)) => BatchVoteStatus::Duplicate,
                 Some(BatchVoteAck::Overloaded) | None => BatchVoteStatus::Overloaded,
             },
         };
+        let batch = &mut response.batch;
         match status {
-            BatchVoteStatus::Counted => response.counted += 1,
-            BatchVoteStatus::Duplicate => response.duplicate += 1,
-            _ => response.rejected += 1,
+            BatchVoteStatus::Counted => batch.counted += 1,
+            BatchVoteStatus::Duplicate => batch.duplicate += 1,
+            _ => batch.rejected += 1,
         }
-        response.statuses.push(status);
+        batch.statuses.push(status);
     }
     Ok(response)
+}
+
+/// The position in `response.actors` of this node's actor of `incarnation` (one batch is
+/// answered by one incarnation but for a hand-over mid-batch; a few at most).
+fn actor_position(
+    app: &AppState,
+    response: &mut ReceiptedBatchResponse,
+    incarnations: &mut Vec<u64>,
+    incarnation: u64,
+) -> u8 {
+    if let Some(position) = incarnations.iter().position(|i| *i == incarnation) {
+        return u8::try_from(position).unwrap_or(u8::MAX);
+    }
+    incarnations.push(incarnation);
+    let actor = tally_core::ActorId {
+        node: app.node.clone(),
+        incarnation,
+    };
+    response.actors.push(actor.to_string());
+    u8::try_from(incarnations.len() - 1).unwrap_or(u8::MAX)
 }
 
 /// Counts a batch's votes by outcome, and its refused votes by reason.
