@@ -199,6 +199,24 @@ pub struct ReceiptedBatchResponse {
     pub receipts: Vec<BatchReceipt>,
 }
 
+/// A poll as `GET /v1/polls` lists it (the edge tier learns the polls it takes votes for
+/// from its nodes' lists).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PollSummary {
+    /// The poll's name.
+    pub id: String,
+    /// Its options.
+    pub options: Vec<String>,
+    /// `open`, `not_open` or `closed`.
+    #[cfg_attr(feature = "openapi", schema(example = "open"))]
+    pub status: String,
+    /// When it opened (Unix ms), if it has.
+    pub opens_at_ms: Option<u64>,
+    /// When it closes or closed (Unix ms), if set.
+    pub closes_at_ms: Option<u64>,
+}
+
 /// One option's standing.
 #[derive(Debug, Clone, Serialize, PartialEq, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

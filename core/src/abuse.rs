@@ -440,7 +440,9 @@ impl IpRange {
     pub fn contains(&self, address: IpAddr) -> bool {
         match (self.network, address) {
             (IpAddr::V4(network), IpAddr::V4(address)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(network) & mask == u32::from(address) & mask
             }
             (IpAddr::V6(network), IpAddr::V6(address)) => {
@@ -603,13 +605,18 @@ mod tests {
     fn forwarded_for_is_believed_only_from_trusted_proxies_and_only_to_the_first_stranger() {
         // Goal: a client cannot pick its rate-limit key by writing X-Forwarded-For. Method:
         // requests from a trusted and an untrusted peer, with honest and forged headers.
-        let proxies =
-            TrustedProxies::parse(&["10.0.0.0/8".into(), "fd00::/8".into()]).unwrap();
+        let proxies = TrustedProxies::parse(&["10.0.0.0/8".into(), "fd00::/8".into()]).unwrap();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         // From a stranger: its socket address, whatever it claims.
-        assert_eq!(proxies.client_ip(ip("203.0.113.9"), &["1.2.3.4"]), ip("203.0.113.9"));
+        assert_eq!(
+            proxies.client_ip(ip("203.0.113.9"), &["1.2.3.4"]),
+            ip("203.0.113.9")
+        );
         // Through one trusted proxy: the address it heard from.
-        assert_eq!(proxies.client_ip(ip("10.1.2.3"), &["198.51.100.7"]), ip("198.51.100.7"));
+        assert_eq!(
+            proxies.client_ip(ip("10.1.2.3"), &["198.51.100.7"]),
+            ip("198.51.100.7")
+        );
         // A forged entry left of the real one is not believed.
         assert_eq!(
             proxies.client_ip(ip("10.1.2.3"), &["6.6.6.6, 198.51.100.7, 10.9.9.9"]),
@@ -623,7 +630,10 @@ mod tests {
         // No header, or garbage where the client should be: the last trusted hop.
         assert_eq!(proxies.client_ip(ip("10.1.2.3"), &[]), ip("10.1.2.3"));
         assert_eq!(proxies.client_ip(ip("10.1.2.3"), &["junk"]), ip("10.1.2.3"));
-        assert_eq!(proxies.client_ip(ip("fd00::1"), &["2001:db8::5"]), ip("2001:db8::5"));
+        assert_eq!(
+            proxies.client_ip(ip("fd00::1"), &["2001:db8::5"]),
+            ip("2001:db8::5")
+        );
         assert!(TrustedProxies::parse(&["10.0.0.0/33".into()]).is_err());
         assert!(TrustedProxies::parse(&["nope".into()]).is_err());
         assert!(IpRange::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));

@@ -57,4 +57,4 @@ pub use sync::{
     AnswerApplied, AnswerRefusal, PollRequest, PullAnswer, PullRequest, counters_for_lagging,
 };
 pub use version_vector::VersionVector;
-pub use vote_id::{VoteId, VoteIdError, VoteIdKey, VoteIdKeyProof};
+pub use vote_id::{DEV_VOTE_ID_KEY_HEX, VoteId, VoteIdError, VoteIdKey, VoteIdKeyProof};

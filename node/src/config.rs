@@ -26,11 +26,6 @@ pub const MAX_CLOCK_OFFSET_MS_MAX: u64 = 3_600_000;
 /// Largest admin request body, in bytes.
 pub const ADMIN_BODY_BYTES_MAX: usize = 16 * 1024;
 
-/// The development key that maps non-UUID vote IDs to 128 bits. Production clusters set
-/// their own `vote_id_key` (64 hex digits), the same on every node.
-const DEV_VOTE_ID_KEY: &str =
-    "7461 6c6c 792d 6465 762d 766f 7465 2d69 642d 6b65 792d 3230 3236 2d30 312d 3031";
-
 /// A poll defined in the configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -300,7 +295,7 @@ impl Default for Config {
             ops_listen: None,
             data_dir: PathBuf::from("./tally-data"),
             memory_only: false,
-            vote_id_key: DEV_VOTE_ID_KEY.into(),
+            vote_id_key: tally_core::DEV_VOTE_ID_KEY_HEX.into(),
             admin_token: String::new(),
             batch_token: String::new(),
             sse_tick_ms: 500,
@@ -392,7 +387,8 @@ impl Config {
         {
             return Err(invalid("cluster_id", "must be 1 to 64 bytes".into()));
         }
-        let vote_id_key = parse_key(&self.vote_id_key).map_err(|m| invalid("vote_id_key", m))?;
+        let vote_id_key =
+            VoteIdKey::from_hex(&self.vote_id_key).map_err(|m| invalid("vote_id_key", m))?;
         if self.polls.len() > tally_core::limits::POLLS_MAX {
             return Err(invalid(
                 "polls",
@@ -630,19 +626,6 @@ fn validate_public_endpoint(url: &str) -> Result<(), String> {
             "{url:?} must be an origin: scheme, host and optional port, no path or trailing /"
         ))
     }
-}
-
-fn parse_key(text: &str) -> Result<VoteIdKey, String> {
-    let hex: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    if hex.len() != 64 {
-        return Err(format!("must be 64 hex digits, got {}", hex.len()));
-    }
-    let mut key = [0u8; 32];
-    for (i, byte) in key.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-            .map_err(|_| "must be hex digits".to_string())?;
-    }
-    Ok(VoteIdKey::new(key))
 }
 
 #[cfg(test)]

@@ -45,8 +45,8 @@ use crate::results::ResultsSnapshot;
 use crate::storage::Storage;
 pub use crate::wal::WalExecutor;
 // The HTTP serving the node shares with the edge tier.
-pub use tally_serve::{connections, stall_guard};
 use crate::wal::{group_commit, startup};
+pub use tally_serve::{connections, stall_guard};
 
 /// Where the time comes from: the system clock in production, simulated time in the sim.
 pub use tally_core::Clock;

@@ -27,6 +27,9 @@ enum Command {
     Demo(tally::demo::DemoArgs),
     /// Serve one region: the voting API, live results over SSE, the dashboard and metrics.
     Run(RunArgs),
+    /// Serve the stateless edge tier in front of nodes: single votes coalesced into durable
+    /// batches, answered from the nodes' per-vote status, with breakers and failover.
+    Edge(EdgeArgs),
     /// Drive one or more nodes with votes (single or batched, at a rate or flat out), report
     /// throughput and latency, and check each node's tally against what it acknowledged.
     Load(tally::load::LoadArgs),
@@ -101,6 +104,82 @@ struct RunArgs {
     /// it such a node refuses to start and names the missing records. See OPERATIONS.md.
     #[arg(long, env = "TALLY_ACCEPT_LOG_DAMAGE")]
     accept_log_damage: bool,
+}
+
+/// Settings for `tally edge`. Flags and environment variables override the config file, which
+/// overrides the defaults.
+#[derive(Args)]
+struct EdgeArgs {
+    /// TOML config file (see OPERATIONS.md, "The edge tier", for every key).
+    #[arg(long, short, env = "TALLY_EDGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to serve the voting route on [default: 127.0.0.1:8090].
+    #[arg(long, env = "TALLY_EDGE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// A node to send votes to, `http://HOST:PORT`; repeat it, nearest first (the edge's own
+    /// region's nodes, then other regions').
+    #[arg(long = "upstream", env = "TALLY_EDGE_UPSTREAMS", value_delimiter = ',')]
+    upstreams: Vec<String>,
+    /// The cluster-wide key (64 hex digits) that maps non-UUID vote IDs to 128 bits: the
+    /// nodes' `vote_id_key` [default: the development key].
+    #[arg(long, env = "TALLY_VOTE_ID_KEY", hide_env_values = true)]
+    vote_id_key: Option<String>,
+    /// The nodes' batch token, sent with every batch (it allows batches and nothing else).
+    #[arg(long, env = "TALLY_BATCH_TOKEN", hide_env_values = true)]
+    batch_token: Option<String>,
+    /// A batch is sent once it holds this many votes [default: 256].
+    #[arg(long, env = "TALLY_EDGE_BATCH_VOTES_MAX")]
+    batch_votes_max: Option<usize>,
+    /// …or this many milliseconds after its first vote [default: 2].
+    #[arg(long, env = "TALLY_EDGE_LINGER_MS")]
+    linger_ms: Option<u64>,
+    /// A vote no node has answered this many milliseconds after it arrived is answered 503
+    /// (`unconfirmed` if it was sent on) [default: 1500].
+    #[arg(long, env = "TALLY_EDGE_VOTE_DEADLINE_MS")]
+    vote_deadline_ms: Option<u64>,
+    /// Votes per second allowed per client IP (0: no limit) [default: 0].
+    #[arg(long, env = "TALLY_EDGE_RATE_LIMIT_PER_IP")]
+    rate_limit_per_ip_per_second: Option<u32>,
+    /// Load balancers whose X-Forwarded-For is believed, comma-separated (10.0.0.0/8, ...).
+    #[arg(long, env = "TALLY_EDGE_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Option<Vec<String>>,
+}
+
+impl EdgeArgs {
+    fn config(&self) -> Result<tally_edge::EdgeConfig, tally_edge::EdgeConfigError> {
+        let mut config = match &self.config {
+            Some(path) => tally_edge::EdgeConfig::from_file(path)?,
+            None => tally_edge::EdgeConfig::default(),
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if !self.upstreams.is_empty() {
+            config.upstreams = self.upstreams.clone();
+        }
+        if let Some(key) = &self.vote_id_key {
+            config.vote_id_key = key.clone();
+        }
+        if let Some(token) = &self.batch_token {
+            config.batch_token = token.clone();
+        }
+        if let Some(votes) = self.batch_votes_max {
+            config.batch_votes_max = votes;
+        }
+        if let Some(linger) = self.linger_ms {
+            config.linger_ms = linger;
+        }
+        if let Some(deadline) = self.vote_deadline_ms {
+            config.vote_deadline_ms = deadline;
+        }
+        if let Some(rate) = self.rate_limit_per_ip_per_second {
+            config.rate_limit_per_ip_per_second = rate;
+        }
+        if let Some(proxies) = &self.trusted_proxies {
+            config.trusted_proxies = proxies.clone();
+        }
+        Ok(config)
+    }
 }
 
 impl RunArgs {
@@ -198,6 +277,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Demo(args) => runtime.block_on(tally::demo::main(args)),
         Command::Run(args) => runtime.block_on(run(args)),
+        Command::Edge(args) => runtime.block_on(edge(args)),
         Command::Load(args) => runtime.block_on(tally::load::main(args)),
         Command::Certs(args) => tally::certs::main(&args),
     };
@@ -261,6 +341,27 @@ async fn serve<S: Storage + Clone + 'static>(config: Config, storage: S) -> Resu
         for poll in polls {
             tracing::info!("dashboard: http://{address}/polls/{poll}");
         }
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
+async fn edge(args: EdgeArgs) -> Result<(), String> {
+    let config = args.config().map_err(|e| e.to_string())?;
+    config.validate().map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let upstreams = config.upstreams.join(", ");
+    let io = tally_edge::EdgeIo {
+        listener,
+        connector: Arc::new(tally_edge::TcpConnector),
+        clock: Arc::new(SystemClock),
+        shutdown: shutdown_signal(),
+    };
+    tally_edge::run(config, io, move |_| {
+        tracing::info!("edge serving votes on http://{address}/ for {upstreams}");
     })
     .await
     .map_err(|e| e.to_string())

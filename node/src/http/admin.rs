@@ -17,6 +17,7 @@ use super::votes::{ask, require_content_type};
 use super::{ApiError, AppState, ErrorBody, SharedState};
 use crate::config::{ADMIN_BODY_BYTES_MAX, check_duration_seconds, check_expected_votes};
 use crate::engine::Command;
+pub use tally_client::api::PollSummary;
 
 // The OpenAPI text of the create route quotes this limit: change it with it.
 const _: () = assert!(ADMIN_BODY_BYTES_MAX == 16 * 1024);
@@ -90,22 +91,6 @@ fn option_names_schema() -> utoipa::openapi::schema::Array {
         .unique_items(true)
         .description(Some("2–16 distinct option names (each like a poll's name)"))
         .build()
-}
-
-/// A poll as listed.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PollSummary {
-    /// The poll's name.
-    pub id: String,
-    /// Its options.
-    pub options: Vec<String>,
-    /// `open`, `not_open` or `closed`.
-    #[schema(example = "open")]
-    pub status: String,
-    /// When it opened (Unix ms), if it has.
-    pub opens_at_ms: Option<u64>,
-    /// When it closes or closed (Unix ms), if set.
-    pub closes_at_ms: Option<u64>,
 }
 
 /// The answer to an admin change.

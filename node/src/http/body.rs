@@ -18,7 +18,8 @@ pub(super) struct TimelyBody(Result<Bytes, BodyFailure>);
 impl TimelyBody {
     /// The body, or the refusal to answer with (`limit`: the route's body limit, in bytes).
     pub(super) fn bytes(self, limit: usize) -> Result<Bytes, ApiError> {
-        self.0.map_err(|failure| ApiError::from_body_failure(failure, limit))
+        self.0
+            .map_err(|failure| ApiError::from_body_failure(failure, limit))
     }
 
     /// `request`'s headers and its body, read within the deadline.

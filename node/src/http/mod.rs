@@ -39,11 +39,11 @@ pub use audit::{
     BinaryLookup, BinaryLookupResponse, LOOKUP_NOT_HELD, LookedUp, LookupRequest, LookupResponse,
 };
 pub use body::BODY_READ_TIMEOUT_MS_DEFAULT;
-pub use tally_core::abuse;
-pub use tally_serve::error::ApiError;
 pub use openapi::OPENAPI_PATH;
 pub use ops_listener::split_ops;
 pub use reads::ResultsQuery;
+pub use tally_core::abuse;
+pub use tally_serve::error::ApiError;
 #[doc(hidden)]
 pub use votes::check_vote_body;
 // The request and response bodies are defined once, in `tally_client::api` (the client and the

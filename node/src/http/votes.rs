@@ -16,12 +16,12 @@ use super::{ApiError, AppState, SharedState};
 use crate::config::{BATCH_BODY_BYTES_MAX, BATCH_VOTES_MAX, VOTE_BODY_BYTES_MAX};
 use crate::engine::{BatchVoteAck, Command, VoteAck};
 use crate::results::PollSnapshot;
+use tally_client::api::RECEIPTS_QUERY;
 use tally_client::api::{
     BatchReceipt, BatchRequest, BatchResponse, BatchVoteStatus, BinaryBatch, ErrorBody,
     POSTCARD_MEDIA_TYPE, Receipt, ReceiptedBatchResponse, VoteRequest, VoteResponse, VoteStatus,
 };
 pub(super) use tally_serve::votes::require_content_type;
-use tally_client::api::RECEIPTS_QUERY;
 use tally_serve::votes::{IDEMPOTENCY_KEY_HEADER, option_index, parse_vote, token_vote_id};
 
 // The OpenAPI text of the routes below quotes these limits: change it with them.
@@ -356,7 +356,8 @@ async fn batch_inner(
                     incarnation,
                 })) => {
                     if with_receipts {
-                        let actor = actor_position(app, &mut response, &mut incarnations, incarnation);
+                        let actor =
+                            actor_position(app, &mut response, &mut incarnations, incarnation);
                         response.receipts.push(BatchReceipt { actor, seq, second });
                     }
                     BatchVoteStatus::Counted

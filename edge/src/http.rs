@@ -1,0 +1,92 @@
+//! The edge's HTTP API: the voting route exactly as a node serves it (same body, headers,
+//! answers, receipts and error codes, so the browser and Rust clients and the voting page work
+//! unchanged against an edge), and `/healthz`, `/readyz`, `/metrics`. Every other path is the
+//! node's JSON 404.
+//!
+//! The door's bound: at most `votes_waiting_max` votes are waiting at once (tower's
+//! `GlobalConcurrencyLimit`); one more is shed at once with 503 `overloaded` and `Retry-After`
+//! (tower's `LoadShed`), before its body is read.
+
+mod ops;
+mod vote;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tally_client::api::VOTE_BODY_BYTES_MAX;
+use tally_core::abuse::{AbuseControls, TrustedProxies};
+use tally_core::{Clock, VoteIdKey};
+use tally_serve::error::ApiError;
+use tokio::sync::watch;
+
+use crate::dispatch::Dispatch;
+use crate::metrics::EdgeMetrics;
+
+/// What every handler can reach.
+pub struct EdgeState {
+    /// The dispatcher's door.
+    pub dispatch: Dispatch,
+    /// Maps client keys to vote IDs (the cluster's key).
+    pub vote_id_key: VoteIdKey,
+    /// Rate limits and vote tokens.
+    pub abuse: AbuseControls,
+    /// Whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
+    /// The wall clock (vote tokens' expiry, rate limits).
+    pub clock: Arc<dyn Clock>,
+    /// The metrics.
+    pub metrics: Arc<EdgeMetrics>,
+    /// How long a body may take after its headers.
+    pub body_read_timeout: Duration,
+    /// How long a vote may wait for its answer (the dispatcher answers by then).
+    pub vote_deadline: Duration,
+    /// Becomes true when the edge begins to stop.
+    pub stopping: watch::Receiver<bool>,
+}
+
+/// The whole router; at most `votes_waiting_max` votes wait at once.
+pub fn router(state: EdgeState, votes_waiting_max: usize) -> Router {
+    let state = Arc::new(state);
+    let door = tower::ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+            ApiError::Overloaded(1)
+        }))
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            votes_waiting_max,
+        ));
+    let votes = Router::new()
+        .route("/v1/polls/{poll}/votes", post(vote::vote))
+        .layer(door)
+        .layer(DefaultBodyLimit::max(VOTE_BODY_BYTES_MAX));
+    votes
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(cors())
+        .with_state(state)
+}
+
+/// As on a node: any origin may vote (a voting page of one region fails over to another's
+/// edges), with no credentials.
+fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, Method, header};
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static(tally_core::abuse::VOTE_TOKEN_HEADER),
+        ])
+        .max_age(Duration::from_secs(CORS_MAX_AGE_SECONDS))
+}
+
+/// How long browsers may cache a CORS preflight answer, in seconds.
+const CORS_MAX_AGE_SECONDS: u64 = 600;
