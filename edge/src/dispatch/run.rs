@@ -620,7 +620,13 @@ impl Dispatcher {
     /// pause after a full round, a breaker's cool-down.
     fn next_wake(&self, now: Instant) -> Instant {
         let mut wake = now + Duration::from_millis(IDLE_WAKE_MS);
-        let mut consider = |at: Instant| wake = wake.min(at);
+        // Only instants still ahead: what is due now was done by the pump, and what it could
+        // not do (no node takes a batch) waits for an event, not for a spinning loop.
+        let mut consider = |at: Instant| {
+            if at > now {
+                wake = wake.min(at);
+            }
+        };
         for buffer in &self.buffers {
             if let Some(first) = buffer.votes.front() {
                 consider(first.deadline);
@@ -649,6 +655,6 @@ impl Dispatcher {
                 }
             }
         }
-        wake.max(now)
+        wake
     }
 }

@@ -1,0 +1,281 @@
+//! Votes through an edge are answered as the node answers them: same bodies, receipts, codes.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::json;
+
+use crate::kit::{self, Mode, VOTES, get, id, post_bytes, post_json, rig, rig_with};
+
+#[tokio::test(start_paused = true)]
+async fn a_vote_through_the_edge_is_counted_with_the_nodes_receipt_and_its_retry_is_duplicate() {
+    // Goal: the edge answers `counted` with the node's own receipt, then `duplicate`, and an
+    // Idempotency-Key maps to the ID the node computes. Method: vote through the edge, read
+    // the node's results and vote the same keys at the node directly.
+    let rig = rig(&["a"]).await;
+    let first = rig.vote("green", &id(1)).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    let body = first.json();
+    assert_eq!(body["status"], "counted");
+    assert_eq!(body["vote_id"], id(1));
+    let actor = body["receipt"]["actor"].as_str().unwrap().to_owned();
+    assert!(actor.starts_with("a#"), "{actor}");
+    assert_eq!(body["receipt"]["seq"], 1);
+    let again = rig.vote("green", &id(1)).await.json();
+    assert_eq!(
+        again,
+        json!({"status": "duplicate", "vote_id": id(1), "receipt": null})
+    );
+
+    let keyed = Request::post(VOTES)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("idempotency-key", "tap-77")
+        .body(Body::from(r#"{"option":"blue"}"#))
+        .unwrap();
+    let keyed = rig.send(keyed).await.json();
+    assert_eq!(keyed["status"], "counted");
+    let at_node = rig.nodes[0]
+        .send(
+            Request::post(VOTES)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header("idempotency-key", "tap-77")
+                .body(Body::from(r#"{"option":"blue"}"#))
+                .unwrap(),
+        )
+        .await
+        .json();
+    assert_eq!(
+        at_node["status"], "duplicate",
+        "the node maps the key to the same ID"
+    );
+    assert_eq!(at_node["vote_id"], keyed["vote_id"]);
+    rig.nodes[0].settles_at(2).await;
+    assert_eq!(
+        rig.metric("tally_edge_votes_answered_total{outcome=\"counted\"}")
+            .await,
+        2.0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_input_is_refused_at_the_edge_with_the_nodes_codes_and_never_sent_on() {
+    // Goal: every kind of bad vote gets the node's status and code from the edge, and no
+    // node sees it. Method: each request sent to the edge and to the node directly.
+    let rig = rig(&["a"]).await;
+    let huge = vec![b' '; 5 * 1024];
+    let cases: Vec<(&str, Box<dyn Fn() -> Request<Body>>)> = vec![
+        (
+            "malformed JSON",
+            Box::new(|| post_bytes(VOTES, "application/json", b"{".to_vec())),
+        ),
+        (
+            "unknown field",
+            Box::new(|| post_json(VOTES, &json!({"option": "green", "vote_id": "k", "x": 1}))),
+        ),
+        (
+            "unknown poll",
+            Box::new(|| {
+                post_json(
+                    "/v1/polls/nope/votes",
+                    &json!({"option": "green", "vote_id": "k"}),
+                )
+            }),
+        ),
+        (
+            "bad poll name",
+            Box::new(|| {
+                post_json(
+                    "/v1/polls/a%20b/votes",
+                    &json!({"option": "green", "vote_id": "k"}),
+                )
+            }),
+        ),
+        (
+            "unknown option",
+            Box::new(|| post_json(VOTES, &json!({"option": "red", "vote_id": "k"}))),
+        ),
+        (
+            "no vote ID",
+            Box::new(|| post_json(VOTES, &json!({"option": "green"}))),
+        ),
+        (
+            "empty vote ID",
+            Box::new(|| post_json(VOTES, &json!({"option": "green", "vote_id": ""}))),
+        ),
+        (
+            "long vote ID",
+            Box::new(|| {
+                post_json(
+                    VOTES,
+                    &json!({"option": "green", "vote_id": "k".repeat(129)}),
+                )
+            }),
+        ),
+        (
+            "wrong content type",
+            Box::new(|| {
+                post_bytes(
+                    VOTES,
+                    "text/plain",
+                    br#"{"option":"green","vote_id":"k"}"#.to_vec(),
+                )
+            }),
+        ),
+        (
+            "huge body",
+            Box::new(move || post_bytes(VOTES, "application/json", huge.clone())),
+        ),
+    ];
+    for (what, request) in cases {
+        let at_edge = rig.send(request()).await;
+        let at_node = rig.nodes[0].send(request()).await;
+        assert!(
+            at_edge.status.is_client_error(),
+            "{what}: {}",
+            at_edge.status
+        );
+        assert_eq!(at_edge.status, at_node.status, "{what}");
+        assert_eq!(at_edge.code(), at_node.code(), "{what}");
+        assert_eq!(
+            at_edge.json()["message"],
+            at_node.json()["message"],
+            "{what}"
+        );
+    }
+    assert_eq!(
+        rig.nodes[0]
+            .batches
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_never_finishes_is_refused_with_408_after_the_body_deadline() {
+    // Goal: a slow body holds the edge no longer than the node would. Method: a body stream
+    // that sends half a vote and stalls; the paused clock jumps to the deadline.
+    let mut config = kit::edge_config(&["a"]);
+    config.body_read_timeout_ms = 500;
+    let rig = rig_with(&["a"], |_| {}, config).await;
+    let stalled = futures_stall();
+    let request = Request::post(VOTES)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(stalled)
+        .unwrap();
+    let reply = rig.send(request).await;
+    assert_eq!(reply.status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(reply.code(), "body_timeout");
+}
+
+/// A body that yields half a vote and then nothing, for ever.
+fn futures_stall() -> Body {
+    let chunks = tokio_stream::iter([Ok::<_, std::convert::Infallible>(
+        axum::body::Bytes::from_static(br#"{"option":"#),
+    )]);
+    let forever = tokio_stream::StreamExt::chain(chunks, tokio_stream::pending());
+    Body::from_stream(forever)
+}
+
+#[tokio::test(start_paused = true)]
+async fn operational_routes_answer_and_other_paths_get_the_nodes_json_404_and_405() {
+    // Goal: healthz, readyz, metrics; JSON 404/405 for everything else. Method: one request
+    // each.
+    let rig = rig(&["a"]).await;
+    assert_eq!(rig.send(get("/healthz")).await.text(), "ok\n");
+    assert_eq!(rig.send(get("/readyz")).await.text(), "ready\n");
+    let metrics = rig.send(get("/metrics")).await;
+    assert!(
+        metrics
+            .text()
+            .contains("tally_edge_upstream_ready{upstream=\"http://a\"} 1"),
+        "{}",
+        metrics.text()
+    );
+    let missing = rig.send(get("/v1/polls/superbowl/results")).await;
+    assert_eq!(
+        (missing.status, missing.code().as_str()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    let wrong = rig.send(get(VOTES)).await;
+    assert_eq!(
+        (wrong.status, wrong.code().as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
+    // A node that stops answering its probe makes the edge not ready (no node to send to).
+    rig.nodes[0].set_mode(Mode::Down);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let not_ready = rig.send(get("/readyz")).await;
+    assert_eq!(not_ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(not_ready.text().contains("no_node"), "{}", not_ready.text());
+    let refused = rig.vote("green", &id(1)).await;
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    );
+    assert!(refused.retry_after().is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn votes_are_coalesced_into_batches_of_at_most_n_and_a_partial_one_leaves_after_the_linger() {
+    // Goal: N votes make a batch at once; fewer wait at most the linger. Method: 10
+    // concurrent votes with N = 4, then the batch sizes the node saw.
+    let mut config = kit::edge_config(&["a"]);
+    config.batch_votes_max = 4;
+    config.linger_ms = 5;
+    let rig = rig_with(&["a"], |_| {}, config).await;
+    let ids: Vec<String> = (0..10).map(id).collect();
+    let votes = ids.iter().map(|vote_id| rig.vote("green", vote_id));
+    let replies = futures_util::future::join_all(votes).await;
+    for reply in &replies {
+        assert_eq!(reply.json()["status"], "counted", "{}", reply.text());
+    }
+    let sizes = rig.nodes[0].batch_votes.lock().unwrap().clone();
+    assert_eq!(sizes.iter().sum::<usize>(), 10, "{sizes:?}");
+    assert!(sizes.iter().all(|&s| s <= 4), "{sizes:?}");
+    assert!(sizes.len() >= 3, "{sizes:?}");
+    // One vote alone leaves after the linger, not later.
+    let started = tokio::time::Instant::now();
+    assert_eq!(rig.vote("blue", &id(99)).await.json()["status"], "counted");
+    assert!(
+        started.elapsed() >= Duration::from_millis(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(50),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_edge_sends_each_node_its_own_option_order() {
+    // Goal: nodes that list a poll's options in different orders each count the option the
+    // voter named. Method: node b lists blue first; a is down, so b takes the vote.
+    let rig = rig_with(
+        &["a", "b"],
+        |config| {
+            if config.node_id == "b" {
+                config.polls[0].options.reverse();
+            }
+        },
+        kit::edge_config(&["a", "b"]),
+    )
+    .await;
+    rig.nodes[0].set_mode(Mode::Down);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rig.vote("green", &id(1)).await.json()["status"], "counted");
+    rig.nodes[1].settles_at(1).await;
+    let results = rig.nodes[1]
+        .send(get("/v1/polls/superbowl/results"))
+        .await
+        .json();
+    let green = results["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "green")
+        .unwrap();
+    assert_eq!(green["votes"], 1, "{results}");
+}
