@@ -21,7 +21,7 @@ mod outcome;
 mod run;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tally_client::Endpoint;
@@ -116,19 +116,26 @@ impl Settings {
     }
 }
 
-/// What the door reads of the dispatcher's view.
+/// What the door reads of the dispatcher's view: which nodes are ready with their breaker
+/// not open (bit `i`: node `i`, nearest first).
 #[derive(Debug, Default)]
 pub struct Availability {
-    nodes: AtomicUsize,
+    nodes: AtomicU32,
 }
 
 impl Availability {
-    /// Nodes that are ready with their breaker not open.
+    /// How many nodes are ready with their breaker not open.
     pub fn nodes(&self) -> usize {
-        self.nodes.load(Ordering::Relaxed)
+        self.nodes.load(Ordering::Relaxed).count_ones() as usize
     }
 
-    fn set(&self, nodes: usize) {
+    /// The nearest such node, if any.
+    pub fn nearest(&self) -> Option<usize> {
+        let nodes = self.nodes.load(Ordering::Relaxed);
+        (nodes != 0).then(|| nodes.trailing_zeros() as usize)
+    }
+
+    fn set(&self, nodes: u32) {
         self.nodes.store(nodes, Ordering::Relaxed);
     }
 }

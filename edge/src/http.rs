@@ -1,14 +1,18 @@
 //! The edge's HTTP API: the voting route exactly as a node serves it (same body, headers,
 //! answers, receipts and error codes, so the browser and Rust clients and the voting page work
-//! unchanged against an edge), and `/healthz`, `/readyz`, `/metrics`. Every other path is the
-//! node's JSON 404.
+//! unchanged against an edge), the poll list, results and history passed to a node (a bridge
+//! until the viewers' tier, [`reads`]), and `/healthz`, `/readyz`, `/metrics`. Every other
+//! path is the node's JSON 404.
 //!
 //! The door's bound: at most `votes_waiting_max` votes are waiting at once (tower's
 //! `GlobalConcurrencyLimit`); one more is shed at once with 503 `overloaded` and `Retry-After`
 //! (tower's `LoadShed`), before its body is read.
 
 mod ops;
+mod reads;
 mod vote;
+
+pub use reads::{READ_TIMEOUT_MS, READS_IN_FLIGHT_MAX};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +50,10 @@ pub struct EdgeState {
     pub vote_deadline: Duration,
     /// Becomes true when the edge begins to stop.
     pub stopping: watch::Receiver<bool>,
+    /// The nodes, nearest first (reads are passed to them).
+    pub upstreams: Vec<tally_client::Endpoint>,
+    /// How reads reach them.
+    pub connector: Arc<dyn crate::upstream::Connector>,
 }
 
 /// The whole router; at most `votes_waiting_max` votes wait at once.
@@ -63,7 +71,21 @@ pub fn router(state: EdgeState, votes_waiting_max: usize) -> Router {
         .route("/v1/polls/{poll}/votes", post(vote::vote))
         .layer(door)
         .layer(DefaultBodyLimit::max(VOTE_BODY_BYTES_MAX));
+    let reads_door = tower::ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+            ApiError::Overloaded(1)
+        }))
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            READS_IN_FLIGHT_MAX,
+        ));
+    let reads = Router::new()
+        .route("/v1/polls", get(reads::pass))
+        .route("/v1/polls/{poll}/results", get(reads::pass))
+        .route("/v1/polls/{poll}/history", get(reads::pass))
+        .layer(reads_door);
     votes
+        .merge(reads)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -67,8 +67,8 @@ pub fn start(
     let settings = Settings::of(config);
     let (dispatch, running) = dispatch::start(
         settings,
-        validated.upstreams,
-        connector,
+        validated.upstreams.clone(),
+        connector.clone(),
         metrics.clone(),
         stopping_rx.clone(),
     );
@@ -87,6 +87,8 @@ pub fn start(
         body_read_timeout: EdgeConfig::ms(config.body_read_timeout_ms),
         vote_deadline: EdgeConfig::ms(config.vote_deadline_ms),
         stopping: stopping_rx,
+        upstreams: validated.upstreams,
+        connector,
     };
     Ok(Started {
         router: router(state, config.votes_waiting_max),

@@ -602,9 +602,9 @@ impl Dispatcher {
 
     /// Gauges and the door's view of the nodes.
     fn publish(&mut self, now: Instant) {
-        let mut available = 0;
-        for node in &self.nodes {
-            available += usize::from(node.available(now));
+        let mut available = 0u32;
+        for (index, node) in self.nodes.iter().enumerate() {
+            available |= u32::from(node.available(now)) << index;
             node.gauges.set(
                 node.breaker.state(now),
                 node.ready,

@@ -178,9 +178,10 @@ fn futures_stall() -> Body {
 }
 
 #[tokio::test(start_paused = true)]
-async fn operational_routes_answer_and_other_paths_get_the_nodes_json_404_and_405() {
-    // Goal: healthz, readyz, metrics; JSON 404/405 for everything else. Method: one request
-    // each.
+async fn operational_routes_and_passed_reads_answer_and_other_paths_get_the_nodes_json_404_and_405()
+{
+    // Goal: healthz, readyz, metrics; reads passed to a node; JSON 404/405 for everything
+    // else. Method: one request each.
     let rig = rig(&["a"]).await;
     assert_eq!(rig.send(get("/healthz")).await.text(), "ok\n");
     assert_eq!(rig.send(get("/readyz")).await.text(), "ready\n");
@@ -192,7 +193,20 @@ async fn operational_routes_answer_and_other_paths_get_the_nodes_json_404_and_40
         "{}",
         metrics.text()
     );
-    let missing = rig.send(get("/v1/polls/superbowl/results")).await;
+    // Reads pass to the nearest ready node, as it answers them.
+    let results = rig.send(get("/v1/polls/superbowl/results")).await;
+    assert_eq!(results.status, StatusCode::OK, "{}", results.text());
+    assert_eq!(results.json()["served_by"], "a");
+    assert_eq!(
+        rig.send(get("/v1/polls")).await.json()[0]["id"],
+        "superbowl"
+    );
+    let unknown = rig.send(get("/v1/polls/nope/history")).await;
+    assert_eq!(
+        (unknown.status, unknown.code().as_str()),
+        (StatusCode::NOT_FOUND, "unknown_poll")
+    );
+    let missing = rig.send(get("/v1/polls/superbowl/stream")).await;
     assert_eq!(
         (missing.status, missing.code().as_str()),
         (StatusCode::NOT_FOUND, "not_found")

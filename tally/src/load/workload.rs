@@ -206,6 +206,13 @@ fn outcome_of(status: &str) -> Option<Outcome> {
 /// Maps a response to per-vote outcomes. A non-200 status refuses every vote (the API
 /// counts none of a refused request); a 200 the client cannot read leaves them unknown.
 /// `postcard`: the body is a postcard batch answer (the response said so).
+/// A refusal's code, as sent.
+#[derive(serde::Deserialize)]
+struct RefusalCode<'a> {
+    #[serde(borrow)]
+    error: Cow<'a, str>,
+}
+
 pub(super) fn read_answer(
     status: StatusCode,
     postcard: bool,
@@ -215,9 +222,20 @@ pub(super) fn read_answer(
 ) -> Answer {
     let mut errors = Vec::new();
     if status != StatusCode::OK {
-        errors.push(status.as_u16().to_string());
+        // A refusal takes nothing, but for one that may follow a count: an edge's 503
+        // `unconfirmed` (it sent the vote on and lost the answer).
+        let code = serde_json::from_slice::<RefusalCode<'_>>(body)
+            .map(|r| r.error)
+            .unwrap_or_default();
+        let outcome = if tally_client::api::refusal_may_follow_a_count(&code) {
+            errors.push(format!("{}:{code}", status.as_u16()));
+            Outcome::Unknown
+        } else {
+            errors.push(status.as_u16().to_string());
+            Outcome::Refused
+        };
         return Answer {
-            outcomes: vec![Outcome::Refused; votes],
+            outcomes: vec![outcome; votes],
             errors,
         };
     }
