@@ -126,7 +126,7 @@ pub struct BinaryVote {
 
 /// How one vote of a batch was answered. In a postcard answer each status is one byte, its
 /// place in this list: 0 `counted`, 1 `duplicate`, 2 `unknown_option`, 3 `bad_vote_id`,
-/// 4 `overloaded` (new statuses only ever go at the end).
+/// 4 `overloaded`, 5 `unconfirmed` (edges only; new statuses only ever go at the end).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
@@ -141,6 +141,9 @@ pub enum BatchVoteStatus {
     BadVoteId,
     /// Refused: too many votes wait for the log; send this one again.
     Overloaded,
+    /// An edge's answer only: the edge sent the vote on, but no node's answer came within the
+    /// vote's deadline; it **may have been counted**. Send it again, same vote ID.
+    Unconfirmed,
 }
 
 impl BatchVoteStatus {
@@ -152,6 +155,7 @@ impl BatchVoteStatus {
             Self::UnknownOption => "unknown_option",
             Self::BadVoteId => "bad_vote_id",
             Self::Overloaded => "overloaded",
+            Self::Unconfirmed => "unconfirmed",
         }
     }
 }
@@ -187,7 +191,8 @@ pub struct BatchReceipt {
 }
 
 /// The answer to a batch sent with `?receipts=true` (the edge tier's: it answers each of its
-/// voters as the node would have, receipt included). JSON, or postcard when `Accept` asks.
+/// voters as the node would have, receipt included; an edge answers its own batch route so
+/// too). JSON, or postcard when `Accept` asks.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReceiptedBatchResponse {
@@ -197,7 +202,19 @@ pub struct ReceiptedBatchResponse {
     pub actors: Vec<String>,
     /// One per `counted` status, in the order of the statuses.
     pub receipts: Vec<BatchReceipt>,
+    /// The nodes (node IDs) that made the votes durable.
+    pub nodes: Vec<String>,
+    /// Per status: the position in `nodes` of the node that answered it `counted` or
+    /// `duplicate`, or [`NOT_ANSWERED_BY_A_NODE`] for any other status.
+    pub answered_by: Vec<u8>,
 }
+
+/// [`ReceiptedBatchResponse::answered_by`] of a vote no node made durable.
+pub const NOT_ANSWERED_BY_A_NODE: u8 = u8::MAX;
+
+/// The header of an edge's answer to a single vote that names the node that made it durable
+/// (`counted` or `duplicate`): its node ID.
+pub const ANSWERED_BY_HEADER: &str = "tally-answered-by";
 
 /// A poll as `GET /v1/polls` lists it (the edge tier learns the polls it takes votes for
 /// from its nodes' lists).

@@ -59,9 +59,14 @@ pub enum VoteAnswer {
         seq: u64,
         /// Its poll second.
         second: u32,
+        /// The node that counted it (its ID).
+        node: Arc<str>,
     },
     /// A node had it already.
-    Duplicate,
+    Duplicate {
+        /// The node (its ID).
+        node: Arc<str>,
+    },
     /// Refused (by a node's word, or 503 at the deadline).
     Refused(ApiError),
 }

@@ -8,10 +8,12 @@
 //! `GlobalConcurrencyLimit`); one more is shed at once with 503 `overloaded` and `Retry-After`
 //! (tower's `LoadShed`), before its body is read.
 
+mod batch;
 mod ops;
 mod reads;
 mod vote;
 
+pub use batch::BATCHES_IN_FLIGHT_MAX;
 pub use reads::{READ_TIMEOUT_MS, READS_IN_FLIGHT_MAX};
 
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use tally_client::api::VOTE_BODY_BYTES_MAX;
+use tally_client::api::{BATCH_BODY_BYTES_MAX, VOTE_BODY_BYTES_MAX};
 use tally_core::abuse::{AbuseControls, TrustedProxies};
 use tally_core::{Clock, VoteIdKey};
 use tally_serve::error::ApiError;
@@ -54,37 +56,29 @@ pub struct EdgeState {
     pub upstreams: Vec<tally_client::Endpoint>,
     /// How reads reach them.
     pub connector: Arc<dyn crate::upstream::Connector>,
+    /// The batch token: callers of the edge's batch route present it (as the edge does to
+    /// nodes) whenever it is set or vote tokens are on.
+    pub batch_token: Arc<str>,
 }
 
 /// The whole router; at most `votes_waiting_max` votes wait at once.
 pub fn router(state: EdgeState, votes_waiting_max: usize) -> Router {
     let state = Arc::new(state);
-    let door = tower::ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-            ApiError::Overloaded(1)
-        }))
-        .load_shed()
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            votes_waiting_max,
-        ));
     let votes = Router::new()
         .route("/v1/polls/{poll}/votes", post(vote::vote))
-        .layer(door)
+        .layer(shedding_limit(votes_waiting_max))
         .layer(DefaultBodyLimit::max(VOTE_BODY_BYTES_MAX));
-    let reads_door = tower::ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-            ApiError::Overloaded(1)
-        }))
-        .load_shed()
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            READS_IN_FLIGHT_MAX,
-        ));
+    let batches = Router::new()
+        .route("/v1/polls/{poll}/votes/batch", post(batch::batch))
+        .layer(shedding_limit(BATCHES_IN_FLIGHT_MAX))
+        .layer(DefaultBodyLimit::max(BATCH_BODY_BYTES_MAX));
     let reads = Router::new()
         .route("/v1/polls", get(reads::pass))
         .route("/v1/polls/{poll}/results", get(reads::pass))
         .route("/v1/polls/{poll}/history", get(reads::pass))
-        .layer(reads_door);
+        .layer(shedding_limit(READS_IN_FLIGHT_MAX));
     votes
+        .merge(batches)
         .merge(reads)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -93,6 +87,30 @@ pub fn router(state: EdgeState, votes_waiting_max: usize) -> Router {
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(cors())
         .with_state(state)
+}
+
+/// Sheds requests past `max` at once with 503 `overloaded` (tower's `LoadShed` over a
+/// `GlobalConcurrencyLimit`).
+fn shedding_limit(
+    max: usize,
+) -> tower::ServiceBuilder<
+    tower::layer::util::Stack<
+        tower::limit::GlobalConcurrencyLimitLayer,
+        tower::layer::util::Stack<
+            tower::load_shed::LoadShedLayer,
+            tower::layer::util::Stack<
+                HandleErrorLayer<fn(tower::BoxError) -> std::future::Ready<ApiError>, ()>,
+                tower::layer::util::Identity,
+            >,
+        >,
+    >,
+> {
+    let overloaded: fn(tower::BoxError) -> std::future::Ready<ApiError> =
+        |_| std::future::ready(ApiError::Overloaded(1));
+    tower::ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(overloaded))
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max))
 }
 
 /// As on a node: any origin may vote (a voting page of one region fails over to another's

@@ -89,6 +89,7 @@ pub fn start(
         stopping: stopping_rx,
         upstreams: validated.upstreams,
         connector,
+        batch_token: Arc::from(config.batch_token.as_str()),
     };
     Ok(Started {
         router: router(state, config.votes_waiting_max),

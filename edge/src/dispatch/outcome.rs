@@ -21,9 +21,14 @@ pub(super) enum VoteVerdict {
         seq: u64,
         /// Its poll second.
         second: u32,
+        /// The node (its ID).
+        node: Arc<str>,
     },
     /// Seen before by the node (the earlier vote is durable).
-    Duplicate,
+    Duplicate {
+        /// The node (its ID).
+        node: Arc<str>,
+    },
     /// The node has no such option.
     UnknownOption,
     /// Not taken now (the node was overloaded): send it again.
@@ -99,9 +104,22 @@ fn answered(node: &str, votes: usize, body: &[u8]) -> Verdict {
         .iter()
         .map(|a| Arc::from(a.as_str()))
         .collect();
+    if answer.answered_by.len() != votes {
+        return broken(format!("{} answered_by entries", answer.answered_by.len()));
+    }
+    let nodes: Vec<Arc<str>> = answer.nodes.iter().map(|n| Arc::from(n.as_str())).collect();
     let mut receipts = answer.receipts.iter();
     let mut verdicts = Vec::with_capacity(votes);
-    for status in statuses {
+    for (status, by) in statuses.iter().zip(&answer.answered_by) {
+        let durable = matches!(
+            status,
+            BatchVoteStatus::Counted | BatchVoteStatus::Duplicate
+        );
+        let node: Arc<str> = match nodes.get(usize::from(*by)) {
+            Some(node) => node.clone(),
+            None if !durable => Arc::from(""),
+            None => return broken(format!("a durable vote answered by node #{by}")),
+        };
         verdicts.push(match status {
             BatchVoteStatus::Counted => {
                 let Some(receipt) = receipts.next() else {
@@ -114,12 +132,16 @@ fn answered(node: &str, votes: usize, body: &[u8]) -> Verdict {
                     actor: actor.clone(),
                     seq: receipt.seq,
                     second: receipt.second,
+                    node,
                 }
             }
-            BatchVoteStatus::Duplicate => VoteVerdict::Duplicate,
+            BatchVoteStatus::Duplicate => VoteVerdict::Duplicate { node },
             BatchVoteStatus::UnknownOption => VoteVerdict::UnknownOption,
-            // A 16-byte ID is never a bad one; should a node say so, another may not.
-            BatchVoteStatus::BadVoteId | BatchVoteStatus::Overloaded => VoteVerdict::Resend,
+            // A 16-byte ID is never a bad one; should a node say so, another may not. A node
+            // never answers `unconfirmed` (an edge's status); read as "not taken".
+            BatchVoteStatus::BadVoteId
+            | BatchVoteStatus::Overloaded
+            | BatchVoteStatus::Unconfirmed => VoteVerdict::Resend,
         });
     }
     Verdict::Answered(verdicts)
@@ -170,7 +192,16 @@ mod tests {
     use tally_client::api::{BatchReceipt, BatchResponse};
 
     fn answer(statuses: Vec<BatchVoteStatus>, receipts: Vec<BatchReceipt>) -> Exchanged {
+        let answered_by = statuses
+            .iter()
+            .map(|s| match s {
+                BatchVoteStatus::Counted | BatchVoteStatus::Duplicate => 0,
+                _ => tally_client::api::NOT_ANSWERED_BY_A_NODE,
+            })
+            .collect();
         let body = ReceiptedBatchResponse {
+            nodes: vec!["us-east".into()],
+            answered_by,
             batch: BatchResponse {
                 counted: 0,
                 duplicate: 0,
@@ -216,9 +247,12 @@ mod tests {
                 VoteVerdict::Counted {
                     actor: Arc::from("us-east#7"),
                     seq: 41,
-                    second: 3
+                    second: 3,
+                    node: Arc::from("us-east"),
                 },
-                VoteVerdict::Duplicate,
+                VoteVerdict::Duplicate {
+                    node: Arc::from("us-east")
+                },
                 VoteVerdict::Resend,
                 VoteVerdict::UnknownOption,
             ])

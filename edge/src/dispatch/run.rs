@@ -462,10 +462,18 @@ impl Dispatcher {
             Verdict::Answered(verdicts) => {
                 for (vote, verdict) in batch.votes.iter_mut().zip(verdicts) {
                     let answer = match verdict {
-                        VoteVerdict::Counted { actor, seq, second } => {
-                            VoteAnswer::Counted { actor, seq, second }
-                        }
-                        VoteVerdict::Duplicate => VoteAnswer::Duplicate,
+                        VoteVerdict::Counted {
+                            actor,
+                            seq,
+                            second,
+                            node,
+                        } => VoteAnswer::Counted {
+                            actor,
+                            seq,
+                            second,
+                            node,
+                        },
+                        VoteVerdict::Duplicate { node } => VoteAnswer::Duplicate { node },
                         VoteVerdict::UnknownOption => {
                             let option = self.option_name(batch.poll, vote.option);
                             VoteAnswer::Refused(ApiError::UnknownOption(option))
@@ -543,7 +551,7 @@ impl Dispatcher {
     fn reply(&mut self, vote: &mut PendingVote, answer: VoteAnswer, now: Instant) {
         let (answer, outcome) = match answer {
             VoteAnswer::Counted { .. } => (answer, Outcome::Counted),
-            VoteAnswer::Duplicate => (answer, Outcome::Duplicate),
+            VoteAnswer::Duplicate { .. } => (answer, Outcome::Duplicate),
             VoteAnswer::Refused(_) if vote.maybe_counted => {
                 let deadline_ms = self.settings.vote_deadline.as_millis() as u64;
                 let mut refusal = vote.expired(deadline_ms);

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use tally_client::api::{Receipt, VOTE_BODY_BYTES_MAX, VoteResponse, VoteStatus};
+use tally_client::api::{
+    ANSWERED_BY_HEADER, Receipt, VOTE_BODY_BYTES_MAX, VoteResponse, VoteStatus,
+};
 use tally_core::VoteId;
 use tally_serve::connections::ClientAddr;
 use tally_serve::error::ApiError;
@@ -53,25 +55,39 @@ pub(super) async fn vote(
                 .into(),
         )),
     };
-    match answer {
-        VoteAnswer::Counted { actor, seq, second } => Json(VoteResponse {
-            status: VoteStatus::Counted,
-            vote_id: vote_id.to_string(),
-            receipt: Some(Receipt {
-                actor: actor.to_string(),
-                seq,
-                second,
-            }),
-        })
-        .into_response(),
-        VoteAnswer::Duplicate => Json(VoteResponse {
-            status: VoteStatus::Duplicate,
-            vote_id: vote_id.to_string(),
-            receipt: None,
-        })
-        .into_response(),
-        VoteAnswer::Refused(refusal) => refusal.into_response(),
+    let (answer, node) = match answer {
+        VoteAnswer::Counted {
+            actor,
+            seq,
+            second,
+            node,
+        } => (
+            VoteResponse {
+                status: VoteStatus::Counted,
+                vote_id: vote_id.to_string(),
+                receipt: Some(Receipt {
+                    actor: actor.to_string(),
+                    seq,
+                    second,
+                }),
+            },
+            node,
+        ),
+        VoteAnswer::Duplicate { node } => (
+            VoteResponse {
+                status: VoteStatus::Duplicate,
+                vote_id: vote_id.to_string(),
+                receipt: None,
+            },
+            node,
+        ),
+        VoteAnswer::Refused(refusal) => return refusal.into_response(),
+    };
+    let mut response = Json(answer).into_response();
+    if let Ok(node) = HeaderValue::from_str(&node) {
+        response.headers_mut().insert(ANSWERED_BY_HEADER, node);
     }
+    response
 }
 
 /// Every check a node makes before its engine sees a vote, in the node's order; then the
@@ -81,13 +97,7 @@ async fn door(
     poll: &str,
     request: Request,
 ) -> Result<(VoteId, oneshot::Receiver<VoteAnswer>), ApiError> {
-    if let Some(limiter) = &edge.abuse.per_ip {
-        if let Some(client) = client_ip(edge, &request) {
-            limiter
-                .check(client, edge.clock.now())
-                .map_err(ApiError::RateLimited)?;
-        }
-    }
+    limit_by_ip(edge, &request)?;
     let (headers, body) =
         tally_serve::body::headers_and_body(request, edge.body_read_timeout).await;
     let body = body.map_err(|failure| ApiError::from_body_failure(failure, VOTE_BODY_BYTES_MAX))?;
@@ -98,14 +108,7 @@ async fn door(
         .get(poll)
         .ok_or_else(|| ApiError::UnknownPoll(poll.to_owned()))?;
     let (option, vote_id) = parse(edge, &poll.id, &poll.options, &headers, &body)?;
-    if *edge.stopping.borrow() {
-        return Err(ApiError::Unavailable("the edge is stopping"));
-    }
-    if edge.dispatch.availability.nodes() == 0 {
-        return Err(ApiError::Unavailable(
-            "no node can take votes now (none is ready with its breaker closed)",
-        ));
-    }
+    check_serving(edge)?;
     let (reply, answer) = oneshot::channel();
     let order = VoteOrder {
         poll: poll.slot,
@@ -120,6 +123,31 @@ async fn door(
         }
     })?;
     Ok((vote_id, answer))
+}
+
+/// 429 when the request's client is over the per-IP limit (nothing changes).
+pub(super) fn limit_by_ip(edge: &EdgeState, request: &Request) -> Result<(), ApiError> {
+    if let Some(limiter) = &edge.abuse.per_ip {
+        if let Some(client) = client_ip(edge, request) {
+            limiter
+                .check(client, edge.clock.now())
+                .map_err(ApiError::RateLimited)?;
+        }
+    }
+    Ok(())
+}
+
+/// 503 when the edge cannot take votes now: it is stopping, or no node can take them.
+pub(super) fn check_serving(edge: &EdgeState) -> Result<(), ApiError> {
+    if *edge.stopping.borrow() {
+        return Err(ApiError::Unavailable("the edge is stopping"));
+    }
+    if edge.dispatch.availability.nodes() == 0 {
+        return Err(ApiError::Unavailable(
+            "no node can take votes now (none is ready with its breaker closed)",
+        ));
+    }
+    Ok(())
 }
 
 fn parse(

@@ -293,3 +293,77 @@ async fn an_edge_sends_each_node_its_own_option_order() {
         .unwrap();
     assert_eq!(green["votes"], 1, "{results}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_through_the_edge_is_answered_vote_by_vote_with_receipts_and_the_answering_node() {
+    // Goal: the edge's batch route answers like a node's (per-vote statuses, receipts with
+    // `?receipts=true`, postcard when asked), naming the node that made each vote durable,
+    // and `unconfirmed` for a vote whose answer was lost past its deadline. Method: JSON and
+    // postcard batches to an edge over nodes that then lose answers.
+    let mut config = kit::edge_config(&["a"]);
+    config.vote_deadline_ms = 600;
+    config.batch_timeout_ms = 200;
+    let rig = rig_with(&["a"], |_| {}, config).await;
+    assert_eq!(rig.vote("green", &id(1)).await.json()["status"], "counted");
+    let batch = json!({"votes": [
+        {"option": "blue", "vote_id": id(2)},
+        {"option": "green", "vote_id": id(1)},
+        {"option": "purple", "vote_id": id(3)},
+        {"option": "green", "vote_id": ""},
+    ]});
+    let uri = "/v1/polls/superbowl/votes/batch?receipts=true";
+    let reply = rig.send(post_json(uri, &batch)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let answer = reply.json();
+    assert_eq!(
+        answer["batch"]["statuses"],
+        json!(["counted", "duplicate", "unknown_option", "bad_vote_id"])
+    );
+    assert_eq!(answer["nodes"], json!(["a"]));
+    assert_eq!(answer["answered_by"], json!([0, 0, 255, 255]));
+    assert!(
+        answer["actors"][0].as_str().unwrap().starts_with("a#"),
+        "{answer}"
+    );
+    assert_eq!(answer["receipts"][0]["seq"], 2);
+    // Postcard in and out, without receipts: the node's BatchResponse.
+    let binary = tally_client::api::BinaryBatch {
+        votes: vec![tally_client::api::BinaryVote {
+            option: 1,
+            vote_id: [9; 16],
+        }],
+    };
+    let mut request = post_bytes(
+        "/v1/polls/superbowl/votes/batch",
+        tally_client::api::POSTCARD_MEDIA_TYPE,
+        postcard::to_allocvec(&binary).unwrap(),
+    );
+    request.headers_mut().insert(
+        header::ACCEPT,
+        tally_client::api::POSTCARD_MEDIA_TYPE.parse().unwrap(),
+    );
+    let reply = rig.send(request).await;
+    let decoded: tally_client::api::BatchResponse = postcard::from_bytes(&reply.body).unwrap();
+    assert_eq!(
+        decoded.statuses,
+        [tally_client::api::BatchVoteStatus::Counted]
+    );
+    // Lost answers past the deadline: unconfirmed, vote by vote.
+    rig.nodes[0].set_mode(Mode::LosesAnswers);
+    let lost = json!({"votes": [{"option": "blue", "vote_id": id(4)}]});
+    let reply = rig.send(post_json(uri, &lost)).await.json();
+    assert_eq!(
+        reply["batch"]["statuses"],
+        json!(["unconfirmed"]),
+        "{reply}"
+    );
+    assert_eq!(reply["answered_by"], json!([255]));
+    // A poll-level refusal refuses the whole batch, as on a node.
+    let unknown = rig
+        .send(post_json("/v1/polls/nope/votes/batch", &lost))
+        .await;
+    assert_eq!(
+        (unknown.status, unknown.code().as_str()),
+        (StatusCode::NOT_FOUND, "unknown_poll")
+    );
+}

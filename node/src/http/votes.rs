@@ -6,8 +6,8 @@
 
 use axum::Json;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
 use tally_core::{OptionIndex, PollId, VoteId, VoteIdKey};
 use tokio::sync::oneshot;
 
@@ -16,13 +16,17 @@ use super::{ApiError, AppState, SharedState};
 use crate::config::{BATCH_BODY_BYTES_MAX, BATCH_VOTES_MAX, VOTE_BODY_BYTES_MAX};
 use crate::engine::{BatchVoteAck, Command, VoteAck};
 use crate::results::PollSnapshot;
-use tally_client::api::RECEIPTS_QUERY;
+use tally_client::api::NOT_ANSWERED_BY_A_NODE;
 use tally_client::api::{
     BatchReceipt, BatchRequest, BatchResponse, BatchVoteStatus, BinaryBatch, ErrorBody,
     POSTCARD_MEDIA_TYPE, Receipt, ReceiptedBatchResponse, VoteRequest, VoteResponse, VoteStatus,
 };
+pub(super) use tally_serve::votes::check_count;
 pub(super) use tally_serve::votes::require_content_type;
-use tally_serve::votes::{IDEMPOTENCY_KEY_HEADER, option_index, parse_vote, token_vote_id};
+use tally_serve::votes::{
+    IDEMPOTENCY_KEY_HEADER, Parsed, accepts_postcard, encode_answer, parse_binary, parse_json,
+    parse_vote, token_vote_id, wants_receipts,
+};
 
 // The OpenAPI text of the routes below quotes these limits: change it with them.
 const _: () = assert!(
@@ -190,13 +194,6 @@ fn require_aggregator(app: &AppState, headers: &HeaderMap) -> Result<(), ApiErro
     super::admin_token::authorize(app, headers)
 }
 
-/// A batch vote after parsing: either ready for the engine or already refused.
-#[derive(Debug, PartialEq, Eq)]
-enum Parsed {
-    Vote(OptionIndex, VoteId),
-    Refused(BatchVoteStatus),
-}
-
 /// Cast many votes for one poll (edge aggregators).
 ///
 /// Up to 10,000 votes, as JSON or as a compact postcard body (`application/x-postcard`,
@@ -264,45 +261,6 @@ pub(super) async fn batch(
     })
 }
 
-/// Whether the batch's query asks for receipts (`receipts=true`).
-fn wants_receipts(uri: &axum::http::Uri) -> bool {
-    uri.query()
-        .is_some_and(|query| query.split('&').any(|pair| pair == RECEIPTS_QUERY))
-}
-
-/// A batch answer as JSON, or as postcard when asked.
-fn encode_answer<T: serde::Serialize>(answer: &T, postcard: bool) -> Response {
-    if postcard {
-        // Encoding counts, strings and unit variants into a Vec cannot fail; should it ever,
-        // the votes are durable all the same, so the answer goes out as JSON.
-        if let Ok(bytes) = postcard::to_allocvec(answer) {
-            let content_type = HeaderValue::from_static(POSTCARD_MEDIA_TYPE);
-            return ([(header::CONTENT_TYPE, content_type)], bytes).into_response();
-        }
-    }
-    Json(answer).into_response()
-}
-
-/// Whether the request's `Accept` names the postcard media type (without `q=0`).
-fn accepts_postcard(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|range| {
-            let mut parts = range.split(';');
-            let media_type = parts.next().unwrap_or("").trim();
-            media_type.eq_ignore_ascii_case(POSTCARD_MEDIA_TYPE)
-                && !parts.any(|p| {
-                    p.trim()
-                        .strip_prefix("q=")
-                        .and_then(|q| q.trim().parse::<f32>().ok())
-                        .is_some_and(|q| q <= 0.0)
-                })
-        })
-}
-
 async fn batch_inner(
     app: &AppState,
     poll: &str,
@@ -344,6 +302,12 @@ async fn batch_inner(
         },
         actors: Vec::new(),
         receipts: Vec::new(),
+        nodes: if with_receipts {
+            vec![app.node.to_string()]
+        } else {
+            Vec::new()
+        },
+        answered_by: Vec::new(),
     };
     let mut incarnations = Vec::new();
     for vote in parsed {
@@ -367,12 +331,25 @@ async fn batch_inner(
             },
         };
         let batch = &mut response.batch;
-        match status {
-            BatchVoteStatus::Counted => batch.counted += 1,
-            BatchVoteStatus::Duplicate => batch.duplicate += 1,
-            _ => batch.rejected += 1,
-        }
+        let durable = match status {
+            BatchVoteStatus::Counted => {
+                batch.counted += 1;
+                true
+            }
+            BatchVoteStatus::Duplicate => {
+                batch.duplicate += 1;
+                true
+            }
+            _ => {
+                batch.rejected += 1;
+                false
+            }
+        };
         batch.statuses.push(status);
+        if with_receipts {
+            let by = if durable { 0 } else { NOT_ANSWERED_BY_A_NODE };
+            response.answered_by.push(by);
+        }
     }
     Ok(response)
 }
@@ -415,58 +392,6 @@ fn count_batch(app: &AppState, response: &BatchResponse) {
             app.metrics.count_rejections(reason.as_str(), count as u64);
         }
     }
-}
-
-/// Refuses more than [`BATCH_VOTES_MAX`] votes (or vote IDs) in one request.
-pub(super) fn check_count(count: usize) -> Result<(), ApiError> {
-    if count > BATCH_VOTES_MAX {
-        return Err(ApiError::TooManyVotes {
-            count,
-            max: BATCH_VOTES_MAX,
-        });
-    }
-    Ok(())
-}
-
-fn parse_json(
-    vote_id_key: &VoteIdKey,
-    body: &[u8],
-    option_names: &[String],
-) -> Result<Vec<Parsed>, ApiError> {
-    let request: BatchRequest =
-        serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
-    check_count(request.votes.len())?;
-    Ok(request
-        .votes
-        .iter()
-        .map(|vote| {
-            let Some(option) = option_index(option_names, &vote.option) else {
-                return Parsed::Refused(BatchVoteStatus::UnknownOption);
-            };
-            match vote_id_key.vote_id(&vote.vote_id) {
-                Ok(id) => Parsed::Vote(option, id),
-                Err(_) => Parsed::Refused(BatchVoteStatus::BadVoteId),
-            }
-        })
-        .collect())
-}
-
-fn parse_binary(body: &[u8], option_names: &[String]) -> Result<Vec<Parsed>, ApiError> {
-    let request: BinaryBatch = postcard::from_bytes(body)
-        .map_err(|e| ApiError::Malformed(format!("postcard batch: {e}")))?;
-    check_count(request.votes.len())?;
-    let options = option_names.len();
-    Ok(request
-        .votes
-        .iter()
-        .map(|vote| {
-            if usize::from(vote.option) >= options {
-                Parsed::Refused(BatchVoteStatus::UnknownOption)
-            } else {
-                Parsed::Vote(OptionIndex(vote.option), VoteId::from_bytes(vote.vote_id))
-            }
-        })
-        .collect())
 }
 
 /// Options of the poll the body fuzzer votes in.

@@ -199,13 +199,12 @@ fn outcome_of(status: &str) -> Option<Outcome> {
     match status {
         "counted" => Some(Outcome::Counted),
         "duplicate" => Some(Outcome::Duplicate),
+        // An edge's: sent on, answer lost; it may have been counted.
+        "unconfirmed" => Some(Outcome::Unknown),
         _ => None,
     }
 }
 
-/// Maps a response to per-vote outcomes. A non-200 status refuses every vote (the API
-/// counts none of a refused request); a 200 the client cannot read leaves them unknown.
-/// `postcard`: the body is a postcard batch answer (the response said so).
 /// A refusal's code, as sent.
 #[derive(serde::Deserialize)]
 struct RefusalCode<'a> {
@@ -213,6 +212,10 @@ struct RefusalCode<'a> {
     error: Cow<'a, str>,
 }
 
+/// Maps a response to per-vote outcomes. A non-200 status refuses every vote (the API
+/// counts none of a refused request, but for an edge's `unconfirmed`); a 200 the client
+/// cannot read leaves them unknown. `postcard`: the body is a postcard batch answer (the
+/// response said so).
 pub(super) fn read_answer(
     status: StatusCode,
     postcard: bool,
