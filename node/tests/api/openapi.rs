@@ -285,11 +285,13 @@ async fn the_openapi_document_describes_bodies_errors_and_statuses_of_each_route
         "overloaded",
         "method_not_allowed",
         "poll_disputed",
+        "unconfirmed",
     ] {
         assert!(codes.contains(&json!(code)), "{code}");
     }
     let statuses = schemas["BatchVoteStatus"]["enum"].as_array().unwrap();
-    assert_eq!(statuses.len(), 5);
+    assert_eq!(statuses.len(), 6);
+    assert_eq!(statuses[5], "unconfirmed", "new statuses go at the end");
     for name in [
         "VoteResponse",
         "BatchResponse",
