@@ -60,8 +60,12 @@ pub const BREAKER_FAILURES_DEFAULT: u32 = 3;
 /// Default time an open breaker waits before one batch probes the node (`breaker_open_ms`).
 pub const BREAKER_OPEN_MS_DEFAULT: u64 = 1_000;
 
-/// Default interval of each node's `/readyz` and poll-list probe (`probe_interval_ms`).
+/// Default interval of each node's `/readyz` probe (`probe_interval_ms`).
 pub const PROBE_INTERVAL_MS_DEFAULT: u64 = 200;
+
+/// Default interval of reading each node's poll list (`poll_list_interval_ms`): a poll
+/// created on the nodes takes votes at the edges within about this long.
+pub const POLL_LIST_INTERVAL_MS_DEFAULT: u64 = 2_000;
 
 /// Default most votes waiting at the edge at once (`votes_waiting_max`): more are shed with
 /// 503 + `Retry-After` at the door.
@@ -103,8 +107,11 @@ pub struct EdgeConfig {
     pub breaker_failures: u32,
     /// How long an open breaker waits before one batch probes the node, in ms.
     pub breaker_open_ms: u64,
-    /// How often each node's `/readyz` and poll list are read, in ms.
+    /// How often each node's `/readyz` is read, in ms.
     pub probe_interval_ms: u64,
+    /// How often each ready node's poll list is read, in ms (a new poll takes votes at the
+    /// edge within about this long).
+    pub poll_list_interval_ms: u64,
     /// Most votes waiting at the edge at once; more are shed with 503 + `Retry-After`.
     pub votes_waiting_max: usize,
     /// A connection must send a complete request head within this long, in ms.
@@ -149,6 +156,7 @@ impl Default for EdgeConfig {
             breaker_failures: BREAKER_FAILURES_DEFAULT,
             breaker_open_ms: BREAKER_OPEN_MS_DEFAULT,
             probe_interval_ms: PROBE_INTERVAL_MS_DEFAULT,
+            poll_list_interval_ms: POLL_LIST_INTERVAL_MS_DEFAULT,
             votes_waiting_max: VOTES_WAITING_DEFAULT,
             header_read_timeout_ms: tally_serve::connections::HEADER_READ_TIMEOUT_MS_DEFAULT,
             body_read_timeout_ms: tally_serve::body::BODY_READ_TIMEOUT_MS_DEFAULT,
@@ -249,7 +257,7 @@ impl EdgeConfig {
         }
         let vote_id_key =
             VoteIdKey::from_hex(&self.vote_id_key).map_err(|m| invalid("vote_id_key", m))?;
-        let ranges: [(&'static str, u64, u64, u64); 10] = [
+        let ranges: [(&'static str, u64, u64, u64); 11] = [
             (
                 "batch_votes_max",
                 self.batch_votes_max as u64,
@@ -280,6 +288,12 @@ impl EdgeConfig {
             ),
             ("breaker_open_ms", self.breaker_open_ms, 10, 600_000),
             ("probe_interval_ms", self.probe_interval_ms, 10, 60_000),
+            (
+                "poll_list_interval_ms",
+                self.poll_list_interval_ms,
+                10,
+                600_000,
+            ),
         ];
         for (setting, value, min, max) in ranges {
             if !(min..=max).contains(&value) {

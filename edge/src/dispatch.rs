@@ -94,6 +94,8 @@ pub struct Settings {
     pub breaker_open: Duration,
     /// How often each node is probed.
     pub probe_interval: Duration,
+    /// How often each node's poll list is read.
+    pub poll_list_interval: Duration,
     /// Most votes waiting at once (the orders channel's capacity).
     pub votes_waiting_max: usize,
     /// `Authorization` header value for batches (`Bearer <batch token>`), if any.
@@ -114,6 +116,7 @@ impl Settings {
             breaker_failures: config.breaker_failures,
             breaker_open: EdgeConfig::ms(config.breaker_open_ms),
             probe_interval: EdgeConfig::ms(config.probe_interval_ms),
+            poll_list_interval: EdgeConfig::ms(config.poll_list_interval_ms),
             votes_waiting_max: config.votes_waiting_max,
             authorization: (!config.batch_token.is_empty())
                 .then(|| format!("Bearer {}", config.batch_token)),
@@ -186,7 +189,10 @@ pub fn start(
                 index,
                 endpoint.clone(),
                 connector.clone(),
-                settings.probe_interval,
+                crate::upstream::ProbeTimes {
+                    interval: settings.probe_interval,
+                    poll_list_interval: settings.poll_list_interval,
+                },
                 probe_tx.clone(),
                 stopping.clone(),
             ))

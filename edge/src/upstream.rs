@@ -7,4 +7,4 @@ mod probe;
 
 pub use connector::{Connecting, Connector, Io, TcpConnector};
 pub use exchange::{ANSWER_BYTES_MAX, Connection, Exchanged, IDLE_REUSE_MS_MAX, exchange, request};
-pub use probe::{PROBE_TIMEOUT_MS_MIN, ProbeReport, probe};
+pub use probe::{PROBE_TIMEOUT_MS_MIN, ProbeReport, ProbeTimes, probe};

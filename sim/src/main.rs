@@ -117,6 +117,9 @@ enum Force {
     Corruption,
     MismatchedDefinition,
     UnreservedIndex,
+    EdgeCrash,
+    EdgeCutOff,
+    SlowNode,
 }
 
 impl From<Force> for FaultKind {
@@ -139,6 +142,9 @@ impl From<Force> for FaultKind {
             Force::Corruption => FaultKind::DiskCorruption,
             Force::MismatchedDefinition => FaultKind::MismatchedDefinition,
             Force::UnreservedIndex => FaultKind::UnreservedIndex,
+            Force::EdgeCrash => FaultKind::EdgeCrash,
+            Force::EdgeCutOff => FaultKind::EdgeCutOff,
+            Force::SlowNode => FaultKind::SlowNode,
         }
     }
 }
@@ -454,7 +460,7 @@ fn print_table(reports: &[ClusterReport]) {
         "no vote stamped outside the clock bound",
         "no healthy node held for another's clock",
         "the poll window no clock moved",
-        "no seq issued twice (counted receipts)",
+        "no seq twice, no actor counted twice",
         "reads during the chaos within bounds",
     ] {
         println!("{check:<44} {seeds:>8}");

@@ -60,6 +60,9 @@ fn a_fixed_range_of_seeds_passes_every_check() {
             FaultKind::FailedFsync,
             FaultKind::DiskCorruption,
             FaultKind::UnreservedIndex,
+            FaultKind::EdgeCrash,
+            FaultKind::EdgeCutOff,
+            FaultKind::SlowNode,
         ] {
             assert!(kinds.contains(&kind), "no seed exercised {kind}: {kinds:?}");
         }
@@ -116,6 +119,34 @@ fn nodes_refuse_before_a_full_disk_exit_on_a_failed_log_and_come_back_whole() {
     panic!(
         "{DISK_SEEDS_MAX} seeds showed {holds} refusal spells below the reserve and {exits} \
          exits on a failed log; the faults are not reaching the nodes"
+    );
+}
+
+#[test]
+fn votes_through_edges_survive_an_edge_crash_an_edge_cut_off_and_a_slow_node() {
+    // Goal: the real edge between voters and nodes keeps every check through its own faults:
+    // its crash (answers lost: voters retry through the other edge, same IDs), its cut from
+    // its own region's node (breaker and probe fail it over), a node slow to the edges (slow
+    // batches open breakers). Method: one seed with the three kinds forced.
+    let mut config = config(7);
+    config.force_faults = vec![
+        FaultKind::EdgeCrash,
+        FaultKind::EdgeCutOff,
+        FaultKind::SlowNode,
+    ];
+    let report = run_cluster(&config).unwrap_or_else(|failure| panic!("{failure}"));
+    let kinds = report.fault_kinds();
+    for kind in [
+        FaultKind::EdgeCrash,
+        FaultKind::EdgeCutOff,
+        FaultKind::SlowNode,
+    ] {
+        assert!(kinds.contains(&kind), "{kind} not exercised: {kinds:?}");
+    }
+    assert_eq!(report.checked.totals.iter().sum::<i64>(), VOTES as i64);
+    assert!(
+        report.checked.receipts > 0,
+        "receipts through the edges were checked"
     );
 }
 

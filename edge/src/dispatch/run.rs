@@ -2,7 +2,7 @@
 //! all (STYLE.md §8): handlers talk to it through the bounded order channel, batch tasks and
 //! probes through their own bounded channels.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,7 +71,7 @@ pub(super) struct Dispatcher {
     buffers: Vec<Buffer>,
     /// Batches waiting for a node (after a failure, or when no node took them).
     waiting: VecDeque<Batch>,
-    out: HashMap<u64, Out>,
+    out: BTreeMap<u64, Out>,
     next_batch: u64,
     done_tx: mpsc::Sender<Done>,
     done_rx: mpsc::Receiver<Done>,
@@ -102,7 +102,7 @@ impl Dispatcher {
             settings,
             buffers: Vec::new(),
             waiting: VecDeque::new(),
-            out: HashMap::new(),
+            out: BTreeMap::new(),
             next_batch: 0,
             done_tx,
             done_rx,

@@ -1,6 +1,7 @@
 //! Each node's health as the edge sees it: a task per node reads its `/readyz` (a node
-//! catching up, stopping or held gets no votes) and, when it is ready, its poll list, every
-//! `probe_interval_ms`, and reports both to the dispatcher.
+//! catching up, stopping or held gets no votes) every `probe_interval_ms` and, when it is
+//! ready, its poll list every `poll_list_interval_ms` (at once after a start or a failed
+//! read), and reports both to the dispatcher.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,21 +31,36 @@ pub struct ProbeReport {
     pub why: Option<String>,
 }
 
-/// Probes `endpoint` (node `node`) every `interval` until `stopping` is set.
+/// How often a node is probed, and its poll list read.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeTimes {
+    /// `/readyz` this often.
+    pub interval: Duration,
+    /// The poll list at most this often.
+    pub poll_list_interval: Duration,
+}
+
+/// Probes `endpoint` (node `node`) until `stopping` is set.
 pub async fn probe(
     node: usize,
     endpoint: Endpoint,
     connector: Arc<dyn Connector>,
-    interval: Duration,
+    times: ProbeTimes,
     reports: mpsc::Sender<ProbeReport>,
     mut stopping: watch::Receiver<bool>,
 ) {
+    let interval = times.interval;
     let timeout = interval
         .saturating_mul(2)
         .max(Duration::from_millis(PROBE_TIMEOUT_MS_MIN));
     let mut connection = None;
+    let mut polls_read_at: Option<tokio::time::Instant> = None;
     loop {
-        let report = probe_once(node, &endpoint, &*connector, &mut connection, timeout).await;
+        let due = polls_read_at.is_none_or(|at| at.elapsed() >= times.poll_list_interval);
+        let report = probe_once(node, &endpoint, &*connector, &mut connection, timeout, due).await;
+        if report.polls.is_some() {
+            polls_read_at = Some(tokio::time::Instant::now());
+        }
         if reports.send(report).await.is_err() {
             return;
         }
@@ -84,6 +100,7 @@ async fn probe_once(
     connector: &dyn Connector,
     connection: &mut Option<Connection>,
     timeout: Duration,
+    read_polls: bool,
 ) -> ProbeReport {
     let not_ready = |why: String| ProbeReport {
         node,
@@ -102,6 +119,14 @@ async fn probe_once(
             ));
         }
         Err(why) => return not_ready(why),
+    }
+    if !read_polls {
+        return ProbeReport {
+            node,
+            ready: true,
+            polls: None,
+            why: None,
+        };
     }
     let polls = match get(endpoint, connector, connection, "/v1/polls", timeout).await {
         Ok((200, body)) => serde_json::from_slice::<Vec<PollSummary>>(&body).ok(),

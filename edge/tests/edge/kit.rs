@@ -208,6 +208,7 @@ pub(crate) fn edge_config(names: &[&str]) -> EdgeConfig {
     EdgeConfig {
         upstreams: names.iter().map(|n| format!("http://{n}")).collect(),
         probe_interval_ms: 50,
+        poll_list_interval_ms: 50,
         linger_ms: 2,
         ..EdgeConfig::default()
     }

@@ -143,9 +143,13 @@ pub struct Ledger {
     /// Vote IDs whose records lay in a log frame that disk damage destroyed: the copy on
     /// that disk is gone (a peer may hold another).
     pub destroyed: std::collections::HashSet<u128>,
-    /// `counted` receipts of single votes: (receipt actor, its seq, vote number). No two
-    /// votes may share an (actor, seq): DESIGN.md §2, an actor never issues a seq twice.
+    /// `counted` receipts (single votes, and bulk votes through edges): (receipt actor, its
+    /// seq, vote number). No two votes may share an (actor, seq): DESIGN.md §2, an actor never
+    /// issues a seq twice; and no vote may have two: an actor answers `counted` once.
     pub receipts: Vec<(u32, u64, u32)>,
+    /// Edge answers that said a vote was durable without naming the node (or, for `counted`,
+    /// without the node's receipt): an edge saying so on its own authority. Must stay 0.
+    pub unproven_edge_answers: u64,
     /// Per region, when its latest `200` answer to a vote or batch arrived (simulated Unix
     /// ms; the driver aims crashes just after one).
     pub last_answer_ms: Vec<u64>,

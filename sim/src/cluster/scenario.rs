@@ -28,6 +28,11 @@ pub const SINGLE_VOTE_SHARE: f64 = 0.1;
 /// cost grows with messages in flight.
 pub const SINGLE_VOTES_MAX: u64 = 20_000;
 
+/// Edge hosts of a run (at most one per region; the first regions' own): region `r`'s voters
+/// use edge `r % edges` first. Each simulated host costs wall time on every tick, so a
+/// handful of edges stand for the autoscaled fleet.
+pub const EDGES_MAX: usize = 2;
+
 /// Longest a fault lasts, except the long partition.
 pub const FAULT_MS_MAX: u64 = 8_000;
 
@@ -150,13 +155,26 @@ pub enum FaultKind {
     /// nodes replay their logs into indexes that grow as they refill. Growth is a bounded
     /// step per insert and changes no answer, so every check must hold.
     UnreservedIndex,
+    /// A region's edge crashes (the answers it held are lost; voters retry with the same
+    /// vote IDs through another region's edge) and comes back empty.
+    EdgeCrash,
+    /// A region's edge is cut off from its own region's node: its breaker and readiness
+    /// probe fail it over to the other regions' nodes.
+    EdgeCutOff,
+    /// A region's node answers the edges slowly ([`SLOW_NODE_LATENCY_MS`] each way): the
+    /// edges' breakers count slow batches as failures and send to other nodes.
+    SlowNode,
 }
+
+/// One-way latency between every edge and a slow node, in ms (a batch's round trip is over
+/// the edges' slow-batch limit).
+pub const SLOW_NODE_LATENCY_MS: u64 = 300;
 
 impl FaultKind {
     /// Every kind, in table order (new kinds go last but before the clock step, and draw from
     /// streams of their own, [`FaultKind::own_stream`]: a seed that does not enable them draws
     /// the same faults as before they existed).
-    pub const ALL: [FaultKind; 17] = [
+    pub const ALL: [FaultKind; 20] = [
         FaultKind::Partition,
         FaultKind::OneWayPartition,
         FaultKind::Hold,
@@ -173,6 +191,9 @@ impl FaultKind {
         FaultKind::DiskCorruption,
         FaultKind::MismatchedDefinition,
         FaultKind::UnreservedIndex,
+        FaultKind::EdgeCrash,
+        FaultKind::EdgeCutOff,
+        FaultKind::SlowNode,
         // Last: a clock step takes the region no crash-like kind took.
         FaultKind::ClockSkew,
     ];
@@ -197,6 +218,9 @@ impl FaultKind {
             FaultKind::DiskCorruption => "crash + disk corruption",
             FaultKind::MismatchedDefinition => "mismatched poll definition",
             FaultKind::UnreservedIndex => "index not reserved",
+            FaultKind::EdgeCrash => "edge crash",
+            FaultKind::EdgeCutOff => "edge cut off from its region",
+            FaultKind::SlowNode => "slow node",
         }
     }
 
@@ -223,6 +247,9 @@ impl FaultKind {
             FaultKind::ClockSkew => Some(14),
             FaultKind::MismatchedDefinition => Some(15),
             FaultKind::UnreservedIndex => Some(16),
+            FaultKind::EdgeCrash => Some(17),
+            FaultKind::EdgeCutOff => Some(18),
+            FaultKind::SlowNode => Some(19),
         }
     }
 }
@@ -330,7 +357,8 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
             FaultKind::LongPartition
             | FaultKind::DiskLoss
             | FaultKind::DiskCorruption
-            | FaultKind::UnreservedIndex => 1,
+            | FaultKind::UnreservedIndex
+            | FaultKind::EdgeCrash => 1,
             _ => rng.random_range(1..=3),
         };
         for _ in 0..count {
@@ -445,6 +473,23 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
                     b: Vec::new(),
                     at_ms,
                     for_ms: 0,
+                    room_bytes: 0,
+                },
+                // An edge's faults name the edge (and its own region), a slow node the node.
+                FaultKind::EdgeCrash | FaultKind::EdgeCutOff => Fault {
+                    kind,
+                    a: vec![rng.random_range(0..regions.min(EDGES_MAX))],
+                    b: Vec::new(),
+                    at_ms,
+                    for_ms,
+                    room_bytes: 0,
+                },
+                FaultKind::SlowNode => Fault {
+                    kind,
+                    a: vec![rng.random_range(0..regions)],
+                    b: Vec::new(),
+                    at_ms,
+                    for_ms,
                     room_bytes: 0,
                 },
             };
