@@ -64,6 +64,10 @@ struct RunArgs {
     /// Bearer token that enables the admin API (create, open, close polls).
     #[arg(long, env = "TALLY_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// The edges' bearer token (`tally edge --batch-token`): it allows posting vote batches
+    /// and nothing else; with it set, batches need it (or the admin token).
+    #[arg(long, env = "TALLY_BATCH_TOKEN", hide_env_values = true)]
+    batch_token: Option<String>,
     /// How often SSE subscribers get fresh results, in milliseconds [default: 500].
     #[arg(long)]
     sse_tick_ms: Option<u64>,
@@ -202,6 +206,9 @@ impl RunArgs {
         }
         if let Some(token) = &self.admin_token {
             config.admin_token = token.clone();
+        }
+        if let Some(token) = &self.batch_token {
+            config.batch_token = token.clone();
         }
         if let Some(tick) = self.sse_tick_ms {
             config.sse_tick_ms = tick;
