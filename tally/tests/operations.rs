@@ -503,6 +503,11 @@ fn prometheus_scrapes_every_metric_and_evaluates_every_alert_rule() {
             .unwrap();
         assert_eq!(status, 200, "{answer}");
     }
+    let bad = r#"{"option":"purple","vote_id":"ops-edge-bad"}"#;
+    let (status, _) = client
+        .request("POST", "/v1/polls/superbowl/votes", bad)
+        .unwrap();
+    assert_eq!(status, 422, "refused at the edge's door");
     let mut addresses = addresses;
     addresses.push(edge.http);
     let exposed: Vec<String> = addresses.iter().map(|a| metrics_of(*a)).collect();
