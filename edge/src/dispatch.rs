@@ -1,7 +1,9 @@
 //! The dispatcher: one task that owns every vote between the door and a node's answer.
 //!
 //! Votes of a poll gather in its buffer and leave as one postcard batch when the buffer holds
-//! `batch_votes_max` votes or its first vote has waited `linger_ms`, whichever comes first. A
+//! `batch_votes_max` votes, when its first vote has waited `linger_ms`, or at once when the
+//! node it would go to is idle (no batch out or queued: at a low rate no vote waits for the
+//! linger; under load votes gather). A
 //! batch goes to the nearest node that takes batches (ready by its `/readyz`, its breaker
 //! closed, room in its queue), waits in that node's bounded queue for one of its bounded
 //! in-flight slots, and is sent by a task of its own. Each vote is answered from the node's

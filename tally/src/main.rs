@@ -147,6 +147,10 @@ struct EdgeArgs {
     /// Load balancers whose X-Forwarded-For is believed, comma-separated (10.0.0.0/8, ...).
     #[arg(long, env = "TALLY_EDGE_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Option<Vec<String>>,
+    /// Threads serving phones and nodes: 1 runs the whole edge on one thread (no hand-offs
+    /// between threads per vote; scale out with more pods of one core each), 0 one per core.
+    #[arg(long, env = "TALLY_EDGE_THREADS", default_value_t = 1)]
+    threads: usize,
 }
 
 impl EdgeArgs {
@@ -274,7 +278,17 @@ fn main() -> ExitCode {
             "heap on 4 KiB pages (huge pages off: TALLY_HUGE_PAGES=0, GLIBC_TUNABLES set, or no THP)"
         );
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match &cli.command {
+        Command::Edge(args) if args.threads == 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Command::Edge(args) if args.threads > 1 => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Runtime::new(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("tally: cannot start the async runtime: {error}");

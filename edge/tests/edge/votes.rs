@@ -231,12 +231,15 @@ async fn operational_routes_and_passed_reads_answer_and_other_paths_get_the_node
 }
 
 #[tokio::test(start_paused = true)]
-async fn votes_are_coalesced_into_batches_of_at_most_n_and_a_partial_one_leaves_after_the_linger() {
-    // Goal: N votes make a batch at once; fewer wait at most the linger. Method: 10
-    // concurrent votes with N = 4, then the batch sizes the node saw.
+async fn votes_are_coalesced_into_batches_of_at_most_n_and_a_lone_vote_at_an_idle_node_leaves_at_once()
+ {
+    // Goal: N votes make a batch at once; a vote at an idle node does not wait for the linger;
+    // while the node's slots are busy votes gather, and a partial batch leaves at the linger.
+    // Method: 10 concurrent votes with N = 4; a lone vote; then a slow node with one slot.
     let mut config = kit::edge_config(&["a"]);
     config.batch_votes_max = 4;
     config.linger_ms = 5;
+    config.batches_in_flight_per_upstream = 1;
     let rig = rig_with(&["a"], |_| {}, config).await;
     let ids: Vec<String> = (0..10).map(id).collect();
     let votes = ids.iter().map(|vote_id| rig.vote("green", vote_id));
@@ -248,18 +251,34 @@ async fn votes_are_coalesced_into_batches_of_at_most_n_and_a_partial_one_leaves_
     assert_eq!(sizes.iter().sum::<usize>(), 10, "{sizes:?}");
     assert!(sizes.iter().all(|&s| s <= 4), "{sizes:?}");
     assert!(sizes.len() >= 3, "{sizes:?}");
-    // One vote alone leaves after the linger, not later.
+    // A lone vote at an idle node leaves at once, not after the 5 ms linger.
     let started = tokio::time::Instant::now();
     assert_eq!(rig.vote("blue", &id(99)).await.json()["status"], "counted");
     assert!(
-        started.elapsed() >= Duration::from_millis(5),
+        started.elapsed() < Duration::from_millis(5),
         "{:?}",
         started.elapsed()
     );
-    assert!(
-        started.elapsed() < Duration::from_millis(50),
-        "{:?}",
-        started.elapsed()
+    // The one slot busy for 50 ms: the votes that come meanwhile gather into one batch.
+    rig.nodes[0].set_mode(Mode::Slow(Duration::from_millis(50)));
+    rig.nodes[0].batch_votes.lock().unwrap().clear();
+    let first = {
+        let router = rig.edge.router.clone();
+        tokio::spawn(async move {
+            let body = json!({"option": "green", "vote_id": id(100)});
+            kit::send_to(&router, post_json(VOTES, &body)).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let later: Vec<String> = (101..104).map(id).collect();
+    let replies = futures_util::future::join_all(later.iter().map(|v| rig.vote("blue", v))).await;
+    assert!(replies.iter().all(|r| r.json()["status"] == "counted"));
+    assert_eq!(first.await.unwrap().json()["status"], "counted");
+    let sizes = rig.nodes[0].batch_votes.lock().unwrap().clone();
+    assert_eq!(
+        sizes,
+        [1, 3],
+        "one vote at once, three gathered while the slot was busy"
     );
 }
 
