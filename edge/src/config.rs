@@ -365,7 +365,8 @@ mod tests {
 
     #[test]
     fn out_of_range_settings_are_refused_by_name() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut EdgeConfig)>)> = vec![
+        type Change = Box<dyn Fn(&mut EdgeConfig)>;
+        let cases: Vec<(&str, Change)> = vec![
             (
                 "upstreams",
                 Box::new(|c| c.upstreams = vec!["https://x:1".into()]),

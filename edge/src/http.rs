@@ -89,24 +89,22 @@ pub fn router(state: EdgeState, votes_waiting_max: usize) -> Router {
         .with_state(state)
 }
 
+/// What a full door answers: 503 `overloaded`, `Retry-After: 1`.
+type Overloaded = fn(tower::BoxError) -> std::future::Ready<ApiError>;
+
+/// The layers of [`shedding_limit`], outermost first.
+type SheddingLimit = tower::layer::util::Stack<
+    tower::limit::GlobalConcurrencyLimitLayer,
+    tower::layer::util::Stack<
+        tower::load_shed::LoadShedLayer,
+        tower::layer::util::Stack<HandleErrorLayer<Overloaded, ()>, tower::layer::util::Identity>,
+    >,
+>;
+
 /// Sheds requests past `max` at once with 503 `overloaded` (tower's `LoadShed` over a
 /// `GlobalConcurrencyLimit`).
-fn shedding_limit(
-    max: usize,
-) -> tower::ServiceBuilder<
-    tower::layer::util::Stack<
-        tower::limit::GlobalConcurrencyLimitLayer,
-        tower::layer::util::Stack<
-            tower::load_shed::LoadShedLayer,
-            tower::layer::util::Stack<
-                HandleErrorLayer<fn(tower::BoxError) -> std::future::Ready<ApiError>, ()>,
-                tower::layer::util::Identity,
-            >,
-        >,
-    >,
-> {
-    let overloaded: fn(tower::BoxError) -> std::future::Ready<ApiError> =
-        |_| std::future::ready(ApiError::Overloaded(1));
+fn shedding_limit(max: usize) -> tower::ServiceBuilder<SheddingLimit> {
+    let overloaded: Overloaded = |_| std::future::ready(ApiError::Overloaded(1));
     tower::ServiceBuilder::new()
         .layer(HandleErrorLayer::new(overloaded))
         .load_shed()

@@ -144,8 +144,11 @@ fn voter(index: usize, edges: Vec<SocketAddr>, ledger: Shared, stop: Arc<AtomicB
     }
 }
 
-/// One node's displayed votes per option and total, and records per actor.
-fn view(address: SocketAddr) -> Result<(Vec<i64>, i64, BTreeMap<String, u64>), String> {
+/// One node's displayed votes per option, their total, and records held per actor.
+type View = (Vec<i64>, i64, BTreeMap<String, u64>);
+
+/// `address`'s view of the poll.
+fn view(address: SocketAddr) -> Result<View, String> {
     let json = get_json(address, "/v1/polls/superbowl/results")?;
     let votes = json["options"]
         .as_array()

@@ -150,7 +150,10 @@ async fn vote_tokens_are_checked_at_the_edge_and_the_nodes_take_batches_only_wit
     // vote is answered 503 overloaded (never taken) at its deadline.
     let refused = rig.send(vote(Some(&token))).await;
     assert_eq!(refused.code(), "overloaded", "{}", refused.text());
-    assert_eq!(rig.nodes[0].batches.load(Ordering::SeqCst) > 0, true);
+    assert!(
+        rig.nodes[0].batches.load(Ordering::SeqCst) > 0,
+        "the batch reached the node"
+    );
 
     config.batch_token = "edge-secret".into();
     let rig = rig_with(&["a"], node, config).await;

@@ -64,7 +64,8 @@ async fn bad_input_is_refused_at_the_edge_with_the_nodes_codes_and_never_sent_on
     // node sees it. Method: each request sent to the edge and to the node directly.
     let rig = rig(&["a"]).await;
     let huge = vec![b' '; 5 * 1024];
-    let cases: Vec<(&str, Box<dyn Fn() -> Request<Body>>)> = vec![
+    type MakeRequest = Box<dyn Fn() -> Request<Body>>;
+    let cases: Vec<(&str, MakeRequest)> = vec![
         (
             "malformed JSON",
             Box::new(|| post_bytes(VOTES, "application/json", b"{".to_vec())),
