@@ -625,21 +625,35 @@ impl PollState {
     pub fn missing_for(&self, theirs: &VersionVector, records_max: usize) -> Vec<RecordBatch> {
         let mut batches = Vec::new();
         let mut budget = records_max;
-        for (actor, slot) in self.actors.iter().zip(0..) {
-            let mut from = theirs.get(&actor.id) + 1;
-            let held = self.store.held(slot);
-            while from <= held && budget > 0 {
-                let count = (held - from + 1).min(RECORDS_PER_BATCH_MAX.min(budget) as Seq);
-                let to = from + count - 1;
-                let mut batch = RecordBatch::new(self.poll.clone(), actor.id.clone(), from);
-                self.store
-                    .for_each_in_range(slot, from, to, |_, id, option, second| {
-                        batch.push(id, option, second)
-                    });
-                batches.push(batch);
-                budget -= count as usize;
-                from = to + 1;
-            }
+        for actor in &self.actors {
+            let missing = self.records_of(&actor.id, theirs.get(&actor.id), budget);
+            budget -= missing.iter().map(RecordBatch::len).sum::<usize>();
+            batches.extend(missing);
+        }
+        batches
+    }
+
+    /// `actor`'s records after seq `after`, at most `records_max` of them, in batches of at
+    /// most [`RECORDS_PER_BATCH_MAX`] (the pushes of replicated acks).
+    pub fn records_of(&self, actor: &ActorId, after: Seq, records_max: usize) -> Vec<RecordBatch> {
+        let Some(&slot) = self.slots.get(actor) else {
+            return Vec::new();
+        };
+        let mut batches = Vec::new();
+        let mut budget = records_max;
+        let mut from = after + 1;
+        let held = self.store.held(slot);
+        while from <= held && budget > 0 {
+            let count = (held - from + 1).min(RECORDS_PER_BATCH_MAX.min(budget) as Seq);
+            let to = from + count - 1;
+            let mut batch = RecordBatch::new(self.poll.clone(), actor.clone(), from);
+            self.store
+                .for_each_in_range(slot, from, to, |_, id, option, second| {
+                    batch.push(id, option, second)
+                });
+            batches.push(batch);
+            budget -= count as usize;
+            from = to + 1;
         }
         batches
     }

@@ -93,6 +93,7 @@ pub fn introduced_in(message: &PeerMessage) -> u16 {
         | PeerMessage::Agreement(_)
         | PeerMessage::PollVector { .. }
         | PeerMessage::Declarations { .. } => 2,
+        PeerMessage::Push { .. } | PeerMessage::PushAck(_) => 3,
     }
 }
 
@@ -135,6 +136,8 @@ pub fn message_kind(message: &PeerMessage) -> &'static str {
         PeerMessage::PollVector { .. } => "poll vector",
         PeerMessage::Declarations { .. } => "declarations",
         PeerMessage::Clock(_) => "clock",
+        PeerMessage::Push { .. } => "push",
+        PeerMessage::PushAck(_) => "push ack",
     }
 }
 
@@ -317,6 +320,20 @@ impl Handshake {
 }
 
 impl Established {
+    /// The session's pushes of replicated acks (protocol 3), or `None` when the negotiated
+    /// version is older: a peer of version 2 cannot be an ack peer. `own` is this node.
+    pub fn push_channel(&self, own: NodeId) -> Option<(PushSender, PushReceiver)> {
+        (self.protocol_version >= 3).then(|| {
+            (
+                PushSender::new(own.clone()),
+                PushReceiver {
+                    own,
+                    peer: self.peer.node.clone(),
+                },
+            )
+        })
+    }
+
     /// The session's two directions: this node's pull rounds (at most
     /// `records_per_round_max` records asked per answer) and its answers to the peer's.
     pub fn split(&self, records_per_round_max: usize) -> (Puller, Answerer) {
@@ -515,7 +532,9 @@ impl Puller {
             other @ (PeerMessage::Hello(_)
             | PeerMessage::Agreement(_)
             | PeerMessage::PollVector { .. }
-            | PeerMessage::Clock(_)) => {
+            | PeerMessage::Clock(_)
+            | PeerMessage::Push { .. }
+            | PeerMessage::PushAck(_)) => {
                 return Err(Refusal::new(
                     "frame",
                     format!("unexpected message in an answer: {}", message_kind(&other)),
@@ -783,6 +802,10 @@ impl Answerer {
     }
 }
 
+pub use push::{PUSH_RECORDS_UNANSWERED_MAX, PUSHES_UNANSWERED_MAX, PushReceiver, PushSender, Pushed};
+
+mod push;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -825,7 +848,10 @@ mod tests {
             Err("cluster_id")
         );
         assert_eq!(cause(hello("c", "b", &key, 1), None, true), Err("protocol"));
-        assert_eq!(cause(hello("c", "b", &key, 3), None, true), Err("protocol"));
+        assert_eq!(
+            cause(hello("c", "b", &key, PROTOCOL_VERSION + 1), None, true),
+            Err("protocol")
+        );
         assert_eq!(
             cause(hello("c", "z", &key, 2), Some(&b), true),
             Err("node_id")
@@ -839,8 +865,13 @@ mod tests {
             Err("vote_id_key")
         );
         assert_eq!(
-            cause(hello("c", "b", &key, 2), Some(&b), true),
+            cause(hello("c", "b", &key, PROTOCOL_VERSION), Some(&b), true),
             Ok(PROTOCOL_VERSION)
+        );
+        assert_eq!(
+            cause(hello("c", "b", &key, 2), Some(&b), true),
+            Ok(2),
+            "a version-2 peer is served at version 2"
         );
         let missing = ours.handle_hello(None, None, |_| Ok(()));
         assert_eq!(missing.map_err(|r| r.cause), Err("hello"));

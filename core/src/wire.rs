@@ -30,8 +30,10 @@ pub const FRAME_FORMAT_VERSION: u8 = 1;
 /// readings of every pull), the hello's `vote_id_key` proof, and the definition agreement
 /// (pulls name each poll's definition in [`PeerMessage::PollVector`] and a summary of the
 /// declarations in [`PeerMessage::Agreement`]; answers may carry
-/// [`PeerMessage::Declarations`]).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// [`PeerMessage::Declarations`]). Version 3 added the pushes of replicated acks
+/// ([`PeerMessage::Push`] and [`PeerMessage::PushAck`], on a unidirectional stream of their
+/// own): a peer of version 2 syncs as before but cannot be an ack peer.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The oldest peer protocol version this node syncs with. Version 1 is refused, unlike
 /// DESIGN.md §3's rule of syncing with the previous version: its hello cannot prove the
@@ -144,6 +146,31 @@ pub enum PeerMessage {
         /// One entry per node.
         entries: Vec<Declaration>,
     },
+    /// Records of the sender's own actor, just made durable on its disk, pushed to an ack
+    /// peer so that a vote can be acknowledged once two disks hold it (protocol 3,
+    /// `ack_mode = "replicated"`). The receiver logs them, fsyncs, and answers every push
+    /// with exactly one [`PeerMessage::PushAck`], in order.
+    Push {
+        /// The sender's definition of the batch's poll: a receiver that defines it otherwise
+        /// takes none of it (and acknowledges nothing new).
+        definition: DefinitionDigest,
+        /// The records.
+        batch: RecordBatch,
+    },
+    /// The answer to one [`PeerMessage::Push`]: what the sender has made durable.
+    PushAck(PushAck),
+}
+
+/// What an ack peer has on its disk of a pusher's records: every record of `actor` in `poll`
+/// up to `durable_through` is logged and fsynced there (0: it took nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushAck {
+    /// The poll.
+    pub poll: PollId,
+    /// The pusher's actor.
+    pub actor: ActorId,
+    /// Highest contiguous seq of `actor` held durably.
+    pub durable_through: crate::ids::Seq,
 }
 
 /// Wall-clock readings: the last frame of a pull request (`answered_at` absent) and the first
