@@ -802,7 +802,9 @@ impl Answerer {
     }
 }
 
-pub use push::{PUSH_RECORDS_UNANSWERED_MAX, PUSHES_UNANSWERED_MAX, PushReceiver, PushSender, Pushed};
+pub use push::{
+    PUSH_RECORDS_UNANSWERED_MAX, PUSHES_UNANSWERED_MAX, PushReceiver, PushSender, Pushed,
+};
 
 mod push;
 

@@ -234,6 +234,20 @@ pub struct Config {
     /// this far from a majority of the peers it can reach counts no votes (503, not ready)
     /// until it agrees again; peers' offsets are measured on every sync round.
     pub max_clock_offset_ms: u64,
+    /// When a vote is answered `counted` (DESIGN.md §4): `local` (the default) once this
+    /// node's log is fsynced; `replicated` once an ack peer (`ack_peers`) has fsynced its
+    /// record too, so losing this node's whole disk loses no acknowledged vote.
+    pub ack_mode: AckMode,
+    /// The peers whose fsync may complete a replicated ack (usually the other node of the
+    /// same region); each must be in `peers` and speak peer protocol 3 or newer.
+    pub ack_peers: Vec<String>,
+    /// How long a replicated ack waits for an ack peer once this node's fsync is done, in
+    /// milliseconds; then `ack_fallback` decides.
+    pub ack_timeout_ms: u64,
+    /// What a replicated ack does when no ack peer answers in time: `refuse` (the default:
+    /// 503 + `Retry-After`, nothing acknowledged) or `local` (acknowledge after the local
+    /// fsync alone, counted in `tally_ack_peer_timeouts_total{outcome="local"}`).
+    pub ack_fallback: AckFallback,
     /// Polls to create at start-up.
     pub polls: Vec<PollConfig>,
     /// The regions' public base URLs (`https://us-east.tally.example.net`), nearest first:
@@ -265,6 +279,34 @@ pub struct Config {
     pub planted_bug: Option<PlantedBug>,
 }
 
+/// When a vote is answered `counted` (see [`Config::ack_mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    /// After this node's fsync.
+    #[default]
+    Local,
+    /// After this node's fsync and an ack peer's.
+    Replicated,
+}
+
+/// What a replicated ack does when no ack peer answers in time (see [`Config::ack_fallback`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AckFallback {
+    /// Refuse with 503 + `Retry-After`: nothing is acknowledged.
+    #[default]
+    Refuse,
+    /// Acknowledge after the local fsync alone, and count it.
+    Local,
+}
+
+/// Shortest `ack_timeout_ms`.
+pub const ACK_TIMEOUT_MS_MIN: u64 = 10;
+
+/// Longest `ack_timeout_ms` (votes wait this long at most for an ack peer).
+pub const ACK_TIMEOUT_MS_MAX: u64 = 60_000;
+
 /// A guarantee a node can be told to break (see [`Config::planted_bug`]): each is a real
 /// bug class the simulation's checker must find.
 #[doc(hidden)]
@@ -275,6 +317,10 @@ pub enum PlantedBug {
     KeepDuplicates,
     /// Votes are answered before the log holding them is fsynced.
     AckBeforeFsync,
+    /// In `ack_mode = "replicated"`, votes are answered once an ack peer has *received*
+    /// their records, before it reports them fsynced (the ack peer answers each push at
+    /// once, not after its log job is durable).
+    AckBeforePeerFsync,
     /// A node that starts on an empty disk reuses a fixed incarnation instead of drawing a
     /// new one, so after losing its disk it reuses its old actor's sequence numbers; and it
     /// refuses its own actor's records from peers instead of moving to a new incarnation (the
@@ -323,6 +369,10 @@ impl Default for Config {
             sync_records_per_round_max: 65_536,
             catch_up_timeout_ms: 10_000,
             max_clock_offset_ms: crate::clock_watch::MAX_CLOCK_OFFSET_MS_DEFAULT,
+            ack_mode: AckMode::Local,
+            ack_peers: Vec::new(),
+            ack_timeout_ms: 500,
+            ack_fallback: AckFallback::Refuse,
             public_endpoints: Vec::new(),
             polls: vec![PollConfig {
                 id: "superbowl".into(),
@@ -454,6 +504,7 @@ impl Config {
             ));
         }
         self.validate_peers()?;
+        self.validate_acks()?;
         if self.engine_queue_max == 0 || self.sse_subscribers_max == 0 {
             return Err(invalid(
                 "engine_queue_max",
@@ -524,6 +575,54 @@ impl Config {
             per_voter,
             tokens,
         })
+    }
+
+    fn validate_acks(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, message: String| ConfigError::Invalid { setting, message };
+        if !(ACK_TIMEOUT_MS_MIN..=ACK_TIMEOUT_MS_MAX).contains(&self.ack_timeout_ms) {
+            return Err(invalid(
+                "ack_timeout_ms",
+                format!("must be between {ACK_TIMEOUT_MS_MIN} and {ACK_TIMEOUT_MS_MAX}"),
+            ));
+        }
+        for (i, peer) in self.ack_peers.iter().enumerate() {
+            if peer == &self.node_id {
+                return Err(invalid(
+                    "ack_peers",
+                    format!("{peer} is this node: an ack peer must be another node"),
+                ));
+            }
+            if !self.other_peers().any(|p| &p.id == peer) {
+                return Err(invalid(
+                    "ack_peers",
+                    format!("{peer} is not in peers: an ack peer must be a listed peer"),
+                ));
+            }
+            if self.ack_peers[..i].contains(peer) {
+                return Err(invalid("ack_peers", format!("{peer} is listed twice")));
+            }
+        }
+        match (self.ack_mode, self.ack_peers.is_empty()) {
+            (AckMode::Replicated, true) => Err(invalid(
+                "ack_peers",
+                "ack_mode = \"replicated\" needs at least one ack peer (the other node of \
+                 the region)"
+                    .into(),
+            )),
+            (AckMode::Replicated, false) if self.memory_only => Err(invalid(
+                "ack_mode",
+                "replicated acks need a durable log (memory_only is set)".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The ack peers as node IDs (validated by [`Config::validate`]).
+    pub fn ack_peer_ids(&self) -> Vec<NodeId> {
+        self.ack_peers
+            .iter()
+            .filter_map(|p| NodeId::new(p.clone()).ok())
+            .collect()
     }
 
     fn validate_peers(&self) -> Result<(), ConfigError> {

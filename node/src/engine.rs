@@ -31,8 +31,13 @@ use crate::results::ResultsSnapshot;
 use crate::wal::{WalDone, WalEntry, WalJob};
 
 mod incarnation;
+mod replication;
 
 pub use incarnation::OWN_RECORDS_FROM_PEER;
+pub use replication::{
+    AckCommand, AckSettings, OwnRecords, PEER_WAITING_VOTES_MAX, PUSH_RECORDS_PER_ASK_MAX,
+    PushCursor,
+};
 
 /// Commands drained per wake-up before the engine looks at the log again.
 pub const COMMANDS_PER_WAKE_MAX: usize = 4_096;
@@ -77,6 +82,14 @@ pub enum EngineError {
     /// A hold on the node (low disk, a skewed clock) refuses new votes; nothing was counted.
     #[error("{}", .0.message())]
     Held(Hold),
+    /// `ack_mode = "replicated"`: the vote is durable on this node, but no ack peer confirmed
+    /// it within `ack_timeout_ms`, so it is not acknowledged. It may still be counted (this
+    /// node's log holds it): a retry with the same vote ID is safe and counted once.
+    #[error(
+        "no ack peer confirmed this vote in time; it is not acknowledged (it may still be \
+         counted: retry with the same vote ID, here or at another node, and it counts once)"
+    )]
+    NotReplicated,
 }
 
 /// One vote of a batch as the engine answers it.
@@ -175,6 +188,8 @@ pub enum Command {
         /// The peer's actor, from a hello its certificate vouches for.
         actor: tally_core::ActorId,
     },
+    /// Replicated acks: pushes and confirmations ([`replication`]).
+    Ack(AckCommand),
 }
 
 /// What applying a peer's answer did.
@@ -199,10 +214,25 @@ enum Pending {
     Vote(Reply<VoteAck>, VoteAck, PollId),
     Batch(Reply<Vec<BatchVoteAck>>, Vec<BatchVoteAck>, PollId),
     Poll(Reply<bool>, bool),
+    /// A peer's push, confirmed once durable ([`replication`]).
+    Pushed(Reply<tally_core::wire::PushAck>, tally_core::wire::PushAck),
+}
+
+impl Pending {
+    /// The poll of a vote's or batch's reply.
+    fn poll(&self) -> Option<&PollId> {
+        match self {
+            Pending::Vote(_, _, poll) | Pending::Batch(_, _, poll) => Some(poll),
+            Pending::Poll(..) | Pending::Pushed(..) => None,
+        }
+    }
 }
 
 struct Waiter {
     token: u64,
+    /// Under replicated acks, the seq of this node's actor in the reply's poll an ack peer
+    /// must confirm before it is answered (0: none).
+    need: Seq,
     pending: Pending,
 }
 
@@ -265,6 +295,8 @@ pub struct Engine {
     incarnation_rng: rand::rngs::StdRng,
     /// Set by a move to a new incarnation until the actor is published.
     actor_changed: bool,
+    /// Replicated acks, when `ack_mode = "replicated"`.
+    replication: Option<replication::Replication>,
 }
 
 impl Engine {
@@ -300,6 +332,7 @@ impl Engine {
             hand_over_peers: Vec::new(),
             incarnation_rng: rand::rngs::StdRng::seed_from_u64(incarnation_seed),
             actor_changed: false,
+            replication: None,
         }
     }
 
@@ -397,8 +430,10 @@ impl Engine {
                         self.publish(&io.results);
                     }
                 }
+                () = sleep_until(self.peer_deadline()) => self.expire_peer_waiters(),
                 _ = ticker.tick() => {
                     self.replica.advance_index_growth(INDEX_GROWTH_STEPS_PER_TICK);
+                    self.observe_peer_lag();
                     self.publish(&io.results);
                 }
             }
@@ -509,12 +544,13 @@ impl Engine {
                 vote_id,
                 reply,
             } => match self.replica.accept_local(&poll, option, vote_id, now) {
-                Ok(LocalVote::Duplicate { wait_for: None }) => {
+                Ok(vote) if !self.must_wait(&poll, vote) => {
                     let _ = reply.send(Ok(VoteAck::Duplicate));
                 }
                 Ok(vote) => {
+                    let need = self.own_need(&poll, vote);
                     let ack = ack(vote, self.replica.actor().incarnation);
-                    self.wait(Pending::Vote(reply, ack, poll));
+                    self.wait(Pending::Vote(reply, ack, poll), need);
                 }
                 Err(error) => {
                     let _ = reply.send(Err(error.into()));
@@ -575,7 +611,27 @@ impl Engine {
                 vote_ids,
                 reply,
             } => drop(reply.send(self.lookup(poll, &vote_ids))),
+            Command::Ack(command) => self.handle_ack_command(command),
         }
+    }
+
+    /// The seq of this node's actor an ack peer must confirm before `vote` is answered: its
+    /// own record's, the earlier record's it duplicates, or (a duplicate of a durable record,
+    /// under replicated acks) every own record of the poll.
+    fn own_need(&self, poll: &PollId, vote: LocalVote) -> Seq {
+        match vote {
+            LocalVote::Counted { seq, .. }
+            | LocalVote::Duplicate {
+                wait_for: Some(seq),
+            } => seq,
+            LocalVote::Duplicate { wait_for: None } => self.duplicate_need(poll),
+        }
+    }
+
+    /// Whether `vote`'s answer waits (for the log, or for an ack peer).
+    fn must_wait(&self, poll: &PollId, vote: LocalVote) -> bool {
+        !matches!(vote, LocalVote::Duplicate { wait_for: None })
+            || self.needs_peer(poll, self.own_need(poll, vote))
     }
 
     /// The option each vote ID's winning record names in `poll` (`None`: not held).
@@ -594,13 +650,33 @@ impl Engine {
     /// with [`EngineError::Held`] at once (nothing counted; the client retries elsewhere) and
     /// returns `None`; any other command is handed back.
     fn refuse_if_held(&self, command: Command) -> Option<Command> {
-        let hold = match &command {
-            Command::Vote { .. } | Command::Batch { .. } => self.health.vote_refusal(),
-            _ => None,
+        let is_vote = matches!(command, Command::Vote { .. } | Command::Batch { .. });
+        if is_vote && self.peer_queue_full() {
+            let overloaded = EngineError::Accept(AcceptError::Overloaded);
+            match command {
+                Command::Vote { reply, .. } => drop(reply.send(Err(overloaded))),
+                Command::Batch { reply, .. } => drop(reply.send(Err(overloaded))),
+                other => return Some(other),
+            }
+            return None;
+        }
+        let hold = if is_vote {
+            self.health.vote_refusal()
+        } else {
+            None
         };
         let Some(hold) = hold else {
             return Some(command);
         };
+        if hold == Hold::AckPeerDown {
+            let votes = match &command {
+                Command::Batch { votes, .. } => votes.len() as u64,
+                _ => 1,
+            };
+            self.metrics
+                .acks
+                .count_misses("refused", "disconnected", votes);
+        }
         match command {
             Command::Vote { reply, .. } => drop(reply.send(Err(EngineError::Held(hold)))),
             Command::Batch { reply, .. } => drop(reply.send(Err(EngineError::Held(hold)))),
@@ -701,11 +777,15 @@ impl Engine {
         }
         let mut acks = Vec::with_capacity(votes.len());
         let mut must_wait = false;
+        let mut need = 0;
         let incarnation = self.replica.actor().incarnation;
         for answer in answers {
             match answer {
                 Ok(vote) => {
-                    must_wait |= !matches!(vote, LocalVote::Duplicate { wait_for: None });
+                    if self.must_wait(&poll, vote) {
+                        must_wait = true;
+                        need = need.max(self.own_need(&poll, vote));
+                    }
                     acks.push(BatchVoteAck::Ack(ack(vote, incarnation)));
                 }
                 Err(AcceptError::Overloaded) => acks.push(BatchVoteAck::Overloaded),
@@ -719,7 +799,7 @@ impl Engine {
             }
         }
         if must_wait {
-            self.wait(Pending::Batch(reply, acks, poll));
+            self.wait(Pending::Batch(reply, acks, poll), need);
         } else {
             let _ = reply.send(Ok(acks));
         }
@@ -745,17 +825,19 @@ impl Engine {
                 self.unlogged_entries.push(WalEntry::Poll(spec.clone()));
             }
         }
-        self.wait(Pending::Poll(reply, changed));
+        self.wait(Pending::Poll(reply, changed), 0);
     }
 
-    /// Holds a reply until the next log job (the one that will carry its record) is durable.
-    fn wait(&mut self, pending: Pending) {
+    /// Holds a reply until the next log job (the one that will carry its record) is durable,
+    /// and then, under replicated acks, until an ack peer confirms seq `need` of its poll.
+    fn wait(&mut self, pending: Pending, need: Seq) {
         if self.ack_before_fsync {
             answer(pending);
             return;
         }
         self.waiting.push_back(Waiter {
             token: self.next_token,
+            need,
             pending,
         });
     }
@@ -795,15 +877,20 @@ impl Engine {
     }
 
     fn on_durable(&mut self, up_to_token: u64) {
+        let mut own_durable = false;
         while let Some((token, _)) = self.in_flight_jobs.front() {
             if *token > up_to_token {
                 break;
             }
             if let Some((_, marks)) = self.in_flight_jobs.pop_front() {
+                own_durable |= !marks.is_empty();
                 for (poll, seq) in marks {
                     self.replica.mark_durable(&poll, seq);
                 }
             }
+        }
+        if own_durable {
+            self.notify_pushes();
         }
         self.durable_token = self.durable_token.max(up_to_token);
         self.answer_durable();
@@ -818,8 +905,16 @@ impl Engine {
             let Some(waiter) = self.waiting.pop_front() else {
                 break;
             };
-            answer(waiter.pending);
+            self.answer_when_replicated(waiter);
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -829,6 +924,7 @@ fn answer(pending: Pending) {
         Pending::Vote(reply, ack, _) => drop(reply.send(Ok(ack))),
         Pending::Batch(reply, acks, _) => drop(reply.send(Ok(acks))),
         Pending::Poll(reply, changed) => drop(reply.send(Ok(changed))),
+        Pending::Pushed(reply, ack) => drop(reply.send(Ok(ack))),
     }
 }
 

@@ -278,6 +278,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
     if syncing {
         engine.hand_over_to(config.other_peers().map(|p| p.id.clone()).collect());
     }
+    let ack_peers = replicated_acks(config, &mut engine);
     // Before the first request: a node that starts on a full disk refuses from the start.
     let mut disk_watch = disk_watch::DiskWatch::new(
         watched,
@@ -350,6 +351,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
                 clock: clock.clone(),
                 clock_watch: clock_watch.clone(),
                 metrics: metrics.clone(),
+                acks: ack_peers,
             });
             // Incoming sessions refused before they name a node count under `incoming`.
             metrics.peers.declare_refusals("incoming");
@@ -425,6 +427,35 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
         writer,
         peer_endpoint,
         peer_tasks,
+    })
+}
+
+/// Turns on replicated acks in `engine` if the configuration asks for them: what the peer
+/// sessions need to push to the ack peers.
+fn replicated_acks(config: &Config, engine: &mut Engine) -> Option<peer::push::AckPeers> {
+    if config.ack_mode != config::AckMode::Replicated {
+        return None;
+    }
+    let peers: std::collections::BTreeSet<_> = config.ack_peer_ids().into_iter().collect();
+    let (durable, durable_rx) = watch::channel(0);
+    engine.replicate_acks(engine::AckSettings {
+        peers: peers.clone(),
+        timeout: Duration::from_millis(config.ack_timeout_ms),
+        fallback: config.ack_fallback,
+        durable,
+    });
+    if config.planted_bug == Some(config::PlantedBug::AckBeforePeerFsync) {
+        engine.plant_bug_ack_before_peer_fsync();
+    }
+    tracing::info!(
+        ack_peers = ?config.ack_peers,
+        fallback = ?config.ack_fallback,
+        timeout_ms = config.ack_timeout_ms,
+        "replicated acks: a vote is acknowledged once an ack peer has it on disk too"
+    );
+    Some(peer::push::AckPeers {
+        peers,
+        durable: durable_rx,
     })
 }
 

@@ -78,6 +78,8 @@ pub struct Metrics {
     pub definition_lost: Family<PollLabels, Gauge>,
     /// Per peer: the sync session's gauges and counters.
     pub peers: PeerMetrics,
+    /// Replicated acks (`ack_mode = "replicated"`).
+    pub acks: AckMetrics,
     /// Steps of this node's wall clock against its monotonic clock (by more than half of
     /// `max_clock_offset_ms`) seen by the clock watch.
     pub clock_steps: Counter,
@@ -133,6 +135,94 @@ pub struct PeerMetrics {
     pub clock_offset_seconds: Family<PeerLabels, Gauge<f64, AtomicU64>>,
     /// The error bound of that estimate (half the fastest recent round trip), in seconds.
     pub clock_offset_error_seconds: Family<PeerLabels, Gauge<f64, AtomicU64>>,
+}
+
+/// The metrics of replicated acks (all zero in `ack_mode = "local"`).
+pub struct AckMetrics {
+    /// Time from a vote's local fsync to the ack peer's answer that covers it, in seconds
+    /// (the round trip and the peer's fsync: what `replicated` adds to a vote's answer).
+    pub peer_wait_seconds: Histogram,
+    /// Votes whose record no ack peer confirmed, by `outcome` (`refused`: answered 503;
+    /// `local`: acknowledged after the local fsync alone, `ack_fallback = "local"`) and
+    /// `cause` (`timeout`: no answer within `ack_timeout_ms`; `disconnected`: no ack peer
+    /// connected).
+    pub misses: Family<Labels, Counter>,
+    /// This node's own durable records that no ack peer has confirmed yet.
+    pub peer_lag_records: Gauge,
+    /// Ack peers with a push session up.
+    pub peers_connected: Gauge,
+    /// Records pushed to ack peers.
+    pub records_pushed: Counter,
+    /// Records a peer pushed to this node, and it logged and confirmed.
+    pub records_confirmed: Counter,
+}
+
+/// Every `outcome` and `cause` of `tally_ack_peer_misses_total` (their series exist from the
+/// start, for the alert rules).
+pub const ACK_MISS_LABELS: [(&str, &str); 4] = [
+    ("refused", "timeout"),
+    ("refused", "disconnected"),
+    ("local", "timeout"),
+    ("local", "disconnected"),
+];
+
+impl AckMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let peer_wait_seconds = Histogram::new(latency_buckets());
+        registry.register(
+            "ack_peer_wait_seconds",
+            "Replicated acks: time from a vote's local fsync to the ack peer's confirmation",
+            peer_wait_seconds.clone(),
+        );
+        let misses = Family::<Labels, Counter>::default();
+        registry.register(
+            "ack_peer_misses",
+            "Replicated acks: votes no ack peer confirmed, by outcome (refused, local) and cause",
+            misses.clone(),
+        );
+        for (outcome, cause) in ACK_MISS_LABELS {
+            let _ = misses.get_or_create(&vec![("outcome", outcome), ("cause", cause)]);
+        }
+        let peer_lag_records = Gauge::default();
+        registry.register(
+            "ack_peer_lag_records",
+            "Replicated acks: this node's durable records no ack peer has confirmed yet",
+            peer_lag_records.clone(),
+        );
+        let peers_connected = Gauge::default();
+        registry.register(
+            "ack_peers_connected",
+            "Replicated acks: ack peers with a push session up",
+            peers_connected.clone(),
+        );
+        let records_pushed = Counter::default();
+        registry.register(
+            "ack_records_pushed",
+            "Replicated acks: records pushed to ack peers",
+            records_pushed.clone(),
+        );
+        let records_confirmed = Counter::default();
+        registry.register(
+            "ack_records_confirmed",
+            "Replicated acks: records peers pushed to this node that it logged and confirmed",
+            records_confirmed.clone(),
+        );
+        Self {
+            peer_wait_seconds,
+            misses,
+            peer_lag_records,
+            peers_connected,
+            records_pushed,
+            records_confirmed,
+        }
+    }
+
+    /// Counts `votes` votes no ack peer confirmed.
+    pub fn count_misses(&self, outcome: &'static str, cause: &'static str, votes: u64) {
+        self.misses
+            .get_or_create(&vec![("outcome", outcome), ("cause", cause)])
+            .inc_by(votes);
+    }
 }
 
 /// Why a peer session or frame was refused: the `cause` label of `tally_peer_refusals_total`.
@@ -394,6 +484,7 @@ impl Metrics {
             .set(1);
         let peers = PeerMetrics::default();
         peers.register(&mut registry);
+        let acks = AckMetrics::new(&mut registry);
         let clock_steps = Counter::default();
         registry.register(
             "clock_steps",
@@ -452,6 +543,7 @@ impl Metrics {
             definition_disputes,
             definition_lost,
             peers,
+            acks,
             clock_steps,
             incarnation_changes,
             log_damaged,

@@ -77,7 +77,8 @@ impl PushSender {
 
     /// Queues the answer to one of the peer's pushes (in the order they came).
     pub fn send_ack(&mut self, ack: PushAck) {
-        self.outbox.push_back(wire::encode(&PeerMessage::PushAck(ack)));
+        self.outbox
+            .push_back(wire::encode(&PeerMessage::PushAck(ack)));
     }
 
     /// The peer answered this side's oldest unanswered push. An answer to no push is a
@@ -148,7 +149,10 @@ impl PushReceiver {
             }
             other => Err(Refusal::new(
                 "frame",
-                format!("unexpected message on a push stream: {}", message_kind(&other)),
+                format!(
+                    "unexpected message on a push stream: {}",
+                    message_kind(&other)
+                ),
             )),
         }
     }
@@ -187,7 +191,10 @@ mod tests {
             pushed += 1;
         }
         assert_eq!(pushed, PUSHES_UNANSWERED_MAX);
-        assert_eq!(std::iter::from_fn(|| sender.poll_transmit()).count(), pushed);
+        assert_eq!(
+            std::iter::from_fn(|| sender.poll_transmit()).count(),
+            pushed
+        );
         sender.handle_ack().unwrap();
         assert!(sender.can_push());
         for _ in 1..pushed {
@@ -223,7 +230,10 @@ mod tests {
                 durable_through: 2,
             }))
         };
-        assert!(matches!(receiver.handle_frame(&ack("a")), Ok(Pushed::Ack(_))));
+        assert!(matches!(
+            receiver.handle_frame(&ack("a")),
+            Ok(Pushed::Ack(_))
+        ));
         assert!(receiver.handle_frame(&ack("b")).is_err());
         let clock = wire::encode(&PeerMessage::Agreement(Default::default()));
         assert!(receiver.handle_frame(&clock).is_err());

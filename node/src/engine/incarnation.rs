@@ -94,6 +94,15 @@ impl Engine {
         let next = self.next_token;
         for waiter in &mut self.waiting {
             waiter.token = waiter.token.max(next);
+            if let Some(poll) = waiter.pending.poll() {
+                let new_need = moved
+                    .iter()
+                    .filter(|m| &m.poll == poll)
+                    .find_map(|m| m.new_seq(waiter.need));
+                // A need of records made durable under the retired actor stays: no ack peer
+                // confirms the new actor's seqs for them, so such a reply times out.
+                waiter.need = new_need.unwrap_or(waiter.need);
+            }
             match &mut waiter.pending {
                 Pending::Vote(_, ack, poll) => renumber(ack, poll, moved, incarnation),
                 Pending::Batch(_, acks, poll) => {
@@ -103,7 +112,7 @@ impl Engine {
                         }
                     }
                 }
-                Pending::Poll(..) => {}
+                Pending::Poll(..) | Pending::Pushed(..) => {}
             }
         }
     }

@@ -259,6 +259,11 @@ impl From<EngineError> for ApiError {
             ) => Self::Conflict(error.to_string()),
             EngineError::LogFailed => Self::Unavailable("the write-ahead log failed"),
             EngineError::Held(hold) => Self::Unavailable(hold.message()),
+            EngineError::NotReplicated => Self::Unavailable(
+                "no ack peer confirmed this vote in time; it is not acknowledged (it may still \
+                 be counted: retry with the same vote ID, here or at another node, and it \
+                 counts once)",
+            ),
         }
     }
 }

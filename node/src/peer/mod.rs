@@ -3,6 +3,7 @@
 
 pub mod claims;
 pub mod log_once;
+pub mod push;
 pub mod sync;
 pub mod tls;
 pub mod transport;

@@ -128,6 +128,12 @@ pub(crate) struct NodeProcess {
 }
 
 impl NodeProcess {
+    /// The process's ID, while it runs (for signals such as SIGSTOP).
+    #[allow(dead_code)]
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// SIGKILLs the process (no shutdown path runs) and reaps it.
     pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
