@@ -159,6 +159,9 @@ pub fn replay_command(config: &ClusterConfig) -> String {
     if let Some(bug) = config.planted_bug {
         command.push_str(&format!(" --plant {}", bug_name(bug)));
     }
+    if config.force_replicated_acks {
+        command.push_str(" --replicated-acks");
+    }
     for kind in &config.force_faults {
         command.push_str(&format!(" --force {}", fault_flag(*kind)));
     }
@@ -171,6 +174,7 @@ pub fn bug_name(bug: tally_node::config::PlantedBug) -> &'static str {
     match bug {
         PlantedBug::KeepDuplicates => "keep-duplicates",
         PlantedBug::AckBeforeFsync => "ack-before-fsync",
+        PlantedBug::AckBeforePeerFsync => "ack-before-peer-fsync",
         PlantedBug::ReuseActorAfterDiskLoss => "reuse-actor",
         PlantedBug::IgnoreClockSkew => "ignore-clock-skew",
         PlantedBug::AckAfterFailedWrite => "ack-after-failed-write",
@@ -262,6 +266,8 @@ struct NodeSpec {
     /// Whether the node reserves its index (off under an `UnreservedIndex` fault: it grows).
     reserve_index: bool,
     planted_bug: Option<tally_node::config::PlantedBug>,
+    /// Under replicated acks, the node's ack peer.
+    ack_peer: Option<String>,
     /// When (simulated ms from the start) a second process tries this host's disk.
     second_processes_at_ms: Vec<u64>,
     /// The history, where disk damage is noted.
@@ -296,6 +302,10 @@ fn node_config(spec: &NodeSpec, slot: &NodeSlot) -> Config {
         admin_token: checker::ADMIN_TOKEN.to_owned(),
         ..Config::default()
     };
+    if let Some(peer) = &spec.ack_peer {
+        config.ack_mode = tally_node::config::AckMode::Replicated;
+        config.ack_peers = vec![peer.clone()];
+    }
     // The embedded default poll (`workload::POLL`), reserved for the run's votes; in the
     // other order while this region's definition is mismatched.
     for poll in &mut config.polls {
@@ -510,6 +520,14 @@ pub fn run_cluster_with(
         slots[region].reversed.store(true, Ordering::Relaxed);
         lock(&shared).reversed = (0..config.regions).map(|r| r == region).collect();
     }
+    let replicated = scenario::replicated_acks(config);
+    if replicated {
+        lock(&shared).ack_partners = Some(
+            (0..config.regions)
+                .map(|r| scenario::ack_partner(r, config.regions))
+                .collect(),
+        );
+    }
     for (index, slot) in slots.iter().enumerate() {
         let spec = Arc::new(NodeSpec {
             index,
@@ -521,6 +539,8 @@ pub fn run_cluster_with(
                 .iter()
                 .any(|f| f.kind == FaultKind::UnreservedIndex && f.a.contains(&index)),
             planted_bug: config.planted_bug,
+            ack_peer: replicated
+                .then(|| names[scenario::ack_partner(index, config.regions)].clone()),
             second_processes_at_ms: faults
                 .iter()
                 .filter(|f| f.kind == FaultKind::SecondProcess && f.a.contains(&index))
