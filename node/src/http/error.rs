@@ -87,6 +87,14 @@ pub enum ApiError {
     /// poll's votes; another node does.
     #[error("{0}")]
     PollDisputed(String),
+    /// `ack_mode = "replicated"`: the vote is durable on this node but no ack peer confirmed
+    /// it in time. Not acknowledged; unlike the other 503s it may still be counted, so the
+    /// client retries with the same vote ID (counted once).
+    #[error(
+        "no ack peer confirmed this vote in time; it is not acknowledged (it may still be \
+         counted: retry with the same vote ID, here or at another node, and it counts once)"
+    )]
+    NotReplicated,
 }
 
 /// The body of every refusal: `{"error": code, "message": text}`.
@@ -143,6 +151,8 @@ pub enum ErrorCode {
     /// 503: this node defines the poll otherwise than the cluster and counts none of its
     /// votes (nothing was counted: send the vote to another node); see `Retry-After`.
     PollDisputed,
+    /// See [`ApiError::NotReplicated`].
+    NotReplicated,
 }
 
 impl ErrorCode {
@@ -168,6 +178,7 @@ impl ErrorCode {
             Self::Overloaded => "overloaded",
             Self::Unavailable => "unavailable",
             Self::PollDisputed => "poll_disputed",
+            Self::NotReplicated => "not_replicated",
         }
     }
 }
@@ -188,9 +199,10 @@ impl ApiError {
             Self::UnknownOption(_) | Self::BadVoteId(_) | Self::Invalid(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            Self::Overloaded(_) | Self::Unavailable(_) | Self::PollDisputed(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Overloaded(_)
+            | Self::Unavailable(_)
+            | Self::PollDisputed(_)
+            | Self::NotReplicated => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -221,6 +233,7 @@ impl ApiError {
             Self::Overloaded(_) => ErrorCode::Overloaded,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::PollDisputed(_) => ErrorCode::PollDisputed,
+            Self::NotReplicated => ErrorCode::NotReplicated,
         }
     }
 
@@ -259,11 +272,7 @@ impl From<EngineError> for ApiError {
             ) => Self::Conflict(error.to_string()),
             EngineError::LogFailed => Self::Unavailable("the write-ahead log failed"),
             EngineError::Held(hold) => Self::Unavailable(hold.message()),
-            EngineError::NotReplicated => Self::Unavailable(
-                "no ack peer confirmed this vote in time; it is not acknowledged (it may still \
-                 be counted: retry with the same vote ID, here or at another node, and it \
-                 counts once)",
-            ),
+            EngineError::NotReplicated => Self::NotReplicated,
         }
     }
 }
@@ -279,6 +288,11 @@ impl IntoResponse for ApiError {
             if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
+        }
+        if let Self::NotReplicated = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if let Self::Unavailable(_) | Self::PollDisputed(_) = self {
             response

@@ -219,6 +219,11 @@ fn record_batch_outcome(
             }
             Outcome::Answered(status @ (429 | 503), body) => {
                 ledger.batch_calls.failed += 1;
+                if not_replicated(&body) {
+                    for &v in &pending {
+                        ledger.votes[v].sent_mask |= bit;
+                    }
+                }
                 note_clock_refusal(&mut ledger, status, &body, target, now);
                 ledger.trace(&[2, batch, target as u64, now]);
             }
@@ -364,6 +369,9 @@ fn record_single_outcome(
         }
         Outcome::Answered(status @ (429 | 503), body) => {
             ledger.single_calls.failed += 1;
+            if not_replicated(&body) {
+                ledger.votes[vote].sent_mask |= bit;
+            }
             note_clock_refusal(&mut ledger, status, &body, target, now);
             ledger.trace(&[12, vote as u64, target as u64, now]);
             false
@@ -386,6 +394,12 @@ fn record_single_outcome(
             false
         }
     }
+}
+
+/// Whether a refusal is replicated acks' `not_replicated`: the vote is durable at the node
+/// but not acknowledged, so it may be counted (delivered, unlike other refusals).
+fn not_replicated(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v["error"] == "not_replicated")
 }
 
 /// A `counted` answer's receipt: its actor, poll second and seq.
