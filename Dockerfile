@@ -17,7 +17,7 @@ COPY . .
 # change rebuilds only the workspace crates.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p tally-node --bin tally \
+    cargo build --release --locked -p tally --bin tally \
     && install -D -m 0755 target/release/tally /out/tally \
     && mkdir -p /out/data
 

@@ -16,7 +16,7 @@ seed=${CONTRACT_SEED:-1}
 bin=${TALLY_BIN:-target/debug/tally}
 venv=target/schemathesis-$SCHEMATHESIS_VERSION
 
-[ -x "$bin" ] || cargo build --locked -p tally-node --bin tally
+[ -x "$bin" ] || cargo build --locked -p tally --bin tally
 if ! [ -x "$venv/bin/schemathesis" ]; then
   echo "api-contract: installing schemathesis $SCHEMATHESIS_VERSION into $venv"
   python3 -m venv "$venv"

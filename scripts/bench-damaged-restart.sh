@@ -21,7 +21,7 @@ PORT="${PORT:-18195}"
 if [ -n "${TALLY_BIN:-}" ]; then
   TALLY="$TALLY_BIN"
 else
-  cargo build --quiet --release --locked -p tally-node --bin tally
+  cargo build --quiet --release --locked -p tally --bin tally
   TALLY=target/release/tally
 fi
 for tool in curl python3; do

@@ -20,7 +20,7 @@ PORT="${PORT:-18196}"
 if [ -n "${TALLY_BIN:-}" ]; then
   TALLY="$TALLY_BIN"
 else
-  cargo build --quiet --release --locked -p tally-node --bin tally
+  cargo build --quiet --release --locked -p tally --bin tally
   TALLY=target/release/tally
 fi
 command -v curl >/dev/null 2>&1 || { echo "please install curl" >&2; exit 1; }
@@ -62,6 +62,16 @@ one_run() {
   "$TALLY" load --target "http://127.0.0.1:$PORT" --count "$VOTES" --batch-size 1000 \
     --binary --connections 4 --no-progress
   grep -E "dedupe index (reserved|growing|grown)" "$dir/node.log" | tail -n 4 || true
+  # Where the slow answers come from: the engine's wake-ups and the fsyncs, as histograms
+  # (cumulative counts at 6.4, 12.8, 25.6, 51.2, 102.4 ms and in all), and the node's CPU time.
+  curl -sf "http://127.0.0.1:$PORT/metrics" | awk '
+    /^tally_(engine_busy|wal_fsync_duration)_seconds_(bucket|count)/ {
+      if ($0 ~ /_count/ || $0 ~ /le="0\.(0064|0128|0256|0512|1024)"/) printf "  %s\n", $0 }'
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "  node CPU: %.1f s (user %.1f, system %.1f)\n",
+    ($14 + $15) / hz, $14 / hz, $15 / hz }' "/proc/$pid/stat"
+  echo "  load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+  # A refused batch (503) is a hold, e.g. disk_low when other work fills the disk: say which.
+  grep -E "WARN|ERROR" "$dir/node.log" | grep -v "huge pages" | head -n 3 || true
   kill "$pid"
   wait "$pid" || true
   pid=""

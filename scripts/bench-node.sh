@@ -277,7 +277,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 echo "bench-node: building release"
-cargo build --release --locked -p tally-node --bin tally --example hello_server \
+cargo build --release --locked -p tally --bin tally -p tally-node --example hello_server \
   --example reference_server
 TALLY=target/release/tally
 HELLO=target/release/examples/hello_server

@@ -18,11 +18,11 @@ PORT="${PORT:-18190}"
 if [ -n "${TALLY_BIN:-}" ]; then
   TALLY="$TALLY_BIN"
 else
-  cargo build --quiet --release --locked -p tally-node --bin tally
+  cargo build --quiet --release --locked -p tally --bin tally
   TALLY=target/release/tally
 fi
 LOAD=target/release/tally
-[ -x "$LOAD" ] || cargo build --quiet --release --locked -p tally-node --bin tally
+[ -x "$LOAD" ] || cargo build --quiet --release --locked -p tally --bin tally
 for tool in curl python3; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     echo "bench-restart: please install $tool (Debian package: $tool)" >&2

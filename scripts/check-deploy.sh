@@ -53,7 +53,7 @@ step "Dockerfile"
 "$venv/bin/hadolint" --failure-threshold warning Dockerfile
 
 step "systemd unit"
-cargo build -q --locked -p tally-node --bin tally
+cargo build -q --locked -p tally --bin tally
 unit_dir=$(mktemp -d)
 trap 'rm -rf "$unit_dir"' EXIT
 sed "s#/usr/local/bin/tally#$PWD/target/debug/tally#" deploy/systemd/tally.service >"$unit_dir/tally.service"

@@ -21,7 +21,7 @@ CASES=${QUICK_CASES:-hello reference durable tally}
 ADDRESS=127.0.0.1:18191
 # shellcheck source=scripts/lib/local-server.sh
 . scripts/lib/local-server.sh
-cargo build --release --locked -q -p tally-node --bin tally --example hello_server \
+cargo build --release --locked -q -p tally --bin tally -p tally-node --example hello_server \
   --example reference_server
 T=target/release
 results=$(mktemp)

@@ -6,12 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_packages=()
-# The dashboard's browser test (node/tests/browser.rs) drives Debian's headless Chromium.
+# The dashboard's browser test (tally/tests/browser.rs) drives Debian's headless Chromium.
 [ -x /usr/bin/chromium ] || need_packages+=(chromium)
-# The operations test (node/tests/operations.rs) scrapes real nodes with a real Prometheus;
+# The operations test (tally/tests/operations.rs) scrapes real nodes with a real Prometheus;
 # scripts/check-deploy.sh uses its promtool.
 command -v prometheus >/dev/null 2>&1 || need_packages+=(prometheus)
-# The clock-skew test (node/tests/clock_skew.rs) runs a node under libfaketime.
+# The clock-skew test (tally/tests/clock_skew.rs) runs a node under libfaketime.
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need_packages+=(faketime)
 if [ ${#need_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

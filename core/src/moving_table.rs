@@ -21,9 +21,7 @@
 //!    them.
 
 use crate::limits::INDEX_GROWTH_STEP_MOVES_MAX as GROWTH_STEP_MOVES_MAX;
-use crate::position_index::Keys;
-use crate::position_table::{GROUP_SLOTS, PositionTable, Probe};
-use crate::record_store::Position;
+use crate::position_table::{GROUP_SLOTS, Keys, Position, PositionTable, Probe};
 
 const GROWTH_STEP_GROUPS: usize = GROWTH_STEP_MOVES_MAX / GROUP_SLOTS;
 const _: () = assert!(GROWTH_STEP_GROUPS >= 1 && GROWTH_STEP_MOVES_MAX % GROUP_SLOTS == 0);

@@ -221,7 +221,23 @@ impl PollState {
     /// Inserts grow it too; this lets an index that stopped taking IDs finish and free its
     /// old table.
     pub fn advance_index_growth(&mut self, steps: usize) -> bool {
-        self.store.advance_index_growth(steps)
+        self.store.advance_index_growth(steps, || true)
+    }
+
+    /// [`Self::advance_index_growth`], asking `keep_going` before each step:
+    /// a caller that must not be held for long stops on its own clock, or when work waits.
+    pub fn advance_index_growth_while(
+        &mut self,
+        steps: usize,
+        keep_going: impl FnMut() -> bool,
+    ) -> bool {
+        self.store.advance_index_growth(steps, keep_going)
+    }
+
+    /// Whether the dedupe index has growth work left: while it does, a caller that runs
+    /// [`Self::advance_index_growth`] on a timer should keep doing so.
+    pub fn index_is_growing(&self) -> bool {
+        self.store.index_is_growing()
     }
 
     /// Number of records held, winners and losers.

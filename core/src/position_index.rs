@@ -41,22 +41,11 @@ use crate::limits::{
     INDEX_GROWTH_STEP_PREFAULT_BYTES as GROWTH_STEP_BYTES,
 };
 use crate::moving_table::{MovingTable, Route};
-use crate::position_table::{GROUP_SLOTS, GROUPS_MIN, PAGE_BYTES, PositionTable, Probe};
-use crate::record_store::Position;
+use crate::position_table::{
+    GROUP_SLOTS, GROUPS_MIN, Keys, PAGE_BYTES, Position, PositionTable, Probe,
+};
 
 const GROWTH_STEP_GROUPS: usize = GROWTH_STEP_MOVES_MAX / GROUP_SLOTS;
-
-/// How the index reads the key a position points at, and hashes it, to move an entry to a
-/// larger table: in two calls, so that a step reads all its records back to back (each a
-/// cache miss, which the CPU then overlaps) before it hashes any.
-pub(crate) trait Keys {
-    /// A key, as read from a record.
-    type Key: Copy + Default;
-    /// The key of the record at `position`.
-    fn key_at(&self, position: Position) -> Self::Key;
-    /// The hash the index files `key` under.
-    fn hash(&self, key: Self::Key) -> u64;
-}
 
 /// How far a growing index has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,11 +249,18 @@ impl PositionIndex {
 
     /// Runs up to `steps` growth steps, less those inserts have run since the last call (so
     /// that a caller calling it on a timer adds work only to an index that takes few inserts,
-    /// and none to one in the middle of a burst); returns whether the index is still growing.
-    pub(crate) fn advance(&mut self, steps: usize, keys: &impl Keys) -> bool {
+    /// and none to one in the middle of a burst), asking `keep_going` before each step (so a
+    /// caller can stop on a time budget, or when work waits: the core has no clock); returns
+    /// whether the index is still growing.
+    pub(crate) fn advance(
+        &mut self,
+        steps: usize,
+        keys: &impl Keys,
+        mut keep_going: impl FnMut() -> bool,
+    ) -> bool {
         let steps = steps.saturating_sub(std::mem::take(&mut self.steps_since_advance));
         for _ in 0..steps {
-            if !self.is_growing() {
+            if !self.is_growing() || !keep_going() {
                 break;
             }
             self.step(keys);
@@ -274,7 +270,7 @@ impl PositionIndex {
 
     /// Whether a step has work: a table to prepare or move, a reservation to meet, or pages
     /// left untouched by an early switch.
-    fn is_growing(&self) -> bool {
+    pub(crate) fn is_growing(&self) -> bool {
         self.next.is_some()
             || self.old.is_some()
             || self.wanted_groups > self.table.groups()
@@ -491,7 +487,7 @@ mod tests {
 
         fn advance(&mut self, steps: usize) -> bool {
             let mut index = std::mem::take(&mut self.index);
-            let growing = index.advance(steps, &*self);
+            let growing = index.advance(steps, &*self, || true);
             self.index = index;
             growing
         }
@@ -598,6 +594,34 @@ mod tests {
         assert!(harness.index.growth().is_none());
         assert_eq!(harness.index.heap_bytes(), table_bytes, "old table freed");
         assert!((0..key).all(|k| harness.find(k).is_some()));
+    }
+
+    #[test]
+    fn advancing_stops_when_the_caller_says_so_and_resumes_where_it_stopped() {
+        // Goal: the engine's time budget bounds a tick's growth work: `advance` asks before
+        // every step and takes none once told no. Method: a growth under way is advanced by
+        // a caller that allows three steps; progress moves by exactly three steps, then a
+        // caller that refuses at once moves nothing, then the growth finishes with every key.
+        let mut harness = Harness::default();
+        for key in 0..5_000 {
+            harness.add(key, false);
+        }
+        harness.reserve(1_000_000);
+        harness.advance(0);
+        let before = harness.index.growth().expect("growing").steps_done;
+        let mut index = std::mem::take(&mut harness.index);
+        let mut allowed = 3;
+        let growing = index.advance(usize::MAX, &harness, || {
+            allowed -= 1;
+            allowed >= 0
+        });
+        assert!(growing);
+        assert_eq!(index.growth().expect("growing").steps_done, before + 3);
+        assert!(index.advance(usize::MAX, &harness, || false));
+        assert_eq!(index.growth().expect("growing").steps_done, before + 3);
+        harness.index = index;
+        while harness.advance(1) {}
+        assert!((0..5_000).all(|k| harness.find(k).is_some()));
     }
 
     #[test]

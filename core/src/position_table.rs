@@ -26,7 +26,21 @@
 //! memory per ID hashbrown's at 1, 10 and 30 million IDs; between 3/4 and 7/8 of a size it
 //! is the next size's.
 
-use crate::record_store::Position;
+/// A record's place in the record store (`record_store`): `chunk << CHUNK_SHIFT | offset`.
+/// Defined here, the lowest of the index's modules, which every other one uses.
+pub(crate) type Position = u32;
+
+/// How the index reads the key a position points at, and hashes it, to move an entry to a
+/// larger table: in two calls, so that a step reads all its records back to back (each a
+/// cache miss, which the CPU then overlaps) before it hashes any.
+pub(crate) trait Keys {
+    /// A key, as read from a record.
+    type Key: Copy + Default;
+    /// The key of the record at `position`.
+    fn key_at(&self, position: Position) -> Self::Key;
+    /// The hash the index files `key` under.
+    fn hash(&self, key: Self::Key) -> u64;
+}
 
 /// Slots per group: one control byte each, read as one `u64`.
 pub(crate) const GROUP_SLOTS: usize = 8;

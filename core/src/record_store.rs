@@ -23,8 +23,8 @@
 //!   control byte at once, 19–42 ms at 2²⁶–2²⁷ slots.
 
 use crate::ids::{OptionIndex, Second, Seq};
-use crate::position_index::{IndexGrowth, Keys, PositionIndex};
-use crate::position_table::PositionTable;
+use crate::position_index::{IndexGrowth, PositionIndex};
+use crate::position_table::{Keys, Position, PositionTable};
 use crate::vote_id::VoteId;
 
 /// Records per chunk. A chunk is 4096 × 17 bytes ≈ 68 KiB; the last chunk of each actor may
@@ -32,9 +32,6 @@ use crate::vote_id::VoteId;
 pub(crate) const CHUNK_RECORDS: usize = 4096;
 const CHUNK_SHIFT: u32 = CHUNK_RECORDS.trailing_zeros();
 const _: () = assert!(CHUNK_RECORDS.is_power_of_two());
-
-/// A record's place in the store: `chunk << CHUNK_SHIFT | offset`.
-pub(crate) type Position = u32;
 
 /// Dense per-poll actor number, an index into the poll's actor table.
 pub(crate) type ActorSlot = u32;
@@ -166,10 +163,20 @@ impl RecordStore {
     }
 
     /// Runs up to `steps` growth steps of the index (each moves at most
-    /// [`crate::limits::INDEX_GROWTH_STEP_MOVES_MAX`] IDs); returns whether it still grows.
-    pub(crate) fn advance_index_growth(&mut self, steps: usize) -> bool {
+    /// [`crate::limits::INDEX_GROWTH_STEP_MOVES_MAX`] IDs) while `keep_going` says so (asked
+    /// before each step); returns whether it still grows.
+    pub(crate) fn advance_index_growth(
+        &mut self,
+        steps: usize,
+        keep_going: impl FnMut() -> bool,
+    ) -> bool {
         let keys = StoredKeys::of(&self.chunks, &self.hasher);
-        self.index.advance(steps, &keys)
+        self.index.advance(steps, &keys, keep_going)
+    }
+
+    /// Whether the index has growth work left (a table to prepare or move).
+    pub(crate) fn index_is_growing(&self) -> bool {
+        self.index.is_growing()
     }
 
     /// Where the index's growth stands, if it is growing.

@@ -478,11 +478,37 @@ impl Replica {
     /// [`PollState::advance_index_growth`]); returns whether any still grows. The node's engine
     /// calls it on its tick, so an index that stops taking IDs mid-growth still finishes.
     pub fn advance_index_growth(&mut self, steps: usize) -> bool {
+        self.advance_index_growth_while(steps, || true)
+    }
+
+    /// [`Self::advance_index_growth`], asking `keep_going` before each step
+    /// (once it says no, no poll runs another): the engine stops on a time budget, or as soon
+    /// as a command waits, since the core has no clock.
+    pub fn advance_index_growth_while(
+        &mut self,
+        steps: usize,
+        mut keep_going: impl FnMut() -> bool,
+    ) -> bool {
         let mut growing = false;
+        let mut stopped = false;
         for replica in self.polls.values_mut() {
-            growing |= replica.state.advance_index_growth(steps);
+            if stopped {
+                growing |= replica.state.index_is_growing();
+                continue;
+            }
+            growing |= replica.state.advance_index_growth_while(steps, || {
+                stopped = stopped || !keep_going();
+                !stopped
+            });
         }
         growing
+    }
+
+    /// Whether any poll's dedupe index has growth work left.
+    pub fn index_is_growing(&self) -> bool {
+        self.polls
+            .values()
+            .any(|replica| replica.state.index_is_growing())
     }
 
     /// Accepts a vote cast at this node at `now`.

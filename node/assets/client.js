@@ -13,7 +13,7 @@
 // moving along `endpoints` (nearest first), within `deadlineMs`. It rejects with a VoteError
 // whose `mayHaveBeenCounted` says whether an answer was lost (then call voteWithId again with
 // `error.voteId` later: the answer is `counted` or `duplicate`, never a second count).
-// The same rules as the Rust client (tally_node::client).
+// The same rules as the Rust client (tally_client).
 
 // The colour of an option, the same on every page (dashboard, voting page, your own): an option
 // named like a colour gets that colour ("Green" is green, whatever its place in the list);

@@ -280,7 +280,7 @@ pub struct Config {
 }
 
 /// When a vote is answered `counted` (see [`Config::ack_mode`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AckMode {
     /// After this node's fsync.
@@ -291,7 +291,7 @@ pub enum AckMode {
 }
 
 /// What a replicated ack does when no ack peer answers in time (see [`Config::ack_fallback`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AckFallback {
     /// Refuse with 503 + `Retry-After`: nothing is acknowledged.
@@ -299,6 +299,38 @@ pub enum AckFallback {
     Refuse,
     /// Acknowledge after the local fsync alone, and count it.
     Local,
+}
+
+impl std::str::FromStr for AckMode {
+    type Err = String;
+
+    /// As in the config file (`local`, `replicated`): what the flag and the environment
+    /// variable take.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "local" => Ok(Self::Local),
+            "replicated" => Ok(Self::Replicated),
+            _ => Err(format!(
+                "unknown ack mode {text:?}: expected \"local\" or \"replicated\""
+            )),
+        }
+    }
+}
+
+impl std::str::FromStr for AckFallback {
+    type Err = String;
+
+    /// As in the config file (`refuse`, `local`): what the flag and the environment variable
+    /// take.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "refuse" => Ok(Self::Refuse),
+            "local" => Ok(Self::Local),
+            _ => Err(format!(
+                "unknown ack fallback {text:?}: expected \"refuse\" or \"local\""
+            )),
+        }
+    }
 }
 
 /// Shortest `ack_timeout_ms`.

@@ -29,7 +29,7 @@ use crate::wal::WAL_GROUP_BYTES_MAX;
 pub const DISK_WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Most log bytes one local vote record takes (16 ID bytes, the option, a run of its second
-/// as two 5-byte varints: the bound `wal.rs` asserts for a full record batch).
+/// as two 5-byte varints: the bound `wal/log.rs` asserts for a full record batch).
 pub const RECORD_LOG_BYTES_MAX: u64 = 16 + 1 + 10;
 
 /// The default `disk_reserve_bytes`, 64 MiB: what the node may still write once the watch has

@@ -10,23 +10,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+pub use tally_client::api::PollDispute;
 use tally_core::{DefinitionDigest, PollId, Replica};
 
 use crate::health::{Health, Hold};
 use crate::metrics::Metrics;
-
-/// One poll's dispute, as results show it and the log tells it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct PollDispute {
-    /// Whether this node's definition lost: it counts none of the poll's votes (they are
-    /// answered 503 `poll_disputed`, and clients retry at another node).
-    pub refusing_votes: bool,
-    /// Nodes that hold another definition than this node's.
-    pub nodes: BTreeSet<String>,
-    /// What is wrong and what to do, for operators.
-    pub message: String,
-}
 
 /// `options` as `[a, b]`, or the definition's digest when its options were never seen here
 /// (a node heard of only through others).

@@ -28,7 +28,7 @@ use crate::health::{Health, Hold};
 use crate::metrics::Metrics;
 use crate::peer::sync::PeerBoard;
 use crate::results::ResultsSnapshot;
-use crate::wal::{WalDone, WalEntry, WalJob};
+use crate::wal::{WAL_JOBS_IN_FLIGHT_MAX, WalDone, WalEntry, WalJob};
 
 mod incarnation;
 mod replication;
@@ -44,10 +44,20 @@ pub const COMMANDS_PER_WAKE_MAX: usize = 4_096;
 
 /// Growth steps of the dedupe indexes the engine runs per results tick, less those their
 /// inserts ran since the last tick: each moves at most `INDEX_GROWTH_STEP_MOVES_MAX` (256)
-/// vote IDs, so a tick spends ~1–4 ms at most, an index in the middle of a burst gets no
-/// extra work, and one that stops taking IDs mid-growth still finishes and frees its old
-/// table (at 60M IDs, within ~5 minutes at the default 100 ms tick).
+/// vote IDs or touches 32 KiB of the next table, so an index in the middle of a burst (whose
+/// inserts run more steps than this) gets no extra work, and one that stops taking IDs
+/// mid-growth still finishes and frees its old table. [`INDEX_GROWTH_TICK_BUDGET`] bounds
+/// the time: an idle index moves ~200,000 IDs a second at the default 100 ms tick (up to 2 ms
+/// of work a tick), and finishes its largest growth at 60M IDs within ~5 minutes.
 pub const INDEX_GROWTH_STEPS_PER_TICK: usize = 128;
+
+/// Longest the growth steps of a results tick hold the engine: before each step it stops if
+/// this much time has passed, or if a command or a log completion waits (DESIGN.md §6: no
+/// step of the engine holds votes for more than ~10 ms). One step may overrun it by its own
+/// cost: ~25–100 µs, or a 2 MiB huge page's first touch (~0.2 ms on a quiet host, up to
+/// ~6 ms in a slow VM). Growth runs on the results tick, not a timer of its own, so a
+/// simulated run's schedule is the same whether its indexes grow or are reserved.
+pub const INDEX_GROWTH_TICK_BUDGET: Duration = Duration::from_millis(2);
 
 /// What the engine answers for one accepted vote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -377,7 +387,7 @@ impl Engine {
 
     /// Starts [`Engine::run`] as a task on the current runtime, in production as in the
     /// simulation; only the log writer's fsyncs run on a thread of their own
-    /// ([`crate::wal_writer`]). On the HTTP runtime, a vote's hand-offs to the engine and back
+    /// ([`crate::wal::group_commit`]). On the HTTP runtime, a vote's hand-offs to the engine and back
     /// wake tasks on the same worker instead of a thread: measured against the engine on its
     /// own thread, ~10% more single votes per second and no fewer batched ones (BENCHMARKS.md,
     /// "Single votes: the HTTP layers and the engine on the HTTP runtime"). The handle resolves to the engine's result.
@@ -400,24 +410,31 @@ impl Engine {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut commands_closed = false;
         let mut log_failure: Option<String> = None;
+        // When the engine last woke: what it does from then on holds every other vote.
+        let mut woke: tokio::time::Instant;
         loop {
             tokio::select! {
                 biased;
                 _ = io.close_commands.wait_for(|close| *close), if !commands_closed => {
+                    woke = tokio::time::Instant::now();
                     commands_closed = true;
                     io.commands.close();
                 }
-                done = io.wal_done.recv() => match done {
-                    None => log_failure = Some("the log writer stopped".to_owned()),
-                    Some(done) => match done.result {
-                        Err(error) => log_failure = Some(error.to_string()),
-                        Ok(()) => {
-                            self.metrics.observe_fsync(done.fsync, done.entries, done.bytes);
-                            self.on_durable(done.up_to_token);
-                        }
-                    },
-                },
+                done = io.wal_done.recv() => {
+                    woke = tokio::time::Instant::now();
+                    match done {
+                        None => log_failure = Some("the log writer stopped".to_owned()),
+                        Some(done) => match done.result {
+                            Err(error) => log_failure = Some(error.to_string()),
+                            Ok(()) => {
+                                self.metrics.observe_fsync(done.fsync, done.entries, done.bytes);
+                                self.on_durable(done.up_to_token);
+                            }
+                        },
+                    }
+                }
                 command = io.commands.recv() => {
+                    woke = tokio::time::Instant::now();
                     let Some(command) = command else { break };
                     self.handle(command);
                     for _ in 1..COMMANDS_PER_WAKE_MAX {
@@ -430,9 +447,18 @@ impl Engine {
                         self.publish(&io.results);
                     }
                 }
-                () = sleep_until(self.peer_deadline()) => self.expire_peer_waiters(),
+                () = sleep_until(self.peer_deadline()) => {
+                    woke = tokio::time::Instant::now();
+                    self.expire_peer_waiters();
+                }
                 _ = ticker.tick() => {
-                    self.replica.advance_index_growth(INDEX_GROWTH_STEPS_PER_TICK);
+                    woke = tokio::time::Instant::now();
+                    let (commands, wal_done) = (&io.commands, &io.wal_done);
+                    self.replica.advance_index_growth_while(INDEX_GROWTH_STEPS_PER_TICK, || {
+                        woke.elapsed() < INDEX_GROWTH_TICK_BUDGET
+                            && commands.is_empty()
+                            && wal_done.is_empty()
+                    });
                     self.observe_peer_lag();
                     self.publish(&io.results);
                 }
@@ -441,11 +467,14 @@ impl Engine {
                 io.actor.send_replace(self.replica.actor().clone());
             }
             if log_failure.is_none()
-                && self.in_flight_jobs.is_empty()
+                && self.in_flight_jobs.len() < WAL_JOBS_IN_FLIGHT_MAX
                 && self.submit(&io.wal_jobs).await.is_err()
             {
                 log_failure = Some("the log writer stopped".to_owned());
             }
+            self.metrics
+                .engine_busy_seconds
+                .observe(woke.elapsed().as_secs_f64());
             if let Some(why) = log_failure.take() {
                 return self.after_log_failure(&mut io, &why).await;
             }
@@ -454,7 +483,9 @@ impl Engine {
         }
         // Graceful stop: flush what was accepted, answer it, publish the last results.
         while !self.in_flight_jobs.is_empty() || self.has_unlogged() {
-            if self.in_flight_jobs.is_empty() && self.submit(&io.wal_jobs).await.is_err() {
+            if self.in_flight_jobs.len() < WAL_JOBS_IN_FLIGHT_MAX
+                && self.submit(&io.wal_jobs).await.is_err()
+            {
                 return self.fail(&io.results, "the log writer stopped during shutdown");
             }
             match io.wal_done.recv().await {
@@ -478,7 +509,7 @@ impl Engine {
     /// grow-only record set already is the state; replaying 10M votes takes ~2.6 s, see
     /// BENCHMARKS.md.) The writer answers it after everything queued before it.
     async fn compact_log(&mut self, io: &mut EngineIo) -> Result<(), EngineError> {
-        let entries = crate::recovery::state_entries(&self.replica);
+        let entries = crate::wal::startup::state_entries(&self.replica);
         let token = self.next_token;
         self.next_token += 1;
         if io
@@ -808,7 +839,8 @@ impl Engine {
     /// Sizes `poll`'s dedupe index for `vote_ids` IDs if it is smaller, and logs the
     /// reservation (after the poll's definition, which the caller has queued already).
     fn reserve(&mut self, poll: &PollId, vote_ids: u64, prepared: Option<ReservedIndex>) {
-        let grew = crate::recovery::reserve_vote_ids(&mut self.replica, poll, vote_ids, prepared);
+        let grew =
+            crate::wal::startup::reserve_vote_ids(&mut self.replica, poll, vote_ids, prepared);
         if !grew.unwrap_or(false) {
             return;
         }

@@ -1,4 +1,5 @@
-//! `tally-node`: the I/O shell around `tally-core`, and the library behind the `tally` binary.
+//! `tally-node`: the server, as a library: the I/O shell around `tally-core` that the `tally`
+//! binary (`tally/`) and the simulation (`sim/`) run.
 //!
 //! Every I/O resource is passed in, never reached for: [`run`] takes its listener, storage,
 //! clock, RNG seed and shutdown signal in [`NodeIo`], so the simulation can hand it simulated
@@ -10,14 +11,11 @@
 //! stops the node the same way once the engine has handed what was durable to readers and
 //! peers, and [`run`] returns its error (the process exits non-zero, to be restarted).
 
-pub mod certs;
-pub mod client;
 pub mod client_page;
 pub mod clock_watch;
 pub mod config;
 pub mod connections;
 pub mod dashboard;
-pub mod demo;
 pub mod disk_watch;
 pub mod disputes;
 pub mod engine;
@@ -25,15 +23,12 @@ pub mod faulty_storage;
 pub mod health;
 pub mod http;
 pub mod huge_pages;
-pub mod load;
 pub mod metrics;
 pub mod peer;
-pub mod recovery;
 pub mod results;
 pub mod stall_guard;
 pub mod storage;
 pub mod wal;
-pub mod wal_writer;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -50,10 +45,8 @@ use crate::metrics::Metrics;
 use crate::peer::sync::{PeerBoard, PeerTarget, SyncContext};
 use crate::results::ResultsSnapshot;
 use crate::storage::Storage;
-
-/// Queued log jobs before the engine waits for the writer (one is in flight at a time, so
-/// this only matters at shutdown).
-pub const WAL_JOBS_QUEUE_MAX: usize = 4;
+pub use crate::wal::WalExecutor;
+use crate::wal::{group_commit, startup};
 
 /// Where the time comes from: the system clock in production, simulated time in the sim.
 pub trait Clock: Send + Sync + 'static {
@@ -72,15 +65,6 @@ impl Clock for SystemClock {
             .unwrap_or(Duration::ZERO);
         UnixMillis(since_epoch.as_millis() as u64)
     }
-}
-
-/// How the write-ahead log writer runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WalExecutor {
-    /// On its own OS thread, so fsyncs never block the request runtime (production).
-    DedicatedThread,
-    /// As a task on the current runtime (the simulation, where the disk is instant).
-    Task,
 }
 
 /// Every I/O resource a node uses.
@@ -111,14 +95,14 @@ pub enum NodeError {
     Config(#[from] config::ConfigError),
     /// The log could not be recovered.
     #[error(transparent)]
-    Recovery(#[from] recovery::RecoveryError),
+    Recovery(#[from] startup::RecoveryError),
     /// The engine stopped because the log failed (after handing what was durable to
     /// readers and peers): restart the node, and recovery replays the log.
     #[error("{0} (restart it: recovery replays the log)")]
     Engine(#[from] engine::EngineError),
     /// The log writer could not start.
     #[error(transparent)]
-    Writer(#[from] wal_writer::StartError),
+    Writer(#[from] group_commit::StartError),
     /// The peer certificates could not be loaded.
     #[error("peer TLS: {0}")]
     Tls(#[from] Box<peer::tls::TlsError>),
@@ -134,7 +118,7 @@ impl NodeError {
     pub fn is_storage_failure(&self) -> bool {
         match self {
             Self::Engine(engine::EngineError::LogFailed) => true,
-            Self::Recovery(recovery::RecoveryError::Wal(error)) => {
+            Self::Recovery(startup::RecoveryError::Wal(error)) => {
                 matches!(
                     error,
                     wal::WalError::Io { .. } | wal::WalError::Stopped { .. }
@@ -172,7 +156,7 @@ pub struct Started {
     /// Becomes true when the engine has stopped (after a log failure, the node must stop).
     engine_stopped: watch::Receiver<bool>,
     engine: tokio::task::JoinHandle<Result<(), engine::EngineError>>,
-    writer: wal_writer::WriterDone,
+    writer: group_commit::WriterDone,
     peer_endpoint: Option<quinn::Endpoint>,
     peer_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -210,8 +194,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
         (config.clone(), Vec::new())
     };
     let watched = storage.clone();
-    let mut recovered =
-        recovery::recover(&recovery_config, &validated, storage, &*clock, rng_seed)?;
+    let mut recovered = startup::recover(&recovery_config, &validated, storage, &*clock, rng_seed)?;
     if config.planted_bug == Some(config::PlantedBug::KeepDuplicates) {
         recovered.replica.plant_bug_keep_duplicates();
     }
@@ -236,8 +219,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
     let (results_tx, results_rx) = watch::channel(Arc::new(initial));
     let (command_tx, command_rx) = mpsc::channel(config.engine_queue_max);
     let (close_commands, close_commands_rx) = watch::channel(false);
-    let (job_tx, done_rx, writer) =
-        wal_writer::start(recovered.wal, wal_executor, WAL_JOBS_QUEUE_MAX)?;
+    let (job_tx, done_rx, writer) = group_commit::start(recovered.wal, wal_executor)?;
     let health = Arc::new(Health::new(if syncing { &[Hold::CatchingUp] } else { &[] }));
     let sync_tick_ms = config.sync_tick_ms;
     let ignore_skew = config.planted_bug == Some(config::PlantedBug::IgnoreClockSkew);
@@ -396,22 +378,15 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
         }
         None => None,
     };
-    let state = http::AppState {
+    let wiring = http::Wiring {
         engine: command_tx,
         results: results_rx.clone(),
         metrics: metrics.clone(),
-        vote_id_key: Arc::new(validated.vote_id_key),
-        node: validated.node_id.clone(),
-        admin_token: Arc::from(config.admin_token.as_str()),
         clock,
-        sse_tick_ms: config.sse_tick_ms,
-        sse_subscribers_max: config.sse_subscribers_max,
         health: health.clone(),
         stopping: stopping_rx,
-        public_endpoints: config.public_endpoints.clone().into(),
-        abuse: Arc::new(config.abuse_controls()?),
-        body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
     };
+    let state = http::AppState::new(wiring, config, &validated)?;
     Ok(Started {
         router: http::router(state),
         handle: NodeHandle {
@@ -432,7 +407,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
 
 /// Turns on replicated acks in `engine` if the configuration asks for them: what the peer
 /// sessions need to push to the ack peers.
-fn replicated_acks(config: &Config, engine: &mut Engine) -> Option<peer::push::AckPeers> {
+fn replicated_acks(config: &Config, engine: &mut Engine) -> Option<peer::sync::AckPeers> {
     if config.ack_mode != config::AckMode::Replicated {
         return None;
     }
@@ -453,7 +428,7 @@ fn replicated_acks(config: &Config, engine: &mut Engine) -> Option<peer::push::A
         timeout_ms = config.ack_timeout_ms,
         "replicated acks: a vote is acknowledged once an ack peer has it on disk too"
     );
-    Some(peer::push::AckPeers {
+    Some(peer::sync::AckPeers {
         peers,
         durable: durable_rx,
     })

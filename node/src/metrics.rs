@@ -42,6 +42,8 @@ pub struct Metrics {
     pub group_entries: Histogram,
     /// Bytes written per fsync.
     pub group_bytes: Histogram,
+    /// Time the engine spent on one wake-up, during which every other vote waits.
+    pub engine_busy_seconds: Histogram,
     /// Open SSE subscriptions.
     pub sse_subscribers: Gauge,
     /// Commands waiting for the engine.
@@ -377,6 +379,13 @@ impl Metrics {
             "Write-ahead log fsync latency",
             fsync_seconds.clone(),
         );
+        let engine_busy_seconds = Histogram::new(latency_buckets());
+        registry.register(
+            "engine_busy_seconds",
+            "Time the engine spent on one wake-up (a batch of commands, a log completion or a \
+             tick), while every other vote waited",
+            engine_busy_seconds.clone(),
+        );
         let group_entries = Histogram::new(exponential_buckets(1.0, 4.0, 10));
         registry.register(
             "wal_group_entries",
@@ -528,6 +537,7 @@ impl Metrics {
             fsync_seconds,
             group_entries,
             group_bytes,
+            engine_busy_seconds,
             sse_subscribers,
             engine_queue_depth,
             waiting_replies,
@@ -564,7 +574,7 @@ impl Metrics {
     /// whether the log was damaged and how many records it was known to lack.
     pub fn observe_recovery(
         &self,
-        recovered: &crate::recovery::Report,
+        recovered: &crate::wal::startup::Report,
         reason: Option<&'static str>,
     ) {
         if let Some(reason) = reason {

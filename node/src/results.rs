@@ -10,100 +10,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::peer::sync::PeerStatus;
-use serde::Serialize;
+use tally_client::api::{ActorIncluded, HistoryPoint, OptionResult, PeerSeen, PollResults};
 use tally_core::{IndexGrowth, PollId, PollStatus, PollWindow, Replica, Second, UnixMillis};
-
-/// One option's standing.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
-pub struct OptionResult {
-    /// The option's name.
-    pub name: String,
-    /// Net votes.
-    pub votes: i64,
-    /// Share of all votes, 0–1 (0 when there are none).
-    pub share: f64,
-}
-
-/// Whose votes a result includes.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
-pub struct ActorIncluded {
-    /// The actor, `node#incarnation`.
-    pub actor: String,
-    /// The node it runs on.
-    pub node: String,
-    /// Records of that actor held here.
-    pub records: u64,
-    /// Whether it is this node's own actor.
-    pub local: bool,
-    /// How stale this node's view of that actor may be: milliseconds since this node last
-    /// heard from the actor's node (0 for its own actor; absent when that node is not a
-    /// direct peer, e.g. an old incarnation whose records came relayed).
-    pub heard_ms_ago: Option<u64>,
-    /// Whether a sync session with the actor's node is up (absent for its own actor and for
-    /// nodes that are not direct peers).
-    pub connected: Option<bool>,
-    /// The actor's node's wall clock minus this node's, in milliseconds, as estimated over
-    /// the recent sync rounds (0 for its own actor; absent for nodes that are not direct
-    /// peers or not measured yet).
-    pub clock_offset_ms: Option<i64>,
-}
-
-/// A node this node syncs with, or has heard from: for "which regions does this result
-/// include".
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
-pub struct PeerSeen {
-    /// Its node ID.
-    pub node: String,
-    /// Whether this node's peer list names it (others dialled this node and are synced all
-    /// the same).
-    pub listed: bool,
-    /// Whether a sync session with it is up.
-    pub connected: bool,
-    /// Milliseconds since the last completed sync round with it (absent: never).
-    pub heard_ms_ago: Option<u64>,
-}
-
-/// The results of one poll at one moment, as served by `GET /v1/polls/{poll}/results`.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
-pub struct PollResults {
-    /// The poll.
-    pub poll: String,
-    /// `open`, `not_open` or `closed`.
-    #[schema(example = "open")]
-    pub status: &'static str,
-    /// Options in poll order.
-    pub options: Vec<OptionResult>,
-    /// All net votes.
-    pub total: i64,
-    /// When this result was captured, in Unix milliseconds.
-    pub as_of_ms: u64,
-    /// The split up to and including this poll second, if the reader asked for one.
-    #[schema(value_type = Option<u32>)]
-    pub at_second: Option<Second>,
-    /// The node that served it.
-    pub served_by: String,
-    /// Whose records and counters it includes.
-    pub includes: Vec<ActorIncluded>,
-    /// Every peer this node syncs with or has heard from, and how recently.
-    pub peers: Vec<PeerSeen>,
-    /// Present while some node defines this poll otherwise (other options, or another
-    /// order): whether this node refuses its votes, which nodes differ, and what to do.
-    pub dispute: Option<crate::disputes::PollDispute>,
-    /// Every direct peer's wall clock minus this node's, in milliseconds, by node, as last
-    /// estimated (peers not measured yet are absent); also listed for peers whose actors
-    /// hold no records of this poll, such as one that counts nothing for its clock.
-    pub clock_offsets_ms: BTreeMap<String, i64>,
-}
-
-/// Net votes per option in one poll second.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
-pub struct HistoryPoint {
-    /// Poll-relative second.
-    #[schema(value_type = u32)]
-    pub second: Second,
-    /// Net votes per option in that second.
-    pub votes: Vec<i64>,
-}
 
 /// One poll in a snapshot.
 #[derive(Debug, Clone)]
@@ -312,7 +220,7 @@ impl ResultsSnapshot {
                     .collect();
                 let results = PollResults {
                     poll: spec.id().to_string(),
-                    status: status_name(spec.window.status(now)),
+                    status: status_name(spec.window.status(now)).to_owned(),
                     options: option_results(&option_names, &totals),
                     total: totals.iter().sum(),
                     as_of_ms: now.0,

@@ -1,7 +1,7 @@
 //! A node starting on a damaged or torn log (issue 29): what it keeps, whether it starts, and
 //! as which actor. Method: crafted logs written through the log's own API into a
 //! [`MemoryStorage`], damaged the way a disk does (a flipped byte, a cut tail), then the
-//! node's start-up recovery (`tally_node::recovery::recover`) on them, alone, with peers, and
+//! node's start-up recovery (`tally_node::wal::startup::recover`) on them, alone, with peers, and
 //! with the operator's `accept_log_damage`; and a restart after each.
 
 #![allow(clippy::unwrap_used)] // test code: a failed setup should panic loudly
@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 
 use tally_core::{ActorId, NodeId, OptionIndex, PollId, RecordBatch, VoteId};
 use tally_node::config::{Config, PeerEntry, TlsFiles};
-use tally_node::recovery::{NewIncarnation, Recovered, RecoveryError, recover};
 use tally_node::storage::{MemoryStorage, Storage, StorageFile};
+use tally_node::wal::startup::{NewIncarnation, Recovered, RecoveryError, recover};
 use tally_node::wal::{WAL_FILE_HEADER_BYTES, Wal, WalEntry};
 use tally_node::{Clock, SystemClock};
 

@@ -759,14 +759,17 @@ async fn the_writer_takes_snapshots_in_order<S: Storage + Clone>(disk: Disk<S>) 
     assert_eq!(report.snapshot, Some(2));
 }
 
-/// Goal: a failed fsync is reported, never retried, and ends the writer (fsyncgate).
-/// Method: make fsyncs fail, queue two jobs, then make fsyncs work again: the report is an
-/// error for both, the writer returns the error, and the log refuses further work.
+/// Goal: a failed fsync is reported, never retried, and ends the writer (fsyncgate), which
+/// keeps the directory's lock until the engine lets go of its queue (a second process must
+/// not open the directory while the failed node still answers its peers). Method: make
+/// fsyncs fail, queue two jobs, then make fsyncs work again: the report is an error for both;
+/// while the queue is open a second open is refused and a further job is taken unanswered;
+/// once it closes the writer returns the error, and the log refuses further work.
 async fn a_failed_fsync_is_reported_and_stops_the_writer<S: Storage + Clone>(disk: Disk<S>) {
     let storage = Counting::new(disk.storage.clone());
     let (wal, _) = Wal::open(storage.clone(), |_| {}).expect("opens");
     let (submit, jobs) = mpsc::channel(16);
-    let (done_sender, mut done) = mpsc::channel(16);
+    let (done_sender, mut done) = mpsc::channel::<WalDone>(16);
     storage.fail.store(true, Ordering::SeqCst);
     for token in [1, 2] {
         submit
@@ -774,7 +777,24 @@ async fn a_failed_fsync_is_reported_and_stops_the_writer<S: Storage + Clone>(dis
             .await
             .expect("queued");
     }
-    let ended = run_writer(wal, jobs, done_sender).await;
+    let checks = async {
+        let report = done.recv().await.expect("the failure is reported");
+        assert_eq!(report.up_to_token, 2);
+        assert!(report.result.is_err());
+        storage.fail.store(false, Ordering::SeqCst);
+        let second = Wal::open(storage.clone(), |_| {});
+        assert!(
+            matches!(second, Err(WalError::Locked(_))),
+            "a failed writer still holds the directory"
+        );
+        storage.fail.store(true, Ordering::SeqCst);
+        submit
+            .send(WalJob::append(3, vec![]))
+            .await
+            .expect("taken while the writer holds the log");
+        drop(submit);
+    };
+    let (ended, ()) = tokio::join!(run_writer(wal, jobs, done_sender), checks);
     assert!(matches!(
         ended,
         Err(WalError::Io {
@@ -782,11 +802,10 @@ async fn a_failed_fsync_is_reported_and_stops_the_writer<S: Storage + Clone>(dis
             ..
         })
     ));
-    let report = done.recv().await.expect("the failure is reported");
-    assert_eq!(report.up_to_token, 2);
-    assert!(report.result.is_err());
-    assert!(done.recv().await.is_none());
-    assert!(submit.send(WalJob::append(3, vec![])).await.is_err());
+    assert!(
+        done.recv().await.is_none(),
+        "nothing answered after the failure"
+    );
 
     storage.fail.store(false, Ordering::SeqCst);
     let (mut wal, _) = Wal::open(storage.clone(), |_| {}).expect("opens");

@@ -6,7 +6,7 @@
 //! once if an ack peer has already confirmed the record it waits for (each waiter names the
 //! highest seq of this node's actor in its poll that must be confirmed: its own record's, or
 //! for a duplicate the record it duplicates, or conservatively every own record of the poll);
-//! otherwise it waits here. The push sessions (`peer::push`) ask the engine for this node's
+//! otherwise it waits here. The push sessions (`peer::sync::push`) ask the engine for this node's
 //! own records as they become durable ([`Command::OwnRecordsToPush`]), push them to the ack
 //! peers, and report each peer's confirmation ([`Command::PeerConfirmed`]: every record of
 //! this actor in a poll up to a seq is fsynced there). A confirmation answers every waiter it

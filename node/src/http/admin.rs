@@ -4,12 +4,13 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use tally_core::limits::RESERVED_VOTE_IDS_MAX;
 use tally_core::{OptionName, PollId, PollSpec, PollWindow, ReservedIndex};
 use utoipa::ToSchema;
 
+use super::admin_token::authorize;
 use super::body::TimelyBody;
 use super::integral::WholeNumber;
 use super::votes::{ask, require_content_type};
@@ -100,7 +101,7 @@ pub struct PollSummary {
     pub options: Vec<String>,
     /// `open`, `not_open` or `closed`.
     #[schema(example = "open")]
-    pub status: &'static str,
+    pub status: String,
     /// When it opened (Unix ms), if it has.
     pub opens_at_ms: Option<u64>,
     /// When it closes or closed (Unix ms), if set.
@@ -114,26 +115,6 @@ pub struct AdminResponse {
     pub poll: String,
     /// Whether anything changed.
     pub changed: bool,
-}
-
-pub(super) fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if app.admin_token.is_empty() {
-        return Err(ApiError::Unauthorized);
-    }
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !constant_time_eq(presented.as_bytes(), app.admin_token.as_bytes()) {
-        return Err(ApiError::Unauthorized);
-    }
-    Ok(())
-}
-
-/// Compares without an early exit, so response timing does not reveal the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn ensure_ready(app: &AppState) -> Result<(), ApiError> {
@@ -398,7 +379,7 @@ pub(super) async fn list_polls(State(app): State<SharedState>) -> Json<Vec<PollS
             .map(|poll| PollSummary {
                 id: poll.results.poll.clone(),
                 options: poll.option_names.clone(),
-                status: poll.results.status,
+                status: poll.results.status.clone(),
                 opens_at_ms: poll.window.opens_at.map(|t| t.0),
                 closes_at_ms: poll.window.closes_at.map(|t| t.0),
             })

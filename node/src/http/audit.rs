@@ -13,12 +13,13 @@ use serde::{Deserialize, Serialize};
 use tally_core::VoteId;
 use utoipa::ToSchema;
 
-use super::admin::authorize;
+use super::admin_token::authorize;
 use super::body::TimelyBody;
-use super::votes::{POSTCARD_MEDIA_TYPE, ask, check_count, poll_snapshot, require_content_type};
+use super::votes::{ask, check_count, poll_snapshot, require_content_type};
 use super::{ApiError, ErrorBody, SharedState};
 use crate::config::BATCH_BODY_BYTES_MAX;
 use crate::engine::Command;
+use tally_client::api::POSTCARD_MEDIA_TYPE;
 
 /// The option byte of a postcard lookup answer for a vote ID the node does not hold.
 pub const LOOKUP_NOT_HELD: u8 = u8::MAX;

@@ -6,9 +6,9 @@ use axum::Json;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use tally_core::{AcceptError, PollError};
-use utoipa::ToSchema;
+
+use tally_client::api::{ErrorBody, ErrorCode};
 
 use crate::engine::EngineError;
 
@@ -95,92 +95,6 @@ pub enum ApiError {
          counted: retry with the same vote ID, here or at another node, and it counts once)"
     )]
     NotReplicated,
-}
-
-/// The body of every refusal: `{"error": code, "message": text}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[schema(example = json!({"error": "unknown_poll", "message": "no poll named \"nope\""}))]
-pub struct ErrorBody {
-    /// What went wrong, for programs: a stable code.
-    pub error: ErrorCode,
-    /// What went wrong, for people.
-    pub message: String,
-}
-
-/// The stable, machine-readable codes of [`ErrorBody::error`], one per [`ApiError`] variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// 400: the body is not what the route expects.
-    Malformed,
-    /// 401: missing or wrong admin token (or the admin API is disabled).
-    Unauthorized,
-    /// 404: no such poll.
-    UnknownPoll,
-    /// 404: no such route.
-    NotFound,
-    /// 405: the route does not answer this method.
-    MethodNotAllowed,
-    /// 409: the poll is not taking votes.
-    PollNotOpen,
-    /// 409: a poll of that name exists with other options, or the node holds the most polls
-    /// it may (1,024).
-    Conflict,
-    /// 408: the body did not arrive within `body_read_timeout_ms` of its headers.
-    BodyTimeout,
-    /// 413: the body is over the route's limit.
-    BodyTooLarge,
-    /// 413: too many votes in one batch.
-    TooManyVotes,
-    /// 415: the content type is not one the route reads.
-    UnsupportedMediaType,
-    /// 422: the poll has no such option.
-    UnknownOption,
-    /// 422: the vote ID is missing, empty or too long.
-    BadVoteId,
-    /// 422: a value is out of range.
-    Invalid,
-    /// 429: a rate limit refused the request; see `Retry-After`.
-    RateLimited,
-    /// 401: the vote token is missing, malformed, forged, for another poll, or expired.
-    BadVoteToken,
-    /// 503: the node is shedding load; see `Retry-After`.
-    Overloaded,
-    /// 503: the node is not serving (starting, stopping or failed); see `Retry-After`.
-    Unavailable,
-    /// 503: this node defines the poll otherwise than the cluster and counts none of its
-    /// votes (nothing was counted: send the vote to another node); see `Retry-After`.
-    PollDisputed,
-    /// See [`ApiError::NotReplicated`].
-    NotReplicated,
-}
-
-impl ErrorCode {
-    /// The code as sent (the same text serde writes).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Malformed => "malformed",
-            Self::Unauthorized => "unauthorized",
-            Self::UnknownPoll => "unknown_poll",
-            Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::PollNotOpen => "poll_not_open",
-            Self::Conflict => "conflict",
-            Self::BodyTimeout => "body_timeout",
-            Self::BodyTooLarge => "body_too_large",
-            Self::TooManyVotes => "too_many_votes",
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::UnknownOption => "unknown_option",
-            Self::BadVoteId => "bad_vote_id",
-            Self::Invalid => "invalid",
-            Self::RateLimited => "rate_limited",
-            Self::BadVoteToken => "bad_vote_token",
-            Self::Overloaded => "overloaded",
-            Self::Unavailable => "unavailable",
-            Self::PollDisputed => "poll_disputed",
-            Self::NotReplicated => "not_replicated",
-        }
-    }
 }
 
 impl ApiError {

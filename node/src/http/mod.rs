@@ -9,6 +9,7 @@
 
 pub mod abuse;
 mod admin;
+mod admin_token;
 mod audit;
 mod body;
 mod error;
@@ -39,19 +40,23 @@ pub use audit::{
     BinaryLookup, BinaryLookupResponse, LOOKUP_NOT_HELD, LookedUp, LookupRequest, LookupResponse,
 };
 pub use body::BODY_READ_TIMEOUT_MS_DEFAULT;
-pub use error::{ApiError, ErrorBody, ErrorCode};
+pub use error::ApiError;
 pub use openapi::OPENAPI_PATH;
 pub use ops_listener::split_ops;
-pub use reads::{History, ResultsQuery};
+pub use reads::ResultsQuery;
 #[doc(hidden)]
 pub use votes::check_vote_body;
-pub use votes::{
-    BatchRequest, BatchResponse, BatchVote, BatchVoteStatus, BinaryBatch, BinaryVote,
-    POSTCARD_MEDIA_TYPE, Receipt, VoteRequest, VoteResponse, VoteStatus,
+// The request and response bodies are defined once, in `tally_client::api` (the client and the
+// edge read and write the same types).
+pub use tally_client::api::{
+    BatchRequest, BatchResponse, BatchVote, BatchVoteStatus, BinaryBatch, BinaryVote, ErrorBody,
+    ErrorCode, History, POSTCARD_MEDIA_TYPE, Receipt, VoteRequest, VoteResponse, VoteStatus,
 };
 
 use crate::Clock;
-use crate::config::{ADMIN_BODY_BYTES_MAX, BATCH_BODY_BYTES_MAX, VOTE_BODY_BYTES_MAX};
+use crate::config::{
+    ADMIN_BODY_BYTES_MAX, BATCH_BODY_BYTES_MAX, Config, ConfigError, VOTE_BODY_BYTES_MAX, Validated,
+};
 use crate::engine::Command;
 use crate::metrics::Metrics;
 use crate::results::ResultsSnapshot;
@@ -89,6 +94,58 @@ pub struct AppState {
     pub abuse: Arc<abuse::AbuseControls>,
     /// How long a request body may take to arrive after its headers (then 408).
     pub body_read_timeout: std::time::Duration,
+}
+
+/// The node's running parts the router serves from; [`AppState::new`] takes the rest from the
+/// configuration.
+pub struct Wiring {
+    /// The engine's command queue.
+    pub engine: mpsc::Sender<Command>,
+    /// The latest results snapshot.
+    pub results: watch::Receiver<Arc<ResultsSnapshot>>,
+    /// The node's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Why the node is not serving, if it is not.
+    pub health: Arc<crate::health::Health>,
+    /// Becomes true when the node begins to stop.
+    pub stopping: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// The state of a node's router: its running parts, and every setting from `config` (with
+    /// the pieces `validated` parsed from it). Fails only if the abuse controls are invalid.
+    pub fn new(
+        wiring: Wiring,
+        config: &Config,
+        validated: &Validated,
+    ) -> Result<AppState, ConfigError> {
+        let Wiring {
+            engine,
+            results,
+            metrics,
+            clock,
+            health,
+            stopping,
+        } = wiring;
+        Ok(AppState {
+            engine,
+            results,
+            metrics,
+            vote_id_key: Arc::new(validated.vote_id_key.clone()),
+            node: validated.node_id.clone(),
+            admin_token: Arc::from(config.admin_token.as_str()),
+            clock,
+            sse_tick_ms: config.sse_tick_ms,
+            sse_subscribers_max: config.sse_subscribers_max,
+            health,
+            stopping,
+            public_endpoints: config.public_endpoints.clone().into(),
+            abuse: Arc::new(config.abuse_controls()?),
+            body_read_timeout: std::time::Duration::from_millis(config.body_read_timeout_ms),
+        })
+    }
 }
 
 /// The state as handlers extract it: one reference count per request.
@@ -136,23 +193,21 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     let (engine, _) = mpsc::channel(1);
     let (_, results) = watch::channel(Arc::new(ResultsSnapshot::default()));
     let (_, stopping) = watch::channel(false);
-    // Only the document is kept: the state is never served.
-    let state = Arc::new(AppState {
+    let wiring = Wiring {
         engine,
         results,
         metrics: Arc::new(Metrics::new()),
-        vote_id_key: Arc::new(VoteIdKey::new([0; 32])),
-        node: tally_core::NodeId::new("openapi").unwrap_or_else(|_| unreachable!("valid")),
-        admin_token: Arc::from(""),
         clock: Arc::new(crate::SystemClock),
-        sse_tick_ms: 1_000,
-        sse_subscribers_max: 1,
         health: Arc::new(crate::health::Health::new(&[crate::health::Hold::Stopping])),
         stopping,
-        public_endpoints: Arc::from([]),
-        abuse: Arc::default(),
-        body_read_timeout: std::time::Duration::from_millis(BODY_READ_TIMEOUT_MS_DEFAULT),
-    });
+    };
+    // Only the document is kept: the state is never served.
+    let config = Config::default();
+    let state = config
+        .validate()
+        .and_then(|validated| AppState::new(wiring, &config, &validated))
+        .unwrap_or_else(|_| unreachable!("the default configuration is valid"));
+    let state = Arc::new(state);
     openapi::complete(api_routes(&state).into_openapi())
 }
 

@@ -4,7 +4,7 @@
 //! `#[utoipa::path]` attribute gives both the path axum routes and the operation the document
 //! lists (utoipa-axum's `OpenApiRouter`, in `http/mod.rs`), so the two cannot drift. The few
 //! routes that are not JSON API (this document itself and the dashboard's page and assets) are
-//! added here by hand; `tests/api.rs` checks that the document's (method, path) pairs are exactly
+//! added here by hand; `tests/api/openapi.rs` checks that the document's (method, path) pairs are exactly
 //! the ones the router answers.
 
 use axum::body::Bytes;
@@ -16,8 +16,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, ObjectBuilder, OpenApi, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi as _};
 
-use super::error::{ErrorBody, ErrorCode};
 use crate::dashboard;
+use tally_client::api::{ErrorBody, ErrorCode};
 
 /// Where the document is served.
 pub const OPENAPI_PATH: &str = "/openapi.json";

@@ -15,17 +15,18 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tally_core::Second;
 use tally_core::limits::POLL_SECONDS_MAX;
 
 // The document quotes this limit for `at`: change it with it.
 const _: () = assert!(POLL_SECONDS_MAX == 2_678_400);
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use super::votes::poll_snapshot;
-use super::{ApiError, ErrorBody, SharedState};
-use crate::results::{HistoryPoint, PollResults, PollSnapshot};
+use super::{ApiError, SharedState};
+use crate::results::PollSnapshot;
+use tally_client::api::{ErrorBody, History, PollResults};
 
 /// Query of the results route.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -70,17 +71,6 @@ pub(super) async fn results(
         Some(at) => snapshot.results_at(at),
         None => snapshot.results.clone(),
     }))
-}
-
-/// `GET /v1/polls/{poll}/history` body.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct History {
-    /// The poll.
-    pub poll: String,
-    /// Option names, in the order of each point's `votes`.
-    pub options: Vec<String>,
-    /// Net votes per second, ascending; seconds without votes are absent.
-    pub points: Vec<HistoryPoint>,
 }
 
 /// The poll's per-second series: net votes per option in each second that had any.

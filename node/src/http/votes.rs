@@ -8,20 +8,19 @@ use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use tally_core::{OptionIndex, PollId, VoteId, VoteIdKey};
 use tokio::sync::oneshot;
-use utoipa::ToSchema;
 
 use super::abuse::{VOTE_TOKEN_HEADER, voter_vote_id};
 use super::body::TimelyBody;
-use super::{ApiError, AppState, ErrorBody, SharedState};
+use super::{ApiError, AppState, SharedState};
 use crate::config::{BATCH_BODY_BYTES_MAX, BATCH_VOTES_MAX, VOTE_BODY_BYTES_MAX};
 use crate::engine::{BatchVoteAck, Command, VoteAck};
 use crate::results::PollSnapshot;
-
-/// Media type of the compact batch body: postcard-encoded [`BinaryBatch`].
-pub const POSTCARD_MEDIA_TYPE: &str = "application/x-postcard";
+use tally_client::api::{
+    BatchRequest, BatchResponse, BatchVoteStatus, BinaryBatch, ErrorBody, POSTCARD_MEDIA_TYPE,
+    Receipt, VoteRequest, VoteResponse, VoteStatus,
+};
 
 // The OpenAPI text of the routes below quotes these limits: change it with them.
 const _: () = assert!(
@@ -29,144 +28,6 @@ const _: () = assert!(
         && BATCH_BODY_BYTES_MAX == 2 * 1024 * 1024
         && BATCH_VOTES_MAX == 10_000
 );
-
-/// `POST /v1/polls/{poll}/votes` body.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"option": "green", "vote_id": "67e55044-10b1-426f-9247-bb680e5fe0c8"}))]
-pub struct VoteRequest {
-    /// The option's name.
-    pub option: String,
-    /// The idempotency key (or send it as an `Idempotency-Key` header): a UUID, taken as sent,
-    /// or any other text of 1 to 128 bytes, hashed with the cluster's key. The body's wins.
-    pub vote_id: Option<String>,
-}
-
-/// How a vote was answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum VoteStatus {
-    /// New: counted once, and durable.
-    Counted,
-    /// Seen before (the earlier vote is durable); this one changed nothing.
-    Duplicate,
-}
-
-impl VoteStatus {
-    /// The status as sent, and as the metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Counted => "counted",
-            Self::Duplicate => "duplicate",
-        }
-    }
-}
-
-/// Proof that a vote is durable.
-#[derive(Debug, Serialize, PartialEq, Eq, ToSchema)]
-pub struct Receipt {
-    /// The node incarnation that recorded the vote, `node#incarnation`.
-    pub actor: String,
-    /// The record's seq in that actor's log.
-    pub seq: u64,
-    /// The poll-relative second it was stamped with.
-    pub second: u32,
-}
-
-/// The answer to a vote.
-#[derive(Debug, Serialize, PartialEq, Eq, ToSchema)]
-pub struct VoteResponse {
-    /// `counted` or `duplicate`.
-    pub status: VoteStatus,
-    /// The vote ID as this node understood it (UUID form).
-    pub vote_id: String,
-    /// For `counted`: where the vote is recorded.
-    pub receipt: Option<Receipt>,
-}
-
-/// One vote of a JSON batch.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BatchVote {
-    /// The option's name.
-    pub option: String,
-    /// The idempotency key.
-    pub vote_id: String,
-}
-
-/// `POST /v1/polls/{poll}/votes/batch` JSON body.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BatchRequest {
-    /// Up to [`BATCH_VOTES_MAX`] votes.
-    pub votes: Vec<BatchVote>,
-}
-
-/// The compact batch body (`application/x-postcard`): option indexes and 16-byte vote IDs
-/// (big-endian UUID bytes). On the wire, postcard: the vote count as a varint, then per vote
-/// one byte of option index and the 16 bytes of the ID.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
-pub struct BinaryBatch {
-    /// The votes.
-    pub votes: Vec<BinaryVote>,
-}
-
-/// One vote of a compact batch.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Clone, Copy, ToSchema)]
-pub struct BinaryVote {
-    /// The option's index in the poll's option list.
-    pub option: u8,
-    /// The vote ID's 16 bytes.
-    #[schema(min_items = 16, max_items = 16)]
-    pub vote_id: [u8; 16],
-}
-
-/// How one vote of a batch was answered. In a postcard answer each status is one byte, its
-/// place in this list: 0 `counted`, 1 `duplicate`, 2 `unknown_option`, 3 `bad_vote_id`,
-/// 4 `overloaded` (new statuses only ever go at the end).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum BatchVoteStatus {
-    /// New: counted once, and durable.
-    Counted,
-    /// Seen before; changed nothing.
-    Duplicate,
-    /// Refused: the poll has no such option.
-    UnknownOption,
-    /// Refused: the vote ID is empty or too long.
-    BadVoteId,
-    /// Refused: too many votes wait for the log; send this one again.
-    Overloaded,
-}
-
-impl BatchVoteStatus {
-    /// The status as sent, and as the metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Counted => "counted",
-            Self::Duplicate => "duplicate",
-            Self::UnknownOption => "unknown_option",
-            Self::BadVoteId => "bad_vote_id",
-            Self::Overloaded => "overloaded",
-        }
-    }
-}
-
-/// The answer to a batch: one status per vote, in order. As JSON by default; postcard
-/// (`application/x-postcard`) when the request's `Accept` asks for it: the three counts as
-/// varints, then the status count as a varint and one byte per status (see
-/// [`BatchVoteStatus`]), about 1 byte a vote instead of ~12.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
-pub struct BatchResponse {
-    /// Votes newly counted.
-    pub counted: usize,
-    /// Votes seen before.
-    pub duplicate: usize,
-    /// Votes refused (see each status).
-    pub rejected: usize,
-    /// Per vote, in the order sent.
-    pub statuses: Vec<BatchVoteStatus>,
-}
 
 pub(super) fn require_content_type(
     headers: &HeaderMap,
@@ -357,7 +218,7 @@ fn token_vote_id(
 fn require_aggregator(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     match app.abuse.tokens {
         None => Ok(()),
-        Some(_) => super::admin::authorize(app, headers),
+        Some(_) => super::admin_token::authorize(app, headers),
     }
 }
 

@@ -3,7 +3,6 @@
 
 pub mod claims;
 pub mod log_once;
-pub mod push;
 pub mod sync;
 pub mod tls;
 pub mod transport;

@@ -45,6 +45,10 @@ use tally_core::wire::Hello;
 use tally_core::{ActorId, AnswerRefusal, NodeId, UnixMillis, VoteIdKey};
 use tokio::sync::{mpsc, oneshot, watch};
 
+mod push;
+
+pub use push::AckPeers;
+
 use super::claims::{Claim, PullClaims};
 use super::log_once::LogOnce;
 use super::tls::check_peer_is;
@@ -238,7 +242,7 @@ pub struct SyncContext {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// The ack peers, under `ack_mode = "replicated"` (pushes go to them).
-    pub acks: Option<super::push::AckPeers>,
+    pub acks: Option<push::AckPeers>,
 }
 
 pub(super) async fn ask<T>(
@@ -460,7 +464,7 @@ async fn incoming_session(
     let result = tokio::select! {
         biased;
         result = answer_pulls(connection, context, peer, &mut answerer) => result,
-        result = super::push::run(connection, context, peer, pushes) => result,
+        result = push::run(connection, context, peer, pushes) => result,
         result = pull_rounds(connection, context, peer, &claim, &mut puller) => result,
     };
     disconnected(context, peer, &claim);
@@ -644,7 +648,7 @@ async fn dialled_session(
     tokio::select! {
         biased;
         result = answer_pulls(connection, context, &label, &mut answerer) => result,
-        result = super::push::run(connection, context, &label, pushes) => result,
+        result = push::run(connection, context, &label, pushes) => result,
         result = pull_rounds(connection, context, &label, claim, &mut puller) => result,
     }
 }

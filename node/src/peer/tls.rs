@@ -32,8 +32,6 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{AlertDescription, RootCertStore};
 use tally_core::{NameError, NodeId};
 
-use crate::peer::transport;
-
 /// The one application protocol peers speak, negotiated with ALPN. A peer that offers
 /// anything else is refused during the handshake (alert `no_application_protocol`).
 pub const ALPN: &[u8] = b"tally/1";
@@ -255,20 +253,22 @@ impl ClusterTls {
     }
 
     /// A quinn server config that requires every client to present a certificate chaining
-    /// to the cluster CA, with the peer transport settings ([`transport::transport_config`]).
-    pub fn server_config(&self) -> quinn::ServerConfig {
+    /// to the cluster CA, with the peer transport settings `transport` (the peer transport's
+    /// `transport_config`).
+    pub fn server_config(&self, transport: Arc<quinn::TransportConfig>) -> quinn::ServerConfig {
         let mut config = quinn::ServerConfig::with_crypto(self.server.clone());
-        config.transport_config(Arc::new(transport::transport_config()));
+        config.transport_config(transport);
         config.max_incoming(PEER_HANDSHAKES_MAX);
         config
     }
 
     /// A quinn client config that presents this node's certificate and accepts a server only
     /// if its certificate chains to the cluster CA and names the server name given to
-    /// `quinn::Endpoint::connect` (pass the peer's node ID).
-    pub fn client_config(&self) -> quinn::ClientConfig {
+    /// `quinn::Endpoint::connect` (pass the peer's node ID), with the transport settings
+    /// `transport`.
+    pub fn client_config(&self, transport: Arc<quinn::TransportConfig>) -> quinn::ClientConfig {
         let mut config = quinn::ClientConfig::new(self.client.clone());
-        config.transport_config(Arc::new(transport::transport_config()));
+        config.transport_config(transport);
         config
     }
 

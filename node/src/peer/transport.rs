@@ -116,7 +116,7 @@ pub fn endpoint(
     StdRng::seed_from_u64(rng_seed).fill_bytes(&mut seed);
     config.rng_seed(Some(seed));
     let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
-    let server = Some(tls.server_config());
+    let server = Some(tls.server_config(Arc::new(transport_config())));
     let mut endpoint = match socket {
         PeerSocket::Udp(socket) => {
             socket.set_nonblocking(true)?;
@@ -126,7 +126,7 @@ pub fn endpoint(
             quinn::Endpoint::new_with_abstract_socket(config, server, socket, runtime)?
         }
     };
-    endpoint.set_default_client_config(tls.client_config());
+    endpoint.set_default_client_config(tls.client_config(Arc::new(transport_config())));
     Ok(endpoint)
 }
 

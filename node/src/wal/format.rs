@@ -217,7 +217,7 @@ pub(super) fn encode_frame(buffer: &mut Vec<u8>, entry: &WalEntry) -> Result<usi
     // Every entry encodes its variant tag, so no frame is empty (length 0 means "not ours").
     assert!(length >= 1, "an encoded entry is never empty");
     let checksum = crc32c::crc32c(&buffer[payload_start..]);
-    // Lossless: WAL_ENTRY_BYTES_MAX < u32::MAX (asserted at compile time in wal.rs).
+    // Lossless: WAL_ENTRY_BYTES_MAX < u32::MAX (asserted at compile time in log.rs).
     let length_field = length as u32;
     buffer[start..start + 4].copy_from_slice(&length_field.to_le_bytes());
     buffer[start + 4..payload_start].copy_from_slice(&checksum.to_le_bytes());

@@ -116,8 +116,7 @@ pub struct Checked {
     pub totals: Vec<i64>,
 }
 
-/// A check that failed.
-pub type Violation = String;
+pub use super::Violation;
 
 /// Waits for the clients and the heal, then runs every check; the verdict goes to `verdict`.
 pub async fn checker(

@@ -42,6 +42,9 @@ use self::ledger::{Ledger, VoteEntry};
 use self::scenario::{VOTING_MS, WARM_UP_MS};
 use self::workload::{Plan, Shared, lock};
 
+/// A check that failed (the checker's and the clock checks' verdict).
+pub type Violation = String;
+
 /// The UDP port every simulated node's peer endpoint listens on.
 pub const PEER_PORT: u16 = 9000;
 
@@ -217,7 +220,7 @@ fn make_certs() -> Result<tempfile::TempDir, String> {
         .iter()
         .map(|n| tally_core::NodeId::new(*n).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
-    tally_node::certs::generate_dev_cluster(dir.path(), &nodes)
+    tally::certs::generate_dev_cluster(dir.path(), &nodes)
         .map_err(|e| format!("cannot make certificates: {e}"))?;
     Ok(dir)
 }
@@ -290,7 +293,7 @@ fn node_config(spec: &NodeSpec, slot: &NodeSlot) -> Config {
         .collect();
     let mut config = Config {
         node_id: name.clone(),
-        cluster_id: tally_node::certs::DEV_CLUSTER_ID.to_owned(),
+        cluster_id: tally::certs::DEV_CLUSTER_ID.to_owned(),
         listen: SocketAddr::from(([0, 0, 0, 0], http::HTTP_PORT)),
         peer_listen: Some(SocketAddr::from(([0, 0, 0, 0], PEER_PORT))),
         peers,
@@ -410,7 +413,7 @@ async fn second_process(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>, at_ms: u64) {
         seed,
         WalExecutor::Task,
     ) {
-        Err(tally_node::NodeError::Recovery(tally_node::recovery::RecoveryError::Wal(
+        Err(tally_node::NodeError::Recovery(tally_node::wal::startup::RecoveryError::Wal(
             tally_node::wal::WalError::Locked(refused),
         ))) => Ok(refused.to_string()),
         Err(other) => Err(format!("refused for another reason: {other}")),

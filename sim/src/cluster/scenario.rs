@@ -495,7 +495,7 @@ fn mismatched_definition(rng: &mut StdRng, regions: usize) -> Fault {
 /// fault takes (the rest of the crash pool), so its node runs throughout and its clock
 /// history is one piece; and the run needs three regions, so the healthy clocks are a
 /// majority of every node's peers outside partitions (two nodes only have the tie-break,
-/// which node/tests/clock_skew.rs covers on real processes).
+/// which tally/tests/clock_skew.rs covers on real processes).
 fn clock_skew(rng: &mut StdRng, regions: usize, crash_pool: &mut Vec<usize>) -> Option<Fault> {
     if regions < 3 || crash_pool.is_empty() {
         return None;

@@ -1,0 +1,392 @@
+//! The group-commit writer: one task owns the [`Wal`], takes every job already queued, appends
+//! them all, and covers them with ONE fsync, so at peak one `fdatasync` acknowledges thousands
+//! of votes (DESIGN.md §4).
+//!
+//! What it promises: jobs are written in the order they were submitted; a [`WalDone`] with
+//! `result: Ok` means every job with a token up to `up_to_token` is durable; the first error is
+//! reported in a [`WalDone`] and ends the writer (a failed fsync is never retried: after it the
+//! kernel may have dropped the dirty pages, so "retry until it works" would acknowledge lost
+//! votes — PostgreSQL's fsyncgate); before that report, the failed group's bytes are cut off
+//! the segment ([`Wal::roll_back_to`]), so the next start replays none of its votes. The
+//! writer is an `async fn` that calls the synchronous storage directly: production runs it on
+//! its own OS thread ([`spawn_writer_thread`]), the simulation spawns [`run_writer`] as an
+//! ordinary task over its instant simulated disk.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::time::Instant;
+
+use super::{WAL_ENTRY_BYTES_MAX, Wal, WalEntry, WalError};
+use crate::storage::Storage;
+
+/// Most entries appended under one fsync. A single job larger than this is still taken whole.
+pub const WAL_GROUP_ENTRIES_MAX: usize = 65_536;
+
+/// Most frame bytes appended under one fsync (checked after each job, so a group may exceed
+/// it by one job).
+pub const WAL_GROUP_BYTES_MAX: u64 = 32 << 20;
+
+/// Capacity of the writer's job queue and of its done queue, in jobs. The engine keeps at most
+/// [`WAL_JOBS_IN_FLIGHT_MAX`] job in flight, so the queue only fills at shutdown; when it is
+/// full, `submit.send` waits (the engine then stops taking votes: it answers 503) rather than
+/// buffering without bound.
+pub const WAL_JOBS_QUEUE_MAX: usize = 4;
+
+/// Jobs the engine submits before it waits for a [`WalDone`] (`engine.rs`: one in flight at
+/// a time, so everything that arrives meanwhile joins the next group).
+pub const WAL_JOBS_IN_FLIGHT_MAX: usize = 1;
+
+const _: () = assert!(WAL_ENTRY_BYTES_MAX as u64 <= WAL_GROUP_BYTES_MAX);
+// Every job in flight fits the job queue, and its answer the done queue, so neither side ever
+// waits for the other while serving.
+const _: () = assert!(WAL_JOBS_IN_FLIGHT_MAX >= 1 && WAL_JOBS_IN_FLIGHT_MAX <= WAL_JOBS_QUEUE_MAX);
+
+/// What a job asks of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalJobKind {
+    /// Append the entries; they are durable when a [`WalDone`] covering the token says `Ok`.
+    Append,
+    /// The entries are the WHOLE state (every poll spec and record batch, including
+    /// everything submitted before this job): write them as a snapshot and drop older
+    /// segments. Never grouped with appends.
+    Snapshot,
+}
+
+/// One unit of work for the writer. Tokens must increase from job to job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalJob {
+    /// Chosen by the engine, increasing: a [`WalDone`] acknowledges every token up to its own.
+    pub token: u64,
+    /// Append or snapshot.
+    pub kind: WalJobKind,
+    /// The entries.
+    pub entries: Vec<WalEntry>,
+}
+
+impl WalJob {
+    /// A job that appends `entries`.
+    pub fn append(token: u64, entries: Vec<WalEntry>) -> Self {
+        Self {
+            token,
+            kind: WalJobKind::Append,
+            entries,
+        }
+    }
+
+    /// A job that replaces the log with a snapshot of the whole state, `entries`.
+    pub fn snapshot(token: u64, entries: Vec<WalEntry>) -> Self {
+        Self {
+            token,
+            kind: WalJobKind::Snapshot,
+            entries,
+        }
+    }
+}
+
+/// What the writer did with a group of jobs.
+#[derive(Debug, Clone)]
+pub struct WalDone {
+    /// Every job with a token up to this one is covered by this report.
+    pub up_to_token: u64,
+    /// Append (a group of jobs) or snapshot (one job).
+    pub kind: WalJobKind,
+    /// Jobs in the group.
+    pub jobs: usize,
+    /// Entries in the group.
+    pub entries: usize,
+    /// Frame bytes written.
+    pub bytes: u64,
+    /// Time spent writing the group out and fsyncing it (for a snapshot: writing and syncing
+    /// the whole snapshot and starting the new segment), on tokio's clock.
+    pub fsync: Duration,
+    /// The log's [`Wal::bytes_since_snapshot`] afterwards: the engine snapshots when it
+    /// grows past its threshold.
+    pub bytes_since_snapshot: u64,
+    /// `Ok`: those jobs are durable. `Err`: they are not, and the writer has stopped; no job
+    /// submitted after them will be written either.
+    pub result: Result<(), WalError>,
+}
+
+/// The engine's ends of a writer running on its own thread.
+#[derive(Debug)]
+pub struct WalHandle<S: Storage> {
+    /// Where jobs go (bounded).
+    pub submit: mpsc::Sender<WalJob>,
+    /// Where reports come back (bounded; the writer waits when it is full).
+    pub done: mpsc::Receiver<WalDone>,
+    /// The writer's thread: it ends when `submit` is dropped (returning the log) or after
+    /// the first error.
+    pub thread: std::thread::JoinHandle<Result<Wal<S>, WalError>>,
+}
+
+/// Runs [`run_writer`] on a new OS thread with its own current-thread tokio runtime, with
+/// queues of `capacity` jobs and reports.
+pub fn spawn_writer_thread<S: Storage + 'static>(
+    wal: Wal<S>,
+    capacity: usize,
+) -> io::Result<WalHandle<S>> {
+    assert!(capacity >= 1, "a writer queue needs room for one job");
+    let (submit, jobs) = mpsc::channel(capacity);
+    let (done_sender, done) = mpsc::channel(capacity);
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let thread = std::thread::Builder::new()
+        .name("tally-wal".to_owned())
+        .spawn(move || runtime.block_on(run_writer(wal, jobs, done_sender)))?;
+    Ok(WalHandle {
+        submit,
+        done,
+        thread,
+    })
+}
+
+/// The group-commit loop. Waits for a job, takes every job already queued (up to
+/// [`WAL_GROUP_ENTRIES_MAX`] entries or [`WAL_GROUP_BYTES_MAX`] bytes, stopping before a
+/// snapshot job), appends them, syncs once, and reports. Returns the log when `jobs` is closed
+/// and drained (or `done` is dropped), or the first error after reporting it.
+pub async fn run_writer<S: Storage>(
+    mut wal: Wal<S>,
+    mut jobs: mpsc::Receiver<WalJob>,
+    done: mpsc::Sender<WalDone>,
+) -> Result<Wal<S>, WalError> {
+    let mut last_token = None;
+    let mut carried: Option<WalJob> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match jobs.recv().await {
+                Some(job) => {
+                    check_token(&mut last_token, job.token);
+                    job
+                }
+                None => return Ok(wal),
+            },
+        };
+        let report = match first.kind {
+            WalJobKind::Snapshot => write_snapshot(&mut wal, first),
+            WalJobKind::Append => {
+                // Everything before a group is durable (or the writer has stopped).
+                let durable_end = wal.end();
+                let mut group = Group::start(first);
+                let appended = group.append_queued(&mut wal, &mut jobs, &mut last_token);
+                if let Some(delay) = wal.sync_delay() {
+                    tokio::time::sleep(delay).await;
+                }
+                carried = group.carried.take();
+                let report = group.finish(&mut wal, appended);
+                if let Err(error) = &report.result {
+                    roll_back(&mut wal, durable_end, error);
+                }
+                report
+            }
+        };
+        let failed = report.result.clone().err();
+        if done.send(report).await.is_err() {
+            // Nobody listens for acknowledgements any more: the node is shutting down.
+            return Ok(wal);
+        }
+        if let Some(error) = failed {
+            tracing::error!(%error, "the write-ahead log writer stopped");
+            // The log, and with it the data directory's lock, is kept until the engine lets
+            // go of the queue (the node stops): while this process still answers its peers
+            // a second process must not open the directory and reissue its seqs. Nothing is
+            // written any more; a job sent after the failure is dropped unanswered (the
+            // failed engine sends none).
+            while jobs.recv().await.is_some() {}
+            return Err(error);
+        }
+    }
+}
+
+/// After a group failed: cuts its bytes off the segment ([`Wal::roll_back_to`]), before the
+/// failure is reported, so that no vote answered "not counted" comes back at the next start.
+fn roll_back<S: Storage>(wal: &mut Wal<S>, durable_end: (u64, u64), cause: &WalError) {
+    match wal.roll_back_to(durable_end, cause) {
+        Ok(()) => tracing::warn!(
+            segment = durable_end.0,
+            bytes = durable_end.1,
+            "the failed group's bytes were cut off the log: it ends where it was last durable"
+        ),
+        Err(error) => tracing::error!(
+            %error,
+            "could not cut the failed group's bytes off the log: the next start may replay \
+             some of its votes (answered 503); retries with the same vote IDs count them once"
+        ),
+    }
+}
+
+/// Asserts the engine's promise that tokens increase.
+fn check_token(last_token: &mut Option<u64>, token: u64) {
+    if let Some(last) = *last_token {
+        assert!(
+            token > last,
+            "write-ahead log job token {token} after {last}"
+        );
+    }
+    *last_token = Some(token);
+}
+
+fn write_snapshot<S: Storage>(wal: &mut Wal<S>, job: WalJob) -> WalDone {
+    let started = Instant::now();
+    let count = job.entries.len();
+    let result = wal.write_snapshot(job.entries);
+    WalDone {
+        up_to_token: job.token,
+        kind: WalJobKind::Snapshot,
+        jobs: 1,
+        entries: count,
+        bytes: result.as_ref().map_or(0, |written| written.bytes),
+        fsync: started.elapsed(),
+        bytes_since_snapshot: wal.bytes_since_snapshot(),
+        result: result.map(drop),
+    }
+}
+
+/// The append jobs gathered under one fsync.
+struct Group {
+    first: Option<WalJob>,
+    up_to_token: u64,
+    jobs: usize,
+    entries: usize,
+    bytes: u64,
+    /// A snapshot job met while gathering: it goes next, alone.
+    carried: Option<WalJob>,
+}
+
+impl Group {
+    fn start(first: WalJob) -> Self {
+        Self {
+            up_to_token: first.token,
+            first: Some(first),
+            jobs: 0,
+            entries: 0,
+            bytes: 0,
+            carried: None,
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.entries >= WAL_GROUP_ENTRIES_MAX || self.bytes >= WAL_GROUP_BYTES_MAX
+    }
+
+    fn append<S: Storage>(&mut self, wal: &mut Wal<S>, job: &WalJob) -> Result<(), WalError> {
+        self.up_to_token = job.token;
+        self.jobs += 1;
+        self.entries += job.entries.len();
+        self.bytes += wal.append(&job.entries)?;
+        Ok(())
+    }
+
+    /// Appends the first job and every append job already queued, until the group is full,
+    /// the queue is empty, or a snapshot job comes up.
+    fn append_queued<S: Storage>(
+        &mut self,
+        wal: &mut Wal<S>,
+        jobs: &mut mpsc::Receiver<WalJob>,
+        last_token: &mut Option<u64>,
+    ) -> Result<(), WalError> {
+        if let Some(first) = self.first.take() {
+            self.append(wal, &first)?;
+        }
+        while !self.full() {
+            let job = match jobs.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            };
+            check_token(last_token, job.token);
+            if job.kind == WalJobKind::Snapshot {
+                self.carried = Some(job);
+                break;
+            }
+            self.append(wal, &job)?;
+        }
+        Ok(())
+    }
+
+    /// Syncs once (unless appending already failed) and reports.
+    fn finish<S: Storage>(self, wal: &mut Wal<S>, appended: Result<(), WalError>) -> WalDone {
+        let started = Instant::now();
+        let result = appended.and_then(|()| wal.sync());
+        WalDone {
+            up_to_token: self.up_to_token,
+            kind: WalJobKind::Append,
+            jobs: self.jobs,
+            entries: self.entries,
+            bytes: self.bytes,
+            fsync: started.elapsed(),
+            bytes_since_snapshot: wal.bytes_since_snapshot(),
+            result,
+        }
+    }
+}
+
+/// How the writer runs. Production: on its own OS thread, so an fsync never stalls request
+/// handling. The simulation: as a task on the current runtime, where the disk is simulated and
+/// everything must run on turmoil's one thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalExecutor {
+    /// On its own OS thread, so fsyncs never block the request runtime (production).
+    DedicatedThread,
+    /// As a task on the current runtime (the simulation, where the disk is instant).
+    Task,
+}
+
+/// Resolves when the writer has stopped (its job queue closed and drained, or it failed).
+pub enum WriterDone {
+    /// A writer on its own thread.
+    Thread(std::thread::JoinHandle<()>),
+    /// A writer task.
+    Task(tokio::task::JoinHandle<()>),
+}
+
+impl WriterDone {
+    /// Waits for the writer to stop.
+    pub async fn wait(self) {
+        match self {
+            Self::Thread(thread) => {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+            Self::Task(task) => {
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+/// Why the writer could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the log writer thread: {0}")]
+pub struct StartError(#[from] std::io::Error);
+
+/// Starts the writer; returns the engine's ends of its queues.
+pub fn start<S: Storage + 'static>(
+    wal: Wal<S>,
+    executor: WalExecutor,
+) -> Result<(mpsc::Sender<WalJob>, mpsc::Receiver<WalDone>, WriterDone), StartError> {
+    match executor {
+        WalExecutor::DedicatedThread => {
+            let handle = spawn_writer_thread(wal, WAL_JOBS_QUEUE_MAX)?;
+            let thread = handle.thread;
+            let joined = std::thread::Builder::new()
+                .name("tally-wal-join".to_owned())
+                .spawn(move || {
+                    if let Ok(Err(error)) = thread.join() {
+                        tracing::error!(%error, "log writer stopped with an error");
+                    }
+                })?;
+            Ok((handle.submit, handle.done, WriterDone::Thread(joined)))
+        }
+        WalExecutor::Task => {
+            let (submit, jobs) = mpsc::channel(WAL_JOBS_QUEUE_MAX);
+            let (done_sender, done) = mpsc::channel(WAL_JOBS_QUEUE_MAX);
+            let task = tokio::spawn(async move {
+                if let Err(error) = run_writer(wal, jobs, done_sender).await {
+                    tracing::error!(%error, "log writer stopped with an error");
+                }
+            });
+            Ok((submit, done, WriterDone::Task(task)))
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Reads: results, history, the live stream and its subscriber limit, the poll list.
+
+use axum::http::{StatusCode, header};
+use serde_json::{Value, json};
+use tally_node::config::Config;
+
+use crate::kit::*;
+
+#[tokio::test]
+async fn results_give_counts_shares_total_and_the_split_at_a_second() {
+    // Goal: the results route's numbers, and `?at=` over the per-second buckets. Method: three
+    // votes at second 0, one at second 5; ask for the whole and for second 2.
+    let node = start();
+    for (option, id) in [("green", "a"), ("green", "b"), ("blue", "c")] {
+        assert_eq!(
+            node.vote("superbowl", option, id).await.status,
+            StatusCode::OK
+        );
+    }
+    node.clock.advance_seconds(5);
+    node.vote("superbowl", "blue", "d").await;
+    let results = node.results_settle("superbowl", 4).await;
+    assert_eq!(results["poll"], "superbowl");
+    assert_eq!(results["status"], "open");
+    assert_eq!(results["total"], 4);
+    assert_eq!(
+        results["options"],
+        json!([
+            {"name": "green", "votes": 2, "share": 0.5},
+            {"name": "blue", "votes": 2, "share": 0.5},
+        ])
+    );
+    assert_eq!(results["at_second"], Value::Null);
+    assert_eq!(results["served_by"], "local");
+    assert!(results["as_of_ms"].as_u64().unwrap() >= T0_MS);
+    let includes = results["includes"].as_array().unwrap();
+    assert_eq!(includes.len(), 1);
+    assert_eq!(includes[0]["local"], true);
+    assert_eq!(includes[0]["records"], 4);
+
+    let at = node
+        .send(get("/v1/polls/superbowl/results?at=2"))
+        .await
+        .json();
+    assert_eq!(at["at_second"], 2);
+    assert_eq!(at["total"], 3);
+    assert_eq!(at["options"][0]["votes"], 2);
+    assert_eq!(at["options"][1]["votes"], 1);
+    let share = at["options"][0]["share"].as_f64().unwrap();
+    assert!((share - 2.0 / 3.0).abs() < 1e-9, "{share}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_results_query_that_is_not_a_second_is_422() {
+    // Goal: bad query parameters are refused with a message, not ignored.
+    let node = start();
+    for query in [
+        "at=notanumber",
+        "at=-1",
+        "at=99999999999",
+        "at=2678401",
+        "since=3",
+    ] {
+        node.send(get(&format!("/v1/polls/superbowl/results?{query}")))
+            .await
+            .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn history_lists_net_votes_per_second() {
+    // Goal: the series behind the dashboard's slider. Method: votes at seconds 0 and 3.
+    let node = start();
+    node.vote("superbowl", "green", "a").await;
+    node.clock.advance_seconds(3);
+    node.vote("superbowl", "blue", "b").await;
+    node.vote("superbowl", "blue", "c").await;
+    node.results_settle("superbowl", 3).await;
+    let reply = node.send(get("/v1/polls/superbowl/history")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.json(),
+        json!({
+            "poll": "superbowl",
+            "options": ["green", "blue"],
+            "points": [{"second": 0, "votes": [1, 0]}, {"second": 3, "votes": [0, 2]}],
+        })
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn the_stream_sends_the_current_results_as_its_first_event() {
+    // Goal: an SSE subscriber sees the results at once. Method: read the first body frame.
+    let node = start();
+    node.vote("superbowl", "green", "a").await;
+    node.results_settle("superbowl", 1).await;
+    let response = respond(&node.started.router, get("/v1/polls/superbowl/stream")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-cache");
+    let mut body = response.into_body();
+    let frame = next_frame(&mut body).await;
+    assert!(frame.starts_with("event: results\n"), "{frame:?}");
+    assert!(frame.ends_with("\n\n"), "{frame:?}");
+    let data = frame
+        .lines()
+        .find_map(|line| line.strip_prefix("data: "))
+        .unwrap();
+    let results: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(results["poll"], "superbowl");
+    assert_eq!(results["total"], 1);
+    let id = frame.lines().find_map(|l| l.strip_prefix("id: ")).unwrap();
+    assert_eq!(id, results["as_of_ms"].to_string());
+
+    // A change arrives as the next event.
+    node.vote("superbowl", "blue", "b").await;
+    let frame = loop {
+        let frame = next_frame(&mut body).await;
+        if frame.starts_with("event: results") {
+            break frame;
+        }
+    };
+    assert!(frame.contains("\"total\":2"), "{frame:?}");
+    // Nothing changes now: after ten quiet ticks, a heartbeat comment keeps proxies open.
+    let frame = loop {
+        let frame = next_frame(&mut body).await;
+        if !frame.starts_with("event: results") {
+            break frame;
+        }
+    };
+    assert_eq!(frame, ": heartbeat\n\n");
+    drop(body);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn subscribers_over_the_limit_get_503_with_retry_after() {
+    // Goal: the SSE subscriber limit sheds, and a place frees when a subscriber leaves.
+    let config = Config {
+        sse_subscribers_max: 1,
+        ..test_config()
+    };
+    let node = start_with(&config);
+    let stream = "/v1/polls/superbowl/stream";
+    let first = respond(&node.started.router, get(stream)).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = node.send(get(stream)).await;
+    second.assert_error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+    assert_eq!(second.retry_after(), Some("5"));
+    drop(first);
+    let third = respond(&node.started.router, get(stream)).await;
+    assert_eq!(third.status(), StatusCode::OK);
+    drop(third);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn the_poll_list_shows_every_poll_with_its_window() {
+    // Goal: GET /v1/polls, which the dashboard starts from.
+    let node = start();
+    node.admin(
+        "/v1/admin/polls",
+        Some(json!({"id": "draft", "options": ["yes", "no"]})),
+    )
+    .await;
+    let reply = node.send(get("/v1/polls")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.json(),
+        json!([
+            {"id": "draft", "options": ["yes", "no"], "status": "not_open",
+                "opens_at_ms": null, "closes_at_ms": null},
+            {"id": "superbowl", "options": ["green", "blue"], "status": "open",
+                "opens_at_ms": T0_MS, "closes_at_ms": null},
+        ])
+    );
+    node.stop().await;
+}
