@@ -35,18 +35,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_ready() {
-  local deadline=$((SECONDS + 120))
-  until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; do
-    [ "$SECONDS" -lt "$deadline" ] || { echo "not ready in 120 s" >&2; exit 1; }
-    kill -0 "$pid" 2>/dev/null || { echo "the node exited" >&2; exit 1; }
-    sleep 0.02
-  done
-}
+# shellcheck source=scripts/lib/local-server.sh
+. scripts/lib/local-server.sh
 
 "$TALLY" run --listen "127.0.0.1:$PORT" --data-dir "$WORK/whole" >"$WORK/load.log" 2>&1 &
 pid=$!
-wait_ready
+wait_ready "$pid" "$PORT"
 "$TALLY" load --target "http://127.0.0.1:$PORT" --count "$VOTES" --batch-size 1000 --binary \
   --connections 4 | grep -E "outcomes"
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true; pid=""
@@ -78,7 +72,7 @@ for variant in whole damaged garbage; do
     "$TALLY" run --listen "127.0.0.1:$PORT" --data-dir "$WORK/run" "${flags[@]}" \
       >"$WORK/run.log" 2>&1 &
     pid=$!
-    wait_ready
+    wait_ready "$pid" "$PORT"
     end=$(date +%s.%N)
     total=$(curl -s "http://127.0.0.1:$PORT/v1/polls/superbowl/results" \
       | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')

@@ -32,16 +32,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_ready() {
-  local deadline=$((SECONDS + 120))
-  until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; do
-    if [ $SECONDS -ge $deadline ]; then
-      echo "node not ready after 120 s" >&2
-      exit 1
-    fi
-    sleep 0.1
-  done
-}
+# shellcheck source=scripts/lib/local-server.sh
+. scripts/lib/local-server.sh
 
 one_run() {
   local kind="$1" dir="$WORK/$1-$2"
@@ -57,7 +49,7 @@ one_run() {
   } >"$dir/tally.toml"
   "$TALLY" run --config "$dir/tally.toml" >"$dir/node.log" 2>&1 &
   pid=$!
-  wait_ready
+  wait_ready "$pid" "$PORT"
   echo "== $kind, run $2: $VOTES votes"
   "$TALLY" load --target "http://127.0.0.1:$PORT" --count "$VOTES" --batch-size 1000 \
     --binary --connections 4 --no-progress

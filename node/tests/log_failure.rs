@@ -117,6 +117,8 @@ async fn a_group_cut_short_by_a_full_disk_is_cut_off_the_log_and_never_replayed(
         "{error}"
     );
     assert!(storage.faults().full_writes() >= 1);
+    // The failed writer keeps the log (and the directory's lock) until the queue closes.
+    drop(submit);
     assert!(matches!(
         within("the writer", writer).await.unwrap(),
         Err(WalError::Io {
@@ -172,6 +174,7 @@ async fn a_group_refused_for_an_oversized_entry_stops_the_writer_and_leaves_only
     let report = within("the failure report", done.recv()).await.unwrap();
     assert_eq!((report.up_to_token, report.jobs), (3, 2));
     assert!(matches!(report.result, Err(WalError::EntryTooLarge { .. })));
+    drop(submit);
     assert!(within("the writer", writer).await.unwrap().is_err());
     let mut replayed = Vec::new();
     Wal::open(storage, |entry| replayed.push(entry)).unwrap();

@@ -1,5 +1,6 @@
-# Sourced by the quick comparison scripts (ab-node-binaries.sh, ab-admin-reserve.sh,
-# quick-single-votes.sh): start-up checks and measurements of a server they run in the
+# Sourced by the quick comparison and restart scripts (ab-node-binaries.sh,
+# ab-admin-reserve.sh, quick-single-votes.sh, bench-damaged-restart.sh,
+# bench-index-growth-node.sh): start-up checks and measurements of a server they run in the
 # background on 127.0.0.1. Each function exits the calling script with a message on failure.
 
 # require_free_port NAME ADDRESS: refuses to go on if something already listens on ADDRESS
@@ -33,4 +34,15 @@ warm_up() {
 # cpu_ticks PID: the process's user + system CPU time so far, in clock ticks (getconf CLK_TCK).
 cpu_ticks() {
   awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+# wait_ready PID PORT: polls http://127.0.0.1:PORT/readyz every 20 ms until it answers 200,
+# for at most 120 s, while PID (the node) is alive.
+wait_ready() {
+  local deadline=$((SECONDS + 120))
+  until curl -sf "http://127.0.0.1:$2/readyz" >/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || { echo "the node was not ready in 120 s" >&2; exit 1; }
+    kill -0 "$1" 2>/dev/null || { echo "the node (pid $1) exited" >&2; exit 1; }
+    sleep 0.02
+  done
 }

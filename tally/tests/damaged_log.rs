@@ -224,6 +224,10 @@ fn a_lone_node_refuses_a_damaged_log_then_keeps_every_readable_vote_when_told_to
     let mut node = spec.spawn();
     node.wait_ready(Instant::now() + WAIT);
     vote(spec.http, "solo", 0..VOTES_BEFORE);
+    // Acknowledged votes show in the results at the next results tick.
+    wait_for("the results to show the votes", || {
+        !actors(spec.http).0.is_empty()
+    });
     let (old_actor, _) = actors(spec.http);
     node.kill();
     flip_middle_byte(&spec.data_dir().join(SEGMENT));

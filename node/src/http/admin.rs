@@ -254,14 +254,15 @@ pub(super) async fn create_poll(
     if let Some(votes) = expected_votes {
         check_expected_votes(votes).map_err(ApiError::Invalid)?;
         check_reservation_budget(&app, &id, votes)?;
-        // Only a poll whose index is still empty and smaller can take a prebuilt one (as the
-        // last results snapshot shows it; the engine decides for sure).
-        let usable = app
-            .results
-            .borrow()
-            .polls
-            .get(&id)
-            .is_none_or(|poll| poll.vote_ids == 0 && (poll.vote_id_capacity as u64) < votes);
+        // Only a poll whose index is still empty and smaller can take a prebuilt one, and
+        // only one the request does not conflict with (other options: refused with 409, so
+        // building an index of up to 500 million IDs for it would be seconds for nothing),
+        // as the last results snapshot shows it; the engine decides for sure.
+        let usable = app.results.borrow().polls.get(&id).is_none_or(|poll| {
+            poll.vote_ids == 0
+                && (poll.vote_id_capacity as u64) < votes
+                && poll.option_names.iter().eq(request.options.iter())
+        });
         if usable {
             prepared_index = build_index(votes).await;
         }

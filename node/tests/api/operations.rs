@@ -101,12 +101,13 @@ async fn metrics_count_votes_refusals_and_fsyncs() {
         .find_map(|l| l.strip_prefix("tally_wal_fsync_duration_seconds_count "))
         .unwrap_or_else(|| panic!("no fsync histogram in\n{text}"));
     assert!(fsyncs.parse::<u64>().unwrap() >= 1, "{fsyncs}");
-    // The engine timed its wake-ups: at least one per vote it handled.
+    // The engine timed its wake-ups (one wake-up may take several of the votes and the
+    // batch at once, so only "some" is certain).
     let wakes = text
         .lines()
         .find_map(|l| l.strip_prefix("tally_engine_busy_seconds_count "))
         .unwrap_or_else(|| panic!("no engine busy histogram in\n{text}"));
-    assert!(wakes.parse::<u64>().unwrap() >= 4, "{wakes}");
+    assert!(wakes.parse::<u64>().unwrap() >= 1, "{wakes}");
     // Every request is timed under its route template: the three votes, the batch, and the
     // unmatched route label exists but timed nothing.
     for (route, requests) in [
