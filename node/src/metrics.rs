@@ -151,6 +151,12 @@ pub struct AckMetrics {
     pub misses: Family<Labels, Counter>,
     /// This node's own durable records that no ack peer has confirmed yet.
     pub peer_lag_records: Gauge,
+    /// Votes durable here that wait for an ack peer's confirmation (at most
+    /// `engine::PEER_WAITING_VOTES_MAX`; past it new votes are shed).
+    pub waiting_votes: Gauge,
+    /// Probes pushed: a record pushed again so that an ack peer says what it now holds (a
+    /// waiting vote's record it had not confirmed, or the last record at a session's start).
+    pub probes: Counter,
     /// Ack peers with a push session up.
     pub peers_connected: Gauge,
     /// Records pushed to ack peers.
@@ -191,6 +197,18 @@ impl AckMetrics {
             "Replicated acks: this node's durable records no ack peer has confirmed yet",
             peer_lag_records.clone(),
         );
+        let waiting_votes = Gauge::default();
+        registry.register(
+            "ack_waiting_votes",
+            "Replicated acks: votes durable here waiting for an ack peer's confirmation",
+            waiting_votes.clone(),
+        );
+        let probes = Counter::default();
+        registry.register(
+            "ack_probes",
+            "Replicated acks: records pushed again so an ack peer says what it holds",
+            probes.clone(),
+        );
         let peers_connected = Gauge::default();
         registry.register(
             "ack_peers_connected",
@@ -213,6 +231,8 @@ impl AckMetrics {
             peer_wait_seconds,
             misses,
             peer_lag_records,
+            waiting_votes,
+            probes,
             peers_connected,
             records_pushed,
             records_confirmed,

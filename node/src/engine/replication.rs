@@ -3,16 +3,29 @@
 //! this node's whole disk loses no acknowledged vote.
 //!
 //! How: a reply whose log job is durable ([`super::Engine::answer_durable`]) is answered at
-//! once if an ack peer has already confirmed the record it waits for (each waiter names the
-//! highest seq of this node's actor in its poll that must be confirmed: its own record's, or
-//! for a duplicate the record it duplicates, or conservatively every own record of the poll);
-//! otherwise it waits here. The push sessions (`peer::sync::push`) ask the engine for this node's
-//! own records as they become durable ([`Command::OwnRecordsToPush`]), push them to the ack
-//! peers, and report each peer's confirmation ([`Command::PeerConfirmed`]: every record of
-//! this actor in a poll up to a seq is fsynced there). A confirmation answers every waiter it
-//! covers. The other side of a push lives here too: records a peer pushes are merged and
-//! logged like a pull answer's, and confirmed once the log job holding them is durable
-//! ([`Command::PushedRecords`]).
+//! once if an ack peer has already confirmed the records it waits for (its [`Need`]: per
+//! incarnation of this node, the highest seq in its poll that must be confirmed: its own
+//! record's, or for a duplicate the record it duplicates, when that record is this node's);
+//! otherwise it waits here. The push sessions (`peer::sync::push`) ask the engine for this
+//! node's own records as they become durable ([`AckCommand::OwnRecordsToPush`]), push them to
+//! the ack peers, and report each peer's confirmation ([`AckCommand::PeerConfirmed`]: every
+//! record of an actor of this node in a poll up to a seq is fsynced there). A confirmation
+//! answers every waiter it covers. The other side of a push lives here too: records a peer
+//! pushes are merged and logged like a pull answer's, and confirmed once the log job holding
+//! them is durable ([`AckCommand::PushedRecords`]).
+//!
+//! Nothing is taken as confirmed that an ack peer did not confirm to this process: a restart
+//! starts with nothing confirmed, and a duplicate of a record made durable before it (the
+//! retry of a vote refused with `not_replicated`) waits for a confirmation like a new vote.
+//! Confirmations are kept per incarnation, so a reply that waits for a record of a retired
+//! incarnation of this node (after a move to a new one) is answered only by a confirmation of
+//! that incarnation's records. Pushes start where the log stood at start-up (older records
+//! reached the peers by pulls), and a waiter whose records were pushed but not confirmed (the
+//! peer lacked older records then, or it was a peer that had not been pushed them, or the
+//! records are a retired incarnation's) is served by *probes*: an idle push session asks
+//! every [`PUSH_PROBE_INTERVAL`] for the one record each such waiter needs and pushes it
+//! again ([`PUSH_PROBES_PER_ASK_MAX`] at most), and the peer's answer tells what it now holds
+//! durably, once its pulls have filled what it lacked.
 //!
 //! What a waiter that no ack peer confirms gets, after `ack_timeout_ms` (or at once, when the
 //! last ack peer's session ends): with `ack_fallback = "refuse"`, [`EngineError::NotReplicated`]
@@ -30,7 +43,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use tally_core::wire::PushAck;
-use tally_core::{ActorId, DefinitionDigest, NodeId, PollId, RecordBatch, Seq};
+use tally_core::{
+    ActorId, DefinitionDigest, MovedRecords, NodeId, PollId, RecordBatch, Seq, VoteId,
+};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -43,8 +58,82 @@ use crate::wal::WalEntry;
 /// past it are shed as overloaded.
 pub const PEER_WAITING_VOTES_MAX: usize = 1 << 20;
 
-/// Most records one [`Command::OwnRecordsToPush`] answer carries.
+/// Most records one [`AckCommand::OwnRecordsToPush`] answer carries (probes aside).
 pub const PUSH_RECORDS_PER_ASK_MAX: usize = 65_536;
+
+/// Most probes (one record pushed again, for its ack peer's answer) one
+/// [`AckCommand::OwnRecordsToPush`] answer carries.
+pub const PUSH_PROBES_PER_ASK_MAX: usize = 16;
+
+/// How often an idle push session (no push unanswered) asks for probes: about a pull tick,
+/// so a peer that lacked older records has pulled them by the next probe.
+pub const PUSH_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+const _: () = assert!(PUSH_PROBES_PER_ASK_MAX < tally_core::session::PUSHES_UNANSWERED_MAX);
+
+/// The records of this node a reply waits for an ack peer to confirm, in the reply's poll:
+/// per incarnation of this node, the highest seq (an ack peer's answer is contiguous, so
+/// confirming a seq confirms every one below it). Almost always the current incarnation
+/// alone; a duplicate of a record a retired incarnation made durable names that one.
+/// Bounded by the incarnations a poll holds records of.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Need {
+    first: Option<(u64, Seq)>,
+    more: Vec<(u64, Seq)>,
+}
+
+impl Need {
+    /// Seq `seq` of incarnation `incarnation` (nothing for seq 0).
+    pub(super) fn on(incarnation: u64, seq: Seq) -> Self {
+        let mut need = Self::default();
+        need.add(incarnation, seq);
+        need
+    }
+
+    fn add(&mut self, incarnation: u64, seq: Seq) {
+        if seq == 0 {
+            return;
+        }
+        let entry = match &mut self.first {
+            None => return self.first = Some((incarnation, seq)),
+            Some(first) if first.0 == incarnation => first,
+            Some(_) => match self.more.iter_mut().find(|e| e.0 == incarnation) {
+                Some(entry) => entry,
+                None => return self.more.push((incarnation, seq)),
+            },
+        };
+        entry.1 = entry.1.max(seq);
+    }
+
+    /// Adds what `other` needs.
+    pub(super) fn merge(&mut self, other: &Need) {
+        for (incarnation, seq) in other.entries() {
+            self.add(incarnation, seq);
+        }
+    }
+
+    fn entries(&self) -> impl Iterator<Item = (u64, Seq)> + '_ {
+        self.first.iter().chain(&self.more).copied()
+    }
+
+    /// After a move from incarnation `retired` to `incarnation`: a seq whose record moved
+    /// (it was in flight) becomes the new one's, and the retired records below the moved
+    /// ones stay needed (conservatively: the reply may hold a duplicate of one of them).
+    pub(super) fn move_to(&mut self, retired: u64, incarnation: u64, moved: &[&MovedRecords]) {
+        let mut next = Need::default();
+        for (of, seq) in self.entries() {
+            let renumbered = moved.iter().find_map(|m| Some((m, m.new_seq(seq)?)));
+            match renumbered {
+                Some((m, new_seq)) if of == retired => {
+                    next.add(incarnation, new_seq);
+                    next.add(retired, m.old_first_seq - 1);
+                }
+                _ => next.add(of, seq),
+            }
+        }
+        *self = next;
+    }
+}
 
 /// What `ack_mode = "replicated"` needs to know.
 #[derive(Debug, Clone)]
@@ -83,10 +172,14 @@ pub struct OwnRecords {
 /// Commands of replicated acks (a part of [`super::Command`]).
 pub enum AckCommand {
     /// A push session asks for this node's durable records after `after` (`None`, or another
-    /// actor's cursor: from what no ack peer has confirmed yet).
+    /// actor's cursor: a new session, which starts from what an ack peer confirmed or the log
+    /// held at start-up, and probes the latter), and, with `probe`, for probes of what
+    /// waiting replies need and no ack peer confirmed.
     OwnRecordsToPush {
         /// Where the session stands.
         after: Option<PushCursor>,
+        /// Whether to add probes (the session has no push unanswered).
+        probe: bool,
         /// Answered at once.
         reply: Reply<OwnRecords>,
     },
@@ -120,18 +213,21 @@ struct PeerWaiter {
     deadline: Instant,
     since: Instant,
     poll: PollId,
-    need: Seq,
+    need: Need,
     pending: Pending,
 }
 
 /// The engine's state of replicated acks.
 pub(super) struct Replication {
     settings: AckSettings,
-    /// The actor `confirmed` is about.
-    actor: ActorId,
-    /// Per poll, the highest seq of `actor` an ack peer confirmed (at start: what the log
-    /// held, which no reply waits for).
-    confirmed: BTreeMap<PollId, Seq>,
+    /// Per poll and incarnation of this node, the highest seq an ack peer confirmed to this
+    /// process (every record up to it is durable there). Empty at start.
+    confirmed: BTreeMap<PollId, BTreeMap<u64, Seq>>,
+    /// The actor `pushes_from` is about.
+    start_actor: ActorId,
+    /// Per poll, the last seq of `start_actor` the log held at start-up: a new push session
+    /// starts after it (unless an ack peer confirmed more) and probes it.
+    pushes_from: BTreeMap<PollId, Seq>,
     /// Push sessions up, per ack peer.
     sessions: BTreeMap<NodeId, usize>,
     waiting: VecDeque<PeerWaiter>,
@@ -145,9 +241,56 @@ impl Replication {
         self.sessions.values().any(|&n| n > 0)
     }
 
-    fn covers(&self, actor: &ActorId, poll: &PollId, need: Seq) -> bool {
-        need == 0 || (actor == &self.actor && self.confirmed.get(poll).is_some_and(|&s| s >= need))
+    /// The highest seq of `incarnation` in `poll` an ack peer confirmed.
+    fn confirmed(&self, poll: &PollId, incarnation: u64) -> Seq {
+        confirmed_in(&self.confirmed, poll, incarnation)
     }
+
+    fn covers(&self, poll: &PollId, need: &Need) -> bool {
+        covers(&self.confirmed, poll, need)
+    }
+
+    /// Where a new push session starts in `poll` for the current actor `actor`.
+    fn push_start(&self, poll: &PollId, actor: &ActorId) -> Seq {
+        let from_start = if &self.start_actor == actor {
+            self.pushes_from.get(poll).copied().unwrap_or(0)
+        } else {
+            0
+        };
+        self.confirmed(poll, actor.incarnation).max(from_start)
+    }
+
+    /// What waiting replies need and no ack peer confirmed: per poll and incarnation, the
+    /// highest seq.
+    fn unconfirmed_needs(&self) -> BTreeMap<(PollId, u64), Seq> {
+        let mut needs = BTreeMap::new();
+        for waiter in &self.waiting {
+            for (incarnation, seq) in waiter.need.entries() {
+                if self.confirmed(&waiter.poll, incarnation) < seq {
+                    let entry = needs.entry((waiter.poll.clone(), incarnation)).or_default();
+                    *entry = seq.max(*entry);
+                }
+            }
+        }
+        needs
+    }
+}
+
+fn confirmed_in(
+    confirmed: &BTreeMap<PollId, BTreeMap<u64, Seq>>,
+    poll: &PollId,
+    incarnation: u64,
+) -> Seq {
+    confirmed
+        .get(poll)
+        .and_then(|c| c.get(&incarnation))
+        .copied()
+        .unwrap_or(0)
+}
+
+fn covers(confirmed: &BTreeMap<PollId, BTreeMap<u64, Seq>>, poll: &PollId, need: &Need) -> bool {
+    need.entries()
+        .all(|(incarnation, seq)| confirmed_in(confirmed, poll, incarnation) >= seq)
 }
 
 fn votes_of(pending: &Pending) -> usize {
@@ -165,7 +308,7 @@ impl Engine {
     /// Turns on replicated acks (see the module doc).
     pub fn replicate_acks(&mut self, settings: AckSettings) {
         let actor = self.replica.actor().clone();
-        let confirmed = self
+        let pushes_from = self
             .replica
             .poll_specs()
             .filter_map(|spec| {
@@ -177,8 +320,9 @@ impl Engine {
             .set(Hold::AckPeerDown, settings.fallback == AckFallback::Refuse);
         self.replication = Some(Replication {
             settings,
-            actor,
-            confirmed,
+            confirmed: BTreeMap::new(),
+            start_actor: actor,
+            pushes_from,
             sessions: BTreeMap::new(),
             waiting: VecDeque::new(),
             waiting_votes: 0,
@@ -196,23 +340,30 @@ impl Engine {
         }
     }
 
-    /// Whether a reply needing `need` (a seq of the current actor in `poll`) must wait for
-    /// an ack peer.
-    pub(super) fn needs_peer(&self, poll: &PollId, need: Seq) -> bool {
+    /// Whether a reply needing `need` in `poll` must wait for an ack peer.
+    pub(super) fn needs_peer(&self, poll: &PollId, need: &Need) -> bool {
         self.replication
             .as_ref()
-            .is_some_and(|r| !r.covers(self.replica.actor(), poll, need))
+            .is_some_and(|r| !r.covers(poll, need))
     }
 
-    /// Under replicated acks, the seq a duplicate of a durable record must see confirmed:
-    /// every own record of the poll (the one it duplicates is among them). 0 otherwise.
-    pub(super) fn duplicate_need(&self, poll: &PollId) -> Seq {
+    /// Under replicated acks, what a duplicate of `vote_id`'s durable record must see
+    /// confirmed: the winning record, when it is this node's (any incarnation); a record of
+    /// another node is durable on that node already. Nothing otherwise.
+    pub(super) fn duplicate_need(&self, poll: &PollId, vote_id: VoteId) -> Need {
         if self.replication.is_none() {
-            return 0;
+            return Need::default();
         }
-        self.replica
+        let winner = self
+            .replica
             .state(poll)
-            .map_or(0, |s| s.held(self.replica.actor()))
+            .and_then(|s| s.winner_record(vote_id));
+        match winner {
+            Some((actor, seq)) if actor.node == self.replica.actor().node => {
+                Need::on(actor.incarnation, seq)
+            }
+            _ => Need::default(),
+        }
     }
 
     /// Sheds a new vote while too many wait for ack peers.
@@ -227,7 +378,7 @@ impl Engine {
         let Some(poll) = waiter.pending.poll().cloned() else {
             return answer(waiter.pending);
         };
-        if !self.needs_peer(&poll, waiter.need) {
+        if !self.needs_peer(&poll, &waiter.need) {
             return answer(waiter.pending);
         }
         let Some(replication) = &mut self.replication else {
@@ -306,9 +457,11 @@ impl Engine {
     /// Handles one command of replicated acks.
     pub(super) fn handle_ack_command(&mut self, command: AckCommand) {
         match command {
-            AckCommand::OwnRecordsToPush { after, reply } => {
-                drop(reply.send(Ok(self.own_records_to_push(after))));
-            }
+            AckCommand::OwnRecordsToPush {
+                after,
+                probe,
+                reply,
+            } => drop(reply.send(Ok(self.own_records_to_push(after, probe)))),
             AckCommand::PeerConfirmed { peer, ack } => self.peer_confirmed(&peer, &ack),
             AckCommand::PushedRecords {
                 definition,
@@ -319,19 +472,44 @@ impl Engine {
         }
     }
 
-    fn own_records_to_push(&mut self, after: Option<PushCursor>) -> OwnRecords {
+    fn own_records_to_push(&mut self, after: Option<PushCursor>, probe: bool) -> OwnRecords {
         let actor = self.replica.actor().clone();
-        let mut cursor = match (after, &self.replication) {
-            (Some(cursor), _) if cursor.actor == actor => cursor,
-            (_, Some(replication)) if replication.actor == actor => PushCursor {
-                actor: actor.clone(),
-                through: replication.confirmed.clone(),
-            },
-            _ => PushCursor {
-                actor: actor.clone(),
-                through: BTreeMap::new(),
-            },
+        let Some(replication) = &self.replication else {
+            return OwnRecords {
+                cursor: PushCursor {
+                    actor,
+                    through: BTreeMap::new(),
+                },
+                pushes: Vec::new(),
+                more: false,
+            };
         };
+        // Probes: what waiters need and no ack peer confirmed, when it was pushed already
+        // (this node's records up to the cursor, or a retired incarnation's); and for a new
+        // session, the last record the log held at start-up.
+        let mut targets = if probe {
+            replication.unconfirmed_needs()
+        } else {
+            BTreeMap::new()
+        };
+        let mut cursor = match after {
+            Some(cursor) if cursor.actor == actor => cursor,
+            _ => {
+                let mut through = BTreeMap::new();
+                for spec in self.replica.poll_specs() {
+                    let start = replication.push_start(spec.id(), &actor);
+                    if start > replication.confirmed(spec.id(), actor.incarnation) {
+                        targets.insert((spec.id().clone(), actor.incarnation), start);
+                    }
+                    through.insert(spec.id().clone(), start);
+                }
+                PushCursor { actor, through }
+            }
+        };
+        targets.retain(|(poll, incarnation), seq| {
+            *incarnation != cursor.actor.incarnation
+                || *seq <= cursor.through.get(poll).copied().unwrap_or(0)
+        });
         let mut pushes = Vec::new();
         let mut budget = PUSH_RECORDS_PER_ASK_MAX;
         for spec in self.replica.poll_specs() {
@@ -342,7 +520,7 @@ impl Engine {
                 continue;
             };
             let from = cursor.through.get(spec.id()).copied().unwrap_or(0);
-            for batch in state.records_of(&actor, from, budget) {
+            for batch in state.records_of(&cursor.actor, from, budget) {
                 budget -= batch.len();
                 cursor.through.insert(spec.id().clone(), batch.last_seq());
                 pushes.push((definition, batch));
@@ -350,12 +528,15 @@ impl Engine {
         }
         let records: usize = pushes.iter().map(|(_, b)| b.len()).sum();
         self.metrics.acks.records_pushed.inc_by(records as u64);
+        let probes = self.probes(&cursor.actor, targets);
+        self.metrics.acks.probes.inc_by(probes.len() as u64);
+        pushes.extend(probes);
         if self.replication.as_ref().is_some_and(|r| r.confirm_on_push) {
             // The planted bug: as if an ack peer had confirmed what was merely handed out.
             for (_, batch) in &pushes {
                 let ack = PushAck {
                     poll: batch.poll().clone(),
-                    actor: actor.clone(),
+                    actor: batch.actor().clone(),
                     durable_through: batch.last_seq(),
                 };
                 self.confirm(&ack);
@@ -366,6 +547,29 @@ impl Engine {
             pushes,
             more: budget == 0,
         }
+    }
+
+    /// One push of the single record each target names (at most [`PUSH_PROBES_PER_ASK_MAX`]).
+    fn probes(
+        &self,
+        actor: &ActorId,
+        targets: BTreeMap<(PollId, u64), Seq>,
+    ) -> Vec<(DefinitionDigest, RecordBatch)> {
+        let mut probes = Vec::new();
+        for ((poll, incarnation), seq) in targets.into_iter().take(PUSH_PROBES_PER_ASK_MAX) {
+            let (Some(state), Some(definition)) =
+                (self.replica.state(&poll), self.replica.definition(&poll))
+            else {
+                continue;
+            };
+            let of = ActorId {
+                node: actor.node.clone(),
+                incarnation,
+            };
+            let batch = state.records_of(&of, seq - 1, 1);
+            probes.extend(batch.into_iter().map(|b| (definition, b)));
+        }
+        probes
     }
 
     fn peer_confirmed(&mut self, peer: &NodeId, ack: &PushAck) {
@@ -380,19 +584,18 @@ impl Engine {
 
     /// Notes what an ack peer holds durably and answers every waiter it covers.
     fn confirm(&mut self, ack: &PushAck) {
-        let actor = self.replica.actor().clone();
+        if ack.actor.node != self.replica.actor().node {
+            return;
+        }
         let Some(replication) = &mut self.replication else {
             return;
         };
-        if ack.actor != actor {
-            return;
-        }
-        if replication.actor != actor {
-            // This node moved to a new incarnation: confirmations start afresh.
-            replication.actor = actor.clone();
-            replication.confirmed.clear();
-        }
-        let confirmed = replication.confirmed.entry(ack.poll.clone()).or_default();
+        let confirmed = replication
+            .confirmed
+            .entry(ack.poll.clone())
+            .or_default()
+            .entry(ack.actor.incarnation)
+            .or_default();
         if ack.durable_through <= *confirmed {
             return;
         }
@@ -401,7 +604,8 @@ impl Engine {
         let mut still = VecDeque::with_capacity(replication.waiting.len());
         let mut answered = Vec::new();
         for waiter in replication.waiting.drain(..) {
-            if waiter.poll == ack.poll && waiter.need <= ack.durable_through {
+            if waiter.poll == ack.poll && covers(&replication.confirmed, &waiter.poll, &waiter.need)
+            {
                 answered.push(waiter);
             } else {
                 still.push_back(waiter);
@@ -454,7 +658,7 @@ impl Engine {
         }
         // Every record held now rides the next log job at the latest.
         ack.durable_through = self.replica.state(&poll).map_or(0, |s| s.held(&actor));
-        self.wait(Pending::Pushed(reply, ack), 0);
+        self.wait(Pending::Pushed(reply, ack), Need::default());
     }
 
     fn ack_session(&mut self, peer: NodeId, up: bool) {
@@ -494,7 +698,8 @@ impl Engine {
         }
     }
 
-    /// Records of this node's own actor not yet confirmed by an ack peer, for the lag gauge.
+    /// Records of this node's own actor not yet confirmed by an ack peer, for the lag gauge
+    /// (after a restart, counted from the first seq until an ack peer answers).
     pub(super) fn observe_peer_lag(&self) {
         let Some(replication) = &self.replication else {
             return;
@@ -505,15 +710,14 @@ impl Engine {
             .poll_specs()
             .filter_map(|spec| {
                 let held = self.replica.state(spec.id())?.held(actor);
-                let confirmed = if &replication.actor == actor {
-                    replication.confirmed.get(spec.id()).copied().unwrap_or(0)
-                } else {
-                    0
-                };
-                Some(held.saturating_sub(confirmed))
+                Some(held.saturating_sub(replication.confirmed(spec.id(), actor.incarnation)))
             })
             .sum();
         self.metrics.acks.peer_lag_records.set(lag as i64);
+        self.metrics
+            .acks
+            .waiting_votes
+            .set(replication.waiting_votes as i64);
     }
 
     /// The log failed: every reply waiting for an ack peer is refused too.
@@ -535,5 +739,70 @@ pub(super) fn refuse(pending: Pending, error: EngineError) {
         Pending::Batch(reply, ..) => drop(reply.send(Err(error))),
         Pending::Poll(reply, _) => drop(reply.send(Err(error))),
         Pending::Pushed(reply, _) => drop(reply.send(Err(error))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn moved(old_first_seq: Seq, new_first_seq: Seq, count: usize) -> MovedRecords {
+        MovedRecords {
+            poll: PollId::new("p").unwrap(),
+            old_first_seq,
+            new_first_seq,
+            count,
+        }
+    }
+
+    #[test]
+    fn a_need_keeps_the_highest_seq_of_each_incarnation() {
+        // Goal: a batch's need is one entry per incarnation, the highest seq, and seq 0 is no
+        // need. Method: add seqs of two incarnations in any order.
+        let mut need = Need::on(7, 3);
+        need.merge(&Need::on(7, 9));
+        need.merge(&Need::on(7, 5));
+        need.merge(&Need::on(4, 2));
+        need.merge(&Need::on(4, 0));
+        assert_eq!(need.entries().collect::<Vec<_>>(), vec![(7, 9), (4, 2)]);
+        assert_eq!(Need::on(7, 0), Need::default());
+    }
+
+    #[test]
+    fn a_move_to_a_new_incarnation_renumbers_moved_seqs_and_keeps_the_retired_ones_below() {
+        // Goal: after a move, a need of a record in flight names its new seq, and the
+        // retired incarnation's records below the moved ones stay needed; a record made
+        // durable before the move stays the retired incarnation's. Method: three needs.
+        let moved = moved(11, 1, 5);
+        let mut in_flight = Need::on(7, 13);
+        in_flight.move_to(7, 8, &[&moved]);
+        assert_eq!(
+            in_flight.entries().collect::<Vec<_>>(),
+            vec![(8, 3), (7, 10)]
+        );
+        let mut durable = Need::on(7, 10);
+        durable.move_to(7, 8, &[&moved]);
+        assert_eq!(durable, Need::on(7, 10));
+        let mut other = Need::on(5, 12);
+        other.move_to(7, 8, &[&moved]);
+        assert_eq!(other, Need::on(5, 12));
+    }
+
+    #[test]
+    fn a_need_is_covered_only_by_confirmations_of_its_own_incarnation() {
+        // Goal: a confirmation of the current incarnation's seqs never answers a reply that
+        // waits for a retired incarnation's record with a lower seq (the confusion a single
+        // confirmed seq per poll allowed). Method: confirmations per incarnation.
+        let poll = PollId::new("p").unwrap();
+        let mut confirmed = BTreeMap::new();
+        confirmed.insert(poll.clone(), BTreeMap::from([(8, 100)]));
+        assert!(!covers(&confirmed, &poll, &Need::on(7, 10)));
+        assert!(covers(&confirmed, &poll, &Need::on(8, 100)));
+        assert!(covers(&confirmed, &poll, &Need::default()));
+        confirmed.get_mut(&poll).unwrap().insert(7, 10);
+        let mut both = Need::on(8, 50);
+        both.merge(&Need::on(7, 10));
+        assert!(covers(&confirmed, &poll, &both));
+        assert!(!covers(&confirmed, &PollId::new("q").unwrap(), &both));
     }
 }
