@@ -159,6 +159,8 @@ pub struct AckMetrics {
     pub probes: Counter,
     /// Ack peers with a push session up.
     pub peers_connected: Gauge,
+    /// Ack peers configured (`ack_peers` other than this node; 0 in `ack_mode = "local"`).
+    pub peers_configured: Gauge,
     /// Records pushed to ack peers.
     pub records_pushed: Counter,
     /// Records a peer pushed to this node, and it logged and confirmed.
@@ -215,6 +217,12 @@ impl AckMetrics {
             "Replicated acks: ack peers with a push session up",
             peers_connected.clone(),
         );
+        let peers_configured = Gauge::default();
+        registry.register(
+            "ack_peers_configured",
+            "Replicated acks: ack peers configured (0 in ack_mode = local)",
+            peers_configured.clone(),
+        );
         let records_pushed = Counter::default();
         registry.register(
             "ack_records_pushed",
@@ -234,6 +242,7 @@ impl AckMetrics {
             waiting_votes,
             probes,
             peers_connected,
+            peers_configured,
             records_pushed,
             records_confirmed,
         }

@@ -318,6 +318,10 @@ impl Engine {
             .collect();
         self.health
             .set(Hold::AckPeerDown, settings.fallback == AckFallback::Refuse);
+        self.metrics
+            .acks
+            .peers_configured
+            .set(settings.peers.len() as i64);
         self.replication = Some(Replication {
             settings,
             confirmed: BTreeMap::new(),
