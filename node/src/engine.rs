@@ -699,14 +699,15 @@ impl Engine {
         let Some(hold) = hold else {
             return Some(command);
         };
-        if hold == Hold::AckPeerDown {
+        if let Some(cause) = self
+            .ack_peers_unavailable()
+            .filter(|_| hold == Hold::AckPeerDown)
+        {
             let votes = match &command {
                 Command::Batch { votes, .. } => votes.len() as u64,
                 _ => 1,
             };
-            self.metrics
-                .acks
-                .count_misses("refused", "disconnected", votes);
+            self.metrics.acks.count_misses("refused", cause, votes);
         }
         match command {
             Command::Vote { reply, .. } => drop(reply.send(Err(EngineError::Held(hold)))),

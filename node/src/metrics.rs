@@ -147,7 +147,7 @@ pub struct AckMetrics {
     /// Votes whose record no ack peer confirmed, by `outcome` (`refused`: answered 503;
     /// `local`: acknowledged after the local fsync alone, `ack_fallback = "local"`) and
     /// `cause` (`timeout`: no answer within `ack_timeout_ms`; `disconnected`: no ack peer
-    /// connected).
+    /// connected; `stalled`: no ack peer's confirmation advanced for `ack_timeout_ms`).
     pub misses: Family<Labels, Counter>,
     /// This node's own durable records that no ack peer has confirmed yet.
     pub peer_lag_records: Gauge,
@@ -159,6 +159,10 @@ pub struct AckMetrics {
     pub probes: Counter,
     /// Ack peers with a push session up.
     pub peers_connected: Gauge,
+    /// 1 while the ack peers are stalled: a vote's deadline passed and no confirmation
+    /// advanced for `ack_timeout_ms` (votes are then refused at once, or acknowledged locally
+    /// with `ack_fallback = "local"`, until one advances or a new push session comes up).
+    pub stalled: Gauge,
     /// Ack peers configured (`ack_peers` other than this node; 0 in `ack_mode = "local"`).
     pub peers_configured: Gauge,
     /// Records pushed to ack peers.
@@ -169,11 +173,13 @@ pub struct AckMetrics {
 
 /// Every `outcome` and `cause` of `tally_ack_peer_misses_total` (their series exist from the
 /// start, for the alert rules).
-pub const ACK_MISS_LABELS: [(&str, &str); 4] = [
+pub const ACK_MISS_LABELS: [(&str, &str); 6] = [
     ("refused", "timeout"),
     ("refused", "disconnected"),
+    ("refused", "stalled"),
     ("local", "timeout"),
     ("local", "disconnected"),
+    ("local", "stalled"),
 ];
 
 impl AckMetrics {
@@ -217,6 +223,13 @@ impl AckMetrics {
             "Replicated acks: ack peers with a push session up",
             peers_connected.clone(),
         );
+        let stalled = Gauge::default();
+        registry.register(
+            "ack_peers_stalled",
+            "Replicated acks: 1 while no ack peer's confirmation advanced within ack_timeout_ms \
+             though votes waited",
+            stalled.clone(),
+        );
         let peers_configured = Gauge::default();
         registry.register(
             "ack_peers_configured",
@@ -242,6 +255,7 @@ impl AckMetrics {
             waiting_votes,
             probes,
             peers_connected,
+            stalled,
             peers_configured,
             records_pushed,
             records_confirmed,

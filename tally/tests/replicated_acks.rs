@@ -182,7 +182,8 @@ fn an_unreachable_ack_peer_refuses_votes_by_default_and_acknowledges_locally_wit
     // Goal: when no ack peer can confirm, the default refuses (503 + Retry-After, nothing
     // acknowledged, the node not ready and saying why) and `ack_fallback = "local"`
     // acknowledges; both show in the metrics. Method: a's ack peer b is never started; then
-    // (default) b runs but is frozen with SIGSTOP, so pushes go unanswered past the deadline.
+    // (default) b runs but is frozen with SIGSTOP, so pushes go unanswered past the deadline,
+    // and then the next vote is refused at once (the ack peer is stalled).
     let dir = tempfile::tempdir().unwrap();
     let replicated = "ack_mode = \"replicated\"\nack_peers = [\"b\"]\nack_timeout_ms = 200\n";
 
@@ -217,13 +218,29 @@ fn an_unreachable_ack_peer_refuses_votes_by_default_and_acknowledges_locally_wit
     };
     stop("-STOP");
     let (status, body) = vote(a.http, "00000000-0000-4000-8000-000000000003");
-    stop("-CONT");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("retry with the same vote ID"), "{body}");
+    // No confirmation advanced within the deadline: the ack peer is stalled, and the next
+    // vote is refused at once instead of waiting out the deadline too.
+    let started = Instant::now();
+    let (status, body) = vote(a.http, "00000000-0000-4000-8000-000000000004");
+    let waited = started.elapsed();
+    stop("-CONT");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("ack peer"), "{body}");
+    assert!(
+        waited < Duration::from_millis(200),
+        "refused after {waited:?}"
+    );
     let text = metrics(a.http);
     let timeout = r#"{outcome="refused",cause="timeout"}"#;
     assert!(
         metric(&text, "tally_ack_peer_misses_total", timeout) >= 1.0,
+        "{text}"
+    );
+    let stalled = r#"{outcome="refused",cause="stalled"}"#;
+    assert!(
+        metric(&text, "tally_ack_peer_misses_total", stalled) >= 1.0,
         "{text}"
     );
     // The retry, once b answers again, is safe: answered once, as a duplicate.
@@ -243,7 +260,7 @@ fn an_unreachable_ack_peer_refuses_votes_by_default_and_acknowledges_locally_wit
     let fallback = format!("{replicated}ack_fallback = \"local\"\n");
     let (a, _b) = pair(&dir.path().join("fallback"), &fallback);
     let mut node_a = a.spawn();
-    let (status, body) = vote(a.http, "00000000-0000-4000-8000-000000000004");
+    let (status, body) = vote(a.http, "00000000-0000-4000-8000-000000000005");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("counted"), "{body}");
     let text = metrics(a.http);
@@ -286,7 +303,7 @@ fn a_refused_vote_is_acknowledged_only_once_an_ack_peer_holds_it_across_restarts
     let mut node_b = b_full.spawn();
     let mut node_a = a.spawn();
     node_a.wait_ready(Instant::now() + WAIT);
-    let id = "00000000-0000-4000-8000-000000000005";
+    let id = "00000000-0000-4000-8000-000000000006";
     let (status, body) = vote(a.http, id);
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("not_replicated"), "{body}");

@@ -28,12 +28,22 @@
 //! durably, once its pulls have filled what it lacked.
 //!
 //! What a waiter that no ack peer confirms gets, after `ack_timeout_ms` (or at once, when the
-//! last ack peer's session ends): with `ack_fallback = "refuse"`, [`EngineError::NotReplicated`]
-//! (503 + `Retry-After`: not acknowledged; the record is durable here and may still be
-//! counted, so the client's retry with the same vote ID is answered `duplicate` once
-//! replicated); with `ack_fallback = "local"`, its answer as under `local` acks. Either way
-//! it is counted in `tally_ack_peer_misses_total`. With `refuse` and no ack peer connected,
-//! [`Hold::AckPeerDown`] refuses new votes at the door (nothing logged).
+//! last ack peer's session ends, or while the ack peers are *stalled*): with
+//! `ack_fallback = "refuse"`, [`EngineError::NotReplicated`] (503 + `Retry-After`: not
+//! acknowledged; the record is durable here and may still be counted, so the client's retry
+//! with the same vote ID is answered `duplicate` once replicated); with
+//! `ack_fallback = "local"`, its answer as under `local` acks. Either way it is counted in
+//! `tally_ack_peer_misses_total` (cause `timeout`, `disconnected` or `stalled`).
+//!
+//! Stalled: a waiter's deadline passed and no ack peer's confirmation advanced for
+//! `ack_timeout_ms`. A peer that was killed or frozen keeps its QUIC session until the idle
+//! timeout (30 s), and one whose disk is full answers pushes without taking them; rather than
+//! have every vote wait the whole deadline meanwhile, the node treats the ack peers as gone
+//! until a confirmation advances again (a frozen peer resuming, a full disk freed: probes keep
+//! asking while any own record is unconfirmed) or a new push session comes up. While no ack
+//! peer is connected or they are stalled, with `refuse`, [`Hold::AckPeerDown`] refuses new
+//! votes at the door (nothing logged); with `local`, votes are acknowledged after the local
+//! fsync at once.
 //!
 //! Bounds: at most [`PEER_WAITING_VOTES_MAX`] votes wait for ack peers; past it new votes are
 //! shed (429-like 503 `overloaded`, nothing counted) until confirmations or the deadline drain
@@ -43,16 +53,19 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use tally_core::wire::PushAck;
-use tally_core::{
-    ActorId, DefinitionDigest, MovedRecords, NodeId, PollId, RecordBatch, Seq, VoteId,
-};
+use tally_core::{ActorId, DefinitionDigest, NodeId, PollId, RecordBatch, Seq, VoteId};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{BatchVoteAck, Engine, EngineError, Pending, Reply, Waiter, answer};
 use crate::config::AckFallback;
 use crate::health::Hold;
-use crate::wal::WalEntry;
+
+mod need;
+mod push;
+
+pub(super) use need::Need;
+use need::{confirmed_in, covers};
 
 /// Most votes waiting for an ack peer's confirmation (after their local fsync); new votes
 /// past it are shed as overloaded.
@@ -70,70 +83,6 @@ pub const PUSH_PROBES_PER_ASK_MAX: usize = 16;
 pub const PUSH_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
 const _: () = assert!(PUSH_PROBES_PER_ASK_MAX < tally_core::session::PUSHES_UNANSWERED_MAX);
-
-/// The records of this node a reply waits for an ack peer to confirm, in the reply's poll:
-/// per incarnation of this node, the highest seq (an ack peer's answer is contiguous, so
-/// confirming a seq confirms every one below it). Almost always the current incarnation
-/// alone; a duplicate of a record a retired incarnation made durable names that one.
-/// Bounded by the incarnations a poll holds records of.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct Need {
-    first: Option<(u64, Seq)>,
-    more: Vec<(u64, Seq)>,
-}
-
-impl Need {
-    /// Seq `seq` of incarnation `incarnation` (nothing for seq 0).
-    pub(super) fn on(incarnation: u64, seq: Seq) -> Self {
-        let mut need = Self::default();
-        need.add(incarnation, seq);
-        need
-    }
-
-    fn add(&mut self, incarnation: u64, seq: Seq) {
-        if seq == 0 {
-            return;
-        }
-        let entry = match &mut self.first {
-            None => return self.first = Some((incarnation, seq)),
-            Some(first) if first.0 == incarnation => first,
-            Some(_) => match self.more.iter_mut().find(|e| e.0 == incarnation) {
-                Some(entry) => entry,
-                None => return self.more.push((incarnation, seq)),
-            },
-        };
-        entry.1 = entry.1.max(seq);
-    }
-
-    /// Adds what `other` needs.
-    pub(super) fn merge(&mut self, other: &Need) {
-        for (incarnation, seq) in other.entries() {
-            self.add(incarnation, seq);
-        }
-    }
-
-    fn entries(&self) -> impl Iterator<Item = (u64, Seq)> + '_ {
-        self.first.iter().chain(&self.more).copied()
-    }
-
-    /// After a move from incarnation `retired` to `incarnation`: a seq whose record moved
-    /// (it was in flight) becomes the new one's, and the retired records below the moved
-    /// ones stay needed (conservatively: the reply may hold a duplicate of one of them).
-    pub(super) fn move_to(&mut self, retired: u64, incarnation: u64, moved: &[&MovedRecords]) {
-        let mut next = Need::default();
-        for (of, seq) in self.entries() {
-            let renumbered = moved.iter().find_map(|m| Some((m, m.new_seq(seq)?)));
-            match renumbered {
-                Some((m, new_seq)) if of == retired => {
-                    next.add(incarnation, new_seq);
-                    next.add(retired, m.old_first_seq - 1);
-                }
-                _ => next.add(of, seq),
-            }
-        }
-        *self = next;
-    }
-}
 
 /// What `ack_mode = "replicated"` needs to know.
 #[derive(Debug, Clone)]
@@ -232,6 +181,10 @@ pub(super) struct Replication {
     sessions: BTreeMap<NodeId, usize>,
     waiting: VecDeque<PeerWaiter>,
     waiting_votes: usize,
+    /// When a confirmation last advanced what is confirmed.
+    last_progress: Option<Instant>,
+    /// Whether the ack peers are stalled (see the module doc).
+    stalled: bool,
     /// A planted bug: take records as confirmed as soon as they are handed to the pushes.
     confirm_on_push: bool,
 }
@@ -239,6 +192,17 @@ pub(super) struct Replication {
 impl Replication {
     fn connected(&self) -> bool {
         self.sessions.values().any(|&n| n > 0)
+    }
+
+    /// Why no ack peer can confirm a vote now (`None`: one can): the `cause` of a miss.
+    fn unavailable(&self) -> Option<&'static str> {
+        if !self.connected() {
+            Some("disconnected")
+        } else if self.stalled {
+            Some("stalled")
+        } else {
+            None
+        }
     }
 
     /// The highest seq of `incarnation` in `poll` an ack peer confirmed.
@@ -260,10 +224,20 @@ impl Replication {
         self.confirmed(poll, actor.incarnation).max(from_start)
     }
 
-    /// What waiting replies need and no ack peer confirmed: per poll and incarnation, the
-    /// highest seq.
-    fn unconfirmed_needs(&self) -> BTreeMap<(PollId, u64), Seq> {
+    /// What waiting replies need and no ack peer confirmed, and the last record of `actor`
+    /// (this node's current actor) in each poll where records are unconfirmed: per poll and
+    /// incarnation, the highest seq.
+    fn unconfirmed_needs(
+        &self,
+        actor: &ActorId,
+        held: impl Iterator<Item = (PollId, Seq)>,
+    ) -> BTreeMap<(PollId, u64), Seq> {
         let mut needs = BTreeMap::new();
+        for (poll, held) in held {
+            if self.confirmed(&poll, actor.incarnation) < held {
+                needs.insert((poll, actor.incarnation), held);
+            }
+        }
         for waiter in &self.waiting {
             for (incarnation, seq) in waiter.need.entries() {
                 if self.confirmed(&waiter.poll, incarnation) < seq {
@@ -274,23 +248,6 @@ impl Replication {
         }
         needs
     }
-}
-
-fn confirmed_in(
-    confirmed: &BTreeMap<PollId, BTreeMap<u64, Seq>>,
-    poll: &PollId,
-    incarnation: u64,
-) -> Seq {
-    confirmed
-        .get(poll)
-        .and_then(|c| c.get(&incarnation))
-        .copied()
-        .unwrap_or(0)
-}
-
-fn covers(confirmed: &BTreeMap<PollId, BTreeMap<u64, Seq>>, poll: &PollId, need: &Need) -> bool {
-    need.entries()
-        .all(|(incarnation, seq)| confirmed_in(confirmed, poll, incarnation) >= seq)
 }
 
 fn votes_of(pending: &Pending) -> usize {
@@ -330,6 +287,8 @@ impl Engine {
             sessions: BTreeMap::new(),
             waiting: VecDeque::new(),
             waiting_votes: 0,
+            last_progress: None,
+            stalled: false,
             confirm_on_push: false,
         });
     }
@@ -388,10 +347,10 @@ impl Engine {
         let Some(replication) = &mut self.replication else {
             return answer(waiter.pending);
         };
-        if !replication.connected() {
+        if let Some(cause) = replication.unavailable() {
             // Only `local` fallback gets here (`refuse` holds votes at the door), or a vote
-            // accepted just before the last session ended.
-            return self.miss(waiter.pending, "disconnected");
+            // accepted just before the ack peers went.
+            return self.miss(waiter.pending, cause);
         }
         let now = Instant::now();
         replication.waiting_votes += votes_of(&waiter.pending);
@@ -447,15 +406,64 @@ impl Engine {
                 }
             }
         }
-        if !expired.is_empty() {
-            tracing::warn!(
-                replies = expired.len(),
-                "no ack peer confirmed these votes' records within ack_timeout_ms"
-            );
+        if expired.is_empty() {
+            return;
         }
+        tracing::debug!(
+            replies = expired.len(),
+            "no ack peer confirmed these votes' records within ack_timeout_ms"
+        );
         for pending in expired {
             self.miss(pending, "timeout");
         }
+        let Some(replication) = &mut self.replication else {
+            return;
+        };
+        let timeout = replication.settings.timeout;
+        let progressed = replication
+            .last_progress
+            .is_some_and(|at| now.duration_since(at) < timeout);
+        if !progressed && !replication.stalled {
+            replication.stalled = true;
+            tracing::warn!(
+                timeout_ms = timeout.as_millis() as u64,
+                "no ack peer confirmed anything within ack_timeout_ms while votes waited: \
+                 taking the ack peers as stalled until a confirmation advances again (votes are \
+                 refused at once, or acknowledged locally with ack_fallback = \"local\")"
+            );
+            self.ack_peers_changed();
+        }
+    }
+
+    /// Mirrors the ack peers' state into the hold, the gauges, and what waits.
+    fn ack_peers_changed(&mut self) {
+        let Some(replication) = &mut self.replication else {
+            return;
+        };
+        let refuse = replication.settings.fallback == AckFallback::Refuse;
+        let unavailable = replication.unavailable();
+        let count = replication.sessions.values().filter(|&&n| n > 0).count();
+        self.metrics.acks.peers_connected.set(count as i64);
+        self.metrics
+            .acks
+            .stalled
+            .set(i64::from(replication.stalled));
+        self.health
+            .set(Hold::AckPeerDown, refuse && unavailable.is_some());
+        let Some(cause) = unavailable else {
+            return;
+        };
+        // Nobody will confirm what waits: answer it now rather than at the deadline.
+        let waiting: Vec<PeerWaiter> = replication.waiting.drain(..).collect();
+        replication.waiting_votes = 0;
+        for waiter in waiting {
+            self.miss(waiter.pending, cause);
+        }
+    }
+
+    /// Why a vote at the door cannot be acknowledged now, under replicated acks.
+    pub(super) fn ack_peers_unavailable(&self) -> Option<&'static str> {
+        self.replication.as_ref()?.unavailable()
     }
 
     /// Handles one command of replicated acks.
@@ -474,106 +482,6 @@ impl Engine {
             } => self.pushed_records(definition, batch, reply),
             AckCommand::Session { peer, up } => self.ack_session(peer, up),
         }
-    }
-
-    fn own_records_to_push(&mut self, after: Option<PushCursor>, probe: bool) -> OwnRecords {
-        let actor = self.replica.actor().clone();
-        let Some(replication) = &self.replication else {
-            return OwnRecords {
-                cursor: PushCursor {
-                    actor,
-                    through: BTreeMap::new(),
-                },
-                pushes: Vec::new(),
-                more: false,
-            };
-        };
-        // Probes: what waiters need and no ack peer confirmed, when it was pushed already
-        // (this node's records up to the cursor, or a retired incarnation's); and for a new
-        // session, the last record the log held at start-up.
-        let mut targets = if probe {
-            replication.unconfirmed_needs()
-        } else {
-            BTreeMap::new()
-        };
-        let mut cursor = match after {
-            Some(cursor) if cursor.actor == actor => cursor,
-            _ => {
-                let mut through = BTreeMap::new();
-                for spec in self.replica.poll_specs() {
-                    let start = replication.push_start(spec.id(), &actor);
-                    if start > replication.confirmed(spec.id(), actor.incarnation) {
-                        targets.insert((spec.id().clone(), actor.incarnation), start);
-                    }
-                    through.insert(spec.id().clone(), start);
-                }
-                PushCursor { actor, through }
-            }
-        };
-        targets.retain(|(poll, incarnation), seq| {
-            *incarnation != cursor.actor.incarnation
-                || *seq <= cursor.through.get(poll).copied().unwrap_or(0)
-        });
-        let mut pushes = Vec::new();
-        let mut budget = PUSH_RECORDS_PER_ASK_MAX;
-        for spec in self.replica.poll_specs() {
-            let (Some(state), Some(definition)) = (
-                self.replica.state(spec.id()),
-                self.replica.definition(spec.id()),
-            ) else {
-                continue;
-            };
-            let from = cursor.through.get(spec.id()).copied().unwrap_or(0);
-            for batch in state.records_of(&cursor.actor, from, budget) {
-                budget -= batch.len();
-                cursor.through.insert(spec.id().clone(), batch.last_seq());
-                pushes.push((definition, batch));
-            }
-        }
-        let records: usize = pushes.iter().map(|(_, b)| b.len()).sum();
-        self.metrics.acks.records_pushed.inc_by(records as u64);
-        let probes = self.probes(&cursor.actor, targets);
-        self.metrics.acks.probes.inc_by(probes.len() as u64);
-        pushes.extend(probes);
-        if self.replication.as_ref().is_some_and(|r| r.confirm_on_push) {
-            // The planted bug: as if an ack peer had confirmed what was merely handed out.
-            for (_, batch) in &pushes {
-                let ack = PushAck {
-                    poll: batch.poll().clone(),
-                    actor: batch.actor().clone(),
-                    durable_through: batch.last_seq(),
-                };
-                self.confirm(&ack);
-            }
-        }
-        OwnRecords {
-            cursor,
-            pushes,
-            more: budget == 0,
-        }
-    }
-
-    /// One push of the single record each target names (at most [`PUSH_PROBES_PER_ASK_MAX`]).
-    fn probes(
-        &self,
-        actor: &ActorId,
-        targets: BTreeMap<(PollId, u64), Seq>,
-    ) -> Vec<(DefinitionDigest, RecordBatch)> {
-        let mut probes = Vec::new();
-        for ((poll, incarnation), seq) in targets.into_iter().take(PUSH_PROBES_PER_ASK_MAX) {
-            let (Some(state), Some(definition)) =
-                (self.replica.state(&poll), self.replica.definition(&poll))
-            else {
-                continue;
-            };
-            let of = ActorId {
-                node: actor.node.clone(),
-                incarnation,
-            };
-            let batch = state.records_of(&of, seq - 1, 1);
-            probes.extend(batch.into_iter().map(|b| (definition, b)));
-        }
-        probes
     }
 
     fn peer_confirmed(&mut self, peer: &NodeId, ack: &PushAck) {
@@ -605,6 +513,14 @@ impl Engine {
         }
         *confirmed = ack.durable_through;
         let now = Instant::now();
+        replication.last_progress = Some(now);
+        if std::mem::take(&mut replication.stalled) {
+            tracing::info!("an ack peer confirms records again: votes are replicated again");
+            self.ack_peers_changed();
+        }
+        let Some(replication) = &mut self.replication else {
+            return;
+        };
         let mut still = VecDeque::with_capacity(replication.waiting.len());
         let mut answered = Vec::new();
         for waiter in replication.waiting.drain(..) {
@@ -626,45 +542,6 @@ impl Engine {
         }
     }
 
-    /// Merges and logs a peer's pushed records; the reply waits for the log job.
-    fn pushed_records(
-        &mut self,
-        definition: DefinitionDigest,
-        batch: RecordBatch,
-        reply: Reply<PushAck>,
-    ) {
-        let poll = batch.poll().clone();
-        let actor = batch.actor().clone();
-        let mut ack = PushAck {
-            poll: poll.clone(),
-            actor: actor.clone(),
-            durable_through: 0,
-        };
-        if self.replica.definition(&poll) != Some(definition) || self.health.has(Hold::DiskLow) {
-            // Another definition takes none of its records; a low disk takes no new ones.
-            // The pusher's waiters are not covered: they time out there.
-            return drop(reply.send(Ok(ack)));
-        }
-        match self.replica.apply_records(&batch) {
-            Ok(applied) => {
-                self.metrics
-                    .acks
-                    .records_confirmed
-                    .inc_by(applied.added as u64);
-                if applied.added > 0 || applied.held_back > 0 {
-                    self.unlogged_entries.push(WalEntry::Records(batch));
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%poll, %actor, %error, "pushed records refused");
-                return drop(reply.send(Ok(ack)));
-            }
-        }
-        // Every record held now rides the next log job at the latest.
-        ack.durable_through = self.replica.state(&poll).map_or(0, |s| s.held(&actor));
-        self.wait(Pending::Pushed(reply, ack), Need::default());
-    }
-
     fn ack_session(&mut self, peer: NodeId, up: bool) {
         let Some(replication) = &mut self.replication else {
             return;
@@ -675,24 +552,15 @@ impl Engine {
         let sessions = replication.sessions.entry(peer.clone()).or_default();
         if up {
             *sessions += 1;
+            // A new session (a restarted peer, a healed link) gets its chance.
+            replication.stalled = false;
         } else {
             *sessions = sessions.saturating_sub(1);
         }
-        let connected = replication.connected();
-        let refuse = replication.settings.fallback == AckFallback::Refuse;
-        let count = replication.sessions.values().filter(|&&n| n > 0).count();
-        self.metrics.acks.peers_connected.set(count as i64);
-        self.health.set(Hold::AckPeerDown, refuse && !connected);
-        if connected {
-            return;
+        if !replication.connected() {
+            tracing::warn!(%peer, "no ack peer is connected: votes cannot be replicated");
         }
-        tracing::warn!(%peer, "no ack peer is connected: votes cannot be replicated");
-        // Nobody will confirm what waits: answer it now rather than at the deadline.
-        let waiting: Vec<PeerWaiter> = replication.waiting.drain(..).collect();
-        replication.waiting_votes = 0;
-        for waiter in waiting {
-            self.miss(waiter.pending, "disconnected");
-        }
+        self.ack_peers_changed();
     }
 
     /// Wakes the push sessions: records of this node's actor became durable.
@@ -743,70 +611,5 @@ pub(super) fn refuse(pending: Pending, error: EngineError) {
         Pending::Batch(reply, ..) => drop(reply.send(Err(error))),
         Pending::Poll(reply, _) => drop(reply.send(Err(error))),
         Pending::Pushed(reply, _) => drop(reply.send(Err(error))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn moved(old_first_seq: Seq, new_first_seq: Seq, count: usize) -> MovedRecords {
-        MovedRecords {
-            poll: PollId::new("p").unwrap(),
-            old_first_seq,
-            new_first_seq,
-            count,
-        }
-    }
-
-    #[test]
-    fn a_need_keeps_the_highest_seq_of_each_incarnation() {
-        // Goal: a batch's need is one entry per incarnation, the highest seq, and seq 0 is no
-        // need. Method: add seqs of two incarnations in any order.
-        let mut need = Need::on(7, 3);
-        need.merge(&Need::on(7, 9));
-        need.merge(&Need::on(7, 5));
-        need.merge(&Need::on(4, 2));
-        need.merge(&Need::on(4, 0));
-        assert_eq!(need.entries().collect::<Vec<_>>(), vec![(7, 9), (4, 2)]);
-        assert_eq!(Need::on(7, 0), Need::default());
-    }
-
-    #[test]
-    fn a_move_to_a_new_incarnation_renumbers_moved_seqs_and_keeps_the_retired_ones_below() {
-        // Goal: after a move, a need of a record in flight names its new seq, and the
-        // retired incarnation's records below the moved ones stay needed; a record made
-        // durable before the move stays the retired incarnation's. Method: three needs.
-        let moved = moved(11, 1, 5);
-        let mut in_flight = Need::on(7, 13);
-        in_flight.move_to(7, 8, &[&moved]);
-        assert_eq!(
-            in_flight.entries().collect::<Vec<_>>(),
-            vec![(8, 3), (7, 10)]
-        );
-        let mut durable = Need::on(7, 10);
-        durable.move_to(7, 8, &[&moved]);
-        assert_eq!(durable, Need::on(7, 10));
-        let mut other = Need::on(5, 12);
-        other.move_to(7, 8, &[&moved]);
-        assert_eq!(other, Need::on(5, 12));
-    }
-
-    #[test]
-    fn a_need_is_covered_only_by_confirmations_of_its_own_incarnation() {
-        // Goal: a confirmation of the current incarnation's seqs never answers a reply that
-        // waits for a retired incarnation's record with a lower seq (the confusion a single
-        // confirmed seq per poll allowed). Method: confirmations per incarnation.
-        let poll = PollId::new("p").unwrap();
-        let mut confirmed = BTreeMap::new();
-        confirmed.insert(poll.clone(), BTreeMap::from([(8, 100)]));
-        assert!(!covers(&confirmed, &poll, &Need::on(7, 10)));
-        assert!(covers(&confirmed, &poll, &Need::on(8, 100)));
-        assert!(covers(&confirmed, &poll, &Need::default()));
-        confirmed.get_mut(&poll).unwrap().insert(7, 10);
-        let mut both = Need::on(8, 50);
-        both.merge(&Need::on(7, 10));
-        assert!(covers(&confirmed, &poll, &both));
-        assert!(!covers(&confirmed, &PollId::new("q").unwrap(), &both));
     }
 }
