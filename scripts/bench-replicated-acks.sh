@@ -53,7 +53,7 @@ SCRATCH=$(mktemp -d)
 RUNS_TSV=$OUT/runs.tsv
 COMMANDS=$OUT/commands.txt
 : >"$COMMANDS"
-printf 'case\tmode\trun\tvotes_per_s\tp50_us\tp99_us\tmax_us\tcounted\trefused\tunknown\tcheck\tack_wait_mean_us\tack_misses\n' >"$RUNS_TSV"
+printf 'case\tmode\trun\tvotes_per_s\tp50_us\tp99_us\tmax_us\tcounted\trefused\tunknown\tcheck\tack_wait_mean_us\tack_misses\tfsync_mean_us\n' >"$RUNS_TSV"
 "$TALLY" certs --out "$SCRATCH/certs" --nodes a,b >/dev/null
 
 PID_A=""
@@ -113,20 +113,21 @@ start_nodes() {
     --options green,blue --count 5000 >/dev/null
 }
 
-# "MEAN_US MISSES" of replicated acks over both nodes, from their /metrics.
+# "WAIT_SECONDS WAITS MISSES FSYNC_SECONDS FSYNCS" over both nodes, from their /metrics: the
+# ack-peer wait histogram's sum and count, the votes no ack peer confirmed, and the log's fsyncs.
 ack_totals() {
   python3 - "http://$HTTP_A/metrics" "http://$HTTP_B/metrics" <<'PY'
 import sys, urllib.request
-total_s = count = misses = 0.0
+names = ["tally_ack_peer_wait_seconds_sum", "tally_ack_peer_wait_seconds_count",
+         "tally_ack_peer_misses_total{", "tally_wal_fsync_duration_seconds_sum",
+         "tally_wal_fsync_duration_seconds_count"]
+totals = [0.0] * len(names)
 for url in sys.argv[1:]:
     for line in urllib.request.urlopen(url, timeout=10).read().decode().splitlines():
-        if line.startswith("tally_ack_peer_wait_seconds_sum "):
-            total_s += float(line.split()[-1])
-        elif line.startswith("tally_ack_peer_wait_seconds_count "):
-            count += float(line.split()[-1])
-        elif line.startswith("tally_ack_peer_misses_total{"):
-            misses += float(line.split()[-1])
-print(f"{total_s} {count} {misses:.0f}")
+        for i, name in enumerate(names):
+            if line.startswith(name if name.endswith("{") else name + " "):
+                totals[i] += float(line.split()[-1])
+print(" ".join(str(t) for t in totals))
 PY
 }
 
@@ -150,13 +151,15 @@ r = json.load(open(path))
 b, a = [float(x) for x in before.split()], [float(x) for x in after.split()]
 waits = a[1] - b[1]
 mean_us = (a[0] - b[0]) / waits * 1e6 if waits else 0
+fsyncs = a[4] - b[4]
+fsync_us = (a[3] - b[3]) / fsyncs * 1e6 if fsyncs else 0
 o = r["outcomes"]
 check = {True: "passed", False: "FAILED", None: "none"}[r.get("check_passed")]
 print("\t".join(str(x) for x in [name, mode, run, round(r["votes_per_s"]), r["latency"]["p50_us"],
       r["latency"]["p99_us"], r["latency"]["max_us"], o["counted"], o["refused"], o["unknown"],
-      check, round(mean_us), round(a[2] - b[2])]))
+      check, round(mean_us), round(a[2] - b[2]), round(fsync_us)]))
 PY
-  tail -n 1 "$RUNS_TSV" | awk -F'\t' '{ printf "  %-11s %-10s run %s: %9d votes/s  p50 %7.3f ms  p99 %7.3f ms  refused %s unknown %s  check %s  ack wait %s µs\n", $1, $2, $3, $4, $5/1000, $6/1000, $9, $10, $11, $12 }'
+  tail -n 1 "$RUNS_TSV" | awk -F'\t' '{ printf "  %-11s %-10s run %s: %9d votes/s  p50 %7.3f ms  p99 %7.3f ms  refused %s unknown %s  check %s  ack wait %s µs  fsync %s µs\n", $1, $2, $3, $4, $5/1000, $6/1000, $9, $10, $11, $12, $14 }'
   stop_nodes
 }
 
@@ -211,8 +214,8 @@ def paired(case, col):
 print(f"Replicated against local acks: medians of {runs} runs of {secs} s, {conns} connections spread "
       f"over two peered nodes on 127.0.0.1 (mutual TLS, fsync durability), client and both nodes on "
       f"{cores} shared cores (load average {load_before} before, {load_after} after).\n")
-print("| case | mode | votes/s (median) | runs (votes/s) | p50 ms | p99 ms | max ms | refused | unknown | check | ack-peer wait, mean µs |")
-print("|---|---|---:|---|---:|---:|---:|---:|---:|---|---:|")
+print("| case | mode | votes/s (median) | runs (votes/s) | p50 ms | p99 ms | max ms | refused | unknown | check | ack-peer wait, mean µs | fsync, mean µs |")
+print("|---|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|")
 labels = {"batch": "batches ×1000 postcard, flat out", "single": "single votes, flat out",
           "half-batch": f"batches ×1000 at {int(half_batch):,} votes/s (open loop)",
           "half-single": f"single votes at {int(half_single):,} votes/s (open loop)"}
@@ -224,7 +227,8 @@ for case, label in labels.items():
         print(f"| {label} | {mode} | {med(case, mode, 'votes_per_s'):,.0f} | {spread(case, mode)} | "
               f"{med(case, mode, 'p50_us') / 1000:.3f} | {med(case, mode, 'p99_us') / 1000:.3f} | "
               f"{med(case, mode, 'max_us') / 1000:.1f} | {sum(int(r['refused']) for r in mine)} | "
-              f"{sum(int(r['unknown']) for r in mine)} | {checks} | {wait} |")
+              f"{sum(int(r['unknown']) for r in mine)} | {checks} | {wait} | "
+              f"{med(case, mode, 'fsync_mean_us'):,.0f} |")
 misses = sum(int(r["ack_misses"]) for r in rows)
 batch, single = paired("batch", "votes_per_s"), paired("single", "votes_per_s")
 p99 = med("half-batch", "replicated", "p99_us") / 1000
