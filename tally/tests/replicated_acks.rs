@@ -20,6 +20,9 @@
 #[path = "kit/http.rs"]
 #[allow(dead_code)]
 mod http;
+#[path = "kit/load.rs"]
+#[allow(dead_code)]
+mod load;
 #[path = "kit/node.rs"]
 #[allow(dead_code)]
 mod node;
@@ -72,27 +75,8 @@ fn pair(dir: &Path, a_extra: &str) -> (NodeSpec, NodeSpec) {
 
 /// What `tally load` reported: votes acknowledged, and left without an answer.
 fn load(target: SocketAddr, count: u64) -> (u64, u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("report.json");
-    let output = process::tally()
-        .args(["load", "--target", &format!("http://{target}")])
-        .args(["--count", &count.to_string(), "--batch-size", "1000"])
-        .args(["--binary", "--connections", "4", "--no-progress"])
-        .args(["--check", "off", "--timeout-ms", "5000", "--seed", "26"])
-        .arg("--json-report")
-        .arg(&report)
-        .output()
-        .expect("cannot run tally load");
-    let text = std::fs::read_to_string(&report).unwrap_or_else(|_| {
-        panic!(
-            "tally load wrote no report: {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let outcome = |name: &str| json["outcomes"][name].as_u64().unwrap();
-    (outcome("counted"), outcome("unknown") + outcome("refused"))
+    let report = load::load(target, count, "off", 26);
+    (report.counted, report.unknown + report.refused)
 }
 
 fn total(address: SocketAddr) -> u64 {

@@ -181,6 +181,10 @@ pub(super) struct Replication {
     sessions: BTreeMap<NodeId, usize>,
     waiting: VecDeque<PeerWaiter>,
     waiting_votes: usize,
+    /// Per poll and incarnation, the highest seq a waiter needed that no ack peer has
+    /// confirmed yet (what probes ask for; bounded by the polls and incarnations, unlike a scan
+    /// of the waiters).
+    needed: BTreeMap<(PollId, u64), Seq>,
     /// When a confirmation last advanced what is confirmed.
     last_progress: Option<Instant>,
     /// Whether the ack peers are stalled (see the module doc).
@@ -238,12 +242,10 @@ impl Replication {
                 needs.insert((poll, actor.incarnation), held);
             }
         }
-        for waiter in &self.waiting {
-            for (incarnation, seq) in waiter.need.entries() {
-                if self.confirmed(&waiter.poll, incarnation) < seq {
-                    let entry = needs.entry((waiter.poll.clone(), incarnation)).or_default();
-                    *entry = seq.max(*entry);
-                }
+        for ((poll, incarnation), &seq) in &self.needed {
+            if self.confirmed(poll, *incarnation) < seq {
+                let entry = needs.entry((poll.clone(), *incarnation)).or_default();
+                *entry = seq.max(*entry);
             }
         }
         needs
@@ -287,6 +289,7 @@ impl Engine {
             sessions: BTreeMap::new(),
             waiting: VecDeque::new(),
             waiting_votes: 0,
+            needed: BTreeMap::new(),
             last_progress: None,
             stalled: false,
             confirm_on_push: false,
@@ -354,6 +357,13 @@ impl Engine {
         }
         let now = Instant::now();
         replication.waiting_votes += votes_of(&waiter.pending);
+        for (incarnation, seq) in waiter.need.entries() {
+            let needed = replication
+                .needed
+                .entry((poll.clone(), incarnation))
+                .or_default();
+            *needed = seq.max(*needed);
+        }
         replication.waiting.push_back(PeerWaiter {
             deadline: now + replication.settings.timeout,
             since: now,
@@ -512,6 +522,14 @@ impl Engine {
             return;
         }
         *confirmed = ack.durable_through;
+        let key = (ack.poll.clone(), ack.actor.incarnation);
+        if replication
+            .needed
+            .get(&key)
+            .is_some_and(|&seq| seq <= ack.durable_through)
+        {
+            replication.needed.remove(&key);
+        }
         let now = Instant::now();
         replication.last_progress = Some(now);
         if std::mem::take(&mut replication.stalled) {
