@@ -803,7 +803,8 @@ impl Answerer {
 }
 
 pub use push::{
-    PUSH_RECORDS_UNANSWERED_MAX, PUSHES_UNANSWERED_MAX, PushReceiver, PushSender, Pushed,
+    PUSH_ANSWERS_QUEUED_MAX, PUSH_RECORDS_UNANSWERED_MAX, PUSHES_UNANSWERED_MAX, PushReceiver,
+    PushSender, Pushed,
 };
 
 mod push;

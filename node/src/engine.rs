@@ -198,7 +198,7 @@ pub enum Command {
         /// The peer's actor, from a hello its certificate vouches for.
         actor: tally_core::ActorId,
     },
-    /// Replicated acks: pushes and confirmations ([`replication`]).
+    /// Replicated acks: pushes and confirmations (`engine::replication`).
     Ack(AckCommand),
 }
 

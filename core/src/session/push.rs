@@ -8,7 +8,9 @@
 //! stream of its own, so a push stream carries both kinds and a pull round's bidirectional
 //! streams carry neither. A [`PushSender`] queues this side's frames and bounds what is
 //! unanswered ([`PUSHES_UNANSWERED_MAX`] pushes, [`PUSH_RECORDS_UNANSWERED_MAX`] records:
-//! past either, [`PushSender::can_push`] is false and the caller waits for answers); a
+//! past either, [`PushSender::can_push`] is false and the caller waits for answers) and its
+//! answers not yet written ([`PUSH_ANSWERS_QUEUED_MAX`]: a peer that keeps pushing while it
+//! reads none of this side's answers is refused, cause `limit`); a
 //! [`PushReceiver`] checks the peer's frames: pushes of its own node's records only, answers
 //! about this node's records only, nothing else.
 
@@ -26,6 +28,11 @@ pub const PUSHES_UNANSWERED_MAX: usize = 64;
 /// Most records sent in pushes not yet answered, per session (four pull rounds' worth).
 pub const PUSH_RECORDS_UNANSWERED_MAX: usize = 262_144;
 
+/// Most answers to the peer's pushes queued and not yet written. A peer stops pushing at
+/// [`PUSHES_UNANSWERED_MAX`] unanswered pushes (give or take one ask's batches), so only a
+/// peer that ignores the rule gets here.
+pub const PUSH_ANSWERS_QUEUED_MAX: usize = 4 * PUSHES_UNANSWERED_MAX;
+
 /// The protocol version that introduced pushes.
 const PUSH_PROTOCOL: u16 = 3;
 
@@ -36,7 +43,9 @@ pub struct PushSender {
     /// Records of each push not yet answered, oldest first.
     unanswered: VecDeque<usize>,
     unanswered_records: usize,
-    outbox: VecDeque<Vec<u8>>,
+    /// Frames to write, each marked whether it is an answer.
+    outbox: VecDeque<(bool, Vec<u8>)>,
+    answers_queued: usize,
 }
 
 impl PushSender {
@@ -46,6 +55,7 @@ impl PushSender {
             unanswered: VecDeque::new(),
             unanswered_records: 0,
             outbox: VecDeque::new(),
+            answers_queued: 0,
         }
     }
 
@@ -71,14 +81,29 @@ impl PushSender {
         );
         self.unanswered.push_back(batch.len());
         self.unanswered_records += batch.len();
-        self.outbox
-            .push_back(wire::encode(&PeerMessage::Push { definition, batch }));
+        self.outbox.push_back((
+            false,
+            wire::encode(&PeerMessage::Push { definition, batch }),
+        ));
     }
 
-    /// Queues the answer to one of the peer's pushes (in the order they came).
-    pub fn send_ack(&mut self, ack: PushAck) {
+    /// Queues the answer to one of the peer's pushes (in the order they came). Past
+    /// [`PUSH_ANSWERS_QUEUED_MAX`] answers not yet written, a refusal: the peer pushes
+    /// without reading the answers.
+    pub fn send_ack(&mut self, ack: PushAck) -> Result<(), Refusal> {
+        if self.answers_queued >= PUSH_ANSWERS_QUEUED_MAX {
+            return Err(Refusal::new(
+                "limit",
+                format!(
+                    "the peer pushed on with {PUSH_ANSWERS_QUEUED_MAX} of its pushes' answers \
+                     unread"
+                ),
+            ));
+        }
+        self.answers_queued += 1;
         self.outbox
-            .push_back(wire::encode(&PeerMessage::PushAck(ack)));
+            .push_back((true, wire::encode(&PeerMessage::PushAck(ack))));
+        Ok(())
     }
 
     /// The peer answered this side's oldest unanswered push. An answer to no push is a
@@ -94,7 +119,9 @@ impl PushSender {
 
     /// The next frame to write on this side's push stream.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.outbox.pop_front()
+        let (answer, frame) = self.outbox.pop_front()?;
+        self.answers_queued -= usize::from(answer);
+        Some(frame)
     }
 }
 
@@ -201,6 +228,25 @@ mod tests {
             sender.handle_ack().unwrap();
         }
         assert_eq!(sender.handle_ack().map_err(|r| r.cause), Err("frame"));
+    }
+
+    #[test]
+    fn answers_queue_only_up_to_their_bound_and_drain_as_they_are_written() {
+        // Goal: a peer that pushes without reading the answers cannot grow this side's queue
+        // without bound. Method: queue answers to the bound, then one more; write one.
+        let mut sender = PushSender::new(NodeId::new("a").unwrap());
+        let ack = PushAck {
+            poll: PollId::new("p").unwrap(),
+            actor: actor("b"),
+            durable_through: 1,
+        };
+        for _ in 0..PUSH_ANSWERS_QUEUED_MAX {
+            sender.send_ack(ack.clone()).unwrap();
+        }
+        let refused = sender.send_ack(ack.clone()).map_err(|r| r.cause);
+        assert_eq!(refused, Err("limit"));
+        assert!(sender.poll_transmit().is_some());
+        assert!(sender.send_ack(ack).is_ok());
     }
 
     #[test]

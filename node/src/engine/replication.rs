@@ -107,7 +107,7 @@ pub struct PushCursor {
     pub through: BTreeMap<PollId, Seq>,
 }
 
-/// The answer to [`Command::OwnRecordsToPush`].
+/// The answer to [`AckCommand::OwnRecordsToPush`].
 #[derive(Debug, Clone)]
 pub struct OwnRecords {
     /// Where the session stands after pushing these.

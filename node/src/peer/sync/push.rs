@@ -17,6 +17,8 @@
 //! and ends, so the engine knows whether any ack peer can confirm a vote.
 
 use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
 
 use tally_core::session::{PUSHES_UNANSWERED_MAX, PushReceiver, PushSender, Pushed};
 use tally_core::wire::PushAck;
@@ -190,8 +192,19 @@ async fn answer_pushes(
     std::future::pending().await
 }
 
+/// A frame being written, kept across the writer's wake-ups (a write cut short by another
+/// event would lose its place in the stream); it hands the stream back when done.
+type Writing<'a> =
+    Pin<Box<dyn Future<Output = Result<quinn::SendStream, SessionError>> + Send + 'a>>;
+
 /// Writes this node's push stream: its own durable records (to an ack peer, while the
-/// unanswered bound allows) and its answers to the peer's pushes.
+/// unanswered bound allows) and its answers to the peer's pushes. It never waits for the
+/// network while answers and confirmations come in: both sides write while the other reads,
+/// and a writer blocked on a full stream that stopped taking its inbox would stop its own
+/// reader (through the answers it owes) and so the peer's writer, each side waiting for the
+/// other. The unanswered bounds keep a push stream under its flow-control window today
+/// (~5.6 MB of pushes against [`crate::peer::transport::STREAM_RECEIVE_WINDOW_BYTES`]), but the
+/// connection's window is shared with pulls, so the cycle is ruled out here instead.
 async fn write_pushes(
     connection: &quinn::Connection,
     context: &SyncContext,
@@ -202,7 +215,8 @@ async fn write_pushes(
     mut inbox: mpsc::Receiver<ToWriter>,
 ) -> Result<(), SessionError> {
     let metrics = &context.metrics.peers;
-    let mut stream: Option<quinn::SendStream> = None;
+    let mut idle_stream: Option<quinn::SendStream> = None;
+    let mut writing: Option<Writing<'_>> = None;
     let mut cursor: Option<PushCursor> = None;
     // Records may wait for confirmation from before this session: push and probe at once.
     let mut more = durable.is_some();
@@ -227,38 +241,55 @@ async fn write_pushes(
             }
             cursor = Some(records.cursor);
             more = records.more;
-        } else {
-            tokio::select! {
-                biased;
-                message = inbox.recv() => match message {
-                    Some(ToWriter::Confirmed(ack)) => {
-                        sender.handle_ack()?;
-                        let confirmed = AckCommand::PeerConfirmed { peer: node.clone(), ack };
-                        context
-                            .engine
-                            .send(Command::Ack(confirmed))
-                            .await
-                            .map_err(|_| SessionError::EngineStopped)?;
-                    }
-                    Some(ToWriter::Answer(ack)) => sender.send_ack(ack),
-                    None => return Err(SessionError::EngineStopped),
-                },
-                changed = durable_changed(&mut durable), if can_push => {
-                    changed?;
-                    more = true;
-                }
-                _ = probe_tick.tick(), if durable.is_some() => {
-                    probe = sender.unanswered() == 0;
-                }
+        }
+        if writing.is_none() {
+            if let Some(frame) = sender.poll_transmit() {
+                let mut send = match idle_stream.take() {
+                    Some(send) => send,
+                    None => connection.open_uni().await?,
+                };
+                writing = Some(Box::pin(async move {
+                    send_frame(&mut send, &frame, metrics, peer).await?;
+                    Ok(send)
+                }));
             }
         }
-        while let Some(frame) = sender.poll_transmit() {
-            let send = match &mut stream {
-                Some(send) => send,
-                None => stream.insert(connection.open_uni().await?),
-            };
-            send_frame(send, &frame, metrics, peer).await?;
+        let can_push = durable.is_some() && sender.can_push();
+        tokio::select! {
+            biased;
+            message = inbox.recv() => match message {
+                Some(ToWriter::Confirmed(ack)) => {
+                    sender.handle_ack()?;
+                    let confirmed = AckCommand::PeerConfirmed { peer: node.clone(), ack };
+                    context
+                        .engine
+                        .send(Command::Ack(confirmed))
+                        .await
+                        .map_err(|_| SessionError::EngineStopped)?;
+                }
+                Some(ToWriter::Answer(ack)) => sender.send_ack(ack)?,
+                None => return Err(SessionError::EngineStopped),
+            },
+            written = finish(&mut writing), if writing.is_some() => {
+                idle_stream = Some(written?);
+                writing = None;
+            }
+            changed = durable_changed(&mut durable), if can_push && !more => {
+                changed?;
+                more = true;
+            }
+            _ = probe_tick.tick(), if durable.is_some() => {
+                probe = sender.unanswered() == 0;
+            }
         }
+    }
+}
+
+/// The frame being written, once written (never, when none is).
+async fn finish(writing: &mut Option<Writing<'_>>) -> Result<quinn::SendStream, SessionError> {
+    match writing {
+        Some(writing) => writing.await,
+        None => std::future::pending().await,
     }
 }
 
