@@ -232,6 +232,18 @@ impl PositionIndex {
             *self = Self::from_table(table);
             return;
         }
+        self.reserve_gradually(entries, keys);
+    }
+
+    /// As [`Self::reserve`], but never all at once, even while empty: the reservation is met
+    /// by growth steps (the owner's ticks, and inserts), so no single call touches more than a
+    /// step's pages. For a reservation the owner did not ask for itself (a peer's): an empty
+    /// index of 500 million IDs would otherwise take seconds to touch in one go.
+    pub(crate) fn reserve_gradually(&mut self, entries: usize, keys: &impl Keys) {
+        let groups = PositionTable::groups_for(entries);
+        if PositionTable::capacity_of(groups) <= self.capacity() {
+            return;
+        }
         // A table being prepared is kept: dropping it could leave too little room to prepare
         // another before the table in use fills. The reservation is met by the growths after.
         self.wanted_groups = groups;

@@ -151,6 +151,12 @@ impl RecordStore {
         self.index.reserve(vote_ids, &keys);
     }
 
+    /// As [`Self::reserve`], a growth step at a time even while it holds no ID.
+    pub(crate) fn reserve_gradually(&mut self, vote_ids: usize) {
+        let keys = StoredKeys::of(&self.chunks, &self.hasher);
+        self.index.reserve_gradually(vote_ids, &keys);
+    }
+
     /// Puts `index` in place of this store's index if that holds no ID yet and `index` is
     /// larger; otherwise hands it back unchanged.
     pub(crate) fn install_index(&mut self, index: ReservedIndex) -> Result<(), ReservedIndex> {

@@ -474,6 +474,39 @@ impl Replica {
         Ok(())
     }
 
+    /// As [`Self::reserve_vote_ids`], but met by growth steps (this replica's
+    /// [`Self::advance_index_growth_while`] and its inserts) even while the index is empty,
+    /// so that no call touches more than a step's memory: for a reservation a peer relayed,
+    /// which arrives while votes are being answered.
+    pub fn reserve_vote_ids_gradually(
+        &mut self,
+        poll: &PollId,
+        vote_ids: usize,
+    ) -> Result<(), PollError> {
+        let replica = self
+            .polls
+            .get_mut(poll)
+            .ok_or_else(|| PollError::UnknownPoll(poll.clone()))?;
+        replica
+            .state
+            .reserve_vote_ids_gradually(vote_ids.min(RESERVED_VOTE_IDS_MAX));
+        Ok(())
+    }
+
+    /// Raises `poll`'s reservation as relayed to peers ([`PollState::reserved_vote_ids`])
+    /// without sizing its index: for a reservation this replica's owner declines (past its
+    /// memory budget) but must not be asked to take again.
+    pub fn note_reservation(&mut self, poll: &PollId, vote_ids: usize) -> Result<(), PollError> {
+        let replica = self
+            .polls
+            .get_mut(poll)
+            .ok_or_else(|| PollError::UnknownPoll(poll.clone()))?;
+        replica
+            .state
+            .note_reservation(vote_ids.min(RESERVED_VOTE_IDS_MAX));
+        Ok(())
+    }
+
     /// Runs up to `steps` growth steps of every growing dedupe index (see
     /// [`PollState::advance_index_growth`]); returns whether any still grows. The node's engine
     /// calls it on its tick, so an index that stops taking IDs mid-growth still finishes.

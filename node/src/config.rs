@@ -725,6 +725,25 @@ fn limiter<K: std::hash::Hash + Eq + Copy>(
     }
 }
 
+/// Most vote IDs the dedupe indexes of all of a node's polls may be sized for, counting every
+/// other poll at its index's current capacity and the asked poll at its `expected_votes`: two
+/// of the largest reservations (an index costs ~5 bytes a slot, so ~11 GB at the bound). A
+/// reservation past it is refused with 409 (it depends on the node's state, not on the
+/// request alone) instead of taking the node's memory.
+pub const RESERVED_VOTE_IDS_TOTAL_MAX: u64 = 2 * RESERVED_VOTE_IDS_MAX as u64;
+
+/// `Err(why)` if reserving `votes` beside `others` already sized goes past the budget.
+pub fn within_reservation_budget(others: u64, votes: u64) -> Result<(), String> {
+    if others.saturating_add(votes) > RESERVED_VOTE_IDS_TOTAL_MAX {
+        return Err(format!(
+            "expected_votes {votes} would size this node's dedupe indexes for over \
+             {RESERVED_VOTE_IDS_TOTAL_MAX} vote IDs in all (its other polls take {others}); \
+             nothing was created"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a poll's `expected_votes` (from the config file or the admin API): 1 to
 /// [`RESERVED_VOTE_IDS_MAX`].
 pub fn check_expected_votes(votes: u64) -> Result<(), String> {
@@ -958,5 +977,16 @@ mod tests {
         let config: Config = toml::from_str(text).unwrap();
         let others: Vec<&str> = config.other_peers().map(|p| p.id.as_str()).collect();
         assert_eq!(others, ["tally-0"]);
+    }
+
+    #[test]
+    fn a_reservation_past_the_nodes_budget_is_refused() {
+        // Goal: the sum of every index's size is bounded. Method: the boundary either side.
+        let max = RESERVED_VOTE_IDS_TOTAL_MAX;
+        assert!(within_reservation_budget(0, 500_000_000).is_ok());
+        assert!(within_reservation_budget(max - 30_000_000, 30_000_000).is_ok());
+        let refused = within_reservation_budget(max - 29_999_999, 30_000_000).unwrap_err();
+        assert!(refused.contains("expected_votes 30000000"), "{refused}");
+        assert!(within_reservation_budget(u64::MAX, 1).is_err());
     }
 }

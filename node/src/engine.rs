@@ -23,6 +23,7 @@ mod failure;
 pub use failure::LOG_FAILED_HAND_OVER_MAX;
 
 use crate::Clock;
+use crate::config::within_reservation_budget;
 use crate::disputes::Disputes;
 use crate::health::{Health, Hold};
 use crate::metrics::Metrics;
@@ -745,7 +746,11 @@ impl Engine {
             shared,
             declarations_changed,
             refused,
+            reservations,
         } = applied;
+        for (poll, vote_ids) in reservations {
+            self.take_peer_reservation(&poll, vote_ids);
+        }
         for poll in polls_changed {
             self.polls_changed = true;
             if let Some(spec) = self.replica.poll_spec(&poll) {
@@ -844,6 +849,47 @@ impl Engine {
         if !grew.unwrap_or(false) {
             return;
         }
+        self.unlogged_entries.push(WalEntry::Reserve {
+            poll: poll.clone(),
+            vote_ids,
+        });
+    }
+
+    /// A peer's reservation of `poll`, larger than this node's own (issue 25: one admin call
+    /// prepares the whole cluster): taken gradually, by the index's growth steps on ticks and
+    /// inserts rather than all at once on the engine, and logged so a restart reserves it
+    /// again (replay reserves at once, before any vote waits). One that would size this
+    /// node's indexes past [`crate::config::RESERVED_VOTE_IDS_TOTAL_MAX`] is noted in memory (so it is not
+    /// taken up again every round, and is still relayed) but neither taken nor logged: the
+    /// index grows as it fills.
+    fn take_peer_reservation(&mut self, poll: &PollId, vote_ids: u64) {
+        let others: u64 = self
+            .replica
+            .poll_specs()
+            .filter(|spec| spec.id() != poll)
+            .filter_map(|spec| self.replica.state(spec.id()))
+            .map(|state| state.vote_id_capacity() as u64)
+            .sum();
+        let wanted = usize::try_from(vote_ids).unwrap_or(usize::MAX);
+        let before = self.replica.state(poll).map(|s| s.vote_id_capacity());
+        if let Err(why) = within_reservation_budget(others, vote_ids) {
+            tracing::warn!(%poll, vote_ids, "a peer's index reservation is not taken: {why}");
+            let _ = self.replica.note_reservation(poll, wanted);
+            return;
+        }
+        if self
+            .replica
+            .reserve_vote_ids_gradually(poll, wanted)
+            .is_err()
+        {
+            return;
+        }
+        tracing::info!(
+            %poll,
+            vote_ids,
+            capacity_before = before,
+            "dedupe index reservation taken from a peer"
+        );
         self.unlogged_entries.push(WalEntry::Reserve {
             poll: poll.clone(),
             vote_ids,

@@ -15,7 +15,10 @@ use super::body::TimelyBody;
 use super::integral::WholeNumber;
 use super::votes::{ask, require_content_type};
 use super::{ApiError, AppState, ErrorBody, SharedState};
-use crate::config::{ADMIN_BODY_BYTES_MAX, check_duration_seconds, check_expected_votes};
+use crate::config::{
+    ADMIN_BODY_BYTES_MAX, RESERVED_VOTE_IDS_TOTAL_MAX, check_duration_seconds,
+    check_expected_votes, within_reservation_budget,
+};
 use crate::engine::Command;
 
 // The OpenAPI text of the create route quotes this limit: change it with it.
@@ -125,13 +128,6 @@ fn ensure_ready(app: &AppState) -> Result<(), ApiError> {
     }
 }
 
-/// Most vote IDs the dedupe indexes of all of a node's polls may be sized for, counting every
-/// other poll at its index's current capacity and the asked poll at its `expected_votes`: two
-/// of the largest reservations (an index costs ~5 bytes a slot, so ~11 GB at the bound). A
-/// reservation past it is refused with 409 (it depends on the node's state, not on the
-/// request alone) instead of taking the node's memory.
-pub(crate) const RESERVED_VOTE_IDS_TOTAL_MAX: u64 = 2 * RESERVED_VOTE_IDS_MAX as u64;
-
 /// Refuses a reservation of `votes` for `poll` that would size the node's indexes past
 /// [`RESERVED_VOTE_IDS_TOTAL_MAX`] (as the latest results snapshot shows them).
 fn check_reservation_budget(app: &AppState, poll: &PollId, votes: u64) -> Result<(), ApiError> {
@@ -144,34 +140,6 @@ fn check_reservation_budget(app: &AppState, poll: &PollId, votes: u64) -> Result
         .map(|(_, snapshot)| snapshot.vote_id_capacity as u64)
         .sum();
     within_reservation_budget(others, votes).map_err(ApiError::Conflict)
-}
-
-/// `Err(why)` if reserving `votes` beside `others` already sized goes past the budget.
-fn within_reservation_budget(others: u64, votes: u64) -> Result<(), String> {
-    if others.saturating_add(votes) > RESERVED_VOTE_IDS_TOTAL_MAX {
-        return Err(format!(
-            "expected_votes {votes} would size this node's dedupe indexes for over \
-             {RESERVED_VOTE_IDS_TOTAL_MAX} vote IDs in all (its other polls take {others}); \
-             nothing was created"
-        ));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_reservation_past_the_nodes_budget_is_refused() {
-        // Goal: the sum of every index's size is bounded. Method: the boundary either side.
-        let max = RESERVED_VOTE_IDS_TOTAL_MAX;
-        assert!(within_reservation_budget(0, 500_000_000).is_ok());
-        assert!(within_reservation_budget(max - 30_000_000, 30_000_000).is_ok());
-        let refused = within_reservation_budget(max - 29_999_999, 30_000_000).unwrap_err();
-        assert!(refused.contains("expected_votes 30000000"), "{refused}");
-        assert!(within_reservation_budget(u64::MAX, 1).is_err());
-    }
 }
 
 /// Create a poll.
