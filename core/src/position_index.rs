@@ -673,6 +673,40 @@ mod tests {
     }
 
     #[test]
+    fn a_gradual_reservation_of_an_empty_index_touches_one_step_of_pages_per_call() {
+        // Goal: a peer's reservation (issue 25 part 2) of an empty index is promised at once
+        // but paid a step at a time: no call touches more than a step's pages, and the
+        // advance calls end with a touched table of that size that takes keys. Method: read
+        // the table's untouched bytes around each call.
+        let mut harness = Harness::default();
+        let mut index = std::mem::take(&mut harness.index);
+        index.reserve_gradually(1_000_000, &harness);
+        harness.index = index;
+        assert!(harness.index.capacity() >= 1_000_000, "promised at once");
+        let touched = |t: &PositionTable| {
+            PositionTable::pages_of(t.groups()) * PAGE_BYTES - t.bytes_to_prefault()
+        };
+        let next = harness.index.next.as_ref().map_or(0, touched);
+        assert!(next + touched(&harness.index.table) <= 2 * INDEX_GROWTH_STEP_PREFAULT_BYTES);
+        let mut steps = 0;
+        while harness.advance(1) {
+            steps += 1;
+            assert!(steps < 1_000_000, "never finished");
+        }
+        let pages = PositionTable::pages_of(PositionTable::groups_for(1_000_000));
+        assert!(
+            steps >= pages * PAGE_BYTES / INDEX_GROWTH_STEP_PREFAULT_BYTES,
+            "{steps} steps"
+        );
+        assert!(harness.index.table.capacity() >= 1_000_000);
+        assert_eq!(harness.index.table.bytes_to_prefault(), 0);
+        for key in 0..1_000 {
+            harness.add(key, false);
+        }
+        assert!((0..1_000).all(|k| harness.find(k).is_some()));
+    }
+
+    #[test]
     fn a_reservation_made_as_the_index_fills_never_puts_an_untouched_table_in_use() {
         // Goal: a regression. A big reservation of a nearly full index used to drop the table
         // being prepared and prepare one of the reserved size, which the inserts overtook:
@@ -723,6 +757,8 @@ mod tests {
         Lookup(u64),
         Advance(usize),
         Reserve(usize),
+        /// A reservation met only by growth steps (a peer's), even while empty.
+        ReserveGradually(usize),
     }
 
     fn operations() -> impl Strategy<Value = Vec<Operation>> {
@@ -731,6 +767,7 @@ mod tests {
             4 => (0u64..2_200).prop_map(Operation::Lookup),
             1 => (0usize..40).prop_map(Operation::Advance),
             1 => (0usize..3_000).prop_map(Operation::Reserve),
+            1 => (0usize..3_000).prop_map(Operation::ReserveGradually),
         ];
         prop::collection::vec(operation, 0..1_500)
     }
@@ -767,6 +804,13 @@ mod tests {
                     Operation::Reserve(entries) => {
                         let before = harness.index.capacity();
                         harness.reserve(entries);
+                        prop_assert!(harness.index.capacity() >= before.max(entries));
+                    }
+                    Operation::ReserveGradually(entries) => {
+                        let before = harness.index.capacity();
+                        let mut index = std::mem::take(&mut harness.index);
+                        index.reserve_gradually(entries, &harness);
+                        harness.index = index;
                         prop_assert!(harness.index.capacity() >= before.max(entries));
                     }
                 }
