@@ -71,9 +71,10 @@ pub struct CreatePoll {
     #[schema(value_type = Option<u64>, minimum = 1, maximum = 2_678_400)]
     pub duration_seconds: Option<WholeNumber>,
     /// Size the poll's dedupe index for this many distinct vote IDs now (1 to 500,000,000;
-    /// ~11 bytes each), so it does not stop to grow while votes wait. Optional; as
-    /// `expected_votes` in the config file, and kept across restarts. Asked of a poll that
-    /// exists, it enlarges that poll's index (one pause that rehashes the IDs held).
+    /// ~5 bytes a slot), so its growth work is done before the burst. Optional; as
+    /// `expected_votes` in the config file, kept across restarts, and relayed to every peer
+    /// (the largest reservation wins). Asked of a poll that exists, it enlarges that poll's
+    /// index step by step; it never shrinks one.
     #[schema(value_type = Option<u64>, example = 30_000_000, minimum = 1, maximum = 500_000_000)]
     pub expected_votes: Option<WholeNumber>,
 }
