@@ -313,6 +313,11 @@ fn validate(message: &PeerMessage) -> Result<(), WireError> {
             Err(WireError::OutOfRange("declarations have too many entries"))
         }
         PeerMessage::Counters(state) => validate_counters(state),
+        PeerMessage::Reserve { vote_ids, .. }
+            if *vote_ids > crate::limits::RESERVED_VOTE_IDS_MAX as u64 =>
+        {
+            Err(WireError::OutOfRange("reservation past the largest index"))
+        }
         _ => Ok(()),
     }
 }
