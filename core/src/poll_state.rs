@@ -20,7 +20,7 @@ use crate::limits::{ACTORS_PER_POLL_MAX, OPTIONS_MAX, PENDING_RECORDS_MAX, RECOR
 use crate::merge::Merge;
 use crate::position_index::IndexGrowth;
 use crate::record_batch::{BatchRecord, RecordBatch};
-use crate::record_store::{ActorSlot, RecordStore, ReservedIndex};
+use crate::record_store::{ActorSlot, RecordStore, ReservedIndex, RetiredIndex};
 use crate::version_vector::VersionVector;
 use crate::vote_id::VoteId;
 
@@ -253,6 +253,11 @@ impl PollState {
         keep_going: impl FnMut() -> bool,
     ) -> bool {
         self.store.advance_index_growth(steps, keep_going)
+    }
+
+    /// The dedupe index table the last growth moved out of, if not taken yet.
+    pub(crate) fn take_retired_index(&mut self) -> Option<RetiredIndex> {
+        self.store.take_retired_index()
     }
 
     /// Whether the dedupe index has growth work left: while it does, a caller that runs

@@ -19,7 +19,7 @@ use crate::merge::Merge;
 use crate::poll::{PollSpec, PollStatus, PollWindow};
 use crate::poll_state::{Applied, ApplyError, LOOKUP_AHEAD, PollState};
 use crate::record_batch::{BatchRecord, RecordBatch};
-use crate::record_store::ReservedIndex;
+use crate::record_store::{ReservedIndex, RetiredIndex};
 use crate::version_vector::VersionVector;
 use crate::vote_id::VoteId;
 use crate::wire::{ActorCounters, CounterEntry, CounterState};
@@ -505,6 +505,17 @@ impl Replica {
             .state
             .note_reservation(vote_ids.min(RESERVED_VOTE_IDS_MAX));
         Ok(())
+    }
+
+    /// The dedupe index tables growths have moved out of since the last call (at most one
+    /// a poll). Dropping one frees its memory, which unmaps every page: ~65 ms for 320 MB of
+    /// 4 KiB pages in this VM, so an owner that answers votes drops them on another thread.
+    /// One left untaken is freed when the poll's next growth retires a table.
+    pub fn take_retired_index_tables(&mut self) -> Vec<RetiredIndex> {
+        self.polls
+            .values_mut()
+            .filter_map(|replica| replica.state.take_retired_index())
+            .collect()
     }
 
     /// Runs up to `steps` growth steps of every growing dedupe index (see

@@ -467,6 +467,9 @@ impl Engine {
             if std::mem::take(&mut self.actor_changed) {
                 io.actor.send_replace(self.replica.actor().clone());
             }
+            for table in self.replica.take_retired_index_tables() {
+                free_off_engine(table);
+            }
             if log_failure.is_none()
                 && self.in_flight_jobs.len() < WAL_JOBS_IN_FLIGHT_MAX
                 && self.submit(&io.wal_jobs).await.is_err()
@@ -1014,5 +1017,27 @@ fn ack(vote: LocalVote, incarnation: u64) -> VoteAck {
             incarnation,
         },
         LocalVote::Duplicate { .. } => VoteAck::Duplicate,
+    }
+}
+
+/// Retired index tables at least this large are freed on a thread of their own, not on the
+/// engine (smaller ones cost less to free than a thread to start).
+const RETIRED_INDEX_FREE_INLINE_BYTES_MAX: usize = 1 << 20;
+
+/// Frees a dedupe index table a growth moved out of without the engine waiting: unmapping
+/// its pages takes ~65 ms for 320 MB of 4 KiB pages in this VM (BENCHMARKS.md, issue 25),
+/// long enough to hold up every vote behind it. A short-lived thread does it; there is at
+/// most one such table per growth of a poll's index, and a poll's index of over 1 MiB grows
+/// only after hundreds of thousands of new IDs, so these threads stay few. If no thread can
+/// be started, the table is freed here (the closure, and the table with it, is dropped).
+fn free_off_engine(table: tally_core::RetiredIndex) {
+    if table.heap_bytes() <= RETIRED_INDEX_FREE_INLINE_BYTES_MAX {
+        return;
+    }
+    let freeing = std::thread::Builder::new()
+        .name("tally-index-free".into())
+        .spawn(move || drop(table));
+    if let Err(error) = freeing {
+        tracing::warn!(%error, "could not start a thread to free a grown index's old table");
     }
 }
