@@ -18,9 +18,9 @@
 //!    entries of the old table into it, rehashing each (a read of its record). Which table
 //!    holds a key follows from its home in the old table (`moving_table.rs`), so a lookup
 //!    asks one table. When the last group is moved the old table is retired: its owner
-//!    takes it ([`PositionIndex::take_retired`]) and frees it where a wait costs nothing,
-//!    since unmapping it takes ~2 ms for 320 MB on 2 MiB pages but ~65 ms on 4 KiB pages
-//!    (this VM's, with transparent huge pages on `madvise`).
+//!    takes it ([`PositionIndex::take_retired`]) and frees it where a wait costs nothing.
+//!    Unmapping 320 MB took 1–9 ms on 2 MiB pages (the node's heap, `huge_pages.rs`) and
+//!    ~65 ms on 4 KiB pages (a process without them) in this VM.
 //!
 //! One insert in [`INDEX_GROWTH_INSERTS_PER_STEP`](crate::limits::INDEX_GROWTH_INSERTS_PER_STEP)
 //! runs a step, and [`PositionIndex::advance`] runs more (the node's engine calls it on its
@@ -92,8 +92,8 @@ pub(crate) struct PositionIndex {
     /// Growth steps inserts have run since the last [`Self::advance`].
     steps_since_advance: usize,
     /// The last table moved out of, kept for the owner to free where a wait costs nothing
-    /// ([`Self::take_retired`]): freeing a table of 4 KiB pages unmaps each page, ~65 ms for
-    /// 320 MB in this VM, a stall if done between two votes. Holds at most one (an older one
+    /// ([`Self::take_retired`]): unmapping 320 MB took 1–9 ms on 2 MiB pages and ~65 ms on
+    /// 4 KiB pages in this VM, a stall if done between two votes. Holds at most one (an older one
     /// nobody took is freed here when the next retires).
     retired: Option<PositionTable>,
 }
@@ -333,8 +333,8 @@ impl PositionIndex {
             .as_mut()
             .is_some_and(|old| old.step(&mut self.table, keys));
         if moved_all {
-            // Freeing the old table unmaps its pages (~65 ms for 320 MB of 4 KiB pages
-            // here): the owner frees it elsewhere ([`Self::take_retired`]).
+            // Freeing the old table unmaps its pages (up to ~65 ms for 320 MB here): the
+            // owner frees it elsewhere ([`Self::take_retired`]).
             self.retired = self.old.take().map(|old| old.table);
         }
         if let Some(next) = &mut self.next {

@@ -272,11 +272,6 @@ pub struct Config {
     /// what is missing). The damaged files are kept aside either way. Meant for one start
     /// after an operator has decided; a node with peers never needs it.
     pub accept_log_damage: bool,
-    /// **Simulation tests only**: a deliberately broken guarantee, so `tally-sim`'s tests can
-    /// prove the checker catches it. Never read from a file or a flag.
-    #[serde(skip)]
-    #[doc(hidden)]
-    pub planted_bug: Option<PlantedBug>,
 }
 
 /// When a vote is answered `counted` (see [`Config::ack_mode`]).
@@ -339,41 +334,6 @@ pub const ACK_TIMEOUT_MS_MIN: u64 = 10;
 /// Longest `ack_timeout_ms` (votes wait this long at most for an ack peer).
 pub const ACK_TIMEOUT_MS_MAX: u64 = 60_000;
 
-/// A guarantee a node can be told to break (see [`Config::planted_bug`]): each is a real
-/// bug class the simulation's checker must find.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlantedBug {
-    /// Records from peers are not deduplicated: a vote ID already counted here is counted
-    /// again when another region's record for it arrives (no winner-rule retraction).
-    KeepDuplicates,
-    /// Votes are answered before the log holding them is fsynced.
-    AckBeforeFsync,
-    /// In `ack_mode = "replicated"`, votes are answered once an ack peer has *received*
-    /// their records, before it reports them fsynced (the ack peer answers each push at
-    /// once, not after its log job is durable).
-    AckBeforePeerFsync,
-    /// A node that starts on an empty disk reuses a fixed incarnation instead of drawing a
-    /// new one, so after losing its disk it reuses its old actor's sequence numbers; and it
-    /// refuses its own actor's records from peers instead of moving to a new incarnation (the
-    /// rescue issue 29 added would otherwise hide the reuse from the checker).
-    ReuseActorAfterDiskLoss,
-    /// The clock watch never holds (as if the node had no peers): a node whose clock steps
-    /// keeps stamping votes and proposing windows at it.
-    IgnoreClockSkew,
-    /// When a log write or fsync fails, the votes of the failed job are answered `counted`
-    /// anyway, though the log does not hold them.
-    AckAfterFailedWrite,
-    /// Recovery treats damage in the last log segment as a torn tail, as it did before
-    /// issue 29: it cuts the log at the first bad frame (deleting every valid entry after
-    /// it) and continues under the same actor, so it issues the lost seqs again.
-    TruncateDamagedLog,
-    /// Records and counters of a poll are exchanged with peers that define it otherwise, by
-    /// option index: a region whose options are in another order counts the other regions'
-    /// votes under the wrong names (issue 31).
-    MergeAcrossDefinitions,
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -421,7 +381,6 @@ impl Default for Config {
             vote_token_hmac_key: String::new(),
             vote_token_ed25519_public_key: String::new(),
             accept_log_damage: false,
-            planted_bug: None,
         }
     }
 }

@@ -363,14 +363,14 @@ impl Engine {
     /// **A planted bug, for the simulation's checker tests only**: when the log reports a
     /// failed write or fsync, answers the failed job's votes `counted` anyway (as if the
     /// failure did not matter), so the node acknowledges votes its log does not hold. Set
-    /// through [`crate::config::PlantedBug::AckAfterFailedWrite`].
+    /// through [`crate::planted::PlantedBug::AckAfterFailedWrite`].
     #[doc(hidden)]
     pub fn plant_bug_ack_after_failed_write(&mut self) {
         self.ack_after_failed_write = true;
     }
 
     /// **Part of a planted bug, for the simulation's checker tests only**
-    /// ([`crate::config::PlantedBug::ReuseActorAfterDiskLoss`]): a node that meets records of
+    /// ([`crate::planted::PlantedBug::ReuseActorAfterDiskLoss`]): a node that meets records of
     /// its own actor at a peer refuses them and goes on issuing that actor's seqs, as nodes
     /// did before issue 29, so the reused actor is not rescued and the checker must see it.
     #[doc(hidden)]
@@ -380,7 +380,7 @@ impl Engine {
 
     /// **A planted bug, for the simulation's checker tests only**: answers votes as soon as
     /// they are accepted, before the log holding them is fsynced, so a crash loses votes that
-    /// were acknowledged. Set through [`crate::config::PlantedBug::AckBeforeFsync`].
+    /// were acknowledged. Set through [`crate::planted::PlantedBug::AckBeforeFsync`].
     #[doc(hidden)]
     pub fn plant_bug_ack_before_fsync(&mut self) {
         self.ack_before_fsync = true;
@@ -1025,8 +1025,9 @@ fn ack(vote: LocalVote, incarnation: u64) -> VoteAck {
 const RETIRED_INDEX_FREE_INLINE_BYTES_MAX: usize = 1 << 20;
 
 /// Frees a dedupe index table a growth moved out of without the engine waiting: unmapping
-/// its pages takes ~65 ms for 320 MB of 4 KiB pages in this VM (BENCHMARKS.md, issue 25),
-/// long enough to hold up every vote behind it. A short-lived thread does it; there is at
+/// 320 MB took 1–9 ms on the node's 2 MiB pages and ~65 ms on 4 KiB pages (a node run with
+/// `TALLY_HUGE_PAGES=0`, or a glibc without the tunable) in this VM, against the engine's 2 ms
+/// growth budget per tick. A short-lived thread does it; there is at
 /// most one such table per growth of a poll's index, and a poll's index of over 1 MiB grows
 /// only after hundreds of thousands of new IDs, so these threads stay few. If no thread can
 /// be started, the table is freed here (the closure, and the table with it, is dropped).

@@ -5,7 +5,7 @@
 //! `SIM_CLUSTER_SEEDS=N` runs more seeds in the range test (default 12, sized for CI: each
 //! seed simulates a minute of five regions in a few seconds of the test build).
 
-use tally_node::config::PlantedBug;
+use tally_node::planted::PlantedBug;
 use tally_sim::cluster::{Checked, ClusterConfig, FaultKind, run_cluster};
 
 /// Votes per seed in these tests (the full scenario is 30 million: see BENCHMARKS.md).
