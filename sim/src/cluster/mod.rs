@@ -337,6 +337,7 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
             lock(&spec.shared).corrupted(spec.index, &damage);
         }
     }
+    let fsync = WalExecutor::PausingTask(Arc::new(disk.clone()));
     let storage = FaultyStorage::new(disk, slot.disk_faults.clone());
     let listener =
         net::SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", http::HTTP_PORT)).await?);
@@ -354,7 +355,7 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
             .wrapping_add((spec.index as u64) << 32 | u64::from(start)),
         shutdown: std::future::pending::<()>(),
-        wal_executor: WalExecutor::Task,
+        wal_executor: fsync,
         peer_socket: Some(PeerSocket::Abstract(Arc::new(net::SimUdp::new(socket)))),
         ops_listener: None,
         planted_bug: spec.planted_bug,
