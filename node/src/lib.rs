@@ -229,7 +229,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
         "recovered"
     );
     let board = PeerBoard::default();
-    let initial = ResultsSnapshot::capture(&recovered.replica, clock.now(), &Default::default());
+    let initial = ResultsSnapshot::first(&recovered.replica, clock.now(), &Default::default());
     let (results_tx, results_rx) = watch::channel(Arc::new(initial));
     let (command_tx, command_rx) = mpsc::channel(config.engine_queue_max);
     let (close_commands, close_commands_rx) = watch::channel(false);

@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use tally_core::limits::RESERVED_VOTE_IDS_MAX;
 use tally_core::{OptionName, PollId, PollSpec, PollWindow, ReservedIndex};
@@ -338,21 +339,29 @@ pub(super) async fn close_poll(
     get,
     path = "/v1/polls",
     tag = "results",
-    responses((status = 200, description = "Every poll, by name", body = Vec<PollSummary>)),
+    responses(
+        (status = 200, description = "Every poll, by name; `ETag` and `Cache-Control` \
+            (`max-age=1`) let caches hold it", body = Vec<PollSummary>,
+            headers(("ETag" = String, description = "Strong tag of these bytes"),
+                ("Cache-Control" = String, description = "How long caches may serve them"))),
+        (status = 304, description = "`If-None-Match` names the current `ETag`: no body"),
+    ),
 )]
-pub(super) async fn list_polls(State(app): State<SharedState>) -> Json<Vec<PollSummary>> {
+pub(super) async fn list_polls(State(app): State<SharedState>, headers: HeaderMap) -> Response {
     let snapshot = app.results.borrow().clone();
-    Json(
-        snapshot
-            .polls
-            .values()
-            .map(|poll| PollSummary {
-                id: poll.results.poll.clone(),
-                options: poll.option_names.clone(),
-                status: poll.results.status.clone(),
-                opens_at_ms: poll.window.opens_at.map(|t| t.0),
-                closes_at_ms: poll.window.closes_at.map(|t| t.0),
-            })
-            .collect(),
-    )
+    let polls: Vec<PollSummary> = snapshot
+        .polls
+        .values()
+        .map(|poll| PollSummary {
+            id: poll.results.poll.clone(),
+            options: poll.option_names.clone(),
+            status: poll.results.status.clone(),
+            opens_at_ms: poll.window.opens_at.map(|t| t.0),
+            closes_at_ms: poll.window.closes_at.map(|t| t.0),
+        })
+        .collect();
+    // Names, options and times: serializing cannot fail.
+    let body = serde_json::to_vec(&polls).unwrap_or_default();
+    let etag = crate::results::etag_of(&body);
+    super::caching::json(&headers, &etag, super::caching::CACHE_OPEN, body.into())
 }
