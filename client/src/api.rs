@@ -225,8 +225,9 @@ pub struct PollResults {
     /// All net votes.
     pub total: i64,
     /// When these figures were captured, in Unix milliseconds: a node serves the same
-    /// results (and `peers` and `clock_offsets_ms` with them) until its votes, status or
-    /// window change, so this is the time of the last change it saw.
+    /// results (ages and `clock_offsets_ms` included) until its votes, status, window, the
+    /// records included or a peer's connection change, so this is the time of the last
+    /// change it saw.
     pub as_of_ms: u64,
     /// The split up to and including this poll second, if the reader asked for one.
     pub at_second: Option<u32>,

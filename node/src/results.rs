@@ -43,10 +43,11 @@ pub struct PollSnapshot {
     pub vote_id_capacity: usize,
     /// Where the dedupe index's growth stands, while it grows (for `/metrics` and the log).
     pub vote_id_growth: Option<IndexGrowth>,
-    /// Bumped whenever the votes, status or window change (not on staleness alone): SSE
-    /// subscribers send `sse_frame` when it differs from the one they sent last. While it
-    /// stands, `results` (with its `as_of_ms`, peers and clock offsets), its encodings and
-    /// the history stay as they were when it was bumped.
+    /// Bumped whenever the votes, status, window, the records included or a peer's
+    /// connection change (not on ages or clock estimates alone): SSE subscribers send
+    /// `sse_frame` when it differs from the one they sent last. While it stands, `results`
+    /// (with its `as_of_ms`, ages and clock offsets), its encodings and the history stay as
+    /// they were when it was bumped.
     pub version: u64,
 }
 
@@ -127,6 +128,22 @@ fn encode_results(results: &PollResults) -> Option<(Bytes, Bytes)> {
     Some((Bytes::from(frame), Bytes::from(json)))
 }
 
+/// Whether two captures include the same records of the same actors and see the same peers
+/// connected (ages and clock estimates aside).
+fn same_links(a: &PollResults, b: &PollResults) -> bool {
+    fn included(i: &ActorIncluded) -> (&str, u64, Option<bool>) {
+        (&i.actor, i.records, i.connected)
+    }
+    fn peer(p: &PeerSeen) -> (&str, bool, bool) {
+        (&p.node, p.listed, p.connected)
+    }
+    a.includes
+        .iter()
+        .map(included)
+        .eq(b.includes.iter().map(included))
+        && a.peers.iter().map(peer).eq(b.peers.iter().map(peer))
+}
+
 fn status_name(status: PollStatus) -> &'static str {
     match status {
         PollStatus::NotOpen => "not_open",
@@ -147,11 +164,15 @@ impl ResultsSnapshot {
     ) -> Self {
         let mut next = Self::capture(replica, now, peers);
         for (poll, snapshot) in next.polls.iter_mut() {
+            // What a reader acts on: the split, the status, a dispute, whose records are
+            // included and which peers are connected; not the ages and clock estimates that
+            // move every tick (they are as of the change, `as_of_ms`).
             let votes_alike = |a: &PollResults, b: &PollResults| {
                 a.options == b.options
                     && a.total == b.total
                     && a.status == b.status
                     && a.dispute == b.dispute
+                    && same_links(a, b)
             };
             let old = previous.polls.get(poll);
             let fresh = Arc::make_mut(snapshot);
