@@ -191,6 +191,12 @@ impl PollState {
         Some(self.store.record_at(position).option)
     }
 
+    /// The actor and seq of `vote_id`'s winning record, if any record for it is held.
+    pub fn winner_record(&self, vote_id: VoteId) -> Option<(&ActorId, Seq)> {
+        let record = self.store.record_at(self.store.winner_position(vote_id)?);
+        Some((&self.actors[record.actor as usize].id, record.seq))
+    }
+
     /// Number of distinct vote IDs held.
     pub fn distinct_vote_ids(&self) -> usize {
         self.store.distinct_vote_ids()

@@ -239,14 +239,15 @@ pub struct Config {
     /// record too, so losing this node's whole disk loses no acknowledged vote.
     pub ack_mode: AckMode,
     /// The peers whose fsync may complete a replicated ack (usually the other node of the
-    /// same region); each must be in `peers` and speak peer protocol 3 or newer.
+    /// same region); each must be in `peers` and speak peer protocol 3 or newer. An entry
+    /// naming this node itself is skipped, so one list serves every node of a region.
     pub ack_peers: Vec<String>,
     /// How long a replicated ack waits for an ack peer once this node's fsync is done, in
     /// milliseconds; then `ack_fallback` decides.
     pub ack_timeout_ms: u64,
     /// What a replicated ack does when no ack peer answers in time: `refuse` (the default:
     /// 503 + `Retry-After`, nothing acknowledged) or `local` (acknowledge after the local
-    /// fsync alone, counted in `tally_ack_peer_timeouts_total{outcome="local"}`).
+    /// fsync alone, counted in `tally_ack_peer_misses_total{outcome="local"}`).
     pub ack_fallback: AckFallback,
     /// Polls to create at start-up.
     pub polls: Vec<PollConfig>,
@@ -577,11 +578,12 @@ impl Config {
             ));
         }
         for (i, peer) in self.ack_peers.iter().enumerate() {
+            if self.ack_peers[..i].contains(peer) {
+                return Err(invalid("ack_peers", format!("{peer} is listed twice")));
+            }
             if peer == &self.node_id {
-                return Err(invalid(
-                    "ack_peers",
-                    format!("{peer} is this node: an ack peer must be another node"),
-                ));
+                // Skipped, like the peer list's own entry: one list serves a region's nodes.
+                continue;
             }
             if !self.other_peers().any(|p| &p.id == peer) {
                 return Err(invalid(
@@ -589,15 +591,12 @@ impl Config {
                     format!("{peer} is not in peers: an ack peer must be a listed peer"),
                 ));
             }
-            if self.ack_peers[..i].contains(peer) {
-                return Err(invalid("ack_peers", format!("{peer} is listed twice")));
-            }
         }
-        match (self.ack_mode, self.ack_peers.is_empty()) {
+        match (self.ack_mode, self.ack_peer_ids().is_empty()) {
             (AckMode::Replicated, true) => Err(invalid(
                 "ack_peers",
-                "ack_mode = \"replicated\" needs at least one ack peer (the other node of \
-                 the region)"
+                "ack_mode = \"replicated\" needs at least one ack peer other than this node \
+                 (the other node of the region)"
                     .into(),
             )),
             (AckMode::Replicated, false) if self.memory_only => Err(invalid(
@@ -608,10 +607,12 @@ impl Config {
         }
     }
 
-    /// The ack peers as node IDs (validated by [`Config::validate`]).
+    /// The ack peers as node IDs, without this node's own entry (validated by
+    /// [`Config::validate`]).
     pub fn ack_peer_ids(&self) -> Vec<NodeId> {
         self.ack_peers
             .iter()
+            .filter(|p| **p != self.node_id)
             .filter_map(|p| NodeId::new(p.clone()).ok())
             .collect()
     }
@@ -926,6 +927,60 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("needs a port"), "{error}");
+    }
+
+    #[test]
+    fn replicated_acks_need_another_listed_node_and_one_list_serves_a_region() {
+        // Goal: every misconfiguration of replicated acks is a clear error naming the
+        // setting, and a region's shared list (both nodes) works on each node. Method: the
+        // same file with each node ID and with each mistake.
+        let region = "peer_listen = \"127.0.0.1:9080\"\nack_mode = \"replicated\"\n\
+                      [tls]\nca = \"ca.pem\"\ncert = \"n.pem\"\nkey = \"n-key.pem\"\n\
+                      [[peers]]\nid = \"r-0\"\naddress = \"r-0.r:9080\"\n\
+                      [[peers]]\nid = \"r-1\"\naddress = \"r-1.r:9080\"\n";
+        let with = |extra: &str| {
+            let config: Config = toml::from_str(&format!("{extra}\n{region}")).unwrap();
+            config
+        };
+        for (me, other) in [("r-0", "r-1"), ("r-1", "r-0")] {
+            let config = with(&format!("node_id = {me:?}\nack_peers = [\"r-0\", \"r-1\"]"));
+            assert!(config.validate().is_ok(), "{me}");
+            assert_eq!(config.ack_peer_ids(), [NodeId::new(other).unwrap()]);
+        }
+        for (extra, setting, says) in [
+            (
+                "node_id = \"r-0\"\nack_peers = [\"r-0\"]",
+                "ack_peers",
+                "other than this node",
+            ),
+            ("node_id = \"r-0\"", "ack_peers", "at least one ack peer"),
+            (
+                "node_id = \"r-0\"\nack_peers = [\"x\"]",
+                "ack_peers",
+                "not in peers",
+            ),
+            (
+                "node_id = \"r-0\"\nack_peers = [\"r-1\", \"r-1\"]",
+                "ack_peers",
+                "twice",
+            ),
+            (
+                "node_id = \"r-0\"\nack_peers = [\"r-1\"]\nack_timeout_ms = 5",
+                "ack_timeout_ms",
+                "between",
+            ),
+            (
+                "node_id = \"r-0\"\nack_peers = [\"r-1\"]\nmemory_only = true",
+                "ack_mode",
+                "durable log",
+            ),
+        ] {
+            let error = with(extra).validate().err().unwrap().to_string();
+            assert!(
+                error.contains(setting) && error.contains(says),
+                "{extra}: {error}"
+            );
+        }
     }
 
     #[test]

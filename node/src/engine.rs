@@ -36,8 +36,8 @@ mod replication;
 
 pub use incarnation::OWN_RECORDS_FROM_PEER;
 pub use replication::{
-    AckCommand, AckSettings, OwnRecords, PEER_WAITING_VOTES_MAX, PUSH_RECORDS_PER_ASK_MAX,
-    PushCursor,
+    AckCommand, AckSettings, OwnRecords, PEER_WAITING_VOTES_MAX, PUSH_PROBE_INTERVAL,
+    PUSH_PROBES_PER_ASK_MAX, PUSH_RECORDS_PER_ASK_MAX, PushCursor,
 };
 
 /// Commands drained per wake-up before the engine looks at the log again.
@@ -241,9 +241,9 @@ impl Pending {
 
 struct Waiter {
     token: u64,
-    /// Under replicated acks, the seq of this node's actor in the reply's poll an ack peer
-    /// must confirm before it is answered (0: none).
-    need: Seq,
+    /// Under replicated acks, the records of this node's actors in the reply's poll an ack
+    /// peer must confirm before it is answered (none: nothing to wait for).
+    need: replication::Need,
     pending: Pending,
 }
 
@@ -579,13 +579,14 @@ impl Engine {
                 vote_id,
                 reply,
             } => match self.replica.accept_local(&poll, option, vote_id, now) {
-                Ok(vote) if !self.must_wait(&poll, vote) => {
-                    let _ = reply.send(Ok(VoteAck::Duplicate));
-                }
                 Ok(vote) => {
-                    let need = self.own_need(&poll, vote);
-                    let ack = ack(vote, self.replica.actor().incarnation);
-                    self.wait(Pending::Vote(reply, ack, poll), need);
+                    let need = self.own_need(&poll, vote, vote_id);
+                    if self.must_wait(&poll, vote, &need) {
+                        let ack = ack(vote, self.replica.actor().incarnation);
+                        self.wait(Pending::Vote(reply, ack, poll), need);
+                    } else {
+                        let _ = reply.send(Ok(VoteAck::Duplicate));
+                    }
                 }
                 Err(error) => {
                     let _ = reply.send(Err(error.into()));
@@ -650,23 +651,22 @@ impl Engine {
         }
     }
 
-    /// The seq of this node's actor an ack peer must confirm before `vote` is answered: its
-    /// own record's, the earlier record's it duplicates, or (a duplicate of a durable record,
-    /// under replicated acks) every own record of the poll.
-    fn own_need(&self, poll: &PollId, vote: LocalVote) -> Seq {
+    /// The record of this node an ack peer must confirm before `vote` (of `vote_id`) is
+    /// answered: its own record, the earlier record in flight it duplicates, or (a duplicate
+    /// of a durable record, under replicated acks) the winning record, if this node's.
+    fn own_need(&self, poll: &PollId, vote: LocalVote, vote_id: VoteId) -> replication::Need {
         match vote {
             LocalVote::Counted { seq, .. }
             | LocalVote::Duplicate {
                 wait_for: Some(seq),
-            } => seq,
-            LocalVote::Duplicate { wait_for: None } => self.duplicate_need(poll),
+            } => replication::Need::on(self.replica.actor().incarnation, seq),
+            LocalVote::Duplicate { wait_for: None } => self.duplicate_need(poll, vote_id),
         }
     }
 
-    /// Whether `vote`'s answer waits (for the log, or for an ack peer).
-    fn must_wait(&self, poll: &PollId, vote: LocalVote) -> bool {
-        !matches!(vote, LocalVote::Duplicate { wait_for: None })
-            || self.needs_peer(poll, self.own_need(poll, vote))
+    /// Whether `vote`'s answer waits (for the log, or for an ack peer to confirm `need`).
+    fn must_wait(&self, poll: &PollId, vote: LocalVote, need: &replication::Need) -> bool {
+        !matches!(vote, LocalVote::Duplicate { wait_for: None }) || self.needs_peer(poll, need)
     }
 
     /// The option each vote ID's winning record names in `poll` (`None`: not held).
@@ -703,14 +703,15 @@ impl Engine {
         let Some(hold) = hold else {
             return Some(command);
         };
-        if hold == Hold::AckPeerDown {
+        if let Some(cause) = self
+            .ack_peers_unavailable()
+            .filter(|_| hold == Hold::AckPeerDown)
+        {
             let votes = match &command {
                 Command::Batch { votes, .. } => votes.len() as u64,
                 _ => 1,
             };
-            self.metrics
-                .acks
-                .count_misses("refused", "disconnected", votes);
+            self.metrics.acks.count_misses("refused", cause, votes);
         }
         match command {
             Command::Vote { reply, .. } => drop(reply.send(Err(EngineError::Held(hold)))),
@@ -816,14 +817,15 @@ impl Engine {
         }
         let mut acks = Vec::with_capacity(votes.len());
         let mut must_wait = false;
-        let mut need = 0;
+        let mut need = replication::Need::default();
         let incarnation = self.replica.actor().incarnation;
-        for answer in answers {
+        for (answer, &(_, vote_id)) in answers.into_iter().zip(&votes) {
             match answer {
                 Ok(vote) => {
-                    if self.must_wait(&poll, vote) {
+                    let vote_need = self.own_need(&poll, vote, vote_id);
+                    if self.must_wait(&poll, vote, &vote_need) {
                         must_wait = true;
-                        need = need.max(self.own_need(&poll, vote));
+                        need.merge(&vote_need);
                     }
                     acks.push(BatchVoteAck::Ack(ack(vote, incarnation)));
                 }
@@ -906,12 +908,12 @@ impl Engine {
                 self.unlogged_entries.push(WalEntry::Poll(spec.clone()));
             }
         }
-        self.wait(Pending::Poll(reply, changed), 0);
+        self.wait(Pending::Poll(reply, changed), replication::Need::default());
     }
 
     /// Holds a reply until the next log job (the one that will carry its record) is durable,
-    /// and then, under replicated acks, until an ack peer confirms seq `need` of its poll.
-    fn wait(&mut self, pending: Pending, need: Seq) {
+    /// and then, under replicated acks, until an ack peer confirms the records `need` names.
+    fn wait(&mut self, pending: Pending, need: replication::Need) {
         if self.ack_before_fsync {
             answer(pending);
             return;

@@ -35,9 +35,10 @@ pub enum Hold {
     /// other polls' votes are counted) until its configuration is fixed and it restarts.
     DefinitionDisputed = 1 << 5,
     /// `ack_mode = "replicated"` with `ack_fallback = "refuse"`, and no ack peer has a push
-    /// session up (down, unreachable, or speaking peer protocol 2, which has no pushes): no
-    /// vote could be acknowledged, so new votes are refused at once (set and lifted by the
-    /// engine as ack peers' sessions come and go).
+    /// session up (down, unreachable, or speaking peer protocol 2, which has no pushes) or
+    /// the ack peers are stalled (no confirmation advanced for `ack_timeout_ms` while votes
+    /// waited): no vote could be acknowledged, so new votes are refused at once (set and
+    /// lifted by the engine as ack peers' sessions come and go and confirm).
     AckPeerDown = 1 << 6,
 }
 
@@ -99,8 +100,8 @@ impl Hold {
             Hold::AckPeerDown => {
                 "this node acknowledges a vote only once an ack peer has it on disk too \
                  (ack_mode = \"replicated\"), and no ack peer is connected (down, unreachable, \
-                 or on peer protocol 2, which cannot be an ack peer); nothing was counted: retry \
-                 at another node"
+                 or on peer protocol 2, which cannot be an ack peer) or confirms records (frozen, \
+                 its disk full); nothing was counted: retry at another node"
             }
         }
     }

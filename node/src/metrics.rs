@@ -147,12 +147,24 @@ pub struct AckMetrics {
     /// Votes whose record no ack peer confirmed, by `outcome` (`refused`: answered 503;
     /// `local`: acknowledged after the local fsync alone, `ack_fallback = "local"`) and
     /// `cause` (`timeout`: no answer within `ack_timeout_ms`; `disconnected`: no ack peer
-    /// connected).
+    /// connected; `stalled`: no ack peer's confirmation advanced for `ack_timeout_ms`).
     pub misses: Family<Labels, Counter>,
     /// This node's own durable records that no ack peer has confirmed yet.
     pub peer_lag_records: Gauge,
+    /// Votes durable here that wait for an ack peer's confirmation (at most
+    /// `engine::PEER_WAITING_VOTES_MAX`; past it new votes are shed).
+    pub waiting_votes: Gauge,
+    /// Probes pushed: a record pushed again so that an ack peer says what it now holds (a
+    /// waiting vote's record it had not confirmed, or the last record at a session's start).
+    pub probes: Counter,
     /// Ack peers with a push session up.
     pub peers_connected: Gauge,
+    /// 1 while the ack peers are stalled: a vote's deadline passed and no confirmation
+    /// advanced for `ack_timeout_ms` (votes are then refused at once, or acknowledged locally
+    /// with `ack_fallback = "local"`, until one advances or a new push session comes up).
+    pub stalled: Gauge,
+    /// Ack peers configured (`ack_peers` other than this node; 0 in `ack_mode = "local"`).
+    pub peers_configured: Gauge,
     /// Records pushed to ack peers.
     pub records_pushed: Counter,
     /// Records a peer pushed to this node, and it logged and confirmed.
@@ -161,11 +173,13 @@ pub struct AckMetrics {
 
 /// Every `outcome` and `cause` of `tally_ack_peer_misses_total` (their series exist from the
 /// start, for the alert rules).
-pub const ACK_MISS_LABELS: [(&str, &str); 4] = [
+pub const ACK_MISS_LABELS: [(&str, &str); 6] = [
     ("refused", "timeout"),
     ("refused", "disconnected"),
+    ("refused", "stalled"),
     ("local", "timeout"),
     ("local", "disconnected"),
+    ("local", "stalled"),
 ];
 
 impl AckMetrics {
@@ -191,11 +205,36 @@ impl AckMetrics {
             "Replicated acks: this node's durable records no ack peer has confirmed yet",
             peer_lag_records.clone(),
         );
+        let waiting_votes = Gauge::default();
+        registry.register(
+            "ack_waiting_votes",
+            "Replicated acks: votes durable here waiting for an ack peer's confirmation",
+            waiting_votes.clone(),
+        );
+        let probes = Counter::default();
+        registry.register(
+            "ack_probes",
+            "Replicated acks: records pushed again so an ack peer says what it holds",
+            probes.clone(),
+        );
         let peers_connected = Gauge::default();
         registry.register(
             "ack_peers_connected",
             "Replicated acks: ack peers with a push session up",
             peers_connected.clone(),
+        );
+        let stalled = Gauge::default();
+        registry.register(
+            "ack_peers_stalled",
+            "Replicated acks: 1 while no ack peer's confirmation advanced within ack_timeout_ms \
+             though votes waited",
+            stalled.clone(),
+        );
+        let peers_configured = Gauge::default();
+        registry.register(
+            "ack_peers_configured",
+            "Replicated acks: ack peers configured (0 in ack_mode = local)",
+            peers_configured.clone(),
         );
         let records_pushed = Counter::default();
         registry.register(
@@ -213,7 +252,11 @@ impl AckMetrics {
             peer_wait_seconds,
             misses,
             peer_lag_records,
+            waiting_votes,
+            probes,
             peers_connected,
+            stalled,
+            peers_configured,
             records_pushed,
             records_confirmed,
         }

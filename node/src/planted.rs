@@ -16,9 +16,8 @@ pub enum PlantedBug {
     KeepDuplicates,
     /// Votes are answered before the log holding them is fsynced.
     AckBeforeFsync,
-    /// In `ack_mode = "replicated"`, votes are answered once an ack peer has *received*
-    /// their records, before it reports them fsynced (the ack peer answers each push at
-    /// once, not after its log job is durable).
+    /// In `ack_mode = "replicated"`, votes are answered as soon as their records are handed
+    /// to the push sessions, before any ack peer reports them fsynced (or has them at all).
     AckBeforePeerFsync,
     /// A node that starts on an empty disk reuses a fixed incarnation instead of drawing a
     /// new one, so after losing its disk it reuses its old actor's sequence numbers; and it

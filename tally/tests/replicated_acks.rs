@@ -8,6 +8,9 @@
 //!   opened, and `local` acks leave the rest on `a`'s disk alone.
 //! - The ack peer unreachable or frozen: 503 by default (nothing acknowledged), `counted`
 //!   with `ack_fallback = "local"`; both counted in `tally_ack_peer_misses_total`.
+//! - A vote refused with `not_replicated` is durable on `a` alone: its retry is not answered
+//!   `duplicate` until the ack peer holds it, across a restart of `a` and across a move of `a`
+//!   to a new incarnation (a cut log tail); then it is, without any new vote (probes).
 //!
 //! Method: nodes run from config files (`kit/node.rs`); votes come from `tally load`
 //! (postcard batches of 1,000), whose JSON report says what was acknowledged.
@@ -17,6 +20,9 @@
 #[path = "kit/http.rs"]
 #[allow(dead_code)]
 mod http;
+#[path = "kit/load.rs"]
+#[allow(dead_code)]
+mod load;
 #[path = "kit/node.rs"]
 #[allow(dead_code)]
 mod node;
@@ -69,27 +75,8 @@ fn pair(dir: &Path, a_extra: &str) -> (NodeSpec, NodeSpec) {
 
 /// What `tally load` reported: votes acknowledged, and left without an answer.
 fn load(target: SocketAddr, count: u64) -> (u64, u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("report.json");
-    let output = process::tally()
-        .args(["load", "--target", &format!("http://{target}")])
-        .args(["--count", &count.to_string(), "--batch-size", "1000"])
-        .args(["--binary", "--connections", "4", "--no-progress"])
-        .args(["--check", "off", "--timeout-ms", "5000", "--seed", "26"])
-        .arg("--json-report")
-        .arg(&report)
-        .output()
-        .expect("cannot run tally load");
-    let text = std::fs::read_to_string(&report).unwrap_or_else(|_| {
-        panic!(
-            "tally load wrote no report: {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let outcome = |name: &str| json["outcomes"][name].as_u64().unwrap();
-    (outcome("counted"), outcome("unknown") + outcome("refused"))
+    let report = load::load(target, count, "off", 26);
+    (report.counted, report.unknown + report.refused)
 }
 
 fn total(address: SocketAddr) -> u64 {
@@ -179,7 +166,8 @@ fn an_unreachable_ack_peer_refuses_votes_by_default_and_acknowledges_locally_wit
     // Goal: when no ack peer can confirm, the default refuses (503 + Retry-After, nothing
     // acknowledged, the node not ready and saying why) and `ack_fallback = "local"`
     // acknowledges; both show in the metrics. Method: a's ack peer b is never started; then
-    // (default) b runs but is frozen with SIGSTOP, so pushes go unanswered past the deadline.
+    // (default) b runs but is frozen with SIGSTOP, so pushes go unanswered past the deadline,
+    // and then the next vote is refused at once (the ack peer is stalled).
     let dir = tempfile::tempdir().unwrap();
     let replicated = "ack_mode = \"replicated\"\nack_peers = [\"b\"]\nack_timeout_ms = 200\n";
 
@@ -214,13 +202,29 @@ fn an_unreachable_ack_peer_refuses_votes_by_default_and_acknowledges_locally_wit
     };
     stop("-STOP");
     let (status, body) = vote(a.http, "00000000-0000-4000-8000-000000000003");
-    stop("-CONT");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("retry with the same vote ID"), "{body}");
+    // No confirmation advanced within the deadline: the ack peer is stalled, and the next
+    // vote is refused at once instead of waiting out the deadline too.
+    let started = Instant::now();
+    let (status, body) = vote(a.http, "00000000-0000-4000-8000-000000000004");
+    let waited = started.elapsed();
+    stop("-CONT");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("ack peer"), "{body}");
+    assert!(
+        waited < Duration::from_millis(200),
+        "refused after {waited:?}"
+    );
     let text = metrics(a.http);
     let timeout = r#"{outcome="refused",cause="timeout"}"#;
     assert!(
         metric(&text, "tally_ack_peer_misses_total", timeout) >= 1.0,
+        "{text}"
+    );
+    let stalled = r#"{outcome="refused",cause="stalled"}"#;
+    assert!(
+        metric(&text, "tally_ack_peer_misses_total", stalled) >= 1.0,
         "{text}"
     );
     // The retry, once b answers again, is safe: answered once, as a duplicate.
@@ -240,7 +244,7 @@ fn an_unreachable_ack_peer_refuses_votes_by_default_and_acknowledges_locally_wit
     let fallback = format!("{replicated}ack_fallback = \"local\"\n");
     let (a, _b) = pair(&dir.path().join("fallback"), &fallback);
     let mut node_a = a.spawn();
-    let (status, body) = vote(a.http, "00000000-0000-4000-8000-000000000004");
+    let (status, body) = vote(a.http, "00000000-0000-4000-8000-000000000005");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("counted"), "{body}");
     let text = metrics(a.http);
@@ -251,4 +255,80 @@ fn an_unreachable_ack_peer_refuses_votes_by_default_and_acknowledges_locally_wit
         "{text}"
     );
     node_a.kill();
+}
+
+/// `a`'s log segment, with `junk` appended (a torn last frame: the next start cuts it off and
+/// begins a new incarnation).
+fn append_to_log(a: &NodeSpec, junk: &[u8]) {
+    use std::io::Write;
+    let segment = a.data_dir().join("wal-00000000000000000001.log");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .unwrap();
+    file.write_all(junk).unwrap();
+}
+
+#[test]
+fn a_refused_vote_is_acknowledged_only_once_an_ack_peer_holds_it_across_restarts() {
+    // Goal: nothing counts as replicated that no ack peer confirmed to this process: the
+    // retry of a vote refused with not_replicated (durable on a alone) is refused again after
+    // a restarts, and after a restarts as a new incarnation, while b lacks the vote; once b
+    // holds it, the retry is answered `duplicate` with no other vote sent (probes).
+    // Method: b starts with a disk reserve larger than its disk (the disk_low hold: it takes
+    // no pushed or pulled records, and answers pushes "nothing durable"); one vote to a;
+    // SIGKILL and restart a on its data, then again with junk appended to its log; then b
+    // restarts without the reserve.
+    let dir = tempfile::tempdir().unwrap();
+    let replicated = "ack_mode = \"replicated\"\nack_peers = [\"b\"]\nack_timeout_ms = 300\n";
+    let (a, b) = pair(dir.path(), replicated);
+    let mut b_full = b.clone();
+    b_full.extra += "disk_reserve_bytes = 1099511627776\n";
+    let mut node_b = b_full.spawn();
+    let mut node_a = a.spawn();
+    node_a.wait_ready(Instant::now() + WAIT);
+    let id = "00000000-0000-4000-8000-000000000006";
+    let (status, body) = vote(a.http, id);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not_replicated"), "{body}");
+
+    node_a.kill();
+    let mut node_a = a.spawn();
+    node_a.wait_ready(Instant::now() + WAIT);
+    let (status, body) = vote(a.http, id);
+    assert_eq!(
+        status, 503,
+        "after a restart, a acknowledged a vote only its own disk holds: {body}"
+    );
+
+    node_a.kill();
+    append_to_log(&a, &[0xAB; 7]);
+    let mut node_a = a.spawn();
+    node_a.wait_ready(Instant::now() + WAIT);
+    assert!(node_a.log().contains("log_tail_cut"), "{}", node_a.log());
+    let (status, body) = vote(a.http, id);
+    assert_eq!(
+        status, 503,
+        "as a new incarnation, a acknowledged a vote only its own disk holds: {body}"
+    );
+    assert_eq!(total(b.http), 0, "b took records under its disk_low hold");
+
+    node_b.kill();
+    let mut node_b = b.spawn();
+    node_b.wait_ready(Instant::now() + WAIT);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = vote(a.http, id);
+        if status == 200 {
+            assert!(body.contains("duplicate"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the retry kept failing: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(total(b.http), 1);
+    let text = metrics(a.http);
+    assert!(metric(&text, "tally_ack_probes_total", "") >= 1.0, "{text}");
+    node_a.kill();
+    node_b.kill();
 }

@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use serde::Deserialize;
 
 use super::check::Outcome;
-use tally_client::api::{BatchResponse, BinaryBatch, BinaryVote};
+use tally_client::api::{BatchResponse, BinaryBatch, BinaryVote, ErrorBody, ErrorCode};
 
 /// Vote IDs waiting to be retried, per node; the oldest is dropped when a pool is full.
 pub(super) const RETRY_POOL_IDS_MAX: usize = 65_536;
@@ -204,8 +204,10 @@ fn outcome_of(status: &str) -> Option<Outcome> {
 }
 
 /// Maps a response to per-vote outcomes. A non-200 status refuses every vote (the API
-/// counts none of a refused request); a 200 the client cannot read leaves them unknown.
-/// `postcard`: the body is a postcard batch answer (the response said so).
+/// counts none of a refused request), except 503 `not_replicated` (replicated acks: the
+/// votes are durable on the node but not acknowledged, so they may be counted: unknown); a
+/// 200 the client cannot read leaves them unknown. `postcard`: the body is a postcard batch
+/// answer (the response said so).
 pub(super) fn read_answer(
     status: StatusCode,
     postcard: bool,
@@ -216,8 +218,13 @@ pub(super) fn read_answer(
     let mut errors = Vec::new();
     if status != StatusCode::OK {
         errors.push(status.as_u16().to_string());
+        let outcome = if not_replicated(body) {
+            Outcome::Unknown
+        } else {
+            Outcome::Refused
+        };
         return Answer {
-            outcomes: vec![Outcome::Refused; votes],
+            outcomes: vec![outcome; votes],
             errors,
         };
     }
@@ -254,6 +261,11 @@ pub(super) fn read_answer(
         })
         .collect();
     Answer { outcomes, errors }
+}
+
+/// Whether an error body is replicated acks' `not_replicated`.
+fn not_replicated(body: &[u8]) -> bool {
+    serde_json::from_slice::<ErrorBody>(body).is_ok_and(|b| b.error == ErrorCode::NotReplicated)
 }
 
 #[cfg(test)]
@@ -327,6 +339,11 @@ mod tests {
         let shed = read_answer(StatusCode::SERVICE_UNAVAILABLE, false, b"{}", 2, true);
         assert_eq!(shed.outcomes, vec![Outcome::Refused; 2]);
         assert_eq!(shed.errors, vec!["503".to_owned()]);
+        // Replicated acks' 503: durable on the node, not acknowledged, maybe counted.
+        let body = br#"{"error":"not_replicated","message":"no ack peer confirmed"}"#;
+        let unconfirmed = read_answer(StatusCode::SERVICE_UNAVAILABLE, false, body, 2, true);
+        assert_eq!(unconfirmed.outcomes, vec![Outcome::Unknown; 2]);
+        assert_eq!(unconfirmed.errors, vec!["503".to_owned()]);
         let garbled = read_answer(StatusCode::OK, false, b"nope", 1, false);
         assert_eq!(garbled.outcomes, vec![Outcome::Unknown]);
     }

@@ -7,7 +7,10 @@
 //! the session; a push carries at most [`crate::engine::PUSH_RECORDS_PER_ASK_MAX`] records,
 //! everything made durable meanwhile, so one round trip covers a whole group commit), and
 //! its answers to the peer's pushes, each sent once the engine has logged and fsynced the
-//! pushed records. Three tasks share the session: one reads the peer's push stream and hands
+//! pushed records. A session with an ack peer also asks for probes when it starts and then
+//! every [`PUSH_PROBE_INTERVAL`] while none of its pushes is unanswered: records pushed
+//! again so that the peer says what it now holds, for replies that wait for records it has
+//! not confirmed (see `engine::replication`). Three tasks share the session: one reads the peer's push stream and hands
 //! pushes to the engine (at most [`PUSHES_UNANSWERED_MAX`] unanswered: then it stops reading,
 //! and QUIC's flow control holds the peer), one awaits the engine's answers in order, and one
 //! writes this side's stream. A session with an ack peer tells the engine when it comes up
@@ -21,7 +24,7 @@ use tally_core::{NodeId, PollId};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{SessionError, SyncContext, ask, next_frame, send_frame};
-use crate::engine::{AckCommand, Command, EngineError, PushCursor};
+use crate::engine::{AckCommand, Command, EngineError, PUSH_PROBE_INTERVAL, PushCursor};
 
 /// What `ack_mode = "replicated"` gives the sessions.
 #[derive(Debug, Clone)]
@@ -201,14 +204,22 @@ async fn write_pushes(
     let metrics = &context.metrics.peers;
     let mut stream: Option<quinn::SendStream> = None;
     let mut cursor: Option<PushCursor> = None;
-    // Records may wait for confirmation from before this session: push at once.
+    // Records may wait for confirmation from before this session: push and probe at once.
     let mut more = durable.is_some();
+    let mut probe = durable.is_some();
+    let mut probe_tick = tokio::time::interval(PUSH_PROBE_INTERVAL);
+    probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let can_push = durable.is_some() && sender.can_push();
-        if can_push && more {
+        if can_push && (more || probe) {
             let after = cursor.take();
+            let probe = std::mem::take(&mut probe);
             let records = ask(&context.engine, |reply| {
-                Command::Ack(AckCommand::OwnRecordsToPush { after, reply })
+                Command::Ack(AckCommand::OwnRecordsToPush {
+                    after,
+                    probe,
+                    reply,
+                })
             })
             .await?;
             for (definition, batch) in records.pushes {
@@ -235,6 +246,9 @@ async fn write_pushes(
                 changed = durable_changed(&mut durable), if can_push => {
                     changed?;
                     more = true;
+                }
+                _ = probe_tick.tick(), if durable.is_some() => {
+                    probe = sender.unanswered() == 0;
                 }
             }
         }
