@@ -224,7 +224,10 @@ pub struct PollResults {
     pub options: Vec<OptionResult>,
     /// All net votes.
     pub total: i64,
-    /// When this result was captured, in Unix milliseconds.
+    /// When these figures were captured, in Unix milliseconds: a node serves the same
+    /// results (ages and `clock_offsets_ms` included) until its votes, status, window, the
+    /// records included or a peer's connection change, so this is the time of the last
+    /// change it saw.
     pub as_of_ms: u64,
     /// The split up to and including this poll second, if the reader asked for one.
     pub at_second: Option<u32>,

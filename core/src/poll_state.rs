@@ -20,7 +20,7 @@ use crate::limits::{ACTORS_PER_POLL_MAX, OPTIONS_MAX, PENDING_RECORDS_MAX, RECOR
 use crate::merge::Merge;
 use crate::position_index::IndexGrowth;
 use crate::record_batch::{BatchRecord, RecordBatch};
-use crate::record_store::{ActorSlot, RecordStore, ReservedIndex};
+use crate::record_store::{ActorSlot, RecordStore, ReservedIndex, RetiredIndex};
 use crate::version_vector::VersionVector;
 use crate::vote_id::VoteId;
 
@@ -118,6 +118,8 @@ pub struct PollState {
     retract_losers: bool,
     /// Each node's current incarnation, as far as this replica knows.
     current: BTreeMap<NodeId, u64>,
+    /// The largest reservation asked of the dedupe index (0: none), relayed to peers.
+    reserved_vote_ids: u64,
 }
 
 impl PollState {
@@ -136,6 +138,7 @@ impl PollState {
             pending_records: 0,
             retract_losers: true,
             current: BTreeMap::new(),
+            reserved_vote_ids: 0,
         }
     }
 
@@ -203,6 +206,24 @@ impl PollState {
     /// [`crate::Replica::reserve_vote_ids`]).
     pub(crate) fn reserve_vote_ids(&mut self, vote_ids: usize) {
         self.store.reserve(vote_ids);
+        self.note_reservation(vote_ids);
+    }
+
+    /// As [`Self::reserve_vote_ids`], a growth step at a time even while the index is empty
+    /// (see [`crate::Replica::reserve_vote_ids_gradually`]).
+    pub(crate) fn reserve_vote_ids_gradually(&mut self, vote_ids: usize) {
+        self.store.reserve_gradually(vote_ids);
+        self.note_reservation(vote_ids);
+    }
+
+    pub(crate) fn note_reservation(&mut self, vote_ids: usize) {
+        self.reserved_vote_ids = self.reserved_vote_ids.max(vote_ids as u64);
+    }
+
+    /// The largest number of vote IDs the dedupe index was reserved for (0: never reserved):
+    /// what this replica tells its peers to reserve ([`crate::wire::PeerMessage::Reserve`]).
+    pub fn reserved_vote_ids(&self) -> u64 {
+        self.reserved_vote_ids
     }
 
     /// Installs a prebuilt empty index if this poll's holds no ID yet and is smaller.
@@ -238,6 +259,11 @@ impl PollState {
         keep_going: impl FnMut() -> bool,
     ) -> bool {
         self.store.advance_index_growth(steps, keep_going)
+    }
+
+    /// The dedupe index table the last growth moved out of, if not taken yet.
+    pub(crate) fn take_retired_index(&mut self) -> Option<RetiredIndex> {
+        self.store.take_retired_index()
     }
 
     /// Whether the dedupe index has growth work left: while it does, a caller that runs

@@ -47,8 +47,8 @@ pub const PULL_REQUEST_POLLS_MAX: usize = 1_024;
 const _: () = assert!(POLLS_MAX <= PULL_REQUEST_POLLS_MAX);
 
 /// Most frames one pull answer may carry beyond its records (definitions, declarations,
-/// counters and vectors of each poll, and its clock reading).
-pub const PULL_ANSWER_EXTRA_FRAMES_MAX: usize = 4 * PULL_REQUEST_POLLS_MAX + 1;
+/// counters, vectors and reservations of each poll, and its clock reading).
+pub const PULL_ANSWER_EXTRA_FRAMES_MAX: usize = 5 * PULL_REQUEST_POLLS_MAX + 1;
 
 /// Why a peer was refused. The session that refuses is over: the caller closes the
 /// connection, saying `cause: reason`. Nothing of the refused round was handed out to merge.
@@ -93,7 +93,7 @@ pub fn introduced_in(message: &PeerMessage) -> u16 {
         | PeerMessage::Agreement(_)
         | PeerMessage::PollVector { .. }
         | PeerMessage::Declarations { .. } => 2,
-        PeerMessage::Push { .. } | PeerMessage::PushAck(_) => 3,
+        PeerMessage::Push { .. } | PeerMessage::PushAck(_) | PeerMessage::Reserve { .. } => 3,
     }
 }
 
@@ -138,6 +138,7 @@ pub fn message_kind(message: &PeerMessage) -> &'static str {
         PeerMessage::Clock(_) => "clock",
         PeerMessage::Push { .. } => "push",
         PeerMessage::PushAck(_) => "push ack",
+        PeerMessage::Reserve { .. } => "reserve",
     }
 }
 
@@ -526,6 +527,7 @@ impl Puller {
             }
             PeerMessage::Counters(state) => answer.counters.push(state),
             PeerMessage::VersionVector { poll, vector } => answer.vectors.push((poll, vector)),
+            PeerMessage::Reserve { poll, vote_ids } => answer.reservations.push((poll, vote_ids)),
             PeerMessage::Clock(reading) if current.clock.is_none() => {
                 current.clock = Some((reading, now));
             }
@@ -778,6 +780,10 @@ impl Answerer {
     pub fn send_answer(&mut self, round: u64, answer: PullAnswer) {
         for spec in answer.polls {
             self.outbox.push(round, PeerMessage::Poll(spec));
+        }
+        for (poll, vote_ids) in answer.reservations {
+            self.outbox
+                .push(round, PeerMessage::Reserve { poll, vote_ids });
         }
         for (poll, entries) in answer.declarations {
             self.outbox

@@ -273,11 +273,6 @@ pub struct Config {
     /// what is missing). The damaged files are kept aside either way. Meant for one start
     /// after an operator has decided; a node with peers never needs it.
     pub accept_log_damage: bool,
-    /// **Simulation tests only**: a deliberately broken guarantee, so `tally-sim`'s tests can
-    /// prove the checker catches it. Never read from a file or a flag.
-    #[serde(skip)]
-    #[doc(hidden)]
-    pub planted_bug: Option<PlantedBug>,
 }
 
 /// When a vote is answered `counted` (see [`Config::ack_mode`]).
@@ -340,40 +335,6 @@ pub const ACK_TIMEOUT_MS_MIN: u64 = 10;
 /// Longest `ack_timeout_ms` (votes wait this long at most for an ack peer).
 pub const ACK_TIMEOUT_MS_MAX: u64 = 60_000;
 
-/// A guarantee a node can be told to break (see [`Config::planted_bug`]): each is a real
-/// bug class the simulation's checker must find.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlantedBug {
-    /// Records from peers are not deduplicated: a vote ID already counted here is counted
-    /// again when another region's record for it arrives (no winner-rule retraction).
-    KeepDuplicates,
-    /// Votes are answered before the log holding them is fsynced.
-    AckBeforeFsync,
-    /// In `ack_mode = "replicated"`, votes are answered as soon as their records are handed
-    /// to the push sessions, before any ack peer reports them fsynced (or has them at all).
-    AckBeforePeerFsync,
-    /// A node that starts on an empty disk reuses a fixed incarnation instead of drawing a
-    /// new one, so after losing its disk it reuses its old actor's sequence numbers; and it
-    /// refuses its own actor's records from peers instead of moving to a new incarnation (the
-    /// rescue issue 29 added would otherwise hide the reuse from the checker).
-    ReuseActorAfterDiskLoss,
-    /// The clock watch never holds (as if the node had no peers): a node whose clock steps
-    /// keeps stamping votes and proposing windows at it.
-    IgnoreClockSkew,
-    /// When a log write or fsync fails, the votes of the failed job are answered `counted`
-    /// anyway, though the log does not hold them.
-    AckAfterFailedWrite,
-    /// Recovery treats damage in the last log segment as a torn tail, as it did before
-    /// issue 29: it cuts the log at the first bad frame (deleting every valid entry after
-    /// it) and continues under the same actor, so it issues the lost seqs again.
-    TruncateDamagedLog,
-    /// Records and counters of a poll are exchanged with peers that define it otherwise, by
-    /// option index: a region whose options are in another order counts the other regions'
-    /// votes under the wrong names (issue 31).
-    MergeAcrossDefinitions,
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -421,7 +382,6 @@ impl Default for Config {
             vote_token_hmac_key: String::new(),
             vote_token_ed25519_public_key: String::new(),
             accept_log_damage: false,
-            planted_bug: None,
         }
     }
 }
@@ -725,6 +685,25 @@ fn limiter<K: std::hash::Hash + Eq + Copy>(
     }
 }
 
+/// Most vote IDs the dedupe indexes of all of a node's polls may be sized for, counting every
+/// other poll at its index's current capacity and the asked poll at its `expected_votes`: two
+/// of the largest reservations (an index costs ~5 bytes a slot, so ~11 GB at the bound). A
+/// reservation past it is refused with 409 (it depends on the node's state, not on the
+/// request alone) instead of taking the node's memory.
+pub const RESERVED_VOTE_IDS_TOTAL_MAX: u64 = 2 * RESERVED_VOTE_IDS_MAX as u64;
+
+/// `Err(why)` if reserving `votes` beside `others` already sized goes past the budget.
+pub fn within_reservation_budget(others: u64, votes: u64) -> Result<(), String> {
+    if others.saturating_add(votes) > RESERVED_VOTE_IDS_TOTAL_MAX {
+        return Err(format!(
+            "expected_votes {votes} would size this node's dedupe indexes for over \
+             {RESERVED_VOTE_IDS_TOTAL_MAX} vote IDs in all (its other polls take {others}); \
+             nothing was created"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a poll's `expected_votes` (from the config file or the admin API): 1 to
 /// [`RESERVED_VOTE_IDS_MAX`].
 pub fn check_expected_votes(votes: u64) -> Result<(), String> {
@@ -1012,5 +991,16 @@ mod tests {
         let config: Config = toml::from_str(text).unwrap();
         let others: Vec<&str> = config.other_peers().map(|p| p.id.as_str()).collect();
         assert_eq!(others, ["tally-0"]);
+    }
+
+    #[test]
+    fn a_reservation_past_the_nodes_budget_is_refused() {
+        // Goal: the sum of every index's size is bounded. Method: the boundary either side.
+        let max = RESERVED_VOTE_IDS_TOTAL_MAX;
+        assert!(within_reservation_budget(0, 500_000_000).is_ok());
+        assert!(within_reservation_budget(max - 30_000_000, 30_000_000).is_ok());
+        let refused = within_reservation_budget(max - 29_999_999, 30_000_000).unwrap_err();
+        assert!(refused.contains("expected_votes 30000000"), "{refused}");
+        assert!(within_reservation_budget(u64::MAX, 1).is_err());
     }
 }

@@ -23,6 +23,7 @@ mod failure;
 pub use failure::LOG_FAILED_HAND_OVER_MAX;
 
 use crate::Clock;
+use crate::config::within_reservation_budget;
 use crate::disputes::Disputes;
 use crate::health::{Health, Hold};
 use crate::metrics::Metrics;
@@ -362,14 +363,14 @@ impl Engine {
     /// **A planted bug, for the simulation's checker tests only**: when the log reports a
     /// failed write or fsync, answers the failed job's votes `counted` anyway (as if the
     /// failure did not matter), so the node acknowledges votes its log does not hold. Set
-    /// through [`crate::config::PlantedBug::AckAfterFailedWrite`].
+    /// through [`crate::planted::PlantedBug::AckAfterFailedWrite`].
     #[doc(hidden)]
     pub fn plant_bug_ack_after_failed_write(&mut self) {
         self.ack_after_failed_write = true;
     }
 
     /// **Part of a planted bug, for the simulation's checker tests only**
-    /// ([`crate::config::PlantedBug::ReuseActorAfterDiskLoss`]): a node that meets records of
+    /// ([`crate::planted::PlantedBug::ReuseActorAfterDiskLoss`]): a node that meets records of
     /// its own actor at a peer refuses them and goes on issuing that actor's seqs, as nodes
     /// did before issue 29, so the reused actor is not rescued and the checker must see it.
     #[doc(hidden)]
@@ -379,7 +380,7 @@ impl Engine {
 
     /// **A planted bug, for the simulation's checker tests only**: answers votes as soon as
     /// they are accepted, before the log holding them is fsynced, so a crash loses votes that
-    /// were acknowledged. Set through [`crate::config::PlantedBug::AckBeforeFsync`].
+    /// were acknowledged. Set through [`crate::planted::PlantedBug::AckBeforeFsync`].
     #[doc(hidden)]
     pub fn plant_bug_ack_before_fsync(&mut self) {
         self.ack_before_fsync = true;
@@ -465,6 +466,9 @@ impl Engine {
             }
             if std::mem::take(&mut self.actor_changed) {
                 io.actor.send_replace(self.replica.actor().clone());
+            }
+            for table in self.replica.take_retired_index_tables() {
+                free_off_engine(table);
             }
             if log_failure.is_none()
                 && self.in_flight_jobs.len() < WAL_JOBS_IN_FLIGHT_MAX
@@ -746,7 +750,11 @@ impl Engine {
             shared,
             declarations_changed,
             refused,
+            reservations,
         } = applied;
+        for (poll, vote_ids) in reservations {
+            self.take_peer_reservation(&poll, vote_ids);
+        }
         for poll in polls_changed {
             self.polls_changed = true;
             if let Some(spec) = self.replica.poll_spec(&poll) {
@@ -846,6 +854,47 @@ impl Engine {
         if !grew.unwrap_or(false) {
             return;
         }
+        self.unlogged_entries.push(WalEntry::Reserve {
+            poll: poll.clone(),
+            vote_ids,
+        });
+    }
+
+    /// A peer's reservation of `poll`, larger than this node's own (issue 25: one admin call
+    /// prepares the whole cluster): taken gradually, by the index's growth steps on ticks and
+    /// inserts rather than all at once on the engine, and logged so a restart reserves it
+    /// again (replay reserves at once, before any vote waits). One that would size this
+    /// node's indexes past [`crate::config::RESERVED_VOTE_IDS_TOTAL_MAX`] is noted in memory (so it is not
+    /// taken up again every round, and is still relayed) but neither taken nor logged: the
+    /// index grows as it fills.
+    fn take_peer_reservation(&mut self, poll: &PollId, vote_ids: u64) {
+        let others: u64 = self
+            .replica
+            .poll_specs()
+            .filter(|spec| spec.id() != poll)
+            .filter_map(|spec| self.replica.state(spec.id()))
+            .map(|state| state.vote_id_capacity() as u64)
+            .sum();
+        let wanted = usize::try_from(vote_ids).unwrap_or(usize::MAX);
+        let before = self.replica.state(poll).map(|s| s.vote_id_capacity());
+        if let Err(why) = within_reservation_budget(others, vote_ids) {
+            tracing::warn!(%poll, vote_ids, "a peer's index reservation is not taken: {why}");
+            let _ = self.replica.note_reservation(poll, wanted);
+            return;
+        }
+        if self
+            .replica
+            .reserve_vote_ids_gradually(poll, wanted)
+            .is_err()
+        {
+            return;
+        }
+        tracing::info!(
+            %poll,
+            vote_ids,
+            capacity_before = before,
+            "dedupe index reservation taken from a peer"
+        );
         self.unlogged_entries.push(WalEntry::Reserve {
             poll: poll.clone(),
             vote_ids,
@@ -970,5 +1019,28 @@ fn ack(vote: LocalVote, incarnation: u64) -> VoteAck {
             incarnation,
         },
         LocalVote::Duplicate { .. } => VoteAck::Duplicate,
+    }
+}
+
+/// Retired index tables at least this large are freed on a thread of their own, not on the
+/// engine (smaller ones cost less to free than a thread to start).
+const RETIRED_INDEX_FREE_INLINE_BYTES_MAX: usize = 1 << 20;
+
+/// Frees a dedupe index table a growth moved out of without the engine waiting: unmapping
+/// 320 MB took 1–9 ms on the node's 2 MiB pages and ~65 ms on 4 KiB pages (a node run with
+/// `TALLY_HUGE_PAGES=0`, or a glibc without the tunable) in this VM, against the engine's 2 ms
+/// growth budget per tick. A short-lived thread does it; there is at
+/// most one such table per growth of a poll's index, and a poll's index of over 1 MiB grows
+/// only after hundreds of thousands of new IDs, so these threads stay few. If no thread can
+/// be started, the table is freed here (the closure, and the table with it, is dropped).
+fn free_off_engine(table: tally_core::RetiredIndex) {
+    if table.heap_bytes() <= RETIRED_INDEX_FREE_INLINE_BYTES_MAX {
+        return;
+    }
+    let freeing = std::thread::Builder::new()
+        .name("tally-index-free".into())
+        .spawn(move || drop(table));
+    if let Err(error) = freeing {
+        tracing::warn!(%error, "could not start a thread to free a grown index's old table");
     }
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use tally_node::config::PlantedBug;
+use tally_node::planted::PlantedBug;
 use tally_sim::cluster::{self, ClusterConfig, ClusterReport, FaultKind};
 
 /// Deterministic simulation of Tally under network, process and disk faults.

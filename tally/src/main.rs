@@ -275,6 +275,7 @@ async fn serve<S: Storage + Clone + 'static>(config: Config, storage: S) -> Resu
     let io = NodeIo {
         listener,
         ops_listener,
+        planted_bug: None,
         storage,
         clock: Arc::new(SystemClock),
         rng_seed: rand::random(),

@@ -297,7 +297,7 @@ impl Engine {
     }
 
     /// **A planted bug, for the simulation's checker tests only**
-    /// ([`crate::config::PlantedBug::AckBeforePeerFsync`]): records are taken as confirmed
+    /// ([`crate::planted::PlantedBug::AckBeforePeerFsync`]): records are taken as confirmed
     /// as soon as a push session takes them, before any ack peer has them on disk.
     #[doc(hidden)]
     pub fn plant_bug_ack_before_peer_fsync(&mut self) {

@@ -12,6 +12,7 @@ mod admin;
 mod admin_token;
 mod audit;
 mod body;
+mod caching;
 mod error;
 mod integral;
 mod openapi;

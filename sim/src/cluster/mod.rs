@@ -172,8 +172,8 @@ pub fn replay_command(config: &ClusterConfig) -> String {
 }
 
 /// The `--plant` name of a planted bug.
-pub fn bug_name(bug: tally_node::config::PlantedBug) -> &'static str {
-    use tally_node::config::PlantedBug;
+pub fn bug_name(bug: tally_node::planted::PlantedBug) -> &'static str {
+    use tally_node::planted::PlantedBug;
     match bug {
         PlantedBug::KeepDuplicates => "keep-duplicates",
         PlantedBug::AckBeforeFsync => "ack-before-fsync",
@@ -268,7 +268,7 @@ struct NodeSpec {
     votes: u64,
     /// Whether the node reserves its index (off under an `UnreservedIndex` fault: it grows).
     reserve_index: bool,
-    planted_bug: Option<tally_node::config::PlantedBug>,
+    planted_bug: Option<tally_node::planted::PlantedBug>,
     /// Under replicated acks, the node's ack peer.
     ack_peer: Option<String>,
     /// When (simulated ms from the start) a second process tries this host's disk.
@@ -301,7 +301,6 @@ fn node_config(spec: &NodeSpec, slot: &NodeSlot) -> Config {
         catch_up_timeout_ms: clocks::SIM_CATCH_UP_TIMEOUT_MS,
         max_clock_offset_ms: scenario::SIM_MAX_CLOCK_OFFSET_MS,
         disk_reserve_bytes: scenario::SIM_DISK_RESERVE_BYTES,
-        planted_bug: spec.planted_bug,
         admin_token: checker::ADMIN_TOKEN.to_owned(),
         ..Config::default()
     };
@@ -338,6 +337,7 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
             lock(&spec.shared).corrupted(spec.index, &damage);
         }
     }
+    let fsync = WalExecutor::PausingTask(Arc::new(disk.clone()));
     let storage = FaultyStorage::new(disk, slot.disk_faults.clone());
     let listener =
         net::SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", http::HTTP_PORT)).await?);
@@ -355,9 +355,10 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
             .wrapping_add((spec.index as u64) << 32 | u64::from(start)),
         shutdown: std::future::pending::<()>(),
-        wal_executor: WalExecutor::Task,
+        wal_executor: fsync,
         peer_socket: Some(PeerSocket::Abstract(Arc::new(net::SimUdp::new(socket)))),
         ops_listener: None,
+        planted_bug: spec.planted_bug,
     };
     let published = slot.clone();
     let ran = tally_node::run(config, io, move |handle| {

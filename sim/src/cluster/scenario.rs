@@ -7,7 +7,7 @@ use std::fmt;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use tally_node::config::PlantedBug;
+use tally_node::planted::PlantedBug;
 
 /// Votes in the full Super Bowl scenario.
 pub const SUPERBOWL_VOTES: u64 = 30_000_000;
