@@ -300,7 +300,10 @@ pub struct PollResults {
     pub options: Vec<OptionResult>,
     /// All net votes.
     pub total: i64,
-    /// When this result was captured, in Unix milliseconds.
+    /// When these figures were captured, in Unix milliseconds: a node serves the same
+    /// results (ages and `clock_offsets_ms` included) until its votes, status, window, the
+    /// records included or a peer's connection change, so this is the time of the last
+    /// change it saw.
     pub as_of_ms: u64,
     /// The split up to and including this poll second, if the reader asked for one.
     pub at_second: Option<u32>,
@@ -413,6 +416,10 @@ pub enum ErrorCode {
     /// 503: an edge sent the vote on, but no node's answer came within the vote's deadline:
     /// it **may have been counted**. Retry with the same vote ID; see `Retry-After`.
     Unconfirmed,
+    /// 503: `ack_mode = "replicated"` and no ack peer confirmed the vote in time. Not
+    /// acknowledged, but durable on the node, so it may still be counted: retry with the same
+    /// vote ID (here or at another node) and it counts once; see `Retry-After`.
+    NotReplicated,
 }
 
 impl ErrorCode {
@@ -439,6 +446,7 @@ impl ErrorCode {
             Self::Unavailable => "unavailable",
             Self::PollDisputed => "poll_disputed",
             Self::Unconfirmed => "unconfirmed",
+            Self::NotReplicated => "not_replicated",
         }
     }
 
@@ -455,7 +463,11 @@ impl ErrorCode {
             Self::UnsupportedMediaType => 415,
             Self::UnknownOption | Self::BadVoteId | Self::Invalid => 422,
             Self::RateLimited => 429,
-            Self::Overloaded | Self::Unavailable | Self::PollDisputed | Self::Unconfirmed => 503,
+            Self::Overloaded
+            | Self::Unavailable
+            | Self::PollDisputed
+            | Self::Unconfirmed
+            | Self::NotReplicated => 503,
         }
     }
 }

@@ -49,7 +49,7 @@ pub use poll::{PollSpec, PollSpecError, PollStatus, PollWindow};
 pub use poll_state::{Applied, ApplyError, PollState};
 pub use position_index::IndexGrowth;
 pub use record_batch::{BatchError, BatchRecord, RecordBatch, SecondRun};
-pub use record_store::ReservedIndex;
+pub use record_store::{ReservedIndex, RetiredIndex};
 pub use replica::{
     AcceptError, LocalVote, MovedRecords, PollError, Replica, ReplicaError, Standing,
 };

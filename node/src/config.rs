@@ -224,6 +224,21 @@ pub struct Config {
     /// this far from a majority of the peers it can reach counts no votes (503, not ready)
     /// until it agrees again; peers' offsets are measured on every sync round.
     pub max_clock_offset_ms: u64,
+    /// When a vote is answered `counted` (DESIGN.md §4): `local` (the default) once this
+    /// node's log is fsynced; `replicated` once an ack peer (`ack_peers`) has fsynced its
+    /// record too, so losing this node's whole disk loses no acknowledged vote.
+    pub ack_mode: AckMode,
+    /// The peers whose fsync may complete a replicated ack (usually the other node of the
+    /// same region); each must be in `peers` and speak peer protocol 3 or newer. An entry
+    /// naming this node itself is skipped, so one list serves every node of a region.
+    pub ack_peers: Vec<String>,
+    /// How long a replicated ack waits for an ack peer once this node's fsync is done, in
+    /// milliseconds; then `ack_fallback` decides.
+    pub ack_timeout_ms: u64,
+    /// What a replicated ack does when no ack peer answers in time: `refuse` (the default:
+    /// 503 + `Retry-After`, nothing acknowledged) or `local` (acknowledge after the local
+    /// fsync alone, counted in `tally_ack_peer_misses_total{outcome="local"}`).
+    pub ack_fallback: AckFallback,
     /// Polls to create at start-up.
     pub polls: Vec<PollConfig>,
     /// The regions' public base URLs (`https://us-east.tally.example.net`), nearest first:
@@ -248,43 +263,67 @@ pub struct Config {
     /// what is missing). The damaged files are kept aside either way. Meant for one start
     /// after an operator has decided; a node with peers never needs it.
     pub accept_log_damage: bool,
-    /// **Simulation tests only**: a deliberately broken guarantee, so `tally-sim`'s tests can
-    /// prove the checker catches it. Never read from a file or a flag.
-    #[serde(skip)]
-    #[doc(hidden)]
-    pub planted_bug: Option<PlantedBug>,
 }
 
-/// A guarantee a node can be told to break (see [`Config::planted_bug`]): each is a real
-/// bug class the simulation's checker must find.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlantedBug {
-    /// Records from peers are not deduplicated: a vote ID already counted here is counted
-    /// again when another region's record for it arrives (no winner-rule retraction).
-    KeepDuplicates,
-    /// Votes are answered before the log holding them is fsynced.
-    AckBeforeFsync,
-    /// A node that starts on an empty disk reuses a fixed incarnation instead of drawing a
-    /// new one, so after losing its disk it reuses its old actor's sequence numbers; and it
-    /// refuses its own actor's records from peers instead of moving to a new incarnation (the
-    /// rescue issue 29 added would otherwise hide the reuse from the checker).
-    ReuseActorAfterDiskLoss,
-    /// The clock watch never holds (as if the node had no peers): a node whose clock steps
-    /// keeps stamping votes and proposing windows at it.
-    IgnoreClockSkew,
-    /// When a log write or fsync fails, the votes of the failed job are answered `counted`
-    /// anyway, though the log does not hold them.
-    AckAfterFailedWrite,
-    /// Recovery treats damage in the last log segment as a torn tail, as it did before
-    /// issue 29: it cuts the log at the first bad frame (deleting every valid entry after
-    /// it) and continues under the same actor, so it issues the lost seqs again.
-    TruncateDamagedLog,
-    /// Records and counters of a poll are exchanged with peers that define it otherwise, by
-    /// option index: a region whose options are in another order counts the other regions'
-    /// votes under the wrong names (issue 31).
-    MergeAcrossDefinitions,
+/// When a vote is answered `counted` (see [`Config::ack_mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    /// After this node's fsync.
+    #[default]
+    Local,
+    /// After this node's fsync and an ack peer's.
+    Replicated,
 }
+
+/// What a replicated ack does when no ack peer answers in time (see [`Config::ack_fallback`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckFallback {
+    /// Refuse with 503 + `Retry-After`: nothing is acknowledged.
+    #[default]
+    Refuse,
+    /// Acknowledge after the local fsync alone, and count it.
+    Local,
+}
+
+impl std::str::FromStr for AckMode {
+    type Err = String;
+
+    /// As in the config file (`local`, `replicated`): what the flag and the environment
+    /// variable take.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "local" => Ok(Self::Local),
+            "replicated" => Ok(Self::Replicated),
+            _ => Err(format!(
+                "unknown ack mode {text:?}: expected \"local\" or \"replicated\""
+            )),
+        }
+    }
+}
+
+impl std::str::FromStr for AckFallback {
+    type Err = String;
+
+    /// As in the config file (`refuse`, `local`): what the flag and the environment variable
+    /// take.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "refuse" => Ok(Self::Refuse),
+            "local" => Ok(Self::Local),
+            _ => Err(format!(
+                "unknown ack fallback {text:?}: expected \"refuse\" or \"local\""
+            )),
+        }
+    }
+}
+
+/// Shortest `ack_timeout_ms`.
+pub const ACK_TIMEOUT_MS_MIN: u64 = 10;
+
+/// Longest `ack_timeout_ms` (votes wait this long at most for an ack peer).
+pub const ACK_TIMEOUT_MS_MAX: u64 = 60_000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -314,6 +353,10 @@ impl Default for Config {
             sync_records_per_round_max: 65_536,
             catch_up_timeout_ms: 10_000,
             max_clock_offset_ms: crate::clock_watch::MAX_CLOCK_OFFSET_MS_DEFAULT,
+            ack_mode: AckMode::Local,
+            ack_peers: Vec::new(),
+            ack_timeout_ms: 500,
+            ack_fallback: AckFallback::Refuse,
             public_endpoints: Vec::new(),
             polls: vec![PollConfig {
                 id: "superbowl".into(),
@@ -330,7 +373,6 @@ impl Default for Config {
             vote_token_hmac_key: String::new(),
             vote_token_ed25519_public_key: String::new(),
             accept_log_damage: false,
-            planted_bug: None,
         }
     }
 }
@@ -446,6 +488,7 @@ impl Config {
             ));
         }
         self.validate_peers()?;
+        self.validate_acks()?;
         if self.engine_queue_max == 0 || self.sse_subscribers_max == 0 {
             return Err(invalid(
                 "engine_queue_max",
@@ -477,6 +520,54 @@ impl Config {
             setting: e.setting,
             message: e.message,
         })
+    }
+
+    fn validate_acks(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, message: String| ConfigError::Invalid { setting, message };
+        if !(ACK_TIMEOUT_MS_MIN..=ACK_TIMEOUT_MS_MAX).contains(&self.ack_timeout_ms) {
+            return Err(invalid(
+                "ack_timeout_ms",
+                format!("must be between {ACK_TIMEOUT_MS_MIN} and {ACK_TIMEOUT_MS_MAX}"),
+            ));
+        }
+        for (i, peer) in self.ack_peers.iter().enumerate() {
+            if self.ack_peers[..i].contains(peer) {
+                return Err(invalid("ack_peers", format!("{peer} is listed twice")));
+            }
+            if peer == &self.node_id {
+                // Skipped, like the peer list's own entry: one list serves a region's nodes.
+                continue;
+            }
+            if !self.other_peers().any(|p| &p.id == peer) {
+                return Err(invalid(
+                    "ack_peers",
+                    format!("{peer} is not in peers: an ack peer must be a listed peer"),
+                ));
+            }
+        }
+        match (self.ack_mode, self.ack_peer_ids().is_empty()) {
+            (AckMode::Replicated, true) => Err(invalid(
+                "ack_peers",
+                "ack_mode = \"replicated\" needs at least one ack peer other than this node \
+                 (the other node of the region)"
+                    .into(),
+            )),
+            (AckMode::Replicated, false) if self.memory_only => Err(invalid(
+                "ack_mode",
+                "replicated acks need a durable log (memory_only is set)".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The ack peers as node IDs, without this node's own entry (validated by
+    /// [`Config::validate`]).
+    pub fn ack_peer_ids(&self) -> Vec<NodeId> {
+        self.ack_peers
+            .iter()
+            .filter(|p| **p != self.node_id)
+            .filter_map(|p| NodeId::new(p.clone()).ok())
+            .collect()
     }
 
     fn validate_peers(&self) -> Result<(), ConfigError> {
@@ -526,6 +617,25 @@ impl Config {
     pub fn poll_specs(&self, now: UnixMillis) -> Result<Vec<PollSpec>, ConfigError> {
         self.polls.iter().map(|poll| poll_spec(poll, now)).collect()
     }
+}
+
+/// Most vote IDs the dedupe indexes of all of a node's polls may be sized for, counting every
+/// other poll at its index's current capacity and the asked poll at its `expected_votes`: two
+/// of the largest reservations (an index costs ~5 bytes a slot, so ~11 GB at the bound). A
+/// reservation past it is refused with 409 (it depends on the node's state, not on the
+/// request alone) instead of taking the node's memory.
+pub const RESERVED_VOTE_IDS_TOTAL_MAX: u64 = 2 * RESERVED_VOTE_IDS_MAX as u64;
+
+/// `Err(why)` if reserving `votes` beside `others` already sized goes past the budget.
+pub fn within_reservation_budget(others: u64, votes: u64) -> Result<(), String> {
+    if others.saturating_add(votes) > RESERVED_VOTE_IDS_TOTAL_MAX {
+        return Err(format!(
+            "expected_votes {votes} would size this node's dedupe indexes for over \
+             {RESERVED_VOTE_IDS_TOTAL_MAX} vote IDs in all (its other polls take {others}); \
+             nothing was created"
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a poll's `expected_votes` (from the config file or the admin API): 1 to
@@ -741,6 +851,60 @@ mod tests {
     }
 
     #[test]
+    fn replicated_acks_need_another_listed_node_and_one_list_serves_a_region() {
+        // Goal: every misconfiguration of replicated acks is a clear error naming the
+        // setting, and a region's shared list (both nodes) works on each node. Method: the
+        // same file with each node ID and with each mistake.
+        let region = "peer_listen = \"127.0.0.1:9080\"\nack_mode = \"replicated\"\n\
+                      [tls]\nca = \"ca.pem\"\ncert = \"n.pem\"\nkey = \"n-key.pem\"\n\
+                      [[peers]]\nid = \"r-0\"\naddress = \"r-0.r:9080\"\n\
+                      [[peers]]\nid = \"r-1\"\naddress = \"r-1.r:9080\"\n";
+        let with = |extra: &str| {
+            let config: Config = toml::from_str(&format!("{extra}\n{region}")).unwrap();
+            config
+        };
+        for (me, other) in [("r-0", "r-1"), ("r-1", "r-0")] {
+            let config = with(&format!("node_id = {me:?}\nack_peers = [\"r-0\", \"r-1\"]"));
+            assert!(config.validate().is_ok(), "{me}");
+            assert_eq!(config.ack_peer_ids(), [NodeId::new(other).unwrap()]);
+        }
+        for (extra, setting, says) in [
+            (
+                "node_id = \"r-0\"\nack_peers = [\"r-0\"]",
+                "ack_peers",
+                "other than this node",
+            ),
+            ("node_id = \"r-0\"", "ack_peers", "at least one ack peer"),
+            (
+                "node_id = \"r-0\"\nack_peers = [\"x\"]",
+                "ack_peers",
+                "not in peers",
+            ),
+            (
+                "node_id = \"r-0\"\nack_peers = [\"r-1\", \"r-1\"]",
+                "ack_peers",
+                "twice",
+            ),
+            (
+                "node_id = \"r-0\"\nack_peers = [\"r-1\"]\nack_timeout_ms = 5",
+                "ack_timeout_ms",
+                "between",
+            ),
+            (
+                "node_id = \"r-0\"\nack_peers = [\"r-1\"]\nmemory_only = true",
+                "ack_mode",
+                "durable log",
+            ),
+        ] {
+            let error = with(extra).validate().err().unwrap().to_string();
+            assert!(
+                error.contains(setting) && error.contains(says),
+                "{extra}: {error}"
+            );
+        }
+    }
+
+    #[test]
     fn a_peer_list_entry_naming_this_node_is_skipped() {
         let text = "node_id = \"tally-1\"\n\
                     [[peers]]\nid = \"tally-0\"\naddress = \"tally-0.tally:9080\"\n\
@@ -748,5 +912,16 @@ mod tests {
         let config: Config = toml::from_str(text).unwrap();
         let others: Vec<&str> = config.other_peers().map(|p| p.id.as_str()).collect();
         assert_eq!(others, ["tally-0"]);
+    }
+
+    #[test]
+    fn a_reservation_past_the_nodes_budget_is_refused() {
+        // Goal: the sum of every index's size is bounded. Method: the boundary either side.
+        let max = RESERVED_VOTE_IDS_TOTAL_MAX;
+        assert!(within_reservation_budget(0, 500_000_000).is_ok());
+        assert!(within_reservation_budget(max - 30_000_000, 30_000_000).is_ok());
+        let refused = within_reservation_budget(max - 29_999_999, 30_000_000).unwrap_err();
+        assert!(refused.contains("expected_votes 30000000"), "{refused}");
+        assert!(within_reservation_budget(u64::MAX, 1).is_err());
     }
 }

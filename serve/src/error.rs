@@ -92,6 +92,14 @@ pub enum ApiError {
     /// `duplicate`, never a second count).
     #[error("{0}")]
     Unconfirmed(String),
+    /// `ack_mode = "replicated"`: the vote is durable on this node but no ack peer confirmed
+    /// it in time. Not acknowledged; unlike the other 503s it may still be counted, so the
+    /// client retries with the same vote ID (counted once).
+    #[error(
+        "no ack peer confirmed this vote in time; it is not acknowledged (it may still be \
+         counted: retry with the same vote ID, here or at another node, and it counts once)"
+    )]
+    NotReplicated,
 }
 
 impl ApiError {
@@ -129,6 +137,7 @@ impl ApiError {
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::PollDisputed(_) => ErrorCode::PollDisputed,
             Self::Unconfirmed(_) => ErrorCode::Unconfirmed,
+            Self::NotReplicated => ErrorCode::NotReplicated,
         }
     }
 
@@ -158,6 +167,7 @@ impl ApiError {
             Self::Overloaded(seconds) | Self::RateLimited(seconds) => Some(*seconds),
             Self::Unavailable(_) | Self::PollDisputed(_) => Some(UNAVAILABLE_RETRY_AFTER_SECONDS),
             Self::Unconfirmed(_) => Some(UNCONFIRMED_RETRY_AFTER_SECONDS),
+            Self::NotReplicated => Some(NOT_REPLICATED_RETRY_AFTER_SECONDS),
             _ => None,
         }
     }
@@ -168,6 +178,10 @@ pub const UNAVAILABLE_RETRY_AFTER_SECONDS: u32 = 5;
 
 /// `Retry-After` of an unconfirmed vote, in seconds: retry soon, with the same vote ID.
 pub const UNCONFIRMED_RETRY_AFTER_SECONDS: u32 = 1;
+
+/// `Retry-After` of a vote no ack peer confirmed in time (`ack_mode = "replicated"`), in
+/// seconds: retry soon, with the same vote ID.
+pub const NOT_REPLICATED_RETRY_AFTER_SECONDS: u32 = 1;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -218,6 +232,7 @@ mod tests {
             ApiError::Unavailable("x"),
             ApiError::PollDisputed("x".into()),
             ApiError::Unconfirmed("x".into()),
+            ApiError::NotReplicated,
         ]
     }
 

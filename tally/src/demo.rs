@@ -221,6 +221,7 @@ fn start_regions(
             wal_executor: WalExecutor::DedicatedThread,
             peer_socket: Some(PeerSocket::Udp(socket)),
             ops_listener: None,
+            planted_bug: None,
         };
         let (handle_tx, handle_rx) = watch::channel(None);
         let config = region.config.clone();

@@ -108,6 +108,21 @@ struct RunArgs {
     /// it such a node refuses to start and names the missing records. See OPERATIONS.md.
     #[arg(long, env = "TALLY_ACCEPT_LOG_DAMAGE")]
     accept_log_damage: bool,
+    /// When a vote is acknowledged: `local` (after this node's fsync) or `replicated` (after
+    /// an ack peer's fsync too) [default: local].
+    #[arg(long, env = "TALLY_ACK_MODE")]
+    ack_mode: Option<tally_node::config::AckMode>,
+    /// The peers (node IDs, comma-separated, each in the peer list) whose fsync may complete
+    /// a replicated ack.
+    #[arg(long, env = "TALLY_ACK_PEERS", value_delimiter = ',')]
+    ack_peers: Option<Vec<String>>,
+    /// What a replicated ack does when no ack peer answers in time: `refuse` (503) or
+    /// `local` (acknowledge after the local fsync, counted) [default: refuse].
+    #[arg(long, env = "TALLY_ACK_FALLBACK")]
+    ack_fallback: Option<tally_node::config::AckFallback>,
+    /// How long a replicated ack waits for an ack peer, in milliseconds [default: 500].
+    #[arg(long, env = "TALLY_ACK_TIMEOUT_MS")]
+    ack_timeout_ms: Option<u64>,
 }
 
 /// Settings for `tally edge`. Flags and environment variables override the config file, which
@@ -239,6 +254,18 @@ impl RunArgs {
                 key: key.clone(),
             });
         }
+        if let Some(mode) = self.ack_mode {
+            config.ack_mode = mode;
+        }
+        if let Some(peers) = &self.ack_peers {
+            config.ack_peers = peers.clone();
+        }
+        if let Some(fallback) = self.ack_fallback {
+            config.ack_fallback = fallback;
+        }
+        if let Some(timeout) = self.ack_timeout_ms {
+            config.ack_timeout_ms = timeout;
+        }
         config.memory_only |= self.memory_only;
         config.accept_log_damage |= self.accept_log_damage;
         Ok(config)
@@ -349,6 +376,7 @@ async fn serve<S: Storage + Clone + 'static>(config: Config, storage: S) -> Resu
     let io = NodeIo {
         listener,
         ops_listener,
+        planted_bug: None,
         storage,
         clock: Arc::new(SystemClock),
         rng_seed: rand::random(),

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use tally::certs::generate_dev_cluster;
 use tally_core::NodeId;
-use tally_node::config::{Config, TlsFiles};
+use tally_node::config::{AckMode, Config, TlsFiles};
 use tally_node::peer::transport::IDLE_TIMEOUT_MS;
 
 use http::{Client, metric, request_once};
@@ -588,7 +588,7 @@ fn prometheus_scrapes_every_metric_and_evaluates_every_alert_rule() {
 /// Goal: the ConfigMap operators apply is a config the node accepts. Method: take
 /// `tally.toml` out of deploy/kubernetes/configmap.yaml, add what the StatefulSet sets per
 /// pod (node ID, certificate files), and validate it for each pod; each pod syncs with
-/// every other node listed but not with itself.
+/// every other node listed but not with itself, and its ack peer is the region's other pod.
 #[test]
 fn the_kubernetes_config_map_is_a_valid_config_for_every_pod() {
     let manifest =
@@ -601,7 +601,10 @@ fn the_kubernetes_config_map_is_a_valid_config_for_every_pod() {
         .collect();
     let listed: Config = toml::from_str(&toml).unwrap();
     assert!(listed.peers.len() >= 3, "{toml}");
-    for pod in ["tally-us-east-0", "tally-us-east-1"] {
+    for (pod, other) in [
+        ("tally-us-east-0", "tally-us-east-1"),
+        ("tally-us-east-1", "tally-us-east-0"),
+    ] {
         let config = Config {
             node_id: pod.to_owned(),
             tls: Some(TlsFiles::in_dir(Path::new("/etc/tally/tls"), pod)),
@@ -612,6 +615,13 @@ fn the_kubernetes_config_map_is_a_valid_config_for_every_pod() {
         assert_eq!(others.len(), config.peers.len() - 1, "{others:?}");
         assert!(!others.contains(&pod));
         assert_eq!(config.data_dir, Path::new("/var/lib/tally"));
+        assert_eq!(config.ack_mode, AckMode::Replicated);
+        let ack_peers: Vec<String> = config
+            .ack_peer_ids()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(ack_peers, [other], "{pod}");
     }
 }
 

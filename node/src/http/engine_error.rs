@@ -33,6 +33,7 @@ impl From<EngineError> for ApiError {
             ) => ApiError::Conflict(error.to_string()),
             EngineError::LogFailed => ApiError::Unavailable("the write-ahead log failed"),
             EngineError::Held(hold) => ApiError::Unavailable(hold.message()),
+            EngineError::NotReplicated => ApiError::NotReplicated,
         }
     }
 }

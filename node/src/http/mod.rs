@@ -11,6 +11,7 @@ mod admin;
 mod admin_token;
 mod audit;
 mod body;
+mod caching;
 mod engine_error;
 mod integral;
 mod openapi;

@@ -138,6 +138,8 @@ pub struct Ledger {
     /// Disks lost: (region, when it crashed, when it came back with an empty disk), in
     /// simulated Unix ms.
     pub disk_losses: Vec<(usize, u64, u64)>,
+    /// Under replicated acks, each region's ack peer (`None`: `local` acks).
+    pub ack_partners: Option<Vec<usize>>,
     /// Disk damage done: (region, file, damaged bytes), in order.
     pub corruptions: Vec<(usize, String, std::ops::Range<u64>)>,
     /// Vote IDs whose records lay in a log frame that disk damage destroyed: the copy on
@@ -258,8 +260,16 @@ impl Ledger {
             return false;
         }
         let region = v.acked_mask.trailing_zeros() as usize;
-        self.disk_losses
-            .iter()
-            .any(|&(r, _, back)| r == region && v.last_ack_ms < back)
+        let lost = |region: usize| {
+            self.disk_losses
+                .iter()
+                .any(|&(r, _, back)| r == region && v.last_ack_ms < back)
+        };
+        // Under replicated acks (DESIGN.md §4) the ack peer's disk held it too: only losing
+        // both disks may lose it.
+        match &self.ack_partners {
+            None => lost(region),
+            Some(partners) => lost(region) && lost(partners[region]),
+        }
     }
 }

@@ -167,6 +167,9 @@ pub fn replay_command(config: &ClusterConfig) -> String {
     if let Some(bug) = config.planted_bug {
         command.push_str(&format!(" --plant {}", bug_name(bug)));
     }
+    if config.force_replicated_acks {
+        command.push_str(" --replicated-acks");
+    }
     for kind in &config.force_faults {
         command.push_str(&format!(" --force {}", fault_flag(*kind)));
     }
@@ -174,11 +177,12 @@ pub fn replay_command(config: &ClusterConfig) -> String {
 }
 
 /// The `--plant` name of a planted bug.
-pub fn bug_name(bug: tally_node::config::PlantedBug) -> &'static str {
-    use tally_node::config::PlantedBug;
+pub fn bug_name(bug: tally_node::planted::PlantedBug) -> &'static str {
+    use tally_node::planted::PlantedBug;
     match bug {
         PlantedBug::KeepDuplicates => "keep-duplicates",
         PlantedBug::AckBeforeFsync => "ack-before-fsync",
+        PlantedBug::AckBeforePeerFsync => "ack-before-peer-fsync",
         PlantedBug::ReuseActorAfterDiskLoss => "reuse-actor",
         PlantedBug::IgnoreClockSkew => "ignore-clock-skew",
         PlantedBug::AckAfterFailedWrite => "ack-after-failed-write",
@@ -272,7 +276,9 @@ struct NodeSpec {
     votes: u64,
     /// Whether the node reserves its index (off under an `UnreservedIndex` fault: it grows).
     reserve_index: bool,
-    planted_bug: Option<tally_node::config::PlantedBug>,
+    planted_bug: Option<tally_node::planted::PlantedBug>,
+    /// Under replicated acks, the node's ack peer.
+    ack_peer: Option<String>,
     /// When (simulated ms from the start) a second process tries this host's disk.
     second_processes_at_ms: Vec<u64>,
     /// The history, where disk damage is noted.
@@ -303,7 +309,6 @@ fn node_config(spec: &NodeSpec, slot: &NodeSlot) -> Config {
         catch_up_timeout_ms: clocks::SIM_CATCH_UP_TIMEOUT_MS,
         max_clock_offset_ms: scenario::SIM_MAX_CLOCK_OFFSET_MS,
         disk_reserve_bytes: scenario::SIM_DISK_RESERVE_BYTES,
-        planted_bug: spec.planted_bug,
         admin_token: checker::ADMIN_TOKEN.to_owned(),
         // hyper computes the header-read deadline from the real clock (std's `Instant`) and
         // tokio's paused clock takes it as simulated time: a deadline within the run would
@@ -312,6 +317,10 @@ fn node_config(spec: &NodeSpec, slot: &NodeSlot) -> Config {
         header_read_timeout_ms: HEADER_READ_TIMEOUT_BEYOND_THE_RUN_MS,
         ..Config::default()
     };
+    if let Some(peer) = &spec.ack_peer {
+        config.ack_mode = tally_node::config::AckMode::Replicated;
+        config.ack_peers = vec![peer.clone()];
+    }
     // The embedded default poll (`workload::POLL`), reserved for the run's votes; in the
     // other order while this region's definition is mismatched.
     for poll in &mut config.polls {
@@ -341,6 +350,7 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
             lock(&spec.shared).corrupted(spec.index, &damage);
         }
     }
+    let fsync = WalExecutor::PausingTask(Arc::new(disk.clone()));
     let storage = FaultyStorage::new(disk, slot.disk_faults.clone());
     let listener =
         net::SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", http::HTTP_PORT)).await?);
@@ -358,9 +368,10 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
             .wrapping_add((spec.index as u64) << 32 | u64::from(start)),
         shutdown: std::future::pending::<()>(),
-        wal_executor: WalExecutor::Task,
+        wal_executor: fsync,
         peer_socket: Some(PeerSocket::Abstract(Arc::new(net::SimUdp::new(socket)))),
         ops_listener: None,
+        planted_bug: spec.planted_bug,
     };
     let published = slot.clone();
     let ran = tally_node::run(config, io, move |handle| {
@@ -526,6 +537,14 @@ pub fn run_cluster_with(
         slots[region].reversed.store(true, Ordering::Relaxed);
         lock(&shared).reversed = (0..config.regions).map(|r| r == region).collect();
     }
+    let replicated = scenario::replicated_acks(config);
+    if replicated {
+        lock(&shared).ack_partners = Some(
+            (0..config.regions)
+                .map(|r| scenario::ack_partner(r, config.regions))
+                .collect(),
+        );
+    }
     for (index, slot) in slots.iter().enumerate() {
         let spec = Arc::new(NodeSpec {
             index,
@@ -537,6 +556,8 @@ pub fn run_cluster_with(
                 .iter()
                 .any(|f| f.kind == FaultKind::UnreservedIndex && f.a.contains(&index)),
             planted_bug: config.planted_bug,
+            ack_peer: replicated
+                .then(|| names[scenario::ack_partner(index, config.regions)].clone()),
             second_processes_at_ms: faults
                 .iter()
                 .filter(|f| f.kind == FaultKind::SecondProcess && f.a.contains(&index))

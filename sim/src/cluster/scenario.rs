@@ -7,7 +7,7 @@ use std::fmt;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use tally_node::config::PlantedBug;
+use tally_node::planted::PlantedBug;
 
 /// Votes in the full Super Bowl scenario.
 pub const SUPERBOWL_VOTES: u64 = 30_000_000;
@@ -69,6 +69,8 @@ pub struct ClusterConfig {
     pub force_faults: Vec<FaultKind>,
     /// Record each region's displayed split over time for a chart.
     pub record_chart: bool,
+    /// Run in `ack_mode = "replicated"` whatever the seed draws (see [`replicated_acks`]).
+    pub force_replicated_acks: bool,
 }
 
 impl ClusterConfig {
@@ -81,6 +83,7 @@ impl ClusterConfig {
             planted_bug: None,
             force_faults: Vec::new(),
             record_chart: false,
+            force_replicated_acks: false,
         }
     }
 
@@ -96,6 +99,25 @@ impl ClusterConfig {
             .map(|n| (*n).to_owned())
             .collect()
     }
+}
+
+/// Share of seeds that run in `ack_mode = "replicated"`.
+pub const REPLICATED_ACKS_SHARE: f64 = 0.3;
+
+/// Whether the run's nodes acknowledge under `ack_mode = "replicated"` (each with its
+/// [`ack_partner`] as ack peer, `ack_fallback = "refuse"`), swarmed like a fault kind: drawn
+/// from a stream of its own, so what the seed draws otherwise is unchanged.
+pub fn replicated_acks(config: &ClusterConfig) -> bool {
+    let mut rng = StdRng::seed_from_u64(config.seed ^ 0x6163_6b5f_6d6f_6465);
+    let drawn = rng.random_bool(REPLICATED_ACKS_SHARE);
+    config.regions >= 2 && (config.force_replicated_acks || drawn)
+}
+
+/// The ack peer of `region` under replicated acks: regions pair up (0 and 1, 2 and 3, ...),
+/// and an odd last region takes region 0 (which does not take it back).
+pub fn ack_partner(region: usize, regions: usize) -> usize {
+    let partner = region ^ 1;
+    if partner < regions { partner } else { 0 }
 }
 
 /// The kinds of fault a seed may enable.

@@ -255,6 +255,13 @@ fn record_batch_outcome(
         }
         Outcome::Answered(status @ (429 | 503), body) => {
             ledger.batch_calls.failed += 1;
+            // A refusal that may follow a count (a node's `not_replicated`, an edge's
+            // `unconfirmed`): the votes are durable somewhere, maybe counted.
+            if may_follow_a_count(&body) {
+                for &v in &pending {
+                    ledger.votes[v].sent_mask |= everywhere;
+                }
+            }
             note_clock_refusal(&mut ledger, status, &body, target, now);
             ledger.trace(&[2, batch, target as u64, now]);
         }
@@ -458,8 +465,9 @@ fn record_single_outcome(
         }
         Outcome::Answered(status @ (429 | 503), body) => {
             ledger.single_calls.failed += 1;
-            // An edge's `unconfirmed` sent the vote on: it may have been counted anywhere.
-            if via.edge && body.windows(11).any(|w| w == b"unconfirmed") {
+            // A refusal that may follow a count: an edge's `unconfirmed` sent the vote on (it
+            // may have been counted anywhere); a node's `not_replicated` holds it durable.
+            if may_follow_a_count(&body) {
                 ledger.votes[vote].sent_mask |= sent;
             }
             note_clock_refusal(&mut ledger, status, &body, target, now);
@@ -484,6 +492,16 @@ fn record_single_outcome(
             false
         }
     }
+}
+
+/// Whether a refusal is replicated acks' `not_replicated`: the vote is durable at the node
+/// but not acknowledged, so it may be counted (delivered, unlike other refusals).
+fn may_follow_a_count(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| {
+        v["error"]
+            .as_str()
+            .is_some_and(tally_client::api::refusal_may_follow_a_count)
+    })
 }
 
 /// A `counted` answer's receipt: its actor, poll second and seq.

@@ -39,7 +39,8 @@ pub enum Outcome {
     Duplicate,
     /// The node refused it; it was not counted.
     Refused,
-    /// No answer: it may or may not have been counted.
+    /// No answer (or 503 `not_replicated`: durable on the node, not acknowledged): it may
+    /// or may not have been counted.
     Unknown,
 }
 

@@ -213,9 +213,10 @@ struct RefusalCode<'a> {
 }
 
 /// Maps a response to per-vote outcomes. A non-200 status refuses every vote (the API
-/// counts none of a refused request, but for an edge's `unconfirmed`); a 200 the client
-/// cannot read leaves them unknown. `postcard`: the body is a postcard batch answer (the
-/// response said so).
+/// counts none of a refused request), except one that may follow a count (an edge's 503
+/// `unconfirmed`, a node's 503 `not_replicated` under replicated acks: the votes are durable
+/// somewhere, maybe counted: unknown); a 200 the client cannot read leaves them unknown.
+/// `postcard`: the body is a postcard batch answer (the response said so).
 pub(super) fn read_answer(
     status: StatusCode,
     postcard: bool,
@@ -226,7 +227,8 @@ pub(super) fn read_answer(
     let mut errors = Vec::new();
     if status != StatusCode::OK {
         // A refusal takes nothing, but for one that may follow a count: an edge's 503
-        // `unconfirmed` (it sent the vote on and lost the answer).
+        // `unconfirmed` (it sent the vote on and lost the answer), a node's 503
+        // `not_replicated` (durable on the node, not acknowledged).
         let code = serde_json::from_slice::<RefusalCode<'_>>(body)
             .map(|r| r.error)
             .unwrap_or_default();
@@ -277,6 +279,7 @@ pub(super) fn read_answer(
     Answer { outcomes, errors }
 }
 
+/// Whether an error body is replicated acks' `not_replicated`.
 #[cfg(test)]
 mod tests {
     use rand::SeedableRng;
@@ -348,6 +351,11 @@ mod tests {
         let shed = read_answer(StatusCode::SERVICE_UNAVAILABLE, false, b"{}", 2, true);
         assert_eq!(shed.outcomes, vec![Outcome::Refused; 2]);
         assert_eq!(shed.errors, vec!["503".to_owned()]);
+        // Replicated acks' 503: durable on the node, not acknowledged, maybe counted.
+        let body = br#"{"error":"not_replicated","message":"no ack peer confirmed"}"#;
+        let unconfirmed = read_answer(StatusCode::SERVICE_UNAVAILABLE, false, body, 2, true);
+        assert_eq!(unconfirmed.outcomes, vec![Outcome::Unknown; 2]);
+        assert_eq!(unconfirmed.errors, vec!["503".to_owned()]);
         let garbled = read_answer(StatusCode::OK, false, b"nope", 1, false);
         assert_eq!(garbled.outcomes, vec![Outcome::Unknown]);
     }
