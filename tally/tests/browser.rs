@@ -9,13 +9,16 @@
 //! keep a screenshot of the live page.
 //!
 //! Also the voting page (issue 9): it casts a vote through the browser client, fails over from
-//! a region that is down, and then shows the live split.
+//! a region that is down, and then shows the live split; and the same page voting through a
+//! `tally edge` whose nearest region is down (issue 22).
 
 // Test helpers outside `#[test]` functions: a panic is how they report a failure.
 #![allow(clippy::unwrap_used)]
 
 #[path = "browser/chromium.rs"]
 mod chromium;
+#[path = "kit/edge.rs"]
+mod edge;
 #[path = "kit/http.rs"]
 #[allow(dead_code)] // the kit's process waits for readiness with it
 mod http;
@@ -455,6 +458,64 @@ fn voting_page_casts_a_vote_fails_over_from_a_region_that_is_down_and_shows_the_
     assert_eq!(
         results["options"][0]["votes"], 1,
         "one tap, one vote: {results}"
+    );
+    let exceptions = browser.exceptions();
+    assert!(exceptions.is_empty(), "the page threw: {exceptions:#?}");
+}
+
+#[test]
+fn voting_page_votes_through_an_edge_whose_nearest_region_is_down() {
+    // Goal: phones vote through the edge tier (issue 22) with the browser client unchanged, and
+    // a region that is down costs them nothing but a longer path. Method: a node whose public
+    // endpoint is one `tally edge`; the edge lists a region that nothing serves as its nearest
+    // upstream, then the node. The page must count one tap exactly once, through the edge
+    // (its answer names the edge as the way the vote went), and show the live split.
+    let scratch = Scratch::new("edge-vote");
+    let mut browser = Chromium::launch(&scratch.0);
+    let down = process::free_tcp_address();
+    let edge_address = process::free_tcp_address();
+    let edge_url = format!("http://{edge_address}");
+    let node = Node::start_with(
+        &scratch.0,
+        SSE_TICK_MS,
+        &["--public-endpoints".to_owned(), edge_url.clone()],
+    );
+    let mut edge = edge::EdgeProcess::spawn_at(
+        edge_address,
+        "edge",
+        &[down, node.address()],
+        &scratch.0,
+        &[],
+    );
+    edge.wait_ready(Instant::now() + Duration::from_secs(30));
+    let tab = browser.open_tab(VIEWPORT.0, VIEWPORT.1);
+    browser.navigate(&tab, &node.url(&format!("/vote/{POLL}")));
+    wait_for_vote_page(&mut browser, &tab, "the two options", |p| {
+        p.buttons == ["green", "blue"]
+    });
+    browser.evaluate(
+        &tab,
+        "document.querySelector('#choices button[data-option=blue]').click()",
+    );
+    let shown = wait_for_vote_page(&mut browser, &tab, "'Counted: blue'", |p| {
+        p.state == "counted"
+    });
+    assert_eq!(shown.status, "Counted: blue", "{shown:#?}");
+    assert_eq!(
+        shown.voted_via, edge_url,
+        "the vote should have gone through the edge"
+    );
+    wait_for_vote_page(&mut browser, &tab, "the live split with 1 vote", |p| {
+        p.split_visible && p.total == 1
+    });
+    let results = node.get_json(&format!("/v1/polls/{POLL}/results"));
+    assert_eq!(
+        (
+            results["options"][0]["votes"].as_i64(),
+            results["options"][1]["votes"].as_i64()
+        ),
+        (Some(0), Some(1)),
+        "one tap through the edge, one vote for blue: {results}"
     );
     let exceptions = browser.exceptions();
     assert!(exceptions.is_empty(), "the page threw: {exceptions:#?}");

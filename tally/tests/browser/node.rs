@@ -63,6 +63,11 @@ impl Node {
         panic!("tally could not get a free port in {START_ATTEMPTS_MAX} attempts");
     }
 
+    /// Where it serves HTTP.
+    pub(crate) fn address(&self) -> SocketAddr {
+        self.address
+    }
+
     /// `http://ADDRESS{path}`.
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)

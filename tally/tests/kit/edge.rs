@@ -19,7 +19,18 @@ impl EdgeProcess {
     /// Starts `tally edge` named `name` in front of `upstreams` (nearest first), its log in
     /// `dir`, with further flags `extra`; does not wait for readiness.
     pub(crate) fn spawn(name: &str, upstreams: &[SocketAddr], dir: &Path, extra: &[&str]) -> Self {
-        let http = free_tcp_address();
+        Self::spawn_at(free_tcp_address(), name, upstreams, dir, extra)
+    }
+
+    /// [`EdgeProcess::spawn`] on `http`, an address picked beforehand (for a node that must
+    /// name its edge before the edge can name it).
+    pub(crate) fn spawn_at(
+        http: SocketAddr,
+        name: &str,
+        upstreams: &[SocketAddr],
+        dir: &Path,
+        extra: &[&str],
+    ) -> Self {
         let mut command = tally();
         command
             .arg("edge")
