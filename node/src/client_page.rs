@@ -7,13 +7,13 @@
 //! those origins and its own.
 
 use axum::Router;
-use axum::extract::State;
+use std::sync::Arc;
+
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::dashboard::asset;
-use crate::http::AppState;
 
 const CLIENT_JS: &str = include_str!("../assets/client.js");
 const VOTE_HTML: &str = include_str!("../assets/vote.html");
@@ -27,11 +27,15 @@ pub const VOTE_JS_PATH: &str = "/assets/vote.js";
 /// Where the page finds its stylesheet.
 pub const VOTE_CSS_PATH: &str = "/assets/vote.css";
 
-/// The routes, registered by [`crate::http::router`].
-pub(crate) fn routes() -> Router<AppState> {
+/// The routes, registered by [`crate::http::router`]; the voting page lists
+/// `public_endpoints` (the nodes or edges it votes through, nearest first).
+pub fn routes<S: Clone + Send + Sync + 'static>(public_endpoints: Arc<[String]>) -> Router<S> {
     Router::new()
         .route(CLIENT_JS_PATH, get(client_js))
-        .route("/vote/{poll}", get(vote_page))
+        .route(
+            "/vote/{poll}",
+            get(move || vote_page(Arc::clone(&public_endpoints))),
+        )
         .route(VOTE_JS_PATH, get(vote_js))
         .route(VOTE_CSS_PATH, get(vote_css))
 }
@@ -48,10 +52,10 @@ async fn vote_css() -> impl IntoResponse {
     asset("text/css; charset=utf-8", VOTE_CSS)
 }
 
-async fn vote_page(State(app): State<AppState>) -> impl IntoResponse {
-    let endpoints = serde_json::to_string(&*app.public_endpoints).unwrap_or_else(|_| "[]".into());
+async fn vote_page(public_endpoints: Arc<[String]>) -> impl IntoResponse {
+    let endpoints = serde_json::to_string(&*public_endpoints).unwrap_or_else(|_| "[]".into());
     let page = VOTE_HTML.replace("{{ENDPOINTS}}", &html_attribute(&endpoints));
-    let connect: Vec<&str> = app.public_endpoints.iter().map(String::as_str).collect();
+    let connect: Vec<&str> = public_endpoints.iter().map(String::as_str).collect();
     let policy = format!(
         "default-src 'self'; connect-src 'self' {}; img-src 'self' data:; object-src 'none'; \
          base-uri 'none'; form-action 'none'; frame-ancestors 'none'",

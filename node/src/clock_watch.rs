@@ -24,13 +24,13 @@ use std::time::Duration;
 
 use tally_core::clock::{ClockPolicy, ClockSample, ClockVerdict, OffsetEstimate, OffsetFilter};
 use tally_core::{PollId, PollWindow, UnixMillis};
-use tokio::sync::{mpsc, oneshot, watch};
+
 use tokio::time::Instant;
 
-use crate::Clock;
-use crate::engine::Command;
 use crate::health::{Health, Hold};
 use crate::metrics::{Metrics, PeerMetrics};
+use crate::peer::status::PeerOffset;
+use tally_core::Clock;
 
 /// How often the watch reads its clocks and re-judges.
 pub const CLOCK_CHECK_INTERVAL: Duration = Duration::from_millis(100);
@@ -80,15 +80,6 @@ impl StartupWindow {
                 .map(|s| UnixMillis(now.0.saturating_add(s.saturating_mul(1000)))),
         }
     }
-}
-
-/// What the watch shows a peer's row in results and `/metrics`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerOffset {
-    /// The peer's wall clock minus this node's, in ms.
-    pub offset_ms: i64,
-    /// The estimate's error bound, in ms.
-    pub error_ms: u64,
 }
 
 /// The watch (shared: the sync sessions record samples, the engine reads the step guard, the
@@ -291,26 +282,6 @@ impl ClockWatch {
         state.last_verdict = Some(verdict);
         self.health.set(Hold::ClockSkew, state.held);
     }
-
-    /// Runs the watch until `stopping`: a look every [`CLOCK_CHECK_INTERVAL`], and the
-    /// start-up windows proposed to the engine once the clock may be trusted.
-    pub async fn run(
-        self: Arc<Self>,
-        engine: mpsc::Sender<Command>,
-        mut stopping: watch::Receiver<bool>,
-    ) {
-        loop {
-            let (_, windows) = self.check();
-            for (poll, window) in windows {
-                propose(&engine, poll, window).await;
-            }
-            tokio::select! {
-                biased;
-                _ = stopping.wait_for(|stop| *stop) => return,
-                () = tokio::time::sleep(CLOCK_CHECK_INTERVAL) => {}
-            }
-        }
-    }
 }
 
 /// What `estimate` says of a peer now: its stability brought forward by the time since.
@@ -350,26 +321,6 @@ fn log_verdict(
         );
     } else {
         tracing::info!("clock not yet checked against a peer: counting no votes until it is");
-    }
-}
-
-/// Proposes a start-up window; a refusal (the engine stopping, a poll gone) is logged.
-async fn propose(engine: &mpsc::Sender<Command>, poll: PollId, window: PollWindow) {
-    let (reply, answer) = oneshot::channel();
-    let command = Command::MergeWindow {
-        poll: poll.clone(),
-        window,
-        reply,
-    };
-    if engine.send(command).await.is_err() {
-        return;
-    }
-    match answer.await {
-        Ok(Ok(changed)) => {
-            tracing::info!(%poll, ?window, changed, "start-up window proposed at the checked clock")
-        }
-        Ok(Err(error)) => tracing::warn!(%poll, %error, "start-up window not proposed"),
-        Err(_) => {}
     }
 }
 

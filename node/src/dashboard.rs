@@ -11,8 +11,6 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::http::AppState;
-
 /// The page.
 const DASHBOARD_HTML: &str = include_str!("../assets/dashboard.html");
 /// Its stylesheet, served at [`CSS_PATH`].
@@ -30,7 +28,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:;
      object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// `GET /`, `GET /polls/{poll}` and the page's assets.
-pub(crate) fn routes() -> Router<AppState> {
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(page))
         .route("/polls/{poll}", get(page))

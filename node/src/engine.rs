@@ -22,19 +22,18 @@ mod failure;
 
 pub use failure::LOG_FAILED_HAND_OVER_MAX;
 
-use crate::Clock;
 use crate::config::within_reservation_budget;
 use crate::disputes::Disputes;
 use crate::health::{Health, Hold};
 use crate::metrics::Metrics;
-use crate::peer::sync::PeerBoard;
+use crate::peer::status::PeerBoard;
 use crate::results::ResultsSnapshot;
 use crate::wal::{WAL_JOBS_IN_FLIGHT_MAX, WalDone, WalEntry, WalJob};
+use tally_core::Clock;
 
 mod incarnation;
 mod replication;
 
-pub use incarnation::OWN_RECORDS_FROM_PEER;
 pub use replication::{
     AckCommand, AckSettings, OwnRecords, PEER_WAITING_VOTES_MAX, PUSH_PROBE_INTERVAL,
     PUSH_PROBES_PER_ASK_MAX, PUSH_RECORDS_PER_ASK_MAX, PushCursor,
@@ -549,7 +548,7 @@ impl Engine {
         let now = self.clock.now();
         let next = ResultsSnapshot::capture_since(&self.replica, now, &peers, &previous);
         next.log_index_growth(&previous);
-        self.metrics.observe_results(&next, &peers, now);
+        next.mirror_into(&self.metrics, &peers, now);
         results.send_replace(Arc::new(next));
     }
 
@@ -850,7 +849,7 @@ impl Engine {
     /// reservation (after the poll's definition, which the caller has queued already).
     fn reserve(&mut self, poll: &PollId, vote_ids: u64, prepared: Option<ReservedIndex>) {
         let grew =
-            crate::wal::startup::reserve_vote_ids(&mut self.replica, poll, vote_ids, prepared);
+            crate::reservation::reserve_vote_ids(&mut self.replica, poll, vote_ids, prepared);
         if !grew.unwrap_or(false) {
             return;
         }

@@ -12,7 +12,9 @@
 //! peers, and [`run`] returns its error (the process exits non-zero, to be restarted).
 
 pub mod client_page;
+pub mod clock;
 pub mod clock_watch;
+pub mod clock_windows;
 pub mod config;
 pub mod dashboard;
 pub mod disk_watch;
@@ -25,6 +27,7 @@ pub mod huge_pages;
 pub mod metrics;
 pub mod peer;
 pub mod planted;
+pub mod reservation;
 pub mod results;
 pub mod storage;
 pub mod wal;
@@ -33,7 +36,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tally_core::UnixMillis;
 use tokio::sync::{mpsc, watch};
 
 use crate::clock_watch::{CLOCK_SAMPLE_TTL_MS_MIN, ClockSettings, ClockWatch};
@@ -41,7 +43,8 @@ use crate::config::Config;
 use crate::engine::{Engine, EngineIo};
 use crate::health::{Health, Hold};
 use crate::metrics::Metrics;
-use crate::peer::sync::{PeerBoard, PeerTarget, SyncContext};
+use crate::peer::status::PeerBoard;
+use crate::peer::sync::{PeerTarget, SyncContext};
 use crate::planted::PlantedBug;
 use crate::results::ResultsSnapshot;
 use crate::storage::Storage;
@@ -53,18 +56,7 @@ pub use tally_serve::{connections, stall_guard};
 /// Where the time comes from: the system clock in production, simulated time in the sim.
 pub use tally_core::Clock;
 
-/// The operating system's wall clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> UnixMillis {
-        let since_epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO);
-        UnixMillis(since_epoch.as_millis() as u64)
-    }
-}
+pub use crate::clock::SystemClock;
 
 /// Every I/O resource a node uses.
 pub struct NodeIo<L, S, F> {
@@ -214,7 +206,8 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
     }
     let metrics = Arc::new(Metrics::new());
     metrics.observe_recovery(
-        &recovered.report,
+        recovered.report.wal.is_damaged(),
+        recovered.report.missing.iter().map(|m| m.count()).sum(),
         recovered.new_incarnation.map(|why| why.as_str()),
     );
     let actor = recovered.replica.actor().clone();
@@ -372,11 +365,11 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
                     stopping_rx.clone(),
                 )));
             }
-            peer_tasks.push(tokio::spawn(
-                clock_watch
-                    .clone()
-                    .run(command_tx.clone(), stopping_rx.clone()),
-            ));
+            peer_tasks.push(tokio::spawn(clock_windows::run(
+                clock_watch.clone(),
+                command_tx.clone(),
+                stopping_rx.clone(),
+            )));
             peer_tasks.push(tokio::spawn(report_ready_after_catch_up(
                 board.clone(),
                 config.other_peers().map(|p| p.id.clone()).collect(),

@@ -1,7 +1,6 @@
 //! Prometheus metrics: one registry per node, served at `/metrics` in the OpenMetrics text
 //! format. Metric names start with `tally_`; units are in the name (`_seconds`, `_bytes`).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -11,20 +10,20 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tally_core::UnixMillis;
-
-use crate::peer::sync::PeerStatus;
-use crate::results::ResultsSnapshot;
 
 /// Label set of one dimension, e.g. `[("outcome", "counted")]`.
 pub type Labels = Vec<(&'static str, &'static str)>;
+
+/// The `reason` of `tally_incarnation_changes_total` for a move to a new incarnation while
+/// serving: a peer sent this node's own records that its log lacks (`engine::incarnation`).
+pub const OWN_RECORDS_FROM_PEER: &str = "own_records_from_peer";
 
 /// Every `reason` of `tally_incarnation_changes_total` (its series exist from the start).
 pub const INCARNATION_CHANGE_REASONS: [&str; 4] = [
     "no_log",
     "log_tail_cut",
     "log_damage",
-    crate::engine::OWN_RECORDS_FROM_PEER,
+    OWN_RECORDS_FROM_PEER,
 ];
 
 /// Every metric of a node.
@@ -613,20 +612,20 @@ impl Metrics {
             .inc();
     }
 
-    /// Records what start-up recovery found: the move to a new incarnation, if any, and
-    /// whether the log was damaged and how many records it was known to lack.
+    /// Records what start-up recovery found: the move to a new incarnation, if any, whether
+    /// the log was damaged, and how many records it was known to lack.
     pub fn observe_recovery(
         &self,
-        recovered: &crate::wal::startup::Report,
+        damaged: bool,
+        missing_records: u64,
         reason: Option<&'static str>,
     ) {
         if let Some(reason) = reason {
             self.count_incarnation_change(reason);
         }
-        self.log_damaged.set(i64::from(recovered.wal.is_damaged()));
-        let missing: u64 = recovered.missing.iter().map(|m| m.count()).sum();
+        self.log_damaged.set(i64::from(damaged));
         self.log_missing_records
-            .set(i64::try_from(missing).unwrap_or(i64::MAX));
+            .set(i64::try_from(missing_records).unwrap_or(i64::MAX));
     }
 
     /// Records one group commit.
@@ -636,57 +635,49 @@ impl Metrics {
         self.group_bytes.observe(bytes as f64);
     }
 
-    /// Mirrors a fresh results snapshot into the per-poll gauges, and brings every peer's
-    /// `seconds_behind` up to `now` (between rounds, and while a peer is unreachable, the
-    /// lag keeps growing rather than freezing at its last round's value). A peer this node
-    /// has never caught up with since it started keeps the value of its last round.
-    pub fn observe_results(
+    /// Sets one poll's gauges: each option's votes, the vote IDs its dedupe index holds and
+    /// has room for, and its growth (`None`: not growing; else its progress, 0 to 1).
+    pub fn observe_poll<'a>(
         &self,
-        results: &ResultsSnapshot,
-        peers: &BTreeMap<String, PeerStatus>,
-        now: UnixMillis,
+        poll: &str,
+        options: impl IntoIterator<Item = (&'a str, i64)>,
+        vote_ids: usize,
+        vote_id_capacity: usize,
+        growth_progress: Option<f64>,
     ) {
-        for (poll, snapshot) in &results.polls {
-            for option in &snapshot.results.options {
-                let labels = vec![("poll", poll.to_string()), ("option", option.name.clone())];
-                self.poll_votes.get_or_create(&labels).set(option.votes);
-            }
-            let labels = vec![("poll", poll.to_string())];
-            let gauge = |value: usize| i64::try_from(value).unwrap_or(i64::MAX);
-            self.poll_vote_ids
-                .get_or_create(&labels)
-                .set(gauge(snapshot.vote_ids));
-            self.poll_vote_id_capacity
-                .get_or_create(&labels)
-                .set(gauge(snapshot.vote_id_capacity));
-            let growth = snapshot.vote_id_growth;
-            self.poll_vote_id_growth
-                .get_or_create(&labels)
-                .set(i64::from(growth.is_some()));
-            self.poll_vote_id_growth_progress
-                .get_or_create(&labels)
-                .set(growth.map_or(1.0, |g| g.progress()));
+        for (option, votes) in options {
+            let labels = vec![("poll", poll.to_owned()), ("option", option.to_owned())];
+            self.poll_votes.get_or_create(&labels).set(votes);
         }
-        for poll in results.polls.keys() {
-            for peer in peers.keys() {
-                // Created at 0 (a 1 set by `disputes` stays): alert rules see the series.
-                let labels = vec![("poll", poll.to_string()), ("peer", peer.clone())];
-                let _ = self.definition_disputes.get_or_create(&labels);
-            }
-        }
-        for (peer, status) in peers {
-            if let Some(caught_up_at) = status.caught_up_at {
-                let behind_ms = if status.records_behind == 0 && status.connected {
-                    0
-                } else {
-                    now.0.saturating_sub(caught_up_at.0)
-                };
-                self.peers
-                    .seconds_behind
-                    .get_or_create(&PeerMetrics::labels(peer))
-                    .set((behind_ms / 1000) as i64);
-            }
-        }
+        let labels = vec![("poll", poll.to_owned())];
+        let gauge = |value: usize| i64::try_from(value).unwrap_or(i64::MAX);
+        self.poll_vote_ids
+            .get_or_create(&labels)
+            .set(gauge(vote_ids));
+        self.poll_vote_id_capacity
+            .get_or_create(&labels)
+            .set(gauge(vote_id_capacity));
+        self.poll_vote_id_growth
+            .get_or_create(&labels)
+            .set(i64::from(growth_progress.is_some()));
+        self.poll_vote_id_growth_progress
+            .get_or_create(&labels)
+            .set(growth_progress.unwrap_or(1.0));
+    }
+
+    /// Makes the `tally_poll_definition_disputed` series of `poll` and `peer` exist (at 0; a 1
+    /// set by `disputes` stays), so alert rules see it.
+    pub fn touch_definition_dispute(&self, poll: &str, peer: &str) {
+        let labels = vec![("poll", poll.to_owned()), ("peer", peer.to_owned())];
+        let _ = self.definition_disputes.get_or_create(&labels);
+    }
+
+    /// Sets how far behind `peer` this node is, in milliseconds (exported in seconds).
+    pub fn observe_peer_behind(&self, peer: &str, behind_ms: u64) {
+        self.peers
+            .seconds_behind
+            .get_or_create(&PeerMetrics::labels(peer))
+            .set(i64::try_from(behind_ms / 1000).unwrap_or(i64::MAX));
     }
 
     /// Mirrors the node's holds into `tally_ready` and `tally_hold`.

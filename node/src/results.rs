@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::peer::sync::PeerStatus;
+use crate::metrics::Metrics;
+use crate::peer::status::PeerStatus;
 use tally_client::api::{
     ActorIncluded, History, HistoryPoint, OptionResult, PeerSeen, PollResults,
 };
@@ -197,6 +198,46 @@ impl ResultsSnapshot {
             }
         }
         next
+    }
+
+    /// Mirrors this snapshot into the per-poll gauges, and brings every peer's
+    /// `seconds_behind` up to `now` (between rounds, and while a peer is unreachable, the lag
+    /// keeps growing rather than freezing at its last round's value).
+    pub fn mirror_into(
+        &self,
+        metrics: &Metrics,
+        peers: &BTreeMap<String, PeerStatus>,
+        now: UnixMillis,
+    ) {
+        for (poll, snapshot) in &self.polls {
+            let options = snapshot
+                .results
+                .options
+                .iter()
+                .map(|o| (o.name.as_str(), o.votes));
+            metrics.observe_poll(
+                poll.as_str(),
+                options,
+                snapshot.vote_ids,
+                snapshot.vote_id_capacity,
+                snapshot.vote_id_growth.map(|g| g.progress()),
+            );
+            for peer in peers.keys() {
+                metrics.touch_definition_dispute(poll.as_str(), peer);
+            }
+        }
+        for (peer, status) in peers {
+            // A peer this node has never caught up with since it started keeps the value of
+            // its last round.
+            if let Some(caught_up_at) = status.caught_up_at {
+                let behind_ms = if status.records_behind == 0 && status.connected {
+                    0
+                } else {
+                    now.0.saturating_sub(caught_up_at.0)
+                };
+                metrics.observe_peer_behind(peer, behind_ms);
+            }
+        }
     }
 
     /// Logs each poll whose dedupe index began or finished growing since `previous`. Growth

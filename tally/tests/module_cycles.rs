@@ -20,28 +20,6 @@ use std::path::{Path, PathBuf};
 /// The crates whose modules must form no cycle.
 const CRATES: &[&str] = &["core", "client", "serve", "node", "edge", "tally", "sim"];
 
-/// The one cycle left from before the check (issue 21 part 3, not finished): node's crate
-/// root with its engine, peer sync, HTTP, metrics and start-up modules, through shared types
-/// (`Clock` in lib.rs, engine commands, peer status, body limits in config). The check fails
-/// if any other module joins it or any other cycle appears; remove modules from this list as
-/// the cycle is taken apart, and the list with it.
-const KNOWN_NODE_CYCLE: &[&str] = &[
-    "crate",
-    "client_page",
-    "clock_watch",
-    "config",
-    "dashboard",
-    "disk_watch",
-    "disputes",
-    "engine",
-    "http",
-    "metrics",
-    "peer::sync",
-    "results",
-    "wal::replay",
-    "wal::startup",
-];
-
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -374,18 +352,11 @@ fn name(module: &[String]) -> String {
 #[test]
 fn no_crate_has_a_cycle_among_its_modules() {
     // Goal: a new import cycle fails CI. Method: build each crate's module graph from its
-    // source text and list every strongly connected component, with one line per edge,
-    // except the known one of node within its listed modules (KNOWN_NODE_CYCLE).
+    // source text and list every strongly connected component, with one line per edge.
     let mut report = String::new();
     for crate_dir in CRATES {
         let edges = module_edges(crate_dir);
         for component in cycles(&edges) {
-            let names: Vec<String> = component.iter().map(|m| name(m)).collect();
-            let known = *crate_dir == "node"
-                && names.iter().all(|n| KNOWN_NODE_CYCLE.contains(&n.as_str()));
-            if known {
-                continue;
-            }
             report.push_str(&format!(
                 "{crate_dir}: a cycle among {} modules:\n",
                 component.len()

@@ -23,10 +23,8 @@ use rand::RngCore;
 use tally_core::{ActorId, MovedRecords, PollId, RecordBatch, Seq};
 
 use super::{BatchVoteAck, Engine, Pending, VoteAck};
+use crate::metrics::OWN_RECORDS_FROM_PEER;
 use crate::wal::WalEntry;
-
-/// The `reason` label of a move to a new incarnation while serving.
-pub const OWN_RECORDS_FROM_PEER: &str = "own_records_from_peer";
 
 impl Engine {
     /// Moves this node to a new incarnation because `batch` (of its own actor, up to seq

@@ -54,7 +54,6 @@ pub use tally_client::api::{
     ErrorCode, History, POSTCARD_MEDIA_TYPE, Receipt, VoteRequest, VoteResponse, VoteStatus,
 };
 
-use crate::Clock;
 use crate::config::{
     ADMIN_BODY_BYTES_MAX, BATCH_BODY_BYTES_MAX, Config, ConfigError, VOTE_BODY_BYTES_MAX, Validated,
 };
@@ -62,6 +61,7 @@ use crate::engine::Command;
 use crate::metrics::Metrics;
 use crate::results::ResultsSnapshot;
 use prometheus_client::metrics::histogram::Histogram;
+use tally_core::Clock;
 
 /// What every handler can reach. The router holds it in one [`Arc`] ([`SharedState`]), so a
 /// request clones one pointer rather than every field.
@@ -162,9 +162,11 @@ pub fn router(state: AppState) -> Router {
     let document = openapi::complete(document);
     let route_seconds = Arc::new(RouteSeconds::new(&state.metrics));
     api.route(OPENAPI_PATH, openapi::route(&document))
-        // The dashboard's routes read no state; `with_state` only converts their router type.
-        .merge(crate::dashboard::routes().with_state(AppState::clone(&state)))
-        .merge(crate::client_page::routes().with_state(AppState::clone(&state)))
+        // The pages read no state (the voting page is given the endpoints it lists).
+        .merge(crate::dashboard::routes())
+        .merge(crate::client_page::routes(Arc::clone(
+            &state.public_endpoints,
+        )))
         .fallback(ops::not_found)
         // After every route is in: it applies to the routes registered so far.
         .method_not_allowed_fallback(ops::method_not_allowed)
@@ -201,7 +203,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         engine,
         results,
         metrics: Arc::new(Metrics::new()),
-        clock: Arc::new(crate::SystemClock),
+        clock: Arc::new(crate::clock::SystemClock),
         health: Arc::new(crate::health::Health::new(&[crate::health::Hold::Stopping])),
         stopping,
     };
@@ -225,7 +227,7 @@ async fn limit_by_ip(State(app): State<SharedState>, request: Request, next: Nex
     }
     let client = request
         .extensions()
-        .get::<axum::extract::ConnectInfo<crate::connections::ClientAddr>>()
+        .get::<axum::extract::ConnectInfo<tally_serve::connections::ClientAddr>>()
         .and_then(|info| info.0.0);
     if let (Some(limiter), Some(client)) = (&app.abuse.per_ip, client) {
         if let Err(seconds) = limiter.check(client.ip(), app.clock.now()) {

@@ -43,7 +43,7 @@ pub fn split_ops(
     };
     let ops = router.clone().layer(middleware::from_fn(ops_only));
     let mut stopped = stopping.subscribe();
-    let task = tokio::spawn(crate::connections::serve(
+    let task = tokio::spawn(tally_serve::connections::serve(
         listener,
         ops,
         header_read_timeout,

@@ -3,6 +3,7 @@
 
 pub mod claims;
 pub mod log_once;
+pub mod status;
 pub mod sync;
 pub mod tls;
 pub mod transport;

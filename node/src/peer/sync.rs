@@ -32,7 +32,7 @@
 //! of that round is merged. Dropped connections (including partitions longer than the idle
 //! timeout) reconnect with jittered backoff and resume from version vectors.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -42,7 +42,7 @@ use tally_core::session::{
     Answerer, Established, Handshake, Puller, Refusal, RoundApplied, Transmit,
 };
 use tally_core::wire::Hello;
-use tally_core::{ActorId, AnswerRefusal, NodeId, UnixMillis, VoteIdKey};
+use tally_core::{ActorId, AnswerRefusal, NodeId, VoteIdKey};
 use tokio::sync::{mpsc, oneshot, watch};
 
 mod push;
@@ -53,38 +53,18 @@ use super::claims::{Claim, PullClaims};
 use super::log_once::LogOnce;
 use super::tls::check_peer_is;
 use super::transport::{Backoff, FrameError, read_frame, write_frame};
-use crate::Clock;
-use crate::clock_watch::{ClockWatch, PeerOffset};
+use crate::clock_watch::ClockWatch;
 use crate::config::PeerAddress;
 use crate::engine::{Command, EngineError, PeerApplied};
 use crate::metrics::{Metrics, PeerMetrics};
+use crate::peer::status::PeerBoard;
+use tally_core::Clock;
 
 /// How long one sync round may take before the connection is considered stuck.
 pub const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// QUIC application error code for "refused: bad hello, certificate or frame".
 const CLOSE_REFUSED: u32 = 1;
-
-/// What a node knows about one peer, for readiness, results and metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PeerStatus {
-    /// Whether it is in this node's peer list (others are peers that dialled this node).
-    pub listed: bool,
-    /// Whether a session this node pulls over is up.
-    pub connected: bool,
-    /// When the last round completed.
-    pub last_contact: Option<UnixMillis>,
-    /// Records the peer held that this node did not, after the last round.
-    pub records_behind: u64,
-    /// When this node last held everything the peer held.
-    pub caught_up_at: Option<UnixMillis>,
-    /// The peer's clock offset as last estimated.
-    pub clock: Option<PeerOffset>,
-}
-
-/// Every peer's status, shared by the sync sessions (writers) and readers (results,
-/// readiness). Not on the vote path.
-pub type PeerBoard = Arc<Mutex<BTreeMap<String, PeerStatus>>>;
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]

@@ -141,7 +141,7 @@ impl<'c> Replay<'c> {
                     }
                 }
                 for poll in self.configured.iter().filter(|p| p.id == id.as_str()) {
-                    super::startup::reserve_index(replica, poll);
+                    crate::reservation::reserve_index(replica, poll);
                 }
                 Ok(())
             }
@@ -163,7 +163,7 @@ impl<'c> Replay<'c> {
                 Ok(())
             }
             WalEntry::Reserve { poll, vote_ids } => {
-                super::startup::reserve_vote_ids(replica, &poll, vote_ids, None)
+                crate::reservation::reserve_vote_ids(replica, &poll, vote_ids, None)
                     .map(drop)
                     .map_err(|e| format!("reserving the index of {poll}: {e}"))
             }

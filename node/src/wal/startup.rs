@@ -24,13 +24,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use rand::{RngCore, SeedableRng};
-use tally_core::{ActorId, PollError, PollId, RecordBatch, Replica, Seq};
+use tally_core::{ActorId, PollId, RecordBatch, Replica, Seq};
 
-use crate::Clock;
-use crate::config::{Config, PollConfig, Validated};
+use crate::config::{Config, Validated};
 use crate::planted::PlantedBug;
+use crate::reservation::reserve_index;
 use crate::storage::Storage;
 use crate::wal::{RecoveryReport, Wal, WalEntry, WalError};
+use tally_core::Clock;
 
 pub use super::replay::MissingSeqs;
 use super::replay::{self, Replay};
@@ -442,41 +443,11 @@ pub(crate) fn state_entries(replica: &Replica) -> Vec<WalEntry> {
     entries
 }
 
-/// Sizes a configured poll's dedupe index for its `expected_votes`, if it is not that large
-/// yet. Replay calls it as soon as the log names the poll, before the poll's records, so a
-/// restart fills the index without growing it (each growth rehashes every ID held).
-pub(super) fn reserve_index(replica: &mut Replica, poll: &PollConfig) {
-    let Some(expected) = poll.expected_votes else {
-        return;
-    };
-    let Ok(id) = PollId::new(poll.id.clone()) else {
-        return;
-    };
-    let _ = reserve_vote_ids(replica, &id, expected, None);
-}
-
-/// Sizes `poll`'s dedupe index for `expected` vote IDs if it holds fewer, and logs it when it
-/// grew. `Ok(true)`: it grew. Start-up, replay and the admin API all reserve through this.
-pub(crate) fn reserve_vote_ids(
-    replica: &mut Replica,
-    poll: &PollId,
-    expected: u64,
-    prepared: Option<tally_core::ReservedIndex>,
-) -> Result<bool, PollError> {
-    let wanted = usize::try_from(expected).unwrap_or(usize::MAX);
-    let before = replica.state(poll).map(|s| s.vote_id_capacity());
-    replica.reserve_vote_ids_with(poll, wanted, prepared)?;
-    let capacity = replica.state(poll).map_or(0, |s| s.vote_id_capacity());
-    let grew = before != Some(capacity);
-    if grew {
-        tracing::info!(%poll, expected, capacity, "dedupe index reserved");
-    }
-    Ok(grew)
-}
-
 #[cfg(test)]
 mod tests {
     use tally_core::{NodeId, OptionName, PollSpec, PollWindow};
+
+    use crate::config::PollConfig;
 
     use super::*;
 

@@ -18,6 +18,7 @@ pub(crate) struct EdgeProcess {
 impl EdgeProcess {
     /// Starts `tally edge` named `name` in front of `upstreams` (nearest first), its log in
     /// `dir`, with further flags `extra`; does not wait for readiness.
+    #[allow(dead_code)] // the browser test names its edge's address itself
     pub(crate) fn spawn(name: &str, upstreams: &[SocketAddr], dir: &Path, extra: &[&str]) -> Self {
         Self::spawn_at(free_tcp_address(), name, upstreams, dir, extra)
     }
