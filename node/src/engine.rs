@@ -42,6 +42,11 @@ pub use replication::{
 /// Commands drained per wake-up before the engine looks at the log again.
 pub const COMMANDS_PER_WAKE_MAX: usize = 4_096;
 
+/// Capacity of the replicated acks' lane ([`EngineIo::acks`]): the push sessions' commands
+/// (records pushed by an ack peer, this node's records to push, confirmations). A session
+/// whose command finds the lane full waits, and so, by QUIC's flow control, does its peer.
+pub const ACK_LANE_QUEUE_MAX: usize = 1_024;
+
 /// Growth steps of the dedupe indexes the engine runs per results tick, less those their
 /// inserts ran since the last tick: each moves at most `INDEX_GROWTH_STEP_MOVES_MAX` (256)
 /// vote IDs or touches 32 KiB of the next table, so an index in the middle of a burst (whose
@@ -248,8 +253,13 @@ struct Waiter {
 
 /// The engine's ends of its channels.
 pub struct EngineIo {
-    /// Commands from the HTTP layer (and later, peers).
+    /// Commands from the HTTP layer and the peer sessions.
     pub commands: mpsc::Receiver<Command>,
+    /// The replicated acks' lane (`Command::Ack` from the push sessions), served before
+    /// [`EngineIo::commands`] and between any two of them: a push, a confirmation or an ask
+    /// for records to push never waits behind the clients' queued batches, which would add
+    /// their processing time to every replicated ack (up to [`ACK_LANE_QUEUE_MAX`] queued).
+    pub acks: mpsc::Receiver<Command>,
     /// Jobs to the log writer.
     pub wal_jobs: mpsc::Sender<WalJob>,
     /// Reports from the log writer.
@@ -409,6 +419,7 @@ impl Engine {
         let mut ticker = tokio::time::interval(self.results_tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut commands_closed = false;
+        let mut acks_closed = false;
         let mut log_failure: Option<String> = None;
         // When the engine last woke: what it does from then on holds every other vote.
         let mut woke: tokio::time::Instant;
@@ -419,6 +430,7 @@ impl Engine {
                     woke = tokio::time::Instant::now();
                     commands_closed = true;
                     io.commands.close();
+                    io.acks.close();
                 }
                 done = io.wal_done.recv() => {
                     woke = tokio::time::Instant::now();
@@ -433,11 +445,22 @@ impl Engine {
                         },
                     }
                 }
+                ack = io.acks.recv(), if !acks_closed => {
+                    woke = tokio::time::Instant::now();
+                    match ack {
+                        Some(ack) => {
+                            self.handle(ack);
+                            self.handle_queued_acks(&mut io.acks);
+                        }
+                        None => acks_closed = true,
+                    }
+                }
                 command = io.commands.recv() => {
                     woke = tokio::time::Instant::now();
                     let Some(command) = command else { break };
                     self.handle(command);
                     for _ in 1..COMMANDS_PER_WAKE_MAX {
+                        self.handle_queued_acks(&mut io.acks);
                         let Ok(command) = io.commands.try_recv() else { break };
                         self.handle(command);
                     }
@@ -550,6 +573,14 @@ impl Engine {
         next.log_index_growth(&previous);
         next.mirror_into(&self.metrics, &peers, now);
         results.send_replace(Arc::new(next));
+    }
+
+    /// Handles every command waiting in the acks' lane (at most its capacity).
+    fn handle_queued_acks(&mut self, acks: &mut mpsc::Receiver<Command>) {
+        for _ in 0..ACK_LANE_QUEUE_MAX {
+            let Ok(ack) = acks.try_recv() else { break };
+            self.handle(ack);
+        }
     }
 
     fn has_unlogged(&self) -> bool {

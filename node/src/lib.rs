@@ -222,6 +222,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
     let initial = ResultsSnapshot::first(&recovered.replica, clock.now(), &Default::default());
     let (results_tx, results_rx) = watch::channel(Arc::new(initial));
     let (command_tx, command_rx) = mpsc::channel(config.engine_queue_max);
+    let (ack_tx, ack_rx) = mpsc::channel(engine::ACK_LANE_QUEUE_MAX);
     let (close_commands, close_commands_rx) = watch::channel(false);
     let (job_tx, done_rx, writer) = group_commit::start(recovered.wal, wal_executor)?;
     let health = Arc::new(Health::new(if syncing { &[Hold::CatchingUp] } else { &[] }));
@@ -276,6 +277,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
     let (engine_stopped_tx, engine_stopped) = watch::channel(false);
     let engine = engine.spawn(EngineIo {
         commands: command_rx,
+        acks: ack_rx,
         wal_jobs: job_tx,
         wal_done: done_rx,
         results: results_tx,
@@ -320,6 +322,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
             }
             let context = Arc::new(SyncContext {
                 engine: command_tx.clone(),
+                ack_lane: ack_tx.clone(),
                 hello: tally_core::wire::Hello {
                     cluster_id: config.cluster_id.clone(),
                     protocol_version: tally_core::wire::PROTOCOL_VERSION,

@@ -222,6 +222,8 @@ fn start_engine(peers: &[&str]) -> Harness {
     let (actor_tx, _) = watch::channel(actor("a"));
     let engine = engine.spawn(EngineIo {
         commands: commands_rx,
+        // No push session: the acks' lane is closed from the start.
+        acks: mpsc::channel(1).1,
         wal_jobs: jobs_tx,
         wal_done: done_rx,
         results: results_tx,

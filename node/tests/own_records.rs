@@ -81,6 +81,8 @@ impl Harness {
         let (stopped, _) = watch::channel(false);
         engine.spawn(EngineIo {
             commands: command_rx,
+            // No push session: the acks' lane is closed from the start.
+            acks: mpsc::channel(1).1,
             wal_jobs: job_tx,
             wal_done: done_rx,
             results,

@@ -196,6 +196,9 @@ impl SessionError {
 pub struct SyncContext {
     /// The engine's command queue.
     pub engine: mpsc::Sender<Command>,
+    /// The engine's lane for the push sessions' commands (replicated acks), served first
+    /// ([`crate::engine::EngineIo::acks`]).
+    pub ack_lane: mpsc::Sender<Command>,
     /// This node's hello (its actor is replaced by the current one, [`SyncContext::actor`]).
     pub hello: Hello,
     /// This node's current actor: it changes when the node moves to a new incarnation, and

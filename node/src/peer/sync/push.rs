@@ -96,7 +96,7 @@ struct SessionUp {
 impl SessionUp {
     fn new(context: &SyncContext, peer: NodeId) -> Self {
         Self {
-            engine: context.engine.clone(),
+            engine: context.ack_lane.clone(),
             peer,
         }
     }
@@ -148,7 +148,7 @@ async fn read_pushes(
                     reply,
                 };
                 context
-                    .engine
+                    .ack_lane
                     .send(Command::Ack(command))
                     .await
                     .map_err(|_| SessionError::EngineStopped)?;
@@ -228,7 +228,7 @@ async fn write_pushes(
         if can_push && (more || probe) {
             let after = cursor.take();
             let probe = std::mem::take(&mut probe);
-            let records = ask(&context.engine, |reply| {
+            let records = ask(&context.ack_lane, |reply| {
                 Command::Ack(AckCommand::OwnRecordsToPush {
                     after,
                     probe,
@@ -262,7 +262,7 @@ async fn write_pushes(
                     sender.handle_ack()?;
                     let confirmed = AckCommand::PeerConfirmed { peer: node.clone(), ack };
                     context
-                        .engine
+                        .ack_lane
                         .send(Command::Ack(confirmed))
                         .await
                         .map_err(|_| SessionError::EngineStopped)?;
