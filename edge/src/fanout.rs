@@ -179,7 +179,9 @@ pub enum Unfollowable {
 impl From<Unfollowable> for ApiError {
     fn from(why: Unfollowable) -> Self {
         match why {
-            Unfollowable::NotLearnt => ApiError::Unavailable("the edge has not heard from a node yet"),
+            Unfollowable::NotLearnt => {
+                ApiError::Unavailable("the edge has not heard from a node yet")
+            }
             Unfollowable::Unknown => ApiError::UnknownPoll(String::new()),
             Unfollowable::Full => ApiError::Overloaded(5),
         }
@@ -203,7 +205,10 @@ pub struct FanoutWiring {
 impl Fanout {
     /// A fan-out with nothing subscribed yet.
     pub fn new(settings: FanoutSettings, wiring: FanoutWiring) -> Self {
-        wiring.metrics.fanout_viewers_max.set(settings.viewers_max as i64);
+        wiring
+            .metrics
+            .fanout_viewers_max
+            .set(settings.viewers_max as i64);
         Self {
             shared: Arc::new(Shared {
                 settings,
@@ -256,7 +261,15 @@ impl Fanout {
             .metrics
             .fanout_polls
             .set(subscriptions.len() as i64);
-        tokio::spawn(follow::Follow::new(known.id.clone(), self.shared.clone(), slot, entry.last_read_ms.clone()).run());
+        tokio::spawn(
+            follow::Follow::new(
+                known.id.clone(),
+                self.shared.clone(),
+                slot,
+                entry.last_read_ms.clone(),
+            )
+            .run(),
+        );
         Ok(entry)
     }
 
@@ -306,7 +319,10 @@ fn retire_if_idle(
     last_read_ms: &AtomicU64,
 ) -> bool {
     let stopping = *shared.stopping.borrow();
-    let idle = shared.now_ms().saturating_sub(last_read_ms.load(Ordering::Relaxed)) >= SUBSCRIPTION_IDLE_MS;
+    let idle = shared
+        .now_ms()
+        .saturating_sub(last_read_ms.load(Ordering::Relaxed))
+        >= SUBSCRIPTION_IDLE_MS;
     let mut subscriptions = shared
         .subscriptions
         .lock()

@@ -36,8 +36,7 @@ pub fn etag_of(body: &[u8]) -> Arc<str> {
 }
 
 /// `Cache-Control` of a read of a poll that takes (or will take) votes.
-pub const CACHE_OPEN: &str =
-    "public, max-age=1, stale-while-revalidate=2, stale-if-error=60";
+pub const CACHE_OPEN: &str = "public, max-age=1, stale-while-revalidate=2, stale-if-error=60";
 /// `Cache-Control` of a read of a closed poll.
 pub const CACHE_CLOSED: &str =
     "public, max-age=60, stale-while-revalidate=600, stale-if-error=86400";
@@ -65,12 +64,7 @@ pub fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
 
 /// A cacheable JSON answer: `body` with its `etag` and `cache_control`, or 304 with the same
 /// headers and no body when the request already holds it.
-pub fn json(
-    headers: &HeaderMap,
-    etag: &str,
-    cache_control: &'static str,
-    body: Bytes,
-) -> Response {
+pub fn json(headers: &HeaderMap, etag: &str, cache_control: &'static str, body: Bytes) -> Response {
     let tag = HeaderValue::from_str(etag).unwrap_or_else(|_| HeaderValue::from_static("\"\""));
     let policy = HeaderValue::from_static(cache_control);
     if not_modified(headers, etag) {

@@ -3,7 +3,7 @@
 //! module above). One task per subscribed poll; it alone writes the slot.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -205,8 +205,7 @@ impl Follow {
                 let results = Results::from_data(self.poll.as_str(), data)?;
                 self.shared.metrics.fanout_frames.inc();
                 if self.shared.shedding()
-                    && self.results_published_at.elapsed()
-                        < Duration::from_millis(SHEDDING_TICK_MS)
+                    && self.results_published_at.elapsed() < Duration::from_millis(SHEDDING_TICK_MS)
                 {
                     self.held_back = Some(Arc::new(results));
                 } else {
@@ -279,8 +278,14 @@ impl Follow {
             .get_or_create(&vec![("poll", self.poll.to_string())])
             .set(seconds);
         let since = self.published_at.elapsed();
-        let upstream_stale = stale.as_ref().is_some_and(|s| s.reason == StaleReason::Upstream);
-        let was_stale = self.latest.stale.as_ref().is_some_and(|s| s.reason == StaleReason::Upstream);
+        let upstream_stale = stale
+            .as_ref()
+            .is_some_and(|s| s.reason == StaleReason::Upstream);
+        let was_stale = self
+            .latest
+            .stale
+            .as_ref()
+            .is_some_and(|s| s.reason == StaleReason::Upstream);
         if upstream_stale && (!was_stale || since >= Duration::from_millis(STALE_TICK_MS)) {
             self.latest.stale = stale;
             self.latest.encode_catch_up();

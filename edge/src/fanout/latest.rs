@@ -59,7 +59,10 @@ impl Results {
         let head: ResultsHead = serde_json::from_slice(&data)
             .map_err(|e| format!("a results event that is not the results JSON: {e}"))?;
         if head.poll != poll {
-            return Err(format!("results of poll {:?} on the stream of {poll:?}", head.poll));
+            return Err(format!(
+                "results of poll {:?} on the stream of {poll:?}",
+                head.poll
+            ));
         }
         let event = format!(
             "event: results\nid: {}\ndata: {}\n\n",

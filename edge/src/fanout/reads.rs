@@ -43,13 +43,20 @@ impl Fanout {
         poll: &str,
         headers: &HeaderMap,
     ) -> Result<Response, ApiError> {
-        let entry = self.entry(catalogue, poll).map_err(|e| named(e.into(), poll))?;
+        let entry = self
+            .entry(catalogue, poll)
+            .map_err(|e| named(e.into(), poll))?;
         let latest = first_results(&entry).await?;
         let Some(results) = &latest.results else {
             return Err(no_results());
         };
         let policy = caching::cache_control(if results.closed { "closed" } else { "open" });
-        let response = caching::json(headers, &results.body.etag, policy, results.body.json.clone());
+        let response = caching::json(
+            headers,
+            &results.body.etag,
+            policy,
+            results.body.json.clone(),
+        );
         Ok(with_staleness(response, &latest))
     }
 
@@ -60,7 +67,9 @@ impl Fanout {
         poll: &str,
         headers: &HeaderMap,
     ) -> Result<Response, ApiError> {
-        let entry = self.entry(catalogue, poll).map_err(|e| named(e.into(), poll))?;
+        let entry = self
+            .entry(catalogue, poll)
+            .map_err(|e| named(e.into(), poll))?;
         let latest = first_results(&entry).await?;
         let Some(results) = &latest.results else {
             return Err(no_results());
@@ -78,7 +87,12 @@ impl Fanout {
             return Err(no_results());
         };
         let policy = caching::cache_control(if results.closed { "closed" } else { "open" });
-        let response = caching::json(headers, &history.body.etag, policy, history.body.json.clone());
+        let response = caching::json(
+            headers,
+            &history.body.etag,
+            policy,
+            history.body.json.clone(),
+        );
         Ok(with_staleness(response, &latest))
     }
 
@@ -94,12 +108,19 @@ impl Fanout {
         let Some(list) = cached.as_ref() else {
             return Err(ApiError::Unavailable("no node can answer now"));
         };
-        Ok(caching::json(headers, &list.body.etag, CACHE_OPEN, list.body.json.clone()))
+        Ok(caching::json(
+            headers,
+            &list.body.etag,
+            CACHE_OPEN,
+            list.body.json.clone(),
+        ))
     }
 
     /// `GET /v1/polls/{poll}/stream`.
     pub async fn stream(&self, catalogue: &Catalogue, poll: &str) -> Result<Response, ApiError> {
-        let entry = self.entry(catalogue, poll).map_err(|e| named(e.into(), poll))?;
+        let entry = self
+            .entry(catalogue, poll)
+            .map_err(|e| named(e.into(), poll))?;
         let Some(place) = self.admit() else {
             // Full: the cacheable results route serves the rest (a CDN absorbs it).
             return Err(ApiError::Overloaded(5));
@@ -142,7 +163,11 @@ async fn first_results(entry: &Entry) -> Result<Arc<Latest>, ApiError> {
 
 /// `response` with [`STALE_HEADER`] while the node's stream is silent.
 fn with_staleness(mut response: Response, latest: &Latest) -> Response {
-    if let Some(stale) = latest.stale.as_ref().filter(|s| s.reason == StaleReason::Upstream) {
+    if let Some(stale) = latest
+        .stale
+        .as_ref()
+        .filter(|s| s.reason == StaleReason::Upstream)
+    {
         response
             .headers_mut()
             .insert(STALE_HEADER, HeaderValue::from(stale.stale_seconds));
@@ -162,10 +187,7 @@ async fn refresh(
     let node = shared.availability.nearest().unwrap_or(0);
     let endpoint = &shared.upstreams[node];
     let tag = cached.as_ref().map(|f| f.body.etag.clone());
-    let headers: Vec<_> = tag
-        .iter()
-        .map(|t| (header::IF_NONE_MATCH, &**t))
-        .collect();
+    let headers: Vec<_> = tag.iter().map(|t| (header::IF_NONE_MATCH, &**t)).collect();
     let Some(outgoing) = request(endpoint, hyper::Method::GET, path, &headers, Bytes::new()) else {
         return Err(ApiError::NotFound(path.to_owned()));
     };
@@ -189,7 +211,11 @@ async fn refresh(
         }
         Exchanged::Answered { status: 404, .. } => Err(ApiError::UnknownPoll(path.to_owned())),
         answered if cached.is_some() => {
-            tracing::debug!(?answered, path, "a read of a node failed; serving the cached bytes");
+            tracing::debug!(
+                ?answered,
+                path,
+                "a read of a node failed; serving the cached bytes"
+            );
             Ok(())
         }
         _ => Err(ApiError::Unavailable("no node can answer now")),

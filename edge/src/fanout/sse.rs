@@ -57,7 +57,10 @@ impl Reader {
 /// Where the first blank line is: the end of the event before it, and the length of the
 /// separator (`\n\n` or `\r\n\r\n`).
 fn find_blank_line(bytes: &[u8]) -> Option<(usize, usize)> {
-    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|at| (at, 2));
+    let lf = bytes
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|at| (at, 2));
     let crlf = bytes
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -31,18 +31,21 @@ pub(super) fn stream(latest: watch::Receiver<Arc<Latest>>, place: ViewerPlace) -
         sent: 0,
         _place: place,
     };
-    Box::pin(futures_util::stream::unfold(viewer, |mut viewer| async move {
-        if viewer.sent != 0 {
-            // Err: the subscription ended (the edge stops): so does the stream.
-            viewer.latest.changed().await.ok()?;
-        }
-        let latest = viewer.latest.borrow_and_update().clone();
-        let bytes = if latest.results_generation == viewer.sent {
-            latest.update.clone()
-        } else {
-            viewer.sent = latest.results_generation;
-            latest.catch_up.clone()
-        };
-        Some((Ok(bytes), viewer))
-    }))
+    Box::pin(futures_util::stream::unfold(
+        viewer,
+        |mut viewer| async move {
+            if viewer.sent != 0 {
+                // Err: the subscription ended (the edge stops): so does the stream.
+                viewer.latest.changed().await.ok()?;
+            }
+            let latest = viewer.latest.borrow_and_update().clone();
+            let bytes = if latest.results_generation == viewer.sent {
+                latest.update.clone()
+            } else {
+                viewer.sent = latest.results_generation;
+                latest.catch_up.clone()
+            };
+            Some((Ok(bytes), viewer))
+        },
+    ))
 }

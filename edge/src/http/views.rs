@@ -21,7 +21,11 @@ pub(super) async fn results(
         return super::reads::pass(State(edge), request).await;
     }
     let catalogue = edge.dispatch.catalogue.borrow().clone();
-    answer(edge.fanout.results(&catalogue, &poll, request.headers()).await)
+    answer(
+        edge.fanout
+            .results(&catalogue, &poll, request.headers())
+            .await,
+    )
 }
 
 /// `GET /v1/polls/{poll}/history`.
@@ -40,7 +44,10 @@ pub(super) async fn poll_list(State(edge): State<Arc<EdgeState>>, headers: Heade
 }
 
 /// `GET /v1/polls/{poll}/stream`.
-pub(super) async fn stream(State(edge): State<Arc<EdgeState>>, Path(poll): Path<String>) -> Response {
+pub(super) async fn stream(
+    State(edge): State<Arc<EdgeState>>,
+    Path(poll): Path<String>,
+) -> Response {
     let catalogue = edge.dispatch.catalogue.borrow().clone();
     answer(edge.fanout.stream(&catalogue, &poll).await)
 }
