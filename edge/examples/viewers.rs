@@ -39,7 +39,9 @@ async fn viewer(
     source: std::net::IpAddr,
     request: Rc<String>,
     total: Rc<Cell<i64>>,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(), String> {
+    let mut permit = Some(permit);
     let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
     socket
         .bind(std::net::SocketAddr::new(source, 0))
@@ -64,6 +66,8 @@ async fn viewer(
             }
             answered = true;
             total.set(-1);
+            // Answered: the next connection may open.
+            permit.take();
         }
         if let Some(seen) = last_total(&carried) {
             total.set(seen);
@@ -99,18 +103,15 @@ fn main() -> Result<(), String> {
         // -2: not connected yet; -1: answered, no results yet; else the last total seen.
         let totals: Vec<Rc<Cell<i64>>> = (0..count).map(|_| Rc::new(Cell::new(-2))).collect();
         let lost = Rc::new(Cell::new(0usize));
-        let connecting = Rc::new(tokio::sync::Semaphore::new(CONNECTING_MAX));
+        let connecting = std::sync::Arc::new(tokio::sync::Semaphore::new(CONNECTING_MAX));
         for total in &totals {
-            let permit = connecting.clone().acquire_owned().await;
+            let Ok(permit) = connecting.clone().acquire_owned().await else {
+                break;
+            };
             let (request, total, lost) = (request.clone(), total.clone(), lost.clone());
             tokio::task::spawn_local(async move {
-                let opened = async {
-                    // The permit is held until the stream answers or fails.
-                    let result = viewer(target, source, request, total.clone()).await;
-                    drop(permit);
-                    result
-                };
-                if let Err(why) = opened.await {
+                // The permit is held until the stream answers or fails.
+                if let Err(why) = viewer(target, source, request, total, permit).await {
                     if lost.get() == 0 {
                         eprintln!("viewer ended: {why}");
                     }

@@ -51,13 +51,16 @@ use crate::dispatch::Availability;
 use crate::metrics::EdgeMetrics;
 use crate::upstream::Connector;
 
-/// What one SSE viewer is budgeted to cost the edge's process, in resident bytes: the
-/// measured figure (BENCHMARKS.md "Viewers per edge") rounded up. `viewers_max` is the
-/// memory budget divided by it.
-pub const VIEWER_BYTES: u64 = 4_096;
+/// What one SSE viewer costs the edge's process, in resident bytes: the measured figure
+/// (BENCHMARKS.md, "Viewers": ~20 KB per viewer at 2,000 and 10,000 viewers, nearly all of it
+/// hyper's per-connection buffers and task, see there) rounded up. `viewers_max` is the memory
+/// budget divided by it. Issue 23's goal is 4 KB: lower this with the measurement that shows
+/// it.
+pub const VIEWER_BYTES: u64 = 24 * 1024;
 
-/// Default memory budget for SSE viewers, in bytes (256 MiB: 65,536 viewers).
-pub const VIEWER_MEMORY_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
+/// Default memory budget for SSE viewers, in bytes (512 MiB: 21,845 viewers, about what one
+/// process may hold open here, 20,000 files).
+pub const VIEWER_MEMORY_BYTES_DEFAULT: u64 = 512 * 1024 * 1024;
 
 /// Default most polls subscribed at once.
 pub const FANOUT_POLLS_DEFAULT: usize = 64;
