@@ -15,6 +15,25 @@ use tally_client::api::BATCH_VOTES_MAX;
 use tally_core::VoteIdKey;
 use tally_core::abuse::{AbuseControls, AbuseSettings, TrustedProxies};
 
+/// What one SSE viewer costs the edge's process, in resident bytes: the measured figure
+/// (BENCHMARKS.md, "Viewers": ~20 KB per viewer at 2,000 and 10,000 viewers, nearly all of it
+/// hyper's per-connection buffers and task, see there) rounded up. `viewers_max` is the memory
+/// budget divided by it. Issue 23's goal is 4 KB: lower this with the measurement that shows
+/// it.
+pub const VIEWER_BYTES: u64 = 24 * 1024;
+
+/// Default memory budget for SSE viewers, in bytes (512 MiB: 21,845 viewers, about what one
+/// process may hold open here, 20,000 files).
+pub const VIEWER_MEMORY_BYTES_DEFAULT: u64 = 512 * 1024 * 1024;
+
+/// Default most polls subscribed at once.
+pub const FANOUT_POLLS_DEFAULT: usize = 64;
+
+/// Default: no frame or heartbeat from a node's stream for this long and the figures are
+/// stale (viewers are told) and the next node is tried, in ms. Above the node's heartbeat
+/// (ten SSE ticks: 5 s by default).
+pub const STALE_AFTER_MS_DEFAULT: u64 = 8_000;
+
 /// Largest viewer memory budget, in bytes (1 TiB: a typo's guard, not a machine's).
 pub const VIEWER_MEMORY_BYTES_MAX: u64 = 1 << 40;
 
@@ -141,7 +160,7 @@ pub struct EdgeConfig {
     /// (`10.0.0.0/8`, `fd00::/8`, or single addresses); empty: the socket's address counts.
     pub trusted_proxies: Vec<String>,
     /// Memory budget of SSE viewers, in bytes: the edge holds at most this over
-    /// [`crate::fanout::VIEWER_BYTES`] viewers at once (one more gets 503 `overloaded`).
+    /// [`VIEWER_BYTES`] viewers at once (one more gets 503 `overloaded`).
     pub viewer_memory_bytes: u64,
     /// Most polls followed at once (one live stream from a node each).
     pub fanout_polls_max: usize,
@@ -183,9 +202,9 @@ impl Default for EdgeConfig {
             vote_token_hmac_key: String::new(),
             vote_token_ed25519_public_key: String::new(),
             trusted_proxies: Vec::new(),
-            viewer_memory_bytes: crate::fanout::VIEWER_MEMORY_BYTES_DEFAULT,
-            fanout_polls_max: crate::fanout::FANOUT_POLLS_DEFAULT,
-            fanout_stale_after_ms: crate::fanout::STALE_AFTER_MS_DEFAULT,
+            viewer_memory_bytes: VIEWER_MEMORY_BYTES_DEFAULT,
+            fanout_polls_max: FANOUT_POLLS_DEFAULT,
+            fanout_stale_after_ms: STALE_AFTER_MS_DEFAULT,
             public_endpoints: Vec::new(),
         }
     }
@@ -247,7 +266,7 @@ impl EdgeConfig {
 
     /// The most SSE viewers at once: the memory budget over the bytes each viewer costs.
     pub fn viewers_max(&self) -> usize {
-        (self.viewer_memory_bytes / crate::fanout::VIEWER_BYTES) as usize
+        (self.viewer_memory_bytes / VIEWER_BYTES) as usize
     }
 
     /// A duration setting in milliseconds, as a [`Duration`].
@@ -284,7 +303,7 @@ impl EdgeConfig {
             (
                 "viewer_memory_bytes",
                 self.viewer_memory_bytes,
-                crate::fanout::VIEWER_BYTES,
+                VIEWER_BYTES,
                 VIEWER_MEMORY_BYTES_MAX,
             ),
             (

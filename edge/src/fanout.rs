@@ -51,24 +51,9 @@ use crate::dispatch::Availability;
 use crate::metrics::EdgeMetrics;
 use crate::upstream::Connector;
 
-/// What one SSE viewer costs the edge's process, in resident bytes: the measured figure
-/// (BENCHMARKS.md, "Viewers": ~20 KB per viewer at 2,000 and 10,000 viewers, nearly all of it
-/// hyper's per-connection buffers and task, see there) rounded up. `viewers_max` is the memory
-/// budget divided by it. Issue 23's goal is 4 KB: lower this with the measurement that shows
-/// it.
-pub const VIEWER_BYTES: u64 = 24 * 1024;
-
-/// Default memory budget for SSE viewers, in bytes (512 MiB: 21,845 viewers, about what one
-/// process may hold open here, 20,000 files).
-pub const VIEWER_MEMORY_BYTES_DEFAULT: u64 = 512 * 1024 * 1024;
-
-/// Default most polls subscribed at once.
-pub const FANOUT_POLLS_DEFAULT: usize = 64;
-
-/// Default: no frame or heartbeat from a node's stream for this long and the figures are
-/// stale (viewers are told) and the next node is tried, in ms. Above the node's heartbeat
-/// (ten SSE ticks: 5 s by default).
-pub const STALE_AFTER_MS_DEFAULT: u64 = 8_000;
+pub use crate::config::{
+    FANOUT_POLLS_DEFAULT, STALE_AFTER_MS_DEFAULT, VIEWER_BYTES, VIEWER_MEMORY_BYTES_DEFAULT,
+};
 
 /// While stale, viewers get a `stale` event this often, in ms (the slower tick).
 pub const STALE_TICK_MS: u64 = 5_000;
@@ -132,11 +117,31 @@ pub(crate) struct Shared {
     /// Until when (ms since `epoch`) the edge counts as shedding.
     shedding_until_ms: AtomicU64,
     subscriptions: Mutex<BTreeMap<PollId, Entry>>,
+    /// Each followed poll's staleness in seconds (the gauge shows the largest).
+    staleness: Mutex<BTreeMap<PollId, i64>>,
 }
 
 impl Shared {
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Records `poll`'s staleness (`None`: it is no longer followed) and shows the largest.
+    fn set_staleness(&self, poll: &PollId, seconds: Option<i64>) {
+        let mut staleness = self
+            .staleness
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match seconds {
+            Some(seconds) => {
+                staleness.insert(poll.clone(), seconds);
+            }
+            None => {
+                staleness.remove(poll);
+            }
+        }
+        let largest = staleness.values().copied().max().unwrap_or(0);
+        self.metrics.fanout_staleness.set(largest);
     }
 
     /// Whether the edge has shed votes within [`SHEDDING_HOLD_MS`].
@@ -224,6 +229,7 @@ impl Fanout {
                 shed_seen: AtomicU64::new(0),
                 shedding_until_ms: AtomicU64::new(0),
                 subscriptions: Mutex::new(BTreeMap::new()),
+                staleness: Mutex::new(BTreeMap::new()),
             }),
             viewers: Arc::new(AtomicUsize::new(0)),
             poll_list: tokio::sync::Mutex::new(None),

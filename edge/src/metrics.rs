@@ -123,9 +123,9 @@ pub struct EdgeMetrics {
     pub fanout_viewers_refused: Counter,
     /// Polls subscribed (one live stream from a node each).
     pub fanout_polls: Gauge,
-    /// Per poll: seconds since a node's stream of it was heard from, once past the staleness
-    /// limit (0 while fresh).
-    pub fanout_staleness: Family<Vec<(&'static str, String)>, Gauge>,
+    /// The stalest followed poll: seconds since a node's stream of it was heard from, once
+    /// past the staleness limit (0 while every poll is fresh).
+    pub fanout_staleness: Gauge,
     /// Times a poll's subscription moved to another node.
     pub fanout_failovers: Counter,
     /// Results events received from nodes.
@@ -166,7 +166,7 @@ impl EdgeMetrics {
             fanout_viewers_max: Gauge::default(),
             fanout_viewers_refused: Counter::default(),
             fanout_polls: Gauge::default(),
-            fanout_staleness: Family::default(),
+            fanout_staleness: Gauge::default(),
             fanout_failovers: Counter::default(),
             fanout_frames: Counter::default(),
             outcomes: Vec::new(),
@@ -306,7 +306,7 @@ impl EdgeMetrics {
         );
         registry.register(
             "tally_edge_fanout_staleness_seconds",
-            "Per poll: seconds since a node's stream was heard from, once past the staleness limit (0 while fresh)",
+            "The stalest followed poll: seconds since a node's stream of it was heard from, once past the staleness limit (0 while every poll is fresh)",
             self.fanout_staleness.clone(),
         );
         registry.register(

@@ -92,10 +92,7 @@ impl Follow {
                 backoff = Duration::from_millis(50);
             }
         }
-        self.shared
-            .metrics
-            .fanout_staleness
-            .remove(&vec![("poll", self.poll.to_string())]);
+        self.shared.set_staleness(&self.poll, None);
         tracing::info!(poll = %self.poll, "no longer following a poll: no viewers or readers");
     }
 
@@ -272,11 +269,7 @@ impl Follow {
             Some(s) if s.reason == StaleReason::Upstream => s.stale_seconds as i64,
             _ => 0,
         };
-        self.shared
-            .metrics
-            .fanout_staleness
-            .get_or_create(&vec![("poll", self.poll.to_string())])
-            .set(seconds);
+        self.shared.set_staleness(&self.poll, Some(seconds));
         let since = self.published_at.elapsed();
         let upstream_stale = stale
             .as_ref()
