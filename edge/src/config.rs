@@ -15,6 +15,28 @@ use tally_client::api::BATCH_VOTES_MAX;
 use tally_core::VoteIdKey;
 use tally_core::abuse::{AbuseControls, AbuseSettings, TrustedProxies};
 
+/// What one SSE viewer costs the edge's process, in resident bytes: the measured figure
+/// (BENCHMARKS.md, "Viewers": ~20 KB per viewer at 2,000 and 10,000 viewers, nearly all of it
+/// hyper's per-connection buffers and task, see there) rounded up. `viewers_max` is the memory
+/// budget divided by it. Issue 23's goal is 4 KB: lower this with the measurement that shows
+/// it.
+pub const VIEWER_BYTES: u64 = 24 * 1024;
+
+/// Default memory budget for SSE viewers, in bytes (512 MiB: 21,845 viewers, about what one
+/// process may hold open here, 20,000 files).
+pub const VIEWER_MEMORY_BYTES_DEFAULT: u64 = 512 * 1024 * 1024;
+
+/// Default most polls subscribed at once.
+pub const FANOUT_POLLS_DEFAULT: usize = 64;
+
+/// Default: no frame or heartbeat from a node's stream for this long and the figures are
+/// stale (viewers are told) and the next node is tried, in ms. Above the node's heartbeat
+/// (ten SSE ticks: 5 s by default).
+pub const STALE_AFTER_MS_DEFAULT: u64 = 8_000;
+
+/// Largest viewer memory budget, in bytes (1 TiB: a typo's guard, not a machine's).
+pub const VIEWER_MEMORY_BYTES_MAX: u64 = 1 << 40;
+
 /// Most upstream nodes one edge sends to (a bit per node in a batch's "tried" set).
 pub const UPSTREAMS_MAX: usize = 16;
 
@@ -137,6 +159,17 @@ pub struct EdgeConfig {
     /// The load balancers whose `X-Forwarded-For` is believed for the per-IP limit
     /// (`10.0.0.0/8`, `fd00::/8`, or single addresses); empty: the socket's address counts.
     pub trusted_proxies: Vec<String>,
+    /// Memory budget of SSE viewers, in bytes: the edge holds at most this over
+    /// [`VIEWER_BYTES`] viewers at once (one more gets 503 `overloaded`).
+    pub viewer_memory_bytes: u64,
+    /// Most polls followed at once (one live stream from a node each).
+    pub fanout_polls_max: usize,
+    /// A poll whose node stream is silent this long is stale (viewers are told, the next node
+    /// is tried), in ms: above the nodes' heartbeat (ten SSE ticks, 5 s by default).
+    pub fanout_stale_after_ms: u64,
+    /// The regions' public base URLs the voting page served by this edge votes through
+    /// (nearest first; the edge itself is always last).
+    pub public_endpoints: Vec<String>,
 }
 
 impl Default for EdgeConfig {
@@ -169,6 +202,10 @@ impl Default for EdgeConfig {
             vote_token_hmac_key: String::new(),
             vote_token_ed25519_public_key: String::new(),
             trusted_proxies: Vec::new(),
+            viewer_memory_bytes: VIEWER_MEMORY_BYTES_DEFAULT,
+            fanout_polls_max: FANOUT_POLLS_DEFAULT,
+            fanout_stale_after_ms: STALE_AFTER_MS_DEFAULT,
+            public_endpoints: Vec::new(),
         }
     }
 }
@@ -227,6 +264,11 @@ impl EdgeConfig {
         })
     }
 
+    /// The most SSE viewers at once: the memory budget over the bytes each viewer costs.
+    pub fn viewers_max(&self) -> usize {
+        (self.viewer_memory_bytes / VIEWER_BYTES) as usize
+    }
+
     /// A duration setting in milliseconds, as a [`Duration`].
     pub fn ms(value: u64) -> Duration {
         Duration::from_millis(value)
@@ -257,7 +299,25 @@ impl EdgeConfig {
         }
         let vote_id_key =
             VoteIdKey::from_hex(&self.vote_id_key).map_err(|m| invalid("vote_id_key", m))?;
-        let ranges: [(&'static str, u64, u64, u64); 11] = [
+        let ranges: [(&'static str, u64, u64, u64); 14] = [
+            (
+                "viewer_memory_bytes",
+                self.viewer_memory_bytes,
+                VIEWER_BYTES,
+                VIEWER_MEMORY_BYTES_MAX,
+            ),
+            (
+                "fanout_polls_max",
+                self.fanout_polls_max as u64,
+                1,
+                tally_core::limits::POLLS_MAX as u64,
+            ),
+            (
+                "fanout_stale_after_ms",
+                self.fanout_stale_after_ms,
+                100,
+                600_000,
+            ),
             (
                 "batch_votes_max",
                 self.batch_votes_max as u64,
@@ -379,6 +439,11 @@ mod tests {
             ("batch_votes_max", Box::new(|c| c.batch_votes_max = 0)),
             ("batch_votes_max", Box::new(|c| c.batch_votes_max = 10_001)),
             ("linger_ms", Box::new(|c| c.linger_ms = 21)),
+            (
+                "viewer_memory_bytes",
+                Box::new(|c| c.viewer_memory_bytes = 100),
+            ),
+            ("fanout_polls_max", Box::new(|c| c.fanout_polls_max = 0)),
             (
                 "batches_in_flight_per_upstream",
                 Box::new(|c| c.batches_in_flight_per_upstream = 0),

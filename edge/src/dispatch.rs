@@ -145,6 +145,11 @@ impl Availability {
         (nodes != 0).then(|| nodes.trailing_zeros() as usize)
     }
 
+    /// Whether node `node` is ready with its breaker not open.
+    pub fn is_available(&self, node: usize) -> bool {
+        node < 32 && self.nodes.load(Ordering::Relaxed) & (1 << node) != 0
+    }
+
     fn set(&self, nodes: u32) {
         self.nodes.store(nodes, Ordering::Relaxed);
     }

@@ -1,8 +1,9 @@
 //! The edge's HTTP API: the voting route exactly as a node serves it (same body, headers,
 //! answers, receipts and error codes, so the browser and Rust clients and the voting page work
-//! unchanged against an edge), the poll list, results and history passed to a node (a bridge
-//! until the viewers' tier, [`reads`]), and `/healthz`, `/readyz`, `/metrics`. Every other
-//! path is the node's JSON 404.
+//! unchanged against an edge), the viewers' routes (live stream, results, history, poll list)
+//! answered by the fan-out from one subscription per poll ([`views`], [`crate::fanout`]), the
+//! dashboard, the voting page and `/client.js` as a node serves them, and `/healthz`,
+//! `/readyz`, `/metrics`. Every other path is the node's JSON 404.
 //!
 //! The door's bound: at most `votes_waiting_max` votes are waiting at once (tower's
 //! `GlobalConcurrencyLimit`); one more is shed at once with 503 `overloaded` and `Retry-After`
@@ -11,6 +12,7 @@
 mod batch;
 mod ops;
 mod reads;
+mod views;
 mod vote;
 
 pub use batch::BATCHES_IN_FLIGHT_MAX;
@@ -59,6 +61,10 @@ pub struct EdgeState {
     /// The batch token: callers of the edge's batch route present it (as the edge does to
     /// nodes) whenever it is set or vote tokens are on.
     pub batch_token: Arc<str>,
+    /// The viewers' tier: live streams and cached reads.
+    pub fanout: crate::fanout::Fanout,
+    /// The regions' public URLs the voting page votes through.
+    pub public_endpoints: Arc<[String]>,
 }
 
 /// The whole router; at most `votes_waiting_max` votes wait at once.
@@ -73,13 +79,18 @@ pub fn router(state: EdgeState, votes_waiting_max: usize) -> Router {
         .layer(shedding_limit(BATCHES_IN_FLIGHT_MAX))
         .layer(DefaultBodyLimit::max(BATCH_BODY_BYTES_MAX));
     let reads = Router::new()
-        .route("/v1/polls", get(reads::pass))
-        .route("/v1/polls/{poll}/results", get(reads::pass))
-        .route("/v1/polls/{poll}/history", get(reads::pass))
+        .route("/v1/polls", get(views::poll_list))
+        .route("/v1/polls/{poll}/results", get(views::results))
+        .route("/v1/polls/{poll}/history", get(views::history))
         .layer(shedding_limit(READS_IN_FLIGHT_MAX));
+    // Not under the reads' limit: a stream holds its place for as long as it is watched (the
+    // viewer cap bounds them).
+    let streams = Router::new().route("/v1/polls/{poll}/stream", get(views::stream));
     votes
         .merge(batches)
         .merge(reads)
+        .merge(streams)
+        .merge(tally_serve::pages::routes(state.public_endpoints.clone()))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -122,7 +133,9 @@ fn cors() -> tower_http::cors::CorsLayer {
             header::CONTENT_TYPE,
             HeaderName::from_static("idempotency-key"),
             HeaderName::from_static(tally_core::abuse::VOTE_TOKEN_HEADER),
+            HeaderName::from_static("last-event-id"),
         ])
+        .expose_headers([HeaderName::from_static(crate::fanout::STALE_HEADER)])
         .max_age(Duration::from_secs(CORS_MAX_AGE_SECONDS))
 }
 

@@ -21,6 +21,7 @@ pub mod breaker;
 pub mod catalogue;
 pub mod config;
 pub mod dispatch;
+pub mod fanout;
 pub mod http;
 pub mod metrics;
 pub mod server;

@@ -115,6 +115,21 @@ pub struct EdgeMetrics {
     pub upstream_in_flight: Family<UpstreamLabels, Gauge>,
     /// Per node: batches waiting for a free slot.
     pub upstream_queued: Family<UpstreamLabels, Gauge>,
+    /// SSE viewers connected.
+    pub fanout_viewers: Gauge,
+    /// The most SSE viewers at once (the memory budget over the bytes per viewer).
+    pub fanout_viewers_max: Gauge,
+    /// Viewers refused because the edge was full.
+    pub fanout_viewers_refused: Counter,
+    /// Polls subscribed (one live stream from a node each).
+    pub fanout_polls: Gauge,
+    /// The stalest followed poll: seconds since a node's stream of it was heard from, once
+    /// past the staleness limit (0 while every poll is fresh).
+    pub fanout_staleness: Gauge,
+    /// Times a poll's subscription moved to another node.
+    pub fanout_failovers: Counter,
+    /// Results events received from nodes.
+    pub fanout_frames: Counter,
     /// The counters of [`Outcome::ALL`], resolved once.
     outcomes: Vec<Counter>,
 }
@@ -147,6 +162,13 @@ impl EdgeMetrics {
             upstream_ready: Family::default(),
             upstream_in_flight: Family::default(),
             upstream_queued: Family::default(),
+            fanout_viewers: Gauge::default(),
+            fanout_viewers_max: Gauge::default(),
+            fanout_viewers_refused: Counter::default(),
+            fanout_polls: Gauge::default(),
+            fanout_staleness: Gauge::default(),
+            fanout_failovers: Counter::default(),
+            fanout_frames: Counter::default(),
             outcomes: Vec::new(),
         };
         let outcomes = Outcome::ALL
@@ -253,11 +275,59 @@ impl EdgeMetrics {
             "Batches waiting for a free slot to a node",
             metrics.upstream_queued.clone(),
         );
+        metrics.register_fanout(&mut registry);
         Self {
             registry,
             outcomes,
             ..metrics
         }
+    }
+
+    fn register_fanout(&self, registry: &mut Registry) {
+        registry.register(
+            "tally_edge_fanout_viewers",
+            "SSE viewers connected to the edge",
+            self.fanout_viewers.clone(),
+        );
+        registry.register(
+            "tally_edge_fanout_viewers_max",
+            "Most SSE viewers at once: the viewer memory budget over the bytes per viewer",
+            self.fanout_viewers_max.clone(),
+        );
+        registry.register(
+            "tally_edge_fanout_viewers_refused",
+            "SSE viewers refused with 503 because the edge held its most",
+            self.fanout_viewers_refused.clone(),
+        );
+        registry.register(
+            "tally_edge_fanout_polls",
+            "Polls the edge follows (one live stream from a node each)",
+            self.fanout_polls.clone(),
+        );
+        registry.register(
+            "tally_edge_fanout_staleness_seconds",
+            "The stalest followed poll: seconds since a node's stream of it was heard from, once past the staleness limit (0 while every poll is fresh)",
+            self.fanout_staleness.clone(),
+        );
+        registry.register(
+            "tally_edge_fanout_failovers",
+            "Times a poll's live stream moved to another node",
+            self.fanout_failovers.clone(),
+        );
+        registry.register(
+            "tally_edge_fanout_frames",
+            "Results events received from nodes' live streams",
+            self.fanout_frames.clone(),
+        );
+    }
+
+    /// Votes shed so far: answered 503 `overloaded` at their deadline or at the door.
+    pub fn votes_shed(&self) -> u64 {
+        let door = self
+            .rejections
+            .get_or_create(&vec![("code", "overloaded")])
+            .get();
+        self.outcomes[Outcome::Shed.index()].get() + door
     }
 
     /// Counts `count` votes answered with `outcome`.

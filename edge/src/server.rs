@@ -72,6 +72,20 @@ pub fn start(
         metrics.clone(),
         stopping_rx.clone(),
     );
+    let fanout = crate::fanout::Fanout::new(
+        crate::fanout::FanoutSettings {
+            polls_max: config.fanout_polls_max,
+            viewers_max: config.viewers_max(),
+            stale_after: EdgeConfig::ms(config.fanout_stale_after_ms),
+        },
+        crate::fanout::FanoutWiring {
+            upstreams: validated.upstreams.clone(),
+            connector: connector.clone(),
+            availability: dispatch.availability.clone(),
+            metrics: metrics.clone(),
+            stopping: stopping_rx.clone(),
+        },
+    );
     let handle = EdgeHandle {
         metrics: metrics.clone(),
         availability: dispatch.availability.clone(),
@@ -90,6 +104,8 @@ pub fn start(
         upstreams: validated.upstreams,
         connector,
         batch_token: Arc::from(config.batch_token.as_str()),
+        fanout,
+        public_endpoints: config.public_endpoints.clone().into(),
     };
     Ok(Started {
         router: router(state, config.votes_waiting_max),

@@ -6,5 +6,6 @@ mod exchange;
 mod probe;
 
 pub use connector::{Connecting, Connector, Io, TcpConnector};
+pub(crate) use exchange::open;
 pub use exchange::{ANSWER_BYTES_MAX, Connection, Exchanged, IDLE_REUSE_MS_MAX, exchange, request};
 pub use probe::{PROBE_TIMEOUT_MS_MIN, ProbeReport, ProbeTimes, probe};

@@ -11,12 +11,12 @@
 //! stops the node the same way once the engine has handed what was durable to readers and
 //! peers, and [`run`] returns its error (the process exits non-zero, to be restarted).
 
-pub mod client_page;
 pub mod clock;
 pub mod clock_watch;
 pub mod clock_windows;
 pub mod config;
-pub mod dashboard;
+/// The dashboard and voting pages, shared with the edge (`tally_serve::pages`).
+pub use tally_serve::pages as dashboard;
 pub mod disk_watch;
 pub mod disputes;
 pub mod engine;

@@ -52,16 +52,7 @@ pub struct PollSnapshot {
     pub version: u64,
 }
 
-/// A strong ETag for `body`: a hash of its bytes, quoted (equal bodies, equal tags, on any
-/// node; a different body, another tag).
-pub fn etag_of(body: &[u8]) -> Arc<str> {
-    let hash = blake3::hash(body);
-    let hex: String = hash.as_bytes()[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("\"{hex}\"").into()
-}
+pub use tally_serve::caching::etag_of;
 
 impl PollSnapshot {
     /// Encodes the history route's body and its ETag (once per version: a long poll's history

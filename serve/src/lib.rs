@@ -5,7 +5,9 @@
 //!   TCP), hyper's header-read deadline, graceful shutdown, the client's address for handlers;
 //! - [`stall_guard`]: a connection whose client stops reading is dropped;
 //! - [`body`]: a request body read whole within a deadline after its headers;
+//! - [`caching`]: `Cache-Control`, strong `ETag`s and `304 Not Modified` of the read routes;
 //! - [`error`]: the API's one error type, its codes, statuses and `Retry-After`;
+//! - [`pages`]: the dashboard, the voting page and the browser client, embedded;
 //! - [`votes`]: a single vote's request read the same way by both.
 //!
 //! What it promises: no connection holds the server's resources for longer than one of these
@@ -13,7 +15,9 @@
 //! simulation's time drives it.
 
 pub mod body;
+pub mod caching;
 pub mod connections;
 pub mod error;
+pub mod pages;
 pub mod stall_guard;
 pub mod votes;

@@ -9,8 +9,10 @@
 //! keep a screenshot of the live page.
 //!
 //! Also the voting page (issue 9): it casts a vote through the browser client, fails over from
-//! a region that is down, and then shows the live split; and the same page voting through a
-//! `tally edge` whose nearest region is down (issue 22).
+//! a region that is down, and then shows the live split; the same page voting through a
+//! `tally edge` whose nearest region is down (issue 22); and the dashboard served by an edge
+//! (issue 23) whose node stalls: it keeps the last figures, says how old they are, and goes
+//! back to live figures when the node resumes.
 
 // Test helpers outside `#[test]` functions: a panic is how they report a failure.
 #![allow(clippy::unwrap_used)]
@@ -558,6 +560,99 @@ fn voting_page_sends_an_unconfirmed_vote_again_with_its_own_vote_id() {
         results["options"][1]["votes"], 0,
         "no second vote: {results}"
     );
+    let exceptions = browser.exceptions();
+    assert!(exceptions.is_empty(), "the page threw: {exceptions:#?}");
+}
+
+/// Reads the dashboard's stale notice and total: `null` while the page is loading.
+const READ_STALENESS: &str = r#"(() => {
+  const stale = document.getElementById("stale");
+  const total = document.getElementById("total");
+  const mode = document.getElementById("mode");
+  if (!stale || !total || !mode) return null;
+  const digits = total.textContent.replace(/[^0-9]/g, "");
+  return {
+    stale: stale.hidden ? "" : stale.dataset.stale,
+    notice: stale.textContent.trim(),
+    total: digits === "" ? -1 : Number(digits),
+    mode: mode.textContent.trim(),
+  };
+})()"#;
+
+/// The dashboard's staleness as read by [`READ_STALENESS`].
+#[derive(Debug, Deserialize)]
+struct Staleness {
+    stale: String,
+    notice: String,
+    total: i64,
+    mode: String,
+}
+
+fn wait_for_staleness(
+    browser: &mut Chromium,
+    tab: &str,
+    what: &str,
+    wanted: impl Fn(&Staleness) -> bool,
+) -> Staleness {
+    let started = Instant::now();
+    let mut last = None;
+    while started.elapsed() < VOTE_PAGE_TIMEOUT {
+        let shown: Option<Staleness> =
+            serde_json::from_value(browser.evaluate(tab, READ_STALENESS)).unwrap();
+        if let Some(shown) = shown {
+            if wanted(&shown) {
+                return shown;
+            }
+            last = Some(shown);
+        }
+        std::thread::sleep(READ_INTERVAL);
+    }
+    panic!(
+        "the dashboard did not show {what} within {VOTE_PAGE_TIMEOUT:?}; it showed {last:#?}\n\
+         script exceptions: {:?}",
+        browser.exceptions()
+    );
+}
+
+#[test]
+fn dashboard_through_an_edge_whose_node_stalls_shows_stale_figures_then_recovers() {
+    // Goal: degrade, do not fail (issue 23): the dashboard served by an edge keeps the last
+    // figures when the edge's node stalls, says they are stale with their time, and goes back
+    // to live figures when the node resumes. Method: `tally run` and `tally edge` in front
+    // (staleness limit 1.5 s); the page opened on the edge; the node SIGSTOPped, then
+    // SIGCONTed, as a hung process would be.
+    let scratch = Scratch::new("edge-stale");
+    let mut browser = Chromium::launch(&scratch.0);
+    let node = Node::start(&scratch.0, SSE_TICK_MS);
+    let config = scratch.0.join("edge.toml");
+    std::fs::write(&config, "fanout_stale_after_ms = 1500\n").unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let mut edge = edge::EdgeProcess::spawn(
+        "edge",
+        &[node.address()],
+        &scratch.0,
+        &["--config", &config],
+    );
+    edge.wait_ready(Instant::now() + Duration::from_secs(30));
+    let tab = browser.open_tab(VIEWPORT.0, VIEWPORT.1);
+    node.vote(POLL, "green", "edge-stale-1");
+    browser.navigate(&tab, &format!("http://{}/polls/{POLL}", edge.http));
+    wait_for_staleness(&mut browser, &tab, "1 vote, live, fresh", |s| {
+        s.total == 1 && s.mode == "live" && s.stale.is_empty()
+    });
+
+    node.signal("STOP");
+    let stale = wait_for_staleness(&mut browser, &tab, "the stale notice", |s| {
+        s.stale == "upstream"
+    });
+    node.signal("CONT");
+    assert_eq!(stale.total, 1, "the last figures stay: {stale:?}");
+    assert!(stale.notice.contains("as of"), "{stale:?}");
+
+    node.vote(POLL, "blue", "edge-stale-2");
+    wait_for_staleness(&mut browser, &tab, "2 votes, fresh again", |s| {
+        s.total == 2 && s.stale.is_empty() && s.mode == "live"
+    });
     let exceptions = browser.exceptions();
     assert!(exceptions.is_empty(), "the page threw: {exceptions:#?}");
 }

@@ -1,8 +1,6 @@
-//! The poll list, results and history through an edge: each request passed to the nearest
-//! node that is ready, and its answer passed back as it came (status, type, body). A bridge
-//! so that pages and clients pointed at edges read results too: the viewers' tier proper (one
-//! subscription per poll, shared, cached answers) replaces it (issue 23). SSE streams are not
-//! passed: clients fall back to polling `results`.
+//! Reads the fan-out does not cache, passed to the nearest ready node and its answer passed
+//! back as it came (status, type, body, `ETag`, `Cache-Control`): `results?at=N`, the split at
+//! a past poll second, which every node answers the same once converged.
 //!
 //! Bounded: at most [`READS_IN_FLIGHT_MAX`] at once (more get 503 `overloaded` at once),
 //! each within [`READ_TIMEOUT_MS`]; no node ready: 503 `unavailable`.
@@ -14,6 +12,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use tally_serve::caching;
 use tally_serve::error::ApiError;
 
 use super::EdgeState;
@@ -46,6 +45,12 @@ pub(super) async fn pass(State(edge): State<Arc<EdgeState>>, incoming: Request) 
         .await
         .0
     {
+        Exchanged::Answered { status: 200, body } => {
+            // Past seconds change only by late replication: cached as a node caches an open
+            // poll's reads, under the node's tag (the same hash of the same bytes).
+            let etag = caching::etag_of(&body);
+            caching::json(incoming.headers(), &etag, caching::CACHE_OPEN, body)
+        }
         Exchanged::Answered { status, body } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             let json = HeaderValue::from_static("application/json");

@@ -45,7 +45,7 @@ pub enum Exchanged {
 }
 
 /// Opens a connection to `endpoint` within `timeout`.
-async fn open(
+pub(crate) async fn open(
     connector: &dyn Connector,
     endpoint: &Endpoint,
     timeout: Duration,

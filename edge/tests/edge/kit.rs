@@ -76,11 +76,19 @@ pub(crate) struct TestNode {
     pub(crate) batches: AtomicUsize,
     /// Votes in them.
     pub(crate) batch_votes: Mutex<Vec<usize>>,
+    /// Closes every open connection to the node when notified (see [`TestNode::sever`]).
+    pub(crate) severed: tokio::sync::Notify,
 }
 
 impl TestNode {
     pub(crate) fn set_mode(&self, mode: Mode) {
         *self.mode.lock().unwrap() = mode;
+    }
+
+    /// Closes every open connection to the node (as a crash or a cut link would), long-lived
+    /// streams included.
+    pub(crate) fn sever(&self) {
+        self.severed.notify_waiters();
     }
 
     fn mode(&self) -> Mode {
@@ -131,6 +139,7 @@ impl Connector for TestNet {
 
 /// Serves one connection of `node` as its mode says.
 async fn serve(node: Arc<TestNode>, stream: tokio::io::DuplexStream) {
+    let served = node.clone();
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
         let node = node.clone();
         async move {
@@ -168,9 +177,13 @@ async fn serve(node: Arc<TestNode>, stream: tokio::io::DuplexStream) {
             Ok(node.started.router.clone().oneshot(request).await.unwrap())
         }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    let severed = served.severed.notified();
+    let connection =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = connection => {}
+        () = severed => {}
+    }
 }
 
 /// The configuration of every test node.
@@ -193,6 +206,7 @@ pub(crate) fn start_node(config: &Config, clock: Arc<TestClock>) -> Arc<TestNode
         mode: Mutex::new(Mode::Healthy),
         batches: AtomicUsize::new(0),
         batch_votes: Mutex::new(Vec::new()),
+        severed: tokio::sync::Notify::new(),
     })
 }
 

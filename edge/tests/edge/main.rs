@@ -6,5 +6,6 @@
 
 mod door;
 mod failover;
+mod fanout;
 mod kit;
 mod votes;

@@ -179,10 +179,9 @@ fn futures_stall() -> Body {
 }
 
 #[tokio::test(start_paused = true)]
-async fn operational_routes_and_passed_reads_answer_and_other_paths_get_the_nodes_json_404_and_405()
-{
-    // Goal: healthz, readyz, metrics; reads passed to a node; JSON 404/405 for everything
-    // else. Method: one request each.
+async fn operational_routes_and_reads_answer_and_other_paths_get_the_nodes_json_404_and_405() {
+    // Goal: healthz, readyz, metrics; reads answered (from the fan-out); JSON 404/405 for
+    // everything else. Method: one request each.
     let rig = rig(&["a"]).await;
     assert_eq!(rig.send(get("/healthz")).await.text(), "ok\n");
     assert_eq!(rig.send(get("/readyz")).await.text(), "ready\n");
@@ -194,7 +193,7 @@ async fn operational_routes_and_passed_reads_answer_and_other_paths_get_the_node
         "{}",
         metrics.text()
     );
-    // Reads pass to the nearest ready node, as it answers them.
+    // Reads come from the nearest ready node, as it answers them.
     let results = rig.send(get("/v1/polls/superbowl/results")).await;
     assert_eq!(results.status, StatusCode::OK, "{}", results.text());
     assert_eq!(results.json()["served_by"], "a");
@@ -207,7 +206,7 @@ async fn operational_routes_and_passed_reads_answer_and_other_paths_get_the_node
         (unknown.status, unknown.code().as_str()),
         (StatusCode::NOT_FOUND, "unknown_poll")
     );
-    let missing = rig.send(get("/v1/polls/superbowl/stream")).await;
+    let missing = rig.send(get("/v1/polls/superbowl/nothing")).await;
     assert_eq!(
         (missing.status, missing.code().as_str()),
         (StatusCode::NOT_FOUND, "not_found")

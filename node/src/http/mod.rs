@@ -11,7 +11,7 @@ mod admin;
 mod admin_token;
 mod audit;
 mod body;
-mod caching;
+use tally_serve::caching;
 mod engine_error;
 mod integral;
 mod openapi;
@@ -162,11 +162,7 @@ pub fn router(state: AppState) -> Router {
     let document = openapi::complete(document);
     let route_seconds = Arc::new(RouteSeconds::new(&state.metrics));
     api.route(OPENAPI_PATH, openapi::route(&document))
-        // The pages read no state (the voting page is given the endpoints it lists).
-        .merge(crate::dashboard::routes())
-        .merge(crate::client_page::routes(Arc::clone(
-            &state.public_endpoints,
-        )))
+        .merge(tally_serve::pages::routes(state.public_endpoints.clone()))
         .fallback(ops::not_found)
         // After every route is in: it applies to the routes registered so far.
         .method_not_allowed_fallback(ops::method_not_allowed)

@@ -68,6 +68,16 @@ impl Node {
         self.address
     }
 
+    /// Sends the process `signal` (`STOP`, `CONT`) with kill(1).
+    pub(crate) fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.process.id().to_string())
+            .status()
+            .expect("kill(1) runs");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// `http://ADDRESS{path}`.
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)

@@ -1,5 +1,5 @@
-//! Cacheable reads (issue 23): the results, history and poll-list routes answer with a strong
-//! `ETag` and a `Cache-Control` a CDN or a browser can follow, and a request whose
+//! Cacheable reads (issue 23), the same on nodes and edges: the results, history and poll-list
+//! routes answer with a strong `ETag` and a `Cache-Control` a CDN or a browser can follow, and a request whose
 //! `If-None-Match` names the current tag gets `304 Not Modified` without a body.
 //!
 //! The figures, for a broadcast whose viewers expect a fresh split every 1–2 s:
@@ -14,21 +14,35 @@
 //!   partition's length), which a cache then shows within a minute.
 //!
 //! The bodies behind the tags are stable: a poll's results and history are encoded once per
-//! change of its votes, status or window (`results::PollSnapshot::version`), not every tick.
+//! change of its votes, status or window (the node's `PollSnapshot::version`), not every tick,
+//! and an edge serves the node's bytes as they came, so a tag names the same bytes on every
+//! node and edge ([`etag_of`]).
+
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+/// A strong ETag for `body`: a hash of its bytes, quoted (equal bodies, equal tags, on any
+/// node or edge; a different body, another tag).
+pub fn etag_of(body: &[u8]) -> Arc<str> {
+    let hash = blake3::hash(body);
+    let hex: String = hash.as_bytes()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("\"{hex}\"").into()
+}
+
 /// `Cache-Control` of a read of a poll that takes (or will take) votes.
-pub(crate) const CACHE_OPEN: &str =
-    "public, max-age=1, stale-while-revalidate=2, stale-if-error=60";
+pub const CACHE_OPEN: &str = "public, max-age=1, stale-while-revalidate=2, stale-if-error=60";
 /// `Cache-Control` of a read of a closed poll.
-pub(crate) const CACHE_CLOSED: &str =
+pub const CACHE_CLOSED: &str =
     "public, max-age=60, stale-while-revalidate=600, stale-if-error=86400";
 
 /// The `Cache-Control` for a poll of `status` (`open`, `not_open` or `closed`).
-pub(crate) fn cache_control(status: &str) -> &'static str {
+pub fn cache_control(status: &str) -> &'static str {
     if status == "closed" {
         CACHE_CLOSED
     } else {
@@ -38,7 +52,7 @@ pub(crate) fn cache_control(status: &str) -> &'static str {
 
 /// Whether `headers`' `If-None-Match` names `etag` (or is `*`), compared weakly as RFC 9110
 /// asks of `If-None-Match` (a `W/` prefix is ignored).
-pub(crate) fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+pub fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
@@ -50,12 +64,7 @@ pub(crate) fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
 
 /// A cacheable JSON answer: `body` with its `etag` and `cache_control`, or 304 with the same
 /// headers and no body when the request already holds it.
-pub(crate) fn json(
-    headers: &HeaderMap,
-    etag: &str,
-    cache_control: &'static str,
-    body: Bytes,
-) -> Response {
+pub fn json(headers: &HeaderMap, etag: &str, cache_control: &'static str, body: Bytes) -> Response {
     let tag = HeaderValue::from_str(etag).unwrap_or_else(|_| HeaderValue::from_static("\"\""));
     let policy = HeaderValue::from_static(cache_control);
     if not_modified(headers, etag) {

@@ -184,10 +184,12 @@ export function createClient({ endpoints, attemptTimeoutMs = 2000, deadlineMs = 
   }
 
   // Calls onResults(results, { via: "sse" | "polling", endpoint }) with every update until the
-  // returned function is called. EventSource reconnects by itself with Last-Event-ID; after
+  // returned function is called, and onStale (if given) with an edge's word on how old the
+  // figures are ({ reason: "upstream" | "shedding", as_of_ms, stale_seconds, tick_ms }), or
+  // null once they are fresh again. EventSource reconnects by itself with Last-Event-ID; after
   // repeated failures without an event, this moves to the next region, and after
   // SSE_FAILURES_BEFORE_POLLING of those polls for a while before trying SSE again.
-  function live(poll, onResults) {
+  function live(poll, onResults, onStale = () => {}) {
     let stopped = false;
     let source = null;
     let index = 0;
@@ -207,7 +209,15 @@ export function createClient({ endpoints, attemptTimeoutMs = 2000, deadlineMs = 
         received = true;
         failures = 0;
         errorsSinceEvent = 0;
+        onStale(null); // a `stale` event right after these results says otherwise
         onResults(JSON.parse(event.data), { via: "sse", endpoint: base });
+      });
+      source.addEventListener("stale", (event) => {
+        try {
+          onStale(JSON.parse(event.data));
+        } catch {
+          // Not an edge's stale notice: ignored.
+        }
       });
       source.onerror = () => {
         errorsSinceEvent += 1;
@@ -227,7 +237,13 @@ export function createClient({ endpoints, attemptTimeoutMs = 2000, deadlineMs = 
         const base = bases[index % bases.length];
         try {
           const response = await fetchWithin(`${base}${path}/results`, {}, attemptTimeoutMs);
-          if (response.ok) onResults(await response.json(), { via: "polling", endpoint: base });
+          if (response.ok) {
+            const results = await response.json();
+            const seconds = Number(response.headers.get("tally-stale-seconds"));
+            onStale(response.headers.has("tally-stale-seconds")
+              ? { reason: "upstream", as_of_ms: results.as_of_ms, stale_seconds: seconds } : null);
+            onResults(results, { via: "polling", endpoint: base });
+          }
           else index += 1;
         } catch {
           index += 1;

@@ -35,6 +35,19 @@ function showSplit(results) {
   byId("total").textContent = `${results.total.toLocaleString()} votes`;
 }
 
+// An edge's word that the split is old (its nodes are silent) or updates slowly (it sheds
+// load): the split stays, with its time.
+function showStaleness(stale) {
+  const notice = byId("stale");
+  notice.hidden = !stale;
+  notice.dataset.stale = stale ? stale.reason : "";
+  if (!stale) return;
+  const asOf = stale.as_of_ms ? new Date(stale.as_of_ms).toLocaleTimeString() : "earlier";
+  notice.textContent = stale.reason === "upstream"
+    ? `Results as of ${asOf}: live updates are delayed.`
+    : `Results as of ${asOf}: updates are slowed while voting is busy.`;
+}
+
 // A vote whose fate is unknown (an answer was lost): the next tap sends it again with the
 // same vote ID and option, so it ends `counted` or `duplicate` and never counts twice.
 let unsettled = null;
@@ -51,7 +64,7 @@ async function cast(tapped, buttons) {
     say(receipt.counted ? "counted" : "duplicate",
       receipt.counted ? `Counted: ${option}` : `Already counted: ${option}`);
     document.body.dataset.votedVia = receipt.endpoint;
-    tally.live(poll, (results) => showSplit(results));
+    tally.live(poll, (results) => showSplit(results), showStaleness);
   } catch (error) {
     unsettled = error.mayHaveBeenCounted && error.voteId ? { option, voteId: error.voteId } : null;
     say("error", error.mayHaveBeenCounted

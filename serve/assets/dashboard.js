@@ -8,8 +8,13 @@
 // of opening, the page polls the results route every second ("polling") and tries SSE again
 // every SSE_RETRY_MS; while the node cannot be reached it shows "offline" and backs off.
 //
+// Staleness: an edge in front of the nodes says when its figures are old (no node's stream
+// heard for a while: `stale` events, or the `tally-stale-seconds` header on polled results) or
+// come on a slower tick (it sheds votes); #stale (data-stale: upstream, shedding, or empty)
+// then shows the figures' as-of time, and the last figures stay on screen.
+//
 // The elements the browser test reads: #mode (text and data-mode: live, polling, offline,
-// connecting), #total, #rate, and one li[data-option="NAME"] per option holding .votes and
+// connecting), #stale, #total, #rate, and one li[data-option="NAME"] per option holding .votes and
 // .share. Numbers are shown formatted ("1,234"); data-value carries the raw number. Option
 // colours come from the browser client's one rule (`optionColor` in /client.js), which the
 // voting page shares. An ES module (strict by itself).
@@ -128,6 +133,18 @@ import { optionColor } from "/client.js";
     message.hidden = !text;
   }
 
+  function showStale(stale) {
+    const element = $("stale");
+    element.hidden = !stale;
+    element.dataset.stale = stale ? stale.reason : "";
+    if (!stale) return;
+    const asOf = stale.as_of_ms ? new Date(stale.as_of_ms).toLocaleTimeString() : "earlier";
+    element.textContent = stale.reason === "upstream"
+      ? `Figures as of ${asOf}: no word from the vote counters for ${stale.stale_seconds} s; ` +
+        "showing the last results"
+      : `Figures as of ${asOf}: updates slowed while voting is busy`;
+  }
+
   function setMode(mode) {
     if (state.mode === mode) return;
     state.mode = mode;
@@ -164,7 +181,17 @@ import { optionColor } from "/client.js";
       stopPolling();
       conn.failures = 0;
       setMode("live");
+      showStale(null); // a `stale` event right after these results says otherwise
       onResults(results);
+    });
+    source.addEventListener("stale", (event) => {
+      if (conn.source !== source) return;
+      conn.lastEventAt = performance.now();
+      try {
+        showStale(JSON.parse(event.data));
+      } catch {
+        // Not an edge's stale notice: ignored.
+      }
     });
     source.addEventListener("error", () => {
       if (conn.source === source) streamFailed();
@@ -204,10 +231,13 @@ import { optionColor } from "/client.js";
     while (current()) {
       let delay = POLL_INTERVAL_MS;
       try {
-        const { body } = await fetchJson(`${pollPath()}/results`);
+        const { body, response } = await fetchJson(`${pollPath()}/results`);
         if (!current()) return;
         conn.failures = 0;
         setMode("polling");
+        const stale = response.headers.get("tally-stale-seconds");
+        showStale(stale === null ? null
+          : { reason: "upstream", as_of_ms: body.as_of_ms, stale_seconds: Number(stale) });
         onResults(body);
       } catch {
         if (!current()) return;
