@@ -6,7 +6,7 @@
 //! in the TOML file; every limit has a range [`EdgeConfig::validate`] enforces.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -210,34 +210,8 @@ impl Default for EdgeConfig {
     }
 }
 
-/// Why the configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum EdgeConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this schema.
-    #[error("config file {path} is invalid: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message, with line and column.
-        message: String,
-    },
-    /// A value is out of range.
-    #[error("config setting {setting} is invalid: {message}")]
-    Invalid {
-        /// The setting's key.
-        setting: &'static str,
-        /// Why.
-        message: String,
-    },
-}
+/// Why the edge's configuration was refused (the node's error type).
+pub type EdgeConfigError = tally_serve::config_file::ConfigError;
 
 /// The settings parsed into the types the edge runs on.
 pub struct Validated {
@@ -254,14 +228,7 @@ pub struct Validated {
 impl EdgeConfig {
     /// Reads a TOML file over the defaults.
     pub fn from_file(path: &Path) -> Result<Self, EdgeConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| EdgeConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| EdgeConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
+        tally_serve::config_file::read_toml(path)
     }
 
     /// The most SSE viewers at once: the memory budget over the bytes each viewer costs.

@@ -377,46 +377,12 @@ impl Default for Config {
     }
 }
 
-/// Why the configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this schema.
-    #[error("config file {path} is invalid: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message, with line and column.
-        message: String,
-    },
-    /// A value is out of range.
-    #[error("config setting {setting} is invalid: {message}")]
-    Invalid {
-        /// The setting's key.
-        setting: &'static str,
-        /// Why.
-        message: String,
-    },
-}
+pub use tally_serve::config_file::ConfigError;
 
 impl Config {
     /// Reads a TOML file over the defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
+        tally_serve::config_file::read_toml(path)
     }
 
     /// Checks every setting; returns the parsed pieces the node needs.

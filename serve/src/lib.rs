@@ -16,6 +16,7 @@
 
 pub mod body;
 pub mod caching;
+pub mod config_file;
 pub mod connections;
 pub mod error;
 pub mod pages;
