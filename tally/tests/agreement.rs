@@ -612,6 +612,10 @@ fn an_admin_reservation_on_one_node_reaches_every_peer_and_the_largest_wins() {
         Region::new("ap-south", ["green", "blue"], &[]),
     ];
     let mut cluster = Cluster::start(&regions, &[]);
+    // The admin API answers 503 until a node is ready (its clock checked, caught up).
+    for node in 0..3 {
+        cluster.nodes[node].wait_ready(Instant::now() + WAIT);
+    }
     let poll = |expected_votes: u64| {
         serde_json::json!({"id": "halftime", "options": ["yes", "no"], "open": true,
             "expected_votes": expected_votes})
