@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# A/B of two `tally` builds: copy them to /tmp/tally-before and /tmp/tally-after; each round
-# runs both, memory-only and with fsync, against the same client (the before build's `tally load`),
-# 64 connections, AB_SECONDS (8) s each, and prints votes/s, node CPU µs per vote and p99, then
-# the medians and the median of the after/before ratios within a round.
+# A/B of two `tally` builds: copy them to /tmp/tally-before and /tmp/tally-after (or name them
+# with AB_BEFORE and AB_AFTER); each round runs both, memory-only and with fsync, against the
+# same client (the before build's `tally load`), 64 connections, AB_SECONDS (8) s each, and
+# prints votes/s, node CPU µs per vote and p99, then the medians and the median of the
+# after/before ratios within a round. The order of the two builds alternates from round to
+# round, so neither always runs first.
 # Settings (environment): AB_ROUNDS (3); AB_SECONDS (8); AB_CLIENT_THREADS (tally load's default;
 # 1 is what scripts/bench-node.sh uses); AB_LOAD_ARGS, extra `tally load` arguments (for example
-# "--batch-size 1000 --binary"); AB_MODES ("memory fsync").
-# Only 127.0.0.1:18191 is contacted; every run is bounded in time.
+# "--batch-size 1000 --binary"); AB_MODES ("memory fsync"); AB_PORT (18191).
+# Only 127.0.0.1:AB_PORT is contacted; every run is bounded in time.
 set -u
-CLIENT=/tmp/tally-before
+BEFORE=${AB_BEFORE:-/tmp/tally-before}
+AFTER=${AB_AFTER:-/tmp/tally-after}
+CLIENT=$BEFORE
+ADDRESS=127.0.0.1:${AB_PORT:-18191}
 ROUNDS=${AB_ROUNDS:-3}
 # shellcheck source=scripts/lib/local-server.sh
 . "$(dirname "$0")/lib/local-server.sh"
@@ -17,17 +22,20 @@ threads=()
 read -r -a extra <<<"${AB_LOAD_ARGS:-}"
 results=$(mktemp)
 for round in $(seq "$ROUNDS"); do
-  for bin in before after; do
+  order="before after"
+  [ $((round % 2)) = 0 ] && order="after before"
+  for bin in $order; do
+    if [ $bin = before ]; then server=$BEFORE; else server=$AFTER; fi
     for mode in ${AB_MODES:-memory fsync}; do
       d=$(mktemp -d)
       if [ $mode = memory ]; then args=(--memory-only); else args=(--data-dir $d/data); fi
-      require_free_port ab-node-binaries 127.0.0.1:18191
-      RUST_LOG=warn /tmp/tally-$bin run --listen 127.0.0.1:18191 "${args[@]}" >/dev/null 2>&1 &
+      require_free_port ab-node-binaries $ADDRESS
+      RUST_LOG=warn $server run --listen $ADDRESS "${args[@]}" >/dev/null 2>&1 &
       pid=$!
-      wait_for_server ab-node-binaries $pid 127.0.0.1:18191
-      warm_up $CLIENT 127.0.0.1:18191
+      wait_for_server ab-node-binaries $pid $ADDRESS
+      warm_up $CLIENT $ADDRESS
       c0=$(cpu_ticks $pid)
-      $CLIENT load --target http://127.0.0.1:18191 --no-progress --check off --options green,blue \
+      $CLIENT load --target http://$ADDRESS --no-progress --check off --options green,blue \
         "${threads[@]}" "${extra[@]}" --duration ${AB_SECONDS:-8}s --json-report $d/r.json >/dev/null 2>&1
       c1=$(cpu_ticks $pid)
       python3 -c "import json;r=json.load(open('$d/r.json'));print('$round $bin $mode', round(r['votes_per_s']), 'us/vote=%.2f' % (($c1-$c0)/$(getconf CLK_TCK)*1e6/r['votes_sent']), 'p99=%.2fms' % (r['latency']['p99_us']/1000))" | tee -a "$results"
