@@ -31,7 +31,7 @@ PARTS = [
     ("handler: JSON answer, receipt", r"serde_json::ser|VoteResponse|Receipt|ActorId|Json as axum_core::response::IntoResponse|core::fmt|alloc::fmt"),
     ("handler: metrics", r"prometheus_client|count_votes|count_rejections"),
     ("handler: poll lookup, headers, rest", r"http::votes::"),
-    ("observe layer: route timer, log", r"http::Observe|RouteSeconds|Instant::now|clock_gettime|Instant::elapsed"),
+    ("front: route timer, body limit, log", r"http::front|http::Observe|RouteSeconds|Instant::now|clock_gettime|Instant::elapsed"),
     ("CORS layer", r"tower_http::cors"),
     ("axum: routing, extractors, handler future", r"axum::routing|axum::handler|axum::extract|axum_core|matchit|axum::util"),
     ("tower: service plumbing (boxing, cloning)", r"^<?tower::"),

@@ -1,0 +1,293 @@
+//! The front of the HTTP API: what every request passes once, around the whole router. CORS
+//! (tower-http), then [`Front`], which looks the request's path up among the route templates
+//! once and uses the answer twice: to time the request into its route's latency histogram
+//! (and log a failure), and to give it its route's body limit.
+//!
+//! Why one service around the router and not `Router::layer`: axum wraps every route in a boxed
+//! service of its own for each layer, so a request paid, per layer, a clone of a boxed service,
+//! a boxed future and dynamic calls. With CORS, the timer and the body limits as route layers,
+//! that was ~3 µs of a single vote's CPU with the layers' own work, against ~0.3–0.4 µs per
+//! boxed level around the router (BENCHMARKS.md, "Single votes against durable Redis").
+//! Around the router, the request is not matched yet, so [`RouteTable`] matches its path
+//! itself, with the matcher axum's router uses (matchit): the same template, the same label.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::response::Response;
+use prometheus_client::metrics::histogram::Histogram;
+use tower::Layer;
+
+use crate::config::{ADMIN_BODY_BYTES_MAX, BATCH_BODY_BYTES_MAX, VOTE_BODY_BYTES_MAX};
+use crate::metrics::Metrics;
+
+/// `routes` with CORS and [`Front`] around it, as one router (the routes' fallback service).
+pub(super) fn around(routes: Router, metrics: &Metrics) -> Router {
+    let front = Front {
+        table: Arc::new(RouteTable::new(metrics)),
+        routes,
+    };
+    Router::new().fallback_service(cors().layer(front))
+}
+
+/// Cross-origin access for browser clients of other regions' pages (a voting page served by one
+/// region fails over to another): any origin may read and vote, with no credentials. The admin
+/// API's `authorization` header is not allowed, so browsers cannot call it cross-origin. No
+/// `Vary` header: every answer is the same whatever the origin (`*`) and the preflight's
+/// requested method and headers (the lists are fixed), so a cache need not keep one per origin.
+fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, Method, header};
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .max_age(std::time::Duration::from_secs(CORS_MAX_AGE_SECONDS))
+        .vary([])
+}
+
+/// How long browsers may cache a CORS preflight answer, in seconds.
+const CORS_MAX_AGE_SECONDS: u64 = 600;
+
+/// The body limit of the route `template` of [`ROUTES`] (`None`: no route matched), in bytes.
+/// Only routes whose handlers read a body use it; they read it as a
+/// [`super::body::TimelyBody`], which names the same limit in its 413. Every route not named
+/// here gets axum's default limit, the same 2 MiB as batches.
+fn body_limit_bytes(template: Option<&str>) -> usize {
+    match template {
+        Some("/v1/polls/{poll}/votes") => VOTE_BODY_BYTES_MAX,
+        Some(
+            "/v1/admin/polls" | "/v1/admin/polls/{poll}/open" | "/v1/admin/polls/{poll}/close",
+        ) => ADMIN_BODY_BYTES_MAX,
+        _ => BATCH_BODY_BYTES_MAX,
+    }
+}
+
+/// Route templates as static labels (metric label values must not grow without bound).
+pub(super) const ROUTES: &[&str] = &[
+    "/v1/polls/{poll}/votes",
+    "/v1/polls/{poll}/votes/batch",
+    "/v1/polls/{poll}/results",
+    "/v1/polls/{poll}/history",
+    "/v1/polls/{poll}/stream",
+    "/v1/polls",
+    "/v1/admin/polls",
+    "/v1/admin/polls/{poll}/open",
+    "/v1/admin/polls/{poll}/close",
+    "/v1/admin/polls/{poll}/lookup",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/openapi.json",
+    "/",
+    "/polls/{poll}",
+    "/assets/dashboard.css",
+    "/assets/dashboard.js",
+    "/client.js",
+    "/vote/{poll}",
+    "/assets/vote.js",
+    "/assets/vote.css",
+];
+
+/// The route templates, and per template its latency histogram (looked up once when the router
+/// is built: a label-set lookup per request allocates, hashes and locks) and body limit.
+struct RouteTable {
+    /// Each template of [`ROUTES`], to its index there.
+    templates: matchit::Router<usize>,
+    /// Indexed like [`ROUTES`].
+    seconds: Vec<Histogram>,
+    /// Indexed like [`ROUTES`].
+    limits: Vec<DefaultBodyLimit>,
+    /// The limit of requests no template matches.
+    unmatched_limit: DefaultBodyLimit,
+    /// Requests no template matches.
+    unmatched: Histogram,
+}
+
+/// A request's route: its template's index in [`ROUTES`], or `None` if none matches.
+type RouteIndex = Option<usize>;
+
+impl RouteTable {
+    fn new(metrics: &Metrics) -> Self {
+        let mut templates = matchit::Router::new();
+        for (index, template) in ROUTES.iter().enumerate() {
+            // The templates are constants that axum's router (the same matcher) takes too; one
+            // refused here would leave its requests labelled `unmatched`, and the tests below
+            // would fail.
+            if let Err(error) = templates.insert(*template, index) {
+                tracing::error!(template, %error, "a route template cannot be matched");
+            }
+        }
+        Self {
+            templates,
+            seconds: ROUTES
+                .iter()
+                .map(|route| metrics.request_histogram(route))
+                .collect(),
+            limits: ROUTES
+                .iter()
+                .map(|route| DefaultBodyLimit::max(body_limit_bytes(Some(route))))
+                .collect(),
+            unmatched: metrics.request_histogram("unmatched"),
+            unmatched_limit: DefaultBodyLimit::max(body_limit_bytes(None)),
+        }
+    }
+
+    /// The route of a request for `path`.
+    fn route_of(&self, path: &str) -> RouteIndex {
+        self.templates.at(path).ok().map(|matched| *matched.value)
+    }
+
+    /// The metric label and histogram of `route`.
+    fn seconds(&self, route: RouteIndex) -> (&'static str, &Histogram) {
+        match route {
+            Some(index) => (ROUTES[index], &self.seconds[index]),
+            None => ("unmatched", &self.unmatched),
+        }
+    }
+
+    /// The body limit of `route`.
+    fn limit(&self, route: RouteIndex) -> DefaultBodyLimit {
+        route.map_or(self.unmatched_limit, |index| self.limits[index])
+    }
+}
+
+/// Times every request by route, logs failures, and gives each its route's body limit (then
+/// the router answers it). A service of its own rather than `middleware::from_fn`, which clones
+/// the inner service into a box and boxes its future on every request.
+#[derive(Clone)]
+struct Front {
+    table: Arc<RouteTable>,
+    routes: Router,
+}
+
+impl tower::Service<Request> for Front {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Timed<<Router as tower::Service<Request>>::Future>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The router is always ready (axum's `Router::poll_ready`), under any limit.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let started = Instant::now();
+        let route = self.table.route_of(request.uri().path());
+        self.table.limit(route).apply(&mut request);
+        let method = request.method().clone();
+        Timed {
+            inner: self.routes.call(request),
+            started,
+            route,
+            method,
+            table: Arc::clone(&self.table),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request being answered, timed from its call.
+    struct Timed<F> {
+        #[pin]
+        inner: F,
+        started: Instant,
+        route: RouteIndex,
+        method: axum::http::Method,
+        table: Arc<RouteTable>,
+    }
+}
+
+impl<F> Future for Timed<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        if let Ok(response) = &result {
+            let elapsed = this.started.elapsed();
+            let (route, histogram) = this.table.seconds(*this.route);
+            histogram.observe(elapsed.as_secs_f64());
+            let status = response.status();
+            let method = &*this.method;
+            // A 503 is a deliberate refusal (shedding, a hold, a disputed poll): counted in
+            // `tally_vote_rejections_total` and logged once where its cause arises, not once
+            // per refused vote, which at peak would be a flood of identical lines.
+            if status == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+                tracing::debug!(%method, route, %status, ?elapsed, "request refused for now");
+            } else if status.is_server_error() {
+                tracing::warn!(%method, route, %status, ?elapsed, "request failed");
+            } else if status.is_client_error() {
+                tracing::debug!(%method, route, %status, ?elapsed, "request refused");
+            }
+        }
+        Poll::Ready(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Goal: requests are labelled by their route's template, never `unmatched` for a real
+    //! route, and get their route's body limit. Method: every path of the OpenAPI document
+    //! (which lists every API route) is in [`ROUTES`]; each template, and a concrete path of
+    //! it, is matched to itself; the body-reading routes have the limits their handlers name.
+
+    use super::*;
+
+    fn label(table: &RouteTable, path: &str) -> &'static str {
+        table.seconds(table.route_of(path)).0
+    }
+
+    #[test]
+    fn every_documented_route_has_its_own_metric_label() {
+        let document = super::super::openapi_document();
+        for path in document.paths.paths.keys() {
+            assert!(ROUTES.contains(&path.as_str()), "add {path} to ROUTES");
+        }
+    }
+
+    #[test]
+    fn requests_are_labelled_by_the_template_their_path_matches() {
+        let table = RouteTable::new(&Metrics::new());
+        for template in ROUTES {
+            assert_eq!(label(&table, template), *template);
+            let concrete = template.replace("{poll}", "superbowl");
+            assert_eq!(label(&table, &concrete), *template, "{concrete}");
+        }
+        assert_eq!(label(&table, "/v1/polls/superbowl/nothing"), "unmatched");
+        assert_eq!(label(&table, "/nothing/here"), "unmatched");
+    }
+
+    #[test]
+    fn each_route_that_reads_a_body_has_the_limit_its_handler_names() {
+        let table = RouteTable::new(&Metrics::new());
+        let limit = |path: &str| body_limit_bytes(table.route_of(path).map(|index| ROUTES[index]));
+        assert_eq!(limit("/v1/polls/superbowl/votes"), VOTE_BODY_BYTES_MAX);
+        assert_eq!(
+            limit("/v1/polls/superbowl/votes/batch"),
+            BATCH_BODY_BYTES_MAX
+        );
+        assert_eq!(limit("/v1/admin/polls"), ADMIN_BODY_BYTES_MAX);
+        assert_eq!(
+            limit("/v1/admin/polls/superbowl/open"),
+            ADMIN_BODY_BYTES_MAX
+        );
+        assert_eq!(
+            limit("/v1/admin/polls/superbowl/lookup"),
+            BATCH_BODY_BYTES_MAX
+        );
+        assert_eq!(limit("/nothing/here"), BATCH_BODY_BYTES_MAX);
+    }
+}
