@@ -330,12 +330,14 @@ impl Group {
 
 /// How the writer runs. Production: on its own OS thread, so an fsync never stalls request
 /// handling. The simulation: as a task on the current runtime, where the disk is simulated and
-/// everything must run on turmoil's one thread.
+/// everything must run on turmoil's one thread. A memory-only node (`--memory-only`, whose
+/// storage never blocks) runs it as a task too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WalExecutor {
     /// On its own OS thread, so fsyncs never block the request runtime (production).
     DedicatedThread,
-    /// As a task on the current runtime (the simulation, where the disk is instant).
+    /// As a task on the current runtime (the simulation and memory-only nodes, whose storage
+    /// never blocks).
     Task,
 }
 
