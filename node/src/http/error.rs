@@ -3,7 +3,6 @@
 //! response has no side effects: counting and logging happen in the handlers and middleware.
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tally_core::{AcceptError, PollError};
@@ -138,15 +137,6 @@ impl ApiError {
             Self::Overloaded(_) => ErrorCode::Overloaded,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::PollDisputed(_) => ErrorCode::PollDisputed,
-        }
-    }
-
-    /// Maps a body-reading failure, keeping the limit in the message.
-    pub fn from_body(rejection: BytesRejection, limit: usize) -> Self {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Self::TooLarge(limit)
-        } else {
-            Self::Malformed(rejection.body_text())
         }
     }
 }
