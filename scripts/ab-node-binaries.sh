@@ -2,8 +2,9 @@
 # A/B of two `tally` builds: copy them to /tmp/tally-before and /tmp/tally-after (or name them
 # with AB_BEFORE and AB_AFTER); each round runs both, memory-only and with fsync, against the
 # same client (the before build's `tally load`), 64 connections, AB_SECONDS (8) s each, and
-# prints votes/s, node CPU µs per vote and p99, then the medians and the median of the
-# after/before ratios within a round. The order of the two builds alternates from round to
+# prints votes/s, node CPU µs per vote and p99 (with fsync, also the log's fsyncs per second,
+# mean fsync time and votes per fsync, from the node's /metrics), then the medians and the
+# median of the after/before ratios within a round. The order of the two builds alternates from round to
 # round, so neither always runs first.
 # Settings (environment): AB_ROUNDS (3); AB_SECONDS (8); AB_CLIENT_THREADS (tally load's default;
 # 1 is what scripts/bench-node.sh uses); AB_LOAD_ARGS, extra `tally load` arguments (for example
@@ -34,11 +35,13 @@ for round in $(seq "$ROUNDS"); do
       pid=$!
       wait_for_server ab-node-binaries $pid $ADDRESS
       warm_up $CLIENT $ADDRESS
+      f0=$(fsync_totals $ADDRESS)
       c0=$(cpu_ticks $pid)
       $CLIENT load --target http://$ADDRESS --no-progress --check off --options green,blue \
         "${threads[@]}" "${extra[@]}" --duration ${AB_SECONDS:-8}s --json-report $d/r.json >/dev/null 2>&1
       c1=$(cpu_ticks $pid)
-      python3 -c "import json;r=json.load(open('$d/r.json'));print('$round $bin $mode', round(r['votes_per_s']), 'us/vote=%.2f' % (($c1-$c0)/$(getconf CLK_TCK)*1e6/r['votes_sent']), 'p99=%.2fms' % (r['latency']['p99_us']/1000))" | tee -a "$results"
+      f1=$(fsync_totals $ADDRESS)
+      python3 -c "import json;r=json.load(open('$d/r.json'));n0,s0='$f0'.split();n1,s1='$f1'.split();n=int(n1)-int(n0);fs=' fsyncs/s=%d fsync=%.2fms votes/fsync=%.1f' % (n/r['elapsed_s'], (float(s1)-float(s0))*1e3/n, r['votes_sent']/n) if n else '';print('$round $bin $mode', round(r['votes_per_s']), 'us/vote=%.2f' % (($c1-$c0)/$(getconf CLK_TCK)*1e6/r['votes_sent']), 'p99=%.2fms' % (r['latency']['p99_us']/1000) + fs)" | tee -a "$results"
       kill $pid; wait $pid 2>/dev/null; rm -rf $d
     done
   done

@@ -13,10 +13,12 @@
 #   redis      redis-server with `appendfsync always` (durable), driven by redis-benchmark with
 #              scripts/bench-node.sh's SADD+INCR script, non-pipelined, the same connections
 #              (QUICK_SECONDS × 80,000 calls: it takes a count, not a duration)
+#   other, other-memory   as tally and memory, served by the build QUICK_OTHER_TALLY (an A/B
+#              of two builds in one run, beside the references)
 # Settings (environment): QUICK_ROUNDS (3), QUICK_SECONDS, QUICK_CONNECTIONS, QUICK_CASES,
 # QUICK_PORT (18191), QUICK_TALLY (the `tally` binary serving the tally/memory cases; default
-# the release build, which is also the client). Ratios are also printed against the
-# reference (memory/reference) and Redis (tally/redis) when those cases ran.
+# the release build, which is also the client), QUICK_OTHER_TALLY. Ratios are also printed
+# against the reference (memory/reference) and Redis (tally/redis) when those cases ran.
 # Builds release first. Only 127.0.0.1:QUICK_PORT is contacted; every run is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,6 +64,8 @@ for round in $(seq "$ROUNDS"); do
       durable) $T/examples/reference_server $ADDRESS "$d/reference.log" >/dev/null 2>&1 & ;;
       tally) RUST_LOG=warn $SERVER run --listen $ADDRESS --data-dir "$d/data" >/dev/null 2>&1 & ;;
       memory) RUST_LOG=warn $SERVER run --listen $ADDRESS --memory-only >/dev/null 2>&1 & ;;
+      other) RUST_LOG=warn $QUICK_OTHER_TALLY run --listen $ADDRESS --data-dir "$d/data" >/dev/null 2>&1 & ;;
+      other-memory) RUST_LOG=warn $QUICK_OTHER_TALLY run --listen $ADDRESS --memory-only >/dev/null 2>&1 & ;;
       redis) redis-server --bind 127.0.0.1 --port "${ADDRESS##*:}" --dir "$d" --save '' \
         --appendonly yes --appendfsync always >/dev/null 2>&1 & ;;
       *) echo "quick-single-votes: unknown case $case" >&2; exit 2 ;;
@@ -104,7 +108,9 @@ for case in cases:
           f"{statistics.median(float(r[3]) for r in mine):6.2f} µs server CPU per vote, "
           f"p99 {statistics.median(float(r[4]) for r in mine):6.2f} ms, × hello (paired) "
           f"{paired(case, 'hello')}")
-for case, base in [("memory", "reference"), ("tally", "redis"), ("tally", "durable")]:
+for case, base in [("memory", "reference"), ("tally", "redis"), ("tally", "durable"),
+                   ("other-memory", "reference"), ("other", "redis"), ("other", "tally"),
+                   ("other-memory", "memory")]:
     if case in cases and base in cases:
         print(f"{case} / {base} (median of paired ratios): {paired(case, base)}")
 PY

@@ -31,6 +31,15 @@ warm_up() {
     >/dev/null
 }
 
+# fsync_totals ADDRESS: "FSYNCS SECONDS", the log fsyncs of the node at ADDRESS so far and the
+# time they took (its /metrics; "0 0" for a memory-only node).
+fsync_totals() {
+  curl -s "http://$1/metrics" | awk '
+    /^tally_wal_fsync_duration_seconds_count / { n = $2 }
+    /^tally_wal_fsync_duration_seconds_sum / { s = $2 }
+    END { printf "%d %s\n", n, (s == "" ? 0 : s) }'
+}
+
 # cpu_ticks PID: the process's user + system CPU time so far, in clock ticks (getconf CLK_TCK).
 cpu_ticks() {
   awk '{ print $14 + $15 }' "/proc/$1/stat"
