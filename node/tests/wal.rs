@@ -12,7 +12,6 @@
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
 
 use proptest::prelude::*;
 use tally_core::{
@@ -23,8 +22,8 @@ use tally_node::storage::{
     DirStorage, LockError, MemoryStorage, Storage, StorageFile, StorageLock,
 };
 use tally_node::wal::{
-    CorruptionReason, RecoveryReport, WAL_FILE_HEADER_BYTES, WAL_GROUP_WAIT_MAX, WAL_SLOW_SYNC_MIN,
-    Wal, WalDone, WalEntry, WalError, WalJob, WalJobKind, run_writer, spawn_writer_thread,
+    CorruptionReason, RecoveryReport, WAL_FILE_HEADER_BYTES, Wal, WalDone, WalEntry, WalError,
+    WalJob, WalJobKind, run_writer, spawn_writer_thread,
 };
 use tokio::sync::mpsc;
 
@@ -171,10 +170,6 @@ struct Counting<S> {
     inner: S,
     syncs: Arc<AtomicUsize>,
     fail: Arc<AtomicBool>,
-    /// What `sync_delay` answers (simulated sync time, as the simulation's disk has).
-    sync_delay: Option<Duration>,
-    /// How long each sync sleeps for real (a slow disk).
-    sync_sleep: Duration,
 }
 
 impl<S> Counting<S> {
@@ -183,8 +178,6 @@ impl<S> Counting<S> {
             inner,
             syncs: Arc::default(),
             fail: Arc::default(),
-            sync_delay: None,
-            sync_sleep: Duration::ZERO,
         }
     }
 
@@ -197,7 +190,6 @@ struct CountingFile<F> {
     inner: F,
     syncs: Arc<AtomicUsize>,
     fail: Arc<AtomicBool>,
-    sync_sleep: Duration,
 }
 
 impl<S: Storage> Storage for Counting<S> {
@@ -230,10 +222,6 @@ impl<S: Storage> Storage for Counting<S> {
     fn lock(&self, holder: &str) -> Result<StorageLock, LockError> {
         self.inner.lock(holder)
     }
-
-    fn sync_delay(&self) -> Option<Duration> {
-        self.sync_delay
-    }
 }
 
 impl<S> Counting<S> {
@@ -242,7 +230,6 @@ impl<S> Counting<S> {
             inner,
             syncs: self.syncs.clone(),
             fail: self.fail.clone(),
-            sync_sleep: self.sync_sleep,
         }
     }
 }
@@ -269,7 +256,6 @@ impl<F: StorageFile> StorageFile for CountingFile<F> {
             return Err(io::Error::other("injected fsync failure"));
         }
         self.syncs.fetch_add(1, Ordering::SeqCst);
-        std::thread::sleep(self.sync_sleep);
         self.inner.sync_data()
     }
 }
@@ -736,51 +722,6 @@ async fn group_commit_coalesces_queued_jobs_into_one_sync<S: Storage + Clone>(di
     assert_eq!(replay(&disk.storage).expect("recovers").0, written);
 }
 
-/// Goal: after a slow sync the writer holds the next group open (up to WAL_GROUP_WAIT_MAX)
-/// until it holds as many records as the last group, so a job that comes meanwhile shares its
-/// fsync; after a fast sync it syncs at once. Method: tokio's paused clock and a storage whose
-/// syncs take simulated time; a first group of two records, then two one-record jobs half the
-/// wait apart; the same with instant syncs.
-async fn after_a_slow_sync_the_writer_waits_for_the_records_on_their_way(sync: Option<Duration>) {
-    let mut storage = Counting::new(MemoryStorage::new());
-    storage.sync_delay = sync;
-    let (wal, _) = Wal::open(storage.clone(), |_| {}).expect("opens");
-    let (submit, jobs) = mpsc::channel(16);
-    let (done_sender, mut done) = mpsc::channel(16);
-    let writer = tokio::spawn(run_writer(wal, jobs, done_sender));
-    let job = |token: u64, records: u64| {
-        WalJob::append(token, vec![records_entry(token * 10, records, token)])
-    };
-    submit.send(job(1, 2)).await.expect("queued");
-    assert_eq!(done.recv().await.expect("a report").up_to_token, 1);
-    let syncs_before = storage.syncs();
-    submit.send(job(2, 1)).await.expect("queued");
-    tokio::time::sleep(WAL_GROUP_WAIT_MAX / 2).await;
-    submit.send(job(3, 1)).await.expect("queued");
-    let report = done.recv().await.expect("a report");
-    assert!(report.result.is_ok());
-    if sync.is_some_and(|sync| sync >= WAL_SLOW_SYNC_MIN) {
-        assert_eq!((report.up_to_token, report.jobs), (3, 2), "one group");
-        assert_eq!(storage.syncs() - syncs_before, 1);
-    } else {
-        assert_eq!((report.up_to_token, report.jobs), (2, 1), "no wait");
-        assert_eq!(done.recv().await.expect("a report").up_to_token, 3);
-        assert_eq!(storage.syncs() - syncs_before, 2);
-    }
-    drop(submit);
-    writer.await.expect("no panic").expect("clean end");
-}
-
-#[tokio::test(start_paused = true)]
-async fn after_a_slow_sync_the_writer_holds_the_next_group_open() {
-    after_a_slow_sync_the_writer_waits_for_the_records_on_their_way(Some(WAL_SLOW_SYNC_MIN)).await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn after_a_fast_sync_the_writer_syncs_the_next_group_at_once() {
-    after_a_slow_sync_the_writer_waits_for_the_records_on_their_way(None).await;
-}
-
 /// Goal: a snapshot job is never grouped with appends and keeps its place in the order.
 /// Method: queue append, append, snapshot (of everything so far), append; check the reports
 /// and what recovery sees.
@@ -900,33 +841,6 @@ fn the_writer_thread_acknowledges_and_returns_the_log<S: Storage + Clone + 'stat
     let wal = handle.thread.join().expect("no panic").expect("clean end");
     drop(wal);
     assert_eq!(replay(&disk.storage).expect("recovers").0, written);
-}
-
-/// Goal: the writer thread holds a group open after a slow sync (its runtime has timers) and
-/// acknowledges every job. Method: syncs that take 3 ms of real time; one job, then five
-/// more, one at a time; every report arrives and the log recovers whole.
-#[test]
-fn the_writer_thread_waits_out_slow_syncs_and_acknowledges_every_job() {
-    let mut storage = Counting::new(MemoryStorage::new());
-    storage.sync_sleep = WAL_SLOW_SYNC_MIN + Duration::from_millis(1);
-    let (wal, _) = Wal::open(storage.clone(), |_| {}).expect("opens");
-    let mut handle = spawn_writer_thread(wal, 8).expect("a thread");
-    let written = history(12, 21);
-    for (token, pair) in (1..).zip(written.chunks(2)) {
-        handle
-            .submit
-            .blocking_send(WalJob::append(token, pair.to_vec()))
-            .expect("queued");
-        let mut acknowledged = 0;
-        while acknowledged < token {
-            let report = handle.done.blocking_recv().expect("a report");
-            assert!(report.result.is_ok());
-            acknowledged = report.up_to_token;
-        }
-    }
-    drop(handle.submit);
-    drop(handle.thread.join().expect("no panic").expect("clean end"));
-    assert_eq!(replay(&storage).expect("recovers").0, written);
 }
 
 /// Goal: an empty directory starts a new log, and reopening an untouched one changes nothing.

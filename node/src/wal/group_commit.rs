@@ -19,7 +19,6 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::Instant;
 
-use super::group_wait::GroupWait;
 use super::{WAL_ENTRY_BYTES_MAX, Wal, WalEntry, WalError};
 use crate::storage::Storage;
 
@@ -138,10 +137,7 @@ pub fn spawn_writer_thread<S: Storage + 'static>(
     assert!(capacity >= 1, "a writer queue needs room for one job");
     let (submit, jobs) = mpsc::channel(capacity);
     let (done_sender, done) = mpsc::channel(capacity);
-    // Timers: a group held open after a slow sync (`group_wait`) waits with a deadline.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let thread = std::thread::Builder::new()
         .name("tally-wal".to_owned())
         .spawn(move || runtime.block_on(run_writer(wal, jobs, done_sender)))?;
@@ -154,8 +150,7 @@ pub fn spawn_writer_thread<S: Storage + 'static>(
 
 /// The group-commit loop. Waits for a job, takes every job already queued (up to
 /// [`WAL_GROUP_ENTRIES_MAX`] entries or [`WAL_GROUP_BYTES_MAX`] bytes, stopping before a
-/// snapshot job), after a slow sync also those that come within
-/// [`super::WAL_GROUP_WAIT_MAX`] ([`super::group_wait`]), appends them, syncs once, and reports. Returns the log when `jobs` is closed
+/// snapshot job), appends them, syncs once, and reports. Returns the log when `jobs` is closed
 /// and drained (or `done` is dropped), or the first error after reporting it.
 pub async fn run_writer<S: Storage>(
     mut wal: Wal<S>,
@@ -164,7 +159,6 @@ pub async fn run_writer<S: Storage>(
 ) -> Result<Wal<S>, WalError> {
     let mut last_token = None;
     let mut carried: Option<WalJob> = None;
-    let mut wait = GroupWait::default();
     loop {
         let first = match carried.take() {
             Some(job) => job,
@@ -182,22 +176,14 @@ pub async fn run_writer<S: Storage>(
                 // Everything before a group is durable (or the writer has stopped).
                 let durable_end = wal.end();
                 let mut group = Group::start(first);
-                let mut appended = group.append_queued(&mut wal, &mut jobs, &mut last_token);
-                if let (Ok(()), Some(budget)) = (&appended, wait.budget()) {
-                    appended = group
-                        .wait_for_more(&mut wal, &mut jobs, &mut last_token, &wait, budget)
-                        .await;
-                }
-                let syncing = Instant::now();
+                let appended = group.append_queued(&mut wal, &mut jobs, &mut last_token);
                 if let Some(delay) = wal.sync_delay() {
                     tokio::time::sleep(delay).await;
                 }
                 carried = group.carried.take();
-                let records = group.records;
                 let report = group.finish(&mut wal, appended);
-                match &report.result {
-                    Ok(()) => wait.observe(records, syncing.elapsed()),
-                    Err(error) => roll_back(&mut wal, durable_end, error),
+                if let Err(error) = &report.result {
+                    roll_back(&mut wal, durable_end, error);
                 }
                 report
             }
@@ -270,8 +256,6 @@ struct Group {
     up_to_token: u64,
     jobs: usize,
     entries: usize,
-    /// Records in the entries (votes, local or a peer's).
-    records: usize,
     bytes: u64,
     /// A snapshot job met while gathering: it goes next, alone.
     carried: Option<WalJob>,
@@ -284,7 +268,6 @@ impl Group {
             first: Some(first),
             jobs: 0,
             entries: 0,
-            records: 0,
             bytes: 0,
             carried: None,
         }
@@ -298,14 +281,6 @@ impl Group {
         self.up_to_token = job.token;
         self.jobs += 1;
         self.entries += job.entries.len();
-        self.records += job
-            .entries
-            .iter()
-            .map(|entry| match entry {
-                WalEntry::Records(batch) => batch.len(),
-                _ => 0,
-            })
-            .sum::<usize>();
         self.bytes += wal.append(&job.entries)?;
         Ok(())
     }
@@ -332,34 +307,6 @@ impl Group {
                 break;
             }
             self.append(wal, &job)?;
-        }
-        Ok(())
-    }
-
-    /// After a slow sync ([`GroupWait::budget`]): waits up to `budget` for more jobs while the
-    /// group holds fewer records than the last one, appending each job as it comes (and every
-    /// job queued behind it). Stops early when the group is full, a snapshot job comes up, or
-    /// the queue closes.
-    async fn wait_for_more<S: Storage>(
-        &mut self,
-        wal: &mut Wal<S>,
-        jobs: &mut mpsc::Receiver<WalJob>,
-        last_token: &mut Option<u64>,
-        wait: &GroupWait,
-        budget: Duration,
-    ) -> Result<(), WalError> {
-        let deadline = Instant::now() + budget;
-        while wait.wants_more(self.records) && !self.full() && self.carried.is_none() {
-            let Ok(Some(job)) = tokio::time::timeout_at(deadline, jobs.recv()).await else {
-                break;
-            };
-            check_token(last_token, job.token);
-            if job.kind == WalJobKind::Snapshot {
-                self.carried = Some(job);
-                break;
-            }
-            self.append(wal, &job)?;
-            self.append_queued(wal, jobs, last_token)?;
         }
         Ok(())
     }

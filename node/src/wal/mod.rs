@@ -33,15 +33,13 @@
 //!   incarnation ([`startup::recover`]);
 //! - `replay.rs`: log entries replayed into a replica (for `startup.rs`);
 //! - `group_commit.rs`: the group-commit writer the engine submits jobs to, and where it runs
-//!   ([`WalExecutor`]: its own thread, or a task); `group_wait.rs`: how long it holds a group
-//!   open before it syncs it;
+//!   ([`WalExecutor`]: its own thread, or a task);
 //! - `inspect.rs`, `fuzzing.rs`: frames as they lie on disk, and the fuzz body (not API).
 
 mod format;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod group_commit;
-mod group_wait;
 #[doc(hidden)]
 pub mod inspect;
 mod log;
@@ -53,6 +51,5 @@ pub use group_commit::{
     WAL_GROUP_BYTES_MAX, WAL_GROUP_ENTRIES_MAX, WAL_JOBS_IN_FLIGHT_MAX, WAL_JOBS_QUEUE_MAX,
     WalDone, WalExecutor, WalHandle, WalJob, WalJobKind, run_writer, spawn_writer_thread,
 };
-pub use group_wait::{WAL_GROUP_WAIT_MAX, WAL_SLOW_SYNC_MIN};
 pub use log::*;
 pub use replay::MissingSeqs;
