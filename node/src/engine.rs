@@ -2,12 +2,10 @@
 //! goes through its bounded command queue; nothing else holds the replica.
 //!
 //! Its loop: take commands (a burst at a time), answer duplicates and refusals at once, hand
-//! the new records of each wake-up to the write-ahead log as one job, and answer the votes a
-//! job carried when the log reports it fsynced. Jobs queue up while the log syncs a group, and
-//! the writer takes every queued job into its next group under one fsync: group commit (at
-//! most [`WAL_JOBS_IN_FLIGHT_MAX`] jobs are in flight; beyond that, new records wait in the
-//! replica for the next job). After each change it marks the results dirty; every results
-//! tick it publishes an immutable snapshot that readers share.
+//! new records to the write-ahead log as one job, and answer the votes that job carried when
+//! the log reports the job fsynced. One job is in flight at a time, so everything that arrives
+//! during an fsync rides the next one: group commit. After each change it marks the results
+//! dirty; every results tick it publishes an immutable snapshot that readers share.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -796,14 +794,11 @@ impl Engine {
     async fn submit(&mut self, jobs: &mpsc::Sender<WalJob>) -> Result<(), EngineError> {
         let batches = self.replica.take_unlogged();
         if batches.is_empty() && self.unlogged_entries.is_empty() {
-            // Waiters for this token have nothing to log (e.g. an unchanged poll): answer them
-            // now, unless a job is in flight (one may wait for a record it carries, such as a
-            // duplicate of a vote not yet durable): then once the last job in flight is durable.
-            if self.in_flight_jobs.is_empty()
-                && self
-                    .waiting
-                    .back()
-                    .is_some_and(|w| w.token == self.next_token)
+            // Waiters for this token have nothing to log (e.g. an unchanged poll): answer now.
+            if self
+                .waiting
+                .back()
+                .is_some_and(|w| w.token == self.next_token)
             {
                 let token = self.next_token;
                 self.next_token += 1;

@@ -30,20 +30,14 @@ pub const WAL_GROUP_ENTRIES_MAX: usize = 65_536;
 pub const WAL_GROUP_BYTES_MAX: u64 = 32 << 20;
 
 /// Capacity of the writer's job queue and of its done queue, in jobs. The engine keeps at most
-/// [`WAL_JOBS_IN_FLIGHT_MAX`] jobs in flight, so neither queue fills while it serves; when the
-/// job queue is full, `submit.send` waits (the engine then stops taking votes: it answers
-/// 503) rather than buffering without bound.
-pub const WAL_JOBS_QUEUE_MAX: usize = 8;
+/// [`WAL_JOBS_IN_FLIGHT_MAX`] job in flight, so the queue only fills at shutdown; when it is
+/// full, `submit.send` waits (the engine then stops taking votes: it answers 503) rather than
+/// buffering without bound.
+pub const WAL_JOBS_QUEUE_MAX: usize = 4;
 
-/// Jobs the engine hands the writer before it waits for a [`WalDone`]. The engine submits
-/// what it accepted at the end of each wake-up, also while a group is being synced, so the
-/// writer finds the next group queued the moment an fsync returns and starts it at once,
-/// instead of reporting and waiting for the engine to wake up, answer and submit (a round
-/// trip between two threads, ~0.2 ms on a busy host: measured in BENCHMARKS.md, "Single
-/// votes against durable Redis"). Everything queued while one group syncs still goes out under
-/// one fsync. When this many jobs are in flight, the engine keeps what it accepts until a
-/// report comes, and submits it all as one job then.
-pub const WAL_JOBS_IN_FLIGHT_MAX: usize = WAL_JOBS_QUEUE_MAX;
+/// Jobs the engine submits before it waits for a [`WalDone`] (`engine.rs`: one in flight at
+/// a time, so everything that arrives meanwhile joins the next group).
+pub const WAL_JOBS_IN_FLIGHT_MAX: usize = 1;
 
 const _: () = assert!(WAL_ENTRY_BYTES_MAX as u64 <= WAL_GROUP_BYTES_MAX);
 // Every job in flight fits the job queue, and its answer the done queue, so neither side ever
