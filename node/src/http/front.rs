@@ -1,13 +1,13 @@
 //! The front of the HTTP API: what every request passes once, around the whole router. CORS
 //! (tower-http), then [`Front`], which looks the request's path up among the route templates
-//! once and uses the answer twice: to time the request into its route's latency histogram
-//! (and log a failure), and to give it its route's body limit.
+//! to time the request into its route's latency histogram (and log a failure).
 //!
 //! Why one service around the router and not `Router::layer`: axum wraps every route in a boxed
 //! service of its own for each layer, so a request paid, per layer, a clone of a boxed service,
 //! a boxed future and dynamic calls. With CORS, the timer and the body limits as route layers,
 //! that was ~3 µs of a single vote's CPU with the layers' own work, against ~0.3–0.4 µs per
-//! boxed level around the router (BENCHMARKS.md, "Single votes against durable Redis").
+//! boxed level around the router (BENCHMARKS.md, "Single votes against durable Redis"). (The
+//! body limits are the handlers' own: [`super::body::TimelyBody`].)
 //! Around the router, the request is not matched yet, so [`RouteTable`] matches its path
 //! itself, with the matcher axum's router uses (matchit): the same template, the same label.
 
@@ -19,12 +19,11 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::Request;
 use axum::response::Response;
 use prometheus_client::metrics::histogram::Histogram;
 use tower::Layer;
 
-use crate::config::{ADMIN_BODY_BYTES_MAX, BATCH_BODY_BYTES_MAX, VOTE_BODY_BYTES_MAX};
 use crate::metrics::Metrics;
 
 /// `routes` with CORS and [`Front`] around it, as one router (the routes' fallback service).
@@ -58,20 +57,6 @@ fn cors() -> tower_http::cors::CorsLayer {
 /// How long browsers may cache a CORS preflight answer, in seconds.
 const CORS_MAX_AGE_SECONDS: u64 = 600;
 
-/// The body limit of the route `template` of [`ROUTES`] (`None`: no route matched), in bytes.
-/// Only routes whose handlers read a body use it; they read it as a
-/// [`super::body::TimelyBody`], which names the same limit in its 413. Every route not named
-/// here gets axum's default limit, the same 2 MiB as batches.
-fn body_limit_bytes(template: Option<&str>) -> usize {
-    match template {
-        Some("/v1/polls/{poll}/votes") => VOTE_BODY_BYTES_MAX,
-        Some(
-            "/v1/admin/polls" | "/v1/admin/polls/{poll}/open" | "/v1/admin/polls/{poll}/close",
-        ) => ADMIN_BODY_BYTES_MAX,
-        _ => BATCH_BODY_BYTES_MAX,
-    }
-}
-
 /// Route templates as static labels (metric label values must not grow without bound).
 pub(super) const ROUTES: &[&str] = &[
     "/v1/polls/{poll}/votes",
@@ -99,16 +84,12 @@ pub(super) const ROUTES: &[&str] = &[
 ];
 
 /// The route templates, and per template its latency histogram (looked up once when the router
-/// is built: a label-set lookup per request allocates, hashes and locks) and body limit.
+/// is built: a label-set lookup per request allocates, hashes and locks).
 struct RouteTable {
     /// Each template of [`ROUTES`], to its index there.
     templates: matchit::Router<usize>,
     /// Indexed like [`ROUTES`].
     seconds: Vec<Histogram>,
-    /// Indexed like [`ROUTES`].
-    limits: Vec<DefaultBodyLimit>,
-    /// The limit of requests no template matches.
-    unmatched_limit: DefaultBodyLimit,
     /// Requests no template matches.
     unmatched: Histogram,
 }
@@ -133,12 +114,7 @@ impl RouteTable {
                 .iter()
                 .map(|route| metrics.request_histogram(route))
                 .collect(),
-            limits: ROUTES
-                .iter()
-                .map(|route| DefaultBodyLimit::max(body_limit_bytes(Some(route))))
-                .collect(),
             unmatched: metrics.request_histogram("unmatched"),
-            unmatched_limit: DefaultBodyLimit::max(body_limit_bytes(None)),
         }
     }
 
@@ -154,15 +130,9 @@ impl RouteTable {
             None => ("unmatched", &self.unmatched),
         }
     }
-
-    /// The body limit of `route`.
-    fn limit(&self, route: RouteIndex) -> DefaultBodyLimit {
-        route.map_or(self.unmatched_limit, |index| self.limits[index])
-    }
 }
 
-/// Times every request by route, logs failures, and gives each its route's body limit (then
-/// the router answers it). A service of its own rather than `middleware::from_fn`, which clones
+/// Times every request by route and logs failures (the router answers it). A service of its own rather than `middleware::from_fn`, which clones
 /// the inner service into a box and boxes its future on every request.
 #[derive(Clone)]
 struct Front {
@@ -180,10 +150,9 @@ impl tower::Service<Request> for Front {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: Request) -> Self::Future {
+    fn call(&mut self, request: Request) -> Self::Future {
         let started = Instant::now();
         let route = self.table.route_of(request.uri().path());
-        self.table.limit(route).apply(&mut request);
         let method = request.method().clone();
         Timed {
             inner: self.routes.call(request),
@@ -240,9 +209,8 @@ where
 #[cfg(test)]
 mod tests {
     //! Goal: requests are labelled by their route's template, never `unmatched` for a real
-    //! route, and get their route's body limit. Method: every path of the OpenAPI document
-    //! (which lists every API route) is in [`ROUTES`]; each template, and a concrete path of
-    //! it, is matched to itself; the body-reading routes have the limits their handlers name.
+    //! route. Method: every path of the OpenAPI document (which lists every API route) is in
+    //! [`ROUTES`]; each template, and a concrete path of it, is matched to itself.
 
     use super::*;
 
@@ -268,26 +236,5 @@ mod tests {
         }
         assert_eq!(label(&table, "/v1/polls/superbowl/nothing"), "unmatched");
         assert_eq!(label(&table, "/nothing/here"), "unmatched");
-    }
-
-    #[test]
-    fn each_route_that_reads_a_body_has_the_limit_its_handler_names() {
-        let table = RouteTable::new(&Metrics::new());
-        let limit = |path: &str| body_limit_bytes(table.route_of(path).map(|index| ROUTES[index]));
-        assert_eq!(limit("/v1/polls/superbowl/votes"), VOTE_BODY_BYTES_MAX);
-        assert_eq!(
-            limit("/v1/polls/superbowl/votes/batch"),
-            BATCH_BODY_BYTES_MAX
-        );
-        assert_eq!(limit("/v1/admin/polls"), ADMIN_BODY_BYTES_MAX);
-        assert_eq!(
-            limit("/v1/admin/polls/superbowl/open"),
-            ADMIN_BODY_BYTES_MAX
-        );
-        assert_eq!(
-            limit("/v1/admin/polls/superbowl/lookup"),
-            BATCH_BODY_BYTES_MAX
-        );
-        assert_eq!(limit("/nothing/here"), BATCH_BODY_BYTES_MAX);
     }
 }

@@ -135,7 +135,7 @@ pub(super) fn vote(
 ) -> impl Future<Output = Result<Response, ApiError>> {
     // Split before anything is awaited, so the future (which axum boxes for every vote) holds
     // the headers and the body being read, not the request besides (see `body`).
-    let (headers, body) = TimelyBody::with_headers(request, &app);
+    let (headers, body) = TimelyBody::<VOTE_BODY_BYTES_MAX>::with_headers(request, &app);
     async move {
         let result = vote_inner(&app, &poll, &headers, body.read().await).await;
         match &result {
@@ -251,9 +251,9 @@ async fn vote_inner(
     app: &AppState,
     poll: &str,
     headers: &HeaderMap,
-    body: TimelyBody,
+    body: TimelyBody<VOTE_BODY_BYTES_MAX>,
 ) -> Result<VoteAnswer, ApiError> {
-    let body = body.bytes(VOTE_BODY_BYTES_MAX)?;
+    let body = body.bytes()?;
     require_content_type(headers, &["application/json"])?;
     let (poll, snapshot) = poll_snapshot(app, poll)?;
     let voter_vote_id = token_vote_id(app, &poll, headers)?;
@@ -393,7 +393,7 @@ pub(super) async fn batch(
     Path(poll): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (headers, body) = TimelyBody::with_headers(request, &app);
+    let (headers, body) = TimelyBody::<BATCH_BODY_BYTES_MAX>::with_headers(request, &app);
     let result = batch_inner(&app, &poll, &headers, body.read().await).await;
     match &result {
         Ok(response) => count_batch(&app, response),
@@ -442,10 +442,10 @@ async fn batch_inner(
     app: &AppState,
     poll: &str,
     headers: &HeaderMap,
-    body: TimelyBody,
+    body: TimelyBody<BATCH_BODY_BYTES_MAX>,
 ) -> Result<BatchResponse, ApiError> {
     require_aggregator(app, headers)?;
-    let body = body.bytes(BATCH_BODY_BYTES_MAX)?;
+    let body = body.bytes()?;
     let media_type = require_content_type(headers, &["application/json", POSTCARD_MEDIA_TYPE])
         .map_err(|_| {
             ApiError::UnsupportedMediaType("application/json or application/x-postcard")
