@@ -10,6 +10,21 @@ use serde::{Deserialize, Serialize};
 /// Media type of the compact batch body: postcard-encoded [`BinaryBatch`].
 pub const POSTCARD_MEDIA_TYPE: &str = "application/x-postcard";
 
+/// How many votes one batch request may carry.
+pub const BATCH_VOTES_MAX: usize = 10_000;
+
+/// Largest request body for a single vote, in bytes.
+pub const VOTE_BODY_BYTES_MAX: usize = 4 * 1024;
+
+/// Largest request body for a batch, in bytes (JSON votes are ~100 bytes each).
+pub const BATCH_BODY_BYTES_MAX: usize = 2 * 1024 * 1024;
+
+const _: () = assert!(BATCH_VOTES_MAX * 100 <= BATCH_BODY_BYTES_MAX);
+
+/// The query a batch request adds to be answered with receipts ([`ReceiptedBatchResponse`]):
+/// `POST /v1/polls/{poll}/votes/batch?receipts=true`.
+pub const RECEIPTS_QUERY: &str = "receipts=true";
+
 /// `POST /v1/polls/{poll}/votes` body.
 #[derive(Debug, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -111,7 +126,7 @@ pub struct BinaryVote {
 
 /// How one vote of a batch was answered. In a postcard answer each status is one byte, its
 /// place in this list: 0 `counted`, 1 `duplicate`, 2 `unknown_option`, 3 `bad_vote_id`,
-/// 4 `overloaded` (new statuses only ever go at the end).
+/// 4 `overloaded`, 5 `unconfirmed` (edges only; new statuses only ever go at the end).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
@@ -126,6 +141,9 @@ pub enum BatchVoteStatus {
     BadVoteId,
     /// Refused: too many votes wait for the log; send this one again.
     Overloaded,
+    /// An edge's answer only: the edge sent the vote on, but no node's answer came within the
+    /// vote's deadline; it **may have been counted**. Send it again, same vote ID.
+    Unconfirmed,
 }
 
 impl BatchVoteStatus {
@@ -137,6 +155,7 @@ impl BatchVoteStatus {
             Self::UnknownOption => "unknown_option",
             Self::BadVoteId => "bad_vote_id",
             Self::Overloaded => "overloaded",
+            Self::Unconfirmed => "unconfirmed",
         }
     }
 }
@@ -156,6 +175,63 @@ pub struct BatchResponse {
     pub rejected: usize,
     /// Per vote, in the order sent.
     pub statuses: Vec<BatchVoteStatus>,
+}
+
+/// Where one vote counted by a batch is recorded: the receipt a single vote's answer carries,
+/// with its actor given as a position in [`ReceiptedBatchResponse::actors`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BatchReceipt {
+    /// The actor's position in `actors`.
+    pub actor: u8,
+    /// The record's seq in that actor's log.
+    pub seq: u64,
+    /// The poll-relative second it was stamped with.
+    pub second: u32,
+}
+
+/// The answer to a batch sent with `?receipts=true` (the edge tier's: it answers each of its
+/// voters as the node would have, receipt included; an edge answers its own batch route so
+/// too). JSON, or postcard when `Accept` asks.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReceiptedBatchResponse {
+    /// The statuses and counts, as without receipts.
+    pub batch: BatchResponse,
+    /// The actors (`node#incarnation`) the receipts name.
+    pub actors: Vec<String>,
+    /// One per `counted` status, in the order of the statuses.
+    pub receipts: Vec<BatchReceipt>,
+    /// The nodes (node IDs) that made the votes durable.
+    pub nodes: Vec<String>,
+    /// Per status: the position in `nodes` of the node that answered it `counted` or
+    /// `duplicate`, or [`NOT_ANSWERED_BY_A_NODE`] for any other status.
+    pub answered_by: Vec<u8>,
+}
+
+/// [`ReceiptedBatchResponse::answered_by`] of a vote no node made durable.
+pub const NOT_ANSWERED_BY_A_NODE: u8 = u8::MAX;
+
+/// The header of an edge's answer to a single vote that names the node that made it durable
+/// (`counted` or `duplicate`): its node ID.
+pub const ANSWERED_BY_HEADER: &str = "tally-answered-by";
+
+/// A poll as `GET /v1/polls` lists it (the edge tier learns the polls it takes votes for
+/// from its nodes' lists).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PollSummary {
+    /// The poll's name.
+    pub id: String,
+    /// Its options.
+    pub options: Vec<String>,
+    /// `open`, `not_open` or `closed`.
+    #[cfg_attr(feature = "openapi", schema(example = "open"))]
+    pub status: String,
+    /// When it opened (Unix ms), if it has.
+    pub opens_at_ms: Option<u64>,
+    /// When it closes or closed (Unix ms), if set.
+    pub closes_at_ms: Option<u64>,
 }
 
 /// One option's standing.
@@ -224,7 +300,10 @@ pub struct PollResults {
     pub options: Vec<OptionResult>,
     /// All net votes.
     pub total: i64,
-    /// When this result was captured, in Unix milliseconds.
+    /// When these figures were captured, in Unix milliseconds: a node serves the same
+    /// results (ages and `clock_offsets_ms` included) until its votes, status, window, the
+    /// records included or a peer's connection change, so this is the time of the last
+    /// change it saw.
     pub as_of_ms: u64,
     /// The split up to and including this poll second, if the reader asked for one.
     pub at_second: Option<u32>,
@@ -334,6 +413,13 @@ pub enum ErrorCode {
     /// 503: this node defines the poll otherwise than the cluster and counts none of its
     /// votes (nothing was counted: send the vote to another node); see `Retry-After`.
     PollDisputed,
+    /// 503: an edge sent the vote on, but no node's answer came within the vote's deadline:
+    /// it **may have been counted**. Retry with the same vote ID; see `Retry-After`.
+    Unconfirmed,
+    /// 503: `ack_mode = "replicated"` and no ack peer confirmed the vote in time. Not
+    /// acknowledged, but durable on the node, so it may still be counted: retry with the same
+    /// vote ID (here or at another node) and it counts once; see `Retry-After`.
+    NotReplicated,
 }
 
 impl ErrorCode {
@@ -359,6 +445,37 @@ impl ErrorCode {
             Self::Overloaded => "overloaded",
             Self::Unavailable => "unavailable",
             Self::PollDisputed => "poll_disputed",
+            Self::Unconfirmed => "unconfirmed",
+            Self::NotReplicated => "not_replicated",
         }
     }
+
+    /// The HTTP status a refusal with this code has.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::Malformed => 400,
+            Self::Unauthorized | Self::BadVoteToken => 401,
+            Self::UnknownPoll | Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::BodyTimeout => 408,
+            Self::PollNotOpen | Self::Conflict => 409,
+            Self::BodyTooLarge | Self::TooManyVotes => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::UnknownOption | Self::BadVoteId | Self::Invalid => 422,
+            Self::RateLimited => 429,
+            Self::Overloaded
+            | Self::Unavailable
+            | Self::PollDisputed
+            | Self::Unconfirmed
+            | Self::NotReplicated => 503,
+        }
+    }
+}
+
+/// Whether a 503 or 429 refusal with this code (as sent: `unconfirmed`, `overloaded`, …) may
+/// follow a count: Tally's sheds take nothing, but an edge's `unconfirmed` (and a node's
+/// `not_replicated`, when its ack mode waits for a peer) sent the vote on and lost the
+/// answer. Unknown codes are taken as sheds, as before they existed.
+pub fn refusal_may_follow_a_count(code: &str) -> bool {
+    matches!(code, "unconfirmed" | "not_replicated")
 }

@@ -240,11 +240,14 @@ impl TallyClient {
                     }
                     AttemptClass::Retry => {
                         // A 5xx other than 503 may come from a proxy after the node took the
-                        // vote; 503 and 429 are Tally's sheds, which take nothing.
+                        // vote; 503 and 429 are Tally's sheds, which take nothing, but for an
+                        // edge's `unconfirmed` (it sent the vote on and lost the answer).
                         if !matches!(
                             answer.status,
                             StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
-                        ) {
+                        ) || refusal_code(&answer.body)
+                            .is_some_and(|code| api::refusal_may_follow_a_count(&code))
+                        {
                             may_be_counted = true;
                         }
                         last = format!("{} answered {}", endpoint.url, answer.status);
@@ -339,6 +342,15 @@ fn finish(
         message,
         may_have_been_counted,
     })
+}
+
+/// The `error` code of a refusal's body, as sent (unknown codes too).
+fn refusal_code(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Code {
+        error: String,
+    }
+    serde_json::from_slice::<Code>(body).ok().map(|c| c.error)
 }
 
 /// The region to try next: the one free soonest, the nearest (first listed) among equals.

@@ -24,6 +24,14 @@ use std::collections::VecDeque;
 
 use crate::ids::UnixMillis;
 
+/// Where wall-clock time comes from: the system clock in production, simulated time in the
+/// simulation, a hand-moved one in tests. The core never reads it; the node and the edge do,
+/// and pass the readings in.
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now(&self) -> UnixMillis;
+}
+
 /// Samples an [`OffsetFilter`] keeps per peer (8 sync rounds: under a second at the default
 /// 100 ms tick).
 pub const OFFSET_SAMPLES_MAX: usize = 8;

@@ -15,6 +15,7 @@
 //! rounds, as a state machine the node and the simulation drive), and [`Merge`] with its law
 //! checker.
 
+pub mod abuse;
 pub mod clock;
 mod counters;
 mod definition;
@@ -37,17 +38,18 @@ mod version_vector;
 mod vote_id;
 pub mod wire;
 
+pub use clock::Clock;
 pub use counters::{CountPair, Counters};
 pub use definition::{AgreementDigest, Declaration, Declarations, DefinitionDigest};
 pub use ids::{
-    ActorId, NameError, NodeId, OptionIndex, OptionName, PollId, Second, Seq, UnixMillis,
+    ActorId, ActorText, NameError, NodeId, OptionIndex, OptionName, PollId, Second, Seq, UnixMillis,
 };
 pub use merge::{Merge, check_merge_laws};
 pub use poll::{PollSpec, PollSpecError, PollStatus, PollWindow};
 pub use poll_state::{Applied, ApplyError, PollState};
 pub use position_index::IndexGrowth;
 pub use record_batch::{BatchError, BatchRecord, RecordBatch, SecondRun};
-pub use record_store::ReservedIndex;
+pub use record_store::{ReservedIndex, RetiredIndex};
 pub use replica::{
     AcceptError, LocalVote, MovedRecords, PollError, Replica, ReplicaError, Standing,
 };
@@ -55,4 +57,4 @@ pub use sync::{
     AnswerApplied, AnswerRefusal, PollRequest, PullAnswer, PullRequest, counters_for_lagging,
 };
 pub use version_vector::VersionVector;
-pub use vote_id::{VoteId, VoteIdError, VoteIdKey, VoteIdKeyProof};
+pub use vote_id::{DEV_VOTE_ID_KEY_HEX, VoteId, VoteIdError, VoteIdKey, VoteIdKeyProof};

@@ -20,7 +20,7 @@ use crate::limits::{ACTORS_PER_POLL_MAX, OPTIONS_MAX, PENDING_RECORDS_MAX, RECOR
 use crate::merge::Merge;
 use crate::position_index::IndexGrowth;
 use crate::record_batch::{BatchRecord, RecordBatch};
-use crate::record_store::{ActorSlot, RecordStore, ReservedIndex};
+use crate::record_store::{ActorSlot, RecordStore, ReservedIndex, RetiredIndex};
 use crate::version_vector::VersionVector;
 use crate::vote_id::VoteId;
 
@@ -118,6 +118,8 @@ pub struct PollState {
     retract_losers: bool,
     /// Each node's current incarnation, as far as this replica knows.
     current: BTreeMap<NodeId, u64>,
+    /// The largest reservation asked of the dedupe index (0: none), relayed to peers.
+    reserved_vote_ids: u64,
 }
 
 impl PollState {
@@ -136,6 +138,7 @@ impl PollState {
             pending_records: 0,
             retract_losers: true,
             current: BTreeMap::new(),
+            reserved_vote_ids: 0,
         }
     }
 
@@ -188,6 +191,12 @@ impl PollState {
         Some(self.store.record_at(position).option)
     }
 
+    /// The actor and seq of `vote_id`'s winning record, if any record for it is held.
+    pub fn winner_record(&self, vote_id: VoteId) -> Option<(&ActorId, Seq)> {
+        let record = self.store.record_at(self.store.winner_position(vote_id)?);
+        Some((&self.actors[record.actor as usize].id, record.seq))
+    }
+
     /// Number of distinct vote IDs held.
     pub fn distinct_vote_ids(&self) -> usize {
         self.store.distinct_vote_ids()
@@ -197,6 +206,24 @@ impl PollState {
     /// [`crate::Replica::reserve_vote_ids`]).
     pub(crate) fn reserve_vote_ids(&mut self, vote_ids: usize) {
         self.store.reserve(vote_ids);
+        self.note_reservation(vote_ids);
+    }
+
+    /// As [`Self::reserve_vote_ids`], a growth step at a time even while the index is empty
+    /// (see [`crate::Replica::reserve_vote_ids_gradually`]).
+    pub(crate) fn reserve_vote_ids_gradually(&mut self, vote_ids: usize) {
+        self.store.reserve_gradually(vote_ids);
+        self.note_reservation(vote_ids);
+    }
+
+    pub(crate) fn note_reservation(&mut self, vote_ids: usize) {
+        self.reserved_vote_ids = self.reserved_vote_ids.max(vote_ids as u64);
+    }
+
+    /// The largest number of vote IDs the dedupe index was reserved for (0: never reserved):
+    /// what this replica tells its peers to reserve ([`crate::wire::PeerMessage::Reserve`]).
+    pub fn reserved_vote_ids(&self) -> u64 {
+        self.reserved_vote_ids
     }
 
     /// Installs a prebuilt empty index if this poll's holds no ID yet and is smaller.
@@ -232,6 +259,11 @@ impl PollState {
         keep_going: impl FnMut() -> bool,
     ) -> bool {
         self.store.advance_index_growth(steps, keep_going)
+    }
+
+    /// The dedupe index table the last growth moved out of, if not taken yet.
+    pub(crate) fn take_retired_index(&mut self) -> Option<RetiredIndex> {
+        self.store.take_retired_index()
     }
 
     /// Whether the dedupe index has growth work left: while it does, a caller that runs
@@ -641,21 +673,35 @@ impl PollState {
     pub fn missing_for(&self, theirs: &VersionVector, records_max: usize) -> Vec<RecordBatch> {
         let mut batches = Vec::new();
         let mut budget = records_max;
-        for (actor, slot) in self.actors.iter().zip(0..) {
-            let mut from = theirs.get(&actor.id) + 1;
-            let held = self.store.held(slot);
-            while from <= held && budget > 0 {
-                let count = (held - from + 1).min(RECORDS_PER_BATCH_MAX.min(budget) as Seq);
-                let to = from + count - 1;
-                let mut batch = RecordBatch::new(self.poll.clone(), actor.id.clone(), from);
-                self.store
-                    .for_each_in_range(slot, from, to, |_, id, option, second| {
-                        batch.push(id, option, second)
-                    });
-                batches.push(batch);
-                budget -= count as usize;
-                from = to + 1;
-            }
+        for actor in &self.actors {
+            let missing = self.records_of(&actor.id, theirs.get(&actor.id), budget);
+            budget -= missing.iter().map(RecordBatch::len).sum::<usize>();
+            batches.extend(missing);
+        }
+        batches
+    }
+
+    /// `actor`'s records after seq `after`, at most `records_max` of them, in batches of at
+    /// most [`RECORDS_PER_BATCH_MAX`] (the pushes of replicated acks).
+    pub fn records_of(&self, actor: &ActorId, after: Seq, records_max: usize) -> Vec<RecordBatch> {
+        let Some(&slot) = self.slots.get(actor) else {
+            return Vec::new();
+        };
+        let mut batches = Vec::new();
+        let mut budget = records_max;
+        let mut from = after + 1;
+        let held = self.store.held(slot);
+        while from <= held && budget > 0 {
+            let count = (held - from + 1).min(RECORDS_PER_BATCH_MAX.min(budget) as Seq);
+            let to = from + count - 1;
+            let mut batch = RecordBatch::new(self.poll.clone(), actor.clone(), from);
+            self.store
+                .for_each_in_range(slot, from, to, |_, id, option, second| {
+                    batch.push(id, option, second)
+                });
+            batches.push(batch);
+            budget -= count as usize;
+            from = to + 1;
         }
         batches
     }

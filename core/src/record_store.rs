@@ -88,6 +88,26 @@ impl ReservedIndex {
     }
 }
 
+/// A dedupe index table a growth has moved every ID out of: dropping it frees its memory
+/// (an unmap of every page, tens of milliseconds for hundreds of MB), which its owner may do
+/// on another thread ([`crate::Replica::take_retired_index_tables`]).
+pub struct RetiredIndex(PositionTable);
+
+impl RetiredIndex {
+    /// Bytes of heap it holds.
+    pub fn heap_bytes(&self) -> usize {
+        self.0.heap_bytes()
+    }
+}
+
+impl std::fmt::Debug for RetiredIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetiredIndex")
+            .field("heap_bytes", &self.heap_bytes())
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for ReservedIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReservedIndex")
@@ -151,6 +171,12 @@ impl RecordStore {
         self.index.reserve(vote_ids, &keys);
     }
 
+    /// As [`Self::reserve`], a growth step at a time even while it holds no ID.
+    pub(crate) fn reserve_gradually(&mut self, vote_ids: usize) {
+        let keys = StoredKeys::of(&self.chunks, &self.hasher);
+        self.index.reserve_gradually(vote_ids, &keys);
+    }
+
     /// Puts `index` in place of this store's index if that holds no ID yet and `index` is
     /// larger; otherwise hands it back unchanged.
     pub(crate) fn install_index(&mut self, index: ReservedIndex) -> Result<(), ReservedIndex> {
@@ -172,6 +198,12 @@ impl RecordStore {
     ) -> bool {
         let keys = StoredKeys::of(&self.chunks, &self.hasher);
         self.index.advance(steps, &keys, keep_going)
+    }
+
+    /// The index table the last growth moved out of, if not taken yet (see
+    /// [`crate::Replica::take_retired_index_tables`]).
+    pub(crate) fn take_retired_index(&mut self) -> Option<RetiredIndex> {
+        self.index.take_retired().map(RetiredIndex)
     }
 
     /// Whether the index has growth work left (a table to prepare or move).

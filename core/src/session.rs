@@ -47,8 +47,8 @@ pub const PULL_REQUEST_POLLS_MAX: usize = 1_024;
 const _: () = assert!(POLLS_MAX <= PULL_REQUEST_POLLS_MAX);
 
 /// Most frames one pull answer may carry beyond its records (definitions, declarations,
-/// counters and vectors of each poll, and its clock reading).
-pub const PULL_ANSWER_EXTRA_FRAMES_MAX: usize = 4 * PULL_REQUEST_POLLS_MAX + 1;
+/// counters, vectors and reservations of each poll, and its clock reading).
+pub const PULL_ANSWER_EXTRA_FRAMES_MAX: usize = 5 * PULL_REQUEST_POLLS_MAX + 1;
 
 /// Why a peer was refused. The session that refuses is over: the caller closes the
 /// connection, saying `cause: reason`. Nothing of the refused round was handed out to merge.
@@ -93,6 +93,7 @@ pub fn introduced_in(message: &PeerMessage) -> u16 {
         | PeerMessage::Agreement(_)
         | PeerMessage::PollVector { .. }
         | PeerMessage::Declarations { .. } => 2,
+        PeerMessage::Push { .. } | PeerMessage::PushAck(_) | PeerMessage::Reserve { .. } => 3,
     }
 }
 
@@ -135,6 +136,9 @@ pub fn message_kind(message: &PeerMessage) -> &'static str {
         PeerMessage::PollVector { .. } => "poll vector",
         PeerMessage::Declarations { .. } => "declarations",
         PeerMessage::Clock(_) => "clock",
+        PeerMessage::Push { .. } => "push",
+        PeerMessage::PushAck(_) => "push ack",
+        PeerMessage::Reserve { .. } => "reserve",
     }
 }
 
@@ -317,6 +321,20 @@ impl Handshake {
 }
 
 impl Established {
+    /// The session's pushes of replicated acks (protocol 3), or `None` when the negotiated
+    /// version is older: a peer of version 2 cannot be an ack peer. `own` is this node.
+    pub fn push_channel(&self, own: NodeId) -> Option<(PushSender, PushReceiver)> {
+        (self.protocol_version >= 3).then(|| {
+            (
+                PushSender::new(own.clone()),
+                PushReceiver {
+                    own,
+                    peer: self.peer.node.clone(),
+                },
+            )
+        })
+    }
+
     /// The session's two directions: this node's pull rounds (at most
     /// `records_per_round_max` records asked per answer) and its answers to the peer's.
     pub fn split(&self, records_per_round_max: usize) -> (Puller, Answerer) {
@@ -509,13 +527,16 @@ impl Puller {
             }
             PeerMessage::Counters(state) => answer.counters.push(state),
             PeerMessage::VersionVector { poll, vector } => answer.vectors.push((poll, vector)),
+            PeerMessage::Reserve { poll, vote_ids } => answer.reservations.push((poll, vote_ids)),
             PeerMessage::Clock(reading) if current.clock.is_none() => {
                 current.clock = Some((reading, now));
             }
             other @ (PeerMessage::Hello(_)
             | PeerMessage::Agreement(_)
             | PeerMessage::PollVector { .. }
-            | PeerMessage::Clock(_)) => {
+            | PeerMessage::Clock(_)
+            | PeerMessage::Push { .. }
+            | PeerMessage::PushAck(_)) => {
                 return Err(Refusal::new(
                     "frame",
                     format!("unexpected message in an answer: {}", message_kind(&other)),
@@ -760,6 +781,10 @@ impl Answerer {
         for spec in answer.polls {
             self.outbox.push(round, PeerMessage::Poll(spec));
         }
+        for (poll, vote_ids) in answer.reservations {
+            self.outbox
+                .push(round, PeerMessage::Reserve { poll, vote_ids });
+        }
         for (poll, entries) in answer.declarations {
             self.outbox
                 .push(round, PeerMessage::Declarations { poll, entries });
@@ -782,6 +807,13 @@ impl Answerer {
         self.outbox.poll()
     }
 }
+
+pub use push::{
+    PUSH_ANSWERS_QUEUED_MAX, PUSH_RECORDS_UNANSWERED_MAX, PUSHES_UNANSWERED_MAX, PushReceiver,
+    PushSender, Pushed,
+};
+
+mod push;
 
 #[cfg(test)]
 mod tests {
@@ -825,7 +857,10 @@ mod tests {
             Err("cluster_id")
         );
         assert_eq!(cause(hello("c", "b", &key, 1), None, true), Err("protocol"));
-        assert_eq!(cause(hello("c", "b", &key, 3), None, true), Err("protocol"));
+        assert_eq!(
+            cause(hello("c", "b", &key, PROTOCOL_VERSION + 1), None, true),
+            Err("protocol")
+        );
         assert_eq!(
             cause(hello("c", "z", &key, 2), Some(&b), true),
             Err("node_id")
@@ -839,8 +874,13 @@ mod tests {
             Err("vote_id_key")
         );
         assert_eq!(
-            cause(hello("c", "b", &key, 2), Some(&b), true),
+            cause(hello("c", "b", &key, PROTOCOL_VERSION), Some(&b), true),
             Ok(PROTOCOL_VERSION)
+        );
+        assert_eq!(
+            cause(hello("c", "b", &key, 2), Some(&b), true),
+            Ok(2),
+            "a version-2 peer is served at version 2"
         );
         let missing = ours.handle_hello(None, None, |_| Ok(()));
         assert_eq!(missing.map_err(|r| r.cause), Err("hello"));

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::definition::{AgreementDigest, Declaration, Declarations, DefinitionDigest};
 use crate::ids::{ActorId, PollId};
-use crate::limits::COUNTER_ENTRIES_PER_MESSAGE_MAX;
+use crate::limits::{COUNTER_ENTRIES_PER_MESSAGE_MAX, RESERVED_VOTE_IDS_MAX};
 use crate::poll::PollSpec;
 use crate::poll_state::Applied;
 use crate::record_batch::RecordBatch;
@@ -47,8 +47,8 @@ pub struct PullRequest {
     pub polls: Vec<PollRequest>,
 }
 
-/// What a puller is sent: every poll's definition, the declarations (when the puller's
-/// summary differs), the records it lacks of every poll it defines alike or does not hold
+/// What a puller is sent: every poll's definition and index reservation, the declarations
+/// (when the puller's summary differs), the records it lacks of every poll it defines alike or does not hold
 /// (at most the requested number), those polls' counters and the answerer's vectors of them.
 #[derive(Debug, Clone, Default)]
 pub struct PullAnswer {
@@ -63,6 +63,9 @@ pub struct PullAnswer {
     /// The answerer's vectors of the polls it sent records of, so the puller can tell how
     /// far behind it is.
     pub vectors: Vec<(PollId, VersionVector)>,
+    /// The answerer's reservations of the polls it shares with the puller (protocol 3;
+    /// [`crate::wire::PeerMessage::Reserve`]).
+    pub reservations: Vec<(PollId, u64)>,
     /// Whether the record budget cut the answer short (ask again at once).
     pub truncated: bool,
 }
@@ -94,6 +97,9 @@ pub struct AnswerApplied {
     pub shared: BTreeSet<PollId>,
     /// Whether any poll's declarations changed (a dispute may have begun or ended).
     pub declarations_changed: bool,
+    /// Reservations of shared polls larger than this replica's own (at most
+    /// [`crate::limits::RESERVED_VOTE_IDS_MAX`]): to take and to log.
+    pub reservations: Vec<(PollId, u64)>,
     /// Parts refused.
     pub refused: Vec<AnswerRefusal>,
 }
@@ -160,6 +166,10 @@ impl Replica {
             if other && !self.merge_across_definitions {
                 continue;
             }
+            let reserved = self.state(spec.id()).map_or(0, |s| s.reserved_vote_ids());
+            if reserved > 0 {
+                answer.reservations.push((spec.id().clone(), reserved));
+            }
             let theirs = asked.map_or(&empty, |p| &p.vector);
             let batches = self.missing_records(spec.id(), theirs, budget);
             let sent: usize = batches.iter().map(RecordBatch::len).sum();
@@ -204,6 +214,10 @@ impl Replica {
             }
         }
         self.apply_answer_counters(&answer.counters, &mut applied);
+        for (poll, vote_ids) in &applied.reservations {
+            let vote_ids = usize::try_from(*vote_ids).unwrap_or(usize::MAX);
+            let _ = self.reserve_vote_ids_gradually(poll, vote_ids);
+        }
         applied
     }
 
@@ -222,6 +236,13 @@ impl Replica {
         }
         for spec in std::mem::take(&mut answer.polls) {
             self.apply_definition(spec, &not_held, &mut applied);
+        }
+        for (poll, vote_ids) in std::mem::take(&mut answer.reservations) {
+            let vote_ids = vote_ids.min(RESERVED_VOTE_IDS_MAX as u64);
+            let ours = self.state(&poll).map_or(0, |s| s.reserved_vote_ids());
+            if applied.shared.contains(&poll) && vote_ids > ours {
+                applied.reservations.push((poll, vote_ids));
+            }
         }
         applied
     }

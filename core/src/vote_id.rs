@@ -57,7 +57,30 @@ pub struct VoteIdKeyProof(pub [u8; 16]);
 /// The key-derivation context of [`VoteIdKey::proof`].
 const KEY_PROOF_CONTEXT: &str = "tally 2026 vote_id_key proof v1";
 
+/// The development key that maps non-UUID vote IDs to 128 bits (64 hex digits, spaces
+/// allowed): every node and edge uses it unless configured otherwise. Production clusters
+/// set their own `vote_id_key`, the same on every node and edge.
+pub const DEV_VOTE_ID_KEY_HEX: &str =
+    "7461 6c6c 792d 6465 762d 766f 7465 2d69 642d 6b65 792d 3230 3236 2d30 312d 3031";
+
 impl VoteIdKey {
+    /// Parses a key written as 64 hex digits (whitespace ignored), as `vote_id_key` is in a
+    /// node's or an edge's configuration.
+    pub fn from_hex(text: &str) -> Result<Self, String> {
+        let hex: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        if hex.len() != 64 {
+            return Err(format!("must be 64 hex digits, got {}", hex.len()));
+        }
+        let mut key = [0u8; 32];
+        for (i, byte) in key.iter_mut().enumerate() {
+            *byte = hex
+                .get(2 * i..2 * i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(|| "must be hex digits".to_string())?;
+        }
+        Ok(Self::new(key))
+    }
+
     /// The proof that this key is held (see [`VoteIdKeyProof`]).
     pub fn proof(&self) -> VoteIdKeyProof {
         let derived = blake3::derive_key(KEY_PROOF_CONTEXT, &self.0);

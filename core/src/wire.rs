@@ -30,8 +30,20 @@ pub const FRAME_FORMAT_VERSION: u8 = 1;
 /// readings of every pull), the hello's `vote_id_key` proof, and the definition agreement
 /// (pulls name each poll's definition in [`PeerMessage::PollVector`] and a summary of the
 /// declarations in [`PeerMessage::Agreement`]; answers may carry
-/// [`PeerMessage::Declarations`]).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// [`PeerMessage::Declarations`]). Version 3 added the pushes of replicated acks
+/// ([`PeerMessage::Push`] and [`PeerMessage::PushAck`], on a unidirectional stream of their
+/// own): a peer of version 2 syncs as before but cannot be an ack peer. Version 3 also carries
+/// each poll's index reservation in pull answers ([`PeerMessage::Reserve`]); between a node of
+/// version 2 and one of version 3 it is simply not carried.
+///
+/// The rule for every future change: a new message is a new variant at the end of
+/// [`PeerMessage`], named in `session::introduced_in` with the version that added it; a
+/// session sends and takes only messages of its negotiated version (the lower of the two
+/// hellos'), so what an older peer cannot decode never reaches it. An existing message's
+/// fields never change (postcard has no optional fields: an added field breaks the older
+/// decoder); a changed meaning is a new message. [`PROTOCOL_VERSION_MIN`] moves up only when
+/// serving the oldest version would break a guarantee, and the refusal names both versions.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The oldest peer protocol version this node syncs with. Version 1 is refused, unlike
 /// DESIGN.md §3's rule of syncing with the previous version: its hello cannot prove the
@@ -144,6 +156,42 @@ pub enum PeerMessage {
         /// One entry per node.
         entries: Vec<Declaration>,
     },
+    /// Records of the sender's own actor, just made durable on its disk, pushed to an ack
+    /// peer so that a vote can be acknowledged once two disks hold it (protocol 3,
+    /// `ack_mode = "replicated"`). The receiver logs them, fsyncs, and answers every push
+    /// with exactly one [`PeerMessage::PushAck`], in order.
+    Push {
+        /// The sender's definition of the batch's poll: a receiver that defines it otherwise
+        /// takes none of it (and acknowledges nothing new).
+        definition: DefinitionDigest,
+        /// The records.
+        batch: RecordBatch,
+    },
+    /// The answer to one [`PeerMessage::Push`]: what the sender has made durable.
+    PushAck(PushAck),
+    /// "Size your dedupe index of `poll` for this many vote IDs": the answerer's reservation
+    /// of a poll both sides define alike (an operator's `expected_votes`, from the config file
+    /// or the admin API, or one relayed from another peer), sent in every pull answer after
+    /// the poll's definition (protocol 3). A puller whose own reservation is smaller takes it
+    /// and relays it; a larger one is kept, and an index never shrinks.
+    Reserve {
+        /// The poll.
+        poll: PollId,
+        /// Vote IDs the index should hold before it must grow.
+        vote_ids: u64,
+    },
+}
+
+/// What an ack peer has on its disk of a pusher's records: every record of `actor` in `poll`
+/// up to `durable_through` is logged and fsynced there (0: it took nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushAck {
+    /// The poll.
+    pub poll: PollId,
+    /// The pusher's actor.
+    pub actor: ActorId,
+    /// Highest contiguous seq of `actor` held durably.
+    pub durable_through: crate::ids::Seq,
 }
 
 /// Wall-clock readings: the last frame of a pull request (`answered_at` absent) and the first
@@ -265,6 +313,11 @@ fn validate(message: &PeerMessage) -> Result<(), WireError> {
             Err(WireError::OutOfRange("declarations have too many entries"))
         }
         PeerMessage::Counters(state) => validate_counters(state),
+        PeerMessage::Reserve { vote_ids, .. }
+            if *vote_ids > crate::limits::RESERVED_VOTE_IDS_MAX as u64 =>
+        {
+            Err(WireError::OutOfRange("reservation past the largest index"))
+        }
         _ => Ok(()),
     }
 }

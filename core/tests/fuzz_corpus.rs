@@ -76,13 +76,13 @@ fn seeds() -> Vec<(&'static str, PeerMessage)> {
                 vector,
             },
         ),
-        ("records", PeerMessage::Records(batch)),
+        ("records", PeerMessage::Records(batch.clone())),
         (
             "counters",
             PeerMessage::Counters(CounterState {
-                poll,
+                poll: poll.clone(),
                 actors: vec![ActorCounters {
-                    actor,
+                    actor: actor.clone(),
                     entries: vec![CounterEntry {
                         second: 3,
                         option: 1,
@@ -91,6 +91,22 @@ fn seeds() -> Vec<(&'static str, PeerMessage)> {
                     }],
                 }],
             }),
+        ),
+        ("push", PeerMessage::Push { definition, batch }),
+        (
+            "push-ack",
+            PeerMessage::PushAck(wire::PushAck {
+                poll: poll.clone(),
+                actor,
+                durable_through: 20,
+            }),
+        ),
+        (
+            "reserve",
+            PeerMessage::Reserve {
+                poll,
+                vote_ids: 30_000_000,
+            },
         ),
         ("poll", PeerMessage::Poll(spec)),
         (

@@ -136,6 +136,8 @@ fn one_vote_id_with_two_options_resolves_the_same_everywhere() {
     for node in [&east, &west] {
         let state = node.state(&poll()).unwrap();
         assert_eq!(state.winner_option(VoteId(5)), Some(OptionIndex(1)));
+        assert_eq!(state.winner_record(VoteId(5)), Some((west.actor(), 1)));
+        assert_eq!(state.winner_record(VoteId(6)), None);
         assert_eq!(state.totals(None), vec![0, 1]);
         assert_eq!(state.totals(Some(3)), vec![0, 1], "split at second 3");
         assert_eq!(state.totals(Some(1)), vec![0, 0], "split at second 1");

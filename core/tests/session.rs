@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use tally_core::session::{Answerer, Handshake, Puller, RoundApplied, Transmit};
-use tally_core::wire::{Hello, PROTOCOL_VERSION};
+use tally_core::wire::{Hello, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 use tally_core::{
     ActorId, NodeId, OptionIndex, OptionName, PollId, PollSpec, PollWindow, Replica, UnixMillis,
     VersionVector, VoteId, VoteIdKey,
@@ -91,13 +91,19 @@ struct Cluster {
 
 impl Cluster {
     fn new(count: usize) -> Self {
+        Self::with_versions(&vec![PROTOCOL_VERSION; count])
+    }
+
+    /// Replicas whose hellos claim `versions` (one each): a rolling upgrade's mix.
+    fn with_versions(versions: &[u16]) -> Self {
+        let count = versions.len();
         let replicas: Vec<Replica> = (0..count).map(replica).collect();
         let key = VoteIdKey::new([1; 32]);
-        let handshake = |r: &Replica| {
+        let handshake = |at: usize| {
             let hello = Hello {
                 cluster_id: "test".to_owned(),
-                protocol_version: PROTOCOL_VERSION,
-                actor: r.actor().clone(),
+                protocol_version: versions[at],
+                actor: replicas[at].actor().clone(),
                 vote_id_key_proof: key.proof(),
             };
             Handshake::new(hello, key.clone())
@@ -107,11 +113,12 @@ impl Cluster {
                 (0..count)
                     .map(|b| {
                         (a != b).then(|| {
-                            let theirs = handshake(&replicas[b]).hello_frame();
-                            let established = handshake(&replicas[a])
+                            let theirs = handshake(b).hello_frame();
+                            let established = handshake(a)
                                 .handle_hello(Some(&theirs), None, |_| Ok(()))
                                 .unwrap();
-                            assert_eq!(established.protocol_version, PROTOCOL_VERSION);
+                            let negotiated = versions[a].min(versions[b]);
+                            assert_eq!(established.protocol_version, negotiated);
                             let (puller, answerer) = established.split(RECORDS_PER_ROUND);
                             Link { puller, answerer }
                         })
@@ -306,25 +313,54 @@ impl Cluster {
     }
 }
 
-fn schedule() -> impl Strategy<Value = (usize, Vec<Step>)> {
-    (2..=3usize).prop_flat_map(|count| (Just(count), prop::collection::vec(step(count), 1..300)))
+/// Index reservation replica 0 makes before the schedule (protocol 3 carries it).
+const RESERVED: usize = 50_000;
+
+/// Each replica's protocol version (any this build speaks: a rolling upgrade's mix), and the
+/// steps.
+fn schedule() -> impl Strategy<Value = (Vec<u16>, Vec<Step>)> {
+    (2..=3usize).prop_flat_map(|count| {
+        (
+            prop::collection::vec(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION, count),
+            prop::collection::vec(step(count), 1..300),
+        )
+    })
+}
+
+/// The reservation each replica must hold after healing: replica 0's own, carried to every
+/// replica whose session with it speaks protocol 3, and to none other.
+fn check_reservations(cluster: &Cluster, versions: &[u16]) {
+    for (at, replica) in cluster.replicas.iter().enumerate() {
+        let reserved = replica.state(&poll()).unwrap().reserved_vote_ids();
+        let carried = at == 0 || versions[0].min(versions[at]) >= 3;
+        let expected = if carried { RESERVED as u64 } else { 0 };
+        assert_eq!(reserved, expected, "replica {at} of versions {versions:?}");
+        if carried {
+            assert!(replica.state(&poll()).unwrap().vote_id_capacity() >= RESERVED);
+        }
+    }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
     #[test]
-    fn sessions_converge_whatever_the_network_does_to_their_streams((count, steps) in schedule()) {
+    fn sessions_converge_whatever_the_network_does_to_their_streams((versions, steps) in schedule()) {
         // Goal: the session's round bookkeeping (stale, duplicate, abandoned rounds) never
-        // loses a record or wedges a pair. Method: a generated schedule of votes, commits,
-        // pulls and deliveries, drops and duplicates of any in-flight stream; then reliable
-        // rounds until every replica holds the same, and DESIGN.md §2's checks.
-        let mut cluster = Cluster::new(count);
+        // loses a record or wedges a pair, between replicas of any mix of the protocol
+        // versions this build speaks (a rolling upgrade), and an index reservation travels
+        // exactly where the negotiated version carries it. Method: a generated schedule of
+        // votes, commits, pulls and deliveries, drops and duplicates of any in-flight stream,
+        // replica 0 holding a reservation; then reliable rounds until every replica holds the
+        // same, DESIGN.md §2's checks, and each replica's reservation.
+        let mut cluster = Cluster::with_versions(&versions);
+        cluster.replicas[0].reserve_vote_ids(&poll(), RESERVED).unwrap();
         for step in steps {
             cluster.run(step);
         }
         cluster.heal();
         cluster.check();
+        check_reservations(&cluster, &versions);
     }
 }
 
@@ -354,4 +390,29 @@ fn a_lost_answer_costs_a_round_and_a_late_one_is_ignored() {
     assert!(rounds >= 1);
     cluster.check();
     assert_eq!(cluster.vector(0), cluster.vector(1));
+}
+
+#[test]
+fn a_node_of_the_previous_protocol_keeps_syncing_without_the_reservation() {
+    // Goal: issue 25's rolling upgrade: a replica speaking the previous protocol version
+    // (2) and two of this one (3) exchange every vote, and the reservation reaches the
+    // version-3 replica only. Method: votes at each, reliable rounds, the checks.
+    let versions = [PROTOCOL_VERSION, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN];
+    assert_eq!((PROTOCOL_VERSION_MIN, PROTOCOL_VERSION), (2, 3));
+    let mut cluster = Cluster::with_versions(&versions);
+    cluster.replicas[0]
+        .reserve_vote_ids(&poll(), RESERVED)
+        .unwrap();
+    for id in 0..30u16 {
+        let at = usize::from(id % 3);
+        cluster.run(Step::Vote {
+            at,
+            id,
+            option: (id % 2) as u8,
+        });
+    }
+    cluster.heal();
+    cluster.check();
+    assert_eq!(cluster.committed.len(), 30);
+    check_reservations(&cluster, &versions);
 }

@@ -241,6 +241,17 @@ fn inconsistent_batches_and_counters_are_refused() {
         wire::decode(&wire::encode(&counters)),
         Err(WireError::OutOfRange(_))
     ));
+    // A reservation past the largest index any node may build; the largest is fine.
+    let reserve = |vote_ids| PeerMessage::Reserve {
+        poll: PollId::new("p").unwrap(),
+        vote_ids,
+    };
+    let largest = tally_core::limits::RESERVED_VOTE_IDS_MAX as u64;
+    assert!(wire::decode(&wire::encode(&reserve(largest))).is_ok());
+    assert!(matches!(
+        wire::decode(&wire::encode(&reserve(largest + 1))),
+        Err(WireError::OutOfRange(_))
+    ));
     // A batch whose ID column is one byte short: change the length prefix of the options column.
     let mut batch = RecordBatch::new(
         PollId::new("p").unwrap(),

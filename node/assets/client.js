@@ -65,6 +65,8 @@ export class VoteError extends Error {
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+// Refusal codes (of a 503) after which the vote may have been counted: retry with its ID.
+const MAY_FOLLOW_A_COUNT = new Set(["unconfirmed", "not_replicated"]);
 const retryable = (status) => status === 408 || status === 429 || status >= 500;
 const trimSlash = (url) => url.replace(/\/+$/, "");
 
@@ -137,9 +139,13 @@ export function createClient({ endpoints, attemptTimeoutMs = 2000, deadlineMs = 
             voteId, mayHaveBeenCounted, status: response.status, code: answer.error || "",
           });
         }
-        // 503 and 429 are Tally shedding load: nothing was taken. Other 5xx may come from a
+        // 503 and 429 are Tally shedding load: nothing was taken, but for an edge's
+        // "unconfirmed" (it sent the vote on and lost the answer). Other 5xx may come from a
         // proxy after the node took the vote.
         if (response.status !== 503 && response.status !== 429) mayHaveBeenCounted = true;
+        else if (MAY_FOLLOW_A_COUNT.has((await response.json().catch(() => ({}))).error)) {
+          mayHaveBeenCounted = true;
+        }
         last = `${base} answered ${response.status}`;
         wait = retryAfterMs(response);
       } catch (error) {

@@ -11,18 +11,10 @@ use serde::Deserialize;
 use tally_core::limits::{POLL_SECONDS_MAX, RESERVED_VOTE_IDS_MAX};
 use tally_core::{NodeId, OptionName, PollId, PollSpec, PollWindow, UnixMillis, VoteIdKey};
 
-use crate::http::abuse::{
-    AbuseControls, RATE_LIMIT_KEYS_MAX, Rate, RateLimiter, TokenVerifier, from_hex,
-};
+use tally_core::abuse::{AbuseControls, AbuseSettings};
 
-/// How many votes one batch request may carry.
-pub const BATCH_VOTES_MAX: usize = 10_000;
-
-/// Largest request body for a single vote, in bytes.
-pub const VOTE_BODY_BYTES_MAX: usize = 4 * 1024;
-
-/// Largest request body for a batch, in bytes (JSON votes are ~100 bytes each).
-pub const BATCH_BODY_BYTES_MAX: usize = 2 * 1024 * 1024;
+// The API's body and batch limits are the edge's too: defined with the API's types.
+pub use tally_client::api::{BATCH_BODY_BYTES_MAX, BATCH_VOTES_MAX, VOTE_BODY_BYTES_MAX};
 
 /// Smallest `max_clock_offset_ms`: below a few round trips, measurement error alone would
 /// hold healthy nodes.
@@ -33,13 +25,6 @@ pub const MAX_CLOCK_OFFSET_MS_MAX: u64 = 3_600_000;
 
 /// Largest admin request body, in bytes.
 pub const ADMIN_BODY_BYTES_MAX: usize = 16 * 1024;
-
-const _: () = assert!(BATCH_VOTES_MAX * 100 <= BATCH_BODY_BYTES_MAX);
-
-/// The development key that maps non-UUID vote IDs to 128 bits. Production clusters set
-/// their own `vote_id_key` (64 hex digits), the same on every node.
-const DEV_VOTE_ID_KEY: &str =
-    "7461 6c6c 792d 6465 762d 766f 7465 2d69 642d 6b65 792d 3230 3236 2d30 312d 3031";
 
 /// A poll defined in the configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -185,6 +170,11 @@ pub struct Config {
     pub vote_id_key: String,
     /// Bearer token for the admin API; the admin API is disabled when empty.
     pub admin_token: String,
+    /// Bearer token of the edge tier (`tally edge`): it allows posting vote batches and
+    /// nothing else. When set, batches need it (or the admin token), and batches carrying it
+    /// skip the per-IP rate limit (the edges enforce that for their voters). Empty: batches
+    /// need the admin token while vote tokens are on, and nothing otherwise.
+    pub batch_token: String,
     /// How often live results are pushed to SSE subscribers, in milliseconds.
     pub sse_tick_ms: u64,
     /// How often the results snapshot is refreshed, in milliseconds.
@@ -234,6 +224,21 @@ pub struct Config {
     /// this far from a majority of the peers it can reach counts no votes (503, not ready)
     /// until it agrees again; peers' offsets are measured on every sync round.
     pub max_clock_offset_ms: u64,
+    /// When a vote is answered `counted` (DESIGN.md §4): `local` (the default) once this
+    /// node's log is fsynced; `replicated` once an ack peer (`ack_peers`) has fsynced its
+    /// record too, so losing this node's whole disk loses no acknowledged vote.
+    pub ack_mode: AckMode,
+    /// The peers whose fsync may complete a replicated ack (usually the other node of the
+    /// same region); each must be in `peers` and speak peer protocol 3 or newer. An entry
+    /// naming this node itself is skipped, so one list serves every node of a region.
+    pub ack_peers: Vec<String>,
+    /// How long a replicated ack waits for an ack peer once this node's fsync is done, in
+    /// milliseconds; then `ack_fallback` decides.
+    pub ack_timeout_ms: u64,
+    /// What a replicated ack does when no ack peer answers in time: `refuse` (the default:
+    /// 503 + `Retry-After`, nothing acknowledged) or `local` (acknowledge after the local
+    /// fsync alone, counted in `tally_ack_peer_misses_total{outcome="local"}`).
+    pub ack_fallback: AckFallback,
     /// Polls to create at start-up.
     pub polls: Vec<PollConfig>,
     /// The regions' public base URLs (`https://us-east.tally.example.net`), nearest first:
@@ -258,43 +263,67 @@ pub struct Config {
     /// what is missing). The damaged files are kept aside either way. Meant for one start
     /// after an operator has decided; a node with peers never needs it.
     pub accept_log_damage: bool,
-    /// **Simulation tests only**: a deliberately broken guarantee, so `tally-sim`'s tests can
-    /// prove the checker catches it. Never read from a file or a flag.
-    #[serde(skip)]
-    #[doc(hidden)]
-    pub planted_bug: Option<PlantedBug>,
 }
 
-/// A guarantee a node can be told to break (see [`Config::planted_bug`]): each is a real
-/// bug class the simulation's checker must find.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlantedBug {
-    /// Records from peers are not deduplicated: a vote ID already counted here is counted
-    /// again when another region's record for it arrives (no winner-rule retraction).
-    KeepDuplicates,
-    /// Votes are answered before the log holding them is fsynced.
-    AckBeforeFsync,
-    /// A node that starts on an empty disk reuses a fixed incarnation instead of drawing a
-    /// new one, so after losing its disk it reuses its old actor's sequence numbers; and it
-    /// refuses its own actor's records from peers instead of moving to a new incarnation (the
-    /// rescue issue 29 added would otherwise hide the reuse from the checker).
-    ReuseActorAfterDiskLoss,
-    /// The clock watch never holds (as if the node had no peers): a node whose clock steps
-    /// keeps stamping votes and proposing windows at it.
-    IgnoreClockSkew,
-    /// When a log write or fsync fails, the votes of the failed job are answered `counted`
-    /// anyway, though the log does not hold them.
-    AckAfterFailedWrite,
-    /// Recovery treats damage in the last log segment as a torn tail, as it did before
-    /// issue 29: it cuts the log at the first bad frame (deleting every valid entry after
-    /// it) and continues under the same actor, so it issues the lost seqs again.
-    TruncateDamagedLog,
-    /// Records and counters of a poll are exchanged with peers that define it otherwise, by
-    /// option index: a region whose options are in another order counts the other regions'
-    /// votes under the wrong names (issue 31).
-    MergeAcrossDefinitions,
+/// When a vote is answered `counted` (see [`Config::ack_mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    /// After this node's fsync.
+    #[default]
+    Local,
+    /// After this node's fsync and an ack peer's.
+    Replicated,
 }
+
+/// What a replicated ack does when no ack peer answers in time (see [`Config::ack_fallback`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckFallback {
+    /// Refuse with 503 + `Retry-After`: nothing is acknowledged.
+    #[default]
+    Refuse,
+    /// Acknowledge after the local fsync alone, and count it.
+    Local,
+}
+
+impl std::str::FromStr for AckMode {
+    type Err = String;
+
+    /// As in the config file (`local`, `replicated`): what the flag and the environment
+    /// variable take.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "local" => Ok(Self::Local),
+            "replicated" => Ok(Self::Replicated),
+            _ => Err(format!(
+                "unknown ack mode {text:?}: expected \"local\" or \"replicated\""
+            )),
+        }
+    }
+}
+
+impl std::str::FromStr for AckFallback {
+    type Err = String;
+
+    /// As in the config file (`refuse`, `local`): what the flag and the environment variable
+    /// take.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "refuse" => Ok(Self::Refuse),
+            "local" => Ok(Self::Local),
+            _ => Err(format!(
+                "unknown ack fallback {text:?}: expected \"refuse\" or \"local\""
+            )),
+        }
+    }
+}
+
+/// Shortest `ack_timeout_ms`.
+pub const ACK_TIMEOUT_MS_MIN: u64 = 10;
+
+/// Longest `ack_timeout_ms` (votes wait this long at most for an ack peer).
+pub const ACK_TIMEOUT_MS_MAX: u64 = 60_000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -305,8 +334,9 @@ impl Default for Config {
             ops_listen: None,
             data_dir: PathBuf::from("./tally-data"),
             memory_only: false,
-            vote_id_key: DEV_VOTE_ID_KEY.into(),
+            vote_id_key: tally_core::DEV_VOTE_ID_KEY_HEX.into(),
             admin_token: String::new(),
+            batch_token: String::new(),
             sse_tick_ms: 500,
             results_tick_ms: 100,
             engine_queue_max: 65_536,
@@ -323,6 +353,10 @@ impl Default for Config {
             sync_records_per_round_max: 65_536,
             catch_up_timeout_ms: 10_000,
             max_clock_offset_ms: crate::clock_watch::MAX_CLOCK_OFFSET_MS_DEFAULT,
+            ack_mode: AckMode::Local,
+            ack_peers: Vec::new(),
+            ack_timeout_ms: 500,
+            ack_fallback: AckFallback::Refuse,
             public_endpoints: Vec::new(),
             polls: vec![PollConfig {
                 id: "superbowl".into(),
@@ -339,7 +373,6 @@ impl Default for Config {
             vote_token_hmac_key: String::new(),
             vote_token_ed25519_public_key: String::new(),
             accept_log_damage: false,
-            planted_bug: None,
         }
     }
 }
@@ -396,7 +429,8 @@ impl Config {
         {
             return Err(invalid("cluster_id", "must be 1 to 64 bytes".into()));
         }
-        let vote_id_key = parse_key(&self.vote_id_key).map_err(|m| invalid("vote_id_key", m))?;
+        let vote_id_key =
+            VoteIdKey::from_hex(&self.vote_id_key).map_err(|m| invalid("vote_id_key", m))?;
         if self.polls.len() > tally_core::limits::POLLS_MAX {
             return Err(invalid(
                 "polls",
@@ -454,6 +488,7 @@ impl Config {
             ));
         }
         self.validate_peers()?;
+        self.validate_acks()?;
         if self.engine_queue_max == 0 || self.sse_subscribers_max == 0 {
             return Err(invalid(
                 "engine_queue_max",
@@ -472,58 +507,67 @@ impl Config {
 
     /// The rate limits and vote-token verifier these settings ask for (all off by default).
     pub fn abuse_controls(&self) -> Result<AbuseControls, ConfigError> {
-        let invalid = |setting, message: &str| ConfigError::Invalid {
-            setting,
-            message: message.to_owned(),
-        };
-        let hmac = self.vote_token_hmac_key.replace(' ', "");
-        let ed25519 = self.vote_token_ed25519_public_key.replace(' ', "");
-        let tokens = match (hmac.is_empty(), ed25519.is_empty()) {
-            (true, true) => None,
-            (false, false) => {
-                return Err(invalid(
-                    "vote_token_hmac_key",
-                    "set vote_token_hmac_key or vote_token_ed25519_public_key, not both",
-                ));
-            }
-            (false, true) => {
-                let key = from_hex(&hmac).filter(|k| k.len() >= 16).ok_or_else(|| {
-                    invalid("vote_token_hmac_key", "must be at least 32 hex digits")
-                })?;
-                Some(TokenVerifier::Hmac(ring::hmac::Key::new(
-                    ring::hmac::HMAC_SHA256,
-                    &key,
-                )))
-            }
-            (true, false) => {
-                let key = from_hex(&ed25519)
-                    .filter(|k| k.len() == 32)
-                    .ok_or_else(|| {
-                        invalid("vote_token_ed25519_public_key", "must be 64 hex digits")
-                    })?;
-                Some(TokenVerifier::Ed25519(key))
-            }
-        };
-        let per_voter = limiter(
-            self.rate_limit_per_voter_per_second,
-            self.rate_limit_per_voter_burst,
-            "rate_limit_per_voter_burst",
-        )?;
-        if per_voter.is_some() && tokens.is_none() {
+        AbuseSettings {
+            per_ip_per_second: self.rate_limit_per_ip_per_second,
+            per_ip_burst: self.rate_limit_per_ip_burst,
+            per_voter_per_second: self.rate_limit_per_voter_per_second,
+            per_voter_burst: self.rate_limit_per_voter_burst,
+            hmac_key_hex: self.vote_token_hmac_key.clone(),
+            ed25519_public_key_hex: self.vote_token_ed25519_public_key.clone(),
+        }
+        .controls()
+        .map_err(|e| ConfigError::Invalid {
+            setting: e.setting,
+            message: e.message,
+        })
+    }
+
+    fn validate_acks(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, message: String| ConfigError::Invalid { setting, message };
+        if !(ACK_TIMEOUT_MS_MIN..=ACK_TIMEOUT_MS_MAX).contains(&self.ack_timeout_ms) {
             return Err(invalid(
-                "rate_limit_per_voter_per_second",
-                "a per-voter limit needs vote tokens (the voter comes from the token)",
+                "ack_timeout_ms",
+                format!("must be between {ACK_TIMEOUT_MS_MIN} and {ACK_TIMEOUT_MS_MAX}"),
             ));
         }
-        Ok(AbuseControls {
-            per_ip: limiter(
-                self.rate_limit_per_ip_per_second,
-                self.rate_limit_per_ip_burst,
-                "rate_limit_per_ip_burst",
-            )?,
-            per_voter,
-            tokens,
-        })
+        for (i, peer) in self.ack_peers.iter().enumerate() {
+            if self.ack_peers[..i].contains(peer) {
+                return Err(invalid("ack_peers", format!("{peer} is listed twice")));
+            }
+            if peer == &self.node_id {
+                // Skipped, like the peer list's own entry: one list serves a region's nodes.
+                continue;
+            }
+            if !self.other_peers().any(|p| &p.id == peer) {
+                return Err(invalid(
+                    "ack_peers",
+                    format!("{peer} is not in peers: an ack peer must be a listed peer"),
+                ));
+            }
+        }
+        match (self.ack_mode, self.ack_peer_ids().is_empty()) {
+            (AckMode::Replicated, true) => Err(invalid(
+                "ack_peers",
+                "ack_mode = \"replicated\" needs at least one ack peer other than this node \
+                 (the other node of the region)"
+                    .into(),
+            )),
+            (AckMode::Replicated, false) if self.memory_only => Err(invalid(
+                "ack_mode",
+                "replicated acks need a durable log (memory_only is set)".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The ack peers as node IDs, without this node's own entry (validated by
+    /// [`Config::validate`]).
+    pub fn ack_peer_ids(&self) -> Vec<NodeId> {
+        self.ack_peers
+            .iter()
+            .filter(|p| **p != self.node_id)
+            .filter_map(|p| NodeId::new(p.clone()).ok())
+            .collect()
     }
 
     fn validate_peers(&self) -> Result<(), ConfigError> {
@@ -575,23 +619,23 @@ impl Config {
     }
 }
 
-/// A rate limiter if `per_second` is set; `burst` must then be at least 1.
-fn limiter<K: std::hash::Hash + Eq + Copy>(
-    per_second: u32,
-    burst: u32,
-    setting: &'static str,
-) -> Result<Option<RateLimiter<K>>, ConfigError> {
-    match (per_second, burst) {
-        (0, _) => Ok(None),
-        (_, 0) => Err(ConfigError::Invalid {
-            setting,
-            message: "a burst of at least 1 is needed with a rate".into(),
-        }),
-        (per_second, burst) => Ok(Some(RateLimiter::new(
-            Rate { per_second, burst },
-            RATE_LIMIT_KEYS_MAX,
-        ))),
+/// Most vote IDs the dedupe indexes of all of a node's polls may be sized for, counting every
+/// other poll at its index's current capacity and the asked poll at its `expected_votes`: two
+/// of the largest reservations (an index costs ~5 bytes a slot, so ~11 GB at the bound). A
+/// reservation past it is refused with 409 (it depends on the node's state, not on the
+/// request alone) instead of taking the node's memory.
+pub const RESERVED_VOTE_IDS_TOTAL_MAX: u64 = 2 * RESERVED_VOTE_IDS_MAX as u64;
+
+/// `Err(why)` if reserving `votes` beside `others` already sized goes past the budget.
+pub fn within_reservation_budget(others: u64, votes: u64) -> Result<(), String> {
+    if others.saturating_add(votes) > RESERVED_VOTE_IDS_TOTAL_MAX {
+        return Err(format!(
+            "expected_votes {votes} would size this node's dedupe indexes for over \
+             {RESERVED_VOTE_IDS_TOTAL_MAX} vote IDs in all (its other polls take {others}); \
+             nothing was created"
+        ));
     }
+    Ok(())
 }
 
 /// Checks a poll's `expected_votes` (from the config file or the admin API): 1 to
@@ -692,19 +736,6 @@ fn validate_public_endpoint(url: &str) -> Result<(), String> {
             "{url:?} must be an origin: scheme, host and optional port, no path or trailing /"
         ))
     }
-}
-
-fn parse_key(text: &str) -> Result<VoteIdKey, String> {
-    let hex: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    if hex.len() != 64 {
-        return Err(format!("must be 64 hex digits, got {}", hex.len()));
-    }
-    let mut key = [0u8; 32];
-    for (i, byte) in key.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-            .map_err(|_| "must be hex digits".to_string())?;
-    }
-    Ok(VoteIdKey::new(key))
 }
 
 #[cfg(test)]
@@ -820,6 +851,60 @@ mod tests {
     }
 
     #[test]
+    fn replicated_acks_need_another_listed_node_and_one_list_serves_a_region() {
+        // Goal: every misconfiguration of replicated acks is a clear error naming the
+        // setting, and a region's shared list (both nodes) works on each node. Method: the
+        // same file with each node ID and with each mistake.
+        let region = "peer_listen = \"127.0.0.1:9080\"\nack_mode = \"replicated\"\n\
+                      [tls]\nca = \"ca.pem\"\ncert = \"n.pem\"\nkey = \"n-key.pem\"\n\
+                      [[peers]]\nid = \"r-0\"\naddress = \"r-0.r:9080\"\n\
+                      [[peers]]\nid = \"r-1\"\naddress = \"r-1.r:9080\"\n";
+        let with = |extra: &str| {
+            let config: Config = toml::from_str(&format!("{extra}\n{region}")).unwrap();
+            config
+        };
+        for (me, other) in [("r-0", "r-1"), ("r-1", "r-0")] {
+            let config = with(&format!("node_id = {me:?}\nack_peers = [\"r-0\", \"r-1\"]"));
+            assert!(config.validate().is_ok(), "{me}");
+            assert_eq!(config.ack_peer_ids(), [NodeId::new(other).unwrap()]);
+        }
+        for (extra, setting, says) in [
+            (
+                "node_id = \"r-0\"\nack_peers = [\"r-0\"]",
+                "ack_peers",
+                "other than this node",
+            ),
+            ("node_id = \"r-0\"", "ack_peers", "at least one ack peer"),
+            (
+                "node_id = \"r-0\"\nack_peers = [\"x\"]",
+                "ack_peers",
+                "not in peers",
+            ),
+            (
+                "node_id = \"r-0\"\nack_peers = [\"r-1\", \"r-1\"]",
+                "ack_peers",
+                "twice",
+            ),
+            (
+                "node_id = \"r-0\"\nack_peers = [\"r-1\"]\nack_timeout_ms = 5",
+                "ack_timeout_ms",
+                "between",
+            ),
+            (
+                "node_id = \"r-0\"\nack_peers = [\"r-1\"]\nmemory_only = true",
+                "ack_mode",
+                "durable log",
+            ),
+        ] {
+            let error = with(extra).validate().err().unwrap().to_string();
+            assert!(
+                error.contains(setting) && error.contains(says),
+                "{extra}: {error}"
+            );
+        }
+    }
+
+    #[test]
     fn a_peer_list_entry_naming_this_node_is_skipped() {
         let text = "node_id = \"tally-1\"\n\
                     [[peers]]\nid = \"tally-0\"\naddress = \"tally-0.tally:9080\"\n\
@@ -827,5 +912,16 @@ mod tests {
         let config: Config = toml::from_str(text).unwrap();
         let others: Vec<&str> = config.other_peers().map(|p| p.id.as_str()).collect();
         assert_eq!(others, ["tally-0"]);
+    }
+
+    #[test]
+    fn a_reservation_past_the_nodes_budget_is_refused() {
+        // Goal: the sum of every index's size is bounded. Method: the boundary either side.
+        let max = RESERVED_VOTE_IDS_TOTAL_MAX;
+        assert!(within_reservation_budget(0, 500_000_000).is_ok());
+        assert!(within_reservation_budget(max - 30_000_000, 30_000_000).is_ok());
+        let refused = within_reservation_budget(max - 29_999_999, 30_000_000).unwrap_err();
+        assert!(refused.contains("expected_votes 30000000"), "{refused}");
+        assert!(within_reservation_budget(u64::MAX, 1).is_err());
     }
 }

@@ -23,6 +23,7 @@ mod failure;
 pub use failure::LOG_FAILED_HAND_OVER_MAX;
 
 use crate::Clock;
+use crate::config::within_reservation_budget;
 use crate::disputes::Disputes;
 use crate::health::{Health, Hold};
 use crate::metrics::Metrics;
@@ -31,8 +32,13 @@ use crate::results::ResultsSnapshot;
 use crate::wal::{WAL_JOBS_IN_FLIGHT_MAX, WalDone, WalEntry, WalJob};
 
 mod incarnation;
+mod replication;
 
 pub use incarnation::OWN_RECORDS_FROM_PEER;
+pub use replication::{
+    AckCommand, AckSettings, OwnRecords, PEER_WAITING_VOTES_MAX, PUSH_PROBE_INTERVAL,
+    PUSH_PROBES_PER_ASK_MAX, PUSH_RECORDS_PER_ASK_MAX, PushCursor,
+};
 
 /// Commands drained per wake-up before the engine looks at the log again.
 pub const COMMANDS_PER_WAKE_MAX: usize = 4_096;
@@ -87,6 +93,14 @@ pub enum EngineError {
     /// A hold on the node (low disk, a skewed clock) refuses new votes; nothing was counted.
     #[error("{}", .0.message())]
     Held(Hold),
+    /// `ack_mode = "replicated"`: the vote is durable on this node, but no ack peer confirmed
+    /// it within `ack_timeout_ms`, so it is not acknowledged. It may still be counted (this
+    /// node's log holds it): a retry with the same vote ID is safe and counted once.
+    #[error(
+        "no ack peer confirmed this vote in time; it is not acknowledged (it may still be \
+         counted: retry with the same vote ID, here or at another node, and it counts once)"
+    )]
+    NotReplicated,
 }
 
 /// One vote of a batch as the engine answers it.
@@ -185,6 +199,8 @@ pub enum Command {
         /// The peer's actor, from a hello its certificate vouches for.
         actor: tally_core::ActorId,
     },
+    /// Replicated acks: pushes and confirmations (`engine::replication`).
+    Ack(AckCommand),
 }
 
 /// What applying a peer's answer did.
@@ -209,10 +225,25 @@ enum Pending {
     Vote(Reply<VoteAck>, VoteAck, PollId),
     Batch(Reply<Vec<BatchVoteAck>>, Vec<BatchVoteAck>, PollId),
     Poll(Reply<bool>, bool),
+    /// A peer's push, confirmed once durable ([`replication`]).
+    Pushed(Reply<tally_core::wire::PushAck>, tally_core::wire::PushAck),
+}
+
+impl Pending {
+    /// The poll of a vote's or batch's reply.
+    fn poll(&self) -> Option<&PollId> {
+        match self {
+            Pending::Vote(_, _, poll) | Pending::Batch(_, _, poll) => Some(poll),
+            Pending::Poll(..) | Pending::Pushed(..) => None,
+        }
+    }
 }
 
 struct Waiter {
     token: u64,
+    /// Under replicated acks, the records of this node's actors in the reply's poll an ack
+    /// peer must confirm before it is answered (none: nothing to wait for).
+    need: replication::Need,
     pending: Pending,
 }
 
@@ -275,6 +306,8 @@ pub struct Engine {
     incarnation_rng: rand::rngs::StdRng,
     /// Set by a move to a new incarnation until the actor is published.
     actor_changed: bool,
+    /// Replicated acks, when `ack_mode = "replicated"`.
+    replication: Option<replication::Replication>,
 }
 
 impl Engine {
@@ -310,6 +343,7 @@ impl Engine {
             hand_over_peers: Vec::new(),
             incarnation_rng: rand::rngs::StdRng::seed_from_u64(incarnation_seed),
             actor_changed: false,
+            replication: None,
         }
     }
 
@@ -329,14 +363,14 @@ impl Engine {
     /// **A planted bug, for the simulation's checker tests only**: when the log reports a
     /// failed write or fsync, answers the failed job's votes `counted` anyway (as if the
     /// failure did not matter), so the node acknowledges votes its log does not hold. Set
-    /// through [`crate::config::PlantedBug::AckAfterFailedWrite`].
+    /// through [`crate::planted::PlantedBug::AckAfterFailedWrite`].
     #[doc(hidden)]
     pub fn plant_bug_ack_after_failed_write(&mut self) {
         self.ack_after_failed_write = true;
     }
 
     /// **Part of a planted bug, for the simulation's checker tests only**
-    /// ([`crate::config::PlantedBug::ReuseActorAfterDiskLoss`]): a node that meets records of
+    /// ([`crate::planted::PlantedBug::ReuseActorAfterDiskLoss`]): a node that meets records of
     /// its own actor at a peer refuses them and goes on issuing that actor's seqs, as nodes
     /// did before issue 29, so the reused actor is not rescued and the checker must see it.
     #[doc(hidden)]
@@ -346,7 +380,7 @@ impl Engine {
 
     /// **A planted bug, for the simulation's checker tests only**: answers votes as soon as
     /// they are accepted, before the log holding them is fsynced, so a crash loses votes that
-    /// were acknowledged. Set through [`crate::config::PlantedBug::AckBeforeFsync`].
+    /// were acknowledged. Set through [`crate::planted::PlantedBug::AckBeforeFsync`].
     #[doc(hidden)]
     pub fn plant_bug_ack_before_fsync(&mut self) {
         self.ack_before_fsync = true;
@@ -414,6 +448,10 @@ impl Engine {
                         self.publish(&io.results);
                     }
                 }
+                () = sleep_until(self.peer_deadline()) => {
+                    woke = tokio::time::Instant::now();
+                    self.expire_peer_waiters();
+                }
                 _ = ticker.tick() => {
                     woke = tokio::time::Instant::now();
                     let (commands, wal_done) = (&io.commands, &io.wal_done);
@@ -422,11 +460,15 @@ impl Engine {
                             && commands.is_empty()
                             && wal_done.is_empty()
                     });
+                    self.observe_peer_lag();
                     self.publish(&io.results);
                 }
             }
             if std::mem::take(&mut self.actor_changed) {
                 io.actor.send_replace(self.replica.actor().clone());
+            }
+            for table in self.replica.take_retired_index_tables() {
+                free_off_engine(table);
             }
             if log_failure.is_none()
                 && self.in_flight_jobs.len() < WAL_JOBS_IN_FLIGHT_MAX
@@ -537,12 +579,14 @@ impl Engine {
                 vote_id,
                 reply,
             } => match self.replica.accept_local(&poll, option, vote_id, now) {
-                Ok(LocalVote::Duplicate { wait_for: None }) => {
-                    let _ = reply.send(Ok(VoteAck::Duplicate));
-                }
                 Ok(vote) => {
-                    let ack = ack(vote, self.replica.actor().incarnation);
-                    self.wait(Pending::Vote(reply, ack, poll));
+                    let need = self.own_need(&poll, vote, vote_id);
+                    if self.must_wait(&poll, vote, &need) {
+                        let ack = ack(vote, self.replica.actor().incarnation);
+                        self.wait(Pending::Vote(reply, ack, poll), need);
+                    } else {
+                        let _ = reply.send(Ok(VoteAck::Duplicate));
+                    }
                 }
                 Err(error) => {
                     let _ = reply.send(Err(error.into()));
@@ -603,7 +647,26 @@ impl Engine {
                 vote_ids,
                 reply,
             } => drop(reply.send(self.lookup(poll, &vote_ids))),
+            Command::Ack(command) => self.handle_ack_command(command),
         }
+    }
+
+    /// The record of this node an ack peer must confirm before `vote` (of `vote_id`) is
+    /// answered: its own record, the earlier record in flight it duplicates, or (a duplicate
+    /// of a durable record, under replicated acks) the winning record, if this node's.
+    fn own_need(&self, poll: &PollId, vote: LocalVote, vote_id: VoteId) -> replication::Need {
+        match vote {
+            LocalVote::Counted { seq, .. }
+            | LocalVote::Duplicate {
+                wait_for: Some(seq),
+            } => replication::Need::on(self.replica.actor().incarnation, seq),
+            LocalVote::Duplicate { wait_for: None } => self.duplicate_need(poll, vote_id),
+        }
+    }
+
+    /// Whether `vote`'s answer waits (for the log, or for an ack peer to confirm `need`).
+    fn must_wait(&self, poll: &PollId, vote: LocalVote, need: &replication::Need) -> bool {
+        !matches!(vote, LocalVote::Duplicate { wait_for: None }) || self.needs_peer(poll, need)
     }
 
     /// The option each vote ID's winning record names in `poll` (`None`: not held).
@@ -622,13 +685,34 @@ impl Engine {
     /// with [`EngineError::Held`] at once (nothing counted; the client retries elsewhere) and
     /// returns `None`; any other command is handed back.
     fn refuse_if_held(&self, command: Command) -> Option<Command> {
-        let hold = match &command {
-            Command::Vote { .. } | Command::Batch { .. } => self.health.vote_refusal(),
-            _ => None,
+        let is_vote = matches!(command, Command::Vote { .. } | Command::Batch { .. });
+        if is_vote && self.peer_queue_full() {
+            let overloaded = EngineError::Accept(AcceptError::Overloaded);
+            match command {
+                Command::Vote { reply, .. } => drop(reply.send(Err(overloaded))),
+                Command::Batch { reply, .. } => drop(reply.send(Err(overloaded))),
+                other => return Some(other),
+            }
+            return None;
+        }
+        let hold = if is_vote {
+            self.health.vote_refusal()
+        } else {
+            None
         };
         let Some(hold) = hold else {
             return Some(command);
         };
+        if let Some(cause) = self
+            .ack_peers_unavailable()
+            .filter(|_| hold == Hold::AckPeerDown)
+        {
+            let votes = match &command {
+                Command::Batch { votes, .. } => votes.len() as u64,
+                _ => 1,
+            };
+            self.metrics.acks.count_misses("refused", cause, votes);
+        }
         match command {
             Command::Vote { reply, .. } => drop(reply.send(Err(EngineError::Held(hold)))),
             Command::Batch { reply, .. } => drop(reply.send(Err(EngineError::Held(hold)))),
@@ -666,7 +750,11 @@ impl Engine {
             shared,
             declarations_changed,
             refused,
+            reservations,
         } = applied;
+        for (poll, vote_ids) in reservations {
+            self.take_peer_reservation(&poll, vote_ids);
+        }
         for poll in polls_changed {
             self.polls_changed = true;
             if let Some(spec) = self.replica.poll_spec(&poll) {
@@ -729,11 +817,16 @@ impl Engine {
         }
         let mut acks = Vec::with_capacity(votes.len());
         let mut must_wait = false;
+        let mut need = replication::Need::default();
         let incarnation = self.replica.actor().incarnation;
-        for answer in answers {
+        for (answer, &(_, vote_id)) in answers.into_iter().zip(&votes) {
             match answer {
                 Ok(vote) => {
-                    must_wait |= !matches!(vote, LocalVote::Duplicate { wait_for: None });
+                    let vote_need = self.own_need(&poll, vote, vote_id);
+                    if self.must_wait(&poll, vote, &vote_need) {
+                        must_wait = true;
+                        need.merge(&vote_need);
+                    }
                     acks.push(BatchVoteAck::Ack(ack(vote, incarnation)));
                 }
                 Err(AcceptError::Overloaded) => acks.push(BatchVoteAck::Overloaded),
@@ -747,7 +840,7 @@ impl Engine {
             }
         }
         if must_wait {
-            self.wait(Pending::Batch(reply, acks, poll));
+            self.wait(Pending::Batch(reply, acks, poll), need);
         } else {
             let _ = reply.send(Ok(acks));
         }
@@ -767,6 +860,47 @@ impl Engine {
         });
     }
 
+    /// A peer's reservation of `poll`, larger than this node's own (issue 25: one admin call
+    /// prepares the whole cluster): taken gradually, by the index's growth steps on ticks and
+    /// inserts rather than all at once on the engine, and logged so a restart reserves it
+    /// again (replay reserves at once, before any vote waits). One that would size this
+    /// node's indexes past [`crate::config::RESERVED_VOTE_IDS_TOTAL_MAX`] is noted in memory (so it is not
+    /// taken up again every round, and is still relayed) but neither taken nor logged: the
+    /// index grows as it fills.
+    fn take_peer_reservation(&mut self, poll: &PollId, vote_ids: u64) {
+        let others: u64 = self
+            .replica
+            .poll_specs()
+            .filter(|spec| spec.id() != poll)
+            .filter_map(|spec| self.replica.state(spec.id()))
+            .map(|state| state.vote_id_capacity() as u64)
+            .sum();
+        let wanted = usize::try_from(vote_ids).unwrap_or(usize::MAX);
+        let before = self.replica.state(poll).map(|s| s.vote_id_capacity());
+        if let Err(why) = within_reservation_budget(others, vote_ids) {
+            tracing::warn!(%poll, vote_ids, "a peer's index reservation is not taken: {why}");
+            let _ = self.replica.note_reservation(poll, wanted);
+            return;
+        }
+        if self
+            .replica
+            .reserve_vote_ids_gradually(poll, wanted)
+            .is_err()
+        {
+            return;
+        }
+        tracing::info!(
+            %poll,
+            vote_ids,
+            capacity_before = before,
+            "dedupe index reservation taken from a peer"
+        );
+        self.unlogged_entries.push(WalEntry::Reserve {
+            poll: poll.clone(),
+            vote_ids,
+        });
+    }
+
     fn log_poll_change(&mut self, poll: &PollId, changed: bool, reply: Reply<bool>) {
         self.polls_changed |= changed;
         if changed {
@@ -774,17 +908,19 @@ impl Engine {
                 self.unlogged_entries.push(WalEntry::Poll(spec.clone()));
             }
         }
-        self.wait(Pending::Poll(reply, changed));
+        self.wait(Pending::Poll(reply, changed), replication::Need::default());
     }
 
-    /// Holds a reply until the next log job (the one that will carry its record) is durable.
-    fn wait(&mut self, pending: Pending) {
+    /// Holds a reply until the next log job (the one that will carry its record) is durable,
+    /// and then, under replicated acks, until an ack peer confirms the records `need` names.
+    fn wait(&mut self, pending: Pending, need: replication::Need) {
         if self.ack_before_fsync {
             answer(pending);
             return;
         }
         self.waiting.push_back(Waiter {
             token: self.next_token,
+            need,
             pending,
         });
     }
@@ -824,15 +960,20 @@ impl Engine {
     }
 
     fn on_durable(&mut self, up_to_token: u64) {
+        let mut own_durable = false;
         while let Some((token, _)) = self.in_flight_jobs.front() {
             if *token > up_to_token {
                 break;
             }
             if let Some((_, marks)) = self.in_flight_jobs.pop_front() {
+                own_durable |= !marks.is_empty();
                 for (poll, seq) in marks {
                     self.replica.mark_durable(&poll, seq);
                 }
             }
+        }
+        if own_durable {
+            self.notify_pushes();
         }
         self.durable_token = self.durable_token.max(up_to_token);
         self.answer_durable();
@@ -847,8 +988,16 @@ impl Engine {
             let Some(waiter) = self.waiting.pop_front() else {
                 break;
             };
-            answer(waiter.pending);
+            self.answer_when_replicated(waiter);
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -858,6 +1007,7 @@ fn answer(pending: Pending) {
         Pending::Vote(reply, ack, _) => drop(reply.send(Ok(ack))),
         Pending::Batch(reply, acks, _) => drop(reply.send(Ok(acks))),
         Pending::Poll(reply, changed) => drop(reply.send(Ok(changed))),
+        Pending::Pushed(reply, ack) => drop(reply.send(Ok(ack))),
     }
 }
 
@@ -869,5 +1019,28 @@ fn ack(vote: LocalVote, incarnation: u64) -> VoteAck {
             incarnation,
         },
         LocalVote::Duplicate { .. } => VoteAck::Duplicate,
+    }
+}
+
+/// Retired index tables at least this large are freed on a thread of their own, not on the
+/// engine (smaller ones cost less to free than a thread to start).
+const RETIRED_INDEX_FREE_INLINE_BYTES_MAX: usize = 1 << 20;
+
+/// Frees a dedupe index table a growth moved out of without the engine waiting: unmapping
+/// 320 MB took 1–9 ms on the node's 2 MiB pages and ~65 ms on 4 KiB pages (a node run with
+/// `TALLY_HUGE_PAGES=0`, or a glibc without the tunable) in this VM, against the engine's 2 ms
+/// growth budget per tick. A short-lived thread does it; there is at
+/// most one such table per growth of a poll's index, and a poll's index of over 1 MiB grows
+/// only after hundreds of thousands of new IDs, so these threads stay few. If no thread can
+/// be started, the table is freed here (the closure, and the table with it, is dropped).
+fn free_off_engine(table: tally_core::RetiredIndex) {
+    if table.heap_bytes() <= RETIRED_INDEX_FREE_INLINE_BYTES_MAX {
+        return;
+    }
+    let freeing = std::thread::Builder::new()
+        .name("tally-index-free".into())
+        .spawn(move || drop(table));
+    if let Err(error) = freeing {
+        tracing::warn!(%error, "could not start a thread to free a grown index's old table");
     }
 }

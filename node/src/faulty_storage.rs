@@ -196,10 +196,6 @@ impl<S: Storage + Clone> Storage for FaultyStorage<S> {
             None => self.inner.free_bytes(),
         }
     }
-
-    fn sync_delay(&self) -> Option<std::time::Duration> {
-        self.inner.sync_delay()
-    }
 }
 
 impl<S: Storage + Clone> FaultyFile<S> {

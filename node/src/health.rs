@@ -34,14 +34,21 @@ pub enum Hold {
     /// agreement: it counts none of that poll's votes (each is answered 503 `poll_disputed`;
     /// other polls' votes are counted) until its configuration is fixed and it restarts.
     DefinitionDisputed = 1 << 5,
+    /// `ack_mode = "replicated"` with `ack_fallback = "refuse"`, and no ack peer has a push
+    /// session up (down, unreachable, or speaking peer protocol 2, which has no pushes) or
+    /// the ack peers are stalled (no confirmation advanced for `ack_timeout_ms` while votes
+    /// waited): no vote could be acknowledged, so new votes are refused at once (set and
+    /// lifted by the engine as ack peers' sessions come and go and confirm).
+    AckPeerDown = 1 << 6,
 }
 
 impl Hold {
     /// Every hold, in the order `/readyz` lists them.
-    pub const ALL: [Hold; 6] = [
+    pub const ALL: [Hold; 7] = [
         Hold::LogFailed,
         Hold::DiskLow,
         Hold::ClockSkew,
+        Hold::AckPeerDown,
         Hold::DefinitionDisputed,
         Hold::Stopping,
         Hold::CatchingUp,
@@ -49,7 +56,10 @@ impl Hold {
 
     /// Whether the node refuses to count new votes while this hold is set.
     pub fn refuses_votes(self) -> bool {
-        matches!(self, Hold::DiskLow | Hold::LogFailed | Hold::ClockSkew)
+        matches!(
+            self,
+            Hold::DiskLow | Hold::LogFailed | Hold::ClockSkew | Hold::AckPeerDown
+        )
     }
 
     /// A stable name for metrics labels and `/readyz`.
@@ -61,6 +71,7 @@ impl Hold {
             Hold::LogFailed => "log_failed",
             Hold::ClockSkew => "clock_skew",
             Hold::DefinitionDisputed => "definition_disputed",
+            Hold::AckPeerDown => "ack_peer_down",
         }
     }
 
@@ -85,6 +96,12 @@ impl Hold {
             Hold::DefinitionDisputed => {
                 "this node defines a poll otherwise than the cluster does and counts none of \
                  its votes (the lines below name the poll and what to fix)"
+            }
+            Hold::AckPeerDown => {
+                "this node acknowledges a vote only once an ack peer has it on disk too \
+                 (ack_mode = \"replicated\"), and no ack peer is connected (down, unreachable, \
+                 or on peer protocol 2, which cannot be an ack peer) or confirms records (frozen, \
+                 its disk full); nothing was counted: retry at another node"
             }
         }
     }

@@ -14,7 +14,6 @@
 pub mod client_page;
 pub mod clock_watch;
 pub mod config;
-pub mod connections;
 pub mod dashboard;
 pub mod disk_watch;
 pub mod disputes;
@@ -25,8 +24,8 @@ pub mod http;
 pub mod huge_pages;
 pub mod metrics;
 pub mod peer;
+pub mod planted;
 pub mod results;
-pub mod stall_guard;
 pub mod storage;
 pub mod wal;
 
@@ -43,16 +42,16 @@ use crate::engine::{Engine, EngineIo};
 use crate::health::{Health, Hold};
 use crate::metrics::Metrics;
 use crate::peer::sync::{PeerBoard, PeerTarget, SyncContext};
+use crate::planted::PlantedBug;
 use crate::results::ResultsSnapshot;
 use crate::storage::Storage;
 pub use crate::wal::WalExecutor;
+// The HTTP serving the node shares with the edge tier.
 use crate::wal::{group_commit, startup};
+pub use tally_serve::{connections, stall_guard};
 
 /// Where the time comes from: the system clock in production, simulated time in the sim.
-pub trait Clock: Send + Sync + 'static {
-    /// Milliseconds since the Unix epoch.
-    fn now(&self) -> UnixMillis;
-}
+pub use tally_core::Clock;
 
 /// The operating system's wall clock.
 #[derive(Debug, Clone, Copy, Default)]
@@ -85,6 +84,10 @@ pub struct NodeIo<L, S, F> {
     pub peer_socket: Option<peer::transport::PeerSocket>,
     /// With `ops_listen` set: the listener that alone serves `/metrics` and `/v1/admin/*`.
     pub ops_listener: Option<tokio::net::TcpListener>,
+    /// **The simulation's checker tests only**: a guarantee this node breaks on purpose
+    /// ([`planted`]). `tally run` passes `None`; no file, flag or variable sets it.
+    #[doc(hidden)]
+    pub planted_bug: Option<PlantedBug>,
 }
 
 /// Why a node stopped with an error.
@@ -169,7 +172,7 @@ pub fn start<S: Storage + Clone + 'static>(
     rng_seed: u64,
     wal_executor: WalExecutor,
 ) -> Result<Started, NodeError> {
-    start_with_peers(config, storage, clock, rng_seed, wal_executor, None)
+    start_with_peers(config, storage, clock, rng_seed, wal_executor, None, None)
 }
 
 /// Recovers the log in `storage`, starts the engine and the log writer, and, given a peer
@@ -183,6 +186,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
     rng_seed: u64,
     wal_executor: WalExecutor,
     peer_socket: Option<peer::transport::PeerSocket>,
+    planted_bug: Option<PlantedBug>,
 ) -> Result<Started, NodeError> {
     let validated = config.validate()?;
     let syncing = peer_socket.is_some() && config.other_peers().next().is_some();
@@ -194,11 +198,18 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
         (config.clone(), Vec::new())
     };
     let watched = storage.clone();
-    let mut recovered = startup::recover(&recovery_config, &validated, storage, &*clock, rng_seed)?;
-    if config.planted_bug == Some(config::PlantedBug::KeepDuplicates) {
+    let mut recovered = startup::recover(
+        &recovery_config,
+        &validated,
+        storage,
+        &*clock,
+        rng_seed,
+        planted_bug,
+    )?;
+    if planted_bug == Some(PlantedBug::KeepDuplicates) {
         recovered.replica.plant_bug_keep_duplicates();
     }
-    if config.planted_bug == Some(config::PlantedBug::MergeAcrossDefinitions) {
+    if planted_bug == Some(PlantedBug::MergeAcrossDefinitions) {
         recovered.replica.plant_bug_merge_across_definitions();
     }
     let metrics = Arc::new(Metrics::new());
@@ -215,14 +226,14 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
         "recovered"
     );
     let board = PeerBoard::default();
-    let initial = ResultsSnapshot::capture(&recovered.replica, clock.now(), &Default::default());
+    let initial = ResultsSnapshot::first(&recovered.replica, clock.now(), &Default::default());
     let (results_tx, results_rx) = watch::channel(Arc::new(initial));
     let (command_tx, command_rx) = mpsc::channel(config.engine_queue_max);
     let (close_commands, close_commands_rx) = watch::channel(false);
     let (job_tx, done_rx, writer) = group_commit::start(recovered.wal, wal_executor)?;
     let health = Arc::new(Health::new(if syncing { &[Hold::CatchingUp] } else { &[] }));
     let sync_tick_ms = config.sync_tick_ms;
-    let ignore_skew = config.planted_bug == Some(config::PlantedBug::IgnoreClockSkew);
+    let ignore_skew = planted_bug == Some(PlantedBug::IgnoreClockSkew);
     let clock_watch = ClockWatch::new(
         clock.clone(),
         ClockSettings {
@@ -245,21 +256,22 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
         health.clone(),
         rng_seed ^ INCARNATION_RNG_SALT,
     );
-    if config.planted_bug == Some(config::PlantedBug::AckBeforeFsync) {
+    if planted_bug == Some(PlantedBug::AckBeforeFsync) {
         engine.plant_bug_ack_before_fsync();
     }
     if syncing {
         engine.watch_clock_steps(clock_watch.clone());
     }
-    if config.planted_bug == Some(config::PlantedBug::ReuseActorAfterDiskLoss) {
+    if planted_bug == Some(PlantedBug::ReuseActorAfterDiskLoss) {
         engine.plant_bug_keep_actor_behind_peers();
     }
-    if config.planted_bug == Some(config::PlantedBug::AckAfterFailedWrite) {
+    if planted_bug == Some(PlantedBug::AckAfterFailedWrite) {
         engine.plant_bug_ack_after_failed_write();
     }
     if syncing {
         engine.hand_over_to(config.other_peers().map(|p| p.id.clone()).collect());
     }
+    let ack_peers = replicated_acks(config, &mut engine, planted_bug);
     // Before the first request: a node that starts on a full disk refuses from the start.
     let mut disk_watch = disk_watch::DiskWatch::new(
         watched,
@@ -332,6 +344,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
                 clock: clock.clone(),
                 clock_watch: clock_watch.clone(),
                 metrics: metrics.clone(),
+                acks: ack_peers,
             });
             // Incoming sessions refused before they name a node count under `incoming`.
             metrics.peers.declare_refusals("incoming");
@@ -400,6 +413,39 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
         writer,
         peer_endpoint,
         peer_tasks,
+    })
+}
+
+/// Turns on replicated acks in `engine` if the configuration asks for them: what the peer
+/// sessions need to push to the ack peers.
+fn replicated_acks(
+    config: &Config,
+    engine: &mut Engine,
+    planted_bug: Option<PlantedBug>,
+) -> Option<peer::sync::AckPeers> {
+    if config.ack_mode != config::AckMode::Replicated {
+        return None;
+    }
+    let peers: std::collections::BTreeSet<_> = config.ack_peer_ids().into_iter().collect();
+    let (durable, durable_rx) = watch::channel(0);
+    engine.replicate_acks(engine::AckSettings {
+        peers: peers.clone(),
+        timeout: Duration::from_millis(config.ack_timeout_ms),
+        fallback: config.ack_fallback,
+        durable,
+    });
+    if planted_bug == Some(PlantedBug::AckBeforePeerFsync) {
+        engine.plant_bug_ack_before_peer_fsync();
+    }
+    tracing::info!(
+        ack_peers = ?config.ack_peers,
+        fallback = ?config.ack_fallback,
+        timeout_ms = config.ack_timeout_ms,
+        "replicated acks: a vote is acknowledged once an ack peer has it on disk too"
+    );
+    Some(peer::sync::AckPeers {
+        peers,
+        durable: durable_rx,
     })
 }
 
@@ -570,6 +616,7 @@ where
         io.rng_seed,
         io.wal_executor,
         io.peer_socket,
+        io.planted_bug,
     )?;
     on_ready(started.handle.clone());
     let router = std::mem::replace(&mut started.router, axum::Router::new());

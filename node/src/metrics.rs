@@ -80,6 +80,8 @@ pub struct Metrics {
     pub definition_lost: Family<PollLabels, Gauge>,
     /// Per peer: the sync session's gauges and counters.
     pub peers: PeerMetrics,
+    /// Replicated acks (`ack_mode = "replicated"`).
+    pub acks: AckMetrics,
     /// Steps of this node's wall clock against its monotonic clock (by more than half of
     /// `max_clock_offset_ms`) seen by the clock watch.
     pub clock_steps: Counter,
@@ -135,6 +137,137 @@ pub struct PeerMetrics {
     pub clock_offset_seconds: Family<PeerLabels, Gauge<f64, AtomicU64>>,
     /// The error bound of that estimate (half the fastest recent round trip), in seconds.
     pub clock_offset_error_seconds: Family<PeerLabels, Gauge<f64, AtomicU64>>,
+}
+
+/// The metrics of replicated acks (all zero in `ack_mode = "local"`).
+pub struct AckMetrics {
+    /// Time from a vote's local fsync to the ack peer's answer that covers it, in seconds
+    /// (the round trip and the peer's fsync: what `replicated` adds to a vote's answer).
+    pub peer_wait_seconds: Histogram,
+    /// Votes whose record no ack peer confirmed, by `outcome` (`refused`: answered 503;
+    /// `local`: acknowledged after the local fsync alone, `ack_fallback = "local"`) and
+    /// `cause` (`timeout`: no answer within `ack_timeout_ms`; `disconnected`: no ack peer
+    /// connected; `stalled`: no ack peer's confirmation advanced for `ack_timeout_ms`).
+    pub misses: Family<Labels, Counter>,
+    /// This node's own durable records that no ack peer has confirmed yet.
+    pub peer_lag_records: Gauge,
+    /// Votes durable here that wait for an ack peer's confirmation (at most
+    /// `engine::PEER_WAITING_VOTES_MAX`; past it new votes are shed).
+    pub waiting_votes: Gauge,
+    /// Probes pushed: a record pushed again so that an ack peer says what it now holds (a
+    /// waiting vote's record it had not confirmed, or the last record at a session's start).
+    pub probes: Counter,
+    /// Ack peers with a push session up.
+    pub peers_connected: Gauge,
+    /// 1 while the ack peers are stalled: a vote's deadline passed and no confirmation
+    /// advanced for `ack_timeout_ms` (votes are then refused at once, or acknowledged locally
+    /// with `ack_fallback = "local"`, until one advances or a new push session comes up).
+    pub stalled: Gauge,
+    /// Ack peers configured (`ack_peers` other than this node; 0 in `ack_mode = "local"`).
+    pub peers_configured: Gauge,
+    /// Records pushed to ack peers.
+    pub records_pushed: Counter,
+    /// Records a peer pushed to this node, and it logged and confirmed.
+    pub records_confirmed: Counter,
+}
+
+/// Every `outcome` and `cause` of `tally_ack_peer_misses_total` (their series exist from the
+/// start, for the alert rules).
+pub const ACK_MISS_LABELS: [(&str, &str); 6] = [
+    ("refused", "timeout"),
+    ("refused", "disconnected"),
+    ("refused", "stalled"),
+    ("local", "timeout"),
+    ("local", "disconnected"),
+    ("local", "stalled"),
+];
+
+impl AckMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let peer_wait_seconds = Histogram::new(latency_buckets());
+        registry.register(
+            "ack_peer_wait_seconds",
+            "Replicated acks: time from a vote's local fsync to the ack peer's confirmation",
+            peer_wait_seconds.clone(),
+        );
+        let misses = Family::<Labels, Counter>::default();
+        registry.register(
+            "ack_peer_misses",
+            "Replicated acks: votes no ack peer confirmed, by outcome (refused, local) and cause",
+            misses.clone(),
+        );
+        for (outcome, cause) in ACK_MISS_LABELS {
+            let _ = misses.get_or_create(&vec![("outcome", outcome), ("cause", cause)]);
+        }
+        let peer_lag_records = Gauge::default();
+        registry.register(
+            "ack_peer_lag_records",
+            "Replicated acks: this node's durable records no ack peer has confirmed yet",
+            peer_lag_records.clone(),
+        );
+        let waiting_votes = Gauge::default();
+        registry.register(
+            "ack_waiting_votes",
+            "Replicated acks: votes durable here waiting for an ack peer's confirmation",
+            waiting_votes.clone(),
+        );
+        let probes = Counter::default();
+        registry.register(
+            "ack_probes",
+            "Replicated acks: records pushed again so an ack peer says what it holds",
+            probes.clone(),
+        );
+        let peers_connected = Gauge::default();
+        registry.register(
+            "ack_peers_connected",
+            "Replicated acks: ack peers with a push session up",
+            peers_connected.clone(),
+        );
+        let stalled = Gauge::default();
+        registry.register(
+            "ack_peers_stalled",
+            "Replicated acks: 1 while no ack peer's confirmation advanced within ack_timeout_ms \
+             though votes waited",
+            stalled.clone(),
+        );
+        let peers_configured = Gauge::default();
+        registry.register(
+            "ack_peers_configured",
+            "Replicated acks: ack peers configured (0 in ack_mode = local)",
+            peers_configured.clone(),
+        );
+        let records_pushed = Counter::default();
+        registry.register(
+            "ack_records_pushed",
+            "Replicated acks: records pushed to ack peers",
+            records_pushed.clone(),
+        );
+        let records_confirmed = Counter::default();
+        registry.register(
+            "ack_records_confirmed",
+            "Replicated acks: records peers pushed to this node that it logged and confirmed",
+            records_confirmed.clone(),
+        );
+        Self {
+            peer_wait_seconds,
+            misses,
+            peer_lag_records,
+            waiting_votes,
+            probes,
+            peers_connected,
+            stalled,
+            peers_configured,
+            records_pushed,
+            records_confirmed,
+        }
+    }
+
+    /// Counts `votes` votes no ack peer confirmed.
+    pub fn count_misses(&self, outcome: &'static str, cause: &'static str, votes: u64) {
+        self.misses
+            .get_or_create(&vec![("outcome", outcome), ("cause", cause)])
+            .inc_by(votes);
+    }
 }
 
 /// Why a peer session or frame was refused: the `cause` label of `tally_peer_refusals_total`.
@@ -403,6 +536,7 @@ impl Metrics {
             .set(1);
         let peers = PeerMetrics::default();
         peers.register(&mut registry);
+        let acks = AckMetrics::new(&mut registry);
         let clock_steps = Counter::default();
         registry.register(
             "clock_steps",
@@ -462,6 +596,7 @@ impl Metrics {
             definition_disputes,
             definition_lost,
             peers,
+            acks,
             clock_steps,
             incarnation_changes,
             log_damaged,

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::peer::sync::PeerStatus;
-use tally_client::api::{ActorIncluded, HistoryPoint, OptionResult, PeerSeen, PollResults};
+use tally_client::api::{
+    ActorIncluded, History, HistoryPoint, OptionResult, PeerSeen, PollResults,
+};
 use tally_core::{IndexGrowth, PollId, PollStatus, PollWindow, Replica, Second, UnixMillis};
 
 /// One poll in a snapshot.
@@ -22,6 +24,15 @@ pub struct PollSnapshot {
     pub history: Vec<HistoryPoint>,
     /// `results` as one complete SSE event, encoded once for every subscriber.
     pub sse_frame: Bytes,
+    /// `results` as the results route's JSON body: the same bytes (and [`Self::results_etag`])
+    /// for as long as [`Self::version`] stands, so caches and `If-None-Match` can hold them.
+    pub results_json: Bytes,
+    /// The strong ETag of `results_json` (quoted, a hash of the bytes).
+    pub results_etag: Arc<str>,
+    /// The history route's JSON body, encoded once per version.
+    pub history_json: Bytes,
+    /// The strong ETag of `history_json`.
+    pub history_etag: Arc<str>,
     /// Option names, for resolving votes.
     pub option_names: Vec<String>,
     /// When the poll takes votes.
@@ -32,12 +43,38 @@ pub struct PollSnapshot {
     pub vote_id_capacity: usize,
     /// Where the dedupe index's growth stands, while it grows (for `/metrics` and the log).
     pub vote_id_growth: Option<IndexGrowth>,
-    /// Bumped whenever the votes, status or window change (not on staleness alone): SSE
-    /// subscribers send `sse_frame` when it differs from the one they sent last.
+    /// Bumped whenever the votes, status, window, the records included or a peer's
+    /// connection change (not on ages or clock estimates alone): SSE subscribers send
+    /// `sse_frame` when it differs from the one they sent last. While it stands, `results`
+    /// (with its `as_of_ms`, ages and clock offsets), its encodings and the history stay as
+    /// they were when it was bumped.
     pub version: u64,
 }
 
+/// A strong ETag for `body`: a hash of its bytes, quoted (equal bodies, equal tags, on any
+/// node; a different body, another tag).
+pub fn etag_of(body: &[u8]) -> Arc<str> {
+    let hash = blake3::hash(body);
+    let hex: String = hash.as_bytes()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("\"{hex}\"").into()
+}
+
 impl PollSnapshot {
+    /// Encodes the history route's body and its ETag (once per version: a long poll's history
+    /// is its largest document).
+    fn encode_history(&mut self, poll: &PollId) {
+        let history = History {
+            poll: poll.to_string(),
+            options: self.option_names.clone(),
+            points: self.history.clone(),
+        };
+        self.history_json = serde_json::to_vec(&history).map_or_else(|_| Bytes::new(), Bytes::from);
+        self.history_etag = etag_of(&self.history_json);
+    }
+
     /// The split up to and including `at` (net votes of all seconds ≤ `at`).
     pub fn results_at(&self, at: Second) -> PollResults {
         let mut votes = vec![0i64; self.option_names.len()];
@@ -81,13 +118,30 @@ fn option_results(names: &[String], votes: &[i64]) -> Vec<OptionResult> {
         .collect()
 }
 
-/// `results` as an SSE event: `event: results`, the capture time as its ID, JSON data.
-fn sse_frame(results: &PollResults) -> Option<Bytes> {
+/// `results` as an SSE event (`event: results`, the capture time as its ID, JSON data) and
+/// as the results route's body.
+fn encode_results(results: &PollResults) -> Option<(Bytes, Bytes)> {
     let json = serde_json::to_string(results).ok()?;
     // serde_json never emits raw newlines, so the JSON fits on one `data:` line.
     debug_assert!(!json.contains('\n'));
     let frame = format!("event: results\nid: {}\ndata: {json}\n\n", results.as_of_ms);
-    Some(Bytes::from(frame))
+    Some((Bytes::from(frame), Bytes::from(json)))
+}
+
+/// Whether two captures include the same records of the same actors and see the same peers
+/// connected (ages and clock estimates aside).
+fn same_links(a: &PollResults, b: &PollResults) -> bool {
+    fn included(i: &ActorIncluded) -> (&str, u64, Option<bool>) {
+        (&i.actor, i.records, i.connected)
+    }
+    fn peer(p: &PeerSeen) -> (&str, bool, bool) {
+        (&p.node, p.listed, p.connected)
+    }
+    a.includes
+        .iter()
+        .map(included)
+        .eq(b.includes.iter().map(included))
+        && a.peers.iter().map(peer).eq(b.peers.iter().map(peer))
 }
 
 fn status_name(status: PollStatus) -> &'static str {
@@ -110,24 +164,36 @@ impl ResultsSnapshot {
     ) -> Self {
         let mut next = Self::capture(replica, now, peers);
         for (poll, snapshot) in next.polls.iter_mut() {
-            let Some(old) = previous.polls.get(poll) else {
-                continue;
-            };
+            // What a reader acts on: the split, the status, a dispute, whose records are
+            // included and which peers are connected; not the ages and clock estimates that
+            // move every tick (they are as of the change, `as_of_ms`).
             let votes_alike = |a: &PollResults, b: &PollResults| {
                 a.options == b.options
                     && a.total == b.total
                     && a.status == b.status
                     && a.dispute == b.dispute
+                    && same_links(a, b)
             };
-            let same = votes_alike(&old.results, &snapshot.results)
-                && old.history == snapshot.history
-                && old.window == snapshot.window;
+            let old = previous.polls.get(poll);
             let fresh = Arc::make_mut(snapshot);
-            if same {
-                fresh.sse_frame = old.sse_frame.clone();
-                fresh.version = old.version;
-            } else {
-                fresh.version = old.version + 1;
+            match old {
+                Some(old)
+                    if votes_alike(&old.results, &fresh.results)
+                        && old.history == fresh.history
+                        && old.window == fresh.window =>
+                {
+                    fresh.results = old.results.clone();
+                    fresh.sse_frame = old.sse_frame.clone();
+                    fresh.results_json = old.results_json.clone();
+                    fresh.results_etag = old.results_etag.clone();
+                    fresh.history_json = old.history_json.clone();
+                    fresh.history_etag = old.history_etag.clone();
+                    fresh.version = old.version;
+                }
+                _ => {
+                    fresh.version = old.map_or(0, |old| old.version + 1);
+                    fresh.encode_history(poll);
+                }
             }
         }
         next
@@ -158,12 +224,15 @@ impl ResultsSnapshot {
         }
     }
 
-    /// Captures every poll of `replica` at `now`.
-    pub fn capture(
-        replica: &Replica,
-        now: UnixMillis,
-        peers: &BTreeMap<String, PeerStatus>,
-    ) -> Self {
+    /// Captures every poll of `replica` at `now`, as a first snapshot (every poll at
+    /// version 0, its bodies encoded).
+    pub fn first(replica: &Replica, now: UnixMillis, peers: &BTreeMap<String, PeerStatus>) -> Self {
+        Self::capture_since(replica, now, peers, &Self::default())
+    }
+
+    /// Captures every poll of `replica` at `now` (the history's body is left for
+    /// [`Self::capture_since`] to encode, once per version).
+    fn capture(replica: &Replica, now: UnixMillis, peers: &BTreeMap<String, PeerStatus>) -> Self {
         let peers_seen: Vec<PeerSeen> = peers
             .iter()
             .map(|(node, status)| PeerSeen {
@@ -234,11 +303,15 @@ impl ResultsSnapshot {
                         .filter_map(|(node, p)| Some((node.clone(), p.clock?.offset_ms)))
                         .collect(),
                 };
-                let sse_frame = sse_frame(&results)?;
+                let (sse_frame, results_json) = encode_results(&results)?;
                 let snapshot = PollSnapshot {
                     results,
                     history,
                     sse_frame,
+                    results_etag: etag_of(&results_json),
+                    results_json,
+                    history_json: Bytes::new(),
+                    history_etag: Arc::from(""),
                     option_names,
                     window: spec.window,
                     vote_ids: state.distinct_vote_ids(),

@@ -121,14 +121,6 @@ pub trait Storage: Send {
     fn free_bytes(&self) -> io::Result<Option<u64>> {
         Ok(None)
     }
-
-    /// For simulated disks only: how long a group commit's fsync takes in simulated time.
-    /// The log writer waits this long between writing a group and syncing it, so a crash
-    /// in between loses the written bytes, as a real crash during a real fsync does. Real
-    /// storages return `None` (their fsync takes real time by itself).
-    fn sync_delay(&self) -> Option<std::time::Duration> {
-        None
-    }
 }
 
 /// One open file of a [`Storage`]: positional reads and writes, no cursor.

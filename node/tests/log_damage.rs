@@ -123,7 +123,7 @@ fn start(
 ) -> Result<Recovered<MemoryStorage>, RecoveryError> {
     let validated = config.validate().unwrap();
     let clock: &dyn Clock = &SystemClock;
-    recover(config, &validated, storage.clone(), clock, seed)
+    recover(config, &validated, storage.clone(), clock, seed, None)
 }
 
 fn votes(recovered: &Recovered<MemoryStorage>) -> i64 {

@@ -199,7 +199,7 @@ fn start_engine(peers: &[&str]) -> Harness {
     let mut replica = Replica::new(actor("a"), [1, 2, 3, 4]);
     replica.upsert_poll(spec()).unwrap();
     let clock: Arc<dyn Clock> = Arc::new(FixedClock);
-    let initial = ResultsSnapshot::capture(&replica, clock.now(), &Default::default());
+    let initial = ResultsSnapshot::first(&replica, clock.now(), &Default::default());
     let (results_tx, results) = watch::channel(Arc::new(initial));
     let health = Arc::new(Health::default());
     let mut engine = Engine::new(

@@ -252,7 +252,15 @@ async fn a_node_meeting_its_own_records_moves_to_a_new_incarnation_and_reissues_
     drop(wal);
     let config = Config::default();
     let clock: &dyn Clock = &SystemClock;
-    let recovered = recover(&config, &config.validate().unwrap(), storage, clock, 7).unwrap();
+    let recovered = recover(
+        &config,
+        &config.validate().unwrap(),
+        storage,
+        clock,
+        7,
+        None,
+    )
+    .unwrap();
     assert_eq!(recovered.new_incarnation, None, "{}", recovered.report);
     assert_eq!(recovered.replica.actor(), &new_actor);
     let state = recovered.replica.state(&poll()).unwrap();

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use tally_node::config::PlantedBug;
+use tally_node::planted::PlantedBug;
 use tally_sim::cluster::{self, ClusterConfig, ClusterReport, FaultKind};
 
 /// Deterministic simulation of Tally under network, process and disk faults.
@@ -54,6 +54,10 @@ struct Args {
     /// (needs --seed or SIM_SEED: a range of seeds draws no chart).
     #[arg(long, requires = "seed")]
     chart: Option<PathBuf>,
+    /// superbowl: every seed in `ack_mode = "replicated"` (otherwise a seed draws it, like a
+    /// fault kind), each region's ack peer its neighbour.
+    #[arg(long)]
+    replicated_acks: bool,
     /// Hide the progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -77,6 +81,7 @@ enum Scenario {
 enum Bug {
     KeepDuplicates,
     AckBeforeFsync,
+    AckBeforePeerFsync,
     ReuseActor,
     IgnoreClockSkew,
     AckAfterFailedWrite,
@@ -89,6 +94,7 @@ impl From<Bug> for PlantedBug {
         match bug {
             Bug::KeepDuplicates => PlantedBug::KeepDuplicates,
             Bug::AckBeforeFsync => PlantedBug::AckBeforeFsync,
+            Bug::AckBeforePeerFsync => PlantedBug::AckBeforePeerFsync,
             Bug::ReuseActor => PlantedBug::ReuseActorAfterDiskLoss,
             Bug::IgnoreClockSkew => PlantedBug::IgnoreClockSkew,
             Bug::AckAfterFailedWrite => PlantedBug::AckAfterFailedWrite,
@@ -117,6 +123,9 @@ enum Force {
     Corruption,
     MismatchedDefinition,
     UnreservedIndex,
+    EdgeCrash,
+    EdgeCutOff,
+    SlowNode,
 }
 
 impl From<Force> for FaultKind {
@@ -139,6 +148,9 @@ impl From<Force> for FaultKind {
             Force::Corruption => FaultKind::DiskCorruption,
             Force::MismatchedDefinition => FaultKind::MismatchedDefinition,
             Force::UnreservedIndex => FaultKind::UnreservedIndex,
+            Force::EdgeCrash => FaultKind::EdgeCrash,
+            Force::EdgeCutOff => FaultKind::EdgeCutOff,
+            Force::SlowNode => FaultKind::SlowNode,
         }
     }
 }
@@ -176,6 +188,7 @@ fn cluster_config(args: &Args, seed: u64) -> ClusterConfig {
     config.planted_bug = args.plant.map(PlantedBug::from);
     config.force_faults = args.force.iter().map(|&f| FaultKind::from(f)).collect();
     config.record_chart = args.chart.is_some();
+    config.force_replicated_acks = args.replicated_acks;
     config
 }
 
@@ -454,7 +467,7 @@ fn print_table(reports: &[ClusterReport]) {
         "no vote stamped outside the clock bound",
         "no healthy node held for another's clock",
         "the poll window no clock moved",
-        "no seq issued twice (counted receipts)",
+        "no seq twice, no actor counted twice",
         "reads during the chaos within bounds",
     ] {
         println!("{check:<44} {seeds:>8}");

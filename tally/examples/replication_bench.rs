@@ -141,6 +141,7 @@ fn start_node<S: Storage + Clone + 'static>(
         seed,
         WalExecutor::DedicatedThread,
         Some(PeerSocket::Udp(socket)),
+        None,
     )?)
 }
 

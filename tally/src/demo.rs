@@ -2,11 +2,14 @@
 //!
 //! It generates a development CA and node certificates, starts the regions `us-east`,
 //! `us-west` and `eu-central` in this process (HTTP on 8081–8083, QUIC peer sync with mutual
-//! TLS on 9081–9083), drives a burst of votes at all three with a progress bar — a share of
-//! them retried with the same vote ID at another region — and prints the dashboard URLs. It
-//! ends by printing each region's converged tally next to the number of distinct vote IDs the
-//! cluster acknowledged; they must be equal, or the demo fails. `--keep-running` leaves the
-//! cluster up for the dashboards until Ctrl-C; either way it stops cleanly.
+//! TLS on 9081–9083) with an edge (`tally edge`) in front of each (8091–8093: its own region's
+//! node first, then the others), drives a burst of single votes through the edges as phones
+//! would, with a progress bar — a share of them retried with the same vote ID through another
+//! region's edge — and prints the dashboard URLs. It ends by printing the votes' confirmation
+//! latency (p50, p99) and each region's converged tally next to the number of distinct vote
+//! IDs the edges acknowledged; they must be equal, or the demo fails. `--keep-running` leaves
+//! the cluster and its edges up for the dashboards and the voting pages (which vote through
+//! the edges) until Ctrl-C; either way it stops cleanly.
 
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
 use std::path::PathBuf;
@@ -27,6 +30,9 @@ use tally_node::{NodeHandle, NodeIo, SystemClock, WalExecutor};
 /// The demo's regions.
 pub const DEMO_REGIONS: [&str; 3] = ["us-east", "us-west", "eu-central"];
 
+/// Phones voting at once (connections to the edges, spread over them).
+pub const DEMO_CONNECTIONS: usize = 96;
+
 /// How long the demo waits for the regions to become ready, and then to converge.
 pub const DEMO_WAIT: Duration = Duration::from_secs(60);
 
@@ -39,12 +45,12 @@ pub struct DemoArgs {
     /// Share of votes retried with the same vote ID, at another region.
     #[arg(long, default_value_t = 0.2)]
     pub retry_fraction: f64,
-    /// Votes per request (edge aggregators batch; 1 sends single votes).
-    #[arg(long, default_value_t = 100)]
-    pub batch_size: usize,
     /// First HTTP port; the regions use this and the next two.
     #[arg(long, default_value_t = 8081)]
     pub http_port: u16,
+    /// First port of the regions' edges; they use this and the next two.
+    #[arg(long, default_value_t = 8091)]
+    pub edge_port: u16,
     /// First QUIC (UDP) port for peer sync; the regions use this and the next two.
     #[arg(long, default_value_t = 9081)]
     pub peer_port: u16,
@@ -63,6 +69,8 @@ struct Region {
     name: &'static str,
     http: SocketAddr,
     config: Config,
+    /// Its edge's address and configuration.
+    edge: tally_edge::EdgeConfig,
 }
 
 fn regions(args: &DemoArgs, dir: &std::path::Path) -> Result<Vec<Region>, String> {
@@ -71,6 +79,9 @@ fn regions(args: &DemoArgs, dir: &std::path::Path) -> Result<Vec<Region>, String
             .ok_or_else(|| format!("port {base} + {i} is out of range"))
     };
     let mut regions = Vec::new();
+    let edge_urls: Vec<String> = (0..DEMO_REGIONS.len())
+        .map(|i| Ok(format!("http://127.0.0.1:{}", port(args.edge_port, i)?)))
+        .collect::<Result<_, String>>()?;
     for (i, name) in DEMO_REGIONS.iter().enumerate() {
         let http = SocketAddr::from(([127, 0, 0, 1], port(args.http_port, i)?));
         let peer_listen = SocketAddr::from(([127, 0, 0, 1], port(args.peer_port, i)?));
@@ -91,9 +102,31 @@ fn regions(args: &DemoArgs, dir: &std::path::Path) -> Result<Vec<Region>, String
             peer_listen: Some(peer_listen),
             peers,
             tls: Some(TlsFiles::in_dir(&dir.join("certs"), name)),
+            // The voting page votes through the edges, its own region's first.
+            public_endpoints: (0..DEMO_REGIONS.len())
+                .map(|k| edge_urls[(i + k) % DEMO_REGIONS.len()].clone())
+                .collect(),
             ..Config::default()
         };
-        regions.push(Region { name, http, config });
+        // The edge sends to its own region's node first, then to the other regions'.
+        let edge = tally_edge::EdgeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], port(args.edge_port, i)?)),
+            upstreams: (0..DEMO_REGIONS.len())
+                .map(|k| {
+                    Ok(format!(
+                        "http://127.0.0.1:{}",
+                        port(args.http_port, (i + k) % 3)?
+                    ))
+                })
+                .collect::<Result<_, String>>()?,
+            ..tally_edge::EdgeConfig::default()
+        };
+        regions.push(Region {
+            name,
+            http,
+            config,
+            edge,
+        });
     }
     Ok(regions)
 }
@@ -121,16 +154,24 @@ pub async fn main(args: DemoArgs) -> Result<(), String> {
     crate::certs::generate_dev_cluster(&dir.join("certs"), &nodes).map_err(|e| e.to_string())?;
     let regions = regions(&args, &dir)?;
     let (stop, stopped) = watch::channel(false);
-    let (handles, tasks) = start_regions(&regions, &stopped)?;
+    let (handles, mut tasks) = start_regions(&regions, &stopped)?;
+    let (edge_handles, edge_tasks) = start_edges(&regions, &stopped)?;
+    tasks.extend(edge_tasks);
     let outcome = tokio::select! {
-        outcome = drive(&args, &regions, &handles) => outcome,
+        outcome = drive(&args, &regions, &handles, &edge_handles) => outcome,
         _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
     };
     if outcome.is_ok() && args.keep_running {
-        println!("\nThe cluster keeps running; Ctrl-C stops it.");
+        println!("\nThe cluster and its edges keep running; Ctrl-C stops them. Voting pages:");
+        for region in &regions {
+            println!(
+                "  {:<11} http://{}/vote/superbowl  (votes through the edges, http://{} first)",
+                region.name, region.http, region.edge.listen
+            );
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
-    println!("stopping the regions…");
+    println!("stopping the edges and the regions…");
     let _ = stop.send(true);
     for task in tasks {
         match task.await {
@@ -142,7 +183,7 @@ pub async fn main(args: DemoArgs) -> Result<(), String> {
     outcome
 }
 
-type RegionTask = tokio::task::JoinHandle<Result<(), tally_node::NodeError>>;
+type RegionTask = tokio::task::JoinHandle<Result<(), String>>;
 
 /// Each region's handle, published once it serves.
 type HandleSlot = watch::Receiver<Option<NodeHandle>>;
@@ -180,15 +221,75 @@ fn start_regions(
             wal_executor: WalExecutor::DedicatedThread,
             peer_socket: Some(PeerSocket::Udp(socket)),
             ops_listener: None,
+            planted_bug: None,
         };
         let (handle_tx, handle_rx) = watch::channel(None);
         let config = region.config.clone();
-        tasks.push(tokio::spawn(tally_node::run(config, io, move |handle| {
+        let run = tally_node::run(config, io, move |handle| {
             let _ = handle_tx.send(Some(handle));
-        })));
+        });
+        tasks.push(tokio::spawn(
+            async move { run.await.map_err(|e| e.to_string()) },
+        ));
         handles.push(handle_rx);
     }
     Ok((handles, tasks))
+}
+
+/// Each edge's handle, published once it serves.
+type EdgeSlot = watch::Receiver<Option<tally_edge::EdgeHandle>>;
+
+/// Starts each region's edge in this process (they stop with the regions).
+fn start_edges(
+    regions: &[Region],
+    stopped: &watch::Receiver<bool>,
+) -> Result<(Vec<EdgeSlot>, Vec<RegionTask>), String> {
+    let mut handles = Vec::new();
+    let mut tasks = Vec::new();
+    for region in regions {
+        let address = region.edge.listen;
+        let listener = StdTcpListener::bind(address)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
+            .map_err(|e| format!("cannot listen on {address} for an edge: {e}"))?;
+        let mut stopped = stopped.clone();
+        let io = tally_edge::EdgeIo {
+            listener,
+            connector: Arc::new(tally_edge::TcpConnector),
+            clock: Arc::new(SystemClock),
+            shutdown: async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            },
+        };
+        let (handle_tx, handle_rx) = watch::channel(None);
+        let run = tally_edge::run(region.edge.clone(), io, move |handle| {
+            let _ = handle_tx.send(Some(handle));
+        });
+        tasks.push(tokio::spawn(
+            async move { run.await.map_err(|e| e.to_string()) },
+        ));
+        handles.push(handle_rx);
+    }
+    Ok((handles, tasks))
+}
+
+/// Waits until every edge knows the poll and can send to some node.
+async fn wait_edges_ready(edges: &[EdgeSlot]) -> Result<(), String> {
+    let deadline = Instant::now() + DEMO_WAIT;
+    loop {
+        let ready = edges.iter().all(|edge| {
+            edge.borrow().as_ref().is_some_and(|h| {
+                h.availability.nodes() > 0 && h.catalogue.borrow().polls.contains_key("superbowl")
+            })
+        });
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err("the edges did not become ready in time".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn wait_ready(handles: &[HandleSlot]) -> Result<Vec<NodeHandle>, String> {
@@ -209,31 +310,42 @@ async fn wait_ready(handles: &[HandleSlot]) -> Result<Vec<NodeHandle>, String> {
     }
 }
 
-async fn drive(args: &DemoArgs, regions: &[Region], handles: &[HandleSlot]) -> Result<(), String> {
+async fn drive(
+    args: &DemoArgs,
+    regions: &[Region],
+    handles: &[HandleSlot],
+    edges: &[EdgeSlot],
+) -> Result<(), String> {
     let nodes = wait_ready(handles).await?;
-    println!("regions ready, peer sync over QUIC with mutual TLS:");
+    wait_edges_ready(edges).await?;
+    println!("regions ready, peer sync over QUIC with mutual TLS, an edge in front of each:");
     for region in regions {
         println!(
-            "  {:<11} dashboard http://{}/polls/superbowl",
-            region.name, region.http
+            "  {:<11} dashboard http://{}/polls/superbowl   edge http://{}",
+            region.name, region.http, region.edge.listen
         );
     }
     let targets: Vec<String> = regions
         .iter()
-        .map(|r| format!("http://{}", r.http))
+        .map(|r| format!("http://{}", r.edge.listen))
         .collect();
     let plan = LoadPlan {
         count: Some(args.votes),
-        batch_size: args.batch_size,
+        batch_size: 1,
         retry_fraction: args.retry_fraction,
         retry_other_node: true,
         check: CheckMode::Cluster,
+        results_from: regions
+            .iter()
+            .map(|r| format!("http://{}", r.http))
+            .collect(),
         progress: !args.no_progress,
-        connections: 48,
+        connections: DEMO_CONNECTIONS,
         ..LoadPlan::for_targets(targets)
     };
     println!(
-        "\nvoting: {} votes across the regions, {:.0}% of them retried at another region…",
+        "\nvoting: {} single votes through the edges, {:.0}% of them retried through another \
+         region's edge…",
         args.votes,
         args.retry_fraction * 100.0
     );
@@ -249,6 +361,12 @@ async fn drive(args: &DemoArgs, regions: &[Region], handles: &[HandleSlot]) -> R
         report.outcomes.duplicate,
         report.outcomes.refused,
         report.outcomes.unknown
+    );
+    println!(
+        "confirmation latency through the edges: p50 {:.1} ms, p99 {:.1} ms (max {:.1} ms)",
+        report.latency.p50_us as f64 / 1_000.0,
+        report.latency.p99_us as f64 / 1_000.0,
+        report.latency.max_us as f64 / 1_000.0
     );
     let acknowledged = report
         .checks

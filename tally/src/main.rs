@@ -27,6 +27,9 @@ enum Command {
     Demo(tally::demo::DemoArgs),
     /// Serve one region: the voting API, live results over SSE, the dashboard and metrics.
     Run(RunArgs),
+    /// Serve the stateless edge tier in front of nodes: single votes coalesced into durable
+    /// batches, answered from the nodes' per-vote status, with breakers and failover.
+    Edge(EdgeArgs),
     /// Drive one or more nodes with votes (single or batched, at a rate or flat out), report
     /// throughput and latency, and check each node's tally against what it acknowledged.
     Load(tally::load::LoadArgs),
@@ -61,6 +64,10 @@ struct RunArgs {
     /// Bearer token that enables the admin API (create, open, close polls).
     #[arg(long, env = "TALLY_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// The edges' bearer token (`tally edge --batch-token`): it allows posting vote batches
+    /// and nothing else; with it set, batches need it (or the admin token).
+    #[arg(long, env = "TALLY_BATCH_TOKEN", hide_env_values = true)]
+    batch_token: Option<String>,
     /// How often SSE subscribers get fresh results, in milliseconds [default: 500].
     #[arg(long)]
     sse_tick_ms: Option<u64>,
@@ -101,6 +108,101 @@ struct RunArgs {
     /// it such a node refuses to start and names the missing records. See OPERATIONS.md.
     #[arg(long, env = "TALLY_ACCEPT_LOG_DAMAGE")]
     accept_log_damage: bool,
+    /// When a vote is acknowledged: `local` (after this node's fsync) or `replicated` (after
+    /// an ack peer's fsync too) [default: local].
+    #[arg(long, env = "TALLY_ACK_MODE")]
+    ack_mode: Option<tally_node::config::AckMode>,
+    /// The peers (node IDs, comma-separated, each in the peer list) whose fsync may complete
+    /// a replicated ack.
+    #[arg(long, env = "TALLY_ACK_PEERS", value_delimiter = ',')]
+    ack_peers: Option<Vec<String>>,
+    /// What a replicated ack does when no ack peer answers in time: `refuse` (503) or
+    /// `local` (acknowledge after the local fsync, counted) [default: refuse].
+    #[arg(long, env = "TALLY_ACK_FALLBACK")]
+    ack_fallback: Option<tally_node::config::AckFallback>,
+    /// How long a replicated ack waits for an ack peer, in milliseconds [default: 500].
+    #[arg(long, env = "TALLY_ACK_TIMEOUT_MS")]
+    ack_timeout_ms: Option<u64>,
+}
+
+/// Settings for `tally edge`. Flags and environment variables override the config file, which
+/// overrides the defaults.
+#[derive(Args)]
+struct EdgeArgs {
+    /// TOML config file (see OPERATIONS.md, "The edge tier", for every key).
+    #[arg(long, short, env = "TALLY_EDGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to serve the voting route on [default: 127.0.0.1:8090].
+    #[arg(long, env = "TALLY_EDGE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// A node to send votes to, `http://HOST:PORT`; repeat it, nearest first (the edge's own
+    /// region's nodes, then other regions').
+    #[arg(long = "upstream", env = "TALLY_EDGE_UPSTREAMS", value_delimiter = ',')]
+    upstreams: Vec<String>,
+    /// The cluster-wide key (64 hex digits) that maps non-UUID vote IDs to 128 bits: the
+    /// nodes' `vote_id_key` [default: the development key].
+    #[arg(long, env = "TALLY_VOTE_ID_KEY", hide_env_values = true)]
+    vote_id_key: Option<String>,
+    /// The nodes' batch token, sent with every batch (it allows batches and nothing else).
+    #[arg(long, env = "TALLY_BATCH_TOKEN", hide_env_values = true)]
+    batch_token: Option<String>,
+    /// A batch is sent once it holds this many votes [default: 256].
+    #[arg(long, env = "TALLY_EDGE_BATCH_VOTES_MAX")]
+    batch_votes_max: Option<usize>,
+    /// …or this many milliseconds after its first vote [default: 2].
+    #[arg(long, env = "TALLY_EDGE_LINGER_MS")]
+    linger_ms: Option<u64>,
+    /// A vote no node has answered this many milliseconds after it arrived is answered 503
+    /// (`unconfirmed` if it was sent on) [default: 1500].
+    #[arg(long, env = "TALLY_EDGE_VOTE_DEADLINE_MS")]
+    vote_deadline_ms: Option<u64>,
+    /// Votes per second allowed per client IP (0: no limit) [default: 0].
+    #[arg(long, env = "TALLY_EDGE_RATE_LIMIT_PER_IP")]
+    rate_limit_per_ip_per_second: Option<u32>,
+    /// Load balancers whose X-Forwarded-For is believed, comma-separated (10.0.0.0/8, ...).
+    #[arg(long, env = "TALLY_EDGE_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Option<Vec<String>>,
+    /// Threads serving phones and nodes: 1 runs the whole edge on one thread (no hand-offs
+    /// between threads per vote; scale out with more pods of one core each), 0 one per core.
+    #[arg(long, env = "TALLY_EDGE_THREADS", default_value_t = 1)]
+    threads: usize,
+}
+
+impl EdgeArgs {
+    fn config(&self) -> Result<tally_edge::EdgeConfig, tally_edge::EdgeConfigError> {
+        let mut config = match &self.config {
+            Some(path) => tally_edge::EdgeConfig::from_file(path)?,
+            None => tally_edge::EdgeConfig::default(),
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if !self.upstreams.is_empty() {
+            config.upstreams = self.upstreams.clone();
+        }
+        if let Some(key) = &self.vote_id_key {
+            config.vote_id_key = key.clone();
+        }
+        if let Some(token) = &self.batch_token {
+            config.batch_token = token.clone();
+        }
+        if let Some(votes) = self.batch_votes_max {
+            config.batch_votes_max = votes;
+        }
+        if let Some(linger) = self.linger_ms {
+            config.linger_ms = linger;
+        }
+        if let Some(deadline) = self.vote_deadline_ms {
+            config.vote_deadline_ms = deadline;
+        }
+        if let Some(rate) = self.rate_limit_per_ip_per_second {
+            config.rate_limit_per_ip_per_second = rate;
+        }
+        if let Some(proxies) = &self.trusted_proxies {
+            config.trusted_proxies = proxies.clone();
+        }
+        Ok(config)
+    }
 }
 
 impl RunArgs {
@@ -123,6 +225,9 @@ impl RunArgs {
         }
         if let Some(token) = &self.admin_token {
             config.admin_token = token.clone();
+        }
+        if let Some(token) = &self.batch_token {
+            config.batch_token = token.clone();
         }
         if let Some(tick) = self.sse_tick_ms {
             config.sse_tick_ms = tick;
@@ -148,6 +253,18 @@ impl RunArgs {
                 cert: cert.clone(),
                 key: key.clone(),
             });
+        }
+        if let Some(mode) = self.ack_mode {
+            config.ack_mode = mode;
+        }
+        if let Some(peers) = &self.ack_peers {
+            config.ack_peers = peers.clone();
+        }
+        if let Some(fallback) = self.ack_fallback {
+            config.ack_fallback = fallback;
+        }
+        if let Some(timeout) = self.ack_timeout_ms {
+            config.ack_timeout_ms = timeout;
         }
         config.memory_only |= self.memory_only;
         config.accept_log_damage |= self.accept_log_damage;
@@ -188,7 +305,17 @@ fn main() -> ExitCode {
             "heap on 4 KiB pages (huge pages off: TALLY_HUGE_PAGES=0, GLIBC_TUNABLES set, or no THP)"
         );
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match &cli.command {
+        Command::Edge(args) if args.threads == 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Command::Edge(args) if args.threads > 1 => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Runtime::new(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("tally: cannot start the async runtime: {error}");
@@ -198,6 +325,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Demo(args) => runtime.block_on(tally::demo::main(args)),
         Command::Run(args) => runtime.block_on(run(args)),
+        Command::Edge(args) => runtime.block_on(edge(args)),
         Command::Load(args) => runtime.block_on(tally::load::main(args)),
         Command::Certs(args) => tally::certs::main(&args),
     };
@@ -249,6 +377,7 @@ async fn serve<S: Storage + Clone + 'static>(config: Config, storage: S) -> Resu
     let io = NodeIo {
         listener,
         ops_listener,
+        planted_bug: None,
         storage,
         clock: Arc::new(SystemClock),
         rng_seed: rand::random(),
@@ -268,6 +397,27 @@ async fn serve<S: Storage + Clone + 'static>(config: Config, storage: S) -> Resu
         for poll in polls {
             tracing::info!("dashboard: http://{address}/polls/{poll}");
         }
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
+async fn edge(args: EdgeArgs) -> Result<(), String> {
+    let config = args.config().map_err(|e| e.to_string())?;
+    config.validate().map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let upstreams = config.upstreams.join(", ");
+    let io = tally_edge::EdgeIo {
+        listener,
+        connector: Arc::new(tally_edge::TcpConnector),
+        clock: Arc::new(SystemClock),
+        shutdown: shutdown_signal(),
+    };
+    tally_edge::run(config, io, move |_| {
+        tracing::info!("edge serving votes on http://{address}/ for {upstreams}");
     })
     .await
     .map_err(|e| e.to_string())

@@ -8,7 +8,9 @@
 //!   the mismatch is relayed through the middle one;
 //! - two nodes with different `vote_id_key`s refuse each other's sessions and say why; with
 //!   the same key, a non-UUID key retried at the other node counts once;
-//! - a one-sided peer list (A lists B, B lists nobody): both end with every acknowledged vote.
+//! - a one-sided peer list (A lists B, B lists nobody): both end with every acknowledged vote;
+//! - a poll's index reservation (`expected_votes`) made at one node reaches every node
+//!   (issue 25), relayed, and the largest wins.
 //!
 //! Links that must start cut run through a UDP proxy (`kit/proxy.rs`). Every wait has a
 //! deadline and says what it waited for; every process is SIGKILLed by a Drop guard, and a
@@ -276,6 +278,40 @@ impl Cluster {
             .iter()
             .map(|v| v["option"].as_str().map(str::to_owned))
             .collect()
+    }
+
+    /// `POST /v1/admin/polls` at `node`: (status, body).
+    fn create_poll(&self, node: usize, body: &serde_json::Value) -> (u16, String) {
+        let (status, _, answer) = Client::connect(self.http(node))
+            .unwrap()
+            .request_with_headers(
+                "POST",
+                "/v1/admin/polls",
+                &format!("authorization: Bearer {ADMIN_TOKEN}\r\n"),
+                &body.to_string(),
+            )
+            .unwrap();
+        (status, answer)
+    }
+
+    /// Waits until `node`'s dedupe index of `poll` is sized for at least `vote_ids` IDs and
+    /// has finished growing to it.
+    fn wait_reserved(&self, node: usize, poll: &str, vote_ids: u64) {
+        let labels = format!("{{poll=\"{poll}\"}}");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let capacity = self.metric(node, "tally_poll_vote_id_capacity", &labels);
+            let growing = self.metric(node, "tally_poll_vote_id_growth", &labels);
+            if capacity >= vote_ids as f64 && growing == 0.0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}'s index of {poll} holds {capacity} IDs (growing: {growing}), not {vote_ids}",
+                self.nodes[node].spec.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Every vote ID counts for green on every node.
@@ -560,4 +596,52 @@ fn a_one_sided_peer_list_still_syncs_both_ways() {
     for node in 0..2 {
         cluster.nodes[node].wait_ready(Instant::now() + WAIT);
     }
+}
+
+#[test]
+fn an_admin_reservation_on_one_node_reaches_every_peer_and_the_largest_wins() {
+    // Goal: issue 25 part 2: a poll's `expected_votes` travels with it, through a relay, and
+    // a larger one is kept. Method: a line of three (us-east lists eu-west, eu-west lists
+    // ap-south); create a poll with expected_votes 3M at us-east: every node's index ends
+    // sized for 3M (and done growing), ap-south's through eu-west. Then the same poll with
+    // 5M at ap-south: us-east ends at 5M, and 1M asked at us-east changes nothing anywhere.
+    // Last, ap-south restarts cut off from its peer: its own log reserves 5M again.
+    let regions = vec![
+        Region::new("us-east", ["green", "blue"], &[1]),
+        Region::new("eu-west", ["green", "blue"], &[2]),
+        Region::new("ap-south", ["green", "blue"], &[]),
+    ];
+    let mut cluster = Cluster::start(&regions, &[]);
+    let poll = |expected_votes: u64| {
+        serde_json::json!({"id": "halftime", "options": ["yes", "no"], "open": true,
+            "expected_votes": expected_votes})
+    };
+    let (status, answer) = cluster.create_poll(0, &poll(3_000_000));
+    assert_eq!(status, 201, "{answer}");
+    for node in 0..3 {
+        cluster.wait_reserved(node, "halftime", 3_000_000);
+    }
+    assert_eq!(
+        cluster.log_lines(2, &["reservation taken from a peer", "halftime"]),
+        1,
+        "ap-south takes the reservation once"
+    );
+    let (status, answer) = cluster.create_poll(2, &poll(5_000_000));
+    assert_eq!(status, 200, "the definition is unchanged: {answer}");
+    for node in 0..3 {
+        cluster.wait_reserved(node, "halftime", 5_000_000);
+    }
+    let capacity = |cluster: &Cluster, node| {
+        cluster.metric(node, "tally_poll_vote_id_capacity", "{poll=\"halftime\"}")
+    };
+    let before: Vec<f64> = (0..3).map(|node| capacity(&cluster, node)).collect();
+    let (status, answer) = cluster.create_poll(0, &poll(1_000_000));
+    assert_eq!(status, 200, "{answer}");
+    std::thread::sleep(Duration::from_millis(500));
+    let after: Vec<f64> = (0..3).map(|node| capacity(&cluster, node)).collect();
+    assert_eq!(before, after, "a smaller reservation shrinks nothing");
+    cluster.proxies[&(1, 2)].cut();
+    let ap_south = regions[2].clone();
+    cluster.restart(2, &ap_south);
+    cluster.wait_reserved(2, "halftime", 5_000_000);
 }

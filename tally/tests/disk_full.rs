@@ -20,6 +20,8 @@
 #[path = "kit/http.rs"]
 #[allow(dead_code)]
 mod http;
+#[path = "kit/load.rs"]
+mod load;
 #[path = "kit/node.rs"]
 #[allow(dead_code)]
 mod node;
@@ -37,6 +39,7 @@ use tally::certs::generate_dev_cluster;
 use tally_core::NodeId;
 
 use http::{metric, request_once};
+use load::load;
 use node::NodeSpec;
 use process::{free_tcp_address, free_udp_address};
 
@@ -151,52 +154,6 @@ fn spec(
         std::os::unix::fs::symlink(&data, spec.data_dir()).unwrap();
     }
     spec
-}
-
-/// What `tally load` reported.
-struct LoadReport {
-    counted: u64,
-    refused: u64,
-    unknown: u64,
-    status_503: u64,
-    check_passed: Option<bool>,
-}
-
-/// Runs `tally load` against `target` with postcard batches of 1,000 and returns its report.
-fn load(target: SocketAddr, count: u64, check: &str, seed: u64) -> LoadReport {
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("report.json");
-    let output = process::tally()
-        .args(["load", "--target", &format!("http://{target}")])
-        .args([
-            "--count",
-            &count.to_string(),
-            "--batch-size",
-            "1000",
-            "--binary",
-        ])
-        .args(["--connections", "4", "--no-progress", "--check", check])
-        .args(["--timeout-ms", "5000", "--seed", &seed.to_string()])
-        .arg("--json-report")
-        .arg(&report)
-        .output()
-        .expect("cannot run tally load");
-    let text = std::fs::read_to_string(&report).unwrap_or_else(|_| {
-        panic!(
-            "tally load wrote no report: {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let outcome = |name: &str| json["outcomes"][name].as_u64().unwrap();
-    LoadReport {
-        counted: outcome("counted"),
-        refused: outcome("refused"),
-        unknown: outcome("unknown"),
-        status_503: json["errors"]["503"].as_u64().unwrap_or(0),
-        check_passed: json["check_passed"].as_bool(),
-    }
 }
 
 fn total(address: SocketAddr) -> u64 {

@@ -14,6 +14,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed setup should panic loudly
 
+#[path = "kit/edge.rs"]
+mod edge;
 #[path = "kit/http.rs"]
 mod http;
 #[path = "kit/node.rs"]
@@ -33,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use tally::certs::generate_dev_cluster;
 use tally_core::NodeId;
-use tally_node::config::{Config, TlsFiles};
+use tally_node::config::{AckMode, Config, TlsFiles};
 use tally_node::peer::transport::IDLE_TIMEOUT_MS;
 
 use http::{Client, metric, request_once};
@@ -462,11 +464,11 @@ fn tally_names_in(text: &str) -> BTreeSet<String> {
     names
 }
 
-/// Goal: what operators deploy works against the real node. Method: two real nodes (so peer
-/// metrics exist) take votes and one bad vote; a real Prometheus scrapes them every second
-/// with the repository's alert rules; every sample the nodes expose must be ingested, every
-/// rule must load and evaluate healthy, and every metric the rules and the Grafana dashboard
-/// mention must be one the node declares.
+/// Goal: what operators deploy works against the real node and edge. Method: two real nodes
+/// (so peer metrics exist) and an edge in front of them take votes and one bad vote; a real
+/// Prometheus scrapes all three every second with the repository's alert rules; every sample
+/// they expose must be ingested, every rule must load and evaluate healthy, and every metric
+/// the rules and the Grafana dashboard mention must be one the node or the edge declares.
 #[test]
 fn prometheus_scrapes_every_metric_and_evaluates_every_alert_rule() {
     let dir = tempfile::tempdir().unwrap();
@@ -491,17 +493,34 @@ fn prometheus_scrapes_every_metric_and_evaluates_every_alert_rule() {
         assert_eq!(status, 422);
     }
     wait_peer_connected(addresses[0], "ops-b", 1.0, PROCESS_WAIT);
+    let mut edge = edge::EdgeProcess::spawn("ops-edge", &addresses, dir.path(), &[]);
+    edge.wait_ready(Instant::now() + PROCESS_WAIT);
+    let mut client = Client::connect(edge.http).unwrap();
+    for vote in 0..5 {
+        let body = format!(r#"{{"option":"green","vote_id":"ops-edge-{vote}"}}"#);
+        let (status, answer) = client
+            .request("POST", "/v1/polls/superbowl/votes", &body)
+            .unwrap();
+        assert_eq!(status, 200, "{answer}");
+    }
+    let bad = r#"{"option":"purple","vote_id":"ops-edge-bad"}"#;
+    let (status, _) = client
+        .request("POST", "/v1/polls/superbowl/votes", bad)
+        .unwrap();
+    assert_eq!(status, 422, "refused at the edge's door");
+    let mut addresses = addresses;
+    addresses.push(edge.http);
     let exposed: Vec<String> = addresses.iter().map(|a| metrics_of(*a)).collect();
 
     let prometheus_dir = dir.path().join("prometheus");
     std::fs::create_dir_all(&prometheus_dir).unwrap();
     let prometheus = Prometheus::start(&prometheus_dir, &addresses);
-    let targets = prometheus.wait_for("/api/v1/targets", "both nodes scraped", |data| {
+    let targets = prometheus.wait_for("/api/v1/targets", "nodes and edge scraped", |data| {
         let active = data["activeTargets"]
             .as_array()
             .cloned()
             .unwrap_or_default();
-        active.len() == 2 && active.iter().all(|t| t["health"] == "up")
+        active.len() == 3 && active.iter().all(|t| t["health"] == "up")
     });
     for target in targets["activeTargets"].as_array().unwrap() {
         assert_eq!(target["lastError"], "", "scrape error: {target}");
@@ -548,7 +567,12 @@ fn prometheus_scrapes_every_metric_and_evaluates_every_alert_rule() {
                 .all(|r| r["health"] == "ok" && r["lastEvaluation"] != "0001-01-01T00:00:00Z")
     });
 
-    let declared = declared_names(&exposed[0]);
+    let mut declared = declared_names(&exposed[0]);
+    declared.extend(declared_names(&exposed[2]));
+    assert!(
+        declared.contains("tally_edge_votes_received_total"),
+        "{declared:?}"
+    );
     let dashboard = std::fs::read_to_string(repo_root().join("deploy/grafana/tally.json")).unwrap();
     for (file, text) in [("alerts.yml", &rules_file), ("tally.json", &dashboard)] {
         let mentioned = tally_names_in(text);
@@ -556,7 +580,7 @@ fn prometheus_scrapes_every_metric_and_evaluates_every_alert_rule() {
         let unknown: Vec<&String> = mentioned.difference(&declared).collect();
         assert!(
             unknown.is_empty(),
-            "{file} names metrics the node does not export: {unknown:?}"
+            "{file} names metrics the node and edge do not export: {unknown:?}"
         );
     }
 }
@@ -564,7 +588,7 @@ fn prometheus_scrapes_every_metric_and_evaluates_every_alert_rule() {
 /// Goal: the ConfigMap operators apply is a config the node accepts. Method: take
 /// `tally.toml` out of deploy/kubernetes/configmap.yaml, add what the StatefulSet sets per
 /// pod (node ID, certificate files), and validate it for each pod; each pod syncs with
-/// every other node listed but not with itself.
+/// every other node listed but not with itself, and its ack peer is the region's other pod.
 #[test]
 fn the_kubernetes_config_map_is_a_valid_config_for_every_pod() {
     let manifest =
@@ -577,7 +601,10 @@ fn the_kubernetes_config_map_is_a_valid_config_for_every_pod() {
         .collect();
     let listed: Config = toml::from_str(&toml).unwrap();
     assert!(listed.peers.len() >= 3, "{toml}");
-    for pod in ["tally-us-east-0", "tally-us-east-1"] {
+    for (pod, other) in [
+        ("tally-us-east-0", "tally-us-east-1"),
+        ("tally-us-east-1", "tally-us-east-0"),
+    ] {
         let config = Config {
             node_id: pod.to_owned(),
             tls: Some(TlsFiles::in_dir(Path::new("/etc/tally/tls"), pod)),
@@ -588,7 +615,35 @@ fn the_kubernetes_config_map_is_a_valid_config_for_every_pod() {
         assert_eq!(others.len(), config.peers.len() - 1, "{others:?}");
         assert!(!others.contains(&pod));
         assert_eq!(config.data_dir, Path::new("/var/lib/tally"));
+        assert_eq!(config.ack_mode, AckMode::Replicated);
+        let ack_peers: Vec<String> = config
+            .ack_peer_ids()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(ack_peers, [other], "{pod}");
     }
+}
+
+/// Goal: the edges' ConfigMap is a config `tally edge` accepts. Method: take `edge.toml` out
+/// of deploy/kubernetes/edge-configmap.yaml, add what the Deployment sets from the Secret
+/// (the batch token), and validate it.
+#[test]
+fn the_kubernetes_edge_config_map_is_a_valid_edge_config() {
+    let manifest =
+        std::fs::read_to_string(repo_root().join("deploy/kubernetes/edge-configmap.yaml")).unwrap();
+    let (_, embedded) = manifest.split_once("edge.toml: |\n").unwrap();
+    let toml: String = embedded
+        .lines()
+        .take_while(|line| line.is_empty() || line.starts_with("    "))
+        .map(|line| format!("{}\n", line.strip_prefix("    ").unwrap_or(line)))
+        .collect();
+    let mut config: tally_edge::EdgeConfig = toml::from_str(&toml).unwrap();
+    config.batch_token = "from-the-secret".into();
+    let validated = config.validate().unwrap();
+    assert!(validated.upstreams.len() >= 3, "{toml}");
+    assert!(!validated.trusted_proxies.is_empty());
+    assert!(config.vote_deadline_ms < tally_client::ATTEMPT_TIMEOUT_MS_DEFAULT);
 }
 
 /// A `tally run` started with `env` (on top of this process's environment, minus any

@@ -23,7 +23,8 @@ use std::time::Duration;
 use tally_core::{PollId, PullRequest, Replica, Seq};
 use tokio::sync::watch;
 
-use super::{Command, Engine, EngineError, EngineIo, Pending, answer};
+use super::replication::refuse;
+use super::{AckCommand, Command, Engine, EngineError, EngineIo, answer};
 use crate::health::Hold;
 use crate::results::ResultsSnapshot;
 
@@ -68,12 +69,9 @@ impl Engine {
                 answer(waiter.pending);
                 continue;
             }
-            match waiter.pending {
-                Pending::Vote(reply, ..) => drop(reply.send(Err(EngineError::LogFailed))),
-                Pending::Batch(reply, ..) => drop(reply.send(Err(EngineError::LogFailed))),
-                Pending::Poll(reply, _) => drop(reply.send(Err(EngineError::LogFailed))),
-            }
+            refuse(waiter.pending, EngineError::LogFailed);
         }
+        self.fail_peer_waiters();
         self.publish(results);
         Err(EngineError::LogFailed)
     }
@@ -161,6 +159,14 @@ impl Engine {
             Command::UpsertPoll { reply, .. } => drop(reply.send(Err(EngineError::LogFailed))),
             Command::MergeWindow { reply, .. } => drop(reply.send(Err(EngineError::LogFailed))),
             Command::PeerApply { reply, .. } => drop(reply.send(Err(EngineError::LogFailed))),
+            // What this node made durable may still go to its ack peers; nothing new is taken.
+            Command::Ack(command @ AckCommand::OwnRecordsToPush { .. }) => {
+                self.handle_ack_command(command);
+            }
+            Command::Ack(AckCommand::PushedRecords { reply, .. }) => {
+                drop(reply.send(Err(EngineError::LogFailed)));
+            }
+            Command::Ack(AckCommand::PeerConfirmed { .. } | AckCommand::Session { .. }) => {}
         }
         None
     }

@@ -58,7 +58,7 @@ impl Engine {
         for (_, marks) in &mut self.in_flight_jobs {
             marks.clear();
         }
-        self.renumber_waiters(&moved, incarnation);
+        self.renumber_waiters(&moved, retired.incarnation, incarnation);
         self.unlogged_entries.insert(
             0,
             WalEntry::Incarnation {
@@ -90,10 +90,16 @@ impl Engine {
     /// Gives every answer waiting for a moved record the record's new seq and incarnation,
     /// and makes every waiter wait for the next log job (the one that logs the moved
     /// records under the new actor) at least.
-    fn renumber_waiters(&mut self, moved: &[MovedRecords], incarnation: u64) {
+    fn renumber_waiters(&mut self, moved: &[MovedRecords], retired: u64, incarnation: u64) {
         let next = self.next_token;
         for waiter in &mut self.waiting {
             waiter.token = waiter.token.max(next);
+            if let Some(poll) = waiter.pending.poll() {
+                // A need of records made durable under the retired actor stays that actor's:
+                // only an ack peer's confirmation of its records answers it.
+                let moved: Vec<&MovedRecords> = moved.iter().filter(|m| &m.poll == poll).collect();
+                waiter.need.move_to(retired, incarnation, &moved);
+            }
             match &mut waiter.pending {
                 Pending::Vote(_, ack, poll) => renumber(ack, poll, moved, incarnation),
                 Pending::Batch(_, acks, poll) => {
@@ -103,7 +109,7 @@ impl Engine {
                         }
                     }
                 }
-                Pending::Poll(..) => {}
+                Pending::Poll(..) | Pending::Pushed(..) => {}
             }
         }
     }

@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use tally_core::limits::RESERVED_VOTE_IDS_MAX;
 use tally_core::{OptionName, PollId, PollSpec, PollWindow, ReservedIndex};
@@ -15,8 +16,12 @@ use super::body::TimelyBody;
 use super::integral::WholeNumber;
 use super::votes::{ask, require_content_type};
 use super::{ApiError, AppState, ErrorBody, SharedState};
-use crate::config::{ADMIN_BODY_BYTES_MAX, check_duration_seconds, check_expected_votes};
+use crate::config::{
+    ADMIN_BODY_BYTES_MAX, RESERVED_VOTE_IDS_TOTAL_MAX, check_duration_seconds,
+    check_expected_votes, within_reservation_budget,
+};
 use crate::engine::Command;
+pub use tally_client::api::PollSummary;
 
 // The OpenAPI text of the create route quotes this limit: change it with it.
 const _: () = assert!(ADMIN_BODY_BYTES_MAX == 16 * 1024);
@@ -68,9 +73,10 @@ pub struct CreatePoll {
     #[schema(value_type = Option<u64>, minimum = 1, maximum = 2_678_400)]
     pub duration_seconds: Option<WholeNumber>,
     /// Size the poll's dedupe index for this many distinct vote IDs now (1 to 500,000,000;
-    /// ~11 bytes each), so it does not stop to grow while votes wait. Optional; as
-    /// `expected_votes` in the config file, and kept across restarts. Asked of a poll that
-    /// exists, it enlarges that poll's index (one pause that rehashes the IDs held).
+    /// ~5 bytes a slot), so its growth work is done before the burst. Optional; as
+    /// `expected_votes` in the config file, kept across restarts, and relayed to every peer
+    /// (the largest reservation wins). Asked of a poll that exists, it enlarges that poll's
+    /// index step by step; it never shrinks one.
     #[schema(value_type = Option<u64>, example = 30_000_000, minimum = 1, maximum = 500_000_000)]
     pub expected_votes: Option<WholeNumber>,
 }
@@ -92,22 +98,6 @@ fn option_names_schema() -> utoipa::openapi::schema::Array {
         .build()
 }
 
-/// A poll as listed.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PollSummary {
-    /// The poll's name.
-    pub id: String,
-    /// Its options.
-    pub options: Vec<String>,
-    /// `open`, `not_open` or `closed`.
-    #[schema(example = "open")]
-    pub status: String,
-    /// When it opened (Unix ms), if it has.
-    pub opens_at_ms: Option<u64>,
-    /// When it closes or closed (Unix ms), if set.
-    pub closes_at_ms: Option<u64>,
-}
-
 /// The answer to an admin change.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AdminResponse {
@@ -125,13 +115,6 @@ fn ensure_ready(app: &AppState) -> Result<(), ApiError> {
     }
 }
 
-/// Most vote IDs the dedupe indexes of all of a node's polls may be sized for, counting every
-/// other poll at its index's current capacity and the asked poll at its `expected_votes`: two
-/// of the largest reservations (an index costs ~5 bytes a slot, so ~11 GB at the bound). A
-/// reservation past it is refused with 409 (it depends on the node's state, not on the
-/// request alone) instead of taking the node's memory.
-pub(crate) const RESERVED_VOTE_IDS_TOTAL_MAX: u64 = 2 * RESERVED_VOTE_IDS_MAX as u64;
-
 /// Refuses a reservation of `votes` for `poll` that would size the node's indexes past
 /// [`RESERVED_VOTE_IDS_TOTAL_MAX`] (as the latest results snapshot shows them).
 fn check_reservation_budget(app: &AppState, poll: &PollId, votes: u64) -> Result<(), ApiError> {
@@ -144,34 +127,6 @@ fn check_reservation_budget(app: &AppState, poll: &PollId, votes: u64) -> Result
         .map(|(_, snapshot)| snapshot.vote_id_capacity as u64)
         .sum();
     within_reservation_budget(others, votes).map_err(ApiError::Conflict)
-}
-
-/// `Err(why)` if reserving `votes` beside `others` already sized goes past the budget.
-fn within_reservation_budget(others: u64, votes: u64) -> Result<(), String> {
-    if others.saturating_add(votes) > RESERVED_VOTE_IDS_TOTAL_MAX {
-        return Err(format!(
-            "expected_votes {votes} would size this node's dedupe indexes for over \
-             {RESERVED_VOTE_IDS_TOTAL_MAX} vote IDs in all (its other polls take {others}); \
-             nothing was created"
-        ));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_reservation_past_the_nodes_budget_is_refused() {
-        // Goal: the sum of every index's size is bounded. Method: the boundary either side.
-        let max = RESERVED_VOTE_IDS_TOTAL_MAX;
-        assert!(within_reservation_budget(0, 500_000_000).is_ok());
-        assert!(within_reservation_budget(max - 30_000_000, 30_000_000).is_ok());
-        let refused = within_reservation_budget(max - 29_999_999, 30_000_000).unwrap_err();
-        assert!(refused.contains("expected_votes 30000000"), "{refused}");
-        assert!(within_reservation_budget(u64::MAX, 1).is_err());
-    }
 }
 
 /// Create a poll.
@@ -369,21 +324,29 @@ pub(super) async fn close_poll(
     get,
     path = "/v1/polls",
     tag = "results",
-    responses((status = 200, description = "Every poll, by name", body = Vec<PollSummary>)),
+    responses(
+        (status = 200, description = "Every poll, by name; `ETag` and `Cache-Control` \
+            (`max-age=1`) let caches hold it", body = Vec<PollSummary>,
+            headers(("ETag" = String, description = "Strong tag of these bytes"),
+                ("Cache-Control" = String, description = "How long caches may serve them"))),
+        (status = 304, description = "`If-None-Match` names the current `ETag`: no body"),
+    ),
 )]
-pub(super) async fn list_polls(State(app): State<SharedState>) -> Json<Vec<PollSummary>> {
+pub(super) async fn list_polls(State(app): State<SharedState>, headers: HeaderMap) -> Response {
     let snapshot = app.results.borrow().clone();
-    Json(
-        snapshot
-            .polls
-            .values()
-            .map(|poll| PollSummary {
-                id: poll.results.poll.clone(),
-                options: poll.option_names.clone(),
-                status: poll.results.status.clone(),
-                opens_at_ms: poll.window.opens_at.map(|t| t.0),
-                closes_at_ms: poll.window.closes_at.map(|t| t.0),
-            })
-            .collect(),
-    )
+    let polls: Vec<PollSummary> = snapshot
+        .polls
+        .values()
+        .map(|poll| PollSummary {
+            id: poll.results.poll.clone(),
+            options: poll.option_names.clone(),
+            status: poll.results.status.clone(),
+            opens_at_ms: poll.window.opens_at.map(|t| t.0),
+            closes_at_ms: poll.window.closes_at.map(|t| t.0),
+        })
+        .collect();
+    // Names, options and times: serializing cannot fail.
+    let body = serde_json::to_vec(&polls).unwrap_or_default();
+    let etag = crate::results::etag_of(&body);
+    super::caching::json(&headers, &etag, super::caching::CACHE_OPEN, body.into())
 }

@@ -1,5 +1,6 @@
-//! The admin bearer token, checked here for the admin API (`admin.rs`), the audit routes
-//! (`audit.rs`) and, when vote tokens are on, the aggregators' batches (`votes.rs`).
+//! The bearer tokens, checked here: the admin token for the admin API (`admin.rs`) and the
+//! audit routes (`audit.rs`); the admin or the batch token for the edges' batches, when the
+//! node asks for one (`votes.rs`).
 
 use axum::http::{HeaderMap, header};
 
@@ -10,15 +11,25 @@ pub(super) fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiEr
     if app.admin_token.is_empty() {
         return Err(ApiError::Unauthorized);
     }
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !constant_time_eq(presented.as_bytes(), app.admin_token.as_bytes()) {
+    if !constant_time_eq(bearer(headers).as_bytes(), app.admin_token.as_bytes()) {
         return Err(ApiError::Unauthorized);
     }
     Ok(())
+}
+
+/// Whether `headers` carry `Authorization: Bearer <the batch token>` and the node has one.
+pub(super) fn presents_batch_token(app: &AppState, headers: &HeaderMap) -> bool {
+    !app.batch_token.is_empty()
+        && constant_time_eq(bearer(headers).as_bytes(), app.batch_token.as_bytes())
+}
+
+/// The bearer token presented, or "".
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
 }
 
 /// Compares without an early exit, so response timing does not reveal the token.

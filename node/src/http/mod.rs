@@ -7,12 +7,12 @@
 //! describes it in the OpenAPI document served at `/openapi.json` ([`openapi`]): one source for
 //! both, so the document cannot list a route the router lacks, or miss one it has.
 
-pub mod abuse;
 mod admin;
 mod admin_token;
 mod audit;
 mod body;
-mod error;
+mod caching;
+mod engine_error;
 mod front;
 mod integral;
 mod openapi;
@@ -37,10 +37,11 @@ pub use audit::{
     BinaryLookup, BinaryLookupResponse, LOOKUP_NOT_HELD, LookedUp, LookupRequest, LookupResponse,
 };
 pub use body::BODY_READ_TIMEOUT_MS_DEFAULT;
-pub use error::ApiError;
 pub use openapi::OPENAPI_PATH;
 pub use ops_listener::split_ops;
 pub use reads::ResultsQuery;
+pub use tally_core::abuse;
+pub use tally_serve::error::ApiError;
 #[doc(hidden)]
 pub use votes::check_vote_body;
 // The request and response bodies are defined once, in `tally_client::api` (the client and the
@@ -72,6 +73,8 @@ pub struct AppState {
     pub node: tally_core::NodeId,
     /// Admin bearer token; empty disables the admin API.
     pub admin_token: Arc<str>,
+    /// The edges' bearer token: batches only (empty: none).
+    pub batch_token: Arc<str>,
     /// The clock, for admin open/close.
     pub clock: Arc<dyn Clock>,
     /// SSE tick in milliseconds.
@@ -130,6 +133,7 @@ impl AppState {
             vote_id_key: Arc::new(validated.vote_id_key.clone()),
             node: validated.node_id.clone(),
             admin_token: Arc::from(config.admin_token.as_str()),
+            batch_token: Arc::from(config.batch_token.as_str()),
             clock,
             sse_tick_ms: config.sse_tick_ms,
             sse_subscribers_max: config.sse_subscribers_max,
@@ -188,8 +192,13 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 }
 
 /// Refuses a vote request with 429 when its client IP is over the per-IP rate limit, before
-/// the body is read or the engine asked: a limited request changes nothing.
+/// the body is read or the engine asked: a limited request changes nothing. A batch that
+/// presents the batch token comes from an edge, which limits its own voters by IP: it is
+/// not limited here (an edge's address would otherwise be one very busy client).
 async fn limit_by_ip(State(app): State<SharedState>, request: Request, next: Next) -> Response {
+    if admin_token::presents_batch_token(&app, request.headers()) {
+        return next.run(request).await;
+    }
     let client = request
         .extensions()
         .get::<axum::extract::ConnectInfo<crate::connections::ClientAddr>>()

@@ -10,10 +10,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tally_core::Second;
@@ -24,8 +23,8 @@ const _: () = assert!(POLL_SECONDS_MAX == 2_678_400);
 use utoipa::IntoParams;
 
 use super::votes::poll_snapshot;
-use super::{ApiError, SharedState};
-use crate::results::PollSnapshot;
+use super::{ApiError, SharedState, caching};
+use crate::results::{PollSnapshot, etag_of};
 use tally_client::api::{ErrorBody, History, PollResults};
 
 /// Query of the results route.
@@ -49,7 +48,12 @@ pub struct ResultsQuery {
     tag = "results",
     params(("poll" = String, Path, description = "The poll's name", example = "superbowl"), ResultsQuery),
     responses(
-        (status = 200, description = "The results", body = PollResults),
+        (status = 200, description = "The results; `ETag` and `Cache-Control` (`max-age=1` \
+            while the poll is open, 60 once closed) let caches hold them",
+            body = PollResults,
+            headers(("ETag" = String, description = "Strong tag of these bytes"),
+                ("Cache-Control" = String, description = "How long caches may serve them"))),
+        (status = 304, description = "`If-None-Match` names the current `ETag`: no body"),
         (status = 404, description = "No such poll", body = ErrorBody),
         (status = 422, description = "`at` is not a poll second (0 to 2,678,400), or an \
             unknown query parameter", body = ErrorBody),
@@ -58,8 +62,9 @@ pub struct ResultsQuery {
 pub(super) async fn results(
     State(app): State<SharedState>,
     Path(poll): Path<String>,
+    headers: HeaderMap,
     query: Result<Query<ResultsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<PollResults>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::Invalid(e.body_text()))?;
     if let Some(at) = query.at.filter(|&at| at > POLL_SECONDS_MAX) {
         return Err(ApiError::Invalid(format!(
@@ -67,10 +72,20 @@ pub(super) async fn results(
         )));
     }
     let (_, snapshot) = poll_snapshot(&app, &poll)?;
-    Ok(Json(match query.at {
-        Some(at) => snapshot.results_at(at),
-        None => snapshot.results.clone(),
-    }))
+    let policy = caching::cache_control(&snapshot.results.status);
+    Ok(match query.at {
+        None => caching::json(
+            &headers,
+            &snapshot.results_etag,
+            policy,
+            snapshot.results_json.clone(),
+        ),
+        Some(at) => {
+            // Strings, integers and shares: serializing cannot fail.
+            let body = serde_json::to_vec(&snapshot.results_at(at)).unwrap_or_default();
+            caching::json(&headers, &etag_of(&body), policy, Bytes::from(body))
+        }
+    })
 }
 
 /// The poll's per-second series: net votes per option in each second that had any.
@@ -80,20 +95,26 @@ pub(super) async fn results(
     tag = "results",
     params(("poll" = String, Path, description = "The poll's name", example = "superbowl")),
     responses(
-        (status = 200, description = "The series", body = History),
+        (status = 200, description = "The series, with `ETag` and `Cache-Control` as the \
+            results", body = History,
+            headers(("ETag" = String, description = "Strong tag of these bytes"),
+                ("Cache-Control" = String, description = "How long caches may serve them"))),
+        (status = 304, description = "`If-None-Match` names the current `ETag`: no body"),
         (status = 404, description = "No such poll", body = ErrorBody),
     ),
 )]
 pub(super) async fn history(
     State(app): State<SharedState>,
     Path(poll): Path<String>,
-) -> Result<Json<History>, ApiError> {
-    let (id, snapshot) = poll_snapshot(&app, &poll)?;
-    Ok(Json(History {
-        poll: id.to_string(),
-        options: snapshot.option_names.clone(),
-        points: snapshot.history.clone(),
-    }))
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (_, snapshot) = poll_snapshot(&app, &poll)?;
+    Ok(caching::json(
+        &headers,
+        &snapshot.history_etag,
+        caching::cache_control(&snapshot.results.status),
+        snapshot.history_json.clone(),
+    ))
 }
 
 /// Keeps the subscriber gauge true however the stream ends.

@@ -6,23 +6,28 @@
 
 use std::future::Future;
 
-use axum::Json;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
-use serde::ser::{Serialize, SerializeStruct, Serializer};
-use tally_core::{NodeId, OptionIndex, PollId, VoteId, VoteIdKey};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
+use tally_core::{ActorText, OptionIndex, PollId, VoteId, VoteIdKey};
 use tokio::sync::oneshot;
 
-use super::abuse::{VOTE_TOKEN_HEADER, voter_vote_id};
 use super::body::TimelyBody;
 use super::{ApiError, AppState, SharedState};
 use crate::config::{BATCH_BODY_BYTES_MAX, BATCH_VOTES_MAX, VOTE_BODY_BYTES_MAX};
 use crate::engine::{BatchVoteAck, Command, VoteAck};
 use crate::results::PollSnapshot;
+use tally_client::api::NOT_ANSWERED_BY_A_NODE;
 use tally_client::api::{
-    BatchRequest, BatchResponse, BatchVoteStatus, BinaryBatch, ErrorBody, POSTCARD_MEDIA_TYPE,
-    Receipt, VoteRequest, VoteResponse, VoteStatus,
+    BatchReceipt, BatchRequest, BatchResponse, BatchVoteStatus, BinaryBatch, ErrorBody,
+    POSTCARD_MEDIA_TYPE, ReceiptedBatchResponse, VoteRequest, VoteResponse, VoteStatus,
+};
+use tally_serve::vote_answer::{ReceiptFields, vote_answer};
+pub(super) use tally_serve::votes::check_count;
+pub(super) use tally_serve::votes::require_content_type;
+use tally_serve::votes::{
+    IDEMPOTENCY_KEY_HEADER, Parsed, accepts_postcard, encode_answer, parse_binary, parse_json,
+    parse_vote, token_vote_id, wants_receipts,
 };
 
 // The OpenAPI text of the routes below quotes these limits: change it with them.
@@ -31,22 +36,6 @@ const _: () = assert!(
         && BATCH_BODY_BYTES_MAX == 2 * 1024 * 1024
         && BATCH_VOTES_MAX == 10_000
 );
-
-pub(super) fn require_content_type(
-    headers: &HeaderMap,
-    accepted: &[&'static str],
-) -> Result<&'static str, ApiError> {
-    let value = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let media_type = value.split(';').next().unwrap_or("").trim();
-    accepted
-        .iter()
-        .find(|a| a.eq_ignore_ascii_case(media_type))
-        .copied()
-        .ok_or(ApiError::UnsupportedMediaType(accepted[0]))
-}
 
 pub(super) fn poll_snapshot(
     app: &AppState,
@@ -62,11 +51,6 @@ pub(super) fn poll_snapshot(
         .cloned()
         .ok_or_else(unknown)?;
     Ok((id, snapshot))
-}
-
-fn option_index(option_names: &[String], name: &str) -> Option<OptionIndex> {
-    let position = option_names.iter().position(|o| o == name)?;
-    u8::try_from(position).ok().map(OptionIndex)
 }
 
 /// Sends a command to the engine, shedding load with 503 when its queue is full.
@@ -135,115 +119,36 @@ pub(super) fn vote(
 ) -> impl Future<Output = Result<Response, ApiError>> {
     // Split before anything is awaited, so the future (which axum boxes for every vote) holds
     // the headers and the body being read, not the request besides (see `body`).
-    let (headers, body) = TimelyBody::<VOTE_BODY_BYTES_MAX>::with_headers(request, &app);
+    let (headers, body) = TimelyBody::<VOTE_BODY_BYTES_MAX>::split(request, &app);
     async move {
-        let result = vote_inner(&app, &poll, &headers, body.read().await).await;
+        let body = TimelyBody::read(body).await;
+        let result = vote_inner(&app, &poll, &headers, body).await;
         match &result {
-            Ok(answer) => app.metrics.count_votes(answer.status().as_str(), 1),
+            Ok((_, ack)) => app.metrics.count_votes(ack_status(ack).as_str(), 1),
             Err(error) => app.metrics.count_rejections(error.code(), 1),
         }
-        Ok(result?.into_response(&app.node))
-    }
-}
-
-/// A vote's answer, written as a [`VoteResponse`] is (`a_vote_answer_is_written_as_a_vote_response_is`
-/// holds the two equal) but without building its strings first: the vote ID and the receipt's
-/// actor go straight into the body, one allocation in all.
-struct VoteAnswer {
-    vote_id: VoteId,
-    ack: VoteAck,
-}
-
-/// Room for a vote's answer: ~140 bytes with a node name of 20 characters.
-const VOTE_ANSWER_BYTES: usize = 192;
-
-impl VoteAnswer {
-    fn status(&self) -> VoteStatus {
-        match self.ack {
-            VoteAck::Counted { .. } => VoteStatus::Counted,
-            VoteAck::Duplicate => VoteStatus::Duplicate,
-        }
-    }
-
-    /// The JSON answer of a vote answered by `node`.
-    fn into_response(self, node: &NodeId) -> Response {
-        let mut body = Vec::with_capacity(VOTE_ANSWER_BYTES);
-        match serde_json::to_writer(&mut body, &WithNode(&self, node)) {
-            Ok(()) => (
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )],
-                body,
-            )
-                .into_response(),
-            // Strings and integers always serialize; should it ever fail, the vote stands
-            // (it is durable) and the client retries with the same vote ID.
-            Err(error) => ApiError::Unavailable(if error.is_io() {
-                "could not write the answer"
-            } else {
-                "could not encode the answer"
-            })
-            .into_response(),
-        }
-    }
-}
-
-/// A [`VoteAnswer`] with the node that gives it (receipts name its actor).
-struct WithNode<'a>(&'a VoteAnswer, &'a NodeId);
-
-impl Serialize for WithNode<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let WithNode(answer, node) = *self;
-        let mut response = serializer.serialize_struct("VoteResponse", 3)?;
-        response.serialize_field("status", &answer.status())?;
-        response.serialize_field("vote_id", &Text(&answer.vote_id))?;
-        match answer.ack {
+        let (vote_id, ack) = result?;
+        let receipt = match ack {
             VoteAck::Counted {
                 seq,
                 second,
                 incarnation,
-            } => response.serialize_field(
-                "receipt",
-                &Some(ReceiptOf {
-                    node,
-                    incarnation,
-                    seq,
-                    second,
-                }),
-            )?,
-            VoteAck::Duplicate => response.serialize_field("receipt", &None::<Receipt>)?,
-        }
-        response.end()
+            } => Some(ReceiptFields {
+                actor: ActorText(&app.node, incarnation),
+                seq,
+                second,
+            }),
+            VoteAck::Duplicate => None,
+        };
+        Ok(vote_answer(vote_id, receipt))
     }
 }
 
-/// A [`Receipt`] written without building its actor's text first.
-struct ReceiptOf<'a> {
-    node: &'a NodeId,
-    incarnation: u64,
-    seq: u64,
-    second: u32,
-}
-
-impl Serialize for ReceiptOf<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut receipt = serializer.serialize_struct("Receipt", 3)?;
-        // `tally_core::ActorId`'s text, `node#incarnation` (16 hex digits).
-        let actor = format_args!("{}#{:016x}", self.node, self.incarnation);
-        receipt.serialize_field("actor", &Text(&actor))?;
-        receipt.serialize_field("seq", &self.seq)?;
-        receipt.serialize_field("second", &self.second)?;
-        receipt.end()
-    }
-}
-
-/// Serializes a value as its text (`Display`), written straight into the output.
-struct Text<'a, T: std::fmt::Display>(&'a T);
-
-impl<T: std::fmt::Display> Serialize for Text<'_, T> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self.0)
+/// A vote's status as its ack says.
+fn ack_status(ack: &VoteAck) -> VoteStatus {
+    match ack {
+        VoteAck::Counted { .. } => VoteStatus::Counted,
+        VoteAck::Duplicate => VoteStatus::Duplicate,
     }
 }
 
@@ -252,16 +157,22 @@ async fn vote_inner(
     poll: &str,
     headers: &HeaderMap,
     body: TimelyBody<VOTE_BODY_BYTES_MAX>,
-) -> Result<VoteAnswer, ApiError> {
+) -> Result<(VoteId, VoteAck), ApiError> {
     let body = body.bytes()?;
     require_content_type(headers, &["application/json"])?;
     let (poll, snapshot) = poll_snapshot(app, poll)?;
-    let voter_vote_id = token_vote_id(app, &poll, headers)?;
+    let voter_vote_id = token_vote_id(
+        &app.abuse,
+        &app.vote_id_key,
+        app.clock.now(),
+        &poll,
+        headers,
+    )?;
     let (option, vote_id) = parse_vote(
         &app.vote_id_key,
         &body,
         &snapshot.option_names,
-        headers.get("idempotency-key"),
+        headers.get(IDEMPOTENCY_KEY_HEADER),
         voter_vote_id,
     )?;
     let ack = ask(app, |reply| Command::Vote {
@@ -271,78 +182,21 @@ async fn vote_inner(
         reply,
     })
     .await?;
-    Ok(VoteAnswer { vote_id, ack })
+    Ok((vote_id, ack))
 }
 
-/// With vote tokens on: verifies the request's token for `poll`, applies the per-voter rate
-/// limit, and returns the voter's vote ID (which replaces any vote ID the client sent). `None`
-/// with tokens off. Changes nothing.
-fn token_vote_id(
-    app: &AppState,
-    poll: &PollId,
-    headers: &HeaderMap,
-) -> Result<Option<VoteId>, ApiError> {
-    let Some(verifier) = &app.abuse.tokens else {
-        return Ok(None);
-    };
-    let token = headers
-        .get(VOTE_TOKEN_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::BadVoteToken(format!("send the {VOTE_TOKEN_HEADER} header")))?;
-    let now = app.clock.now();
-    let voter = verifier.verify(poll, token, now)?;
-    let vote_id = voter_vote_id(&app.vote_id_key, &voter)?;
-    if let Some(limiter) = &app.abuse.per_voter {
-        limiter.check(vote_id, now).map_err(ApiError::RateLimited)?;
-    }
-    Ok(Some(vote_id))
-}
-
-/// With vote tokens on, batches come from the operator's own edge aggregators, not from
-/// voters: they need the admin bearer token.
+/// Batches come from the operator's edges, not from voters, once the node says so: with a
+/// batch token configured they need it (or the admin token), and with vote tokens on they
+/// need one of the two (only the admin token, without a batch token). Otherwise anyone may
+/// post them, as before edges existed.
 fn require_aggregator(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    match app.abuse.tokens {
-        None => Ok(()),
-        Some(_) => super::admin_token::authorize(app, headers),
+    if app.batch_token.is_empty() && app.abuse.tokens.is_none() {
+        return Ok(());
     }
-}
-
-/// Parses a single vote's JSON body (and the `Idempotency-Key` header, if the body has no
-/// vote ID) into the option index and vote ID. Changes nothing.
-fn parse_vote(
-    vote_id_key: &VoteIdKey,
-    body: &[u8],
-    option_names: &[String],
-    idempotency_key: Option<&HeaderValue>,
-    voter_vote_id: Option<VoteId>,
-) -> Result<(OptionIndex, VoteId), ApiError> {
-    let request: VoteRequest =
-        serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
-    let option = option_index(option_names, &request.option)
-        .ok_or_else(|| ApiError::UnknownOption(request.option.clone()))?;
-    if let Some(vote_id) = voter_vote_id {
-        return Ok((option, vote_id));
+    if super::admin_token::presents_batch_token(app, headers) {
+        return Ok(());
     }
-    let key = match request.vote_id.as_deref() {
-        Some(key) => key,
-        None => idempotency_key
-            .ok_or_else(|| {
-                ApiError::BadVoteId("send vote_id in the body or an Idempotency-Key header".into())
-            })?
-            .to_str()
-            .map_err(|_| ApiError::BadVoteId("Idempotency-Key is not text".into()))?,
-    };
-    let vote_id = vote_id_key
-        .vote_id(key)
-        .map_err(|e| ApiError::BadVoteId(e.to_string()))?;
-    Ok((option, vote_id))
-}
-
-/// A batch vote after parsing: either ready for the engine or already refused.
-#[derive(Debug, PartialEq, Eq)]
-enum Parsed {
-    Vote(OptionIndex, VoteId),
-    Refused(BatchVoteStatus),
+    super::admin_token::authorize(app, headers)
 }
 
 /// Cast many votes for one poll (edge aggregators).
@@ -350,7 +204,9 @@ enum Parsed {
 /// Up to 10,000 votes, as JSON or as a compact postcard body (`application/x-postcard`,
 /// `BinaryBatch`: option indexes and 16-byte vote IDs). Answered once every vote counted is
 /// durable, with a status per vote in the order sent. A poll-level refusal (unknown poll, poll
-/// not open) refuses the whole batch, and then no vote of it was counted.
+/// not open) refuses the whole batch, and then no vote of it was counted. With the query
+/// `receipts=true` (the edge tier's) the answer is a `ReceiptedBatchResponse`: the same
+/// statuses, and a receipt for each vote counted.
 #[utoipa::path(
     post,
     path = "/v1/polls/{poll}/votes/batch",
@@ -369,8 +225,9 @@ enum Parsed {
         )),
         (status = 400, description = "The body does not parse as the content type says",
             body = ErrorBody),
-        (status = 401, description = "Vote tokens are on and the admin bearer token is missing \
-            (batches then come only from the operator's aggregators)", body = ErrorBody),
+        (status = 401, description = "A batch token is configured, or vote tokens are on, and \
+            neither the batch token nor the admin token came as the bearer token (batches \
+            then come only from the operator's edges)", body = ErrorBody),
         (status = 404, description = "No such poll", body = ErrorBody),
         (status = 408, description = "The body did not arrive within body_read_timeout_ms of \
             the headers; nothing was counted", body = ErrorBody),
@@ -393,49 +250,21 @@ pub(super) async fn batch(
     Path(poll): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (headers, body) = TimelyBody::<BATCH_BODY_BYTES_MAX>::with_headers(request, &app);
-    let result = batch_inner(&app, &poll, &headers, body.read().await).await;
+    let receipts = wants_receipts(request.uri());
+    let (headers, body) = TimelyBody::<BATCH_BODY_BYTES_MAX>::split(request, &app);
+    let body = TimelyBody::read(body).await;
+    let result = batch_inner(&app, &poll, &headers, body, receipts).await;
     match &result {
-        Ok(response) => count_batch(&app, response),
+        Ok(response) => count_batch(&app, &response.batch),
         Err(error) => app.metrics.count_rejections(error.code(), 1),
     }
     let response = result?;
-    if !accepts_postcard(&headers) {
-        return Ok(Json(response).into_response());
-    }
-    match postcard::to_allocvec(&response) {
-        Ok(bytes) => Ok((
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(POSTCARD_MEDIA_TYPE),
-            )],
-            bytes,
-        )
-            .into_response()),
-        // Encoding counts and unit variants into a Vec cannot fail; should it ever, the
-        // votes are durable all the same, so answer them in JSON.
-        Err(_) => Ok(Json(response).into_response()),
-    }
-}
-
-/// Whether the request's `Accept` names the postcard media type (without `q=0`).
-fn accepts_postcard(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|range| {
-            let mut parts = range.split(';');
-            let media_type = parts.next().unwrap_or("").trim();
-            media_type.eq_ignore_ascii_case(POSTCARD_MEDIA_TYPE)
-                && !parts.any(|p| {
-                    p.trim()
-                        .strip_prefix("q=")
-                        .and_then(|q| q.trim().parse::<f32>().ok())
-                        .is_some_and(|q| q <= 0.0)
-                })
-        })
+    let postcard = accepts_postcard(&headers);
+    Ok(if receipts {
+        encode_answer(&response, postcard)
+    } else {
+        encode_answer(&response.batch, postcard)
+    })
 }
 
 async fn batch_inner(
@@ -443,7 +272,8 @@ async fn batch_inner(
     poll: &str,
     headers: &HeaderMap,
     body: TimelyBody<BATCH_BODY_BYTES_MAX>,
-) -> Result<BatchResponse, ApiError> {
+    with_receipts: bool,
+) -> Result<ReceiptedBatchResponse, ApiError> {
     require_aggregator(app, headers)?;
     let body = body.bytes()?;
     let media_type = require_content_type(headers, &["application/json", POSTCARD_MEDIA_TYPE])
@@ -469,29 +299,85 @@ async fn batch_inner(
         ask(app, |reply| Command::Batch { poll, votes, reply }).await?
     };
     let mut acks = acks.into_iter();
-    let mut response = BatchResponse {
-        counted: 0,
-        duplicate: 0,
-        rejected: 0,
-        statuses: Vec::with_capacity(parsed.len()),
+    let mut response = ReceiptedBatchResponse {
+        batch: BatchResponse {
+            counted: 0,
+            duplicate: 0,
+            rejected: 0,
+            statuses: Vec::with_capacity(parsed.len()),
+        },
+        actors: Vec::new(),
+        receipts: Vec::new(),
+        nodes: if with_receipts {
+            vec![app.node.to_string()]
+        } else {
+            Vec::new()
+        },
+        answered_by: Vec::new(),
     };
+    let mut incarnations = Vec::new();
     for vote in parsed {
         let status = match vote {
             Parsed::Refused(reason) => reason,
             Parsed::Vote(..) => match acks.next() {
-                Some(BatchVoteAck::Ack(VoteAck::Counted { .. })) => BatchVoteStatus::Counted,
+                Some(BatchVoteAck::Ack(VoteAck::Counted {
+                    seq,
+                    second,
+                    incarnation,
+                })) => {
+                    if with_receipts {
+                        let actor =
+                            actor_position(app, &mut response, &mut incarnations, incarnation);
+                        response.receipts.push(BatchReceipt { actor, seq, second });
+                    }
+                    BatchVoteStatus::Counted
+                }
                 Some(BatchVoteAck::Ack(VoteAck::Duplicate)) => BatchVoteStatus::Duplicate,
                 Some(BatchVoteAck::Overloaded) | None => BatchVoteStatus::Overloaded,
             },
         };
-        match status {
-            BatchVoteStatus::Counted => response.counted += 1,
-            BatchVoteStatus::Duplicate => response.duplicate += 1,
-            _ => response.rejected += 1,
+        let batch = &mut response.batch;
+        let durable = match status {
+            BatchVoteStatus::Counted => {
+                batch.counted += 1;
+                true
+            }
+            BatchVoteStatus::Duplicate => {
+                batch.duplicate += 1;
+                true
+            }
+            _ => {
+                batch.rejected += 1;
+                false
+            }
+        };
+        batch.statuses.push(status);
+        if with_receipts {
+            let by = if durable { 0 } else { NOT_ANSWERED_BY_A_NODE };
+            response.answered_by.push(by);
         }
-        response.statuses.push(status);
     }
     Ok(response)
+}
+
+/// The position in `response.actors` of this node's actor of `incarnation` (one batch is
+/// answered by one incarnation but for a hand-over mid-batch; a few at most).
+fn actor_position(
+    app: &AppState,
+    response: &mut ReceiptedBatchResponse,
+    incarnations: &mut Vec<u64>,
+    incarnation: u64,
+) -> u8 {
+    if let Some(position) = incarnations.iter().position(|i| *i == incarnation) {
+        return u8::try_from(position).unwrap_or(u8::MAX);
+    }
+    incarnations.push(incarnation);
+    let actor = tally_core::ActorId {
+        node: app.node.clone(),
+        incarnation,
+    };
+    response.actors.push(actor.to_string());
+    u8::try_from(incarnations.len() - 1).unwrap_or(u8::MAX)
 }
 
 /// Counts a batch's votes by outcome, and its refused votes by reason.
@@ -512,58 +398,6 @@ fn count_batch(app: &AppState, response: &BatchResponse) {
             app.metrics.count_rejections(reason.as_str(), count as u64);
         }
     }
-}
-
-/// Refuses more than [`BATCH_VOTES_MAX`] votes (or vote IDs) in one request.
-pub(super) fn check_count(count: usize) -> Result<(), ApiError> {
-    if count > BATCH_VOTES_MAX {
-        return Err(ApiError::TooManyVotes {
-            count,
-            max: BATCH_VOTES_MAX,
-        });
-    }
-    Ok(())
-}
-
-fn parse_json(
-    vote_id_key: &VoteIdKey,
-    body: &[u8],
-    option_names: &[String],
-) -> Result<Vec<Parsed>, ApiError> {
-    let request: BatchRequest =
-        serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
-    check_count(request.votes.len())?;
-    Ok(request
-        .votes
-        .iter()
-        .map(|vote| {
-            let Some(option) = option_index(option_names, &vote.option) else {
-                return Parsed::Refused(BatchVoteStatus::UnknownOption);
-            };
-            match vote_id_key.vote_id(&vote.vote_id) {
-                Ok(id) => Parsed::Vote(option, id),
-                Err(_) => Parsed::Refused(BatchVoteStatus::BadVoteId),
-            }
-        })
-        .collect())
-}
-
-fn parse_binary(body: &[u8], option_names: &[String]) -> Result<Vec<Parsed>, ApiError> {
-    let request: BinaryBatch = postcard::from_bytes(body)
-        .map_err(|e| ApiError::Malformed(format!("postcard batch: {e}")))?;
-    check_count(request.votes.len())?;
-    let options = option_names.len();
-    Ok(request
-        .votes
-        .iter()
-        .map(|vote| {
-            if usize::from(vote.option) >= options {
-                Parsed::Refused(BatchVoteStatus::UnknownOption)
-            } else {
-                Parsed::Vote(OptionIndex(vote.option), VoteId::from_bytes(vote.vote_id))
-            }
-        })
-        .collect())
 }
 
 /// Options of the poll the body fuzzer votes in.
@@ -625,59 +459,6 @@ pub fn check_vote_body(data: &[u8]) -> Result<(), String> {
                 }
             }
             Ok(())
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    //! Goal: the single vote's answer, written field by field, is byte for byte what
-    //! serializing the API's `VoteResponse` gives. Method: both ways, for a counted vote (with
-    //! a receipt) and a duplicate.
-
-    use super::*;
-
-    #[test]
-    fn a_vote_answer_is_written_as_a_vote_response_is() {
-        let node = NodeId::new("us-east-1b").unwrap();
-        let vote_id = VoteId(0x67e5_5044_10b1_426f_9247_bb68_0e5f_e0c8);
-        let counted = VoteAck::Counted {
-            seq: 12_345,
-            second: 29,
-            incarnation: 0x00ab_cdef_0123_4567,
-        };
-        let expected = |ack| {
-            let (status, receipt) = match ack {
-                VoteAck::Counted {
-                    seq,
-                    second,
-                    incarnation,
-                } => (
-                    VoteStatus::Counted,
-                    Some(Receipt {
-                        actor: tally_core::ActorId {
-                            node: node.clone(),
-                            incarnation,
-                        }
-                        .to_string(),
-                        seq,
-                        second,
-                    }),
-                ),
-                VoteAck::Duplicate => (VoteStatus::Duplicate, None),
-            };
-            serde_json::to_string(&VoteResponse {
-                status,
-                vote_id: vote_id.to_string(),
-                receipt,
-            })
-            .unwrap()
-        };
-        for ack in [counted, VoteAck::Duplicate] {
-            let answer = VoteAnswer { vote_id, ack };
-            let written = serde_json::to_string(&WithNode(&answer, &node)).unwrap();
-            assert_eq!(written, expected(ack));
-            assert!(written.len() <= VOTE_ANSWER_BYTES, "{}", written.len());
         }
     }
 }

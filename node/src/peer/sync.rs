@@ -45,6 +45,10 @@ use tally_core::wire::Hello;
 use tally_core::{ActorId, AnswerRefusal, NodeId, UnixMillis, VoteIdKey};
 use tokio::sync::{mpsc, oneshot, watch};
 
+mod push;
+
+pub use push::AckPeers;
+
 use super::claims::{Claim, PullClaims};
 use super::log_once::LogOnce;
 use super::tls::check_peer_is;
@@ -139,7 +143,7 @@ impl From<Refusal> for SessionError {
 
 impl SessionError {
     /// A refusal of this node's making.
-    fn refused(cause: &'static str, reason: impl Into<String>) -> Self {
+    pub(super) fn refused(cause: &'static str, reason: impl Into<String>) -> Self {
         Self::Refused {
             cause,
             reason: reason.into(),
@@ -237,9 +241,11 @@ pub struct SyncContext {
     pub clock_watch: Arc<ClockWatch>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The ack peers, under `ack_mode = "replicated"` (pushes go to them).
+    pub acks: Option<push::AckPeers>,
 }
 
-async fn ask<T>(
+pub(super) async fn ask<T>(
     engine: &mpsc::Sender<Command>,
     command: impl FnOnce(oneshot::Sender<Result<T, EngineError>>) -> Command,
 ) -> Result<T, SessionError> {
@@ -257,7 +263,7 @@ async fn ask<T>(
         })
 }
 
-async fn send_frame(
+pub(super) async fn send_frame(
     send: &mut quinn::SendStream,
     frame: &[u8],
     metrics: &PeerMetrics,
@@ -290,7 +296,7 @@ async fn flush(
 
 /// Reads the next frame of a stream into `buffer`; `false` at the stream's end. (The
 /// session decodes it: one that does not decode is a refusal.)
-async fn next_frame(
+pub(super) async fn next_frame(
     recv: &mut quinn::RecvStream,
     buffer: &mut Vec<u8>,
     metrics: &PeerMetrics,
@@ -454,9 +460,11 @@ async fn incoming_session(
     tracing::info!(%peer, listed, "peer connected (incoming)");
     let claim = context.claims.session(node, false);
     let (mut puller, mut answerer) = established.split(context.records_per_round_max);
+    let pushes = established.push_channel(context.hello.actor.node.clone());
     let result = tokio::select! {
         biased;
         result = answer_pulls(connection, context, peer, &mut answerer) => result,
+        result = push::run(connection, context, peer, pushes) => result,
         result = pull_rounds(connection, context, peer, &claim, &mut puller) => result,
     };
     disconnected(context, peer, &claim);
@@ -636,9 +644,11 @@ async fn dialled_session(
     tracing::info!(peer = %label, "peer connected (dialled)");
     backoff.reset();
     let (mut puller, mut answerer) = established.split(context.records_per_round_max);
+    let pushes = established.push_channel(context.hello.actor.node.clone());
     tokio::select! {
         biased;
         result = answer_pulls(connection, context, &label, &mut answerer) => result,
+        result = push::run(connection, context, &label, pushes) => result,
         result = pull_rounds(connection, context, &label, claim, &mut puller) => result,
     }
 }

@@ -12,7 +12,10 @@
 //! its own OS thread ([`spawn_writer_thread`]), the simulation spawns [`run_writer`] as an
 //! ordinary task over its instant simulated disk.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -147,9 +150,19 @@ pub fn spawn_writer_thread<S: Storage + 'static>(
 /// snapshot job), appends them, syncs once, and reports. Returns the log when `jobs` is closed
 /// and drained (or `done` is dropped), or the first error after reporting it.
 pub async fn run_writer<S: Storage>(
+    wal: Wal<S>,
+    jobs: mpsc::Receiver<WalJob>,
+    done: mpsc::Sender<WalDone>,
+) -> Result<Wal<S>, WalError> {
+    run_writer_pausing(wal, jobs, done, None).await
+}
+
+/// [`run_writer`], awaiting `pause` (a simulated disk's fsync time) before each group's sync.
+async fn run_writer_pausing<S: Storage>(
     mut wal: Wal<S>,
     mut jobs: mpsc::Receiver<WalJob>,
     done: mpsc::Sender<WalDone>,
+    pause: Option<Arc<dyn SyncPause>>,
 ) -> Result<Wal<S>, WalError> {
     let mut last_token = None;
     let mut carried: Option<WalJob> = None;
@@ -171,8 +184,8 @@ pub async fn run_writer<S: Storage>(
                 let durable_end = wal.end();
                 let mut group = Group::start(first);
                 let appended = group.append_queued(&mut wal, &mut jobs, &mut last_token);
-                if let Some(delay) = wal.sync_delay() {
-                    tokio::time::sleep(delay).await;
+                if let Some(pause) = &pause {
+                    pause.pause().await;
                 }
                 carried = group.carried.take();
                 let report = group.finish(&mut wal, appended);
@@ -326,13 +339,35 @@ impl Group {
 /// handling. The simulation: as a task on the current runtime, where the disk is simulated and
 /// everything must run on turmoil's one thread. A memory-only node (`--memory-only`, whose
 /// storage never blocks) runs it as a task too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum WalExecutor {
     /// On its own OS thread, so fsyncs never block the request runtime (production).
     DedicatedThread,
-    /// As a task on the current runtime (the simulation and memory-only nodes, whose storage
-    /// never blocks).
+    /// As a task on the current runtime (tests on an instant disk, and memory-only nodes,
+    /// whose storage never blocks).
     Task,
+    /// As a task that awaits a simulated disk's fsync time between writing each group and
+    /// syncing it (the simulation).
+    PausingTask(Arc<dyn SyncPause>),
+}
+
+impl std::fmt::Debug for WalExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::DedicatedThread => "DedicatedThread",
+            Self::Task => "Task",
+            Self::PausingTask(_) => "PausingTask",
+        })
+    }
+}
+
+/// The time a simulated disk's fsync takes, owned by the simulated disk: the writer awaits
+/// [`SyncPause::pause`] between writing a group and syncing it, so a crash in between loses
+/// the written bytes, as a real crash during a real fsync does. Real storage needs none: its
+/// fsync takes real time by itself.
+pub trait SyncPause: Send + Sync + 'static {
+    /// Resolves when the simulated fsync has taken its time.
+    fn pause(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
 /// Resolves when the writer has stopped (its job queue closed and drained, or it failed).
@@ -380,11 +415,15 @@ pub fn start<S: Storage + 'static>(
                 })?;
             Ok((handle.submit, handle.done, WriterDone::Thread(joined)))
         }
-        WalExecutor::Task => {
+        WalExecutor::Task | WalExecutor::PausingTask(_) => {
+            let pause = match executor {
+                WalExecutor::PausingTask(pause) => Some(pause),
+                _ => None,
+            };
             let (submit, jobs) = mpsc::channel(WAL_JOBS_QUEUE_MAX);
             let (done_sender, done) = mpsc::channel(WAL_JOBS_QUEUE_MAX);
             let task = tokio::spawn(async move {
-                if let Err(error) = run_writer(wal, jobs, done_sender).await {
+                if let Err(error) = run_writer_pausing(wal, jobs, done_sender, pause).await {
                     tracing::error!(%error, "log writer stopped with an error");
                 }
             });

@@ -561,11 +561,6 @@ impl<S: Storage> Wal<S> {
         })
     }
 
-    /// How long a sync takes on this storage in simulated time ([`Storage::sync_delay`]).
-    pub fn sync_delay(&self) -> Option<std::time::Duration> {
-        self.storage.sync_delay()
-    }
-
     /// Frame bytes appended since the last snapshot (or since the log began), including the
     /// segment bytes replayed at open: what a restart would replay beyond the snapshot.
     pub fn bytes_since_snapshot(&self) -> u64 {

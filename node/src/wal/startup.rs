@@ -27,7 +27,8 @@ use rand::{RngCore, SeedableRng};
 use tally_core::{ActorId, PollError, PollId, RecordBatch, Replica, Seq};
 
 use crate::Clock;
-use crate::config::{Config, PlantedBug, PollConfig, Validated};
+use crate::config::{Config, PollConfig, Validated};
+use crate::planted::PlantedBug;
 use crate::storage::Storage;
 use crate::wal::{RecoveryReport, Wal, WalEntry, WalError};
 
@@ -176,6 +177,7 @@ pub fn recover<S: Storage>(
     storage: S,
     clock: &dyn Clock,
     rng_seed: u64,
+    planted_bug: Option<PlantedBug>,
 ) -> Result<Recovered<S>, RecoveryError> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(rng_seed);
     let hash_seed = [
@@ -185,7 +187,7 @@ pub fn recover<S: Storage>(
         rng.next_u64(),
     ];
     let fresh = rng.next_u64();
-    let planted_truncate = config.planted_bug == Some(PlantedBug::TruncateDamagedLog);
+    let planted_truncate = planted_bug == Some(PlantedBug::TruncateDamagedLog);
     let node = validated.node_id.clone();
     let new_replay = |voids| Replay::new(hash_seed, &config.polls, node.clone(), fresh, voids);
     let mut replay = new_replay(BTreeMap::new());
@@ -223,7 +225,7 @@ pub fn recover<S: Storage>(
     }
     let whole = recovery.report().is_whole() || planted_truncate;
     let (mut wal, wal_report) = recovery.finish()?;
-    let reuse_planted = config.planted_bug == Some(PlantedBug::ReuseActorAfterDiskLoss);
+    let reuse_planted = planted_bug == Some(PlantedBug::ReuseActorAfterDiskLoss);
     let fresh_actor = ActorId {
         node: validated.node_id.clone(),
         incarnation: if reuse_planted { 1 } else { fresh },

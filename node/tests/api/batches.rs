@@ -207,3 +207,92 @@ async fn batches_over_the_byte_or_vote_limit_are_413() {
     node.results_settle("superbowl", 0).await;
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_batch_asked_with_receipts_gets_a_receipt_for_each_vote_counted() {
+    // Goal: `?receipts=true` (the edge's) answers the same statuses plus, per counted vote,
+    // the receipt a single vote would carry. Method: a batch with a new vote, a duplicate and
+    // a second new vote; the receipts are checked against a single vote's.
+    let node = start();
+    let single = node.vote("superbowl", "green", "first").await.json();
+    let batch = json!({"votes": [
+        {"option": "blue", "vote_id": "second"},
+        {"option": "green", "vote_id": "first"},
+        {"option": "green", "vote_id": "third"},
+    ]});
+    let uri = format!("{BATCH}?receipts=true");
+    let reply = node.send(post_json(&uri, &batch)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let answer = reply.json();
+    assert_eq!(
+        answer["batch"]["statuses"],
+        json!(["counted", "duplicate", "counted"])
+    );
+    assert_eq!(answer["actors"], json!([single["receipt"]["actor"]]));
+    let seqs: Vec<u64> = answer["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["actor"], 0);
+            r["seq"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, [2, 3], "the single vote was seq 1");
+    // In postcard, as the edge asks.
+    let mut request = post_json(
+        &uri,
+        &json!({"votes": [{"option": "blue", "vote_id": "fourth"}]}),
+    );
+    request
+        .headers_mut()
+        .insert(header::ACCEPT, POSTCARD_MEDIA_TYPE.parse().unwrap());
+    let reply = node.send(request).await;
+    let decoded: tally_client::api::ReceiptedBatchResponse =
+        postcard::from_bytes(&reply.body).unwrap();
+    assert_eq!(decoded.batch.statuses, [BatchVoteStatus::Counted]);
+    assert_eq!(decoded.receipts[0].seq, 4);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn with_a_batch_token_batches_need_it_or_the_admin_token_and_it_opens_nothing_else() {
+    // Goal: the edges' credential allows batches and nothing else, and skips the per-IP
+    // limit the edges enforce themselves. Method: a node with a batch token, an admin token
+    // and a per-IP limit of one vote; batches with each credential and none.
+    let node = start_with(&tally_node::config::Config {
+        batch_token: "edge-secret".into(),
+        rate_limit_per_ip_per_second: 1,
+        rate_limit_per_ip_burst: 1,
+        ..test_config()
+    });
+    let batch = |n: u32| json!({"votes": [{"option": "blue", "vote_id": format!("v{n}")}]});
+    let from_edge = |request: axum::http::Request<axum::body::Body>| {
+        let mut request = with_token(request, "edge-secret");
+        let address: std::net::SocketAddr = "10.0.0.9:1".parse().unwrap();
+        request.extensions_mut().insert(axum::extract::ConnectInfo(
+            tally_node::connections::ClientAddr(Some(address)),
+        ));
+        request
+    };
+    let none = node.send(post_json(BATCH, &batch(0))).await;
+    none.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    for n in 1..4 {
+        let reply = node.send(from_edge(post_json(BATCH, &batch(n)))).await;
+        assert_eq!(reply.status, StatusCode::OK, "batch {n}: {}", reply.text());
+    }
+    let admin = node
+        .send(with_token(post_json(BATCH, &batch(9)), TOKEN))
+        .await;
+    assert_eq!(admin.status, StatusCode::OK);
+    let close = with_token(
+        axum::http::Request::post("/v1/admin/polls/superbowl/close")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+        "edge-secret",
+    );
+    node.send(close)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    node.stop().await;
+}

@@ -168,9 +168,13 @@ async fn the_openapi_document_describes_bodies_errors_and_statuses_of_each_route
                 "200", "400", "401", "404", "408", "409", "413", "415", "429", "503",
             ],
         ),
-        ("get", "/v1/polls", &["200"]),
-        ("get", "/v1/polls/{poll}/results", &["200", "404", "422"]),
-        ("get", "/v1/polls/{poll}/history", &["200", "404"]),
+        ("get", "/v1/polls", &["200", "304"]),
+        (
+            "get",
+            "/v1/polls/{poll}/results",
+            &["200", "304", "404", "422"],
+        ),
+        ("get", "/v1/polls/{poll}/history", &["200", "304", "404"]),
         ("get", "/v1/polls/{poll}/stream", &["200", "404", "503"]),
         (
             "post",
@@ -285,11 +289,13 @@ async fn the_openapi_document_describes_bodies_errors_and_statuses_of_each_route
         "overloaded",
         "method_not_allowed",
         "poll_disputed",
+        "unconfirmed",
     ] {
         assert!(codes.contains(&json!(code)), "{code}");
     }
     let statuses = schemas["BatchVoteStatus"]["enum"].as_array().unwrap();
-    assert_eq!(statuses.len(), 5);
+    assert_eq!(statuses.len(), 6);
+    assert_eq!(statuses[5], "unconfirmed", "new statuses go at the end");
     for name in [
         "VoteResponse",
         "BatchResponse",

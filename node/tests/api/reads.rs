@@ -182,3 +182,86 @@ async fn the_poll_list_shows_every_poll_with_its_window() {
     );
     node.stop().await;
 }
+
+/// `get(path)` with `If-None-Match: tag`.
+fn get_if_none_match(path: &str, tag: &str) -> axum::http::Request<axum::body::Body> {
+    let mut request = get(path);
+    request
+        .headers_mut()
+        .insert(header::IF_NONE_MATCH, tag.parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn reads_carry_a_strong_etag_and_cache_control_and_a_held_tag_gets_304() {
+    // Goal: issue 23's cacheable reads on a node: results (also `?at=`), history and the poll
+    // list answer with a strong ETag and Cache-Control; their bytes and tag stay the same
+    // from one results tick to the next while no vote arrives (so a cache can hold them), a
+    // request naming the tag gets 304 without a body, a vote changes the tag, and a closed
+    // poll caches for longer. Method: read, wait for the next published snapshot, read again.
+    let node = start();
+    node.vote("superbowl", "green", "a").await;
+    node.results_settle("superbowl", 1).await;
+    let open = "public, max-age=1, stale-while-revalidate=2, stale-if-error=60";
+    let paths = [
+        "/v1/polls/superbowl/results",
+        "/v1/polls/superbowl/results?at=0",
+        "/v1/polls/superbowl/history",
+        "/v1/polls",
+    ];
+    let mut tags = Vec::new();
+    for path in paths {
+        let first = node.send(get(path)).await;
+        assert_eq!(first.status, StatusCode::OK, "{path}");
+        assert_eq!(first.content_type(), "application/json", "{path}");
+        assert_eq!(first.headers[header::CACHE_CONTROL], open, "{path}");
+        let tag = first.headers[header::ETAG].to_str().unwrap().to_owned();
+        assert!(
+            tag.starts_with('"') && tag.ends_with('"') && tag.len() > 10,
+            "{tag}"
+        );
+        // A second passes: a snapshot captured now has a later `as_of_ms`.
+        node.clock.advance_seconds(1);
+        let mut published = node.started.handle.results.clone();
+        published.borrow_and_update();
+        tokio::time::timeout(STEP, published.changed())
+            .await
+            .expect("a results tick")
+            .unwrap();
+        let again = node.send(get(path)).await;
+        assert_eq!(
+            again.body, first.body,
+            "{path}: the same bytes a tick later"
+        );
+        assert_eq!(again.headers[header::ETAG], tag.as_str(), "{path}");
+        let held = node.send(get_if_none_match(path, &tag)).await;
+        assert_eq!(held.status, StatusCode::NOT_MODIFIED, "{path}");
+        assert!(held.body.is_empty(), "{path}");
+        assert_eq!(held.headers[header::ETAG], tag.as_str(), "{path}");
+        assert_eq!(held.headers[header::CACHE_CONTROL], open, "{path}");
+        let listed = format!("\"other\", W/{tag}");
+        let weak = node.send(get_if_none_match(path, &listed)).await;
+        assert_eq!(weak.status, StatusCode::NOT_MODIFIED, "{path}: {listed}");
+        tags.push(tag);
+    }
+    node.vote("superbowl", "blue", "b").await;
+    node.results_settle("superbowl", 2).await;
+    for (path, tag) in paths.iter().zip(&tags).take(3) {
+        let changed = node.send(get_if_none_match(path, tag)).await;
+        assert_eq!(changed.status, StatusCode::OK, "{path}: a vote changes it");
+        assert_ne!(changed.headers[header::ETAG], tag.as_str(), "{path}");
+    }
+    assert_eq!(
+        node.admin("/v1/admin/polls/superbowl/close", None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let closed = node.send(get("/v1/polls/superbowl/results")).await;
+    assert_eq!(closed.json()["status"], "closed");
+    assert_eq!(
+        closed.headers[header::CACHE_CONTROL],
+        "public, max-age=60, stale-while-revalidate=600, stale-if-error=86400"
+    );
+    node.stop().await;
+}

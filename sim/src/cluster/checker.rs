@@ -22,9 +22,12 @@
 //! 5. **Clocks** ([`super::clocks`]): no vote stamped by a node outside the offset bound, no
 //!    healthy node refusing votes because of another node's clock, and a window no clock
 //!    moved.
-//! 6. **No seq issued twice**: no two vote IDs got a `counted` receipt naming the same
-//!    (actor, seq) (DESIGN.md §2: an actor never reuses a seq; a node that lost records of its
-//!    log and went on under the same actor would).
+//! 6. **No seq issued twice, no `counted` twice**: no two vote IDs got a `counted` receipt
+//!    naming the same (actor, seq) (DESIGN.md §2: an actor never reuses a seq; a node that
+//!    lost records of its log and went on under the same actor would), and no actor answered
+//!    `counted` twice for one vote ID, directly or through an edge (invariant 5); every edge
+//!    answer that a vote is durable named the node, and a `counted` one carried its receipt
+//!    (an edge never acknowledges on its own).
 //! 7. **Reads during the chaos** stayed within bounds: no more than the votes carried by the
 //!    calls invoked before the answer arrived (each can add at most one record; a vote ID
 //!    counted at two regions shows twice until the winner rule's retraction arrives, which
@@ -539,8 +542,36 @@ fn judge_probe(
     Ok(checked)
 }
 
-/// Checks that no (actor, seq) was receipted for two vote IDs; returns the receipts checked.
+/// Checks that no (actor, seq) was receipted for two vote IDs, that no actor answered
+/// `counted` twice for one vote ID (directly or through an edge), and that no edge said a
+/// vote was durable without naming the node and its receipt; returns the receipts checked.
 fn check_receipts(ledger: &Ledger) -> Result<u64, Violation> {
+    if ledger.unproven_edge_answers > 0 {
+        return Err(format!(
+            "edges answer only from a node's durable status: {} answers said a vote was \
+             durable without naming the node (or, for `counted`, its receipt)",
+            ledger.unproven_edge_answers
+        ));
+    }
+    let mut by_vote: Vec<(u32, u32, u64)> = ledger
+        .receipts
+        .iter()
+        .map(|&(actor, seq, vote)| (actor, vote, seq))
+        .collect();
+    by_vote.sort_unstable();
+    // The same receipt twice is one fact told twice; two seqs are two counts.
+    by_vote.dedup();
+    for pair in by_vote.windows(2) {
+        let ((actor, vote, seq), (other_actor, other_vote, other_seq)) = (pair[0], pair[1]);
+        if (actor, vote) == (other_actor, other_vote) {
+            return Err(format!(
+                "consistent answers: {} answered `counted` twice for vote #{vote} {} (seq \
+                 {seq} and seq {other_seq})",
+                ledger.actors[actor as usize],
+                uuid::Uuid::from_bytes(ledger.votes[vote as usize].id)
+            ));
+        }
+    }
     let mut receipts = ledger.receipts.clone();
     receipts.sort_unstable();
     receipts.dedup();
@@ -609,6 +640,25 @@ fn check_reads(ledger: &Ledger) -> Result<(), Violation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_actor_counting_one_vote_id_twice_or_an_edge_answer_without_a_node_is_a_violation() {
+        // Goal: invariant 5 as the checker sees it: one actor's two `counted` receipts for one
+        // vote ID fail the run, two actors' (two regions during a partition) do not; an edge
+        // answer that names no node fails it. Method: hand-made ledgers.
+        let mut ledger = Ledger::new((0u8..2).map(|i| VoteEntry::new([i; 16], 0)).collect());
+        let east = ledger.actor_index("us-east#0000000000000001");
+        let west = ledger.actor_index("us-west#0000000000000001");
+        ledger.receipts = vec![(east, 1, 0), (west, 1, 0), (east, 2, 1)];
+        assert_eq!(check_receipts(&ledger), Ok(3));
+        ledger.receipts.push((east, 3, 0));
+        let violation = check_receipts(&ledger).unwrap_err();
+        assert!(violation.starts_with("consistent answers"), "{violation}");
+        ledger.receipts.pop();
+        ledger.unproven_edge_answers = 1;
+        let violation = check_receipts(&ledger).unwrap_err();
+        assert!(violation.starts_with("edges answer only"), "{violation}");
+    }
 
     #[test]
     fn a_seq_receipted_for_two_vote_ids_is_a_violation() {

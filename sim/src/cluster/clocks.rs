@@ -142,6 +142,9 @@ fn excuses(fault: &Fault, region: usize, at_ms: u64) -> bool {
         FaultKind::SecondProcess | FaultKind::MismatchedDefinition | FaultKind::UnreservedIndex => {
             false
         }
+        // Edges' faults touch no node's clock or peer links: a slow node's links to the
+        // edges are slow, not its links to its peers.
+        FaultKind::EdgeCrash | FaultKind::EdgeCutOff | FaultKind::SlowNode => false,
         // A failed log ends the node (after handing its records over) and its supervisor
         // starts it again: a start, unchecked until its first sync round.
         FaultKind::DiskFull | FaultKind::FailedFsync => {

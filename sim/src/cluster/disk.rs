@@ -6,9 +6,11 @@
 //! A rotting disk by [`corrupt`]: a flipped byte or a zeroed 512-byte sector in a synced log
 //! file, applied while the node is down.
 
+use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -18,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use tally_node::storage::{
     InProcessLock, LockError, Storage, StorageFile, StorageLock, check_name,
 };
-use tally_node::wal::WalEntry;
+use tally_node::wal::{SyncPause, WalEntry};
 use turmoil::fs::shim::std::fs as sim_fs;
 
 /// How long one fsync takes on a simulated disk (a cloud block volume's order of magnitude):
@@ -115,10 +117,14 @@ impl Storage for SimDisk {
     fn lock(&self, holder: &str) -> Result<StorageLock, LockError> {
         self.lock.take(&self.dir.display().to_string(), holder)
     }
+}
 
-    fn sync_delay(&self) -> Option<Duration> {
+/// The disk's fsync takes [`SIM_FSYNC`] of simulated time, during which `syncing` is raised
+/// (the log writer awaits it between writing a group and syncing it).
+impl SyncPause for SimDisk {
+    fn pause(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         self.syncing.store(true, Ordering::Relaxed);
-        Some(SIM_FSYNC)
+        Box::pin(tokio::time::sleep(SIM_FSYNC))
     }
 }
 

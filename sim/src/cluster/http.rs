@@ -1,5 +1,6 @@
-//! Clients' HTTP/1.1 over turmoil TCP: one keep-alive connection per client task and region,
-//! every call bounded by a timeout, every outcome classified the way a client must see it.
+//! Clients' HTTP/1.1 over turmoil TCP: one keep-alive connection per client task and host
+//! (a region's node or edge), every call bounded by a timeout, every outcome classified the
+//! way a client must see it.
 
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use tally_client::api::ANSWERED_BY_HEADER;
 use tally_node::http::POSTCARD_MEDIA_TYPE;
 
 /// The port every simulated node serves HTTP on.
@@ -24,12 +26,17 @@ pub enum Outcome {
     Lost,
 }
 
-/// A client's connection to one region, reopened after any failure.
+/// A client's connection to one host (a region's node or edge), reopened after any failure.
 pub struct Conn {
     region: String,
     sender: Option<SendRequest<Full<Bytes>>>,
     /// Sent as `Authorization: Bearer …` with every request, if set (the checker's lookups).
     bearer: Option<String>,
+    /// Asked for with `Accept`, if set (a JSON batch to an edge wants a postcard answer).
+    accept: Option<&'static str>,
+    /// The last answer's `tally-answered-by` header (an edge names the node that made a
+    /// vote durable), if it had one.
+    pub answered_by: Option<String>,
 }
 
 impl Conn {
@@ -39,6 +46,16 @@ impl Conn {
             region: region.to_owned(),
             sender: None,
             bearer: None,
+            accept: None,
+            answered_by: None,
+        }
+    }
+
+    /// The same, asking for answers in `accept` whatever the body is.
+    pub fn accepting(region: &str, accept: &'static str) -> Self {
+        Self {
+            accept: Some(accept),
+            ..Self::new(region)
         }
     }
 
@@ -81,9 +98,12 @@ impl Conn {
         }
         if let Some(content_type) = content_type {
             request = request.header(hyper::header::CONTENT_TYPE, content_type);
-            if content_type == POSTCARD_MEDIA_TYPE {
+            if content_type == POSTCARD_MEDIA_TYPE && self.accept.is_none() {
                 request = request.header(hyper::header::ACCEPT, POSTCARD_MEDIA_TYPE);
             }
+        }
+        if let Some(accept) = self.accept {
+            request = request.header(hyper::header::ACCEPT, accept);
         }
         let Ok(request) = request.body(Full::new(body)) else {
             return Outcome::NotSent;
@@ -91,11 +111,20 @@ impl Conn {
         let exchange = async {
             let response = sender.send_request(request).await.ok()?;
             let status = response.status().as_u16();
+            let answered_by = response
+                .headers()
+                .get(ANSWERED_BY_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let body = response.into_body().collect().await.ok()?.to_bytes();
-            Some((status, body))
+            Some((status, body, answered_by))
         };
+        self.answered_by = None;
         match tokio::time::timeout_at(deadline, exchange).await {
-            Ok(Some((status, body))) => Outcome::Answered(status, body),
+            Ok(Some((status, body, answered_by))) => {
+                self.answered_by = answered_by;
+                Outcome::Answered(status, body)
+            }
             Ok(None) | Err(_) => {
                 // The connection's state is unknown: never reuse it.
                 self.sender = None;

@@ -138,14 +138,20 @@ pub struct Ledger {
     /// Disks lost: (region, when it crashed, when it came back with an empty disk), in
     /// simulated Unix ms.
     pub disk_losses: Vec<(usize, u64, u64)>,
+    /// Under replicated acks, each region's ack peer (`None`: `local` acks).
+    pub ack_partners: Option<Vec<usize>>,
     /// Disk damage done: (region, file, damaged bytes), in order.
     pub corruptions: Vec<(usize, String, std::ops::Range<u64>)>,
     /// Vote IDs whose records lay in a log frame that disk damage destroyed: the copy on
     /// that disk is gone (a peer may hold another).
     pub destroyed: std::collections::HashSet<u128>,
-    /// `counted` receipts of single votes: (receipt actor, its seq, vote number). No two
-    /// votes may share an (actor, seq): DESIGN.md §2, an actor never issues a seq twice.
+    /// `counted` receipts (single votes, and bulk votes through edges): (receipt actor, its
+    /// seq, vote number). No two votes may share an (actor, seq): DESIGN.md §2, an actor never
+    /// issues a seq twice; and no vote may have two: an actor answers `counted` once.
     pub receipts: Vec<(u32, u64, u32)>,
+    /// Edge answers that said a vote was durable without naming the node (or, for `counted`,
+    /// without the node's receipt): an edge saying so on its own authority. Must stay 0.
+    pub unproven_edge_answers: u64,
     /// Per region, when its latest `200` answer to a vote or batch arrived (simulated Unix
     /// ms; the driver aims crashes just after one).
     pub last_answer_ms: Vec<u64>,
@@ -254,8 +260,16 @@ impl Ledger {
             return false;
         }
         let region = v.acked_mask.trailing_zeros() as usize;
-        self.disk_losses
-            .iter()
-            .any(|&(r, _, back)| r == region && v.last_ack_ms < back)
+        let lost = |region: usize| {
+            self.disk_losses
+                .iter()
+                .any(|&(r, _, back)| r == region && v.last_ack_ms < back)
+        };
+        // Under replicated acks (DESIGN.md §4) the ack peer's disk held it too: only losing
+        // both disks may lose it.
+        match &self.ack_partners {
+            None => lost(region),
+            Some(partners) => lost(region) && lost(partners[region]),
+        }
     }
 }

@@ -13,6 +13,7 @@ pub mod chart;
 pub mod checker;
 pub mod clocks;
 pub mod disk;
+pub mod edges;
 pub mod http;
 pub mod ledger;
 pub mod net;
@@ -69,6 +70,10 @@ pub const CRASH_AIM_MS: u64 = 1_000;
 
 /// Separates the draws of disk damage from the run's other random streams.
 const CORRUPTION_SALT: u64 = 0x726f_745f_6469_736b;
+
+/// The nodes' and edges' header-read timeout in the simulation: longer than any run (see
+/// `node_config`), in ms.
+pub const HEADER_READ_TIMEOUT_BEYOND_THE_RUN_MS: u64 = 600_000;
 
 /// How often the chart samples each region's displayed split, in simulated ms.
 pub const CHART_SAMPLE_MS: u64 = 250;
@@ -162,6 +167,9 @@ pub fn replay_command(config: &ClusterConfig) -> String {
     if let Some(bug) = config.planted_bug {
         command.push_str(&format!(" --plant {}", bug_name(bug)));
     }
+    if config.force_replicated_acks {
+        command.push_str(" --replicated-acks");
+    }
     for kind in &config.force_faults {
         command.push_str(&format!(" --force {}", fault_flag(*kind)));
     }
@@ -169,11 +177,12 @@ pub fn replay_command(config: &ClusterConfig) -> String {
 }
 
 /// The `--plant` name of a planted bug.
-pub fn bug_name(bug: tally_node::config::PlantedBug) -> &'static str {
-    use tally_node::config::PlantedBug;
+pub fn bug_name(bug: tally_node::planted::PlantedBug) -> &'static str {
+    use tally_node::planted::PlantedBug;
     match bug {
         PlantedBug::KeepDuplicates => "keep-duplicates",
         PlantedBug::AckBeforeFsync => "ack-before-fsync",
+        PlantedBug::AckBeforePeerFsync => "ack-before-peer-fsync",
         PlantedBug::ReuseActorAfterDiskLoss => "reuse-actor",
         PlantedBug::IgnoreClockSkew => "ignore-clock-skew",
         PlantedBug::AckAfterFailedWrite => "ack-after-failed-write",
@@ -202,6 +211,9 @@ pub fn fault_flag(kind: FaultKind) -> &'static str {
         FaultKind::DiskCorruption => "corruption",
         FaultKind::MismatchedDefinition => "mismatched-definition",
         FaultKind::UnreservedIndex => "unreserved-index",
+        FaultKind::EdgeCrash => "edge-crash",
+        FaultKind::EdgeCutOff => "edge-cut-off",
+        FaultKind::SlowNode => "slow-node",
     }
 }
 
@@ -264,7 +276,9 @@ struct NodeSpec {
     votes: u64,
     /// Whether the node reserves its index (off under an `UnreservedIndex` fault: it grows).
     reserve_index: bool,
-    planted_bug: Option<tally_node::config::PlantedBug>,
+    planted_bug: Option<tally_node::planted::PlantedBug>,
+    /// Under replicated acks, the node's ack peer.
+    ack_peer: Option<String>,
     /// When (simulated ms from the start) a second process tries this host's disk.
     second_processes_at_ms: Vec<u64>,
     /// The history, where disk damage is noted.
@@ -295,10 +309,18 @@ fn node_config(spec: &NodeSpec, slot: &NodeSlot) -> Config {
         catch_up_timeout_ms: clocks::SIM_CATCH_UP_TIMEOUT_MS,
         max_clock_offset_ms: scenario::SIM_MAX_CLOCK_OFFSET_MS,
         disk_reserve_bytes: scenario::SIM_DISK_RESERVE_BYTES,
-        planted_bug: spec.planted_bug,
         admin_token: checker::ADMIN_TOKEN.to_owned(),
+        // hyper computes the header-read deadline from the real clock (std's `Instant`) and
+        // tokio's paused clock takes it as simulated time: a deadline within the run would
+        // fire after however much wall time the run took, which no replay repeats. Beyond
+        // the run, it never fires.
+        header_read_timeout_ms: HEADER_READ_TIMEOUT_BEYOND_THE_RUN_MS,
         ..Config::default()
     };
+    if let Some(peer) = &spec.ack_peer {
+        config.ack_mode = tally_node::config::AckMode::Replicated;
+        config.ack_peers = vec![peer.clone()];
+    }
     // The embedded default poll (`workload::POLL`), reserved for the run's votes; in the
     // other order while this region's definition is mismatched.
     for poll in &mut config.polls {
@@ -328,6 +350,7 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
             lock(&spec.shared).corrupted(spec.index, &damage);
         }
     }
+    let fsync = WalExecutor::PausingTask(Arc::new(disk.clone()));
     let storage = FaultyStorage::new(disk, slot.disk_faults.clone());
     let listener =
         net::SimListener(turmoil::net::TcpListener::bind(("0.0.0.0", http::HTTP_PORT)).await?);
@@ -345,9 +368,10 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
             .wrapping_add((spec.index as u64) << 32 | u64::from(start)),
         shutdown: std::future::pending::<()>(),
-        wal_executor: WalExecutor::Task,
+        wal_executor: fsync,
         peer_socket: Some(PeerSocket::Abstract(Arc::new(net::SimUdp::new(socket)))),
         ops_listener: None,
+        planted_bug: spec.planted_bug,
     };
     let published = slot.clone();
     let ran = tally_node::run(config, io, move |handle| {
@@ -513,6 +537,14 @@ pub fn run_cluster_with(
         slots[region].reversed.store(true, Ordering::Relaxed);
         lock(&shared).reversed = (0..config.regions).map(|r| r == region).collect();
     }
+    let replicated = scenario::replicated_acks(config);
+    if replicated {
+        lock(&shared).ack_partners = Some(
+            (0..config.regions)
+                .map(|r| scenario::ack_partner(r, config.regions))
+                .collect(),
+        );
+    }
     for (index, slot) in slots.iter().enumerate() {
         let spec = Arc::new(NodeSpec {
             index,
@@ -524,6 +556,8 @@ pub fn run_cluster_with(
                 .iter()
                 .any(|f| f.kind == FaultKind::UnreservedIndex && f.a.contains(&index)),
             planted_bug: config.planted_bug,
+            ack_peer: replicated
+                .then(|| names[scenario::ack_partner(index, config.regions)].clone()),
             second_processes_at_ms: faults
                 .iter()
                 .filter(|f| f.kind == FaultKind::SecondProcess && f.a.contains(&index))
@@ -535,6 +569,12 @@ pub fn run_cluster_with(
         sim.host(names[index].as_str(), move || {
             run_node(spec.clone(), slot.clone())
         });
+    }
+
+    // Each region's edge, between the voters and the nodes (the real `tally-edge`).
+    for (index, host) in edges::edge_hosts(&names).iter().enumerate() {
+        let names = names.clone();
+        sim.host(host.as_str(), move || edges::run_edge(names.clone(), index));
     }
 
     let plan = Arc::new(Plan {
@@ -605,7 +645,7 @@ pub fn run_cluster_with(
                 Action::Start(i) => {
                     let damage_seed = config.seed ^ CORRUPTION_SALT ^ ((*i as u64) << 40);
                     let fault = &faults[*i];
-                    start_fault(&mut sim, &names, fault, &slots, &shared, now_unix);
+                    start_fault(&mut sim, &names, fault, &faults, &slots, &shared, now_unix);
                     if fault.kind == FaultKind::DiskCorruption {
                         for &r in &fault.a {
                             *slots[r]
@@ -616,7 +656,7 @@ pub fn run_cluster_with(
                         }
                     }
                 }
-                Action::End(i) => end_fault(&mut sim, &names, &faults[*i], &slots),
+                Action::End(i) => end_fault(&mut sim, &names, &faults[*i], &faults, &slots, now),
             }
             next_action += 1;
         }
@@ -750,14 +790,18 @@ fn pairs<'n>(names: &'n [String], fault: &Fault) -> Vec<(&'n str, &'n str)> {
     pairs
 }
 
+#[allow(clippy::too_many_arguments)] // the driver's state, passed in one place
 fn start_fault(
     sim: &mut turmoil::Sim<'_>,
     names: &[String],
     fault: &Fault,
+    faults: &[Fault],
     slots: &[Arc<NodeSlot>],
     shared: &Shared,
     now_unix: u64,
 ) {
+    let now_ms = now_unix - EPOCH_UNIX_MS;
+
     // A machine that crashes or restarts is no longer waiting for its supervisor.
     let forget = |region: usize| {
         *slots[region]
@@ -795,12 +839,14 @@ fn start_fault(
         FaultKind::Crash | FaultKind::DiskCorruption => {
             for &r in &fault.a {
                 forget(r);
+                isolate_node_http(sim, names, r, true);
                 sim.crash(names[r].as_str());
             }
         }
         FaultKind::DiskLoss => {
             for &r in &fault.a {
                 forget(r);
+                isolate_node_http(sim, names, r, true);
                 sim.crash(names[r].as_str());
                 slots[r].disk.fetch_add(1, Ordering::Relaxed);
                 let back = now_unix + fault.for_ms;
@@ -810,21 +856,15 @@ fn start_fault(
         FaultKind::Restart => {
             for &r in &fault.a {
                 forget(r);
+                isolate_node_http(sim, names, r, true);
                 sim.bounce(names[r].as_str());
+                isolate_node_http(sim, names, r, false);
+                reapply_link_faults(sim, names, faults, now_ms, r);
             }
         }
         // Started by the host itself at its time (`second_process`); configured at start.
         FaultKind::SecondProcess | FaultKind::UnreservedIndex => {}
-        FaultKind::LostAnswers => {
-            for &r in &fault.a {
-                for (other, name) in names.iter().enumerate() {
-                    if other != r {
-                        sim.partition(names[r].as_str(), name.as_str());
-                    }
-                }
-                sim.partition_oneway(names[r].as_str(), workload::CLIENTS_HOST);
-            }
-        }
+        FaultKind::LostAnswers => cut_links(sim, names, fault),
         FaultKind::ClockSkew => {
             for &r in &fault.a {
                 let step = fault.clock_step_ms();
@@ -844,10 +884,38 @@ fn start_fault(
         // Set in the region's configuration before it starts; fixed by the driver after the
         // clients are done.
         FaultKind::MismatchedDefinition => {}
+        // The machine goes dark, then its process is gone: cut off first, so the teardown's
+        // connection resets (issued in an order tokio draws from process-wide task IDs) are
+        // dropped on the cut links rather than delivered in an order another run in the same
+        // process would not repeat. Its peers see what a dead machine shows: silence.
+        FaultKind::EdgeCrash => {
+            for &r in &fault.a {
+                let edge = edges::edge_host(&names[r]);
+                isolate_edge(sim, names, &edge, true);
+                sim.crash(edge.as_str());
+            }
+        }
+        FaultKind::EdgeCutOff => cut_links(sim, names, fault),
+        FaultKind::SlowNode => {
+            for &r in &fault.a {
+                for edge in edges::edge_hosts(names) {
+                    let slow = Duration::from_millis(scenario::SLOW_NODE_LATENCY_MS);
+                    sim.set_link_latency(edge.as_str(), names[r].as_str(), slow);
+                    sim.set_link_max_message_latency(edge.as_str(), names[r].as_str(), slow);
+                }
+            }
+        }
     }
 }
 
-fn end_fault(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault, slots: &[Arc<NodeSlot>]) {
+fn end_fault(
+    sim: &mut turmoil::Sim<'_>,
+    names: &[String],
+    fault: &Fault,
+    faults: &[Fault],
+    slots: &[Arc<NodeSlot>],
+    now_ms: u64,
+) {
     match fault.kind {
         FaultKind::Partition | FaultKind::LongPartition => {
             for (a, b) in pairs(names, fault) {
@@ -878,6 +946,8 @@ fn end_fault(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault, slots:
         FaultKind::Crash | FaultKind::DiskLoss | FaultKind::DiskCorruption => {
             for &r in &fault.a {
                 sim.bounce(names[r].as_str());
+                isolate_node_http(sim, names, r, false);
+                reapply_link_faults(sim, names, faults, now_ms, r);
             }
         }
         FaultKind::Restart | FaultKind::SecondProcess | FaultKind::UnreservedIndex => {}
@@ -889,6 +959,9 @@ fn end_fault(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault, slots:
                     }
                 }
                 sim.repair_oneway(names[r].as_str(), workload::CLIENTS_HOST);
+                for edge in edges::edge_hosts(names) {
+                    sim.repair_oneway(names[r].as_str(), edge.as_str());
+                }
             }
         }
         FaultKind::ClockSkew => {
@@ -904,6 +977,101 @@ fn end_fault(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault, slots:
         }
         FaultKind::FailedFsync => {}
         FaultKind::MismatchedDefinition => {}
+        FaultKind::EdgeCrash => {
+            for &r in &fault.a {
+                let edge = edges::edge_host(&names[r]);
+                sim.bounce(edge.as_str());
+                isolate_edge(sim, names, &edge, false);
+            }
+        }
+        FaultKind::EdgeCutOff => {
+            for &r in &fault.a {
+                sim.repair(edges::edge_host(&names[r]).as_str(), names[r].as_str());
+            }
+        }
+        FaultKind::SlowNode => {
+            for &r in &fault.a {
+                for edge in edges::edge_hosts(names) {
+                    normal_latency(sim, &edge, &names[r]);
+                }
+            }
+        }
+    }
+}
+
+/// The cuts of a fault that cuts a node's links to some of its clients: lost answers (its
+/// peers, and its answers to clients and edges), an edge cut off from its region's node.
+fn cut_links(sim: &mut turmoil::Sim<'_>, names: &[String], fault: &Fault) {
+    for &r in &fault.a {
+        match fault.kind {
+            FaultKind::LostAnswers => {
+                for (other, name) in names.iter().enumerate() {
+                    if other != r {
+                        sim.partition(names[r].as_str(), name.as_str());
+                    }
+                }
+                sim.partition_oneway(names[r].as_str(), workload::CLIENTS_HOST);
+                // The edges are the node's clients too.
+                for edge in edges::edge_hosts(names) {
+                    sim.partition_oneway(names[r].as_str(), edge.as_str());
+                }
+            }
+            FaultKind::EdgeCutOff => {
+                sim.partition(edges::edge_host(&names[r]).as_str(), names[r].as_str());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Cuts (or repairs) node `r`'s HTTP links, to the clients and to every edge, around a crash
+/// or restart: its connections' resets at teardown (issued in an order tokio draws from
+/// process-wide task IDs) are then dropped, not delivered in an order another run in the
+/// same process would not repeat. Its clients see what a dead machine shows: silence.
+fn isolate_node_http(sim: &mut turmoil::Sim<'_>, names: &[String], r: usize, cut: bool) {
+    let node = names[r].as_str();
+    for other in edges::edge_hosts(names)
+        .iter()
+        .map(String::as_str)
+        .chain([workload::CLIENTS_HOST])
+    {
+        if cut {
+            sim.partition(node, other);
+        } else {
+            sim.repair(node, other);
+        }
+    }
+}
+
+/// After node `r`'s links were repaired: the cuts of faults still in force on them again.
+fn reapply_link_faults(
+    sim: &mut turmoil::Sim<'_>,
+    names: &[String],
+    faults: &[Fault],
+    now_ms: u64,
+    r: usize,
+) {
+    for fault in faults {
+        let touches = matches!(fault.kind, FaultKind::LostAnswers | FaultKind::EdgeCutOff)
+            && fault.a.contains(&r);
+        if touches && fault.at_ms <= now_ms && now_ms < fault.end_ms() {
+            cut_links(sim, names, fault);
+        }
+    }
+}
+
+/// Cuts (or repairs) every link of edge host `edge`: to the clients and to every node.
+fn isolate_edge(sim: &mut turmoil::Sim<'_>, names: &[String], edge: &str, cut: bool) {
+    for other in names
+        .iter()
+        .map(String::as_str)
+        .chain([workload::CLIENTS_HOST])
+    {
+        if cut {
+            sim.partition(edge, other);
+        } else {
+            sim.repair(edge, other);
+        }
     }
 }
 
@@ -917,6 +1085,16 @@ fn heal(sim: &mut turmoil::Sim<'_>, names: &[String]) {
             normal_latency(sim, a, b);
         }
         sim.repair(a.as_str(), workload::CLIENTS_HOST);
+    }
+    // Edges: running, back to every node and the clients, fast again.
+    for edge in edges::edge_hosts(names) {
+        if !sim.is_host_running(edge.as_str()) {
+            sim.bounce(edge.as_str());
+        }
+        isolate_edge(sim, names, &edge, false);
+        for node in names {
+            normal_latency(sim, &edge, node);
+        }
     }
 }
 

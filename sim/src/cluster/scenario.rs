@@ -7,7 +7,7 @@ use std::fmt;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use tally_node::config::PlantedBug;
+use tally_node::planted::PlantedBug;
 
 /// Votes in the full Super Bowl scenario.
 pub const SUPERBOWL_VOTES: u64 = 30_000_000;
@@ -27,6 +27,11 @@ pub const SINGLE_VOTE_SHARE: f64 = 0.1;
 /// Most single-vote clients' votes in one run: each is its own HTTP exchange, and turmoil's
 /// cost grows with messages in flight.
 pub const SINGLE_VOTES_MAX: u64 = 20_000;
+
+/// Edge hosts of a run (at most one per region; the first regions' own): region `r`'s voters
+/// use edge `r % edges` first. Each simulated host costs wall time on every tick, so a
+/// handful of edges stand for the autoscaled fleet.
+pub const EDGES_MAX: usize = 2;
 
 /// Longest a fault lasts, except the long partition.
 pub const FAULT_MS_MAX: u64 = 8_000;
@@ -64,6 +69,8 @@ pub struct ClusterConfig {
     pub force_faults: Vec<FaultKind>,
     /// Record each region's displayed split over time for a chart.
     pub record_chart: bool,
+    /// Run in `ack_mode = "replicated"` whatever the seed draws (see [`replicated_acks`]).
+    pub force_replicated_acks: bool,
 }
 
 impl ClusterConfig {
@@ -76,6 +83,7 @@ impl ClusterConfig {
             planted_bug: None,
             force_faults: Vec::new(),
             record_chart: false,
+            force_replicated_acks: false,
         }
     }
 
@@ -91,6 +99,25 @@ impl ClusterConfig {
             .map(|n| (*n).to_owned())
             .collect()
     }
+}
+
+/// Share of seeds that run in `ack_mode = "replicated"`.
+pub const REPLICATED_ACKS_SHARE: f64 = 0.3;
+
+/// Whether the run's nodes acknowledge under `ack_mode = "replicated"` (each with its
+/// [`ack_partner`] as ack peer, `ack_fallback = "refuse"`), swarmed like a fault kind: drawn
+/// from a stream of its own, so what the seed draws otherwise is unchanged.
+pub fn replicated_acks(config: &ClusterConfig) -> bool {
+    let mut rng = StdRng::seed_from_u64(config.seed ^ 0x6163_6b5f_6d6f_6465);
+    let drawn = rng.random_bool(REPLICATED_ACKS_SHARE);
+    config.regions >= 2 && (config.force_replicated_acks || drawn)
+}
+
+/// The ack peer of `region` under replicated acks: regions pair up (0 and 1, 2 and 3, ...),
+/// and an odd last region takes region 0 (which does not take it back).
+pub fn ack_partner(region: usize, regions: usize) -> usize {
+    let partner = region ^ 1;
+    if partner < regions { partner } else { 0 }
 }
 
 /// The kinds of fault a seed may enable.
@@ -150,13 +177,26 @@ pub enum FaultKind {
     /// nodes replay their logs into indexes that grow as they refill. Growth is a bounded
     /// step per insert and changes no answer, so every check must hold.
     UnreservedIndex,
+    /// A region's edge crashes (the answers it held are lost; voters retry with the same
+    /// vote IDs through another region's edge) and comes back empty.
+    EdgeCrash,
+    /// A region's edge is cut off from its own region's node: its breaker and readiness
+    /// probe fail it over to the other regions' nodes.
+    EdgeCutOff,
+    /// A region's node answers the edges slowly ([`SLOW_NODE_LATENCY_MS`] each way): the
+    /// edges' breakers count slow batches as failures and send to other nodes.
+    SlowNode,
 }
+
+/// One-way latency between every edge and a slow node, in ms (a batch's round trip is over
+/// the edges' slow-batch limit).
+pub const SLOW_NODE_LATENCY_MS: u64 = 300;
 
 impl FaultKind {
     /// Every kind, in table order (new kinds go last but before the clock step, and draw from
     /// streams of their own, [`FaultKind::own_stream`]: a seed that does not enable them draws
     /// the same faults as before they existed).
-    pub const ALL: [FaultKind; 17] = [
+    pub const ALL: [FaultKind; 20] = [
         FaultKind::Partition,
         FaultKind::OneWayPartition,
         FaultKind::Hold,
@@ -173,6 +213,9 @@ impl FaultKind {
         FaultKind::DiskCorruption,
         FaultKind::MismatchedDefinition,
         FaultKind::UnreservedIndex,
+        FaultKind::EdgeCrash,
+        FaultKind::EdgeCutOff,
+        FaultKind::SlowNode,
         // Last: a clock step takes the region no crash-like kind took.
         FaultKind::ClockSkew,
     ];
@@ -197,6 +240,9 @@ impl FaultKind {
             FaultKind::DiskCorruption => "crash + disk corruption",
             FaultKind::MismatchedDefinition => "mismatched poll definition",
             FaultKind::UnreservedIndex => "index not reserved",
+            FaultKind::EdgeCrash => "edge crash",
+            FaultKind::EdgeCutOff => "edge cut off from its region",
+            FaultKind::SlowNode => "slow node",
         }
     }
 
@@ -223,6 +269,9 @@ impl FaultKind {
             FaultKind::ClockSkew => Some(14),
             FaultKind::MismatchedDefinition => Some(15),
             FaultKind::UnreservedIndex => Some(16),
+            FaultKind::EdgeCrash => Some(17),
+            FaultKind::EdgeCutOff => Some(18),
+            FaultKind::SlowNode => Some(19),
         }
     }
 }
@@ -330,7 +379,8 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
             FaultKind::LongPartition
             | FaultKind::DiskLoss
             | FaultKind::DiskCorruption
-            | FaultKind::UnreservedIndex => 1,
+            | FaultKind::UnreservedIndex
+            | FaultKind::EdgeCrash => 1,
             _ => rng.random_range(1..=3),
         };
         for _ in 0..count {
@@ -445,6 +495,23 @@ pub fn sample_faults(config: &ClusterConfig) -> Vec<Fault> {
                     b: Vec::new(),
                     at_ms,
                     for_ms: 0,
+                    room_bytes: 0,
+                },
+                // An edge's faults name the edge (and its own region), a slow node the node.
+                FaultKind::EdgeCrash | FaultKind::EdgeCutOff => Fault {
+                    kind,
+                    a: vec![rng.random_range(0..regions.min(EDGES_MAX))],
+                    b: Vec::new(),
+                    at_ms,
+                    for_ms,
+                    room_bytes: 0,
+                },
+                FaultKind::SlowNode => Fault {
+                    kind,
+                    a: vec![rng.random_range(0..regions)],
+                    b: Vec::new(),
+                    at_ms,
+                    for_ms,
                     room_bytes: 0,
                 },
             };

@@ -1,10 +1,14 @@
-//! The clients: edge aggregators posting batches, individual voters voting one at a time and
-//! retrying with the same vote ID, and readers polling results during the chaos. Each writes
-//! every call and its outcome into the [`Ledger`].
+//! The clients: bulk voters posting batches to their region's edge (the real `tally edge`,
+//! [`super::edges`]), individual voters voting one at a time through an edge or straight at a
+//! node and retrying with the same vote ID, and readers polling results during the chaos.
+//! Each writes every call and its outcome into the [`Ledger`].
 //!
-//! Votes are numbered: `0..single` are single votes, the rest travel in edge batches of
-//! [`EDGE_BATCH_VOTES`]; batch `c` belongs to region `c % regions`. Both kinds are spread
-//! evenly over [`VOTING_MS`] from the plan's start.
+//! Votes are numbered: `0..single` are single votes (odd ones through their region's edge,
+//! even ones at its node), the rest travel in bulk batches of [`EDGE_BATCH_VOTES`]; batch `c`
+//! belongs to region `c % regions`. Both kinds are spread evenly over [`VOTING_MS`] from the
+//! plan's start. Through an edge, a vote may reach any node (the edge fails over), so its
+//! `sent_mask` names every region; the node that made it durable is the one the edge's
+//! answer names (`answered_by`, `tally-answered-by`), and its receipt names the actor.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -13,10 +17,10 @@ use bytes::Bytes;
 use hyper::Method;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tally_node::http::{
-    BatchResponse, BatchVoteStatus, BinaryBatch, BinaryVote, POSTCARD_MEDIA_TYPE,
-};
+use tally_client::api::{RECEIPTS_QUERY, ReceiptedBatchResponse};
+use tally_node::http::{BatchVoteStatus, POSTCARD_MEDIA_TYPE};
 
+use super::edges::edge_hosts;
 use super::http::{Conn, Outcome};
 use super::ledger::{Ledger, Read, Stamp};
 use super::net::now_ms;
@@ -97,22 +101,27 @@ fn backoff(rng: &mut StdRng, attempt: u32) -> Duration {
     Duration::from_millis(rng.random_range(cap / 2..=cap))
 }
 
-/// One edge aggregator in front of `region`: posts its batches, retries what was not
-/// acknowledged (the same vote IDs), failing over to another region after an unanswered try.
-async fn edge(plan: Arc<Plan>, shared: Shared, region: usize) {
+/// Bulk voters in `region` (a partner's gateway, say): post their batches to the region's
+/// edge, and retry what was not acknowledged (the same vote IDs), sometimes through another
+/// region's edge.
+async fn bulk(plan: Arc<Plan>, shared: Shared, region: usize) {
     let mut lanes = tokio::task::JoinSet::new();
     for lane in 0..EDGE_CONCURRENCY {
         let (plan, shared) = (plan.clone(), shared.clone());
         lanes.spawn(async move {
             let seed = plan.seed ^ ((region as u64) << 32 | lane) ^ 0x6564_6765;
             let mut rng = StdRng::seed_from_u64(seed);
-            let mut conns: Vec<Conn> = plan.regions.iter().map(|r| Conn::new(r)).collect();
+            let mut conns: Vec<Conn> = edge_hosts(&plan.regions)
+                .iter()
+                .map(|host| Conn::accepting(host, POSTCARD_MEDIA_TYPE))
+                .collect();
             let batches = plan.batches();
             let regions = plan.regions.len() as u64;
             let mut batch = region as u64 + lane * regions;
             while batch < batches {
                 sleep_until_ms(plan.due_ms(batch, batches)).await;
-                send_batch(&plan, &shared, &mut conns, &mut rng, region, batch).await;
+                let home = region % conns.len();
+                send_batch(&plan, &shared, &mut conns, &mut rng, home, batch).await;
                 batch += regions * EDGE_CONCURRENCY;
             }
         });
@@ -134,7 +143,7 @@ async fn send_batch(
         let body = {
             let mut ledger = lock(shared);
             let now = now_ms();
-            let votes = pending
+            let votes: Vec<String> = pending
                 .iter()
                 .map(|&v| {
                     let entry = &mut ledger.votes[v];
@@ -142,35 +151,34 @@ async fn send_batch(
                     if first {
                         entry.invoked_ms = now;
                     }
-                    let option = entry.option;
+                    let (option, id) = (entry.option, entry.id);
                     ledger.invoked += u64::from(first);
-                    BinaryVote {
-                        option: ledger.option_at(target, option),
-                        vote_id: ledger.votes[v].id,
-                    }
+                    let option = OPTION_NAMES[usize::from(option)];
+                    format!(
+                        r#"{{"option":"{option}","vote_id":"{}"}}"#,
+                        uuid::Uuid::from_bytes(id)
+                    )
                 })
                 .collect();
             ledger.batch_calls.invoked += 1;
-            let now = now_ms();
             ledger.attempts.push((now, pending.len() as u32));
-            postcard::to_allocvec(&BinaryBatch { votes }).unwrap_or_default()
+            format!(r#"{{"votes":[{}]}}"#, votes.join(","))
         };
         let outcome = conns[target]
             .call(
                 Method::POST,
-                &format!("/v1/polls/{POLL}/votes/batch"),
-                Some(POSTCARD_MEDIA_TYPE),
+                &format!("/v1/polls/{POLL}/votes/batch?{RECEIPTS_QUERY}"),
+                Some("application/json"),
                 Bytes::from(body),
                 Duration::from_millis(BATCH_TIMEOUT_MS),
             )
             .await;
-        let disputed = refused_as_disputed(&outcome);
-        pending = record_batch_outcome(shared, outcome, pending, batch, target);
+        pending = record_batch_outcome(plan, shared, outcome, pending, batch, target);
         if pending.is_empty() {
             return;
         }
-        if disputed || rng.random_bool(0.5) {
-            target = (target + rng.random_range(1..plan.regions.len())) % plan.regions.len();
+        if rng.random_bool(0.5) {
+            target = another(rng, target, conns.len());
         }
         tokio::time::sleep(backoff(rng, attempt)).await;
     }
@@ -185,72 +193,98 @@ fn refused_as_disputed(outcome: &Outcome) -> bool {
         if body.windows(13).any(|w| w == b"poll_disputed"))
 }
 
+/// Every region's bit: a vote that reached an edge may have reached any node.
+fn every_region(plan: &Plan) -> u8 {
+    ((1u16 << plan.regions.len()) - 1) as u8
+}
+
 /// Writes a batch call's outcome into the history; returns the votes still unacknowledged.
 fn record_batch_outcome(
+    plan: &Plan,
     shared: &Shared,
     outcome: Outcome,
     mut pending: Vec<usize>,
     batch: u64,
     target: usize,
 ) -> Vec<usize> {
-    {
-        let now = now_ms();
-        let mut ledger = lock(shared);
-        let bit = 1u8 << target;
-        match outcome {
-            Outcome::Answered(200, body) => {
-                ledger.batch_calls.ok += 1;
-                ledger.answered(target, now);
-                let statuses = batch_statuses(&body);
-                let mut retry = Vec::new();
-                for (i, &v) in pending.iter().enumerate() {
-                    let entry = &mut ledger.votes[v];
-                    entry.sent_mask |= bit;
-                    match statuses.get(i) {
-                        Some(BatchVoteStatus::Counted | BatchVoteStatus::Duplicate) => {
-                            entry.acked_mask |= bit;
-                            entry.last_ack_ms = now;
+    let now = now_ms();
+    let mut ledger = lock(shared);
+    let everywhere = every_region(plan);
+    match outcome {
+        Outcome::Answered(200, body) => {
+            ledger.batch_calls.ok += 1;
+            let answer = postcard::from_bytes::<ReceiptedBatchResponse>(&body).ok();
+            let mut retry = Vec::new();
+            let mut receipts = answer.as_ref().map(|a| a.receipts.iter());
+            for (i, &v) in pending.iter().enumerate() {
+                ledger.votes[v].sent_mask |= everywhere;
+                let status = answer.as_ref().and_then(|a| a.batch.statuses.get(i));
+                let node = answer.as_ref().and_then(|a| {
+                    let name = a.nodes.get(usize::from(*a.answered_by.get(i)?))?;
+                    plan.regions.iter().position(|r| r == name)
+                });
+                match (status, node) {
+                    (Some(BatchVoteStatus::Counted | BatchVoteStatus::Duplicate), Some(r)) => {
+                        ledger.answered(r, now);
+                        let entry = &mut ledger.votes[v];
+                        entry.acked_mask |= 1 << r;
+                        entry.last_ack_ms = now;
+                    }
+                    // Durable, says the edge, but not where: it may not say so on its own.
+                    (Some(BatchVoteStatus::Counted | BatchVoteStatus::Duplicate), None) => {
+                        ledger.unproven_edge_answers += 1;
+                    }
+                    _ => retry.push(v),
+                }
+                if status == Some(&BatchVoteStatus::Counted) {
+                    let receipt = receipts.as_mut().and_then(Iterator::next);
+                    let actor = answer.as_ref().zip(receipt).and_then(|(a, r)| {
+                        Some((a.actors.get(usize::from(r.actor))?.clone(), r.seq))
+                    });
+                    match actor {
+                        Some((actor, seq)) => {
+                            let actor = ledger.actor_index(&actor);
+                            ledger.receipts.push((actor, seq, v as u32));
                         }
-                        _ => retry.push(v),
+                        None => ledger.unproven_edge_answers += 1,
                     }
                 }
-                ledger.trace(&[1, batch, target as u64, now, retry.len() as u64]);
-                pending = retry;
             }
-            Outcome::Answered(status @ (429 | 503), body) => {
-                ledger.batch_calls.failed += 1;
-                note_clock_refusal(&mut ledger, status, &body, target, now);
-                ledger.trace(&[2, batch, target as u64, now]);
-            }
-            Outcome::NotSent => {
-                ledger.batch_calls.failed += 1;
-                ledger.trace(&[3, batch, target as u64, now]);
-            }
-            Outcome::Answered(status, _) => {
-                ledger.batch_calls.refused += 1;
+            ledger.trace(&[1, batch, target as u64, now, retry.len() as u64]);
+            pending = retry;
+        }
+        Outcome::Answered(status @ (429 | 503), body) => {
+            ledger.batch_calls.failed += 1;
+            // A refusal that may follow a count (a node's `not_replicated`, an edge's
+            // `unconfirmed`): the votes are durable somewhere, maybe counted.
+            if may_follow_a_count(&body) {
                 for &v in &pending {
-                    ledger.votes[v].sent_mask |= bit;
+                    ledger.votes[v].sent_mask |= everywhere;
                 }
-                ledger.trace(&[4, batch, target as u64, now, u64::from(status)]);
             }
-            Outcome::Lost => {
-                ledger.batch_calls.unknown += 1;
-                for &v in &pending {
-                    ledger.votes[v].sent_mask |= bit;
-                }
-                ledger.trace(&[5, batch, target as u64, now]);
+            note_clock_refusal(&mut ledger, status, &body, target, now);
+            ledger.trace(&[2, batch, target as u64, now]);
+        }
+        Outcome::NotSent => {
+            ledger.batch_calls.failed += 1;
+            ledger.trace(&[3, batch, target as u64, now]);
+        }
+        Outcome::Answered(status, _) => {
+            ledger.batch_calls.refused += 1;
+            for &v in &pending {
+                ledger.votes[v].sent_mask |= everywhere;
             }
+            ledger.trace(&[4, batch, target as u64, now, u64::from(status)]);
+        }
+        Outcome::Lost => {
+            ledger.batch_calls.unknown += 1;
+            for &v in &pending {
+                ledger.votes[v].sent_mask |= everywhere;
+            }
+            ledger.trace(&[5, batch, target as u64, now]);
         }
     }
     pending
-}
-
-/// A batch answer's statuses (postcard, as asked); none if it does not decode, so every vote
-/// of it is retried.
-fn batch_statuses(body: &[u8]) -> Vec<BatchVoteStatus> {
-    postcard::from_bytes::<BatchResponse>(body)
-        .map(|answer| answer.statuses)
-        .unwrap_or_default()
 }
 
 /// Individual voters at home in `region`: each votes once per tap, and after a timeout or
@@ -264,10 +298,21 @@ async fn voters(plan: Arc<Plan>, shared: Shared, region: usize) {
             let seed = plan.seed ^ ((region as u64) << 32 | lane) ^ 0x766f_7465;
             let mut rng = StdRng::seed_from_u64(seed);
             let mut conns: Vec<Conn> = plan.regions.iter().map(|r| Conn::new(r)).collect();
+            let mut edges: Vec<Conn> = edge_hosts(&plan.regions)
+                .iter()
+                .map(|h| Conn::new(h))
+                .collect();
             let mut vote = region as u64 + lane * regions;
             while vote < plan.single {
                 sleep_until_ms(plan.due_ms(vote, plan.single)).await;
-                single_vote(&plan, &shared, &mut conns, &mut rng, region, vote as usize).await;
+                // Odd votes through an edge (a phone's path), even ones at a node.
+                let (hosts, home) = if vote % 2 == 1 {
+                    let home = region % edges.len();
+                    (&mut edges, home)
+                } else {
+                    (&mut conns, region)
+                };
+                single_vote(&plan, &shared, hosts, &mut rng, home, vote as usize).await;
                 vote += regions * VOTERS_PER_REGION;
             }
         });
@@ -315,35 +360,88 @@ async fn single_vote(
             )
             .await;
         let disputed = refused_as_disputed(&outcome);
-        if record_single_outcome(shared, outcome, vote, target, sent_ms) {
+        let via = Via {
+            target,
+            edge: vote % 2 == 1,
+            answered_by: conns[target].answered_by.take(),
+        };
+        if record_single_outcome(plan, shared, outcome, vote, via, sent_ms) {
             return;
         }
         if disputed || rng.random_bool(0.3) {
-            target = (target + rng.random_range(1..plan.regions.len())) % plan.regions.len();
+            target = another(rng, target, conns.len());
         }
         tokio::time::sleep(backoff(rng, attempt)).await;
+    }
+}
+
+/// Another of `hosts` hosts than `target`, drawn (`target` itself when it is the only one).
+fn another(rng: &mut StdRng, target: usize, hosts: usize) -> usize {
+    if hosts < 2 {
+        return target;
+    }
+    (target + rng.random_range(1..hosts)) % hosts
+}
+
+/// Where a single vote's attempt went.
+struct Via {
+    /// The node's region, or the edge's index.
+    target: usize,
+    /// Whether to the region's edge.
+    edge: bool,
+    /// The edge's `tally-answered-by`, if it answered with one.
+    answered_by: Option<String>,
+}
+
+impl Via {
+    /// The regions the attempt may have reached: the node's, or any through an edge.
+    fn sent(&self, plan: &Plan) -> u8 {
+        if self.edge {
+            every_region(plan)
+        } else {
+            1 << self.target
+        }
+    }
+
+    /// The region whose node made the vote durable: the node's, or the one the edge names.
+    fn durable_at(&self, plan: &Plan) -> Option<usize> {
+        if !self.edge {
+            return Some(self.target);
+        }
+        let node = self.answered_by.as_deref()?;
+        plan.regions.iter().position(|r| r == node)
     }
 }
 
 /// Writes a single vote call's outcome (its attempt sent at `sent_ms`) into the history;
 /// returns whether it was answered.
 fn record_single_outcome(
+    plan: &Plan,
     shared: &Shared,
     outcome: Outcome,
     vote: usize,
-    target: usize,
+    via: Via,
     sent_ms: u64,
 ) -> bool {
     let now = now_ms();
     let mut ledger = lock(shared);
-    let bit = 1u8 << target;
+    let sent = via.sent(plan);
+    let target = via.target;
     match outcome {
         Outcome::Answered(200, body) => {
             ledger.single_calls.ok += 1;
-            ledger.answered(target, now);
-            let receipt = receipt(&body).map(|(actor, second, seq)| {
+            // An edge's answer names the node (its receipt names the actor): an edge that
+            // could not say which node made the vote durable would be saying it on its own.
+            let Some(region) = via.durable_at(plan) else {
+                ledger.unproven_edge_answers += 1;
+                ledger.votes[vote].sent_mask |= sent;
+                ledger.trace(&[16, vote as u64, target as u64, now]);
+                return true;
+            };
+            ledger.answered(region, now);
+            let counted = receipt(&body).map(|(actor, second, seq)| {
                 ledger.stamps.push(Stamp {
-                    region: target,
+                    region,
                     second,
                     sent_ms,
                     answered_ms: now,
@@ -352,11 +450,14 @@ fn record_single_outcome(
                 ledger.receipts.push((actor, seq, vote as u32));
                 (actor, seq)
             });
+            if via.edge && counted.is_none() && body.windows(9).any(|w| w == b"\"counted\"") {
+                ledger.unproven_edge_answers += 1;
+            }
             let entry = &mut ledger.votes[vote];
-            entry.sent_mask |= bit;
-            entry.acked_mask |= bit;
+            entry.sent_mask |= sent;
+            entry.acked_mask |= 1 << region;
             entry.last_ack_ms = now;
-            if let Some((actor, _)) = receipt {
+            if let Some((actor, _)) = counted {
                 entry.set_receipt(actor, now);
             }
             ledger.trace(&[11, vote as u64, target as u64, now]);
@@ -364,6 +465,11 @@ fn record_single_outcome(
         }
         Outcome::Answered(status @ (429 | 503), body) => {
             ledger.single_calls.failed += 1;
+            // A refusal that may follow a count: an edge's `unconfirmed` sent the vote on (it
+            // may have been counted anywhere); a node's `not_replicated` holds it durable.
+            if may_follow_a_count(&body) {
+                ledger.votes[vote].sent_mask |= sent;
+            }
             note_clock_refusal(&mut ledger, status, &body, target, now);
             ledger.trace(&[12, vote as u64, target as u64, now]);
             false
@@ -375,17 +481,27 @@ fn record_single_outcome(
         }
         Outcome::Answered(status, _) => {
             ledger.single_calls.refused += 1;
-            ledger.votes[vote].sent_mask |= bit;
+            ledger.votes[vote].sent_mask |= sent;
             ledger.trace(&[14, vote as u64, target as u64, now, u64::from(status)]);
             false
         }
         Outcome::Lost => {
             ledger.single_calls.unknown += 1;
-            ledger.votes[vote].sent_mask |= bit;
+            ledger.votes[vote].sent_mask |= sent;
             ledger.trace(&[15, vote as u64, target as u64, now]);
             false
         }
     }
+}
+
+/// Whether a refusal is replicated acks' `not_replicated`: the vote is durable at the node
+/// but not acknowledged, so it may be counted (delivered, unlike other refusals).
+fn may_follow_a_count(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| {
+        v["error"]
+            .as_str()
+            .is_some_and(tally_client::api::refusal_may_follow_a_count)
+    })
 }
 
 /// A `counted` answer's receipt: its actor, poll second and seq.
@@ -507,12 +623,12 @@ async fn readers(plan: Arc<Plan>, shared: Shared) {
 /// The host name every workload client runs on (one host: turmoil's cost grows with hosts).
 pub const CLIENTS_HOST: &str = "clients";
 
-/// Every workload client of the run — per region an edge aggregator and its single voters,
-/// plus the readers — as tasks of one simulated host; marks the history when all are done.
+/// Every workload client of the run — per region its bulk voters and its single voters, plus
+/// the readers — as tasks of one simulated host; marks the history when all are done.
 pub async fn clients(plan: Arc<Plan>, shared: Shared) -> turmoil::Result {
     let mut all = tokio::task::JoinSet::new();
     for region in 0..plan.regions.len() {
-        all.spawn(edge(plan.clone(), shared.clone(), region));
+        all.spawn(bulk(plan.clone(), shared.clone(), region));
         all.spawn(voters(plan.clone(), shared.clone(), region));
     }
     let voting = async { while all.join_next().await.is_some() {} };

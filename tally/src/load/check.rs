@@ -39,7 +39,8 @@ pub enum Outcome {
     Duplicate,
     /// The node refused it; it was not counted.
     Refused,
-    /// No answer: it may or may not have been counted.
+    /// No answer (or 503 `not_replicated`: durable on the node, not acknowledged): it may
+    /// or may not have been counted.
     Unknown,
 }
 
@@ -170,6 +171,18 @@ pub fn expect(mode: CheckMode, targets: usize, records: &mut [VoteRecord]) -> Ve
         };
     }
     per_node
+}
+
+/// What a node behind edges must show, from the edges' expectations (cluster mode): the
+/// cluster-wide range, and every edge's answers (an edge answering `counted` twice for one
+/// vote ID fails every node's check).
+pub fn through_edges(edges: &[Expectation]) -> Expectation {
+    let mut merged = edges.first().copied().unwrap_or_default();
+    merged.counted_answers = edges.iter().map(|e| e.counted_answers).sum();
+    merged.duplicate_answers = edges.iter().map(|e| e.duplicate_answers).sum();
+    merged.acknowledged_ids = merged.expected_min;
+    merged.counted_twice_ids = edges.iter().map(|e| e.counted_twice_ids).sum();
+    merged
 }
 
 /// The verdict for one node, from its expectation and its totals before and after.

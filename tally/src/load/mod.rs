@@ -65,6 +65,11 @@ pub struct LoadArgs {
     /// spread over them round-robin). Only these addresses are contacted.
     #[arg(long = "target", value_name = "URL", required = true)]
     pub targets: Vec<String>,
+    /// Read the check's totals from these nodes instead of from the targets (the targets are
+    /// edges, `tally edge`, which serve no results); repeat for several; needs `--check
+    /// cluster` (every node must hold every vote acknowledged through any edge).
+    #[arg(long = "results-from", value_name = "URL")]
+    pub results_from: Vec<String>,
     /// The poll to vote in.
     #[arg(long, default_value = "superbowl")]
     pub poll: String,
@@ -151,6 +156,8 @@ pub enum LoadError {
 pub struct LoadPlan {
     /// Node base URLs.
     pub targets: Vec<String>,
+    /// Nodes whose totals the check reads instead of the targets' (empty: the targets).
+    pub results_from: Vec<String>,
     /// The poll.
     pub poll: String,
     /// Options to vote for; empty: all of the poll's.
@@ -189,6 +196,7 @@ impl LoadPlan {
     pub fn for_targets(targets: Vec<String>) -> Self {
         Self {
             targets,
+            results_from: Vec::new(),
             poll: "superbowl".into(),
             options: Vec::new(),
             connections: 64,
@@ -248,6 +256,12 @@ impl LoadPlan {
         if !(0.0..=1.0).contains(&self.single_fraction) {
             return invalid("--single-fraction must be between 0 and 1".into());
         }
+        if !self.results_from.is_empty() && self.check != CheckMode::Cluster {
+            return invalid("--results-from needs --check cluster".into());
+        }
+        if self.results_from.len() > TARGETS_MAX {
+            return invalid(format!("give at most {TARGETS_MAX} --results-from nodes"));
+        }
         if self.retry_other_node && self.targets.len() < 2 {
             return invalid("--retry-other-node needs at least two targets".into());
         }
@@ -264,6 +278,7 @@ impl LoadArgs {
     pub fn plan(&self) -> Result<LoadPlan, LoadError> {
         let plan = LoadPlan {
             targets: self.targets.clone(),
+            results_from: self.results_from.clone(),
             poll: self.poll.clone(),
             options: self.options.clone(),
             connections: self.connections,
@@ -352,10 +367,20 @@ pub async fn run(plan: &LoadPlan) -> Result<LoadReport, LoadError> {
     for url in &plan.targets {
         targets.push(Target::resolve(url).await?);
     }
+    // The nodes the check reads: the targets, or the nodes behind them (edges).
+    let mut checked = Vec::with_capacity(plan.results_from.len());
+    for url in &plan.results_from {
+        checked.push(Target::resolve(url).await?);
+    }
     let mut totals_before = Vec::with_capacity(targets.len());
     let mut poll_options = None;
     if plan.check != CheckMode::Off {
-        for target in &targets {
+        let read = if checked.is_empty() {
+            &targets
+        } else {
+            &checked
+        };
+        for target in read {
             let totals = target.poll_results(&plan.poll).await?;
             poll_options.get_or_insert(totals.options);
             // Votes acknowledged just before the run (a warm-up, say) may not be in the
@@ -396,7 +421,12 @@ pub async fn run(plan: &LoadPlan) -> Result<LoadReport, LoadError> {
     }
     let (mut report, mut records) = summarize(plan, &shared, reports, elapsed);
     if plan.check != CheckMode::Off {
-        report.checks = check_all(plan, &shared.targets, &totals_before, &mut records).await?;
+        let read = if checked.is_empty() {
+            &shared.targets
+        } else {
+            &checked
+        };
+        report.checks = check_all(plan, read, &totals_before, &mut records).await?;
         report.check_passed = Some(report.checks.iter().all(|c| c.passed));
     }
     Ok(report)
@@ -530,7 +560,12 @@ async fn check_all(
     totals_before: &[i64],
     records: &mut [VoteRecord],
 ) -> Result<Vec<TargetCheck>, LoadError> {
-    let expectations = check::expect(plan.check, targets.len(), records);
+    let mut expectations = check::expect(plan.check, plan.targets.len(), records);
+    if !plan.results_from.is_empty() {
+        // The votes went to edges; every node read must hold what any of them acknowledged
+        // (cluster mode), and no edge may have answered `counted` twice for one vote ID.
+        expectations = vec![check::through_edges(&expectations); targets.len()];
+    }
     let mut checks = Vec::with_capacity(targets.len());
     for ((target, expectation), before) in targets.iter().zip(&expectations).zip(totals_before) {
         let after = settled_total(plan, target, expectation, *before).await?;

@@ -199,12 +199,23 @@ fn outcome_of(status: &str) -> Option<Outcome> {
     match status {
         "counted" => Some(Outcome::Counted),
         "duplicate" => Some(Outcome::Duplicate),
+        // An edge's: sent on, answer lost; it may have been counted.
+        "unconfirmed" => Some(Outcome::Unknown),
         _ => None,
     }
 }
 
+/// A refusal's code, as sent.
+#[derive(serde::Deserialize)]
+struct RefusalCode<'a> {
+    #[serde(borrow)]
+    error: Cow<'a, str>,
+}
+
 /// Maps a response to per-vote outcomes. A non-200 status refuses every vote (the API
-/// counts none of a refused request); a 200 the client cannot read leaves them unknown.
+/// counts none of a refused request), except one that may follow a count (an edge's 503
+/// `unconfirmed`, a node's 503 `not_replicated` under replicated acks: the votes are durable
+/// somewhere, maybe counted: unknown); a 200 the client cannot read leaves them unknown.
 /// `postcard`: the body is a postcard batch answer (the response said so).
 pub(super) fn read_answer(
     status: StatusCode,
@@ -215,9 +226,21 @@ pub(super) fn read_answer(
 ) -> Answer {
     let mut errors = Vec::new();
     if status != StatusCode::OK {
-        errors.push(status.as_u16().to_string());
+        // A refusal takes nothing, but for one that may follow a count: an edge's 503
+        // `unconfirmed` (it sent the vote on and lost the answer), a node's 503
+        // `not_replicated` (durable on the node, not acknowledged).
+        let code = serde_json::from_slice::<RefusalCode<'_>>(body)
+            .map(|r| r.error)
+            .unwrap_or_default();
+        let outcome = if tally_client::api::refusal_may_follow_a_count(&code) {
+            errors.push(format!("{}:{code}", status.as_u16()));
+            Outcome::Unknown
+        } else {
+            errors.push(status.as_u16().to_string());
+            Outcome::Refused
+        };
         return Answer {
-            outcomes: vec![Outcome::Refused; votes],
+            outcomes: vec![outcome; votes],
             errors,
         };
     }
@@ -256,6 +279,7 @@ pub(super) fn read_answer(
     Answer { outcomes, errors }
 }
 
+/// Whether an error body is replicated acks' `not_replicated`.
 #[cfg(test)]
 mod tests {
     use rand::SeedableRng;
@@ -327,6 +351,11 @@ mod tests {
         let shed = read_answer(StatusCode::SERVICE_UNAVAILABLE, false, b"{}", 2, true);
         assert_eq!(shed.outcomes, vec![Outcome::Refused; 2]);
         assert_eq!(shed.errors, vec!["503".to_owned()]);
+        // Replicated acks' 503: durable on the node, not acknowledged, maybe counted.
+        let body = br#"{"error":"not_replicated","message":"no ack peer confirmed"}"#;
+        let unconfirmed = read_answer(StatusCode::SERVICE_UNAVAILABLE, false, body, 2, true);
+        assert_eq!(unconfirmed.outcomes, vec![Outcome::Unknown; 2]);
+        assert_eq!(unconfirmed.errors, vec!["503".to_owned()]);
         let garbled = read_answer(StatusCode::OK, false, b"nope", 1, false);
         assert_eq!(garbled.outcomes, vec![Outcome::Unknown]);
     }

@@ -103,6 +103,11 @@ pub(crate) struct NodeProcess {
 
 #[allow(dead_code)] // each test binary uses part of it
 impl NodeProcess {
+    /// The process's ID, while it runs (for signals such as SIGSTOP).
+    pub(crate) fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
     /// SIGKILLs the process (no shutdown path runs) and reaps it.
     pub(crate) fn kill(&mut self) {
         self.process.kill();

@@ -3,20 +3,26 @@
 //! or Ed25519; nodes verify, and the voter becomes the vote ID, so one voter counts once per
 //! poll cluster-wide through the ordinary exactly-once machinery).
 //!
+//! Nodes and edges both enforce them (an edge is no way around them), so they live here, in
+//! the core: pure logic, time passed in as an argument. [`TrustedProxies`] says which address
+//! a request comes from when a proxy (a load balancer in front of the edges) forwards it.
+//!
 //! What it promises: a rate-limited or token-refused request is answered before the engine
 //! sees it, so it never changes a counted vote; the limiter's memory is bounded by
 //! [`RATE_LIMIT_KEYS_MAX`] keys per table, and when a table is full new keys share one overflow
 //! bucket (a flood from many addresses is limited as one client, nobody already known is
-//! affected). Time comes from the node's [`Clock`](crate::Clock).
+//! affected). Tables are ordered maps: no hash seed to draw, nothing for a client to aim at.
 
-use std::collections::HashMap;
-use std::hash::Hash;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use tally_core::{PollId, UnixMillis, VoteId, VoteIdKey};
+use crate::{PollId, UnixMillis, VoteId, VoteIdKey};
 
-use super::ApiError;
+/// Why a vote token was refused: for people (the API answers `bad_vote_token` with it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TokenError(pub String);
 
 /// Keys one rate-limit table tracks at most (per IP, per voter); at ~64 bytes each, 4 MiB.
 pub const RATE_LIMIT_KEYS_MAX: usize = 65_536;
@@ -32,7 +38,7 @@ pub const VOTE_TOKEN_HEADER: &str = "x-vote-token";
 const VOTER_KEY_PREFIX: &str = "voter:";
 
 const _: () =
-    assert!(VOTER_KEY_PREFIX.len() + VOTER_BYTES_MAX <= tally_core::limits::CLIENT_KEY_BYTES_MAX);
+    assert!(VOTER_KEY_PREFIX.len() + VOTER_BYTES_MAX <= crate::limits::CLIENT_KEY_BYTES_MAX);
 const _: () = assert!(RATE_LIMIT_KEYS_MAX >= 1);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -84,7 +90,7 @@ impl Bucket {
 }
 
 struct Table<K> {
-    buckets: HashMap<K, Bucket>,
+    buckets: BTreeMap<K, Bucket>,
     overflow: Bucket,
     swept_at_ms: u64,
 }
@@ -96,7 +102,7 @@ pub struct RateLimiter<K> {
     table: Mutex<Table<K>>,
 }
 
-impl<K: Hash + Eq + Copy> RateLimiter<K> {
+impl<K: Ord + Copy> RateLimiter<K> {
     /// A limiter at `rate` tracking at most `keys_max` keys (then new keys share one bucket).
     pub fn new(rate: Rate, keys_max: usize) -> Self {
         assert!(
@@ -111,7 +117,7 @@ impl<K: Hash + Eq + Copy> RateLimiter<K> {
             rate,
             keys_max: keys_max.max(1),
             table: Mutex::new(Table {
-                buckets: HashMap::new(),
+                buckets: BTreeMap::new(),
                 overflow: full,
                 swept_at_ms: 0,
             }),
@@ -214,8 +220,13 @@ pub fn sign_ed25519_token(
 
 impl TokenVerifier {
     /// Checks `token` for `poll` at `now` and returns the voter it names. Changes nothing.
-    pub fn verify(&self, poll: &PollId, token: &str, now: UnixMillis) -> Result<String, ApiError> {
-        let bad = |why: &str| ApiError::BadVoteToken(why.to_owned());
+    pub fn verify(
+        &self,
+        poll: &PollId,
+        token: &str,
+        now: UnixMillis,
+    ) -> Result<String, TokenError> {
+        let bad = |why: &str| TokenError(why.to_owned());
         if token.len() > VOTE_TOKEN_BYTES_MAX {
             return Err(bad("the token is too long"));
         }
@@ -256,12 +267,12 @@ impl TokenVerifier {
 
 /// The vote ID of a token's voter: a keyed hash with the cluster's vote-ID key, the same on
 /// every node, so a voter's retries and second attempts anywhere are one vote ID.
-pub fn voter_vote_id(key: &VoteIdKey, voter: &str) -> Result<VoteId, ApiError> {
+pub fn voter_vote_id(key: &VoteIdKey, voter: &str) -> Result<VoteId, TokenError> {
     key.vote_id(&format!("{VOTER_KEY_PREFIX}{voter}"))
-        .map_err(|e| ApiError::BadVoteToken(e.to_string()))
+        .map_err(|e| TokenError(e.to_string()))
 }
 
-/// Every abuse control of a node; `None` is off.
+/// Every abuse control of a node or edge; `None` is off.
 #[derive(Default)]
 pub struct AbuseControls {
     /// Limit per client IP (vote and batch routes).
@@ -279,6 +290,229 @@ impl std::fmt::Debug for AbuseControls {
             .field("per_voter", &self.per_voter.is_some())
             .field("tokens", &self.tokens.is_some())
             .finish()
+    }
+}
+
+/// Why an abuse setting was refused: the setting's key and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct SettingError {
+    /// The configuration key.
+    pub setting: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// The abuse settings as a node's or an edge's configuration spells them (keys of the same
+/// names); [`AbuseSettings::controls`] builds the controls.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AbuseSettings {
+    /// Votes per second per client IP (0: no limit).
+    pub per_ip_per_second: u32,
+    /// Burst per client IP.
+    pub per_ip_burst: u32,
+    /// Votes per second per token-verified voter (0: no limit; needs tokens).
+    pub per_voter_per_second: u32,
+    /// Burst per voter.
+    pub per_voter_burst: u32,
+    /// Hex HMAC-SHA256 key of vote tokens (empty: none).
+    pub hmac_key_hex: String,
+    /// Hex Ed25519 public key of vote tokens (empty: none).
+    pub ed25519_public_key_hex: String,
+}
+
+impl AbuseSettings {
+    /// The rate limits and vote-token verifier these settings ask for.
+    pub fn controls(&self) -> Result<AbuseControls, SettingError> {
+        let invalid = |setting, message: &str| SettingError {
+            setting,
+            message: message.to_owned(),
+        };
+        let hmac = self.hmac_key_hex.replace(' ', "");
+        let ed25519 = self.ed25519_public_key_hex.replace(' ', "");
+        let tokens = match (hmac.is_empty(), ed25519.is_empty()) {
+            (true, true) => None,
+            (false, false) => {
+                return Err(invalid(
+                    "vote_token_hmac_key",
+                    "set vote_token_hmac_key or vote_token_ed25519_public_key, not both",
+                ));
+            }
+            (false, true) => {
+                let key = from_hex(&hmac).filter(|k| k.len() >= 16).ok_or_else(|| {
+                    invalid("vote_token_hmac_key", "must be at least 32 hex digits")
+                })?;
+                Some(TokenVerifier::Hmac(ring::hmac::Key::new(
+                    ring::hmac::HMAC_SHA256,
+                    &key,
+                )))
+            }
+            (true, false) => {
+                let key = from_hex(&ed25519)
+                    .filter(|k| k.len() == 32)
+                    .ok_or_else(|| {
+                        invalid("vote_token_ed25519_public_key", "must be 64 hex digits")
+                    })?;
+                Some(TokenVerifier::Ed25519(key))
+            }
+        };
+        let per_voter = limiter(
+            self.per_voter_per_second,
+            self.per_voter_burst,
+            "rate_limit_per_voter_burst",
+        )?;
+        if per_voter.is_some() && tokens.is_none() {
+            return Err(invalid(
+                "rate_limit_per_voter_per_second",
+                "a per-voter limit needs vote tokens (the voter comes from the token)",
+            ));
+        }
+        Ok(AbuseControls {
+            per_ip: limiter(
+                self.per_ip_per_second,
+                self.per_ip_burst,
+                "rate_limit_per_ip_burst",
+            )?,
+            per_voter,
+            tokens,
+        })
+    }
+}
+
+/// A rate limiter if `per_second` is set; `burst` must then be at least 1.
+fn limiter<K: Ord + Copy>(
+    per_second: u32,
+    burst: u32,
+    setting: &'static str,
+) -> Result<Option<RateLimiter<K>>, SettingError> {
+    match (per_second, burst) {
+        (0, _) => Ok(None),
+        (_, 0) => Err(SettingError {
+            setting,
+            message: "a burst of at least 1 is needed with a rate".into(),
+        }),
+        (per_second, burst) => Ok(Some(RateLimiter::new(
+            Rate { per_second, burst },
+            RATE_LIMIT_KEYS_MAX,
+        ))),
+    }
+}
+
+/// Most trusted proxy ranges a configuration may list.
+pub const TRUSTED_PROXIES_MAX: usize = 64;
+
+/// Most `X-Forwarded-For` entries read, from the right (a longer header is cut there: the
+/// entries further left were written by the client or proxies nobody trusts).
+pub const FORWARDED_HOPS_MAX: usize = 16;
+
+/// One range of addresses, `IP/prefix` (or a bare IP: one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    /// Parses `10.0.0.0/8`, `fd00::/8` or `192.0.2.7`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let network: IpAddr = address
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or IP/prefix range"))?;
+        let bits = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => bits,
+            Some(prefix) => prefix
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= bits)
+                .ok_or_else(|| format!("{text:?}: the prefix must be 0 to {bits}"))?,
+        };
+        Ok(Self { network, prefix })
+    }
+
+    /// Whether `address` is in the range.
+    pub fn contains(&self, address: IpAddr) -> bool {
+        match (self.network, address) {
+            (IpAddr::V4(network), IpAddr::V4(address)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(network) & mask == u32::from(address) & mask
+            }
+            (IpAddr::V6(network), IpAddr::V6(address)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(network) & mask == u128::from(address) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The proxies whose `X-Forwarded-For` is believed. A request from anyone else is from its
+/// socket's address, whatever it claims.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpRange>);
+
+impl TrustedProxies {
+    /// Parses a list of ranges (at most [`TRUSTED_PROXIES_MAX`]).
+    pub fn parse(ranges: &[String]) -> Result<Self, String> {
+        if ranges.len() > TRUSTED_PROXIES_MAX {
+            return Err(format!(
+                "{} trusted proxy ranges are listed; at most {TRUSTED_PROXIES_MAX}",
+                ranges.len()
+            ));
+        }
+        ranges
+            .iter()
+            .map(|r| IpRange::parse(r))
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    /// Whether any proxy is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn trusts(&self, address: IpAddr) -> bool {
+        self.0.iter().any(|range| range.contains(address))
+    }
+
+    /// The client's address: the socket's `peer`, unless it is a trusted proxy; then the
+    /// right-most `X-Forwarded-For` entry that is not a trusted proxy (each proxy appends the
+    /// address it heard from, so entries right of the first untrusted one are proxies' own,
+    /// and left of it the client may have written anything). A malformed entry where the
+    /// client address should be leaves the last trusted hop as the client.
+    pub fn client_ip(&self, peer: IpAddr, forwarded_for: &[&str]) -> IpAddr {
+        if !self.trusts(peer) {
+            return peer;
+        }
+        let mut client = peer;
+        let entries = forwarded_for
+            .iter()
+            .rev()
+            .flat_map(|header| header.rsplit(','))
+            .take(FORWARDED_HOPS_MAX);
+        for entry in entries {
+            match entry.trim().parse::<IpAddr>() {
+                Ok(address) => {
+                    client = address;
+                    if !self.trusts(address) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        client
     }
 }
 
@@ -365,6 +599,45 @@ mod tests {
             verifier.verify(&poll, "zz.1.00", UnixMillis(1)).is_err(),
             "garbage"
         );
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies_and_only_to_the_first_stranger() {
+        // Goal: a client cannot pick its rate-limit key by writing X-Forwarded-For. Method:
+        // requests from a trusted and an untrusted peer, with honest and forged headers.
+        let proxies = TrustedProxies::parse(&["10.0.0.0/8".into(), "fd00::/8".into()]).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // From a stranger: its socket address, whatever it claims.
+        assert_eq!(
+            proxies.client_ip(ip("203.0.113.9"), &["1.2.3.4"]),
+            ip("203.0.113.9")
+        );
+        // Through one trusted proxy: the address it heard from.
+        assert_eq!(
+            proxies.client_ip(ip("10.1.2.3"), &["198.51.100.7"]),
+            ip("198.51.100.7")
+        );
+        // A forged entry left of the real one is not believed.
+        assert_eq!(
+            proxies.client_ip(ip("10.1.2.3"), &["6.6.6.6, 198.51.100.7, 10.9.9.9"]),
+            ip("198.51.100.7")
+        );
+        // Entries over two headers, read from the right.
+        assert_eq!(
+            proxies.client_ip(ip("10.1.2.3"), &["198.51.100.7", "10.2.2.2"]),
+            ip("198.51.100.7")
+        );
+        // No header, or garbage where the client should be: the last trusted hop.
+        assert_eq!(proxies.client_ip(ip("10.1.2.3"), &[]), ip("10.1.2.3"));
+        assert_eq!(proxies.client_ip(ip("10.1.2.3"), &["junk"]), ip("10.1.2.3"));
+        assert_eq!(
+            proxies.client_ip(ip("fd00::1"), &["2001:db8::5"]),
+            ip("2001:db8::5")
+        );
+        assert!(TrustedProxies::parse(&["10.0.0.0/33".into()]).is_err());
+        assert!(TrustedProxies::parse(&["nope".into()]).is_err());
+        assert!(IpRange::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
+        assert!(!IpRange::parse("0.0.0.0/0").unwrap().contains(ip("::1")));
     }
 
     #[test]

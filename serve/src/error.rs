@@ -1,15 +1,15 @@
-//! The one error type of the HTTP API. Every refusal is JSON, `{"error": code, "message": …}`,
-//! with the status the API documents; load shedding adds `Retry-After`. Turning an error into a
-//! response has no side effects: counting and logging happen in the handlers and middleware.
+//! The one error type of the HTTP API, node and edge alike. Every refusal is JSON,
+//! `{"error": code, "message": …}`, with the status its code has ([`ErrorCode::status`]);
+//! load shedding adds `Retry-After`. Turning an error into a response has no side effects:
+//! counting and logging happen in the handlers and middleware.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tally_core::{AcceptError, PollError};
 
 use tally_client::api::{ErrorBody, ErrorCode};
 
-use crate::engine::EngineError;
+use crate::body::BodyFailure;
 
 /// Why a request was refused. No vote was counted by a refused request (batches report per
 /// vote, and a batch refused as a whole counted none).
@@ -86,28 +86,26 @@ pub enum ApiError {
     /// poll's votes; another node does.
     #[error("{0}")]
     PollDisputed(String),
+    /// An edge sent the vote to a node, but no node's answer came within the vote's deadline:
+    /// it may have been counted. Retry with the same vote ID (the answer is then `counted` or
+    /// `duplicate`, never a second count).
+    #[error("{0}")]
+    Unconfirmed(String),
+    /// `ack_mode = "replicated"`: the vote is durable on this node but no ack peer confirmed
+    /// it in time. Not acknowledged; unlike the other 503s it may still be counted, so the
+    /// client retries with the same vote ID (counted once).
+    #[error(
+        "no ack peer confirmed this vote in time; it is not acknowledged (it may still be \
+         counted: retry with the same vote ID, here or at another node, and it counts once)"
+    )]
+    NotReplicated,
 }
 
 impl ApiError {
-    /// The HTTP status.
+    /// The HTTP status (the code's).
     pub fn status(&self) -> StatusCode {
-        match self {
-            Self::Malformed(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized | Self::BadVoteToken(_) => StatusCode::UNAUTHORIZED,
-            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::UnknownPoll(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::PollNotOpen(_) | Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::TooLarge(_) | Self::TooManyVotes { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::UnknownOption(_) | Self::BadVoteId(_) | Self::Invalid(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            Self::Overloaded(_) | Self::Unavailable(_) | Self::PollDisputed(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-        }
+        StatusCode::from_u16(self.error_code().status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     /// A stable machine-readable code.
@@ -137,38 +135,46 @@ impl ApiError {
             Self::Overloaded(_) => ErrorCode::Overloaded,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::PollDisputed(_) => ErrorCode::PollDisputed,
+            Self::Unconfirmed(_) => ErrorCode::Unconfirmed,
+            Self::NotReplicated => ErrorCode::NotReplicated,
+        }
+    }
+
+    /// Maps a body read against the deadline and limit ([`crate::body`]) that failed.
+    pub fn from_body_failure(failure: BodyFailure) -> Self {
+        match failure {
+            BodyFailure::TooLarge { limit } => Self::TooLarge(limit),
+            // axum's words for the same failure, as its `Bytes` extractor answered it.
+            BodyFailure::Broken(error) => {
+                Self::Malformed(format!("Failed to buffer the request body: {error}"))
+            }
+            BodyFailure::TimedOut(deadline) => {
+                Self::BodyTimeout(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX))
+            }
+        }
+    }
+
+    /// Seconds a client should wait before retrying, for the refusals that ask for it.
+    pub fn retry_after_seconds(&self) -> Option<u32> {
+        match self {
+            Self::Overloaded(seconds) | Self::RateLimited(seconds) => Some(*seconds),
+            Self::Unavailable(_) | Self::PollDisputed(_) => Some(UNAVAILABLE_RETRY_AFTER_SECONDS),
+            Self::Unconfirmed(_) => Some(UNCONFIRMED_RETRY_AFTER_SECONDS),
+            Self::NotReplicated => Some(NOT_REPLICATED_RETRY_AFTER_SECONDS),
+            _ => None,
         }
     }
 }
 
-impl From<EngineError> for ApiError {
-    fn from(error: EngineError) -> Self {
-        match error {
-            EngineError::Accept(AcceptError::UnknownPoll(poll)) => {
-                Self::UnknownPoll(poll.to_string())
-            }
-            EngineError::Accept(AcceptError::UnknownOption(index)) => {
-                Self::UnknownOption(index.to_string())
-            }
-            EngineError::Accept(AcceptError::NotOpen) => Self::PollNotOpen("not open yet"),
-            EngineError::Accept(AcceptError::Closed) => Self::PollNotOpen("closed"),
-            EngineError::Accept(AcceptError::Overloaded) => Self::Overloaded(1),
-            EngineError::Poll(PollError::UnknownPoll(poll)) => Self::UnknownPoll(poll.to_string()),
-            EngineError::Accept(AcceptError::Disputed(poll)) => Self::PollDisputed(format!(
-                "this node defines poll {poll:?} otherwise than the cluster does (its options \
-                 or their order differ) and counts none of its votes; nothing was counted: send \
-                 the vote to another node"
-            )),
-            EngineError::Poll(
-                error @ (PollError::Conflict(_)
-                | PollError::OptionsRemoved { .. }
-                | PollError::TooManyPolls(_)),
-            ) => Self::Conflict(error.to_string()),
-            EngineError::LogFailed => Self::Unavailable("the write-ahead log failed"),
-            EngineError::Held(hold) => Self::Unavailable(hold.message()),
-        }
-    }
-}
+/// `Retry-After` of a node or edge that is not serving (stopping, held, disputed), seconds.
+pub const UNAVAILABLE_RETRY_AFTER_SECONDS: u32 = 5;
+
+/// `Retry-After` of an unconfirmed vote, in seconds: retry soon, with the same vote ID.
+pub const UNCONFIRMED_RETRY_AFTER_SECONDS: u32 = 1;
+
+/// `Retry-After` of a vote no ack peer confirmed in time (`ack_mode = "replicated"`), in
+/// seconds: retry soon, with the same vote ID.
+pub const NOT_REPLICATED_RETRY_AFTER_SECONDS: u32 = 1;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -176,16 +182,12 @@ impl IntoResponse for ApiError {
             error: self.error_code(),
             message: self.to_string(),
         };
+        let retry_after = self.retry_after_seconds();
         let mut response = (self.status(), Json(body)).into_response();
-        if let Self::Overloaded(seconds) | Self::RateLimited(seconds) = self {
-            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-        }
-        if let Self::Unavailable(_) | Self::PollDisputed(_) = self {
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -222,11 +224,14 @@ mod tests {
             ApiError::Overloaded(1),
             ApiError::Unavailable("x"),
             ApiError::PollDisputed("x".into()),
+            ApiError::Unconfirmed("x".into()),
+            ApiError::NotReplicated,
         ]
     }
 
     #[test]
     fn every_error_serializes_its_code_as_the_metric_label_says() {
+        // Goal: the body's code, the metric label and the status agree for every variant.
         for error in one_of_each() {
             let body = ErrorBody {
                 error: error.error_code(),

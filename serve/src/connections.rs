@@ -7,7 +7,7 @@
 //! keep-alive connection left idle between requests. While a request is being answered the
 //! timer does not run, so long-lived responses (SSE streams) are never cut by it; a client that
 //! stops reading one is the stall guard's business ([`crate::stall_guard`]), and a slow body is
-//! the body deadline's ([`crate::http`], 408). Handlers see the client's address as
+//! the body deadline's ([`crate::body`], 408). Handlers see the client's address as
 //! `ConnectInfo<ClientAddr>`. On shutdown it stops accepting, lets each connection finish the
 //! request it is serving and close, and resolves once all have closed.
 //!

@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# Replicated acks against local acks (issue 26), on two real release nodes on 127.0.0.1 that
+# are each other's peers over QUIC with mutual TLS (certificates from `tally certs`), each on
+# its own temporary data directory with fsync durability. The two modes run in the same
+# rounds, interleaved, each run on two fresh nodes:
+#   local       both nodes `ack_mode = "local"` (the default): a vote is answered after its
+#               node's fsync; the peer gets the records by its pull tick (100 ms);
+#   replicated  both nodes `ack_mode = "replicated"`, each the other's ack peer: a vote is
+#               answered once its node's fsync and the peer's fsync of the pushed records
+#               are done.
+# `tally load` (one client thread) spreads its connections over both nodes, as a region's
+# Service spreads voters over its two pods, and checks at the end that both nodes show every
+# vote either acknowledged (`--check cluster`). Cases, per mode:
+#   batch       batches of 1,000 votes (postcard), flat out, BENCH_CONNECTIONS connections;
+#   single      single votes, flat out, BENCH_CONNECTIONS connections;
+#   half-batch  batches at half the median `replicated` batch rate (open loop: latency from
+#               each request's intended send time), both modes at that same rate;
+#   half-single single votes at half the median `replicated` single-vote rate, likewise.
+# Reported: medians over runs, and per round the ratio replicated / local, whose median is
+# the same-run ratio; for `replicated`, the nodes' own ack-peer wait (local fsync to the peer's
+# confirmation, mean from tally_ack_peer_wait_seconds) and votes no ack peer confirmed.
+# Client and both nodes share this machine's cores (`nproc`): every figure is for the three
+# together.
+#
+# Settings (environment): BENCH_RUNS (3), BENCH_SECONDS (8), BENCH_CONNECTIONS (64),
+# BENCH_PORT_BASE (18200: HTTP on +1 and +2, QUIC on +11 and +12). Writes every run and the
+# exact commands under target/bench-replicated-acks/<time>/ and prints a table (also in
+# summary.md there). Only 127.0.0.1 is contacted; every run is bounded in time (a node that is
+# not ready in 120 s ends the script).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/local-server.sh
+. scripts/lib/local-server.sh
+
+RUNS=${BENCH_RUNS:-3}
+SECONDS_PER_RUN=${BENCH_SECONDS:-8}
+CONNECTIONS=${BENCH_CONNECTIONS:-64}
+BASE=${BENCH_PORT_BASE:-18200}
+BATCH=1000
+HTTP_A=127.0.0.1:$((BASE + 1))
+HTTP_B=127.0.0.1:$((BASE + 2))
+PEER_A=127.0.0.1:$((BASE + 11))
+PEER_B=127.0.0.1:$((BASE + 12))
+
+command -v curl >/dev/null 2>&1 || { echo "bench-replicated-acks: please install curl" >&2; exit 1; }
+echo "bench-replicated-acks: building release"
+cargo build --release --locked -q -p tally --bin tally
+TALLY=target/release/tally
+
+OUT=target/bench-replicated-acks/$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$OUT"
+SCRATCH=$(mktemp -d)
+RUNS_TSV=$OUT/runs.tsv
+COMMANDS=$OUT/commands.txt
+: >"$COMMANDS"
+printf 'case\tmode\trun\tvotes_per_s\tp50_us\tp99_us\tmax_us\tcounted\trefused\tunknown\tcheck\tack_wait_mean_us\tack_misses\tfsync_mean_us\n' >"$RUNS_TSV"
+"$TALLY" certs --out "$SCRATCH/certs" --nodes a,b >/dev/null
+
+PID_A=""
+PID_B=""
+stop_nodes() {
+  local pid
+  for pid in $PID_A $PID_B; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  PID_A=""
+  PID_B=""
+}
+cleanup() {
+  stop_nodes
+  rm -rf "$SCRATCH"
+}
+trap cleanup EXIT
+
+# config NODE HTTP PEER_LISTEN OTHER OTHER_PEER MODE DIR: node NODE's tally.toml in DIR.
+config() {
+  local node=$1 http=$2 peer=$3 other=$4 other_peer=$5 mode=$6 dir=$7
+  {
+    echo "node_id = \"$node\""
+    echo "listen = \"$http\""
+    echo "peer_listen = \"$peer\""
+    echo "data_dir = \"$dir/data\""
+    echo "ack_mode = \"$mode\""
+    if [ "$mode" = replicated ]; then echo 'ack_peers = ["a", "b"]'; fi
+    echo '[tls]'
+    echo "ca = \"$SCRATCH/certs/ca.pem\""
+    echo "cert = \"$SCRATCH/certs/$node.pem\""
+    echo "key = \"$SCRATCH/certs/$node-key.pem\""
+    echo '[[peers]]'
+    echo "id = \"$other\""
+    echo "address = \"$other_peer\""
+  } >"$dir/tally.toml"
+}
+
+# start_nodes MODE: two fresh peered nodes in MODE, ready (caught up, clock checked, and
+# under replicated acks their ack peer connected), warmed up with 5,000 votes.
+start_nodes() {
+  local mode=$1 dir_a dir_b
+  dir_a=$(mktemp -d -p "$SCRATCH")
+  dir_b=$(mktemp -d -p "$SCRATCH")
+  config a "$HTTP_A" "$PEER_A" b "$PEER_B" "$mode" "$dir_a"
+  config b "$HTTP_B" "$PEER_B" a "$PEER_A" "$mode" "$dir_b"
+  require_free_port bench-replicated-acks "$HTTP_A"
+  require_free_port bench-replicated-acks "$HTTP_B"
+  RUST_LOG=warn "$TALLY" run --config "$dir_a/tally.toml" >>"$OUT/node-a.log" 2>&1 &
+  PID_A=$!
+  RUST_LOG=warn "$TALLY" run --config "$dir_b/tally.toml" >>"$OUT/node-b.log" 2>&1 &
+  PID_B=$!
+  wait_ready "$PID_A" "${HTTP_A##*:}"
+  wait_ready "$PID_B" "${HTTP_B##*:}"
+  "$TALLY" load --target "http://$HTTP_A" --target "http://$HTTP_B" --no-progress --check off \
+    --options green,blue --count 5000 >/dev/null
+}
+
+# "WAIT_SECONDS WAITS MISSES FSYNC_SECONDS FSYNCS" over both nodes, from their /metrics: the
+# ack-peer wait histogram's sum and count, the votes no ack peer confirmed, and the log's fsyncs.
+ack_totals() {
+  python3 - "http://$HTTP_A/metrics" "http://$HTTP_B/metrics" <<'PY'
+import sys, urllib.request
+names = ["tally_ack_peer_wait_seconds_sum", "tally_ack_peer_wait_seconds_count",
+         "tally_ack_peer_misses_total{", "tally_wal_fsync_duration_seconds_sum",
+         "tally_wal_fsync_duration_seconds_count"]
+totals = [0.0] * len(names)
+for url in sys.argv[1:]:
+    for line in urllib.request.urlopen(url, timeout=10).read().decode().splitlines():
+        for i, name in enumerate(names):
+            if line.startswith(name if name.endswith("{") else name + " "):
+                totals[i] += float(line.split()[-1])
+print(" ".join(str(t) for t in totals))
+PY
+}
+
+# run_case CASE MODE RUN LOAD_ARGS...: one run on two fresh nodes; appends a row to runs.tsv.
+run_case() {
+  local name=$1 mode=$2 run=$3
+  shift 3
+  start_nodes "$mode"
+  local before after report=$OUT/$name-$mode-$run.json
+  before=$(ack_totals)
+  local cmd=("$TALLY" load --target "http://$HTTP_A" --target "http://$HTTP_B"
+    --connections "$CONNECTIONS" --no-progress --threads 1 --check cluster
+    --options green,blue --duration "${SECONDS_PER_RUN}s" --timeout-ms 5000 --json-report "$report" "$@")
+  echo "$name $mode run $run: ${cmd[*]}" >>"$COMMANDS"
+  "${cmd[@]}" >"$OUT/$name-$mode-$run.txt" 2>&1 || true
+  after=$(ack_totals)
+  python3 - "$report" "$name" "$mode" "$run" "$before" "$after" >>"$RUNS_TSV" <<'PY'
+import json, sys
+path, name, mode, run, before, after = sys.argv[1:7]
+r = json.load(open(path))
+b, a = [float(x) for x in before.split()], [float(x) for x in after.split()]
+waits = a[1] - b[1]
+mean_us = (a[0] - b[0]) / waits * 1e6 if waits else 0
+fsyncs = a[4] - b[4]
+fsync_us = (a[3] - b[3]) / fsyncs * 1e6 if fsyncs else 0
+o = r["outcomes"]
+check = {True: "passed", False: "FAILED", None: "none"}[r.get("check_passed")]
+print("\t".join(str(x) for x in [name, mode, run, round(r["votes_per_s"]), r["latency"]["p50_us"],
+      r["latency"]["p99_us"], r["latency"]["max_us"], o["counted"], o["refused"], o["unknown"],
+      check, round(mean_us), round(a[2] - b[2]), round(fsync_us)]))
+PY
+  tail -n 1 "$RUNS_TSV" | awk -F'\t' '{ printf "  %-11s %-10s run %s: %9d votes/s  p50 %7.3f ms  p99 %7.3f ms  refused %s unknown %s  check %s  ack wait %s µs  fsync %s µs\n", $1, $2, $3, $4, $5/1000, $6/1000, $9, $10, $11, $12, $14 }'
+  stop_nodes
+}
+
+# Median of column $3 (1-based) of rows of case $1 in mode $2.
+median() {
+  awk -F'\t' -v name="$1" -v mode="$2" -v col="$3" '$1 == name && $2 == mode { print $col }' "$RUNS_TSV" |
+    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+{
+  echo "# Node configs: two nodes a, b on $HTTP_A / $HTTP_B (QUIC $PEER_A / $PEER_B), mutual TLS"
+  echo "# from \`tally certs --nodes a,b\`; ack_mode = \"local\", or \"replicated\" with"
+  echo "# ack_peers = [\"a\", \"b\"] (each skips itself); everything else default (fsync durability)."
+} >>"$COMMANDS"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "bench-replicated-acks: $(nproc) cores shared by the client and two nodes; load average $LOAD_BEFORE"
+echo "bench-replicated-acks: data directories on $(df -T "$SCRATCH" | awk 'NR == 2 { print $2 " (" $1 ")" }')"
+echo "bench-replicated-acks: $RUNS runs of ${SECONDS_PER_RUN} s per case and mode, $CONNECTIONS connections; output in $OUT"
+
+for run in $(seq "$RUNS"); do
+  for mode in local replicated; do
+    run_case batch "$mode" "$run" --batch-size "$BATCH" --binary
+    run_case single "$mode" "$run"
+  done
+done
+HALF_BATCH=$(awk -v m="$(median batch replicated 4)" 'BEGIN { printf "%d", m / 2 }')
+HALF_SINGLE=$(awk -v m="$(median single replicated 4)" 'BEGIN { printf "%d", m / 2 }')
+echo "bench-replicated-acks: half rates: batches $HALF_BATCH votes/s, single votes $HALF_SINGLE votes/s"
+for run in $(seq "$RUNS"); do
+  for mode in local replicated; do
+    run_case half-batch "$mode" "$run" --batch-size "$BATCH" --binary --rate "$HALF_BATCH"
+    run_case half-single "$mode" "$run" --rate "$HALF_SINGLE"
+  done
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+python3 - "$RUNS_TSV" "$RUNS" "$SECONDS_PER_RUN" "$CONNECTIONS" "$(nproc)" "$LOAD_BEFORE" "$LOAD_AFTER" \
+  "$HALF_BATCH" "$HALF_SINGLE" <<'PY' | tee "$OUT/summary.md"
+import csv, statistics, sys
+path, runs, secs, conns, cores, load_before, load_after, half_batch, half_single = sys.argv[1:10]
+rows = list(csv.DictReader(open(path), delimiter="\t"))
+def med(case, mode, col):
+    vals = [float(r[col]) for r in rows if r["case"] == case and r["mode"] == mode]
+    return statistics.median(vals) if vals else 0.0
+def spread(case, mode):
+    return " / ".join(f"{int(r['votes_per_s']):,}" for r in rows if r["case"] == case and r["mode"] == mode)
+def paired(case, col):
+    local = {r["run"]: float(r[col]) for r in rows if r["case"] == case and r["mode"] == "local"}
+    ratios = [float(r[col]) / local[r["run"]] for r in rows
+              if r["case"] == case and r["mode"] == "replicated" and local.get(r["run"])]
+    return statistics.median(ratios) if ratios else 0.0
+print(f"Replicated against local acks: medians of {runs} runs of {secs} s, {conns} connections spread "
+      f"over two peered nodes on 127.0.0.1 (mutual TLS, fsync durability), client and both nodes on "
+      f"{cores} shared cores (load average {load_before} before, {load_after} after).\n")
+print("| case | mode | votes/s (median) | runs (votes/s) | p50 ms | p99 ms | max ms | refused | unknown | check | ack-peer wait, mean µs | fsync, mean µs |")
+print("|---|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|")
+labels = {"batch": "batches ×1000 postcard, flat out", "single": "single votes, flat out",
+          "half-batch": f"batches ×1000 at {int(half_batch):,} votes/s (open loop)",
+          "half-single": f"single votes at {int(half_single):,} votes/s (open loop)"}
+for case, label in labels.items():
+    for mode in ("local", "replicated"):
+        mine = [r for r in rows if r["case"] == case and r["mode"] == mode]
+        checks = "/".join(sorted({r["check"] for r in mine}))
+        wait = f"{med(case, mode, 'ack_wait_mean_us'):,.0f}" if mode == "replicated" else "–"
+        print(f"| {label} | {mode} | {med(case, mode, 'votes_per_s'):,.0f} | {spread(case, mode)} | "
+              f"{med(case, mode, 'p50_us') / 1000:.3f} | {med(case, mode, 'p99_us') / 1000:.3f} | "
+              f"{med(case, mode, 'max_us') / 1000:.1f} | {sum(int(r['refused']) for r in mine)} | "
+              f"{sum(int(r['unknown']) for r in mine)} | {checks} | {wait} | "
+              f"{med(case, mode, 'fsync_mean_us'):,.0f} |")
+misses = sum(int(r["ack_misses"]) for r in rows)
+batch, single = paired("batch", "votes_per_s"), paired("single", "votes_per_s")
+p99 = med("half-batch", "replicated", "p99_us") / 1000
+p99_single = med("half-single", "replicated", "p99_us") / 1000
+print(f"\nSame-run ratios replicated / local (median over rounds of the ratio within a round): batches "
+      f"{batch:.2f}, single votes {single:.2f}; p99 at half rate: batches {paired('half-batch', 'p99_us'):.2f}, "
+      f"single votes {paired('half-single', 'p99_us'):.2f}. Votes no ack peer confirmed, all runs: {misses}.")
+print("\nTargets:")
+print(f"- batch throughput replicated ≥ 0.8× local: {batch:.2f}× — {'MET' if batch >= 0.8 else 'NOT MET'}")
+print(f"- p99 confirmation at half the maximum rate ≤ 10 ms (replicated): batches {p99:.3f} ms — "
+      f"{'MET' if p99 <= 10 else 'NOT MET'}; single votes {p99_single:.3f} ms — "
+      f"{'MET' if p99_single <= 10 else 'NOT MET'}")
+print(f"- single votes' throughput ratio (reported): {single:.2f}×")
+PY
+echo
+echo "bench-replicated-acks: every run in $RUNS_TSV, commands in $COMMANDS, summary in $OUT/summary.md"

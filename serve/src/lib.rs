@@ -1,0 +1,21 @@
+//! `tally-serve`: the HTTP/1.1 serving that Tally's node and its edge tier share, so the tier
+//! that faces the crowd holds the same line against slow and silent clients as the node does.
+//!
+//! - [`connections`]: accept loop over any axum `Listener` (TCP, or the simulation's turmoil
+//!   TCP), hyper's header-read deadline, graceful shutdown, the client's address for handlers;
+//! - [`stall_guard`]: a connection whose client stops reading is dropped;
+//! - [`body`]: a request body read whole within a deadline after its headers;
+//! - [`error`]: the API's one error type, its codes, statuses and `Retry-After`;
+//! - [`votes`]: a single vote's request read the same way by both;
+//! - [`vote_answer`]: a single vote's answer written the same way by both.
+//!
+//! What it promises: no connection holds the server's resources for longer than one of these
+//! limits allows, whatever the client does; nothing here reads a clock but tokio's, so the
+//! simulation's time drives it.
+
+pub mod body;
+pub mod connections;
+pub mod error;
+pub mod stall_guard;
+pub mod vote_answer;
+pub mod votes;
