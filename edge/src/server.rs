@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use crate::catalogue::Catalogue;
 use crate::config::{EdgeConfig, EdgeConfigError};
 use crate::dispatch::{self, Availability, Running, Settings};
-use crate::http::{EdgeState, router};
+use crate::http::{Door, EdgeState, router};
 use crate::metrics::EdgeMetrics;
 use crate::upstream::Connector;
 
@@ -90,9 +90,10 @@ pub fn start(
         upstreams: validated.upstreams,
         connector,
         batch_token: Arc::from(config.batch_token.as_str()),
+        door: Door::new(config.votes_waiting_max),
     };
     Ok(Started {
-        router: router(state, config.votes_waiting_max),
+        router: router(state),
         handle,
         stopping,
         running,

@@ -5,6 +5,8 @@
 //!   TCP), hyper's header-read deadline, graceful shutdown, the client's address for handlers;
 //! - [`stall_guard`]: a connection whose client stops reading is dropped;
 //! - [`body`]: a request body read whole within a deadline after its headers;
+//! - [`cors`]: CORS headers where a browser reads them;
+//! - [`either`]: the future of a request answered one of two ways;
 //! - [`error`]: the API's one error type, its codes, statuses and `Retry-After`;
 //! - [`votes`]: a single vote's request read the same way by both;
 //! - [`vote_answer`]: a single vote's answer written the same way by both.
@@ -15,6 +17,8 @@
 
 pub mod body;
 pub mod connections;
+pub mod cors;
+pub mod either;
 pub mod error;
 pub mod stall_guard;
 pub mod vote_answer;

@@ -39,6 +39,10 @@ pub(super) async fn batch(
     Path(poll): Path<String>,
     request: Request,
 ) -> Response {
+    let _waiting = match super::enter(&edge, &edge.door.batches) {
+        Ok(permit) => permit,
+        Err(shed) => return shed.into_response(),
+    };
     let receipts = wants_receipts(request.uri());
     let (headers, votes) = match door(&edge, &poll, request).await {
         Ok(taken) => taken,

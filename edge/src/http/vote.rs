@@ -35,6 +35,10 @@ pub(super) async fn vote(
     Path(poll): Path<String>,
     request: Request,
 ) -> Response {
+    let _waiting = match super::enter(&edge, &edge.door.votes) {
+        Ok(permit) => permit,
+        Err(shed) => return shed.into_response(),
+    };
     let (vote_id, answer) = match door(&edge, &poll, request).await {
         Ok(order) => order,
         Err(refusal) => {

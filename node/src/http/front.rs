@@ -1,6 +1,7 @@
 //! The front of the HTTP API: what every request passes once, around the whole router. CORS
-//! (tower-http), then [`Front`], which looks the request's path up among the route templates
-//! to time the request into its route's latency histogram (and log a failure).
+//! (tower-http, where a browser reads it: [`tally_serve::cors`]), then [`Front`], which looks
+//! the request's path up among the route templates to time the request into its route's
+//! latency histogram (and log a failure), and answers a single vote itself.
 //!
 //! Why one service around the router and not `Router::layer`: axum wraps every route in a boxed
 //! service of its own for each layer, so a request paid, per layer, a clone of a boxed service,
@@ -10,6 +11,11 @@
 //! body limits are the handlers' own: [`super::body::TimelyBody`].)
 //! Around the router, the request is not matched yet, so [`RouteTable`] matches its path
 //! itself, with the matcher axum's router uses (matchit): the same template, the same label.
+//! Having matched it, the front calls the single vote's handler itself (`POST` to
+//! `/v1/polls/{poll}/votes`, without a per-IP limit configured, whose layer is the router's):
+//! axum would match the path again, box the route's service call, and copy the poll's name
+//! out of a map of path parameters it adds to the request. A name with a `%` (which axum
+//! decodes) goes through the router as before.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,20 +25,25 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::Request;
-use axum::response::Response;
+use axum::extract::{Path, Request, State};
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
 use prometheus_client::metrics::histogram::Histogram;
-use tower::Layer;
+use tally_serve::cors::BrowserCors;
+use tally_serve::either::{BoxedAnswer, Either};
 
+use super::SharedState;
 use crate::metrics::Metrics;
 
 /// `routes` with CORS and [`Front`] around it, as one router (the routes' fallback service).
-pub(super) fn around(routes: Router, metrics: &Metrics) -> Router {
+pub(super) fn around(routes: Router, state: &SharedState) -> Router {
     let front = Front {
-        table: Arc::new(RouteTable::new(metrics)),
+        table: Arc::new(RouteTable::new(&state.metrics)),
         routes,
+        // With a per-IP limit, votes pass the router's layer that applies it.
+        votes: state.abuse.per_ip.is_none().then(|| Arc::clone(state)),
     };
-    Router::new().fallback_service(cors().layer(front))
+    Router::new().fallback_service(BrowserCors::new(&cors(), front))
 }
 
 /// Cross-origin access for browser clients of other regions' pages (a voting page served by one
@@ -56,6 +67,9 @@ fn cors() -> tower_http::cors::CorsLayer {
 
 /// How long browsers may cache a CORS preflight answer, in seconds.
 const CORS_MAX_AGE_SECONDS: u64 = 600;
+
+/// The single vote's route, its position in [`ROUTES`].
+const VOTE_ROUTE: usize = 0;
 
 /// Route templates as static labels (metric label values must not grow without bound).
 pub(super) const ROUTES: &[&str] = &[
@@ -118,9 +132,19 @@ impl RouteTable {
         }
     }
 
-    /// The route of a request for `path`.
-    fn route_of(&self, path: &str) -> RouteIndex {
-        self.templates.at(path).ok().map(|matched| *matched.value)
+    /// The route of a request for `path`, and the poll it names if it is the single vote's
+    /// route and the name needs no decoding.
+    fn vote_route_of(&self, path: &str) -> (RouteIndex, Option<String>) {
+        let Ok(matched) = self.templates.at(path) else {
+            return (None, None);
+        };
+        let route = *matched.value;
+        let poll = (route == VOTE_ROUTE)
+            .then(|| matched.params.get("poll"))
+            .flatten()
+            .filter(|poll| !poll.contains('%'))
+            .map(str::to_owned);
+        (Some(route), poll)
     }
 
     /// The metric label and histogram of `route`.
@@ -132,18 +156,24 @@ impl RouteTable {
     }
 }
 
-/// Times every request by route and logs failures (the router answers it). A service of its own rather than `middleware::from_fn`, which clones
-/// the inner service into a box and boxes its future on every request.
+/// Times every request by route and logs failures; answers single votes itself, everything
+/// else through the router. A service of its own rather than `middleware::from_fn`, which
+/// clones the inner service into a box and boxes its future on every request.
 #[derive(Clone)]
 struct Front {
     table: Arc<RouteTable>,
     routes: Router,
+    /// The state the vote handler takes, if the front answers votes itself.
+    votes: Option<SharedState>,
 }
+
+/// A request's answer: from the vote handler, or through the router.
+type Answer = Either<BoxedAnswer, <Router as tower::Service<Request>>::Future>;
 
 impl tower::Service<Request> for Front {
     type Response = Response;
     type Error = Infallible;
-    type Future = Timed<<Router as tower::Service<Request>>::Future>;
+    type Future = Timed<Answer>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // The router is always ready (axum's `Router::poll_ready`), under any limit.
@@ -152,10 +182,18 @@ impl tower::Service<Request> for Front {
 
     fn call(&mut self, request: Request) -> Self::Future {
         let started = Instant::now();
-        let route = self.table.route_of(request.uri().path());
+        let (route, poll) = self.table.vote_route_of(request.uri().path());
         let method = request.method().clone();
+        let inner = match (poll, &self.votes) {
+            (Some(poll), Some(app)) if method == Method::POST => {
+                let vote = super::votes::vote(State(Arc::clone(app)), Path(poll), request);
+                let answer: BoxedAnswer = Box::pin(async move { Ok(vote.await.into_response()) });
+                Either::first(answer)
+            }
+            _ => Either::second(self.routes.call(request)),
+        };
         Timed {
-            inner: self.routes.call(request),
+            inner,
             started,
             route,
             method,
@@ -215,7 +253,7 @@ mod tests {
     use super::*;
 
     fn label(table: &RouteTable, path: &str) -> &'static str {
-        table.seconds(table.route_of(path)).0
+        table.seconds(table.vote_route_of(path).0).0
     }
 
     #[test]
@@ -236,5 +274,26 @@ mod tests {
         }
         assert_eq!(label(&table, "/v1/polls/superbowl/nothing"), "unmatched");
         assert_eq!(label(&table, "/nothing/here"), "unmatched");
+    }
+
+    #[test]
+    fn the_front_answers_only_the_single_votes_route_with_a_plain_poll_name() {
+        // Goal: the front's own vote path takes exactly the requests axum would route to the
+        // vote handler with the same poll name. Method: the vote route's template and
+        // concrete paths, the batch route, and a name axum would percent-decode.
+        let table = RouteTable::new(&Metrics::new());
+        assert_eq!(ROUTES[VOTE_ROUTE], "/v1/polls/{poll}/votes");
+        let poll = |path| table.vote_route_of(path).1;
+        assert_eq!(
+            poll("/v1/polls/superbowl/votes"),
+            Some("superbowl".to_owned())
+        );
+        assert_eq!(poll("/v1/polls/superbowl/votes/batch"), None);
+        assert_eq!(poll("/v1/polls/super%62owl/votes"), None);
+        assert_eq!(poll("/v1/polls/superbowl/results"), None);
+        assert_eq!(
+            table.vote_route_of("/v1/polls/superbowl/votes").0,
+            Some(VOTE_ROUTE)
+        );
     }
 }

@@ -155,7 +155,7 @@ pub fn router(state: AppState) -> Router {
     let state = Arc::new(state);
     let (api, document) = api_routes(&state).split_for_parts();
     let document = openapi::complete(document);
-    let metrics = Arc::clone(&state.metrics);
+    let front_state = Arc::clone(&state);
     let routes = api
         .route(OPENAPI_PATH, openapi::route(&document))
         // The dashboard's routes read no state; `with_state` only converts their router type.
@@ -165,7 +165,7 @@ pub fn router(state: AppState) -> Router {
         // After every route is in: it applies to the routes registered so far.
         .method_not_allowed_fallback(ops::method_not_allowed)
         .with_state(state);
-    front::around(routes, &metrics)
+    front::around(routes, &front_state)
 }
 
 /// The OpenAPI document of [`router`], as served at [`OPENAPI_PATH`].
@@ -213,8 +213,8 @@ async fn limit_by_ip(State(app): State<SharedState>, request: Request, next: Nex
     next.run(request).await
 }
 
-/// Every JSON API route and the document that describes them (their body limits are set in
-/// [`front`]).
+/// Every JSON API route and the document that describes them (their body limits are the
+/// handlers' own: [`body`]).
 fn api_routes(state: &SharedState) -> OpenApiRouter<SharedState> {
     let mut votes = OpenApiRouter::new().routes(routes!(votes::vote));
     let mut batches = OpenApiRouter::new().routes(routes!(votes::batch));
