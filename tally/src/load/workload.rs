@@ -355,7 +355,7 @@ mod tests {
         let body = br#"{"error":"not_replicated","message":"no ack peer confirmed"}"#;
         let unconfirmed = read_answer(StatusCode::SERVICE_UNAVAILABLE, false, body, 2, true);
         assert_eq!(unconfirmed.outcomes, vec![Outcome::Unknown; 2]);
-        assert_eq!(unconfirmed.errors, vec!["503".to_owned()]);
+        assert_eq!(unconfirmed.errors, vec!["503:not_replicated".to_owned()]);
         let garbled = read_answer(StatusCode::OK, false, b"nope", 1, false);
         assert_eq!(garbled.outcomes, vec![Outcome::Unknown]);
     }
