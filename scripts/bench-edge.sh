@@ -11,9 +11,17 @@
 #   half     open loop at half the median `direct` rate, direct and through the edge: the p99
 #            the edge adds (from intended send time);
 #   curve    the edge with other batch sizes and lingers (BENCH_CURVE, "N:L ..."): votes/s,
-#            p50/p99, mean votes per batch, node CPU per vote: the curve the defaults come from.
+#            p50/p99, mean votes per batch, node CPU per vote: the curve the defaults come from;
+#   flood    one edge driven by several `tally load` processes at once (BENCH_FLOOD, "PxC ...":
+#            P processes of C connections each, P x C votes outstanding), batches of up to
+#            BENCH_FLOOD_BATCH (1000) votes with a BENCH_FLOOD_LINGER_MS (5) linger, into a node
+#            whose poll is reserved for the event (expected_votes = BENCH_FLOOD_EXPECTED,
+#            10,000,000, as an operator sets it): the node's CPU per vote against batch size,
+#            at batches of hundreds, which a single client of 64 connections cannot make.
 # Settings (environment): BENCH_ROUNDS (3), BENCH_SECONDS (8), BENCH_CONNECTIONS (64),
-# BENCH_CURVE ("16:1 64:1 256:2 1000:2 256:0 256:5"), BENCH_CASES (all of the above).
+# BENCH_CURVE ("16:1 64:1 256:2 1000:2 256:0 256:5"), BENCH_FLOOD ("1x256 4x256 8x256"),
+# BENCH_FLOOD_BATCH, BENCH_FLOOD_LINGER_MS, BENCH_FLOOD_EXPECTED, BENCH_CASES (all of the
+# above).
 # Writes every run under target/bench-edge/<time>/ and prints a table (summary.md there).
 # Only 127.0.0.1 is contacted (ports 18281-18284); every run is bounded in time or count.
 set -euo pipefail
@@ -22,7 +30,11 @@ ROUNDS=${BENCH_ROUNDS:-3}
 SECONDS_PER_RUN=${BENCH_SECONDS:-8}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 CURVE=${BENCH_CURVE:-"16:1 64:1 256:2 1000:2 256:0 256:5"}
-CASES=${BENCH_CASES:-"hello direct edge edges2 half curve"}
+CASES=${BENCH_CASES:-"hello direct edge edges2 half curve flood"}
+FLOOD=${BENCH_FLOOD:-"1x256 4x256 8x256"}
+FLOOD_BATCH=${BENCH_FLOOD_BATCH:-1000}
+FLOOD_LINGER_MS=${BENCH_FLOOD_LINGER_MS:-5}
+FLOOD_EXPECTED=${BENCH_FLOOD_EXPECTED:-10000000}
 NODE=127.0.0.1:18281
 HELLO=127.0.0.1:18282
 EDGE=127.0.0.1:18283
@@ -40,9 +52,15 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-start_node() { # DIR: a fresh fsync node on $NODE; sets NODE_PID
+start_node() { # DIR [EXPECTED_VOTES]: a fresh fsync node on $NODE; sets NODE_PID
   require_free_port bench-edge $NODE
-  RUST_LOG=warn $T/tally run --listen $NODE --data-dir "$1/data" >"$1/node.log" 2>&1 &
+  local config=()
+  if [ -n "${2:-}" ]; then
+    printf 'listen = "%s"\ndata_dir = "%s"\n[[polls]]\nid = "superbowl"\noptions = ["green", "blue"]\nopen = true\nexpected_votes = %s\n' \
+      "$NODE" "$1/data" "$2" >"$1/node.toml"
+    config=(--config "$1/node.toml")
+  fi
+  RUST_LOG=warn $T/tally run --listen $NODE --data-dir "$1/data" "${config[@]}" >"$1/node.log" 2>&1 &
   NODE_PID=$!; pids+=("$NODE_PID")
   wait_ready $NODE_PID "${NODE##*:}"
 }
@@ -78,8 +96,33 @@ print("\t".join([rnd, case, str(round(r["votes_per_s"])), f"{r['latency']['p50_u
 PY
 }
 ticks_since() { echo $(( $(cpu_ticks "$1") - $2 )); }
-mean_batch() { # EDGE_ADDRESS: mean votes per batch so far
-  curl -sf "http://$1/metrics" | awk '/^tally_edge_batch_votes_sum /{s=$2} /^tally_edge_batch_votes_count /{c=$2} END {printf "%.1f", (c > 0 ? s / c : 0)}'
+mean_batch() { # EDGE_ADDRESS [SUM COUNT]: mean votes per batch so far (since SUM COUNT)
+  curl -sf "http://$1/metrics" | awk -v s0="${2:-0}" -v c0="${3:-0}" '/^tally_edge_batch_votes_sum /{s=$2} /^tally_edge_batch_votes_count /{c=$2} END {printf "%.1f", (c > c0 ? (s - s0) / (c - c0) : 0)}'
+}
+batch_totals() { # EDGE_ADDRESS: "SUM COUNT" of the batch-size histogram
+  curl -sf "http://$1/metrics" | awk '/^tally_edge_batch_votes_sum /{s=$2} /^tally_edge_batch_votes_count /{c=$2} END {print s + 0, c + 0}'
+}
+# flood DIR PROCESSES CONNECTIONS: PROCESSES `tally load` runs at once against $EDGE; writes
+# DIR/report.json with their votes summed, rates summed and the worst p50/p99.
+flood() {
+  local dir=$1 processes=$2 connections=$3 loads=()
+  for i in $(seq "$processes"); do
+    $T/tally load --target "http://$EDGE" --no-progress --check off --options green,blue \
+      --threads 1 --connections "$connections" --duration "${SECONDS_PER_RUN}s" \
+      --json-report "$dir/load-$i.json" >/dev/null 2>&1 &
+    loads+=($!)
+  done
+  wait "${loads[@]}"
+  python3 - "$dir" "$processes" <<'PY'
+import json, sys
+dir, n = sys.argv[1], int(sys.argv[2])
+rs = [json.load(open(f"{dir}/load-{i}.json")) for i in range(1, n + 1)]
+json.dump({"votes_sent": sum(r["votes_sent"] for r in rs),
+           "votes_per_s": sum(r["votes_per_s"] for r in rs),
+           "elapsed_s": max(r["elapsed_s"] for r in rs),
+           "latency": {k: max(r["latency"][k] for r in rs) for k in ("p50_us", "p99_us")}},
+          open(f"{dir}/report.json", "w"))
+PY
 }
 direct_rates=()
 for round in $(seq "$ROUNDS"); do
@@ -141,6 +184,20 @@ for round in $(seq "$ROUNDS"); do
             "$(ticks_since $NODE_PID "$nb")" "$(mean_batch $EDGE)"
           stop "$e" $NODE_PID
         done ;;
+      flood)
+        for point in $FLOOD; do
+          p=${point%x*}; c=${point#*x}
+          mkdir -p "$d/$point"
+          start_node "$d/$point" "$FLOOD_EXPECTED"
+          start_edge "$d/$point" $EDGE "$FLOOD_BATCH" "$FLOOD_LINGER_MS"; e=$EDGE_PID
+          warm_up $T/tally $EDGE
+          eb=$(cpu_ticks "$e"); nb=$(cpu_ticks $NODE_PID); b0=$(batch_totals $EDGE)
+          flood "$d/$point" "$p" "$c"
+          # shellcheck disable=SC2086 # b0 is "SUM COUNT"
+          record "$round" "flood ${p}x${c} N=$FLOOD_BATCH L=${FLOOD_LINGER_MS}ms" "$d/$point/report.json" \
+            "$(ticks_since "$e" "$eb")" "$(ticks_since $NODE_PID "$nb")" "$(mean_batch $EDGE $b0)"
+          stop "$e" $NODE_PID
+        done ;;
       *) echo "bench-edge: unknown case $case" >&2; exit 2 ;;
     esac
   done
@@ -178,6 +235,10 @@ if hello_cpu and edge_cpu:
           f"(paired {fmt(paired('edge', 'hello', 'edge_cpu_us'), '{:.2f}')}x; target <= 1.25x)")
 print(f"- node CPU per vote through the edge: {fmt(med('edge', 'node_cpu_us'), '{:.2f}')} µs "
       f"(direct single votes: {fmt(med('direct', 'node_cpu_us'), '{:.2f}')} µs; target <= 1 µs)")
+for c in [c for c in cases if c.startswith("flood")]:
+    print(f"- {c}: node CPU {fmt(med(c, 'node_cpu_us'), '{:.2f}')} µs per vote at "
+          f"{fmt(med(c, 'batch_votes'), '{:.0f}')} votes per batch (target <= 1 µs), edge "
+          f"{fmt(med(c, 'edge_cpu_us'), '{:.2f}')} µs per vote, {fmt(med(c, 'votes_per_s'))} votes/s")
 print(f"- votes/s through one edge / direct: {fmt(paired('edge', 'direct', 'votes_per_s'), '{:.2f}')}x; "
       f"two edges / one edge: {fmt(paired('edges2', 'edge', 'votes_per_s'), '{:.2f}')}x, "
       f"node CPU share with two edges {fmt(med('edges2', 'node_cpu_share'), '{:.2f}')} cores")

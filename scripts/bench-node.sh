@@ -74,6 +74,12 @@ def ceiling(case):
     # The rate the machine's cores could carry if node and client had them to themselves.
     cpu = per_vote_us(case, "server_cpu_s") + per_vote_us(case, "client_cpu_s")
     return int(cores) * 1e6 / cpu if cpu else 0.0
+def paired(case, base):
+    # Per run: case / base measured in the same round, then the median of those ratios.
+    by_run = {r["run"]: float(r["votes_per_s"]) for r in rows if r["case"] == base}
+    ratios = [float(r["votes_per_s"]) / by_run[r["run"]] for r in rows
+              if r["case"] == case and by_run.get(r["run"])]
+    return statistics.median(ratios) if ratios else 0.0
 checks = {c: {r["check"] for r in rows if r["case"] == c} for c in {r["case"] for r in rows}}
 hello = med("hello", "votes_per_s")
 print(f"Node benchmark: medians of {n} runs of {secs} s, {conns} connections, on 127.0.0.1; client and "
@@ -81,8 +87,8 @@ print(f"Node benchmark: medians of {n} runs of {secs} s, {conns} connections, on
       f"load' is the cores kept busy by everything else during a run, median over runs; 'CPU "
       f"ceiling' is cores × 10⁶ / (node + client CPU µs per vote), the rate if the two had the "
       f"cores to themselves).\n")
-print("| case | votes/s (median) | × hello | runs (votes/s) | p50 ms | p99 ms | node CPU µs/vote | client CPU µs/vote | CPU ceiling, votes/s | other load, cores | check |")
-print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
+print("| case | votes/s (median) | × hello | × Redis appendfsync always (paired) | × reference, NOT durable (paired) | runs (votes/s) | p50 ms | p99 ms | node CPU µs/vote | client CPU µs/vote | CPU ceiling, votes/s | other load, cores | check |")
+print("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
 names = {
     "hello": "(a) hello route, tally load",
     "wrk-hello": "(a) hello route, wrk -t1",
@@ -101,7 +107,11 @@ names = {
 }
 for case, label in names.items():
     v = med(case, "votes_per_s")
-    print(f"| {label} | {v:,.0f} | {v / hello if hello else 0:.2f} | {spread(case)} | "
+    # Issue 24's two ratios, per round: against durable Redis and the non-durable reference.
+    vs_redis = paired(case, "redis-fsync") if case != "half-rate" else 0.0
+    vs_reference = paired(case, "reference") if case != "half-rate" else 0.0
+    print(f"| {label} | {v:,.0f} | {v / hello if hello else 0:.2f} | "
+          f"{f'{vs_redis:.2f}' if vs_redis else '-'} | {f'{vs_reference:.2f}' if vs_reference else '-'} | {spread(case)} | "
           f"{med(case, 'p50_us') / 1000:.3f} | {med(case, 'p99_us') / 1000:.3f} | "
           f"{per_vote_us(case, 'server_cpu_s'):.2f} | {per_vote_us(case, 'client_cpu_s'):.2f} | "
           f"{ceiling(case):,.0f} | {med(case, 'other_cores'):.2f} | "
@@ -131,12 +141,6 @@ single = med("single", "votes_per_s")
 batch = max(med("batch-binary", "votes_per_s"), med("batch-json", "votes_per_s"))
 p99 = med("half-rate", "p99_us") / 1000
 wrk = med("wrk-hello", "votes_per_s")
-def paired(case, base):
-    # Per run: case / base measured in the same round, then the median of those ratios.
-    by_run = {r["run"]: float(r["votes_per_s"]) for r in rows if r["case"] == base}
-    ratios = [float(r["votes_per_s"]) / by_run[r["run"]] for r in rows
-              if r["case"] == case and by_run.get(r["run"])]
-    return statistics.median(ratios) if ratios else 0.0
 print(f"\nPaired ratios (median over runs of the ratio within a round): single/hello "
       f"{paired('single', 'hello'):.2f}, single/wrk-hello {paired('single', 'wrk-hello'):.2f}, "
       f"hello/wrk-hello {paired('hello', 'wrk-hello'):.2f}, memory-only single/hello "
@@ -175,6 +179,12 @@ print(f"- p99 ≤ 10 ms at half max rate ({half} votes/s): {p99:.3f} ms from the
 print(f"- CPU ceilings: single/hello {ceiling('single') / ceiling('hello') if ceiling('hello') else 0:.2f}, "
       f"single/wrk-hello {ceiling('single') / ceiling('wrk-hello') if ceiling('wrk-hello') else 0:.2f}")
 print(f"- client cross-check: tally load reaches {hello / wrk if wrk else 0:.2f}× wrk's rate on the hello route")
+if med("redis-fsync", "votes_per_s") and med("reference", "votes_per_s"):
+    d24, m24 = paired("single", "redis-fsync"), paired("single-memory", "reference")
+    print(f"- (issue 24) single durable votes ≥ 1.0× Redis appendfsync always (paired): {d24:.2f}× — "
+          f"{'MET' if d24 >= 1.0 else 'NOT MET'}")
+    print(f"- (issue 24) memory-only single votes ≥ 0.95× the non-durable reference (paired): {m24:.2f}× — "
+          f"{'MET' if m24 >= 0.95 else 'NOT MET'}")
 if med("redis", "votes_per_s"):
     r1, r2, rm = paired("single", "redis"), best_batch_paired("redis-pipelined"), bpv / redis_bpv if redis_bpv else 0
     print(f"- (issue 6) single votes ≥ 1.0× Redis non-pipelined: {r1:.2f}× — {'MET' if r1 >= 1.0 else 'NOT MET'}")

@@ -116,7 +116,19 @@ pub struct ActorId {
 
 impl fmt::Display for ActorId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}#{:016x}", self.node, self.incarnation)
+        ActorText(&self.node, self.incarnation).fmt(f)
+    }
+}
+
+/// An actor's text, `node#incarnation` (16 hex digits), as [`ActorId`] displays it, from its
+/// parts: for writers that have the node's name and the incarnation but no `ActorId` (which
+/// would cost a copy of the name).
+#[derive(Debug, Clone, Copy)]
+pub struct ActorText<'a>(pub &'a NodeId, pub u64);
+
+impl fmt::Display for ActorText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{:016x}", self.0, self.1)
     }
 }
 

@@ -42,7 +42,7 @@ pub use clock::Clock;
 pub use counters::{CountPair, Counters};
 pub use definition::{AgreementDigest, Declaration, Declarations, DefinitionDigest};
 pub use ids::{
-    ActorId, NameError, NodeId, OptionIndex, OptionName, PollId, Second, Seq, UnixMillis,
+    ActorId, ActorText, NameError, NodeId, OptionIndex, OptionName, PollId, Second, Seq, UnixMillis,
 };
 pub use merge::{Merge, check_merge_laws};
 pub use poll::{PollSpec, PollSpecError, PollStatus, PollWindow};

@@ -5,9 +5,16 @@
 //! dashboard, the voting page and `/client.js` as a node serves them, and `/healthz`,
 //! `/readyz`, `/metrics`. Every other path is the node's JSON 404.
 //!
-//! The door's bound: at most `votes_waiting_max` votes are waiting at once (tower's
-//! `GlobalConcurrencyLimit`); one more is shed at once with 503 `overloaded` and `Retry-After`
-//! (tower's `LoadShed`), before its body is read.
+//! The door's bound: at most `votes_waiting_max` votes are waiting at once, and at most
+//! [`BATCHES_IN_FLIGHT_MAX`] batch requests (a semaphore each, [`EdgeState::door`]); one more
+//! is shed at once with 503 `overloaded` and `Retry-After`, before its body is read.
+//!
+//! The single vote's path is the cheapest the edge can make it, as it carries the burst:
+//! [`Front`] answers `POST /v1/polls/{poll}/votes` itself, without axum's router (which would
+//! match the path again, box the route's service call and copy the poll's name out of a map
+//! of path parameters), CORS applies only where a browser reads it
+//! ([`tally_serve::cors`]), and the door's bounds are semaphores in the handlers rather than
+//! route layers (each of which boxes a service clone and a future per request).
 
 mod batch;
 mod ops;
@@ -18,18 +25,23 @@ mod vote;
 pub use batch::BATCHES_IN_FLIGHT_MAX;
 pub use reads::{READ_TIMEOUT_MS, READS_IN_FLIGHT_MAX};
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{Path, Request, State};
+use axum::http::Method;
+use axum::response::Response;
 use axum::routing::{get, post};
-use tally_client::api::{BATCH_BODY_BYTES_MAX, VOTE_BODY_BYTES_MAX};
 use tally_core::abuse::{AbuseControls, TrustedProxies};
 use tally_core::{Clock, VoteIdKey};
+use tally_serve::cors::BrowserCors;
+use tally_serve::either::{BoxedAnswer, Either};
 use tally_serve::error::ApiError;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, SemaphorePermit, watch};
 
 use crate::dispatch::Dispatch;
 use crate::metrics::EdgeMetrics;
@@ -65,19 +77,43 @@ pub struct EdgeState {
     pub fanout: crate::fanout::Fanout,
     /// The regions' public URLs the voting page votes through.
     pub public_endpoints: Arc<[String]>,
+    /// The door's bounds on requests waiting.
+    pub door: Door,
 }
 
-/// The whole router; at most `votes_waiting_max` votes wait at once.
-pub fn router(state: EdgeState, votes_waiting_max: usize) -> Router {
+/// The door's bounds: a permit per single vote or batch request waiting for its answer.
+pub struct Door {
+    /// Single votes waiting (`votes_waiting_max` permits).
+    pub votes: Semaphore,
+    /// Batch requests waiting ([`BATCHES_IN_FLIGHT_MAX`] permits).
+    pub batches: Semaphore,
+}
+
+impl Door {
+    /// A door for at most `votes_waiting_max` single votes waiting.
+    pub fn new(votes_waiting_max: usize) -> Self {
+        Self {
+            votes: Semaphore::new(votes_waiting_max),
+            batches: Semaphore::new(BATCHES_IN_FLIGHT_MAX),
+        }
+    }
+}
+
+/// A permit of `bound`, or 503 `overloaded` at once (counted as a refusal at the door).
+pub(crate) fn enter<'a>(
+    edge: &EdgeState,
+    bound: &'a Semaphore,
+) -> Result<SemaphorePermit<'a>, ApiError> {
+    bound.try_acquire().map_err(|_| {
+        let shed = ApiError::Overloaded(1);
+        edge.metrics.rejected(shed.code());
+        shed
+    })
+}
+
+/// The whole router, with [`Front`] and CORS around it.
+pub fn router(state: EdgeState) -> Router {
     let state = Arc::new(state);
-    let votes = Router::new()
-        .route("/v1/polls/{poll}/votes", post(vote::vote))
-        .layer(shedding_limit(votes_waiting_max))
-        .layer(DefaultBodyLimit::max(VOTE_BODY_BYTES_MAX));
-    let batches = Router::new()
-        .route("/v1/polls/{poll}/votes/batch", post(batch::batch))
-        .layer(shedding_limit(BATCHES_IN_FLIGHT_MAX))
-        .layer(DefaultBodyLimit::max(BATCH_BODY_BYTES_MAX));
     let reads = Router::new()
         .route("/v1/polls", get(views::poll_list))
         .route("/v1/polls/{poll}/results", get(views::results))
@@ -86,8 +122,9 @@ pub fn router(state: EdgeState, votes_waiting_max: usize) -> Router {
     // Not under the reads' limit: a stream holds its place for as long as it is watched (the
     // viewer cap bounds them).
     let streams = Router::new().route("/v1/polls/{poll}/stream", get(views::stream));
-    votes
-        .merge(batches)
+    let routes = Router::new()
+        .route(VOTE_ROUTE, post(vote::vote))
+        .route("/v1/polls/{poll}/votes/batch", post(batch::batch))
         .merge(reads)
         .merge(streams)
         .merge(tally_serve::pages::routes(state.public_endpoints.clone()))
@@ -96,8 +133,53 @@ pub fn router(state: EdgeState, votes_waiting_max: usize) -> Router {
         .route("/metrics", get(ops::metrics))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(cors())
-        .with_state(state)
+        .with_state(Arc::clone(&state));
+    let front = Front { routes, state };
+    // CORS around the whole router once: `Router::layer` would wrap every route in a boxed
+    // service of its own, a clone and a boxed future per request (as on a node).
+    Router::new().fallback_service(BrowserCors::new(&cors(), front))
+}
+
+/// The single vote's route.
+const VOTE_ROUTE: &str = "/v1/polls/{poll}/votes";
+
+/// The poll a single vote's path names (`/v1/polls/{poll}/votes`), if the name needs no
+/// decoding (a `%` goes through the router, which decodes it).
+fn vote_poll(path: &str) -> Option<&str> {
+    let poll = path.strip_prefix("/v1/polls/")?.strip_suffix("/votes")?;
+    (!poll.is_empty() && !poll.contains(['/', '%'])).then_some(poll)
+}
+
+/// Answers single votes itself, everything else through the router.
+#[derive(Clone)]
+struct Front {
+    routes: Router,
+    state: Arc<EdgeState>,
+}
+
+impl tower::Service<Request> for Front {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<BoxedAnswer, <Router as tower::Service<Request>>::Future>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The router is always ready (axum's `Router::poll_ready`).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let poll = (request.method() == Method::POST)
+            .then(|| vote_poll(request.uri().path()))
+            .flatten()
+            .map(str::to_owned);
+        match poll {
+            Some(poll) => {
+                let vote = vote::vote(State(Arc::clone(&self.state)), Path(poll), request);
+                Either::first(Box::pin(async move { Ok(vote.await) }))
+            }
+            None => Either::second(self.routes.call(request)),
+        }
+    }
 }
 
 /// What a full door answers: 503 `overloaded`, `Retry-After: 1`.
@@ -141,3 +223,28 @@ fn cors() -> tower_http::cors::CorsLayer {
 
 /// How long browsers may cache a CORS preflight answer, in seconds.
 const CORS_MAX_AGE_SECONDS: u64 = 600;
+
+#[cfg(test)]
+mod tests {
+    //! Goal: the front's own vote path takes exactly the requests axum would route to the vote
+    //! handler with the same poll name. Method: the vote route's paths, near misses, and a name
+    //! axum would percent-decode.
+
+    use super::*;
+
+    #[test]
+    fn the_front_answers_only_the_single_votes_route_with_a_plain_poll_name() {
+        assert_eq!(vote_poll("/v1/polls/superbowl/votes"), Some("superbowl"));
+        for path in [
+            "/v1/polls/superbowl/votes/batch",
+            "/v1/polls/superbowl/votes/",
+            "/v1/polls//votes",
+            "/v1/polls/a/b/votes",
+            "/v1/polls/super%62owl/votes",
+            "/v1/polls/superbowl/results",
+            "/v1/polls/votes",
+        ] {
+            assert_eq!(vote_poll(path), None, "{path}");
+        }
+    }
+}

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use crate::catalogue::Catalogue;
 use crate::config::{EdgeConfig, EdgeConfigError};
 use crate::dispatch::{self, Availability, Running, Settings};
-use crate::http::{EdgeState, router};
+use crate::http::{Door, EdgeState, router};
 use crate::metrics::EdgeMetrics;
 use crate::upstream::Connector;
 
@@ -106,9 +106,10 @@ pub fn start(
         batch_token: Arc::from(config.batch_token.as_str()),
         fanout,
         public_endpoints: config.public_endpoints.clone().into(),
+        door: Door::new(config.votes_waiting_max),
     };
     Ok(Started {
-        router: router(state, config.votes_waiting_max),
+        router: router(state),
         handle,
         stopping,
         running,

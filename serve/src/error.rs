@@ -4,7 +4,6 @@
 //! counting and logging happen in the handlers and middleware.
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -141,20 +140,14 @@ impl ApiError {
         }
     }
 
-    /// Maps a body-reading failure, keeping the limit in the message.
-    pub fn from_body(rejection: BytesRejection, limit: usize) -> Self {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Self::TooLarge(limit)
-        } else {
-            Self::Malformed(rejection.body_text())
-        }
-    }
-
-    /// Maps a body read against the deadline ([`crate::body`]) that failed (`limit`: the
-    /// route's body limit, in bytes).
-    pub fn from_body_failure(failure: BodyFailure, limit: usize) -> Self {
+    /// Maps a body read against the deadline and limit ([`crate::body`]) that failed.
+    pub fn from_body_failure(failure: BodyFailure) -> Self {
         match failure {
-            BodyFailure::Rejected(rejection) => Self::from_body(rejection, limit),
+            BodyFailure::TooLarge { limit } => Self::TooLarge(limit),
+            // axum's words for the same failure, as its `Bytes` extractor answered it.
+            BodyFailure::Broken(error) => {
+                Self::Malformed(format!("Failed to buffer the request body: {error}"))
+            }
             BodyFailure::TimedOut(deadline) => {
                 Self::BodyTimeout(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX))
             }

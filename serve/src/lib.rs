@@ -6,9 +6,13 @@
 //! - [`stall_guard`]: a connection whose client stops reading is dropped;
 //! - [`body`]: a request body read whole within a deadline after its headers;
 //! - [`caching`]: `Cache-Control`, strong `ETag`s and `304 Not Modified` of the read routes;
+//! - [`config_file`]: the TOML configuration file and the error refusing a configuration;
+//! - [`cors`]: CORS headers where a browser reads them;
+//! - [`either`]: the future of a request answered one of two ways;
 //! - [`error`]: the API's one error type, its codes, statuses and `Retry-After`;
 //! - [`pages`]: the dashboard, the voting page and the browser client, embedded;
-//! - [`votes`]: a single vote's request read the same way by both.
+//! - [`votes`]: a single vote's request read the same way by both;
+//! - [`vote_answer`]: a single vote's answer written the same way by both.
 //!
 //! What it promises: no connection holds the server's resources for longer than one of these
 //! limits allows, whatever the client does; nothing here reads a clock but tokio's, so the
@@ -18,7 +22,10 @@ pub mod body;
 pub mod caching;
 pub mod config_file;
 pub mod connections;
+pub mod cors;
+pub mod either;
 pub mod error;
 pub mod pages;
 pub mod stall_guard;
+pub mod vote_answer;
 pub mod votes;

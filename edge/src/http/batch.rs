@@ -39,6 +39,10 @@ pub(super) async fn batch(
     Path(poll): Path<String>,
     request: Request,
 ) -> Response {
+    let _waiting = match super::enter(&edge, &edge.door.batches) {
+        Ok(permit) => permit,
+        Err(shed) => return shed.into_response(),
+    };
     let receipts = wants_receipts(request.uri());
     let (headers, votes) = match door(&edge, &poll, request).await {
         Ok(taken) => taken,
@@ -88,9 +92,8 @@ async fn door(
     super::vote::limit_by_ip(edge, &request)?;
     require_batch_credential(edge, request.headers())?;
     let (headers, body) =
-        tally_serve::body::headers_and_body(request, edge.body_read_timeout).await;
-    let body =
-        body.map_err(|failure| ApiError::from_body_failure(failure, BATCH_BODY_BYTES_MAX))?;
+        tally_serve::body::split(request, BATCH_BODY_BYTES_MAX, edge.body_read_timeout);
+    let body = body.read().await.map_err(ApiError::from_body_failure)?;
     let media_type = require_content_type(&headers, &["application/json", POSTCARD_MEDIA_TYPE])
         .map_err(|_| {
             ApiError::UnsupportedMediaType("application/json or application/x-postcard")

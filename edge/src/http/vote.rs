@@ -7,16 +7,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use tally_client::api::{
-    ANSWERED_BY_HEADER, Receipt, VOTE_BODY_BYTES_MAX, VoteResponse, VoteStatus,
-};
+use tally_client::api::{ANSWERED_BY_HEADER, VOTE_BODY_BYTES_MAX};
 use tally_core::VoteId;
 use tally_serve::connections::ClientAddr;
 use tally_serve::error::ApiError;
+use tally_serve::vote_answer::{ReceiptFields, vote_answer};
 use tally_serve::votes::{IDEMPOTENCY_KEY_HEADER, parse_vote, require_content_type, token_vote_id};
 use tokio::sync::oneshot;
 
@@ -37,6 +35,10 @@ pub(super) async fn vote(
     Path(poll): Path<String>,
     request: Request,
 ) -> Response {
+    let _waiting = match super::enter(&edge, &edge.door.votes) {
+        Ok(permit) => permit,
+        Err(shed) => return shed.into_response(),
+    };
     let (vote_id, answer) = match door(&edge, &poll, request).await {
         Ok(order) => order,
         Err(refusal) => {
@@ -55,35 +57,17 @@ pub(super) async fn vote(
                 .into(),
         )),
     };
-    let (answer, node) = match answer {
+    let (receipt, node) = match answer {
         VoteAnswer::Counted {
             actor,
             seq,
             second,
             node,
-        } => (
-            VoteResponse {
-                status: VoteStatus::Counted,
-                vote_id: vote_id.to_string(),
-                receipt: Some(Receipt {
-                    actor: actor.to_string(),
-                    seq,
-                    second,
-                }),
-            },
-            node,
-        ),
-        VoteAnswer::Duplicate { node } => (
-            VoteResponse {
-                status: VoteStatus::Duplicate,
-                vote_id: vote_id.to_string(),
-                receipt: None,
-            },
-            node,
-        ),
+        } => (Some(ReceiptFields { actor, seq, second }), node),
+        VoteAnswer::Duplicate { node } => (None, node),
         VoteAnswer::Refused(refusal) => return refusal.into_response(),
     };
-    let mut response = Json(answer).into_response();
+    let mut response = vote_answer(vote_id, receipt);
     if let Ok(node) = HeaderValue::from_str(&node) {
         response.headers_mut().insert(ANSWERED_BY_HEADER, node);
     }
@@ -99,8 +83,8 @@ async fn door(
 ) -> Result<(VoteId, oneshot::Receiver<VoteAnswer>), ApiError> {
     limit_by_ip(edge, &request)?;
     let (headers, body) =
-        tally_serve::body::headers_and_body(request, edge.body_read_timeout).await;
-    let body = body.map_err(|failure| ApiError::from_body_failure(failure, VOTE_BODY_BYTES_MAX))?;
+        tally_serve::body::split(request, VOTE_BODY_BYTES_MAX, edge.body_read_timeout);
+    let body = body.read().await.map_err(ApiError::from_body_failure)?;
     require_content_type(&headers, &["application/json"])?;
     let catalogue = edge.dispatch.catalogue.borrow().clone();
     let poll = catalogue

@@ -164,10 +164,10 @@ fn check_reservation_budget(app: &AppState, poll: &PollId, votes: u64) -> Result
 pub(super) async fn create_poll(
     State(app): State<SharedState>,
     headers: HeaderMap,
-    body: TimelyBody,
+    body: TimelyBody<ADMIN_BODY_BYTES_MAX>,
 ) -> Result<(StatusCode, Json<AdminResponse>), ApiError> {
     authorize(&app, &headers)?;
-    let body = body.bytes(ADMIN_BODY_BYTES_MAX)?;
+    let body = body.bytes()?;
     require_content_type(&headers, &["application/json"])?;
     ensure_ready(&app)?;
     let request: CreatePoll =

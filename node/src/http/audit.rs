@@ -99,10 +99,10 @@ pub(super) async fn lookup(
     State(app): State<SharedState>,
     Path(poll): Path<String>,
     headers: HeaderMap,
-    body: TimelyBody,
+    body: TimelyBody<BATCH_BODY_BYTES_MAX>,
 ) -> Result<Response, ApiError> {
     authorize(&app, &headers)?;
-    let body = body.bytes(BATCH_BODY_BYTES_MAX)?;
+    let body = body.bytes()?;
     let media_type = require_content_type(&headers, &["application/json", POSTCARD_MEDIA_TYPE])
         .map_err(|_| {
             ApiError::UnsupportedMediaType("application/json or application/x-postcard")

@@ -13,6 +13,7 @@ mod audit;
 mod body;
 use tally_serve::caching;
 mod engine_error;
+mod front;
 mod integral;
 mod openapi;
 mod ops;
@@ -20,18 +21,14 @@ mod ops_listener;
 mod reads;
 mod votes;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use tally_core::VoteIdKey;
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -54,13 +51,10 @@ pub use tally_client::api::{
     ErrorCode, History, POSTCARD_MEDIA_TYPE, Receipt, VoteRequest, VoteResponse, VoteStatus,
 };
 
-use crate::config::{
-    ADMIN_BODY_BYTES_MAX, BATCH_BODY_BYTES_MAX, Config, ConfigError, VOTE_BODY_BYTES_MAX, Validated,
-};
+use crate::config::{Config, ConfigError, Validated};
 use crate::engine::Command;
 use crate::metrics::Metrics;
 use crate::results::ResultsSnapshot;
-use prometheus_client::metrics::histogram::Histogram;
 use tally_core::Clock;
 
 /// What every handler can reach. The router holds it in one [`Arc`] ([`SharedState`]), so a
@@ -155,40 +149,22 @@ impl AppState {
 /// The state as handlers extract it: one reference count per request.
 type SharedState = Arc<AppState>;
 
-/// The whole router.
+/// The whole router: every route, with CORS, the request timer and the body limits around it
+/// ([`front`]).
 pub fn router(state: AppState) -> Router {
     let state = Arc::new(state);
     let (api, document) = api_routes(&state).split_for_parts();
     let document = openapi::complete(document);
-    let route_seconds = Arc::new(RouteSeconds::new(&state.metrics));
-    api.route(OPENAPI_PATH, openapi::route(&document))
+    let front_state = Arc::clone(&state);
+    let routes = api
+        .route(OPENAPI_PATH, openapi::route(&document))
         .merge(tally_serve::pages::routes(state.public_endpoints.clone()))
         .fallback(ops::not_found)
         // After every route is in: it applies to the routes registered so far.
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(ObserveLayer(route_seconds))
-        .layer(cors())
-        .with_state(state)
+        .with_state(state);
+    front::around(routes, &front_state)
 }
-
-/// Cross-origin access for browser clients of other regions' pages (a voting page served by one
-/// region fails over to another): any origin may read and vote, with no credentials. The admin
-/// API's `authorization` header is not allowed, so browsers cannot call it cross-origin.
-fn cors() -> tower_http::cors::CorsLayer {
-    use axum::http::{HeaderName, Method, header};
-    tower_http::cors::CorsLayer::new()
-        .allow_origin(tower_http::cors::Any)
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            HeaderName::from_static("idempotency-key"),
-            HeaderName::from_static("last-event-id"),
-        ])
-        .max_age(std::time::Duration::from_secs(CORS_MAX_AGE_SECONDS))
-}
-
-/// How long browsers may cache a CORS preflight answer, in seconds.
-const CORS_MAX_AGE_SECONDS: u64 = 600;
 
 /// The OpenAPI document of [`router`], as served at [`OPENAPI_PATH`].
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
@@ -235,33 +211,24 @@ async fn limit_by_ip(State(app): State<SharedState>, request: Request, next: Nex
     next.run(request).await
 }
 
-/// Every JSON API route, each with its body limit, and the document that describes them.
+/// Every JSON API route and the document that describes them (their body limits are the
+/// handlers' own: [`body`]).
 fn api_routes(state: &SharedState) -> OpenApiRouter<SharedState> {
-    let mut votes = OpenApiRouter::new()
-        .routes(routes!(votes::vote))
-        .layer(DefaultBodyLimit::max(VOTE_BODY_BYTES_MAX));
-    let mut batches = OpenApiRouter::new()
-        .routes(routes!(votes::batch))
-        .layer(DefaultBodyLimit::max(BATCH_BODY_BYTES_MAX));
+    let mut votes = OpenApiRouter::new().routes(routes!(votes::vote));
+    let mut batches = OpenApiRouter::new().routes(routes!(votes::batch));
     // Only with a per-IP limit configured: the layer boxes each request's service and future.
     if state.abuse.per_ip.is_some() {
         let limit_by_ip = middleware::from_fn_with_state(Arc::clone(state), limit_by_ip);
         votes = votes.layer(limit_by_ip.clone());
         batches = batches.layer(limit_by_ip);
     }
-    let admin = OpenApiRouter::new()
-        .routes(routes!(admin::create_poll))
-        .routes(routes!(admin::open_poll))
-        .routes(routes!(admin::close_poll))
-        .layer(DefaultBodyLimit::max(ADMIN_BODY_BYTES_MAX));
-    let audit = OpenApiRouter::new()
-        .routes(routes!(audit::lookup))
-        .layer(DefaultBodyLimit::max(BATCH_BODY_BYTES_MAX));
     OpenApiRouter::with_openapi(openapi::base())
         .merge(votes)
         .merge(batches)
-        .merge(admin)
-        .merge(audit)
+        .routes(routes!(admin::create_poll))
+        .routes(routes!(admin::open_poll))
+        .routes(routes!(admin::close_poll))
+        .routes(routes!(audit::lookup))
         .routes(routes!(admin::list_polls))
         .routes(routes!(reads::results))
         .routes(routes!(reads::history))
@@ -269,202 +236,4 @@ fn api_routes(state: &SharedState) -> OpenApiRouter<SharedState> {
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
-}
-
-/// The request-latency histogram of every route label, looked up once when the router is built
-/// (a label-set lookup per request allocates, hashes and locks).
-struct RouteSeconds {
-    /// Indexed like [`ROUTES`].
-    routes: Vec<Histogram>,
-    other: Histogram,
-    unmatched: Histogram,
-}
-
-impl RouteSeconds {
-    fn new(metrics: &Metrics) -> Self {
-        Self {
-            routes: ROUTES
-                .iter()
-                .map(|route| metrics.request_histogram(route))
-                .collect(),
-            other: metrics.request_histogram("other"),
-            unmatched: metrics.request_histogram("unmatched"),
-        }
-    }
-
-    /// Which histogram times `request`.
-    fn index_of(&self, request: &Request) -> RouteIndex {
-        match request.extensions().get::<MatchedPath>() {
-            None => RouteIndex::Unmatched,
-            Some(path) => route_index(path.as_str()).map_or(RouteIndex::Other, RouteIndex::Route),
-        }
-    }
-
-    /// The label and histogram of `index`.
-    fn get(&self, index: RouteIndex) -> (&'static str, &Histogram) {
-        match index {
-            RouteIndex::Route(index) => (ROUTES[index], &self.routes[index]),
-            RouteIndex::Other => ("other", &self.other),
-            RouteIndex::Unmatched => ("unmatched", &self.unmatched),
-        }
-    }
-}
-
-/// A request's route, as [`RouteSeconds`] labels it.
-#[derive(Debug, Clone, Copy)]
-enum RouteIndex {
-    /// Its template's position in [`ROUTES`].
-    Route(usize),
-    /// A matched template missing from [`ROUTES`].
-    Other,
-    /// No route matched.
-    Unmatched,
-}
-
-/// Times every request by route and logs failures. A tower layer of its own rather than
-/// `middleware::from_fn`, which clones the inner service into a box and boxes its future on
-/// every request (measured in BENCHMARKS.md, "Single votes: the HTTP layers and the engine on the HTTP runtime").
-#[derive(Clone)]
-struct ObserveLayer(Arc<RouteSeconds>);
-
-impl<S> tower::Layer<S> for ObserveLayer {
-    type Service = Observe<S>;
-
-    fn layer(&self, inner: S) -> Observe<S> {
-        Observe {
-            inner,
-            seconds: Arc::clone(&self.0),
-        }
-    }
-}
-
-/// [`ObserveLayer`]'s service.
-#[derive(Clone)]
-struct Observe<S> {
-    inner: S,
-    seconds: Arc<RouteSeconds>,
-}
-
-impl<S> tower::Service<Request> for Observe<S>
-where
-    S: tower::Service<Request, Response = Response>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = Observed<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let route = self.seconds.index_of(&request);
-        let method = request.method().clone();
-        Observed {
-            inner: self.inner.call(request),
-            started: Instant::now(),
-            route,
-            method,
-            seconds: Arc::clone(&self.seconds),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A request being answered, timed from its call.
-    struct Observed<F> {
-        #[pin]
-        inner: F,
-        started: Instant,
-        route: RouteIndex,
-        method: axum::http::Method,
-        seconds: Arc<RouteSeconds>,
-    }
-}
-
-impl<F, E> Future for Observed<F>
-where
-    F: Future<Output = Result<Response, E>>,
-{
-    type Output = Result<Response, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = std::task::ready!(this.inner.poll(cx));
-        if let Ok(response) = &result {
-            let elapsed = this.started.elapsed();
-            let (route, histogram) = this.seconds.get(*this.route);
-            histogram.observe(elapsed.as_secs_f64());
-            let status = response.status();
-            let method = &*this.method;
-            // A 503 is a deliberate refusal (shedding, a hold, a disputed poll): counted in
-            // `tally_vote_rejections_total` and logged once where its cause arises, not once
-            // per refused vote, which at peak would be a flood of identical lines.
-            if status == axum::http::StatusCode::SERVICE_UNAVAILABLE {
-                tracing::debug!(%method, route, %status, ?elapsed, "request refused for now");
-            } else if status.is_server_error() {
-                tracing::warn!(%method, route, %status, ?elapsed, "request failed");
-            } else if status.is_client_error() {
-                tracing::debug!(%method, route, %status, ?elapsed, "request refused");
-            }
-        }
-        Poll::Ready(result)
-    }
-}
-
-/// Route templates as static labels (metric label values must not grow without bound).
-const ROUTES: &[&str] = &[
-    "/v1/polls/{poll}/votes",
-    "/v1/polls/{poll}/votes/batch",
-    "/v1/polls/{poll}/results",
-    "/v1/polls/{poll}/history",
-    "/v1/polls/{poll}/stream",
-    "/v1/polls",
-    "/v1/admin/polls",
-    "/v1/admin/polls/{poll}/open",
-    "/v1/admin/polls/{poll}/close",
-    "/v1/admin/polls/{poll}/lookup",
-    "/metrics",
-    "/healthz",
-    "/readyz",
-    "/openapi.json",
-    "/",
-    "/polls/{poll}",
-    "/assets/dashboard.css",
-    "/assets/dashboard.js",
-    "/client.js",
-    "/vote/{poll}",
-    "/assets/vote.js",
-    "/assets/vote.css",
-];
-
-/// The position of `path` in [`ROUTES`], if it is a route template there.
-fn route_index(path: &str) -> Option<usize> {
-    ROUTES.iter().position(|r| *r == path)
-}
-
-/// The metric label of a route template: itself, or "other".
-#[cfg(test)]
-fn route_label(path: &str) -> &'static str {
-    route_index(path).map_or("other", |index| ROUTES[index])
-}
-
-#[cfg(test)]
-mod tests {
-    //! Goal: request metrics are labelled by every route template, never "other" for a real
-    //! route. Method: every path of the OpenAPI document (which lists every route) has a label.
-
-    use super::*;
-
-    #[test]
-    fn every_documented_route_has_its_own_metric_label() {
-        let document = openapi_document();
-        for path in document.paths.paths.keys() {
-            assert_eq!(
-                route_label(path),
-                path.as_str(),
-                "add {path} to route_label"
-            );
-        }
-    }
 }

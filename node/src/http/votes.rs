@@ -4,11 +4,12 @@
 //! it was seen before (then the earlier vote is durable too). The vote ID comes in the body or
 //! as an `Idempotency-Key` header: a UUID as sent, or any other key of up to 128 bytes.
 
-use axum::Json;
+use std::future::Future;
+
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
-use tally_core::{OptionIndex, PollId, VoteId, VoteIdKey};
+use tally_core::{ActorText, OptionIndex, PollId, VoteId, VoteIdKey};
 use tokio::sync::oneshot;
 
 use super::body::TimelyBody;
@@ -19,8 +20,9 @@ use crate::results::PollSnapshot;
 use tally_client::api::NOT_ANSWERED_BY_A_NODE;
 use tally_client::api::{
     BatchReceipt, BatchRequest, BatchResponse, BatchVoteStatus, BinaryBatch, ErrorBody,
-    POSTCARD_MEDIA_TYPE, Receipt, ReceiptedBatchResponse, VoteRequest, VoteResponse, VoteStatus,
+    POSTCARD_MEDIA_TYPE, ReceiptedBatchResponse, VoteRequest, VoteResponse, VoteStatus,
 };
+use tally_serve::vote_answer::{ReceiptFields, vote_answer};
 pub(super) use tally_serve::votes::check_count;
 pub(super) use tally_serve::votes::require_content_type;
 use tally_serve::votes::{
@@ -110,27 +112,53 @@ pub(super) async fn ask<T>(
             body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ),
 )]
-pub(super) async fn vote(
+pub(super) fn vote(
     State(app): State<SharedState>,
     Path(poll): Path<String>,
     request: Request,
-) -> Result<Json<VoteResponse>, ApiError> {
-    let (headers, body) = TimelyBody::with_headers(request, &app).await;
-    let result = vote_inner(&app, &poll, &headers, body).await;
-    match &result {
-        Ok(response) => app.metrics.count_votes(response.status.as_str(), 1),
-        Err(error) => app.metrics.count_rejections(error.code(), 1),
+) -> impl Future<Output = Result<Response, ApiError>> {
+    // Split before anything is awaited, so the future (which axum boxes for every vote) holds
+    // the headers and the body being read, not the request besides (see `body`).
+    let (headers, body) = TimelyBody::<VOTE_BODY_BYTES_MAX>::split(request, &app);
+    async move {
+        let body = TimelyBody::read(body).await;
+        let result = vote_inner(&app, &poll, &headers, body).await;
+        match &result {
+            Ok((_, ack)) => app.metrics.count_votes(ack_status(ack).as_str(), 1),
+            Err(error) => app.metrics.count_rejections(error.code(), 1),
+        }
+        let (vote_id, ack) = result?;
+        let receipt = match ack {
+            VoteAck::Counted {
+                seq,
+                second,
+                incarnation,
+            } => Some(ReceiptFields {
+                actor: ActorText(&app.node, incarnation),
+                seq,
+                second,
+            }),
+            VoteAck::Duplicate => None,
+        };
+        Ok(vote_answer(vote_id, receipt))
     }
-    result.map(Json)
+}
+
+/// A vote's status as its ack says.
+fn ack_status(ack: &VoteAck) -> VoteStatus {
+    match ack {
+        VoteAck::Counted { .. } => VoteStatus::Counted,
+        VoteAck::Duplicate => VoteStatus::Duplicate,
+    }
 }
 
 async fn vote_inner(
     app: &AppState,
     poll: &str,
     headers: &HeaderMap,
-    body: TimelyBody,
-) -> Result<VoteResponse, ApiError> {
-    let body = body.bytes(VOTE_BODY_BYTES_MAX)?;
+    body: TimelyBody<VOTE_BODY_BYTES_MAX>,
+) -> Result<(VoteId, VoteAck), ApiError> {
+    let body = body.bytes()?;
     require_content_type(headers, &["application/json"])?;
     let (poll, snapshot) = poll_snapshot(app, poll)?;
     let voter_vote_id = token_vote_id(
@@ -154,30 +182,7 @@ async fn vote_inner(
         reply,
     })
     .await?;
-    Ok(match ack {
-        VoteAck::Counted {
-            seq,
-            second,
-            incarnation,
-        } => VoteResponse {
-            status: VoteStatus::Counted,
-            vote_id: vote_id.to_string(),
-            receipt: Some(Receipt {
-                actor: tally_core::ActorId {
-                    node: app.node.clone(),
-                    incarnation,
-                }
-                .to_string(),
-                seq,
-                second,
-            }),
-        },
-        VoteAck::Duplicate => VoteResponse {
-            status: VoteStatus::Duplicate,
-            vote_id: vote_id.to_string(),
-            receipt: None,
-        },
-    })
+    Ok((vote_id, ack))
 }
 
 /// Batches come from the operator's edges, not from voters, once the node says so: with a
@@ -246,7 +251,8 @@ pub(super) async fn batch(
     request: Request,
 ) -> Result<Response, ApiError> {
     let receipts = wants_receipts(request.uri());
-    let (headers, body) = TimelyBody::with_headers(request, &app).await;
+    let (headers, body) = TimelyBody::<BATCH_BODY_BYTES_MAX>::split(request, &app);
+    let body = TimelyBody::read(body).await;
     let result = batch_inner(&app, &poll, &headers, body, receipts).await;
     match &result {
         Ok(response) => count_batch(&app, &response.batch),
@@ -265,11 +271,11 @@ async fn batch_inner(
     app: &AppState,
     poll: &str,
     headers: &HeaderMap,
-    body: TimelyBody,
+    body: TimelyBody<BATCH_BODY_BYTES_MAX>,
     with_receipts: bool,
 ) -> Result<ReceiptedBatchResponse, ApiError> {
     require_aggregator(app, headers)?;
-    let body = body.bytes(BATCH_BODY_BYTES_MAX)?;
+    let body = body.bytes()?;
     let media_type = require_content_type(headers, &["application/json", POSTCARD_MEDIA_TYPE])
         .map_err(|_| {
             ApiError::UnsupportedMediaType("application/json or application/x-postcard")

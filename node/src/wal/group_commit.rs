@@ -337,12 +337,14 @@ impl Group {
 
 /// How the writer runs. Production: on its own OS thread, so an fsync never stalls request
 /// handling. The simulation: as a task on the current runtime, where the disk is simulated and
-/// everything must run on turmoil's one thread.
+/// everything must run on turmoil's one thread. A memory-only node (`--memory-only`, whose
+/// storage never blocks) runs it as a task too.
 #[derive(Clone)]
 pub enum WalExecutor {
     /// On its own OS thread, so fsyncs never block the request runtime (production).
     DedicatedThread,
-    /// As a task on the current runtime (tests on an instant disk).
+    /// As a task on the current runtime (tests on an instant disk, and memory-only nodes,
+    /// whose storage never blocks).
     Task,
     /// As a task that awaits a simulated disk's fsync time between writing each group and
     /// syncing it (the simulation).
