@@ -316,16 +316,16 @@ fn a_node_whose_index_grows_during_the_burst_changes_nothing_observable() {
     assert!(!first.fault_kinds().contains(&FaultKind::UnreservedIndex));
     assert!(second.fault_kinds().contains(&FaultKind::UnreservedIndex));
     assert!(second.fault_kinds().contains(&FaultKind::Crash));
-    // Everything the checks counted, but how long convergence took (milliseconds apart).
+    // Everything the checks counted about the votes, but what follows the network's timing,
+    // which differs between the two runs: how long convergence took (milliseconds apart), and
+    // how many answers were `counted` with a receipt and a stamp to check and how many reads
+    // ran (a vote whose first answer is lost is answered `duplicate` on its retry, with no
+    // receipt; seen differing by 4 receipts of 5,000 after the node's and the edge's request
+    // paths changed, with every check passing in both runs).
     let counted = |c: &Checked| {
         (
-            (c.invoked, c.acknowledged, c.held, c.receipts, c.reads),
-            (
-                c.options_checked,
-                c.stamps,
-                c.clock_refusals,
-                c.totals.clone(),
-            ),
+            (c.invoked, c.acknowledged, c.held),
+            (c.options_checked, c.clock_refusals, c.totals.clone()),
             (c.lost_with_disk, c.lost_with_damage),
         )
     };
