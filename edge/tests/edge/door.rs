@@ -17,8 +17,9 @@ use crate::kit::{self, Mode, T0_MS, VOTES, id, post_json, rig_with};
 
 #[tokio::test(start_paused = true)]
 async fn a_full_edge_sheds_new_votes_at_once_with_503_overloaded() {
-    // Goal: past votes_waiting_max the door answers 503 + Retry-After without waiting.
-    // Method: two votes stuck at a blackholed node fill the door; a third is shed.
+    // Goal: past votes_waiting_max the door answers 503 + Retry-After without waiting, and
+    // counts it (TallyEdgeShedding's rejections). Method: two votes stuck at a blackholed node
+    // fill the door; a third is shed.
     let mut config = kit::edge_config(&["a"]);
     config.votes_waiting_max = 2;
     config.vote_deadline_ms = 5_000;
@@ -43,6 +44,14 @@ async fn a_full_edge_sheds_new_votes_at_once_with_503_overloaded() {
         (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
     );
     assert_eq!(shed.retry_after(), Some("1"));
+    let shed_counted = rig
+        .edge
+        .handle
+        .metrics
+        .rejections
+        .get_or_create(&vec![("code", "overloaded")])
+        .get();
+    assert_eq!(shed_counted, 1);
     for vote in stuck {
         let reply = vote.await.unwrap();
         assert_eq!(reply.code(), "unconfirmed", "{}", reply.text());
