@@ -108,8 +108,8 @@ impl MovingTable {
             && self.table.insert_below(hash, position, self.high)
     }
 
-    /// Moves the next groups' entries into `into`, rehashing each with `keys`: at most
-    /// [`GROWTH_STEP_MOVES_MAX`] entries. Returns whether every entry has moved.
+    /// Moves the next groups' entries into `into`, each placed by its hint or, failing
+    /// that, rehashed with `keys`: at most [`GROWTH_STEP_MOVES_MAX`] entries. Returns whether every entry has moved.
     pub(crate) fn step<K: Keys>(&mut self, into: &mut PositionTable, keys: &K) -> bool {
         let groups = if self.wrapped {
             let end = self.high;
@@ -158,8 +158,7 @@ impl MovingTable {
         for (&hash, &position) in hashes.iter().zip(&positions[..count]) {
             into.insert_moved(hash, position);
         }
-        self.moved += placed;
-        self.moved += count;
+        self.moved += placed + count;
         self.wrapped && self.low == self.high
     }
 }

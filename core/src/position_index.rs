@@ -15,7 +15,8 @@
 //!    the table in use.
 //! 2. **Moving.** Once every page is touched, the new table takes inserts, and each step
 //!    moves at most [`INDEX_GROWTH_STEP_MOVES_MAX`](crate::limits::INDEX_GROWTH_STEP_MOVES_MAX)
-//!    entries of the old table into it, rehashing each (a read of its record). Which table
+//!    entries of the old table into it, each placed by its hint (`position_table.rs`; a
+//!    read of its record and a rehash for the few whose hint has run out). Which table
 //!    holds a key follows from its home in the old table (`moving_table.rs`), so a lookup
 //!    asks one table. When the last group is moved the old table is retired: its owner
 //!    takes it ([`PositionIndex::take_retired`]) and frees it where a wait costs nothing.

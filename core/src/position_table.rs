@@ -1,6 +1,6 @@
 //! One open-addressing hash table of record positions, the building block of the dedupe
 //! index ([`crate::position_index`]): 4 bytes a slot plus one control byte, like hashbrown's
-//! swiss table, but made to be grown a little at a time.
+//! swiss table, and one hint byte, made to be grown a little at a time.
 //!
 //! Control bytes are 0 for an empty slot and `0x80 | 7 hash bits` for a full one; they sit
 //! apart from the slots, eight to a `u64` *group*, and a lookup compares a whole group in a few
@@ -15,7 +15,14 @@
 //! - **Order is kept.** Homes are the top hash bits, so a table lists its entries roughly in
 //!   hash order, and the entries of one group of a table go to one or two neighbouring groups
 //!   of a table twice its size: moving a table into a larger one reads and writes both
-//!   sequentially, and only the records (to rehash their IDs) are read at random.
+//!   sequentially.
+//! - **A move reads no record.** Each slot's *hint* byte holds how many groups past its
+//!   home the entry sits (up to 6) and the next 4 hash bits below the home's. From them and
+//!   the control byte's 7 (the same at any size) a move places the entry in a table 2–16
+//!   times larger without reading its record to rehash its ID ([`PositionTable::placement_in`]):
+//!   that read, at random in hundreds of MB, was most of a growth's cost (BENCHMARKS.md,
+//!   "Moving without reading records"). An entry moved a fifth time, or sitting 7+ groups
+//!   from home, is rehashed from its record, and its hint filled again.
 //! - **Nothing is removed.** The index only adds entries and replaces positions, so there
 //!   are no tombstones, and a probe stops at the first group with an empty slot.
 //!
@@ -57,15 +64,16 @@ const GROUP_LOAD_MAX: usize = 6;
 /// The smallest table allocated: two groups.
 pub(crate) const GROUPS_MIN: usize = 2;
 
-/// A group in memory: its control word, its hint word (one hint byte a slot, slot 0 in the
-/// low byte), then its eight positions, two to a word (slot 0 in the low half). 48 bytes, so
-/// a probe's control word and the slot it finds or fills usually share a cache line.
-type Group = [u64; GROUP_WORDS];
-const GROUP_WORDS: usize = 2 + GROUP_SLOTS / 2;
-const CONTROL_WORD: usize = 0;
-const HINT_WORD: usize = 1;
-const POSITION_WORDS: usize = 2;
-const GROUP_BYTES: usize = size_of::<Group>();
+/// A group's slots in memory: its hint word (one hint byte a slot, slot 0 in the low byte),
+/// then its eight positions, two to a word (slot 0 in the low half): 40 bytes, so a slot's
+/// hint and position are written to one cache line (mostly). The control words are apart,
+/// 8 bytes a group: a lookup of an absent key (most of a burst's) reads only its home's,
+/// from an array a sixth the size.
+type GroupSlots = [u64; SLOT_WORDS];
+const SLOT_WORDS: usize = 1 + GROUP_SLOTS / 2;
+const HINT_WORD: usize = 0;
+const POSITION_WORDS: usize = 1;
+const SLOTS_BYTES: usize = size_of::<GroupSlots>();
 
 /// A hint byte: the slot's displacement (groups from the key's home, [`DISPLACEMENT_UNKNOWN`]
 /// if that many or more) in its top 3 bits, and in its low 5 the next hash bits below the
@@ -143,12 +151,14 @@ fn home_of(hash: u64, groups_log2: u32) -> usize {
 /// An open-addressing table of positions; equality and hashes are the caller's.
 #[derive(Default)]
 pub(crate) struct PositionTable {
-    groups: Vec<Group>,
+    /// One `u64` per group: its slots' control bytes, slot 0 in the low byte.
+    control: Vec<u64>,
+    slots: Vec<GroupSlots>,
     /// `log2(groups)` (0 before the first allocation).
     groups_log2: u32,
     len: usize,
-    /// How far [`Self::prefault`] has come through the pages of `groups`, in bytes: every
-    /// page that starts before it is touched.
+    /// How far [`Self::prefault`] has come through the pages of `control`, then `slots`,
+    /// in bytes: every page that starts before it is touched.
     prefaulted_bytes: usize,
 }
 
@@ -158,7 +168,8 @@ impl PositionTable {
         assert!(groups >= GROUPS_MIN && groups.is_power_of_two());
         Self {
             // Zeroed memory: `vec!` of zeros asks the allocator for zeroed pages.
-            groups: vec![[0; GROUP_WORDS]; groups],
+            control: vec![0; groups],
+            slots: vec![[0; SLOT_WORDS]; groups],
             groups_log2: groups.trailing_zeros(),
             len: 0,
             prefaulted_bytes: 0,
@@ -175,7 +186,7 @@ impl PositionTable {
 
     /// Groups in the table (0 before the first allocation).
     pub(crate) fn groups(&self) -> usize {
-        self.groups.len()
+        self.control.len()
     }
 
     /// Entries held.
@@ -204,7 +215,7 @@ impl PositionTable {
     }
 
     fn control(&self, group: usize) -> u64 {
-        self.groups[group][CONTROL_WORD]
+        self.control[group]
     }
 
     /// Whether group `group` has an empty slot.
@@ -367,8 +378,8 @@ impl PositionTable {
         let displacement = group.wrapping_sub(placement.home) & (self.groups() - 1);
         let hint =
             (displacement.min(DISPLACEMENT_UNKNOWN) as u8) << DISPLACEMENT_SHIFT | placement.known;
-        let words = &mut self.groups[group];
-        words[CONTROL_WORD] |= u64::from(placement.control) << (8 * slot);
+        self.control[group] |= u64::from(placement.control) << (8 * slot);
+        let words = &mut self.slots[group];
         words[HINT_WORD] |= u64::from(hint) << (8 * slot);
         let word = &mut words[POSITION_WORDS + slot / 2];
         *word |= u64::from(position) << (32 * (slot % 2));
@@ -381,9 +392,8 @@ impl PositionTable {
     /// `None` if the displacement is not known or too few bits are.
     pub(crate) fn placement_in(&self, slot: usize, scale_log2: u32) -> Option<Placement> {
         let group = slot / GROUP_SLOTS;
-        let words = &self.groups[group];
         let byte = 8 * (slot % GROUP_SLOTS);
-        let hint = (words[HINT_WORD] >> byte) as u8;
+        let hint = (self.slots[group][HINT_WORD] >> byte) as u8;
         let displacement = usize::from(hint >> DISPLACEMENT_SHIFT);
         let known = hint & ((1 << DISPLACEMENT_SHIFT) - 1);
         // The marker bit above the known bits: none set is a slot of a zeroed hint.
@@ -396,7 +406,7 @@ impl PositionTable {
         let bits = usize::from(known) & ((1 << known_count) - 1);
         Some(Placement {
             home: (home << scale_log2) | (bits >> left),
-            control: (words[CONTROL_WORD] >> byte) as u8,
+            control: (self.control[group] >> byte) as u8,
             known: ((1 << left) | (bits & ((1 << left) - 1))) as u8,
         })
     }
@@ -404,14 +414,14 @@ impl PositionTable {
     /// The position in slot `slot`.
     pub(crate) fn get(&self, slot: usize) -> Position {
         let i = slot % GROUP_SLOTS;
-        (self.groups[slot / GROUP_SLOTS][POSITION_WORDS + i / 2] >> (32 * (i % 2))) as Position
+        (self.slots[slot / GROUP_SLOTS][POSITION_WORDS + i / 2] >> (32 * (i % 2))) as Position
     }
 
     /// Replaces the position in the full slot `slot`.
     pub(crate) fn set(&mut self, slot: usize, position: Position) {
         let i = slot % GROUP_SLOTS;
-        let words = &mut self.groups[slot / GROUP_SLOTS];
-        debug_assert!(words[CONTROL_WORD] >> (8 * i) & 0x80 != 0);
+        debug_assert!(self.control[slot / GROUP_SLOTS] >> (8 * i) & 0x80 != 0);
+        let words = &mut self.slots[slot / GROUP_SLOTS];
         let shift = 32 * (i % 2);
         let word = &mut words[POSITION_WORDS + i / 2];
         *word = (*word & !(u64::from(Position::MAX) << shift)) | (u64::from(position) << shift);
@@ -441,12 +451,13 @@ impl PositionTable {
         self.for_each_slot_in(groups, |slot| visit(self.get(slot)));
     }
 
-    /// Goes `bytes` further through the table's pages, touching each page it enters with one
-    /// write that keeps its contents, so that the page faults of a fresh table are paid a few
+    /// Goes `bytes` further through the table's pages (its control words', then its
+    /// slots'), touching each page it enters with one write that keeps its contents, so that the page faults of a fresh table are paid a few
     /// at a time rather than all at once by the first inserts, which land everywhere. Returns
     /// whether every page is touched now.
     pub(crate) fn prefault(&mut self, bytes: usize) -> bool {
         const WORDS_PER_PAGE: usize = PAGE_BYTES / size_of::<u64>();
+        let control_pages = self.control.len().div_ceil(WORDS_PER_PAGE);
         let total = Self::pages_of(self.groups()) * PAGE_BYTES;
         let end = self.prefaulted_bytes.saturating_add(bytes).min(total);
         // An empty table is all zeros: write zeros without reading. A read first would map
@@ -455,9 +466,13 @@ impl PositionTable {
         // this VM). A table that holds entries (switched in early) keeps them: read, write.
         let empty = self.len == 0;
         for page in self.prefaulted_bytes.div_ceil(PAGE_BYTES)..end.div_ceil(PAGE_BYTES) {
-            // The word at the page's first byte (groups are whole words).
-            let word_index = page * WORDS_PER_PAGE;
-            let word = &mut self.groups[word_index / GROUP_WORDS][word_index % GROUP_WORDS];
+            // The word at the page's first byte (a group's slots are whole words).
+            let word = if page < control_pages {
+                &mut self.control[page * WORDS_PER_PAGE]
+            } else {
+                let index = (page - control_pages) * WORDS_PER_PAGE;
+                &mut self.slots[index / SLOT_WORDS][index % SLOT_WORDS]
+            };
             // black_box: a write the compiler cannot prove unchanged, so it is not dropped.
             *word = std::hint::black_box(if empty { 0 } else { *word });
         }
@@ -470,14 +485,15 @@ impl PositionTable {
         Self::pages_of(self.groups()) * PAGE_BYTES - self.prefaulted_bytes
     }
 
-    /// Pages a table of `groups` groups spans.
+    /// Pages a table of `groups` groups spans: its control words', then its slots'.
     pub(crate) fn pages_of(groups: usize) -> usize {
-        (groups * GROUP_BYTES).div_ceil(PAGE_BYTES)
+        (groups * size_of::<u64>()).div_ceil(PAGE_BYTES)
+            + (groups * SLOTS_BYTES).div_ceil(PAGE_BYTES)
     }
 
     /// Bytes of heap the table holds.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.groups.capacity() * GROUP_BYTES
+        self.control.capacity() * size_of::<u64>() + self.slots.capacity() * SLOTS_BYTES
     }
 
     /// Checks every full slot's control byte and hint against the hash of its key
@@ -488,10 +504,9 @@ impl PositionTable {
             self.for_each_slot_in(group..group + 1, |slot| {
                 let hash = hash_of(self.get(slot));
                 let expected = Placement::of_hash(hash, self.groups_log2);
-                let words = &self.groups[group];
                 let byte = 8 * (slot % GROUP_SLOTS);
-                assert_eq!((words[CONTROL_WORD] >> byte) as u8, expected.control);
-                let hint = (words[HINT_WORD] >> byte) as u8;
+                assert_eq!((self.control[group] >> byte) as u8, expected.control);
+                let hint = (self.slots[group][HINT_WORD] >> byte) as u8;
                 let displacement = group.wrapping_sub(expected.home) & (self.groups() - 1);
                 assert_eq!(
                     usize::from(hint >> DISPLACEMENT_SHIFT),
@@ -569,7 +584,7 @@ mod tests {
             table.insert_new(u64::from(key).wrapping_mul(0x9e37_79b9_7f4a_7c15), key);
         }
         let pages = table.bytes_to_prefault() / PAGE_BYTES;
-        assert_eq!(pages, 4096 * 48 / PAGE_BYTES);
+        assert_eq!(pages, 8 + 40);
         for step in 1..=pages {
             assert_eq!(table.prefault(PAGE_BYTES), step == pages);
             assert_eq!(table.bytes_to_prefault(), (pages - step) * PAGE_BYTES);
