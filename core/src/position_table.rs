@@ -576,6 +576,89 @@ mod tests {
     }
 
     #[test]
+    fn a_hint_places_an_entry_in_a_larger_table_where_its_hash_would() {
+        // Goal: the invariant growth relies on to move an entry without reading its record:
+        // a slot's hint and control byte give the home (and control byte and hint) its hash
+        // gives in a table 2, 4, 8 or 16 times larger, and give nothing once the hint's bits
+        // run out or the displacement is too long to note. Method: a table with crowded homes
+        // (long runs, some wrapping around the end) filled to its limit; every slot's
+        // placement against the hash's, then moved on twice by hints alone, checking each
+        // table's hints against the hashes.
+        let hash = |key: u32| {
+            let mixed = u64::from(key).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            if key % 4 == 0 {
+                mixed | (0xff << 56)
+            } else {
+                mixed
+            }
+        };
+        let mut table = PositionTable::with_groups(64);
+        for key in 0..table.capacity() as u32 {
+            table.insert_new(hash(key), key);
+        }
+        table.assert_hints(hash);
+        let (mut placed, mut refused) = (0, 0);
+        for scale_log2 in 1..=5 {
+            let groups_log2 = table.groups_log2 + scale_log2;
+            table.for_each_slot_in(0..table.groups(), |slot| {
+                let key = table.get(slot);
+                let home = table.home(hash(key));
+                let displacement = (slot / GROUP_SLOTS).wrapping_sub(home) & (table.groups() - 1);
+                match table.placement_in(slot, scale_log2) {
+                    Some(placement) => {
+                        assert!(
+                            scale_log2 <= KNOWN_BITS_MAX && displacement < DISPLACEMENT_UNKNOWN
+                        );
+                        let expected = Placement::of_hash(hash(key), groups_log2);
+                        assert_eq!(placement.home, expected.home, "key {key}");
+                        assert_eq!(placement.control, expected.control, "key {key}");
+                        placed += 1;
+                    }
+                    None => {
+                        assert!(
+                            scale_log2 > KNOWN_BITS_MAX || displacement >= DISPLACEMENT_UNKNOWN
+                        );
+                        refused += 1;
+                    }
+                }
+            });
+        }
+        assert!(
+            placed > 0 && refused > table.len(),
+            "{placed} placed, {refused} refused"
+        );
+        // Two moves by hints alone (2 + 2 of the 4 bits), then no bits are left.
+        let mut moved = PositionTable::with_groups(256);
+        let mut rehashed = Vec::new();
+        table.for_each_slot_in(0..table.groups(), |slot| {
+            match table.placement_in(slot, 2) {
+                Some(placement) => moved.insert_placed(placement, table.get(slot)),
+                None => rehashed.push(table.get(slot)),
+            }
+        });
+        rehashed
+            .iter()
+            .for_each(|&key| moved.insert_moved(hash(key), key));
+        moved.assert_hints(hash);
+        let mut last = PositionTable::with_groups(1024);
+        moved.for_each_slot_in(0..moved.groups(), |slot| {
+            let key = moved.get(slot);
+            match moved.placement_in(slot, 2) {
+                Some(placement) => last.insert_placed(placement, key),
+                None => last.insert_moved(hash(key), key),
+            }
+            assert!(moved.placement_in(slot, 3).is_none() || rehashed.contains(&key));
+        });
+        last.assert_hints(hash);
+        for key in 0..table.len() as u32 {
+            assert_eq!(
+                last.find(hash(key), |p| p == key).map(|s| last.get(s)),
+                Some(key)
+            );
+        }
+    }
+
+    #[test]
     fn prefaulting_keeps_what_the_table_holds_and_counts_down_to_zero() {
         // Goal: touching pages never changes an entry, and ends. Method: a table of several
         // pages with entries in it, prefaulted a page at a time.
