@@ -64,16 +64,14 @@ const GROUP_LOAD_MAX: usize = 6;
 /// The smallest table allocated: two groups.
 pub(crate) const GROUPS_MIN: usize = 2;
 
-/// A group's slots in memory: its hint word (one hint byte a slot, slot 0 in the low byte),
-/// then its eight positions, two to a word (slot 0 in the low half): 40 bytes, so a slot's
-/// hint and position are written to one cache line (mostly). The control words are apart,
-/// 8 bytes a group: a lookup of an absent key (most of a burst's) reads only its home's,
-/// from an array a sixth the size.
-type GroupSlots = [u64; SLOT_WORDS];
-const SLOT_WORDS: usize = 1 + GROUP_SLOTS / 2;
-const HINT_WORD: usize = 0;
-const POSITION_WORDS: usize = 1;
-const SLOTS_BYTES: usize = size_of::<GroupSlots>();
+/// A group's *head*: its control word (one control byte a slot, slot 0 in the low byte),
+/// then its hint word (the same, of hint bytes). 16 bytes, so an insert writes its hint to
+/// the cache line its probe read the control word from: it costs no extra cache miss. The
+/// positions are apart, as in hashbrown: a lookup of an absent key (most of a burst's) reads
+/// no position at all.
+type Head = [u64; 2];
+const CONTROL_WORD: usize = 0;
+const HINT_WORD: usize = 1;
 
 /// A hint byte: the slot's displacement (groups from the key's home, [`DISPLACEMENT_UNKNOWN`]
 /// if that many or more) in its top 3 bits, and in its low 5 the next hash bits below the
@@ -151,13 +149,13 @@ fn home_of(hash: u64, groups_log2: u32) -> usize {
 /// An open-addressing table of positions; equality and hashes are the caller's.
 #[derive(Default)]
 pub(crate) struct PositionTable {
-    /// One `u64` per group: its slots' control bytes, slot 0 in the low byte.
-    control: Vec<u64>,
-    slots: Vec<GroupSlots>,
+    /// One [`Head`] per group: its slots' control bytes and hint bytes.
+    heads: Vec<Head>,
+    slots: Vec<Position>,
     /// `log2(groups)` (0 before the first allocation).
     groups_log2: u32,
     len: usize,
-    /// How far [`Self::prefault`] has come through the pages of `control`, then `slots`,
+    /// How far [`Self::prefault`] has come through the pages of `heads`, then `slots`,
     /// in bytes: every page that starts before it is touched.
     prefaulted_bytes: usize,
 }
@@ -168,8 +166,8 @@ impl PositionTable {
         assert!(groups >= GROUPS_MIN && groups.is_power_of_two());
         Self {
             // Zeroed memory: `vec!` of zeros asks the allocator for zeroed pages.
-            control: vec![0; groups],
-            slots: vec![[0; SLOT_WORDS]; groups],
+            heads: vec![[0; 2]; groups],
+            slots: vec![0; groups * GROUP_SLOTS],
             groups_log2: groups.trailing_zeros(),
             len: 0,
             prefaulted_bytes: 0,
@@ -186,7 +184,7 @@ impl PositionTable {
 
     /// Groups in the table (0 before the first allocation).
     pub(crate) fn groups(&self) -> usize {
-        self.control.len()
+        self.heads.len()
     }
 
     /// Entries held.
@@ -215,7 +213,7 @@ impl PositionTable {
     }
 
     fn control(&self, group: usize) -> u64 {
-        self.control[group]
+        self.heads[group][CONTROL_WORD]
     }
 
     /// Whether group `group` has an empty slot.
@@ -378,11 +376,10 @@ impl PositionTable {
         let displacement = group.wrapping_sub(placement.home) & (self.groups() - 1);
         let hint =
             (displacement.min(DISPLACEMENT_UNKNOWN) as u8) << DISPLACEMENT_SHIFT | placement.known;
-        self.control[group] |= u64::from(placement.control) << (8 * slot);
-        let words = &mut self.slots[group];
-        words[HINT_WORD] |= u64::from(hint) << (8 * slot);
-        let word = &mut words[POSITION_WORDS + slot / 2];
-        *word |= u64::from(position) << (32 * (slot % 2));
+        let head = &mut self.heads[group];
+        head[CONTROL_WORD] |= u64::from(placement.control) << (8 * slot);
+        head[HINT_WORD] |= u64::from(hint) << (8 * slot);
+        self.slots[group * GROUP_SLOTS + slot] = position;
         self.len += 1;
     }
 
@@ -393,7 +390,8 @@ impl PositionTable {
     pub(crate) fn placement_in(&self, slot: usize, scale_log2: u32) -> Option<Placement> {
         let group = slot / GROUP_SLOTS;
         let byte = 8 * (slot % GROUP_SLOTS);
-        let hint = (self.slots[group][HINT_WORD] >> byte) as u8;
+        let head = &self.heads[group];
+        let hint = (head[HINT_WORD] >> byte) as u8;
         let displacement = usize::from(hint >> DISPLACEMENT_SHIFT);
         let known = hint & ((1 << DISPLACEMENT_SHIFT) - 1);
         // The marker bit above the known bits: none set is a slot of a zeroed hint.
@@ -406,25 +404,20 @@ impl PositionTable {
         let bits = usize::from(known) & ((1 << known_count) - 1);
         Some(Placement {
             home: (home << scale_log2) | (bits >> left),
-            control: (self.control[group] >> byte) as u8,
+            control: (head[CONTROL_WORD] >> byte) as u8,
             known: ((1 << left) | (bits & ((1 << left) - 1))) as u8,
         })
     }
 
     /// The position in slot `slot`.
     pub(crate) fn get(&self, slot: usize) -> Position {
-        let i = slot % GROUP_SLOTS;
-        (self.slots[slot / GROUP_SLOTS][POSITION_WORDS + i / 2] >> (32 * (i % 2))) as Position
+        self.slots[slot]
     }
 
     /// Replaces the position in the full slot `slot`.
     pub(crate) fn set(&mut self, slot: usize, position: Position) {
-        let i = slot % GROUP_SLOTS;
-        debug_assert!(self.control[slot / GROUP_SLOTS] >> (8 * i) & 0x80 != 0);
-        let words = &mut self.slots[slot / GROUP_SLOTS];
-        let shift = 32 * (i % 2);
-        let word = &mut words[POSITION_WORDS + i / 2];
-        *word = (*word & !(u64::from(Position::MAX) << shift)) | (u64::from(position) << shift);
+        debug_assert!(self.control(slot / GROUP_SLOTS) >> (8 * (slot % GROUP_SLOTS)) & 0x80 != 0);
+        self.slots[slot] = position;
     }
 
     /// Calls `visit` with the full slots in groups `groups`, in slot order.
@@ -451,13 +444,13 @@ impl PositionTable {
         self.for_each_slot_in(groups, |slot| visit(self.get(slot)));
     }
 
-    /// Goes `bytes` further through the table's pages (its control words', then its
-    /// slots'), touching each page it enters with one write that keeps its contents, so that the page faults of a fresh table are paid a few
+    /// Goes `bytes` further through the table's pages (its heads', then its slots'), touching each page it enters with one write that keeps its contents, so that the page faults of a fresh table are paid a few
     /// at a time rather than all at once by the first inserts, which land everywhere. Returns
     /// whether every page is touched now.
     pub(crate) fn prefault(&mut self, bytes: usize) -> bool {
-        const WORDS_PER_PAGE: usize = PAGE_BYTES / size_of::<u64>();
-        let control_pages = self.control.len().div_ceil(WORDS_PER_PAGE);
+        const HEADS_PER_PAGE: usize = PAGE_BYTES / size_of::<Head>();
+        const SLOTS_PER_PAGE: usize = PAGE_BYTES / size_of::<Position>();
+        let head_pages = self.heads.len().div_ceil(HEADS_PER_PAGE);
         let total = Self::pages_of(self.groups()) * PAGE_BYTES;
         let end = self.prefaulted_bytes.saturating_add(bytes).min(total);
         // An empty table is all zeros: write zeros without reading. A read first would map
@@ -466,15 +459,14 @@ impl PositionTable {
         // this VM). A table that holds entries (switched in early) keeps them: read, write.
         let empty = self.len == 0;
         for page in self.prefaulted_bytes.div_ceil(PAGE_BYTES)..end.div_ceil(PAGE_BYTES) {
-            // The word at the page's first byte (a group's slots are whole words).
-            let word = if page < control_pages {
-                &mut self.control[page * WORDS_PER_PAGE]
-            } else {
-                let index = (page - control_pages) * WORDS_PER_PAGE;
-                &mut self.slots[index / SLOT_WORDS][index % SLOT_WORDS]
-            };
             // black_box: a write the compiler cannot prove unchanged, so it is not dropped.
-            *word = std::hint::black_box(if empty { 0 } else { *word });
+            if page < head_pages {
+                let word = &mut self.heads[page * HEADS_PER_PAGE][CONTROL_WORD];
+                *word = std::hint::black_box(if empty { 0 } else { *word });
+            } else {
+                let slot = &mut self.slots[(page - head_pages) * SLOTS_PER_PAGE];
+                *slot = std::hint::black_box(if empty { 0 } else { *slot });
+            }
         }
         self.prefaulted_bytes = end;
         end == total
@@ -485,15 +477,15 @@ impl PositionTable {
         Self::pages_of(self.groups()) * PAGE_BYTES - self.prefaulted_bytes
     }
 
-    /// Pages a table of `groups` groups spans: its control words', then its slots'.
+    /// Pages a table of `groups` groups spans: its heads', then its slots'.
     pub(crate) fn pages_of(groups: usize) -> usize {
-        (groups * size_of::<u64>()).div_ceil(PAGE_BYTES)
-            + (groups * SLOTS_BYTES).div_ceil(PAGE_BYTES)
+        (groups * size_of::<Head>()).div_ceil(PAGE_BYTES)
+            + (groups * GROUP_SLOTS * size_of::<Position>()).div_ceil(PAGE_BYTES)
     }
 
     /// Bytes of heap the table holds.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.control.capacity() * size_of::<u64>() + self.slots.capacity() * SLOTS_BYTES
+        self.heads.capacity() * size_of::<Head>() + self.slots.capacity() * size_of::<Position>()
     }
 
     /// Checks every full slot's control byte and hint against the hash of its key
@@ -505,8 +497,8 @@ impl PositionTable {
                 let hash = hash_of(self.get(slot));
                 let expected = Placement::of_hash(hash, self.groups_log2);
                 let byte = 8 * (slot % GROUP_SLOTS);
-                assert_eq!((self.control[group] >> byte) as u8, expected.control);
-                let hint = (self.slots[group][HINT_WORD] >> byte) as u8;
+                assert_eq!((self.control(group) >> byte) as u8, expected.control);
+                let hint = (self.heads[group][HINT_WORD] >> byte) as u8;
                 let displacement = group.wrapping_sub(expected.home) & (self.groups() - 1);
                 assert_eq!(
                     usize::from(hint >> DISPLACEMENT_SHIFT),
@@ -667,7 +659,7 @@ mod tests {
             table.insert_new(u64::from(key).wrapping_mul(0x9e37_79b9_7f4a_7c15), key);
         }
         let pages = table.bytes_to_prefault() / PAGE_BYTES;
-        assert_eq!(pages, 8 + 40);
+        assert_eq!(pages, 16 + 32);
         for step in 1..=pages {
             assert_eq!(table.prefault(PAGE_BYTES), step == pages);
             assert_eq!(table.bytes_to_prefault(), (pages - step) * PAGE_BYTES);
