@@ -65,7 +65,12 @@ one_run() {
     ($14 + $15) / hz, $14 / hz, $15 / hz }' "/proc/$pid/stat"
   echo "  load average: $(cut -d' ' -f1-3 /proc/loadavg)"
   # A refused batch (503) is a hold, e.g. disk_low when other work fills the disk: say which.
-  grep -E "WARN|ERROR" "$dir/node.log" | grep -v "huge pages" | head -n 3 || true
+  grep -E "WARN|ERROR" "$dir/node.log" | grep -v "huge pages\|slow wake-up" | head -n 3 || true
+  # The engine's wake-ups of 25 ms or more (ENGINE_WAKE_SLOW), with its CPU time over each:
+  # work, or waiting for a core or in the kernel.
+  echo "  slow engine wake-ups: $(grep -c "slow wake-up" "$dir/node.log" || true)"
+  grep "slow wake-up" "$dir/node.log" | sed 's/\x1b\[[0-9;]*m//g; s/^.*Z *WARN [^ ]* //' \
+    | sort -t= -k2 -g -r | head -n 5 | sed 's/^/    /' || true
   kill "$pid"
   wait "$pid" || true
   pid=""
