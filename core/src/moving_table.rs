@@ -108,8 +108,8 @@ impl MovingTable {
             && self.table.insert_below(hash, position, self.high)
     }
 
-    /// Moves the next groups' entries into `into`, each placed by its hint or, failing
-    /// that, rehashed with `keys`: at most [`GROWTH_STEP_MOVES_MAX`] entries. Returns whether every entry has moved.
+    /// Moves the next groups' entries into `into`, rehashing each with `keys`: at most
+    /// [`GROWTH_STEP_MOVES_MAX`] entries. Returns whether every entry has moved.
     pub(crate) fn step<K: Keys>(&mut self, into: &mut PositionTable, keys: &K) -> bool {
         let groups = if self.wrapped {
             let end = self.high;
@@ -127,23 +127,11 @@ impl MovingTable {
             self.wrapped |= self.low == self.high;
             start..self.low
         };
-        // An entry whose hint places it in the larger table moves without its record;
-        // the others (a displacement too long to note, or too few hash bits left after
-        // several doublings: a rare few) are rehashed from their records below.
-        let scale_log2 = into.groups().ilog2() - self.table.groups().ilog2();
         let mut positions = [0 as Position; GROWTH_STEP_MOVES_MAX];
-        let mut placed = 0;
         let mut count = 0;
-        let table = &self.table;
-        table.for_each_slot_in(groups, |slot| match table.placement_in(slot, scale_log2) {
-            Some(placement) => {
-                into.insert_placed(placement, table.get(slot));
-                placed += 1;
-            }
-            None => {
-                positions[count] = table.get(slot);
-                count += 1;
-            }
+        self.table.for_each_in(groups, |position| {
+            positions[count] = position;
+            count += 1;
         });
         // Records first, hashes next, inserts last: the record reads are independent cache
         // misses, and with little work between them the CPU has them all in flight at once.
@@ -158,7 +146,7 @@ impl MovingTable {
         for (&hash, &position) in hashes.iter().zip(&positions[..count]) {
             into.insert_moved(hash, position);
         }
-        self.moved += placed + count;
+        self.moved += count;
         self.wrapped && self.low == self.high
     }
 }

@@ -15,8 +15,7 @@
 //!    the table in use.
 //! 2. **Moving.** Once every page is touched, the new table takes inserts, and each step
 //!    moves at most [`INDEX_GROWTH_STEP_MOVES_MAX`](crate::limits::INDEX_GROWTH_STEP_MOVES_MAX)
-//!    entries of the old table into it, each placed by its hint (`position_table.rs`; a
-//!    read of its record and a rehash for the few whose hint has run out). Which table
+//!    entries of the old table into it, rehashing each (a read of its record). Which table
 //!    holds a key follows from its home in the old table (`moving_table.rs`), so a lookup
 //!    asks one table. When the last group is moved the old table is retired: its owner
 //!    takes it ([`PositionIndex::take_retired`]) and frees it where a wait costs nothing.
@@ -449,7 +448,6 @@ mod tests {
 
     use super::*;
     use crate::limits::{INDEX_GROWTH_STEP_MOVES_MAX, INDEX_GROWTH_STEP_PREFAULT_BYTES};
-    use crate::moving_table::MovingTable;
 
     /// Keys stand in for vote IDs and `records[position]` for the record store: the index
     /// holds positions and finds keys by reading the record a position points at.
@@ -519,15 +517,6 @@ mod tests {
             let growing = index.advance(steps, &*self, || true);
             self.index = index;
             growing
-        }
-
-        /// Checks the hints of every table the index holds (`PositionTable::assert_hints`).
-        fn assert_hints(&self) {
-            let hash_of = |p: Position| self.hash(self.records[p as usize]);
-            self.index.table.assert_hints(hash_of);
-            if let Some(old) = &self.index.old {
-                old.table.assert_hints(hash_of);
-            }
         }
 
         fn held(&self) -> Vec<Position> {
@@ -603,37 +592,6 @@ mod tests {
         assert!(added_while_wrapped > 10, "{added_while_wrapped}");
         assert!((0..key).all(|k| harness.find(k).is_some()));
         assert_eq!(harness.index.len(), key as usize);
-    }
-
-    #[test]
-    fn growth_moves_nearly_every_entry_by_its_hint_without_reading_its_record() {
-        // Goal: the hint bytes (position_table.rs) place a moved entry in the larger table
-        // without reading its record, the random read that made a grown fill slower than a
-        // reserved one; only entries moved more often than their hint has bits for (those
-        // indexed while the table was under 1/32 of its final size) or displaced far from
-        // home are read. Method: fill 300,000 keys
-        // one at a time, summing the entries each growth had to move and the record reads
-        // the index made (lookups and inserts read through the harness, not `Keys`); check
-        // every table's hints at every switch.
-        let mut harness = Harness::default();
-        let mut moves = 0;
-        let mut groups = 0;
-        for key in 0..300_000 {
-            harness.add(key, false);
-            if harness.index.table.groups() != groups {
-                groups = harness.index.table.groups();
-                moves += harness.index.old.as_ref().map_or(0, MovingTable::unmoved);
-                harness.assert_hints();
-            }
-        }
-        while harness.advance(1) {}
-        harness.assert_hints();
-        assert!(moves > 200_000, "{moves} moves");
-        let reads = harness.rehashes.get();
-        // Without hints every move read its record; now the reads are those of entries moved
-        // a fifth, tenth... time (a hint has 4 bits for 4 doublings), ~1 in 26 here.
-        assert!(reads * 20 < moves, "{reads} record reads for {moves} moves");
-        assert!((0..300_000).all(|k| harness.find(k).is_some()));
     }
 
     #[test]
@@ -919,7 +877,6 @@ mod tests {
             let mut winners: Vec<Position> = model.values().copied().collect();
             winners.sort_unstable();
             prop_assert_eq!(harness.held(), winners);
-            harness.assert_hints();
         }
     }
 }
