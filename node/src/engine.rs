@@ -39,6 +39,11 @@ pub use replication::{
     PUSH_PROBES_PER_ASK_MAX, PUSH_RECORDS_PER_ASK_MAX, PushCursor,
 };
 
+/// An engine wake-up at least this long (every other vote waits meanwhile) is logged, with
+/// the engine thread's CPU time over it: work (CPU time near the wall time) or waiting (for
+/// a core, or in the kernel for a page), which `tally_engine_busy_seconds` cannot tell apart.
+pub const ENGINE_WAKE_SLOW: Duration = Duration::from_millis(25);
+
 /// Commands drained per wake-up before the engine looks at the log again.
 pub const COMMANDS_PER_WAKE_MAX: usize = 4_096;
 
@@ -423,17 +428,21 @@ impl Engine {
         let mut log_failure: Option<String> = None;
         // When the engine last woke: what it does from then on holds every other vote.
         let mut woke: tokio::time::Instant;
+        // This thread's CPU time then, and why it woke: for the log of a slow wake-up.
+        let (mut woke_cpu, mut woke_for): (Option<Duration>, &str);
         loop {
             tokio::select! {
                 biased;
                 _ = io.close_commands.wait_for(|close| *close), if !commands_closed => {
                     woke = tokio::time::Instant::now();
+                    (woke_cpu, woke_for) = (thread_cpu_time(), "stop");
                     commands_closed = true;
                     io.commands.close();
                     io.acks.close();
                 }
                 done = io.wal_done.recv() => {
                     woke = tokio::time::Instant::now();
+                    (woke_cpu, woke_for) = (thread_cpu_time(), "log completion");
                     match done {
                         None => log_failure = Some("the log writer stopped".to_owned()),
                         Some(done) => match done.result {
@@ -457,6 +466,7 @@ impl Engine {
                 }
                 command = io.commands.recv() => {
                     woke = tokio::time::Instant::now();
+                    (woke_cpu, woke_for) = (thread_cpu_time(), "commands");
                     let Some(command) = command else { break };
                     self.handle(command);
                     for _ in 1..COMMANDS_PER_WAKE_MAX {
@@ -472,10 +482,12 @@ impl Engine {
                 }
                 () = sleep_until(self.peer_deadline()) => {
                     woke = tokio::time::Instant::now();
+                    (woke_cpu, woke_for) = (thread_cpu_time(), "peer deadline");
                     self.expire_peer_waiters();
                 }
                 _ = ticker.tick() => {
                     woke = tokio::time::Instant::now();
+                    (woke_cpu, woke_for) = (thread_cpu_time(), "tick");
                     let (commands, wal_done) = (&io.commands, &io.wal_done);
                     self.replica.advance_index_growth_while(INDEX_GROWTH_STEPS_PER_TICK, || {
                         woke.elapsed() < INDEX_GROWTH_TICK_BUDGET
@@ -498,9 +510,11 @@ impl Engine {
             {
                 log_failure = Some("the log writer stopped".to_owned());
             }
-            self.metrics
-                .engine_busy_seconds
-                .observe(woke.elapsed().as_secs_f64());
+            let busy = woke.elapsed();
+            self.metrics.engine_busy_seconds.observe(busy.as_secs_f64());
+            if busy >= ENGINE_WAKE_SLOW {
+                log_slow_wake(busy, woke_cpu, woke_for);
+            }
             if let Some(why) = log_failure.take() {
                 return self.after_log_failure(&mut io, &why).await;
             }
@@ -1055,6 +1069,35 @@ fn ack(vote: LocalVote, incarnation: u64) -> VoteAck {
 /// Retired index tables at least this large are freed on a thread of their own, not on the
 /// engine (smaller ones cost less to free than a thread to start).
 const RETIRED_INDEX_FREE_INLINE_BYTES_MAX: usize = 1 << 20;
+
+/// The CPU time of the calling thread, if the platform tells it.
+fn thread_cpu_time() -> Option<Duration> {
+    #[cfg(target_os = "linux")]
+    {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        let nanos = u32::try_from(now.tv_nsec).unwrap_or(0);
+        u64::try_from(now.tv_sec)
+            .ok()
+            .map(|seconds| Duration::new(seconds, nanos))
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
+}
+
+/// Logs a wake-up of [`ENGINE_WAKE_SLOW`] or more: how long, why, and the CPU time this
+/// thread spent meanwhile (`woke_cpu` is its CPU time at the wake; if the task moved to
+/// another worker thread over an await, the figure is that thread's, and says less).
+fn log_slow_wake(busy: Duration, woke_cpu: Option<Duration>, woke_for: &str) {
+    let cpu_ms = woke_cpu
+        .zip(thread_cpu_time())
+        .map(|(then, now)| now.saturating_sub(then).as_secs_f64() * 1e3);
+    tracing::warn!(
+        busy_ms = busy.as_secs_f64() * 1e3,
+        cpu_ms,
+        woke_for,
+        "the engine held votes for a slow wake-up"
+    );
+}
 
 /// Frees a dedupe index table a growth moved out of without the engine waiting: unmapping
 /// 320 MB took 1–9 ms on the node's 2 MiB pages and ~65 ms on 4 KiB pages (a node run with
