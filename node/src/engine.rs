@@ -456,6 +456,7 @@ impl Engine {
                 }
                 ack = io.acks.recv(), if !acks_closed => {
                     woke = tokio::time::Instant::now();
+                    (woke_cpu, woke_for) = (thread_cpu_time(), "replicated acks");
                     match ack {
                         Some(ack) => {
                             self.handle(ack);
