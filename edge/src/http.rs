@@ -137,7 +137,7 @@ pub fn router(state: EdgeState) -> Router {
     let front = Front { routes, state };
     // CORS around the whole router once: `Router::layer` would wrap every route in a boxed
     // service of its own, a clone and a boxed future per request (as on a node).
-    Router::new().fallback_service(BrowserCors::new(&cors(), front))
+    Router::new().fallback_service(BrowserCors::new(&tally_serve::cors::policy(), front))
 }
 
 /// The single vote's route.
@@ -203,26 +203,6 @@ fn shedding_limit(max: usize) -> tower::ServiceBuilder<SheddingLimit> {
         .load_shed()
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max))
 }
-
-/// As on a node: any origin may vote (a voting page of one region fails over to another's
-/// edges), with no credentials.
-fn cors() -> tower_http::cors::CorsLayer {
-    use axum::http::{HeaderName, Method, header};
-    tower_http::cors::CorsLayer::new()
-        .allow_origin(tower_http::cors::Any)
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            HeaderName::from_static("idempotency-key"),
-            HeaderName::from_static(tally_core::abuse::VOTE_TOKEN_HEADER),
-            HeaderName::from_static("last-event-id"),
-        ])
-        .expose_headers([HeaderName::from_static(crate::fanout::STALE_HEADER)])
-        .max_age(Duration::from_secs(CORS_MAX_AGE_SECONDS))
-}
-
-/// How long browsers may cache a CORS preflight answer, in seconds.
-const CORS_MAX_AGE_SECONDS: u64 = 600;
 
 #[cfg(test)]
 mod tests {

@@ -24,6 +24,10 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+/// Response header of a read an edge answered while its figures are stale: seconds since the
+/// edge last heard from a node's stream.
+pub const STALE_HEADER: &str = "tally-stale-seconds";
+
 /// A strong ETag for `body`: a hash of its bytes, quoted (equal bodies, equal tags, on any
 /// node or edge; a different body, another tag).
 pub fn etag_of(body: &[u8]) -> Arc<str> {

@@ -7,17 +7,54 @@
 //! reads no CORS header, and an answer to a `POST` is never served from a cache to anyone
 //! else. Every other request (reads, which caches keep and may hand to a browser of any origin;
 //! preflights; anything a browser sent) gets CORS as before.
+//!
+//! [`policy`] is the one policy node and edge both serve, so a page that fails over from a
+//! node to an edge (or back) may send and read the same headers at either.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::extract::Request;
-use axum::http::{Method, header};
+use axum::http::{HeaderName, Method, header};
 use axum::response::Response;
 use tower::{Layer, Service};
 use tower_http::cors::{Cors, CorsLayer};
 
 use crate::either::Either;
+
+/// How long browsers may cache a CORS preflight answer, in seconds.
+pub const MAX_AGE_SECONDS: u64 = 600;
+
+/// Headers a browser page may send cross-origin: the body's type, an idempotency key, the
+/// voter's token (per-voter limits, `x-vote-token`) and the stream's `Last-Event-ID`.
+pub const ALLOWED_HEADERS: [&str; 4] = [
+    "content-type",
+    "idempotency-key",
+    tally_core::abuse::VOTE_TOKEN_HEADER,
+    "last-event-id",
+];
+
+/// Answer headers a page reads besides the CORS-safelisted ones: `Retry-After` (the browser
+/// client waits as long as a refusal asks before its retry) and an edge's
+/// [`STALE_HEADER`](crate::caching::STALE_HEADER) (the page shows how old the figures are).
+pub const EXPOSED_HEADERS: [&str; 2] = ["retry-after", crate::caching::STALE_HEADER];
+
+/// Cross-origin access for browser clients of other regions' pages (a voting page served by one
+/// region fails over to another's nodes and edges): any origin may read and vote, with no
+/// credentials. The admin API's `authorization` header is not allowed, so browsers cannot call
+/// it cross-origin. No `Vary` header: every answer is the same whatever the origin (`*`) and
+/// the preflight's requested method and headers (the lists are fixed), so a cache need not keep
+/// one per origin.
+pub fn policy() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers(ALLOWED_HEADERS.map(HeaderName::from_static))
+        .expose_headers(EXPOSED_HEADERS.map(HeaderName::from_static))
+        .max_age(Duration::from_secs(MAX_AGE_SECONDS))
+        .vary([])
+}
 
 /// `inner` with `cors` around it for every request but a `POST` without `Origin`.
 #[derive(Clone)]
@@ -74,10 +111,7 @@ mod tests {
     use tower::ServiceExt;
 
     fn service() -> BrowserCors<axum::Router> {
-        let cors = CorsLayer::new()
-            .allow_origin(tower_http::cors::Any)
-            .allow_methods([Method::GET, Method::POST])
-            .allow_headers([header::CONTENT_TYPE]);
+        let cors = policy();
         let router = axum::Router::new().route(
             "/v",
             axum::routing::get(|| async { "ok" }).post(|| async { "ok" }),
@@ -112,5 +146,51 @@ mod tests {
         assert_eq!(allow_origin(Method::GET, None, false).await, any);
         assert_eq!(allow_origin(Method::OPTIONS, page, true).await, any);
         assert_eq!(allow_origin(Method::POST, None, false).await, None);
+    }
+
+    #[tokio::test]
+    async fn the_policy_lets_a_page_send_its_headers_and_read_a_refusals_wait() {
+        // Goal: a cross-origin page may send every header the browser client sends (the vote
+        // token too) and read `Retry-After` and the staleness header, and not `authorization`;
+        // no `Vary` (one cached answer serves every origin). Method: a preflight and a `GET`
+        // with `Origin` through `policy()`.
+        let preflight = Request::builder()
+            .method(Method::OPTIONS)
+            .uri("/v")
+            .header(header::ORIGIN, "https://vote.example")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .header(
+                header::ACCESS_CONTROL_REQUEST_HEADERS,
+                "content-type,x-vote-token,idempotency-key",
+            )
+            .body(Body::empty())
+            .unwrap();
+        let answer = service().oneshot(preflight).await.unwrap();
+        let allowed = answer.headers()[header::ACCESS_CONTROL_ALLOW_HEADERS]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        for name in [
+            "content-type",
+            "x-vote-token",
+            "idempotency-key",
+            "last-event-id",
+        ] {
+            assert!(allowed.contains(name), "{name} not in {allowed}");
+        }
+        assert!(!allowed.contains("authorization"), "{allowed}");
+        assert!(!answer.headers().contains_key(header::VARY));
+        let read = Request::get("/v")
+            .header(header::ORIGIN, "https://vote.example")
+            .body(Body::empty())
+            .unwrap();
+        let answer = service().oneshot(read).await.unwrap();
+        let exposed = answer.headers()[header::ACCESS_CONTROL_EXPOSE_HEADERS]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(exposed.contains("retry-after"), "{exposed}");
+        assert!(exposed.contains("tally-stale-seconds"), "{exposed}");
+        assert!(!answer.headers().contains_key(header::VARY));
     }
 }

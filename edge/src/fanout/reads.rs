@@ -23,9 +23,7 @@ use super::{
 use crate::catalogue::Catalogue;
 use crate::upstream::{Exchanged, exchange, request};
 
-/// Response header of a read answered while the figures are stale: seconds since the edge
-/// last heard from a node's stream.
-pub const STALE_HEADER: &str = "tally-stale-seconds";
+pub use tally_serve::caching::STALE_HEADER;
 
 /// A body read from a node, and when.
 pub(crate) struct Fetched {

@@ -43,30 +43,8 @@ pub(super) fn around(routes: Router, state: &SharedState) -> Router {
         // With a per-IP limit, votes pass the router's layer that applies it.
         votes: state.abuse.per_ip.is_none().then(|| Arc::clone(state)),
     };
-    Router::new().fallback_service(BrowserCors::new(&cors(), front))
+    Router::new().fallback_service(BrowserCors::new(&tally_serve::cors::policy(), front))
 }
-
-/// Cross-origin access for browser clients of other regions' pages (a voting page served by one
-/// region fails over to another): any origin may read and vote, with no credentials. The admin
-/// API's `authorization` header is not allowed, so browsers cannot call it cross-origin. No
-/// `Vary` header: every answer is the same whatever the origin (`*`) and the preflight's
-/// requested method and headers (the lists are fixed), so a cache need not keep one per origin.
-fn cors() -> tower_http::cors::CorsLayer {
-    use axum::http::{HeaderName, Method, header};
-    tower_http::cors::CorsLayer::new()
-        .allow_origin(tower_http::cors::Any)
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            HeaderName::from_static("idempotency-key"),
-            HeaderName::from_static("last-event-id"),
-        ])
-        .max_age(std::time::Duration::from_secs(CORS_MAX_AGE_SECONDS))
-        .vary([])
-}
-
-/// How long browsers may cache a CORS preflight answer, in seconds.
-const CORS_MAX_AGE_SECONDS: u64 = 600;
 
 /// The single vote's route, its position in [`ROUTES`].
 const VOTE_ROUTE: usize = 0;

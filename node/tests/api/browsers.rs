@@ -22,7 +22,7 @@ async fn other_origins_may_vote_and_read_but_not_send_the_admin_token() {
             .body(Body::empty())
             .unwrap()
     };
-    let vote = node.send(preflight("content-type")).await;
+    let vote = node.send(preflight("content-type,x-vote-token")).await;
     assert_eq!(vote.status, StatusCode::OK);
     assert_eq!(
         vote.headers.get("access-control-allow-origin").unwrap(),
@@ -30,6 +30,8 @@ async fn other_origins_may_vote_and_read_but_not_send_the_admin_token() {
     );
     let allowed = vote.headers.get("access-control-allow-headers").unwrap();
     assert!(allowed.to_str().unwrap().contains("content-type"));
+    // The voter's token of per-voter limits, as an edge allows it (a page fails over between them).
+    assert!(allowed.to_str().unwrap().contains("x-vote-token"));
     assert!(!allowed.to_str().unwrap().contains("authorization"));
     let read = node
         .send(
@@ -43,6 +45,10 @@ async fn other_origins_may_vote_and_read_but_not_send_the_admin_token() {
         read.headers.get("access-control-allow-origin").unwrap(),
         "*"
     );
+    // The browser client honours a refusal's Retry-After, which a page of another origin can
+    // read only when it is exposed.
+    let exposed = read.headers.get("access-control-expose-headers").unwrap();
+    assert!(exposed.to_str().unwrap().contains("retry-after"));
     node.stop().await;
 }
 
