@@ -420,11 +420,15 @@ impl Replica {
 
     /// Merges `window` into a poll's window (earliest open, earliest close wins).
     pub fn merge_window(&mut self, poll: &PollId, window: &PollWindow) -> Result<bool, PollError> {
-        let replica = self
-            .polls
-            .get_mut(poll)
-            .ok_or_else(|| PollError::UnknownPoll(poll.clone()))?;
+        let replica = self.poll_mut(poll)?;
         Ok(replica.spec.window.merge(window))
+    }
+
+    /// `poll`'s replica, or [`PollError::UnknownPoll`].
+    fn poll_mut(&mut self, poll: &PollId) -> Result<&mut PollReplica, PollError> {
+        self.polls
+            .get_mut(poll)
+            .ok_or_else(|| PollError::UnknownPoll(poll.clone()))
     }
 
     /// The definition of a poll.
@@ -461,10 +465,7 @@ impl Replica {
         vote_ids: usize,
         prepared: Option<ReservedIndex>,
     ) -> Result<(), PollError> {
-        let replica = self
-            .polls
-            .get_mut(poll)
-            .ok_or_else(|| PollError::UnknownPoll(poll.clone()))?;
+        let replica = self.poll_mut(poll)?;
         let vote_ids = vote_ids.min(RESERVED_VOTE_IDS_MAX);
         if let Some(index) = prepared {
             // Handed back when it cannot be used: the in-place reservation below does the job.
@@ -483,10 +484,7 @@ impl Replica {
         poll: &PollId,
         vote_ids: usize,
     ) -> Result<(), PollError> {
-        let replica = self
-            .polls
-            .get_mut(poll)
-            .ok_or_else(|| PollError::UnknownPoll(poll.clone()))?;
+        let replica = self.poll_mut(poll)?;
         replica
             .state
             .reserve_vote_ids_gradually(vote_ids.min(RESERVED_VOTE_IDS_MAX));
@@ -497,10 +495,7 @@ impl Replica {
     /// without sizing its index: for a reservation this replica's owner declines (past its
     /// memory budget) but must not be asked to take again.
     pub fn note_reservation(&mut self, poll: &PollId, vote_ids: usize) -> Result<(), PollError> {
-        let replica = self
-            .polls
-            .get_mut(poll)
-            .ok_or_else(|| PollError::UnknownPoll(poll.clone()))?;
+        let replica = self.poll_mut(poll)?;
         replica
             .state
             .note_reservation(vote_ids.min(RESERVED_VOTE_IDS_MAX));
