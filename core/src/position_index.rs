@@ -7,10 +7,10 @@
 //! rehashes its dictionaries, a bounded step at a time, in two phases:
 //!
 //! 1. **Preparing.** When the table is nearly full (or a reservation asks for more), a table
-//!    of twice the groups (or the reservation's) is allocated, untouched (allocating zeroed
-//!    memory is O(1)), and each step goes
+//!    of twice the groups (or the reservation's) is allocated with nothing written (O(1);
+//!    not `calloc`, which may clear it all at once: `position_table.rs`), and each step goes
 //!    [`INDEX_GROWTH_STEP_PREFAULT_BYTES`](crate::limits::INDEX_GROWTH_STEP_PREFAULT_BYTES)
-//!    further through its pages, touching each it enters, so that its page faults are paid a
+//!    further through its pages, writing them with zeros, so that its page faults are paid a
 //!    few at a time and not by the first inserts, which land everywhere. Inserts still go to
 //!    the table in use.
 //! 2. **Moving.** Once every page is touched, the new table takes inserts, and each step
@@ -32,7 +32,8 @@
 //! once if the entries still to move would fill it (small tables). A reservation larger
 //! than can be prepared in the room left is met by several growths, each as large as the
 //! room allows, so no table is put in use untouched (whose page faults the inserts would
-//! pay). Only the very first insert switches to an untouched table (of two groups).
+//! pay). Only the very first insert switches to a table not prepared (of two groups, zeroed
+//! then).
 //!
 //! Hashing and key comparison are the caller's: the index stores 4-byte positions, and the
 //! record store hashes and compares the vote ID each one points at.
@@ -287,13 +288,10 @@ impl PositionIndex {
         self.is_growing()
     }
 
-    /// Whether a step has work: a table to prepare or move, a reservation to meet, or pages
-    /// left untouched by an early switch.
+    /// Whether a step has work: a table to prepare or move, or a reservation to meet (a table
+    /// in use is always zeroed whole: [`Self::switch`]).
     pub(crate) fn is_growing(&self) -> bool {
-        self.next.is_some()
-            || self.old.is_some()
-            || self.wanted_groups > self.table.groups()
-            || self.table.bytes_to_prefault() > 0
+        self.next.is_some() || self.old.is_some() || self.wanted_groups > self.table.groups()
     }
 
     /// Where growth stands, if the index is growing.
@@ -341,17 +339,14 @@ impl PositionIndex {
             if next.prefault(GROWTH_STEP_BYTES) && self.old.is_none() {
                 self.switch();
             }
-        } else if self.table.bytes_to_prefault() > 0 {
-            // A table switched in early (see `make_room`) finishes being touched.
-            self.table.prefault(GROWTH_STEP_BYTES);
         }
         self.quiet_below = 0;
         if self.next.is_none() && self.old.is_none() {
             let next_groups = self.next_groups();
             let start_at = self.table.capacity().saturating_sub(self.lead(next_groups));
             if self.table.len() >= start_at || self.wanted_groups > self.table.groups() {
-                self.next = Some(PositionTable::with_groups(next_groups.max(2)));
-            } else if self.table.bytes_to_prefault() == 0 {
+                self.next = Some(PositionTable::unzeroed(next_groups.max(2)));
+            } else {
                 self.quiet_below = start_at;
             }
         }
@@ -405,14 +400,27 @@ impl PositionIndex {
             self.retired = self.old.take().map(|old| old.table);
         }
         if self.next.is_none() {
-            self.next = Some(PositionTable::with_groups(self.next_groups()));
+            self.next = Some(PositionTable::unzeroed(self.next_groups()));
         }
         self.switch();
     }
 
     /// Makes the prepared table the one inserts go to, and starts moving the old one into it.
     fn switch(&mut self) {
-        let Some(next) = self.next.take() else { return };
+        let Some(mut next) = self.next.take() else {
+            return;
+        };
+        // A table switched in before its preparing ended is zeroed whole now: it takes
+        // entries at once. Only small ones may be (the very first; tables whose inserts
+        // outrun their few steps), whose rest costs no more than a step; a larger one would
+        // make this insert pay its zeroing and page faults (the rates rule it out; the
+        // debug assertion makes the tests say so).
+        debug_assert!(
+            next.bytes_to_prefault() <= GROWTH_STEP_BYTES,
+            "a table of {} groups switched in before it was prepared",
+            next.groups()
+        );
+        next.prefault(usize::MAX);
         self.quiet_below = 0;
         let prepared_steps = self.prepare_steps(next.groups());
         let old = std::mem::replace(&mut self.table, next);
@@ -771,7 +779,8 @@ mod tests {
         // reservation is met by the growths after. Method: fill until the index prepares its
         // next table, reserve big, then insert (and advance, as the engine's tick does) until
         // the reserved size is in use, checking after every insert that the table in use is
-        // wholly touched and every few that every key is found.
+        // wholly touched (a table switched in unprepared also fails `switch`'s debug
+        // assertion) and every few that every key is found.
         let mut harness = Harness::default();
         let mut key = 0;
         while harness.index.next.is_none() || key < 10_000 {

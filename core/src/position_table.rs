@@ -7,11 +7,16 @@
 //! word operations (SWAR; no `unsafe`, no SIMD intrinsics). A key's *home* group is the top
 //! bits of its hash, and probing is linear, group after group. Three consequences the growing
 //! index relies on:
-//! - **Empty is zero.** A new table is a zeroed allocation, which the allocator takes from
-//!   fresh pages without writing them: allocating is O(1) at any size, where hashbrown writes
-//!   every control byte up front (measured: 19 ms for 2²⁶ slots, 42 ms for 2²⁷, with huge
-//!   pages; BENCHMARKS.md). The pages are touched later, a bounded number at a time
-//!   ([`PositionTable::prefault`]).
+//! - **Empty is zero.** A growing index's next table is allocated with nothing written
+//!   ([`PositionTable::unzeroed`]) and written with zeros a bounded number of bytes at a
+//!   time ([`PositionTable::prefault`]), which also pays its page faults a few at a time;
+//!   hashbrown writes every control byte up front (measured: 19 ms for 2²⁶ slots, 42 ms for
+//!   2²⁷, with huge pages; BENCHMARKS.md). Not a zeroed allocation (`calloc`): glibc takes
+//!   fresh pages for it without writing them only while the block is above its mmap
+//!   threshold, and that threshold rises (up to 32 MiB) each time a mapped block is freed, as
+//!   a grown index's old tables are; below it, `calloc` clears the whole block at once
+//!   (profiled in a growing node: a table's `memset` and its page faults inside one engine
+//!   wake-up, BENCHMARKS.md, issue 25).
 //! - **Order is kept.** Homes are the top hash bits, so a table lists its entries roughly in
 //!   hash order, and the entries of one group of a table go to one or two neighbouring groups
 //!   of a table twice its size: moving a table into a larger one reads and writes both
@@ -97,6 +102,8 @@ pub(crate) struct PositionTable {
     /// One `u64` per group: its slots' control bytes, slot 0 in the low byte.
     control: Vec<u64>,
     slots: Vec<Position>,
+    /// Groups of the table; `control` holds them all once the table is zeroed.
+    groups: usize,
     /// `64 − log2(groups)`: a hash shifted right by it is the key's home group.
     home_shift: u32,
     len: usize,
@@ -106,12 +113,25 @@ pub(crate) struct PositionTable {
 }
 
 impl PositionTable {
-    /// An empty table of `groups` groups (a power of two ≥ 2), allocated but not touched.
+    /// An empty table of `groups` groups (a power of two ≥ 2), zeroed (`calloc`: fresh
+    /// pages are not written; see the module's documentation for when they are) and ready.
     pub(crate) fn with_groups(groups: usize) -> Self {
-        assert!(groups >= GROUPS_MIN && groups.is_power_of_two());
         Self {
             control: vec![0; groups],
             slots: vec![0; groups * GROUP_SLOTS],
+            ..Self::unzeroed(groups)
+        }
+    }
+
+    /// A table of `groups` groups (a power of two ≥ 2) allocated with nothing written, to be
+    /// zeroed by [`Self::prefault`] before it takes an entry (using it before would panic on a
+    /// bounds check, never read stale memory).
+    pub(crate) fn unzeroed(groups: usize) -> Self {
+        assert!(groups >= GROUPS_MIN && groups.is_power_of_two());
+        Self {
+            control: Vec::with_capacity(groups),
+            slots: Vec::with_capacity(groups * GROUP_SLOTS),
+            groups,
             home_shift: 64 - groups.trailing_zeros(),
             len: 0,
             prefaulted_bytes: 0,
@@ -128,7 +148,7 @@ impl PositionTable {
 
     /// Groups in the table (0 before the first allocation).
     pub(crate) fn groups(&self) -> usize {
-        self.control.len()
+        self.groups
     }
 
     /// Entries held.
@@ -213,7 +233,7 @@ impl PositionTable {
         hash: u64,
         mut is_key: impl FnMut(Position) -> bool,
     ) -> Option<usize> {
-        let groups = self.control.len();
+        let groups = self.groups;
         if groups == 0 {
             return None;
         }
@@ -293,7 +313,7 @@ impl PositionTable {
     #[inline]
     pub(crate) fn insert_moved(&mut self, hash: u64, position: Position) {
         assert!(
-            self.len < self.slots.len(),
+            self.len < self.groups * GROUP_SLOTS,
             "no empty slot left in a position table"
         );
         let last_group = self.groups() - 1;
@@ -338,28 +358,42 @@ impl PositionTable {
     }
 
     /// Goes `bytes` further through the table's pages (its control words', then its
-    /// slots'), touching each page it enters with one write that keeps its contents, so that
-    /// the page faults of a fresh table are paid a few at a time rather than all at once by
-    /// the first inserts, which land everywhere. Returns whether every page is touched now.
+    /// slots'), so that the page faults of a fresh table are paid a few at a time rather than
+    /// all at once by the first inserts, which land everywhere: an [unzeroed](Self::unzeroed)
+    /// table is written with zeros that far; a zeroed one has each page it enters touched
+    /// with one write that keeps its contents. Returns whether every page is touched (and
+    /// the table zeroed) now.
     pub(crate) fn prefault(&mut self, bytes: usize) -> bool {
         const CONTROL_PER_PAGE: usize = PAGE_BYTES / size_of::<u64>();
         const SLOTS_PER_PAGE: usize = PAGE_BYTES / size_of::<Position>();
-        let control_pages = self.control.len().div_ceil(CONTROL_PER_PAGE);
+        let control_pages = self.groups.div_ceil(CONTROL_PER_PAGE);
         let total = Self::pages_of(self.groups()) * PAGE_BYTES;
         let end = self.prefaulted_bytes.saturating_add(bytes).min(total);
-        // An empty table is all zeros: write zeros without reading. A read first would map
-        // the kernel's shared zero page, and the write after it would then split a huge page
-        // into 4 KiB ones (measured: no huge page at all, and 4 KiB faults at ~0.5 GB/s in
-        // this VM). A table that holds entries (switched in early) keeps them: read, write.
-        let empty = self.len == 0;
-        for page in self.prefaulted_bytes.div_ceil(PAGE_BYTES)..end.div_ceil(PAGE_BYTES) {
-            // black_box: a write the compiler cannot prove unchanged, so it is not dropped.
-            if page < control_pages {
-                let word = &mut self.control[page * CONTROL_PER_PAGE];
-                *word = std::hint::black_box(if empty { 0 } else { *word });
-            } else {
-                let slot = &mut self.slots[(page - control_pages) * SLOTS_PER_PAGE];
-                *slot = std::hint::black_box(if empty { 0 } else { *slot });
+        if self.control.len() < self.groups || self.slots.len() < self.groups * GROUP_SLOTS {
+            // Zeros written, never read first: a read would map the kernel's shared zero
+            // page, and the write after it would then split a huge page into 4 KiB ones
+            // (measured: no huge page at all, and 4 KiB faults at ~0.5 GB/s in this VM).
+            let control_end = end.min(control_pages * PAGE_BYTES);
+            let words = control_end.div_ceil(size_of::<u64>()).min(self.groups);
+            self.control.resize(words.max(self.control.len()), 0);
+            let slot_bytes = end.saturating_sub(control_pages * PAGE_BYTES);
+            let slots = slot_bytes
+                .div_ceil(size_of::<Position>())
+                .min(self.groups * GROUP_SLOTS);
+            self.slots.resize(slots.max(self.slots.len()), 0);
+        } else {
+            // A zeroed table: write each page's first word back, without reading it first
+            // while the table is empty (as above); a table that holds entries keeps them.
+            let empty = self.len == 0;
+            for page in self.prefaulted_bytes.div_ceil(PAGE_BYTES)..end.div_ceil(PAGE_BYTES) {
+                // black_box: a write the compiler cannot prove unchanged, so it is not dropped.
+                if page < control_pages {
+                    let word = &mut self.control[page * CONTROL_PER_PAGE];
+                    *word = std::hint::black_box(if empty { 0 } else { *word });
+                } else {
+                    let slot = &mut self.slots[(page - control_pages) * SLOTS_PER_PAGE];
+                    *slot = std::hint::black_box(if empty { 0 } else { *slot });
+                }
             }
         }
         self.prefaulted_bytes = end;
@@ -433,6 +467,37 @@ mod tests {
         table.for_each_in(0..table.groups(), |p| seen.push(p));
         seen.sort_unstable();
         assert_eq!(seen, keys);
+    }
+
+    #[test]
+    fn an_unzeroed_table_is_written_a_step_at_a_time_and_then_takes_entries() {
+        // Goal: a growing index's next table costs no write when allocated (not `calloc`,
+        // which glibc may clear at once) and is zeroed only as far as each step goes.
+        // Method: an unzeroed table's written bytes after each page-sized step, then a full
+        // table of entries found.
+        let mut table = PositionTable::unzeroed(4096);
+        assert_eq!(
+            table.control.len() + table.slots.len(),
+            0,
+            "nothing written"
+        );
+        let pages = table.bytes_to_prefault() / PAGE_BYTES;
+        assert_eq!(pages, 8 + 32);
+        for step in 1..=pages {
+            assert_eq!(table.prefault(PAGE_BYTES), step == pages);
+            let written =
+                table.control.len() * size_of::<u64>() + table.slots.len() * size_of::<Position>();
+            assert_eq!(
+                written,
+                step * PAGE_BYTES,
+                "zeros written after step {step}"
+            );
+        }
+        let hash = |key: u32| u64::from(key).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        for key in 0..table.capacity() as u32 {
+            table.insert_new(hash(key), key);
+        }
+        assert!((0..table.capacity() as u32).all(|k| table.find(hash(k), |p| p == k).is_some()));
     }
 
     #[test]
