@@ -9,7 +9,10 @@
 #   edges2   two `tally edge` processes in front of one node, the client's connections split
 #            over them: votes/s and the node's CPU share (is the node what limits?);
 #   half     open loop at half the median `direct` rate, direct and through the edge: the p99
-#            the edge adds (from intended send time);
+#            the edge adds (from intended send time); and the hello route open loop at the
+#            same rate, so the edge's CPU per vote is compared with hello's at EQUAL rates (a
+#            request costs more at a lower rate: fewer share each wake-up and syscall; the
+#            `hello` case runs flat out, ~4x the edge's rate);
 #   curve    the edge with other batch sizes and lingers (BENCH_CURVE, "N:L ..."): votes/s,
 #            p50/p99, mean votes per batch, node CPU per vote: the curve the defaults come from;
 #   flood    one edge driven by several `tally load` processes at once (BENCH_FLOOD, "PxC ...":
@@ -167,11 +170,23 @@ for round in $(seq "$ROUNDS"); do
         [ ${#direct_rates[@]} -gt 0 ] || { echo "bench-edge: half needs direct first" >&2; exit 2; }
         rate=$(printf '%s\n' "${direct_rates[@]}" | sort -n | awk '{a[NR]=$1} END {print int(a[int((NR+1)/2)] / 2)}')
         start_node "$d"; start_edge "$d" $EDGE 256 2; e=$EDGE_PID; warm_up $T/tally $EDGE
+        nb=$(cpu_ticks $NODE_PID)
         load "$d/direct.json" $NODE -- --rate "$rate"
-        record "$round" "half-direct@$rate" "$d/direct.json" - - -
+        record "$round" "half-direct@$rate" "$d/direct.json" - "$(ticks_since $NODE_PID "$nb")" -
+        eb=$(cpu_ticks "$e"); nb=$(cpu_ticks $NODE_PID); b0=$(batch_totals $EDGE)
         load "$d/edge.json" $EDGE -- --rate "$rate"
-        record "$round" "half-edge@$rate" "$d/edge.json" - - "$(mean_batch $EDGE)"
-        stop "$e" $NODE_PID ;;
+        # shellcheck disable=SC2086 # b0 is "SUM COUNT"
+        record "$round" "half-edge@$rate" "$d/edge.json" "$(ticks_since "$e" "$eb")" \
+          "$(ticks_since $NODE_PID "$nb")" "$(mean_batch $EDGE $b0)"
+        stop "$e" $NODE_PID
+        require_free_port bench-edge $HELLO
+        $T/examples/hello_server $HELLO >/dev/null 2>&1 & pid=$!; pids+=("$pid")
+        wait_for_server bench-edge $pid $HELLO
+        warm_up $T/tally $HELLO
+        before=$(cpu_ticks $pid)
+        load "$d/hello.json" $HELLO -- --rate "$rate"
+        record "$round" "half-hello@$rate" "$d/hello.json" "$(ticks_since $pid "$before")" - -
+        stop $pid ;;
       curve)
         for point in $CURVE; do
           n=${point%:*}; l=${point#*:}
@@ -233,6 +248,13 @@ print()
 if hello_cpu and edge_cpu:
     print(f"- edge CPU per vote / hello CPU per request: {edge_cpu / hello_cpu:.2f}x "
           f"(paired {fmt(paired('edge', 'hello', 'edge_cpu_us'), '{:.2f}')}x; target <= 1.25x)")
+half_edge = [c for c in cases if c.startswith("half-edge")]
+half_hello = [c for c in cases if c.startswith("half-hello")]
+if half_edge and half_hello:
+    print(f"- at equal rates (both open loop at {half_edge[0].split('@')[1]}/s): edge CPU per vote "
+          f"{fmt(med(half_edge[0], 'edge_cpu_us'), '{:.2f}')} µs / hello CPU per request "
+          f"{fmt(med(half_hello[0], 'edge_cpu_us'), '{:.2f}')} µs = "
+          f"{fmt(paired(half_edge[0], half_hello[0], 'edge_cpu_us'), '{:.2f}')}x (paired; target <= 1.25x)")
 print(f"- node CPU per vote through the edge: {fmt(med('edge', 'node_cpu_us'), '{:.2f}')} µs "
       f"(direct single votes: {fmt(med('direct', 'node_cpu_us'), '{:.2f}')} µs; target <= 1 µs)")
 for c in [c for c in cases if c.startswith("flood")]:
