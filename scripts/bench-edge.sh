@@ -9,18 +9,23 @@
 #   edges2   two `tally edge` processes in front of one node, the client's connections split
 #            over them: votes/s and the node's CPU share (is the node what limits?);
 #   half     open loop at half the median `direct` rate, direct and through the edge: the p99
-#            the edge adds (from intended send time);
+#            the edge adds (from intended send time); and the hello route open loop at the
+#            same rate, so the edge's CPU per vote is compared with hello's at EQUAL rates (a
+#            request costs more at a lower rate: fewer share each wake-up and syscall; the
+#            `hello` case runs flat out, ~4x the edge's rate);
 #   curve    the edge with other batch sizes and lingers (BENCH_CURVE, "N:L ..."): votes/s,
 #            p50/p99, mean votes per batch, node CPU per vote: the curve the defaults come from;
 #   flood    one edge driven by several `tally load` processes at once (BENCH_FLOOD, "PxC ...":
 #            P processes of C connections each, P x C votes outstanding), batches of up to
-#            BENCH_FLOOD_BATCH (1000) votes with a BENCH_FLOOD_LINGER_MS (5) linger, into a node
+#            BENCH_FLOOD_BATCH (1000) votes with a BENCH_FLOOD_LINGER_MS (5) linger and a
+#            BENCH_FLOOD_INTERVAL_MS (0) batch interval (`--batch-interval-ms`), into a node
 #            whose poll is reserved for the event (expected_votes = BENCH_FLOOD_EXPECTED,
 #            10,000,000, as an operator sets it): the node's CPU per vote against batch size,
 #            at batches of hundreds, which a single client of 64 connections cannot make.
 # Settings (environment): BENCH_ROUNDS (3), BENCH_SECONDS (8), BENCH_CONNECTIONS (64),
 # BENCH_CURVE ("16:1 64:1 256:2 1000:2 256:0 256:5"), BENCH_FLOOD ("1x256 4x256 8x256"),
-# BENCH_FLOOD_BATCH, BENCH_FLOOD_LINGER_MS, BENCH_FLOOD_EXPECTED, BENCH_CASES (all of the
+# BENCH_FLOOD_BATCH, BENCH_FLOOD_LINGER_MS, BENCH_FLOOD_INTERVAL_MS, BENCH_FLOOD_EXPECTED,
+# BENCH_CASES (all of the
 # above).
 # Writes every run under target/bench-edge/<time>/ and prints a table (summary.md there).
 # Only 127.0.0.1 is contacted (ports 18281-18284); every run is bounded in time or count.
@@ -34,6 +39,7 @@ CASES=${BENCH_CASES:-"hello direct edge edges2 half curve flood"}
 FLOOD=${BENCH_FLOOD:-"1x256 4x256 8x256"}
 FLOOD_BATCH=${BENCH_FLOOD_BATCH:-1000}
 FLOOD_LINGER_MS=${BENCH_FLOOD_LINGER_MS:-5}
+FLOOD_INTERVAL_MS=${BENCH_FLOOD_INTERVAL_MS:-0}
 FLOOD_EXPECTED=${BENCH_FLOOD_EXPECTED:-10000000}
 NODE=127.0.0.1:18281
 HELLO=127.0.0.1:18282
@@ -64,10 +70,10 @@ start_node() { # DIR [EXPECTED_VOTES]: a fresh fsync node on $NODE; sets NODE_PI
   NODE_PID=$!; pids+=("$NODE_PID")
   wait_ready $NODE_PID "${NODE##*:}"
 }
-start_edge() { # DIR ADDRESS N L: an edge on ADDRESS in front of $NODE; sets EDGE_PID
+start_edge() { # DIR ADDRESS N L [INTERVAL]: an edge on ADDRESS in front of $NODE; sets EDGE_PID
   require_free_port bench-edge "$2"
   RUST_LOG=warn $T/tally edge --listen "$2" --upstream "http://$NODE" --batch-votes-max "$3" \
-    --linger-ms "$4" >>"$1/edge.log" 2>&1 &
+    --linger-ms "$4" --batch-interval-ms "${5:-0}" >>"$1/edge.log" 2>&1 &
   EDGE_PID=$!; pids+=("$EDGE_PID")
   wait_ready $EDGE_PID "${2##*:}"
 }
@@ -167,11 +173,23 @@ for round in $(seq "$ROUNDS"); do
         [ ${#direct_rates[@]} -gt 0 ] || { echo "bench-edge: half needs direct first" >&2; exit 2; }
         rate=$(printf '%s\n' "${direct_rates[@]}" | sort -n | awk '{a[NR]=$1} END {print int(a[int((NR+1)/2)] / 2)}')
         start_node "$d"; start_edge "$d" $EDGE 256 2; e=$EDGE_PID; warm_up $T/tally $EDGE
+        nb=$(cpu_ticks $NODE_PID)
         load "$d/direct.json" $NODE -- --rate "$rate"
-        record "$round" "half-direct@$rate" "$d/direct.json" - - -
+        record "$round" "half-direct@$rate" "$d/direct.json" - "$(ticks_since $NODE_PID "$nb")" -
+        eb=$(cpu_ticks "$e"); nb=$(cpu_ticks $NODE_PID); b0=$(batch_totals $EDGE)
         load "$d/edge.json" $EDGE -- --rate "$rate"
-        record "$round" "half-edge@$rate" "$d/edge.json" - - "$(mean_batch $EDGE)"
-        stop "$e" $NODE_PID ;;
+        # shellcheck disable=SC2086 # b0 is "SUM COUNT"
+        record "$round" "half-edge@$rate" "$d/edge.json" "$(ticks_since "$e" "$eb")" \
+          "$(ticks_since $NODE_PID "$nb")" "$(mean_batch $EDGE $b0)"
+        stop "$e" $NODE_PID
+        require_free_port bench-edge $HELLO
+        $T/examples/hello_server $HELLO >/dev/null 2>&1 & pid=$!; pids+=("$pid")
+        wait_for_server bench-edge $pid $HELLO
+        warm_up $T/tally $HELLO
+        before=$(cpu_ticks $pid)
+        load "$d/hello.json" $HELLO -- --rate "$rate"
+        record "$round" "half-hello@$rate" "$d/hello.json" "$(ticks_since $pid "$before")" - -
+        stop $pid ;;
       curve)
         for point in $CURVE; do
           n=${point%:*}; l=${point#*:}
@@ -189,12 +207,14 @@ for round in $(seq "$ROUNDS"); do
           p=${point%x*}; c=${point#*x}
           mkdir -p "$d/$point"
           start_node "$d/$point" "$FLOOD_EXPECTED"
-          start_edge "$d/$point" $EDGE "$FLOOD_BATCH" "$FLOOD_LINGER_MS"; e=$EDGE_PID
+          start_edge "$d/$point" $EDGE "$FLOOD_BATCH" "$FLOOD_LINGER_MS" "$FLOOD_INTERVAL_MS"
+          e=$EDGE_PID
           warm_up $T/tally $EDGE
           eb=$(cpu_ticks "$e"); nb=$(cpu_ticks $NODE_PID); b0=$(batch_totals $EDGE)
           flood "$d/$point" "$p" "$c"
           # shellcheck disable=SC2086 # b0 is "SUM COUNT"
-          record "$round" "flood ${p}x${c} N=$FLOOD_BATCH L=${FLOOD_LINGER_MS}ms" "$d/$point/report.json" \
+          record "$round" "flood ${p}x${c} N=$FLOOD_BATCH L=${FLOOD_LINGER_MS}ms I=${FLOOD_INTERVAL_MS}ms" \
+            "$d/$point/report.json" \
             "$(ticks_since "$e" "$eb")" "$(ticks_since $NODE_PID "$nb")" "$(mean_batch $EDGE $b0)"
           stop "$e" $NODE_PID
         done ;;
@@ -233,6 +253,13 @@ print()
 if hello_cpu and edge_cpu:
     print(f"- edge CPU per vote / hello CPU per request: {edge_cpu / hello_cpu:.2f}x "
           f"(paired {fmt(paired('edge', 'hello', 'edge_cpu_us'), '{:.2f}')}x; target <= 1.25x)")
+half_edge = [c for c in cases if c.startswith("half-edge")]
+half_hello = [c for c in cases if c.startswith("half-hello")]
+if half_edge and half_hello:
+    print(f"- at equal rates (both open loop at {half_edge[0].split('@')[1]}/s): edge CPU per vote "
+          f"{fmt(med(half_edge[0], 'edge_cpu_us'), '{:.2f}')} µs / hello CPU per request "
+          f"{fmt(med(half_hello[0], 'edge_cpu_us'), '{:.2f}')} µs = "
+          f"{fmt(paired(half_edge[0], half_hello[0], 'edge_cpu_us'), '{:.2f}')}x (paired; target <= 1.25x)")
 print(f"- node CPU per vote through the edge: {fmt(med('edge', 'node_cpu_us'), '{:.2f}')} µs "
       f"(direct single votes: {fmt(med('direct', 'node_cpu_us'), '{:.2f}')} µs; target <= 1 µs)")
 for c in [c for c in cases if c.startswith("flood")]:

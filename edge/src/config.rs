@@ -51,6 +51,12 @@ pub const LINGER_MS_DEFAULT: u64 = 2;
 /// Longest linger allowed, in ms (a fifth of the confirmation budget).
 pub const LINGER_MS_MAX: u64 = 20;
 
+/// Default batch interval: a poll's batches may leave back to back (`batch_interval_ms` 0).
+/// A larger interval makes batches bigger at a high rate (the rate times the interval) and
+/// cheaper for the node per vote, at up to the interval's delay per vote (BENCHMARKS.md,
+/// "Edge: single votes through `tally edge`").
+pub const BATCH_INTERVAL_MS_DEFAULT: u64 = 0;
+
 /// Default batches in flight to one node at once (`batches_in_flight_per_upstream`).
 pub const BATCHES_IN_FLIGHT_DEFAULT: usize = 4;
 
@@ -114,6 +120,9 @@ pub struct EdgeConfig {
     pub batch_votes_max: usize,
     /// A batch is sent this long after its first vote, full or not, in ms.
     pub linger_ms: u64,
+    /// A poll's batch that is not full leaves at least this long after the poll's previous
+    /// batch, in ms, even to an idle node or past its linger (0: no such wait).
+    pub batch_interval_ms: u64,
     /// Batches in flight to one node at once.
     pub batches_in_flight_per_upstream: usize,
     /// Batches that may wait for one node's free slot; when every node's queue is full,
@@ -181,6 +190,7 @@ impl Default for EdgeConfig {
             batch_token: String::new(),
             batch_votes_max: BATCH_VOTES_DEFAULT,
             linger_ms: LINGER_MS_DEFAULT,
+            batch_interval_ms: BATCH_INTERVAL_MS_DEFAULT,
             batches_in_flight_per_upstream: BATCHES_IN_FLIGHT_DEFAULT,
             upstream_queue_batches: UPSTREAM_QUEUE_BATCHES_DEFAULT,
             vote_deadline_ms: VOTE_DEADLINE_MS_DEFAULT,
@@ -266,7 +276,7 @@ impl EdgeConfig {
         }
         let vote_id_key =
             VoteIdKey::from_hex(&self.vote_id_key).map_err(|m| invalid("vote_id_key", m))?;
-        let ranges: [(&'static str, u64, u64, u64); 14] = [
+        let ranges: [(&'static str, u64, u64, u64); 15] = [
             (
                 "viewer_memory_bytes",
                 self.viewer_memory_bytes,
@@ -292,6 +302,12 @@ impl EdgeConfig {
                 BATCH_VOTES_MAX as u64,
             ),
             ("linger_ms", self.linger_ms, 0, LINGER_MS_MAX),
+            (
+                "batch_interval_ms",
+                self.batch_interval_ms,
+                0,
+                LINGER_MS_MAX,
+            ),
             (
                 "batches_in_flight_per_upstream",
                 self.batches_in_flight_per_upstream as u64,
@@ -406,6 +422,7 @@ mod tests {
             ("batch_votes_max", Box::new(|c| c.batch_votes_max = 0)),
             ("batch_votes_max", Box::new(|c| c.batch_votes_max = 10_001)),
             ("linger_ms", Box::new(|c| c.linger_ms = 21)),
+            ("batch_interval_ms", Box::new(|c| c.batch_interval_ms = 21)),
             (
                 "viewer_memory_bytes",
                 Box::new(|c| c.viewer_memory_bytes = 100),

@@ -80,6 +80,9 @@ pub struct Settings {
     pub batch_votes_max: usize,
     /// …or this long after its first vote.
     pub linger: Duration,
+    /// A poll's batch that is not full waits at least this long after the poll's previous
+    /// batch.
+    pub batch_interval: Duration,
     /// Batches in flight per node.
     pub in_flight_max: usize,
     /// Batches queued per node.
@@ -110,6 +113,7 @@ impl Settings {
         Self {
             batch_votes_max: config.batch_votes_max,
             linger: EdgeConfig::ms(config.linger_ms),
+            batch_interval: EdgeConfig::ms(config.batch_interval_ms),
             in_flight_max: config.batches_in_flight_per_upstream,
             queue_max: config.upstream_queue_batches,
             vote_deadline: EdgeConfig::ms(config.vote_deadline_ms),

@@ -12,6 +12,7 @@
 //! node to an edge (or back) may send and read the same headers at either.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -57,17 +58,30 @@ pub fn policy() -> CorsLayer {
 }
 
 /// `inner` with `cors` around it for every request but a `POST` without `Origin`.
-#[derive(Clone)]
+///
+/// Cheap to clone, as axum's router clones its fallback service for every request: the CORS
+/// half (tower-http's settings: header values and lists) is shared, and cloned only for a
+/// request that takes it (~0.2 µs of a single vote's CPU when it was cloned for every one:
+/// BENCHMARKS.md, "Edge: single votes through `tally edge`").
 pub struct BrowserCors<S> {
-    with_cors: Cors<S>,
+    with_cors: Arc<Cors<S>>,
     plain: S,
+}
+
+impl<S: Clone> Clone for BrowserCors<S> {
+    fn clone(&self) -> Self {
+        Self {
+            with_cors: Arc::clone(&self.with_cors),
+            plain: self.plain.clone(),
+        }
+    }
 }
 
 impl<S: Clone> BrowserCors<S> {
     /// `inner`, with `cors` where a browser reads it.
     pub fn new(cors: &CorsLayer, inner: S) -> Self {
         Self {
-            with_cors: cors.layer(inner.clone()),
+            with_cors: Arc::new(cors.layer(inner.clone())),
             plain: inner,
         }
     }
@@ -95,7 +109,8 @@ where
         if skips_cors(&request) {
             Either::first(self.plain.call(request))
         } else {
-            Either::second(self.with_cors.call(request))
+            // Both halves wrap clones of one inner service, which `poll_ready` readied.
+            Either::second(Cors::clone(&self.with_cors).call(request))
         }
     }
 }

@@ -152,6 +152,10 @@ struct EdgeArgs {
     /// …or this many milliseconds after its first vote [default: 2].
     #[arg(long, env = "TALLY_EDGE_LINGER_MS")]
     linger_ms: Option<u64>,
+    /// A poll's batch that is not full leaves at least this many milliseconds after its
+    /// previous batch (bigger batches at a high rate, cheaper for the node) [default: 0].
+    #[arg(long, env = "TALLY_EDGE_BATCH_INTERVAL_MS")]
+    batch_interval_ms: Option<u64>,
     /// A vote no node has answered this many milliseconds after it arrived is answered 503
     /// (`unconfirmed` if it was sent on) [default: 1500].
     #[arg(long, env = "TALLY_EDGE_VOTE_DEADLINE_MS")]
@@ -191,6 +195,9 @@ impl EdgeArgs {
         }
         if let Some(linger) = self.linger_ms {
             config.linger_ms = linger;
+        }
+        if let Some(interval) = self.batch_interval_ms {
+            config.batch_interval_ms = interval;
         }
         if let Some(deadline) = self.vote_deadline_ms {
             config.vote_deadline_ms = deadline;

@@ -47,6 +47,17 @@ pub(super) struct Wiring {
 #[derive(Default)]
 struct Buffer {
     votes: VecDeque<PendingVote>,
+    /// When its last batch was cut (for `batch_interval`).
+    last_cut: Option<Instant>,
+}
+
+impl Buffer {
+    /// When a batch that is not full may next be cut from it: `interval` after the last.
+    fn paced_until(&self, interval: Duration) -> Option<Instant> {
+        self.last_cut
+            .map(|at| at + interval)
+            .filter(|_| !interval.is_zero())
+    }
 }
 
 /// A batch out at a node.
@@ -315,15 +326,24 @@ impl Dispatcher {
                 let Some(first) = buffer.votes.front() else {
                     break;
                 };
+                // A batch that is not full waits out the poll's batch interval (0 by default)
+                // after its previous batch: at a high rate that makes batches of the rate
+                // times the interval, cheaper for the node per vote, at up to the interval's
+                // wait per vote; at a low rate the previous batch is long gone.
+                let paced = buffer
+                    .paced_until(self.settings.batch_interval)
+                    .is_none_or(|at| now >= at);
                 let due = buffer.votes.len() >= max
                     || self.stopping
-                    || now >= first.arrived + self.settings.linger
-                    || self.idle_node(poll, now);
+                    || paced
+                        && (now >= first.arrived + self.settings.linger
+                            || self.idle_node(poll, now));
                 if !due || !self.some_node_takes(poll, now) {
                     break;
                 }
                 let lingered = now.saturating_duration_since(first.arrived);
                 let take = buffer.votes.len().min(max);
+                self.buffers[slot].last_cut = Some(now);
                 let votes: Vec<PendingVote> = self.buffers[slot].votes.drain(..take).collect();
                 self.wiring
                     .metrics
@@ -660,7 +680,14 @@ impl Dispatcher {
             if let Some(first) = buffer.votes.front() {
                 consider(first.deadline);
                 if !self.stopping {
-                    consider(first.arrived + self.settings.linger);
+                    let paced = buffer.paced_until(self.settings.batch_interval);
+                    consider(paced.map_or(first.arrived + self.settings.linger, |at| {
+                        at.max(first.arrived + self.settings.linger)
+                    }));
+                    // An idle node takes a batch at once, once the interval is out.
+                    if let Some(at) = paced {
+                        consider(at);
+                    }
                 }
             }
         }

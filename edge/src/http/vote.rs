@@ -5,7 +5,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue};
@@ -21,8 +20,9 @@ use tokio::sync::oneshot;
 use super::EdgeState;
 use crate::dispatch::{VoteAnswer, VoteOrder};
 
-/// How long past its deadline a vote's handler waits for the dispatcher (which answers by the
-/// deadline) before it answers `unconfirmed` itself, in ms.
+/// How long past its deadline a batch request's handler waits for the dispatcher (which
+/// answers every vote by its deadline) before it answers the rest `unconfirmed` itself, in ms
+/// (one timer per batch request; a single vote's handler needs none: see [`vote`]).
 pub(crate) const ANSWER_GRACE_MS: u64 = 1_000;
 
 /// The header a trusted proxy names the client in.
@@ -46,12 +46,15 @@ pub(super) async fn vote(
             return refusal.into_response();
         }
     };
-    let waited = edge.vote_deadline + Duration::from_millis(ANSWER_GRACE_MS);
-    let answer = match tokio::time::timeout(waited, answer).await {
-        Ok(Ok(answer)) => answer,
-        // The dispatcher answers every vote by its deadline; only a dispatcher gone (the edge
-        // stopping past its drain) or a broken promise gets here. The vote may have gone on.
-        Ok(Err(_)) | Err(_) => VoteAnswer::Refused(ApiError::Unconfirmed(
+    // No timer of the handler's own: the dispatcher answers every vote it holds by the vote's
+    // deadline (one timer for all of them, [`crate::dispatch`]), and holds the only sender of
+    // its answer, so a dispatcher gone (a panic, or aborted past the drain deadline) ends the
+    // wait at once. (A per-vote timeout here cost ~0.3 µs of the edge's CPU per vote:
+    // BENCHMARKS.md, "Edge: single votes through `tally edge`".)
+    let answer = match answer.await {
+        Ok(answer) => answer,
+        // The vote may have gone on.
+        Err(_) => VoteAnswer::Refused(ApiError::Unconfirmed(
             "the edge lost track of the vote; it may have been counted: retry with the same \
              vote ID"
                 .into(),

@@ -283,6 +283,39 @@ async fn votes_are_coalesced_into_batches_of_at_most_n_and_a_lone_vote_at_an_idl
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_batch_interval_gathers_a_polls_next_votes_even_for_an_idle_node() {
+    // Goal: with `batch_interval_ms`, a partial batch leaves no sooner than the interval after
+    // the poll's previous batch, idle node or not, so a high rate makes big batches; the first
+    // vote, with no batch before it, still leaves at once. Method: one vote, then four at once
+    // right after it, against an in-process node that answers at once (paused clock).
+    let mut config = kit::edge_config(&["a"]);
+    config.batch_votes_max = 1_000;
+    config.batch_interval_ms = 20;
+    let rig = rig_with(&["a"], |_| {}, config).await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(rig.vote("green", &id(1)).await.json()["status"], "counted");
+    assert!(
+        started.elapsed() < Duration::from_millis(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let ids: Vec<String> = (2..6).map(id).collect();
+    let replies = futures_util::future::join_all(ids.iter().map(|v| rig.vote("blue", v))).await;
+    assert!(replies.iter().all(|r| r.json()["status"] == "counted"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let sizes = rig.nodes[0].batch_votes.lock().unwrap().clone();
+    assert_eq!(
+        sizes,
+        [1, 4],
+        "the four votes waited out the interval together"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_edge_sends_each_node_its_own_option_order() {
     // Goal: nodes that list a poll's options in different orders each count the option the
     // voter named. Method: node b lists blue first; a is down, so b takes the vote.
