@@ -283,13 +283,15 @@ impl Fanout {
     }
 
     /// Takes a viewer's place, or says the edge is full.
-    pub(crate) fn admit(&self) -> Option<ViewerPlace> {
+    pub(crate) fn admit(&self, count_refusal: bool) -> Option<ViewerPlace> {
         // Count first, then check: two viewers arriving together cannot both take the last
         // place.
         let before = self.viewers.fetch_add(1, Ordering::Relaxed);
         if before >= self.shared.settings.viewers_max {
             self.viewers.fetch_sub(1, Ordering::Relaxed);
-            self.shared.metrics.fanout_viewers_refused.inc();
+            if count_refusal {
+                self.shared.metrics.fanout_viewers_refused.inc();
+            }
             return None;
         }
         self.shared.metrics.fanout_viewers.inc();

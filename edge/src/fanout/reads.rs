@@ -118,15 +118,7 @@ impl Fanout {
 
     /// `GET /v1/polls/{poll}/stream`.
     pub async fn stream(&self, catalogue: &Catalogue, poll: &str) -> Result<Response, ApiError> {
-        let entry = self
-            .entry(catalogue, poll)
-            .map_err(|e| named(e.into(), poll))?;
-        let Some(place) = self.admit() else {
-            // Full: the cacheable results route serves the rest (a CDN absorbs it).
-            return Err(ApiError::Overloaded(5));
-        };
-        first_results(&entry).await?;
-        let frames = viewer::stream(entry.latest.clone(), place);
+        let frames = self.open_viewer(catalogue, poll, true).await?;
         Ok((
             [
                 (header::CONTENT_TYPE, "text/event-stream"),
@@ -135,6 +127,27 @@ impl Fanout {
             Body::from_stream(frames),
         )
             .into_response())
+    }
+
+    /// A new viewer's frames, its place taken ([`stream`](Self::stream) and the stream path
+    /// below hyper, [`tally_serve::viewers`]). `count_refusal`: whether a refusal at the
+    /// viewer cap is counted (the path below hyper hands a refused request to the router,
+    /// which counts it).
+    pub async fn open_viewer(
+        &self,
+        catalogue: &Catalogue,
+        poll: &str,
+        count_refusal: bool,
+    ) -> Result<viewer::ViewerStream, ApiError> {
+        let entry = self
+            .entry(catalogue, poll)
+            .map_err(|e| named(e.into(), poll))?;
+        let Some(place) = self.admit(count_refusal) else {
+            // Full: the cacheable results route serves the rest (a CDN absorbs it).
+            return Err(ApiError::Overloaded(5));
+        };
+        first_results(&entry).await?;
+        Ok(viewer::stream(entry.latest.clone(), place))
     }
 }
 

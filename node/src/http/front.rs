@@ -51,7 +51,7 @@ pub(super) fn around(routes: Router, state: &SharedState) -> Router {
 /// API's `authorization` header is not allowed, so browsers cannot call it cross-origin. No
 /// `Vary` header: every answer is the same whatever the origin (`*`) and the preflight's
 /// requested method and headers (the lists are fixed), so a cache need not keep one per origin.
-fn cors() -> tower_http::cors::CorsLayer {
+pub(super) fn cors() -> tower_http::cors::CorsLayer {
     use axum::http::{HeaderName, Method, header};
     tower_http::cors::CorsLayer::new()
         .allow_origin(tower_http::cors::Any)

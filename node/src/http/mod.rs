@@ -166,6 +166,12 @@ pub fn router(state: AppState) -> Router {
     front::around(routes, &front_state)
 }
 
+/// The live stream's route as served below hyper ([`tally_serve::viewers`]), with the headers
+/// the router's answer carries.
+pub fn streams(state: &AppState) -> tally_serve::viewers::Streams {
+    tally_serve::viewers::Streams::new(Arc::new(reads::Viewers::of(state)), &front::cors())
+}
+
 /// The OpenAPI document of [`router`], as served at [`OPENAPI_PATH`].
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
     let (engine, _) = mpsc::channel(1);
