@@ -15,7 +15,8 @@
 # BENCH_TIERS ("edge node"), BENCH_EDGES (1: edge processes in front of the node, each on its
 # own port; the edge tier's viewers are spread over them and its RSS and CPU are their sums,
 # as a process may hold at most 20,000 open files), BENCH_BINARY (target/release/tally: the
-# binary of node and edges, e.g. an older build to compare). Writes under
+# binary of node and edges, e.g. an older build to compare; one from before the node's memory
+# budget needs BENCH_NODE_CAP='sse_subscribers_max = 200000'). Writes under
 # target/bench-viewers/<time>/ and prints a table. Only 127.0.0.1/8 is contacted (ports
 # 18291-18291+BENCH_EDGES); every run is bounded in time (clients exit after 900 s, each vote
 # must reach every viewer within 6 s).
@@ -41,8 +42,12 @@ trap cleanup EXIT
 stop() { kill "$@" 2>/dev/null || true; for p in "$@"; do wait "$p" 2>/dev/null || true; done; }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
+# Budgets past what the run holds; a header-read deadline of a minute, as on a host this busy
+# (other builders, the clients) a client may connect and only get to send its request head
+# seconds later, and the default 10 s would close it as a slowloris would be.
 cat >"$OUT/node.toml" <<TOML
-sse_subscribers_max = 200000
+${BENCH_NODE_CAP:-viewer_memory_bytes = 1073741824}
+header_read_timeout_ms = 60000
 TOML
 require_free_port bench-viewers $NODE
 RUST_LOG=warn $TALLY run --listen $NODE --memory-only --config "$OUT/node.toml" \
@@ -51,6 +56,7 @@ NODE_PID=$!; pids+=("$NODE_PID")
 wait_ready $NODE_PID "${NODE##*:}"
 cat >"$OUT/edge.toml" <<TOML
 viewer_memory_bytes = 1073741824
+header_read_timeout_ms = 60000
 TOML
 edge_addrs=(); edge_pids=()
 for i in $(seq "$EDGES"); do

@@ -77,7 +77,7 @@ pub fn start(
     let fanout = crate::fanout::Fanout::new(
         crate::fanout::FanoutSettings {
             polls_max: config.fanout_polls_max,
-            viewers_max: config.viewers_max(),
+            viewer_memory_bytes: config.viewer_memory_bytes,
             stale_after: EdgeConfig::ms(config.fanout_stale_after_ms),
         },
         crate::fanout::FanoutWiring {

@@ -28,6 +28,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 
 use axum::body::Body;
@@ -40,6 +41,97 @@ use tower::ServiceExt as _;
 use tower_http::cors::CorsLayer;
 
 use crate::head::StreamPath;
+
+/// What one viewer served below hyper costs its process, in resident bytes: the measured
+/// 1.65 KB (edge) and 1.93 KB (node) per viewer at 10,000 viewers, and 1.9 KB at 100,000
+/// over six edges (BENCHMARKS.md, "Viewers"), with room for the allocator's rounding and a
+/// larger socket registration on other kernels. A viewer's frames are shared, so it does
+/// not grow with the results' size.
+pub const VIEWER_BYTES: u64 = 3 * 1024;
+
+/// What one viewer served through hyper costs (a stream asked for on a keep-alive connection
+/// hyper already serves): the measured 16.4 KB (node) and 20.0 KB (edge) rounded up.
+pub const VIEWER_BYTES_THROUGH_HYPER: u64 = 24 * 1024;
+
+const _: () = assert!(VIEWER_BYTES < VIEWER_BYTES_THROUGH_HYPER);
+
+/// How a viewer is served, and so what it costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewerPath {
+    /// Below hyper, by this module ([`VIEWER_BYTES`]).
+    BelowHyper,
+    /// Through hyper and the router ([`VIEWER_BYTES_THROUGH_HYPER`]).
+    ThroughHyper,
+}
+
+impl ViewerPath {
+    /// What a viewer served this way costs, in bytes.
+    pub fn bytes(self) -> u64 {
+        match self {
+            ViewerPath::BelowHyper => VIEWER_BYTES,
+            ViewerPath::ThroughHyper => VIEWER_BYTES_THROUGH_HYPER,
+        }
+    }
+}
+
+/// The viewers' memory budget of one process: each viewer is charged what its path costs,
+/// and one that would take the charges over the budget is refused.
+#[derive(Debug)]
+pub struct ViewerBudget {
+    budget_bytes: u64,
+    charged_bytes: AtomicU64,
+}
+
+impl ViewerBudget {
+    /// A budget of `budget_bytes`, nothing charged.
+    pub fn new(budget_bytes: u64) -> Arc<Self> {
+        Arc::new(Self {
+            budget_bytes,
+            charged_bytes: AtomicU64::new(0),
+        })
+    }
+
+    /// Charges a viewer served by `path`, or `None` if the budget cannot take it.
+    pub fn admit(self: &Arc<Self>, path: ViewerPath) -> Option<ViewerCharge> {
+        let bytes = path.bytes();
+        // Charge first, then check: two viewers arriving together cannot both take the last
+        // room.
+        let before = self.charged_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes > self.budget_bytes {
+            self.charged_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            return None;
+        }
+        Some(ViewerCharge {
+            budget: Arc::clone(self),
+            bytes,
+        })
+    }
+
+    /// The most viewers the budget holds when all are served below hyper.
+    pub fn viewers_max(&self) -> usize {
+        (self.budget_bytes / VIEWER_BYTES) as usize
+    }
+
+    /// Bytes charged now.
+    pub fn charged_bytes(&self) -> u64 {
+        self.charged_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// One viewer's charge against the budget, given back when dropped.
+#[derive(Debug)]
+pub struct ViewerCharge {
+    budget: Arc<ViewerBudget>,
+    bytes: u64,
+}
+
+impl Drop for ViewerCharge {
+    fn drop(&mut self) {
+        self.budget
+            .charged_bytes
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
 
 /// A viewer's frames: each item the bytes to write next (one or more whole SSE events).
 pub type Frames = Pin<Box<dyn Stream<Item = Result<Bytes, Infallible>> + Send>>;
@@ -213,4 +305,30 @@ fn poll_left<I: AsyncRead + Unpin>(io: &mut I, cx: &mut std::task::Context<'_>) 
     let mut scratch = [0u8; 1];
     let mut buf = ReadBuf::new(&mut scratch);
     Pin::new(io).poll_read(cx, &mut buf).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_charges_each_viewer_its_paths_cost_and_refuses_past_it() {
+        // Goal: the cap is bytes, not a count. Method: a budget of one hyper viewer plus two
+        // viewers below hyper, filled, then charges given back.
+        let budget = ViewerBudget::new(VIEWER_BYTES_THROUGH_HYPER + 2 * VIEWER_BYTES);
+        let hyper = budget.admit(ViewerPath::ThroughHyper).unwrap();
+        let below = [
+            budget.admit(ViewerPath::BelowHyper).unwrap(),
+            budget.admit(ViewerPath::BelowHyper).unwrap(),
+        ];
+        assert!(budget.admit(ViewerPath::BelowHyper).is_none());
+        drop(hyper);
+        assert!(budget.admit(ViewerPath::ThroughHyper).is_some());
+        drop(below);
+        assert_eq!(budget.charged_bytes(), 0);
+        assert_eq!(
+            budget.viewers_max(),
+            (VIEWER_BYTES_THROUGH_HYPER / VIEWER_BYTES + 2) as usize
+        );
+    }
 }

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tally_serve::caching::{self, CACHE_OPEN};
 use tally_serve::error::ApiError;
+use tally_serve::viewers::ViewerPath;
 use tokio::time::Instant;
 
 use super::latest::{Encoded, Latest, StaleReason};
@@ -118,7 +119,9 @@ impl Fanout {
 
     /// `GET /v1/polls/{poll}/stream`.
     pub async fn stream(&self, catalogue: &Catalogue, poll: &str) -> Result<Response, ApiError> {
-        let frames = self.open_viewer(catalogue, poll, true).await?;
+        let frames = self
+            .open_viewer(catalogue, poll, ViewerPath::ThroughHyper)
+            .await?;
         Ok((
             [
                 (header::CONTENT_TYPE, "text/event-stream"),
@@ -129,20 +132,18 @@ impl Fanout {
             .into_response())
     }
 
-    /// A new viewer's frames, its place taken ([`stream`](Self::stream) and the stream path
-    /// below hyper, [`tally_serve::viewers`]). `count_refusal`: whether a refusal at the
-    /// viewer cap is counted (the path below hyper hands a refused request to the router,
-    /// which counts it).
+    /// A new viewer's frames, its place taken and charged what `path` costs
+    /// ([`stream`](Self::stream), and the stream path below hyper, [`tally_serve::viewers`]).
     pub async fn open_viewer(
         &self,
         catalogue: &Catalogue,
         poll: &str,
-        count_refusal: bool,
+        path: ViewerPath,
     ) -> Result<viewer::ViewerStream, ApiError> {
         let entry = self
             .entry(catalogue, poll)
             .map_err(|e| named(e.into(), poll))?;
-        let Some(place) = self.admit(count_refusal) else {
+        let Some(place) = self.admit(path) else {
             // Full: the cacheable results route serves the rest (a CDN absorbs it).
             return Err(ApiError::Overloaded(5));
         };

@@ -26,6 +26,7 @@ use super::votes::poll_snapshot;
 use super::{ApiError, SharedState, caching};
 use crate::results::{PollSnapshot, etag_of};
 use tally_client::api::{ErrorBody, History, PollResults};
+use tally_serve::viewers::{ViewerBudget, ViewerCharge, ViewerPath};
 
 /// Query of the results route.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -117,12 +118,16 @@ pub(super) async fn history(
     ))
 }
 
-/// Keeps the subscriber gauge true however the stream ends.
-struct SubscriberGuard(Arc<crate::metrics::Metrics>);
+/// Keeps the subscriber gauge and the memory budget true however the stream ends.
+struct SubscriberGuard {
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Given back to the budget when the stream ends.
+    _charge: ViewerCharge,
+}
 
 impl Drop for SubscriberGuard {
     fn drop(&mut self) {
-        self.0.sse_subscribers.dec();
+        self.metrics.sse_subscribers.dec();
     }
 }
 
@@ -158,7 +163,7 @@ pub(super) async fn stream(
     State(app): State<SharedState>,
     Path(poll): Path<String>,
 ) -> Result<Response, ApiError> {
-    let frames = Viewers::of(&app).open(&poll)?;
+    let frames = Viewers::of(&app, ViewerPath::ThroughHyper).open(&poll)?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/event-stream"),
@@ -176,37 +181,42 @@ pub(super) async fn stream(
 pub(super) struct Viewers {
     results: tokio::sync::watch::Receiver<Arc<crate::results::ResultsSnapshot>>,
     metrics: Arc<crate::metrics::Metrics>,
-    subscribers_max: usize,
+    budget: Arc<ViewerBudget>,
+    /// How its subscribers are served, and so what each is charged.
+    path: ViewerPath,
     tick: Duration,
     stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Viewers {
-    /// The live stream of the node whose state is `app`.
-    pub(super) fn of(app: &super::AppState) -> Self {
+    /// The live stream of the node whose state is `app`, served by `path`.
+    pub(super) fn of(app: &super::AppState, path: ViewerPath) -> Self {
         Self {
             results: app.results.clone(),
             metrics: app.metrics.clone(),
-            subscribers_max: app.sse_subscribers_max,
+            budget: app.viewer_budget.clone(),
+            path,
             tick: Duration::from_millis(app.sse_tick_ms),
             stopping: app.stopping.clone(),
         }
     }
 
-    /// A new subscriber's frames, its place taken: 404 for an unknown poll, 503 at the cap.
+    /// A new subscriber's frames, its place taken: 404 for an unknown poll, 503 past the
+    /// memory budget.
     fn open(&self, poll: &str) -> Result<tally_serve::viewers::Frames, ApiError> {
         let unknown = || ApiError::UnknownPoll(poll.to_owned());
         let id = tally_core::PollId::new(poll).map_err(|_| unknown())?;
         if !self.results.borrow().polls.contains_key(&id) {
             return Err(unknown());
         }
-        // Count first, then check: two subscribers arriving together cannot both take the
-        // last place (a check before the increment could let both in).
-        let before = self.metrics.sse_subscribers.inc();
-        let guard = SubscriberGuard(self.metrics.clone());
-        if before >= self.subscribers_max as i64 {
+        let Some(charge) = self.budget.admit(self.path) else {
             return Err(ApiError::Overloaded(5));
-        }
+        };
+        self.metrics.sse_subscribers.inc();
+        let guard = SubscriberGuard {
+            metrics: self.metrics.clone(),
+            _charge: charge,
+        };
         let mut interval = tokio::time::interval(self.tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let state = (guard, None::<Arc<PollSnapshot>>, interval, 0u32);
