@@ -140,11 +140,11 @@ mod tests {
             } else {
                 client.write_all(&bytes).await.unwrap();
             }
-            client
+            // Closed once all is sent: a head still incomplete then is `Closed`.
         });
         let mut buffer = BytesMut::new();
         let head = read(&mut server, &mut buffer, STREAM).await;
-        drop(writer.await.unwrap());
+        writer.await.unwrap();
         head
     }
 

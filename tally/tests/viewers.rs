@@ -6,7 +6,7 @@
 //! Method: a memory-only `tally run` with short ticks and a short write-stall limit, a `tally
 //! edge` in front of it, and raw TCP clients on 127.0.0.1: viewers that read, a viewer whose
 //! receive buffer is tiny and that never reads, requests whose heads arrive in pieces,
-//! garbage and oversized heads. Every wait is a bounded poll for a condition.
+//! garbage and oversized heads. Every wait is bounded.
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup should panic loudly
 
@@ -18,6 +18,7 @@ mod http;
 #[path = "kit/process.rs"]
 mod process;
 #[path = "kit/single.rs"]
+#[allow(dead_code)] // `total` is the hostile test's
 mod single;
 
 use std::net::SocketAddr;
@@ -31,7 +32,7 @@ use single::Node;
 
 /// Viewers per tier in the fan-out test.
 const VIEWERS: usize = 30;
-/// The write-stall limit of node and edge, in ms (a viewer that stops reading is dropped).
+/// The write-stall limit of node and edge, in ms.
 const STALL_MS: u64 = 300;
 /// Longest wait for any condition.
 const WAIT: Duration = Duration::from_secs(30);
@@ -242,41 +243,30 @@ async fn many_viewers_of_the_real_node_and_edge_get_every_change_with_the_routes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_viewer_that_never_reads_is_dropped_and_gives_its_place_back_while_others_read_on() {
-    // Goal: a viewer that stops reading holds no queue and is dropped once its write stalls
-    // for the limit, on a node and on an edge; its neighbour keeps every change. Method: a
-    // viewer with a 4 KiB receive buffer that never reads beside one that reads; votes one
-    // after another until the serving process's viewer gauge falls back to one (bounded).
+async fn a_viewer_that_never_reads_holds_back_no_other_viewer() {
+    // Goal: a viewer that stops reading costs its neighbours nothing: they get every change,
+    // in time, while it sits (a fan-out that waited for each viewer's write would stall them),
+    // and it keeps its place until its writes stall. Method: on node and edge, a viewer with
+    // a 4 KiB receive buffer that never reads beside one that reads; 300 votes, each seen by
+    // the reader before the next. (Its drop once its writes stall is shown on pipes, in
+    // tally-serve's tests/viewers.rs: over loopback the kernel grows the server's send buffer
+    // to 4 MiB first, minutes of results at these ticks.)
     let node = start_node();
     let (edge, _dir) = start_edge(&node);
     let mut cast = 0u64;
-    for (address, gauge_name, base) in [
-        (node.address, "tally_sse_subscribers", 0.0),
-        // The node's own gauge counts the edge's subscription too; the edge's counts viewers.
-        (edge.http, "tally_edge_fanout_viewers", 0.0),
+    for (address, gauge_name) in [
+        (node.address, "tally_sse_subscribers"),
+        (edge.http, "tally_edge_fanout_viewers"),
     ] {
         let mut reading = Viewer::open(address, None).await;
-        let idle = Viewer::open(address, Some(4096)).await;
-        let subscribers = |n: f64| n - base;
-        let before = gauge(address, gauge_name).await;
-        assert!(subscribers(before) >= 2.0, "{gauge_name} {before}");
-        let deadline = Instant::now() + WAIT * 2;
-        loop {
-            assert!(
-                Instant::now() < deadline,
-                "the viewer that never reads was never dropped ({cast} votes)"
-            );
+        let _idle = Viewer::open(address, Some(4096)).await;
+        let held = gauge(address, gauge_name).await;
+        for _ in 0..300 {
             cast += 1;
             vote(node.address, cast).await;
-            if cast % 20 == 0 {
-                reading.until_total(cast as i64).await;
-                if gauge(address, gauge_name).await <= before - 1.0 {
-                    break;
-                }
-            }
+            reading.until_total(cast as i64).await;
         }
-        reading.until_total(cast as i64).await;
-        drop(idle);
+        assert_eq!(gauge(address, gauge_name).await, held, "{gauge_name}");
     }
 }
 
