@@ -28,6 +28,9 @@ trap cleanup EXIT
 require_free_port profile-viewers $NODE
 run_node=(run --listen $NODE --memory-only)
 run_edge=(edge --listen $EDGE --upstream "http://$NODE")
+# The tunable set here, as `tally` would set it by re-executing itself (node/src/huge_pages.rs):
+# a re-executed process would leave heaptrack's preload behind.
+export GLIBC_TUNABLES=glibc.malloc.hugetlb=1
 if [ "$TIER" = node ]; then
   RUST_LOG=warn heaptrack -o "$OUT/heap" $T/tally "${run_node[@]}" >"$OUT/node.log" 2>&1 &
   profiled=$!; target=$NODE
@@ -50,9 +53,9 @@ sleep "$HOLD"
 kill -TERM "$(pgrep -P "$profiled" -x tally || echo "$profiled")"
 wait "$profiled" || true
 kill "$client" 2>/dev/null || true
-data=$(ls "$OUT"/heap*.zst "$OUT"/heap*.gz 2>/dev/null | head -1)
+data=$(find "$OUT" -name "heap.*" | head -1)
 heaptrack_print --print-peaks 1 --print-allocators 0 --print-temporary 0 --print-leaks 0 \
-  --print-histogram 0 --peak-limit 25 --sub-peak-limit 4 "$data" >"$OUT/peaks.txt"
+  --peak-limit 25 --sub-peak-limit 4 "$data" >"$OUT/peaks.txt"
 echo "profile-viewers: $TIER, $VIEWERS viewers; heaptrack's peak consumers in $OUT/peaks.txt"
 # Each top-level entry: bytes at the peak, and per viewer.
 awk -v viewers="$VIEWERS" '
