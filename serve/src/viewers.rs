@@ -225,7 +225,7 @@ fn cors_headers(cors: &CorsLayer) -> axum::http::HeaderMap {
 #[derive(Debug)]
 pub(crate) enum Ended {
     /// The feed ended (the node or edge stops).
-    FeedEnded,
+    FeedDone,
     /// The server shuts down.
     Shutdown,
     /// The viewer closed its end, or sent bytes after its request.
@@ -255,7 +255,7 @@ where
             () = left(&mut io) => break Ended::ClientLeft,
             frame = frames.next() => match frame {
                 Some(Ok(frame)) => pending = frame,
-                None => break Ended::FeedEnded,
+                None => break Ended::FeedDone,
             },
         }
     };
