@@ -16,7 +16,8 @@
 # own port; the edge tier's viewers are spread over them and its RSS and CPU are their sums,
 # as a process may hold at most 20,000 open files), BENCH_BINARY (target/release/tally: the
 # binary of node and edges, e.g. an older build to compare; one from before the node's memory
-# budget needs BENCH_NODE_CAP='sse_subscribers_max = 200000'). Writes under
+# budget needs BENCH_NODE_CAP='sse_subscribers_max = 200000'), BENCH_SSE_TICK_MS (500: the
+# node's tick, up to which each delay includes a wait for it). Writes under
 # target/bench-viewers/<time>/ and prints a table. Only 127.0.0.1/8 is contacted (ports
 # 18291-18291+BENCH_EDGES); every run is bounded in time (clients exit after 900 s, each vote
 # must reach every viewer within 6 s).
@@ -48,6 +49,7 @@ rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 cat >"$OUT/node.toml" <<TOML
 ${BENCH_NODE_CAP:-viewer_memory_bytes = 1073741824}
 header_read_timeout_ms = 60000
+sse_tick_ms = ${BENCH_SSE_TICK_MS:-500}
 TOML
 require_free_port bench-viewers $NODE
 RUST_LOG=warn $TALLY run --listen $NODE --memory-only --config "$OUT/node.toml" \
