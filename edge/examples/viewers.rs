@@ -111,11 +111,13 @@ fn main() -> Result<(), String> {
             let (request, total, lost) = (request.clone(), total.clone(), lost.clone());
             tokio::task::spawn_local(async move {
                 // The permit is held until the stream answers or fails.
-                if let Err(why) = viewer(target, source, request, total, permit).await {
+                if let Err(why) = viewer(target, source, request, total.clone(), permit).await {
                     if lost.get() == 0 {
                         eprintln!("viewer ended: {why}");
                     }
                     lost.set(lost.get() + 1);
+                    // Counted as lost, not as the slowest viewer.
+                    total.set(i64::MAX);
                 }
             });
         }
@@ -126,7 +128,10 @@ fn main() -> Result<(), String> {
             if tokio::time::Instant::now() >= deadline {
                 break;
             }
-            let open = totals.iter().filter(|t| t.get() >= -1).count();
+            let open = totals
+                .iter()
+                .filter(|t| (-1..i64::MAX).contains(&t.get()))
+                .count();
             if !said_open && open + lost.get() == count {
                 println!("open {open}");
                 said_open = true;

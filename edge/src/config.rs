@@ -15,16 +15,15 @@ use tally_client::api::BATCH_VOTES_MAX;
 use tally_core::VoteIdKey;
 use tally_core::abuse::{AbuseControls, AbuseSettings, TrustedProxies};
 
-/// What one SSE viewer costs the edge's process, in resident bytes: the measured figure
-/// (BENCHMARKS.md, "Viewers": ~20 KB per viewer at 2,000 and 10,000 viewers, nearly all of it
-/// hyper's per-connection buffers and task, see there) rounded up. `viewers_max` is the memory
-/// budget divided by it. Issue 23's goal is 4 KB: lower this with the measurement that shows
-/// it.
-pub const VIEWER_BYTES: u64 = 24 * 1024;
+/// What one SSE viewer served below hyper costs the edge's process, in resident bytes
+/// (measured: [`tally_serve::viewers::VIEWER_BYTES`]); one served through hyper costs
+/// [`tally_serve::viewers::VIEWER_BYTES_THROUGH_HYPER`]. `viewers_max` is the memory budget
+/// divided by the first.
+pub use tally_serve::viewers::VIEWER_BYTES;
 
-/// Default memory budget for SSE viewers, in bytes (512 MiB: 21,845 viewers, about what one
-/// process may hold open here, 20,000 files).
-pub const VIEWER_MEMORY_BYTES_DEFAULT: u64 = 512 * 1024 * 1024;
+/// Default memory budget for SSE viewers, in bytes (128 MiB: 43,690 viewers below hyper,
+/// 5,461 through it; a process here may hold 20,000 open files).
+pub const VIEWER_MEMORY_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
 
 /// Default most polls subscribed at once.
 pub const FANOUT_POLLS_DEFAULT: usize = 64;
@@ -241,7 +240,8 @@ impl EdgeConfig {
         tally_serve::config_file::read_toml(path)
     }
 
-    /// The most SSE viewers at once: the memory budget over the bytes each viewer costs.
+    /// The most SSE viewers at once: the memory budget over the bytes each viewer served below
+    /// hyper costs (fewer when some are served through hyper).
     pub fn viewers_max(&self) -> usize {
         (self.viewer_memory_bytes / VIEWER_BYTES) as usize
     }

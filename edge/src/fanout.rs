@@ -20,9 +20,10 @@
 //!   the edge sheds votes, results go out at most every [`SHEDDING_TICK_MS`].
 //!
 //! Bounded: at most `fanout_polls_max` polls subscribed (a read of another poll gets 503
-//! `overloaded` and `Retry-After`), at most `viewers_max` viewers, derived from the memory
-//! budget `viewer_memory_bytes` at [`VIEWER_BYTES`] each (one more gets 503 `overloaded` and is
-//! told to poll the cacheable results route instead). A subscription without viewers or reads
+//! `overloaded` and `Retry-After`); viewers within the memory budget `viewer_memory_bytes`,
+//! each charged what its path costs ([`tally_serve::viewers::ViewerBudget`]: [`VIEWER_BYTES`]
+//! below hyper, more through it; one more gets 503 `overloaded` and is told to poll the
+//! cacheable results route instead). A subscription without viewers or reads
 //! for [`SUBSCRIPTION_IDLE_MS`] ends.
 
 mod follow;
@@ -39,6 +40,7 @@ use std::time::Duration;
 use tally_client::Endpoint;
 use tally_core::PollId;
 use tally_serve::error::ApiError;
+use tally_serve::viewers::{ViewerBudget, ViewerCharge, ViewerPath};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -97,8 +99,8 @@ const _: () = assert!(TICK_MS <= HEARTBEAT_MS && TICK_MS <= SHEDDING_TICK_MS);
 pub struct FanoutSettings {
     /// Most polls subscribed at once.
     pub polls_max: usize,
-    /// Most SSE viewers at once.
-    pub viewers_max: usize,
+    /// The SSE viewers' memory budget, in bytes ([`ViewerBudget`]).
+    pub viewer_memory_bytes: u64,
     /// Silence after which the figures are stale and the next node is tried.
     pub stale_after: Duration,
 }
@@ -170,6 +172,7 @@ pub(crate) struct Entry {
 pub struct Fanout {
     shared: Arc<Shared>,
     viewers: Arc<AtomicUsize>,
+    budget: Arc<ViewerBudget>,
     poll_list: tokio::sync::Mutex<Option<reads::Fetched>>,
 }
 
@@ -213,10 +216,11 @@ pub struct FanoutWiring {
 impl Fanout {
     /// A fan-out with nothing subscribed yet.
     pub fn new(settings: FanoutSettings, wiring: FanoutWiring) -> Self {
+        let budget = ViewerBudget::new(settings.viewer_memory_bytes);
         wiring
             .metrics
             .fanout_viewers_max
-            .set(settings.viewers_max as i64);
+            .set(budget.viewers_max() as i64);
         Self {
             shared: Arc::new(Shared {
                 settings,
@@ -232,6 +236,7 @@ impl Fanout {
                 staleness: Mutex::new(BTreeMap::new()),
             }),
             viewers: Arc::new(AtomicUsize::new(0)),
+            budget,
             poll_list: tokio::sync::Mutex::new(None),
         }
     }
@@ -282,20 +287,22 @@ impl Fanout {
         Ok(entry)
     }
 
-    /// Takes a viewer's place, or says the edge is full.
-    pub(crate) fn admit(&self) -> Option<ViewerPlace> {
-        // Count first, then check: two viewers arriving together cannot both take the last
-        // place.
-        let before = self.viewers.fetch_add(1, Ordering::Relaxed);
-        if before >= self.shared.settings.viewers_max {
-            self.viewers.fetch_sub(1, Ordering::Relaxed);
-            self.shared.metrics.fanout_viewers_refused.inc();
+    /// Takes a viewer's place, charged what `path` costs against the memory budget, or says
+    /// the edge is full. A refusal through hyper is counted (one below hyper goes to the
+    /// router next, which counts it).
+    pub(crate) fn admit(&self, path: ViewerPath) -> Option<ViewerPlace> {
+        let Some(charge) = self.budget.admit(path) else {
+            if path == ViewerPath::ThroughHyper {
+                self.shared.metrics.fanout_viewers_refused.inc();
+            }
             return None;
-        }
+        };
+        self.viewers.fetch_add(1, Ordering::Relaxed);
         self.shared.metrics.fanout_viewers.inc();
         Some(ViewerPlace {
             viewers: self.viewers.clone(),
             metrics: self.shared.metrics.clone(),
+            _charge: charge,
         })
     }
 
@@ -309,6 +316,7 @@ impl Fanout {
 pub struct ViewerPlace {
     viewers: Arc<AtomicUsize>,
     metrics: Arc<EdgeMetrics>,
+    _charge: ViewerCharge,
 }
 
 impl Drop for ViewerPlace {

@@ -111,9 +111,14 @@ pub(crate) fn enter<'a>(
     })
 }
 
-/// The whole router, with [`Front`] and CORS around it.
-pub fn router(state: EdgeState) -> Router {
+/// The whole router, with [`Front`] and CORS around it, and the live stream's route as served
+/// below hyper ([`tally_serve::viewers`]) from the same state.
+pub fn router(state: EdgeState) -> (Router, tally_serve::viewers::Streams) {
     let state = Arc::new(state);
+    let streams = tally_serve::viewers::Streams::new(
+        Arc::new(views::Viewers(Arc::clone(&state))),
+        &tally_serve::cors::policy(),
+    );
     let reads = Router::new()
         .route("/v1/polls", get(views::poll_list))
         .route("/v1/polls/{poll}/results", get(views::results))
@@ -121,12 +126,12 @@ pub fn router(state: EdgeState) -> Router {
         .layer(shedding_limit(READS_IN_FLIGHT_MAX));
     // Not under the reads' limit: a stream holds its place for as long as it is watched (the
     // viewer cap bounds them).
-    let streams = Router::new().route("/v1/polls/{poll}/stream", get(views::stream));
+    let stream = Router::new().route("/v1/polls/{poll}/stream", get(views::stream));
     let routes = Router::new()
         .route(VOTE_ROUTE, post(vote::vote))
         .route("/v1/polls/{poll}/votes/batch", post(batch::batch))
         .merge(reads)
-        .merge(streams)
+        .merge(stream)
         .merge(tally_serve::pages::routes(state.public_endpoints.clone()))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -137,7 +142,9 @@ pub fn router(state: EdgeState) -> Router {
     let front = Front { routes, state };
     // CORS around the whole router once: `Router::layer` would wrap every route in a boxed
     // service of its own, a clone and a boxed future per request (as on a node).
-    Router::new().fallback_service(BrowserCors::new(&tally_serve::cors::policy(), front))
+    let router =
+        Router::new().fallback_service(BrowserCors::new(&tally_serve::cors::policy(), front));
+    (router, streams)
 }
 
 /// The single vote's route.

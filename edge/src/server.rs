@@ -49,6 +49,8 @@ pub struct EdgeHandle {
 pub struct Started {
     /// The whole HTTP API.
     pub router: axum::Router,
+    /// The live stream's first requests, served below hyper.
+    pub streams: tally_serve::viewers::Streams,
     /// Metrics, availability, polls.
     pub handle: EdgeHandle,
     stopping: watch::Sender<bool>,
@@ -75,7 +77,7 @@ pub fn start(
     let fanout = crate::fanout::Fanout::new(
         crate::fanout::FanoutSettings {
             polls_max: config.fanout_polls_max,
-            viewers_max: config.viewers_max(),
+            viewer_memory_bytes: config.viewer_memory_bytes,
             stale_after: EdgeConfig::ms(config.fanout_stale_after_ms),
         },
         crate::fanout::FanoutWiring {
@@ -108,8 +110,10 @@ pub fn start(
         public_endpoints: config.public_endpoints.clone().into(),
         door: Door::new(config.votes_waiting_max),
     };
+    let (router, streams) = router(state);
     Ok(Started {
-        router: router(state),
+        router,
+        streams,
         handle,
         stopping,
         running,
@@ -122,12 +126,15 @@ impl Started {
     pub async fn stop(self, within: Duration) {
         let Started {
             router,
+            streams,
             stopping,
             running,
             ..
         } = self;
         let _ = stopping.send(true);
+        // Both hold the edge's state, and with it the dispatcher's door.
         drop(router);
+        drop(streams);
         let Running { dispatcher, probes } = running;
         let mut dispatcher = dispatcher;
         if tokio::time::timeout(within, &mut dispatcher).await.is_err() {
@@ -157,13 +164,15 @@ where
     let mut started = start(&config, io.connector, io.clock)?;
     on_ready(started.handle.clone());
     let router = std::mem::replace(&mut started.router, axum::Router::new());
+    let streams = started.streams.clone();
     let listener = StallGuardListener::new(io.listener, EdgeConfig::ms(config.write_stall_ms));
     let stopping = started.stopping.clone();
     let shutdown = io.shutdown;
     let (draining_tx, draining) = tokio::sync::oneshot::channel();
-    let serving = tally_serve::connections::serve(
+    let serving = tally_serve::connections::serve_with_streams(
         listener,
         router,
+        Some(streams),
         EdgeConfig::ms(config.header_read_timeout_ms),
         async move {
             shutdown.await;

@@ -26,6 +26,14 @@ pub const MAX_CLOCK_OFFSET_MS_MAX: u64 = 3_600_000;
 /// Largest admin request body, in bytes.
 pub const ADMIN_BODY_BYTES_MAX: usize = 16 * 1024;
 
+/// Default memory budget of SSE subscribers, in bytes (64 MiB: 21,845 subscribers served
+/// below hyper, 2,730 through it). With edges in front, a node's subscribers are the edges'
+/// (one per poll per edge); viewers belong on the edges.
+pub const VIEWER_MEMORY_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
+/// Largest memory budget of SSE subscribers, in bytes (1 TiB: a typo's guard).
+pub const VIEWER_MEMORY_BYTES_MAX: u64 = 1 << 40;
+
 /// A poll defined in the configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -181,8 +189,13 @@ pub struct Config {
     pub results_tick_ms: u64,
     /// Commands waiting for the engine before requests are shed with 503.
     pub engine_queue_max: usize,
-    /// Most SSE subscribers at once; more get 503.
-    pub sse_subscribers_max: usize,
+    /// Memory budget of SSE subscribers, in bytes: each is charged what it costs
+    /// ([`tally_serve::viewers::VIEWER_BYTES`] served below hyper, more through it), and one
+    /// that would take the charges over the budget gets 503 `overloaded`.
+    pub viewer_memory_bytes: u64,
+    /// No longer read: accepted so that a configuration written for an older node still
+    /// starts (subscribers are capped by `viewer_memory_bytes`; the node logs a warning).
+    pub sse_subscribers_max: Option<usize>,
     /// A connection whose writes pend this long (a client that stopped reading, e.g. an SSE
     /// subscriber) is dropped, in milliseconds.
     pub write_stall_ms: u64,
@@ -340,7 +353,8 @@ impl Default for Config {
             sse_tick_ms: 500,
             results_tick_ms: 100,
             engine_queue_max: 65_536,
-            sse_subscribers_max: 10_000,
+            viewer_memory_bytes: VIEWER_MEMORY_BYTES_DEFAULT,
+            sse_subscribers_max: None,
             write_stall_ms: tally_serve::stall_guard::WRITE_STALL_MS_DEFAULT,
             header_read_timeout_ms: tally_serve::connections::HEADER_READ_TIMEOUT_MS_DEFAULT,
             body_read_timeout_ms: tally_serve::body::BODY_READ_TIMEOUT_MS_DEFAULT,
@@ -455,7 +469,26 @@ impl Config {
         }
         self.validate_peers()?;
         self.validate_acks()?;
-        if self.engine_queue_max == 0 || self.sse_subscribers_max == 0 {
+        if let Some(count) = self.sse_subscribers_max {
+            tracing::warn!(
+                sse_subscribers_max = count,
+                viewer_memory_bytes = self.viewer_memory_bytes,
+                "sse_subscribers_max is no longer read: SSE subscribers are capped by the memory \
+                 budget viewer_memory_bytes; remove the setting"
+            );
+        }
+        if !(tally_serve::viewers::VIEWER_BYTES_THROUGH_HYPER..=VIEWER_MEMORY_BYTES_MAX)
+            .contains(&self.viewer_memory_bytes)
+        {
+            return Err(invalid(
+                "viewer_memory_bytes",
+                format!(
+                    "must be between {} (one subscriber) and {VIEWER_MEMORY_BYTES_MAX} (1 TiB)",
+                    tally_serve::viewers::VIEWER_BYTES_THROUGH_HYPER
+                ),
+            ));
+        }
+        if self.engine_queue_max == 0 {
             return Err(invalid(
                 "engine_queue_max",
                 "queue limits must be at least 1".into(),
@@ -707,6 +740,18 @@ fn validate_public_endpoint(url: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configuration_naming_the_old_subscriber_count_still_starts_and_a_tiny_budget_does_not() {
+        // Goal: an operator's configuration from before the memory budget is not refused
+        // (the old key is read and ignored), and a budget under one subscriber is. Method:
+        // both parsed and validated.
+        let old: Config = toml::from_str("sse_subscribers_max = 10000").unwrap();
+        assert!(old.validate().is_ok());
+        assert_eq!(old.viewer_memory_bytes, VIEWER_MEMORY_BYTES_DEFAULT);
+        let tiny: Config = toml::from_str("viewer_memory_bytes = 100").unwrap();
+        assert!(tiny.validate().is_err());
+    }
 
     #[test]
     fn defaults_validate_and_define_the_superbowl_poll() {

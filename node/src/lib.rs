@@ -142,6 +142,8 @@ pub struct NodeHandle {
 pub struct Started {
     /// The whole HTTP API.
     pub router: axum::Router,
+    /// The live stream's first requests, served below hyper.
+    pub streams: tally_serve::viewers::Streams,
     /// Readiness, results and metrics.
     pub handle: NodeHandle,
     /// Tells long-lived streams the node is stopping.
@@ -395,6 +397,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
     };
     let state = http::AppState::new(wiring, config, &validated)?;
     Ok(Started {
+        streams: http::streams(&state),
         router: http::router(state),
         handle: NodeHandle {
             health,
@@ -532,6 +535,7 @@ impl Started {
     pub async fn stop(self) -> Result<(), NodeError> {
         let Started {
             router,
+            streams: _,
             handle,
             stopping,
             close_commands,
@@ -632,22 +636,29 @@ where
     );
     let (draining_tx, draining) = tokio::sync::oneshot::channel();
     let mut engine_stopped = started.engine_stopped.clone();
-    let serving = connections::serve(listener, router, header_read_timeout, async move {
-        tokio::select! {
-            () = shutdown => {
-                tracing::info!("stopping: no new connections; draining in-flight requests");
+    let streams = Some(started.streams.clone());
+    let serving = connections::serve_with_streams(
+        listener,
+        router,
+        streams,
+        header_read_timeout,
+        async move {
+            tokio::select! {
+                () = shutdown => {
+                    tracing::info!("stopping: no new connections; draining in-flight requests");
+                }
+                _ = engine_stopped.wait_for(|stopped| *stopped) => {
+                    tracing::error!(
+                        "stopping: the engine stopped after its log failed; no new connections, \
+                         draining in-flight requests, then exiting with an error"
+                    );
+                }
             }
-            _ = engine_stopped.wait_for(|stopped| *stopped) => {
-                tracing::error!(
-                    "stopping: the engine stopped after its log failed; no new connections, \
-                     draining in-flight requests, then exiting with an error"
-                );
-            }
-        }
-        health.set(Hold::Stopping, true);
-        let _ = stopping.send(true);
-        let _ = draining_tx.send(());
-    });
+            health.set(Hold::Stopping, true);
+            let _ = stopping.send(true);
+            let _ = draining_tx.send(());
+        },
+    );
     drain_within(
         serving,
         draining,

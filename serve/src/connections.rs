@@ -29,6 +29,13 @@ use axum::serve::Listener;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::watch;
+
+use bytes::BytesMut;
+
+use crate::head::{self, Head};
+use crate::rewind::Rewind;
+use crate::viewers::{self, Streams};
 
 /// Default limit on how long a connection may take to send a complete request head, counted
 /// from when the node starts waiting for one (connection opened, or previous response sent),
@@ -52,8 +59,27 @@ impl ClientAddr {
 /// accepts no more, lets open connections finish their current request (hyper's graceful
 /// shutdown) and resolves once every connection has closed. Bound the wait from outside.
 pub async fn serve<L>(
+    listener: L,
+    router: Router,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) where
+    L: Listener,
+    L::Addr: std::fmt::Debug + 'static,
+{
+    serve_with_streams(listener, router, None, header_read_timeout, shutdown).await;
+}
+
+/// [`serve`], with the live stream's first requests served below hyper by `streams`
+/// ([`crate::viewers`]): each connection's first request head is read here (within the
+/// header-read deadline, at most [`crate::head::HEAD_BYTES_MAX`]), a plain `GET` of the stream
+/// is answered by its own small task, and every other request goes to hyper with the bytes
+/// read replayed ([`Rewind`]). A head too large is answered 431, one that is not HTTP 400
+/// (both with the API's JSON error), and the connection closed.
+pub async fn serve_with_streams<L>(
     mut listener: L,
     router: Router,
+    streams: Option<Streams>,
     header_read_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) where
@@ -65,6 +91,9 @@ pub async fn serve<L>(
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
     let graceful = GracefulShutdown::new();
+    // Connections read below hyper hold a receiver: it tells them to stop, and the sender
+    // learns when the last has closed.
+    let (stopping, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (io, address) = tokio::select! {
@@ -78,17 +107,135 @@ pub async fn serve<L>(
             request.extensions_mut().insert(ConnectInfo(client));
             tower::ServiceExt::oneshot(router.clone(), request)
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
+        let Some(streams) = &streams else {
+            let connection = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
+            tokio::spawn(async move {
+                // Timeouts, resets and malformed requests end here; hyper has answered what it
+                // could (400, 431), and nothing else depends on one connection's end.
+                if let Err(error) = connection.await {
+                    tracing::debug!(?address, %error, "connection closed with an error");
+                }
+            });
+            continue;
+        };
+        let first = FirstRequest {
+            streams: streams.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            stop: stop_rx.clone(),
+            header_read_timeout,
+        };
         tokio::spawn(async move {
-            // Timeouts, resets and malformed requests end here; hyper has answered what it
-            // could (400, 431), and nothing else depends on one connection's end.
-            if let Err(error) = connection.await {
-                tracing::debug!(?address, %error, "connection closed with an error");
-            }
+            first.serve(io, service).await;
+            tracing::trace!(?address, "connection closed");
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    drop(stop_rx);
+    let _ = stopping.send(true);
+    tokio::join!(graceful.shutdown(), stopping.closed());
+}
+
+/// What a connection's task needs to read its first request and serve it either way.
+struct FirstRequest {
+    streams: Streams,
+    builder: hyper::server::conn::http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+    stop: watch::Receiver<bool>,
+    header_read_timeout: Duration,
+}
+
+impl FirstRequest {
+    async fn serve<I, S>(self, mut io: I, service: S)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::Service<
+                hyper::Request<Incoming>,
+                Response = axum::response::Response,
+                Error = std::convert::Infallible,
+            > + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let FirstRequest {
+            streams,
+            builder,
+            watcher,
+            mut stop,
+            header_read_timeout,
+        } = self;
+        let mut buffer = BytesMut::with_capacity(head::HEAD_BYTES_FIRST);
+        let read = tokio::time::timeout(
+            header_read_timeout,
+            head::read(&mut io, &mut buffer, streams.path()),
+        );
+        let head = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop) => return,
+            read = read => match read {
+                // As hyper does: a head not complete within the deadline closes the
+                // connection without an answer.
+                Err(_) => return,
+                Ok(head) => head,
+            },
+        };
+        match head {
+            Head::Closed => return,
+            Head::TooLarge => {
+                let message = format!(
+                    "the request head is over {} bytes or {} header lines",
+                    head::HEAD_BYTES_MAX,
+                    head::HEADERS_MAX
+                );
+                return refuse(io, "431 Request Header Fields Too Large", &message).await;
+            }
+            Head::Malformed(message) => return refuse(io, "400 Bad Request", &message).await,
+            Head::Stream { poll } => {
+                let opening = streams.open(poll);
+                let frames = tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|stop| *stop) => return,
+                    frames = opening => frames,
+                };
+                if let Some(frames) = frames {
+                    // A task of its own, holding only what the viewer needs (this one's
+                    // future is as large as the head's reading and hyper's start).
+                    let head = streams.head().clone();
+                    tokio::spawn(async move {
+                        let ended = viewers::serve(io, head, frames, stop).await;
+                        tracing::trace!(?ended, "a viewer's stream ended");
+                    });
+                    return;
+                }
+            }
+            Head::Other => {}
+        }
+        // Boxed: only connections hyper serves carry hyper's connection state.
+        let connection = Box::pin(watcher.watch(
+            builder.serve_connection(TokioIo::new(Rewind::new(buffer.freeze(), io)), service),
+        ));
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "connection closed with an error");
+        }
+    }
+}
+
+/// Answers a head that cannot be served with `status` and the API's JSON error, and closes.
+async fn refuse<I>(mut io: I, status: &str, message: &str)
+where
+    I: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt as _;
+    let body = serde_json::json!({"error": "malformed", "message": message}).to_string();
+    let answer = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tracing::debug!(status, message, "refused a request head");
+    // Best effort, bounded by the stall guard: the client may be gone.
+    let _ = io.write_all(answer.as_bytes()).await;
+    let _ = io.shutdown().await;
 }
 
 #[cfg(test)]

@@ -3,6 +3,9 @@
 //!
 //! - [`connections`]: accept loop over any axum `Listener` (TCP, or the simulation's turmoil
 //!   TCP), hyper's header-read deadline, graceful shutdown, the client's address for handlers;
+//! - [`head`], [`rewind`], [`viewers`]: a connection's first request head read before hyper,
+//!   live-stream viewers served below hyper from shared bytes, every other request replayed to
+//!   hyper;
 //! - [`stall_guard`]: a connection whose client stops reading is dropped;
 //! - [`body`]: a request body read whole within a deadline after its headers;
 //! - [`caching`]: `Cache-Control`, strong `ETag`s and `304 Not Modified` of the read routes;
@@ -25,7 +28,10 @@ pub mod connections;
 pub mod cors;
 pub mod either;
 pub mod error;
+pub mod head;
 pub mod pages;
+pub mod rewind;
 pub mod stall_guard;
+pub mod viewers;
 pub mod vote_answer;
 pub mod votes;

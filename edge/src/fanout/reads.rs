@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tally_serve::caching::{self, CACHE_OPEN};
 use tally_serve::error::ApiError;
+use tally_serve::viewers::ViewerPath;
 use tokio::time::Instant;
 
 use super::latest::{Encoded, Latest, StaleReason};
@@ -116,15 +117,9 @@ impl Fanout {
 
     /// `GET /v1/polls/{poll}/stream`.
     pub async fn stream(&self, catalogue: &Catalogue, poll: &str) -> Result<Response, ApiError> {
-        let entry = self
-            .entry(catalogue, poll)
-            .map_err(|e| named(e.into(), poll))?;
-        let Some(place) = self.admit() else {
-            // Full: the cacheable results route serves the rest (a CDN absorbs it).
-            return Err(ApiError::Overloaded(5));
-        };
-        first_results(&entry).await?;
-        let frames = viewer::stream(entry.latest.clone(), place);
+        let frames = self
+            .open_viewer(catalogue, poll, ViewerPath::ThroughHyper)
+            .await?;
         Ok((
             [
                 (header::CONTENT_TYPE, "text/event-stream"),
@@ -133,6 +128,25 @@ impl Fanout {
             Body::from_stream(frames),
         )
             .into_response())
+    }
+
+    /// A new viewer's frames, its place taken and charged what `path` costs
+    /// ([`stream`](Self::stream), and the stream path below hyper, [`tally_serve::viewers`]).
+    pub async fn open_viewer(
+        &self,
+        catalogue: &Catalogue,
+        poll: &str,
+        path: ViewerPath,
+    ) -> Result<viewer::ViewerStream, ApiError> {
+        let entry = self
+            .entry(catalogue, poll)
+            .map_err(|e| named(e.into(), poll))?;
+        let Some(place) = self.admit(path) else {
+            // Full: the cacheable results route serves the rest (a CDN absorbs it).
+            return Err(ApiError::Overloaded(5));
+        };
+        first_results(&entry).await?;
+        Ok(viewer::stream(entry.latest.clone(), place))
     }
 }
 

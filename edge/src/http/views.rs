@@ -55,3 +55,24 @@ pub(super) async fn stream(
 fn answer(result: Result<Response, tally_serve::error::ApiError>) -> Response {
     result.unwrap_or_else(IntoResponse::into_response)
 }
+
+/// The live stream as served below hyper ([`tally_serve::viewers`]): the same viewer as
+/// [`stream`]'s, or `None` (the router then answers, with the error).
+pub(super) struct Viewers(pub(super) Arc<EdgeState>);
+
+impl tally_serve::viewers::StreamRoute for Viewers {
+    fn open(&self, poll: String) -> tally_serve::viewers::Opening {
+        let edge = Arc::clone(&self.0);
+        Box::pin(async move {
+            let catalogue = edge.dispatch.catalogue.borrow().clone();
+            edge.fanout
+                .open_viewer(
+                    &catalogue,
+                    &poll,
+                    tally_serve::viewers::ViewerPath::BelowHyper,
+                )
+                .await
+                .ok()
+        })
+    }
+}

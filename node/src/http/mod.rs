@@ -79,8 +79,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// SSE tick in milliseconds.
     pub sse_tick_ms: u64,
-    /// Most SSE subscribers at once.
-    pub sse_subscribers_max: usize,
+    /// The SSE subscribers' memory budget (shared by the route and the path below hyper).
+    pub viewer_budget: Arc<tally_serve::viewers::ViewerBudget>,
     /// Why the node is not serving, if it is not.
     pub health: Arc<crate::health::Health>,
     /// Becomes true when the node begins to stop; long-lived streams end then.
@@ -136,7 +136,7 @@ impl AppState {
             batch_token: Arc::from(config.batch_token.as_str()),
             clock,
             sse_tick_ms: config.sse_tick_ms,
-            sse_subscribers_max: config.sse_subscribers_max,
+            viewer_budget: tally_serve::viewers::ViewerBudget::new(config.viewer_memory_bytes),
             health,
             stopping,
             public_endpoints: config.public_endpoints.clone().into(),
@@ -164,6 +164,13 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(ops::method_not_allowed)
         .with_state(state);
     front::around(routes, &front_state)
+}
+
+/// The live stream's route as served below hyper ([`tally_serve::viewers`]), with the headers
+/// the router's answer carries.
+pub fn streams(state: &AppState) -> tally_serve::viewers::Streams {
+    let viewers = reads::Viewers::of(state, tally_serve::viewers::ViewerPath::BelowHyper);
+    tally_serve::viewers::Streams::new(Arc::new(viewers), &tally_serve::cors::policy())
 }
 
 /// The OpenAPI document of [`router`], as served at [`OPENAPI_PATH`].

@@ -26,6 +26,7 @@ use super::votes::poll_snapshot;
 use super::{ApiError, SharedState, caching};
 use crate::results::{PollSnapshot, etag_of};
 use tally_client::api::{ErrorBody, History, PollResults};
+use tally_serve::viewers::{ViewerBudget, ViewerCharge, ViewerPath};
 
 /// Query of the results route.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -117,12 +118,16 @@ pub(super) async fn history(
     ))
 }
 
-/// Keeps the subscriber gauge true however the stream ends.
-struct SubscriberGuard(Arc<crate::metrics::Metrics>);
+/// Keeps the subscriber gauge and the memory budget true however the stream ends.
+struct SubscriberGuard {
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Given back to the budget when the stream ends.
+    _charge: ViewerCharge,
+}
 
 impl Drop for SubscriberGuard {
     fn drop(&mut self) {
-        self.0.sse_subscribers.dec();
+        self.metrics.sse_subscribers.dec();
     }
 }
 
@@ -158,48 +163,7 @@ pub(super) async fn stream(
     State(app): State<SharedState>,
     Path(poll): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (id, _) = poll_snapshot(&app, &poll)?;
-    // Count first, then check: two subscribers arriving together cannot both take the last
-    // place (a check before the increment could let both in).
-    let before = app.metrics.sse_subscribers.inc();
-    let guard = SubscriberGuard(app.metrics.clone());
-    if before >= app.sse_subscribers_max as i64 {
-        return Err(ApiError::Overloaded(5));
-    }
-    let mut interval = tokio::time::interval(Duration::from_millis(app.sse_tick_ms));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let state = (guard, None::<Arc<PollSnapshot>>, interval, 0u32);
-    let results = app.results.clone();
-    let stopping = app.stopping.clone();
-    let frames =
-        futures_util::stream::unfold(state, move |(guard, mut last, mut interval, mut quiet)| {
-            let results = results.clone();
-            let id = id.clone();
-            let mut stopping = stopping.clone();
-            async move {
-                loop {
-                    tokio::select! {
-                        biased;
-                        _ = stopping.wait_for(|stop| *stop) => return None,
-                        _ = interval.tick() => {}
-                    }
-                    let current = results.borrow().polls.get(&id).cloned()?;
-                    if last
-                        .as_ref()
-                        .is_none_or(|l: &Arc<PollSnapshot>| l.version != current.version)
-                    {
-                        let frame = current.sse_frame.clone();
-                        last = Some(current);
-                        return Some((Ok::<_, Infallible>(frame), (guard, last, interval, 0)));
-                    }
-                    quiet += 1;
-                    if quiet >= HEARTBEAT_TICKS {
-                        let frame = Bytes::from_static(HEARTBEAT_FRAME);
-                        return Some((Ok(frame), (guard, last, interval, 0)));
-                    }
-                }
-            }
-        });
+    let frames = Viewers::of(&app, ViewerPath::ThroughHyper).open(&poll)?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/event-stream"),
@@ -208,4 +172,94 @@ pub(super) async fn stream(
         Body::from_stream(frames),
     )
         .into_response())
+}
+
+/// What a live stream reads: the route's ([`stream`]), and the path below hyper's
+/// ([`tally_serve::viewers`]), which holds no more of the node (not the engine's queue: the
+/// engine stops once every sender of it is gone).
+#[derive(Clone)]
+pub(super) struct Viewers {
+    results: tokio::sync::watch::Receiver<Arc<crate::results::ResultsSnapshot>>,
+    metrics: Arc<crate::metrics::Metrics>,
+    budget: Arc<ViewerBudget>,
+    /// How its subscribers are served, and so what each is charged.
+    path: ViewerPath,
+    tick: Duration,
+    stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Viewers {
+    /// The live stream of the node whose state is `app`, served by `path`.
+    pub(super) fn of(app: &super::AppState, path: ViewerPath) -> Self {
+        Self {
+            results: app.results.clone(),
+            metrics: app.metrics.clone(),
+            budget: app.viewer_budget.clone(),
+            path,
+            tick: Duration::from_millis(app.sse_tick_ms),
+            stopping: app.stopping.clone(),
+        }
+    }
+
+    /// A new subscriber's frames, its place taken: 404 for an unknown poll, 503 past the
+    /// memory budget.
+    fn open(&self, poll: &str) -> Result<tally_serve::viewers::Frames, ApiError> {
+        let unknown = || ApiError::UnknownPoll(poll.to_owned());
+        let id = tally_core::PollId::new(poll).map_err(|_| unknown())?;
+        if !self.results.borrow().polls.contains_key(&id) {
+            return Err(unknown());
+        }
+        let Some(charge) = self.budget.admit(self.path) else {
+            return Err(ApiError::Overloaded(5));
+        };
+        self.metrics.sse_subscribers.inc();
+        let guard = SubscriberGuard {
+            metrics: self.metrics.clone(),
+            _charge: charge,
+        };
+        let mut interval = tokio::time::interval(self.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let state = (guard, None::<Arc<PollSnapshot>>, interval, 0u32);
+        let results = self.results.clone();
+        let stopping = self.stopping.clone();
+        Ok(Box::pin(futures_util::stream::unfold(
+            state,
+            move |(guard, mut last, mut interval, mut quiet)| {
+                let results = results.clone();
+                let id = id.clone();
+                let mut stopping = stopping.clone();
+                async move {
+                    loop {
+                        tokio::select! {
+                            biased;
+                            _ = stopping.wait_for(|stop| *stop) => return None,
+                            _ = interval.tick() => {}
+                        }
+                        let current = results.borrow().polls.get(&id).cloned()?;
+                        if last
+                            .as_ref()
+                            .is_none_or(|l: &Arc<PollSnapshot>| l.version != current.version)
+                        {
+                            let frame = current.sse_frame.clone();
+                            last = Some(current);
+                            return Some((Ok::<_, Infallible>(frame), (guard, last, interval, 0)));
+                        }
+                        quiet += 1;
+                        if quiet >= HEARTBEAT_TICKS {
+                            let frame = Bytes::from_static(HEARTBEAT_FRAME);
+                            return Some((Ok(frame), (guard, last, interval, 0)));
+                        }
+                    }
+                }
+            },
+        )))
+    }
+}
+
+impl tally_serve::viewers::StreamRoute for Viewers {
+    fn open(&self, poll: String) -> tally_serve::viewers::Opening {
+        // Declined (unknown poll, the cap): the router answers, and counts, as it always did.
+        let frames = Viewers::open(self, &poll).ok();
+        Box::pin(std::future::ready(frames))
+    }
 }

@@ -141,9 +141,10 @@ async fn the_stream_sends_the_current_results_as_its_first_event() {
 
 #[tokio::test]
 async fn subscribers_over_the_limit_get_503_with_retry_after() {
-    // Goal: the SSE subscriber limit sheds, and a place frees when a subscriber leaves.
+    // Goal: the SSE subscribers' memory budget sheds, and a place frees when a subscriber
+    // leaves. Method: a budget of one subscriber through the router (hyper).
     let config = Config {
-        sse_subscribers_max: 1,
+        viewer_memory_bytes: tally_serve::viewers::VIEWER_BYTES_THROUGH_HYPER,
         ..test_config()
     };
     let node = start_with(&config);
