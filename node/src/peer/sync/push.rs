@@ -211,7 +211,7 @@ type Writing<'a> =
 /// other. The unanswered bounds keep a push stream under its flow-control window today
 /// (~5.6 MB of pushes against [`crate::peer::transport::STREAM_RECEIVE_WINDOW_BYTES`]), but the
 /// connection's window is shared with pulls, so the cycle is ruled out here instead.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // the session's parts, each owned by its caller
 async fn write_pushes(
     connection: &quinn::Connection,
     context: &SyncContext,
