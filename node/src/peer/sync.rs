@@ -447,7 +447,7 @@ async fn incoming_session(
     let result = tokio::select! {
         biased;
         result = answer_pulls(connection, context, peer, &mut answerer) => result,
-        result = push::run(connection, context, peer, &claim, pushes) => result,
+        result = push::run(connection, context, peer, pushes) => result,
         result = pull_rounds(connection, context, peer, &claim, &mut puller) => result,
     };
     disconnected(context, peer, &claim);
@@ -631,7 +631,7 @@ async fn dialled_session(
     tokio::select! {
         biased;
         result = answer_pulls(connection, context, &label, &mut answerer) => result,
-        result = push::run(connection, context, &label, claim, pushes) => result,
+        result = push::run(connection, context, &label, pushes) => result,
         result = pull_rounds(connection, context, &label, claim, &mut puller) => result,
     }
 }

@@ -3,9 +3,9 @@
 //!
 //! Each side of a session of protocol 3 or newer opens at most one unidirectional stream,
 //! its push stream, when it first has something to send: this node's own records, pushed to
-//! a peer that is one of its `ack_peers` over one session per peer (the one that pulls from
-//! it, [`super::super::claims`]: two nodes that list each other hold two sessions, and pushing
-//! over both sent and merged every record twice) as soon as they are durable here (the engine wakes
+//! a peer that is one of its `ack_peers` over one session per peer (the newest,
+//! [`crate::peer::claims::PushClaim`]: two nodes that list each other hold two sessions, and
+//! pushing over both sent and merged every record twice) as soon as they are durable here (the engine wakes
 //! the session; a push carries at most [`crate::engine::PUSH_RECORDS_PER_ASK_MAX`] records,
 //! everything made durable meanwhile, so one round trip covers a whole group commit), and
 //! its answers to the peer's pushes, each sent once the engine has logged and fsynced the
@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{SessionError, SyncContext, ask, next_frame, send_frame};
 use crate::engine::{AckCommand, Command, EngineError, PUSH_PROBE_INTERVAL, PushCursor};
-use crate::peer::claims::Claim;
+use crate::peer::claims::PushClaim;
 
 /// What `ack_mode = "replicated"` gives the sessions.
 #[derive(Debug, Clone)]
@@ -56,13 +56,12 @@ type OwedAnswer = (
 );
 
 /// Runs the session's pushes until the connection ends (forever without a push channel: a
-/// peer of protocol 2). This node's records are pushed only while `claim` (the session's
-/// pull claim) is held; the peer's pushes are answered either way.
+/// peer of protocol 2). This node's records are pushed only while the session holds the
+/// peer's push claim (taken as it starts); the peer's pushes are answered either way.
 pub(super) async fn run(
     connection: &quinn::Connection,
     context: &SyncContext,
     peer: &str,
-    claim: &Claim,
     channel: Option<(PushSender, PushReceiver)>,
 ) -> Result<(), SessionError> {
     let node = NodeId::new(peer).map_err(|e| SessionError::refused("node_id", e.to_string()))?;
@@ -78,6 +77,7 @@ pub(super) async fn run(
         return std::future::pending().await;
     };
     let _session = ack_peer.map(|_| SessionUp::new(context, node.clone()));
+    let claim = ack_peer.map(|_| context.claims.push_session(node.clone()));
     if let Some(session) = &_session {
         session.announce().await;
     }
@@ -88,7 +88,7 @@ pub(super) async fn run(
         biased;
         result = read_pushes(connection, context, peer, &receiver, owed_tx, to_writer.clone()) => result,
         result = answer_pushes(owed_rx, to_writer) => result,
-        result = write_pushes(connection, context, peer, &node, claim, &mut sender, durable, writer_inbox) => result,
+        result = write_pushes(connection, context, peer, &node, claim.as_ref(), &mut sender, durable, writer_inbox) => result,
     }
 }
 
@@ -203,7 +203,7 @@ type Writing<'a> =
     Pin<Box<dyn Future<Output = Result<quinn::SendStream, SessionError>> + Send + 'a>>;
 
 /// Writes this node's push stream: its own durable records (to an ack peer, while the
-/// unanswered bound allows and `claim` is held: a session that takes the claim over starts
+/// unanswered bound allows and `claim` is held: a session that takes the claim (back) starts
 /// afresh, from what the ack peer confirmed, with probes) and its answers to the peer's pushes. It never waits for the
 /// network while answers and confirmations come in: both sides write while the other reads,
 /// and a writer blocked on a full stream that stopped taking its inbox would stop its own
@@ -217,7 +217,7 @@ async fn write_pushes(
     context: &SyncContext,
     peer: &str,
     node: &NodeId,
-    claim: &Claim,
+    claim: Option<&PushClaim>,
     sender: &mut PushSender,
     mut durable: Option<watch::Receiver<u64>>,
     mut inbox: mpsc::Receiver<ToWriter>,
@@ -234,7 +234,7 @@ async fn write_pushes(
     // Whether this session pushed last time it looked (held the claim).
     let mut pushing = false;
     loop {
-        let claimed = durable.is_some() && claim.try_hold();
+        let claimed = durable.is_some() && claim.is_some_and(PushClaim::try_hold);
         if claimed && !pushing {
             // Taken over (or first taken): another session may have pushed meanwhile.
             cursor = None;
