@@ -22,8 +22,17 @@
 # Client and both nodes share this machine's cores (`nproc`): every figure is for the three
 # together.
 #
+# An A/B of two builds: BENCH_BASELINE=/path/to/another/tally (e.g. main's release binary,
+# copied out of its target/) runs that build's nodes too, in the same rounds (modes
+# `base-local` and `base-replicated`, right after this build's two), with this build's client;
+# the summary then gives each build's same-run ratios side by side.
+# Per run it also reads both nodes' CPU time (user + system, /proc/PID/stat) over the load, and
+# the host's idle share (/proc/stat): node CPU per vote tells work from waiting.
+#
 # Settings (environment): BENCH_RUNS (3), BENCH_SECONDS (8), BENCH_CONNECTIONS (64),
-# BENCH_PORT_BASE (18200: HTTP on +1 and +2, QUIC on +11 and +12). Writes every run and the
+# BENCH_PORT_BASE (18200: HTTP on +1 and +2, QUIC on +11 and +12), BENCH_CASES (all four:
+# "batch single half-batch half-single"; a half-rate case whose flat-out case is left out
+# runs at BENCH_HALF_BATCH_RATE or BENCH_HALF_SINGLE_RATE votes/s), BENCH_BASELINE (none). Writes every run and the
 # exact commands under target/bench-replicated-acks/<time>/ and prints a table (also in
 # summary.md there). Only 127.0.0.1 is contacted; every run is bounded in time (a node that is
 # not ready in 120 s ends the script).
@@ -46,6 +55,14 @@ command -v curl >/dev/null 2>&1 || { echo "bench-replicated-acks: please install
 echo "bench-replicated-acks: building release"
 cargo build --release --locked -q -p tally --bin tally
 TALLY=target/release/tally
+CLIENT=$TALLY
+BASELINE=${BENCH_BASELINE:-}
+CASES=${BENCH_CASES:-batch single half-batch half-single}
+MODES="local replicated"
+if [ -n "$BASELINE" ]; then
+  [ -x "$BASELINE" ] || { echo "bench-replicated-acks: BENCH_BASELINE $BASELINE is not executable" >&2; exit 1; }
+  MODES="local replicated base-local base-replicated"
+fi
 
 OUT=target/bench-replicated-acks/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
@@ -53,8 +70,8 @@ SCRATCH=$(mktemp -d)
 RUNS_TSV=$OUT/runs.tsv
 COMMANDS=$OUT/commands.txt
 : >"$COMMANDS"
-printf 'case\tmode\trun\tvotes_per_s\tp50_us\tp99_us\tmax_us\tcounted\trefused\tunknown\tcheck\tack_wait_mean_us\tack_misses\tfsync_mean_us\n' >"$RUNS_TSV"
-"$TALLY" certs --out "$SCRATCH/certs" --nodes a,b >/dev/null
+printf 'case\tmode\trun\tvotes_per_s\tp50_us\tp99_us\tmax_us\tcounted\trefused\tunknown\tcheck\tack_wait_mean_us\tack_misses\tfsync_mean_us\tnode_cpu_us_per_vote\thost_idle_pct\n' >"$RUNS_TSV"
+"$CLIENT" certs --out "$SCRATCH/certs" --nodes a,b >/dev/null
 
 PID_A=""
 PID_B=""
@@ -96,21 +113,30 @@ config() {
 # start_nodes MODE: two fresh peered nodes in MODE, ready (caught up, clock checked, and
 # under replicated acks their ack peer connected), warmed up with 5,000 votes.
 start_nodes() {
-  local mode=$1 dir_a dir_b
+  local mode=${1#base-} node_bin=$TALLY dir_a dir_b
+  [ "$1" = "$mode" ] || node_bin=$BASELINE
   dir_a=$(mktemp -d -p "$SCRATCH")
   dir_b=$(mktemp -d -p "$SCRATCH")
   config a "$HTTP_A" "$PEER_A" b "$PEER_B" "$mode" "$dir_a"
   config b "$HTTP_B" "$PEER_B" a "$PEER_A" "$mode" "$dir_b"
   require_free_port bench-replicated-acks "$HTTP_A"
   require_free_port bench-replicated-acks "$HTTP_B"
-  RUST_LOG=warn "$TALLY" run --config "$dir_a/tally.toml" >>"$OUT/node-a.log" 2>&1 &
+  RUST_LOG=warn "$node_bin" run --config "$dir_a/tally.toml" >>"$OUT/node-a.log" 2>&1 &
   PID_A=$!
-  RUST_LOG=warn "$TALLY" run --config "$dir_b/tally.toml" >>"$OUT/node-b.log" 2>&1 &
+  RUST_LOG=warn "$node_bin" run --config "$dir_b/tally.toml" >>"$OUT/node-b.log" 2>&1 &
   PID_B=$!
   wait_ready "$PID_A" "${HTTP_A##*:}"
   wait_ready "$PID_B" "${HTTP_B##*:}"
-  "$TALLY" load --target "http://$HTTP_A" --target "http://$HTTP_B" --no-progress --check off \
+  "$CLIENT" load --target "http://$HTTP_A" --target "http://$HTTP_B" --no-progress --check off \
     --options green,blue --count 5000 >/dev/null
+}
+
+# "CPU_TICKS IDLE_TICKS TOTAL_TICKS": both nodes' CPU time so far, and the host's idle and
+# total time (/proc/stat), in clock ticks.
+cpu_sample() {
+  local nodes
+  nodes=$(($(cpu_ticks "$PID_A") + $(cpu_ticks "$PID_B")))
+  awk -v nodes="$nodes" '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print nodes, $5 + $6, t; exit }' /proc/stat
 }
 
 # "WAIT_SECONDS WAITS MISSES FSYNC_SECONDS FSYNCS" over both nodes, from their /metrics: the
@@ -138,15 +164,19 @@ run_case() {
   start_nodes "$mode"
   local before after report=$OUT/$name-$mode-$run.json
   before=$(ack_totals)
-  local cmd=("$TALLY" load --target "http://$HTTP_A" --target "http://$HTTP_B"
+  local cpu_before cpu_after
+  cpu_before=$(cpu_sample)
+  local cmd=("$CLIENT" load --target "http://$HTTP_A" --target "http://$HTTP_B"
     --connections "$CONNECTIONS" --no-progress --threads 1 --check cluster
     --options green,blue --duration "${SECONDS_PER_RUN}s" --timeout-ms 5000 --json-report "$report" "$@")
   echo "$name $mode run $run: ${cmd[*]}" >>"$COMMANDS"
   "${cmd[@]}" >"$OUT/$name-$mode-$run.txt" 2>&1 || true
+  cpu_after=$(cpu_sample)
   after=$(ack_totals)
-  python3 - "$report" "$name" "$mode" "$run" "$before" "$after" >>"$RUNS_TSV" <<'PY'
+  python3 - "$report" "$name" "$mode" "$run" "$before" "$after" "$cpu_before" "$cpu_after" "$(getconf CLK_TCK)" >>"$RUNS_TSV" <<'PY'
 import json, sys
-path, name, mode, run, before, after = sys.argv[1:7]
+path, name, mode, run, before, after, cpu_before, cpu_after, tck = sys.argv[1:10]
+cb, ca = [float(x) for x in cpu_before.split()], [float(x) for x in cpu_after.split()]
 r = json.load(open(path))
 b, a = [float(x) for x in before.split()], [float(x) for x in after.split()]
 waits = a[1] - b[1]
@@ -157,9 +187,11 @@ o = r["outcomes"]
 check = {True: "passed", False: "FAILED", None: "none"}[r.get("check_passed")]
 print("\t".join(str(x) for x in [name, mode, run, round(r["votes_per_s"]), r["latency"]["p50_us"],
       r["latency"]["p99_us"], r["latency"]["max_us"], o["counted"], o["refused"], o["unknown"],
-      check, round(mean_us), round(a[2] - b[2]), round(fsync_us)]))
+      check, round(mean_us), round(a[2] - b[2]), round(fsync_us),
+      round((ca[0] - cb[0]) / float(tck) * 1e6 / o["counted"], 3) if o["counted"] else 0,
+      round(100 * (ca[1] - cb[1]) / (ca[2] - cb[2]), 1) if ca[2] > cb[2] else 0]))
 PY
-  tail -n 1 "$RUNS_TSV" | awk -F'\t' '{ printf "  %-11s %-10s run %s: %9d votes/s  p50 %7.3f ms  p99 %7.3f ms  refused %s unknown %s  check %s  ack wait %s µs  fsync %s µs\n", $1, $2, $3, $4, $5/1000, $6/1000, $9, $10, $11, $12, $14 }'
+  tail -n 1 "$RUNS_TSV" | awk -F'\t' '{ printf "  %-11s %-15s run %s: %9d votes/s  p50 %7.3f ms  p99 %7.3f ms  refused %s unknown %s  check %s  ack wait %s µs  fsync %s µs  node CPU %s µs/vote  host idle %s%%\n", $1, $2, $3, $4, $5/1000, $6/1000, $9, $10, $11, $12, $14, $15, $16 }'
   stop_nodes
 }
 
@@ -179,69 +211,93 @@ echo "bench-replicated-acks: $(nproc) cores shared by the client and two nodes; 
 echo "bench-replicated-acks: data directories on $(df -T "$SCRATCH" | awk 'NR == 2 { print $2 " (" $1 ")" }')"
 echo "bench-replicated-acks: $RUNS runs of ${SECONDS_PER_RUN} s per case and mode, $CONNECTIONS connections; output in $OUT"
 
+wanted() {
+  case " $CASES " in *" $1 "*) return 0 ;; *) return 1 ;; esac
+}
 for run in $(seq "$RUNS"); do
-  for mode in local replicated; do
-    run_case batch "$mode" "$run" --batch-size "$BATCH" --binary
-    run_case single "$mode" "$run"
+  for mode in $MODES; do
+    if wanted batch; then run_case batch "$mode" "$run" --batch-size "$BATCH" --binary; fi
+    if wanted single; then run_case single "$mode" "$run"; fi
   done
 done
-HALF_BATCH=$(awk -v m="$(median batch replicated 4)" 'BEGIN { printf "%d", m / 2 }')
-HALF_SINGLE=$(awk -v m="$(median single replicated 4)" 'BEGIN { printf "%d", m / 2 }')
+HALF_BATCH=${BENCH_HALF_BATCH_RATE:-600000}
+HALF_SINGLE=${BENCH_HALF_SINGLE_RATE:-12000}
+if wanted batch; then HALF_BATCH=$(awk -v m="$(median batch replicated 4)" 'BEGIN { printf "%d", m / 2 }'); fi
+if wanted single; then HALF_SINGLE=$(awk -v m="$(median single replicated 4)" 'BEGIN { printf "%d", m / 2 }'); fi
 echo "bench-replicated-acks: half rates: batches $HALF_BATCH votes/s, single votes $HALF_SINGLE votes/s"
 for run in $(seq "$RUNS"); do
-  for mode in local replicated; do
-    run_case half-batch "$mode" "$run" --batch-size "$BATCH" --binary --rate "$HALF_BATCH"
-    run_case half-single "$mode" "$run" --rate "$HALF_SINGLE"
+  for mode in $MODES; do
+    if wanted half-batch; then run_case half-batch "$mode" "$run" --batch-size "$BATCH" --binary --rate "$HALF_BATCH"; fi
+    if wanted half-single; then run_case half-single "$mode" "$run" --rate "$HALF_SINGLE"; fi
   done
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 python3 - "$RUNS_TSV" "$RUNS" "$SECONDS_PER_RUN" "$CONNECTIONS" "$(nproc)" "$LOAD_BEFORE" "$LOAD_AFTER" \
-  "$HALF_BATCH" "$HALF_SINGLE" <<'PY' | tee "$OUT/summary.md"
+  "$HALF_BATCH" "$HALF_SINGLE" "$MODES" "$BASELINE" <<'PY' | tee "$OUT/summary.md"
 import csv, statistics, sys
-path, runs, secs, conns, cores, load_before, load_after, half_batch, half_single = sys.argv[1:10]
+path, runs, secs, conns, cores, load_before, load_after, half_batch, half_single, modes, baseline = sys.argv[1:12]
+modes = modes.split()
 rows = list(csv.DictReader(open(path), delimiter="\t"))
 def med(case, mode, col):
     vals = [float(r[col]) for r in rows if r["case"] == case and r["mode"] == mode]
     return statistics.median(vals) if vals else 0.0
 def spread(case, mode):
     return " / ".join(f"{int(r['votes_per_s']):,}" for r in rows if r["case"] == case and r["mode"] == mode)
-def paired(case, col):
-    local = {r["run"]: float(r[col]) for r in rows if r["case"] == case and r["mode"] == "local"}
+def paired(case, col, prefix=""):
+    local = {r["run"]: float(r[col]) for r in rows if r["case"] == case and r["mode"] == prefix + "local"}
     ratios = [float(r[col]) / local[r["run"]] for r in rows
-              if r["case"] == case and r["mode"] == "replicated" and local.get(r["run"])]
+              if r["case"] == case and r["mode"] == prefix + "replicated" and local.get(r["run"])]
     return statistics.median(ratios) if ratios else 0.0
+def ratios(case, col, prefix=""):
+    local = {r["run"]: float(r[col]) for r in rows if r["case"] == case and r["mode"] == prefix + "local"}
+    return " / ".join(f"{float(r[col]) / local[r['run']]:.2f}" for r in rows
+                      if r["case"] == case and r["mode"] == prefix + "replicated" and local.get(r["run"]))
 print(f"Replicated against local acks: medians of {runs} runs of {secs} s, {conns} connections spread "
       f"over two peered nodes on 127.0.0.1 (mutual TLS, fsync durability), client and both nodes on "
-      f"{cores} shared cores (load average {load_before} before, {load_after} after).\n")
-print("| case | mode | votes/s (median) | runs (votes/s) | p50 ms | p99 ms | max ms | refused | unknown | check | ack-peer wait, mean µs | fsync, mean µs |")
-print("|---|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|")
+      f"{cores} shared cores (load average {load_before} before, {load_after} after)."
+      + (f" Modes base-*: the baseline build {baseline}." if baseline else "") + "\n")
+print("| case | mode | votes/s (median) | runs (votes/s) | p50 ms | p99 ms | max ms | refused | unknown | check | ack-peer wait, mean µs | fsync, mean µs | node CPU µs/vote | host idle % |")
+print("|---|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
 labels = {"batch": "batches ×1000 postcard, flat out", "single": "single votes, flat out",
           "half-batch": f"batches ×1000 at {int(half_batch):,} votes/s (open loop)",
           "half-single": f"single votes at {int(half_single):,} votes/s (open loop)"}
-for case, label in labels.items():
-    for mode in ("local", "replicated"):
+cases = [c for c in labels if any(r["case"] == c for r in rows)]
+for case in cases:
+    for mode in modes:
         mine = [r for r in rows if r["case"] == case and r["mode"] == mode]
         checks = "/".join(sorted({r["check"] for r in mine}))
-        wait = f"{med(case, mode, 'ack_wait_mean_us'):,.0f}" if mode == "replicated" else "–"
-        print(f"| {label} | {mode} | {med(case, mode, 'votes_per_s'):,.0f} | {spread(case, mode)} | "
+        wait = f"{med(case, mode, 'ack_wait_mean_us'):,.0f}" if mode.endswith("replicated") else "–"
+        print(f"| {labels[case]} | {mode} | {med(case, mode, 'votes_per_s'):,.0f} | {spread(case, mode)} | "
               f"{med(case, mode, 'p50_us') / 1000:.3f} | {med(case, mode, 'p99_us') / 1000:.3f} | "
               f"{med(case, mode, 'max_us') / 1000:.1f} | {sum(int(r['refused']) for r in mine)} | "
               f"{sum(int(r['unknown']) for r in mine)} | {checks} | {wait} | "
-              f"{med(case, mode, 'fsync_mean_us'):,.0f} |")
+              f"{med(case, mode, 'fsync_mean_us'):,.0f} | {med(case, mode, 'node_cpu_us_per_vote'):.2f} | "
+              f"{med(case, mode, 'host_idle_pct'):.1f} |")
 misses = sum(int(r["ack_misses"]) for r in rows)
-batch, single = paired("batch", "votes_per_s"), paired("single", "votes_per_s")
-p99 = med("half-batch", "replicated", "p99_us") / 1000
-p99_single = med("half-single", "replicated", "p99_us") / 1000
-print(f"\nSame-run ratios replicated / local (median over rounds of the ratio within a round): batches "
-      f"{batch:.2f}, single votes {single:.2f}; p99 at half rate: batches {paired('half-batch', 'p99_us'):.2f}, "
-      f"single votes {paired('half-single', 'p99_us'):.2f}. Votes no ack peer confirmed, all runs: {misses}.")
-print("\nTargets:")
-print(f"- batch throughput replicated ≥ 0.8× local: {batch:.2f}× — {'MET' if batch >= 0.8 else 'NOT MET'}")
-print(f"- p99 confirmation at half the maximum rate ≤ 10 ms (replicated): batches {p99:.3f} ms — "
-      f"{'MET' if p99 <= 10 else 'NOT MET'}; single votes {p99_single:.3f} ms — "
-      f"{'MET' if p99_single <= 10 else 'NOT MET'}")
-print(f"- single votes' throughput ratio (reported): {single:.2f}×")
+builds = [("", "this build")] + ([("base-", "baseline")] if baseline else [])
+print("\nSame-run ratios replicated / local (median over rounds of the ratio within a round; each "
+      "round's ratio in brackets):")
+for prefix, label in builds:
+    parts = []
+    for case, col in (("batch", "votes_per_s"), ("single", "votes_per_s"),
+                      ("half-batch", "p99_us"), ("half-single", "p99_us")):
+        if case in cases:
+            what = "throughput" if col == "votes_per_s" else "p99"
+            parts.append(f"{case} {what} {paired(case, col, prefix):.2f} ({ratios(case, col, prefix)})")
+    print(f"- {label}: " + "; ".join(parts))
+print(f"\nVotes no ack peer confirmed, all runs: {misses}.")
+print("\nTargets (this build):")
+if "batch" in cases:
+    batch = paired("batch", "votes_per_s")
+    print(f"- batch throughput replicated ≥ 0.8× local: {batch:.2f}× — {'MET' if batch >= 0.8 else 'NOT MET'}")
+for case in ("half-batch", "half-single"):
+    if case in cases:
+        p99 = med(case, "replicated", "p99_us") / 1000
+        print(f"- p99 confirmation at half the maximum rate ≤ 10 ms (replicated, {case}): {p99:.3f} ms — "
+              f"{'MET' if p99 <= 10 else 'NOT MET'}")
+if "single" in cases:
+    print(f"- single votes' throughput ratio (reported): {paired('single', 'votes_per_s'):.2f}×")
 PY
 echo
 echo "bench-replicated-acks: every run in $RUNS_TSV, commands in $COMMANDS, summary in $OUT/summary.md"

@@ -1005,6 +1005,7 @@ impl Engine {
     }
 
     fn on_durable(&mut self, up_to_token: u64) {
+        self.answer_durable_pushes(up_to_token);
         let mut own_durable = false;
         while let Some((token, _)) = self.in_flight_jobs.front() {
             if *token > up_to_token {
@@ -1022,6 +1023,38 @@ impl Engine {
         }
         self.durable_token = self.durable_token.max(up_to_token);
         self.answer_durable();
+    }
+
+    /// Answers the peers' pushes the jobs up to `up_to_token` made durable, before this
+    /// node's own records of those jobs join the state (`mark_durable` indexes every one of
+    /// them, milliseconds for a large group commit): a push's answer completes the pusher's
+    /// acks, and the records it confirms were merged when they came. The other waiters keep
+    /// their order ([`Engine::answer_durable`]).
+    fn answer_durable_pushes(&mut self, up_to_token: u64) {
+        let durable = self
+            .waiting
+            .iter()
+            .take_while(|w| w.token <= up_to_token)
+            .count();
+        if !self
+            .waiting
+            .iter()
+            .take(durable)
+            .any(|w| matches!(w.pending, Pending::Pushed(..)))
+        {
+            return;
+        }
+        let durable: Vec<Waiter> = self.waiting.drain(..durable).collect();
+        let mut kept = Vec::with_capacity(durable.len());
+        for waiter in durable {
+            match waiter.pending {
+                Pending::Pushed(..) => answer(waiter.pending),
+                _ => kept.push(waiter),
+            }
+        }
+        for waiter in kept.into_iter().rev() {
+            self.waiting.push_front(waiter);
+        }
     }
 
     fn answer_durable(&mut self) {

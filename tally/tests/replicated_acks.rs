@@ -88,9 +88,20 @@ fn metrics(address: SocketAddr) -> String {
     request_once(address, "GET", "/metrics", "").unwrap().1
 }
 
-/// Votes to `a`, SIGKILL, data directory deleted, restart: (acknowledged, unanswered, what
-/// the restarted `a` holds, what `b` holds).
-fn lose_a_disk_after_votes(a_extra: &str) -> (u64, u64, u64, u64) {
+/// What [`lose_a_disk_after_votes`] saw.
+struct DiskLoss {
+    acknowledged: u64,
+    unanswered: u64,
+    /// What the restarted `a` holds.
+    held_a: u64,
+    /// What `b` holds.
+    held_b: u64,
+    /// Records `a` pushed before it was killed (`tally_ack_records_pushed_total`).
+    pushed: u64,
+}
+
+/// Votes to `a`, SIGKILL, data directory deleted, restart.
+fn lose_a_disk_after_votes(a_extra: &str) -> DiskLoss {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = pair(dir.path(), a_extra);
     let mut node_b = b.spawn();
@@ -99,6 +110,7 @@ fn lose_a_disk_after_votes(a_extra: &str) -> (u64, u64, u64, u64) {
     node_b.wait_ready(Instant::now() + WAIT);
     let (acknowledged, unanswered) = load(a.http, 50_000);
     assert!(acknowledged > 0, "no vote was acknowledged");
+    let pushed = metric(&metrics(a.http), "tally_ack_records_pushed_total", "") as u64;
     node_a.kill();
     std::fs::remove_dir_all(a.data_dir()).unwrap();
     let mut node_a = a.spawn();
@@ -109,17 +121,38 @@ fn lose_a_disk_after_votes(a_extra: &str) -> (u64, u64, u64, u64) {
     assert!(log.contains("new_incarnation"), "{log}");
     node_a.kill();
     node_b.kill();
-    eprintln!("acknowledged {acknowledged}, unanswered {unanswered}; a holds {held_a}, b {held_b}");
-    (acknowledged, unanswered, held_a, held_b)
+    eprintln!(
+        "acknowledged {acknowledged}, unanswered {unanswered}; a holds {held_a}, b {held_b}; \
+         a pushed {pushed} records"
+    );
+    DiskLoss {
+        acknowledged,
+        unanswered,
+        held_a,
+        held_b,
+        pushed,
+    }
 }
 
 #[test]
 fn a_replicated_node_that_loses_its_disk_loses_no_acknowledged_vote() {
     // Goal: DESIGN.md §4's promise of `replicated`: a lost disk loses no acknowledged vote.
     // Method: 50,000 votes to a (ack peer b, pulls only as sessions open), SIGKILL, its data
-    // directory deleted, restart; both nodes must hold every acknowledged vote.
-    let (acknowledged, unanswered, held_a, held_b) =
-        lose_a_disk_after_votes("ack_mode = \"replicated\"\nack_peers = [\"b\"]\n");
+    // directory deleted, restart; both nodes must hold every acknowledged vote. The two nodes
+    // list each other, so they hold two sessions: a pushes its records over one of them only
+    // (pushing over both sent every record twice).
+    let DiskLoss {
+        acknowledged,
+        unanswered,
+        held_a,
+        held_b,
+        pushed,
+    } = lose_a_disk_after_votes("ack_mode = \"replicated\"\nack_peers = [\"b\"]\n");
+    assert!(
+        pushed < (acknowledged + unanswered) * 3 / 2,
+        "a pushed {pushed} records for {} votes: over both sessions?",
+        acknowledged + unanswered
+    );
     let held = acknowledged..=acknowledged + unanswered;
     assert!(
         held.contains(&held_b),
@@ -135,7 +168,12 @@ fn a_replicated_node_that_loses_its_disk_loses_no_acknowledged_vote() {
 fn a_local_node_that_loses_its_disk_loses_acknowledged_votes() {
     // Goal: the loss `replicated` exists to prevent is real (so the test above can fail).
     // Method: the same run in `local` mode: b holds fewer votes than a acknowledged.
-    let (acknowledged, _, held_a, held_b) = lose_a_disk_after_votes("");
+    let DiskLoss {
+        acknowledged,
+        held_a,
+        held_b,
+        ..
+    } = lose_a_disk_after_votes("");
     assert!(
         held_b < acknowledged && held_a < acknowledged,
         "no acknowledged vote was lost: a holds {held_a}, b {held_b}, {acknowledged} acknowledged"

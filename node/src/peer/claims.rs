@@ -4,8 +4,16 @@
 //! over the session the peer dialled. So a one-sided peer list (A lists B, B lists nobody)
 //! still syncs both ways, and two nodes that list each other do not pull twice.
 //!
-//! Bounded by the cluster: one claim per peer node ID, and a node ID is only ever presented
-//! with a certificate the cluster CA issued for it.
+//! Which session pushes this node's records to each ack peer (replicated acks) is a claim of
+//! its own, [`PushClaim`]: the **newest** session takes it over as it comes up, and when the
+//! holder ends, the next session to ask takes it. Not the pull claim: a peer that was killed
+//! or moved (a pod's new IP) leaves this node's dialled session to it open until QUIC's idle
+//! timeout (30 s), and the pull claim's preference for dialled sessions would keep pushes on
+//! that dead session while the peer's new session stands by; the newest session is the one
+//! that just proved the peer alive.
+//!
+//! Bounded by the cluster: one claim of each kind per peer node ID, and a node ID is only ever
+//! presented with a certificate the cluster CA issued for it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +26,8 @@ use tally_core::NodeId;
 pub struct PullClaims {
     by_peer: Mutex<BTreeMap<NodeId, Holder>>,
     next_session: AtomicU64,
+    /// Per peer, the session that pushes to it (see [`PushClaim`]).
+    pushing: Mutex<BTreeMap<NodeId, u64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +75,63 @@ impl Claim {
                 by_peer.insert(self.peer.clone(), self.holder);
                 true
             }
+        }
+    }
+}
+
+impl PullClaims {
+    /// The push claim of a new session with `peer`: it takes the claim over from any older
+    /// session at once.
+    pub fn push_session(self: &Arc<Self>, peer: NodeId) -> PushClaim {
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        self.pushing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(peer.clone(), session);
+        PushClaim {
+            claims: self.clone(),
+            peer,
+            session,
+        }
+    }
+}
+
+/// One session's right to push this node's records to its peer, released when dropped.
+#[derive(Debug)]
+pub struct PushClaim {
+    claims: Arc<PullClaims>,
+    peer: NodeId,
+    session: u64,
+}
+
+impl PushClaim {
+    /// Whether this session may push now: it holds the claim, or takes a free one (its holder
+    /// ended). A newer session's takeover is final while that session lasts.
+    pub fn try_hold(&self) -> bool {
+        let mut pushing = self
+            .claims
+            .pushing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match pushing.get(&self.peer) {
+            Some(&holder) => holder == self.session,
+            None => {
+                pushing.insert(self.peer.clone(), self.session);
+                true
+            }
+        }
+    }
+}
+
+impl Drop for PushClaim {
+    fn drop(&mut self) {
+        let mut pushing = self
+            .claims
+            .pushing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if pushing.get(&self.peer) == Some(&self.session) {
+            pushing.remove(&self.peer);
         }
     }
 }
@@ -117,5 +184,27 @@ mod tests {
         assert!(other_incoming.try_hold(), "released when its session ends");
         let elsewhere = claims.session(NodeId::new("eu").unwrap(), false);
         assert!(elsewhere.try_hold(), "claims are per peer");
+    }
+
+    #[test]
+    fn the_newest_session_pushes_to_a_peer_and_an_older_one_takes_over_when_it_ends() {
+        // Goal: never two pushers of one peer; the newest session pushes, even while an older
+        // dialled one lingers (a killed peer's session waits out QUIC's idle timeout); an
+        // older session pushes again once the newer one ends.
+        let claims = Arc::new(PullClaims::default());
+        let peer = NodeId::new("us-west").unwrap();
+        let dialled = claims.push_session(peer.clone());
+        assert!(dialled.try_hold());
+        let incoming = claims.push_session(peer.clone());
+        assert!(incoming.try_hold(), "the newer session takes over");
+        assert!(!dialled.try_hold(), "the older one stops");
+        let other = claims.push_session(NodeId::new("eu").unwrap());
+        assert!(other.try_hold(), "claims are per peer");
+        assert!(incoming.try_hold());
+        drop(incoming);
+        assert!(dialled.try_hold(), "released when its session ends");
+        let pull = claims.session(peer.clone(), true);
+        assert!(pull.try_hold(), "pull and push claims are apart");
+        assert!(dialled.try_hold());
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Each side of a session of protocol 3 or newer opens at most one unidirectional stream,
 //! its push stream, when it first has something to send: this node's own records, pushed to
-//! a peer that is one of its `ack_peers` as soon as they are durable here (the engine wakes
+//! a peer that is one of its `ack_peers` over one session per peer (the newest,
+//! [`crate::peer::claims::PushClaim`]: two nodes that list each other hold two sessions, and
+//! pushing over both sent and merged every record twice) as soon as they are durable here (the engine wakes
 //! the session; a push carries at most [`crate::engine::PUSH_RECORDS_PER_ASK_MAX`] records,
 //! everything made durable meanwhile, so one round trip covers a whole group commit), and
 //! its answers to the peer's pushes, each sent once the engine has logged and fsynced the
@@ -27,6 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{SessionError, SyncContext, ask, next_frame, send_frame};
 use crate::engine::{AckCommand, Command, EngineError, PUSH_PROBE_INTERVAL, PushCursor};
+use crate::peer::claims::PushClaim;
 
 /// What `ack_mode = "replicated"` gives the sessions.
 #[derive(Debug, Clone)]
@@ -53,7 +56,8 @@ type OwedAnswer = (
 );
 
 /// Runs the session's pushes until the connection ends (forever without a push channel: a
-/// peer of protocol 2).
+/// peer of protocol 2). This node's records are pushed only while the session holds the
+/// peer's push claim (taken as it starts); the peer's pushes are answered either way.
 pub(super) async fn run(
     connection: &quinn::Connection,
     context: &SyncContext,
@@ -73,6 +77,7 @@ pub(super) async fn run(
         return std::future::pending().await;
     };
     let _session = ack_peer.map(|_| SessionUp::new(context, node.clone()));
+    let claim = ack_peer.map(|_| context.claims.push_session(node.clone()));
     if let Some(session) = &_session {
         session.announce().await;
     }
@@ -83,7 +88,7 @@ pub(super) async fn run(
         biased;
         result = read_pushes(connection, context, peer, &receiver, owed_tx, to_writer.clone()) => result,
         result = answer_pushes(owed_rx, to_writer) => result,
-        result = write_pushes(connection, context, peer, &node, &mut sender, durable, writer_inbox) => result,
+        result = write_pushes(connection, context, peer, &node, claim.as_ref(), &mut sender, durable, writer_inbox) => result,
     }
 }
 
@@ -198,18 +203,21 @@ type Writing<'a> =
     Pin<Box<dyn Future<Output = Result<quinn::SendStream, SessionError>> + Send + 'a>>;
 
 /// Writes this node's push stream: its own durable records (to an ack peer, while the
-/// unanswered bound allows) and its answers to the peer's pushes. It never waits for the
+/// unanswered bound allows and `claim` is held: a session that takes the claim (back) starts
+/// afresh, from what the ack peer confirmed, with probes) and its answers to the peer's pushes. It never waits for the
 /// network while answers and confirmations come in: both sides write while the other reads,
 /// and a writer blocked on a full stream that stopped taking its inbox would stop its own
 /// reader (through the answers it owes) and so the peer's writer, each side waiting for the
 /// other. The unanswered bounds keep a push stream under its flow-control window today
 /// (~5.6 MB of pushes against [`crate::peer::transport::STREAM_RECEIVE_WINDOW_BYTES`]), but the
 /// connection's window is shared with pulls, so the cycle is ruled out here instead.
+#[allow(clippy::too_many_arguments)] // the session's parts, each owned by its caller
 async fn write_pushes(
     connection: &quinn::Connection,
     context: &SyncContext,
     peer: &str,
     node: &NodeId,
+    claim: Option<&PushClaim>,
     sender: &mut PushSender,
     mut durable: Option<watch::Receiver<u64>>,
     mut inbox: mpsc::Receiver<ToWriter>,
@@ -223,8 +231,17 @@ async fn write_pushes(
     let mut probe = durable.is_some();
     let mut probe_tick = tokio::time::interval(PUSH_PROBE_INTERVAL);
     probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Whether this session pushed last time it looked (held the claim).
+    let mut pushing = false;
     loop {
-        let can_push = durable.is_some() && sender.can_push();
+        let claimed = durable.is_some() && claim.is_some_and(PushClaim::try_hold);
+        if claimed && !pushing {
+            // Taken over (or first taken): another session may have pushed meanwhile.
+            cursor = None;
+            (more, probe) = (true, true);
+        }
+        pushing = claimed;
+        let can_push = claimed && sender.can_push();
         if can_push && (more || probe) {
             let after = cursor.take();
             let probe = std::mem::take(&mut probe);
@@ -254,7 +271,7 @@ async fn write_pushes(
                 }));
             }
         }
-        let can_push = durable.is_some() && sender.can_push();
+        let can_push = pushing && sender.can_push();
         tokio::select! {
             biased;
             message = inbox.recv() => match message {
