@@ -221,10 +221,16 @@ async fn many_viewers_of_the_real_node_and_edge_get_every_change_with_the_routes
             ] {
                 assert!(head.contains(line), "{tier}: no {line:?} in {head}");
             }
-            if tier == "edge" {
+            // The one CORS policy of nodes and edges (`tally_serve::cors::policy`): a page
+            // of another origin reads a refusal's wait and an edge's staleness.
+            let exposed = head
+                .lines()
+                .find_map(|l| l.strip_prefix("access-control-expose-headers: "))
+                .unwrap_or_else(|| panic!("{tier}: no exposed headers in {head}"));
+            for name in ["retry-after", "tally-stale-seconds"] {
                 assert!(
-                    head.contains("access-control-expose-headers: tally-stale-seconds"),
-                    "{head}"
+                    exposed.contains(name),
+                    "{tier}: {name} not exposed in {head}"
                 );
             }
         }
