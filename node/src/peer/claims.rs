@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tally_core::NodeId;
 
@@ -63,11 +63,7 @@ impl Claim {
     /// Whether this session may pull now: it holds the claim, or takes it (a free one, or,
     /// for a dialled session, one an incoming session holds).
     pub fn try_hold(&self) -> bool {
-        let mut by_peer = self
-            .claims
-            .by_peer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut by_peer = lock(&self.claims.by_peer);
         match by_peer.get(&self.peer) {
             Some(holder) if *holder == self.holder => true,
             Some(holder) if holder.dialled || !self.holder.dialled => false,
@@ -84,10 +80,7 @@ impl PullClaims {
     /// session at once.
     pub fn push_session(self: &Arc<Self>, peer: NodeId) -> PushClaim {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
-        self.pushing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(peer.clone(), session);
+        lock(&self.pushing).insert(peer.clone(), session);
         PushClaim {
             claims: self.clone(),
             peer,
@@ -108,11 +101,7 @@ impl PushClaim {
     /// Whether this session may push now: it holds the claim, or takes a free one (its holder
     /// ended). A newer session's takeover is final while that session lasts.
     pub fn try_hold(&self) -> bool {
-        let mut pushing = self
-            .claims
-            .pushing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut pushing = lock(&self.claims.pushing);
         match pushing.get(&self.peer) {
             Some(&holder) => holder == self.session,
             None => {
@@ -125,25 +114,14 @@ impl PushClaim {
 
 impl Drop for PushClaim {
     fn drop(&mut self) {
-        let mut pushing = self
-            .claims
-            .pushing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if pushing.get(&self.peer) == Some(&self.session) {
-            pushing.remove(&self.peer);
-        }
+        release(&self.claims.pushing, &self.peer, &self.session);
     }
 }
 
 impl Claim {
     /// Whether another session of the same peer holds the claim.
     pub fn held_elsewhere(&self) -> bool {
-        let by_peer = self
-            .claims
-            .by_peer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let by_peer = lock(&self.claims.by_peer);
         by_peer
             .get(&self.peer)
             .is_some_and(|holder| *holder != self.holder)
@@ -152,14 +130,21 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        let mut by_peer = self
-            .claims
-            .by_peer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if by_peer.get(&self.peer) == Some(&self.holder) {
-            by_peer.remove(&self.peer);
-        }
+        release(&self.claims.by_peer, &self.peer, &self.holder);
+    }
+}
+
+/// `map`, locked. A panic while it was held cannot leave it half-changed (each change is one
+/// insert or remove), so a poisoned lock is taken as it is.
+fn lock<H>(map: &Mutex<BTreeMap<NodeId, H>>) -> MutexGuard<'_, BTreeMap<NodeId, H>> {
+    map.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Frees `peer`'s entry in `map` if `holder` holds it (a newer holder keeps it).
+fn release<H: PartialEq>(map: &Mutex<BTreeMap<NodeId, H>>, peer: &NodeId, holder: &H) {
+    let mut map = lock(map);
+    if map.get(peer) == Some(holder) {
+        map.remove(peer);
     }
 }
 
