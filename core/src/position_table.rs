@@ -360,8 +360,8 @@ impl PositionTable {
     /// Goes `bytes` further through the table's pages (its control words', then its
     /// slots'), so that the page faults of a fresh table are paid a few at a time rather than
     /// all at once by the first inserts, which land everywhere: an [unzeroed](Self::unzeroed)
-    /// table is written with zeros that far; a zeroed one has each page it enters touched
-    /// with one write that keeps its contents. Returns whether every page is touched (and
+    /// table is written with zeros that far; a zeroed one, which must be empty, has each page
+    /// it enters touched with one write of a zero. Returns whether every page is touched (and
     /// the table zeroed) now.
     pub(crate) fn prefault(&mut self, bytes: usize) -> bool {
         const CONTROL_PER_PAGE: usize = PAGE_BYTES / size_of::<u64>();
@@ -382,17 +382,16 @@ impl PositionTable {
                 .min(self.groups * GROUP_SLOTS);
             self.slots.resize(slots.max(self.slots.len()), 0);
         } else {
-            // A zeroed table: write each page's first word back, without reading it first
-            // while the table is empty (as above); a table that holds entries keeps them.
-            let empty = self.len == 0;
+            // A zeroed table, prefaulted only while it is empty (a reservation before votes
+            // arrive): write each page's first word with a zero, never reading it first (as
+            // above).
+            assert_eq!(self.len, 0, "only an empty zeroed table is prefaulted");
             for page in self.prefaulted_bytes.div_ceil(PAGE_BYTES)..end.div_ceil(PAGE_BYTES) {
                 // black_box: a write the compiler cannot prove unchanged, so it is not dropped.
                 if page < control_pages {
-                    let word = &mut self.control[page * CONTROL_PER_PAGE];
-                    *word = std::hint::black_box(if empty { 0 } else { *word });
+                    self.control[page * CONTROL_PER_PAGE] = std::hint::black_box(0);
                 } else {
-                    let slot = &mut self.slots[(page - control_pages) * SLOTS_PER_PAGE];
-                    *slot = std::hint::black_box(if empty { 0 } else { *slot });
+                    self.slots[(page - control_pages) * SLOTS_PER_PAGE] = std::hint::black_box(0);
                 }
             }
         }
@@ -501,22 +500,22 @@ mod tests {
     }
 
     #[test]
-    fn prefaulting_keeps_what_the_table_holds_and_counts_down_to_zero() {
-        // Goal: touching pages never changes an entry, and ends. Method: a table of several
-        // pages with entries in it, prefaulted a page at a time.
+    fn prefaulting_a_zeroed_table_counts_down_to_zero_and_leaves_it_empty_and_usable() {
+        // Goal: touching the pages of a zeroed table (a reservation) ends, writes nothing a
+        // lookup could see, and the table then takes entries. Method: a table of several
+        // pages prefaulted a page at a time, then filled with keys and searched.
         let mut table = PositionTable::with_groups(4096);
-        for key in 0..1000u32 {
-            table.insert_new(u64::from(key).wrapping_mul(0x9e37_79b9_7f4a_7c15), key);
-        }
         let pages = table.bytes_to_prefault() / PAGE_BYTES;
         assert_eq!(pages, 8 + 32);
         for step in 1..=pages {
             assert_eq!(table.prefault(PAGE_BYTES), step == pages);
             assert_eq!(table.bytes_to_prefault(), (pages - step) * PAGE_BYTES);
         }
+        let hash = |key: u32| u64::from(key).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        assert!((0..1000u32).all(|k| table.find(hash(k), |p| p == k).is_none()));
         for key in 0..1000u32 {
-            let hash = u64::from(key).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            assert!(table.find(hash, |p| p == key).is_some());
+            table.insert_new(hash(key), key);
         }
+        assert!((0..1000u32).all(|k| table.find(hash(k), |p| p == k).is_some()));
     }
 }
