@@ -349,21 +349,12 @@ impl EdgeConfig {
                 format!("must be between 1 and {VOTES_WAITING_MAX}"),
             ));
         }
-        for (setting, value) in [
-            ("write_stall_ms", self.write_stall_ms),
-            ("header_read_timeout_ms", self.header_read_timeout_ms),
-            ("body_read_timeout_ms", self.body_read_timeout_ms),
-        ] {
-            if !(100..=600_000).contains(&value) {
-                return Err(invalid(setting, "must be between 100 and 600000".into()));
-            }
-        }
-        if self.shutdown_drain_ms > 600_000 {
-            return Err(invalid(
-                "shutdown_drain_ms",
-                "must be at most 600000".into(),
-            ));
-        }
+        tally_serve::config_file::check_serving_deadlines(
+            self.write_stall_ms,
+            self.header_read_timeout_ms,
+            self.body_read_timeout_ms,
+            self.shutdown_drain_ms,
+        )?;
         let abuse = AbuseSettings {
             per_ip_per_second: self.rate_limit_per_ip_per_second,
             per_ip_burst: self.rate_limit_per_ip_burst,

@@ -433,21 +433,12 @@ impl Config {
                 "must be between 10 and 60000".into(),
             ));
         }
-        for (setting, value) in [
-            ("write_stall_ms", self.write_stall_ms),
-            ("header_read_timeout_ms", self.header_read_timeout_ms),
-            ("body_read_timeout_ms", self.body_read_timeout_ms),
-        ] {
-            if !(100..=600_000).contains(&value) {
-                return Err(invalid(setting, "must be between 100 and 600000".into()));
-            }
-        }
-        if self.shutdown_drain_ms > 600_000 {
-            return Err(invalid(
-                "shutdown_drain_ms",
-                "must be at most 600000".into(),
-            ));
-        }
+        tally_serve::config_file::check_serving_deadlines(
+            self.write_stall_ms,
+            self.header_read_timeout_ms,
+            self.body_read_timeout_ms,
+            self.shutdown_drain_ms,
+        )?;
         if self.disk_reserve_bytes > crate::disk_watch::DISK_RESERVE_BYTES_MAX {
             return Err(invalid(
                 "disk_reserve_bytes",
