@@ -18,25 +18,11 @@ cd "$(dirname "$0")/.."
 VOTES="${VOTES:-2000000}"
 RUNS="${RUNS:-3}"
 PORT="${PORT:-18195}"
-if [ -n "${TALLY_BIN:-}" ]; then
-  TALLY="$TALLY_BIN"
-else
-  cargo build --quiet --release --locked -p tally --bin tally
-  TALLY=target/release/tally
-fi
-for tool in curl python3; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "please install $tool" >&2; exit 1; }
-done
-WORK="$(mktemp -d)"
-pid=""
-cleanup() {
-  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
 # shellcheck source=scripts/lib/local-server.sh
 . scripts/lib/local-server.sh
+tally_binary
+require_tools curl python3
+start_cleanup
 
 "$TALLY" run --listen "127.0.0.1:$PORT" --data-dir "$WORK/whole" >"$WORK/load.log" 2>&1 &
 pid=$!

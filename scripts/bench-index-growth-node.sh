@@ -17,23 +17,11 @@ cd "$(dirname "$0")/.."
 VOTES="${VOTES:-20000000}"
 RUNS="${RUNS:-1}"
 PORT="${PORT:-18196}"
-if [ -n "${TALLY_BIN:-}" ]; then
-  TALLY="$TALLY_BIN"
-else
-  cargo build --quiet --release --locked -p tally --bin tally
-  TALLY=target/release/tally
-fi
-command -v curl >/dev/null 2>&1 || { echo "please install curl" >&2; exit 1; }
-WORK="$(mktemp -d)"
-pid=""
-cleanup() {
-  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
 # shellcheck source=scripts/lib/local-server.sh
 . scripts/lib/local-server.sh
+tally_binary
+require_tools curl
+start_cleanup
 
 one_run() {
   local kind="$1" dir="$WORK/$1-$2"

@@ -3,6 +3,33 @@
 # bench-index-growth-node.sh): start-up checks and measurements of a server they run in the
 # background on 127.0.0.1. Each function exits the calling script with a message on failure.
 
+# tally_binary: sets TALLY to the binary under test, TALLY_BIN if given (another build's),
+# else this checkout's release build, built first.
+tally_binary() {
+  if [ -n "${TALLY_BIN:-}" ]; then
+    TALLY="$TALLY_BIN"
+  else
+    cargo build --quiet --release --locked -p tally --bin tally
+    TALLY=target/release/tally
+  fi
+}
+
+# require_tools TOOL...: refuses to go on unless every TOOL is on PATH.
+require_tools() {
+  local tool
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "please install $tool" >&2; exit 1; }
+  done
+}
+
+# start_cleanup: a scratch directory WORK, removed on exit, and the server PID in `pid`
+# (empty until one starts) killed then.
+start_cleanup() {
+  WORK="$(mktemp -d)"
+  pid=""
+  trap 'if [ -n "$pid" ]; then kill -9 "$pid" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
+}
+
 # require_free_port NAME ADDRESS: refuses to go on if something already listens on ADDRESS
 # (a server left running would answer in place of the one about to start).
 require_free_port() {
