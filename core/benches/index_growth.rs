@@ -14,7 +14,8 @@
 //! after 2 ms: `INDEX_GROWTH_TICK_BUDGET`) and the longest tick.
 //!
 //! Run: `cargo bench -p tally-core --bench index_growth` (30M IDs, 2 rounds), or
-//! `TALLY_GROWTH_IDS=10000000 TALLY_GROWTH_ROUNDS=3 cargo bench -p tally-core --bench index_growth`.
+//! `TALLY_GROWTH_IDS=10000000 TALLY_GROWTH_ROUNDS=3 cargo bench -p tally-core --bench index_growth`;
+//! with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` in front to run on huge pages, as the node does.
 
 mod common;
 
@@ -61,6 +62,18 @@ fn main() {
     let rounds = env_number("TALLY_GROWTH_ROUNDS", DEFAULT_ROUNDS);
     // `grown`, `reserved` or both (the default): one way alone, for a profiler.
     let only = std::env::var("TALLY_GROWTH_ONLY").ok();
+    // The node runs its heap on huge pages (node/src/huge_pages.rs), which change these
+    // figures (BENCHMARKS.md, "The fill as the node runs it"): say which this run has.
+    let huge_pages = std::env::var("GLIBC_TUNABLES")
+        .is_ok_and(|t| t.split(':').any(|kv| kv == "glibc.malloc.hugetlb=1"));
+    println!(
+        "heap pages: {}",
+        if huge_pages {
+            "huge (GLIBC_TUNABLES=glibc.malloc.hugetlb=1, as `tally run` has them)"
+        } else {
+            "4 KiB (set GLIBC_TUNABLES=glibc.malloc.hugetlb=1 to run as `tally run` does)"
+        }
+    );
     println!(
         "{:>5} {:>9} {:>10} {:>8} {:>8} {:>8} {:>26} {:>20} {:>9} {:>9} {:>9}",
         "round",
