@@ -16,7 +16,7 @@ use tally_serve::error::ApiError;
 use tally_serve::viewers::ViewerPath;
 use tokio::time::Instant;
 
-use super::latest::{Encoded, Latest, StaleReason};
+use super::latest::{Encoded, Latest, Results, StaleReason};
 use super::{
     Entry, FIRST_RESULTS_WAIT_MS, Fanout, HISTORY_REFRESH_MS, POLL_LIST_REFRESH_MS,
     UPSTREAM_READ_TIMEOUT_MS, viewer,
@@ -42,21 +42,13 @@ impl Fanout {
         poll: &str,
         headers: &HeaderMap,
     ) -> Result<Response, ApiError> {
-        let entry = self
-            .entry(catalogue, poll)
-            .map_err(|e| named(e.into(), poll))?;
-        let latest = first_results(&entry).await?;
-        let Some(results) = &latest.results else {
-            return Err(no_results());
-        };
-        let policy = caching::cache_control(if results.closed { "closed" } else { "open" });
-        let response = caching::json(
+        let (_, latest, results) = self.with_results(catalogue, poll).await?;
+        Ok(cached_answer(
             headers,
-            &results.body.etag,
-            policy,
-            results.body.json.clone(),
-        );
-        Ok(with_staleness(response, &latest))
+            &results.body,
+            results.closed,
+            &latest,
+        ))
     }
 
     /// `GET /v1/polls/{poll}/history`.
@@ -66,13 +58,7 @@ impl Fanout {
         poll: &str,
         headers: &HeaderMap,
     ) -> Result<Response, ApiError> {
-        let entry = self
-            .entry(catalogue, poll)
-            .map_err(|e| named(e.into(), poll))?;
-        let latest = first_results(&entry).await?;
-        let Some(results) = &latest.results else {
-            return Err(no_results());
-        };
+        let (entry, latest, results) = self.with_results(catalogue, poll).await?;
         let mut cached = entry.history.lock().await;
         let fresh = cached.as_ref().is_some_and(|f| {
             f.generation == latest.results_generation
@@ -85,14 +71,27 @@ impl Fanout {
         let Some(history) = cached.as_ref() else {
             return Err(no_results());
         };
-        let policy = caching::cache_control(if results.closed { "closed" } else { "open" });
-        let response = caching::json(
+        Ok(cached_answer(
             headers,
-            &history.body.etag,
-            policy,
-            history.body.json.clone(),
-        );
-        Ok(with_staleness(response, &latest))
+            &history.body,
+            results.closed,
+            &latest,
+        ))
+    }
+
+    /// The poll's entry and its latest value, once that holds results (waits at most
+    /// [`FIRST_RESULTS_WAIT_MS`]), with the results.
+    async fn with_results(
+        &self,
+        catalogue: &Catalogue,
+        poll: &str,
+    ) -> Result<(Entry, Arc<Latest>, Arc<Results>), ApiError> {
+        let entry = self
+            .entry(catalogue, poll)
+            .map_err(|e| named(e.into(), poll))?;
+        let latest = first_results(&entry).await?;
+        let results = latest.results.clone().ok_or_else(no_results)?;
+        Ok((entry, latest, results))
     }
 
     /// `GET /v1/polls`.
@@ -171,6 +170,14 @@ async fn first_results(entry: &Entry) -> Result<Arc<Latest>, ApiError> {
         Ok(Err(_)) => Err(ApiError::Unavailable("the edge is stopping")),
         Err(_) => Err(no_results()),
     }
+}
+
+/// A read's answer from the cached `body`: the open or closed poll's `Cache-Control`, its tag
+/// (a 304 if `headers` name it), and the staleness of `latest`.
+fn cached_answer(headers: &HeaderMap, body: &Encoded, closed: bool, latest: &Latest) -> Response {
+    let policy = caching::cache_control(if closed { "closed" } else { "open" });
+    let response = caching::json(headers, &body.etag, policy, body.json.clone());
+    with_staleness(response, latest)
 }
 
 /// `response` with [`STALE_HEADER`] while the node's stream is silent.
