@@ -235,6 +235,14 @@ pub(crate) enum Ended {
 }
 
 /// Serves one viewer: `head`, then `frames`, until one of [`Ended`].
+///
+/// One future polled on each wake-up, with the shutdown watch registered once for the
+/// viewer's life (a `select!` in a loop would build and drop its futures, and register with
+/// the shutdown watch again, on every frame). Each wake-up checks, in this order: shutdown,
+/// whether the viewer left (a read that is not ready costs no system call), then writes what
+/// is pending and, once all of it is written, asks the feed for its next frame. So a frame is
+/// pulled only when the last one is out: a viewer whose socket would block holds one frame
+/// (shared bytes) and its stall guard's timer, and nothing more.
 pub(crate) async fn serve<I>(
     mut io: I,
     head: Bytes,
@@ -244,63 +252,57 @@ pub(crate) async fn serve<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
+    let stop = shutdown.wait_for(|stop| *stop);
+    tokio::pin!(stop);
     let mut pending = head;
-    let ended = loop {
-        if let Err(ended) = write_watching(&mut io, &mut pending).await {
-            break ended;
+    let ended = std::future::poll_fn(|cx| {
+        if stop.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ended::Shutdown);
         }
-        tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|stop| *stop) => break Ended::Shutdown,
-            () = left(&mut io) => break Ended::ClientLeft,
-            frame = frames.next() => match frame {
-                Some(Ok(frame)) => pending = frame,
-                None => break Ended::FeedDone,
-            },
+        if poll_left(&mut io, cx).is_ready() {
+            return Poll::Ready(Ended::ClientLeft);
         }
-    };
+        loop {
+            match poll_write_all(&mut io, cx, &mut pending) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(error)) => return Poll::Ready(Ended::WriteFailed(error)),
+                Poll::Pending => return Poll::Pending,
+            }
+            match frames.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(frame))) => pending = frame,
+                Poll::Ready(None) => return Poll::Ready(Ended::FeedDone),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await;
     // Best effort: the stall guard bounds it.
     let _ = io.shutdown().await;
     ended
 }
 
-/// Writes all of `pending` (flushing it), unless the viewer leaves meanwhile.
-async fn write_watching<I>(io: &mut I, pending: &mut Bytes) -> Result<(), Ended>
-where
-    I: AsyncRead + AsyncWrite + Unpin,
-{
-    std::future::poll_fn(|cx| {
-        loop {
-            if poll_left(io, cx).is_ready() {
-                return Poll::Ready(Err(Ended::ClientLeft));
+/// Writes all of `pending` and flushes; `Pending` while the socket would block (the stall
+/// guard then times the wait).
+fn poll_write_all<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    cx: &mut std::task::Context<'_>,
+    pending: &mut Bytes,
+) -> Poll<std::io::Result<()>> {
+    while !pending.is_empty() {
+        match Pin::new(&mut *io).poll_write(cx, pending) {
+            Poll::Ready(Ok(0)) => {
+                return Poll::Ready(Err(std::io::Error::from(std::io::ErrorKind::WriteZero)));
             }
-            if pending.is_empty() {
-                return Pin::new(&mut *io)
-                    .poll_flush(cx)
-                    .map_err(Ended::WriteFailed);
-            }
-            match Pin::new(&mut *io).poll_write(cx, pending) {
-                Poll::Ready(Ok(0)) => {
-                    let closed = std::io::Error::from(std::io::ErrorKind::WriteZero);
-                    return Poll::Ready(Err(Ended::WriteFailed(closed)));
-                }
-                Poll::Ready(Ok(written)) => {
-                    bytes::Buf::advance(pending, written);
-                }
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(Ended::WriteFailed(error))),
-                Poll::Pending => return Poll::Pending,
-            }
+            Poll::Ready(Ok(written)) => bytes::Buf::advance(pending, written),
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+            Poll::Pending => return Poll::Pending,
         }
-    })
-    .await
+    }
+    Pin::new(io).poll_flush(cx)
 }
 
-/// Resolves when the viewer closes its end, its connection fails, or it sends anything (a
-/// viewer sends nothing after its request).
-async fn left<I: AsyncRead + Unpin>(io: &mut I) {
-    std::future::poll_fn(|cx| poll_left(io, cx)).await
-}
-
+/// Ready when the viewer closes its end, its connection fails, or it sends anything (a viewer
+/// sends nothing after its request).
 fn poll_left<I: AsyncRead + Unpin>(io: &mut I, cx: &mut std::task::Context<'_>) -> Poll<()> {
     let mut scratch = [0u8; 1];
     let mut buf = ReadBuf::new(&mut scratch);
