@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use tally_client::Endpoint;
 use tally_core::PollId;
+use tally_serve::broadcast::Hub;
 use tally_serve::error::ApiError;
 use tally_serve::viewers::{ViewerBudget, ViewerCharge, ViewerPath};
 use tokio::sync::watch;
@@ -162,6 +163,8 @@ impl Shared {
 #[derive(Clone)]
 pub(crate) struct Entry {
     latest: watch::Receiver<Arc<Latest>>,
+    /// The viewers served below hyper, written to by the hub's broadcaster.
+    hub: Hub,
     /// When it was last read (ms since the epoch).
     last_read_ms: Arc<AtomicU64>,
     /// The history read from a node, behind a single-flight lock.
@@ -265,8 +268,10 @@ impl Fanout {
             return Err(Unfollowable::Full);
         }
         let (slot, latest) = watch::channel(Arc::new(Latest::default()));
+        let (publisher, hub) = Hub::new();
         let entry = Entry {
             latest,
+            hub,
             last_read_ms: Arc::new(AtomicU64::new(now)),
             history: Arc::new(tokio::sync::Mutex::new(None)),
         };
@@ -280,6 +285,7 @@ impl Fanout {
                 known.id.clone(),
                 self.shared.clone(),
                 slot,
+                publisher,
                 entry.last_read_ms.clone(),
             )
             .run(),
@@ -333,6 +339,7 @@ fn retire_if_idle(
     shared: &Shared,
     poll: &PollId,
     slot: &watch::Sender<Arc<Latest>>,
+    hub_viewers: usize,
     last_read_ms: &AtomicU64,
 ) -> bool {
     let stopping = *shared.stopping.borrow();
@@ -344,8 +351,9 @@ fn retire_if_idle(
         .subscriptions
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    // The registry's own receiver is the one left when no viewer holds the slot.
-    if stopping || (idle && slot.receiver_count() <= 1) {
+    // The registry's own receiver is the one left when no viewer through hyper holds the
+    // slot; the viewers below hyper are the hub's.
+    if stopping || (idle && slot.receiver_count() <= 1 && hub_viewers == 0) {
         subscriptions.remove(poll);
         shared.metrics.fanout_polls.set(subscriptions.len() as i64);
         return true;

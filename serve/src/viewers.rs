@@ -136,12 +136,26 @@ impl Drop for ViewerCharge {
 /// A viewer's frames: each item the bytes to write next (one or more whole SSE events).
 pub type Frames = Pin<Box<dyn Stream<Item = Result<Bytes, Infallible>> + Send>>;
 
+/// How a viewer is fed.
+pub enum Feed {
+    /// Its own stream of frames, pulled by its task.
+    Frames(Frames),
+    /// A place among a hub's viewers, written to by the hub's broadcaster
+    /// ([`crate::broadcast`]).
+    Hub {
+        /// The hub.
+        hub: crate::broadcast::Hub,
+        /// Held for the viewer's life (its charge against the budget, its place in the counts).
+        place: Box<dyn std::any::Any + Send>,
+    },
+}
+
 /// The future of [`StreamRoute::open`].
-pub type Opening = Pin<Box<dyn Future<Output = Option<Frames>> + Send>>;
+pub type Opening = Pin<Box<dyn Future<Output = Option<Feed>> + Send>>;
 
 /// The live stream's route, as served below hyper.
 pub trait StreamRoute: Send + Sync + 'static {
-    /// The frames of a new viewer of `poll`, its place taken; `None` if the route would not
+    /// The feed of a new viewer of `poll`, its place taken; `None` if the route would not
     /// answer 200 (the router then answers the request, with its usual error).
     fn open(&self, poll: String) -> Opening;
 }
@@ -283,7 +297,7 @@ where
 
 /// Writes all of `pending` and flushes; `Pending` while the socket would block (the stall
 /// guard then times the wait).
-fn poll_write_all<I: AsyncWrite + Unpin>(
+pub(crate) fn poll_write_all<I: AsyncWrite + Unpin>(
     io: &mut I,
     cx: &mut std::task::Context<'_>,
     pending: &mut Bytes,
@@ -303,7 +317,10 @@ fn poll_write_all<I: AsyncWrite + Unpin>(
 
 /// Ready when the viewer closes its end, its connection fails, or it sends anything (a viewer
 /// sends nothing after its request).
-fn poll_left<I: AsyncRead + Unpin>(io: &mut I, cx: &mut std::task::Context<'_>) -> Poll<()> {
+pub(crate) fn poll_left<I: AsyncRead + Unpin>(
+    io: &mut I,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<()> {
     let mut scratch = [0u8; 1];
     let mut buf = ReadBuf::new(&mut scratch);
     Pin::new(io).poll_read(cx, &mut buf).map(|_| ())

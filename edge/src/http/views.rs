@@ -65,14 +65,7 @@ impl tally_serve::viewers::StreamRoute for Viewers {
         let edge = Arc::clone(&self.0);
         Box::pin(async move {
             let catalogue = edge.dispatch.catalogue.borrow().clone();
-            edge.fanout
-                .open_viewer(
-                    &catalogue,
-                    &poll,
-                    tally_serve::viewers::ViewerPath::BelowHyper,
-                )
-                .await
-                .ok()
+            edge.fanout.join_viewer(&catalogue, &poll).await.ok()
         })
     }
 }
