@@ -5,11 +5,15 @@
 //!   node, fails over along the upstream order when the stream ends, errs, falls silent for
 //!   `fanout_stale_after_ms`, or its node stops being ready, and publishes each change into
 //!   one latest-value slot per poll (a `tokio::sync::watch`, [`Latest`]): the results JSON
-//!   with its strong `ETag` and the SSE event, each encoded once.
-//! - A viewer's stream ([`viewer`]) waits on that slot and sends the slot's shared bytes. A
-//!   viewer that stops reading skips to the latest publication when it reads again (the slot
-//!   holds one value; nothing is queued per viewer), and the connection's write-stall guard
-//!   drops it if it never does.
+//!   with its strong `ETag` and the SSE event, each encoded once; and into the poll's hub of
+//!   viewers ([`tally_serve::broadcast`]).
+//! - A viewer below hyper (a connection whose first request is the stream: nearly all) joins
+//!   the poll's hub, whose broadcaster writes each publication's shared bytes to every
+//!   viewer's socket in one loop; the viewer's own task runs only when its socket would block.
+//!   A viewer served through hyper (a stream asked for on a keep-alive connection) has a
+//!   stream of its own ([`viewer`]) that waits on the slot. Either way a viewer that stops
+//!   reading skips to the latest publication when it reads again (one frame held; nothing is
+//!   queued per viewer), and the connection's write-stall guard drops it if it never does.
 //! - Results, history and the poll list are answered from the cached bytes with the node's
 //!   `Cache-Control`, `ETag` and `304` ([`tally_serve::caching`]); history and the poll list are
 //!   read from a node at most once per [`HISTORY_REFRESH_MS`] / [`POLL_LIST_REFRESH_MS`]

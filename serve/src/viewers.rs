@@ -19,6 +19,11 @@
 //! end, or sends anything after its request, is dropped at once. The stream ends when the feed
 //! does (the node or edge stops) or the server shuts down.
 //!
+//! A route feeds its viewers one of two ways ([`Feed`]): a stream of frames per viewer, pulled
+//! by the viewer's task (the node's), or a place in a hub whose broadcaster writes to every
+//! viewer's socket in one loop, the viewer's task running only when its socket would block
+//! (the edge's, [`crate::broadcast`]). The promises above hold for both.
+//!
 //! Only a connection's first request is taken here: on a keep-alive connection hyper already
 //! serves, a later stream request goes through the router at the old cost (hyper keeps the
 //! connection). A request the route declines (unknown poll, the viewer cap, no results yet) goes
