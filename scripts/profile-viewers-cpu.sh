@@ -4,10 +4,11 @@
 # on the edge (edge/examples/viewers.rs, one client process), then PROFILE_VOTES (20) votes
 # straight to the node, one every 0.5 s (each one broadcast to every viewer), with the edge
 # under `perf record -e cpu-clock` (this VM has no hardware PMU) for the whole burst. Prints
-# the edge's CPU per broadcast, and writes perf's flat profile (self time by symbol) and its
-# caller graph under target/profile-viewers-cpu/<time>/. PROFILE_BINARY runs another build;
-# PROFILE_CALL_GRAPH (dwarf) is perf's --call-graph mode, PROFILE_HZ (499) its rate. Only 127.0.0.1 is contacted (ports
-# 18311-18312); bounded in time (the client exits after 300 s).
+# the edge's CPU per broadcast (and the client process's, for comparison), and writes perf's
+# flat profile (self time by symbol) and its caller graph under
+# target/profile-viewers-cpu/<time>/. PROFILE_BINARY runs another build; PROFILE_CALL_GRAPH
+# (dwarf) is perf's --call-graph mode, PROFILE_HZ (499) its rate. Only 127.0.0.1 is contacted
+# (ports 18311-18312); bounded in time (the client exits after 300 s).
 #   scripts/profile-viewers-cpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,22 +53,23 @@ cast() {
 cast
 VIEWERS_SECONDS=300 $T/examples/viewers "$EDGE" superbowl "$VIEWERS" 127.0.4.1 \
   >"$OUT/client.out" 2>&1 &
-pids+=("$!")
+client=$!; pids+=("$client")
 for _ in $(seq 600); do grep -q '^open' "$OUT/client.out" && break; sleep 0.5; done
 grep -q '^open' "$OUT/client.out" || { echo "profile-viewers-cpu: the viewers never opened" >&2; exit 1; }
 sleep 3
-cpu_before=$(cpu_ticks "$edge")
+cpu_before=$(cpu_ticks "$edge"); client_before=$(cpu_ticks "$client")
 perf record -e cpu-clock -F "${PROFILE_HZ:-499}" --call-graph "${PROFILE_CALL_GRAPH:-dwarf}" -o "$OUT/perf.data" \
   -p "$edge" -- sleep $((VOTES / 2 + 2)) >"$OUT/perf.log" 2>&1 &
 recorder=$!
 sleep 0.5
 for _ in $(seq "$VOTES"); do cast; sleep 0.5; done
 wait "$recorder" || true
-cpu=$(( $(cpu_ticks "$edge") - cpu_before ))
+cpu=$(( $(cpu_ticks "$edge") - cpu_before )); client_cpu=$(( $(cpu_ticks "$client") - client_before ))
 seen=$(awk '$1 == "seen" { t = $3 } END { print t + 0 }' "$OUT/client.out")
 echo "profile-viewers-cpu: $VIEWERS viewers, $VOTES votes (the slowest viewer saw total $seen of $vote);" \
   "edge CPU over the recording $((cpu * 1000 / $(getconf CLK_TCK))) ms," \
-  "$((cpu * 1000 / $(getconf CLK_TCK) / VOTES)) ms per broadcast"
+  "$((cpu * 1000 / $(getconf CLK_TCK) / VOTES)) ms per broadcast; the client process's CPU" \
+  "$((client_cpu * 1000 / $(getconf CLK_TCK) / VOTES)) ms per broadcast"
 perf report -i "$OUT/perf.data" --no-children --sort dso,symbol --percent-limit 0.3 --stdio \
   2>/dev/null | grep -v '^$' >"$OUT/flat.txt" || true
 perf report -i "$OUT/perf.data" --children --sort symbol --percent-limit 2 --stdio -G \
