@@ -330,6 +330,8 @@ where
         poll_viewer(&shared, &mut state, cx)
     })
     .await;
+    // A broadcaster's turn may still hold the viewer: it must not write to it any more.
+    lock(&viewer.state).hub_writes = false;
     drop(membership);
     // Best effort: the stall guard bounds it.
     let _ =
