@@ -32,7 +32,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, watch};
 
-use crate::viewers::{Ended, poll_left, poll_write_all};
+use crate::viewer_io::{Ended, poll_left, poll_write_all};
 
 /// Viewers a broadcaster writes to before it lets other tasks run (the votes an edge answers
 /// wait at most this many writes, ~2 ms here).

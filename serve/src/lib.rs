@@ -35,6 +35,7 @@ pub mod head;
 pub mod pages;
 pub mod rewind;
 pub mod stall_guard;
+mod viewer_io;
 pub mod viewers;
 pub mod vote_answer;
 pub mod votes;

@@ -40,12 +40,13 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::watch;
 use tower::ServiceExt as _;
 use tower_http::cors::CorsLayer;
 
 use crate::head::StreamPath;
+use crate::viewer_io::{Ended, poll_left, poll_write_all};
 
 /// What one viewer served below hyper costs its process, in resident bytes: the measured
 /// 1.65 KB (edge) and 1.93 KB (node) per viewer at 10,000 viewers, and 1.9 KB at 100,000
@@ -240,19 +241,6 @@ fn cors_headers(cors: &CorsLayer) -> axum::http::HeaderMap {
     }
 }
 
-/// How a viewer's connection ended.
-#[derive(Debug)]
-pub(crate) enum Ended {
-    /// The feed ended (the node or edge stops).
-    FeedDone,
-    /// The server shuts down.
-    Shutdown,
-    /// The viewer closed its end, or sent bytes after its request.
-    ClientLeft,
-    /// A write failed (the stall guard's timeout, a reset).
-    WriteFailed(#[allow(dead_code, reason = "read in the log, by `Debug`")] std::io::Error),
-}
-
 /// Serves one viewer: `head`, then `frames`, until one of [`Ended`].
 ///
 /// One future polled on each wake-up, with the shutdown watch registered once for the
@@ -298,37 +286,6 @@ where
     // Best effort: the stall guard bounds it.
     let _ = io.shutdown().await;
     ended
-}
-
-/// Writes all of `pending` and flushes; `Pending` while the socket would block (the stall
-/// guard then times the wait).
-pub(crate) fn poll_write_all<I: AsyncWrite + Unpin>(
-    io: &mut I,
-    cx: &mut std::task::Context<'_>,
-    pending: &mut Bytes,
-) -> Poll<std::io::Result<()>> {
-    while !pending.is_empty() {
-        match Pin::new(&mut *io).poll_write(cx, pending) {
-            Poll::Ready(Ok(0)) => {
-                return Poll::Ready(Err(std::io::Error::from(std::io::ErrorKind::WriteZero)));
-            }
-            Poll::Ready(Ok(written)) => bytes::Buf::advance(pending, written),
-            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-            Poll::Pending => return Poll::Pending,
-        }
-    }
-    Pin::new(io).poll_flush(cx)
-}
-
-/// Ready when the viewer closes its end, its connection fails, or it sends anything (a viewer
-/// sends nothing after its request).
-pub(crate) fn poll_left<I: AsyncRead + Unpin>(
-    io: &mut I,
-    cx: &mut std::task::Context<'_>,
-) -> Poll<()> {
-    let mut scratch = [0u8; 1];
-    let mut buf = ReadBuf::new(&mut scratch);
-    Pin::new(io).poll_read(cx, &mut buf).map(|_| ())
 }
 
 #[cfg(test)]
