@@ -5,11 +5,15 @@
 //!   node, fails over along the upstream order when the stream ends, errs, falls silent for
 //!   `fanout_stale_after_ms`, or its node stops being ready, and publishes each change into
 //!   one latest-value slot per poll (a `tokio::sync::watch`, [`Latest`]): the results JSON
-//!   with its strong `ETag` and the SSE event, each encoded once.
-//! - A viewer's stream ([`viewer`]) waits on that slot and sends the slot's shared bytes. A
-//!   viewer that stops reading skips to the latest publication when it reads again (the slot
-//!   holds one value; nothing is queued per viewer), and the connection's write-stall guard
-//!   drops it if it never does.
+//!   with its strong `ETag` and the SSE event, each encoded once; and into the poll's hub of
+//!   viewers ([`tally_serve::broadcast`]).
+//! - A viewer below hyper (a connection whose first request is the stream: nearly all) joins
+//!   the poll's hub, whose broadcaster writes each publication's shared bytes to every
+//!   viewer's socket in one loop; the viewer's own task runs only when its socket would block.
+//!   A viewer served through hyper (a stream asked for on a keep-alive connection) has a
+//!   stream of its own ([`viewer`]) that waits on the slot. Either way a viewer that stops
+//!   reading skips to the latest publication when it reads again (one frame held; nothing is
+//!   queued per viewer), and the connection's write-stall guard drops it if it never does.
 //! - Results, history and the poll list are answered from the cached bytes with the node's
 //!   `Cache-Control`, `ETag` and `304` ([`tally_serve::caching`]); history and the poll list are
 //!   read from a node at most once per [`HISTORY_REFRESH_MS`] / [`POLL_LIST_REFRESH_MS`]
@@ -39,6 +43,7 @@ use std::time::Duration;
 
 use tally_client::Endpoint;
 use tally_core::PollId;
+use tally_serve::broadcast::Hub;
 use tally_serve::error::ApiError;
 use tally_serve::viewers::{ViewerBudget, ViewerCharge, ViewerPath};
 use tokio::sync::watch;
@@ -162,6 +167,8 @@ impl Shared {
 #[derive(Clone)]
 pub(crate) struct Entry {
     latest: watch::Receiver<Arc<Latest>>,
+    /// The viewers served below hyper, written to by the hub's broadcaster.
+    hub: Hub,
     /// When it was last read (ms since the epoch).
     last_read_ms: Arc<AtomicU64>,
     /// The history read from a node, behind a single-flight lock.
@@ -265,8 +272,10 @@ impl Fanout {
             return Err(Unfollowable::Full);
         }
         let (slot, latest) = watch::channel(Arc::new(Latest::default()));
+        let (publisher, hub) = Hub::new();
         let entry = Entry {
             latest,
+            hub,
             last_read_ms: Arc::new(AtomicU64::new(now)),
             history: Arc::new(tokio::sync::Mutex::new(None)),
         };
@@ -280,6 +289,7 @@ impl Fanout {
                 known.id.clone(),
                 self.shared.clone(),
                 slot,
+                publisher,
                 entry.last_read_ms.clone(),
             )
             .run(),
@@ -333,6 +343,7 @@ fn retire_if_idle(
     shared: &Shared,
     poll: &PollId,
     slot: &watch::Sender<Arc<Latest>>,
+    hub_viewers: usize,
     last_read_ms: &AtomicU64,
 ) -> bool {
     let stopping = *shared.stopping.borrow();
@@ -344,8 +355,9 @@ fn retire_if_idle(
         .subscriptions
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    // The registry's own receiver is the one left when no viewer holds the slot.
-    if stopping || (idle && slot.receiver_count() <= 1) {
+    // The registry's own receiver is the one left when no viewer through hyper holds the
+    // slot; the viewers below hyper are the hub's.
+    if stopping || (idle && slot.receiver_count() <= 1 && hub_viewers == 0) {
         subscriptions.remove(poll);
         shared.metrics.fanout_polls.set(subscriptions.len() as i64);
         return true;

@@ -33,9 +33,10 @@ use tokio::sync::watch;
 
 use bytes::BytesMut;
 
+use crate::broadcast;
 use crate::head::{self, Head};
 use crate::rewind::Rewind;
-use crate::viewers::{self, Streams};
+use crate::viewers::{self, Feed, Streams};
 
 /// Default limit on how long a connection may take to send a complete request head, counted
 /// from when the node starts waiting for one (connection opened, or previous response sent),
@@ -192,19 +193,25 @@ impl FirstRequest {
             Head::Malformed(message) => return refuse(io, "400 Bad Request", &message).await,
             Head::Stream { poll } => {
                 let opening = streams.open(poll);
-                let frames = tokio::select! {
+                let feed = tokio::select! {
                     biased;
                     _ = stop.wait_for(|stop| *stop) => return,
-                    frames = opening => frames,
+                    feed = opening => feed,
                 };
-                if let Some(frames) = frames {
+                if let Some(feed) = feed {
                     // A task of its own, holding only what the viewer needs (this one's
                     // future is as large as the head's reading and hyper's start).
                     let head = streams.head().clone();
-                    tokio::spawn(async move {
-                        let ended = viewers::serve(io, head, frames, stop).await;
-                        tracing::trace!(?ended, "a viewer's stream ended");
-                    });
+                    match feed {
+                        Feed::Frames(frames) => tokio::spawn(async move {
+                            let ended = viewers::serve(io, head, frames, stop).await;
+                            tracing::trace!(?ended, "a viewer's stream ended");
+                        }),
+                        Feed::Hub { hub, place } => tokio::spawn(async move {
+                            let ended = broadcast::serve(io, head, hub, place, stop).await;
+                            tracing::trace!(?ended, "a viewer's stream ended");
+                        }),
+                    };
                     return;
                 }
             }

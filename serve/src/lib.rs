@@ -6,6 +6,8 @@
 //! - [`head`], [`rewind`], [`viewers`]: a connection's first request head read before hyper,
 //!   live-stream viewers served below hyper from shared bytes, every other request replayed to
 //!   hyper;
+//! - [`broadcast`]: a hub that writes each publication to all its viewers' sockets in one loop,
+//!   a viewer's own task running only when its socket would block;
 //! - [`stall_guard`]: a connection whose client stops reading is dropped;
 //! - [`body`]: a request body read whole within a deadline after its headers;
 //! - [`caching`]: `Cache-Control`, strong `ETag`s and `304 Not Modified` of the read routes;
@@ -22,6 +24,7 @@
 //! simulation's time drives it.
 
 pub mod body;
+pub mod broadcast;
 pub mod caching;
 pub mod config_file;
 pub mod connections;
@@ -32,6 +35,7 @@ pub mod head;
 pub mod pages;
 pub mod rewind;
 pub mod stall_guard;
+mod viewer_io;
 pub mod viewers;
 pub mod vote_answer;
 pub mod votes;

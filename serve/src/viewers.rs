@@ -19,6 +19,11 @@
 //! end, or sends anything after its request, is dropped at once. The stream ends when the feed
 //! does (the node or edge stops) or the server shuts down.
 //!
+//! A route feeds its viewers one of two ways ([`Feed`]): a stream of frames per viewer, pulled
+//! by the viewer's task (the node's), or a place in a hub whose broadcaster writes to every
+//! viewer's socket in one loop, the viewer's task running only when its socket would block
+//! (the edge's, [`crate::broadcast`]). The promises above hold for both.
+//!
 //! Only a connection's first request is taken here: on a keep-alive connection hyper already
 //! serves, a later stream request goes through the router at the old cost (hyper keeps the
 //! connection). A request the route declines (unknown poll, the viewer cap, no results yet) goes
@@ -35,12 +40,13 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::watch;
 use tower::ServiceExt as _;
 use tower_http::cors::CorsLayer;
 
 use crate::head::StreamPath;
+use crate::viewer_io::{Ended, poll_left, poll_write_all};
 
 /// What one viewer served below hyper costs its process, in resident bytes: the measured
 /// 1.65 KB (edge) and 1.93 KB (node) per viewer at 10,000 viewers, and 1.9 KB at 100,000
@@ -136,12 +142,26 @@ impl Drop for ViewerCharge {
 /// A viewer's frames: each item the bytes to write next (one or more whole SSE events).
 pub type Frames = Pin<Box<dyn Stream<Item = Result<Bytes, Infallible>> + Send>>;
 
+/// How a viewer is fed.
+pub enum Feed {
+    /// Its own stream of frames, pulled by its task.
+    Frames(Frames),
+    /// A place among a hub's viewers, written to by the hub's broadcaster
+    /// ([`crate::broadcast`]).
+    Hub {
+        /// The hub.
+        hub: crate::broadcast::Hub,
+        /// Held for the viewer's life (its charge against the budget, its place in the counts).
+        place: Box<dyn std::any::Any + Send>,
+    },
+}
+
 /// The future of [`StreamRoute::open`].
-pub type Opening = Pin<Box<dyn Future<Output = Option<Frames>> + Send>>;
+pub type Opening = Pin<Box<dyn Future<Output = Option<Feed>> + Send>>;
 
 /// The live stream's route, as served below hyper.
 pub trait StreamRoute: Send + Sync + 'static {
-    /// The frames of a new viewer of `poll`, its place taken; `None` if the route would not
+    /// The feed of a new viewer of `poll`, its place taken; `None` if the route would not
     /// answer 200 (the router then answers the request, with its usual error).
     fn open(&self, poll: String) -> Opening;
 }
@@ -221,20 +241,15 @@ fn cors_headers(cors: &CorsLayer) -> axum::http::HeaderMap {
     }
 }
 
-/// How a viewer's connection ended.
-#[derive(Debug)]
-pub(crate) enum Ended {
-    /// The feed ended (the node or edge stops).
-    FeedDone,
-    /// The server shuts down.
-    Shutdown,
-    /// The viewer closed its end, or sent bytes after its request.
-    ClientLeft,
-    /// A write failed (the stall guard's timeout, a reset).
-    WriteFailed(#[allow(dead_code, reason = "read in the log, by `Debug`")] std::io::Error),
-}
-
 /// Serves one viewer: `head`, then `frames`, until one of [`Ended`].
+///
+/// One future polled on each wake-up, with the shutdown watch registered once for the
+/// viewer's life (a `select!` in a loop would build and drop its futures, and register with
+/// the shutdown watch again, on every frame). Each wake-up checks, in this order: shutdown,
+/// whether the viewer left (a read that is not ready costs no system call), then writes what
+/// is pending and, once all of it is written, asks the feed for its next frame. So a frame is
+/// pulled only when the last one is out: a viewer whose socket would block holds one frame
+/// (shared bytes) and its stall guard's timer, and nothing more.
 pub(crate) async fn serve<I>(
     mut io: I,
     head: Bytes,
@@ -244,67 +259,33 @@ pub(crate) async fn serve<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
+    let stop = shutdown.wait_for(|stop| *stop);
+    tokio::pin!(stop);
     let mut pending = head;
-    let ended = loop {
-        if let Err(ended) = write_watching(&mut io, &mut pending).await {
-            break ended;
+    let ended = std::future::poll_fn(|cx| {
+        if stop.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ended::Shutdown);
         }
-        tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|stop| *stop) => break Ended::Shutdown,
-            () = left(&mut io) => break Ended::ClientLeft,
-            frame = frames.next() => match frame {
-                Some(Ok(frame)) => pending = frame,
-                None => break Ended::FeedDone,
-            },
+        if poll_left(&mut io, cx).is_ready() {
+            return Poll::Ready(Ended::ClientLeft);
         }
-    };
-    // Best effort: the stall guard bounds it.
-    let _ = io.shutdown().await;
-    ended
-}
-
-/// Writes all of `pending` (flushing it), unless the viewer leaves meanwhile.
-async fn write_watching<I>(io: &mut I, pending: &mut Bytes) -> Result<(), Ended>
-where
-    I: AsyncRead + AsyncWrite + Unpin,
-{
-    std::future::poll_fn(|cx| {
         loop {
-            if poll_left(io, cx).is_ready() {
-                return Poll::Ready(Err(Ended::ClientLeft));
+            match poll_write_all(&mut io, cx, &mut pending) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(error)) => return Poll::Ready(Ended::WriteFailed(error)),
+                Poll::Pending => return Poll::Pending,
             }
-            if pending.is_empty() {
-                return Pin::new(&mut *io)
-                    .poll_flush(cx)
-                    .map_err(Ended::WriteFailed);
-            }
-            match Pin::new(&mut *io).poll_write(cx, pending) {
-                Poll::Ready(Ok(0)) => {
-                    let closed = std::io::Error::from(std::io::ErrorKind::WriteZero);
-                    return Poll::Ready(Err(Ended::WriteFailed(closed)));
-                }
-                Poll::Ready(Ok(written)) => {
-                    bytes::Buf::advance(pending, written);
-                }
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(Ended::WriteFailed(error))),
+            match frames.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(frame))) => pending = frame,
+                Poll::Ready(None) => return Poll::Ready(Ended::FeedDone),
                 Poll::Pending => return Poll::Pending,
             }
         }
     })
-    .await
-}
-
-/// Resolves when the viewer closes its end, its connection fails, or it sends anything (a
-/// viewer sends nothing after its request).
-async fn left<I: AsyncRead + Unpin>(io: &mut I) {
-    std::future::poll_fn(|cx| poll_left(io, cx)).await
-}
-
-fn poll_left<I: AsyncRead + Unpin>(io: &mut I, cx: &mut std::task::Context<'_>) -> Poll<()> {
-    let mut scratch = [0u8; 1];
-    let mut buf = ReadBuf::new(&mut scratch);
-    Pin::new(io).poll_read(cx, &mut buf).map(|_| ())
+    .await;
+    // Best effort: the stall guard bounds it.
+    let _ = io.shutdown().await;
+    ended
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tally_core::PollId;
+use tally_serve::broadcast::{Current, Publisher};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -34,6 +35,8 @@ pub(super) struct Follow {
     poll: PollId,
     shared: Arc<Shared>,
     slot: watch::Sender<Arc<Latest>>,
+    /// The hub of the viewers below hyper (dropped with the subscription: their streams end).
+    publisher: Publisher,
     last_read_ms: Arc<AtomicU64>,
     latest: Latest,
     /// When a node's stream was last heard from (a frame, a heartbeat, or its opening).
@@ -51,6 +54,7 @@ impl Follow {
         poll: PollId,
         shared: Arc<Shared>,
         slot: watch::Sender<Arc<Latest>>,
+        publisher: Publisher,
         last_read_ms: Arc<AtomicU64>,
     ) -> Self {
         let now = Instant::now();
@@ -58,6 +62,7 @@ impl Follow {
             poll,
             shared,
             slot,
+            publisher,
             last_read_ms,
             latest: Latest::default(),
             heard_at: now,
@@ -227,6 +232,11 @@ impl Follow {
 
     fn publish(&mut self) {
         self.published_at = Instant::now();
+        self.publisher.publish(Current {
+            results_generation: self.latest.results_generation,
+            update: self.latest.update.clone(),
+            catch_up: self.latest.catch_up.clone(),
+        });
         self.slot.send_replace(Arc::new(self.latest.clone()));
     }
 
@@ -253,7 +263,14 @@ impl Follow {
     /// The subscription's clock: held-back results, `stale` events, heartbeats, the
     /// staleness gauge. Returns true if the subscription should end.
     fn tick(&mut self) -> bool {
-        if retire_if_idle(&self.shared, &self.poll, &self.slot, &self.last_read_ms) {
+        let hub_viewers = self.publisher.viewers();
+        if retire_if_idle(
+            &self.shared,
+            &self.poll,
+            &self.slot,
+            hub_viewers,
+            &self.last_read_ms,
+        ) {
             return true;
         }
         let since_results = self.results_published_at.elapsed();

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tally_serve::caching::{self, CACHE_OPEN};
 use tally_serve::error::ApiError;
-use tally_serve::viewers::ViewerPath;
+use tally_serve::viewers::{Feed, ViewerPath};
 use tokio::time::Instant;
 
 use super::latest::{Encoded, Latest, Results, StaleReason};
@@ -146,6 +146,22 @@ impl Fanout {
         };
         first_results(&entry).await?;
         Ok(viewer::stream(entry.latest.clone(), place))
+    }
+
+    /// A new viewer below hyper ([`tally_serve::viewers`]): a place among the poll's hub of
+    /// viewers, charged what a viewer below hyper costs.
+    pub async fn join_viewer(&self, catalogue: &Catalogue, poll: &str) -> Result<Feed, ApiError> {
+        let entry = self
+            .entry(catalogue, poll)
+            .map_err(|e| named(e.into(), poll))?;
+        let Some(place) = self.admit(ViewerPath::BelowHyper) else {
+            return Err(ApiError::Overloaded(5));
+        };
+        first_results(&entry).await?;
+        Ok(Feed::Hub {
+            hub: entry.hub.clone(),
+            place: Box::new(place),
+        })
     }
 }
 

@@ -1,4 +1,5 @@
-//! One viewer's SSE stream: the poll's current results at once, then, each time the slot
+//! One viewer's SSE stream, for a viewer served through hyper (those below hyper are the
+//! poll's hub's, [`tally_serve::broadcast`]): the poll's current results at once, then, each time the slot
 //! changes, the bytes that publication holds for it. Its whole state is a receiver of the
 //! slot, the generation of the results it sent last, and its place: no timer, no queue, no
 //! encoding. A viewer slower than the publications skips to the latest one (the slot holds

@@ -56,8 +56,9 @@ fn answer(result: Result<Response, tally_serve::error::ApiError>) -> Response {
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// The live stream as served below hyper ([`tally_serve::viewers`]): the same viewer as
-/// [`stream`]'s, or `None` (the router then answers, with the error).
+/// The live stream as served below hyper ([`tally_serve::viewers`]): a place in the poll's
+/// hub of viewers ([`tally_serve::broadcast`]), sent what [`stream`]'s viewer is sent, or
+/// `None` (the router then answers, with the error).
 pub(super) struct Viewers(pub(super) Arc<EdgeState>);
 
 impl tally_serve::viewers::StreamRoute for Viewers {
@@ -65,14 +66,7 @@ impl tally_serve::viewers::StreamRoute for Viewers {
         let edge = Arc::clone(&self.0);
         Box::pin(async move {
             let catalogue = edge.dispatch.catalogue.borrow().clone();
-            edge.fanout
-                .open_viewer(
-                    &catalogue,
-                    &poll,
-                    tally_serve::viewers::ViewerPath::BelowHyper,
-                )
-                .await
-                .ok()
+            edge.fanout.join_viewer(&catalogue, &poll).await.ok()
         })
     }
 }

@@ -260,6 +260,8 @@ impl tally_serve::viewers::StreamRoute for Viewers {
     fn open(&self, poll: String) -> tally_serve::viewers::Opening {
         // Declined (unknown poll, the cap): the router answers, and counts, as it always did.
         let frames = Viewers::open(self, &poll).ok();
-        Box::pin(std::future::ready(frames))
+        Box::pin(std::future::ready(
+            frames.map(tally_serve::viewers::Feed::Frames),
+        ))
     }
 }
