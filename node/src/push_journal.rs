@@ -13,8 +13,9 @@
 //! meaning of [`PushAck::durable_through`]) as soon as that covers the batch: known from
 //! the engine's answers to earlier pushes (what its log holds) extended by the journal's
 //! fsyncs of the batches that follow them without a gap. A batch the journal does not take,
-//! or that does not join what is known durable (the first push of a session, a probe), is
-//! answered when the engine's answer comes, as before the journal existed: the `log` lane.
+//! that does not join what is known durable (the first push of a session), or that brings
+//! nothing new (a probe, which asks what the engine holds, pulls included) is answered when
+//! the engine's answer comes, as before the journal existed: the `log` lane.
 //!
 //! What it promises:
 //! - a push answered durable is on this node's disk: in the journal (fsynced) or the main
@@ -186,6 +187,10 @@ struct Waiting {
     reply: Option<PushReply>,
     /// The engine answered it (its main log holds what it says).
     logged: bool,
+    /// It brought nothing past what was known durable when it came (a probe: the pusher
+    /// asks what this node holds, pulls included, which only the engine knows): answered
+    /// only with the engine's answer.
+    asks_engine: bool,
 }
 
 /// What the journal's task knows of one actor's records in one poll.
@@ -281,6 +286,15 @@ impl Lane {
         {
             return false;
         }
+        let key = (batch.poll().clone(), batch.actor().clone());
+        if self
+            .actors
+            .get(&key)
+            .is_some_and(|state| batch.last_seq() <= state.durable)
+        {
+            // Nothing new: a probe.
+            return false;
+        }
         if self.records + batch.len() > self.limits.records_max {
             self.metrics.acks.journal_full.inc();
             return false;
@@ -307,6 +321,7 @@ impl Lane {
             last,
             reply: Some(reply),
             logged: false,
+            asks_engine: last <= state.durable,
         });
         self.waiting += 1;
         if journaled {
@@ -475,7 +490,7 @@ impl Lane {
         let before = state.waiting.len();
         let mut answered = (0u64, 0u64);
         state.waiting.retain_mut(|waiting| {
-            let covered = waiting.last <= durable;
+            let covered = waiting.last <= durable && !waiting.asks_engine;
             if !covered && !waiting.logged {
                 return true;
             }

@@ -310,6 +310,25 @@ async fn a_push_that_does_not_follow_what_is_durable_waits_for_the_engine() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_probe_is_answered_with_what_the_engine_holds() {
+    // Goal: a push of records known durable already (a probe: the pusher asks what this
+    // node holds, pulls included) is answered with the engine's answer, not with what the
+    // journal knows. Method: after 1..5 (logged), probe record 3; the engine, which pulled
+    // up to 40 meanwhile, answers 40.
+    let disk = MemoryStorage::new();
+    let (mut node, _main) = start(&disk, JournalLimits::default());
+    let (answer, engine) = node.push(batch(1, 5)).await;
+    logged(engine, 5);
+    answer_of(answer).await;
+    let (mut answer, engine) = node.push(batch(3, 3)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(answer.try_recv().is_err(), "the probe waits for the engine");
+    logged(engine, 40);
+    assert_eq!(answer_of(answer).await, 40);
+    assert_eq!(node.answered_on("journal"), 0);
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn the_journal_is_rewritten_small_once_the_main_log_holds_its_records() {
     // Goal: the journal stays small. Method: a rotation threshold of one byte: every journal
     // job is followed by a rewrite holding only the batches the engine has not answered; once
