@@ -303,6 +303,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
                 journal,
                 journal_executor,
                 ack_tx.clone(),
+                command_tx.clone(),
                 health.clone(),
                 metrics.clone(),
                 push_journal::JournalLimits::default(),

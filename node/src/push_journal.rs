@@ -43,9 +43,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use futures_util::stream::FuturesOrdered;
+use futures_util::stream::FuturesUnordered;
 use tally_core::wire::PushAck;
 use tally_core::{ActorId, DefinitionDigest, NodeId, PollId, RecordBatch, Seq};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{AckCommand, Command, EngineError};
@@ -66,8 +67,9 @@ pub const PUSH_JOURNAL_ROTATE_BYTES: u64 = 8 << 20;
 /// Pushes queued to the journal's task from all push sessions; a session waits when full.
 pub const PUSH_JOURNAL_QUEUE_MAX: usize = 64;
 
-/// Pushes the journal's task holds unanswered before it stops taking more (each session
-/// holds at most `PUSHES_UNANSWERED_MAX` anyway).
+/// Pushes the journal's task holds unanswered, or handed to the engine and not answered by
+/// it, before it stops taking more (each session holds at most `PUSHES_UNANSWERED_MAX`
+/// unanswered anyway).
 pub const PUSH_JOURNAL_WAITING_MAX: usize = 4096;
 
 /// Append jobs of the journal in flight at once (one being fsynced, one gathering).
@@ -124,11 +126,15 @@ pub struct PushJournal {
 
 impl PushJournal {
     /// Starts the journal's writer (as `executor` says) and its task, which hands every push
-    /// to the engine through `engine` (its acks' lane).
+    /// to the engine: a journaled one through `merges` (its ordinary command queue: its
+    /// answer no longer waits for the merge, which then need not go ahead of the acks' own
+    /// commands), others, and journaled ones while that queue is full, through `engine`
+    /// (its acks' lane, served first).
     pub fn start<S: Storage + 'static>(
         journal: Wal<S>,
         executor: WalExecutor,
         engine: mpsc::Sender<Command>,
+        merges: mpsc::Sender<Command>,
         health: Arc<Health>,
         metrics: Arc<Metrics>,
         limits: JournalLimits,
@@ -137,6 +143,7 @@ impl PushJournal {
         let (pushes, inbox) = mpsc::channel(PUSH_JOURNAL_QUEUE_MAX);
         let lane = Lane {
             engine,
+            merges,
             health,
             metrics,
             limits,
@@ -151,7 +158,7 @@ impl PushJournal {
             definitions: BTreeMap::new(),
             records: 0,
             waiting: 0,
-            answers: FuturesOrdered::new(),
+            answers: FuturesUnordered::new(),
             next_push: 0,
         };
         let task = tokio::spawn(lane.run(inbox, done));
@@ -227,6 +234,7 @@ type LoggedFuture = Pin<Box<dyn Future<Output = Logged> + Send>>;
 /// The journal's task.
 struct Lane {
     engine: mpsc::Sender<Command>,
+    merges: mpsc::Sender<Command>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     limits: JournalLimits,
@@ -246,7 +254,7 @@ struct Lane {
     records: usize,
     /// Pushes waiting, over all actors.
     waiting: usize,
-    answers: FuturesOrdered<LoggedFuture>,
+    answers: FuturesUnordered<LoggedFuture>,
     next_push: u64,
 }
 
@@ -259,7 +267,8 @@ impl Lane {
         loop {
             self.submit();
             let has_answers = !self.answers.is_empty();
-            let room = self.waiting < PUSH_JOURNAL_WAITING_MAX;
+            let room = self.waiting < PUSH_JOURNAL_WAITING_MAX
+                && self.answers.len() < PUSH_JOURNAL_WAITING_MAX;
             tokio::select! {
                 biased;
                 report = done.recv(), if !self.failed => match report {
@@ -341,10 +350,21 @@ impl Lane {
             batch,
             reply: engine_reply,
         };
-        // The engine stopped: the answer below resolves to an error, and the push is
-        // answered with what is known durable.
-        let _ = self.engine.send(Command::Ack(command)).await;
-        self.answers.push_back(Box::pin(async move {
+        let command = Command::Ack(command);
+        let unsent = if journaled {
+            self.merges
+                .try_send(command)
+                .err()
+                .map(TrySendError::into_inner)
+        } else {
+            Some(command)
+        };
+        if let Some(command) = unsent {
+            // The engine stopped: the answer below resolves to an error, and the push is
+            // answered with what is known durable.
+            let _ = self.engine.send(command).await;
+        }
+        self.answers.push(Box::pin(async move {
             Logged {
                 key,
                 push: id,

@@ -94,6 +94,7 @@ fn start(disk: &MemoryStorage, limits: JournalLimits) -> (Running, Wal<MemorySto
     let (journal, _task, _writer) = PushJournal::start(
         journal_log,
         WalExecutor::Task,
+        engine_tx.clone(),
         engine_tx,
         Arc::new(Health::new(&[])),
         metrics.clone(),
