@@ -8,8 +8,9 @@
 //! pushing over both sent and merged every record twice) as soon as they are durable here (the engine wakes
 //! the session; a push carries at most [`crate::engine::PUSH_RECORDS_PER_ASK_MAX`] records,
 //! everything made durable meanwhile, so one round trip covers a whole group commit), and
-//! its answers to the peer's pushes, each sent once the engine has logged and fsynced the
-//! pushed records. A session with an ack peer also asks for probes when it starts and then
+//! its answers to the peer's pushes, each sent once the pushed records are durable here: in
+//! the push journal ([`crate::push_journal`], which hands them to the engine too), or, for a
+//! node without one, once the engine has logged and fsynced them. A session with an ack peer also asks for probes when it starts and then
 //! every [`PUSH_PROBE_INTERVAL`] while none of its pushes is unanswered: records pushed
 //! again so that the peer says what it now holds, for replies that wait for records it has
 //! not confirmed (see `engine::replication`). Three tasks share the session: one reads the peer's push stream and hands
