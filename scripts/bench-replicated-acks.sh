@@ -70,7 +70,7 @@ SCRATCH=$(mktemp -d)
 RUNS_TSV=$OUT/runs.tsv
 COMMANDS=$OUT/commands.txt
 : >"$COMMANDS"
-printf 'case\tmode\trun\tvotes_per_s\tp50_us\tp99_us\tmax_us\tcounted\trefused\tunknown\tcheck\tack_wait_mean_us\tack_misses\tfsync_mean_us\tnode_cpu_us_per_vote\thost_idle_pct\n' >"$RUNS_TSV"
+printf 'case\tmode\trun\tvotes_per_s\tp50_us\tp99_us\tmax_us\tcounted\trefused\tunknown\tcheck\tack_wait_mean_us\tack_misses\tfsync_mean_us\tnode_cpu_us_per_vote\thost_idle_pct\tpushes_journal\tpushes_log\n' >"$RUNS_TSV"
 "$CLIENT" certs --out "$SCRATCH/certs" --nodes a,b >/dev/null
 
 PID_A=""
@@ -139,14 +139,18 @@ cpu_sample() {
   awk -v nodes="$nodes" '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print nodes, $5 + $6, t; exit }' /proc/stat
 }
 
-# "WAIT_SECONDS WAITS MISSES FSYNC_SECONDS FSYNCS" over both nodes, from their /metrics: the
-# ack-peer wait histogram's sum and count, the votes no ack peer confirmed, and the log's fsyncs.
+# "WAIT_SECONDS WAITS MISSES FSYNC_SECONDS FSYNCS JOURNAL LOG" over both nodes, from their
+# /metrics: the ack-peer wait histogram's sum and count, the votes no ack peer confirmed, the
+# log's fsyncs, and the peers' pushes answered from the push journal and after the main log
+# (both 0 for a build without the journal).
 ack_totals() {
   python3 - "http://$HTTP_A/metrics" "http://$HTTP_B/metrics" <<'PY'
 import sys, urllib.request
 names = ["tally_ack_peer_wait_seconds_sum", "tally_ack_peer_wait_seconds_count",
          "tally_ack_peer_misses_total{", "tally_wal_fsync_duration_seconds_sum",
-         "tally_wal_fsync_duration_seconds_count"]
+         "tally_wal_fsync_duration_seconds_count",
+         'tally_ack_pushes_answered_total{lane="journal"}',
+         'tally_ack_pushes_answered_total{lane="log"}']
 totals = [0.0] * len(names)
 for url in sys.argv[1:]:
     for line in urllib.request.urlopen(url, timeout=10).read().decode().splitlines():
@@ -189,9 +193,10 @@ print("\t".join(str(x) for x in [name, mode, run, round(r["votes_per_s"]), r["la
       r["latency"]["p99_us"], r["latency"]["max_us"], o["counted"], o["refused"], o["unknown"],
       check, round(mean_us), round(a[2] - b[2]), round(fsync_us),
       round((ca[0] - cb[0]) / float(tck) * 1e6 / o["counted"], 3) if o["counted"] else 0,
-      round(100 * (ca[1] - cb[1]) / (ca[2] - cb[2]), 1) if ca[2] > cb[2] else 0]))
+      round(100 * (ca[1] - cb[1]) / (ca[2] - cb[2]), 1) if ca[2] > cb[2] else 0,
+      round(a[5] - b[5]), round(a[6] - b[6])]))
 PY
-  tail -n 1 "$RUNS_TSV" | awk -F'\t' '{ printf "  %-11s %-15s run %s: %9d votes/s  p50 %7.3f ms  p99 %7.3f ms  refused %s unknown %s  check %s  ack wait %s µs  fsync %s µs  node CPU %s µs/vote  host idle %s%%\n", $1, $2, $3, $4, $5/1000, $6/1000, $9, $10, $11, $12, $14, $15, $16 }'
+  tail -n 1 "$RUNS_TSV" | awk -F'\t' '{ printf "  %-11s %-15s run %s: %9d votes/s  p50 %7.3f ms  p99 %7.3f ms  refused %s unknown %s  check %s  ack wait %s µs  fsync %s µs  node CPU %s µs/vote  host idle %s%%  pushes answered journal/log %s/%s\n", $1, $2, $3, $4, $5/1000, $6/1000, $9, $10, $11, $12, $14, $15, $16, $17, $18 }'
   stop_nodes
 }
 

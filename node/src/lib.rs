@@ -27,6 +27,7 @@ pub mod huge_pages;
 pub mod metrics;
 pub mod peer;
 pub mod planted;
+pub mod push_journal;
 pub mod reservation;
 pub mod results;
 pub mod storage;
@@ -154,6 +155,8 @@ pub struct Started {
     engine_stopped: watch::Receiver<bool>,
     engine: tokio::task::JoinHandle<Result<(), engine::EngineError>>,
     writer: group_commit::WriterDone,
+    /// The push journal's writer (peer sync on): it ends once the journal's task does.
+    journal_writer: Option<group_commit::WriterDone>,
     peer_endpoint: Option<quinn::Endpoint>,
     peer_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -192,6 +195,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
         (config.clone(), Vec::new())
     };
     let watched = storage.clone();
+    let directory = storage.clone();
     let mut recovered = startup::recover(
         &recovery_config,
         &validated,
@@ -200,6 +204,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
         rng_seed,
         planted_bug,
     )?;
+    let journal = recover_push_journal(config, syncing, &directory, &mut recovered)?;
     if planted_bug == Some(PlantedBug::KeepDuplicates) {
         recovered.replica.plant_bug_keep_duplicates();
     }
@@ -226,6 +231,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
     let (command_tx, command_rx) = mpsc::channel(config.engine_queue_max);
     let (ack_tx, ack_rx) = mpsc::channel(engine::ACK_LANE_QUEUE_MAX);
     let (close_commands, close_commands_rx) = watch::channel(false);
+    let journal_executor = wal_executor.clone();
     let (job_tx, done_rx, writer) = group_commit::start(recovered.wal, wal_executor)?;
     let health = Arc::new(Health::new(if syncing { &[Hold::CatchingUp] } else { &[] }));
     let sync_tick_ms = config.sync_tick_ms;
@@ -290,6 +296,24 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
     let (stopping, stopping_rx) = watch::channel(false);
     // Background tasks (the disk watch, then peer sync): `stop` aborts them all.
     let mut peer_tasks = vec![tokio::spawn(disk_watch.run(stopping_rx.clone()))];
+    let mut journal_writer = None;
+    let push_journal = match journal.filter(|_| syncing) {
+        Some(journal) => {
+            let (handle, task, writer) = push_journal::PushJournal::start(
+                journal,
+                journal_executor,
+                ack_tx.clone(),
+                command_tx.clone(),
+                health.clone(),
+                metrics.clone(),
+                push_journal::JournalLimits::default(),
+            )?;
+            peer_tasks.push(task);
+            journal_writer = Some(writer);
+            Some(handle)
+        }
+        None => None,
+    };
     let peer_endpoint = match peer_socket {
         Some(socket) => {
             let Some(files) = &config.tls else {
@@ -343,6 +367,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
                 clock_watch: clock_watch.clone(),
                 metrics: metrics.clone(),
                 acks: ack_peers,
+                journal: push_journal,
             });
             // Incoming sessions refused before they name a node count under `incoming`.
             metrics.peers.declare_refusals("incoming");
@@ -410,9 +435,49 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
         engine_stopped,
         engine,
         writer,
+        journal_writer,
         peer_endpoint,
         peer_tasks,
     })
+}
+
+/// Replays the push journal (records peers pushed, durable before the main log held them)
+/// into the recovered replica and log, and returns it open for appends when this node syncs
+/// with peers (a node without peers only drains a journal left from before).
+fn recover_push_journal<S: Storage + Clone + 'static>(
+    config: &Config,
+    syncing: bool,
+    directory: &S,
+    recovered: &mut startup::Recovered<S>,
+) -> Result<Option<wal::Wal<push_journal::storage::JournalStorage<S>>>, NodeError> {
+    let journal_storage = push_journal::storage::JournalStorage::new(directory.clone());
+    let files = journal_storage
+        .list()
+        .map_err(|error| wal::WalError::Io {
+            operation: "list",
+            file: "the push journal".to_owned(),
+            source: Arc::new(error),
+        })
+        .map_err(startup::RecoveryError::from)?;
+    if !syncing && files.is_empty() {
+        return Ok(None);
+    }
+    let (journal, replayed) = push_journal::recover::recover_journal(
+        directory,
+        &mut recovered.replica,
+        &mut recovered.wal,
+        config.accept_log_damage,
+    )?;
+    if replayed.batches > 0 || !replayed.report.is_whole() {
+        tracing::warn!(
+            batches = replayed.batches,
+            records_added = replayed.records_added,
+            refused = replayed.refused,
+            report = %replayed.report,
+            "push journal replayed: records peers pushed are in the log now"
+        );
+    }
+    Ok(syncing.then_some(journal))
 }
 
 /// Turns on replicated acks in `engine` if the configuration asks for them: what the peer
@@ -542,6 +607,7 @@ impl Started {
             engine_stopped: _,
             engine,
             writer,
+            journal_writer,
             peer_endpoint,
             peer_tasks,
         } = self;
@@ -566,6 +632,9 @@ impl Started {
         }
         let engine_result = engine.await;
         writer.wait().await;
+        if let Some(journal_writer) = journal_writer {
+            journal_writer.wait().await;
+        }
         match engine_result {
             Ok(result) => result?,
             Err(join) => std::panic::resume_unwind(join.into_panic()),

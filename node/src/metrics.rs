@@ -168,7 +168,19 @@ pub struct AckMetrics {
     pub records_pushed: Counter,
     /// Records a peer pushed to this node, and it logged and confirmed.
     pub records_confirmed: Counter,
+    /// Pushes from peers answered, by `lane`: `journal` (durable in the push journal, the
+    /// engine not waited for) or `log` (answered after the engine merged and logged them:
+    /// the first push of a session, a probe, or the journal full, failed or the disk low).
+    pub pushes_answered: Family<Labels, Counter>,
+    /// Records in the push journal that the main log may not hold yet (at most
+    /// `push_journal::PUSH_JOURNAL_RECORDS_MAX`; past it pushes take the `log` lane).
+    pub journal_records: Gauge,
+    /// Pushes that found the push journal full (answered on the `log` lane instead).
+    pub journal_full: Counter,
 }
+
+/// Every `lane` of `tally_ack_pushes_answered_total`.
+pub const PUSH_ANSWER_LANES: [&str; 2] = ["journal", "log"];
 
 /// Every `outcome` and `cause` of `tally_ack_peer_misses_total` (their series exist from the
 /// start, for the alert rules).
@@ -247,7 +259,31 @@ impl AckMetrics {
             "Replicated acks: records peers pushed to this node that it logged and confirmed",
             records_confirmed.clone(),
         );
+        let pushes_answered = Family::<Labels, Counter>::default();
+        registry.register(
+            "ack_pushes_answered",
+            "Replicated acks: peers' pushes answered durable, by lane (journal, log)",
+            pushes_answered.clone(),
+        );
+        for lane in PUSH_ANSWER_LANES {
+            let _ = pushes_answered.get_or_create(&vec![("lane", lane)]);
+        }
+        let journal_records = Gauge::default();
+        registry.register(
+            "ack_push_journal_records",
+            "Replicated acks: records in the push journal the main log may not hold yet",
+            journal_records.clone(),
+        );
+        let journal_full = Counter::default();
+        registry.register(
+            "ack_push_journal_full",
+            "Replicated acks: pushes that found the push journal full (answered after the log)",
+            journal_full.clone(),
+        );
         Self {
+            pushes_answered,
+            journal_records,
+            journal_full,
             peer_wait_seconds,
             misses,
             peer_lag_records,

@@ -11,8 +11,10 @@
 //! the ack peers, and report each peer's confirmation ([`AckCommand::PeerConfirmed`]: every
 //! record of an actor of this node in a poll up to a seq is fsynced there). A confirmation
 //! answers every waiter it covers. The other side of a push lives here too: records a peer
-//! pushes are merged and logged like a pull answer's, and confirmed once the log job holding
-//! them is durable ([`AckCommand::PushedRecords`]).
+//! pushes are merged and logged like a pull answer's, and answered once the log job holding
+//! them is durable ([`AckCommand::PushedRecords`]); the push journal
+//! ([`crate::push_journal`]) answers most pushes before that, from its own fsync, and uses
+//! these answers to know what the main log holds.
 //!
 //! Nothing is taken as confirmed that an ack peer did not confirm to this process: a restart
 //! starts with nothing confirmed, and a duplicate of a record made durable before it (the

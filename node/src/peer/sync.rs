@@ -226,6 +226,9 @@ pub struct SyncContext {
     pub metrics: Arc<Metrics>,
     /// The ack peers, under `ack_mode = "replicated"` (pushes go to them).
     pub acks: Option<push::AckPeers>,
+    /// Where peers' pushes go to be made durable (`None`: straight to the engine, answered
+    /// after its log; see [`crate::push_journal`]).
+    pub journal: Option<crate::push_journal::PushJournal>,
 }
 
 pub(super) async fn ask<T>(

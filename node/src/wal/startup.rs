@@ -69,6 +69,20 @@ pub enum RecoveryError {
     /// The configured polls could not be built.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The push journal (records peers pushed, answered durable before the main log held
+    /// them) is damaged: records this node confirmed to a peer may be lost here.
+    #[error(
+        "the push journal is damaged: {summary}. Nothing was changed on disk. Records it held \
+         were confirmed to the peers that pushed them, and only those peers' own logs hold \
+         them now (they return by ordinary sync while those peers live). To start anyway, \
+         accepting that loss, pass --accept-log-damage (config accept_log_damage = true, env \
+         TALLY_ACCEPT_LOG_DAMAGE=true): the node then keeps a copy of the damaged file and \
+         replays every valid record. See OPERATIONS.md, \"The push journal\"."
+    )]
+    JournalDamaged {
+        /// Where the damage is.
+        summary: String,
+    },
 }
 
 /// Why a node began a new incarnation at start-up.

@@ -8,8 +8,9 @@
 //! pushing over both sent and merged every record twice) as soon as they are durable here (the engine wakes
 //! the session; a push carries at most [`crate::engine::PUSH_RECORDS_PER_ASK_MAX`] records,
 //! everything made durable meanwhile, so one round trip covers a whole group commit), and
-//! its answers to the peer's pushes, each sent once the engine has logged and fsynced the
-//! pushed records. A session with an ack peer also asks for probes when it starts and then
+//! its answers to the peer's pushes, each sent once the pushed records are durable here: in
+//! the push journal ([`crate::push_journal`], which hands them to the engine too), or, for a
+//! node without one, once the engine has logged and fsynced them. A session with an ack peer also asks for probes when it starts and then
 //! every [`PUSH_PROBE_INTERVAL`] while none of its pushes is unanswered: records pushed
 //! again so that the peer says what it now holds, for replies that wait for records it has
 //! not confirmed (see `engine::replication`). Three tasks share the session: one reads the peer's push stream and hands
@@ -30,6 +31,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::{SessionError, SyncContext, ask, next_frame, send_frame};
 use crate::engine::{AckCommand, Command, EngineError, PUSH_PROBE_INTERVAL, PushCursor};
 use crate::peer::claims::PushClaim;
+use crate::push_journal::JournalPush;
 
 /// What `ack_mode = "replicated"` gives the sessions.
 #[derive(Debug, Clone)]
@@ -86,7 +88,7 @@ pub(super) async fn run(
     let durable = ack_peer.map(|a| a.durable.clone());
     tokio::select! {
         biased;
-        result = read_pushes(connection, context, peer, &receiver, owed_tx, to_writer.clone()) => result,
+        result = read_pushes(connection, context, &node, &receiver, owed_tx, to_writer.clone()) => result,
         result = answer_pushes(owed_rx, to_writer) => result,
         result = write_pushes(connection, context, peer, &node, claim.as_ref(), &mut sender, durable, writer_inbox) => result,
     }
@@ -134,29 +136,46 @@ impl Drop for SessionUp {
 async fn read_pushes(
     connection: &quinn::Connection,
     context: &SyncContext,
-    peer: &str,
+    from: &NodeId,
     receiver: &PushReceiver,
     owed: mpsc::Sender<OwedAnswer>,
     to_writer: mpsc::Sender<ToWriter>,
 ) -> Result<(), SessionError> {
     let mut recv = connection.accept_uni().await?;
     let metrics = &context.metrics.peers;
+    let peer = from.as_str();
     let mut buffer = Vec::new();
     while next_frame(&mut recv, &mut buffer, metrics, peer).await? {
         match receiver.handle_frame(&buffer)? {
             Pushed::Records { definition, batch } => {
                 let (poll, actor) = (batch.poll().clone(), batch.actor().clone());
                 let (reply, answer) = oneshot::channel();
-                let command = AckCommand::PushedRecords {
-                    definition,
-                    batch,
-                    reply,
-                };
-                context
-                    .ack_lane
-                    .send(Command::Ack(command))
-                    .await
-                    .map_err(|_| SessionError::EngineStopped)?;
+                match &context.journal {
+                    Some(journal) => {
+                        let push = JournalPush {
+                            from: from.clone(),
+                            definition,
+                            batch,
+                            reply,
+                        };
+                        journal
+                            .push(push)
+                            .await
+                            .map_err(|_| SessionError::EngineStopped)?;
+                    }
+                    None => {
+                        let command = AckCommand::PushedRecords {
+                            definition,
+                            batch,
+                            reply,
+                        };
+                        context
+                            .ack_lane
+                            .send(Command::Ack(command))
+                            .await
+                            .map_err(|_| SessionError::EngineStopped)?;
+                    }
+                }
                 // Bounded: past PUSHES_UNANSWERED_MAX owed answers, this waits (and so does
                 // the peer, by QUIC's flow control).
                 owed.send((poll, actor, answer))
