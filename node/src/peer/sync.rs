@@ -756,6 +756,11 @@ fn record_round(context: &SyncContext, label: &str, records_added: usize, behind
     let now = context.clock.now();
     let labels = PeerMetrics::labels(label);
     let metrics = &context.metrics.peers;
+    // A round completed: a session with the peer is up. The gauge says so as the board
+    // below does, also when an older session of this peer ended after this one began and
+    // marked the peer disconnected (seen: the board connected, the gauge 0, after a partition
+    // healed in `tally/tests/cluster.rs`).
+    metrics.connected.get_or_create(&labels).set(1);
     metrics
         .records_received
         .get_or_create(&labels)
