@@ -114,11 +114,19 @@ impl Fanout {
         ))
     }
 
-    /// `GET /v1/polls/{poll}/stream`.
+    /// `GET /v1/polls/{poll}/stream` through hyper (a stream asked for on a keep-alive
+    /// connection; one asked for first is served below hyper, [`Self::join_viewer`]): its own
+    /// frames, its place charged what a viewer through hyper costs.
     pub async fn stream(&self, catalogue: &Catalogue, poll: &str) -> Result<Response, ApiError> {
-        let frames = self
-            .open_viewer(catalogue, poll, ViewerPath::ThroughHyper)
-            .await?;
+        let entry = self
+            .entry(catalogue, poll)
+            .map_err(|e| named(e.into(), poll))?;
+        let Some(place) = self.admit(ViewerPath::ThroughHyper) else {
+            // Full: the cacheable results route serves the rest (a CDN absorbs it).
+            return Err(ApiError::Overloaded(5));
+        };
+        first_results(&entry).await?;
+        let frames = viewer::stream(entry.latest.clone(), place);
         Ok((
             [
                 (header::CONTENT_TYPE, "text/event-stream"),
@@ -127,25 +135,6 @@ impl Fanout {
             Body::from_stream(frames),
         )
             .into_response())
-    }
-
-    /// A new viewer's frames, its place taken and charged what `path` costs
-    /// ([`stream`](Self::stream), and the stream path below hyper, [`tally_serve::viewers`]).
-    pub async fn open_viewer(
-        &self,
-        catalogue: &Catalogue,
-        poll: &str,
-        path: ViewerPath,
-    ) -> Result<viewer::ViewerStream, ApiError> {
-        let entry = self
-            .entry(catalogue, poll)
-            .map_err(|e| named(e.into(), poll))?;
-        let Some(place) = self.admit(path) else {
-            // Full: the cacheable results route serves the rest (a CDN absorbs it).
-            return Err(ApiError::Overloaded(5));
-        };
-        first_results(&entry).await?;
-        Ok(viewer::stream(entry.latest.clone(), place))
     }
 
     /// A new viewer below hyper ([`tally_serve::viewers`]): a place among the poll's hub of
