@@ -196,6 +196,10 @@ impl<S: Storage + Clone> Storage for FaultyStorage<S> {
             None => self.inner.free_bytes(),
         }
     }
+
+    fn fill_ahead_bytes(&self) -> u64 {
+        self.inner.fill_ahead_bytes()
+    }
 }
 
 impl<S: Storage + Clone> FaultyFile<S> {
@@ -263,7 +267,8 @@ impl<S: Storage + Clone> StorageFile for FaultyFile<S> {
                 .failed_syncs
                 .fetch_add(1, Ordering::Relaxed);
             // The failed writeback's pages are gone: the file is back at its last synced
-            // length (this log only appends, so that is exactly its unsynced bytes).
+            // length (the unsynced bytes past it; what the log wrote inside its fill is left,
+            // and the log cuts it off itself when it rolls a failed group back).
             let len = self.file.len()?;
             if len > self.synced_len {
                 self.file.set_len(self.synced_len)?;

@@ -1094,3 +1094,215 @@ proptest! {
         prop_assert_eq!(again, expected);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The fill written ahead of the appends (`Wal::fill_ahead`), on a real directory
+
+mod fill {
+    use super::*;
+    use tally_node::faulty_storage::{DiskFaults, FaultyStorage};
+
+    const FILL: u64 = 8192;
+    const PATTERN: &[u8; 8] = b"TallyPad";
+
+    /// A directory whose log keeps `FILL` bytes of fill ahead of its appends.
+    fn filling() -> Disk<DirStorage> {
+        let disk = directory();
+        Disk {
+            storage: disk.storage.with_fill_ahead_bytes(FILL),
+            _dir: disk._dir,
+        }
+    }
+
+    /// Writes `entries`, syncs, fills ahead as the group-commit writer does after reporting
+    /// a group, and returns the end of the last frame.
+    fn write_and_fill<S: Storage + Clone>(storage: &S, entries: &[WalEntry]) -> u64 {
+        let (mut wal, _) = Wal::open(storage.clone(), |_| {}).expect("the log opens");
+        wal.append(entries).expect("append");
+        wal.sync().expect("sync");
+        wal.fill_ahead();
+        wal.end().1
+    }
+
+    fn assert_fill(bytes: &[u8], from: u64) {
+        for (at, byte) in bytes.iter().enumerate().skip(from as usize) {
+            assert_eq!(*byte, PATTERN[at % 8], "fill byte at offset {at}");
+        }
+    }
+
+    /// Goal: fill after the last frame is read as a clean end, the log is whole (a node that
+    /// crashed with fill in its segment keeps its incarnation), and appends that land in the
+    /// fill replay. Method: write, fill, "crash" (drop the log without closing anything),
+    /// check the bytes on disk, reopen; then append inside the fill and reopen again.
+    #[test]
+    fn fill_after_the_last_frame_is_a_clean_end_and_appends_land_in_it() {
+        let disk = filling();
+        let written = history(30, 41);
+        let end = write_and_fill(&disk.storage, &written);
+        let bytes = read_file(&disk.storage, &segment(1));
+        assert_eq!(
+            bytes.len() as u64,
+            end + FILL,
+            "the fill follows the last frame"
+        );
+        assert_fill(&bytes, end);
+
+        let (seen, report) = replay(&disk.storage).expect("recovers");
+        assert_eq!(seen, written);
+        assert!(report.is_whole(), "fill is no torn tail: {report}");
+        assert_eq!(report.corruption, None);
+
+        // Appends into the fill, with a fill of their own: the length moves only with it.
+        let more = history(5, 42)[1..].to_vec();
+        let end = write_and_fill(&disk.storage, &more);
+        assert_eq!(file_len(&disk.storage, &segment(1)), end + FILL);
+        let (seen, report) = replay(&disk.storage).expect("recovers");
+        let expected: Vec<WalEntry> = written.iter().chain(&more).cloned().collect();
+        assert_eq!(seen, expected);
+        assert!(report.is_whole(), "{report}");
+    }
+
+    /// Goal: what is not the log's own fill after the last frame still reads as a torn tail
+    /// (the log is not whole, so the node takes a new incarnation): a torn append into the
+    /// fill, a zeroed sector or a flipped byte in the fill, and damage that zeroes the last
+    /// frame right up to the fill (what a zero-filled tail could not tell from preallocated
+    /// space). Method: write and fill, damage one way, recover, restore, next way.
+    #[test]
+    fn anything_but_the_fill_after_the_last_frame_is_a_torn_tail() {
+        let disk = filling();
+        let written = history(30, 43);
+        let end = write_and_fill(&disk.storage, &written);
+        let clean = read_file(&disk.storage, &segment(1));
+        let frames = tally_node::wal::inspect::frames(&clean);
+        let last = frames.last().expect("frames").bytes.clone();
+        assert_eq!(last.end, end);
+
+        let mut torn = clean.clone();
+        torn[end as usize..end as usize + 5].copy_from_slice(&[40, 0, 0, 0, 0xab]);
+        let mut zeroed_sector = clean.clone();
+        zeroed_sector[end as usize + 1024..end as usize + 1536].fill(0);
+        let mut flipped = clean.clone();
+        flipped[end as usize + 3000] ^= 0x01;
+        let mut last_frame_zeroed = clean.clone();
+        last_frame_zeroed[last.start as usize..last.end as usize].fill(0);
+
+        let differs = |offset| Some(CorruptionReason::FillDiffers { offset });
+        let cases = [
+            ("a torn append", torn, written.len(), None),
+            (
+                "a zeroed sector in the fill",
+                zeroed_sector,
+                written.len(),
+                differs(end + 1024),
+            ),
+            (
+                "a flipped byte in the fill",
+                flipped,
+                written.len(),
+                differs(end + 3000),
+            ),
+            (
+                "the last frame zeroed",
+                last_frame_zeroed,
+                written.len() - 1,
+                None,
+            ),
+        ];
+        for (what, bytes, replayed, reason) in cases {
+            write_file(&disk.storage, &segment(1), &bytes);
+            let (seen, report) = replay(&disk.storage).expect("recovers");
+            assert_eq!(seen, written[..replayed], "{what}");
+            assert!(!report.is_damaged(), "{what}: {report}");
+            assert!(
+                !report.is_whole(),
+                "{what} must not read as a clean end: {report}"
+            );
+            let cut = report.corruption.clone().expect("a torn tail");
+            if let Some(reason) = reason {
+                assert_eq!(cut.reason, reason, "{what}");
+            }
+        }
+    }
+
+    /// Goal: a snapshot closes the segment without its fill, so that a segment that is not
+    /// the last ends right after its last frame. Method: write and fill, snapshot, then look
+    /// at the closed segment before the snapshot's clean-up could remove it: a storage that
+    /// refuses removals keeps it.
+    #[test]
+    fn a_snapshot_cuts_the_fill_off_the_segment_it_closes() {
+        let disk = filling();
+        let storage = KeepFiles(disk.storage.clone());
+        let written = history(20, 44);
+        let (mut wal, _) = Wal::open(storage.clone(), |_| {}).expect("the log opens");
+        wal.append(&written).expect("append");
+        wal.sync().expect("sync");
+        wal.fill_ahead();
+        let end = wal.end().1;
+        assert_eq!(file_len(&storage, &segment(1)), end + FILL);
+        wal.write_snapshot(written.clone()).expect("snapshot");
+        assert_eq!(
+            file_len(&storage, &segment(1)),
+            end,
+            "the closed segment lost its fill"
+        );
+        assert_eq!(wal.segment_number(), 2);
+    }
+
+    /// A directory whose files cannot be removed.
+    #[derive(Clone)]
+    struct KeepFiles(DirStorage);
+
+    impl Storage for KeepFiles {
+        type File = <DirStorage as Storage>::File;
+        fn list(&self) -> io::Result<Vec<String>> {
+            self.0.list()
+        }
+        fn open(&self, name: &str) -> io::Result<Self::File> {
+            self.0.open(name)
+        }
+        fn create(&self, name: &str) -> io::Result<Self::File> {
+            self.0.create(name)
+        }
+        fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+            self.0.rename(from, to)
+        }
+        fn remove(&self, _name: &str) -> io::Result<()> {
+            Err(io::Error::other("removal refused"))
+        }
+        fn sync_dir(&self) -> io::Result<()> {
+            self.0.sync_dir()
+        }
+        fn lock(&self, holder: &str) -> Result<StorageLock, LockError> {
+            self.0.lock(holder)
+        }
+        fn fill_ahead_bytes(&self) -> u64 {
+            self.0.fill_ahead_bytes()
+        }
+    }
+
+    /// Goal: a fill the disk has no room for loses nothing: the log goes on, its appends are
+    /// durable and replay whole. Method: a quota 4 KiB past the log, so the 8 KiB fill
+    /// fails halfway with ENOSPC; then append and sync inside the part written, and reopen.
+    #[test]
+    fn a_fill_the_disk_has_no_room_for_loses_nothing() {
+        let disk = filling();
+        let faults = Arc::new(DiskFaults::default());
+        let storage = FaultyStorage::new(disk.storage.clone(), faults.clone());
+        let written = history(10, 45);
+        let (mut wal, _) = Wal::open(storage.clone(), |_| {}).expect("the log opens");
+        wal.append(&written).expect("append");
+        wal.sync().expect("sync");
+        faults.leave_room(4096);
+        wal.fill_ahead();
+        assert!(faults.full_writes() > 0, "the fill hit the quota");
+        let more = history(3, 46)[1..].to_vec();
+        wal.append(&more).expect("append after the failed fill");
+        wal.sync().expect("sync after the failed fill");
+        wal.fill_ahead();
+        drop(wal);
+        let (seen, report) = replay(&storage).expect("recovers");
+        let expected: Vec<WalEntry> = written.iter().chain(&more).cloned().collect();
+        assert_eq!(seen, expected);
+        assert!(report.is_whole(), "{report}");
+    }
+}

@@ -91,20 +91,32 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Where `bytes` (a segment) ends its last frame: the log's fill may follow
+/// (`Wal::fill_ahead`), which holds no entry.
+fn frames_end(bytes: &[u8]) -> usize {
+    tally_node::wal::inspect::frames(bytes)
+        .last()
+        .map_or(tally_node::wal::WAL_FILE_HEADER_BYTES, |frame| {
+            frame.bytes.end as usize
+        })
+}
+
 fn flip_middle_byte(segment: &Path) {
     let mut bytes = std::fs::read(segment).unwrap();
-    let middle = bytes.len() / 2;
+    let middle = frames_end(&bytes) / 2;
     bytes[middle] ^= 0x40;
     std::fs::write(segment, &bytes).unwrap();
 }
 
-/// Cuts `segment` back to the frame boundary nearest its middle (every frame after it gone,
-/// the file ending cleanly: what a disk that dropped acknowledged writes leaves).
+/// Cuts `segment` back to the frame boundary nearest the middle of its frames (every frame
+/// after it gone, the file ending cleanly: what a disk that dropped acknowledged writes
+/// leaves).
 fn cut_at_middle_frame(segment: &Path) {
     let mut bytes = std::fs::read(segment).unwrap();
+    let end = frames_end(&bytes);
     let mut at = tally_node::wal::WAL_FILE_HEADER_BYTES;
     let mut boundary = at;
-    while at + 8 <= bytes.len() && at < bytes.len() / 2 {
+    while at + 8 <= end && at < end / 2 {
         let length = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
         at += 8 + length;
         boundary = at;

@@ -75,6 +75,10 @@ impl<S: Storage> Storage for JournalStorage<S> {
     fn free_bytes(&self) -> io::Result<Option<u64>> {
         self.directory.free_bytes()
     }
+
+    fn fill_ahead_bytes(&self) -> u64 {
+        self.directory.fill_ahead_bytes()
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@
 //!   [u32 length: 1..=WAL_ENTRY_BYTES_MAX][u32 CRC-32C of payload][payload = postcard(WalEntry)]
 //! snapshot footer (24 bytes, last in a snapshot, absent from segments):
 //!   [u32 0xFFFF_FFFF][u32 CRC-32C of the next 16 bytes][u64 entries][u64 frame bytes]
+//! fill (segments only, after the last frame: space written ahead of appends):
+//!   the byte at file offset o is FILL_PATTERN[o % 8], to the end of the file
 //! ```
 //!
 //! What it promises: a frame is accepted only if its length is in range, all its bytes are
@@ -37,6 +39,40 @@ const FOOTER_MARK: u32 = u32::MAX;
 
 /// Bytes of a snapshot footer.
 pub(super) const FOOTER_BYTES: usize = 24;
+
+/// What a segment holds after its last frame where the log wrote space ahead of its appends
+/// ([`super::Wal::fill_ahead`]): the byte at file offset `o` is `FILL_PATTERN[o % 8]`.
+/// Recovery reads a segment that holds nothing but this pattern after a valid frame as
+/// ending cleanly there. The pattern is never a frame (any 4 of its bytes read as a length
+/// exceed [`WAL_ENTRY_BYTES_MAX`]), and no failing disk writes it: a zeroed sector, a flipped
+/// byte or a torn append in the last frames or in the fill still reads as a torn tail.
+pub(super) const FILL_PATTERN: [u8; 8] = *b"TallyPad";
+
+/// Bytes of [`FILL`], the largest piece of fill written at once.
+pub(super) const FILL_CHUNK_BYTES: usize = 64 << 10;
+
+/// [`FILL_PATTERN`] from phase 0, 8 bytes longer than a chunk so that a write at any offset
+/// takes its piece from the right phase (`&FILL[o % 8..][..n]`).
+pub(super) static FILL: [u8; FILL_CHUNK_BYTES + 8] = {
+    let mut fill = [0u8; FILL_CHUNK_BYTES + 8];
+    let mut i = 0;
+    while i < fill.len() {
+        fill[i] = FILL_PATTERN[i % 8];
+        i += 1;
+    }
+    fill
+};
+
+// Every byte of the pattern is printable ASCII (≥ 0x20), so any 4 of them read as a
+// little-endian length are ≥ 0x2000_0000: never a frame's length, never the footer's mark.
+const _: () = {
+    let mut i = 0;
+    while i < 8 {
+        assert!(FILL_PATTERN[i] >= 0x20 && FILL_PATTERN[i] < 0x7f);
+        i += 1;
+    }
+    assert!(0x2000_0000 > WAL_ENTRY_BYTES_MAX);
+};
 
 const SEGMENT_PREFIX: &str = "wal-";
 const SEGMENT_SUFFIX: &str = ".log";
@@ -430,6 +466,25 @@ pub(super) fn zeros_to_end(reader: &mut FileReader<'_>, from: u64) -> std::io::R
         at += count as u64;
     }
     Ok(true)
+}
+
+/// The first byte from `from` to the end of the file that is not the fill
+/// ([`FILL_PATTERN`] at its offset), or `None` if every one is.
+pub(super) fn fill_differs(reader: &mut FileReader<'_>, from: u64) -> std::io::Result<Option<u64>> {
+    let len = reader.len();
+    let mut at = from;
+    while at < len {
+        let count = (len - at).min(FILL_CHUNK_BYTES as u64) as usize;
+        let Some(bytes) = reader.bytes(at, count)? else {
+            return Ok(Some(at));
+        };
+        let expected = &FILL[(at % 8) as usize..][..count];
+        if let Some(i) = bytes.iter().zip(expected).position(|(a, b)| a != b) {
+            return Ok(Some(at + i as u64));
+        }
+        at += count as u64;
+    }
+    Ok(None)
 }
 
 /// Decodes a frame's payload; the whole payload must be one entry.

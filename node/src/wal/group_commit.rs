@@ -196,9 +196,15 @@ async fn run_writer_pausing<S: Storage>(
             }
         };
         let failed = report.result.clone().err();
+        let appended = report.kind == WalJobKind::Append;
         if done.send(report).await.is_err() {
             // Nobody listens for acknowledgements any more: the node is shutting down.
             return Ok(wal);
+        }
+        if appended && failed.is_none() {
+            // After the report, so no vote waits for it; the next group waits at most one
+            // fill (`Wal::fill_ahead`).
+            wal.fill_ahead();
         }
         if let Some(error) = failed {
             tracing::error!(%error, "the write-ahead log writer stopped");

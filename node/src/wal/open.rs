@@ -4,7 +4,9 @@
 //! The rule (DESIGN.md §4) that tells the two apart. A crash can only tear what was being
 //! appended when it struck, which is always at the end of the last segment; anything else
 //! that is not as the log wrote it is damage (a failing disk, a bad controller, a hand):
-//! - **clean end**: the last segment ends right after a valid frame;
+//! - **clean end**: the last segment ends right after a valid frame, or continues from
+//!   there with nothing but the log's fill (`format::FILL_PATTERN`: space written ahead of
+//!   appends, which no failing disk writes);
 //! - **torn tail** (cut off): after the last segment's last valid frame come bytes that are
 //!   no valid frame, and no valid frame follows them anywhere in the rest of the file (found
 //!   by scanning forward byte by byte for a frame whose length is in range and whose
@@ -14,8 +16,8 @@
 //! - **damage** (kept): a bad frame with a valid frame after it; a CRC-valid frame that does
 //!   not decode; a bad header of a segment with anything after it but zeros, or of any
 //!   segment but the last; any bytes after the last valid frame of a segment that is not the
-//!   last (the log syncs a segment whole before it starts the next, and never leaves bytes
-//!   after its last frame: a writer that preallocates must trim a segment it closes); a
+//!   last (the log syncs a segment whole before it starts the next, and cuts its fill off
+//!   first; fill alone after the last frame is not damage in any segment); a
 //!   missing segment in the sequence (or missing before the first one present); a snapshot
 //!   that does not check out.
 //!
@@ -163,6 +165,17 @@ fn scan_file(
                 continue;
             }
             Step::Corrupt(reason) => reason,
+        };
+        // Space the log wrote ahead of its appends, and nothing else, to the end: a clean
+        // end (the log syncs every frame before it writes fill after it). Fill that differs
+        // further on is named as such.
+        let bad = match kind {
+            FileKind::Segment => match format::fill_differs(reader, at).map_err(io)? {
+                None => return Ok(scan),
+                Some(offset) if offset >= at + 8 => CorruptionReason::FillDiffers { offset },
+                Some(_) => bad,
+            },
+            FileKind::Snapshot => bad,
         };
         let next = if stop_at_damage {
             None
@@ -656,6 +669,7 @@ fn new_wal<S: Storage>(
     bytes_since_snapshot: u64,
 ) -> Wal<S> {
     Wal {
+        fill_bytes: storage.fill_ahead_bytes(),
         storage,
         segment,
         segment_number,
@@ -664,6 +678,7 @@ fn new_wal<S: Storage>(
         bytes_since_snapshot,
         failure: None,
         lock: None,
+        filled_to: written_bytes,
     }
 }
 
