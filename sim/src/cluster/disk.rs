@@ -38,6 +38,7 @@ pub struct SimDisk {
     dir: PathBuf,
     syncing: Arc<AtomicBool>,
     lock: InProcessLock,
+    fill_ahead_bytes: u64,
 }
 
 impl SimDisk {
@@ -51,7 +52,19 @@ impl SimDisk {
         sim_fs::create_dir_all(&dir)?;
         sim_fs::sync_dir("/data")?;
         syncing.store(false, Ordering::Relaxed);
-        Ok(Self { dir, syncing, lock })
+        Ok(Self {
+            dir,
+            syncing,
+            lock,
+            fill_ahead_bytes: 0,
+        })
+    }
+
+    /// The same disk with `bytes` of fill kept ahead of the log's appends, as a real
+    /// directory keeps ([`Storage::fill_ahead_bytes`]; 0: none).
+    pub fn with_fill_ahead_bytes(mut self, bytes: u64) -> Self {
+        self.fill_ahead_bytes = bytes;
+        self
     }
 
     fn path(&self, name: &str) -> io::Result<PathBuf> {
@@ -116,6 +129,10 @@ impl Storage for SimDisk {
 
     fn lock(&self, holder: &str) -> Result<StorageLock, LockError> {
         self.lock.take(&self.dir.display().to_string(), holder)
+    }
+
+    fn fill_ahead_bytes(&self) -> u64 {
+        self.fill_ahead_bytes
     }
 }
 

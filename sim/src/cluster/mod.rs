@@ -281,6 +281,8 @@ struct NodeSpec {
     ack_peer: Option<String>,
     /// When (simulated ms from the start) a second process tries this host's disk.
     second_processes_at_ms: Vec<u64>,
+    /// Bytes of fill the disk keeps ahead of the log's appends ([`scenario::log_fill_bytes`]).
+    log_fill_bytes: u64,
     /// The history, where disk damage is noted.
     shared: Shared,
 }
@@ -339,7 +341,8 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
         slot.disk.load(Ordering::Relaxed),
         slot.syncing.clone(),
         slot.disk_lock.clone(),
-    )?;
+    )?
+    .with_fill_ahead_bytes(spec.log_fill_bytes);
     let corruption = slot
         .corruption
         .lock()
@@ -414,7 +417,7 @@ async fn second_process(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>, at_ms: u64) {
         Arc::default(),
         slot.disk_lock.clone(),
     ) {
-        Ok(storage) => storage,
+        Ok(storage) => storage.with_fill_ahead_bytes(spec.log_fill_bytes),
         Err(error) => {
             return lock_slot(&slot.second_processes).push(Err(format!("disk: {error}")));
         }
@@ -537,6 +540,7 @@ pub fn run_cluster_with(
         slots[region].reversed.store(true, Ordering::Relaxed);
         lock(&shared).reversed = (0..config.regions).map(|r| r == region).collect();
     }
+    let log_fill_bytes = scenario::log_fill_bytes(config);
     let replicated = scenario::replicated_acks(config);
     if replicated {
         lock(&shared).ack_partners = Some(
@@ -563,6 +567,7 @@ pub fn run_cluster_with(
                 .filter(|f| f.kind == FaultKind::SecondProcess && f.a.contains(&index))
                 .map(|f| f.at_ms)
                 .collect(),
+            log_fill_bytes,
             shared: shared.clone(),
         });
         let slot = slot.clone();

@@ -113,6 +113,26 @@ pub fn replicated_acks(config: &ClusterConfig) -> bool {
     config.regions >= 2 && (config.force_replicated_acks || drawn)
 }
 
+/// Share of seeds whose nodes' disks keep the log's fill ([`log_fill_bytes`]).
+pub const LOG_FILL_SHARE: f64 = 0.5;
+
+/// Bytes of fill a simulated disk keeps ahead of the log's appends when the seed draws it:
+/// small, so that a run writes and refills it often and crashes and disk damage strike the
+/// fill, the frames just before it, and appends landing in it.
+pub const SIM_LOG_FILL_BYTES: u64 = 16 << 10;
+
+/// The fill the run's disks keep ahead of the log's appends (`Storage::fill_ahead_bytes`,
+/// as a real directory does): [`SIM_LOG_FILL_BYTES`] for a share of seeds, 0 for the rest,
+/// drawn from a stream of its own, so what the seed draws otherwise is unchanged.
+pub fn log_fill_bytes(config: &ClusterConfig) -> u64 {
+    let mut rng = StdRng::seed_from_u64(config.seed ^ 0x6c6f_675f_6669_6c6c);
+    if rng.random_bool(LOG_FILL_SHARE) {
+        SIM_LOG_FILL_BYTES
+    } else {
+        0
+    }
+}
+
 /// The ack peer of `region` under replicated acks: regions pair up (0 and 1, 2 and 3, ...),
 /// and an odd last region takes region 0 (which does not take it back).
 pub fn ack_partner(region: usize, regions: usize) -> usize {
