@@ -232,7 +232,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
     let (ack_tx, ack_rx) = mpsc::channel(engine::ACK_LANE_QUEUE_MAX);
     let (close_commands, close_commands_rx) = watch::channel(false);
     let journal_executor = wal_executor.clone();
-    let (job_tx, done_rx, writer) = group_commit::start(recovered.wal, wal_executor)?;
+    let (job_tx, done_rx, writer) = group_commit::start(recovered.wal, wal_executor, "tally-wal")?;
     let health = Arc::new(Health::new(if syncing { &[Hold::CatchingUp] } else { &[] }));
     let sync_tick_ms = config.sync_tick_ms;
     let ignore_skew = planted_bug == Some(PlantedBug::IgnoreClockSkew);

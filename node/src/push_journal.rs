@@ -139,7 +139,7 @@ impl PushJournal {
         metrics: Arc<Metrics>,
         limits: JournalLimits,
     ) -> Result<(Self, tokio::task::JoinHandle<()>, WriterDone), StartError> {
-        let (jobs, done, writer) = group_commit::start(journal, executor)?;
+        let (jobs, done, writer) = group_commit::start(journal, executor, "tally-journal")?;
         let (pushes, inbox) = mpsc::channel(PUSH_JOURNAL_QUEUE_MAX);
         let lane = Lane {
             engine,

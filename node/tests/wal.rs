@@ -821,7 +821,7 @@ async fn a_failed_fsync_is_reported_and_stops_the_writer<S: Storage + Clone>(dis
 /// Method: submit two jobs from a plain thread, wait for both reports, drop the sender, join.
 fn the_writer_thread_acknowledges_and_returns_the_log<S: Storage + Clone + 'static>(disk: Disk<S>) {
     let (wal, _) = Wal::open(disk.storage.clone(), |_| {}).expect("opens");
-    let mut handle = spawn_writer_thread(wal, 8).expect("a thread");
+    let mut handle = spawn_writer_thread(wal, 8, "tally-wal-test").expect("a thread");
     let written = history(6, 18);
     handle
         .submit
