@@ -58,10 +58,11 @@ TALLY=target/release/tally
 CLIENT=$TALLY
 BASELINE=${BENCH_BASELINE:-}
 CASES=${BENCH_CASES:-batch single half-batch half-single}
-MODES="local replicated"
+MODES=${BENCH_MODES:-local replicated}
+EXPECTED_VOTES=${BENCH_EXPECTED_VOTES:-}
 if [ -n "$BASELINE" ]; then
   [ -x "$BASELINE" ] || { echo "bench-replicated-acks: BENCH_BASELINE $BASELINE is not executable" >&2; exit 1; }
-  MODES="local replicated base-local base-replicated"
+  MODES=${BENCH_MODES:-local replicated base-local base-replicated}
 fi
 
 OUT=target/bench-replicated-acks/$(date -u +%Y%m%dT%H%M%SZ)
@@ -107,6 +108,12 @@ config() {
     echo '[[peers]]'
     echo "id = \"$other\""
     echo "address = \"$other_peer\""
+    if [ -n "$EXPECTED_VOTES" ]; then
+      echo '[[polls]]'
+      echo 'id = "superbowl"'
+      echo 'options = ["green", "blue"]'
+      echo "expected_votes = $EXPECTED_VOTES"
+    fi
   } >"$dir/tally.toml"
 }
 
@@ -177,6 +184,10 @@ run_case() {
   "${cmd[@]}" >"$OUT/$name-$mode-$run.txt" 2>&1 || true
   cpu_after=$(cpu_sample)
   after=$(ack_totals)
+  # Both nodes' whole /metrics after the run (histograms of engine wake-ups, fsyncs, group
+  # sizes, ack-peer waits: where a tail comes from).
+  curl -s "http://$HTTP_A/metrics" >"$OUT/metrics-$name-$mode-$run-a.prom" || true
+  curl -s "http://$HTTP_B/metrics" >"$OUT/metrics-$name-$mode-$run-b.prom" || true
   python3 - "$report" "$name" "$mode" "$run" "$before" "$after" "$cpu_before" "$cpu_after" "$(getconf CLK_TCK)" >>"$RUNS_TSV" <<'PY'
 import json, sys
 path, name, mode, run, before, after, cpu_before, cpu_after, tck = sys.argv[1:10]

@@ -35,8 +35,8 @@ mod incarnation;
 mod replication;
 
 pub use replication::{
-    AckCommand, AckSettings, OwnRecords, PEER_WAITING_VOTES_MAX, PUSH_PROBE_INTERVAL,
-    PUSH_PROBES_PER_ASK_MAX, PUSH_RECORDS_PER_ASK_MAX, PushCursor,
+    AckCommand, AckSettings, OwnRecords, PEER_WAITING_VOTES_MAX, PUSH_FEED_RECORDS_MAX,
+    PUSH_PROBE_INTERVAL, PUSH_PROBES_PER_ASK_MAX, PUSH_RECORDS_PER_ASK_MAX, PushCursor, PushFeed,
 };
 
 /// An engine wake-up at least this long (every other vote waits meanwhile) is logged, with
@@ -994,6 +994,7 @@ impl Engine {
             .iter()
             .map(|b| (b.poll().clone(), b.last_seq()))
             .collect();
+        self.note_job_for_pushes(token, &batches);
         let mut entries = std::mem::take(&mut self.unlogged_entries);
         entries.extend(batches.into_iter().map(WalEntry::Records));
         self.in_flight_jobs.push_back((token, marks));
@@ -1006,20 +1007,16 @@ impl Engine {
 
     fn on_durable(&mut self, up_to_token: u64) {
         self.answer_durable_pushes(up_to_token);
-        let mut own_durable = false;
+        self.publish_durable_pushes(up_to_token);
         while let Some((token, _)) = self.in_flight_jobs.front() {
             if *token > up_to_token {
                 break;
             }
             if let Some((_, marks)) = self.in_flight_jobs.pop_front() {
-                own_durable |= !marks.is_empty();
                 for (poll, seq) in marks {
                     self.replica.mark_durable(&poll, seq);
                 }
             }
-        }
-        if own_durable {
-            self.notify_pushes();
         }
         self.durable_token = self.durable_token.max(up_to_token);
         self.answer_durable();
