@@ -314,6 +314,8 @@ impl Engine {
     pub fn plant_bug_ack_before_peer_fsync(&mut self) {
         if let Some(replication) = &mut self.replication {
             replication.confirm_on_push = true;
+            // The sessions take every record from the engine, which "confirms" it there.
+            replication.settings.feed.close();
         }
     }
 
@@ -611,8 +613,7 @@ impl Engine {
 
     /// The log jobs up to `up_to_token` are durable: hands their own records to the push
     /// sessions through the feed and wakes them, before the engine indexes those records
-    /// into its state (a session that asks instead is answered after that). With the planted
-    /// bug, takes them as confirmed at once.
+    /// into its state (a session that asks instead is answered after that).
     pub(super) fn publish_durable_pushes(&mut self, up_to_token: u64) {
         let Some(replication) = &mut self.replication else {
             return;
@@ -632,24 +633,8 @@ impl Engine {
         if !any {
             return;
         }
-        let planted: Vec<PushAck> = if replication.confirm_on_push {
-            durable
-                .iter()
-                .map(|(_, batch)| PushAck {
-                    poll: batch.poll().clone(),
-                    actor: batch.actor().clone(),
-                    durable_through: batch.last_seq(),
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
         replication.settings.feed.publish(durable);
         replication.settings.durable.send_modify(|n| *n += 1);
-        for ack in planted {
-            // The planted bug: as if an ack peer had confirmed what was merely published.
-            self.confirm(&ack);
-        }
     }
 
     /// A move to a new incarnation voided the records of the log jobs in flight: none of

@@ -15,6 +15,7 @@
 //! is a shortcut, never the only way.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tally_core::limits::RECORDS_PER_BATCH_MAX;
@@ -32,6 +33,9 @@ pub const PUSH_FEED_RECORDS_MAX: usize = 262_144;
 #[derive(Debug, Default)]
 pub struct PushFeed {
     inner: Mutex<FeedInner>,
+    /// Set by the planted bug `AckBeforePeerFsync` only: the sessions ask the engine for
+    /// every record, and the bug takes what the engine hands out as confirmed.
+    closed: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +68,11 @@ impl PushFeed {
         }
     }
 
+    /// Sends every session to the engine for good (the planted bug's setting).
+    pub(in crate::engine) fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
     /// Empties the feed (a move to a new incarnation: the sessions start over by asking).
     pub(in crate::engine) fn clear(&self) {
         if let Ok(mut inner) = self.inner.lock() {
@@ -77,6 +86,9 @@ impl PushFeed {
     /// continue `cursor` without a gap (records it let go of, or another actor's), and the
     /// session must ask the engine.
     pub fn after(&self, cursor: &PushCursor) -> Option<OwnRecords> {
+        if self.closed.load(Ordering::Relaxed) {
+            return None;
+        }
         // Only the shared handles are taken under the lock; copies are made outside it.
         let feed: Vec<(DefinitionDigest, Arc<RecordBatch>)> = {
             let inner = self.inner.lock().ok()?;
