@@ -200,7 +200,7 @@ pub(super) struct Replication {
     /// A planted bug: take records as confirmed as soon as they are handed to the pushes.
     confirm_on_push: bool,
     /// Own records of each log job in flight (by token), for the push feed once durable.
-    unpublished: VecDeque<(u64, Vec<(DefinitionDigest, Arc<RecordBatch>)>)>,
+    unpublished: VecDeque<(u64, Vec<feed::FeedBatch>)>,
 }
 
 impl Replication {

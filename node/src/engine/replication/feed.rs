@@ -28,6 +28,10 @@ use super::{OwnRecords, PUSH_RECORDS_PER_ASK_MAX, PushCursor};
 /// is waiting for its peer's answers anyway, and asks the engine when it goes on).
 pub const PUSH_FEED_RECORDS_MAX: usize = 262_144;
 
+/// Own records of this node with its definition of their poll, shared by the engine, the
+/// feed and the push sessions (a log job's batch is copied once, at its submission).
+pub(super) type FeedBatch = (DefinitionDigest, Arc<RecordBatch>);
+
 /// This node's durable own records for the push sessions (see the module doc). Shared by
 /// the engine (which publishes) and the push sessions (which read).
 #[derive(Debug, Default)]
@@ -41,7 +45,7 @@ pub struct PushFeed {
 #[derive(Debug, Default)]
 struct FeedInner {
     /// Durable own batches, oldest first, each with this node's definition of its poll.
-    batches: VecDeque<(DefinitionDigest, Arc<RecordBatch>)>,
+    batches: VecDeque<FeedBatch>,
     /// Records in `batches`.
     records: usize,
 }
@@ -49,10 +53,7 @@ struct FeedInner {
 impl PushFeed {
     /// Appends durable own batches (in log order), letting the oldest go past
     /// [`PUSH_FEED_RECORDS_MAX`] records.
-    pub(in crate::engine) fn publish(
-        &self,
-        batches: impl IntoIterator<Item = (DefinitionDigest, Arc<RecordBatch>)>,
-    ) {
+    pub(in crate::engine) fn publish(&self, batches: impl IntoIterator<Item = FeedBatch>) {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
@@ -90,7 +91,7 @@ impl PushFeed {
             return None;
         }
         // Only the shared handles are taken under the lock; copies are made outside it.
-        let feed: Vec<(DefinitionDigest, Arc<RecordBatch>)> = {
+        let feed: Vec<FeedBatch> = {
             let inner = self.inner.lock().ok()?;
             inner.batches.iter().cloned().collect()
         };
