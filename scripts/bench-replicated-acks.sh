@@ -29,6 +29,10 @@
 # Per run it also reads both nodes' CPU time (user + system, /proc/PID/stat) over the load, and
 # the host's idle share (/proc/stat): node CPU per vote tells work from waiting.
 #
+# Diagnostic settings (off by default): BENCH_MODES (a subset of the modes, e.g. "local"),
+# BENCH_EXPECTED_VOTES (the poll's index reserved for that many vote IDs, as OPERATIONS.md's
+# "Before an event" asks), BENCH_SYNC_TICK_MS (the nodes' sync_tick_ms). Each run's /metrics
+# of both nodes is kept beside its report (metrics-<case>-<mode>-<run>-{a,b}.prom).
 # Settings (environment): BENCH_RUNS (3), BENCH_SECONDS (8), BENCH_CONNECTIONS (64),
 # BENCH_PORT_BASE (18200: HTTP on +1 and +2, QUIC on +11 and +12), BENCH_CASES (all four:
 # "batch single half-batch half-single"; a half-rate case whose flat-out case is left out
@@ -60,6 +64,7 @@ BASELINE=${BENCH_BASELINE:-}
 CASES=${BENCH_CASES:-batch single half-batch half-single}
 MODES=${BENCH_MODES:-local replicated}
 EXPECTED_VOTES=${BENCH_EXPECTED_VOTES:-}
+SYNC_TICK_MS=${BENCH_SYNC_TICK_MS:-}
 if [ -n "$BASELINE" ]; then
   [ -x "$BASELINE" ] || { echo "bench-replicated-acks: BENCH_BASELINE $BASELINE is not executable" >&2; exit 1; }
   MODES=${BENCH_MODES:-local replicated base-local base-replicated}
@@ -101,6 +106,7 @@ config() {
     echo "data_dir = \"$dir/data\""
     echo "ack_mode = \"$mode\""
     if [ "$mode" = replicated ]; then echo 'ack_peers = ["a", "b"]'; fi
+    if [ -n "$SYNC_TICK_MS" ]; then echo "sync_tick_ms = $SYNC_TICK_MS"; fi
     echo '[tls]'
     echo "ca = \"$SCRATCH/certs/ca.pem\""
     echo "cert = \"$SCRATCH/certs/$node.pem\""

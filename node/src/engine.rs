@@ -34,6 +34,7 @@ use tally_core::Clock;
 mod incarnation;
 mod replication;
 
+pub(crate) use replication::split_records;
 pub use replication::{
     AckCommand, AckSettings, OwnRecords, PEER_WAITING_VOTES_MAX, PUSH_FEED_RECORDS_MAX,
     PUSH_PROBE_INTERVAL, PUSH_PROBES_PER_ASK_MAX, PUSH_RECORDS_PER_ASK_MAX, PushCursor, PushFeed,

@@ -68,6 +68,7 @@ mod feed;
 mod need;
 mod push;
 
+pub(crate) use feed::split_records;
 pub use feed::{PUSH_FEED_RECORDS_MAX, PushFeed};
 
 pub(super) use need::Need;

@@ -136,14 +136,25 @@ impl PushFeed {
 /// `batch`'s records after seq `through`, at most `budget` of them, in batches of at most
 /// [`RECORDS_PER_BATCH_MAX`] (a push's limit; a log job's batch holds a whole group commit).
 fn pieces_after(batch: &RecordBatch, through: Seq, budget: usize) -> Vec<RecordBatch> {
-    if batch.first_seq() > through && batch.len() <= RECORDS_PER_BATCH_MAX.min(budget) {
+    split_records(batch, through, budget, RECORDS_PER_BATCH_MAX)
+}
+
+/// `batch`'s records after seq `through`, at most `budget` of them, in batches of at most
+/// `piece_records` (≥ 1) records each, in seq order (the batch itself when it fits whole).
+pub(crate) fn split_records(
+    batch: &RecordBatch,
+    through: Seq,
+    budget: usize,
+    piece_records: usize,
+) -> Vec<RecordBatch> {
+    if batch.first_seq() > through && batch.len() <= piece_records.min(budget) {
         return vec![batch.clone()];
     }
     let mut pieces: Vec<RecordBatch> = Vec::new();
     for record in batch.iter().filter(|r| r.seq > through).take(budget) {
         let full = pieces
             .last()
-            .is_none_or(|piece| piece.len() >= RECORDS_PER_BATCH_MAX);
+            .is_none_or(|piece| piece.len() >= piece_records);
         if full {
             pieces.push(RecordBatch::new(
                 batch.poll().clone(),
