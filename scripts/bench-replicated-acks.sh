@@ -29,6 +29,10 @@
 # Per run it also reads both nodes' CPU time (user + system, /proc/PID/stat) over the load, and
 # the host's idle share (/proc/stat): node CPU per vote tells work from waiting.
 #
+# Diagnostic settings (off by default): BENCH_MODES (a subset of the modes, e.g. "local"),
+# BENCH_EXPECTED_VOTES (the poll's index reserved for that many vote IDs, as OPERATIONS.md's
+# "Before an event" asks), BENCH_SYNC_TICK_MS (the nodes' sync_tick_ms). Each run's /metrics
+# of both nodes is kept beside its report (metrics-<case>-<mode>-<run>-{a,b}.prom).
 # Settings (environment): BENCH_RUNS (3), BENCH_SECONDS (8), BENCH_CONNECTIONS (64),
 # BENCH_PORT_BASE (18200: HTTP on +1 and +2, QUIC on +11 and +12), BENCH_CASES (all four:
 # "batch single half-batch half-single"; a half-rate case whose flat-out case is left out
@@ -58,10 +62,12 @@ TALLY=target/release/tally
 CLIENT=$TALLY
 BASELINE=${BENCH_BASELINE:-}
 CASES=${BENCH_CASES:-batch single half-batch half-single}
-MODES="local replicated"
+MODES=${BENCH_MODES:-local replicated}
+EXPECTED_VOTES=${BENCH_EXPECTED_VOTES:-}
+SYNC_TICK_MS=${BENCH_SYNC_TICK_MS:-}
 if [ -n "$BASELINE" ]; then
   [ -x "$BASELINE" ] || { echo "bench-replicated-acks: BENCH_BASELINE $BASELINE is not executable" >&2; exit 1; }
-  MODES="local replicated base-local base-replicated"
+  MODES=${BENCH_MODES:-local replicated base-local base-replicated}
 fi
 
 OUT=target/bench-replicated-acks/$(date -u +%Y%m%dT%H%M%SZ)
@@ -100,6 +106,7 @@ config() {
     echo "data_dir = \"$dir/data\""
     echo "ack_mode = \"$mode\""
     if [ "$mode" = replicated ]; then echo 'ack_peers = ["a", "b"]'; fi
+    if [ -n "$SYNC_TICK_MS" ]; then echo "sync_tick_ms = $SYNC_TICK_MS"; fi
     echo '[tls]'
     echo "ca = \"$SCRATCH/certs/ca.pem\""
     echo "cert = \"$SCRATCH/certs/$node.pem\""
@@ -107,6 +114,12 @@ config() {
     echo '[[peers]]'
     echo "id = \"$other\""
     echo "address = \"$other_peer\""
+    if [ -n "$EXPECTED_VOTES" ]; then
+      echo '[[polls]]'
+      echo 'id = "superbowl"'
+      echo 'options = ["green", "blue"]'
+      echo "expected_votes = $EXPECTED_VOTES"
+    fi
   } >"$dir/tally.toml"
 }
 
@@ -177,6 +190,10 @@ run_case() {
   "${cmd[@]}" >"$OUT/$name-$mode-$run.txt" 2>&1 || true
   cpu_after=$(cpu_sample)
   after=$(ack_totals)
+  # Both nodes' whole /metrics after the run (histograms of engine wake-ups, fsyncs, group
+  # sizes, ack-peer waits: where a tail comes from).
+  curl -s "http://$HTTP_A/metrics" >"$OUT/metrics-$name-$mode-$run-a.prom" || true
+  curl -s "http://$HTTP_B/metrics" >"$OUT/metrics-$name-$mode-$run-b.prom" || true
   python3 - "$report" "$name" "$mode" "$run" "$before" "$after" "$cpu_before" "$cpu_after" "$(getconf CLK_TCK)" >>"$RUNS_TSV" <<'PY'
 import json, sys
 path, name, mode, run, before, after, cpu_before, cpu_after, tck = sys.argv[1:10]

@@ -34,9 +34,10 @@ use tally_core::Clock;
 mod incarnation;
 mod replication;
 
+pub(crate) use replication::split_records;
 pub use replication::{
-    AckCommand, AckSettings, OwnRecords, PEER_WAITING_VOTES_MAX, PUSH_PROBE_INTERVAL,
-    PUSH_PROBES_PER_ASK_MAX, PUSH_RECORDS_PER_ASK_MAX, PushCursor,
+    AckCommand, AckSettings, OwnRecords, PEER_WAITING_VOTES_MAX, PUSH_FEED_RECORDS_MAX,
+    PUSH_PROBE_INTERVAL, PUSH_PROBES_PER_ASK_MAX, PUSH_RECORDS_PER_ASK_MAX, PushCursor, PushFeed,
 };
 
 /// An engine wake-up at least this long (every other vote waits meanwhile) is logged, with
@@ -443,16 +444,7 @@ impl Engine {
                 done = io.wal_done.recv() => {
                     woke = tokio::time::Instant::now();
                     (woke_cpu, woke_for) = (thread_cpu_time(), "log completion");
-                    match done {
-                        None => log_failure = Some("the log writer stopped".to_owned()),
-                        Some(done) => match done.result {
-                            Err(error) => log_failure = Some(error.to_string()),
-                            Ok(()) => {
-                                self.metrics.observe_fsync(done.fsync, done.entries, done.bytes);
-                                self.on_durable(done.up_to_token);
-                            }
-                        },
-                    }
+                    log_failure = self.on_log_report(done);
                 }
                 ack = io.acks.recv(), if !acks_closed => {
                     woke = tokio::time::Instant::now();
@@ -472,6 +464,22 @@ impl Engine {
                     self.handle(command);
                     for _ in 1..COMMANDS_PER_WAKE_MAX {
                         self.handle_queued_acks(&mut io.acks);
+                        // A log report that came meanwhile is taken between two commands, and
+                        // the next job goes out at once: a long wake-up (a burst of batches, a
+                        // growing index) neither holds answers the log has made durable nor
+                        // leaves the log idle until it ends.
+                        if let Ok(done) = io.wal_done.try_recv() {
+                            log_failure = self.on_log_report(Some(done));
+                            if log_failure.is_some() {
+                                break;
+                            }
+                            if self.in_flight_jobs.len() < WAL_JOBS_IN_FLIGHT_MAX
+                                && self.submit_now(&io.wal_jobs).is_err()
+                            {
+                                log_failure = Some("the log writer stopped".to_owned());
+                                break;
+                            }
+                        }
                         let Ok(command) = io.commands.try_recv() else { break };
                         self.handle(command);
                     }
@@ -543,6 +551,23 @@ impl Engine {
         }
         self.publish(&io.results);
         Ok(())
+    }
+
+    /// Takes the log writer's report (`None`: it stopped): answers what it made durable, or
+    /// returns why the log failed.
+    fn on_log_report(&mut self, done: Option<WalDone>) -> Option<String> {
+        match done {
+            None => Some("the log writer stopped".to_owned()),
+            Some(done) => match done.result {
+                Err(error) => Some(error.to_string()),
+                Ok(()) => {
+                    self.metrics
+                        .observe_fsync(done.fsync, done.entries, done.bytes);
+                    self.on_durable(done.up_to_token);
+                    None
+                }
+            },
+        }
     }
 
     /// At a clean stop, rewrites the log as one snapshot of the whole state in maximal
@@ -973,6 +998,35 @@ impl Engine {
     /// Sends everything accepted since the last job to the log as one job. `Err` when the
     /// writer has stopped (nothing was sent).
     async fn submit(&mut self, jobs: &mpsc::Sender<WalJob>) -> Result<(), EngineError> {
+        let Some(job) = self.next_job() else {
+            return Ok(());
+        };
+        if jobs.send(job).await.is_err() {
+            // The writer has stopped: the caller takes the failure path.
+            return Err(EngineError::LogFailed);
+        }
+        Ok(())
+    }
+
+    /// [`Engine::submit`] without waiting: the job goes out only if the writer's queue has
+    /// room (it always has with [`WAL_JOBS_IN_FLIGHT_MAX`] jobs in flight, fewer than its
+    /// [`crate::wal::WAL_JOBS_QUEUE_MAX`]); otherwise everything waits for the next submit.
+    fn submit_now(&mut self, jobs: &mpsc::Sender<WalJob>) -> Result<(), EngineError> {
+        match jobs.try_reserve() {
+            Ok(permit) => {
+                if let Some(job) = self.next_job() {
+                    permit.send(job);
+                }
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(())) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(())) => Err(EngineError::LogFailed),
+        }
+    }
+
+    /// Everything accepted since the last job, as the next job (`None`: nothing to log; the
+    /// waiters for it, if any, are answered now).
+    fn next_job(&mut self) -> Option<WalJob> {
         let batches = self.replica.take_unlogged();
         if batches.is_empty() && self.unlogged_entries.is_empty() {
             // Waiters for this token have nothing to log (e.g. an unchanged poll): answer now.
@@ -986,7 +1040,7 @@ impl Engine {
                 self.durable_token = self.durable_token.max(token);
                 self.answer_durable();
             }
-            return Ok(());
+            return None;
         }
         let token = self.next_token;
         self.next_token += 1;
@@ -994,32 +1048,25 @@ impl Engine {
             .iter()
             .map(|b| (b.poll().clone(), b.last_seq()))
             .collect();
+        self.note_job_for_pushes(token, &batches);
         let mut entries = std::mem::take(&mut self.unlogged_entries);
         entries.extend(batches.into_iter().map(WalEntry::Records));
         self.in_flight_jobs.push_back((token, marks));
-        if jobs.send(WalJob::append(token, entries)).await.is_err() {
-            // The writer has stopped: the caller takes the failure path.
-            return Err(EngineError::LogFailed);
-        }
-        Ok(())
+        Some(WalJob::append(token, entries))
     }
 
     fn on_durable(&mut self, up_to_token: u64) {
         self.answer_durable_pushes(up_to_token);
-        let mut own_durable = false;
+        self.publish_durable_pushes(up_to_token);
         while let Some((token, _)) = self.in_flight_jobs.front() {
             if *token > up_to_token {
                 break;
             }
             if let Some((_, marks)) = self.in_flight_jobs.pop_front() {
-                own_durable |= !marks.is_empty();
                 for (poll, seq) in marks {
                     self.replica.mark_durable(&poll, seq);
                 }
             }
-        }
-        if own_durable {
-            self.notify_pushes();
         }
         self.durable_token = self.durable_token.max(up_to_token);
         self.answer_durable();

@@ -492,11 +492,13 @@ fn replicated_acks(
     }
     let peers: std::collections::BTreeSet<_> = config.ack_peer_ids().into_iter().collect();
     let (durable, durable_rx) = watch::channel(0);
+    let feed = Arc::new(engine::PushFeed::default());
     engine.replicate_acks(engine::AckSettings {
         peers: peers.clone(),
         timeout: Duration::from_millis(config.ack_timeout_ms),
         fallback: config.ack_fallback,
         durable,
+        feed: feed.clone(),
     });
     if planted_bug == Some(PlantedBug::AckBeforePeerFsync) {
         engine.plant_bug_ack_before_peer_fsync();
@@ -510,6 +512,7 @@ fn replicated_acks(
     Some(peer::sync::AckPeers {
         peers,
         durable: durable_rx,
+        feed,
     })
 }
 

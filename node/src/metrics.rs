@@ -177,7 +177,15 @@ pub struct AckMetrics {
     pub journal_records: Gauge,
     /// Pushes that found the push journal full (answered on the `log` lane instead).
     pub journal_full: Counter,
+    /// How a push session got this node's records to push, by `source`: `feed` (handed
+    /// over by the engine as their log job became durable, the engine not waited for) or
+    /// `engine` (asked of the engine: a session's start, probes, a session further behind
+    /// than the feed keeps).
+    pub push_reads: Family<Labels, Counter>,
 }
+
+/// Every `source` of `tally_ack_push_reads_total`.
+pub const PUSH_READ_SOURCES: [&str; 2] = ["feed", "engine"];
 
 /// Every `lane` of `tally_ack_pushes_answered_total`.
 pub const PUSH_ANSWER_LANES: [&str; 2] = ["journal", "log"];
@@ -280,10 +288,20 @@ impl AckMetrics {
             "Replicated acks: pushes that found the push journal full (answered after the log)",
             journal_full.clone(),
         );
+        let push_reads = Family::<Labels, Counter>::default();
+        registry.register(
+            "ack_push_reads",
+            "Replicated acks: reads of own records to push, by source (feed, engine)",
+            push_reads.clone(),
+        );
+        for source in PUSH_READ_SOURCES {
+            let _ = push_reads.get_or_create(&vec![("source", source)]);
+        }
         Self {
             pushes_answered,
             journal_records,
             journal_full,
+            push_reads,
             peer_wait_seconds,
             misses,
             peer_lag_records,
@@ -295,6 +313,13 @@ impl AckMetrics {
             records_pushed,
             records_confirmed,
         }
+    }
+
+    /// Counts one read of own records to push, from `source` ([`PUSH_READ_SOURCES`]).
+    pub fn count_push_read(&self, source: &'static str) {
+        self.push_reads
+            .get_or_create(&vec![("source", source)])
+            .inc();
     }
 
     /// Counts `votes` votes no ack peer confirmed.

@@ -57,6 +57,7 @@ async fn an_ack_peer_coming_up_is_served_before_the_votes_queued_ahead_of_it() {
         timeout: Duration::from_secs(5),
         fallback: AckFallback::Refuse,
         durable,
+        feed: Default::default(),
     });
     assert!(
         health.has(Hold::AckPeerDown),

@@ -56,6 +56,7 @@ impl Engine {
         for (_, marks) in &mut self.in_flight_jobs {
             marks.clear();
         }
+        self.void_unpublished_pushes();
         self.renumber_waiters(&moved, retired.incarnation, incarnation);
         self.unlogged_entries.insert(
             0,

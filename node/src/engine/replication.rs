@@ -52,6 +52,7 @@
 //! the queue.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tally_core::wire::PushAck;
@@ -63,8 +64,12 @@ use super::{BatchVoteAck, Engine, EngineError, Pending, Reply, Waiter, answer};
 use crate::config::AckFallback;
 use crate::health::Hold;
 
+mod feed;
 mod need;
 mod push;
+
+pub(crate) use feed::split_records;
+pub use feed::{PUSH_FEED_RECORDS_MAX, PushFeed};
 
 pub(super) use need::Need;
 use need::{confirmed_in, covers};
@@ -98,6 +103,8 @@ pub struct AckSettings {
     /// Bumped whenever records of this node's own actor become durable: the push sessions
     /// wake on it.
     pub durable: watch::Sender<u64>,
+    /// Where those records go for the push sessions, as soon as they are durable.
+    pub feed: Arc<PushFeed>,
 }
 
 /// How far a push session has pushed this node's records (per poll, of one actor).
@@ -193,6 +200,8 @@ pub(super) struct Replication {
     stalled: bool,
     /// A planted bug: take records as confirmed as soon as they are handed to the pushes.
     confirm_on_push: bool,
+    /// Own records of each log job in flight (by token), for the push feed once durable.
+    unpublished: VecDeque<(u64, Vec<feed::FeedBatch>)>,
 }
 
 impl Replication {
@@ -295,6 +304,7 @@ impl Engine {
             last_progress: None,
             stalled: false,
             confirm_on_push: false,
+            unpublished: VecDeque::new(),
         });
     }
 
@@ -305,6 +315,8 @@ impl Engine {
     pub fn plant_bug_ack_before_peer_fsync(&mut self) {
         if let Some(replication) = &mut self.replication {
             replication.confirm_on_push = true;
+            // The sessions take every record from the engine, which "confirms" it there.
+            replication.settings.feed.close();
         }
     }
 
@@ -583,10 +595,55 @@ impl Engine {
         self.ack_peers_changed();
     }
 
-    /// Wakes the push sessions: records of this node's actor became durable.
-    pub(super) fn notify_pushes(&self) {
-        if let Some(replication) = &self.replication {
-            replication.settings.durable.send_modify(|n| *n += 1);
+    /// Keeps the own records of log job `token` (about to be submitted) for the push feed.
+    pub(super) fn note_job_for_pushes(&mut self, token: u64, batches: &[RecordBatch]) {
+        let Some(replication) = &mut self.replication else {
+            return;
+        };
+        let own: Vec<_> = batches
+            .iter()
+            .filter_map(|batch| {
+                let definition = self.replica.definition(batch.poll())?;
+                Some((definition, Arc::new(batch.clone())))
+            })
+            .collect();
+        if !batches.is_empty() {
+            replication.unpublished.push_back((token, own));
+        }
+    }
+
+    /// The log jobs up to `up_to_token` are durable: hands their own records to the push
+    /// sessions through the feed and wakes them, before the engine indexes those records
+    /// into its state (a session that asks instead is answered after that).
+    pub(super) fn publish_durable_pushes(&mut self, up_to_token: u64) {
+        let Some(replication) = &mut self.replication else {
+            return;
+        };
+        let mut durable = Vec::new();
+        let mut any = false;
+        while replication
+            .unpublished
+            .front()
+            .is_some_and(|(token, _)| *token <= up_to_token)
+        {
+            if let Some((_, batches)) = replication.unpublished.pop_front() {
+                durable.extend(batches);
+                any = true;
+            }
+        }
+        if !any {
+            return;
+        }
+        replication.settings.feed.publish(durable);
+        replication.settings.durable.send_modify(|n| *n += 1);
+    }
+
+    /// A move to a new incarnation voided the records of the log jobs in flight: none of
+    /// them may reach a peer, and the push sessions start over by asking.
+    pub(super) fn void_unpublished_pushes(&mut self) {
+        if let Some(replication) = &mut self.replication {
+            replication.unpublished.clear();
+            replication.settings.feed.clear();
         }
     }
 

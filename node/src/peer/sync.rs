@@ -45,6 +45,7 @@ use tally_core::wire::Hello;
 use tally_core::{ActorId, AnswerRefusal, NodeId, VoteIdKey};
 use tokio::sync::{mpsc, oneshot, watch};
 
+mod apply;
 mod push;
 
 pub use push::AckPeers;
@@ -55,7 +56,7 @@ use super::tls::check_peer_is;
 use super::transport::{Backoff, FrameError, read_frame, write_frame};
 use crate::clock_watch::ClockWatch;
 use crate::config::PeerAddress;
-use crate::engine::{Command, EngineError, PeerApplied};
+use crate::engine::{Command, EngineError};
 use crate::metrics::{Metrics, PeerMetrics};
 use crate::peer::status::PeerBoard;
 use tally_core::Clock;
@@ -697,12 +698,7 @@ async fn pull_round(
         unreachable!("round {round} is the one in flight, and its answer was not handed out");
     };
     let peer = NodeId::new(label).map_err(|e| SessionError::refused("node_id", e.to_string()))?;
-    let applied: PeerApplied = ask(&context.engine, |reply| Command::PeerApply {
-        peer,
-        answer,
-        reply,
-    })
-    .await?;
+    let applied = apply::apply_in_pieces(&context.engine, peer, answer).await?;
     note_answer_refusals(context, label, &applied.refused);
     let Some(outcome) = puller.finish_round(RoundApplied {
         records_added: applied.records_added,

@@ -22,6 +22,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use tally_core::session::{PUSHES_UNANSWERED_MAX, PushReceiver, PushSender, Pushed};
 use tally_core::wire::PushAck;
@@ -29,7 +30,9 @@ use tally_core::{NodeId, PollId};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{SessionError, SyncContext, ask, next_frame, send_frame};
-use crate::engine::{AckCommand, Command, EngineError, PUSH_PROBE_INTERVAL, PushCursor};
+use crate::engine::{
+    AckCommand, Command, EngineError, OwnRecords, PUSH_PROBE_INTERVAL, PushCursor, PushFeed,
+};
 use crate::peer::claims::PushClaim;
 use crate::push_journal::JournalPush;
 
@@ -40,12 +43,15 @@ pub struct AckPeers {
     pub peers: BTreeSet<NodeId>,
     /// Bumped by the engine whenever own records became durable.
     pub durable: watch::Receiver<u64>,
+    /// Those records, handed over by the engine as they became durable.
+    pub feed: Arc<PushFeed>,
 }
 
 /// What the writing task is told by the other two.
 enum ToWriter {
-    /// The peer answered this node's oldest unanswered push.
-    Confirmed(PushAck),
+    /// The peer answered this node's oldest unanswered push (the reader has handed the
+    /// answer to the engine).
+    Confirmed,
     /// This node's answer to one of the peer's pushes.
     Answer(PushAck),
 }
@@ -85,12 +91,12 @@ pub(super) async fn run(
     }
     let (to_writer, writer_inbox) = mpsc::channel(2 * PUSHES_UNANSWERED_MAX);
     let (owed_tx, owed_rx) = mpsc::channel(PUSHES_UNANSWERED_MAX);
-    let durable = ack_peer.map(|a| a.durable.clone());
+    let durable = ack_peer.map(|a| (a.durable.clone(), a.feed.clone()));
     tokio::select! {
         biased;
         result = read_pushes(connection, context, &node, &receiver, owed_tx, to_writer.clone()) => result,
         result = answer_pushes(owed_rx, to_writer) => result,
-        result = write_pushes(connection, context, peer, &node, claim.as_ref(), &mut sender, durable, writer_inbox) => result,
+        result = write_pushes(connection, context, peer, claim.as_ref(), &mut sender, durable, writer_inbox) => result,
     }
 }
 
@@ -182,10 +188,23 @@ async fn read_pushes(
                     .await
                     .map_err(|_| SessionError::EngineStopped)?;
             }
-            Pushed::Ack(ack) => to_writer
-                .send(ToWriter::Confirmed(ack))
-                .await
-                .map_err(|_| SessionError::EngineStopped)?,
+            Pushed::Ack(ack) => {
+                // The confirmation goes to the engine from here, not through the writer: one
+                // task's wake-up fewer between the peer's answer and the votes it answers.
+                let confirmed = AckCommand::PeerConfirmed {
+                    peer: from.clone(),
+                    ack,
+                };
+                context
+                    .ack_lane
+                    .send(Command::Ack(confirmed))
+                    .await
+                    .map_err(|_| SessionError::EngineStopped)?;
+                to_writer
+                    .send(ToWriter::Confirmed)
+                    .await
+                    .map_err(|_| SessionError::EngineStopped)?;
+            }
         }
     }
     // The peer finished its push stream (it is stopping): the connection's end follows.
@@ -235,12 +254,12 @@ async fn write_pushes(
     connection: &quinn::Connection,
     context: &SyncContext,
     peer: &str,
-    node: &NodeId,
     claim: Option<&PushClaim>,
     sender: &mut PushSender,
-    mut durable: Option<watch::Receiver<u64>>,
+    durable: Option<(watch::Receiver<u64>, Arc<PushFeed>)>,
     mut inbox: mpsc::Receiver<ToWriter>,
 ) -> Result<(), SessionError> {
+    let (mut durable, feed) = durable.unzip();
     let metrics = &context.metrics.peers;
     let mut idle_stream: Option<quinn::SendStream> = None;
     let mut writing: Option<Writing<'_>> = None;
@@ -264,14 +283,7 @@ async fn write_pushes(
         if can_push && (more || probe) {
             let after = cursor.take();
             let probe = std::mem::take(&mut probe);
-            let records = ask(&context.ack_lane, |reply| {
-                Command::Ack(AckCommand::OwnRecordsToPush {
-                    after,
-                    probe,
-                    reply,
-                })
-            })
-            .await?;
+            let records = own_records(context, feed.as_deref(), after, probe).await?;
             for (definition, batch) in records.pushes {
                 sender.send_records(definition, batch);
             }
@@ -294,15 +306,7 @@ async fn write_pushes(
         tokio::select! {
             biased;
             message = inbox.recv() => match message {
-                Some(ToWriter::Confirmed(ack)) => {
-                    sender.handle_ack()?;
-                    let confirmed = AckCommand::PeerConfirmed { peer: node.clone(), ack };
-                    context
-                        .ack_lane
-                        .send(Command::Ack(confirmed))
-                        .await
-                        .map_err(|_| SessionError::EngineStopped)?;
-                }
+                Some(ToWriter::Confirmed) => sender.handle_ack()?,
                 Some(ToWriter::Answer(ack)) => sender.send_ack(ack)?,
                 None => return Err(SessionError::EngineStopped),
             },
@@ -319,6 +323,36 @@ async fn write_pushes(
             }
         }
     }
+}
+
+/// This node's records to push after `after`: from the push feed when it can continue the
+/// cursor and no probes are wanted (the engine not waited for), else from the engine.
+async fn own_records(
+    context: &SyncContext,
+    feed: Option<&PushFeed>,
+    after: Option<PushCursor>,
+    probe: bool,
+) -> Result<OwnRecords, SessionError> {
+    let from_feed = match (&after, feed) {
+        (Some(cursor), Some(feed)) if !probe => feed.after(cursor),
+        _ => None,
+    };
+    let acks = &context.metrics.acks;
+    if let Some(records) = from_feed {
+        let pushed: usize = records.pushes.iter().map(|(_, b)| b.len()).sum();
+        acks.records_pushed.inc_by(pushed as u64);
+        acks.count_push_read("feed");
+        return Ok(records);
+    }
+    acks.count_push_read("engine");
+    ask(&context.ack_lane, |reply| {
+        Command::Ack(AckCommand::OwnRecordsToPush {
+            after,
+            probe,
+            reply,
+        })
+    })
+    .await
 }
 
 /// The frame being written, once written (never, when none is).
