@@ -984,6 +984,9 @@ mod tests {
         Reserve(usize),
         /// A reservation met only by growth steps (a peer's), even while empty.
         ReserveGradually(usize),
+        /// New keys from a counter past the lookups' range, one after another: larger
+        /// tables, whose orders can come before the index begins preparing its own.
+        Fill(u64),
         /// The owner polls for a table to have prepared off its thread.
         Order,
         /// The owner hands over the table ordered first of those not yet delivered (or
@@ -1000,6 +1003,7 @@ mod tests {
             1 => (0usize..40).prop_map(Operation::Advance),
             1 => (0usize..3_000).prop_map(Operation::Reserve),
             1 => (0usize..3_000).prop_map(Operation::ReserveGradually),
+            1 => (0u64..500).prop_map(Operation::Fill),
             2 => Just(Operation::Order),
             2 => prop::bool::weighted(0.1).prop_map(|cancel| Operation::Deliver { cancel }),
         ];
@@ -1023,6 +1027,7 @@ mod tests {
             // Orders not yet delivered, oldest first (a helper thread meets them in order;
             // here they arrive at any point of the growth, early, late or never).
             let mut orders: std::collections::VecDeque<usize> = Default::default();
+            let mut fresh = 10_000;
             for operation in operations {
                 match operation {
                     Operation::Add(key, replace) => {
@@ -1050,6 +1055,13 @@ mod tests {
                         harness.index = index;
                         prop_assert!(harness.index.capacity() >= before.max(entries));
                     }
+                    Operation::Fill(count) => {
+                        for key in fresh..fresh + count {
+                            model.insert(key, harness.add(key, false));
+                            orders.extend(harness.index.order_table(0));
+                        }
+                        fresh += count;
+                    }
                     Operation::Order => orders.extend(harness.index.order_table(0)),
                     Operation::Deliver { cancel: true } => {
                         if let Some(groups) = orders.pop_front() {
@@ -1067,7 +1079,7 @@ mod tests {
                 }
                 prop_assert_eq!(harness.index.len(), model.len());
             }
-            for key in 0..2_200 {
+            for key in (0..2_200).chain(model.keys().copied()) {
                 prop_assert_eq!(harness.find(key), model.get(&key).copied(), "key {}", key);
             }
             let mut winners: Vec<Position> = model.values().copied().collect();

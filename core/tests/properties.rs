@@ -335,8 +335,8 @@ fn growth_steps() -> impl Strategy<Value = Vec<GrowthStep>> {
         3 => ids(20).prop_map(GrowthStep::Lookup),
         1 => (0usize..64).prop_map(GrowthStep::Grow),
         1 => (0usize..5_000).prop_map(GrowthStep::Reserve),
-        2 => Just(GrowthStep::OrderMemory),
-        2 => prop::bool::weighted(0.1).prop_map(|cancel| GrowthStep::Deliver { cancel }),
+        3 => Just(GrowthStep::OrderMemory),
+        3 => prop::bool::weighted(0.1).prop_map(|cancel| GrowthStep::Deliver { cancel }),
     ];
     prop::collection::vec(step, 1..160)
 }
