@@ -12,7 +12,14 @@
 //!    [`INDEX_GROWTH_STEP_PREFAULT_BYTES`](crate::limits::INDEX_GROWTH_STEP_PREFAULT_BYTES)
 //!    further through its pages, writing them with zeros, so that its page faults are paid a
 //!    few at a time and not by the first inserts, which land everywhere. Inserts still go to
-//!    the table in use.
+//!    the table in use. **Or off the owner's thread:** once the table in use is
+//!    [`INDEX_TABLE_ORDER_AT_EIGHTHS`](crate::limits::INDEX_TABLE_ORDER_AT_EIGHTHS) eighths
+//!    of the way to full, the index orders its next table ([`PositionIndex::order_table`],
+//!    through `Replica::poll_memory_order`); the owner has it allocated and touched on a
+//!    helper thread (`prepared_memory.rs`) and offers it ([`PositionIndex::offer`]): if it is
+//!    still the size the next growth needs and nothing is moving, the index switches to it at
+//!    once, in place of whatever it had begun preparing itself. A helper that is late
+//!    changes nothing but which thread pays the page faults.
 //! 2. **Moving.** Once every page is touched, the new table takes inserts, and each step
 //!    moves at most [`INDEX_GROWTH_STEP_MOVES_MAX`](crate::limits::INDEX_GROWTH_STEP_MOVES_MAX)
 //!    entries of the old table into it, rehashing each (a read of its record). Which table

@@ -8,6 +8,10 @@
 //! ID is stored twice. The index holds, for each vote ID, the position of its current winner,
 //! and grows a bounded step at a time, never stopping the world (`position_index.rs`).
 //!
+//! A store that holds many records keeps a few spare chunks whose memory its owner's helper
+//! thread allocated and faulted in (`prepared_memory.rs`), so that the owner does not pay
+//! the records' page faults as votes arrive; without spares it allocates as before.
+//!
 //! Hashing uses a keyed hasher seeded by the caller (a per-node secret), because vote IDs are
 //! chosen by clients and must not be able to aim at one bucket.
 //!
