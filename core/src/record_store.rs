@@ -605,7 +605,7 @@ mod tests {
         assert!(store.spare_chunks.len() <= store.chunks.len() / 64);
         for i in 0..count {
             let record = store
-                .record_at(((i / CHUNK_RECORDS + 1) << CHUNK_SHIFT | i % CHUNK_RECORDS) as u32);
+                .record_at((((i / CHUNK_RECORDS + 1) << CHUNK_SHIFT) | (i % CHUNK_RECORDS)) as u32);
             assert_eq!(record.actor, a);
             assert_eq!(record.seq, i as Seq + 1);
             assert_eq!(record.vote_id, VoteId(i as u128 * 7));
