@@ -13,6 +13,13 @@
 //! (`INDEX_GROWTH_STEPS_PER_TICK`, up to 128 steps every 100 ms, each tick's steps stopped
 //! after 2 ms: `INDEX_GROWTH_TICK_BUDGET`) and the longest tick.
 //!
+//! With `TALLY_GROWTH_HELPER=1` (the default; `0` for none), the fill runs as the node's engine
+//! does: a [`tally_core::MemoryHelper`] prepares the index's next tables and spare record
+//! chunks on threads of its own, tended before every group (the engine tends it on every
+//! wake-up), and frees the tables growth moved out of. The row then gives, beside the filling
+//! thread's CPU time, the CPU time of every other thread of the process over the fill (the
+//! helper's, from `/proc/self/stat`, 10 ms ticks).
+//!
 //! Run: `cargo bench -p tally-core --bench index_growth` (30M IDs, 2 rounds), or
 //! `TALLY_GROWTH_IDS=10000000 TALLY_GROWTH_ROUNDS=3 cargo bench -p tally-core --bench index_growth`;
 //! with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` in front to run on huge pages, as the node does.
@@ -50,6 +57,23 @@ fn thread_cpu_seconds() -> f64 {
     nanoseconds as f64 / 1e9
 }
 
+/// CPU time of the whole process so far, in seconds: utime + stime of `/proc/self/stat`, in
+/// the kernel's clock ticks (100 a second here), threads that ended included.
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let after_name = stat.rsplit(") ").next().unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15: the 12th and 13th after the name.
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name).map_or(default, |v| {
         v.parse()
@@ -60,6 +84,15 @@ fn env_number(name: &str, default: u64) -> u64 {
 fn main() {
     let ids = env_number("TALLY_GROWTH_IDS", DEFAULT_IDS);
     let rounds = env_number("TALLY_GROWTH_ROUNDS", DEFAULT_ROUNDS);
+    let helper = env_number("TALLY_GROWTH_HELPER", 1) == 1;
+    println!(
+        "memory helper: {}",
+        if helper {
+            "on (next tables and record chunks prepared off the filling thread, as the node does)"
+        } else {
+            "off (TALLY_GROWTH_HELPER=0: the filling thread faults every page itself)"
+        }
+    );
     // `grown`, `reserved` or both (the default): one way alone, for a profiler.
     let only = std::env::var("TALLY_GROWTH_ONLY").ok();
     // The node runs its heap on huge pages (node/src/huge_pages.rs), which change these
@@ -75,12 +108,13 @@ fn main() {
         }
     );
     println!(
-        "{:>5} {:>9} {:>10} {:>8} {:>8} {:>8} {:>26} {:>20} {:>9} {:>9} {:>9}",
+        "{:>5} {:>9} {:>10} {:>8} {:>8} {:>9} {:>8} {:>26} {:>20} {:>9} {:>9} {:>9}",
         "round",
         "index",
         "reserve s",
         "fill s",
         "CPU s",
+        "others s",
         "M IDs/s",
         "longest groups (4096), ms",
         "same, CPU ms",
@@ -92,7 +126,7 @@ fn main() {
         for reserved in [false, true] {
             let name = if reserved { "reserved" } else { "grown" };
             if only.as_deref().is_none_or(|only| only == name) {
-                fill(round, ids, reserved);
+                fill(round, ids, reserved, helper);
             }
         }
     }
@@ -101,7 +135,8 @@ fn main() {
 /// Fills one replica and prints its row. Timed with the wall clock, which the core bans
 /// (core/clippy.toml) and a bench exists to read.
 #[allow(clippy::disallowed_methods)]
-fn fill(round: u64, ids: u64, reserved: bool) {
+fn fill(round: u64, ids: u64, reserved: bool, helper: bool) {
+    let mut helper = helper.then(|| tally_core::MemoryHelper::spawn().expect("helper threads"));
     let poll = poll_id();
     let mut replica = new_replica();
     let reserving = Instant::now();
@@ -115,12 +150,16 @@ fn fill(round: u64, ids: u64, reserved: bool) {
     let mut groups: Vec<Duration> = Vec::new();
     let mut group_cpu: Vec<f64> = Vec::new();
     let cpu_start = thread_cpu_seconds();
+    let process_cpu_start = process_cpu_seconds();
     let start = Instant::now();
     let mut from = 0;
     while from < ids {
         let to = (from + GROUP_COMMIT_VOTES).min(ids);
         let group = Instant::now();
         let group_cpu_start = thread_cpu_seconds();
+        if let Some(helper) = &mut helper {
+            tend(helper, &mut replica);
+        }
         accept_range(&mut replica, &poll, from..to);
         groups.push(group.elapsed());
         group_cpu.push(thread_cpu_seconds() - group_cpu_start);
@@ -128,6 +167,7 @@ fn fill(round: u64, ids: u64, reserved: bool) {
     }
     let seconds = start.elapsed().as_secs_f64();
     let cpu_seconds = thread_cpu_seconds() - cpu_start;
+    let others_seconds = process_cpu_seconds() - process_cpu_start - cpu_seconds;
     let held = replica
         .state(&poll)
         .map_or(0, tally_core::PollState::distinct_vote_ids);
@@ -136,6 +176,9 @@ fn fill(round: u64, ids: u64, reserved: bool) {
     let mut ticks = 0u32;
     loop {
         let tick = Instant::now();
+        if let Some(helper) = &mut helper {
+            tend(helper, &mut replica);
+        }
         let growing =
             replica.advance_index_growth_while(STEPS_PER_TICK, || tick.elapsed() < TICK_BUDGET);
         longest_tick = longest_tick.max(tick.elapsed());
@@ -162,12 +205,13 @@ fn fill(round: u64, ids: u64, reserved: bool) {
         .map(|s| format!("{:.1}", s * 1e3))
         .collect();
     println!(
-        "{:>5} {:>9} {:>10.3} {:>8.2} {:>8.2} {:>8.2} {:>26} {:>20} {:>9.3} {:>9.3} {:>9.1}",
+        "{:>5} {:>9} {:>10.3} {:>8.2} {:>8.2} {:>9.2} {:>8.2} {:>26} {:>20} {:>9.3} {:>9.3} {:>9.1}",
         round,
         if reserved { "reserved" } else { "grown" },
         reserve_seconds,
         seconds,
         cpu_seconds,
+        others_seconds,
         ids as f64 / seconds / 1e6,
         longest.join(" / "),
         longest_cpu.join(" / "),
@@ -175,4 +219,15 @@ fn fill(round: u64, ids: u64, reserved: bool) {
         finish_seconds,
         ms(&longest_tick)
     );
+}
+
+/// What the node's engine does on each wake-up: hands the replica what the helper prepared,
+/// gives the helper the next order, and frees the tables growth moved out of off this thread.
+fn tend(helper: &mut tally_core::MemoryHelper, replica: &mut tally_core::Replica) {
+    helper.tend(replica);
+    for table in replica.take_retired_index_tables() {
+        if let Some(table) = helper.free(table) {
+            std::thread::spawn(move || drop(table));
+        }
+    }
 }

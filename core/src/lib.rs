@@ -29,6 +29,7 @@ mod poll;
 mod poll_state;
 mod position_index;
 mod position_table;
+mod prepared_memory;
 mod record_batch;
 mod record_store;
 mod replica;
@@ -48,6 +49,7 @@ pub use merge::{Merge, check_merge_laws};
 pub use poll::{PollSpec, PollSpecError, PollStatus, PollWindow};
 pub use poll_state::{Applied, ApplyError, PollState};
 pub use position_index::IndexGrowth;
+pub use prepared_memory::{MemoryHelper, MemoryKind, MemoryOrder, PreparedMemory};
 pub use record_batch::{BatchError, BatchRecord, RecordBatch, SecondRun};
 pub use record_store::{ReservedIndex, RetiredIndex};
 pub use replica::{

@@ -70,6 +70,34 @@ pub const INDEX_GROWTH_STEP_PREFAULT_BYTES: usize = 32 * 1024;
 const _: () = assert!(INDEX_GROWTH_STEP_PREFAULT_BYTES * INDEX_GROWTH_INSERTS_PER_STEP >= 4096);
 const _: () = assert!(INDEX_GROWTH_STEP_MOVES_MAX % 8 == 0 && INDEX_GROWTH_INSERTS_PER_STEP >= 1);
 
+/// How far a dedupe index's table fills before its next table is ordered from the owner's
+/// helper thread (`Replica::poll_memory_order`), in eighths of the way to its load limit:
+/// at 7/8, the inserts left before the table is full (1/8 of its capacity, ~1.5M at 12M
+/// IDs) take longer than the helper takes to allocate and fault in a table twice its size
+/// (measured: BENCHMARKS.md, "The next table prepared off the engine"). Not earlier, because
+/// a prepared table is switched to at once: the index then holds the larger table from
+/// 7/8 of the way on (not at 10M IDs, whose index is 0.80 of the way).
+pub const INDEX_TABLE_ORDER_AT_EIGHTHS: usize = 7;
+
+/// Fewest bytes a dedupe index's next table spans for it to be ordered from a helper thread:
+/// 2 MiB, one huge page. Smaller tables are touched by the growth steps in a few steps.
+pub const INDEX_TABLE_ORDER_BYTES_MIN: usize = 2 << 20;
+
+/// Most spare record chunks a poll's record store keeps, allocated and faulted in by the
+/// owner's helper thread (`Replica::poll_memory_order`), so that the owner's thread does not
+/// fault in the records' memory as votes arrive (a 2 MiB huge page every ~30 chunks, up to
+/// milliseconds each in this VM). A store keeps at most one spare per 64 chunks it holds
+/// (1.6% of its records' memory), so polls under 128 chunks (~520,000 records) keep none.
+pub const RECORD_CHUNKS_SPARE_MAX: usize = 32;
+
+/// Most jobs waiting for one of a replica owner's memory helper threads
+/// (`tally_core::MemoryHelper`): its one order, and index tables left over to free. Past it,
+/// a table to free is handed back to the owner, and an order is cancelled (the replica
+/// proceeds without it).
+pub const MEMORY_HELPER_JOBS_MAX: usize = 4;
+
+const _: () = assert!(INDEX_TABLE_ORDER_AT_EIGHTHS >= 1 && INDEX_TABLE_ORDER_AT_EIGHTHS <= 8);
+
 /// Largest encoded wire frame, in bytes. Decoding refuses anything longer before parsing.
 pub const FRAME_BYTES_MAX: usize = 4 << 20;
 

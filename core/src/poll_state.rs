@@ -19,6 +19,7 @@ use crate::ids::{ActorId, NodeId, OptionIndex, PollId, Second, Seq};
 use crate::limits::{ACTORS_PER_POLL_MAX, OPTIONS_MAX, PENDING_RECORDS_MAX, RECORDS_PER_BATCH_MAX};
 use crate::merge::Merge;
 use crate::position_index::IndexGrowth;
+use crate::prepared_memory::{MemoryKind, Prepared};
 use crate::record_batch::{BatchRecord, RecordBatch};
 use crate::record_store::{ActorSlot, RecordStore, ReservedIndex, RetiredIndex};
 use crate::version_vector::VersionVector;
@@ -259,6 +260,40 @@ impl PollState {
         keep_going: impl FnMut() -> bool,
     ) -> bool {
         self.store.advance_index_growth(steps, keep_going)
+    }
+
+    /// Memory to have prepared off the owner's thread now, if any (see
+    /// [`crate::Replica::poll_memory_order`]): the index's next table, or spare record chunks.
+    /// `table_bytes_min`: the smallest index table worth ordering.
+    pub(crate) fn order_memory(
+        &mut self,
+        kind: MemoryKind,
+        table_bytes_min: usize,
+    ) -> Option<usize> {
+        match kind {
+            MemoryKind::IndexTable => self.store.order_index_table(table_bytes_min),
+            MemoryKind::RecordChunks => self.store.order_chunks(),
+        }
+    }
+
+    /// Forgets an order of [`Self::order_memory`] that will not be met.
+    pub(crate) fn cancel_memory_order(&mut self, kind: MemoryKind, amount: usize) {
+        match kind {
+            MemoryKind::IndexTable => self.store.cancel_index_table_order(amount),
+            MemoryKind::RecordChunks => self.store.cancel_chunks_order(),
+        }
+    }
+
+    /// Takes memory prepared off the owner's thread; returns an index table for the owner to
+    /// free off its thread, if one is left over.
+    pub(crate) fn take_prepared(&mut self, memory: Prepared) -> Option<RetiredIndex> {
+        match memory {
+            Prepared::IndexTable(table) => self.store.offer_index_table(table),
+            Prepared::RecordChunks(chunks) => {
+                self.store.add_spare_chunks(chunks);
+                None
+            }
+        }
     }
 
     /// The dedupe index table the last growth moved out of, if not taken yet.

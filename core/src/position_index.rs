@@ -12,7 +12,14 @@
 //!    [`INDEX_GROWTH_STEP_PREFAULT_BYTES`](crate::limits::INDEX_GROWTH_STEP_PREFAULT_BYTES)
 //!    further through its pages, writing them with zeros, so that its page faults are paid a
 //!    few at a time and not by the first inserts, which land everywhere. Inserts still go to
-//!    the table in use.
+//!    the table in use. **Or off the owner's thread:** once the table in use is
+//!    [`INDEX_TABLE_ORDER_AT_EIGHTHS`](crate::limits::INDEX_TABLE_ORDER_AT_EIGHTHS) eighths
+//!    of the way to full, the index orders its next table ([`PositionIndex::order_table`],
+//!    through `Replica::poll_memory_order`); the owner has it allocated and touched on a
+//!    helper thread (`prepared_memory.rs`) and offers it ([`PositionIndex::offer`]): if it is
+//!    still the size the next growth needs and nothing is moving, the index switches to it at
+//!    once, in place of whatever it had begun preparing itself. A helper that is late
+//!    changes nothing but which thread pays the page faults.
 //! 2. **Moving.** Once every page is touched, the new table takes inserts, and each step
 //!    moves at most [`INDEX_GROWTH_STEP_MOVES_MAX`](crate::limits::INDEX_GROWTH_STEP_MOVES_MAX)
 //!    entries of the old table into it, rehashing each (a read of its record). Which table
@@ -38,10 +45,12 @@
 //! Hashing and key comparison are the caller's: the index stores 4-byte positions, and the
 //! record store hashes and compares the vote ID each one points at.
 
+#[cfg(doc)]
+use crate::limits::INDEX_TABLE_ORDER_BYTES_MIN;
 use crate::limits::{
     INDEX_GROWTH_INSERTS_PER_STEP as INSERTS_PER_STEP,
     INDEX_GROWTH_STEP_MOVES_MAX as GROWTH_STEP_MOVES_MAX,
-    INDEX_GROWTH_STEP_PREFAULT_BYTES as GROWTH_STEP_BYTES,
+    INDEX_GROWTH_STEP_PREFAULT_BYTES as GROWTH_STEP_BYTES, INDEX_TABLE_ORDER_AT_EIGHTHS,
 };
 use crate::moving_table::{MovingTable, Route};
 use crate::position_table::{
@@ -97,6 +106,10 @@ pub(crate) struct PositionIndex {
     /// 4 KiB pages in this VM, a stall if done between two votes. Holds at most one (an older one
     /// nobody took is freed here when the next retires).
     retired: Option<PositionTable>,
+    /// Groups of the next table the owner has been asked to prepare off its thread
+    /// ([`Self::table_wanted`]), 0 if none: not asked for again until it arrives, is
+    /// cancelled, or a growth switches tables.
+    ordered_groups: usize,
 }
 
 impl PositionIndex {
@@ -422,6 +435,7 @@ impl PositionIndex {
         );
         next.prefault(usize::MAX);
         self.quiet_below = 0;
+        self.ordered_groups = 0;
         let prepared_steps = self.prepare_steps(next.groups());
         let old = std::mem::replace(&mut self.table, next);
         if self.wanted_groups <= self.table.groups() {
@@ -430,6 +444,70 @@ impl PositionIndex {
         if old.len() > 0 {
             self.old = Some(MovingTable::new(old, prepared_steps));
         }
+    }
+
+    /// The size (in groups) of the next table, if it is time to have it prepared off the
+    /// owner's thread ([`Self::offer`]): the index is not growing, nothing of that size is
+    /// ordered yet, the table is at least [`INDEX_TABLE_ORDER_AT_EIGHTHS`] eighths of the way
+    /// to its load limit (or a reservation wants a larger one), and the next table spans at
+    /// least `bytes_min` bytes (the record store passes [`INDEX_TABLE_ORDER_BYTES_MIN`]: a
+    /// smaller one costs the growth steps little). Ordering marks it ordered;
+    /// [`Self::cancel_order`] undoes that.
+    pub(crate) fn order_table(&mut self, bytes_min: usize) -> Option<usize> {
+        if self.old.is_some() || self.table.groups() == 0 {
+            return None;
+        }
+        let groups = self
+            .next
+            .as_ref()
+            .map_or_else(|| self.next_groups(), PositionTable::groups);
+        let order_at = self.table.capacity() / 8 * INDEX_TABLE_ORDER_AT_EIGHTHS;
+        let bytes = PositionTable::pages_of(groups) * PAGE_BYTES;
+        if self.ordered_groups == groups
+            || bytes < bytes_min
+            || (self.table.len() < order_at && self.wanted_groups <= self.table.groups())
+        {
+            return None;
+        }
+        self.ordered_groups = groups;
+        Some(groups)
+    }
+
+    /// Forgets an order of [`Self::order_table`] that will not be met (the helper could not
+    /// take it): the index may order again.
+    pub(crate) fn cancel_order(&mut self, groups: usize) {
+        if self.ordered_groups == groups {
+            self.ordered_groups = 0;
+        }
+    }
+
+    /// Takes a table prepared off the owner's thread (empty, zeroed, every page touched) as
+    /// the next table, if it is of the size the next growth needs and no growth is moving
+    /// entries: then switches to it at once (O(1); the entries move by the usual steps), so
+    /// the index never touches that table's pages itself. Returns what the owner should free
+    /// off its thread: the offered table if it does not fit (it came too late, or the index
+    /// grew meanwhile), or the next table the index had begun preparing itself (the helper
+    /// was late, and the index proceeded as without one).
+    pub(crate) fn offer(&mut self, table: PositionTable) -> Option<PositionTable> {
+        debug_assert!(table.len() == 0 && table.bytes_to_prefault() == 0);
+        let fits = self.old.is_none()
+            && table.len() == 0
+            && table.bytes_to_prefault() == 0
+            && table.groups() > self.table.groups()
+            && table.groups()
+                == self
+                    .next
+                    .as_ref()
+                    .map_or_else(|| self.next_groups(), PositionTable::groups);
+        if self.ordered_groups == table.groups() {
+            self.ordered_groups = 0;
+        }
+        if !fits {
+            return Some(table);
+        }
+        let begun = self.next.replace(table);
+        self.switch();
+        begun
     }
 
     /// The table the last growth moved out of, if the owner has not taken it yet: dropping
@@ -525,6 +603,14 @@ mod tests {
             let growing = index.advance(steps, &*self, || true);
             self.index = index;
             growing
+        }
+
+        /// A table prepared as the owner's helper thread prepares one, offered to the index;
+        /// returns the groups of the table handed back, if any.
+        fn deliver(&mut self, groups: usize) -> Option<usize> {
+            let mut table = PositionTable::with_groups(groups);
+            table.prefault(usize::MAX);
+            self.index.offer(table).map(|t| t.groups())
         }
 
         fn held(&self) -> Vec<Position> {
@@ -814,6 +900,88 @@ mod tests {
         assert_eq!(harness.index.len(), key as usize);
     }
 
+    #[test]
+    fn a_table_prepared_off_the_owners_thread_is_switched_to_at_once_without_a_step_of_preparing() {
+        // Goal: the owner's helper takes the index's page faults: a table ordered at 7/8 of
+        // the way to full and delivered before the index begins preparing its own is put in
+        // use at once, and the index never allocates or touches a next table itself for that
+        // growth; every key is found through the move. Method: fill until the index orders,
+        // check it prepares nothing, deliver, and fill on through the move.
+        let mut harness = Harness::default();
+        let mut key = 0;
+        let groups = loop {
+            harness.add(key, false);
+            key += 1;
+            if key > 2_000 {
+                if let Some(groups) = harness.index.order_table(0) {
+                    break groups;
+                }
+            }
+        };
+        assert!(harness.index.next.is_none() && harness.index.old.is_none());
+        assert_eq!(harness.index.order_table(0), None, "ordered once");
+        let table_groups = harness.index.table.groups();
+        assert_eq!(groups, 2 * table_groups);
+        assert_eq!(harness.deliver(groups), None, "taken");
+        assert_eq!(harness.index.table.groups(), groups);
+        assert!(harness.index.old.is_some(), "moving at once");
+        while harness.index.old.is_some() {
+            assert!(harness.index.next.is_none(), "prepared nothing itself");
+            harness.add(key, key % 5 == 0);
+            key += 1;
+        }
+        assert!((0..key).all(|k| harness.find(k).is_some()));
+        assert_eq!(harness.index.len(), key as usize);
+    }
+
+    #[test]
+    fn a_late_table_replaces_the_one_the_index_began_and_a_table_too_late_is_handed_back() {
+        // Goal: the index never waits for its owner's helper: past the point where it would
+        // grow without one, it prepares its own next table; a prepared one arriving then is
+        // switched to and the begun one handed back to free; one arriving after the index
+        // switched by itself is handed back unused. Every key stays found. Method: order,
+        // fill until the index prepares its own, deliver; order again, fill until it has
+        // switched by itself, deliver.
+        let mut harness = Harness::default();
+        let mut key = 0;
+        let mut fill_until = |harness: &mut Harness, done: &dyn Fn(&PositionIndex) -> bool| {
+            while !done(&harness.index) {
+                harness.add(key, false);
+                key += 1;
+                assert!(key < 1_000_000, "never came");
+            }
+        };
+        fill_until(&mut harness, &|index| {
+            index.len() > 2_000 && index.old.is_none()
+        });
+        let mut order = None;
+        fill_until(&mut harness, &|index| index.next.is_some());
+        while order.is_none() {
+            order = harness.index.order_table(0);
+        }
+        let groups = order.unwrap();
+        assert_eq!(
+            harness.deliver(groups),
+            Some(groups),
+            "the begun table handed back"
+        );
+        assert_eq!(harness.index.table.groups(), groups);
+        assert!(harness.index.next.is_none() && harness.index.old.is_some());
+        fill_until(&mut harness, &|index| index.old.is_none());
+        let mut late = None;
+        fill_until(&mut harness, &|index| index.next.is_some());
+        while late.is_none() {
+            late = harness.index.order_table(0);
+        }
+        let late = late.unwrap();
+        fill_until(&mut harness, &|index| index.old.is_some());
+        assert_eq!(harness.index.table.groups(), late, "switched by itself");
+        assert_eq!(harness.deliver(late), Some(late), "handed back unused");
+        fill_until(&mut harness, &|index| index.old.is_none());
+        let held = harness.index.len() as u64;
+        assert!((0..held).all(|k| harness.find(k).is_some()));
+    }
+
     #[derive(Debug, Clone)]
     enum Operation {
         /// A record of this key: indexed if new; if held, replaces the winner or not.
@@ -823,6 +991,16 @@ mod tests {
         Reserve(usize),
         /// A reservation met only by growth steps (a peer's), even while empty.
         ReserveGradually(usize),
+        /// New keys from a counter past the lookups' range, one after another: larger
+        /// tables, whose orders can come before the index begins preparing its own.
+        Fill(u64),
+        /// The owner polls for a table to have prepared off its thread.
+        Order,
+        /// The owner hands over the table ordered first of those not yet delivered (or
+        /// cancels its order, as when its helper thread is gone).
+        Deliver {
+            cancel: bool,
+        },
     }
 
     fn operations() -> impl Strategy<Value = Vec<Operation>> {
@@ -832,6 +1010,9 @@ mod tests {
             1 => (0usize..40).prop_map(Operation::Advance),
             1 => (0usize..3_000).prop_map(Operation::Reserve),
             1 => (0usize..3_000).prop_map(Operation::ReserveGradually),
+            1 => (0u64..500).prop_map(Operation::Fill),
+            2 => Just(Operation::Order),
+            2 => prop::bool::weighted(0.1).prop_map(|cancel| Operation::Deliver { cancel }),
         ];
         prop::collection::vec(operation, 0..1_500)
     }
@@ -850,6 +1031,10 @@ mod tests {
             // every key, the count and the positions listed are compared.
             let mut harness = Harness { crowd, ..Harness::default() };
             let mut model: BTreeMap<u64, Position> = BTreeMap::new();
+            // Orders not yet delivered, oldest first (a helper thread meets them in order;
+            // here they arrive at any point of the growth, early, late or never).
+            let mut orders: std::collections::VecDeque<usize> = Default::default();
+            let mut fresh = 10_000;
             for operation in operations {
                 match operation {
                     Operation::Add(key, replace) => {
@@ -877,10 +1062,31 @@ mod tests {
                         harness.index = index;
                         prop_assert!(harness.index.capacity() >= before.max(entries));
                     }
+                    Operation::Fill(count) => {
+                        for key in fresh..fresh + count {
+                            model.insert(key, harness.add(key, false));
+                            orders.extend(harness.index.order_table(0));
+                        }
+                        fresh += count;
+                    }
+                    Operation::Order => orders.extend(harness.index.order_table(0)),
+                    Operation::Deliver { cancel: true } => {
+                        if let Some(groups) = orders.pop_front() {
+                            harness.index.cancel_order(groups);
+                        }
+                    }
+                    Operation::Deliver { cancel: false } => {
+                        if let Some(groups) = orders.pop_front() {
+                            let before = harness.index.capacity();
+                            let handed_back = harness.deliver(groups);
+                            prop_assert!(harness.index.capacity() >= before);
+                            prop_assert!(handed_back.is_none_or(|g| g == groups));
+                        }
+                    }
                 }
                 prop_assert_eq!(harness.index.len(), model.len());
             }
-            for key in 0..2_200 {
+            for key in (0..2_200).chain(model.keys().copied()) {
                 prop_assert_eq!(harness.find(key), model.get(&key).copied(), "key {}", key);
             }
             let mut winners: Vec<Position> = model.values().copied().collect();

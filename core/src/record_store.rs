@@ -8,6 +8,10 @@
 //! ID is stored twice. The index holds, for each vote ID, the position of its current winner,
 //! and grows a bounded step at a time, never stopping the world (`position_index.rs`).
 //!
+//! A store that holds many records keeps a few spare chunks whose memory its owner's helper
+//! thread allocated and faulted in (`prepared_memory.rs`), so that the owner does not pay
+//! the records' page faults as votes arrive; without spares it allocates as before.
+//!
 //! Hashing uses a keyed hasher seeded by the caller (a per-node secret), because vote IDs are
 //! chosen by clients and must not be able to aim at one bucket.
 //!
@@ -23,8 +27,9 @@
 //!   control byte at once, 19–42 ms at 2²⁶–2²⁷ slots.
 
 use crate::ids::{OptionIndex, Second, Seq};
+use crate::limits::RECORD_CHUNKS_SPARE_MAX;
 use crate::position_index::{IndexGrowth, PositionIndex};
-use crate::position_table::{Keys, Position, PositionTable};
+use crate::position_table::{Keys, PAGE_BYTES, Position, PositionTable};
 use crate::vote_id::VoteId;
 
 /// Records per chunk. A chunk is 4096 × 17 bytes ≈ 68 KiB; the last chunk of each actor may
@@ -77,7 +82,13 @@ impl ReservedIndex {
     /// [`crate::limits::RESERVED_VOTE_IDS_MAX`]) before it must grow.
     pub fn for_vote_ids(vote_ids: usize) -> Self {
         let vote_ids = vote_ids.min(crate::limits::RESERVED_VOTE_IDS_MAX);
-        let mut table = PositionTable::with_groups(PositionTable::groups_for(vote_ids));
+        Self::with_groups(PositionTable::groups_for(vote_ids))
+    }
+
+    /// An empty index of `groups` groups, its pages touched: a growing index's next table
+    /// ([`crate::MemoryOrder::prepare`]).
+    pub(crate) fn with_groups(groups: usize) -> Self {
+        let mut table = PositionTable::with_groups(groups);
         table.prefault(usize::MAX);
         Self(table)
     }
@@ -85,6 +96,11 @@ impl ReservedIndex {
     /// How many distinct IDs it holds before it must grow.
     pub fn capacity(&self) -> usize {
         self.0.capacity()
+    }
+
+    /// The table as one to free.
+    pub(crate) fn into_retired(self) -> RetiredIndex {
+        RetiredIndex(self.0)
     }
 }
 
@@ -116,12 +132,43 @@ impl std::fmt::Debug for ReservedIndex {
     }
 }
 
+/// The memory of one record chunk, allocated and faulted in (written with zeros) off the
+/// owner's thread, empty, with room for a whole chunk: [`crate::MemoryOrder::prepare`].
+pub(crate) struct SpareChunk {
+    vote_ids: Vec<u128>,
+    options: Vec<u8>,
+}
+
+impl SpareChunk {
+    /// A chunk's memory, every page written (a read first would map the shared zero page;
+    /// `position_table.rs`), then emptied: the capacity stays, touched.
+    pub(crate) fn faulted() -> Self {
+        let mut vote_ids = vec![0u128; CHUNK_RECORDS];
+        let mut options = vec![0u8; CHUNK_RECORDS];
+        // `vec!` of zeros may be `calloc`, which writes nothing to fresh pages: write them.
+        for page in vote_ids.chunks_mut(PAGE_BYTES / 16) {
+            page[0] = std::hint::black_box(0);
+        }
+        options[0] = std::hint::black_box(0);
+        vote_ids[CHUNK_RECORDS - 1] = std::hint::black_box(0);
+        options[CHUNK_RECORDS - 1] = std::hint::black_box(0);
+        vote_ids.clear();
+        options.clear();
+        Self { vote_ids, options }
+    }
+}
+
 /// The records of one poll and the index of each vote ID's winner.
 pub(crate) struct RecordStore {
     chunks: Vec<Chunk>,
     actors: Vec<ActorRecords>,
     index: PositionIndex,
     hasher: ahash::RandomState,
+    /// Chunks' memory prepared off the owner's thread, taken by the next new chunks; at most
+    /// [`RECORD_CHUNKS_SPARE_MAX`].
+    spare_chunks: Vec<SpareChunk>,
+    /// Whether spare chunks are ordered and not yet delivered (or cancelled).
+    spares_ordered: bool,
 }
 
 impl RecordStore {
@@ -133,6 +180,8 @@ impl RecordStore {
             actors: Vec::new(),
             index: PositionIndex::default(),
             hasher: ahash::RandomState::with_seeds(k0, k1, k2, k3),
+            spare_chunks: Vec::new(),
+            spares_ordered: false,
         }
     }
 
@@ -262,16 +311,23 @@ impl RecordStore {
         // An actor's first chunk grows as it fills (a poll may see few votes from an actor);
         // once an actor has filled one, the next is allocated whole instead of regrown and
         // copied five times on its way to 68 KiB.
-        let records = if self.actors[actor as usize].chunks.is_empty() {
-            0
-        } else {
-            CHUNK_RECORDS
+        let first = self.actors[actor as usize].chunks.is_empty();
+        let memory = match self.spare_chunks.pop() {
+            Some(spare) if !first => spare,
+            other => {
+                self.spare_chunks.extend(other);
+                let records = if first { 0 } else { CHUNK_RECORDS };
+                SpareChunk {
+                    vote_ids: Vec::with_capacity(records),
+                    options: Vec::with_capacity(records),
+                }
+            }
         };
         self.chunks.push(Chunk {
             actor,
             first_seq,
-            vote_ids: Vec::with_capacity(records),
-            options: Vec::with_capacity(records),
+            vote_ids: memory.vote_ids,
+            options: memory.options,
         });
         let chunk_number = chunk_number as u32;
         self.actors[actor as usize].chunks.push(chunk_number);
@@ -385,6 +441,48 @@ impl RecordStore {
             .for_each(|position| visit(self.record_at(position)));
     }
 
+    /// How many spare chunks to order from the owner's helper thread, if it is time: the
+    /// store holds at least 128 chunks, fewer than half its share of spares
+    /// (one per 64 chunks, at most [`RECORD_CHUNKS_SPARE_MAX`]), and none are ordered yet.
+    pub(crate) fn order_chunks(&mut self) -> Option<usize> {
+        let share = (self.chunks.len() / 64).min(RECORD_CHUNKS_SPARE_MAX);
+        if self.spares_ordered || share < 2 || self.spare_chunks.len() >= share / 2 {
+            return None;
+        }
+        self.spares_ordered = true;
+        Some(share - self.spare_chunks.len())
+    }
+
+    /// Takes spare chunks prepared off the owner's thread (up to the limit; the rest are
+    /// dropped), and ends their order.
+    pub(crate) fn add_spare_chunks(&mut self, spares: Vec<SpareChunk>) {
+        self.spares_ordered = false;
+        let room = RECORD_CHUNKS_SPARE_MAX - self.spare_chunks.len();
+        self.spare_chunks.extend(spares.into_iter().take(room));
+    }
+
+    /// Forgets an order of spare chunks that will not be met.
+    pub(crate) fn cancel_chunks_order(&mut self) {
+        self.spares_ordered = false;
+    }
+
+    /// The size of the index's next table, if it is time to order it from the owner's helper
+    /// thread and it spans `bytes_min` bytes or more (`PositionIndex::order_table`).
+    pub(crate) fn order_index_table(&mut self, bytes_min: usize) -> Option<usize> {
+        self.index.order_table(bytes_min)
+    }
+
+    /// Forgets an order of the index's next table that will not be met.
+    pub(crate) fn cancel_index_table_order(&mut self, groups: usize) {
+        self.index.cancel_order(groups);
+    }
+
+    /// Offers the index a next table prepared off the owner's thread; returns a table for
+    /// the owner to free off its thread, if any (`PositionIndex::offer`).
+    pub(crate) fn offer_index_table(&mut self, table: ReservedIndex) -> Option<RetiredIndex> {
+        self.index.offer(table.0).map(RetiredIndex)
+    }
+
     /// Bytes of heap this store has reserved (capacity, not length): the memory it costs.
     pub(crate) fn heap_bytes(&self) -> usize {
         let chunk_bytes: usize = self
@@ -397,7 +495,9 @@ impl RecordStore {
             .iter()
             .map(|a| a.chunks.capacity() * 4 + a.second_runs.capacity() * 16)
             .sum();
+        let spare_bytes = self.spare_chunks.len() * CHUNK_RECORDS * 17;
         chunk_bytes
+            + spare_bytes
             + actor_bytes
             + self.index.heap_bytes()
             + self.chunks.capacity() * std::mem::size_of::<Chunk>()
@@ -469,6 +569,50 @@ mod tests {
                 (4098, 4097, 4)
             ]
         );
+    }
+
+    #[test]
+    fn spare_chunks_prepared_off_thread_become_new_chunks_and_records_read_back_as_written() {
+        // Goal: a store takes its next chunks' memory from spares its owner's helper
+        // prepared (only for an actor's second chunk on: a first chunk grows as it fills),
+        // orders them only once it holds 128 chunks and not again until they arrive, keeps
+        // at most its share, and reads every record back as written. Method: two actors;
+        // spares handed over at the start and again once an order comes; every record read.
+        let mut store = RecordStore::new([1, 2, 3, 4]);
+        let a = store.add_actor();
+        let b = store.add_actor();
+        store.add_spare_chunks((0..3).map(|_| SpareChunk::faulted()).collect());
+        assert_eq!(store.order_chunks(), None, "too few chunks to order spares");
+        let small = store.append(b, VoteId(u128::MAX), OptionIndex(1), 0);
+        assert_eq!(store.spare_chunks.len(), 3, "a first chunk takes no spare");
+        let count = 130 * CHUNK_RECORDS;
+        let mut ordered = 0;
+        for i in 0..count {
+            store.append(
+                a,
+                VoteId(i as u128 * 7),
+                OptionIndex((i % 2) as u8),
+                (i / 5000) as u32,
+            );
+            if let Some(chunks) = store.order_chunks() {
+                ordered += 1;
+                assert_eq!(store.order_chunks(), None, "ordered once");
+                store.add_spare_chunks((0..chunks).map(|_| SpareChunk::faulted()).collect());
+                assert!(store.spare_chunks.len() <= RECORD_CHUNKS_SPARE_MAX);
+            }
+        }
+        assert!(ordered >= 1, "no order at {} chunks", store.chunks.len());
+        assert!(store.spare_chunks.len() <= store.chunks.len() / 64);
+        for i in 0..count {
+            let record = store
+                .record_at((((i / CHUNK_RECORDS + 1) << CHUNK_SHIFT) | (i % CHUNK_RECORDS)) as u32);
+            assert_eq!(record.actor, a);
+            assert_eq!(record.seq, i as Seq + 1);
+            assert_eq!(record.vote_id, VoteId(i as u128 * 7));
+            assert_eq!(record.option, OptionIndex((i % 2) as u8));
+            assert_eq!(record.second, (i / 5000) as u32);
+        }
+        assert_eq!(store.record_at(small).vote_id, VoteId(u128::MAX));
     }
 
     #[test]

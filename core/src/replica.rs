@@ -18,6 +18,7 @@ use crate::limits::{IN_FLIGHT_RECORDS_MAX, POLLS_MAX, RESERVED_VOTE_IDS_MAX};
 use crate::merge::Merge;
 use crate::poll::{PollSpec, PollStatus, PollWindow};
 use crate::poll_state::{Applied, ApplyError, LOOKUP_AHEAD, PollState};
+use crate::prepared_memory::{MemoryKind, MemoryOrder, Prepared, PreparedMemory};
 use crate::record_batch::{BatchRecord, RecordBatch};
 use crate::record_store::{ReservedIndex, RetiredIndex};
 use crate::version_vector::VersionVector;
@@ -221,6 +222,9 @@ pub struct Replica {
     /// A planted bug (simulation tests only): records and counters of a poll are exchanged
     /// whatever the peers' definitions, by option index (the behaviour issue 31 found).
     pub(crate) merge_across_definitions: bool,
+    /// Fewest bytes a dedupe index's next table spans for it to be ordered
+    /// ([`Self::poll_memory_order`]).
+    index_table_order_bytes_min: usize,
     /// Each node's current incarnation as far as this replica knows (its own included).
     current_incarnations: Vec<ActorId>,
 }
@@ -236,6 +240,7 @@ impl Replica {
             polls: BTreeMap::new(),
             keep_duplicates: false,
             merge_across_definitions: false,
+            index_table_order_bytes_min: crate::limits::INDEX_TABLE_ORDER_BYTES_MIN,
         }
     }
 
@@ -341,6 +346,15 @@ impl Replica {
         in_flight.compare_through = seq;
         replica.last_second = replica.last_second.max(second);
         Ok(Some(seq))
+    }
+
+    /// **For tests only**: orders dedupe index tables of every size from
+    /// [`Self::poll_memory_order`], not only those of
+    /// [`crate::limits::INDEX_TABLE_ORDER_BYTES_MIN`] or more, so that tests of a few thousand
+    /// vote IDs see tables handed over at every point of a growth.
+    #[doc(hidden)]
+    pub fn order_index_tables_of_any_size(&mut self) {
+        self.index_table_order_bytes_min = 0;
     }
 
     /// **A planted bug, for the simulation's checker tests only**: from now on this replica
@@ -512,6 +526,47 @@ impl Replica {
             .values_mut()
             .filter_map(|replica| replica.state.take_retired_index())
             .collect()
+    }
+
+    /// Memory of `kind` one poll will need soon, to be prepared off the owner's thread
+    /// ([`MemoryOrder::prepare`], e.g. on a [`crate::MemoryHelper`]) and handed back with
+    /// [`Self::handle_prepared_memory`], if any poll needs some now: a growing dedupe index's
+    /// next table once its table is 7/8 of the way to full
+    /// ([`crate::limits::INDEX_TABLE_ORDER_AT_EIGHTHS`]), or spare record chunks
+    /// ([`crate::limits::RECORD_CHUNKS_SPARE_MAX`]). A poll is not asked again for what it
+    /// ordered until it arrives or the order is cancelled ([`Self::cancel_memory_order`]).
+    /// Without any of it the replica works as well, paying its page faults itself.
+    pub fn poll_memory_order(&mut self, kind: MemoryKind) -> Option<MemoryOrder> {
+        let table_bytes_min = self.index_table_order_bytes_min;
+        self.polls.iter_mut().find_map(|(id, replica)| {
+            let amount = replica.state.order_memory(kind, table_bytes_min)?;
+            Some(MemoryOrder::new(id.clone(), kind, amount))
+        })
+    }
+
+    /// Forgets `order`, which will not be met: its poll may order again.
+    pub fn cancel_memory_order(&mut self, order: MemoryOrder) {
+        if let Some(replica) = self.polls.get_mut(order.poll()) {
+            replica
+                .state
+                .cancel_memory_order(order.kind(), order.amount());
+        }
+    }
+
+    /// Hands a poll the memory prepared for its order (O(1) on this thread): a next table
+    /// the dedupe index switches to at once if it still fits (its entries then move step
+    /// by step), or spare record chunks. Returns an index table for the owner to free off
+    /// its thread, if one is left over: the prepared one if it came too late to fit, or the
+    /// one the index had begun preparing itself.
+    pub fn handle_prepared_memory(&mut self, memory: PreparedMemory) -> Option<RetiredIndex> {
+        let (order, memory) = memory.into_parts();
+        match self.polls.get_mut(order.poll()) {
+            Some(replica) => replica.state.take_prepared(memory),
+            None => match memory {
+                Prepared::IndexTable(table) => Some(table.into_retired()),
+                Prepared::RecordChunks(_) => None,
+            },
+        }
     }
 
     /// Runs up to `steps` growth steps of every growing dedupe index (see

@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use tally_core::{
-    ActorId, CountPair, Counters, LocalVote, Merge, NodeId, OptionIndex, OptionName, PollId,
-    PollSpec, PollState, PollWindow, RecordBatch, Replica, Second, Seq, UnixMillis, VersionVector,
-    VoteId, check_merge_laws,
+    ActorId, CountPair, Counters, LocalVote, MemoryKind, MemoryOrder, Merge, NodeId, OptionIndex,
+    OptionName, PollId, PollSpec, PollState, PollWindow, RecordBatch, Replica, Second, Seq,
+    UnixMillis, VersionVector, VoteId, check_merge_laws,
 };
 
 const OPTIONS: usize = 3;
@@ -319,6 +319,12 @@ enum GrowthStep {
     Grow(usize),
     /// A reservation of the index, as `expected_votes` on the admin API.
     Reserve(usize),
+    /// The owner asks the replica what memory to have prepared off its thread.
+    OrderMemory,
+    /// The owner's helper delivers the oldest order not yet met (or the order is
+    /// cancelled): at any point after it was made, so a table may arrive early, while the
+    /// index prepares its own, mid-move, or after the growth it was for.
+    Deliver { cancel: bool },
 }
 
 fn growth_steps() -> impl Strategy<Value = Vec<GrowthStep>> {
@@ -329,6 +335,8 @@ fn growth_steps() -> impl Strategy<Value = Vec<GrowthStep>> {
         3 => ids(20).prop_map(GrowthStep::Lookup),
         1 => (0usize..64).prop_map(GrowthStep::Grow),
         1 => (0usize..5_000).prop_map(GrowthStep::Reserve),
+        3 => Just(GrowthStep::OrderMemory),
+        3 => prop::bool::weighted(0.1).prop_map(|cancel| GrowthStep::Deliver { cancel }),
     ];
     prop::collection::vec(step, 1..160)
 }
@@ -376,12 +384,15 @@ fn growth_replica() -> Replica {
         .collect();
     let spec = PollSpec::new(poll(), options, PollWindow::open_from(UnixMillis(0))).unwrap();
     replica.upsert_poll(spec).unwrap();
+    replica.order_index_tables_of_any_size();
     replica
 }
 
 /// A node's replica driven through growth steps, logging what it makes durable.
 struct GrowthNode {
     replica: Replica,
+    /// Memory orders not yet delivered, oldest first.
+    orders: std::collections::VecDeque<MemoryOrder>,
     remote: Vec<Vec<Entry>>,
     delivered: [usize; 2],
     log: Vec<Logged>,
@@ -393,6 +404,7 @@ impl GrowthNode {
     fn new(remote: Vec<Vec<Entry>>) -> Self {
         Self {
             replica: growth_replica(),
+            orders: Default::default(),
             remote,
             delivered: [0; 2],
             log: Vec::new(),
@@ -475,6 +487,23 @@ impl GrowthNode {
                 let capacity = self.replica.state(&poll()).unwrap().vote_id_capacity();
                 prop_assert!(capacity >= *vote_ids);
                 self.log.push(Logged::Reserve(*vote_ids));
+            }
+            GrowthStep::OrderMemory => {
+                for kind in [MemoryKind::IndexTable, MemoryKind::RecordChunks] {
+                    self.orders.extend(self.replica.poll_memory_order(kind));
+                }
+            }
+            GrowthStep::Deliver { cancel } => {
+                if let Some(order) = self.orders.pop_front() {
+                    if *cancel {
+                        self.replica.cancel_memory_order(order);
+                    } else {
+                        let capacity = self.replica.state(&poll()).unwrap().vote_id_capacity();
+                        drop(self.replica.handle_prepared_memory(order.prepare()));
+                        let after = self.replica.state(&poll()).unwrap().vote_id_capacity();
+                        prop_assert!(after >= capacity);
+                    }
+                }
             }
         }
         Ok(())

@@ -323,6 +323,10 @@ pub struct Engine {
     actor_changed: bool,
     /// Replicated acks, when `ack_mode = "replicated"`.
     replication: Option<replication::Replication>,
+    /// Threads that allocate and fault in the memory the replica will need next (a growing
+    /// index's next table, spare record chunks), so the engine does not pay those page
+    /// faults between votes (`tally_core::MemoryHelper`); `None` in the simulation.
+    memory_helper: Option<tally_core::MemoryHelper>,
 }
 
 impl Engine {
@@ -359,6 +363,20 @@ impl Engine {
             incarnation_rng: rand::rngs::StdRng::seed_from_u64(incarnation_seed),
             actor_changed: false,
             replication: None,
+            memory_helper: None,
+        }
+    }
+
+    /// Has the memory the replica will need next prepared on helper threads, off the engine
+    /// (`tally_core::MemoryHelper`). Without it (the simulation, or if no thread can be
+    /// started) the engine faults that memory in itself, as votes arrive.
+    pub fn prepare_memory_off_engine(&mut self) {
+        match tally_core::MemoryHelper::spawn() {
+            Ok(helper) => self.memory_helper = Some(helper),
+            Err(error) => tracing::warn!(
+                %error,
+                "could not start the memory helper threads: the engine faults in new memory itself"
+            ),
         }
     }
 
@@ -510,8 +528,14 @@ impl Engine {
             if std::mem::take(&mut self.actor_changed) {
                 io.actor.send_replace(self.replica.actor().clone());
             }
+            if let Some(helper) = &mut self.memory_helper {
+                helper.tend(&mut self.replica);
+            }
             for table in self.replica.take_retired_index_tables() {
-                free_off_engine(table);
+                match self.memory_helper.as_mut() {
+                    Some(helper) => helper.free(table).map_or((), free_off_engine),
+                    None => free_off_engine(table),
+                }
             }
             if log_failure.is_none()
                 && self.in_flight_jobs.len() < WAL_JOBS_IN_FLIGHT_MAX

@@ -232,6 +232,9 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
     let (ack_tx, ack_rx) = mpsc::channel(engine::ACK_LANE_QUEUE_MAX);
     let (close_commands, close_commands_rx) = watch::channel(false);
     let journal_executor = wal_executor.clone();
+    // Real threads, whose timing the simulation (the one user of a pausing log writer) could
+    // not replay: its nodes fault their memory in on the engine, as before the helper.
+    let memory_helper = !matches!(wal_executor, WalExecutor::PausingTask(_));
     let (job_tx, done_rx, writer) = group_commit::start(recovered.wal, wal_executor, "tally-wal")?;
     let health = Arc::new(Health::new(if syncing { &[Hold::CatchingUp] } else { &[] }));
     let sync_tick_ms = config.sync_tick_ms;
@@ -260,6 +263,9 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
     );
     if planted_bug == Some(PlantedBug::AckBeforeFsync) {
         engine.plant_bug_ack_before_fsync();
+    }
+    if memory_helper {
+        engine.prepare_memory_off_engine();
     }
     if syncing {
         engine.watch_clock_steps(clock_watch.clone());
