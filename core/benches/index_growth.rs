@@ -224,8 +224,11 @@ fn fill(round: u64, ids: u64, reserved: bool, helper: bool) {
 /// What the node's engine does on each wake-up: hands the replica what the helper prepared,
 /// gives the helper the next order, and frees the tables growth moved out of off this thread.
 fn tend(helper: &mut tally_core::MemoryHelper, replica: &mut tally_core::Replica) {
-    helper.tend(replica);
-    for table in replica.take_retired_index_tables() {
+    let left_over = helper.tend(replica);
+    for table in left_over
+        .into_iter()
+        .chain(replica.take_retired_index_tables())
+    {
         if let Some(table) = helper.free(table) {
             std::thread::spawn(move || drop(table));
         }

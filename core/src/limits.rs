@@ -73,8 +73,10 @@ const _: () = assert!(INDEX_GROWTH_STEP_MOVES_MAX % 8 == 0 && INDEX_GROWTH_INSER
 /// How far a dedupe index's table fills before its next table is ordered from the owner's
 /// helper thread (`Replica::poll_memory_order`), in eighths of the way to its load limit:
 /// at 7/8, the inserts left before the table is full (1/8 of its capacity, ~1.5M at 12M
-/// IDs) take longer than the helper takes to allocate and fault in a table twice its size
-/// (measured: BENCHMARKS.md, "The next table prepared off the engine"). Not earlier, because
+/// IDs) took longer than the helper took to allocate and fault in a table twice its size: in
+/// a 30M-ID fill of the `index_growth` bench, every table of 2¹⁸ groups (10 MB) or more
+/// arrived before the index began preparing its own, and the two smaller ones while it did
+/// (BENCHMARKS.md, "The next table prepared off the engine"). Not earlier, because
 /// a prepared table is switched to at once: the index then holds the larger table from
 /// 7/8 of the way on (not at 10M IDs, whose index is 0.80 of the way).
 pub const INDEX_TABLE_ORDER_AT_EIGHTHS: usize = 7;

@@ -146,7 +146,11 @@ impl MemoryHelper {
 
     /// Hands `replica` what the threads have prepared, and gives each idle thread the next
     /// order, if any. Never waits. Call it often (the node's engine: on every wake-up).
-    pub fn tend(&mut self, replica: &mut crate::Replica) {
+    /// Returns the index tables left over that the tables' thread could not take to free
+    /// (its queue full): the caller frees them off its own thread.
+    #[must_use = "a left-over table dropped here is unmapped on the caller's thread"]
+    pub fn tend(&mut self, replica: &mut crate::Replica) -> Vec<RetiredIndex> {
+        let mut left_over = Vec::new();
         for lane in &mut self.lanes {
             loop {
                 match lane.ready.try_recv() {
@@ -154,7 +158,7 @@ impl MemoryHelper {
                         lane.in_flight = None;
                         self.handed_over += 1;
                         if let Some(left) = replica.handle_prepared_memory(prepared) {
-                            lane.free(left);
+                            left_over.extend(lane.free(left));
                         }
                     }
                     Err(TryRecvError::Empty) => break,
@@ -179,6 +183,7 @@ impl MemoryHelper {
                 }
             }
         }
+        left_over
     }
 
     /// Frees `table` on the tables' thread; hands it back if that thread cannot take it.
@@ -286,13 +291,13 @@ mod tests {
             for logged in replica.take_unlogged() {
                 replica.mark_durable(logged.poll(), logged.last_seq());
             }
-            helper.tend(&mut replica);
+            drop(helper.tend(&mut replica));
             for _ in 0..10_000 {
                 if !helper.is_busy() {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(1));
-                helper.tend(&mut replica);
+                drop(helper.tend(&mut replica));
             }
             drop(replica.take_retired_index_tables());
         }

@@ -529,7 +529,9 @@ impl Engine {
                 io.actor.send_replace(self.replica.actor().clone());
             }
             if let Some(helper) = &mut self.memory_helper {
-                helper.tend(&mut self.replica);
+                for table in helper.tend(&mut self.replica) {
+                    free_off_engine(table);
+                }
             }
             for table in self.replica.take_retired_index_tables() {
                 match self.memory_helper.as_mut() {
