@@ -350,7 +350,7 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
         .take();
     if let Some(seed) = corruption {
         if let Some(damage) = disk::corrupt(&disk, seed)? {
-            lock(&spec.shared).corrupted(spec.index, &damage);
+            lock(&spec.shared).corrupted(spec.index, &damage, net::now_ms());
         }
     }
     let fsync = WalExecutor::PausingTask(Arc::new(disk.clone()));
