@@ -107,6 +107,10 @@ struct WatchState {
     held: bool,
     /// Start-up windows not yet proposed.
     pending_windows: Vec<(PollId, StartupWindow)>,
+    /// Polls a peer that defines them as this node does has answered a round about (its
+    /// window, if any, merged): only their start-up windows may be proposed before
+    /// `trust_alone_after`.
+    heard: std::collections::BTreeSet<PollId>,
     last_verdict: Option<ClockVerdict>,
 }
 
@@ -202,6 +206,20 @@ impl ClockWatch {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Notes that a peer defining `polls` as this node does completed a sync round, its
+    /// answer merged: whatever window it holds for them is in place, so their start-up
+    /// windows may be proposed once the clock is checked. A peer that defines a poll
+    /// otherwise (a mismatched configuration) checks the clock but shares no window: were
+    /// its round enough, a node back on an empty disk would open the poll at its own
+    /// restart, beside peers holding the cluster's earlier opening, and stamp its votes from
+    /// second 0 (simulation seed 9006).
+    pub fn note_shared(&self, polls: &std::collections::BTreeSet<PollId>) {
+        let mut state = self.lock();
+        if !state.pending_windows.is_empty() {
+            state.heard.extend(polls.iter().cloned());
+        }
+    }
+
     /// Whether start-up windows wait for a clock check (readiness waits for them too).
     pub fn windows_pending(&self) -> bool {
         !self.lock().pending_windows.is_empty()
@@ -234,9 +252,20 @@ impl ClockWatch {
             self.judge(&mut state, mono);
         }
         let windows = if state.checked && !state.held {
-            std::mem::take(&mut state.pending_windows)
+            // A poll no peer defining it alike has answered about waits, until the node
+            // would trust its clock alone: it may not know the cluster's window yet.
+            let alone_long_enough = mono >= millis(self.settings.trust_alone_after);
+            let heard = std::mem::take(&mut state.heard);
+            let (ready, waiting) = std::mem::take(&mut state.pending_windows)
                 .into_iter()
-                .map(|(poll, window)| (poll, window.at(wall)))
+                .partition(|(poll, _)| {
+                    !self.settings.has_peers || alone_long_enough || heard.contains(poll)
+                });
+            state.pending_windows = waiting;
+            state.heard = heard;
+            ready
+                .into_iter()
+                .map(|(poll, window): (PollId, StartupWindow)| (poll, window.at(wall)))
                 .collect()
         } else {
             Vec::new()
@@ -384,13 +413,49 @@ mod tests {
         tokio::time::advance(Duration::from_millis(300)).await;
         clock.0.fetch_add(300, Ordering::Relaxed);
         watch.record("b", reading(&watch, &clock, 20, 10_000));
-        let (now, windows) = watch.check();
+        assert!(
+            watch.check().1.is_empty(),
+            "checked, but no peer defining the poll alike has answered"
+        );
         assert_eq!(health.vote_refusal(), None);
+        watch.note_shared(&[PollId::new("q").unwrap()].into());
+        assert!(
+            watch.check().1.is_empty(),
+            "a peer that shares another poll"
+        );
+        watch.note_shared(&[PollId::new("p").unwrap()].into());
+        let (now, windows) = watch.check();
         assert_eq!(windows.len(), 1);
         assert_eq!(windows[0].1.opens_at, Some(now));
         assert_eq!(windows[0].1.closes_at, Some(UnixMillis(now.0 + 600_000)));
         assert!(!watch.windows_pending());
         assert!(watch.check().1.is_empty(), "proposed once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_no_peer_defining_the_poll_alike_answered_about_waits_for_the_catch_up_timeout()
+     {
+        // Goal: a node whose only answering peer defines the poll otherwise (a mismatched
+        // configuration: its clock counts, its window is not taken) does not open the poll
+        // at its own clock while a peer may still bring the cluster's window; it does once
+        // it would trust its clock alone (simulation seed 9006: a region back on an empty
+        // disk stamped second 0 six seconds into the poll). Method: a hand clock, agreeing
+        // samples and no shared poll, then past the catch-up timeout.
+        let clock = Arc::new(HandClock(AtomicU64::new(1_000_000)));
+        let (watch, health) = watch_with(clock.clone(), true);
+        tokio::time::advance(Duration::from_millis(300)).await;
+        clock.0.fetch_add(300, Ordering::Relaxed);
+        watch.note_shared(&std::collections::BTreeSet::new());
+        watch.record("b", reading(&watch, &clock, 20, 10_000));
+        assert!(watch.check().1.is_empty());
+        assert_eq!(health.vote_refusal(), None, "the clock itself is checked");
+        assert!(watch.windows_pending(), "readiness waits for the window");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        clock.0.fetch_add(5_000, Ordering::Relaxed);
+        watch.record("b", reading(&watch, &clock, 20, 15_000));
+        let (now, windows) = watch.check();
+        assert_eq!(windows.len(), 1, "trusted alone for this poll: it opens");
+        assert_eq!(windows[0].1.opens_at, Some(now));
     }
 
     #[tokio::test(start_paused = true)]

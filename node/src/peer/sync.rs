@@ -714,6 +714,7 @@ async fn pull_round(
     // After the answer is merged: a clock check this sample completes may lift the hold, and
     // the peer's windows must be in place before this node stamps a vote.
     let outcome = outcome?;
+    context.clock_watch.note_shared(&applied.shared);
     if let Some(sample) = outcome.clock {
         record_clock(context, label, sample);
     }
