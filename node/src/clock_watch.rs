@@ -91,6 +91,8 @@ pub struct ClockWatch {
     baseline_ms: AtomicI64,
     /// Monotonic ms (since `origin`) at which the wall clock last stepped (0: the start).
     stable_since_ms: AtomicU64,
+    /// Steps of the wall clock seen so far ([`ClockWatch::steps_seen`]).
+    steps: AtomicU64,
     settings: ClockSettings,
     state: Mutex<WatchState>,
     health: Arc<Health>,
@@ -142,6 +144,7 @@ impl ClockWatch {
             origin,
             baseline_ms: AtomicI64::new(baseline),
             stable_since_ms: AtomicU64::new(0),
+            steps: AtomicU64::new(0),
             settings,
             state: Mutex::new(state),
             health,
@@ -175,6 +178,27 @@ impl ClockWatch {
     /// holds, so it never reports a step here.
     pub fn stepped_at(&self, wall: UnixMillis) -> bool {
         self.settings.has_peers && self.deviation(wall).1.unsigned_abs() > self.step_ms()
+    }
+
+    /// Steps of this node's wall clock the watch has seen: a sync round notes it as it
+    /// stamps its request and passes it to [`ClockWatch::record_unless_stepped`].
+    pub fn steps_seen(&self) -> u64 {
+        self.steps.load(Ordering::Acquire)
+    }
+
+    /// [`ClockWatch::record`], unless the watch has seen a step since `steps_seen_at_send`:
+    /// a round whose request was stamped before a step and whose answer came after it
+    /// measures the old reading, and would confirm a clock that just jumped (the watch
+    /// cleared every sample at the step; this one would be the only evidence). The next
+    /// round measures the new reading. `None`: not taken; else what [`ClockWatch::record`]
+    /// returns.
+    pub fn record_unless_stepped(
+        &self,
+        peer: &str,
+        sample: ClockSample,
+        steps_seen_at_send: u64,
+    ) -> Option<Option<PeerOffset>> {
+        (self.steps_seen() == steps_seen_at_send).then(|| self.record(peer, sample))
     }
 
     /// Adds a sample from a sync round with `peer`; returns the peer's estimate now.
@@ -236,6 +260,7 @@ impl ClockWatch {
         let mut state = self.lock();
         if stepped {
             self.stable_since_ms.store(mono, Ordering::Release);
+            self.steps.fetch_add(1, Ordering::AcqRel);
             self.metrics.clock_steps.inc();
             tracing::warn!(
                 step_ms = deviation,
@@ -487,6 +512,39 @@ mod tests {
         watch.record("b", reading(&watch, &clock, 1, 62_100));
         watch.check();
         assert!(health.is_ready(), "the clock agrees again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sample_whose_round_straddled_a_step_of_the_own_clock_is_not_taken() {
+        // Goal: a round stamped before a step and answered after it cannot confirm the new
+        // reading (it measured the old one). Method: a hand clock stepped an hour forward
+        // between a round's stamp and its record; then a round stamped after the step.
+        let clock = Arc::new(HandClock(AtomicU64::new(10_000_000)));
+        let (watch, health) = watch_with(clock.clone(), true);
+        watch.record("b", reading(&watch, &clock, 0, 60_000));
+        watch.check();
+        assert!(health.is_ready());
+        let steps = watch.steps_seen();
+        let stale = reading(&watch, &clock, 0, 60_000);
+        clock.0.fetch_add(3_600_000, Ordering::Relaxed);
+        watch.check();
+        assert_eq!(health.vote_refusal(), Some(Hold::ClockSkew));
+        assert!(watch.record_unless_stepped("b", stale, steps).is_none());
+        watch.check();
+        assert_eq!(
+            health.vote_refusal(),
+            Some(Hold::ClockSkew),
+            "the stale sample confirmed nothing"
+        );
+        let steps = watch.steps_seen();
+        let fresh = reading(&watch, &clock, -3_600_000, 60_100);
+        assert!(
+            watch
+                .record_unless_stepped("b", fresh, steps)
+                .is_some_and(|o| o.is_some())
+        );
+        watch.check();
+        assert!(health.has(Hold::ClockSkew), "the peer disagrees");
     }
 
     #[tokio::test(start_paused = true)]

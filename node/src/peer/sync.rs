@@ -687,6 +687,7 @@ async fn pull_round(
     flush(|| puller.poll_transmit(), &mut send, metrics, label).await?;
     // The reading is taken as the request leaves, after its poll frames.
     let (sent, sent_at) = (origin.elapsed(), context.clock.now());
+    let steps_seen = context.clock_watch.steps_seen();
     puller.stamp_request(sent_at, context.clock_watch.stable_ms(), sent);
     flush(|| puller.poll_transmit(), &mut send, metrics, label).await?;
     let mut buffer = Vec::new();
@@ -716,7 +717,7 @@ async fn pull_round(
     let outcome = outcome?;
     context.clock_watch.note_shared(&applied.shared);
     if let Some(sample) = outcome.clock {
-        record_clock(context, label, sample);
+        record_clock(context, label, sample, steps_seen);
     }
     record_round(
         context,
@@ -746,8 +747,13 @@ fn note_answer_refusals(context: &SyncContext, peer: &str, refused: &[AnswerRefu
 
 /// Gives the clock watch the round's offset sample, and shows the estimate in the peer's
 /// status.
-fn record_clock(context: &SyncContext, label: &str, sample: ClockSample) {
-    let offset = context.clock_watch.record(label, sample);
+fn record_clock(context: &SyncContext, label: &str, sample: ClockSample, steps_seen: u64) {
+    let Some(offset) = context
+        .clock_watch
+        .record_unless_stepped(label, sample, steps_seen)
+    else {
+        return;
+    };
     if let Ok(mut board) = context.board.lock() {
         board.entry(label.to_owned()).or_default().clock = offset;
     }
