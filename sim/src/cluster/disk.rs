@@ -191,35 +191,6 @@ pub struct Corruption {
     /// The vote IDs whose records lay in a frame the damage touched: the only copy of each
     /// on this disk is gone (a peer may hold another).
     pub destroyed: Vec<u128>,
-    /// Records (of any actor) the node may record again under its new incarnation: those in
-    /// the damaged frame and every frame after it in the file, and in every file replayed
-    /// after it. Recovery adopts each vote whose record follows a gap in its actor's seqs
-    /// (`tally_node::wal::startup`, OPERATIONS.md "A damaged log"): a second record of a vote
-    /// no client sent again, which regions show twice until the winner rule retracts one.
-    pub records_after: u64,
-}
-
-/// Where `name` (a log file) replays: snapshot N before segment N (`wal/open.rs`). `None`
-/// for other files.
-fn replay_order(name: &str) -> Option<(u64, bool)> {
-    let number = |digits: &str| digits.parse::<u64>().ok();
-    if let Some(rest) = name.strip_prefix("wal-") {
-        return Some((number(rest.strip_suffix(".log")?)?, true));
-    }
-    let rest = name.strip_prefix("snapshot-")?;
-    Some((number(rest.strip_suffix(".snap")?)?, false))
-}
-
-/// Records in the valid frames of `file` that end after byte `from`.
-fn records_from(file: &[u8], from: u64) -> u64 {
-    tally_node::wal::inspect::frames(file)
-        .into_iter()
-        .filter(|frame| frame.bytes.end > from)
-        .filter_map(|frame| match frame.entry {
-            Some(WalEntry::Records(batch)) => Some(batch.len() as u64),
-            _ => None,
-        })
-        .sum()
 }
 
 /// Damages one log file of `disk` (a segment or a snapshot, never a damaged file's copy) as a
@@ -279,22 +250,10 @@ pub fn corrupt(disk: &SimDisk, seed: u64) -> io::Result<Option<Corruption>> {
         })
         .flat_map(|batch| batch.iter().map(|r| r.vote_id.0).collect::<Vec<_>>())
         .collect();
-    let mut records_after = records_from(&original, bytes.start);
-    let damaged_at = replay_order(&file);
-    for later in files
-        .iter()
-        .filter(|n| replay_order(n).is_some_and(|at| Some(at) > damaged_at))
-    {
-        let handle = disk.open(later)?;
-        let mut contents = vec![0u8; handle.len()? as usize];
-        handle.read_exact_at(&mut contents, 0)?;
-        records_after += records_from(&contents, 0);
-    }
     Ok(Some(Corruption {
         file,
         bytes,
         zeroed,
         destroyed,
-        records_after,
     }))
 }

@@ -145,9 +145,9 @@ pub struct Ledger {
     /// Vote IDs whose records lay in a log frame that disk damage destroyed: the copy on
     /// that disk is gone (a peer may hold another).
     pub destroyed: std::collections::HashSet<u128>,
-    /// Per damaged start: (when the node started on the damaged disk, simulated Unix ms; at
-    /// most how many votes its recovery recorded again under its new incarnation). Each is
-    /// a second record of a vote no client call carried again ([`super::disk::Corruption`]).
+    /// Per start on a damaged log: (when the node began serving, simulated Unix ms; how many
+    /// votes its recovery recorded again under its new incarnation, its
+    /// `tally_log_adopted_votes`). Each is a second record of a vote no call carried again.
     pub adoptable: Vec<(u64, u64)>,
     /// `counted` receipts (single votes, and bulk votes through edges): (receipt actor, its
     /// seq, vote number). No two votes may share an (actor, seq): DESIGN.md §2, an actor never
@@ -240,13 +240,17 @@ impl Ledger {
         (self.actors.len() - 1) as u32
     }
 
-    /// Notes damage that [`super::disk::corrupt`] did to `region`'s disk just before its
-    /// node started on it, at `now_ms`.
-    pub fn corrupted(&mut self, region: usize, damage: &super::disk::Corruption, now_ms: u64) {
+    /// Notes damage that [`super::disk::corrupt`] did to `region`'s disk.
+    pub fn corrupted(&mut self, region: usize, damage: &super::disk::Corruption) {
         self.corruptions
             .push((region, damage.file.clone(), damage.bytes.clone()));
         self.destroyed.extend(damage.destroyed.iter().copied());
-        self.adoptable.push((now_ms, damage.records_after));
+    }
+
+    /// Notes that a node recovering from a damaged log recorded `votes` again under its new
+    /// incarnation, serving from `now_ms`.
+    pub fn adopted(&mut self, votes: u64, now_ms: u64) {
+        self.adoptable.push((now_ms, votes));
     }
 
     /// Whether acknowledged vote `v` may be missing because disk damage destroyed a log

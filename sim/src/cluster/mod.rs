@@ -350,7 +350,7 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
         .take();
     if let Some(seed) = corruption {
         if let Some(damage) = disk::corrupt(&disk, seed)? {
-            lock(&spec.shared).corrupted(spec.index, &damage, net::now_ms());
+            lock(&spec.shared).corrupted(spec.index, &damage);
         }
     }
     let fsync = WalExecutor::PausingTask(Arc::new(disk.clone()));
@@ -377,7 +377,13 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
         planted_bug: spec.planted_bug,
     };
     let published = slot.clone();
+    let history = spec.shared.clone();
     let ran = tally_node::run(config, io, move |handle| {
+        // Votes its recovery recorded again (a damaged log): records no call carried.
+        let adopted = handle.metrics.log_adopted_votes.get();
+        if adopted > 0 {
+            lock(&history).adopted(adopted as u64, net::now_ms());
+        }
         *published
             .handle
             .lock()
