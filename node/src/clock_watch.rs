@@ -91,6 +91,8 @@ pub struct ClockWatch {
     baseline_ms: AtomicI64,
     /// Monotonic ms (since `origin`) at which the wall clock last stepped (0: the start).
     stable_since_ms: AtomicU64,
+    /// Steps of the wall clock seen so far ([`ClockWatch::steps_seen`]).
+    steps: AtomicU64,
     settings: ClockSettings,
     state: Mutex<WatchState>,
     health: Arc<Health>,
@@ -107,6 +109,10 @@ struct WatchState {
     held: bool,
     /// Start-up windows not yet proposed.
     pending_windows: Vec<(PollId, StartupWindow)>,
+    /// Polls a peer that defines them as this node does has answered a round about (its
+    /// window, if any, merged): only their start-up windows may be proposed before
+    /// `trust_alone_after`.
+    heard: std::collections::BTreeSet<PollId>,
     last_verdict: Option<ClockVerdict>,
 }
 
@@ -138,6 +144,7 @@ impl ClockWatch {
             origin,
             baseline_ms: AtomicI64::new(baseline),
             stable_since_ms: AtomicU64::new(0),
+            steps: AtomicU64::new(0),
             settings,
             state: Mutex::new(state),
             health,
@@ -173,6 +180,27 @@ impl ClockWatch {
         self.settings.has_peers && self.deviation(wall).1.unsigned_abs() > self.step_ms()
     }
 
+    /// Steps of this node's wall clock the watch has seen: a sync round notes it as it
+    /// stamps its request and passes it to [`ClockWatch::record_unless_stepped`].
+    pub fn steps_seen(&self) -> u64 {
+        self.steps.load(Ordering::Acquire)
+    }
+
+    /// [`ClockWatch::record`], unless the watch has seen a step since `steps_seen_at_send`:
+    /// a round whose request was stamped before a step and whose answer came after it
+    /// measures the old reading, and would confirm a clock that just jumped (the watch
+    /// cleared every sample at the step; this one would be the only evidence). The next
+    /// round measures the new reading. `None`: not taken; else what [`ClockWatch::record`]
+    /// returns.
+    pub fn record_unless_stepped(
+        &self,
+        peer: &str,
+        sample: ClockSample,
+        steps_seen_at_send: u64,
+    ) -> Option<Option<PeerOffset>> {
+        (self.steps_seen() == steps_seen_at_send).then(|| self.record(peer, sample))
+    }
+
     /// Adds a sample from a sync round with `peer`; returns the peer's estimate now.
     pub fn record(&self, peer: &str, mut sample: ClockSample) -> Option<PeerOffset> {
         sample.received_at_ms = self.mono_ms();
@@ -202,6 +230,20 @@ impl ClockWatch {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Notes that a peer defining `polls` as this node does completed a sync round, its
+    /// answer merged: whatever window it holds for them is in place, so their start-up
+    /// windows may be proposed once the clock is checked. A peer that defines a poll
+    /// otherwise (a mismatched configuration) checks the clock but shares no window: were
+    /// its round enough, a node back on an empty disk would open the poll at its own
+    /// restart, beside peers holding the cluster's earlier opening, and stamp its votes from
+    /// second 0 (simulation seed 9006).
+    pub fn note_shared(&self, polls: &std::collections::BTreeSet<PollId>) {
+        let mut state = self.lock();
+        if !state.pending_windows.is_empty() {
+            state.heard.extend(polls.iter().cloned());
+        }
+    }
+
     /// Whether start-up windows wait for a clock check (readiness waits for them too).
     pub fn windows_pending(&self) -> bool {
         !self.lock().pending_windows.is_empty()
@@ -218,6 +260,7 @@ impl ClockWatch {
         let mut state = self.lock();
         if stepped {
             self.stable_since_ms.store(mono, Ordering::Release);
+            self.steps.fetch_add(1, Ordering::AcqRel);
             self.metrics.clock_steps.inc();
             tracing::warn!(
                 step_ms = deviation,
@@ -234,9 +277,20 @@ impl ClockWatch {
             self.judge(&mut state, mono);
         }
         let windows = if state.checked && !state.held {
-            std::mem::take(&mut state.pending_windows)
+            // A poll no peer defining it alike has answered about waits, until the node
+            // would trust its clock alone: it may not know the cluster's window yet.
+            let alone_long_enough = mono >= millis(self.settings.trust_alone_after);
+            let heard = std::mem::take(&mut state.heard);
+            let (ready, waiting) = std::mem::take(&mut state.pending_windows)
                 .into_iter()
-                .map(|(poll, window)| (poll, window.at(wall)))
+                .partition(|(poll, _)| {
+                    !self.settings.has_peers || alone_long_enough || heard.contains(poll)
+                });
+            state.pending_windows = waiting;
+            state.heard = heard;
+            ready
+                .into_iter()
+                .map(|(poll, window): (PollId, StartupWindow)| (poll, window.at(wall)))
                 .collect()
         } else {
             Vec::new()
@@ -384,13 +438,49 @@ mod tests {
         tokio::time::advance(Duration::from_millis(300)).await;
         clock.0.fetch_add(300, Ordering::Relaxed);
         watch.record("b", reading(&watch, &clock, 20, 10_000));
-        let (now, windows) = watch.check();
+        assert!(
+            watch.check().1.is_empty(),
+            "checked, but no peer defining the poll alike has answered"
+        );
         assert_eq!(health.vote_refusal(), None);
+        watch.note_shared(&[PollId::new("q").unwrap()].into());
+        assert!(
+            watch.check().1.is_empty(),
+            "a peer that shares another poll"
+        );
+        watch.note_shared(&[PollId::new("p").unwrap()].into());
+        let (now, windows) = watch.check();
         assert_eq!(windows.len(), 1);
         assert_eq!(windows[0].1.opens_at, Some(now));
         assert_eq!(windows[0].1.closes_at, Some(UnixMillis(now.0 + 600_000)));
         assert!(!watch.windows_pending());
         assert!(watch.check().1.is_empty(), "proposed once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_no_peer_defining_the_poll_alike_answered_about_waits_for_the_catch_up_timeout()
+     {
+        // Goal: a node whose only answering peer defines the poll otherwise (a mismatched
+        // configuration: its clock counts, its window is not taken) does not open the poll
+        // at its own clock while a peer may still bring the cluster's window; it does once
+        // it would trust its clock alone (simulation seed 9006: a region back on an empty
+        // disk stamped second 0 six seconds into the poll). Method: a hand clock, agreeing
+        // samples and no shared poll, then past the catch-up timeout.
+        let clock = Arc::new(HandClock(AtomicU64::new(1_000_000)));
+        let (watch, health) = watch_with(clock.clone(), true);
+        tokio::time::advance(Duration::from_millis(300)).await;
+        clock.0.fetch_add(300, Ordering::Relaxed);
+        watch.note_shared(&std::collections::BTreeSet::new());
+        watch.record("b", reading(&watch, &clock, 20, 10_000));
+        assert!(watch.check().1.is_empty());
+        assert_eq!(health.vote_refusal(), None, "the clock itself is checked");
+        assert!(watch.windows_pending(), "readiness waits for the window");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        clock.0.fetch_add(5_000, Ordering::Relaxed);
+        watch.record("b", reading(&watch, &clock, 20, 15_000));
+        let (now, windows) = watch.check();
+        assert_eq!(windows.len(), 1, "trusted alone for this poll: it opens");
+        assert_eq!(windows[0].1.opens_at, Some(now));
     }
 
     #[tokio::test(start_paused = true)]
@@ -422,6 +512,39 @@ mod tests {
         watch.record("b", reading(&watch, &clock, 1, 62_100));
         watch.check();
         assert!(health.is_ready(), "the clock agrees again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sample_whose_round_straddled_a_step_of_the_own_clock_is_not_taken() {
+        // Goal: a round stamped before a step and answered after it cannot confirm the new
+        // reading (it measured the old one). Method: a hand clock stepped an hour forward
+        // between a round's stamp and its record; then a round stamped after the step.
+        let clock = Arc::new(HandClock(AtomicU64::new(10_000_000)));
+        let (watch, health) = watch_with(clock.clone(), true);
+        watch.record("b", reading(&watch, &clock, 0, 60_000));
+        watch.check();
+        assert!(health.is_ready());
+        let steps = watch.steps_seen();
+        let stale = reading(&watch, &clock, 0, 60_000);
+        clock.0.fetch_add(3_600_000, Ordering::Relaxed);
+        watch.check();
+        assert_eq!(health.vote_refusal(), Some(Hold::ClockSkew));
+        assert!(watch.record_unless_stepped("b", stale, steps).is_none());
+        watch.check();
+        assert_eq!(
+            health.vote_refusal(),
+            Some(Hold::ClockSkew),
+            "the stale sample confirmed nothing"
+        );
+        let steps = watch.steps_seen();
+        let fresh = reading(&watch, &clock, -3_600_000, 60_100);
+        assert!(
+            watch
+                .record_unless_stepped("b", fresh, steps)
+                .is_some_and(|o| o.is_some())
+        );
+        watch.check();
+        assert!(health.has(Hold::ClockSkew), "the peer disagrees");
     }
 
     #[tokio::test(start_paused = true)]

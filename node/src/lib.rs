@@ -215,6 +215,7 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
     metrics.observe_recovery(
         recovered.report.wal.is_damaged(),
         recovered.report.missing.iter().map(|m| m.count()).sum(),
+        recovered.report.adopted,
         recovered.new_incarnation.map(|why| why.as_str()),
     );
     let actor = recovered.replica.actor().clone();

@@ -91,6 +91,10 @@ pub struct Metrics {
     pub log_damaged: Gauge,
     /// Records the damaged log was known to lack at start-up (gaps its valid entries show).
     pub log_missing_records: Gauge,
+    /// Votes recorded again under the new incarnation at start-up because their records
+    /// followed a gap in a damaged log (each a second record of its vote until the winner
+    /// rule retracts one: totals may show them twice meanwhile).
+    pub log_adopted_votes: Gauge,
     /// The `votes` counters of the outcomes every vote reaches, resolved once: looking a
     /// label set up allocates, hashes and locks, which was a measurable part of a vote's CPU.
     vote_outcomes: VoteOutcomes,
@@ -624,6 +628,13 @@ impl Metrics {
             "Records the damaged write-ahead log was known to lack at start-up",
             log_missing_records.clone(),
         );
+        let log_adopted_votes = Gauge::default();
+        registry.register(
+            "log_adopted_votes",
+            "Votes recorded again under the new incarnation because they followed a gap in the \
+             damaged write-ahead log",
+            log_adopted_votes.clone(),
+        );
         let outcome = |name: &'static str| votes.get_or_create(&vec![("outcome", name)]).clone();
         // Shedding is what the alert rules watch: its series exists from the start.
         let _ = rejections.get_or_create(&vec![("reason", "overloaded")]);
@@ -661,6 +672,7 @@ impl Metrics {
             incarnation_changes,
             log_damaged,
             log_missing_records,
+            log_adopted_votes,
             vote_outcomes,
         }
     }
@@ -679,6 +691,7 @@ impl Metrics {
         &self,
         damaged: bool,
         missing_records: u64,
+        adopted_votes: u64,
         reason: Option<&'static str>,
     ) {
         if let Some(reason) = reason {
@@ -687,6 +700,8 @@ impl Metrics {
         self.log_damaged.set(i64::from(damaged));
         self.log_missing_records
             .set(i64::try_from(missing_records).unwrap_or(i64::MAX));
+        self.log_adopted_votes
+            .set(i64::try_from(adopted_votes).unwrap_or(i64::MAX));
     }
 
     /// Records one group commit.

@@ -6,6 +6,8 @@
 //!    `/healthz` answer 503), and nothing more is acknowledged — every reply still waiting is
 //!    answered [`EngineError::LogFailed`] (its votes are not in the log: the writer cut the
 //!    failed group off before reporting it), every new vote, batch or poll change likewise;
+//!    a vote whose log job was durable and that waited only for an ack peer (replicated
+//!    acks) is answered [`EngineError::NotReplicated`]: it is in the log and may be counted;
 //! 2. every job the log *did* report durable was marked durable as it was reported, so the
 //!    results published now show every vote this node acknowledged;
 //! 3. it keeps answering its peers' pulls until each peer's vectors show it holds every record

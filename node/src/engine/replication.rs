@@ -670,13 +670,20 @@ impl Engine {
     }
 
     /// The log failed: every reply waiting for an ack peer is refused too.
+    ///
+    /// Each of them is durable in this node's log already (only its ack peer's confirmation
+    /// was missing) and may have been pushed to, and counted by, the ack peers: it is refused
+    /// [`EngineError::NotReplicated`] ("not acknowledged; it may still be counted"), never
+    /// [`EngineError::LogFailed`], whose 503 says the vote is not in the log. (Simulation
+    /// seed 9021, `--force crash --force corruption` at 300,000 votes: a vote answered only
+    /// "the write-ahead log failed" was held by the cluster.)
     pub(super) fn fail_peer_waiters(&mut self) {
         let Some(replication) = &mut self.replication else {
             return;
         };
         replication.waiting_votes = 0;
         for waiter in replication.waiting.drain(..) {
-            refuse(waiter.pending, EngineError::LogFailed);
+            refuse(waiter.pending, EngineError::NotReplicated);
         }
     }
 }

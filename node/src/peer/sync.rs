@@ -688,6 +688,7 @@ async fn pull_round(
     flush(|| puller.poll_transmit(), &mut send, metrics, label).await?;
     // The reading is taken as the request leaves, after its poll frames.
     let (sent, sent_at) = (origin.elapsed(), context.clock.now());
+    let steps_seen = context.clock_watch.steps_seen();
     puller.stamp_request(sent_at, context.clock_watch.stable_ms(), sent);
     flush(|| puller.poll_transmit(), &mut send, metrics, label).await?;
     let mut buffer = Vec::new();
@@ -710,8 +711,9 @@ async fn pull_round(
     // After the answer is merged: a clock check this sample completes may lift the hold, and
     // the peer's windows must be in place before this node stamps a vote.
     let outcome = outcome?;
+    context.clock_watch.note_shared(&applied.shared);
     if let Some(sample) = outcome.clock {
-        record_clock(context, label, sample);
+        record_clock(context, label, sample, steps_seen);
     }
     record_round(
         context,
@@ -741,8 +743,13 @@ fn note_answer_refusals(context: &SyncContext, peer: &str, refused: &[AnswerRefu
 
 /// Gives the clock watch the round's offset sample, and shows the estimate in the peer's
 /// status.
-fn record_clock(context: &SyncContext, label: &str, sample: ClockSample) {
-    let offset = context.clock_watch.record(label, sample);
+fn record_clock(context: &SyncContext, label: &str, sample: ClockSample, steps_seen: u64) {
+    let Some(offset) = context
+        .clock_watch
+        .record_unless_stepped(label, sample, steps_seen)
+    else {
+        return;
+    };
     if let Ok(mut board) = context.board.lock() {
         board.entry(label.to_owned()).or_default().clock = offset;
     }

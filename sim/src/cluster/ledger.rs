@@ -145,6 +145,10 @@ pub struct Ledger {
     /// Vote IDs whose records lay in a log frame that disk damage destroyed: the copy on
     /// that disk is gone (a peer may hold another).
     pub destroyed: std::collections::HashSet<u128>,
+    /// Per start on a damaged log: (when the node began serving, simulated Unix ms; how many
+    /// votes its recovery recorded again under its new incarnation, its
+    /// `tally_log_adopted_votes`). Each is a second record of a vote no call carried again.
+    pub adoptable: Vec<(u64, u64)>,
     /// `counted` receipts (single votes, and bulk votes through edges): (receipt actor, its
     /// seq, vote number). No two votes may share an (actor, seq): DESIGN.md §2, an actor never
     /// issues a seq twice; and no vote may have two: an actor answers `counted` once.
@@ -241,6 +245,12 @@ impl Ledger {
         self.corruptions
             .push((region, damage.file.clone(), damage.bytes.clone()));
         self.destroyed.extend(damage.destroyed.iter().copied());
+    }
+
+    /// Notes that a node recovering from a damaged log recorded `votes` again under its new
+    /// incarnation, serving from `now_ms`.
+    pub fn adopted(&mut self, votes: u64, now_ms: u64) {
+        self.adoptable.push((now_ms, votes));
     }
 
     /// Whether acknowledged vote `v` may be missing because disk damage destroyed a log

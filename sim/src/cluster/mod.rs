@@ -377,7 +377,13 @@ async fn run_node(spec: Arc<NodeSpec>, slot: Arc<NodeSlot>) -> turmoil::Result {
         planted_bug: spec.planted_bug,
     };
     let published = slot.clone();
+    let history = spec.shared.clone();
     let ran = tally_node::run(config, io, move |handle| {
+        // Votes its recovery recorded again (a damaged log): records no call carried.
+        let adopted = handle.metrics.log_adopted_votes.get();
+        if adopted > 0 {
+            lock(&history).adopted(adopted as u64, net::now_ms());
+        }
         *published
             .handle
             .lock()
