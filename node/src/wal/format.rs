@@ -451,26 +451,29 @@ pub(super) fn find_frame(reader: &mut FileReader<'_>, from: u64) -> std::io::Res
     Ok(None)
 }
 
+/// [`FILL_CHUNK_BYTES`] zeros, what zero-filled space holds.
+static ZEROS: [u8; FILL_CHUNK_BYTES] = [0; FILL_CHUNK_BYTES];
+
 /// Whether every byte from `from` to the end of the file is zero.
 pub(super) fn zeros_to_end(reader: &mut FileReader<'_>, from: u64) -> std::io::Result<bool> {
-    let len = reader.len();
-    let mut at = from;
-    while at < len {
-        let count = (len - at).min(WAL_READ_CHUNK_BYTES as u64) as usize;
-        let Some(bytes) = reader.bytes(at, count)? else {
-            return Ok(false);
-        };
-        if bytes.iter().any(|&b| b != 0) {
-            return Ok(false);
-        }
-        at += count as u64;
-    }
-    Ok(true)
+    Ok(first_difference(reader, from, |_, count| &ZEROS[..count])?.is_none())
 }
 
 /// The first byte from `from` to the end of the file that is not the fill
 /// ([`FILL_PATTERN`] at its offset), or `None` if every one is.
 pub(super) fn fill_differs(reader: &mut FileReader<'_>, from: u64) -> std::io::Result<Option<u64>> {
+    first_difference(reader, from, |at, count| {
+        &FILL[(at % 8) as usize..][..count]
+    })
+}
+
+/// The first byte from `from` to the end of the file that differs from what `expected` says
+/// the `count` (at most [`FILL_CHUNK_BYTES`]) bytes at an offset should be, or `None`.
+fn first_difference(
+    reader: &mut FileReader<'_>,
+    from: u64,
+    expected: impl Fn(u64, usize) -> &'static [u8],
+) -> std::io::Result<Option<u64>> {
     let len = reader.len();
     let mut at = from;
     while at < len {
@@ -478,8 +481,11 @@ pub(super) fn fill_differs(reader: &mut FileReader<'_>, from: u64) -> std::io::R
         let Some(bytes) = reader.bytes(at, count)? else {
             return Ok(Some(at));
         };
-        let expected = &FILL[(at % 8) as usize..][..count];
-        if let Some(i) = bytes.iter().zip(expected).position(|(a, b)| a != b) {
+        if let Some(i) = bytes
+            .iter()
+            .zip(expected(at, count))
+            .position(|(a, b)| a != b)
+        {
             return Ok(Some(at + i as u64));
         }
         at += count as u64;
