@@ -20,6 +20,14 @@
 //! thread's CPU time, the CPU time of every other thread of the process over the fill (the
 //! helper's, from `/proc/self/stat`, 10 ms ticks).
 //!
+//! Diagnostics (BENCHMARKS.md, "What a slow group of votes runs"): `TALLY_GROWTH_SLOW_MS=15`
+//! prints, for each group slower than 15 ms (wall or CPU), what the index's growth did in it
+//! (`IndexGrowthEvents`, split between the helper's hand-over and the accepts), the page faults
+//! of this thread and of the others, the CPU time the hypervisor reported stolen, and the
+//! growth's progress; `TALLY_GROWTH_GROUP_LOG=<path>` writes one line per group to
+//! `<path>.<way>.<round>` (IDs before it, wall ms, CPU ms, this thread's page faults, the other
+//! threads', growth steps, moves).
+//!
 //! Run: `cargo bench -p tally-core --bench index_growth` (30M IDs, 2 rounds), or
 //! `TALLY_GROWTH_IDS=10000000 TALLY_GROWTH_ROUNDS=3 cargo bench -p tally-core --bench index_growth`;
 //! with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` in front to run on huge pages, as the node does.
@@ -162,7 +170,11 @@ fn main() {
     let ids = env_number("TALLY_GROWTH_IDS", DEFAULT_IDS);
     let rounds = env_number("TALLY_GROWTH_ROUNDS", DEFAULT_ROUNDS);
     let helper = env_number("TALLY_GROWTH_HELPER", 1) == 1;
-    let slow_ms = env_number("TALLY_GROWTH_SLOW_MS", 15) as f64;
+    // TALLY_GROWTH_SLOW_MS=<ms>: a diagnostic line for each group slower than that.
+    let slow_ms = std::env::var("TALLY_GROWTH_SLOW_MS").ok().map(|ms| {
+        ms.parse::<f64>()
+            .expect("TALLY_GROWTH_SLOW_MS must be a number")
+    });
     println!(
         "memory helper: {}",
         if helper {
@@ -213,7 +225,7 @@ fn main() {
 /// Fills one replica and prints its row. Timed with the wall clock, which the core bans
 /// (core/clippy.toml) and a bench exists to read.
 #[allow(clippy::disallowed_methods)]
-fn fill(round: u64, ids: u64, reserved: bool, helper: bool, slow_ms: f64) {
+fn fill(round: u64, ids: u64, reserved: bool, helper: bool, slow_ms: Option<f64>) {
     let mut helper = helper.then(|| tally_core::MemoryHelper::spawn().expect("helper threads"));
     let poll = poll_id();
     let mut replica = new_replica();
@@ -239,15 +251,18 @@ fn fill(round: u64, ids: u64, reserved: bool, helper: bool, slow_ms: f64) {
         );
         std::io::BufWriter::new(std::fs::File::create(path).expect("group log"))
     });
+    // The diagnostics' reads of /proc cost ~10 µs a group: only when asked for.
+    let diagnose = slow_ms.is_some() || group_log.is_some();
+    let read_if = |read: fn() -> u64| if diagnose { read() } else { 0 };
     let start = Instant::now();
     let mut from = 0;
     while from < ids {
         let to = (from + GROUP_COMMIT_VOTES).min(ids);
         let group = Instant::now();
         let group_cpu_start = thread_cpu_seconds();
-        let faults_start = thread_minor_faults();
-        let process_faults_start = process_minor_faults();
-        let steal_start = steal_ticks();
+        let faults_start = read_if(thread_minor_faults);
+        let process_faults_start = read_if(process_minor_faults);
+        let steal_start = read_if(steal_ticks);
         let events_start = growth_events(&replica);
         let growth_start = replica
             .state(&poll)
@@ -278,7 +293,7 @@ fn fill(round: u64, ids: u64, reserved: bool, helper: bool, slow_ms: f64) {
             )
             .expect("group log write");
         }
-        if elapsed.as_secs_f64() * 1e3 > slow_ms || cpu * 1e3 > slow_ms {
+        if slow_ms.is_some_and(|slow| elapsed.as_secs_f64() * 1e3 > slow || cpu * 1e3 > slow) {
             // A diagnostic line for each slow group: what the index did in it (stderr, so
             // the rows on stdout stay one per fill).
             let events_end = growth_events(&replica);
