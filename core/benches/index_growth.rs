@@ -320,6 +320,9 @@ fn fill(round: u64, ids: u64, reserved: bool, helper: bool, slow_ms: Option<f64>
     }
     let seconds = start.elapsed().as_secs_f64();
     let cpu_seconds = thread_cpu_seconds() - cpu_start;
+    if diagnose {
+        eprintln!("growth events over the fill: {:?}", growth_events(&replica));
+    }
     let others_seconds = process_cpu_seconds() - process_cpu_start - cpu_seconds;
     let held = replica
         .state(&poll)
