@@ -82,9 +82,9 @@ fn process_cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
-/// Minor page faults of this thread so far (`/proc/thread-self/stat`, field 10).
-fn thread_minor_faults() -> u64 {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+/// Minor page faults so far of the task whose `stat` file is `path` (field 10).
+fn minor_faults(path: &str) -> u64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     let after_name = stat.rsplit(") ").next().unwrap_or_default();
     // Field 10 is the 8th after the name (which ends field 2).
     after_name
@@ -92,6 +92,11 @@ fn thread_minor_faults() -> u64 {
         .nth(7)
         .and_then(|f| f.parse().ok())
         .unwrap_or(0)
+}
+
+/// Minor page faults of this thread so far.
+fn thread_minor_faults() -> u64 {
+    minor_faults("/proc/thread-self/stat")
 }
 
 /// The machine's stolen CPU time so far, in clock ticks (`/proc/stat`, the `steal` column):
@@ -105,15 +110,9 @@ fn steal_ticks() -> u64 {
         .unwrap_or(0)
 }
 
-/// Minor page faults of the whole process so far (`/proc/self/stat`, field 10).
+/// Minor page faults of the whole process so far, every thread's.
 fn process_minor_faults() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after_name = stat.rsplit(") ").next().unwrap_or_default();
-    after_name
-        .split_whitespace()
-        .nth(7)
-        .and_then(|f| f.parse().ok())
-        .unwrap_or(0)
+    minor_faults("/proc/self/stat")
 }
 
 /// The poll's index growth counters (a diagnostic), zero if the poll is missing.
