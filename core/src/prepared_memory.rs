@@ -35,53 +35,17 @@ pub enum MemoryKind {
 }
 
 /// Memory a poll of the replica will need soon, to be prepared off the owner's thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryOrder {
     poll: PollId,
     kind: MemoryKind,
     /// Groups of the table, or chunks.
     amount: usize,
-    /// Record chunks' memory the owner allocated (untouched) for the helper to fault in, so
-    /// that it comes from the owner's heap, which is on huge pages, and not the helper
-    /// thread's arena, which is not ([`SpareChunk`]); empty for a table, or for an order
-    /// only remembered (a cancel's).
-    chunks: Vec<SpareChunk>,
-}
-
-impl std::fmt::Debug for MemoryOrder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryOrder")
-            .field("poll", &self.poll)
-            .field("kind", &self.kind)
-            .field("amount", &self.amount)
-            .field("chunks_allocated", &self.chunks.len())
-            .finish()
-    }
 }
 
 impl MemoryOrder {
-    /// An order; for record chunks, their memory is allocated here, on the caller's (the
-    /// owner's) thread, with nothing written (O(1) a chunk).
     pub(crate) fn new(poll: PollId, kind: MemoryKind, amount: usize) -> Self {
-        let chunks = match kind {
-            MemoryKind::IndexTable => Vec::new(),
-            MemoryKind::RecordChunks => (0..amount).map(|_| SpareChunk::unfaulted()).collect(),
-        };
-        Self {
-            poll,
-            kind,
-            amount,
-            chunks,
-        }
-    }
-
-    /// The order without its memory: what the owner remembers of an order out.
-    fn remembered(&self) -> Self {
-        Self {
-            poll: self.poll.clone(),
-            kind: self.kind,
-            amount: self.amount,
-            chunks: Vec::new(),
-        }
+        Self { poll, kind, amount }
     }
 
     /// The poll it is for.
@@ -100,12 +64,11 @@ impl MemoryOrder {
 
     /// Allocates the memory and touches every page of it: tens to hundreds of milliseconds
     /// for a large table. Run it on a thread that answers no vote.
-    pub fn prepare(mut self) -> PreparedMemory {
+    pub fn prepare(self) -> PreparedMemory {
         let memory = match self.kind {
             MemoryKind::IndexTable => Prepared::IndexTable(ReservedIndex::with_groups(self.amount)),
             MemoryKind::RecordChunks => {
-                let chunks = std::mem::take(&mut self.chunks);
-                Prepared::RecordChunks(chunks.into_iter().map(SpareChunk::fault).collect())
+                Prepared::RecordChunks((0..self.amount).map(|_| SpareChunk::faulted()).collect())
             }
         };
         PreparedMemory {
@@ -212,11 +175,10 @@ impl MemoryHelper {
                 continue;
             }
             if let Some(order) = replica.poll_memory_order(lane.kind) {
-                let remembered = order.remembered();
-                match lane.jobs.try_send(Job::Prepare(order)) {
-                    Ok(()) => lane.in_flight = Some(remembered),
+                match lane.jobs.try_send(Job::Prepare(order.clone())) {
+                    Ok(()) => lane.in_flight = Some(order),
                     Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                        replica.cancel_memory_order(remembered);
+                        replica.cancel_memory_order(order);
                     }
                 }
             }
@@ -281,27 +243,6 @@ impl Lane {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn record_chunks_are_faulted_in_the_memory_the_owner_allocated() {
-        // Goal: the helper thread writes (faults in) the chunks' memory the owner allocated
-        // with the order, and allocates none of its own, so the records land on the owner's
-        // heap (huge pages), not the helper's arena (4 KiB pages). Method: an order's chunk
-        // addresses before `prepare` and those of the chunks it hands back, which must be the
-        // same, empty, each with room for a whole chunk.
-        let poll = crate::PollId::new("p").unwrap();
-        let order = MemoryOrder::new(poll, MemoryKind::RecordChunks, 3);
-        let allocated: Vec<*const u128> = order.chunks.iter().map(SpareChunk::address).collect();
-        assert_eq!(allocated.len(), 3);
-        let (order, memory) = order.prepare().into_parts();
-        assert_eq!(order.amount(), 3);
-        let Prepared::RecordChunks(chunks) = memory else {
-            panic!("chunks ordered");
-        };
-        let prepared: Vec<*const u128> = chunks.iter().map(SpareChunk::address).collect();
-        assert_eq!(prepared, allocated, "the owner's allocations, faulted in");
-        assert!(chunks.iter().all(SpareChunk::is_empty_whole));
-    }
     use crate::{
         ActorId, LocalVote, NodeId, OptionIndex, OptionName, PollSpec, PollWindow, Replica,
         UnixMillis, VoteId,

@@ -29,7 +29,7 @@
 use crate::ids::{OptionIndex, Second, Seq};
 use crate::limits::RECORD_CHUNKS_SPARE_MAX;
 use crate::position_index::{IndexGrowth, IndexGrowthEvents, PositionIndex};
-use crate::position_table::{Keys, Position, PositionTable};
+use crate::position_table::{Keys, PAGE_BYTES, Position, PositionTable};
 use crate::vote_id::VoteId;
 
 /// Records per chunk. A chunk is 4096 × 17 bytes ≈ 68 KiB; the last chunk of each actor may
@@ -132,61 +132,29 @@ impl std::fmt::Debug for ReservedIndex {
     }
 }
 
-/// The memory of one record chunk, empty, with room for a whole chunk: allocated by the
-/// owner ([`Self::unfaulted`]) and faulted in (written with zeros) off the owner's thread
-/// ([`Self::fault`], in [`crate::MemoryOrder::prepare`]).
-///
-/// Allocated by the owner, not the helper thread: glibc serves each thread from an arena of
-/// its own, and a helper thread's arena (64 MiB heaps of its own mapping) is not on huge pages
-/// under `glibc.malloc.hugetlb=1` while the main heap is (measured in the `index_growth`
-/// bench: the records' heaps had 0 kB of `AnonHugePages` with the helper, all of it without;
-/// BENCHMARKS.md, issue 25, seventh session). Records are read at random (key comparisons,
-/// and every move of a growing index), so their pages' size shows in the fill rate.
+/// The memory of one record chunk, allocated and faulted in (written with zeros) off the
+/// owner's thread, empty, with room for a whole chunk: [`crate::MemoryOrder::prepare`].
 pub(crate) struct SpareChunk {
     vote_ids: Vec<u128>,
     options: Vec<u8>,
 }
 
 impl SpareChunk {
-    /// A chunk's memory allocated with nothing written (O(1): its pages are not touched).
-    pub(crate) fn unfaulted() -> Self {
-        Self {
-            vote_ids: Vec::with_capacity(CHUNK_RECORDS),
-            options: Vec::with_capacity(CHUNK_RECORDS),
-        }
-    }
-
-    /// Writes every page of the chunk's memory with zeros (faulting it in), then empties it:
-    /// the capacity stays, touched. The same allocation is handed back.
-    pub(crate) fn fault(mut self) -> Self {
-        // Zeros written, never read first (a read would map the shared zero page).
-        self.vote_ids.resize(self.vote_ids.capacity(), 0);
-        self.options.resize(self.options.capacity(), 0);
-        // Writes the compiler must keep: the memory is read later, as records.
-        std::hint::black_box((&mut self.vote_ids, &mut self.options));
-        self.vote_ids.clear();
-        self.options.clear();
-        self
-    }
-
-    /// Whether it has room for a whole chunk and holds nothing.
-    pub(crate) fn is_empty_whole(&self) -> bool {
-        self.vote_ids.is_empty()
-            && self.options.is_empty()
-            && self.vote_ids.capacity() >= CHUNK_RECORDS
-            && self.options.capacity() >= CHUNK_RECORDS
-    }
-
-    /// A chunk's memory, allocated and faulted in on this thread (tests).
-    #[cfg(test)]
+    /// A chunk's memory, every page written (a read first would map the shared zero page;
+    /// `position_table.rs`), then emptied: the capacity stays, touched.
     pub(crate) fn faulted() -> Self {
-        Self::unfaulted().fault()
-    }
-
-    /// Where its vote IDs' memory is (tests: which allocation it is).
-    #[cfg(test)]
-    pub(crate) fn address(&self) -> *const u128 {
-        self.vote_ids.as_ptr()
+        let mut vote_ids = vec![0u128; CHUNK_RECORDS];
+        let mut options = vec![0u8; CHUNK_RECORDS];
+        // `vec!` of zeros may be `calloc`, which writes nothing to fresh pages: write them.
+        for page in vote_ids.chunks_mut(PAGE_BYTES / 16) {
+            page[0] = std::hint::black_box(0);
+        }
+        options[0] = std::hint::black_box(0);
+        vote_ids[CHUNK_RECORDS - 1] = std::hint::black_box(0);
+        options[CHUNK_RECORDS - 1] = std::hint::black_box(0);
+        vote_ids.clear();
+        options.clear();
+        Self { vote_ids, options }
     }
 }
 
@@ -493,10 +461,6 @@ impl RecordStore {
     /// Takes spare chunks prepared off the owner's thread (up to the limit; the rest are
     /// dropped), and ends their order.
     pub(crate) fn add_spare_chunks(&mut self, spares: Vec<SpareChunk>) {
-        assert!(
-            spares.iter().all(SpareChunk::is_empty_whole),
-            "a spare chunk must be empty with room for a whole chunk"
-        );
         self.spares_ordered = false;
         let room = RECORD_CHUNKS_SPARE_MAX - self.spare_chunks.len();
         self.spare_chunks.extend(spares.into_iter().take(room));
