@@ -20,6 +20,14 @@
 //! thread's CPU time, the CPU time of every other thread of the process over the fill (the
 //! helper's, from `/proc/self/stat`, 10 ms ticks).
 //!
+//! Diagnostics (BENCHMARKS.md, "What a slow group of votes runs"): `TALLY_GROWTH_SLOW_MS=15`
+//! prints, for each group slower than 15 ms (wall or CPU), what the index's growth did in it
+//! (`IndexGrowthEvents`, split between the helper's hand-over and the accepts), the page faults
+//! of this thread and of the others, the CPU time the hypervisor reported stolen, and the
+//! growth's progress; `TALLY_GROWTH_GROUP_LOG=<path>` writes one line per group to
+//! `<path>.<way>.<round>` (IDs before it, wall ms, CPU ms, this thread's page faults, the other
+//! threads', growth steps, moves).
+//!
 //! Run: `cargo bench -p tally-core --bench index_growth` (30M IDs, 2 rounds), or
 //! `TALLY_GROWTH_IDS=10000000 TALLY_GROWTH_ROUNDS=3 cargo bench -p tally-core --bench index_growth`;
 //! with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` in front to run on huge pages, as the node does.
@@ -74,6 +82,82 @@ fn process_cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
+/// Minor page faults so far of the task whose `stat` file is `path` (field 10).
+fn minor_faults(path: &str) -> u64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    let after_name = stat.rsplit(") ").next().unwrap_or_default();
+    // Field 10 is the 8th after the name (which ends field 2).
+    after_name
+        .split_whitespace()
+        .nth(7)
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Minor page faults of this thread so far.
+fn thread_minor_faults() -> u64 {
+    minor_faults("/proc/thread-self/stat")
+}
+
+/// The machine's stolen CPU time so far, in clock ticks (`/proc/stat`, the `steal` column):
+/// time the hypervisor ran something else on this VM's CPUs.
+fn steal_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .next()
+        .and_then(|cpu| cpu.split_whitespace().nth(8))
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Minor page faults of the whole process so far, every thread's.
+fn process_minor_faults() -> u64 {
+    minor_faults("/proc/self/stat")
+}
+
+/// The poll's index growth counters (a diagnostic), zero if the poll is missing.
+fn growth_events(replica: &tally_core::Replica) -> tally_core::IndexGrowthEvents {
+    replica
+        .state(&poll_id())
+        .map(tally_core::PollState::index_growth_events)
+        .unwrap_or_default()
+}
+
+/// The counters that changed from `before` to `after`, as `name +n` pairs.
+fn events_changed(
+    before: &tally_core::IndexGrowthEvents,
+    after: &tally_core::IndexGrowthEvents,
+) -> String {
+    let pairs = [
+        ("steps", before.steps, after.steps),
+        ("moved", before.moved, after.moved),
+        ("switches", before.switches, after.switches),
+        (
+            "zeroed_at_switch_bytes",
+            before.zeroed_at_switch_bytes,
+            after.zeroed_at_switch_bytes,
+        ),
+        ("moved_at_once", before.moved_at_once, after.moved_at_once),
+        ("offers_taken", before.offers_taken, after.offers_taken),
+        (
+            "offers_refused",
+            before.offers_refused,
+            after.offers_refused,
+        ),
+        (
+            "retired_freed_in_place",
+            before.retired_freed_in_place,
+            after.retired_freed_in_place,
+        ),
+    ];
+    pairs
+        .iter()
+        .filter(|(_, b, a)| a != b)
+        .map(|(name, b, a)| format!("{name} +{}", a - b))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name).map_or(default, |v| {
         v.parse()
@@ -85,6 +169,11 @@ fn main() {
     let ids = env_number("TALLY_GROWTH_IDS", DEFAULT_IDS);
     let rounds = env_number("TALLY_GROWTH_ROUNDS", DEFAULT_ROUNDS);
     let helper = env_number("TALLY_GROWTH_HELPER", 1) == 1;
+    // TALLY_GROWTH_SLOW_MS=<ms>: a diagnostic line for each group slower than that.
+    let slow_ms = std::env::var("TALLY_GROWTH_SLOW_MS").ok().map(|ms| {
+        ms.parse::<f64>()
+            .expect("TALLY_GROWTH_SLOW_MS must be a number")
+    });
     println!(
         "memory helper: {}",
         if helper {
@@ -126,7 +215,7 @@ fn main() {
         for reserved in [false, true] {
             let name = if reserved { "reserved" } else { "grown" };
             if only.as_deref().is_none_or(|only| only == name) {
-                fill(round, ids, reserved, helper);
+                fill(round, ids, reserved, helper, slow_ms);
             }
         }
     }
@@ -135,7 +224,7 @@ fn main() {
 /// Fills one replica and prints its row. Timed with the wall clock, which the core bans
 /// (core/clippy.toml) and a bench exists to read.
 #[allow(clippy::disallowed_methods)]
-fn fill(round: u64, ids: u64, reserved: bool, helper: bool) {
+fn fill(round: u64, ids: u64, reserved: bool, helper: bool, slow_ms: Option<f64>) {
     let mut helper = helper.then(|| tally_core::MemoryHelper::spawn().expect("helper threads"));
     let poll = poll_id();
     let mut replica = new_replica();
@@ -151,22 +240,88 @@ fn fill(round: u64, ids: u64, reserved: bool, helper: bool) {
     let mut group_cpu: Vec<f64> = Vec::new();
     let cpu_start = thread_cpu_seconds();
     let process_cpu_start = process_cpu_seconds();
+    // TALLY_GROWTH_GROUP_LOG=<path>: one line per group (IDs before it, wall ms, CPU ms of
+    // this thread, page faults of this thread, of the other threads, growth steps, moves),
+    // to correlate slow groups with what ran in them and beside them.
+    let mut group_log = std::env::var("TALLY_GROWTH_GROUP_LOG").ok().map(|path| {
+        let path = format!(
+            "{path}.{}.{round}",
+            if reserved { "reserved" } else { "grown" }
+        );
+        std::io::BufWriter::new(std::fs::File::create(path).expect("group log"))
+    });
+    // The diagnostics' reads of /proc cost ~10 µs a group: only when asked for.
+    let diagnose = slow_ms.is_some() || group_log.is_some();
+    let read_if = |read: fn() -> u64| if diagnose { read() } else { 0 };
     let start = Instant::now();
     let mut from = 0;
     while from < ids {
         let to = (from + GROUP_COMMIT_VOTES).min(ids);
         let group = Instant::now();
         let group_cpu_start = thread_cpu_seconds();
+        let faults_start = read_if(thread_minor_faults);
+        let process_faults_start = read_if(process_minor_faults);
+        let steal_start = read_if(steal_ticks);
+        let events_start = growth_events(&replica);
+        let growth_start = replica
+            .state(&poll)
+            .and_then(tally_core::PollState::index_growth);
         if let Some(helper) = &mut helper {
             tend(helper, &mut replica);
         }
+        let tend_elapsed = group.elapsed();
+        let events_tended = growth_events(&replica);
         accept_range(&mut replica, &poll, from..to);
-        groups.push(group.elapsed());
-        group_cpu.push(thread_cpu_seconds() - group_cpu_start);
+        let elapsed = group.elapsed();
+        let cpu = thread_cpu_seconds() - group_cpu_start;
+        groups.push(elapsed);
+        group_cpu.push(cpu);
+        if let Some(log) = &mut group_log {
+            use std::io::Write;
+            let events_end = growth_events(&replica);
+            let own_faults = thread_minor_faults() - faults_start;
+            let all_faults = process_minor_faults() - process_faults_start;
+            writeln!(
+                log,
+                "{from}\t{:.3}\t{:.3}\t{own_faults}\t{}\t{}\t{}",
+                elapsed.as_secs_f64() * 1e3,
+                cpu * 1e3,
+                all_faults.saturating_sub(own_faults),
+                events_end.steps - events_start.steps,
+                events_end.moved - events_start.moved,
+            )
+            .expect("group log write");
+        }
+        if slow_ms.is_some_and(|slow| elapsed.as_secs_f64() * 1e3 > slow || cpu * 1e3 > slow) {
+            // A diagnostic line for each slow group: what the index did in it (stderr, so
+            // the rows on stdout stay one per fill).
+            let events_end = growth_events(&replica);
+            let growth_end = replica
+                .state(&poll)
+                .and_then(tally_core::PollState::index_growth);
+            eprintln!(
+                "slow group at {from} IDs: {:.1} ms wall, {:.1} ms CPU, tend {:.1} ms \
+                 [{}], accepts [{}], {} minor faults (process {}), {} ticks stolen; \
+                 growth {:?} -> {:?}",
+                elapsed.as_secs_f64() * 1e3,
+                cpu * 1e3,
+                tend_elapsed.as_secs_f64() * 1e3,
+                events_changed(&events_start, &events_tended),
+                events_changed(&events_tended, &events_end),
+                thread_minor_faults() - faults_start,
+                process_minor_faults() - process_faults_start,
+                steal_ticks() - steal_start,
+                growth_start,
+                growth_end,
+            );
+        }
         from = to;
     }
     let seconds = start.elapsed().as_secs_f64();
     let cpu_seconds = thread_cpu_seconds() - cpu_start;
+    if diagnose {
+        eprintln!("growth events over the fill: {:?}", growth_events(&replica));
+    }
     let others_seconds = process_cpu_seconds() - process_cpu_start - cpu_seconds;
     let held = replica
         .state(&poll)

@@ -48,7 +48,7 @@ pub use ids::{
 pub use merge::{Merge, check_merge_laws};
 pub use poll::{PollSpec, PollSpecError, PollStatus, PollWindow};
 pub use poll_state::{Applied, ApplyError, PollState};
-pub use position_index::IndexGrowth;
+pub use position_index::{IndexGrowth, IndexGrowthEvents};
 pub use prepared_memory::{MemoryHelper, MemoryKind, MemoryOrder, PreparedMemory};
 pub use record_batch::{BatchError, BatchRecord, RecordBatch, SecondRun};
 pub use record_store::{ReservedIndex, RetiredIndex};

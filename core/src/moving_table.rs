@@ -70,6 +70,11 @@ impl MovingTable {
         self.table.len() - self.moved
     }
 
+    /// Entries moved so far.
+    pub(crate) fn moved(&self) -> usize {
+        self.moved
+    }
+
     /// Groups moved so far.
     pub(crate) fn moved_groups(&self) -> usize {
         self.low + (self.table.groups() - self.high)

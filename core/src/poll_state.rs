@@ -18,7 +18,7 @@ use crate::counters::Counters;
 use crate::ids::{ActorId, NodeId, OptionIndex, PollId, Second, Seq};
 use crate::limits::{ACTORS_PER_POLL_MAX, OPTIONS_MAX, PENDING_RECORDS_MAX, RECORDS_PER_BATCH_MAX};
 use crate::merge::Merge;
-use crate::position_index::IndexGrowth;
+use crate::position_index::{IndexGrowth, IndexGrowthEvents};
 use crate::prepared_memory::{MemoryKind, Prepared};
 use crate::record_batch::{BatchRecord, RecordBatch};
 use crate::record_store::{ActorSlot, RecordStore, ReservedIndex, RetiredIndex};
@@ -242,6 +242,12 @@ impl PollState {
     /// insert (and per [`Self::advance_index_growth`]), never all at once.
     pub fn index_growth(&self) -> Option<IndexGrowth> {
         self.store.index_growth()
+    }
+
+    /// What the dedupe index's growth has done since the poll began here: a diagnostic
+    /// (which paths a slow moment took).
+    pub fn index_growth_events(&self) -> IndexGrowthEvents {
+        self.store.index_growth_events()
     }
 
     /// Runs up to `steps` growth steps of the dedupe index, each of which moves at most

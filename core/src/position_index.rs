@@ -83,6 +83,31 @@ impl IndexGrowth {
     }
 }
 
+/// What a growing index has done, counted since it was made: a diagnostic, for a bench or an
+/// operator to tell which of a growth's paths a slow moment took (the `index_growth`
+/// bench prints the counts that changed in each slow group of votes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexGrowthEvents {
+    /// Growth steps run (by inserts and by [`crate::Replica::advance_index_growth`]).
+    pub steps: u64,
+    /// Entries moved from an old table into a new one, by steps.
+    pub moved: u64,
+    /// Tables switched to (each starts a move).
+    pub switches: u64,
+    /// Bytes of a table zeroed at its switch, all at once, because its preparing had not
+    /// ended (the rates allow it for small tables only).
+    pub zeroed_at_switch_bytes: u64,
+    /// Entries moved all at once because the new table filled before the move ended (the
+    /// rates rule it out; counted, not assumed).
+    pub moved_at_once: u64,
+    /// Tables prepared off the owner's thread and taken.
+    pub offers_taken: u64,
+    /// Tables prepared off the owner's thread and handed back (too late or wrong size).
+    pub offers_refused: u64,
+    /// Retired tables freed on the owner's thread (not taken before the next retired).
+    pub retired_freed_in_place: u64,
+}
+
 /// A set of positions, keyed and hashed by the caller, that grows a bounded step at a time.
 #[derive(Default)]
 pub(crate) struct PositionIndex {
@@ -110,9 +135,23 @@ pub(crate) struct PositionIndex {
     /// ([`Self::table_wanted`]), 0 if none: not asked for again until it arrives, is
     /// cancelled, or a growth switches tables.
     ordered_groups: usize,
+    /// What the index has done, for diagnostics.
+    events: IndexGrowthEvents,
 }
 
 impl PositionIndex {
+    /// What the index has done so far (a diagnostic).
+    pub(crate) fn events(&self) -> IndexGrowthEvents {
+        self.events
+    }
+
+    /// Keeps `table` for the owner to take as retired; frees one the owner has not taken.
+    fn retire(&mut self, table: PositionTable) {
+        if self.retired.replace(table).is_some() {
+            self.events.retired_freed_in_place += 1;
+        }
+    }
+
     /// Entries held.
     pub(crate) fn len(&self) -> usize {
         self.table.len() + self.old.as_ref().map_or(0, MovingTable::unmoved)
@@ -339,14 +378,19 @@ impl PositionIndex {
     /// One bounded step of growth, if any is due: move some entries, or touch some pages,
     /// or begin preparing the next table.
     fn step(&mut self, keys: &impl Keys) {
-        let moved_all = self
-            .old
-            .as_mut()
-            .is_some_and(|old| old.step(&mut self.table, keys));
+        self.events.steps += 1;
+        let moved_all = self.old.as_mut().is_some_and(|old| {
+            let before = old.moved();
+            let all = old.step(&mut self.table, keys);
+            self.events.moved += (old.moved() - before) as u64;
+            all
+        });
         if moved_all {
             // Freeing the old table unmaps its pages (up to ~65 ms for 320 MB here): the
             // owner frees it elsewhere ([`Self::take_retired`]).
-            self.retired = self.old.take().map(|old| old.table);
+            if let Some(old) = self.old.take() {
+                self.retire(old.table);
+            }
         }
         if let Some(next) = &mut self.next {
             if next.prefault(GROWTH_STEP_BYTES) && self.old.is_none() {
@@ -409,8 +453,11 @@ impl PositionIndex {
         if let Some(old) = &mut self.old {
             // Not reached by the rates (module docs); handled rather than assumed.
             debug_assert!(false, "the new table filled before the old one was moved");
+            self.events.moved_at_once += old.unmoved() as u64;
             while !old.step(&mut self.table, keys) {}
-            self.retired = self.old.take().map(|old| old.table);
+            if let Some(old) = self.old.take() {
+                self.retire(old.table);
+            }
         }
         if self.next.is_none() {
             self.next = Some(PositionTable::unzeroed(self.next_groups()));
@@ -433,6 +480,8 @@ impl PositionIndex {
             "a table of {} groups switched in before it was prepared",
             next.groups()
         );
+        self.events.switches += 1;
+        self.events.zeroed_at_switch_bytes += next.bytes_to_prefault() as u64;
         next.prefault(usize::MAX);
         self.quiet_below = 0;
         self.ordered_groups = 0;
@@ -503,8 +552,10 @@ impl PositionIndex {
             self.ordered_groups = 0;
         }
         if !fits {
+            self.events.offers_refused += 1;
             return Some(table);
         }
+        self.events.offers_taken += 1;
         let begun = self.next.replace(table);
         self.switch();
         begun
@@ -1092,6 +1143,15 @@ mod tests {
             let mut winners: Vec<Position> = model.values().copied().collect();
             winners.sort_unstable();
             prop_assert_eq!(harness.held(), winners);
+            // The growth counters (a diagnostic) tell the truth: every move read one record,
+            // and no growth took the all-at-once paths the rates rule out.
+            let events = harness.index.events();
+            prop_assert_eq!(events.moved, harness.rehashes.get() as u64);
+            prop_assert_eq!(events.moved_at_once, 0);
+            prop_assert!(
+                events.zeroed_at_switch_bytes
+                    <= events.switches * INDEX_GROWTH_STEP_PREFAULT_BYTES as u64
+            );
         }
     }
 }

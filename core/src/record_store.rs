@@ -28,7 +28,7 @@
 
 use crate::ids::{OptionIndex, Second, Seq};
 use crate::limits::RECORD_CHUNKS_SPARE_MAX;
-use crate::position_index::{IndexGrowth, PositionIndex};
+use crate::position_index::{IndexGrowth, IndexGrowthEvents, PositionIndex};
 use crate::position_table::{Keys, PAGE_BYTES, Position, PositionTable};
 use crate::vote_id::VoteId;
 
@@ -263,6 +263,11 @@ impl RecordStore {
     /// Where the index's growth stands, if it is growing.
     pub(crate) fn index_growth(&self) -> Option<IndexGrowth> {
         self.index.growth()
+    }
+
+    /// What the index's growth has done so far (a diagnostic).
+    pub(crate) fn index_growth_events(&self) -> IndexGrowthEvents {
+        self.index.events()
     }
 
     /// How many distinct IDs the index holds before it must grow.
