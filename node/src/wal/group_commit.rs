@@ -23,6 +23,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::Instant;
 
 use super::{WAL_ENTRY_BYTES_MAX, Wal, WalEntry, WalError};
+pub use crate::engine::JobAnswers;
 use crate::storage::Storage;
 
 /// Most entries appended under one fsync. A single job larger than this is still taken whole.
@@ -67,6 +68,10 @@ pub struct WalJob {
     pub kind: WalJobKind,
     /// The entries.
     pub entries: Vec<WalEntry>,
+    /// Replies that wait for this job: the writer answers them once the group holding it is
+    /// durable, before its report, or with the failure if it fails (empty for most callers;
+    /// the engine's, under local acks: [`JobAnswers`]).
+    pub answers: JobAnswers,
 }
 
 impl WalJob {
@@ -76,6 +81,7 @@ impl WalJob {
             token,
             kind: WalJobKind::Append,
             entries,
+            answers: JobAnswers::default(),
         }
     }
 
@@ -85,6 +91,7 @@ impl WalJob {
             token,
             kind: WalJobKind::Snapshot,
             entries,
+            answers: JobAnswers::default(),
         }
     }
 }
@@ -190,10 +197,12 @@ async fn run_writer_pausing<S: Storage>(
                     pause.pause().await;
                 }
                 carried = group.carried.take();
+                let answers = std::mem::take(&mut group.answers);
                 let report = group.finish(&mut wal, appended);
                 if let Err(error) = &report.result {
                     roll_back(&mut wal, durable_end, error);
                 }
+                answer_group(&answers, &report);
                 report
             }
         };
@@ -215,7 +224,9 @@ async fn run_writer_pausing<S: Storage>(
             // a second process must not open the directory and reissue its seqs. Nothing is
             // written any more; a job sent after the failure is dropped unanswered (the
             // failed engine sends none).
-            while jobs.recv().await.is_some() {}
+            while let Some(job) = jobs.recv().await {
+                job.answers.failed();
+            }
             return Err(error);
         }
     }
@@ -235,6 +246,19 @@ fn roll_back<S: Storage>(wal: &mut Wal<S>, durable_end: (u64, u64), cause: &WalE
             "could not cut the failed group's bytes off the log: the next start may replay \
              some of its votes (answered 503); retries with the same vote IDs count them once"
         ),
+    }
+}
+
+/// Answers the replies waiting for a group's jobs: `Ok` if its report says the group is
+/// durable, the failure otherwise (after the failed bytes were cut off). Before the report
+/// goes to the engine, so a vote's answer does not wait for the engine to wake.
+fn answer_group(answers: &[JobAnswers], report: &WalDone) {
+    for job in answers {
+        if report.result.is_ok() {
+            job.durable();
+        } else {
+            job.failed();
+        }
     }
 }
 
@@ -274,6 +298,8 @@ struct Group {
     bytes: u64,
     /// A snapshot job met while gathering: it goes next, alone.
     carried: Option<WalJob>,
+    /// The replies waiting for the group's jobs.
+    answers: Vec<JobAnswers>,
 }
 
 impl Group {
@@ -285,6 +311,7 @@ impl Group {
             entries: 0,
             bytes: 0,
             carried: None,
+            answers: Vec::new(),
         }
     }
 
@@ -293,6 +320,9 @@ impl Group {
     }
 
     fn append<S: Storage>(&mut self, wal: &mut Wal<S>, job: &WalJob) -> Result<(), WalError> {
+        if !job.answers.is_empty() {
+            self.answers.push(job.answers.clone());
+        }
         self.up_to_token = job.token;
         self.jobs += 1;
         self.entries += job.entries.len();
@@ -357,6 +387,10 @@ pub enum WalExecutor {
     /// As a task that awaits a simulated disk's fsync time between writing each group and
     /// syncing it (the simulation).
     PausingTask(Arc<dyn SyncPause>),
+    /// No writer of its own: the engine appends and syncs each job itself, in the call that
+    /// submits it ([`InlineWriter`]), so a group costs no hand-off to a writer and no wake-up
+    /// back. Only for a storage whose writes and syncs never block: a memory-only node's.
+    Inline,
 }
 
 impl std::fmt::Debug for WalExecutor {
@@ -365,6 +399,7 @@ impl std::fmt::Debug for WalExecutor {
             Self::DedicatedThread => "DedicatedThread",
             Self::Task => "Task",
             Self::PausingTask(_) => "PausingTask",
+            Self::Inline => "Inline",
         })
     }
 }
@@ -384,6 +419,9 @@ pub enum WriterDone {
     Thread(std::thread::JoinHandle<()>),
     /// A writer task.
     Task(tokio::task::JoinHandle<()>),
+    /// An inline writer ([`WalExecutor::Inline`]), until [`WriterDone::take_inline`] hands
+    /// it to the engine, which then owns the log: it stops with the engine.
+    Inline(Option<InlineWriter>),
 }
 
 impl WriterDone {
@@ -396,7 +434,93 @@ impl WriterDone {
             Self::Task(task) => {
                 let _ = task.await;
             }
+            Self::Inline(_) => {}
         }
+    }
+
+    /// The inline writer, for the engine to run (`None` for a thread or a task, or once
+    /// taken).
+    pub fn take_inline(&mut self) -> Option<InlineWriter> {
+        match self {
+            Self::Inline(writer) => writer.take(),
+            Self::Thread(_) | Self::Task(_) => None,
+        }
+    }
+}
+
+/// A writer the engine runs itself ([`WalExecutor::Inline`]): [`InlineWriter::write`] appends
+/// and syncs one job and puts its [`WalDone`] on the done queue before it returns, as the
+/// writer task would have after a hand-off, with the same promises (order, a failed group
+/// cut off and reported, nothing written after a failure). The engine reads the report from
+/// the queue as it reads any writer's, so everything after the write (answers, marks,
+/// failure) takes the one path every executor shares.
+pub struct InlineWriter {
+    write: Box<dyn FnMut(WalJob) + Send>,
+}
+
+impl std::fmt::Debug for InlineWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InlineWriter")
+    }
+}
+
+impl InlineWriter {
+    fn new<S: Storage + 'static>(
+        mut wal: Wal<S>,
+        mut jobs: mpsc::Receiver<WalJob>,
+        done: mpsc::Sender<WalDone>,
+    ) -> Self {
+        let mut last_token = None;
+        let mut failed = false;
+        let write = move |job: WalJob| {
+            if failed {
+                // As the writer after a failure: nothing is written any more, the job is
+                // dropped (the failed engine sends none; its replies get the failure). The log, and the data
+                // directory's lock, stay held until the engine drops this writer.
+                job.answers.failed();
+                return;
+            }
+            check_token(&mut last_token, job.token);
+            let report = match job.kind {
+                WalJobKind::Snapshot => write_snapshot(&mut wal, job),
+                WalJobKind::Append => {
+                    let durable_end = wal.end();
+                    let mut group = Group::start(job);
+                    // `jobs` stays empty (nobody sends to it): the group is this one job.
+                    let appended = group.append_queued(&mut wal, &mut jobs, &mut last_token);
+                    let answers = std::mem::take(&mut group.answers);
+                    let report = group.finish(&mut wal, appended);
+                    if let Err(error) = &report.result {
+                        roll_back(&mut wal, durable_end, error);
+                    }
+                    answer_group(&answers, &report);
+                    report
+                }
+            };
+            let failure = report.result.as_ref().err().map(ToString::to_string);
+            failed = failure.is_some();
+            let appended = report.kind == WalJobKind::Append;
+            // The engine reads each report before it writes the next job (at most
+            // WAL_JOBS_IN_FLIGHT_MAX unread, fewer than the queue holds), so the queue has
+            // room; closed means the engine is gone, and nobody waits for the report.
+            if let Err(mpsc::error::TrySendError::Full(_)) = done.try_send(report) {
+                unreachable!("an inline log writer's report queue is full");
+            }
+            if appended && !failed {
+                wal.fill_ahead();
+            }
+            if let Some(error) = failure {
+                tracing::error!(%error, "the write-ahead log writer stopped");
+            }
+        };
+        Self {
+            write: Box::new(write),
+        }
+    }
+
+    /// Appends and syncs `job` (or writes it as a snapshot), and queues its report.
+    pub fn write(&mut self, job: WalJob) {
+        (self.write)(job);
     }
 }
 
@@ -424,6 +548,12 @@ pub fn start<S: Storage + 'static>(
                     }
                 })?;
             Ok((handle.submit, handle.done, WriterDone::Thread(joined)))
+        }
+        WalExecutor::Inline => {
+            let (submit, jobs) = mpsc::channel(WAL_JOBS_QUEUE_MAX);
+            let (done_sender, done) = mpsc::channel(WAL_JOBS_QUEUE_MAX);
+            let writer = InlineWriter::new(wal, jobs, done_sender);
+            Ok((submit, done, WriterDone::Inline(Some(writer))))
         }
         WalExecutor::Task | WalExecutor::PausingTask(_) => {
             let pause = match executor {
