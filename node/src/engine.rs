@@ -583,7 +583,7 @@ impl Engine {
                 return self.after_log_failure(&mut io, &why).await;
             }
             self.metrics
-                .set_engine_queue(io.commands.len(), self.waiting.len());
+                .set_engine_queue(io.commands.len(), self.waiting_replies());
         }
         // Graceful stop: flush what was accepted, answer it, publish the last results.
         while !self.in_flight_jobs.is_empty() || self.has_unlogged() {
@@ -1057,6 +1057,17 @@ impl Engine {
             need,
             pending,
         });
+    }
+
+    /// Replies held until their votes are durable: the engine's, those for the next job, and
+    /// those the writer has not answered yet (one lock per job in flight).
+    fn waiting_replies(&self) -> usize {
+        let in_flight: usize = self
+            .in_flight_answers
+            .iter()
+            .map(|(_, answers)| answers.waiting())
+            .sum();
+        self.waiting.len() + self.log_answers.len() + in_flight
     }
 
     /// Whether the log writer answers the votes and batches a job carries, right after its
