@@ -154,6 +154,26 @@ async fn answer(
         .unwrap()
 }
 
+/// Writes `logged` to a fresh log and recovers a node from it, as a restart would.
+fn replay(logged: &[WalEntry]) -> tally_node::wal::startup::Recovered<MemoryStorage> {
+    let storage = MemoryStorage::new();
+    let (mut wal, _) = Wal::open(storage.clone(), |_| {}).unwrap();
+    wal.append(logged).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let config = Config::default();
+    let clock: &dyn Clock = &SystemClock;
+    recover(
+        &config,
+        &config.validate().unwrap(),
+        storage,
+        clock,
+        7,
+        None,
+    )
+    .unwrap()
+}
+
 fn counted(ack: VoteAck) -> (u64, u64, u32) {
     match ack {
         VoteAck::Counted {
@@ -247,22 +267,7 @@ async fn a_node_meeting_its_own_records_moves_to_a_new_incarnation_and_reissues_
 
     // The log replays to the same state: the void record (vote 2 at the old seq 2) is left
     // out, the peer's record at that seq is kept.
-    let storage = MemoryStorage::new();
-    let (mut wal, _) = Wal::open(storage.clone(), |_| {}).unwrap();
-    wal.append(&node.logged).unwrap();
-    wal.sync().unwrap();
-    drop(wal);
-    let config = Config::default();
-    let clock: &dyn Clock = &SystemClock;
-    let recovered = recover(
-        &config,
-        &config.validate().unwrap(),
-        storage,
-        clock,
-        7,
-        None,
-    )
-    .unwrap();
+    let recovered = replay(&node.logged);
     assert_eq!(recovered.new_incarnation, None, "{}", recovered.report);
     assert_eq!(recovered.replica.actor(), &new_actor);
     let state = recovered.replica.state(&poll()).unwrap();
@@ -348,22 +353,7 @@ async fn a_job_in_flight_whose_votes_the_writer_answered_stays_the_old_actors_th
     assert_eq!((seq, incarnation), (1, new_actor.incarnation));
 
     // The log replays to the same state: both old-actor records of this node are kept.
-    let storage = MemoryStorage::new();
-    let (mut wal, _) = Wal::open(storage.clone(), |_| {}).unwrap();
-    wal.append(&node.logged).unwrap();
-    wal.sync().unwrap();
-    drop(wal);
-    let config = Config::default();
-    let clock: &dyn Clock = &SystemClock;
-    let recovered = recover(
-        &config,
-        &config.validate().unwrap(),
-        storage,
-        clock,
-        7,
-        None,
-    )
-    .unwrap();
+    let recovered = replay(&node.logged);
     assert_eq!(recovered.replica.actor(), &new_actor);
     let state = recovered.replica.state(&poll()).unwrap();
     assert_eq!(state.held(&old_actor()), 5);

@@ -8,6 +8,8 @@
 //! kernel may have dropped the dirty pages, so "retry until it works" would acknowledge lost
 //! votes — PostgreSQL's fsyncgate); before that report, the failed group's bytes are cut off
 //! the segment ([`Wal::roll_back_to`]), so the next start replays none of its votes. The
+//! replies a job carries ([`JobAnswers`]) are answered right before its group's report: `Ok`
+//! only after the group's sync returned `Ok`, the failure otherwise. The
 //! writer is an `async fn` that calls the synchronous storage directly: production runs it on
 //! its own OS thread ([`spawn_writer_thread`]), the simulation spawns [`run_writer`] as an
 //! ordinary task over its instant simulated disk.
@@ -189,21 +191,13 @@ async fn run_writer_pausing<S: Storage>(
         let report = match first.kind {
             WalJobKind::Snapshot => write_snapshot(&mut wal, first),
             WalJobKind::Append => {
-                // Everything before a group is durable (or the writer has stopped).
-                let durable_end = wal.end();
-                let mut group = Group::start(first);
+                let mut group = Group::start(first, &wal);
                 let appended = group.append_queued(&mut wal, &mut jobs, &mut last_token);
                 if let Some(pause) = &pause {
                     pause.pause().await;
                 }
                 carried = group.carried.take();
-                let answers = std::mem::take(&mut group.answers);
-                let report = group.finish(&mut wal, appended);
-                if let Err(error) = &report.result {
-                    roll_back(&mut wal, durable_end, error);
-                }
-                answer_group(&answers, &report);
-                report
+                group.finish(&mut wal, appended)
             }
         };
         let failed = report.result.clone().err();
@@ -249,19 +243,6 @@ fn roll_back<S: Storage>(wal: &mut Wal<S>, durable_end: (u64, u64), cause: &WalE
     }
 }
 
-/// Answers the replies waiting for a group's jobs: `Ok` if its report says the group is
-/// durable, the failure otherwise (after the failed bytes were cut off). Before the report
-/// goes to the engine, so a vote's answer does not wait for the engine to wake.
-fn answer_group(answers: &[JobAnswers], report: &WalDone) {
-    for job in answers {
-        if report.result.is_ok() {
-            job.durable();
-        } else {
-            job.failed();
-        }
-    }
-}
-
 /// Asserts the engine's promise that tokens increase.
 fn check_token(last_token: &mut Option<u64>, token: u64) {
     if let Some(last) = *last_token {
@@ -291,6 +272,9 @@ fn write_snapshot<S: Storage>(wal: &mut Wal<S>, job: WalJob) -> WalDone {
 
 /// The append jobs gathered under one fsync.
 struct Group {
+    /// Where the log ended before the group: everything before it is durable (or the writer
+    /// has stopped).
+    durable_end: (u64, u64),
     first: Option<WalJob>,
     up_to_token: u64,
     jobs: usize,
@@ -303,8 +287,9 @@ struct Group {
 }
 
 impl Group {
-    fn start(first: WalJob) -> Self {
+    fn start<S: Storage>(first: WalJob, wal: &Wal<S>) -> Self {
         Self {
+            durable_end: wal.end(),
             up_to_token: first.token,
             first: Some(first),
             jobs: 0,
@@ -356,17 +341,31 @@ impl Group {
         Ok(())
     }
 
-    /// Syncs once (unless appending already failed) and reports.
+    /// Syncs once (unless appending already failed); on a failure, cuts the group's bytes off
+    /// the log. Then answers the replies waiting for the group's jobs (`Ok` if durable, the
+    /// failure otherwise), before the report goes to the engine, so a vote's answer does not
+    /// wait for the engine to wake; and returns the report.
     fn finish<S: Storage>(self, wal: &mut Wal<S>, appended: Result<(), WalError>) -> WalDone {
         let started = Instant::now();
         let result = appended.and_then(|()| wal.sync());
+        let fsync = started.elapsed();
+        if let Err(error) = &result {
+            roll_back(wal, self.durable_end, error);
+        }
+        for job in &self.answers {
+            if result.is_ok() {
+                job.durable();
+            } else {
+                job.failed();
+            }
+        }
         WalDone {
             up_to_token: self.up_to_token,
             kind: WalJobKind::Append,
             jobs: self.jobs,
             entries: self.entries,
             bytes: self.bytes,
-            fsync: started.elapsed(),
+            fsync,
             bytes_since_snapshot: wal.bytes_since_snapshot(),
             result,
         }
@@ -376,7 +375,7 @@ impl Group {
 /// How the writer runs. Production: on its own OS thread, so an fsync never stalls request
 /// handling. The simulation: as a task on the current runtime, where the disk is simulated and
 /// everything must run on turmoil's one thread. A memory-only node (`--memory-only`, whose
-/// storage never blocks) runs it as a task too.
+/// storage never blocks) has no writer: the engine writes its log ([`WalExecutor::Inline`]).
 #[derive(Clone)]
 pub enum WalExecutor {
     /// On its own OS thread, so fsyncs never block the request runtime (production).
@@ -484,17 +483,10 @@ impl InlineWriter {
             let report = match job.kind {
                 WalJobKind::Snapshot => write_snapshot(&mut wal, job),
                 WalJobKind::Append => {
-                    let durable_end = wal.end();
-                    let mut group = Group::start(job);
+                    let mut group = Group::start(job, &wal);
                     // `jobs` stays empty (nobody sends to it): the group is this one job.
                     let appended = group.append_queued(&mut wal, &mut jobs, &mut last_token);
-                    let answers = std::mem::take(&mut group.answers);
-                    let report = group.finish(&mut wal, appended);
-                    if let Err(error) = &report.result {
-                        roll_back(&mut wal, durable_end, error);
-                    }
-                    answer_group(&answers, &report);
-                    report
+                    group.finish(&mut wal, appended)
                 }
             };
             let failure = report.result.as_ref().err().map(ToString::to_string);
