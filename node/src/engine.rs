@@ -28,11 +28,14 @@ use crate::health::{Health, Hold};
 use crate::metrics::Metrics;
 use crate::peer::status::PeerBoard;
 use crate::results::ResultsSnapshot;
-use crate::wal::{WAL_JOBS_IN_FLIGHT_MAX, WalDone, WalEntry, WalJob};
+use crate::wal::{InlineWriter, WAL_JOBS_IN_FLIGHT_MAX, WalDone, WalEntry, WalJob};
 use tally_core::Clock;
 
 mod incarnation;
+mod log_answers;
 mod replication;
+
+pub use log_answers::JobAnswers;
 
 pub(crate) use replication::split_records;
 pub use replication::{
@@ -295,6 +298,11 @@ pub struct Engine {
     unlogged_entries: Vec<WalEntry>,
     /// Own records in each job in flight, to mark durable when it is: (token, poll, last seq).
     in_flight_jobs: VecDeque<(u64, Vec<(PollId, Seq)>)>,
+    /// Replies waiting for the next job, which its writer answers ([`log_answers`]).
+    log_answers: Vec<Pending>,
+    /// The replies each job in flight carries (token, replies), for the engine to answer
+    /// should the writer not, or to take back.
+    in_flight_answers: VecDeque<(u64, JobAnswers)>,
     next_token: u64,
     durable_token: u64,
     /// A poll was created or its window changed since the last published snapshot.
@@ -327,6 +335,10 @@ pub struct Engine {
     /// index's next table, spare record chunks), so the engine does not pay those page
     /// faults between votes (`tally_core::MemoryHelper`); `None` in the simulation.
     memory_helper: Option<tally_core::MemoryHelper>,
+    /// A log the engine writes itself (a memory-only node's, [`crate::wal::WalExecutor::Inline`]):
+    /// jobs go to it instead of [`EngineIo::wal_jobs`], and its reports come back on
+    /// [`EngineIo::wal_done`] as a writer's do.
+    inline_log: Option<InlineWriter>,
 }
 
 impl Engine {
@@ -352,6 +364,8 @@ impl Engine {
             waiting: VecDeque::new(),
             unlogged_entries: Vec::new(),
             in_flight_jobs: VecDeque::new(),
+            log_answers: Vec::new(),
+            in_flight_answers: VecDeque::new(),
             next_token: 1,
             durable_token: 0,
             polls_changed: false,
@@ -364,7 +378,16 @@ impl Engine {
             actor_changed: false,
             replication: None,
             memory_helper: None,
+            inline_log: None,
         }
+    }
+
+    /// Writes the log itself, job by job, in the wake-up that makes each job, instead of
+    /// handing the jobs to a writer task or thread ([`crate::wal::WalExecutor::Inline`]: only
+    /// for a storage that never blocks, a memory-only node's). Its reports still come back on
+    /// [`EngineIo::wal_done`].
+    pub fn write_log_inline(&mut self, writer: InlineWriter) {
+        self.inline_log = Some(writer);
     }
 
     /// Has the memory the replica will need next prepared on helper threads, off the engine
@@ -485,8 +508,14 @@ impl Engine {
                         // A log report that came meanwhile is taken between two commands, and
                         // the next job goes out at once: a long wake-up (a burst of batches, a
                         // growing index) neither holds answers the log has made durable nor
-                        // leaves the log idle until it ends.
-                        if let Ok(done) = io.wal_done.try_recv() {
+                        // leaves the log idle until it ends. (An inline log's report is
+                        // taken at the next wake-up instead: it is ready at once, and a job
+                        // per command would give up the burst's group.)
+                        let done = match self.inline_log {
+                            Some(_) => None,
+                            None => io.wal_done.try_recv().ok(),
+                        };
+                        if let Some(done) = done {
                             log_failure = self.on_log_report(Some(done));
                             if log_failure.is_some() {
                                 break;
@@ -554,7 +583,7 @@ impl Engine {
                 return self.after_log_failure(&mut io, &why).await;
             }
             self.metrics
-                .set_engine_queue(io.commands.len(), self.waiting.len());
+                .set_engine_queue(io.commands.len(), self.waiting_replies());
         }
         // Graceful stop: flush what was accepted, answer it, publish the last results.
         while !self.in_flight_jobs.is_empty() || self.has_unlogged() {
@@ -562,6 +591,10 @@ impl Engine {
                 && self.submit(&io.wal_jobs).await.is_err()
             {
                 return self.fail(&io.results, "the log writer stopped during shutdown");
+            }
+            if self.in_flight_jobs.is_empty() {
+                // Nothing was left to log (the replies waiting were answered at once).
+                break;
             }
             match io.wal_done.recv().await {
                 Some(done) if done.result.is_ok() => self.on_durable(done.up_to_token),
@@ -604,9 +637,8 @@ impl Engine {
         let entries = crate::wal::startup::state_entries(&self.replica);
         let token = self.next_token;
         self.next_token += 1;
-        if io
-            .wal_jobs
-            .send(WalJob::snapshot(token, entries))
+        if self
+            .send_job(&io.wal_jobs, WalJob::snapshot(token, entries))
             .await
             .is_err()
         {
@@ -650,7 +682,9 @@ impl Engine {
     }
 
     fn has_unlogged(&self) -> bool {
-        !self.unlogged_entries.is_empty() || self.replica.in_flight_records() > 0
+        !self.unlogged_entries.is_empty()
+            || self.replica.in_flight_records() > 0
+            || !self.log_answers.is_empty()
     }
 
     /// A read-only view for start-up checks and tests.
@@ -1014,11 +1048,33 @@ impl Engine {
             answer(pending);
             return;
         }
+        if self.writer_answers() && matches!(pending, Pending::Vote(..) | Pending::Batch(..)) {
+            self.log_answers.push(pending);
+            return;
+        }
         self.waiting.push_back(Waiter {
             token: self.next_token,
             need,
             pending,
         });
+    }
+
+    /// Replies held until their votes are durable: the engine's, those for the next job, and
+    /// those the writer has not answered yet (one lock per job in flight).
+    fn waiting_replies(&self) -> usize {
+        let in_flight: usize = self
+            .in_flight_answers
+            .iter()
+            .map(|(_, answers)| answers.waiting())
+            .sum();
+        self.waiting.len() + self.log_answers.len() + in_flight
+    }
+
+    /// Whether the log writer answers the votes and batches a job carries, right after its
+    /// fsync ([`log_answers`]): under local acks. Not under replicated acks (a reply waits
+    /// for an ack peer too), nor under the planted bug that answers a failed job's votes.
+    fn writer_answers(&self) -> bool {
+        self.replication.is_none() && !self.ack_after_failed_write
     }
 
     /// Sends everything accepted since the last job to the log as one job. `Err` when the
@@ -1027,17 +1083,35 @@ impl Engine {
         let Some(job) = self.next_job() else {
             return Ok(());
         };
-        if jobs.send(job).await.is_err() {
-            // The writer has stopped: the caller takes the failure path.
-            return Err(EngineError::LogFailed);
+        self.send_job(jobs, job).await
+    }
+
+    /// Hands `job` to the writer, or writes it now with an inline log. `Err` when the writer
+    /// has stopped (the caller takes the failure path).
+    async fn send_job(
+        &mut self,
+        jobs: &mpsc::Sender<WalJob>,
+        job: WalJob,
+    ) -> Result<(), EngineError> {
+        if let Some(log) = &mut self.inline_log {
+            log.write(job);
+            return Ok(());
         }
-        Ok(())
+        jobs.send(job).await.map_err(|_| EngineError::LogFailed)
     }
 
     /// [`Engine::submit`] without waiting: the job goes out only if the writer's queue has
     /// room (it always has with [`WAL_JOBS_IN_FLIGHT_MAX`] jobs in flight, fewer than its
     /// [`crate::wal::WAL_JOBS_QUEUE_MAX`]); otherwise everything waits for the next submit.
     fn submit_now(&mut self, jobs: &mpsc::Sender<WalJob>) -> Result<(), EngineError> {
+        if self.inline_log.is_some() {
+            if let Some(job) = self.next_job() {
+                if let Some(log) = &mut self.inline_log {
+                    log.write(job);
+                }
+            }
+            return Ok(());
+        }
         match jobs.try_reserve() {
             Ok(permit) => {
                 if let Some(job) = self.next_job() {
@@ -1053,8 +1127,15 @@ impl Engine {
     /// Everything accepted since the last job, as the next job (`None`: nothing to log; the
     /// waiters for it, if any, are answered now).
     fn next_job(&mut self) -> Option<WalJob> {
+        // A job goes out only when none is in flight: every earlier job is durable.
+        debug_assert!(self.in_flight_jobs.is_empty());
         let batches = self.replica.take_unlogged();
         if batches.is_empty() && self.unlogged_entries.is_empty() {
+            // Replies for the writer, with nothing to log (duplicates of records in a job
+            // reported durable since): durable already, answered now.
+            std::mem::take(&mut self.log_answers)
+                .into_iter()
+                .for_each(answer);
             // Waiters for this token have nothing to log (e.g. an unchanged poll): answer now.
             if self
                 .waiting
@@ -1078,10 +1159,26 @@ impl Engine {
         let mut entries = std::mem::take(&mut self.unlogged_entries);
         entries.extend(batches.into_iter().map(WalEntry::Records));
         self.in_flight_jobs.push_back((token, marks));
-        Some(WalJob::append(token, entries))
+        let mut job = WalJob::append(token, entries);
+        job.answers = JobAnswers::new(std::mem::take(&mut self.log_answers));
+        if !job.answers.is_empty() {
+            self.in_flight_answers
+                .push_back((token, job.answers.clone()));
+        }
+        Some(job)
     }
 
     fn on_durable(&mut self, up_to_token: u64) {
+        // The writer answered these before its report; a writer that did not (a test's)
+        // gets them answered here.
+        while let Some((token, _)) = self.in_flight_answers.front() {
+            if *token > up_to_token {
+                break;
+            }
+            if let Some((_, answers)) = self.in_flight_answers.pop_front() {
+                answers.durable();
+            }
+        }
         self.answer_durable_pushes(up_to_token);
         self.publish_durable_pushes(up_to_token);
         while let Some((token, _)) = self.in_flight_jobs.front() {

@@ -232,11 +232,17 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
     let (command_tx, command_rx) = mpsc::channel(config.engine_queue_max);
     let (ack_tx, ack_rx) = mpsc::channel(engine::ACK_LANE_QUEUE_MAX);
     let (close_commands, close_commands_rx) = watch::channel(false);
-    let journal_executor = wal_executor.clone();
+    // The journal's writer hands reports to a task of its own, never to the engine: an
+    // inline log's storage (memory-only) serves it as well from a task.
+    let journal_executor = match &wal_executor {
+        WalExecutor::Inline => WalExecutor::Task,
+        other => other.clone(),
+    };
     // Real threads, whose timing the simulation (the one user of a pausing log writer) could
     // not replay: its nodes fault their memory in on the engine, as before the helper.
     let memory_helper = !matches!(wal_executor, WalExecutor::PausingTask(_));
-    let (job_tx, done_rx, writer) = group_commit::start(recovered.wal, wal_executor, "tally-wal")?;
+    let (job_tx, done_rx, mut writer) =
+        group_commit::start(recovered.wal, wal_executor, "tally-wal")?;
     let health = Arc::new(Health::new(if syncing { &[Hold::CatchingUp] } else { &[] }));
     let sync_tick_ms = config.sync_tick_ms;
     let ignore_skew = planted_bug == Some(PlantedBug::IgnoreClockSkew);
@@ -262,6 +268,9 @@ pub fn start_with_peers<S: Storage + Clone + 'static>(
         health.clone(),
         rng_seed ^ INCARNATION_RNG_SALT,
     );
+    if let Some(inline) = writer.take_inline() {
+        engine.write_log_inline(inline);
+    }
     if planted_bug == Some(PlantedBug::AckBeforeFsync) {
         engine.plant_bug_ack_before_fsync();
     }

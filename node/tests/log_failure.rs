@@ -455,10 +455,22 @@ fn vote(id: u32) -> Request<Body> {
 #[tokio::test]
 async fn a_node_whose_fsync_fails_turns_unhealthy_stops_with_an_error_and_replays_what_it_acknowledged()
  {
+    fails_and_replays_what_it_acknowledged(WalExecutor::Task).await;
+}
+
+#[tokio::test]
+async fn a_node_that_writes_its_log_inline_acknowledges_nothing_after_a_failed_fsync_and_replays_what_it_acknowledged()
+ {
+    // The same, with the log written by the engine itself (a memory-only node's executor):
+    // the failed group's vote is refused, never answered counted, and replays nowhere.
+    fails_and_replays_what_it_acknowledged(WalExecutor::Inline).await;
+}
+
+async fn fails_and_replays_what_it_acknowledged(executor: WalExecutor) {
     // Goal: no zombie node. Method: 20 votes counted, then every further fsync fails: the
     // next vote is refused with 503, /healthz and /readyz answer 503 naming the log, the
     // results still show the 20, the node stops with the log error, and a restart on the same
-    // disk holds exactly the 20.
+    // disk (its clean stop writes the snapshot) holds exactly the 20.
     let faults = Arc::new(DiskFaults::default());
     let disk = MemoryStorage::new();
     let storage = FaultyStorage::new(disk.clone(), faults.clone());
@@ -468,7 +480,7 @@ async fn a_node_whose_fsync_fails_turns_unhealthy_stops_with_an_error_and_replay
         ..Config::default()
     };
     let clock = Arc::new(FixedClock);
-    let started = tally_node::start(&config, storage, clock.clone(), 5, WalExecutor::Task).unwrap();
+    let started = tally_node::start(&config, storage, clock.clone(), 5, executor.clone()).unwrap();
     for id in 0..20 {
         let (status, body) = send(&started.router, vote(id)).await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -494,7 +506,8 @@ async fn a_node_whose_fsync_fails_turns_unhealthy_stops_with_an_error_and_replay
     );
     assert_eq!(faults.failed_syncs(), 1);
 
-    let started = tally_node::start(&config, disk, clock, 6, WalExecutor::Task).unwrap();
+    let started =
+        tally_node::start(&config, disk.clone(), clock.clone(), 6, executor.clone()).unwrap();
     let (_, results) = send(&started.router, get("/v1/polls/superbowl/results")).await;
     assert!(results.contains(r#""total":20"#), "{results}");
     let (status, body) = send(&started.router, vote(20)).await;
@@ -504,6 +517,16 @@ async fn a_node_whose_fsync_fails_turns_unhealthy_stops_with_an_error_and_replay
         "the refused vote was not counted: {body}"
     );
     within("the restarted node's stop", started.stop())
+        .await
+        .unwrap();
+    // The clean stop compacted the log: a third start holds the 21, once each.
+    let started = tally_node::start(&config, disk, clock, 7, executor).unwrap();
+    let (_, results) = send(&started.router, get("/v1/polls/superbowl/results")).await;
+    assert!(results.contains(r#""total":21"#), "{results}");
+    let (status, body) = send(&started.router, vote(20)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(r#""status":"duplicate""#), "{body}");
+    within("the third node's stop", started.stop())
         .await
         .unwrap();
 }

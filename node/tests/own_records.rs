@@ -154,6 +154,26 @@ async fn answer(
         .unwrap()
 }
 
+/// Writes `logged` to a fresh log and recovers a node from it, as a restart would.
+fn replay(logged: &[WalEntry]) -> tally_node::wal::startup::Recovered<MemoryStorage> {
+    let storage = MemoryStorage::new();
+    let (mut wal, _) = Wal::open(storage.clone(), |_| {}).unwrap();
+    wal.append(logged).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let config = Config::default();
+    let clock: &dyn Clock = &SystemClock;
+    recover(
+        &config,
+        &config.validate().unwrap(),
+        storage,
+        clock,
+        7,
+        None,
+    )
+    .unwrap()
+}
+
 fn counted(ack: VoteAck) -> (u64, u64, u32) {
     match ack {
         VoteAck::Counted {
@@ -247,22 +267,7 @@ async fn a_node_meeting_its_own_records_moves_to_a_new_incarnation_and_reissues_
 
     // The log replays to the same state: the void record (vote 2 at the old seq 2) is left
     // out, the peer's record at that seq is kept.
-    let storage = MemoryStorage::new();
-    let (mut wal, _) = Wal::open(storage.clone(), |_| {}).unwrap();
-    wal.append(&node.logged).unwrap();
-    wal.sync().unwrap();
-    drop(wal);
-    let config = Config::default();
-    let clock: &dyn Clock = &SystemClock;
-    let recovered = recover(
-        &config,
-        &config.validate().unwrap(),
-        storage,
-        clock,
-        7,
-        None,
-    )
-    .unwrap();
+    let recovered = replay(&node.logged);
     assert_eq!(recovered.new_incarnation, None, "{}", recovered.report);
     assert_eq!(recovered.replica.actor(), &new_actor);
     let state = recovered.replica.state(&poll()).unwrap();
@@ -274,4 +279,88 @@ async fn a_node_meeting_its_own_records_moves_to_a_new_incarnation_and_reissues_
         "votes 1-4 and 101-104"
     );
     assert_eq!(state.totals(None), state.exact_totals());
+}
+
+#[tokio::test]
+async fn a_job_in_flight_whose_votes_the_writer_answered_stays_the_old_actors_through_a_move() {
+    // Goal: a vote the log writer answered right after its fsync (before the engine took the
+    // report) keeps its answer: when a peer's records move the node to a new incarnation
+    // meanwhile, that job is durable, so it is marked so and stays the retired actor's (it is
+    // not voided and renumbered under an answer already given). Method: as above, but the
+    // test answers the job in flight as the writer does, before the peer's records come.
+    let mut node = Harness::start();
+    let first = node.vote(1).await;
+    let job = node.job().await;
+    node.durable(&job).await;
+    let (_, _, second) = counted(answer(first).await);
+    // Vote 2's job is written and synced; the writer answers it before its report.
+    let second_vote = node.vote(2).await;
+    let in_flight = node.job().await;
+    assert_eq!(in_flight.answers.waiting(), 1);
+    in_flight.answers.durable();
+    let (seq, incarnation, _) = counted(answer(second_vote).await);
+    assert_eq!((seq, incarnation), (2, 5));
+    let third_vote = node.vote(3).await;
+    // The peer holds seqs 1..=2 as here and 3..=5 of the old actor's first life.
+    let mut theirs = RecordBatch::new(poll(), old_actor(), 1);
+    theirs.push(VoteId(1), OptionIndex(0), second);
+    theirs.push(VoteId(2), OptionIndex(0), second);
+    for id in 103..106 {
+        theirs.push(VoteId(id), OptionIndex(1), second);
+    }
+    let (reply, applied) = oneshot::channel();
+    node.commands
+        .send(Command::PeerApply {
+            peer: NodeId::new("peer").unwrap(),
+            answer: PullAnswer {
+                polls: vec![spec()],
+                batches: vec![theirs],
+                ..PullAnswer::default()
+            },
+            reply,
+        })
+        .await
+        .unwrap();
+    let applied: PeerApplied = applied.await.unwrap().unwrap();
+    assert!(applied.refused.is_empty(), "{:?}", applied.refused);
+    assert_eq!(applied.records_added, 3, "seqs 3..=5 join the state");
+    // The writer's report comes after the move: nothing left to do for it.
+    node.durable(&in_flight).await;
+    let next = node.job().await;
+    assert!(
+        matches!(&next.entries[0], WalEntry::Incarnation { retired, durable_through, .. }
+            if retired == &old_actor() && durable_through == &vec![(poll(), 2)]),
+        "the answered job is durable through the move: {:?}",
+        next.entries[0]
+    );
+    let new_actor = node.actor.borrow().clone();
+    let own: Vec<&RecordBatch> = next
+        .entries
+        .iter()
+        .filter_map(|e| match e {
+            WalEntry::Records(b) if b.actor() == &new_actor => Some(b),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(own.len(), 1);
+    assert_eq!(
+        (own[0].first_seq(), own[0].last_seq()),
+        (1, 1),
+        "only the unlogged vote moved"
+    );
+    node.durable(&next).await;
+    let (seq, incarnation, _) = counted(answer(third_vote).await);
+    assert_eq!((seq, incarnation), (1, new_actor.incarnation));
+
+    // The log replays to the same state: both old-actor records of this node are kept.
+    let recovered = replay(&node.logged);
+    assert_eq!(recovered.replica.actor(), &new_actor);
+    let state = recovered.replica.state(&poll()).unwrap();
+    assert_eq!(state.held(&old_actor()), 5);
+    assert_eq!(state.held(&new_actor), 1);
+    assert_eq!(
+        state.exact_totals().iter().sum::<i64>(),
+        6,
+        "votes 1-3 and 103-105"
+    );
 }

@@ -65,6 +65,14 @@ impl Engine {
              acknowledged so far is durable and is handed to readers and peers before the \
              node exits"
         );
+        // Replies the writer carries (it answered them with the failure already, unless it
+        // stopped without a report) and replies for the next job: none is durable.
+        for (_, answers) in self.in_flight_answers.drain(..) {
+            answers.failed();
+        }
+        for pending in self.log_answers.drain(..) {
+            refuse(pending, EngineError::LogFailed);
+        }
         let failed_job = self.in_flight_jobs.front().map(|(token, _)| *token);
         for waiter in self.waiting.drain(..) {
             if self.ack_after_failed_write && failed_job.is_some_and(|t| waiter.token <= t) {

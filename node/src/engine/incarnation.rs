@@ -22,7 +22,9 @@
 use rand::RngCore;
 use tally_core::{ActorId, MovedRecords, PollId, RecordBatch, Seq};
 
-use super::{BatchVoteAck, Engine, Pending, VoteAck};
+use super::log_answers::TakenBack;
+use super::replication::Need;
+use super::{BatchVoteAck, Engine, Pending, VoteAck, Waiter};
 use crate::metrics::OWN_RECORDS_FROM_PEER;
 use crate::wal::WalEntry;
 
@@ -30,6 +32,7 @@ impl Engine {
     /// Moves this node to a new incarnation because `batch` (of its own actor, up to seq
     /// `their_seq`) came from a peer. See the module doc.
     pub(super) fn begin_incarnation_behind_peers(&mut self, batch: &RecordBatch, their_seq: Seq) {
+        self.take_back_log_answers();
         let retired = self.replica.actor().clone();
         let durable_through: Vec<(PollId, Seq)> = self
             .replica
@@ -84,6 +87,30 @@ impl Engine {
              held at start-up may differ from the peer's at those seqs: see OPERATIONS.md, \
              \"A damaged log\""
         );
+    }
+
+    /// Before a move: takes the replies the log writer would answer back into the engine's
+    /// waiters, so they are renumbered with their records. A job in flight whose replies the
+    /// writer has answered already is durable (its fsync returned): it is marked so now, as
+    /// its report would, and its records stay the retired actor's, durable and answered.
+    fn take_back_log_answers(&mut self) {
+        let mut taken = Vec::new();
+        while let Some((token, answers)) = self.in_flight_answers.pop_front() {
+            match answers.take_back() {
+                TakenBack::Replies(replies) => taken.extend(replies),
+                TakenBack::Durable => self.on_durable(token),
+                TakenBack::Nothing => {}
+            }
+        }
+        taken.append(&mut self.log_answers);
+        let token = self.next_token;
+        for pending in taken {
+            self.waiting.push_back(Waiter {
+                token,
+                need: Need::default(),
+                pending,
+            });
+        }
     }
 
     /// Gives every answer waiting for a moved record the record's new seq and incarnation,

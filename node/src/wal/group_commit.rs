@@ -8,6 +8,8 @@
 //! kernel may have dropped the dirty pages, so "retry until it works" would acknowledge lost
 //! votes — PostgreSQL's fsyncgate); before that report, the failed group's bytes are cut off
 //! the segment ([`Wal::roll_back_to`]), so the next start replays none of its votes. The
+//! replies a job carries ([`JobAnswers`]) are answered right before its group's report: `Ok`
+//! only after the group's sync returned `Ok`, the failure otherwise. The
 //! writer is an `async fn` that calls the synchronous storage directly: production runs it on
 //! its own OS thread ([`spawn_writer_thread`]), the simulation spawns [`run_writer`] as an
 //! ordinary task over its instant simulated disk.
@@ -23,6 +25,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::Instant;
 
 use super::{WAL_ENTRY_BYTES_MAX, Wal, WalEntry, WalError};
+pub use crate::engine::JobAnswers;
 use crate::storage::Storage;
 
 /// Most entries appended under one fsync. A single job larger than this is still taken whole.
@@ -67,6 +70,10 @@ pub struct WalJob {
     pub kind: WalJobKind,
     /// The entries.
     pub entries: Vec<WalEntry>,
+    /// Replies that wait for this job: the writer answers them once the group holding it is
+    /// durable, before its report, or with the failure if it fails (empty for most callers;
+    /// the engine's, under local acks: [`JobAnswers`]).
+    pub answers: JobAnswers,
 }
 
 impl WalJob {
@@ -76,6 +83,7 @@ impl WalJob {
             token,
             kind: WalJobKind::Append,
             entries,
+            answers: JobAnswers::default(),
         }
     }
 
@@ -85,6 +93,7 @@ impl WalJob {
             token,
             kind: WalJobKind::Snapshot,
             entries,
+            answers: JobAnswers::default(),
         }
     }
 }
@@ -182,19 +191,13 @@ async fn run_writer_pausing<S: Storage>(
         let report = match first.kind {
             WalJobKind::Snapshot => write_snapshot(&mut wal, first),
             WalJobKind::Append => {
-                // Everything before a group is durable (or the writer has stopped).
-                let durable_end = wal.end();
-                let mut group = Group::start(first);
+                let mut group = Group::start(first, &wal);
                 let appended = group.append_queued(&mut wal, &mut jobs, &mut last_token);
                 if let Some(pause) = &pause {
                     pause.pause().await;
                 }
                 carried = group.carried.take();
-                let report = group.finish(&mut wal, appended);
-                if let Err(error) = &report.result {
-                    roll_back(&mut wal, durable_end, error);
-                }
-                report
+                group.finish(&mut wal, appended)
             }
         };
         let failed = report.result.clone().err();
@@ -215,7 +218,9 @@ async fn run_writer_pausing<S: Storage>(
             // a second process must not open the directory and reissue its seqs. Nothing is
             // written any more; a job sent after the failure is dropped unanswered (the
             // failed engine sends none).
-            while jobs.recv().await.is_some() {}
+            while let Some(job) = jobs.recv().await {
+                job.answers.failed();
+            }
             return Err(error);
         }
     }
@@ -267,6 +272,9 @@ fn write_snapshot<S: Storage>(wal: &mut Wal<S>, job: WalJob) -> WalDone {
 
 /// The append jobs gathered under one fsync.
 struct Group {
+    /// Where the log ended before the group: everything before it is durable (or the writer
+    /// has stopped).
+    durable_end: (u64, u64),
     first: Option<WalJob>,
     up_to_token: u64,
     jobs: usize,
@@ -274,17 +282,21 @@ struct Group {
     bytes: u64,
     /// A snapshot job met while gathering: it goes next, alone.
     carried: Option<WalJob>,
+    /// The replies waiting for the group's jobs.
+    answers: Vec<JobAnswers>,
 }
 
 impl Group {
-    fn start(first: WalJob) -> Self {
+    fn start<S: Storage>(first: WalJob, wal: &Wal<S>) -> Self {
         Self {
+            durable_end: wal.end(),
             up_to_token: first.token,
             first: Some(first),
             jobs: 0,
             entries: 0,
             bytes: 0,
             carried: None,
+            answers: Vec::new(),
         }
     }
 
@@ -293,6 +305,9 @@ impl Group {
     }
 
     fn append<S: Storage>(&mut self, wal: &mut Wal<S>, job: &WalJob) -> Result<(), WalError> {
+        if !job.answers.is_empty() {
+            self.answers.push(job.answers.clone());
+        }
         self.up_to_token = job.token;
         self.jobs += 1;
         self.entries += job.entries.len();
@@ -326,17 +341,31 @@ impl Group {
         Ok(())
     }
 
-    /// Syncs once (unless appending already failed) and reports.
+    /// Syncs once (unless appending already failed); on a failure, cuts the group's bytes off
+    /// the log. Then answers the replies waiting for the group's jobs (`Ok` if durable, the
+    /// failure otherwise), before the report goes to the engine, so a vote's answer does not
+    /// wait for the engine to wake; and returns the report.
     fn finish<S: Storage>(self, wal: &mut Wal<S>, appended: Result<(), WalError>) -> WalDone {
         let started = Instant::now();
         let result = appended.and_then(|()| wal.sync());
+        let fsync = started.elapsed();
+        if let Err(error) = &result {
+            roll_back(wal, self.durable_end, error);
+        }
+        for job in &self.answers {
+            if result.is_ok() {
+                job.durable();
+            } else {
+                job.failed();
+            }
+        }
         WalDone {
             up_to_token: self.up_to_token,
             kind: WalJobKind::Append,
             jobs: self.jobs,
             entries: self.entries,
             bytes: self.bytes,
-            fsync: started.elapsed(),
+            fsync,
             bytes_since_snapshot: wal.bytes_since_snapshot(),
             result,
         }
@@ -346,7 +375,7 @@ impl Group {
 /// How the writer runs. Production: on its own OS thread, so an fsync never stalls request
 /// handling. The simulation: as a task on the current runtime, where the disk is simulated and
 /// everything must run on turmoil's one thread. A memory-only node (`--memory-only`, whose
-/// storage never blocks) runs it as a task too.
+/// storage never blocks) has no writer: the engine writes its log ([`WalExecutor::Inline`]).
 #[derive(Clone)]
 pub enum WalExecutor {
     /// On its own OS thread, so fsyncs never block the request runtime (production).
@@ -357,6 +386,10 @@ pub enum WalExecutor {
     /// As a task that awaits a simulated disk's fsync time between writing each group and
     /// syncing it (the simulation).
     PausingTask(Arc<dyn SyncPause>),
+    /// No writer of its own: the engine appends and syncs each job itself, in the call that
+    /// submits it ([`InlineWriter`]), so a group costs no hand-off to a writer and no wake-up
+    /// back. Only for a storage whose writes and syncs never block: a memory-only node's.
+    Inline,
 }
 
 impl std::fmt::Debug for WalExecutor {
@@ -365,6 +398,7 @@ impl std::fmt::Debug for WalExecutor {
             Self::DedicatedThread => "DedicatedThread",
             Self::Task => "Task",
             Self::PausingTask(_) => "PausingTask",
+            Self::Inline => "Inline",
         })
     }
 }
@@ -384,6 +418,9 @@ pub enum WriterDone {
     Thread(std::thread::JoinHandle<()>),
     /// A writer task.
     Task(tokio::task::JoinHandle<()>),
+    /// An inline writer ([`WalExecutor::Inline`]), until [`WriterDone::take_inline`] hands
+    /// it to the engine, which then owns the log: it stops with the engine.
+    Inline(Option<InlineWriter>),
 }
 
 impl WriterDone {
@@ -396,7 +433,86 @@ impl WriterDone {
             Self::Task(task) => {
                 let _ = task.await;
             }
+            Self::Inline(_) => {}
         }
+    }
+
+    /// The inline writer, for the engine to run (`None` for a thread or a task, or once
+    /// taken).
+    pub fn take_inline(&mut self) -> Option<InlineWriter> {
+        match self {
+            Self::Inline(writer) => writer.take(),
+            Self::Thread(_) | Self::Task(_) => None,
+        }
+    }
+}
+
+/// A writer the engine runs itself ([`WalExecutor::Inline`]): [`InlineWriter::write`] appends
+/// and syncs one job and puts its [`WalDone`] on the done queue before it returns, as the
+/// writer task would have after a hand-off, with the same promises (order, a failed group
+/// cut off and reported, nothing written after a failure). The engine reads the report from
+/// the queue as it reads any writer's, so everything after the write (answers, marks,
+/// failure) takes the one path every executor shares.
+pub struct InlineWriter {
+    write: Box<dyn FnMut(WalJob) + Send>,
+}
+
+impl std::fmt::Debug for InlineWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InlineWriter")
+    }
+}
+
+impl InlineWriter {
+    fn new<S: Storage + 'static>(
+        mut wal: Wal<S>,
+        mut jobs: mpsc::Receiver<WalJob>,
+        done: mpsc::Sender<WalDone>,
+    ) -> Self {
+        let mut last_token = None;
+        let mut failed = false;
+        let write = move |job: WalJob| {
+            if failed {
+                // As the writer after a failure: nothing is written any more, the job is
+                // dropped (the failed engine sends none; its replies get the failure). The log, and the data
+                // directory's lock, stay held until the engine drops this writer.
+                job.answers.failed();
+                return;
+            }
+            check_token(&mut last_token, job.token);
+            let report = match job.kind {
+                WalJobKind::Snapshot => write_snapshot(&mut wal, job),
+                WalJobKind::Append => {
+                    let mut group = Group::start(job, &wal);
+                    // `jobs` stays empty (nobody sends to it): the group is this one job.
+                    let appended = group.append_queued(&mut wal, &mut jobs, &mut last_token);
+                    group.finish(&mut wal, appended)
+                }
+            };
+            let failure = report.result.as_ref().err().map(ToString::to_string);
+            failed = failure.is_some();
+            let appended = report.kind == WalJobKind::Append;
+            // The engine reads each report before it writes the next job (at most
+            // WAL_JOBS_IN_FLIGHT_MAX unread, fewer than the queue holds), so the queue has
+            // room; closed means the engine is gone, and nobody waits for the report.
+            if let Err(mpsc::error::TrySendError::Full(_)) = done.try_send(report) {
+                unreachable!("an inline log writer's report queue is full");
+            }
+            if appended && !failed {
+                wal.fill_ahead();
+            }
+            if let Some(error) = failure {
+                tracing::error!(%error, "the write-ahead log writer stopped");
+            }
+        };
+        Self {
+            write: Box::new(write),
+        }
+    }
+
+    /// Appends and syncs `job` (or writes it as a snapshot), and queues its report.
+    pub fn write(&mut self, job: WalJob) {
+        (self.write)(job);
     }
 }
 
@@ -424,6 +540,12 @@ pub fn start<S: Storage + 'static>(
                     }
                 })?;
             Ok((handle.submit, handle.done, WriterDone::Thread(joined)))
+        }
+        WalExecutor::Inline => {
+            let (submit, jobs) = mpsc::channel(WAL_JOBS_QUEUE_MAX);
+            let (done_sender, done) = mpsc::channel(WAL_JOBS_QUEUE_MAX);
+            let writer = InlineWriter::new(wal, jobs, done_sender);
+            Ok((submit, done, WriterDone::Inline(Some(writer))))
         }
         WalExecutor::Task | WalExecutor::PausingTask(_) => {
             let pause = match executor {

@@ -48,7 +48,7 @@ mod replay;
 pub mod startup;
 
 pub use group_commit::{
-    SyncPause, WAL_GROUP_BYTES_MAX, WAL_GROUP_ENTRIES_MAX, WAL_JOBS_IN_FLIGHT_MAX,
+    InlineWriter, SyncPause, WAL_GROUP_BYTES_MAX, WAL_GROUP_ENTRIES_MAX, WAL_JOBS_IN_FLIGHT_MAX,
     WAL_JOBS_QUEUE_MAX, WalDone, WalExecutor, WalHandle, WalJob, WalJobKind, run_writer,
     spawn_writer_thread,
 };
