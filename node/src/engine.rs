@@ -326,8 +326,9 @@ pub struct Engine {
     /// Replicated acks, when `ack_mode = "replicated"`.
     replication: Option<replication::Replication>,
     /// Set when the engine woke a task of replicated acks' path that waits on this worker (a
-    /// push session handed records through the feed, or the replies a confirmation answered);
-    /// taken at the next hand-off point, where the engine yields to them ([`hand_off`]).
+    /// push session handed records through the feed, the replies a confirmation answered, or
+    /// the takers of its answers to pushes); taken at the next hand-off point, where the engine
+    /// yields to them ([`hand_off`]).
     handed_off: bool,
     /// Threads that allocate and fault in the memory the replica will need next (a growing
     /// index's next table, spare record chunks), so the engine does not pay those page
@@ -1159,6 +1160,9 @@ impl Engine {
                 _ => kept.push(waiter),
             }
         }
+        // The push journal's task (or a push session) takes these answers: it also answers
+        // the pusher's next pushes from the journal's fsyncs, so it goes before the engine.
+        self.handed_off = true;
         for waiter in kept.into_iter().rev() {
             self.waiting.push_front(waiter);
         }

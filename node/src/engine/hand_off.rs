@@ -4,12 +4,14 @@
 //! commit's records, then up to [`super::COMMANDS_PER_WAKE_MAX`] more commands: tens of
 //! milliseconds flat out). A task woken from a task goes into tokio's LIFO slot of the same
 //! worker, which no other worker may take: it runs only once the engine returns to the
-//! runtime. Under replicated acks two tasks on a vote's path are woken that way: the push
+//! runtime. Under replicated acks three tasks on a vote's path are woken that way: the push
 //! session that sends a durable group to the ack peer (the engine hands it the records before
-//! it indexes them, so that the push overlaps that work), and the HTTP task of a reply a
-//! peer's confirmation has just answered. Measured on the real binary, the ack-peer wait
-//! (local fsync to the engine's answer) fell from 27–29 ms to 15–18 ms flat out once the
-//! engine handed off there (BENCHMARKS.md, "Replicated acks: the engine hands off").
+//! it indexes them, so that the push overlaps that work), the HTTP task of a reply a peer's
+//! confirmation has just answered, and on the ack peer the push journal's task, which the
+//! engine's answers to pushes wake and which answers the pusher's next pushes. Measured on the
+//! real binary, flat out on a busy host, the ack-peer wait (local fsync to the engine's answer)
+//! fell from 27–30 ms to 12–14 ms once the engine handed off there (BENCHMARKS.md, "Where
+//! replicated batches lose to local ones, and the engine's hand-off").
 
 use std::future::poll_fn;
 use std::task::Poll;
