@@ -29,7 +29,7 @@
 # Per run it also reads both nodes' CPU time (user + system, /proc/PID/stat) over the load, and
 # the host's idle share (/proc/stat): node CPU per vote tells work from waiting; and how long
 # the nodes' threads waited runnable for a core (/proc/PID/task/*/schedstat), in ms per second
-# of the run: a host whose cores are the floor shows it there.
+# of the run: every wake-up's scheduling delay counts, so compare runs of one case.
 #
 # Diagnostic settings (off by default): BENCH_MODES (a subset of the modes, e.g. "local"),
 # BENCH_EXPECTED_VOTES (the poll's index reserved for that many vote IDs, as OPERATIONS.md's
