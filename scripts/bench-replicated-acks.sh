@@ -27,11 +27,14 @@
 # `base-local` and `base-replicated`, right after this build's two), with this build's client;
 # the summary then gives each build's same-run ratios side by side.
 # Per run it also reads both nodes' CPU time (user + system, /proc/PID/stat) over the load, and
-# the host's idle share (/proc/stat): node CPU per vote tells work from waiting.
+# the host's idle share (/proc/stat): node CPU per vote tells work from waiting; and how long
+# the nodes' threads waited runnable for a core (/proc/PID/task/*/schedstat), in ms per second
+# of the run: every wake-up's scheduling delay counts, so compare runs of one case.
 #
 # Diagnostic settings (off by default): BENCH_MODES (a subset of the modes, e.g. "local"),
 # BENCH_EXPECTED_VOTES (the poll's index reserved for that many vote IDs, as OPERATIONS.md's
-# "Before an event" asks), BENCH_SYNC_TICK_MS (the nodes' sync_tick_ms). Each run's /metrics
+# "Before an event" asks), BENCH_SYNC_TICK_MS (the nodes' sync_tick_ms), BENCH_PERF_SECONDS (`perf record -g -F 999` of both
+# nodes for that long, from 1 s into each run: perf-<case>-<mode>-<run>.data). Each run's /metrics
 # of both nodes is kept beside its report (metrics-<case>-<mode>-<run>-{a,b}.prom).
 # Settings (environment): BENCH_RUNS (3), BENCH_SECONDS (8), BENCH_CONNECTIONS (64),
 # BENCH_PORT_BASE (18200: HTTP on +1 and +2, QUIC on +11 and +12), BENCH_CASES (all four:
@@ -65,6 +68,7 @@ CASES=${BENCH_CASES:-batch single half-batch half-single}
 MODES=${BENCH_MODES:-local replicated}
 EXPECTED_VOTES=${BENCH_EXPECTED_VOTES:-}
 SYNC_TICK_MS=${BENCH_SYNC_TICK_MS:-}
+PERF_SECONDS=${BENCH_PERF_SECONDS:-}
 if [ -n "$BASELINE" ]; then
   [ -x "$BASELINE" ] || { echo "bench-replicated-acks: BENCH_BASELINE $BASELINE is not executable" >&2; exit 1; }
   MODES=${BENCH_MODES:-local replicated base-local base-replicated}
@@ -76,7 +80,7 @@ SCRATCH=$(mktemp -d)
 RUNS_TSV=$OUT/runs.tsv
 COMMANDS=$OUT/commands.txt
 : >"$COMMANDS"
-printf 'case\tmode\trun\tvotes_per_s\tp50_us\tp99_us\tmax_us\tcounted\trefused\tunknown\tcheck\tack_wait_mean_us\tack_misses\tfsync_mean_us\tnode_cpu_us_per_vote\thost_idle_pct\tpushes_journal\tpushes_log\n' >"$RUNS_TSV"
+printf 'case\tmode\trun\tvotes_per_s\tp50_us\tp99_us\tmax_us\tcounted\trefused\tunknown\tcheck\tack_wait_mean_us\tack_misses\tfsync_mean_us\tnode_cpu_us_per_vote\thost_idle_pct\tpushes_journal\tpushes_log\tnode_runq_ms_per_s\n' >"$RUNS_TSV"
 "$CLIENT" certs --out "$SCRATCH/certs" --nodes a,b >/dev/null
 
 PID_A=""
@@ -144,12 +148,20 @@ start_nodes() {
     --options green,blue --count 5000 >/dev/null
 }
 
-# "CPU_TICKS IDLE_TICKS TOTAL_TICKS": both nodes' CPU time so far, and the host's idle and
-# total time (/proc/stat), in clock ticks.
+# "CPU_TICKS IDLE_TICKS TOTAL_TICKS RUNQ_NS": both nodes' CPU time so far, and the host's idle
+# and total time (/proc/stat), in clock ticks; both nodes' threads' run-queue wait, in ns.
 cpu_sample() {
-  local nodes
+  local nodes runq
   nodes=$(($(cpu_ticks "$PID_A") + $(cpu_ticks "$PID_B")))
-  awk -v nodes="$nodes" '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print nodes, $5 + $6, t; exit }' /proc/stat
+  runq=$(($(run_queue_ns "$PID_A") + $(run_queue_ns "$PID_B")))
+  awk -v nodes="$nodes" -v runq="$runq" '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print nodes, $5 + $6, t, runq; exit }' /proc/stat
+}
+
+# run_queue_ns PID: the time the process's threads have spent runnable but waiting for a core
+# (the second field of /proc/PID/task/*/schedstat), summed, in ns: threads that ended are not
+# in it, so a run's difference is a lower bound.
+run_queue_ns() {
+  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ t += $2 } END { printf "%d", t }'
 }
 
 # "WAIT_SECONDS WAITS MISSES FSYNC_SECONDS FSYNCS JOURNAL LOG" over both nodes, from their
@@ -187,16 +199,25 @@ run_case() {
     --connections "$CONNECTIONS" --no-progress --threads 1 --check cluster
     --options green,blue --duration "${SECONDS_PER_RUN}s" --timeout-ms 5000 --json-report "$report" "$@")
   echo "$name $mode run $run: ${cmd[*]}" >>"$COMMANDS"
+  local perf_pid=""
+  if [ -n "$PERF_SECONDS" ]; then
+    # A profile of both nodes (call graphs) from 1 s into the load, for PERF_SECONDS.
+    (sleep 1; exec perf record -q -g -F 999 -p "$PID_A,$PID_B" -o "$OUT/perf-$name-$mode-$run.data" \
+      -- sleep "$PERF_SECONDS") >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   "${cmd[@]}" >"$OUT/$name-$mode-$run.txt" 2>&1 || true
+  if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
   cpu_after=$(cpu_sample)
   after=$(ack_totals)
   # Both nodes' whole /metrics after the run (histograms of engine wake-ups, fsyncs, group
   # sizes, ack-peer waits: where a tail comes from).
   curl -s "http://$HTTP_A/metrics" >"$OUT/metrics-$name-$mode-$run-a.prom" || true
   curl -s "http://$HTTP_B/metrics" >"$OUT/metrics-$name-$mode-$run-b.prom" || true
-  python3 - "$report" "$name" "$mode" "$run" "$before" "$after" "$cpu_before" "$cpu_after" "$(getconf CLK_TCK)" >>"$RUNS_TSV" <<'PY'
+  python3 - "$report" "$name" "$mode" "$run" "$before" "$after" "$cpu_before" "$cpu_after" "$(getconf CLK_TCK)" "$(nproc)" >>"$RUNS_TSV" <<'PY'
 import json, sys
-path, name, mode, run, before, after, cpu_before, cpu_after, tck = sys.argv[1:10]
+path, name, mode, run, before, after, cpu_before, cpu_after, tck, ncores = sys.argv[1:11]
+ncores = float(ncores)
 cb, ca = [float(x) for x in cpu_before.split()], [float(x) for x in cpu_after.split()]
 r = json.load(open(path))
 b, a = [float(x) for x in before.split()], [float(x) for x in after.split()]
@@ -211,9 +232,10 @@ print("\t".join(str(x) for x in [name, mode, run, round(r["votes_per_s"]), r["la
       check, round(mean_us), round(a[2] - b[2]), round(fsync_us),
       round((ca[0] - cb[0]) / float(tck) * 1e6 / o["counted"], 3) if o["counted"] else 0,
       round(100 * (ca[1] - cb[1]) / (ca[2] - cb[2]), 1) if ca[2] > cb[2] else 0,
-      round(a[5] - b[5]), round(a[6] - b[6])]))
+      round(a[5] - b[5]), round(a[6] - b[6]),
+      round((ca[3] - cb[3]) / 1e6 / ((ca[2] - cb[2]) / float(tck) / ncores), 1) if ca[2] > cb[2] else 0]))
 PY
-  tail -n 1 "$RUNS_TSV" | awk -F'\t' '{ printf "  %-11s %-15s run %s: %9d votes/s  p50 %7.3f ms  p99 %7.3f ms  refused %s unknown %s  check %s  ack wait %s µs  fsync %s µs  node CPU %s µs/vote  host idle %s%%  pushes answered journal/log %s/%s\n", $1, $2, $3, $4, $5/1000, $6/1000, $9, $10, $11, $12, $14, $15, $16, $17, $18 }'
+  tail -n 1 "$RUNS_TSV" | awk -F'\t' '{ printf "  %-11s %-15s run %s: %9d votes/s  p50 %7.3f ms  p99 %7.3f ms  refused %s unknown %s  check %s  ack wait %s µs  fsync %s µs  node CPU %s µs/vote  host idle %s%%  nodes waiting for a core %s ms/s  pushes answered journal/log %s/%s\n", $1, $2, $3, $4, $5/1000, $6/1000, $9, $10, $11, $12, $14, $15, $16, $19, $17, $18 }'
   stop_nodes
 }
 
@@ -279,8 +301,8 @@ print(f"Replicated against local acks: medians of {runs} runs of {secs} s, {conn
       f"over two peered nodes on 127.0.0.1 (mutual TLS, fsync durability), client and both nodes on "
       f"{cores} shared cores (load average {load_before} before, {load_after} after)."
       + (f" Modes base-*: the baseline build {baseline}." if baseline else "") + "\n")
-print("| case | mode | votes/s (median) | runs (votes/s) | p50 ms | p99 ms | max ms | refused | unknown | check | ack-peer wait, mean µs | fsync, mean µs | node CPU µs/vote | host idle % |")
-print("|---|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
+print("| case | mode | votes/s (median) | runs (votes/s) | p50 ms | p99 ms | max ms | refused | unknown | check | ack-peer wait, mean µs | fsync, mean µs | node CPU µs/vote | host idle % | nodes waiting for a core, ms/s |")
+print("|---|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
 labels = {"batch": "batches ×1000 postcard, flat out", "single": "single votes, flat out",
           "half-batch": f"batches ×1000 at {int(half_batch):,} votes/s (open loop)",
           "half-single": f"single votes at {int(half_single):,} votes/s (open loop)"}
@@ -295,7 +317,7 @@ for case in cases:
               f"{med(case, mode, 'max_us') / 1000:.1f} | {sum(int(r['refused']) for r in mine)} | "
               f"{sum(int(r['unknown']) for r in mine)} | {checks} | {wait} | "
               f"{med(case, mode, 'fsync_mean_us'):,.0f} | {med(case, mode, 'node_cpu_us_per_vote'):.2f} | "
-              f"{med(case, mode, 'host_idle_pct'):.1f} |")
+              f"{med(case, mode, 'host_idle_pct'):.1f} | {med(case, mode, 'node_runq_ms_per_s'):.0f} |")
 misses = sum(int(r["ack_misses"]) for r in rows)
 builds = [("", "this build")] + ([("base-", "baseline")] if baseline else [])
 print("\nSame-run ratios replicated / local (median over rounds of the ratio within a round; each "

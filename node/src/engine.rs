@@ -31,12 +31,13 @@ use crate::results::ResultsSnapshot;
 use crate::wal::{InlineWriter, WAL_JOBS_IN_FLIGHT_MAX, WalDone, WalEntry, WalJob};
 use tally_core::Clock;
 
+mod hand_off;
 mod incarnation;
 mod log_answers;
 mod replication;
 
+use hand_off::hand_off;
 pub use log_answers::JobAnswers;
-
 pub(crate) use replication::split_records;
 pub use replication::{
     AckCommand, AckSettings, OwnRecords, PEER_WAITING_VOTES_MAX, PUSH_FEED_RECORDS_MAX,
@@ -331,6 +332,11 @@ pub struct Engine {
     actor_changed: bool,
     /// Replicated acks, when `ack_mode = "replicated"`.
     replication: Option<replication::Replication>,
+    /// Set when the engine woke a task of replicated acks' path that waits on this worker (a
+    /// push session handed records through the feed, the replies a confirmation answered, or
+    /// the takers of its answers to pushes); taken at the next hand-off point, where the engine
+    /// yields to them ([`hand_off`]).
+    handed_off: bool,
     /// Threads that allocate and fault in the memory the replica will need next (a growing
     /// index's next table, spare record chunks), so the engine does not pay those page
     /// faults between votes (`tally_core::MemoryHelper`); `None` in the simulation.
@@ -377,6 +383,7 @@ impl Engine {
             incarnation_rng: rand::rngs::StdRng::seed_from_u64(incarnation_seed),
             actor_changed: false,
             replication: None,
+            handed_off: false,
             memory_helper: None,
             inline_log: None,
         }
@@ -475,7 +482,7 @@ impl Engine {
         loop {
             tokio::select! {
                 biased;
-                _ = io.close_commands.wait_for(|close| *close), if !commands_closed => {
+                () = close_requested(&mut io.close_commands), if !commands_closed => {
                     woke = tokio::time::Instant::now();
                     (woke_cpu, woke_for) = (thread_cpu_time(), "stop");
                     commands_closed = true;
@@ -485,7 +492,7 @@ impl Engine {
                 done = io.wal_done.recv() => {
                     woke = tokio::time::Instant::now();
                     (woke_cpu, woke_for) = (thread_cpu_time(), "log completion");
-                    log_failure = self.on_log_report(done);
+                    log_failure = self.on_log_report(done).await;
                 }
                 ack = io.acks.recv(), if !acks_closed => {
                     woke = tokio::time::Instant::now();
@@ -505,6 +512,10 @@ impl Engine {
                     self.handle(command);
                     for _ in 1..COMMANDS_PER_WAKE_MAX {
                         self.handle_queued_acks(&mut io.acks);
+                        if std::mem::take(&mut self.handed_off) {
+                            // Replies a confirmation answered run before the next command.
+                            hand_off().await;
+                        }
                         // A log report that came meanwhile is taken between two commands, and
                         // the next job goes out at once: a long wake-up (a burst of batches, a
                         // growing index) neither holds answers the log has made durable nor
@@ -516,7 +527,7 @@ impl Engine {
                             None => io.wal_done.try_recv().ok(),
                         };
                         if let Some(done) = done {
-                            log_failure = self.on_log_report(Some(done));
+                            log_failure = self.on_log_report(Some(done)).await;
                             if log_failure.is_some() {
                                 break;
                             }
@@ -584,6 +595,11 @@ impl Engine {
             }
             self.metrics
                 .set_engine_queue(io.commands.len(), self.waiting_replies());
+            if std::mem::take(&mut self.handed_off) {
+                // The next wake-up may follow at once, without the engine returning to the
+                // runtime: the tasks it woke go first.
+                hand_off().await;
+            }
         }
         // Graceful stop: flush what was accepted, answer it, publish the last results.
         while !self.in_flight_jobs.is_empty() || self.has_unlogged() {
@@ -613,8 +629,10 @@ impl Engine {
     }
 
     /// Takes the log writer's report (`None`: it stopped): answers what it made durable, or
-    /// returns why the log failed.
-    fn on_log_report(&mut self, done: Option<WalDone>) -> Option<String> {
+    /// returns why the log failed. Under replicated acks, the push sessions the report woke
+    /// (the job's own records handed to them through the feed) run before the engine indexes
+    /// those records ([`hand_off`]).
+    async fn on_log_report(&mut self, done: Option<WalDone>) -> Option<String> {
         match done {
             None => Some("the log writer stopped".to_owned()),
             Some(done) => match done.result {
@@ -622,7 +640,11 @@ impl Engine {
                 Ok(()) => {
                     self.metrics
                         .observe_fsync(done.fsync, done.entries, done.bytes);
-                    self.on_durable(done.up_to_token);
+                    self.hand_over_durable(done.up_to_token);
+                    if std::mem::take(&mut self.handed_off) {
+                        hand_off().await;
+                    }
+                    self.finish_durable(done.up_to_token);
                     None
                 }
             },
@@ -1169,8 +1191,15 @@ impl Engine {
     }
 
     fn on_durable(&mut self, up_to_token: u64) {
-        // The writer answered these before its report; a writer that did not (a test's)
-        // gets them answered here.
+        self.hand_over_durable(up_to_token);
+        self.finish_durable(up_to_token);
+    }
+
+    /// The part of [`Engine::on_durable`] that answers before the state changes: the
+    /// replies a writer left (the writer answers its jobs' replies before its report; one that
+    /// did not, a test's, gets them answered here), then, for replicated acks' peers, the
+    /// peers' pushes the jobs made durable and their own records handed to the push sessions.
+    fn hand_over_durable(&mut self, up_to_token: u64) {
         while let Some((token, _)) = self.in_flight_answers.front() {
             if *token > up_to_token {
                 break;
@@ -1181,6 +1210,11 @@ impl Engine {
         }
         self.answer_durable_pushes(up_to_token);
         self.publish_durable_pushes(up_to_token);
+    }
+
+    /// The rest of [`Engine::on_durable`]: indexes the jobs' own records into the state and
+    /// answers the replies waiting for them.
+    fn finish_durable(&mut self, up_to_token: u64) {
         while let Some((token, _)) = self.in_flight_jobs.front() {
             if *token > up_to_token {
                 break;
@@ -1222,6 +1256,9 @@ impl Engine {
                 _ => kept.push(waiter),
             }
         }
+        // The push journal's task (or a push session) takes these answers: it also answers
+        // the pusher's next pushes from the journal's fsyncs, so it goes before the engine.
+        self.handed_off = true;
         for waiter in kept.into_iter().rev() {
             self.waiting.push_front(waiter);
         }
@@ -1239,6 +1276,12 @@ impl Engine {
             self.answer_when_replicated(waiter);
         }
     }
+}
+
+/// Resolves once a stop is asked for (or the sender is gone); holds no borrow of the watch
+/// after, so the engine's loop may await in its branches.
+async fn close_requested(close: &mut watch::Receiver<bool>) {
+    let _ = close.wait_for(|close| *close).await;
 }
 
 /// Sleeps until `deadline`, or forever without one.

@@ -564,6 +564,7 @@ impl Engine {
             }
         }
         replication.waiting = still;
+        self.handed_off |= !answered.is_empty();
         for waiter in answered {
             replication.waiting_votes -= votes_of(&waiter.pending);
             self.metrics
@@ -636,6 +637,7 @@ impl Engine {
         }
         replication.settings.feed.publish(durable);
         replication.settings.durable.send_modify(|n| *n += 1);
+        self.handed_off = true;
     }
 
     /// A move to a new incarnation voided the records of the log jobs in flight: none of
