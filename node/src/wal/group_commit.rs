@@ -454,7 +454,9 @@ impl WriterDone {
 /// the queue as it reads any writer's, so everything after the write (answers, marks,
 /// failure) takes the one path every executor shares.
 pub struct InlineWriter {
-    write: Box<dyn FnMut(WalJob) + Send>,
+    /// In a mutex only so that a node's handle stays `Sync` (tests share it between threads);
+    /// [`InlineWriter::write`] takes `&mut self`, so it is never locked.
+    write: std::sync::Mutex<Box<dyn FnMut(WalJob) + Send>>,
 }
 
 impl std::fmt::Debug for InlineWriter {
@@ -506,13 +508,17 @@ impl InlineWriter {
             }
         };
         Self {
-            write: Box::new(write),
+            write: std::sync::Mutex::new(Box::new(write)),
         }
     }
 
     /// Appends and syncs `job` (or writes it as a snapshot), and queues its report.
     pub fn write(&mut self, job: WalJob) {
-        (self.write)(job);
+        let write = self
+            .write
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        write(job);
     }
 }
 
