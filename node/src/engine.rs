@@ -1115,11 +1115,18 @@ impl Engine {
         jobs: &mpsc::Sender<WalJob>,
         job: WalJob,
     ) -> Result<(), EngineError> {
-        if let Some(log) = &mut self.inline_log {
-            log.write(job);
+        if self.inline_log.is_some() {
+            self.write_inline(job);
             return Ok(());
         }
         jobs.send(job).await.map_err(|_| EngineError::LogFailed)
+    }
+
+    /// Writes `job` with the inline log (a no-op without one: callers check first).
+    fn write_inline(&mut self, job: WalJob) {
+        if let Some(log) = &mut self.inline_log {
+            log.write(job);
+        }
     }
 
     /// [`Engine::submit`] without waiting: the job goes out only if the writer's queue has
@@ -1128,9 +1135,7 @@ impl Engine {
     fn submit_now(&mut self, jobs: &mpsc::Sender<WalJob>) -> Result<(), EngineError> {
         if self.inline_log.is_some() {
             if let Some(job) = self.next_job() {
-                if let Some(log) = &mut self.inline_log {
-                    log.write(job);
-                }
+                self.write_inline(job);
             }
             return Ok(());
         }
@@ -1200,13 +1205,8 @@ impl Engine {
     /// did not, a test's, gets them answered here), then, for replicated acks' peers, the
     /// peers' pushes the jobs made durable and their own records handed to the push sessions.
     fn hand_over_durable(&mut self, up_to_token: u64) {
-        while let Some((token, _)) = self.in_flight_answers.front() {
-            if *token > up_to_token {
-                break;
-            }
-            if let Some((_, answers)) = self.in_flight_answers.pop_front() {
-                answers.durable();
-            }
+        for answers in pop_through(&mut self.in_flight_answers, up_to_token) {
+            answers.durable();
         }
         self.answer_durable_pushes(up_to_token);
         self.publish_durable_pushes(up_to_token);
@@ -1215,14 +1215,9 @@ impl Engine {
     /// The rest of [`Engine::on_durable`]: indexes the jobs' own records into the state and
     /// answers the replies waiting for them.
     fn finish_durable(&mut self, up_to_token: u64) {
-        while let Some((token, _)) = self.in_flight_jobs.front() {
-            if *token > up_to_token {
-                break;
-            }
-            if let Some((_, marks)) = self.in_flight_jobs.pop_front() {
-                for (poll, seq) in marks {
-                    self.replica.mark_durable(&poll, seq);
-                }
+        for marks in pop_through(&mut self.in_flight_jobs, up_to_token) {
+            for (poll, seq) in marks {
+                self.replica.mark_durable(&poll, seq);
             }
         }
         self.durable_token = self.durable_token.max(up_to_token);
@@ -1276,6 +1271,16 @@ impl Engine {
             self.answer_when_replicated(waiter);
         }
     }
+}
+
+/// Takes the entries of a queue ordered by job token from its front, up to and including
+/// `up_to_token`, in order (the jobs a log report made durable).
+fn pop_through<T>(queue: &mut VecDeque<(u64, T)>, up_to_token: u64) -> Vec<T> {
+    let count = queue
+        .iter()
+        .take_while(|(token, _)| *token <= up_to_token)
+        .count();
+    queue.drain(..count).map(|(_, item)| item).collect()
 }
 
 /// Resolves once a stop is asked for (or the sender is gone); holds no borrow of the watch

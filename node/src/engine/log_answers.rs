@@ -93,27 +93,26 @@ impl JobAnswers {
             return TakenBack::Nothing;
         };
         let mut slot = lock(slot);
-        match std::mem::replace(&mut *slot, Slot::Done) {
-            Slot::Waiting(replies) => TakenBack::Replies(replies),
-            Slot::Durable => {
-                *slot = Slot::Durable;
-                TakenBack::Durable
+        match &mut *slot {
+            Slot::Waiting(replies) => {
+                let replies = std::mem::take(replies);
+                *slot = Slot::Done;
+                TakenBack::Replies(replies)
             }
+            Slot::Durable => TakenBack::Durable,
             Slot::Done => TakenBack::Nothing,
         }
     }
 
     /// Takes the waiting replies out and leaves `then` (`None`: answered already).
     fn take(&self, then: Slot) -> Option<Vec<Pending>> {
-        let slot = self.0.as_ref()?;
-        let mut slot = lock(slot);
-        match &*slot {
-            Slot::Waiting(_) => match std::mem::replace(&mut *slot, then) {
-                Slot::Waiting(replies) => Some(replies),
-                Slot::Durable | Slot::Done => None,
-            },
-            Slot::Durable | Slot::Done => None,
-        }
+        let mut slot = lock(self.0.as_ref()?);
+        let Slot::Waiting(replies) = &mut *slot else {
+            return None;
+        };
+        let replies = std::mem::take(replies);
+        *slot = then;
+        Some(replies)
     }
 }
 
