@@ -129,6 +129,25 @@ impl Harness {
         job
     }
 
+    /// Merges `batch` as a peer's pull answer; the peer defines the poll as this node does,
+    /// so its records apply.
+    async fn apply_from_peer(&self, batch: RecordBatch) -> PeerApplied {
+        let (reply, applied) = oneshot::channel();
+        self.commands
+            .send(Command::PeerApply {
+                peer: NodeId::new("peer").unwrap(),
+                answer: PullAnswer {
+                    polls: vec![spec()],
+                    batches: vec![batch],
+                    ..PullAnswer::default()
+                },
+                reply,
+            })
+            .await
+            .unwrap();
+        applied.await.unwrap().unwrap()
+    }
+
     async fn durable(&self, job: &WalJob) {
         let done = WalDone {
             up_to_token: job.token,
@@ -207,21 +226,7 @@ async fn a_node_meeting_its_own_records_moves_to_a_new_incarnation_and_reissues_
     for id in 101..105 {
         theirs.push(VoteId(id), OptionIndex(1), second);
     }
-    let (reply, applied) = oneshot::channel();
-    node.commands
-        .send(Command::PeerApply {
-            peer: NodeId::new("peer").unwrap(),
-            // The peer defines the poll as this node does, so its records apply.
-            answer: PullAnswer {
-                polls: vec![spec()],
-                batches: vec![theirs.clone()],
-                ..PullAnswer::default()
-            },
-            reply,
-        })
-        .await
-        .unwrap();
-    let applied: PeerApplied = applied.await.unwrap().unwrap();
+    let applied = node.apply_from_peer(theirs.clone()).await;
     assert!(applied.refused.is_empty(), "{:?}", applied.refused);
     assert_eq!(
         applied.records_added, 4,
@@ -308,20 +313,7 @@ async fn a_job_in_flight_whose_votes_the_writer_answered_stays_the_old_actors_th
     for id in 103..106 {
         theirs.push(VoteId(id), OptionIndex(1), second);
     }
-    let (reply, applied) = oneshot::channel();
-    node.commands
-        .send(Command::PeerApply {
-            peer: NodeId::new("peer").unwrap(),
-            answer: PullAnswer {
-                polls: vec![spec()],
-                batches: vec![theirs],
-                ..PullAnswer::default()
-            },
-            reply,
-        })
-        .await
-        .unwrap();
-    let applied: PeerApplied = applied.await.unwrap().unwrap();
+    let applied = node.apply_from_peer(theirs).await;
     assert!(applied.refused.is_empty(), "{:?}", applied.refused);
     assert_eq!(applied.records_added, 3, "seqs 3..=5 join the state");
     // The writer's report comes after the move: nothing left to do for it.
