@@ -137,7 +137,11 @@ impl ClockWatch {
             ..WatchState::default()
         };
         if settings.has_peers {
-            health.set(Hold::ClockSkew, true);
+            health.set_at_start(
+                Hold::ClockSkew,
+                "start-up: counting no votes until this node's clock is checked against its \
+                 peers' (usually within a second of the first peer session)",
+            );
         }
         Arc::new(Self {
             clock,

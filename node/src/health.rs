@@ -145,6 +145,16 @@ impl Health {
         changed
     }
 
+    /// Sets `hold` as the node starts, before its cause could be checked (every node with
+    /// peers starts under [`Hold::ClockSkew`]): logged once at `info` with `why`, since it is
+    /// the ordinary start, not the fault [`Health::set`] warns of. Lifted by [`Health::set`].
+    pub fn set_at_start(&self, hold: Hold, why: &str) {
+        let bit = hold as u32;
+        if self.holds.fetch_or(bit, Ordering::AcqRel) & bit == 0 {
+            tracing::info!(hold = hold.as_str(), "{why}");
+        }
+    }
+
     /// Whether `hold` is set.
     pub fn has(&self, hold: Hold) -> bool {
         self.holds.load(Ordering::Acquire) & hold as u32 != 0
