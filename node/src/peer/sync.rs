@@ -132,13 +132,14 @@ impl SessionError {
     }
 
     /// Whether the session ended by an orderly close (a peer or this node stopping), not a
-    /// fault worth a warning.
+    /// fault worth a warning. This node's engine stopping is one: it stops as the node shuts
+    /// down, or after a log failure that is logged as an error of its own.
     pub fn is_orderly(&self) -> bool {
         match self {
             Self::Connection(quinn::ConnectionError::ApplicationClosed(close)) => {
                 close.error_code != quinn::VarInt::from_u32(CLOSE_REFUSED)
             }
-            Self::Connection(quinn::ConnectionError::LocallyClosed) => true,
+            Self::Connection(quinn::ConnectionError::LocallyClosed) | Self::EngineStopped => true,
             _ => false,
         }
     }
@@ -793,4 +794,18 @@ fn record_round(context: &SyncContext, label: &str, records_added: usize, behind
         .seconds_behind
         .get_or_create(&labels)
         .set(seconds_behind as i64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SessionError;
+
+    #[test]
+    fn a_stop_is_orderly_and_a_fault_or_refusal_is_not() {
+        assert!(SessionError::EngineStopped.is_orderly());
+        assert!(SessionError::Connection(quinn::ConnectionError::LocallyClosed).is_orderly());
+        assert!(!SessionError::Timeout.is_orderly());
+        assert!(!SessionError::LogFailed.is_orderly());
+        assert!(!SessionError::refused("cluster", "another cluster").is_orderly());
+    }
 }
