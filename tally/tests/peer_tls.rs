@@ -22,7 +22,8 @@ use tally_core::limits::FRAME_BYTES_MAX;
 use tally_node::peer::tls::{ALPN, ClusterTls, TlsError, check_peer_is, peer_node, refusal_alert};
 use tally_node::peer::transport::{
     Backoff, FrameError, PeerSocket, RECONNECT_BACKOFF_BASE_MS, RECONNECT_BACKOFF_CAP_MS,
-    UDP_PAYLOAD_MAX_BYTES, endpoint, read_frame, write_frame,
+    REPORTED_PER_BYTE_GRANTED, SOCKET_RECEIVE_BUFFER_BYTES, UDP_PAYLOAD_MAX_BYTES, endpoint,
+    read_frame, receive_buffer_bytes, write_frame,
 };
 
 /// The longest any single await may take.
@@ -580,6 +581,41 @@ async fn frames_on_loopback_travel_in_jumbo_packets() {
     assert!(
         per_datagram > 4_000,
         "{per_datagram} bytes per datagram sent: frames still go in small packets"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_peer_socket_gets_the_receive_buffer_it_asks_for() {
+    // Goal: a peer endpoint's UDP socket has SOCKET_RECEIVE_BUFFER_BYTES of receive buffer
+    // (or all the kernel allows, net.core.rmem_max), not the system default, which a flat-out
+    // peer overflows. Method: read the buffer through a second handle of the socket given to
+    // `endpoint`.
+    let dir = tempfile::tempdir().unwrap();
+    let files = cluster(dir.path(), &["us-east", "us-west"]);
+    let socket = udp();
+    let handle = socket.try_clone().unwrap();
+    let _endpoint = endpoint(
+        PeerSocket::Udp(socket),
+        &files.tls(&node("us-east")).unwrap(),
+        1,
+    )
+    .unwrap();
+    let allowed: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let default: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_default")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let expected = REPORTED_PER_BYTE_GRANTED * SOCKET_RECEIVE_BUFFER_BYTES.min(allowed);
+    let found = receive_buffer_bytes(&handle).unwrap();
+    assert_eq!(
+        found, expected,
+        "receive buffer {found} bytes (system default {default}, rmem_max {allowed})"
     );
 }
 

@@ -72,6 +72,14 @@ const GSO_BYTES_MAX: u32 = 65_507;
 
 const _: () = assert!(UDP_PAYLOAD_MAX_BYTES as u32 * GSO_SEGMENTS_MAX <= GSO_BYTES_MAX);
 
+/// Receive buffer asked for a peer socket (`SO_RCVBUF`). Linux's default (`net.core.
+/// rmem_default`, 208 KiB) overflows when a flat-out peer's pushes and pulls arrive while the
+/// runtime is busy: the kernel drops the datagrams (`RcvbufErrors` in `/proc/net/snmp`), and
+/// QUIC resends them only after its loss detection, a round trip or more later, which a
+/// replicated ack waits through. The kernel grants at most `net.core.rmem_max`
+/// (OPERATIONS.md, "Peer sockets"); a smaller grant is logged at start-up.
+pub const SOCKET_RECEIVE_BUFFER_BYTES: usize = 4 << 20;
+
 /// Bytes of a frame's length prefix (a little-endian `u32`).
 pub const FRAME_HEADER_BYTES: usize = 4;
 
@@ -147,6 +155,7 @@ pub fn endpoint(
     let server = Some(tls.server_config(Arc::new(transport_config())));
     let mut endpoint = match socket {
         PeerSocket::Udp(socket) => {
+            widen_receive_buffer(&socket);
             socket.set_nonblocking(true)?;
             quinn::Endpoint::new(config, server, socket, runtime)?
         }
@@ -156,6 +165,39 @@ pub fn endpoint(
     };
     endpoint.set_default_client_config(tls.client_config(Arc::new(transport_config())));
     Ok(endpoint)
+}
+
+/// Asks for [`SOCKET_RECEIVE_BUFFER_BYTES`] of receive buffer on `socket`; logs a warning
+/// when the kernel grants less (or refuses), and goes on with what it has.
+fn widen_receive_buffer(socket: &std::net::UdpSocket) {
+    let asked =
+        rustix::net::sockopt::set_socket_recv_buffer_size(socket, SOCKET_RECEIVE_BUFFER_BYTES);
+    match asked
+        .map_err(io::Error::from)
+        .and_then(|()| receive_buffer_bytes(socket))
+    {
+        Ok(granted) if granted >= REPORTED_PER_BYTE_GRANTED * SOCKET_RECEIVE_BUFFER_BYTES => {}
+        Ok(granted) => tracing::warn!(
+            granted,
+            asked = SOCKET_RECEIVE_BUFFER_BYTES,
+            "the peer socket's receive buffer is smaller than asked (net.core.rmem_max): a \
+             flat-out peer's datagrams may be dropped and resent late (OPERATIONS.md, \
+             \"Peer sockets\")"
+        ),
+        Err(error) => tracing::warn!(
+            %error,
+            "could not set the peer socket's receive buffer; it keeps the system's default"
+        ),
+    }
+}
+
+/// What `SO_RCVBUF` reads per byte set: Linux reports twice what it grants (the other half
+/// for its bookkeeping).
+pub const REPORTED_PER_BYTE_GRANTED: usize = if cfg!(target_os = "linux") { 2 } else { 1 };
+
+/// The receive buffer `socket` has (`SO_RCVBUF` as the kernel reports it).
+pub fn receive_buffer_bytes(socket: &std::net::UdpSocket) -> io::Result<usize> {
+    Ok(rustix::net::sockopt::socket_recv_buffer_size(socket)?)
 }
 
 /// Why a frame could not be read or written. After any of these the stream is unusable;
