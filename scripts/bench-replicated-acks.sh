@@ -88,7 +88,7 @@ SCRATCH=$(mktemp -d)
 RUNS_TSV=$OUT/runs.tsv
 COMMANDS=$OUT/commands.txt
 : >"$COMMANDS"
-printf 'case\tmode\trun\tvotes_per_s\tp50_us\tp99_us\tmax_us\tcounted\trefused\tunknown\tcheck\tack_wait_mean_us\tack_misses\tfsync_mean_us\tnode_cpu_us_per_vote\thost_idle_pct\tpushes_journal\tpushes_log\tnode_runq_ms_per_s\tconverged_votes_per_s\tconverged_s\telapsed_s\n' >"$RUNS_TSV"
+printf 'case\tmode\trun\tvotes_per_s\tp50_us\tp99_us\tmax_us\tcounted\trefused\tunknown\tcheck\tack_wait_mean_us\tack_misses\tfsync_mean_us\tnode_cpu_us_per_vote\thost_idle_pct\tpushes_journal\tpushes_log\tnode_runq_ms_per_s\tconverged_votes_per_s\tconverged_s\telapsed_s\tudp_rcvbuf_drops\n' >"$RUNS_TSV"
 "$CLIENT" certs --out "$SCRATCH/certs" --nodes a,b >/dev/null
 
 PID_A=""
@@ -194,6 +194,12 @@ print(" ".join(str(t) for t in totals))
 PY
 }
 
+# udp_rcvbuf_drops: datagrams the host's UDP sockets dropped for a full receive buffer so far
+# (RcvbufErrors of /proc/net/snmp; host-wide: the peers' QUIC is the only UDP of a run).
+udp_rcvbuf_drops() {
+  awk '/^Udp:/ { if (!n) { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") c = i; n = 1 } else print $c }' /proc/net/snmp
+}
+
 # poll_totals FILE: both nodes' poll totals every 20 ms, a line "UNIX_TIME TOTAL_A TOTAL_B"
 # each, until killed (at most the run's length plus 120 s). A node publishes its totals every
 # results tick (100 ms), so a time read here is late by up to the tick plus 20 ms.
@@ -224,8 +230,9 @@ run_case() {
   start_nodes "$mode"
   local before after report=$OUT/$name-$mode-$run.json
   before=$(ack_totals)
-  local cpu_before cpu_after
+  local cpu_before cpu_after drops_before drops_after
   cpu_before=$(cpu_sample)
+  drops_before=$(udp_rcvbuf_drops)
   local cmd=("$CLIENT" load --target "http://$HTTP_A" --target "http://$HTTP_B"
     --connections "$CONNECTIONS" --no-progress --threads 1 --check cluster
     --options green,blue --duration "${SECONDS_PER_RUN}s" --timeout-ms 5000 --json-report "$report" "$@")
@@ -249,14 +256,15 @@ run_case() {
   wait "$poll_pid" 2>/dev/null || true
   if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
   cpu_after=$(cpu_sample)
+  drops_after=$(udp_rcvbuf_drops)
   after=$(ack_totals)
   # Both nodes' whole /metrics after the run (histograms of engine wake-ups, fsyncs, group
   # sizes, ack-peer waits: where a tail comes from).
   curl -s "http://$HTTP_A/metrics" >"$OUT/metrics-$name-$mode-$run-a.prom" || true
   curl -s "http://$HTTP_B/metrics" >"$OUT/metrics-$name-$mode-$run-b.prom" || true
-  python3 - "$report" "$name" "$mode" "$run" "$before" "$after" "$cpu_before" "$cpu_after" "$(getconf CLK_TCK)" "$(nproc)" "$totals" "$launched" >>"$RUNS_TSV" <<'PY'
+  python3 - "$report" "$name" "$mode" "$run" "$before" "$after" "$cpu_before" "$cpu_after" "$(getconf CLK_TCK)" "$(nproc)" "$totals" "$launched" "$((drops_after - drops_before))" >>"$RUNS_TSV" <<'PY'
 import json, sys
-path, name, mode, run, before, after, cpu_before, cpu_after, tck, ncores, totals, launched = sys.argv[1:13]
+path, name, mode, run, before, after, cpu_before, cpu_after, tck, ncores, totals, launched, drops = sys.argv[1:14]
 ncores = float(ncores)
 cb, ca = [float(x) for x in cpu_before.split()], [float(x) for x in cpu_after.split()]
 r = json.load(open(path))
@@ -288,9 +296,9 @@ print("\t".join(str(x) for x in [name, mode, run, round(r["votes_per_s"]), r["la
       round(a[5] - b[5]), round(a[6] - b[6]),
       round((ca[3] - cb[3]) / 1e6 / ((ca[2] - cb[2]) / float(tck) / ncores), 1) if ca[2] > cb[2] else 0,
       round(votes / converged_s) if converged_s > 0 else 0, round(converged_s, 3),
-      round(r["elapsed_s"], 3)]))
+      round(r["elapsed_s"], 3), drops]))
 PY
-  tail -n 1 "$RUNS_TSV" | awk -F'\t' '{ printf "  %-11s %-15s run %s: %9d votes/s  p50 %7.3f ms  p99 %7.3f ms  refused %s unknown %s  check %s  ack wait %s µs  fsync %s µs  node CPU %s µs/vote  host idle %s%%  nodes waiting for a core %s ms/s  pushes answered journal/log %s/%s  until converged %d votes/s (%s s, run %s s)\n", $1, $2, $3, $4, $5/1000, $6/1000, $9, $10, $11, $12, $14, $15, $16, $19, $17, $18, $20, $21, $22 }'
+  tail -n 1 "$RUNS_TSV" | awk -F'\t' '{ printf "  %-11s %-15s run %s: %9d votes/s  p50 %7.3f ms  p99 %7.3f ms  refused %s unknown %s  check %s  ack wait %s µs  fsync %s µs  node CPU %s µs/vote  host idle %s%%  nodes waiting for a core %s ms/s  pushes answered journal/log %s/%s  until converged %d votes/s (%s s, run %s s)  UDP receive-buffer drops %s\n", $1, $2, $3, $4, $5/1000, $6/1000, $9, $10, $11, $12, $14, $15, $16, $19, $17, $18, $20, $21, $22, $23 }'
   stop_nodes
 }
 
@@ -356,8 +364,8 @@ print(f"Replicated against local acks: medians of {runs} runs of {secs} s, {conn
       f"over two peered nodes on 127.0.0.1 (mutual TLS, fsync durability), client and both nodes on "
       f"{cores} shared cores (load average {load_before} before, {load_after} after)."
       + (f" Modes base-*: the baseline build {baseline}." if baseline else "") + "\n")
-print("| case | mode | votes/s (median) | runs (votes/s) | votes/s until converged (median) | p50 ms | p99 ms | max ms | refused | unknown | check | ack-peer wait, mean µs | fsync, mean µs | node CPU µs/vote | host idle % | nodes waiting for a core, ms/s |")
-print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+print("| case | mode | votes/s (median) | runs (votes/s) | votes/s until converged (median) | p50 ms | p99 ms | max ms | refused | unknown | check | ack-peer wait, mean µs | fsync, mean µs | node CPU µs/vote | host idle % | nodes waiting for a core, ms/s | UDP receive-buffer drops (median) |")
+print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
 labels = {"batch": "batches ×1000 postcard, flat out", "single": "single votes, flat out",
           "half-batch": f"batches ×1000 at {int(half_batch):,} votes/s (open loop)",
           "half-single": f"single votes at {int(half_single):,} votes/s (open loop)"}
@@ -373,7 +381,8 @@ for case in cases:
               f"{med(case, mode, 'max_us') / 1000:.1f} | {sum(int(r['refused']) for r in mine)} | "
               f"{sum(int(r['unknown']) for r in mine)} | {checks} | {wait} | "
               f"{med(case, mode, 'fsync_mean_us'):,.0f} | {med(case, mode, 'node_cpu_us_per_vote'):.2f} | "
-              f"{med(case, mode, 'host_idle_pct'):.1f} | {med(case, mode, 'node_runq_ms_per_s'):.0f} |")
+              f"{med(case, mode, 'host_idle_pct'):.1f} | {med(case, mode, 'node_runq_ms_per_s'):.0f} | "
+              f"{med(case, mode, 'udp_rcvbuf_drops'):.0f} |")
 misses = sum(int(r["ack_misses"]) for r in rows)
 builds = [("", "this build")] + ([("base-", "baseline")] if baseline else [])
 print("\nSame-run ratios replicated / local (median over rounds of the ratio within a round; each "
