@@ -539,7 +539,7 @@ async fn frames_on_loopback_travel_in_jumbo_packets() {
     let (_client, client, server) = connected_pair(&files).await;
     let frame = vec![7u8; 64 << 10];
     let mut buffer = Vec::new();
-    let mut round = |from: quinn::Connection, to: quinn::Connection| {
+    let round = |from: quinn::Connection, to: quinn::Connection| {
         let frame = frame.clone();
         async move {
             let mut send = bounded(from.open_uni()).await.unwrap();
