@@ -19,6 +19,14 @@
 # Reported: medians over runs, and per round the ratio replicated / local, whose median is
 # the same-run ratio; for `replicated`, the nodes' own ack-peer wait (local fsync to the peer's
 # confirmation, mean from tally_ack_peer_wait_seconds) and votes no ack peer confirmed.
+# Beside the acknowledged rate (votes answered ÷ the client's run), "votes/s until converged":
+# the same votes ÷ the time from the run's start (the client's first request, its report's
+# `started_unix_s`) until both nodes first showed the totals its check settled on (every
+# acknowledged vote on both nodes), read every 20 ms from the side while the client runs and
+# checks (totals-<case>-<mode>-<run>.tsv; late by up to a results tick, 100 ms, in both
+# modes). Under `local` acks a node merges its peer's records by pull, which may finish after
+# the run; under `replicated` the peer merges them before it confirms. The issue's target
+# stays the acknowledged rate's ratio; the converged one is reported beside it.
 # Client and both nodes share this machine's cores (`nproc`): every figure is for the three
 # together.
 #
@@ -80,7 +88,7 @@ SCRATCH=$(mktemp -d)
 RUNS_TSV=$OUT/runs.tsv
 COMMANDS=$OUT/commands.txt
 : >"$COMMANDS"
-printf 'case\tmode\trun\tvotes_per_s\tp50_us\tp99_us\tmax_us\tcounted\trefused\tunknown\tcheck\tack_wait_mean_us\tack_misses\tfsync_mean_us\tnode_cpu_us_per_vote\thost_idle_pct\tpushes_journal\tpushes_log\tnode_runq_ms_per_s\n' >"$RUNS_TSV"
+printf 'case\tmode\trun\tvotes_per_s\tp50_us\tp99_us\tmax_us\tcounted\trefused\tunknown\tcheck\tack_wait_mean_us\tack_misses\tfsync_mean_us\tnode_cpu_us_per_vote\thost_idle_pct\tpushes_journal\tpushes_log\tnode_runq_ms_per_s\tconverged_votes_per_s\tconverged_s\telapsed_s\tudp_rcvbuf_drops\n' >"$RUNS_TSV"
 "$CLIENT" certs --out "$SCRATCH/certs" --nodes a,b >/dev/null
 
 PID_A=""
@@ -186,6 +194,35 @@ print(" ".join(str(t) for t in totals))
 PY
 }
 
+# udp_rcvbuf_drops: datagrams the host's UDP sockets dropped for a full receive buffer so far
+# (RcvbufErrors of /proc/net/snmp; host-wide: the peers' QUIC is the only UDP of a run).
+udp_rcvbuf_drops() {
+  awk '/^Udp:/ { if (!n) { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") c = i; n = 1 } else print $c }' /proc/net/snmp
+}
+
+# poll_totals FILE: both nodes' poll totals every 20 ms, a line "UNIX_TIME TOTAL_A TOTAL_B"
+# each, until killed (at most the run's length plus 120 s). A node publishes its totals every
+# results tick (100 ms), so a time read here is late by up to the tick plus 20 ms.
+poll_totals() {
+  exec python3 - "$1" "http://$HTTP_A/v1/polls/superbowl/results" "http://$HTTP_B/v1/polls/superbowl/results" \
+    "$((SECONDS_PER_RUN + 120))" <<'PY'
+import json, sys, time, urllib.request
+path, url_a, url_b, limit = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+def total(url):
+    try:
+        return json.load(urllib.request.urlopen(url, timeout=2))["total"]
+    except Exception:
+        return -1
+end = time.time() + limit
+with open(path, "w", buffering=1) as out:
+    while time.time() < end:
+        a = total(url_a)
+        b = total(url_b)
+        out.write(f"{time.time():.6f} {a} {b}\n")
+        time.sleep(0.02)
+PY
+}
+
 # run_case CASE MODE RUN LOAD_ARGS...: one run on two fresh nodes; appends a row to runs.tsv.
 run_case() {
   local name=$1 mode=$2 run=$3
@@ -193,8 +230,9 @@ run_case() {
   start_nodes "$mode"
   local before after report=$OUT/$name-$mode-$run.json
   before=$(ack_totals)
-  local cpu_before cpu_after
+  local cpu_before cpu_after drops_before drops_after
   cpu_before=$(cpu_sample)
+  drops_before=$(udp_rcvbuf_drops)
   local cmd=("$CLIENT" load --target "http://$HTTP_A" --target "http://$HTTP_B"
     --connections "$CONNECTIONS" --no-progress --threads 1 --check cluster
     --options green,blue --duration "${SECONDS_PER_RUN}s" --timeout-ms 5000 --json-report "$report" "$@")
@@ -206,17 +244,27 @@ run_case() {
       -- sleep "$PERF_SECONDS") >/dev/null 2>&1 &
     perf_pid=$!
   fi
+  # Both nodes' totals, read every 20 ms from before the client starts until it has ended
+  # (its check waits for convergence): when both first showed their final totals.
+  local totals=$OUT/totals-$name-$mode-$run.tsv
+  poll_totals "$totals" &
+  local poll_pid=$!
+  local launched
+  launched=$(date +%s.%N)
   "${cmd[@]}" >"$OUT/$name-$mode-$run.txt" 2>&1 || true
+  kill "$poll_pid" 2>/dev/null || true
+  wait "$poll_pid" 2>/dev/null || true
   if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
   cpu_after=$(cpu_sample)
+  drops_after=$(udp_rcvbuf_drops)
   after=$(ack_totals)
   # Both nodes' whole /metrics after the run (histograms of engine wake-ups, fsyncs, group
   # sizes, ack-peer waits: where a tail comes from).
   curl -s "http://$HTTP_A/metrics" >"$OUT/metrics-$name-$mode-$run-a.prom" || true
   curl -s "http://$HTTP_B/metrics" >"$OUT/metrics-$name-$mode-$run-b.prom" || true
-  python3 - "$report" "$name" "$mode" "$run" "$before" "$after" "$cpu_before" "$cpu_after" "$(getconf CLK_TCK)" "$(nproc)" >>"$RUNS_TSV" <<'PY'
+  python3 - "$report" "$name" "$mode" "$run" "$before" "$after" "$cpu_before" "$cpu_after" "$(getconf CLK_TCK)" "$(nproc)" "$totals" "$launched" "$((drops_after - drops_before))" >>"$RUNS_TSV" <<'PY'
 import json, sys
-path, name, mode, run, before, after, cpu_before, cpu_after, tck, ncores = sys.argv[1:11]
+path, name, mode, run, before, after, cpu_before, cpu_after, tck, ncores, totals, launched, drops = sys.argv[1:14]
 ncores = float(ncores)
 cb, ca = [float(x) for x in cpu_before.split()], [float(x) for x in cpu_after.split()]
 r = json.load(open(path))
@@ -227,15 +275,30 @@ fsyncs = a[4] - b[4]
 fsync_us = (a[3] - b[3]) / fsyncs * 1e6 if fsyncs else 0
 o = r["outcomes"]
 check = {True: "passed", False: "FAILED", None: "none"}[r.get("check_passed")]
+# Converged: the first read at which both nodes showed the totals the client's check settled
+# on (every acknowledged vote on both), from the run's start (the client's first request;
+# its launch for a client without `started_unix_s`, which counts its set-up too); 0 if never seen.
+finals = [c["total_after"] for c in r.get("checks", [])]
+start = r.get("started_unix_s") or float(launched)
+converged_s = 0.0
+if r.get("check_passed") and len(finals) == 2:
+    for line in open(totals):
+        t, ta, tb = line.split()
+        if [int(ta), int(tb)] == finals:
+            converged_s = float(t) - start
+            break
+votes = r["votes_sent"]
 print("\t".join(str(x) for x in [name, mode, run, round(r["votes_per_s"]), r["latency"]["p50_us"],
       r["latency"]["p99_us"], r["latency"]["max_us"], o["counted"], o["refused"], o["unknown"],
       check, round(mean_us), round(a[2] - b[2]), round(fsync_us),
       round((ca[0] - cb[0]) / float(tck) * 1e6 / o["counted"], 3) if o["counted"] else 0,
       round(100 * (ca[1] - cb[1]) / (ca[2] - cb[2]), 1) if ca[2] > cb[2] else 0,
       round(a[5] - b[5]), round(a[6] - b[6]),
-      round((ca[3] - cb[3]) / 1e6 / ((ca[2] - cb[2]) / float(tck) / ncores), 1) if ca[2] > cb[2] else 0]))
+      round((ca[3] - cb[3]) / 1e6 / ((ca[2] - cb[2]) / float(tck) / ncores), 1) if ca[2] > cb[2] else 0,
+      round(votes / converged_s) if converged_s > 0 else 0, round(converged_s, 3),
+      round(r["elapsed_s"], 3), drops]))
 PY
-  tail -n 1 "$RUNS_TSV" | awk -F'\t' '{ printf "  %-11s %-15s run %s: %9d votes/s  p50 %7.3f ms  p99 %7.3f ms  refused %s unknown %s  check %s  ack wait %s µs  fsync %s µs  node CPU %s µs/vote  host idle %s%%  nodes waiting for a core %s ms/s  pushes answered journal/log %s/%s\n", $1, $2, $3, $4, $5/1000, $6/1000, $9, $10, $11, $12, $14, $15, $16, $19, $17, $18 }'
+  tail -n 1 "$RUNS_TSV" | awk -F'\t' '{ printf "  %-11s %-15s run %s: %9d votes/s  p50 %7.3f ms  p99 %7.3f ms  refused %s unknown %s  check %s  ack wait %s µs  fsync %s µs  node CPU %s µs/vote  host idle %s%%  nodes waiting for a core %s ms/s  pushes answered journal/log %s/%s  until converged %d votes/s (%s s, run %s s)  UDP receive-buffer drops %s\n", $1, $2, $3, $4, $5/1000, $6/1000, $9, $10, $11, $12, $14, $15, $16, $19, $17, $18, $20, $21, $22, $23 }'
   stop_nodes
 }
 
@@ -301,8 +364,8 @@ print(f"Replicated against local acks: medians of {runs} runs of {secs} s, {conn
       f"over two peered nodes on 127.0.0.1 (mutual TLS, fsync durability), client and both nodes on "
       f"{cores} shared cores (load average {load_before} before, {load_after} after)."
       + (f" Modes base-*: the baseline build {baseline}." if baseline else "") + "\n")
-print("| case | mode | votes/s (median) | runs (votes/s) | p50 ms | p99 ms | max ms | refused | unknown | check | ack-peer wait, mean µs | fsync, mean µs | node CPU µs/vote | host idle % | nodes waiting for a core, ms/s |")
-print("|---|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+print("| case | mode | votes/s (median) | runs (votes/s) | votes/s until converged (median) | p50 ms | p99 ms | max ms | refused | unknown | check | ack-peer wait, mean µs | fsync, mean µs | node CPU µs/vote | host idle % | nodes waiting for a core, ms/s | UDP receive-buffer drops (median) |")
+print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
 labels = {"batch": "batches ×1000 postcard, flat out", "single": "single votes, flat out",
           "half-batch": f"batches ×1000 at {int(half_batch):,} votes/s (open loop)",
           "half-single": f"single votes at {int(half_single):,} votes/s (open loop)"}
@@ -313,11 +376,13 @@ for case in cases:
         checks = "/".join(sorted({r["check"] for r in mine}))
         wait = f"{med(case, mode, 'ack_wait_mean_us'):,.0f}" if mode.endswith("replicated") else "–"
         print(f"| {labels[case]} | {mode} | {med(case, mode, 'votes_per_s'):,.0f} | {spread(case, mode)} | "
+              f"{med(case, mode, 'converged_votes_per_s'):,.0f} | "
               f"{med(case, mode, 'p50_us') / 1000:.3f} | {med(case, mode, 'p99_us') / 1000:.3f} | "
               f"{med(case, mode, 'max_us') / 1000:.1f} | {sum(int(r['refused']) for r in mine)} | "
               f"{sum(int(r['unknown']) for r in mine)} | {checks} | {wait} | "
               f"{med(case, mode, 'fsync_mean_us'):,.0f} | {med(case, mode, 'node_cpu_us_per_vote'):.2f} | "
-              f"{med(case, mode, 'host_idle_pct'):.1f} | {med(case, mode, 'node_runq_ms_per_s'):.0f} |")
+              f"{med(case, mode, 'host_idle_pct'):.1f} | {med(case, mode, 'node_runq_ms_per_s'):.0f} | "
+              f"{med(case, mode, 'udp_rcvbuf_drops'):.0f} |")
 misses = sum(int(r["ack_misses"]) for r in rows)
 builds = [("", "this build")] + ([("base-", "baseline")] if baseline else [])
 print("\nSame-run ratios replicated / local (median over rounds of the ratio within a round; each "
@@ -329,12 +394,16 @@ for prefix, label in builds:
         if case in cases:
             what = "throughput" if col == "votes_per_s" else "p99"
             parts.append(f"{case} {what} {paired(case, col, prefix):.2f} ({ratios(case, col, prefix)})")
+            if col == "votes_per_s":
+                parts.append(f"{case} throughput until converged {paired(case, 'converged_votes_per_s', prefix):.2f} "
+                             f"({ratios(case, 'converged_votes_per_s', prefix)})")
     print(f"- {label}: " + "; ".join(parts))
 print(f"\nVotes no ack peer confirmed, all runs: {misses}.")
 print("\nTargets (this build):")
 if "batch" in cases:
     batch = paired("batch", "votes_per_s")
-    print(f"- batch throughput replicated ≥ 0.8× local: {batch:.2f}× — {'MET' if batch >= 0.8 else 'NOT MET'}")
+    print(f"- batch throughput replicated ≥ 0.8× local: {batch:.2f}× — {'MET' if batch >= 0.8 else 'NOT MET'}"
+          f" (until converged, reported beside it: {paired('batch', 'converged_votes_per_s'):.2f}×)")
 for case in ("half-batch", "half-single"):
     if case in cases:
         p99 = med(case, "replicated", "p99_us") / 1000

@@ -145,10 +145,27 @@ async fn binary_batches_at_a_rate_measure_from_the_intended_send_time() {
             seed: plan.seed.wrapping_add(run_index),
             ..plan.clone()
         };
+        let unix_now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+        };
+        let launched = unix_now();
         let report = run(&plan).await.unwrap();
+        let returned = unix_now();
         println!("{report}");
         assert_eq!(report.check_passed, Some(true));
         assert_eq!(report.latency_from, "intended_send_time");
+        // The run's start on the wall clock lies within the call, and the run ends in it too
+        // (the baseline's read before it, the check after it).
+        assert!(
+            launched <= report.started_unix_s
+                && report.started_unix_s + report.elapsed_s <= returned,
+            "started {} ran {} s, called at {launched} returned at {returned}",
+            report.started_unix_s,
+            report.elapsed_s
+        );
         assert!(
             report.elapsed_s >= 0.25,
             "paced, not flat out: {}",

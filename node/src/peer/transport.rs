@@ -8,7 +8,8 @@
 //! - every connection uses [`transport_config`]: keep-alive well under the idle timeout, so
 //!   a live link never idles out and a partition longer than the idle timeout ends the
 //!   connection (to be redialled with [`Backoff`]) instead of leaving it stuck; and windows
-//!   bounded by named constants, so a peer can make us buffer at most so much;
+//!   bounded by named constants, so a peer can make us buffer at most so much; and packets
+//!   up to [`UDP_PAYLOAD_MAX_BYTES`] where the path carries them (MTU discovery);
 //! - [`read_frame`] never allocates more than [`FRAME_BYTES_MAX`] for a frame, and refuses a
 //!   longer length before allocating anything.
 
@@ -50,6 +51,35 @@ pub const BIDI_STREAMS_MAX: u32 = 16;
 /// Unidirectional streams a peer may have open towards us at once; opening more waits.
 pub const UNI_STREAMS_MAX: u32 = 16;
 
+/// Largest UDP payload a peer connection searches for (MTU discovery's upper bound) and
+/// accepts (the endpoint's `max_udp_payload_size`). quinn's defaults stop at 1,452 (a
+/// 1,500-byte Ethernet frame), which on a path that carries more (loopback, a jumbo-frame LAN
+/// between a region's two nodes) costs four to five times the packets, and their per-packet
+/// sealing, system calls and acks, for every pushed and pulled record. Not a whole jumbo
+/// frame: quinn sends up to 10 packets of the path MTU in one segmentation-offload (GSO) call,
+/// whose total the kernel caps at 65,507 bytes, and quietly drops a call over it (it reads
+/// EMSGSIZE as a lost MTU probe); 10 × 6,500 stays under. The search is safe on any path: a
+/// probe the path cannot carry is lost, costs its bytes, and the connection stays at the
+/// largest size that got through (at least 1,200 bytes, QUIC's floor, which every handshake
+/// proves).
+pub const UDP_PAYLOAD_MAX_BYTES: u16 = 6_500;
+
+/// Packets quinn (0.11) puts into one GSO call at most (its private `MAX_TRANSMIT_SEGMENTS`).
+const GSO_SEGMENTS_MAX: u32 = 10;
+
+/// The most a GSO call may carry (an IPv4 datagram's largest UDP payload).
+const GSO_BYTES_MAX: u32 = 65_507;
+
+const _: () = assert!(UDP_PAYLOAD_MAX_BYTES as u32 * GSO_SEGMENTS_MAX <= GSO_BYTES_MAX);
+
+/// Receive buffer asked for a peer socket (`SO_RCVBUF`). Linux's default (`net.core.
+/// rmem_default`, 208 KiB) overflows when a flat-out peer's pushes and pulls arrive while the
+/// runtime is busy: the kernel drops the datagrams (`RcvbufErrors` in `/proc/net/snmp`), and
+/// QUIC resends them only after its loss detection, a round trip or more later, which a
+/// replicated ack waits through. The kernel grants at most `net.core.rmem_max`
+/// (OPERATIONS.md, "Peer sockets"); a smaller grant is logged at start-up.
+pub const SOCKET_RECEIVE_BUFFER_BYTES: usize = 4 << 20;
+
 /// Bytes of a frame's length prefix (a little-endian `u32`).
 pub const FRAME_HEADER_BYTES: usize = 4;
 
@@ -82,6 +112,9 @@ pub fn transport_config() -> quinn::TransportConfig {
         .max_concurrent_uni_streams(VarInt::from_u32(UNI_STREAMS_MAX))
         // Peers talk in streams only; unreliable datagrams are refused.
         .datagram_receive_buffer_size(None);
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(UDP_PAYLOAD_MAX_BYTES);
+    config.mtu_discovery_config(Some(mtu));
     config
 }
 
@@ -108,6 +141,9 @@ pub fn endpoint(
     rng_seed: u64,
 ) -> io::Result<quinn::Endpoint> {
     let mut config = quinn::EndpointConfig::new(tls.reset_key());
+    config
+        .max_udp_payload_size(UDP_PAYLOAD_MAX_BYTES)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let cid_key = tls.connection_id_key();
     config.cid_generator(move || {
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
@@ -119,6 +155,7 @@ pub fn endpoint(
     let server = Some(tls.server_config(Arc::new(transport_config())));
     let mut endpoint = match socket {
         PeerSocket::Udp(socket) => {
+            widen_receive_buffer(&socket);
             socket.set_nonblocking(true)?;
             quinn::Endpoint::new(config, server, socket, runtime)?
         }
@@ -128,6 +165,39 @@ pub fn endpoint(
     };
     endpoint.set_default_client_config(tls.client_config(Arc::new(transport_config())));
     Ok(endpoint)
+}
+
+/// Asks for [`SOCKET_RECEIVE_BUFFER_BYTES`] of receive buffer on `socket`; logs a warning
+/// when the kernel grants less (or refuses), and goes on with what it has.
+fn widen_receive_buffer(socket: &std::net::UdpSocket) {
+    let asked =
+        rustix::net::sockopt::set_socket_recv_buffer_size(socket, SOCKET_RECEIVE_BUFFER_BYTES);
+    match asked
+        .map_err(io::Error::from)
+        .and_then(|()| receive_buffer_bytes(socket))
+    {
+        Ok(granted) if granted >= REPORTED_PER_BYTE_GRANTED * SOCKET_RECEIVE_BUFFER_BYTES => {}
+        Ok(granted) => tracing::warn!(
+            granted,
+            asked = SOCKET_RECEIVE_BUFFER_BYTES,
+            "the peer socket's receive buffer is smaller than asked (net.core.rmem_max): a \
+             flat-out peer's datagrams may be dropped and resent late (OPERATIONS.md, \
+             \"Peer sockets\")"
+        ),
+        Err(error) => tracing::warn!(
+            %error,
+            "could not set the peer socket's receive buffer; it keeps the system's default"
+        ),
+    }
+}
+
+/// What `SO_RCVBUF` reads per byte set: Linux reports twice what it grants (the other half
+/// for its bookkeeping).
+pub const REPORTED_PER_BYTE_GRANTED: usize = if cfg!(target_os = "linux") { 2 } else { 1 };
+
+/// The receive buffer `socket` has (`SO_RCVBUF` as the kernel reports it).
+pub fn receive_buffer_bytes(socket: &std::net::UdpSocket) -> io::Result<usize> {
+    Ok(rustix::net::sockopt::socket_recv_buffer_size(socket)?)
 }
 
 /// Why a frame could not be read or written. After any of these the stream is unusable;

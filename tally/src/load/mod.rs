@@ -434,6 +434,7 @@ pub async fn run(plan: &LoadPlan) -> Result<LoadReport, LoadError> {
 
 fn shared(plan: &LoadPlan, targets: Vec<Target>, encoding: Encoding) -> Shared {
     let start = Instant::now();
+    let started_at = std::time::SystemTime::now();
     let options = encoding.option_index.len();
     Shared {
         single_path: format!("/v1/polls/{}/votes", plan.poll),
@@ -453,6 +454,7 @@ fn shared(plan: &LoadPlan, targets: Vec<Target>, encoding: Encoding) -> Shared {
         votes_max: plan.count,
         deadline: plan.duration.map(|d| start + d),
         start,
+        started_at,
         timeout: plan.timeout,
         next_vote: AtomicU64::new(0),
         answered_votes: AtomicU64::new(0),
@@ -531,6 +533,10 @@ fn summarize(
         retry_fraction: plan.retry_fraction,
         retry_other_node: plan.retry_other_node,
         seed: plan.seed,
+        started_unix_s: shared
+            .started_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
         elapsed_s: seconds,
         requests,
         votes_sent: votes,

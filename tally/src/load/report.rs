@@ -95,6 +95,10 @@ pub struct LoadReport {
     pub retry_other_node: bool,
     /// The RNG seed (`--seed` replays the same IDs and choices per connection).
     pub seed: u64,
+    /// When the run's clock started (just before the first request), in seconds since the
+    /// Unix epoch: lets a script place the run on its own clock (e.g. when the nodes' totals
+    /// converged after it).
+    pub started_unix_s: f64,
     /// Wall time from the first request to the last answer, in seconds.
     pub elapsed_s: f64,
     /// Requests sent.

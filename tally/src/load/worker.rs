@@ -60,6 +60,8 @@ pub(super) struct Shared {
     pub(super) deadline: Option<Instant>,
     /// When the run started (the schedule's origin).
     pub(super) start: Instant,
+    /// The same moment on the wall clock.
+    pub(super) started_at: std::time::SystemTime,
     /// Per-request timeout.
     pub(super) timeout: Duration,
     /// The next vote index to claim.
