@@ -15,8 +15,8 @@
 //!    the table in use. **Or off the owner's thread:** once the table in use is
 //!    [`INDEX_TABLE_ORDER_AT_EIGHTHS`](crate::limits::INDEX_TABLE_ORDER_AT_EIGHTHS) eighths
 //!    of the way to full, the index orders its next table ([`PositionIndex::order_table`],
-//!    through `Replica::poll_memory_order`); the owner has it allocated and touched on a
-//!    helper thread (`prepared_memory.rs`) and offers it ([`PositionIndex::offer`]): if it is
+//!    through `Replica::poll_memory_order`); the owner allocates it (so that it is on
+//!    huge pages) and has it touched on a helper thread (`prepared_memory.rs`) and offers it ([`PositionIndex::offer`]): if it is
 //!    still the size the next growth needs and nothing is moving, the index switches to it at
 //!    once, in place of whatever it had begun preparing itself. A helper that is late
 //!    changes nothing but which thread pays the page faults.

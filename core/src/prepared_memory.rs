@@ -1,5 +1,7 @@
-//! Memory a replica will need soon, allocated and faulted in on a helper thread rather than by
-//! the replica's owner (the node's engine, which answers every vote).
+//! Memory a replica will need soon, faulted in on a helper thread rather than by the
+//! replica's owner (the node's engine, which answers every vote). Record chunks are allocated
+//! there too; an index table is allocated by the owner, writing nothing, so that it comes from
+//! the owner's glibc arena, on huge pages (`MemoryOrder::allocate`).
 //!
 //! A growing dedupe index's next table and the record store's next chunks are fresh memory:
 //! their first touch costs a page fault, and on a VM whose hypervisor backs guest memory

@@ -113,8 +113,9 @@ impl ReservedIndex {
 /// a helper thread to write ([`Self::prepare`]): glibc's `hugetlb=1` puts on huge pages only
 /// its main arena and its own mappings, and a block under its mmap threshold (which rises to
 /// 32 MiB as tables are freed) allocated on a helper thread comes from that thread's arena,
-/// on 4 KiB pages: then every lookup of the table (its control words up to 16 MiB, its slots
-/// up to 32 MiB) misses the TLB (BENCHMARKS.md, issue 25, eighth session). Allocated on the
+/// on 4 KiB pages: then lookups of the table (its control words and slots, up to 16 MiB each)
+/// miss the TLB (BENCHMARKS.md, issue 25, eighth session: quiet groups of votes at 8–11M
+/// IDs took 1.4–1.8× the time they take on huge pages). Allocated on the
 /// owner's thread, the table is in the main arena or a mapping of its own, both on huge
 /// pages; the owner writes no byte of it but glibc's block headers.
 pub(crate) struct UnpreparedIndex(PositionTable);
