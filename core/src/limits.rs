@@ -48,15 +48,18 @@ pub const RESERVED_VOTE_IDS_MAX: usize = 500_000_000;
 
 /// Vote IDs one growth step of a dedupe index moves into its larger table at most, reading
 /// each one's record to rehash it (see `position_index.rs`): no insert waits for more than
-/// this many rehashes (~10–40 µs). A step's record reads go back to back, so the more a step
+/// this many rehashes (~40–100 µs). A step's record reads go back to back, so the more a step
 /// moves, the more of them the CPU overlaps: measured on this VM, 16 a step cost ~90 ns a
-/// move among votes.
-pub const INDEX_GROWTH_STEP_MOVES_MAX: usize = 256;
+/// move among votes. 1,024 rather than 256 (the eighth session, BENCHMARKS.md): the faster
+/// an old table is moved, the fewer new IDs land in it meanwhile (each of which is moved
+/// again later) and the shorter the time lookups run on two tables.
+pub const INDEX_GROWTH_STEP_MOVES_MAX: usize = 1024;
 
 /// Inserts into a growing dedupe index per growth step: one insert in this many runs a
-/// step, so the index moves up to 4 vote IDs per insert on average (~0.1 µs, a tenth of
-/// what a vote costs the engine). Moving an old table of G groups (8 G slots) then takes
-/// 2 G inserts, and the new table, 12 G entries before it is full, holds at most 10 G.
+/// step, so the index moves up to 16 vote IDs per insert on average (~0.6 µs). Moving an
+/// old table of G groups (8 G slots) then takes G / 2 inserts, and the new table, 12 G
+/// entries before it is full, holds at most 8.5 G. The same steps touch the pages of a
+/// table being prepared, [`INDEX_GROWTH_STEP_PREFAULT_BYTES`] a step.
 pub const INDEX_GROWTH_INSERTS_PER_STEP: usize = 64;
 
 /// Bytes of a growing dedupe index's new table one growth step goes through, touching each

@@ -15,8 +15,8 @@
 //!    the table in use. **Or off the owner's thread:** once the table in use is
 //!    [`INDEX_TABLE_ORDER_AT_EIGHTHS`](crate::limits::INDEX_TABLE_ORDER_AT_EIGHTHS) eighths
 //!    of the way to full, the index orders its next table ([`PositionIndex::order_table`],
-//!    through `Replica::poll_memory_order`); the owner has it allocated and touched on a
-//!    helper thread (`prepared_memory.rs`) and offers it ([`PositionIndex::offer`]): if it is
+//!    through `Replica::poll_memory_order`); the owner allocates it (so that it is on
+//!    huge pages) and has it touched on a helper thread (`prepared_memory.rs`) and offers it ([`PositionIndex::offer`]): if it is
 //!    still the size the next growth needs and nothing is moving, the index switches to it at
 //!    once, in place of whatever it had begun preparing itself. A helper that is late
 //!    changes nothing but which thread pays the page faults.
@@ -34,7 +34,7 @@
 //! tick, so an index that stops taking IDs mid-growth still finishes and frees its old
 //! table). The rates are such that each phase ends long before the table it fills is full:
 //! preparing starts while the table can take twice the inserts it needs, and an old table of
-//! G groups (8 G slots at most, keys placed in it while it moves included) is moved in 2 G
+//! G groups (8 G slots at most, keys placed in it while it moves included) is moved in G / 2
 //! inserts into a new one of 2 G groups, which takes 12 G before it is full; a step runs at
 //! once if the entries still to move would fill it (small tables). A reservation larger
 //! than can be prepared in the room left is met by several growths, each as large as the
@@ -438,7 +438,7 @@ impl PositionIndex {
         }
         // A step every INSERTS_PER_STEP inserts, or at once if the entries still to move
         // would fill the table (small tables: one step moves all of an old table of up to
-        // 32 groups).
+        // 128 groups).
         let to_move = self.old.as_ref().map_or(0, MovingTable::unmoved);
         if self.inserts_before_step > 0 && self.table.len() + to_move < self.table.capacity() {
             self.inserts_before_step -= 1;

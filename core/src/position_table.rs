@@ -410,6 +410,12 @@ impl PositionTable {
             + (groups * GROUP_SLOTS * size_of::<Position>()).div_ceil(PAGE_BYTES)
     }
 
+    /// The address of the control words' allocation, to tell one allocation from another.
+    #[cfg(test)]
+    pub(crate) fn control_address(&self) -> usize {
+        self.control.as_ptr() as usize
+    }
+
     /// Bytes of heap the table holds.
     pub(crate) fn heap_bytes(&self) -> usize {
         self.control.capacity() * size_of::<u64>() + self.slots.capacity() * size_of::<Position>()

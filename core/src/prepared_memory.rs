@@ -1,5 +1,7 @@
-//! Memory a replica will need soon, allocated and faulted in on a helper thread rather than by
-//! the replica's owner (the node's engine, which answers every vote).
+//! Memory a replica will need soon, faulted in on a helper thread rather than by the
+//! replica's owner (the node's engine, which answers every vote). Record chunks are allocated
+//! there too; an index table is allocated by the owner, writing nothing, so that it comes from
+//! the owner's glibc arena, on huge pages (`MemoryOrder::allocate`).
 //!
 //! A growing dedupe index's next table and the record store's next chunks are fresh memory:
 //! their first touch costs a page fault, and on a VM whose hypervisor backs guest memory
@@ -23,7 +25,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_cha
 
 use crate::PollId;
 use crate::limits::MEMORY_HELPER_JOBS_MAX;
-use crate::record_store::{ReservedIndex, RetiredIndex, SpareChunk};
+use crate::record_store::{ReservedIndex, RetiredIndex, SpareChunk, UnpreparedIndex};
 
 /// What kind of memory an order asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,9 +67,33 @@ impl MemoryOrder {
     /// Allocates the memory and touches every page of it: tens to hundreds of milliseconds
     /// for a large table. Run it on a thread that answers no vote.
     pub fn prepare(self) -> PreparedMemory {
-        let memory = match self.kind {
-            MemoryKind::IndexTable => Prepared::IndexTable(ReservedIndex::with_groups(self.amount)),
-            MemoryKind::RecordChunks => {
+        let allocated = self.allocate();
+        self.prepare_allocated(allocated)
+    }
+
+    /// What the owner allocates itself before a helper thread prepares the order, writing
+    /// nothing (O(1) but for the allocator's own bookkeeping): an index table, so that its
+    /// memory comes from the owner's allocator arena, on huge pages ([`UnpreparedIndex`]).
+    /// Record chunks are allocated by the helper: the owner allocating them was measured
+    /// slower (the allocator's headers of each new chunk fault its pages on the owner's
+    /// thread; BENCHMARKS.md, issue 25, seventh session).
+    pub(crate) fn allocate(&self) -> Allocated {
+        match self.kind {
+            MemoryKind::IndexTable => Allocated::IndexTable(UnpreparedIndex::allocate(self.amount)),
+            MemoryKind::RecordChunks => Allocated::Nothing,
+        }
+    }
+
+    /// [`Self::prepare`] with what [`Self::allocate`] gave (allocated on any thread).
+    pub(crate) fn prepare_allocated(self, allocated: Allocated) -> PreparedMemory {
+        let memory = match (self.kind, allocated) {
+            (MemoryKind::IndexTable, Allocated::IndexTable(table)) => {
+                Prepared::IndexTable(table.prepare())
+            }
+            (MemoryKind::IndexTable, Allocated::Nothing) => {
+                Prepared::IndexTable(UnpreparedIndex::allocate(self.amount).prepare())
+            }
+            (MemoryKind::RecordChunks, _) => {
                 Prepared::RecordChunks((0..self.amount).map(|_| SpareChunk::faulted()).collect())
             }
         };
@@ -76,6 +102,12 @@ impl MemoryOrder {
             memory,
         }
     }
+}
+
+/// Memory the owner allocated for an order, nothing written ([`MemoryOrder::allocate`]).
+pub(crate) enum Allocated {
+    IndexTable(UnpreparedIndex),
+    Nothing,
 }
 
 /// Memory prepared for an order, to hand back to the replica.
@@ -111,7 +143,8 @@ pub(crate) enum Prepared {
 
 /// What a helper thread does.
 enum Job {
-    Prepare(MemoryOrder),
+    /// Prepares an order in what the owner allocated for it.
+    Prepare(MemoryOrder, Allocated),
     /// Frees an index table left over (its unmap takes milliseconds).
     Free(RetiredIndex),
 }
@@ -175,7 +208,9 @@ impl MemoryHelper {
                 continue;
             }
             if let Some(order) = replica.poll_memory_order(lane.kind) {
-                match lane.jobs.try_send(Job::Prepare(order.clone())) {
+                // Allocated here, on the owner's thread, written there (`allocate`).
+                let allocated = order.allocate();
+                match lane.jobs.try_send(Job::Prepare(order.clone(), allocated)) {
                     Ok(()) => lane.in_flight = Some(order),
                     Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                         replica.cancel_memory_order(order);
@@ -211,8 +246,8 @@ impl Lane {
             .spawn(move || {
                 for job in orders {
                     match job {
-                        Job::Prepare(order) => {
-                            if done.send(order.prepare()).is_err() {
+                        Job::Prepare(order, allocated) => {
+                            if done.send(order.prepare_allocated(allocated)).is_err() {
                                 return;
                             }
                         }
@@ -234,7 +269,7 @@ impl Lane {
             Ok(()) => None,
             Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => match job {
                 Job::Free(table) => Some(table),
-                Job::Prepare(_) => None,
+                Job::Prepare(..) => None,
             },
         }
     }
@@ -247,6 +282,54 @@ mod tests {
         ActorId, LocalVote, NodeId, OptionIndex, OptionName, PollSpec, PollWindow, Replica,
         UnixMillis, VoteId,
     };
+
+    #[test]
+    fn a_next_table_is_allocated_by_the_owner_and_only_written_by_the_helper() {
+        // Goal: a growing index's next table lives in memory its owner's thread allocated
+        // (whose arena glibc puts on huge pages; a helper thread's arena it does not), and the
+        // helper thread only writes it: the table handed back is that very allocation, empty,
+        // every page written. Method: allocate as `MemoryHelper::tend` does, on this thread,
+        // check nothing is written yet, prepare it on another thread, and compare the control
+        // words' addresses; then the table must take a replica's growth like any other.
+        let order = MemoryOrder::new(
+            crate::PollId::new("p").unwrap(),
+            MemoryKind::IndexTable,
+            1 << 16,
+        );
+        let allocated = order.allocate();
+        let Allocated::IndexTable(table) = &allocated else {
+            panic!("an index table order allocates its table on the owner's thread")
+        };
+        let address = table.control_address();
+        assert_eq!(
+            table.bytes_to_prefault(),
+            crate::position_table::PositionTable::pages_of(1 << 16)
+                * crate::position_table::PAGE_BYTES,
+            "nothing written on the owner's thread"
+        );
+        let prepared = std::thread::spawn(move || order.prepare_allocated(allocated))
+            .join()
+            .unwrap();
+        let (order, Prepared::IndexTable(index)) = prepared.into_parts() else {
+            panic!("an index table order prepares an index table")
+        };
+        assert_eq!(order.kind(), MemoryKind::IndexTable);
+        assert_eq!(
+            index.control_address(),
+            address,
+            "the owner's allocation, not a new one"
+        );
+        assert_eq!(index.capacity(), (1 << 16) * 6);
+        let chunks = MemoryOrder::new(
+            crate::PollId::new("p").unwrap(),
+            MemoryKind::RecordChunks,
+            2,
+        );
+        assert!(
+            matches!(chunks.allocate(), Allocated::Nothing),
+            "chunks: the helper's"
+        );
+    }
 
     #[test]
     fn a_memory_helper_hands_a_growing_replica_its_next_tables_and_every_vote_counts_once() {

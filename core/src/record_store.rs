@@ -85,9 +85,8 @@ impl ReservedIndex {
         Self::with_groups(PositionTable::groups_for(vote_ids))
     }
 
-    /// An empty index of `groups` groups, its pages touched: a growing index's next table
-    /// ([`crate::MemoryOrder::prepare`]).
-    pub(crate) fn with_groups(groups: usize) -> Self {
+    /// An empty index of `groups` groups, its pages touched (an admin reservation's).
+    fn with_groups(groups: usize) -> Self {
         let mut table = PositionTable::with_groups(groups);
         table.prefault(usize::MAX);
         Self(table)
@@ -101,6 +100,48 @@ impl ReservedIndex {
     /// The table as one to free.
     pub(crate) fn into_retired(self) -> RetiredIndex {
         RetiredIndex(self.0)
+    }
+
+    /// The address of its control words, to tell one allocation from another (tests).
+    #[cfg(test)]
+    pub(crate) fn control_address(&self) -> usize {
+        self.0.control_address()
+    }
+}
+
+/// A growing index's next table allocated by the replica's owner with nothing written, for
+/// a helper thread to write ([`Self::prepare`]): glibc's `hugetlb=1` puts on huge pages only
+/// its main arena and its own mappings, and a block under its mmap threshold (which rises to
+/// 32 MiB as tables are freed) allocated on a helper thread comes from that thread's arena,
+/// on 4 KiB pages: then lookups of the table (its control words and slots, up to 16 MiB each)
+/// miss the TLB (BENCHMARKS.md, issue 25, eighth session: quiet groups of votes at 8–11M
+/// IDs took 1.4–1.8× the time they take on huge pages). Allocated on the
+/// owner's thread, the table is in the main arena or a mapping of its own, both on huge
+/// pages; the owner writes no byte of it but glibc's block headers.
+pub(crate) struct UnpreparedIndex(PositionTable);
+
+impl UnpreparedIndex {
+    /// A table of `groups` groups, allocated on this thread, nothing written.
+    pub(crate) fn allocate(groups: usize) -> Self {
+        Self(PositionTable::unzeroed(groups))
+    }
+
+    /// Writes the whole table with zeros (every page touched): an empty index ready to use.
+    pub(crate) fn prepare(mut self) -> ReservedIndex {
+        self.0.prefault(usize::MAX);
+        ReservedIndex(self.0)
+    }
+
+    /// The address of its control words, to tell one allocation from another (tests).
+    #[cfg(test)]
+    pub(crate) fn control_address(&self) -> usize {
+        self.0.control_address()
+    }
+
+    /// Bytes of its pages not written yet.
+    #[cfg(test)]
+    pub(crate) fn bytes_to_prefault(&self) -> usize {
+        self.0.bytes_to_prefault()
     }
 }
 

@@ -58,7 +58,7 @@ pub const COMMANDS_PER_WAKE_MAX: usize = 4_096;
 pub const ACK_LANE_QUEUE_MAX: usize = 1_024;
 
 /// Growth steps of the dedupe indexes the engine runs per results tick, less those their
-/// inserts ran since the last tick: each moves at most `INDEX_GROWTH_STEP_MOVES_MAX` (256)
+/// inserts ran since the last tick: each moves at most `INDEX_GROWTH_STEP_MOVES_MAX` (1,024)
 /// vote IDs or touches 32 KiB of the next table, so an index in the middle of a burst (whose
 /// inserts run more steps than this) gets no extra work, and one that stops taking IDs
 /// mid-growth still finishes and frees its old table. [`INDEX_GROWTH_TICK_BUDGET`] bounds
