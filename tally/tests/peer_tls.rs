@@ -22,8 +22,8 @@ use tally_core::limits::FRAME_BYTES_MAX;
 use tally_node::peer::tls::{ALPN, ClusterTls, TlsError, check_peer_is, peer_node, refusal_alert};
 use tally_node::peer::transport::{
     Backoff, FrameError, PeerSocket, RECONNECT_BACKOFF_BASE_MS, RECONNECT_BACKOFF_CAP_MS,
-    REPORTED_PER_BYTE_GRANTED, SOCKET_RECEIVE_BUFFER_BYTES, UDP_PAYLOAD_MAX_BYTES, endpoint,
-    read_frame, receive_buffer_bytes, write_frame,
+    REPORTED_PER_BYTE_GRANTED, SOCKET_RECEIVE_BUFFER_BYTES, endpoint, read_frame,
+    receive_buffer_bytes, write_frame,
 };
 
 /// The longest any single await may take.
@@ -524,64 +524,6 @@ async fn a_closed_connection_surfaces_in_frame_errors() {
         }
         other => panic!("expected the peer's close, got {other:?} from {error}"),
     }
-}
-
-#[tokio::test]
-async fn frames_on_loopback_travel_in_jumbo_packets() {
-    // Goal: peer connections find and use packets larger than quinn's 1,452-byte default
-    // where the path carries them (loopback here; a jumbo-frame LAN between a region's two
-    // nodes), up to UDP_PAYLOAD_MAX_BYTES, so a pushed batch costs a fourth of the packets.
-    // Method: frames of 64 KiB both ways until both ends' path MTU stops growing (MTU
-    // discovery's probes ride on the traffic; at most 200 rounds), then both ends' MTU, and
-    // the client's bytes per datagram sent over the last rounds.
-    let dir = tempfile::tempdir().unwrap();
-    let files = cluster(dir.path(), &["us-east", "us-west"]);
-    let (_client, client, server) = connected_pair(&files).await;
-    let frame = vec![7u8; 64 << 10];
-    let mut buffer = Vec::new();
-    let round = |from: quinn::Connection, to: quinn::Connection| {
-        let frame = frame.clone();
-        async move {
-            let mut send = bounded(from.open_uni()).await.unwrap();
-            bounded(write_frame(&mut send, &frame)).await.unwrap();
-            send.finish().unwrap();
-            bounded(to.accept_uni()).await.unwrap()
-        }
-    };
-    let mtu = |connection: &quinn::Connection| connection.stats().path.current_mtu;
-    for _ in 0..200 {
-        for (from, to) in [(&client, &server), (&server, &client)] {
-            let mut recv = round(from.clone(), to.clone()).await;
-            assert_eq!(
-                bounded(read_frame(&mut recv, &mut buffer)).await.unwrap(),
-                Some(())
-            );
-        }
-        if mtu(&client) > 6_000 && mtu(&server) > 6_000 {
-            break;
-        }
-    }
-    for (side, connection) in [("client", &client), ("server", &server)] {
-        let found = mtu(connection);
-        assert!(
-            found > 6_000 && found <= UDP_PAYLOAD_MAX_BYTES,
-            "{side}'s path MTU is {found}: no jumbo packets on loopback"
-        );
-    }
-    let before = client.stats().udp_tx;
-    for _ in 0..8 {
-        let mut recv = round(client.clone(), server.clone()).await;
-        assert_eq!(
-            bounded(read_frame(&mut recv, &mut buffer)).await.unwrap(),
-            Some(())
-        );
-    }
-    let after = client.stats().udp_tx;
-    let per_datagram = (after.bytes - before.bytes) / (after.datagrams - before.datagrams);
-    assert!(
-        per_datagram > 4_000,
-        "{per_datagram} bytes per datagram sent: frames still go in small packets"
-    );
 }
 
 #[cfg(target_os = "linux")]

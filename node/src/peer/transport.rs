@@ -8,8 +8,7 @@
 //! - every connection uses [`transport_config`]: keep-alive well under the idle timeout, so
 //!   a live link never idles out and a partition longer than the idle timeout ends the
 //!   connection (to be redialled with [`Backoff`]) instead of leaving it stuck; and windows
-//!   bounded by named constants, so a peer can make us buffer at most so much; and packets
-//!   up to [`UDP_PAYLOAD_MAX_BYTES`] where the path carries them (MTU discovery);
+//!   bounded by named constants, so a peer can make us buffer at most so much;
 //! - [`read_frame`] never allocates more than [`FRAME_BYTES_MAX`] for a frame, and refuses a
 //!   longer length before allocating anything.
 
@@ -51,27 +50,6 @@ pub const BIDI_STREAMS_MAX: u32 = 16;
 /// Unidirectional streams a peer may have open towards us at once; opening more waits.
 pub const UNI_STREAMS_MAX: u32 = 16;
 
-/// Largest UDP payload a peer connection searches for (MTU discovery's upper bound) and
-/// accepts (the endpoint's `max_udp_payload_size`). quinn's defaults stop at 1,452 (a
-/// 1,500-byte Ethernet frame), which on a path that carries more (loopback, a jumbo-frame LAN
-/// between a region's two nodes) costs four to five times the packets, and their per-packet
-/// sealing, system calls and acks, for every pushed and pulled record. Not a whole jumbo
-/// frame: quinn sends up to 10 packets of the path MTU in one segmentation-offload (GSO) call,
-/// whose total the kernel caps at 65,507 bytes, and quietly drops a call over it (it reads
-/// EMSGSIZE as a lost MTU probe); 10 × 6,500 stays under. The search is safe on any path: a
-/// probe the path cannot carry is lost, costs its bytes, and the connection stays at the
-/// largest size that got through (at least 1,200 bytes, QUIC's floor, which every handshake
-/// proves).
-pub const UDP_PAYLOAD_MAX_BYTES: u16 = 6_500;
-
-/// Packets quinn (0.11) puts into one GSO call at most (its private `MAX_TRANSMIT_SEGMENTS`).
-const GSO_SEGMENTS_MAX: u32 = 10;
-
-/// The most a GSO call may carry (an IPv4 datagram's largest UDP payload).
-const GSO_BYTES_MAX: u32 = 65_507;
-
-const _: () = assert!(UDP_PAYLOAD_MAX_BYTES as u32 * GSO_SEGMENTS_MAX <= GSO_BYTES_MAX);
-
 /// Receive buffer asked for a peer socket (`SO_RCVBUF`). Linux's default (`net.core.
 /// rmem_default`, 208 KiB) overflows when a flat-out peer's pushes and pulls arrive while the
 /// runtime is busy: the kernel drops the datagrams (`RcvbufErrors` in `/proc/net/snmp`), and
@@ -112,9 +90,6 @@ pub fn transport_config() -> quinn::TransportConfig {
         .max_concurrent_uni_streams(VarInt::from_u32(UNI_STREAMS_MAX))
         // Peers talk in streams only; unreliable datagrams are refused.
         .datagram_receive_buffer_size(None);
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(UDP_PAYLOAD_MAX_BYTES);
-    config.mtu_discovery_config(Some(mtu));
     config
 }
 
@@ -141,9 +116,6 @@ pub fn endpoint(
     rng_seed: u64,
 ) -> io::Result<quinn::Endpoint> {
     let mut config = quinn::EndpointConfig::new(tls.reset_key());
-    config
-        .max_udp_payload_size(UDP_PAYLOAD_MAX_BYTES)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let cid_key = tls.connection_id_key();
     config.cid_generator(move || {
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
