@@ -67,8 +67,7 @@ impl MemoryOrder {
     /// Allocates the memory and touches every page of it: tens to hundreds of milliseconds
     /// for a large table. Run it on a thread that answers no vote.
     pub fn prepare(self) -> PreparedMemory {
-        let allocated = self.allocate();
-        self.prepare_allocated(allocated)
+        self.allocate().prepare()
     }
 
     /// What the owner allocates itself before a helper thread prepares the order, writing
@@ -77,37 +76,36 @@ impl MemoryOrder {
     /// Record chunks are allocated by the helper: the owner allocating them was measured
     /// slower (the allocator's headers of each new chunk fault its pages on the owner's
     /// thread; BENCHMARKS.md, issue 25, seventh session).
-    pub(crate) fn allocate(&self) -> Allocated {
+    pub(crate) fn allocate(self) -> Allocated {
         match self.kind {
-            MemoryKind::IndexTable => Allocated::IndexTable(UnpreparedIndex::allocate(self.amount)),
-            MemoryKind::RecordChunks => Allocated::Nothing,
-        }
-    }
-
-    /// [`Self::prepare`] with what [`Self::allocate`] gave (allocated on any thread).
-    pub(crate) fn prepare_allocated(self, allocated: Allocated) -> PreparedMemory {
-        let memory = match (self.kind, allocated) {
-            (MemoryKind::IndexTable, Allocated::IndexTable(table)) => {
-                Prepared::IndexTable(table.prepare())
+            MemoryKind::IndexTable => {
+                let table = UnpreparedIndex::allocate(self.amount);
+                Allocated::IndexTable(self, table)
             }
-            (MemoryKind::IndexTable, Allocated::Nothing) => {
-                Prepared::IndexTable(UnpreparedIndex::allocate(self.amount).prepare())
-            }
-            (MemoryKind::RecordChunks, _) => {
-                Prepared::RecordChunks((0..self.amount).map(|_| SpareChunk::faulted()).collect())
-            }
-        };
-        PreparedMemory {
-            order: self,
-            memory,
+            MemoryKind::RecordChunks => Allocated::RecordChunks(self),
         }
     }
 }
 
-/// Memory the owner allocated for an order, nothing written ([`MemoryOrder::allocate`]).
+/// An order with what the owner allocated for it, nothing written ([`MemoryOrder::allocate`]),
+/// to be prepared on any thread ([`Allocated::prepare`]).
 pub(crate) enum Allocated {
-    IndexTable(UnpreparedIndex),
-    Nothing,
+    IndexTable(MemoryOrder, UnpreparedIndex),
+    RecordChunks(MemoryOrder),
+}
+
+impl Allocated {
+    /// Writes (and for record chunks, allocates) the order's memory, every page touched.
+    pub(crate) fn prepare(self) -> PreparedMemory {
+        let (order, memory) = match self {
+            Allocated::IndexTable(order, table) => (order, Prepared::IndexTable(table.prepare())),
+            Allocated::RecordChunks(order) => {
+                let chunks = (0..order.amount).map(|_| SpareChunk::faulted()).collect();
+                (order, Prepared::RecordChunks(chunks))
+            }
+        };
+        PreparedMemory { order, memory }
+    }
 }
 
 /// Memory prepared for an order, to hand back to the replica.
@@ -144,7 +142,7 @@ pub(crate) enum Prepared {
 /// What a helper thread does.
 enum Job {
     /// Prepares an order in what the owner allocated for it.
-    Prepare(MemoryOrder, Allocated),
+    Prepare(Allocated),
     /// Frees an index table left over (its unmap takes milliseconds).
     Free(RetiredIndex),
 }
@@ -209,8 +207,7 @@ impl MemoryHelper {
             }
             if let Some(order) = replica.poll_memory_order(lane.kind) {
                 // Allocated here, on the owner's thread, written there (`allocate`).
-                let allocated = order.allocate();
-                match lane.jobs.try_send(Job::Prepare(order.clone(), allocated)) {
+                match lane.jobs.try_send(Job::Prepare(order.clone().allocate())) {
                     Ok(()) => lane.in_flight = Some(order),
                     Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                         replica.cancel_memory_order(order);
@@ -246,8 +243,8 @@ impl Lane {
             .spawn(move || {
                 for job in orders {
                     match job {
-                        Job::Prepare(order, allocated) => {
-                            if done.send(order.prepare_allocated(allocated)).is_err() {
+                        Job::Prepare(allocated) => {
+                            if done.send(allocated.prepare()).is_err() {
                                 return;
                             }
                         }
@@ -297,7 +294,7 @@ mod tests {
             1 << 16,
         );
         let allocated = order.allocate();
-        let Allocated::IndexTable(table) = &allocated else {
+        let Allocated::IndexTable(_, table) = &allocated else {
             panic!("an index table order allocates its table on the owner's thread")
         };
         let address = table.control_address();
@@ -307,7 +304,7 @@ mod tests {
                 * crate::position_table::PAGE_BYTES,
             "nothing written on the owner's thread"
         );
-        let prepared = std::thread::spawn(move || order.prepare_allocated(allocated))
+        let prepared = std::thread::spawn(move || allocated.prepare())
             .join()
             .unwrap();
         let (order, Prepared::IndexTable(index)) = prepared.into_parts() else {
@@ -326,7 +323,7 @@ mod tests {
             2,
         );
         assert!(
-            matches!(chunks.allocate(), Allocated::Nothing),
+            matches!(chunks.allocate(), Allocated::RecordChunks(_)),
             "chunks: the helper's"
         );
     }
